@@ -1,0 +1,992 @@
+//! The job: one long operation run by a worker on its own thread.
+//!
+//! A [`Job`] is a cheap, clonable reference. The caller side starts, cancels,
+//! pauses, resumes, waits for and reads it; the worker gets a [`Worker`] for
+//! progress, pause points and cancellation checks. All rules about which verb is
+//! allowed when come from [`super::state::verb_allowed`]; this module applies them
+//! under the job's lock and never calls user code (worker, free functions) with
+//! that lock held.
+
+use super::log;
+use super::progress::{self, Fields, Progress};
+use super::state::{State, Verb, verb_allowed};
+use super::threads::Pool;
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Bounded jobs know (or estimate) how much work there is and report a
+/// percentage; unbounded jobs report only elapsed time and units done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum JobType {
+    /// Has a total (units or percent).
+    #[default]
+    Bounded = 0,
+    /// Has no known end.
+    Unbounded = 1,
+}
+
+/// Why a job failed: an errno-style code chosen by the worker and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobError {
+    /// Non-zero, worker-defined (an errno value is usual).
+    pub code: i32,
+    /// Human-readable; may be empty.
+    pub message: String,
+}
+
+impl JobError {
+    /// An error with this code and message.
+    pub fn new(code: i32, message: impl Into<String>) -> JobError {
+        JobError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// Why a verb was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The verb is not allowed in the job's current state (see the verb table).
+    NotAllowed {
+        /// What was asked.
+        verb: Verb,
+        /// The state the job was in.
+        state: State,
+    },
+    /// No thread could be started (EAGAIN); nothing was left behind.
+    TryAgain,
+    /// A wait ran out of time.
+    TimedOut,
+    /// The job was cancelled (returned by pause points and waits).
+    Cancelled,
+    /// An argument was out of range; nothing was changed.
+    InvalidArgument(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotAllowed { verb, state } => {
+                write!(f, "{verb} is not allowed in state {state}")
+            }
+            Error::TryAgain => f.write_str("no thread could be started; try again"),
+            Error::TimedOut => f.write_str("timed out"),
+            Error::Cancelled => f.write_str("cancelled"),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Which race a cancel request met (libxl's abort contract).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum CancelStatus {
+    /// This call asked first; the job will end soon (and may still succeed).
+    Requested = 0,
+    /// Someone asked before; nothing new happened.
+    AlreadyRequested = 1,
+    /// The job had already ended; nothing happened.
+    AlreadyFinished = 2,
+}
+
+/// A consistent snapshot of a job, as returned by [`Job::info`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Info {
+    /// Process-unique id.
+    pub id: u64,
+    /// Bounded or unbounded.
+    pub job_type: JobType,
+    /// The state at the moment of the snapshot.
+    pub state: State,
+    /// Whether cancel was requested (also on a job that then completed).
+    pub cancel_requested: bool,
+    /// Whether a user pause is in force.
+    pub pause_requested: bool,
+    /// Time since start, paused time excluded, in ms (0 before start).
+    pub elapsed_ms: i64,
+    /// Estimated remaining time in ms; −1 when unknown; 0 once finished.
+    pub remaining_ms: i64,
+    /// 0–100, or −1 when unknown (always −1 for unbounded jobs).
+    pub percent: i32,
+    /// Units done.
+    pub current: u64,
+    /// Units in all (0 = not known).
+    pub total: u64,
+    /// Units per second of active time, or −1 when unknown.
+    pub rate: f64,
+    /// Time since the last progress update in ms, or −1 if there was none.
+    pub since_progress_ms: i64,
+    /// The job's error code (0 while it has none).
+    pub error_code: i32,
+}
+
+/// A live job, as listed by [`list`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing {
+    /// Process-unique id.
+    pub id: u64,
+    /// The job's name.
+    pub name: String,
+    /// Current state.
+    pub state: State,
+    /// Current phase name (may be empty).
+    pub phase: String,
+    /// Time since creation in ms.
+    pub age_ms: i64,
+    /// Time since the last progress update in ms, or −1.
+    pub since_progress_ms: i64,
+}
+
+/// The function a job runs. It gets a [`Worker`]; `Ok` completes the job, `Err`
+/// fails it (or cancels it, when cancel was requested).
+pub type WorkerFn = Box<dyn FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static>;
+
+const ATTN_CANCEL: u8 = 1;
+const ATTN_PAUSE: u8 = 2;
+/// Set once the job is terminal, so updates after the end take the slow path and
+/// are refused by the verb table.
+const ATTN_DONE: u8 = 4;
+
+/// The errno for an I/O error, reported for a panicking worker (core holds no libc;
+/// the value is the same on every Linux architecture).
+const EIO: i32 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Created,
+    Running,
+    Done(State),
+}
+
+struct St {
+    life: Life,
+    cancel_requested: bool,
+    user_paused: bool,
+    /// Job-clock time the current user pause began.
+    paused_since_ns: Option<i64>,
+    finished_ns: Option<i64>,
+    error: Option<JobError>,
+    /// A status recorded with [`Job::finish`] before the worker returned.
+    finish_status: Option<i32>,
+    worker: Option<WorkerFn>,
+}
+
+impl St {
+    fn state(&self) -> State {
+        match self.life {
+            Life::Created => State::Created,
+            Life::Running if self.user_paused => State::Paused,
+            Life::Running => State::Running,
+            Life::Done(s) => s,
+        }
+    }
+
+    fn check(&self, verb: Verb) -> Result<(), Error> {
+        let state = self.state();
+        if verb_allowed(verb, state) {
+            Ok(())
+        } else {
+            Err(Error::NotAllowed { verb, state })
+        }
+    }
+}
+
+struct Inner {
+    id: u64,
+    name: String,
+    job_type: JobType,
+    stack_size: usize,
+    pool: &'static Pool,
+    epoch: Instant,
+    /// ATTN_* bits: the worker's fast path reads only this.
+    attention: AtomicU8,
+    /// Job-clock ns when started, −1 before; written under `st`, read anywhere.
+    started_ns: AtomicI64,
+    /// Total ns spent in finished user pauses; written under `st`.
+    paused_ns: AtomicI64,
+    progress: Progress,
+    phase: Mutex<Arc<str>>,
+    st: Mutex<St>,
+    cv: Condvar,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        log::debug(format_args!("job {} '{}' freed", self.id, self.name));
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<u64, Weak<Inner>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<u64, Weak<Inner>>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Every job that still exists (has a handle, a running worker, or a clone).
+pub fn list() -> Vec<Listing> {
+    let jobs: Vec<Job> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(Weak::upgrade)
+        .map(Job)
+        .collect();
+    let mut out: Vec<Listing> = jobs
+        .iter()
+        .map(|j| {
+            let info = j.info();
+            Listing {
+                id: j.id(),
+                name: j.name().to_owned(),
+                state: info.state,
+                phase: j.phase().to_string(),
+                age_ms: ms(j.0.now_ns()),
+                since_progress_ms: info.since_progress_ms,
+            }
+        })
+        .collect();
+    out.sort_by_key(|l| l.id);
+    out
+}
+
+/// Builds a job.
+#[derive(Default)]
+pub struct Builder {
+    name: Option<String>,
+    job_type: JobType,
+    stack_size: usize,
+    pool: Option<&'static Pool>,
+}
+
+impl Builder {
+    /// A bounded job with a generated name, default stack, on the global pool.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The job's name (its thread's name, cut to 15 bytes). Default `job-<id>`.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Bounded (default) or unbounded.
+    pub fn job_type(mut self, t: JobType) -> Builder {
+        self.job_type = t;
+        self
+    }
+
+    /// Worker stack size in bytes; 0 (default) is the platform default.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Run on this pool instead of the global one.
+    pub fn pool(mut self, pool: &'static Pool) -> Builder {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Makes the job in `Created`; [`Job::start`] runs it.
+    pub fn create<F>(self, worker: F) -> Job
+    where
+        F: FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static,
+    {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::new(Inner {
+            id,
+            name: self.name.unwrap_or_else(|| format!("job-{id}")),
+            job_type: self.job_type,
+            stack_size: self.stack_size,
+            pool: self.pool.unwrap_or_else(Pool::global),
+            epoch: Instant::now(),
+            attention: AtomicU8::new(0),
+            started_ns: AtomicI64::new(-1),
+            paused_ns: AtomicI64::new(0),
+            progress: Progress::default(),
+            phase: Mutex::new(Arc::from("")),
+            st: Mutex::new(St {
+                life: Life::Created,
+                cancel_requested: false,
+                user_paused: false,
+                paused_since_ns: None,
+                finished_ns: None,
+                error: None,
+                finish_status: None,
+                worker: Some(Box::new(worker)),
+            }),
+            cv: Condvar::new(),
+        });
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::downgrade(&inner));
+        log::debug(format_args!("job {id} '{}' created", inner.name));
+        Job(inner)
+    }
+
+    /// Makes the job and starts it. On [`Error::TryAgain`] the job and the worker
+    /// closure (with everything it captured) are dropped.
+    pub fn spawn<F>(self, worker: F) -> Result<Job, Error>
+    where
+        F: FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static,
+    {
+        let job = self.create(worker);
+        job.start()?;
+        Ok(job)
+    }
+}
+
+/// A reference to a job. Clones refer to the same job; the job's memory lives
+/// until the last clone and its worker are gone.
+#[derive(Clone)]
+pub struct Job(Arc<Inner>);
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.0.id)
+            .field("name", &self.0.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl PartialEq for Job {
+    fn eq(&self, other: &Job) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Job {}
+
+impl Inner {
+    fn now_ns(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, St> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Active (unpaused) time at job-clock `now`, for a state `st`.
+    fn active_ns(&self, st: &St, now: i64) -> i64 {
+        let started = self.started_ns.load(Ordering::Relaxed);
+        if started < 0 {
+            return 0;
+        }
+        let end = st.finished_ns.unwrap_or(now);
+        let current_pause = st.paused_since_ns.map_or(0, |p| end - p);
+        (end - started - self.paused_ns.load(Ordering::Relaxed) - current_pause).max(0)
+    }
+
+    /// Ends the current user pause (if any) and adds it to the paused total.
+    fn end_user_pause(&self, st: &mut St, now: i64) {
+        if let Some(since) = st.paused_since_ns.take() {
+            self.paused_ns.fetch_add(now - since, Ordering::Relaxed);
+        }
+        st.user_paused = false;
+        self.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
+    }
+
+    fn set_attention(&self, bit: u8) {
+        self.attention.fetch_or(bit, Ordering::Release);
+    }
+}
+
+fn ms(ns: i64) -> i64 {
+    ns / 1_000_000
+}
+
+impl Job {
+    /// A new [`Builder`].
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Process-unique id (never reused).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Bounded or unbounded.
+    pub fn job_type(&self) -> JobType {
+        self.0.job_type
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.0.lock().state()
+    }
+
+    /// Starts the worker of a created job on a thread of the job's pool.
+    ///
+    /// Errors: `NotAllowed` unless `Created` (and not being cancelled);
+    /// `TryAgain` if no thread could be started, in which case the job stays
+    /// `Created` (or ends `Cancelled` if a cancel arrived meanwhile).
+    pub fn start(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let worker = {
+            let mut st = inner.lock();
+            st.check(Verb::Start)?;
+            let Some(worker) = st.worker.take() else {
+                // Being cancelled by another thread right now.
+                return Err(Error::NotAllowed {
+                    verb: Verb::Start,
+                    state: State::Cancelled,
+                });
+            };
+            st.life = Life::Running;
+            inner.started_ns.store(inner.now_ns(), Ordering::Relaxed);
+            worker
+        };
+        // The slot lets a failed spawn give the worker back: the thread start
+        // failed, so the closure never ran and the job can stay Created.
+        let slot = Arc::new(Mutex::new(Some(worker)));
+        let job = self.clone();
+        let task_slot = slot.clone();
+        let spawned = inner.pool.spawn(
+            &inner.name,
+            inner.stack_size,
+            Box::new(move || {
+                let worker = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(worker) = worker {
+                    job.run(worker);
+                }
+            }),
+        );
+        match spawned {
+            Ok(()) => {
+                log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
+                Ok(())
+            }
+            Err(e) => {
+                log::debug(format_args!(
+                    "job {} '{}' could not start a thread: {e}",
+                    inner.id, inner.name
+                ));
+                let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let mut st = inner.lock();
+                inner.started_ns.store(-1, Ordering::Relaxed);
+                if st.cancel_requested {
+                    // A cancel arrived while we were starting; honour it.
+                    st.life = Life::Running;
+                    drop(st);
+                    drop(worker);
+                    self.settle(Life::Done(State::Cancelled), None);
+                } else {
+                    st.life = Life::Created;
+                    st.worker = worker;
+                }
+                Err(Error::TryAgain)
+            }
+        }
+    }
+
+    /// The worker thread's body: run, then decide the outcome (DESIGN.md).
+    fn run(&self, worker: WorkerFn) {
+        let w = Worker { job: self };
+        // The closure is consumed by the call, so everything it captured (the C
+        // userdata and its free function) is dropped before the outcome is
+        // published: a waiter that wakes sees the free done.
+        let result = catch_unwind(AssertUnwindSafe(|| worker(&w)));
+        let (life, error) = {
+            let st = self.0.lock();
+            let result = match (st.finish_status, result) {
+                (Some(0), Ok(_)) => Ok(()),
+                (Some(code), Ok(_)) => Err(JobError::new(code, "")),
+                (None, Ok(r)) => r,
+                (_, Err(payload)) => Err(JobError::new(
+                    EIO,
+                    format!("worker panicked: {}", panic_message(&payload)),
+                )),
+            };
+            match result {
+                Ok(()) => (State::Completed, None),
+                Err(e) if st.cancel_requested => (State::Cancelled, Some(e)),
+                Err(e) => (State::Failed, Some(e)),
+            }
+        };
+        self.settle(Life::Done(life), error);
+    }
+
+    /// Publishes a terminal state. Only called once per job: by the worker thread,
+    /// or by the thread that cancelled a job that never ran.
+    fn settle(&self, life: Life, error: Option<JobError>) {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        inner.end_user_pause(&mut st, now);
+        st.finished_ns = Some(now);
+        let state = match life {
+            Life::Done(s) => s,
+            _ => unreachable!("settle is only given terminal states"),
+        };
+        if let Some(mut e) = error {
+            // Keep a message the worker set; fill in defaults otherwise.
+            let set = st.error.take();
+            if let Some(set) = set {
+                e.message = if e.message.is_empty() {
+                    set.message
+                } else {
+                    e.message
+                };
+                if e.code == 0 {
+                    e.code = set.code;
+                }
+            }
+            if e.message.is_empty() {
+                e.message = match state {
+                    State::Cancelled => "cancelled".to_owned(),
+                    _ => format!("worker failed with code {}", e.code),
+                };
+            }
+            st.error = Some(e);
+        } else if state == State::Cancelled && st.error.is_none() {
+            st.error = Some(JobError::new(0, "cancelled before start"));
+        }
+        st.life = life;
+        inner.set_attention(ATTN_DONE);
+        drop(st);
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
+    }
+
+    /// Requests cancellation and returns at once.
+    ///
+    /// A created job ends `Cancelled` without its worker running (its closure is
+    /// dropped before this returns). A paused job is resumed so it can see the
+    /// cancel. A running worker decides: it may still complete.
+    pub fn cancel(&self) -> CancelStatus {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        if matches!(st.life, Life::Done(_)) {
+            return CancelStatus::AlreadyFinished;
+        }
+        if st.cancel_requested {
+            return CancelStatus::AlreadyRequested;
+        }
+        st.cancel_requested = true;
+        inner.set_attention(ATTN_CANCEL);
+        match st.life {
+            Life::Created => {
+                let worker = st.worker.take();
+                drop(st);
+                log::debug(format_args!("job {} cancelled before start", inner.id));
+                drop(worker);
+                self.settle(Life::Done(State::Cancelled), None);
+            }
+            _ => {
+                // Seed 000: cancel undoes a user pause so the worker can see it.
+                inner.end_user_pause(&mut st, now);
+                drop(st);
+                inner.cv.notify_all();
+                log::debug(format_args!("job {} cancel requested", inner.id));
+            }
+        }
+        CancelStatus::Requested
+    }
+
+    /// User pause: the worker parks at its next pause point, cancellable wait or
+    /// progress update. Refused unless `Running` (pausing twice is refused).
+    pub fn pause(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Pause)?;
+        st.user_paused = true;
+        st.paused_since_ns = Some(now);
+        inner.set_attention(ATTN_PAUSE);
+        drop(st);
+        log::debug(format_args!("job {} paused", inner.id));
+        Ok(())
+    }
+
+    /// Undoes a user pause. Refused unless `Paused`.
+    pub fn resume(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Resume)?;
+        inner.end_user_pause(&mut st, now);
+        drop(st);
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} resumed", inner.id));
+        Ok(())
+    }
+
+    /// Waits until the job is terminal, or `timeout` passes (`None` = forever).
+    /// A timeout too large to represent waits forever. Returns the final state.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<State, Error> {
+        let inner = &self.0;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = inner.lock();
+        loop {
+            if let Life::Done(s) = st.life {
+                return Ok(s);
+            }
+            st = match deadline {
+                None => inner.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::TimedOut);
+                    }
+                    inner
+                        .cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Checks that the job may be released now (the C API's destroy). A created
+    /// job is cancelled first, so its worker closure is dropped and never runs.
+    /// Refused while the worker may still run.
+    pub fn release(&self) -> Result<(), Error> {
+        let created = {
+            let st = self.0.lock();
+            st.check(Verb::Destroy)?;
+            st.life == Life::Created
+        };
+        if created {
+            self.cancel();
+            // Another thread may have been mid-way through cancelling it; that
+            // only drops the closure, so this wait is short.
+            self.wait(None)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the job may be detached, and cancels it if asked. The job's
+    /// memory is freed when its worker ends and the last reference is gone.
+    pub fn detach(&self, cancel: bool) -> Result<(), Error> {
+        self.0.lock().check(Verb::Detach)?;
+        if cancel {
+            self.cancel();
+        }
+        log::debug(format_args!("job {} detached", self.0.id));
+        Ok(())
+    }
+
+    /// One consistent snapshot; never waits on the worker.
+    pub fn info(&self) -> Info {
+        let inner = &self.0;
+        let (state, cancel_requested, pause_requested, active, error_code) = {
+            let st = inner.lock();
+            let now = inner.now_ns();
+            (
+                st.state(),
+                st.cancel_requested,
+                st.user_paused,
+                inner.active_ns(&st, now),
+                st.error.as_ref().map_or(0, |e| e.code),
+            )
+        };
+        let f = inner.progress.snapshot();
+        let now = inner.now_ns();
+        let bounded = inner.job_type == JobType::Bounded;
+        let percent = match (bounded, state) {
+            (false, _) => -1,
+            (true, State::Completed) => 100,
+            (true, _) => progress::percent(&f),
+        };
+        let active_ms = ms(active);
+        let rate = if active > 0 && f.current > 0 {
+            f.current as f64 * 1e9 / active as f64
+        } else {
+            -1.0
+        };
+        let remaining_ms = if state.is_terminal() {
+            0
+        } else {
+            remaining(&f, bounded, active, rate)
+        };
+        Info {
+            id: inner.id,
+            job_type: inner.job_type,
+            state,
+            cancel_requested,
+            pause_requested,
+            elapsed_ms: active_ms,
+            remaining_ms,
+            percent,
+            current: f.current,
+            total: f.total,
+            rate,
+            since_progress_ms: if f.last_ns < 0 {
+                -1
+            } else {
+                ms((now - f.last_ns).max(0))
+            },
+            error_code,
+        }
+    }
+
+    /// The job's error, if it has one: set by the worker, or given at its end.
+    pub fn error(&self) -> Option<JobError> {
+        self.0.lock().error.clone()
+    }
+
+    /// The phase name the worker set last ("" before any).
+    pub fn phase(&self) -> Arc<str> {
+        self.0
+            .phase
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn check_update(&self) -> Result<(), Error> {
+        self.0.lock().check(Verb::Update)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Fields) -> Result<(), Error>) -> Result<(), Error> {
+        // The state check is one uncontended read of the attention bits in the
+        // common case; the lock is only taken when something happened to the job
+        // (cancel, pause, or its end).
+        if self.0.attention.load(Ordering::Acquire) != 0 {
+            self.check_update()?;
+        }
+        let now = self.0.now_ns();
+        self.0.progress.update(|fields| {
+            f(fields)?;
+            fields.last_ns = now;
+            Ok(())
+        })
+    }
+
+    /// Sets the number of units in all (may move either way; 0 = unknown).
+    pub fn set_total(&self, total: u64) -> Result<(), Error> {
+        self.update(|f| {
+            f.total = total;
+            Ok(())
+        })
+    }
+
+    /// Sets the units done. Refused (nothing changed) if it would go backwards.
+    pub fn set_current(&self, current: u64) -> Result<(), Error> {
+        self.update(|f| {
+            if current < f.current {
+                return Err(Error::InvalidArgument("current progress may only grow"));
+            }
+            f.current = current;
+            Ok(())
+        })
+    }
+
+    /// Adds to the units done (saturating).
+    pub fn add_units(&self, n: u64) -> Result<(), Error> {
+        self.update(|f| {
+            f.current = f.current.saturating_add(n);
+            Ok(())
+        })
+    }
+
+    /// Sets a percentage directly, for workers that count in percent.
+    /// Refused outside 0–100; −1 goes back to units-based percent.
+    pub fn set_percent(&self, percent: i32) -> Result<(), Error> {
+        if !(-1..=100).contains(&percent) {
+            return Err(Error::InvalidArgument("percent must be -1 or 0..=100"));
+        }
+        self.update(|f| {
+            f.percent = percent;
+            Ok(())
+        })
+    }
+
+    /// Sets the remaining time as the worker estimates it, in ms; it counts down
+    /// with active time. −1 goes back to the library's estimate.
+    pub fn set_eta(&self, remaining_ms: i64) -> Result<(), Error> {
+        if remaining_ms < -1 {
+            return Err(Error::InvalidArgument("eta must be -1 or >= 0"));
+        }
+        let active = {
+            let st = self.0.lock();
+            self.0.active_ns(&st, self.0.now_ns())
+        };
+        self.update(|f| {
+            f.eta_ms = remaining_ms;
+            f.eta_set_active_ns = active;
+            Ok(())
+        })
+    }
+
+    /// Sets the phase name ("copying", "cleaning up").
+    pub fn set_phase(&self, phase: &str) -> Result<(), Error> {
+        self.check_update()?;
+        *self.0.phase.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(phase);
+        log::debug(format_args!("job {} phase '{phase}'", self.0.id));
+        Ok(())
+    }
+
+    /// Records the job's error code and message. The job fails only when the
+    /// worker returns an error (or records a non-zero [`Job::finish`] status).
+    pub fn set_error(&self, code: i32, message: &str) -> Result<(), Error> {
+        if code == 0 {
+            return Err(Error::InvalidArgument("an error code must be non-zero"));
+        }
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.error = Some(JobError::new(code, message));
+        Ok(())
+    }
+
+    /// Records the outcome the worker will report when it returns (the virJob
+    /// "finish" style): 0 = success, anything else = failure with that code. The
+    /// last call wins, and it overrides the worker's return value.
+    pub fn finish(&self, status: i32) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        if st.life != Life::Running {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        st.finish_status = Some(status);
+        Ok(())
+    }
+
+    /// Whether cancel was requested. One atomic load.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
+    }
+
+    /// Worker side: parks while the job is user-paused; returns `Cancelled` if
+    /// cancel was requested. One atomic load when nothing is pending.
+    pub fn pause_point(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        if inner.attention.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let mut st = inner.lock();
+        while st.user_paused && !st.cancel_requested {
+            st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.cancel_requested {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn remaining(f: &Fields, bounded: bool, active_ns: i64, rate: f64) -> i64 {
+    if f.eta_ms >= 0 {
+        let spent = ms(active_ns - f.eta_set_active_ns).max(0);
+        return (f.eta_ms - spent).max(0);
+    }
+    if !bounded {
+        return -1;
+    }
+    if f.percent < 0 && f.total > 0 && rate > 0.0 {
+        let left = f.total.saturating_sub(f.current) as f64;
+        return (left / rate * 1000.0).min(i64::MAX as f64) as i64;
+    }
+    let p = progress::percent(f);
+    if (1..100).contains(&p) && f.percent >= 0 {
+        return ms(active_ns) * i64::from(100 - p) / i64::from(p);
+    }
+    if p == 100 { 0 } else { -1 }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// What a worker gets: its job, plus the calls that park at pause points.
+pub struct Worker<'a> {
+    job: &'a Job,
+}
+
+impl Worker<'_> {
+    /// The job this worker runs.
+    pub fn job(&self) -> &Job {
+        self.job
+    }
+
+    /// Whether cancel was requested. One atomic load.
+    pub fn is_cancelled(&self) -> bool {
+        self.job.is_cancel_requested()
+    }
+
+    /// Parks while user-paused; `Err(Cancelled)` once cancel was requested.
+    pub fn pause_point(&self) -> Result<(), Error> {
+        self.job.pause_point()
+    }
+
+    /// Progress updates from the worker are pause points too (DESIGN.md "Pause"):
+    /// a paused worker parks here; a cancel does not stop the update.
+    fn after_update(&self, r: Result<(), Error>) -> Result<(), Error> {
+        r?;
+        match self.job.pause_point() {
+            Err(Error::Cancelled) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// See [`Job::set_total`]; parks if paused.
+    pub fn set_total(&self, total: u64) -> Result<(), Error> {
+        self.after_update(self.job.set_total(total))
+    }
+
+    /// See [`Job::set_current`]; parks if paused.
+    pub fn set_current(&self, current: u64) -> Result<(), Error> {
+        self.after_update(self.job.set_current(current))
+    }
+
+    /// See [`Job::add_units`]; parks if paused.
+    pub fn add_units(&self, n: u64) -> Result<(), Error> {
+        self.after_update(self.job.add_units(n))
+    }
+
+    /// See [`Job::set_percent`]; parks if paused.
+    pub fn set_percent(&self, percent: i32) -> Result<(), Error> {
+        self.after_update(self.job.set_percent(percent))
+    }
+
+    /// See [`Job::set_eta`].
+    pub fn set_eta(&self, remaining_ms: i64) -> Result<(), Error> {
+        self.job.set_eta(remaining_ms)
+    }
+
+    /// See [`Job::set_phase`].
+    pub fn set_phase(&self, phase: &str) -> Result<(), Error> {
+        self.job.set_phase(phase)
+    }
+}

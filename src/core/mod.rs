@@ -1,0 +1,20 @@
+//! The job model in safe Rust: states and the verb table, progress, jobs and
+//! their workers, threads. Usable directly as a Rust API; the C ABI in
+//! [`crate::ffi`] only checks, converts and forwards to it.
+//!
+//! Nothing here uses `unsafe`, libc or FFI types. The one OS facility std lacks
+//! (renaming a reused thread after its job) comes from the safe wrappers in
+//! `crate::sys`.
+#![forbid(unsafe_code)]
+
+pub mod job;
+pub mod log;
+pub(crate) mod progress;
+pub mod state;
+pub mod threads;
+
+pub use job::{
+    Builder, CancelStatus, Error, Info, Job, JobError, JobType, Listing, Worker, WorkerFn, list,
+};
+pub use state::{State, Verb, verb_allowed};
+pub use threads::{Pool, PoolConfig};

@@ -1,0 +1,218 @@
+//! Progress counters that a worker updates per block and any thread reads.
+//!
+//! A sequence lock over atomics: the writer makes the sequence odd, stores the
+//! fields, and makes it even again; a reader retries until it sees the same even
+//! sequence before and after reading. Writers never wait for readers and readers
+//! never take a lock, so a copy loop can update once per block (no syscall, no
+//! contended lock) while a manager polls getinfo, and every snapshot is one the
+//! writer actually published (never `current` from one update and `total` from
+//! another).
+
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering, fence};
+
+/// "Not set" for the optional fields.
+pub(crate) const UNSET: i64 = -1;
+
+/// The fields one snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fields {
+    /// Units done; only grows.
+    pub current: u64,
+    /// Units in all; 0 = not known. May move either way.
+    pub total: u64,
+    /// A percentage the worker set directly, 0–100, or −1.
+    pub percent: i32,
+    /// Remaining time the worker set, in ms, or −1.
+    pub eta_ms: i64,
+    /// Active (unpaused) job time when `eta_ms` was set, in ns.
+    pub eta_set_active_ns: i64,
+    /// Job-clock time of the last update, in ns, or −1 if none yet.
+    pub last_ns: i64,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            current: 0,
+            total: 0,
+            percent: UNSET as i32,
+            eta_ms: UNSET,
+            eta_set_active_ns: 0,
+            last_ns: UNSET,
+        }
+    }
+}
+
+/// The shared record. See the module docs for the protocol.
+pub(crate) struct Progress {
+    seq: AtomicU64,
+    current: AtomicU64,
+    total: AtomicU64,
+    percent: AtomicI32,
+    eta_ms: AtomicI64,
+    eta_set_active_ns: AtomicI64,
+    last_ns: AtomicI64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        let f = Fields::default();
+        Progress {
+            seq: AtomicU64::new(0),
+            current: AtomicU64::new(f.current),
+            total: AtomicU64::new(f.total),
+            percent: AtomicI32::new(f.percent),
+            eta_ms: AtomicI64::new(f.eta_ms),
+            eta_set_active_ns: AtomicI64::new(f.eta_set_active_ns),
+            last_ns: AtomicI64::new(f.last_ns),
+        }
+    }
+}
+
+impl Progress {
+    /// Reads the current fields, lets `f` change them, and publishes the result
+    /// atomically as a whole. If `f` returns an error nothing is published.
+    /// Writers exclude each other with the sequence itself (odd = being written).
+    pub fn update<E>(&self, f: impl FnOnce(&mut Fields) -> Result<(), E>) -> Result<(), E> {
+        let seq = loop {
+            let s = self.seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && self
+                    .seq
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break s;
+            }
+            std::hint::spin_loop();
+        };
+        // Keeps the field stores below from becoming visible before the odd sequence.
+        fence(Ordering::Release);
+        let mut fields = self.load_fields();
+        let result = f(&mut fields);
+        if result.is_ok() {
+            self.store_fields(&fields);
+        }
+        self.seq.store(seq + 2, Ordering::Release);
+        result
+    }
+
+    /// One consistent snapshot. Spins only while a writer is mid-update (a handful
+    /// of stores); never waits on a lock.
+    pub fn snapshot(&self) -> Fields {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let fields = self.load_fields();
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return fields;
+            }
+        }
+    }
+
+    fn load_fields(&self) -> Fields {
+        Fields {
+            current: self.current.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            percent: self.percent.load(Ordering::Relaxed),
+            eta_ms: self.eta_ms.load(Ordering::Relaxed),
+            eta_set_active_ns: self.eta_set_active_ns.load(Ordering::Relaxed),
+            last_ns: self.last_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store_fields(&self, f: &Fields) {
+        self.current.store(f.current, Ordering::Relaxed);
+        self.total.store(f.total, Ordering::Relaxed);
+        self.percent.store(f.percent, Ordering::Relaxed);
+        self.eta_ms.store(f.eta_ms, Ordering::Relaxed);
+        self.eta_set_active_ns
+            .store(f.eta_set_active_ns, Ordering::Relaxed);
+        self.last_ns.store(f.last_ns, Ordering::Relaxed);
+    }
+}
+
+/// Percent done from a snapshot: the worker's own percentage if it set one, else
+/// `current / total` clamped to 0–100, else −1 (unknown).
+pub(crate) fn percent(f: &Fields) -> i32 {
+    if f.percent >= 0 {
+        f.percent
+    } else if f.total > 0 {
+        let p = (u128::from(f.current) * 100) / u128::from(f.total);
+        p.min(100) as i32
+    } else {
+        -1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn failed_update_publishes_nothing() {
+        let p = Progress::default();
+        p.update::<()>(|f| {
+            f.current = 5;
+            Ok(())
+        })
+        .unwrap();
+        let r: Result<(), &str> = p.update(|f| {
+            f.current = 1;
+            Err("backwards")
+        });
+        assert!(r.is_err());
+        assert_eq!(p.snapshot().current, 5);
+    }
+
+    #[test]
+    fn percent_is_clamped_and_unknown_is_minus_one() {
+        let mut f = Fields::default();
+        assert_eq!(percent(&f), -1);
+        f.total = 10;
+        f.current = 25;
+        assert_eq!(percent(&f), 100);
+        f.current = 3;
+        assert_eq!(percent(&f), 30);
+        f.current = u64::MAX;
+        f.total = u64::MAX;
+        assert_eq!(percent(&f), 100);
+        f.percent = 7;
+        assert_eq!(percent(&f), 7);
+    }
+
+    #[test]
+    fn snapshots_are_never_torn() {
+        // The writer keeps total == 2 * current; a torn read would break that.
+        let p = Arc::new(Progress::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let f = p.snapshot();
+                    assert_eq!(f.total, f.current * 2, "torn snapshot {f:?}");
+                    seen += 1;
+                }
+                seen
+            })
+        };
+        for i in 1..=200_000u64 {
+            p.update::<()>(|f| {
+                f.current = i;
+                f.total = i * 2;
+                Ok(())
+            })
+            .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+}

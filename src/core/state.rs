@@ -1,0 +1,200 @@
+//! Job states and the verb × state table.
+//!
+//! This table is the only place that decides whether a verb may be applied to a job
+//! in a given state (QEMU's `job.c` keeps the same kind of table). Every verb in
+//! [`crate::core::Job`] asks [`verb_allowed`] first and refuses with
+//! [`crate::core::Error::NotAllowed`] otherwise; the C API exports the table so tests
+//! can walk the whole matrix.
+
+use std::fmt;
+
+/// The state of a job as a caller sees it.
+///
+/// `Created → Running ⇄ Paused → (Waiting) → Completed | Failed | Cancelled`.
+/// The last three are terminal: a job reaches exactly one of them, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum State {
+    /// Made, not started; the worker has not run.
+    Created = 0,
+    /// The worker is running.
+    Running = 1,
+    /// Paused by the user; the worker parks at its next pause point.
+    Paused = 2,
+    /// The worker has finished; the job waits for its transaction to settle.
+    Waiting = 3,
+    /// The worker succeeded.
+    Completed = 4,
+    /// The worker failed (or panicked).
+    Failed = 5,
+    /// Cancelled: before start, or the worker saw the cancel and did not succeed.
+    Cancelled = 6,
+}
+
+impl State {
+    /// Every state, in numeric order.
+    pub const ALL: [State; 7] = [
+        State::Created,
+        State::Running,
+        State::Paused,
+        State::Waiting,
+        State::Completed,
+        State::Failed,
+        State::Cancelled,
+    ];
+
+    /// The state with this number, if there is one.
+    pub fn from_i32(v: i32) -> Option<State> {
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+    }
+
+    /// True for `Completed`, `Failed` and `Cancelled`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Completed | State::Failed | State::Cancelled)
+    }
+
+    /// A stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Waiting => "waiting",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something a caller or worker asks of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum Verb {
+    /// Start the worker of a created job.
+    Start = 0,
+    /// Request cancellation. Allowed in every state: on a finished job it reports
+    /// "already finished" (libxl's abort contract) instead of doing anything.
+    Cancel = 1,
+    /// User pause.
+    Pause = 2,
+    /// Undo a user pause.
+    Resume = 3,
+    /// Release the job. Refused while the worker may still run.
+    Destroy = 4,
+    /// Give up the handle and let the job free itself when it ends.
+    Detach = 5,
+    /// Progress, phase, ETA and error updates.
+    Update = 6,
+}
+
+impl Verb {
+    /// Every verb, in numeric order.
+    pub const ALL: [Verb; 7] = [
+        Verb::Start,
+        Verb::Cancel,
+        Verb::Pause,
+        Verb::Resume,
+        Verb::Destroy,
+        Verb::Detach,
+        Verb::Update,
+    ];
+
+    /// The verb with this number, if there is one.
+    pub fn from_i32(v: i32) -> Option<Verb> {
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+    }
+
+    /// A stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Cancel => "cancel",
+            Verb::Pause => "pause",
+            Verb::Resume => "resume",
+            Verb::Destroy => "destroy",
+            Verb::Detach => "detach",
+            Verb::Update => "update",
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const Y: bool = true;
+const N: bool = false;
+
+/// Rows are verbs, columns are states, both in numeric order:
+/// created, running, paused, waiting, completed, failed, cancelled.
+const TABLE: [[bool; 7]; 7] = [
+    /* start   */ [Y, N, N, N, N, N, N],
+    /* cancel  */ [Y, Y, Y, Y, Y, Y, Y],
+    /* pause   */ [N, Y, N, N, N, N, N],
+    /* resume  */ [N, N, Y, N, N, N, N],
+    /* destroy */ [Y, N, N, N, Y, Y, Y],
+    /* detach  */ [N, Y, Y, Y, Y, Y, Y],
+    /* update  */ [Y, Y, Y, N, N, N, N],
+];
+
+/// Whether `verb` may be applied to a job in `state`.
+pub fn verb_allowed(verb: Verb, state: State) -> bool {
+    TABLE[verb as usize][state as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbering_round_trips() {
+        for s in State::ALL {
+            assert_eq!(State::from_i32(s as i32), Some(s));
+        }
+        for v in Verb::ALL {
+            assert_eq!(Verb::from_i32(v as i32), Some(v));
+        }
+        assert_eq!(State::from_i32(-1), None);
+        assert_eq!(State::from_i32(7), None);
+        assert_eq!(Verb::from_i32(7), None);
+        assert_eq!(Verb::from_i32(i32::MIN), None);
+    }
+
+    #[test]
+    fn terminal_states_accept_only_cancel_destroy_detach() {
+        for s in State::ALL.into_iter().filter(|s| s.is_terminal()) {
+            let allowed: Vec<Verb> = Verb::ALL
+                .into_iter()
+                .filter(|&v| verb_allowed(v, s))
+                .collect();
+            assert_eq!(allowed, vec![Verb::Cancel, Verb::Destroy, Verb::Detach]);
+        }
+    }
+
+    #[test]
+    fn pause_and_resume_are_exclusive() {
+        for s in State::ALL {
+            assert!(!(verb_allowed(Verb::Pause, s) && verb_allowed(Verb::Resume, s)));
+        }
+    }
+
+    #[test]
+    fn a_running_job_cannot_be_destroyed() {
+        assert!(!verb_allowed(Verb::Destroy, State::Running));
+        assert!(!verb_allowed(Verb::Destroy, State::Paused));
+        assert!(!verb_allowed(Verb::Destroy, State::Waiting));
+    }
+}

@@ -1,0 +1,261 @@
+//! Worker threads.
+//!
+//! Every running job has its own OS thread, named after the job. A thread whose job
+//! ended waits a short while for the next one, so a burst of short jobs does not pay
+//! a thread start each; but a job is never queued behind another: when no idle
+//! thread with the right stack size is free, a new thread is started at once.
+//! A failed thread start (EAGAIN) is returned to the caller, who leaves nothing
+//! behind.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use std::io;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// A unit of work for one thread.
+pub(crate) type Task = Box<dyn FnOnce() + Send + 'static>;
+
+/// How the pool keeps idle threads.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    /// How long a thread whose job ended waits for another before it exits.
+    pub keep_alive: Duration,
+    /// At most this many idle threads are kept; the others exit at once.
+    pub max_idle: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            keep_alive: Duration::from_secs(5),
+            max_idle: 256,
+        }
+    }
+}
+
+struct Idle {
+    id: u64,
+    stack_size: usize,
+    tx: Sender<(String, Task)>,
+}
+
+struct Shared {
+    idle: Vec<Idle>,
+    next_id: u64,
+    /// The process the idle threads belong to; after fork() they do not exist.
+    pid: u32,
+}
+
+/// A set of worker threads. Most programs use [`Pool::global`].
+pub struct Pool {
+    config: PoolConfig,
+    shared: Mutex<Shared>,
+}
+
+impl Pool {
+    /// A pool with its own idle threads.
+    pub fn new(config: PoolConfig) -> Pool {
+        Pool {
+            config,
+            shared: Mutex::new(Shared {
+                idle: Vec::new(),
+                next_id: 0,
+                pid: std::process::id(),
+            }),
+        }
+    }
+
+    /// The process-wide pool used by jobs that name none.
+    pub fn global() -> &'static Pool {
+        static GLOBAL: OnceLock<Pool> = OnceLock::new();
+        GLOBAL.get_or_init(|| Pool::new(PoolConfig::default()))
+    }
+
+    /// Idle threads waiting for work now.
+    pub fn idle_threads(&self) -> usize {
+        self.lock().idle.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        if g.pid != pid {
+            // A forked child inherits the list but not the threads behind it.
+            g.idle.clear();
+            g.pid = pid;
+        }
+        g
+    }
+
+    /// Runs `task` on a thread named `name` with `stack_size` bytes of stack
+    /// (0 = the platform default): an idle one if there is one, else a new one.
+    pub(crate) fn spawn(
+        &'static self,
+        name: &str,
+        stack_size: usize,
+        task: Task,
+    ) -> io::Result<()> {
+        let idle = {
+            let mut g = self.lock();
+            g.idle
+                .iter()
+                .rposition(|i| i.stack_size == stack_size)
+                .map(|pos| g.idle.swap_remove(pos))
+        };
+        let mut work = (name.to_owned(), task);
+        if let Some(idle) = idle {
+            // The thread removed itself from nothing: it is blocked in recv until
+            // this send, or (timed out) finds itself gone from the list and waits
+            // for exactly this message.
+            match idle.tx.send(work) {
+                Ok(()) => return Ok(()),
+                Err(e) => work = e.into_inner(),
+            }
+        }
+        let id = {
+            let mut g = self.lock();
+            g.next_id += 1;
+            g.next_id
+        };
+        let mut builder = std::thread::Builder::new().name(thread_name(&work.0));
+        if stack_size > 0 {
+            builder = builder.stack_size(stack_size);
+        }
+        builder
+            .spawn(move || self.thread_main(id, stack_size, work.1))
+            .map(drop)
+    }
+
+    fn thread_main(&'static self, id: u64, stack_size: usize, first: Task) {
+        first();
+        loop {
+            let (tx, rx): (_, Receiver<(String, Task)>) = bounded(1);
+            {
+                let mut g = self.lock();
+                if g.idle.len() >= self.config.max_idle {
+                    return;
+                }
+                g.idle.push(Idle { id, stack_size, tx });
+            }
+            crate::sys::set_current_thread_name("bgjob-idle");
+            let (name, task) = match rx.recv_timeout(self.config.keep_alive) {
+                Ok(work) => work,
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut g = self.lock();
+                    if let Some(pos) = g.idle.iter().position(|i| i.id == id) {
+                        g.idle.swap_remove(pos);
+                        return;
+                    }
+                    drop(g);
+                    // A spawner took this thread off the list just now and is
+                    // about to send; wait for its work.
+                    match rx.recv() {
+                        Ok(work) => work,
+                        Err(_) => return,
+                    }
+                }
+            };
+            crate::sys::set_current_thread_name(&thread_name(&name));
+            task();
+        }
+    }
+}
+
+/// Linux keeps 15 bytes of a thread name; cut on a character boundary.
+fn thread_name(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].replace('\0', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn pool(keep_alive_ms: u64) -> &'static Pool {
+        Box::leak(Box::new(Pool::new(PoolConfig {
+            keep_alive: Duration::from_millis(keep_alive_ms),
+            max_idle: 4,
+        })))
+    }
+
+    #[test]
+    fn threads_are_named_and_reused() {
+        let p = pool(5_000);
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        p.spawn(
+            "first-job",
+            0,
+            Box::new(move || {
+                let me = std::thread::current();
+                t.send((me.id(), me.name().map(str::to_owned))).unwrap();
+            }),
+        )
+        .unwrap();
+        let (first_id, first_name) = rx.recv().unwrap();
+        assert_eq!(first_name.as_deref(), Some("first-job"));
+        while p.idle_threads() == 0 {
+            std::thread::yield_now();
+        }
+        p.spawn(
+            "second",
+            0,
+            Box::new(move || {
+                tx.send((std::thread::current().id(), None)).unwrap();
+            }),
+        )
+        .unwrap();
+        let (second_id, _) = rx.recv().unwrap();
+        assert_eq!(first_id, second_id, "the idle thread should be reused");
+    }
+
+    #[test]
+    fn no_job_waits_behind_another() {
+        let p = pool(5_000);
+        let (block_tx, block_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel();
+        p.spawn(
+            "blocker",
+            0,
+            Box::new(move || {
+                block_rx.recv().unwrap();
+            }),
+        )
+        .unwrap();
+        p.spawn("free", 0, Box::new(move || done_tx.send(()).unwrap()))
+            .unwrap();
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("second job ran while the first was blocked");
+        block_tx.send(()).unwrap();
+    }
+
+    #[test]
+    fn idle_threads_expire() {
+        let p = pool(20);
+        let (tx, rx) = mpsc::channel();
+        p.spawn("short", 0, Box::new(move || tx.send(()).unwrap()))
+            .unwrap();
+        rx.recv().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.idle_threads() != 0 || std::time::Instant::now() < deadline {
+            if p.idle_threads() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(p.idle_threads(), 0);
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_char_boundary() {
+        assert_eq!(thread_name("copy-disk-image-vda"), "copy-disk-image");
+        assert_eq!(thread_name("ééééééééé"), "ééééééé");
+        assert_eq!(thread_name("a\0b"), "ab");
+    }
+}

@@ -1,0 +1,239 @@
+//! The handle table: C handles are `(generation << 32) | (index + 1)`, never
+//! pointers. Looking up a NULL, destroyed, detached or made-up handle fails
+//! cleanly instead of touching freed memory (mozilla ffi-support's scheme).
+//!
+//! A worker calls progress functions once per block, so the worker thread keeps
+//! its own job in a thread-local while its callback runs: a lookup of that handle
+//! from that thread touches no shared lock or counter. The thread-local holds a
+//! reference, so the job stays alive for the whole callback even if the caller
+//! detaches it meanwhile.
+
+use super::{bgjob_job, bgjob_result};
+use crate::core::Job;
+use std::cell::RefCell;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("bgjob's handle encoding assumes 64-bit pointers");
+
+enum Slot {
+    Free,
+    Reserved,
+    Live(Job),
+}
+
+struct Entry {
+    generation: u32,
+    slot: Slot,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+}
+
+static TABLE: RwLock<Table> = RwLock::new(Table {
+    entries: Vec::new(),
+    free: Vec::new(),
+});
+
+fn read() -> RwLockReadGuard<'static, Table> {
+    TABLE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write() -> RwLockWriteGuard<'static, Table> {
+    TABLE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn encode(index: u32, generation: u32) -> usize {
+    ((generation as usize) << 32) | (index as usize + 1)
+}
+
+fn decode(h: usize) -> Option<(usize, u32)> {
+    let low = h & 0xffff_ffff;
+    (low != 0).then(|| (low - 1, (h >> 32) as u32))
+}
+
+/// The value C sees.
+pub(crate) fn to_ptr(h: usize) -> *mut bgjob_job {
+    std::ptr::without_provenance_mut(h)
+}
+
+/// Reserves a handle for a job about to be made (its worker needs the handle).
+pub(crate) fn reserve() -> usize {
+    let mut t = write();
+    let index = match t.free.pop() {
+        Some(i) => i,
+        None => {
+            let i = u32::try_from(t.entries.len()).expect("handle table full");
+            t.entries.push(Entry {
+                generation: 1,
+                slot: Slot::Free,
+            });
+            i
+        }
+    };
+    let e = &mut t.entries[index as usize];
+    e.slot = Slot::Reserved;
+    encode(index, e.generation)
+}
+
+/// Puts the job behind a reserved handle.
+pub(crate) fn fill(h: usize, job: Job) {
+    let mut t = write();
+    if let Some((i, g)) = decode(h)
+        && let Some(e) = t.entries.get_mut(i)
+        && e.generation == g
+    {
+        e.slot = Slot::Live(job);
+    }
+}
+
+/// Removes a handle (reserved or live) and returns its job; the handle and every
+/// copy of it are invalid from now on.
+pub(crate) fn remove(p: *mut bgjob_job) -> Option<Job> {
+    let (i, g) = decode(p.addr())?;
+    let mut t = write();
+    let e = t.entries.get_mut(i).filter(|e| e.generation == g)?;
+    if matches!(e.slot, Slot::Free) {
+        return None;
+    }
+    let old = std::mem::replace(&mut e.slot, Slot::Free);
+    e.generation = e.generation.wrapping_add(1).max(1);
+    t.free.push(i as u32);
+    match old {
+        Slot::Live(job) => Some(job),
+        _ => None,
+    }
+}
+
+/// Removes the handle only if `keep` agrees, under the table lock, so a check
+/// and the removal cannot be separated by another thread's destroy.
+pub(crate) fn remove_if(
+    p: *mut bgjob_job,
+    keep: impl FnOnce(&Job) -> Result<(), bgjob_result>,
+) -> Result<Job, bgjob_result> {
+    let (i, g) = decode(p.addr()).ok_or(bgjob_result::InvalidHandle)?;
+    let mut t = write();
+    let e = t
+        .entries
+        .get_mut(i)
+        .filter(|e| e.generation == g)
+        .ok_or(bgjob_result::InvalidHandle)?;
+    let Slot::Live(job) = &e.slot else {
+        return Err(bgjob_result::InvalidHandle);
+    };
+    keep(job)?;
+    let Slot::Live(job) = std::mem::replace(&mut e.slot, Slot::Free) else {
+        unreachable!("checked above");
+    };
+    e.generation = e.generation.wrapping_add(1).max(1);
+    t.free.push(i as u32);
+    Ok(job)
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<(usize, Job)>> = const { RefCell::new(None) };
+}
+
+/// Marks the calling thread as running `job`'s worker until dropped.
+pub(crate) struct WorkerScope(());
+
+impl WorkerScope {
+    pub(crate) fn enter(h: usize, job: Job) -> WorkerScope {
+        CURRENT.with(|c| *c.borrow_mut() = Some((h, job)));
+        WorkerScope(())
+    }
+}
+
+impl Drop for WorkerScope {
+    fn drop(&mut self) {
+        // Taken out first so the job reference drops after the borrow ends.
+        let old = CURRENT.with(|c| c.borrow_mut().take());
+        drop(old);
+    }
+}
+
+/// Runs `f` with the job behind `p`. `on_worker` tells `f` whether the caller is
+/// that job's own worker thread (whose progress calls park while paused).
+pub(crate) fn with_job<R>(
+    p: *mut bgjob_job,
+    f: impl FnOnce(&Job, bool) -> R,
+) -> Result<R, bgjob_result> {
+    let h = p.addr();
+    let mut f = Some(f);
+    let fast = CURRENT.with(|c| {
+        let cur = c.try_borrow().ok()?;
+        match &*cur {
+            Some((ch, job)) if *ch == h => Some((f.take()?)(job, true)),
+            _ => None,
+        }
+    });
+    if let Some(r) = fast {
+        return Ok(r);
+    }
+    let job = lookup(h).ok_or(bgjob_result::InvalidHandle)?;
+    let f = f.ok_or(bgjob_result::Panic)?;
+    Ok(f(&job, false))
+}
+
+fn lookup(h: usize) -> Option<Job> {
+    let (i, g) = decode(h)?;
+    let t = read();
+    match t.entries.get(i) {
+        Some(Entry {
+            generation,
+            slot: Slot::Live(job),
+        }) if *generation == g => Some(job.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job::builder().create(|_| Ok(()))
+    }
+
+    #[test]
+    fn stale_and_made_up_handles_are_refused() {
+        let h = reserve();
+        fill(h, job());
+        let p = to_ptr(h);
+        assert!(with_job(p, |_, _| ()).is_ok());
+        assert!(remove(p).is_some());
+        assert_eq!(with_job(p, |_, _| ()), Err(bgjob_result::InvalidHandle));
+        assert!(remove(p).is_none(), "double remove");
+        // The slot is reused with a new generation; the old handle stays dead.
+        let h2 = reserve();
+        fill(h2, job());
+        assert_ne!(h, h2);
+        assert_eq!(with_job(p, |_, _| ()), Err(bgjob_result::InvalidHandle));
+        assert!(with_job(to_ptr(h2), |_, _| ()).is_ok());
+        remove(to_ptr(h2));
+        for bogus in [0usize, 1, usize::MAX, 0xdead_beef_0000_0000] {
+            assert_eq!(
+                with_job(to_ptr(bogus), |_, _| ()),
+                Err(bgjob_result::InvalidHandle)
+            );
+        }
+    }
+
+    #[test]
+    fn worker_scope_is_the_fast_path_and_survives_removal() {
+        let h = reserve();
+        let j = job();
+        fill(h, j.clone());
+        let scope = WorkerScope::enter(h, j);
+        remove(to_ptr(h));
+        assert_eq!(with_job(to_ptr(h), |_, w| w), Ok(true));
+        drop(scope);
+        assert_eq!(
+            with_job(to_ptr(h), |_, w| w),
+            Err(bgjob_result::InvalidHandle)
+        );
+    }
+}

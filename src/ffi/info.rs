@@ -1,0 +1,333 @@
+//! Reading jobs: snapshots, error, phase, name, the live-job list, and the verb
+//! × state table.
+
+use super::handles::with_job;
+use super::{
+    BGJOB_ENTRY_TEXT_SIZE, bgjob_info, bgjob_job, bgjob_job_entry, bgjob_job_type, bgjob_result,
+    bgjob_state, boundary, boundary_or, check_buf, copy_out, need, put,
+};
+use crate::core::{self, JobType, State, Verb};
+use std::ffi::c_char;
+use std::mem::size_of;
+
+/// Fills `*info_out` with one consistent snapshot of the job. Never waits on the
+/// worker (or on a cancel in progress).
+///
+/// The caller sets `info_out->struct_size` to `sizeof(bgjob_info)` first; bgjob
+/// writes at most that many bytes, so a program built against an older, shorter
+/// `bgjob_info` keeps working.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size`
+/// is smaller than the first version of the struct.
+///
+/// # Safety
+/// `info_out` is NULL or points to at least `info_out->struct_size` writable
+/// bytes. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_info(
+    job: *mut bgjob_job,
+    info_out: *mut bgjob_info,
+) -> bgjob_result {
+    boundary(|| {
+        need(info_out)?;
+        // SAFETY: non-NULL; the first field is always present.
+        let size = unsafe { (*info_out).struct_size } as usize;
+        if size < size_of::<bgjob_info>() {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        let i = with_job(job, |j, _| j.info())?;
+        let out = bgjob_info {
+            struct_size: size_of::<bgjob_info>() as u32,
+            job_type: match i.job_type {
+                JobType::Bounded => bgjob_job_type::Bounded,
+                JobType::Unbounded => bgjob_job_type::Unbounded,
+            } as i32,
+            state: bgjob_state::from(i.state) as i32,
+            cancel_requested: i.cancel_requested,
+            pause_requested: i.pause_requested,
+            elapsed_ms: i.elapsed_ms,
+            remaining_ms: i.remaining_ms,
+            percent: i.percent,
+            error_code: i.error_code,
+            current: i.current,
+            total: i.total,
+            rate: i.rate,
+            since_progress_ms: i.since_progress_ms,
+            id: i.id,
+        };
+        // SAFETY: the caller's struct is at least as large as this version's.
+        unsafe { info_out.write(out) };
+        Ok(())
+    })
+}
+
+/// Writes the job's current `bgjob_state` to `*state_out`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` if `state_out` is NULL.
+///
+/// # Safety
+/// `state_out` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_state(
+    job: *mut bgjob_job,
+    state_out: *mut i32,
+) -> bgjob_result {
+    boundary(|| {
+        need(state_out)?;
+        let s = with_job(job, |j, _| j.state())?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { state_out.write(bgjob_state::from(s) as i32) };
+        Ok(())
+    })
+}
+
+/// Writes the job's process-unique id to `*id_out`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` if `id_out` is NULL.
+///
+/// # Safety
+/// `id_out` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_id(job: *mut bgjob_job, id_out: *mut u64) -> bgjob_result {
+    boundary(|| {
+        need(id_out)?;
+        let id = with_job(job, |j, _| j.id())?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { id_out.write(id) };
+        Ok(())
+    })
+}
+
+/// Reads the job's error: `*code_out` gets its code (0 if it has none) and
+/// `buf` its message, snprintf-style: at most `len - 1` bytes plus a NUL, cut on
+/// a UTF-8 character boundary; `*len_out` gets the message's full length in bytes
+/// (without the NUL), so a caller can size a buffer and call again.
+///
+/// A FAILED job has the code and message its worker set (or returned); a
+/// CANCELLED one, the worker's if it set one, else code 0 and "cancelled"
+/// (or "cancelled before start"). Readable until destroy.
+///
+/// `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes; `code_out` and `len_out` are NULL or writable.
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_error(
+    job: *mut bgjob_job,
+    code_out: *mut i32,
+    buf: *mut c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        check_buf(buf, len)?;
+        let e = with_job(job, |j, _| j.error())?;
+        let (code, msg) = e.map_or((0, String::new()), |e| (e.code, e.message));
+        // SAFETY: buffer checked above; outputs NULL or writable by contract.
+        unsafe {
+            put(code_out, code);
+            copy_out(&msg, buf, len, len_out);
+        }
+        Ok(())
+    })
+}
+
+/// Reads the job's phase name (empty before the worker sets one) into `buf`,
+/// snprintf-style like `bgjob_job_get_error`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_phase(
+    job: *mut bgjob_job,
+    buf: *mut c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        check_buf(buf, len)?;
+        let phase = with_job(job, |j, _| j.phase())?;
+        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
+        unsafe { copy_out(&phase, buf, len, len_out) };
+        Ok(())
+    })
+}
+
+/// Reads the job's name into `buf`, snprintf-style like `bgjob_job_get_error`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_name(
+    job: *mut bgjob_job,
+    buf: *mut c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        check_buf(buf, len)?;
+        let name = with_job(job, |j, _| j.name().to_owned())?;
+        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
+        unsafe { copy_out(&name, buf, len, len_out) };
+        Ok(())
+    })
+}
+
+fn fill_text(dst: &mut [c_char; BGJOB_ENTRY_TEXT_SIZE], s: &str) {
+    let mut n = s.len().min(BGJOB_ENTRY_TEXT_SIZE - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (d, b) in dst.iter_mut().zip(s.as_bytes()[..n].iter()) {
+        *d = *b as c_char;
+    }
+    dst[n] = 0;
+}
+
+/// Lists the jobs that exist now (with a handle, a running worker, or both —
+/// detached jobs included), in id order, so a stuck job can be found: its state,
+/// phase, age and time since its last progress.
+///
+/// Fills at most `capacity` entries of `entries` and writes the number of live
+/// jobs to `*count_out` (which may exceed `capacity`: call again with a larger
+/// array). `entries` may be NULL when `capacity` is 0, to count only.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL, or
+/// `entries` is NULL with a non-zero `capacity`.
+///
+/// # Safety
+/// `entries` is valid for `capacity` elements; `count_out` is NULL or writable.
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_list_jobs(
+    entries: *mut bgjob_job_entry,
+    capacity: usize,
+    count_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        need(count_out)?;
+        if entries.is_null() && capacity > 0 {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        let jobs = core::list();
+        for (i, l) in jobs.iter().take(capacity).enumerate() {
+            let mut e = bgjob_job_entry {
+                id: l.id,
+                state: bgjob_state::from(l.state) as i32,
+                age_ms: l.age_ms,
+                since_progress_ms: l.since_progress_ms,
+                name: [0; BGJOB_ENTRY_TEXT_SIZE],
+                phase: [0; BGJOB_ENTRY_TEXT_SIZE],
+            };
+            fill_text(&mut e.name, &l.name);
+            fill_text(&mut e.phase, &l.phase);
+            // SAFETY: i < capacity, and `entries` holds `capacity` elements.
+            unsafe { entries.add(i).write(e) };
+        }
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { count_out.write(jobs.len()) };
+        Ok(())
+    })
+}
+
+/// Answers whether `verb` (a `bgjob_verb`) may be applied to a job in `state`
+/// (a `bgjob_state`): the same table every verb consults. A refused verb returns
+/// `BGJOB_RESULT_NOT_ALLOWED`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` with `*allowed_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
+/// an unknown verb or state or a NULL `allowed_out`.
+///
+/// # Safety
+/// `allowed_out` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_verb_allowed(
+    verb: i32,
+    state: i32,
+    allowed_out: *mut bool,
+) -> bgjob_result {
+    boundary(|| {
+        need(allowed_out)?;
+        let v = Verb::from_i32(verb).ok_or(bgjob_result::InvalidArgument)?;
+        let s = State::from_i32(state).ok_or(bgjob_result::InvalidArgument)?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { allowed_out.write(core::verb_allowed(v, s)) };
+        Ok(())
+    })
+}
+
+fn static_name(name: Option<&'static str>) -> *const c_char {
+    // The names are static ASCII without NULs; leak-free because each is built once.
+    static NAMES: std::sync::OnceLock<Vec<(&'static str, std::ffi::CString)>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        State::ALL
+            .iter()
+            .map(|s| s.name())
+            .chain(Verb::ALL.iter().map(|v| v.name()))
+            .map(|n| (n, std::ffi::CString::new(n).unwrap_or_default()))
+            .collect()
+    });
+    name.and_then(|n| names.iter().find(|(k, _)| *k == n))
+        .map_or(c"unknown".as_ptr(), |(_, c)| c.as_ptr())
+}
+
+/// A static lower-case name for a `bgjob_state` ("running"), or "unknown".
+/// Never NULL; never free it.
+///
+/// # Safety
+/// Always safe to call, from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
+    boundary_or(c"unknown".as_ptr(), || {
+        static_name(State::from_i32(state).map(State::name))
+    })
+}
+
+/// A static lower-case name for a `bgjob_verb` ("pause"), or "unknown".
+/// Never NULL; never free it.
+///
+/// # Safety
+/// Always safe to call, from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn bgjob_verb_str(verb: i32) -> *const c_char {
+    boundary_or(c"unknown".as_ptr(), || {
+        static_name(Verb::from_i32(verb).map(Verb::name))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    #[test]
+    fn names_are_static_and_unknown_is_handled() {
+        // SAFETY: the functions return static NUL-terminated strings.
+        let s = |p| unsafe { CStr::from_ptr(p) }.to_str().unwrap();
+        assert_eq!(s(bgjob_state_str(1)), "running");
+        assert_eq!(s(bgjob_state_str(99)), "unknown");
+        assert_eq!(s(bgjob_verb_str(2)), "pause");
+        assert_eq!(s(bgjob_verb_str(-1)), "unknown");
+    }
+}

@@ -1,0 +1,330 @@
+//! Caller-side job calls: create, start, cancel, pause, resume, wait, destroy,
+//! detach.
+
+use super::handles::{self, WorkerScope, with_job};
+use super::{
+    BGJOB_CREATE_DEFER_START, BGJOB_DETACH_CANCEL, BGJOB_MAX_STACK_SIZE, Res, UserData,
+    bgjob_cancel_status, bgjob_free_callback, bgjob_job, bgjob_job_options, bgjob_job_type,
+    bgjob_result, bgjob_state, bgjob_worker_callback, boundary, c_str, need, put,
+};
+use crate::core::{self, JobError, JobType};
+use std::ffi::c_void;
+use std::mem::{offset_of, size_of};
+use std::time::Duration;
+
+/// Fills `options` with the defaults: bounded, started at once, named
+/// `job-<id>`, default stack.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL.
+///
+/// # Safety
+/// `options` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_options_init(options: *mut bgjob_job_options) -> bgjob_result {
+    boundary(|| {
+        need(options)?;
+        let defaults = bgjob_job_options {
+            struct_size: size_of::<bgjob_job_options>() as u32,
+            job_type: bgjob_job_type::Bounded as i32,
+            flags: 0,
+            name: std::ptr::null(),
+            stack_size: 0,
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { options.write(defaults) };
+        Ok(())
+    })
+}
+
+struct Options {
+    name: Option<String>,
+    job_type: JobType,
+    defer_start: bool,
+    stack_size: usize,
+}
+
+/// Reads and checks options; NULL means the defaults.
+///
+/// # Safety
+/// `options` is NULL or points to a `bgjob_job_options` of at least
+/// `options->struct_size` bytes.
+unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgjob_result> {
+    let mut o = Options {
+        name: None,
+        job_type: JobType::Bounded,
+        defer_start: false,
+        stack_size: 0,
+    };
+    if options.is_null() {
+        return Ok(o);
+    }
+    // SAFETY: non-NULL; the first field is always present.
+    let size = unsafe { (*options).struct_size } as usize;
+    if size < offset_of!(bgjob_job_options, stack_size) + size_of::<usize>() {
+        return Err(bgjob_result::InvalidArgument);
+    }
+    // SAFETY: the caller's struct holds every field of this version (checked).
+    let opts = unsafe { *options };
+    o.job_type = match opts.job_type {
+        0 => JobType::Bounded,
+        1 => JobType::Unbounded,
+        _ => return Err(bgjob_result::InvalidArgument),
+    };
+    if opts.flags & !BGJOB_CREATE_DEFER_START != 0 {
+        return Err(bgjob_result::InvalidArgument);
+    }
+    o.defer_start = opts.flags & BGJOB_CREATE_DEFER_START != 0;
+    if !opts.name.is_null() {
+        // SAFETY: a NUL-terminated string by contract.
+        o.name = Some(unsafe { c_str(opts.name) }?.to_owned());
+    }
+    if opts.stack_size > BGJOB_MAX_STACK_SIZE {
+        return Err(bgjob_result::InvalidArgument);
+    }
+    o.stack_size = opts.stack_size;
+    Ok(o)
+}
+
+/// Creates a job that runs `worker(userdata, job)` on its own thread.
+///
+/// Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
+/// otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
+/// thread is named after the job; an idle thread is reused when one is free, else
+/// a new one is started, so a job never waits behind another.
+///
+/// Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
+/// NULL) is called exactly once: after the worker has returned, or when a job that
+/// never ran is cancelled or destroyed, or before this function returns if it
+/// fails. On success `*job_out` is a new handle; release it with
+/// `bgjob_job_destroy` (once the job has ended) or `bgjob_job_detach`.
+///
+/// `options` may be NULL (all defaults); `worker` and `job_out` may not.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
+/// `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
+/// `BGJOB_MAX_STACK_SIZE`, or a `struct_size` too small; `BGJOB_RESULT_TRY_AGAIN`
+/// when no thread could be started (nothing is left behind).
+///
+/// # Safety
+/// `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or
+/// writable; `worker` and `userdata_free` are NULL or valid functions. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_create(
+    options: *const bgjob_job_options,
+    worker: bgjob_worker_callback,
+    userdata: *mut c_void,
+    userdata_free: bgjob_free_callback,
+    job_out: *mut *mut bgjob_job,
+) -> bgjob_result {
+    // Built first so every early return below frees the userdata.
+    let userdata = UserData::new(userdata, userdata_free);
+    boundary(move || {
+        need(job_out)?;
+        let worker = worker.ok_or(bgjob_result::InvalidArgument)?;
+        // SAFETY: by this function's contract.
+        let opts = unsafe { read_options(options) }?;
+        let h = handles::reserve();
+        let mut b = core::Builder::new()
+            .job_type(opts.job_type)
+            .stack_size(opts.stack_size);
+        if let Some(name) = opts.name {
+            b = b.name(name);
+        }
+        let job = b.create(move |w| {
+            // Moved in so it drops (and frees) at the end of this call.
+            let userdata = userdata;
+            let scope = WorkerScope::enter(h, w.job().clone());
+            // SAFETY: the caller's worker with its own userdata and handle.
+            let rc = unsafe { worker(userdata.ptr, handles::to_ptr(h)) };
+            drop(scope);
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(JobError::new(rc, ""))
+            }
+        });
+        handles::fill(h, job.clone());
+        if !opts.defer_start
+            && let Err(e) = job.start()
+        {
+            handles::remove(handles::to_ptr(h));
+            // Dropping the last reference drops the worker closure, which frees
+            // the userdata.
+            drop(job);
+            return Err(e.into());
+        }
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { job_out.write(handles::to_ptr(h)) };
+        Ok(())
+    })
+}
+
+/// Starts a job created with `BGJOB_CREATE_DEFER_START`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
+/// started (the job stays CREATED and may be started again or destroyed).
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_start(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.start())?.map_err(Into::into))
+}
+
+/// Requests cancellation and returns at once (it never waits for the worker).
+///
+/// Cancel is cooperative: the worker's pause points, checks and progress calls
+/// see it, and the worker decides the outcome (a job may still complete). A
+/// CREATED job ends CANCELLED without its worker running (its userdata is freed
+/// before this returns). A paused job is resumed so its worker can see the cancel.
+///
+/// `status_out` (may be NULL) gets which race this call met: REQUESTED,
+/// ALREADY_REQUESTED or ALREADY_FINISHED.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// # Safety
+/// `status_out` is NULL or writable. Thread-safe; any number of threads may
+/// cancel the same job at once: exactly one gets REQUESTED.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_cancel(
+    job: *mut bgjob_job,
+    status_out: *mut i32,
+) -> bgjob_result {
+    boundary(|| {
+        let status = with_job(job, |j, _| j.cancel())?;
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(status_out, bgjob_cancel_status::from(status) as i32) };
+        Ok(())
+    })
+}
+
+/// Pauses a running job: its worker parks at its next pause point, and elapsed
+/// time stops counting.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// unless the job is RUNNING (so pausing twice is refused).
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_pause(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.pause())?.map_err(Into::into))
+}
+
+/// Resumes a paused job.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// unless the job is PAUSED.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.resume())?.map_err(Into::into))
+}
+
+/// Waits until the job has ended, for at most `timeout_ms` milliseconds (a
+/// negative value waits forever). When it returns OK the job is terminal and its
+/// userdata has been freed. The handle stays valid: destroy it afterwards.
+///
+/// `state_out` (may be NULL) gets the final `bgjob_state` on success.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// # Safety
+/// `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
+/// Do not call it from the job's own worker or completion callback.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_wait(
+    job: *mut bgjob_job,
+    timeout_ms: i64,
+    state_out: *mut i32,
+) -> bgjob_result {
+    boundary(|| {
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        let state = with_job(job, |j, _| j.wait(timeout))??;
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(state_out, bgjob_state::from(state) as i32) };
+        Ok(())
+    })
+}
+
+/// Releases a job that has ended, or one that never started (which is cancelled
+/// first: its worker never runs and its userdata is freed now). The handle and
+/// every copy of it are invalid afterwards.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);
+/// `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING, PAUSED,
+/// WAITING): wait for it, or use `bgjob_job_detach`.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe: of two threads destroying the same
+/// handle, one succeeds and the other gets INVALID_HANDLE.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| {
+        let j = handles::remove_if(job, |j| {
+            // A created job is still releasable, but its cancel (which frees the
+            // userdata) must run outside the table lock; checked again after.
+            match j.state() {
+                core::State::Created => Ok(()),
+                s if core::verb_allowed(core::Verb::Destroy, s) => Ok(()),
+                _ => Err(bgjob_result::NotAllowed),
+            }
+        })?;
+        release_removed(j)
+    })
+}
+
+fn release_removed(j: core::Job) -> Res {
+    // The handle is gone, so no caller can reach this job any more. A created job
+    // is cancelled here (its userdata is freed before destroy returns). If another
+    // thread that had looked the handle up started it in between, the destroy
+    // still won the handle: the job is cancelled and frees itself when it ends.
+    if j.release().is_err() {
+        j.cancel();
+    }
+    Ok(())
+}
+
+/// Gives up the handle; the job frees itself when it ends. With
+/// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on.
+/// Detaching an ended job is the same as destroying it. The handle is invalid
+/// afterwards for the caller (the job's own worker may keep using it until it
+/// returns).
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT`
+/// for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED` for a CREATED job (it would
+/// never run: start or destroy it instead).
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bgjob_result {
+    boundary(|| {
+        if flags & !BGJOB_DETACH_CANCEL != 0 {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        let j = handles::remove_if(job, |j| {
+            let s = j.state();
+            if core::verb_allowed(core::Verb::Detach, s) {
+                Ok(())
+            } else {
+                Err(bgjob_result::NotAllowed)
+            }
+        })?;
+        j.detach(flags & BGJOB_DETACH_CANCEL != 0)
+            .map_err(Into::into)
+    })
+}

@@ -1,0 +1,234 @@
+//! The C types: handles, callbacks, option and snapshot structs, enums.
+
+use crate::core;
+use std::ffi::{c_char, c_void};
+
+/// The ABI version this header describes; equals the SONAME number of the
+/// library (`libbgjob.so.0`). See `bgjob_abi_version()`.
+pub const BGJOB_ABI_VERSION: u32 = 0;
+
+/// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
+pub const BGJOB_STATE_COUNT: i32 = 7;
+/// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
+pub const BGJOB_VERB_COUNT: i32 = 7;
+
+/// `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
+/// start it; `bgjob_job_start` starts it (lets the caller configure it first).
+pub const BGJOB_CREATE_DEFER_START: u32 = 1;
+
+/// `bgjob_job_detach` flag: cancel the job as it is detached.
+pub const BGJOB_DETACH_CANCEL: u32 = 1;
+
+/// Largest stack a job may ask for (1 GiB).
+pub const BGJOB_MAX_STACK_SIZE: usize = 1 << 30;
+
+/// Capacity of the name and phase arrays in `bgjob_job_entry`, NUL included.
+pub const BGJOB_ENTRY_TEXT_SIZE: usize = 64;
+
+/// An opaque job handle.
+///
+/// A handle is an index into bgjob's handle table tagged with a generation; it is
+/// never dereferenced. Any value (NULL, destroyed, detached, made up) is safe to
+/// pass: a handle that does not name a live job gets `BGJOB_RESULT_INVALID_HANDLE`.
+/// Handles may be used from any thread.
+#[repr(C)]
+pub struct bgjob_job {
+    _private: [u8; 0],
+}
+
+/// The function a job runs on its own thread.
+///
+/// Called once, on the job's worker thread (named after the job), with the
+/// `userdata` given at create and the job's handle. Return 0 for success; any
+/// other value fails the job with that value as its error code (or, if cancel
+/// was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
+/// the status before returning instead.
+///
+/// The worker may call every bgjob function on its own handle except
+/// `bgjob_job_wait` (it would wait for itself; it returns TIMED_OUT or waits its
+/// full timeout) and `bgjob_job_destroy` (refused: the job is running). Progress
+/// calls made here park the worker while the job is paused. It must not
+/// `longjmp` out of the call or throw a C++ exception through it.
+pub type bgjob_worker_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job) -> i32>;
+
+/// Frees userdata. Called exactly once, after the last callback that uses the
+/// userdata has returned, on whichever thread ends its use; it must not call back
+/// into bgjob for the object it belonged to.
+pub type bgjob_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// Job states. Terminal: COMPLETED, FAILED, CANCELLED.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_state {
+    /// Made, not started.
+    Created = 0,
+    /// The worker is running.
+    Running = 1,
+    /// User-paused; the worker parks at its next pause point.
+    Paused = 2,
+    /// The worker finished; its transaction is not settled yet.
+    Waiting = 3,
+    /// The worker succeeded.
+    Completed = 4,
+    /// The worker failed.
+    Failed = 5,
+    /// Cancelled before start, or the worker saw the cancel and did not succeed.
+    Cancelled = 6,
+}
+
+impl From<core::State> for bgjob_state {
+    fn from(s: core::State) -> bgjob_state {
+        match s {
+            core::State::Created => bgjob_state::Created,
+            core::State::Running => bgjob_state::Running,
+            core::State::Paused => bgjob_state::Paused,
+            core::State::Waiting => bgjob_state::Waiting,
+            core::State::Completed => bgjob_state::Completed,
+            core::State::Failed => bgjob_state::Failed,
+            core::State::Cancelled => bgjob_state::Cancelled,
+        }
+    }
+}
+
+/// Verbs of the verb × state table (`bgjob_verb_allowed`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_verb {
+    /// `bgjob_job_start`.
+    Start = 0,
+    /// `bgjob_job_cancel` (allowed in every state; on a finished job it reports
+    /// `BGJOB_CANCEL_ALREADY_FINISHED`).
+    Cancel = 1,
+    /// `bgjob_job_pause`.
+    Pause = 2,
+    /// `bgjob_job_resume`.
+    Resume = 3,
+    /// `bgjob_job_destroy`.
+    Destroy = 4,
+    /// `bgjob_job_detach`.
+    Detach = 5,
+    /// Progress, ETA, phase and error updates (`bgjob_job_set_*`, `add_units`).
+    Update = 6,
+}
+
+impl From<core::Verb> for bgjob_verb {
+    fn from(v: core::Verb) -> bgjob_verb {
+        match v {
+            core::Verb::Start => bgjob_verb::Start,
+            core::Verb::Cancel => bgjob_verb::Cancel,
+            core::Verb::Pause => bgjob_verb::Pause,
+            core::Verb::Resume => bgjob_verb::Resume,
+            core::Verb::Destroy => bgjob_verb::Destroy,
+            core::Verb::Detach => bgjob_verb::Detach,
+            core::Verb::Update => bgjob_verb::Update,
+        }
+    }
+}
+
+/// Bounded jobs have a total (units or percent); unbounded ones do not.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_job_type {
+    /// Reports a percentage and an ETA.
+    Bounded = 0,
+    /// Reports elapsed time and units done only.
+    Unbounded = 1,
+}
+
+/// What `bgjob_job_cancel` found (libxl's abort contract).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_cancel_status {
+    /// This call requested it; the job may still complete.
+    Requested = 0,
+    /// It had been requested before; nothing new happened.
+    AlreadyRequested = 1,
+    /// The job had already ended; nothing happened.
+    AlreadyFinished = 2,
+}
+
+impl From<core::CancelStatus> for bgjob_cancel_status {
+    fn from(c: core::CancelStatus) -> bgjob_cancel_status {
+        match c {
+            core::CancelStatus::Requested => bgjob_cancel_status::Requested,
+            core::CancelStatus::AlreadyRequested => bgjob_cancel_status::AlreadyRequested,
+            core::CancelStatus::AlreadyFinished => bgjob_cancel_status::AlreadyFinished,
+        }
+    }
+}
+
+/// Options for `bgjob_job_create`. Fill with `bgjob_job_options_init` first, so
+/// fields added in later versions get their defaults.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bgjob_job_options {
+    /// `sizeof(bgjob_job_options)` as the caller compiled it; set by
+    /// `bgjob_job_options_init`.
+    pub struct_size: u32,
+    /// A `bgjob_job_type` value. Default BOUNDED.
+    pub job_type: i32,
+    /// `BGJOB_CREATE_*` flags. Default 0 (start at once).
+    pub flags: u32,
+    /// UTF-8 name, copied; also the worker thread's name (cut to 15 bytes).
+    /// NULL (default) gives `job-<id>`.
+    pub name: *const c_char,
+    /// Worker stack size in bytes, at most `BGJOB_MAX_STACK_SIZE`; 0 (default)
+    /// is the platform's default.
+    pub stack_size: usize,
+}
+
+/// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
+/// `sizeof(bgjob_info)` before the call; later versions only add fields at the
+/// end and fill no more than `struct_size` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bgjob_info {
+    /// Set by the caller; bgjob writes at most this many bytes.
+    pub struct_size: u32,
+    /// A `bgjob_job_type` value.
+    pub job_type: i32,
+    /// A `bgjob_state` value.
+    pub state: i32,
+    /// Whether cancel was requested (also for a job that then completed).
+    pub cancel_requested: bool,
+    /// Whether a user pause is in force.
+    pub pause_requested: bool,
+    /// Active time since start in ms (monotonic; paused time excluded).
+    pub elapsed_ms: i64,
+    /// Estimated time to completion in ms; the worker's own ETA if it set one,
+    /// else computed from the rate; −1 when unknown; 0 once finished.
+    pub remaining_ms: i64,
+    /// 0–100 (clamped); −1 when unknown and always for unbounded jobs.
+    pub percent: i32,
+    /// The job's error code; 0 while it has none.
+    pub error_code: i32,
+    /// Units done.
+    pub current: u64,
+    /// Units in all; 0 when unknown.
+    pub total: u64,
+    /// Units per second of active time; −1 when unknown.
+    pub rate: f64,
+    /// Time since the last progress update in ms; −1 if there was none.
+    pub since_progress_ms: i64,
+    /// The job's process-unique id.
+    pub id: u64,
+}
+
+/// One live job, as listed by `bgjob_list_jobs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bgjob_job_entry {
+    /// Process-unique id.
+    pub id: u64,
+    /// A `bgjob_state` value.
+    pub state: i32,
+    /// Time since creation in ms.
+    pub age_ms: i64,
+    /// Time since the last progress update in ms; −1 if none.
+    pub since_progress_ms: i64,
+    /// The name, NUL-terminated, cut to fit.
+    pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+    /// The phase, NUL-terminated, cut to fit.
+    pub phase: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+}

@@ -1,0 +1,195 @@
+//! Worker-side calls: cancellation checks, pause points, progress, phase, ETA,
+//! error and finish. Usually called by the job's own worker, once per block; any
+//! thread may call them. On the worker's own thread a handle lookup touches no
+//! shared lock (see `handles`), and the progress calls park while the job is
+//! paused.
+
+use super::handles::with_job;
+use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
+use crate::core::{self, Job};
+use std::ffi::c_char;
+
+/// Applies an update; on the worker's own thread it is also a pause point.
+fn update(job: *mut bgjob_job, f: impl FnOnce(&Job) -> Result<(), core::Error>) -> Res {
+    with_job(job, |j, on_worker| {
+        f(j)?;
+        if on_worker {
+            // A cancel does not fail the update; the worker sees it on its next
+            // check. Only the park matters here.
+            let _ = j.pause_point();
+        }
+        Ok::<(), core::Error>(())
+    })?
+    .map_err(Into::into)
+}
+
+/// Tells a worker whether cancel was requested. Never blocks.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` if not; `BGJOB_RESULT_CANCELLED` if it was;
+/// `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| {
+        if with_job(job, |j, _| j.is_cancel_requested())? {
+            Err(bgjob_result::Cancelled)
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// A pause point: while the job is paused, the calling worker parks here until
+/// it is resumed or cancelled.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
+/// requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// # Safety
+/// Any handle value is safe. Meant for the job's worker thread; another thread
+/// calling it would park there instead.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.pause_point())?.map_err(Into::into))
+}
+
+/// Sets the total number of units (bytes, blocks…). It may move either way; 0
+/// means unknown.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// once the job has ended.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) -> bgjob_result {
+    boundary(|| update(job, |j| j.set_total(total)))
+}
+
+/// Sets the units done. Progress only grows: a smaller value than the current one
+/// is refused and changes nothing. A value above the total is kept (the percent
+/// is clamped to 100).
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go backwards;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64) -> bgjob_result {
+    boundary(|| update(job, |j| j.set_current(current)))
+}
+
+/// Adds `units` to the units done (saturating). The cheapest progress call:
+/// meant to be called once per block in a copy loop.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// once ended.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
+    boundary(|| update(job, |j| j.add_units(units)))
+}
+
+/// Sets the percent done directly, for workers that count in percent rather
+/// than units; −1 goes back to the percent computed from units.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100 (nothing
+/// changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32) -> bgjob_result {
+    boundary(|| update(job, |j| j.set_percent(percent)))
+}
+
+/// Sets the remaining time as the worker estimates it, in ms. It counts down
+/// with active (unpaused) time until set again; −1 goes back to bgjob's own
+/// estimate from the rate.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i64) -> bgjob_result {
+    boundary(|| update(job, |j| j.set_eta(remaining_ms)))
+}
+
+/// Sets the phase name ("copying", "cleaning up"), copied; readable with
+/// `bgjob_job_get_phase` and listed by `bgjob_list_jobs`.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or non-UTF-8;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+///
+/// # Safety
+/// `phase` is NULL or a NUL-terminated string. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_phase(
+    job: *mut bgjob_job,
+    phase: *const c_char,
+) -> bgjob_result {
+    boundary(|| {
+        // SAFETY: NULL or NUL-terminated by contract.
+        let phase = unsafe { c_str(phase) }?;
+        with_job(job, |j, _| j.set_phase(phase))?.map_err(Into::into)
+    })
+}
+
+/// Records the job's error: a non-zero code (an errno value is usual) and a
+/// message (copied; NULL means none). The job fails only when the worker returns
+/// non-zero (or finishes with a non-zero status); this only says why.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for code 0 or a message
+/// that is not UTF-8; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// once ended.
+///
+/// # Safety
+/// `message` is NULL or a NUL-terminated string. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_error(
+    job: *mut bgjob_job,
+    code: i32,
+    message: *const c_char,
+) -> bgjob_result {
+    boundary(|| {
+        let message = if message.is_null() {
+            ""
+        } else {
+            // SAFETY: NUL-terminated by contract.
+            unsafe { c_str(message) }?
+        };
+        with_job(job, |j, _| j.set_error(code, message))?.map_err(Into::into)
+    })
+}
+
+/// Records the status the worker reports when it returns (the virJob
+/// "finish" style): 0 for success, any other value for failure with that code.
+/// The last call wins and it overrides the worker's return value. The job ends
+/// when the worker returns, not here.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// unless the worker is running.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_finish(job: *mut bgjob_job, status: i32) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.finish(status))?.map_err(Into::into))
+}
