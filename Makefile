@@ -36,9 +36,12 @@ TEST_LIB  := ffi-tests/tap.c ffi-tests/util.c
 TEST_HDRS := $(wildcard ffi-tests/*.h)
 EXAMPLES  := $(patsubst examples/%.c,$(OUT)/examples/%,$(wildcard examples/*.c))
 
+# $(call need,TOOL,DEBIAN-PACKAGE): stop with the exact install line when missing.
+need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; install it with: apt-get install -y $(2)" >&2; exit 1; }
+
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib demo test test-rust test-c check-header fmt-check clippy install uninstall clean
+.PHONY: all lib demo test test-rust test-c check-header check-install fmt-check clippy install uninstall clean
 
 all: lib
 
@@ -47,6 +50,7 @@ lib: $(RELEASE)/$(SONAME)
 # One cargo run builds the .so, the .a and (build.rs) include/bgjob.h. The
 # SONAME link lets programs linked here find the library through their rpath.
 $(SO) $(STATIC) include/bgjob.h &: $(RUST_SRCS)
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "bgjob: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 	$(CARGO) build --release --lib
 	@touch $(SO) $(STATIC) include/bgjob.h
 
@@ -54,6 +58,7 @@ $(RELEASE)/$(SONAME): $(SO)
 	ln -sf libbgjob.so $@
 
 $(OUT)/tests/%: ffi-tests/%.c $(TEST_LIB) $(TEST_HDRS) include/bgjob.h $(RELEASE)/$(SONAME)
+	$(call need,$(CC),gcc)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(TEST_LIB) $(LDLIBS)
 
@@ -72,6 +77,7 @@ test-rust:
 	$(CARGO) test --release
 
 test-c: $(TESTS)
+	$(call need,$(PROVE),perl)
 	$(PROVE) --exec '' $(TESTS)
 
 # Fails when the committed headers differ from what the build generates.
@@ -88,14 +94,39 @@ check-header: lib
 	done
 	@echo "headers: committed copies match, compile alone as C11 and C++"
 
+# Installs into a scratch prefix (and a DESTDIR staging tree), then builds the
+# quick start with pkg-config and runs it, as a packager or user would.
+check-install: lib
+	$(call need,pkg-config,pkg-config)
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	$(MAKE) --no-print-directory install PREFIX="$$d" >/dev/null; \
+	PKG_CONFIG_PATH="$$d/lib/pkgconfig"; export PKG_CONFIG_PATH; \
+	$(CC) $(WARN) -o "$$d/quickstart" examples/quickstart.c \
+	  $$(pkg-config --cflags --libs bgjob) -Wl,-rpath,"$$d/lib"; \
+	"$$d/quickstart" | tail -n 1; \
+	readelf -d "$$d/lib/libbgjob.so.$(VERSION)" | grep SONAME; \
+	ls -l "$$d/lib" | awk 'NR>1 {print "  " $$9, $$10, $$11}'; \
+	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR="$$d/stage" >/dev/null; \
+	test -f "$$d/stage/usr/lib/pkgconfig/bgjob.pc" && test -L "$$d/stage/usr/lib/$(SONAME)" && \
+	  test -f "$$d/stage/usr/include/bgjob.h" && grep -q '^prefix=/usr$$' "$$d/stage/usr/lib/pkgconfig/bgjob.pc"; \
+	$(MAKE) --no-print-directory uninstall PREFIX=/usr DESTDIR="$$d/stage" >/dev/null; \
+	test -z "$$(find "$$d/stage" -type f -o -type l)"; \
+	echo "install: pkg-config build ran; DESTDIR staging and uninstall clean"
+
 fmt-check:
 	$(CARGO) fmt --check
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-$(OUT)/bgjob.pc: Makefile Cargo.toml
-	@mkdir -p $(@D)
+# The .pc file is written at install time: it records this install's directories.
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0755 $(SO) $(DESTDIR)$(LIBDIR)/libbgjob.so.$(VERSION)
+	ln -sf libbgjob.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libbgjob.so
+	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/libbgjob.a
+	install -m 0644 include/bgjob.h $(DESTDIR)$(INCLUDEDIR)/bgjob.h
 	printf '%s\n' \
 	  'prefix=$(PREFIX)' \
 	  'libdir=$(LIBDIR)' \
@@ -106,16 +137,8 @@ $(OUT)/bgjob.pc: Makefile Cargo.toml
 	  'Version: $(VERSION)' \
 	  'Libs: -L$${libdir} -lbgjob' \
 	  'Libs.private: $(STATIC_LIBS)' \
-	  'Cflags: -I$${includedir}' > $@
-
-install: lib $(OUT)/bgjob.pc
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	install -m 0755 $(SO) $(DESTDIR)$(LIBDIR)/libbgjob.so.$(VERSION)
-	ln -sf libbgjob.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
-	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libbgjob.so
-	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/libbgjob.a
-	install -m 0644 include/bgjob.h $(DESTDIR)$(INCLUDEDIR)/bgjob.h
-	install -m 0644 $(OUT)/bgjob.pc $(DESTDIR)$(PKGCONFIGDIR)/bgjob.pc
+	  'Cflags: -I$${includedir}' > $(DESTDIR)$(PKGCONFIGDIR)/bgjob.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/bgjob.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libbgjob.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \

@@ -270,6 +270,16 @@ typedef int32_t bgjob_cancel_status;
 #endif // __cplusplus
 
 /**
+ * An opaque job handle.
+ *
+ * A handle is an index into bgjob's handle table tagged with a generation; it is
+ * never dereferenced. Any value (NULL, destroyed, detached, made up) is safe to
+ * pass: a handle that does not name a live job gets `BGJOB_RESULT_INVALID_HANDLE`.
+ * Handles may be used from any thread.
+ */
+typedef struct bgjob_job bgjob_job;
+
+/**
  * Called with each lifecycle log line (no trailing newline).
  *
  * Runs on whichever thread the event happened on, with no bgjob lock held. It
@@ -285,18 +295,6 @@ typedef void (*bgjob_log_callback)(void *userdata, const char *line);
  * into bgjob for the object it belonged to.
  */
 typedef void (*bgjob_free_callback)(void *userdata);
-
-/**
- * An opaque job handle.
- *
- * A handle is an index into bgjob's handle table tagged with a generation; it is
- * never dereferenced. Any value (NULL, destroyed, detached, made up) is safe to
- * pass: a handle that does not name a live job gets `BGJOB_RESULT_INVALID_HANDLE`.
- * Handles may be used from any thread.
- */
-typedef struct bgjob_job {
-    uint8_t _private[0];
-} bgjob_job;
 
 /**
  * A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to

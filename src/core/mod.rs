@@ -18,3 +18,6 @@ pub use job::{
 };
 pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};
+
+#[cfg(test)]
+mod tests;

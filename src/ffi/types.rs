@@ -31,7 +31,6 @@ pub const BGJOB_ENTRY_TEXT_SIZE: usize = 64;
 /// never dereferenced. Any value (NULL, destroyed, detached, made up) is safe to
 /// pass: a handle that does not name a live job gets `BGJOB_RESULT_INVALID_HANDLE`.
 /// Handles may be used from any thread.
-#[repr(C)]
 pub struct bgjob_job {
     _private: [u8; 0],
 }
