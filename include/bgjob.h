@@ -430,9 +430,9 @@ typedef struct bgjob_job_options {
  * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
  * the status before returning instead.
  *
- * The worker may call every bgjob function on its own handle except
- * `bgjob_job_wait` (it would wait for itself; it returns TIMED_OUT or waits its
- * full timeout) and `bgjob_job_destroy` (refused: the job is running). Progress
+ * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
+ * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
+ * wait for itself; the job is running). Progress
  * calls made here park the worker while the job is paused. It must not
  * `longjmp` out of the call or throw a C++ exception through it.
  */
@@ -744,11 +744,12 @@ bgjob_result bgjob_job_resume(struct bgjob_job *job);
  * `state_out` (may be NULL) gets the final `bgjob_state` on success.
  *
  * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`.
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
+ * wait for itself).
  *
  * # Safety
  * `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
- * Do not call it from the job's own worker or completion callback.
  */
 bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, int32_t *state_out);
 

@@ -501,8 +501,14 @@ impl Job {
                     drop(worker);
                     self.settle(Life::Done(State::Cancelled), None);
                 } else {
+                    // Back to exactly how it was: a pause that arrived while we
+                    // were starting is undone too (CREATED has no pause).
                     st.life = Life::Created;
                     st.worker = worker;
+                    st.user_paused = false;
+                    st.paused_since_ns = None;
+                    inner.paused_ns.store(0, Ordering::Relaxed);
+                    inner.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
                 }
                 Err(Error::TryAgain)
             }

@@ -83,9 +83,7 @@ fn failure_keeps_code_and_message() {
     );
     assert_eq!(job.info().error_code, 28);
 
-    let job = Job::builder()
-        .spawn(|_| Err(JobError::new(5, "")))
-        .unwrap();
+    let job = Job::builder().spawn(|_| Err(JobError::new(5, ""))).unwrap();
     assert_eq!(job.wait(LONG), Ok(State::Failed));
     assert_eq!(job.error().unwrap().message, "worker failed with code 5");
 }

@@ -95,28 +95,26 @@ impl Pool {
         stack_size: usize,
         task: Task,
     ) -> io::Result<()> {
-        let idle = {
+        let (idle, id) = {
             let mut g = self.lock();
-            g.idle
+            g.next_id += 1;
+            let idle = g
+                .idle
                 .iter()
                 .rposition(|i| i.stack_size == stack_size)
-                .map(|pos| g.idle.swap_remove(pos))
+                .map(|pos| g.idle.swap_remove(pos));
+            (idle, g.next_id)
         };
         let mut work = (name.to_owned(), task);
         if let Some(idle) = idle {
-            // The thread removed itself from nothing: it is blocked in recv until
-            // this send, or (timed out) finds itself gone from the list and waits
-            // for exactly this message.
+            // Taken off the list, the thread is either blocked in its timed
+            // receive, or timed out, found itself gone from the list, and waits
+            // for exactly this message; either way it gets it.
             match idle.tx.send(work) {
                 Ok(()) => return Ok(()),
                 Err(e) => work = e.into_inner(),
             }
         }
-        let id = {
-            let mut g = self.lock();
-            g.next_id += 1;
-            g.next_id
-        };
         let mut builder = std::thread::Builder::new().name(thread_name(&work.0));
         if stack_size > 0 {
             builder = builder.stack_size(stack_size);
@@ -246,7 +244,11 @@ mod tests {
         while p.idle_threads() != 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(p.idle_threads(), 0, "the idle thread outlived its keep-alive");
+        assert_eq!(
+            p.idle_threads(),
+            0,
+            "the idle thread outlived its keep-alive"
+        );
     }
 
     #[test]

@@ -238,11 +238,12 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 /// `state_out` (may be NULL) gets the final `bgjob_state` on success.
 ///
 /// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`.
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
+/// wait for itself).
 ///
 /// # Safety
 /// `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
-/// Do not call it from the job's own worker or completion callback.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_wait(
     job: *mut bgjob_job,
@@ -251,7 +252,12 @@ pub unsafe extern "C" fn bgjob_job_wait(
 ) -> bgjob_result {
     boundary(|| {
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        let state = with_job(job, |j, _| j.wait(timeout))??;
+        let state = with_job(job, |j, on_worker| {
+            if on_worker {
+                return Err(bgjob_result::NotAllowed);
+            }
+            j.wait(timeout).map_err(bgjob_result::from)
+        })??;
         // SAFETY: NULL or writable by contract.
         unsafe { put(state_out, bgjob_state::from(state) as i32) };
         Ok(())

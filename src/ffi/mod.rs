@@ -200,12 +200,13 @@ impl Drop for UserData {
 /// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_version() -> *const c_char {
+    // Checked at compile time: the version string has exactly one NUL, at the end.
     const V: &CStr =
         match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
             Ok(v) => v,
             Err(_) => panic!("version has a NUL"),
         };
-    V.as_ptr()
+    boundary_or(V.as_ptr(), || V.as_ptr())
 }
 
 /// The ABI version of the loaded library: the number in its SONAME
@@ -216,7 +217,7 @@ pub extern "C" fn bgjob_version() -> *const c_char {
 /// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_abi_version() -> u32 {
-    BGJOB_ABI_VERSION
+    boundary_or(BGJOB_ABI_VERSION, || BGJOB_ABI_VERSION)
 }
 
 /// A static, human-readable string for a result code; `"unknown result"` for a

@@ -43,9 +43,9 @@ pub struct bgjob_job {
 /// was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
 /// the status before returning instead.
 ///
-/// The worker may call every bgjob function on its own handle except
-/// `bgjob_job_wait` (it would wait for itself; it returns TIMED_OUT or waits its
-/// full timeout) and `bgjob_job_destroy` (refused: the job is running). Progress
+/// The worker may call every bgjob function on its own handle; `bgjob_job_wait`
+/// and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
+/// wait for itself; the job is running). Progress
 /// calls made here park the worker while the job is paused. It must not
 /// `longjmp` out of the call or throw a C++ exception through it.
 pub type bgjob_worker_callback =
