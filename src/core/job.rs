@@ -7,6 +7,7 @@
 //! under the job's lock and never calls user code (worker, free functions) with
 //! that lock held.
 
+use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
@@ -153,6 +154,12 @@ pub struct Listing {
     pub since_progress_ms: i64,
 }
 
+/// Runs once when a job has ended; see [`Builder::on_complete`].
+pub type CompleteFn = Box<dyn FnOnce(&Job) + Send + 'static>;
+
+/// A result value a worker leaves for the caller ([`Job::set_result`]).
+pub type ResultValue = Box<dyn std::any::Any + Send + 'static>;
+
 /// The function a job runs. It gets a [`Worker`]; `Ok` completes the job, `Err`
 /// fails it (or cancels it, when cancel was requested).
 pub type WorkerFn = Box<dyn FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static>;
@@ -185,6 +192,9 @@ struct St {
     /// A status recorded with [`Job::finish`] before the worker returned.
     finish_status: Option<i32>,
     worker: Option<WorkerFn>,
+    /// Taken (once) when the job settles.
+    completion: Option<(Option<Context>, CompleteFn)>,
+    result: Option<ResultValue>,
 }
 
 impl St {
@@ -275,6 +285,7 @@ pub struct Builder {
     job_type: JobType,
     stack_size: usize,
     pool: Option<&'static Pool>,
+    completion: Option<(Option<Context>, CompleteFn)>,
 }
 
 impl Builder {
@@ -307,6 +318,20 @@ impl Builder {
         self
     }
 
+    /// Runs `f` exactly once after the job has ended (whatever the outcome, also
+    /// when it never ran): through `context` on the thread that dispatches it, or
+    /// with `None` on the worker thread right after the worker returned (on a
+    /// pool thread for a job that never ran). Never inside the call that ended the
+    /// job (start, cancel, release), never with a lock held. If the context is
+    /// closed first, `f` is dropped unrun.
+    pub fn on_complete<F>(mut self, context: Option<Context>, f: F) -> Builder
+    where
+        F: FnOnce(&Job) + Send + 'static,
+    {
+        self.completion = Some((context, Box::new(f)));
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -335,6 +360,8 @@ impl Builder {
                 error: None,
                 finish_status: None,
                 worker: Some(Box::new(worker)),
+                completion: self.completion,
+                result: None,
             }),
             cv: Condvar::new(),
         });
@@ -499,7 +526,7 @@ impl Job {
                     st.life = Life::Running;
                     drop(st);
                     drop(worker);
-                    self.settle(Life::Done(State::Cancelled), None);
+                    self.settle(Life::Done(State::Cancelled), None, false);
                 } else {
                     // Back to exactly how it was: a pause that arrived while we
                     // were starting is undone too (CREATED has no pause).
@@ -539,12 +566,13 @@ impl Job {
                 Err(e) => (State::Failed, Some(e)),
             }
         };
-        self.settle(Life::Done(life), error);
+        self.settle(Life::Done(life), error, true);
     }
 
-    /// Publishes a terminal state. Only called once per job: by the worker thread,
-    /// or by the thread that cancelled a job that never ran.
-    fn settle(&self, life: Life, error: Option<JobError>) {
+    /// Publishes a terminal state, then delivers the completion. Only called once
+    /// per job: by the worker thread (`on_worker`), or by the thread that
+    /// cancelled a job that never ran.
+    fn settle(&self, life: Life, error: Option<JobError>, on_worker: bool) {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut st = inner.lock();
@@ -579,9 +607,68 @@ impl Job {
         }
         st.life = life;
         inner.set_attention(ATTN_DONE);
+        let completion = st.completion.take();
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
+        if let Some((context, f)) = completion {
+            self.deliver(context, f, on_worker);
+        }
+    }
+
+    fn deliver(&self, context: Option<Context>, f: CompleteFn, on_worker: bool) {
+        let job = self.clone();
+        let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
+        match context {
+            Some(ctx) => ctx.post(run),
+            None if on_worker => run(),
+            None => {
+                // The job never ran, and the caller is inside cancel or destroy:
+                // the callback must not run here, so it gets a thread of its own.
+                let slot = Arc::new(Mutex::new(Some(run)));
+                let task_slot = slot.clone();
+                let spawned = self.0.pool.spawn(
+                    &self.0.name,
+                    0,
+                    Box::new(move || {
+                        let run = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        if let Some(run) = run {
+                            run();
+                        }
+                    }),
+                );
+                if spawned.is_err() {
+                    // No thread to be had (EAGAIN): running it late here beats
+                    // never running it; documented in the header.
+                    let run = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(run) = run {
+                        run();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves a result for the caller, replacing (and dropping) an earlier one.
+    /// Allowed while the job may still update (see [`Verb::Update`]).
+    pub fn set_result(&self, value: ResultValue) -> Result<(), Error> {
+        let old = {
+            let mut st = self.0.lock();
+            st.check(Verb::Update)?;
+            st.result.replace(value)
+        };
+        drop(old);
+        Ok(())
+    }
+
+    /// Runs `f` on the result, if there is one (readable until taken or dropped).
+    pub fn with_result<R>(&self, f: impl FnOnce(Option<&ResultValue>) -> R) -> R {
+        f(self.0.lock().result.as_ref())
+    }
+
+    /// Takes the result out; the job no longer owns or frees it.
+    pub fn take_result(&self) -> Option<ResultValue> {
+        self.0.lock().result.take()
     }
 
     /// Requests cancellation and returns at once.
@@ -607,7 +694,7 @@ impl Job {
                 drop(st);
                 log::debug(format_args!("job {} cancelled before start", inner.id));
                 drop(worker);
-                self.settle(Life::Done(State::Cancelled), None);
+                self.settle(Life::Done(State::Cancelled), None, false);
             }
             _ => {
                 // Seed 000: cancel undoes a user pause so the worker can see it.

@@ -7,14 +7,17 @@
 //! `crate::sys`.
 #![forbid(unsafe_code)]
 
+pub mod context;
 pub mod job;
 pub mod log;
 pub(crate) mod progress;
 pub mod state;
 pub mod threads;
 
+pub use context::{Completion, Context, DispatchError};
 pub use job::{
-    Builder, CancelStatus, Error, Info, Job, JobError, JobType, Listing, Worker, WorkerFn, list,
+    Builder, CancelStatus, CompleteFn, Error, Info, Job, JobError, JobType, Listing, ResultValue,
+    Worker, WorkerFn, list,
 };
 pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};

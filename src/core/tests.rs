@@ -2,7 +2,7 @@
 
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// Counts drops, to prove a worker closure (and what it captured) is dropped
@@ -452,4 +452,112 @@ fn a_burst_of_short_jobs_all_complete() {
     }
     assert_eq!(drops.count(), 500);
     assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn completion_runs_once_on_the_worker_thread_after_the_end() {
+    let (tx, rx) = mpsc::channel();
+    let job = Job::builder()
+        .on_complete(None, move |j| {
+            tx.send((std::thread::current().id(), j.state())).unwrap();
+        })
+        .spawn(|w| {
+            w.job().set_result(Box::new(42u32))?;
+            Ok(())
+        })
+        .unwrap();
+    let (thread, state) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_ne!(thread, std::thread::current().id());
+    assert_eq!(state, State::Completed, "runs after the job is terminal");
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "once");
+    assert_eq!(
+        job.with_result(|r| r.and_then(|v| v.downcast_ref::<u32>()).copied()),
+        Some(42)
+    );
+    assert_eq!(*job.take_result().unwrap().downcast::<u32>().unwrap(), 42);
+    assert!(job.take_result().is_none());
+}
+
+#[test]
+fn completion_through_a_context_runs_on_the_dispatching_thread() {
+    let ctx = Context::new().unwrap();
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let jobs: Vec<Job> = (0..50)
+        .map(|_| {
+            let r = ran_on.clone();
+            Job::builder()
+                .on_complete(Some(ctx.clone()), move |j| {
+                    r.lock()
+                        .unwrap()
+                        .push((std::thread::current().id(), j.id()));
+                })
+                .spawn(|_| Ok(()))
+                .unwrap()
+        })
+        .collect();
+    for j in &jobs {
+        j.wait(LONG).unwrap();
+    }
+    assert!(
+        ran_on.lock().unwrap().is_empty(),
+        "nothing runs before dispatch"
+    );
+    assert_eq!(ctx.pending(), 50);
+    assert_eq!(ctx.dispatch(10), Ok(10));
+    assert_eq!(ctx.dispatch(0), Ok(40));
+    let ran = ran_on.lock().unwrap();
+    assert_eq!(ran.len(), 50);
+    assert!(ran.iter().all(|(t, _)| *t == std::thread::current().id()));
+    let mut ids: Vec<u64> = ran.iter().map(|(_, id)| *id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "each job's callback exactly once");
+}
+
+#[test]
+fn completion_of_a_never_started_job_is_not_run_inside_cancel() {
+    let (tx, rx) = mpsc::channel();
+    let caller = std::thread::current().id();
+    let job = Job::builder()
+        .on_complete(None, move |j| {
+            tx.send((std::thread::current().id(), j.state())).unwrap();
+        })
+        .create(|_| Ok(()));
+    job.cancel();
+    let (thread, state) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_ne!(thread, caller);
+    assert_eq!(state, State::Cancelled);
+}
+
+#[test]
+fn a_closed_context_drops_completions_unrun() {
+    let ctx = Context::new().unwrap();
+    let drops = Drops::default();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (g, r) = (drops.guard(), ran.clone());
+    let (tx, rx) = mpsc::channel::<()>();
+    let job = Job::builder()
+        .on_complete(Some(ctx.clone()), move |_| {
+            let _g = &g;
+            r.store(true, Ordering::SeqCst);
+        })
+        .spawn(move |_| {
+            rx.recv().unwrap();
+            Ok(())
+        })
+        .unwrap();
+    ctx.close();
+    tx.send(()).unwrap();
+    job.wait(LONG).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while drops.count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        drops.count(),
+        1,
+        "the completion's captures were dropped once"
+    );
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(ctx.dispatch(0), Ok(0));
 }

@@ -14,3 +14,60 @@ pub(crate) fn set_current_thread_name(name: &str) {
         libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0);
     }
 }
+
+/// A non-blocking, close-on-exec eventfd used as a level-triggered "something is
+/// queued" flag: readable from the first [`EventFd::signal`] until
+/// [`EventFd::clear`].
+pub(crate) struct EventFd(std::os::fd::OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> std::io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative return is a new fd
+        // that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by no one else.
+        Ok(EventFd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    pub(crate) fn raw(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// Makes the fd readable. Cannot fail in practice: the counter would have to
+    /// reach 2^64-2 without a `clear`, and `signal` is only called on an
+    /// empty-to-non-empty transition.
+    pub(crate) fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own fd.
+        unsafe {
+            libc::write(self.raw(), (&raw const one).cast(), 8);
+        }
+    }
+
+    /// Makes the fd unreadable again (EAGAIN when already clear is fine).
+    pub(crate) fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our own fd.
+        unsafe {
+            libc::read(self.raw(), (&raw mut v).cast(), 8);
+        }
+    }
+}
+
+/// Whether `fd` becomes readable within `timeout_ms` (0 = just look).
+#[cfg(test)]
+pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}

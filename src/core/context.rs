@@ -1,0 +1,250 @@
+//! Completion contexts: QIOTask's "callback in the caller's event-loop thread"
+//! without owning a main loop.
+//!
+//! A context is a queue of completions plus one pollable fd (an eventfd,
+//! close-on-exec, non-blocking) that is readable exactly while the queue is not
+//! empty. The caller adds the fd to its own loop (poll, GLib's `g_unix_fd_add`,
+//! libvirt's `virEventAddHandle`, libuv, asyncio's `add_reader`) and calls
+//! [`Context::dispatch`] when it is readable; the completions then run on that
+//! thread. Any number of completions between two dispatches make one readiness.
+
+use crate::sys::EventFd;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One queued completion. Dropping it without running it must release whatever
+/// it owns (the C layer's userdata free functions run from its captures' Drop).
+pub type Completion = Box<dyn FnOnce() + Send + 'static>;
+
+struct Queue {
+    items: VecDeque<Completion>,
+    closed: bool,
+}
+
+struct Inner {
+    id: u64,
+    queue: Mutex<Queue>,
+    fd: EventFd,
+}
+
+/// A completion context; clones refer to the same one.
+#[derive(Clone)]
+pub struct Context(Arc<Inner>);
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.0.id)
+            .field("fd", &self.0.fd.raw())
+            .finish()
+    }
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Context) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Context {}
+
+thread_local! {
+    /// Contexts this thread is dispatching now, to refuse a nested dispatch of the
+    /// same context from inside one of its callbacks (bounded recursion).
+    static DISPATCHING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a dispatch was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatchError {
+    /// Called from inside a callback that this context is dispatching.
+    Nested,
+}
+
+impl Context {
+    /// A new context with its own eventfd.
+    pub fn new() -> std::io::Result<Context> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Ok(Context(Arc::new(Inner {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            fd: EventFd::new()?,
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.0.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fd to poll for readability. Valid until the last clone is dropped.
+    pub fn fd(&self) -> i32 {
+        self.0.fd.raw()
+    }
+
+    /// Completions queued now.
+    pub fn pending(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Queues a completion. On a closed context it is dropped instead (its
+    /// captures' Drop frees what it owns), outside the lock.
+    pub(crate) fn post(&self, c: Completion) {
+        let mut q = self.lock();
+        if q.closed {
+            drop(q);
+            drop(c);
+            return;
+        }
+        // The fd is signalled on the empty → non-empty edge only, and cleared
+        // under the same lock when a dispatch empties the queue, so it is readable
+        // exactly while something is queued.
+        if q.items.is_empty() {
+            self.0.fd.signal();
+        }
+        q.items.push_back(c);
+    }
+
+    /// Runs up to `max` queued completions (0 = all queued when the call began)
+    /// on the calling thread, with no lock held, and returns how many ran.
+    /// Completions queued by those callbacks wait for the next dispatch.
+    pub fn dispatch(&self, max: usize) -> Result<usize, DispatchError> {
+        let id = self.0.id;
+        let nested = DISPATCHING.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.contains(&id) {
+                true
+            } else {
+                d.push(id);
+                false
+            }
+        });
+        if nested {
+            return Err(DispatchError::Nested);
+        }
+        struct Leave(u64);
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                DISPATCHING.with(|d| d.borrow_mut().retain(|x| *x != self.0));
+            }
+        }
+        let _leave = Leave(id);
+        let batch: Vec<Completion> = {
+            let mut q = self.lock();
+            let n = if max == 0 {
+                q.items.len()
+            } else {
+                max.min(q.items.len())
+            };
+            let batch = q.items.drain(..n).collect();
+            if q.items.is_empty() {
+                self.0.fd.clear();
+            }
+            batch
+        };
+        let ran = batch.len();
+        for c in batch {
+            // A panicking Rust callback must not lose the ones after it (their
+            // captures would drop unrun); C callbacks cannot unwind.
+            let _ = catch_unwind(AssertUnwindSafe(c));
+        }
+        Ok(ran)
+    }
+
+    /// Closes the context: queued completions are dropped without running (what
+    /// they own is freed now), and completions posted later are dropped as they
+    /// arrive. The fd stays open until the last clone is gone.
+    pub fn close(&self) {
+        let dropped: Vec<Completion> = {
+            let mut q = self.lock();
+            q.closed = true;
+            self.0.fd.clear();
+            q.items.drain(..).collect()
+        };
+        drop(dropped);
+    }
+
+    /// Whether [`Context::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn readable(fd: i32) -> bool {
+        crate::sys::poll_readable(fd, 0)
+    }
+
+    #[test]
+    fn fd_is_readable_exactly_while_something_is_queued() {
+        let ctx = Context::new().unwrap();
+        assert!(!readable(ctx.fd()));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..5 {
+            let r = ran.clone();
+            ctx.post(Box::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        assert!(readable(ctx.fd()));
+        assert_eq!(ctx.dispatch(2), Ok(2));
+        assert!(readable(ctx.fd()), "three still queued");
+        assert_eq!(ctx.dispatch(0), Ok(3));
+        assert!(!readable(ctx.fd()));
+        assert_eq!(ctx.dispatch(0), Ok(0), "empty dispatch is harmless");
+        assert_eq!(ran.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn nested_dispatch_is_refused_and_late_posts_wait() {
+        let ctx = Context::new().unwrap();
+        let inner = ctx.clone();
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        ctx.post(Box::new(move || {
+            *s.lock().unwrap() = Some(inner.dispatch(0));
+            inner.post(Box::new(|| {}));
+        }));
+        assert_eq!(ctx.dispatch(0), Ok(1));
+        assert_eq!(*seen.lock().unwrap(), Some(Err(DispatchError::Nested)));
+        assert_eq!(ctx.pending(), 1);
+        assert!(readable(ctx.fd()));
+    }
+
+    #[test]
+    fn close_drops_queued_and_later_completions_unrun() {
+        struct D(Arc<AtomicUsize>);
+        impl Drop for D {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let ctx = Context::new().unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let (d, r) = (D(drops.clone()), ran.clone());
+            ctx.post(Box::new(move || {
+                let _d = d;
+                r.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        ctx.close();
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+        let d = D(drops.clone());
+        ctx.post(Box::new(move || drop(d)));
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert!(!readable(ctx.fd()));
+    }
+}
