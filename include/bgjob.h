@@ -69,7 +69,7 @@
 /**
  * Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
  */
-#define BGJOB_VERB_COUNT 7
+#define BGJOB_VERB_COUNT 8
 
 /**
  * `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
@@ -215,9 +215,14 @@ enum bgjob_verb
      */
     BGJOB_VERB_DETACH = 5,
     /**
-     * Progress, ETA, phase and error updates (`bgjob_job_set_*`, `add_units`).
+     * Progress, ETA, phase, error and result updates (`bgjob_job_set_*`,
+     * `bgjob_job_add_units`).
      */
     BGJOB_VERB_UPDATE = 6,
+    /**
+     * `bgjob_job_get_result`, `bgjob_job_take_result`.
+     */
+    BGJOB_VERB_RESULT = 7,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_verb;
@@ -270,6 +275,13 @@ typedef int32_t bgjob_cancel_status;
 #endif // __cplusplus
 
 /**
+ * An opaque completion context handle: a queue of completions plus one
+ * pollable fd (see `bgjob_context_create`). Like job handles, a table entry
+ * tagged with a generation, safe to misuse, usable from any thread.
+ */
+typedef struct bgjob_context bgjob_context;
+
+/**
  * An opaque job handle.
  *
  * A handle is an index into bgjob's handle table tagged with a generation; it is
@@ -295,6 +307,40 @@ typedef void (*bgjob_log_callback)(void *userdata, const char *line);
  * into bgjob for the object it belonged to.
  */
 typedef void (*bgjob_free_callback)(void *userdata);
+
+/**
+ * The function a job runs on its own thread.
+ *
+ * Called once, on the job's worker thread (named after the job), with the
+ * `userdata` given at create and the job's handle. Return 0 for success; any
+ * other value fails the job with that value as its error code (or, if cancel
+ * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
+ * the status before returning instead.
+ *
+ * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
+ * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
+ * wait for itself; the job is running). Progress
+ * calls made here park the worker while the job is paused. It must not
+ * `longjmp` out of the call or throw a C++ exception through it.
+ */
+typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
+
+/**
+ * Called exactly once when a job that has one has ended: `state` is its
+ * terminal `bgjob_state`, and `job` its handle, still valid during the call
+ * (read its error or result here) unless the caller destroyed it earlier.
+ *
+ * Thread: with a context, the thread that calls `bgjob_context_dispatch`;
+ * without, the job's worker thread right after the worker returned (or a bgjob
+ * thread, for a job that never ran). Never inside the call that ended the job
+ * (create, start, cancel, destroy, detach), never with a bgjob lock held.
+ *
+ * It may call any bgjob function: destroy this job (the handle is then
+ * invalid), cancel or destroy other jobs, create and start new ones. A
+ * `bgjob_context_dispatch` of the context dispatching it is refused with
+ * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
+ */
+typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, int32_t state);
 
 /**
  * A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -419,24 +465,27 @@ typedef struct bgjob_job_options {
      * is the platform's default.
      */
     size_t stack_size;
+    /**
+     * Called once when the job has ended (see `bgjob_completion_callback`).
+     * Default NULL: no callback.
+     */
+    bgjob_completion_callback completion;
+    /**
+     * Passed to `completion`. Ownership passes to bgjob with `bgjob_job_create`.
+     */
+    void *completion_userdata;
+    /**
+     * Frees `completion_userdata`, exactly once: after the callback ran, or
+     * when it never will (the create failed, or its context was destroyed
+     * first). May be NULL.
+     */
+    bgjob_free_callback completion_free;
+    /**
+     * Deliver the completion through this context (on the thread that
+     * dispatches it). Default NULL: on the worker thread.
+     */
+    struct bgjob_context *context;
 } bgjob_job_options;
-
-/**
- * The function a job runs on its own thread.
- *
- * Called once, on the job's worker thread (named after the job), with the
- * `userdata` given at create and the job's handle. Return 0 for success; any
- * other value fails the job with that value as its error code (or, if cancel
- * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
- * the status before returning instead.
- *
- * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
- * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
- * wait for itself; the job is running). Progress
- * calls made here park the worker while the job is paused. It must not
- * `longjmp` out of the call or throw a C++ exception through it.
- */
-typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
 
 #ifdef __cplusplus
 extern "C" {
@@ -488,6 +537,173 @@ const char *bgjob_result_str(int32_t result);
 bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
                                     void *userdata,
                                     bgjob_free_callback userdata_free);
+
+/**
+ * Creates a completion context: a queue of completions and one pollable fd.
+ *
+ * The fd (`bgjob_context_get_fd`) is an eventfd, close-on-exec and
+ * non-blocking, readable exactly while completions are queued; any number of
+ * completions between two dispatches make one readiness. Add it to your event
+ * loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
+ * `virEventAddHandle`, libuv, asyncio's `add_reader`) and call
+ * `bgjob_context_dispatch` when it is readable: the callbacks then run on that
+ * thread, so the caller needs no locking of its own (QIOTask's "callback in
+ * the main event thread").
+ *
+ * Ownership: release it with `bgjob_context_destroy`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is NULL;
+ * `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the like).
+ *
+ * # Safety
+ * `context_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_context_create(struct bgjob_context **context_out);
+
+/**
+ * Destroys a context. Completions still queued are dropped without running
+ * (their userdata free functions run now, on this thread); jobs still bound to
+ * it run on, and their completions are dropped the same way when they end
+ * (their free functions run then, on the worker thread). Nothing is leaked and
+ * no free function is skipped. Remove the fd from your event loop first: it is
+ * closed once no bound job refers to it any more.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy).
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe; may be called from a completion
+ * callback of this context (the remaining queued callbacks then do not run).
+ */
+bgjob_result bgjob_context_destroy(struct bgjob_context *context);
+
+/**
+ * Writes the context's fd to `*fd_out`. Poll it for reading; do not read,
+ * write or close it.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `fd_out` is NULL.
+ *
+ * # Safety
+ * `fd_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_context_get_fd(struct bgjob_context *context, int32_t *fd_out);
+
+/**
+ * Runs queued completion callbacks on the calling thread: at most `max` of
+ * them, or (with `max` 0) all that were queued when the call began. Callbacks
+ * queued meanwhile wait for the next dispatch, so a callback that starts a job
+ * cannot make one dispatch run forever. An empty dispatch is harmless.
+ * `ran_out` (may be NULL) gets how many ran.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * when called from inside a callback this context is dispatching (no
+ * recursion).
+ *
+ * # Safety
+ * `ran_out` is NULL or writable. Thread-safe: several threads may dispatch
+ * one context; each callback runs once, on one of them.
+ */
+bgjob_result bgjob_context_dispatch(struct bgjob_context *context, size_t max, size_t *ran_out);
+
+/**
+ * Writes the number of completions queued now to `*count_out`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL.
+ *
+ * # Safety
+ * `count_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_context_pending(struct bgjob_context *context, size_t *count_out);
+
+/**
+ * Runs `worker` on a new job's thread and delivers `completion` through
+ * `context` (QIOTask's `qio_task_run_in_thread`): one call makes the job,
+ * starts it, and calls `completion(completion_userdata, job, state)` on the
+ * thread that dispatches `context` once it has ended.
+ *
+ * With `job_out` NULL nobody keeps the job: its handle is valid inside the
+ * completion callback (read its error and result there) and released right
+ * after it, or when the callback will never run (the context was destroyed
+ * first). With `job_out` non-NULL the caller keeps the handle and destroys it.
+ *
+ * A QIOTask-style "source object" is kept alive by taking a reference before
+ * the call and passing its unref as `completion_free` (see
+ * `examples/poll_loop.c`).
+ *
+ * Ownership: both userdata pointers pass to bgjob on every path; each free
+ * function (may be NULL) runs exactly once, as for `bgjob_job_create`.
+ * `name` may be NULL; `context` may be NULL (the completion then runs on the
+ * worker thread); `completion` may be NULL only when `context` is.
+ *
+ * # Returns
+ * As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
+ * `context`.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `job_out` is NULL or writable;
+ * the callbacks are NULL or valid functions. Thread-safe.
+ */
+bgjob_result bgjob_run_in_thread(struct bgjob_context *context,
+                                 const char *name,
+                                 bgjob_worker_callback worker,
+                                 void *worker_userdata,
+                                 bgjob_free_callback worker_free,
+                                 bgjob_completion_callback completion,
+                                 void *completion_userdata,
+                                 bgjob_free_callback completion_free,
+                                 struct bgjob_job **job_out);
+
+/**
+ * Worker side: leaves a result for the caller, replacing an earlier one (which
+ * is freed now). Ownership of `result` passes to bgjob on every path:
+ * `result_free` (may be NULL) runs exactly once — when replaced, when the job
+ * is destroyed, or at once if this call fails — unless the caller takes it
+ * with `bgjob_job_take_result`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * once the job has ended.
+ *
+ * # Safety
+ * `result_free` is NULL or a valid function. Thread-safe.
+ */
+bgjob_result bgjob_job_set_result(struct bgjob_job *job,
+                                  void *result,
+                                  bgjob_free_callback result_free);
+
+/**
+ * Writes the job's result pointer to `*result_out` (NULL if the worker left
+ * none). The job still owns it: it stays valid until the job is destroyed.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
+ * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
+ *
+ * # Safety
+ * `result_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_job_get_result(struct bgjob_job *job, void **result_out);
+
+/**
+ * Takes the job's result: `*result_out` gets the pointer (NULL if none) and
+ * the caller now owns it; bgjob will not call its free function.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
+ * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
+ *
+ * # Safety
+ * `result_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
 
 /**
  * Fills `*info_out` with one consistent snapshot of the job. Never waits on the
@@ -636,7 +852,7 @@ const char *bgjob_verb_str(int32_t verb);
 
 /**
  * Fills `options` with the defaults: bounded, started at once, named
- * `job-<id>`, default stack.
+ * `job-<id>`, default stack, no completion callback.
  *
  * # Returns
  * `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL.
@@ -652,21 +868,28 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options);
  * Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
  * otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
  * thread is named after the job; an idle thread is reused when one is free, else
- * a new one is started, so a job never waits behind another.
+ * a new one is started, so a job never waits behind another. With
+ * `options->completion` set, that callback runs once when the job has ended,
+ * on the worker thread or through `options->context`.
  *
  * Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
  * NULL) is called exactly once: after the worker has returned, or when a job that
  * never ran is cancelled or destroyed, or before this function returns if it
- * fails. On success `*job_out` is a new handle; release it with
- * `bgjob_job_destroy` (once the job has ended) or `bgjob_job_detach`.
+ * fails. The same holds for `options->completion_userdata` and
+ * `options->completion_free` (after the completion callback), except when
+ * `options->struct_size` is too small for bgjob to read them. On success
+ * `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
+ * has ended) or `bgjob_job_detach`.
  *
  * `options` may be NULL (all defaults); `worker` and `job_out` may not.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
  * `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
- * `BGJOB_MAX_STACK_SIZE`, or a `struct_size` too small; `BGJOB_RESULT_TRY_AGAIN`
- * when no thread could be started (nothing is left behind).
+ * `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
+ * context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a
+ * bad `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
+ * started (nothing is left behind).
  *
  * # Safety
  * `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or

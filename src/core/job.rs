@@ -661,14 +661,21 @@ impl Job {
         Ok(())
     }
 
-    /// Runs `f` on the result, if there is one (readable until taken or dropped).
-    pub fn with_result<R>(&self, f: impl FnOnce(Option<&ResultValue>) -> R) -> R {
-        f(self.0.lock().result.as_ref())
+    /// Runs `f` on the result, if there is one, once the job has ended (refused
+    /// before: the worker could still replace it). `f` runs under the job's lock:
+    /// keep it short and do not call back into this job.
+    pub fn with_result<R>(&self, f: impl FnOnce(Option<&ResultValue>) -> R) -> Result<R, Error> {
+        let st = self.0.lock();
+        st.check(Verb::Result)?;
+        Ok(f(st.result.as_ref()))
     }
 
-    /// Takes the result out; the job no longer owns or frees it.
-    pub fn take_result(&self) -> Option<ResultValue> {
-        self.0.lock().result.take()
+    /// Takes the result out once the job has ended; the job no longer owns or
+    /// drops it.
+    pub fn take_result(&self) -> Result<Option<ResultValue>, Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Result)?;
+        Ok(st.result.take())
     }
 
     /// Requests cancellation and returns at once.

@@ -92,13 +92,16 @@ pub enum Verb {
     Destroy = 4,
     /// Give up the handle and let the job free itself when it ends.
     Detach = 5,
-    /// Progress, phase, ETA and error updates.
+    /// Progress, phase, ETA, error and result updates.
     Update = 6,
+    /// Read or take the job's result (only once it has ended, so the worker can
+    /// no longer replace, and free, what the caller holds).
+    Result = 7,
 }
 
 impl Verb {
     /// Every verb, in numeric order.
-    pub const ALL: [Verb; 7] = [
+    pub const ALL: [Verb; 8] = [
         Verb::Start,
         Verb::Cancel,
         Verb::Pause,
@@ -106,6 +109,7 @@ impl Verb {
         Verb::Destroy,
         Verb::Detach,
         Verb::Update,
+        Verb::Result,
     ];
 
     /// The verb with this number, if there is one.
@@ -125,6 +129,7 @@ impl Verb {
             Verb::Destroy => "destroy",
             Verb::Detach => "detach",
             Verb::Update => "update",
+            Verb::Result => "result",
         }
     }
 }
@@ -140,7 +145,7 @@ const N: bool = false;
 
 /// Rows are verbs, columns are states, both in numeric order:
 /// created, running, paused, waiting, completed, failed, cancelled.
-const TABLE: [[bool; 7]; 7] = [
+const TABLE: [[bool; 7]; 8] = [
     /* start   */ [Y, N, N, N, N, N, N],
     /* cancel  */ [Y, Y, Y, Y, Y, Y, Y],
     /* pause   */ [N, Y, N, N, N, N, N],
@@ -148,6 +153,7 @@ const TABLE: [[bool; 7]; 7] = [
     /* destroy */ [Y, N, N, N, Y, Y, Y],
     /* detach  */ [N, Y, Y, Y, Y, Y, Y],
     /* update  */ [Y, Y, Y, N, N, N, N],
+    /* result  */ [N, N, N, N, Y, Y, Y],
 ];
 
 /// Whether `verb` may be applied to a job in `state`.
@@ -169,7 +175,7 @@ mod tests {
         }
         assert_eq!(State::from_i32(-1), None);
         assert_eq!(State::from_i32(7), None);
-        assert_eq!(Verb::from_i32(7), None);
+        assert_eq!(Verb::from_i32(8), None);
         assert_eq!(Verb::from_i32(i32::MIN), None);
     }
 
@@ -180,7 +186,10 @@ mod tests {
                 .into_iter()
                 .filter(|&v| verb_allowed(v, s))
                 .collect();
-            assert_eq!(allowed, vec![Verb::Cancel, Verb::Destroy, Verb::Detach]);
+            assert_eq!(
+                allowed,
+                vec![Verb::Cancel, Verb::Destroy, Verb::Detach, Verb::Result]
+            );
         }
     }
 

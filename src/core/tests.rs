@@ -472,10 +472,19 @@ fn completion_runs_once_on_the_worker_thread_after_the_end() {
     assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "once");
     assert_eq!(
         job.with_result(|r| r.and_then(|v| v.downcast_ref::<u32>()).copied()),
-        Some(42)
+        Ok(Some(42))
     );
-    assert_eq!(*job.take_result().unwrap().downcast::<u32>().unwrap(), 42);
-    assert!(job.take_result().is_none());
+    let taken = job.take_result().unwrap().unwrap();
+    assert_eq!(*taken.downcast::<u32>().unwrap(), 42);
+    assert!(job.take_result().unwrap().is_none());
+    let running = Job::builder().create(|_| Ok(()));
+    assert!(matches!(
+        running.take_result(),
+        Err(Error::NotAllowed {
+            verb: Verb::Result,
+            ..
+        })
+    ));
 }
 
 #[test]

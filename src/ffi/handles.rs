@@ -9,42 +9,37 @@
 //! detaches it meanwhile.
 
 use super::{bgjob_job, bgjob_result};
-use crate::core::Job;
+use crate::core::{Context, Job};
 use std::cell::RefCell;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("bgjob's handle encoding assumes 64-bit pointers");
 
-enum Slot {
+enum Slot<T> {
     Free,
     Reserved,
-    Live(Job),
+    Live(T),
 }
 
-struct Entry {
+struct Entry<T> {
     generation: u32,
-    slot: Slot,
+    slot: Slot<T>,
 }
 
-#[derive(Default)]
-struct Table {
-    entries: Vec<Entry>,
+/// One table per handle type: `JOBS` for `bgjob_job *`, `CONTEXTS` for
+/// `bgjob_context *`.
+pub(crate) struct Table<T> {
+    inner: RwLock<Inner<T>>,
+}
+
+struct Inner<T> {
+    entries: Vec<Entry<T>>,
     free: Vec<u32>,
 }
 
-static TABLE: RwLock<Table> = RwLock::new(Table {
-    entries: Vec::new(),
-    free: Vec::new(),
-});
-
-fn read() -> RwLockReadGuard<'static, Table> {
-    TABLE.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write() -> RwLockWriteGuard<'static, Table> {
-    TABLE.write().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) static JOBS: Table<Job> = Table::new();
+pub(crate) static CONTEXTS: Table<Context> = Table::new();
 
 fn encode(index: u32, generation: u32) -> usize {
     ((generation as usize) << 32) | (index as usize + 1)
@@ -56,81 +51,112 @@ fn decode(h: usize) -> Option<(usize, u32)> {
 }
 
 /// The value C sees.
-pub(crate) fn to_ptr(h: usize) -> *mut bgjob_job {
+pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
     std::ptr::without_provenance_mut(h)
 }
 
-/// Reserves a handle for a job about to be made (its worker needs the handle).
-pub(crate) fn reserve() -> usize {
-    let mut t = write();
-    let index = match t.free.pop() {
-        Some(i) => i,
-        None => {
-            let i = u32::try_from(t.entries.len()).expect("handle table full");
-            t.entries.push(Entry {
-                generation: 1,
-                slot: Slot::Free,
-            });
-            i
+impl<T: Clone> Table<T> {
+    const fn new() -> Table<T> {
+        Table {
+            inner: RwLock::new(Inner {
+                entries: Vec::new(),
+                free: Vec::new(),
+            }),
         }
-    };
-    let e = &mut t.entries[index as usize];
-    e.slot = Slot::Reserved;
-    encode(index, e.generation)
-}
-
-/// Puts the job behind a reserved handle.
-pub(crate) fn fill(h: usize, job: Job) {
-    let mut t = write();
-    if let Some((i, g)) = decode(h)
-        && let Some(e) = t.entries.get_mut(i)
-        && e.generation == g
-    {
-        e.slot = Slot::Live(job);
     }
-}
 
-/// Removes a handle (reserved or live) and returns its job; the handle and every
-/// copy of it are invalid from now on.
-pub(crate) fn remove(p: *mut bgjob_job) -> Option<Job> {
-    let (i, g) = decode(p.addr())?;
-    let mut t = write();
-    let e = t.entries.get_mut(i).filter(|e| e.generation == g)?;
-    if matches!(e.slot, Slot::Free) {
-        return None;
+    fn read(&self) -> RwLockReadGuard<'_, Inner<T>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
-    let old = std::mem::replace(&mut e.slot, Slot::Free);
-    e.generation = e.generation.wrapping_add(1).max(1);
-    t.free.push(i as u32);
-    match old {
-        Slot::Live(job) => Some(job),
-        _ => None,
-    }
-}
 
-/// Removes the handle only if `keep` agrees, under the table lock, so a check
-/// and the removal cannot be separated by another thread's destroy.
-pub(crate) fn remove_if(
-    p: *mut bgjob_job,
-    keep: impl FnOnce(&Job) -> Result<(), bgjob_result>,
-) -> Result<Job, bgjob_result> {
-    let (i, g) = decode(p.addr()).ok_or(bgjob_result::InvalidHandle)?;
-    let mut t = write();
-    let e = t
-        .entries
-        .get_mut(i)
-        .filter(|e| e.generation == g)
-        .ok_or(bgjob_result::InvalidHandle)?;
-    let Slot::Live(job) = &e.slot else {
-        return Err(bgjob_result::InvalidHandle);
-    };
-    keep(job)?;
-    let Slot::Live(job) = std::mem::replace(&mut e.slot, Slot::Free) else {
-        unreachable!("checked above");
-    };
-    e.generation = e.generation.wrapping_add(1).max(1);
-    t.free.push(i as u32);
-    Ok(job)
+    fn write(&self) -> RwLockWriteGuard<'_, Inner<T>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves a handle for an object about to be made (a job's worker needs its
+    /// handle before the job exists).
+    pub(crate) fn reserve(&self) -> usize {
+        let mut t = self.write();
+        let index = match t.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(t.entries.len()).expect("handle table full");
+                t.entries.push(Entry {
+                    generation: 1,
+                    slot: Slot::Free,
+                });
+                i
+            }
+        };
+        let e = &mut t.entries[index as usize];
+        e.slot = Slot::Reserved;
+        encode(index, e.generation)
+    }
+
+    /// Puts the object behind a reserved handle.
+    pub(crate) fn fill(&self, h: usize, value: T) {
+        let mut t = self.write();
+        if let Some((i, g)) = decode(h)
+            && let Some(e) = t.entries.get_mut(i)
+            && e.generation == g
+        {
+            e.slot = Slot::Live(value);
+        }
+    }
+
+    /// A new handle for `value`.
+    pub(crate) fn insert(&self, value: T) -> usize {
+        let h = self.reserve();
+        self.fill(h, value);
+        h
+    }
+
+    /// Removes a handle (reserved or live) and returns its object; the handle and
+    /// every copy of it are invalid from now on.
+    pub(crate) fn remove(&self, h: usize) -> Option<T> {
+        self.remove_if(h, |_| Ok(())).ok()
+    }
+
+    /// Removes the handle only if `check` agrees, under the table lock, so a check
+    /// and the removal cannot be separated by another thread's destroy.
+    pub(crate) fn remove_if(
+        &self,
+        h: usize,
+        check: impl FnOnce(&T) -> Result<(), bgjob_result>,
+    ) -> Result<T, bgjob_result> {
+        let (i, g) = decode(h).ok_or(bgjob_result::InvalidHandle)?;
+        let mut t = self.write();
+        let e = t
+            .entries
+            .get_mut(i)
+            .filter(|e| e.generation == g)
+            .ok_or(bgjob_result::InvalidHandle)?;
+        match &e.slot {
+            Slot::Live(v) => check(v)?,
+            Slot::Reserved => {}
+            Slot::Free => return Err(bgjob_result::InvalidHandle),
+        }
+        let old = std::mem::replace(&mut e.slot, Slot::Free);
+        e.generation = e.generation.wrapping_add(1).max(1);
+        t.free.push(i as u32);
+        match old {
+            Slot::Live(v) => Ok(v),
+            _ => Err(bgjob_result::InvalidHandle),
+        }
+    }
+
+    /// A clone of the object behind `h`.
+    pub(crate) fn get(&self, h: usize) -> Option<T> {
+        let (i, g) = decode(h)?;
+        let t = self.read();
+        match t.entries.get(i) {
+            Some(Entry {
+                generation,
+                slot: Slot::Live(v),
+            }) if *generation == g => Some(v.clone()),
+            _ => None,
+        }
+    }
 }
 
 thread_local! {
@@ -173,21 +199,9 @@ pub(crate) fn with_job<R>(
     if let Some(r) = fast {
         return Ok(r);
     }
-    let job = lookup(h).ok_or(bgjob_result::InvalidHandle)?;
+    let job = JOBS.get(h).ok_or(bgjob_result::InvalidHandle)?;
     let f = f.ok_or(bgjob_result::Panic)?;
     Ok(f(&job, false))
-}
-
-fn lookup(h: usize) -> Option<Job> {
-    let (i, g) = decode(h)?;
-    let t = read();
-    match t.entries.get(i) {
-        Some(Entry {
-            generation,
-            slot: Slot::Live(job),
-        }) if *generation == g => Some(job.clone()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -200,20 +214,18 @@ mod tests {
 
     #[test]
     fn stale_and_made_up_handles_are_refused() {
-        let h = reserve();
-        fill(h, job());
+        let h = JOBS.insert(job());
         let p = to_ptr(h);
         assert!(with_job(p, |_, _| ()).is_ok());
-        assert!(remove(p).is_some());
+        assert!(JOBS.remove(h).is_some());
         assert_eq!(with_job(p, |_, _| ()), Err(bgjob_result::InvalidHandle));
-        assert!(remove(p).is_none(), "double remove");
+        assert!(JOBS.remove(h).is_none(), "double remove");
         // The slot is reused with a new generation; the old handle stays dead.
-        let h2 = reserve();
-        fill(h2, job());
+        let h2 = JOBS.insert(job());
         assert_ne!(h, h2);
         assert_eq!(with_job(p, |_, _| ()), Err(bgjob_result::InvalidHandle));
         assert!(with_job(to_ptr(h2), |_, _| ()).is_ok());
-        remove(to_ptr(h2));
+        JOBS.remove(h2);
         for bogus in [0usize, 1, usize::MAX, 0xdead_beef_0000_0000] {
             assert_eq!(
                 with_job(to_ptr(bogus), |_, _| ()),
@@ -224,11 +236,10 @@ mod tests {
 
     #[test]
     fn worker_scope_is_the_fast_path_and_survives_removal() {
-        let h = reserve();
         let j = job();
-        fill(h, j.clone());
+        let h = JOBS.insert(j.clone());
         let scope = WorkerScope::enter(h, j);
-        remove(to_ptr(h));
+        JOBS.remove(h);
         assert_eq!(with_job(to_ptr(h), |_, w| w), Ok(true));
         drop(scope);
         assert_eq!(

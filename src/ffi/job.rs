@@ -1,7 +1,8 @@
 //! Caller-side job calls: create, start, cancel, pause, resume, wait, destroy,
 //! detach.
 
-use super::handles::{self, WorkerScope, with_job};
+use super::context::Completion;
+use super::handles::{JOBS, WorkerScope, to_ptr, with_job};
 use super::{
     BGJOB_CREATE_DEFER_START, BGJOB_DETACH_CANCEL, BGJOB_MAX_STACK_SIZE, Res, UserData,
     bgjob_cancel_status, bgjob_free_callback, bgjob_job, bgjob_job_options, bgjob_job_type,
@@ -9,11 +10,26 @@ use super::{
 };
 use crate::core::{self, JobError, JobType};
 use std::ffi::c_void;
-use std::mem::{offset_of, size_of};
+use std::mem::size_of;
 use std::time::Duration;
 
+/// The defaults `bgjob_job_options_init` writes.
+pub(crate) fn default_options() -> bgjob_job_options {
+    bgjob_job_options {
+        struct_size: size_of::<bgjob_job_options>() as u32,
+        job_type: bgjob_job_type::Bounded as i32,
+        flags: 0,
+        name: std::ptr::null(),
+        stack_size: 0,
+        completion: None,
+        completion_userdata: std::ptr::null_mut(),
+        completion_free: None,
+        context: std::ptr::null_mut(),
+    }
+}
+
 /// Fills `options` with the defaults: bounded, started at once, named
-/// `job-<id>`, default stack.
+/// `job-<id>`, default stack, no completion callback.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL.
@@ -24,15 +40,8 @@ use std::time::Duration;
 pub unsafe extern "C" fn bgjob_job_options_init(options: *mut bgjob_job_options) -> bgjob_result {
     boundary(|| {
         need(options)?;
-        let defaults = bgjob_job_options {
-            struct_size: size_of::<bgjob_job_options>() as u32,
-            job_type: bgjob_job_type::Bounded as i32,
-            flags: 0,
-            name: std::ptr::null(),
-            stack_size: 0,
-        };
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { options.write(defaults) };
+        unsafe { options.write(default_options()) };
         Ok(())
     })
 }
@@ -42,48 +51,100 @@ struct Options {
     job_type: JobType,
     defer_start: bool,
     stack_size: usize,
+    completion: Option<Completion>,
 }
 
-/// Reads and checks options; NULL means the defaults.
+/// Reads and checks options; NULL means the defaults. The completion userdata
+/// is owned (and so freed on any later failure) as soon as the struct's size
+/// has been checked.
 ///
 /// # Safety
 /// `options` is NULL or points to a `bgjob_job_options` of at least
 /// `options->struct_size` bytes.
 unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgjob_result> {
-    let mut o = Options {
-        name: None,
-        job_type: JobType::Bounded,
-        defer_start: false,
-        stack_size: 0,
+    let opts = if options.is_null() {
+        default_options()
+    } else {
+        // SAFETY: non-NULL; the first field is always present.
+        let size = unsafe { (*options).struct_size } as usize;
+        if size < size_of::<bgjob_job_options>() {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        // SAFETY: the caller's struct holds every field of this version (checked).
+        unsafe { *options }
     };
-    if options.is_null() {
-        return Ok(o);
-    }
-    // SAFETY: non-NULL; the first field is always present.
-    let size = unsafe { (*options).struct_size } as usize;
-    if size < offset_of!(bgjob_job_options, stack_size) + size_of::<usize>() {
-        return Err(bgjob_result::InvalidArgument);
-    }
-    // SAFETY: the caller's struct holds every field of this version (checked).
-    let opts = unsafe { *options };
-    o.job_type = match opts.job_type {
+    let completion = Completion::from_options(&opts)?;
+    let job_type = match opts.job_type {
         0 => JobType::Bounded,
         1 => JobType::Unbounded,
         _ => return Err(bgjob_result::InvalidArgument),
     };
-    if opts.flags & !BGJOB_CREATE_DEFER_START != 0 {
+    if opts.flags & !BGJOB_CREATE_DEFER_START != 0 || opts.stack_size > BGJOB_MAX_STACK_SIZE {
         return Err(bgjob_result::InvalidArgument);
     }
-    o.defer_start = opts.flags & BGJOB_CREATE_DEFER_START != 0;
-    if !opts.name.is_null() {
+    let name = if opts.name.is_null() {
+        None
+    } else {
         // SAFETY: a NUL-terminated string by contract.
-        o.name = Some(unsafe { c_str(opts.name) }?.to_owned());
+        Some(unsafe { c_str(opts.name) }?.to_owned())
+    };
+    Ok(Options {
+        name,
+        job_type,
+        defer_start: opts.flags & BGJOB_CREATE_DEFER_START != 0,
+        stack_size: opts.stack_size,
+        completion,
+    })
+}
+
+/// Makes (and unless deferred, starts) a job; returns its handle. `userdata` is
+/// freed on every failure, by being dropped.
+///
+/// # Safety
+/// As `bgjob_job_create` for `options`.
+pub(crate) unsafe fn create(
+    options: *const bgjob_job_options,
+    worker: bgjob_worker_callback,
+    userdata: UserData,
+    auto_release: bool,
+) -> Result<usize, bgjob_result> {
+    // SAFETY: by this function's contract.
+    let opts = unsafe { read_options(options) }?;
+    let worker = worker.ok_or(bgjob_result::InvalidArgument)?;
+    let h = JOBS.reserve();
+    let mut b = core::Builder::new()
+        .job_type(opts.job_type)
+        .stack_size(opts.stack_size);
+    if let Some(name) = opts.name {
+        b = b.name(name);
     }
-    if opts.stack_size > BGJOB_MAX_STACK_SIZE {
-        return Err(bgjob_result::InvalidArgument);
+    if let Some(c) = opts.completion {
+        b = c.attach(b, h, auto_release);
     }
-    o.stack_size = opts.stack_size;
-    Ok(o)
+    let job = b.create(move |w| {
+        // Moved in so it drops (and frees) at the end of this call.
+        let userdata = userdata;
+        let scope = WorkerScope::enter(h, w.job().clone());
+        // SAFETY: the caller's worker with its own userdata and handle.
+        let rc = unsafe { worker(userdata.ptr, to_ptr(h)) };
+        drop(scope);
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(JobError::new(rc, ""))
+        }
+    });
+    JOBS.fill(h, job.clone());
+    if !opts.defer_start
+        && let Err(e) = job.start()
+    {
+        JOBS.remove(h);
+        // Dropping the last reference drops the worker closure and the
+        // completion, which free their userdata.
+        drop(job);
+        return Err(e.into());
+    }
+    Ok(h)
 }
 
 /// Creates a job that runs `worker(userdata, job)` on its own thread.
@@ -91,21 +152,28 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
 /// Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
 /// otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
 /// thread is named after the job; an idle thread is reused when one is free, else
-/// a new one is started, so a job never waits behind another.
+/// a new one is started, so a job never waits behind another. With
+/// `options->completion` set, that callback runs once when the job has ended,
+/// on the worker thread or through `options->context`.
 ///
 /// Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
 /// NULL) is called exactly once: after the worker has returned, or when a job that
 /// never ran is cancelled or destroyed, or before this function returns if it
-/// fails. On success `*job_out` is a new handle; release it with
-/// `bgjob_job_destroy` (once the job has ended) or `bgjob_job_detach`.
+/// fails. The same holds for `options->completion_userdata` and
+/// `options->completion_free` (after the completion callback), except when
+/// `options->struct_size` is too small for bgjob to read them. On success
+/// `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
+/// has ended) or `bgjob_job_detach`.
 ///
 /// `options` may be NULL (all defaults); `worker` and `job_out` may not.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
 /// `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
-/// `BGJOB_MAX_STACK_SIZE`, or a `struct_size` too small; `BGJOB_RESULT_TRY_AGAIN`
-/// when no thread could be started (nothing is left behind).
+/// `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
+/// context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a
+/// bad `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
+/// started (nothing is left behind).
 ///
 /// # Safety
 /// `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or
@@ -121,42 +189,16 @@ pub unsafe extern "C" fn bgjob_job_create(
     // Built first so every early return below frees the userdata.
     let userdata = UserData::new(userdata, userdata_free);
     boundary(move || {
-        need(job_out)?;
-        let worker = worker.ok_or(bgjob_result::InvalidArgument)?;
+        if job_out.is_null() {
+            // Read the options anyway, so their completion userdata is freed too.
+            // SAFETY: by this function's contract.
+            drop(unsafe { read_options(options) });
+            return Err(bgjob_result::InvalidArgument);
+        }
         // SAFETY: by this function's contract.
-        let opts = unsafe { read_options(options) }?;
-        let h = handles::reserve();
-        let mut b = core::Builder::new()
-            .job_type(opts.job_type)
-            .stack_size(opts.stack_size);
-        if let Some(name) = opts.name {
-            b = b.name(name);
-        }
-        let job = b.create(move |w| {
-            // Moved in so it drops (and frees) at the end of this call.
-            let userdata = userdata;
-            let scope = WorkerScope::enter(h, w.job().clone());
-            // SAFETY: the caller's worker with its own userdata and handle.
-            let rc = unsafe { worker(userdata.ptr, handles::to_ptr(h)) };
-            drop(scope);
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(JobError::new(rc, ""))
-            }
-        });
-        handles::fill(h, job.clone());
-        if !opts.defer_start
-            && let Err(e) = job.start()
-        {
-            handles::remove(handles::to_ptr(h));
-            // Dropping the last reference drops the worker closure, which frees
-            // the userdata.
-            drop(job);
-            return Err(e.into());
-        }
+        let h = unsafe { create(options, worker, userdata, false) }?;
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { job_out.write(handles::to_ptr(h)) };
+        unsafe { job_out.write(to_ptr(h)) };
         Ok(())
     })
 }
@@ -279,7 +321,7 @@ pub unsafe extern "C" fn bgjob_job_wait(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| {
-        let j = handles::remove_if(job, |j| {
+        let j = JOBS.remove_if(job.addr(), |j| {
             // A created job is still releasable, but its cancel (which frees the
             // userdata) must run outside the table lock; checked again after.
             match j.state() {
@@ -322,7 +364,7 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
         if flags & !BGJOB_DETACH_CANCEL != 0 {
             return Err(bgjob_result::InvalidArgument);
         }
-        let j = handles::remove_if(job, |j| {
+        let j = JOBS.remove_if(job.addr(), |j| {
             let s = j.state();
             if core::verb_allowed(core::Verb::Detach, s) {
                 Ok(())

@@ -10,6 +10,7 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod context;
 pub mod handles;
 pub mod info;
 pub mod job;
@@ -181,6 +182,14 @@ unsafe impl Send for UserData {}
 impl UserData {
     pub(crate) fn new(ptr: *mut c_void, free: bgjob_free_callback) -> UserData {
         UserData { ptr, free }
+    }
+
+    /// Gives the pointer back without calling the free function: the caller
+    /// owns it now.
+    pub(crate) fn into_raw(self) -> *mut c_void {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
     }
 }
 

@@ -10,7 +10,7 @@ pub const BGJOB_ABI_VERSION: u32 = 0;
 /// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
 pub const BGJOB_STATE_COUNT: i32 = 7;
 /// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
-pub const BGJOB_VERB_COUNT: i32 = 7;
+pub const BGJOB_VERB_COUNT: i32 = 8;
 
 /// `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
 /// start it; `bgjob_job_start` starts it (lets the caller configure it first).
@@ -34,6 +34,29 @@ pub const BGJOB_ENTRY_TEXT_SIZE: usize = 64;
 pub struct bgjob_job {
     _private: [u8; 0],
 }
+
+/// An opaque completion context handle: a queue of completions plus one
+/// pollable fd (see `bgjob_context_create`). Like job handles, a table entry
+/// tagged with a generation, safe to misuse, usable from any thread.
+pub struct bgjob_context {
+    _private: [u8; 0],
+}
+
+/// Called exactly once when a job that has one has ended: `state` is its
+/// terminal `bgjob_state`, and `job` its handle, still valid during the call
+/// (read its error or result here) unless the caller destroyed it earlier.
+///
+/// Thread: with a context, the thread that calls `bgjob_context_dispatch`;
+/// without, the job's worker thread right after the worker returned (or a bgjob
+/// thread, for a job that never ran). Never inside the call that ended the job
+/// (create, start, cancel, destroy, detach), never with a bgjob lock held.
+///
+/// It may call any bgjob function: destroy this job (the handle is then
+/// invalid), cancel or destroy other jobs, create and start new ones. A
+/// `bgjob_context_dispatch` of the context dispatching it is refused with
+/// `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
+pub type bgjob_completion_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: i32)>;
 
 /// The function a job runs on its own thread.
 ///
@@ -107,8 +130,11 @@ pub enum bgjob_verb {
     Destroy = 4,
     /// `bgjob_job_detach`.
     Detach = 5,
-    /// Progress, ETA, phase and error updates (`bgjob_job_set_*`, `add_units`).
+    /// Progress, ETA, phase, error and result updates (`bgjob_job_set_*`,
+    /// `bgjob_job_add_units`).
     Update = 6,
+    /// `bgjob_job_get_result`, `bgjob_job_take_result`.
+    Result = 7,
 }
 
 impl From<core::Verb> for bgjob_verb {
@@ -121,6 +147,7 @@ impl From<core::Verb> for bgjob_verb {
             core::Verb::Destroy => bgjob_verb::Destroy,
             core::Verb::Detach => bgjob_verb::Detach,
             core::Verb::Update => bgjob_verb::Update,
+            core::Verb::Result => bgjob_verb::Result,
         }
     }
 }
@@ -175,6 +202,18 @@ pub struct bgjob_job_options {
     /// Worker stack size in bytes, at most `BGJOB_MAX_STACK_SIZE`; 0 (default)
     /// is the platform's default.
     pub stack_size: usize,
+    /// Called once when the job has ended (see `bgjob_completion_callback`).
+    /// Default NULL: no callback.
+    pub completion: bgjob_completion_callback,
+    /// Passed to `completion`. Ownership passes to bgjob with `bgjob_job_create`.
+    pub completion_userdata: *mut c_void,
+    /// Frees `completion_userdata`, exactly once: after the callback ran, or
+    /// when it never will (the create failed, or its context was destroyed
+    /// first). May be NULL.
+    pub completion_free: bgjob_free_callback,
+    /// Deliver the completion through this context (on the thread that
+    /// dispatches it). Default NULL: on the worker thread.
+    pub context: *mut bgjob_context,
 }
 
 /// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
