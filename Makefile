@@ -41,7 +41,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib demo test test-rust test-c check-header check-install fmt-check clippy install uninstall clean
+.PHONY: all lib deps demo test test-rust test-c test-examples check-header check-install fmt-check clippy install uninstall clean
 
 all: lib
 
@@ -66,15 +66,36 @@ $(OUT)/examples/%: examples/%.c include/bgjob.h $(RELEASE)/$(SONAME)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+# GLib's development files, for examples/glib_loop.c: installed here when
+# missing (as root, with apt-get), or the exact command to run is printed.
+deps:
+	@pkg-config --exists glib-2.0 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "bgjob: installing libglib2.0-dev (GLib, for examples/glib_loop.c)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libglib2.0-dev >/dev/null; \
+	  else \
+	    echo "bgjob: GLib's development files are missing; run: sudo apt-get install -y libglib2.0-dev" >&2; exit 1; \
+	  fi; }
+
+$(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags glib-2.0) -o $@ $< $(LDLIBS) $$(pkg-config --libs glib-2.0)
+
 demo: lib $(OUT)/examples/demo
 	@dir=$$(mktemp -d "$${TMPDIR:-/tmp}/bgjob-demo.XXXXXX") && \
 	  trap 'rm -rf "$$dir"' EXIT INT TERM && \
 	  $(OUT)/examples/demo "$$dir"
 
-test: test-rust test-c
+test: test-rust test-c test-examples
 
 test-rust:
 	$(CARGO) test --release
+
+# The event-loop examples check their own behaviour and exit non-zero on failure.
+test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart
+	$(OUT)/examples/poll_loop
+	$(OUT)/examples/glib_loop
+	$(OUT)/examples/quickstart >/dev/null && echo "quickstart: ok"
 
 test-c: $(TESTS)
 	$(call need,$(PROVE),perl)

@@ -188,7 +188,8 @@ impl Completion {
             userdata,
             context,
         } = self;
-        let release = auto_release.then_some(ReleaseHandle(h));
+        // Built lazily: a guard made and dropped here would remove the handle now.
+        let release = auto_release.then(|| ReleaseHandle(h));
         b.on_complete(context, move |job| {
             let (userdata, release) = (userdata, release);
             let state = bgjob_state::from(job.state()) as i32;
