@@ -333,7 +333,10 @@ typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
  * Thread: with a context, the thread that calls `bgjob_context_dispatch`;
  * without, the job's worker thread right after the worker returned (or a bgjob
  * thread, for a job that never ran). Never inside the call that ended the job
- * (create, start, cancel, destroy, detach), never with a bgjob lock held.
+ * (create, start, cancel, destroy, detach), never with a bgjob lock held. The
+ * one exception: a job that never ran, has no context, and ends while no thread
+ * can be started (EAGAIN) gets its callback at the end of the call that ended
+ * it, rather than never.
  *
  * It may call any bgjob function: destroy this job (the handle is then
  * invalid), cancel or destroy other jobs, create and start new ones. A
@@ -961,8 +964,10 @@ bgjob_result bgjob_job_resume(struct bgjob_job *job);
 
 /**
  * Waits until the job has ended, for at most `timeout_ms` milliseconds (a
- * negative value waits forever). When it returns OK the job is terminal and its
- * userdata has been freed. The handle stays valid: destroy it afterwards.
+ * negative value waits forever). When it returns OK the job is terminal, its
+ * userdata has been freed, and a completion bound to a context is already
+ * queued there (one delivered on the worker thread may still be running). The
+ * handle stays valid: destroy it afterwards.
  *
  * `state_out` (may be NULL) gets the final `bgjob_state` on success.
  *
@@ -978,8 +983,9 @@ bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, int32_t *
 
 /**
  * Releases a job that has ended, or one that never started (which is cancelled
- * first: its worker never runs and its userdata is freed now). The handle and
- * every copy of it are invalid afterwards.
+ * first: its worker never runs and its userdata is freed now). Its result, if
+ * it has one and nobody took it, is freed now too. The handle and every copy
+ * of it are invalid afterwards.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);

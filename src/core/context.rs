@@ -93,14 +93,13 @@ impl Context {
         self.lock().items.len()
     }
 
-    /// Queues a completion. On a closed context it is dropped instead (its
-    /// captures' Drop frees what it owns), outside the lock.
-    pub(crate) fn post(&self, c: Completion) {
+    /// Queues a completion. A closed context hands it back, so the caller can
+    /// drop it (running its captures' free functions) with no lock held. Takes
+    /// only the queue's lock, so a job may post while holding its own lock.
+    pub(crate) fn post(&self, c: Completion) -> Result<(), Completion> {
         let mut q = self.lock();
         if q.closed {
-            drop(q);
-            drop(c);
-            return;
+            return Err(c);
         }
         // The fd is signalled on the empty → non-empty edge only, and cleared
         // under the same lock when a dispatch empties the queue, so it is readable
@@ -109,6 +108,7 @@ impl Context {
             self.0.fd.signal();
         }
         q.items.push_back(c);
+        Ok(())
     }
 
     /// Runs up to `max` queued completions (0 = all queued when the call began)
@@ -192,9 +192,12 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..5 {
             let r = ran.clone();
-            ctx.post(Box::new(move || {
-                r.fetch_add(1, Ordering::SeqCst);
-            }));
+            assert!(
+                ctx.post(Box::new(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }))
+                .is_ok()
+            );
         }
         assert!(readable(ctx.fd()));
         assert_eq!(ctx.dispatch(2), Ok(2));
@@ -211,10 +214,11 @@ mod tests {
         let inner = ctx.clone();
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
-        ctx.post(Box::new(move || {
+        let posted = ctx.post(Box::new(move || {
             *s.lock().unwrap() = Some(inner.dispatch(0));
-            inner.post(Box::new(|| {}));
+            assert!(inner.post(Box::new(|| {})).is_ok());
         }));
+        assert!(posted.is_ok());
         assert_eq!(ctx.dispatch(0), Ok(1));
         assert_eq!(*seen.lock().unwrap(), Some(Err(DispatchError::Nested)));
         assert_eq!(ctx.pending(), 1);
@@ -234,15 +238,24 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
             let (d, r) = (D(drops.clone()), ran.clone());
-            ctx.post(Box::new(move || {
-                let _d = d;
-                r.fetch_add(1, Ordering::SeqCst);
-            }));
+            assert!(
+                ctx.post(Box::new(move || {
+                    let _d = d;
+                    r.fetch_add(1, Ordering::SeqCst);
+                }))
+                .is_ok()
+            );
         }
         ctx.close();
         assert_eq!(drops.load(Ordering::SeqCst), 2);
         let d = D(drops.clone());
-        ctx.post(Box::new(move || drop(d)));
+        let refused = ctx.post(Box::new(move || drop(d)));
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            2,
+            "handed back, not dropped inside"
+        );
+        drop(refused);
         assert_eq!(drops.load(Ordering::SeqCst), 3);
         assert_eq!(ran.load(Ordering::SeqCst), 0);
         assert!(!readable(ctx.fd()));

@@ -160,6 +160,14 @@ pub type CompleteFn = Box<dyn FnOnce(&Job) + Send + 'static>;
 /// A result value a worker leaves for the caller ([`Job::set_result`]).
 pub type ResultValue = Box<dyn std::any::Any + Send + 'static>;
 
+/// A completion that settle could not hand to a context queue.
+enum Undelivered {
+    /// The context was closed: drop it unrun, outside the job's lock.
+    Dropped(Box<dyn FnOnce() + Send>),
+    /// No context: run it on the worker (or a fresh) thread.
+    Direct(Box<dyn FnOnce() + Send>),
+}
+
 /// The function a job runs. It gets a [`Worker`]; `Ok` completes the job, `Err`
 /// fails it (or cancels it, when cancel was requested).
 pub type WorkerFn = Box<dyn FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static>;
@@ -493,8 +501,8 @@ impl Job {
             inner.started_ns.store(inner.now_ns(), Ordering::Relaxed);
             worker
         };
-        // The slot lets a failed spawn give the worker back: the thread start
-        // failed, so the closure never ran and the job can stay Created.
+        // The slot lets a failed spawn give the worker itself back (the task that
+        // comes back is opaque), so the job can stay Created.
         let slot = Arc::new(Mutex::new(Some(worker)));
         let job = self.clone();
         let task_slot = slot.clone();
@@ -513,11 +521,12 @@ impl Job {
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
             }
-            Err(e) => {
+            Err((e, task)) => {
                 log::debug(format_args!(
                     "job {} '{}' could not start a thread: {e}",
                     inner.id, inner.name
                 ));
+                drop(task);
                 let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let mut st = inner.lock();
                 inner.started_ns.store(-1, Ordering::Relaxed);
@@ -607,45 +616,40 @@ impl Job {
         }
         st.life = life;
         inner.set_attention(ATTN_DONE);
-        let completion = st.completion.take();
+        // A context completion is queued in the same step that makes the job
+        // terminal, so a caller whose wait returned finds it queued. Lock order
+        // is job, then context queue; nothing takes them the other way round.
+        let pending = st.completion.take().and_then(|(context, f)| {
+            let job = self.clone();
+            let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
+            match context {
+                Some(ctx) => ctx.post(run).err().map(Undelivered::Dropped),
+                None => Some(Undelivered::Direct(run)),
+            }
+        });
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
-        if let Some((context, f)) = completion {
-            self.deliver(context, f, on_worker);
+        match pending {
+            // Its context was closed: dropped unrun, its free functions run here.
+            Some(Undelivered::Dropped(run)) => drop(run),
+            Some(Undelivered::Direct(run)) => self.run_completion(run, on_worker),
+            None => {}
         }
     }
 
-    fn deliver(&self, context: Option<Context>, f: CompleteFn, on_worker: bool) {
-        let job = self.clone();
-        let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
-        match context {
-            Some(ctx) => ctx.post(run),
-            None if on_worker => run(),
-            None => {
-                // The job never ran, and the caller is inside cancel or destroy:
-                // the callback must not run here, so it gets a thread of its own.
-                let slot = Arc::new(Mutex::new(Some(run)));
-                let task_slot = slot.clone();
-                let spawned = self.0.pool.spawn(
-                    &self.0.name,
-                    0,
-                    Box::new(move || {
-                        let run = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        if let Some(run) = run {
-                            run();
-                        }
-                    }),
-                );
-                if spawned.is_err() {
-                    // No thread to be had (EAGAIN): running it late here beats
-                    // never running it; documented in the header.
-                    let run = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(run) = run {
-                        run();
-                    }
-                }
-            }
+    /// Runs a completion that has no context: on the worker thread, or, for a
+    /// job that never ran, on a thread of its own.
+    fn run_completion(&self, run: Box<dyn FnOnce() + Send>, on_worker: bool) {
+        if on_worker {
+            return run();
+        }
+        // The job never ran and the caller is inside cancel or destroy: the
+        // callback must not run in that call, so it gets a thread of its own. With
+        // no thread to be had (EAGAIN) it runs here, late rather than never
+        // (documented with bgjob_completion_callback).
+        if let Err((_, run)) = self.0.pool.spawn(&self.0.name, 0, run) {
+            run();
         }
     }
 
@@ -784,13 +788,25 @@ impl Job {
             // only drops the closure, so this wait is short.
             self.wait(None)?;
         }
+        // The result goes now, not when the last reference does (the worker
+        // thread or a queued completion may hold one a little longer).
+        let result = self.0.lock().result.take();
+        drop(result);
         Ok(())
     }
 
     /// Checks that the job may be detached, and cancels it if asked. The job's
     /// memory is freed when its worker ends and the last reference is gone.
     pub fn detach(&self, cancel: bool) -> Result<(), Error> {
-        self.0.lock().check(Verb::Detach)?;
+        let ended = {
+            let st = self.0.lock();
+            st.check(Verb::Detach)?;
+            st.state().is_terminal()
+        };
+        if ended {
+            // Detaching an ended job is releasing it.
+            return self.release();
+        }
         if cancel {
             self.cancel();
         }

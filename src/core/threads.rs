@@ -9,7 +9,7 @@
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::io;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// A unit of work for one thread.
@@ -89,12 +89,13 @@ impl Pool {
 
     /// Runs `task` on a thread named `name` with `stack_size` bytes of stack
     /// (0 = the platform default): an idle one if there is one, else a new one.
+    /// If no thread can be started, the task comes back unrun with the error.
     pub(crate) fn spawn(
         &'static self,
         name: &str,
         stack_size: usize,
         task: Task,
-    ) -> io::Result<()> {
+    ) -> Result<(), (io::Error, Task)> {
         let (idle, id) = {
             let mut g = self.lock();
             g.next_id += 1;
@@ -119,9 +120,23 @@ impl Pool {
         if stack_size > 0 {
             builder = builder.stack_size(stack_size);
         }
-        builder
-            .spawn(move || self.thread_main(id, stack_size, work.1))
-            .map(drop)
+        // std drops the closure when the thread cannot start; the slot keeps the
+        // task so it can be handed back.
+        let slot = Arc::new(Mutex::new(Some(work.1)));
+        let thread_slot = slot.clone();
+        let spawned = builder.spawn(move || {
+            let task = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(task) = task {
+                self.thread_main(id, stack_size, task);
+            }
+        });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Err((e, task.expect("the thread never started, so never took it")))
+            }
+        }
     }
 
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Task) {
@@ -174,6 +189,11 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// The spawn result without the (non-Debug) task, for unwrap.
+    fn started(r: Result<(), (io::Error, Task)>) -> io::Result<()> {
+        r.map_err(|(e, _)| e)
+    }
+
     fn pool(keep_alive_ms: u64) -> &'static Pool {
         Box::leak(Box::new(Pool::new(PoolConfig {
             keep_alive: Duration::from_millis(keep_alive_ms),
@@ -186,27 +206,27 @@ mod tests {
         let p = pool(5_000);
         let (tx, rx) = mpsc::channel();
         let t = tx.clone();
-        p.spawn(
+        started(p.spawn(
             "first-job",
             0,
             Box::new(move || {
                 let me = std::thread::current();
                 t.send((me.id(), me.name().map(str::to_owned))).unwrap();
             }),
-        )
+        ))
         .unwrap();
         let (first_id, first_name) = rx.recv().unwrap();
         assert_eq!(first_name.as_deref(), Some("first-job"));
         while p.idle_threads() == 0 {
             std::thread::yield_now();
         }
-        p.spawn(
+        started(p.spawn(
             "second",
             0,
             Box::new(move || {
                 tx.send((std::thread::current().id(), None)).unwrap();
             }),
-        )
+        ))
         .unwrap();
         let (second_id, _) = rx.recv().unwrap();
         assert_eq!(first_id, second_id, "the idle thread should be reused");
@@ -217,16 +237,15 @@ mod tests {
         let p = pool(5_000);
         let (block_tx, block_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel();
-        p.spawn(
+        started(p.spawn(
             "blocker",
             0,
             Box::new(move || {
                 block_rx.recv().unwrap();
             }),
-        )
+        ))
         .unwrap();
-        p.spawn("free", 0, Box::new(move || done_tx.send(()).unwrap()))
-            .unwrap();
+        started(p.spawn("free", 0, Box::new(move || done_tx.send(()).unwrap()))).unwrap();
         done_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("second job ran while the first was blocked");
@@ -237,8 +256,7 @@ mod tests {
     fn idle_threads_expire() {
         let p = pool(20);
         let (tx, rx) = mpsc::channel();
-        p.spawn("short", 0, Box::new(move || tx.send(()).unwrap()))
-            .unwrap();
+        started(p.spawn("short", 0, Box::new(move || tx.send(()).unwrap()))).unwrap();
         rx.recv().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while p.idle_threads() != 0 && std::time::Instant::now() < deadline {

@@ -274,8 +274,10 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 }
 
 /// Waits until the job has ended, for at most `timeout_ms` milliseconds (a
-/// negative value waits forever). When it returns OK the job is terminal and its
-/// userdata has been freed. The handle stays valid: destroy it afterwards.
+/// negative value waits forever). When it returns OK the job is terminal, its
+/// userdata has been freed, and a completion bound to a context is already
+/// queued there (one delivered on the worker thread may still be running). The
+/// handle stays valid: destroy it afterwards.
 ///
 /// `state_out` (may be NULL) gets the final `bgjob_state` on success.
 ///
@@ -307,8 +309,9 @@ pub unsafe extern "C" fn bgjob_job_wait(
 }
 
 /// Releases a job that has ended, or one that never started (which is cancelled
-/// first: its worker never runs and its userdata is freed now). The handle and
-/// every copy of it are invalid afterwards.
+/// first: its worker never runs and its userdata is freed now). Its result, if
+/// it has one and nobody took it, is freed now too. The handle and every copy
+/// of it are invalid afterwards.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);

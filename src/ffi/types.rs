@@ -49,7 +49,10 @@ pub struct bgjob_context {
 /// Thread: with a context, the thread that calls `bgjob_context_dispatch`;
 /// without, the job's worker thread right after the worker returned (or a bgjob
 /// thread, for a job that never ran). Never inside the call that ended the job
-/// (create, start, cancel, destroy, detach), never with a bgjob lock held.
+/// (create, start, cancel, destroy, detach), never with a bgjob lock held. The
+/// one exception: a job that never ran, has no context, and ends while no thread
+/// can be started (EAGAIN) gets its callback at the end of the call that ended
+/// it, rather than never.
 ///
 /// It may call any bgjob function: destroy this job (the handle is then
 /// invalid), cancel or destroy other jobs, create and start new ones. A
