@@ -219,8 +219,11 @@ pub unsafe extern "C" fn bgjob_job_start(job: *mut bgjob_job) -> bgjob_result {
 
 /// Requests cancellation and returns at once (it never waits for the worker).
 ///
-/// Cancel is cooperative: the worker's pause points, checks and progress calls
-/// see it, and the worker decides the outcome (a job may still complete). A
+/// Cancel is cooperative: the worker learns of it from `bgjob_job_check_cancel`
+/// and `bgjob_job_pause_point` (both return `BGJOB_RESULT_CANCELLED`), and a
+/// worker parked at a pause point or progress call wakes up. Progress calls
+/// themselves still succeed after a cancel (an update is not a failure), so a
+/// worker must check. The worker decides the outcome (a job may still complete). A
 /// CREATED job ends CANCELLED without its worker running (its userdata is freed
 /// before this returns). A paused job is resumed so its worker can see the cancel.
 ///

@@ -2,7 +2,8 @@
 //! error and finish. Usually called by the job's own worker, once per block; any
 //! thread may call them. On the worker's own thread a handle lookup touches no
 //! shared lock (see `handles`), and the progress calls park while the job is
-//! paused.
+//! paused. Progress calls do not report a cancel (an update is not a failure);
+//! `bgjob_job_check_cancel` and `bgjob_job_pause_point` do.
 
 use super::handles::with_job;
 use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
@@ -123,7 +124,7 @@ pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
 /// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_eta(remaining_ms)))
