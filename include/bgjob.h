@@ -295,9 +295,10 @@ typedef struct bgjob_job bgjob_job;
  * Called with each lifecycle log line (no trailing newline).
  *
  * Runs on whichever thread the event happened on, with no bgjob lock held. It
- * may call any bgjob function except `bgjob_set_log_callback` with the same
- * callback being replaced mid-call (that is allowed, it takes effect for the
- * next line). `line` is valid only during the call.
+ * may call any bgjob function, `bgjob_set_log_callback` included: a
+ * replacement takes effect from the next line, and the replaced callback's
+ * free function runs once the line being delivered to it is done. `line` is
+ * valid only during the call.
  */
 typedef void (*bgjob_log_callback)(void *userdata, const char *line);
 
@@ -757,9 +758,11 @@ bgjob_result bgjob_job_get_id(struct bgjob_job *job, uint64_t *id_out);
  * a UTF-8 character boundary; `*len_out` gets the message's full length in bytes
  * (without the NUL), so a caller can size a buffer and call again.
  *
- * A FAILED job has the code and message its worker set (or returned); a
- * CANCELLED one, the worker's if it set one, else code 0 and "cancelled"
- * (or "cancelled before start"). Readable until destroy.
+ * A FAILED job has the code and message its worker set, else the value it
+ * returned and "worker failed with code N". A CANCELLED job has the same code
+ * rules (the worker's, else its return value) with the message "cancelled" by
+ * default; one cancelled before it ran has code 0 and "cancelled before
+ * start". Readable until destroy.
  *
  * `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
  *
@@ -1003,7 +1006,8 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
 
 /**
  * Gives up the handle; the job frees itself when it ends. With
- * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on.
+ * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
+ * paused job is resumed: nobody could resume it later).
  * Detaching an ended job is the same as destroying it. The handle is invalid
  * afterwards for the caller (the job's own worker may keep using it until it
  * returns).

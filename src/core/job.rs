@@ -795,16 +795,23 @@ impl Job {
         Ok(())
     }
 
-    /// Checks that the job may be detached, and cancels it if asked. The job's
-    /// memory is freed when its worker ends and the last reference is gone.
+    /// Checks that the job may be detached, then cancels it if asked, or else
+    /// lets it run: a user pause is undone, since nobody could resume it later.
+    /// Detaching an ended job releases it. The job's memory is freed when its
+    /// worker ends and the last reference is gone.
     pub fn detach(&self, cancel: bool) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
         let ended = {
-            let st = self.0.lock();
+            let mut st = inner.lock();
             st.check(Verb::Detach)?;
+            if !cancel && st.user_paused {
+                inner.end_user_pause(&mut st, now);
+            }
             st.state().is_terminal()
         };
+        inner.cv.notify_all();
         if ended {
-            // Detaching an ended job is releasing it.
             return self.release();
         }
         if cancel {

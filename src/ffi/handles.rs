@@ -1,6 +1,8 @@
-//! The handle table: C handles are `(generation << 32) | (index + 1)`, never
-//! pointers. Looking up a NULL, destroyed, detached or made-up handle fails
-//! cleanly instead of touching freed memory (mozilla ffi-support's scheme).
+//! The handle tables: C handles are `tag << 60 | generation << 32 | index + 1`,
+//! never pointers. Looking up a NULL, destroyed, detached or made-up handle
+//! fails cleanly instead of touching freed memory (mozilla ffi-support's
+//! scheme), and the tag keeps a job handle from passing for a context handle or
+//! the other way round.
 //!
 //! A worker calls progress functions once per block, so the worker thread keeps
 //! its own job in a thread-local while its callback runs: a lookup of that handle
@@ -30,6 +32,7 @@ struct Entry<T> {
 /// One table per handle type: `JOBS` for `bgjob_job *`, `CONTEXTS` for
 /// `bgjob_context *`.
 pub(crate) struct Table<T> {
+    tag: u8,
     inner: RwLock<Inner<T>>,
 }
 
@@ -38,16 +41,20 @@ struct Inner<T> {
     free: Vec<u32>,
 }
 
-pub(crate) static JOBS: Table<Job> = Table::new();
-pub(crate) static CONTEXTS: Table<Context> = Table::new();
+pub(crate) static JOBS: Table<Job> = Table::new(1);
+pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
 
-fn encode(index: u32, generation: u32) -> usize {
-    ((generation as usize) << 32) | (index as usize + 1)
+/// Generations use 28 bits; the 4 above them hold the table's tag.
+const GENERATION_MASK: u32 = 0x0fff_ffff;
+
+fn encode(tag: u8, index: u32, generation: u32) -> usize {
+    ((tag as usize) << 60) | ((generation as usize) << 32) | (index as usize + 1)
 }
 
-fn decode(h: usize) -> Option<(usize, u32)> {
+fn decode(tag: u8, h: usize) -> Option<(usize, u32)> {
     let low = h & 0xffff_ffff;
-    (low != 0).then(|| (low - 1, (h >> 32) as u32))
+    let generation = ((h >> 32) as u32) & GENERATION_MASK;
+    (low != 0 && h >> 60 == tag as usize).then(|| (low - 1, generation))
 }
 
 /// The value C sees.
@@ -56,8 +63,9 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 }
 
 impl<T: Clone> Table<T> {
-    const fn new() -> Table<T> {
+    const fn new(tag: u8) -> Table<T> {
         Table {
+            tag,
             inner: RwLock::new(Inner {
                 entries: Vec::new(),
                 free: Vec::new(),
@@ -90,13 +98,13 @@ impl<T: Clone> Table<T> {
         };
         let e = &mut t.entries[index as usize];
         e.slot = Slot::Reserved;
-        encode(index, e.generation)
+        encode(self.tag, index, e.generation)
     }
 
     /// Puts the object behind a reserved handle.
     pub(crate) fn fill(&self, h: usize, value: T) {
         let mut t = self.write();
-        if let Some((i, g)) = decode(h)
+        if let Some((i, g)) = decode(self.tag, h)
             && let Some(e) = t.entries.get_mut(i)
             && e.generation == g
         {
@@ -124,7 +132,7 @@ impl<T: Clone> Table<T> {
         h: usize,
         check: impl FnOnce(&T) -> Result<(), bgjob_result>,
     ) -> Result<T, bgjob_result> {
-        let (i, g) = decode(h).ok_or(bgjob_result::InvalidHandle)?;
+        let (i, g) = decode(self.tag, h).ok_or(bgjob_result::InvalidHandle)?;
         let mut t = self.write();
         let e = t
             .entries
@@ -137,7 +145,7 @@ impl<T: Clone> Table<T> {
             Slot::Free => return Err(bgjob_result::InvalidHandle),
         }
         let old = std::mem::replace(&mut e.slot, Slot::Free);
-        e.generation = e.generation.wrapping_add(1).max(1);
+        e.generation = (e.generation.wrapping_add(1) & GENERATION_MASK).max(1);
         t.free.push(i as u32);
         match old {
             Slot::Live(v) => Ok(v),
@@ -147,7 +155,7 @@ impl<T: Clone> Table<T> {
 
     /// A clone of the object behind `h`.
     pub(crate) fn get(&self, h: usize) -> Option<T> {
-        let (i, g) = decode(h)?;
+        let (i, g) = decode(self.tag, h)?;
         let t = self.read();
         match t.entries.get(i) {
             Some(Entry {

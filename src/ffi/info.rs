@@ -109,9 +109,11 @@ pub unsafe extern "C" fn bgjob_job_get_id(job: *mut bgjob_job, id_out: *mut u64)
 /// a UTF-8 character boundary; `*len_out` gets the message's full length in bytes
 /// (without the NUL), so a caller can size a buffer and call again.
 ///
-/// A FAILED job has the code and message its worker set (or returned); a
-/// CANCELLED one, the worker's if it set one, else code 0 and "cancelled"
-/// (or "cancelled before start"). Readable until destroy.
+/// A FAILED job has the code and message its worker set, else the value it
+/// returned and "worker failed with code N". A CANCELLED job has the same code
+/// rules (the worker's, else its return value) with the message "cancelled" by
+/// default; one cancelled before it ran has code 0 and "cancelled before
+/// start". Readable until destroy.
 ///
 /// `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
 ///

@@ -352,7 +352,8 @@ fn release_removed(j: core::Job) -> Res {
 }
 
 /// Gives up the handle; the job frees itself when it ends. With
-/// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on.
+/// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
+/// paused job is resumed: nobody could resume it later).
 /// Detaching an ended job is the same as destroying it. The handle is invalid
 /// afterwards for the caller (the job's own worker may keep using it until it
 /// returns).

@@ -248,9 +248,10 @@ pub extern "C" fn bgjob_result_str(result: i32) -> *const c_char {
 /// Called with each lifecycle log line (no trailing newline).
 ///
 /// Runs on whichever thread the event happened on, with no bgjob lock held. It
-/// may call any bgjob function except `bgjob_set_log_callback` with the same
-/// callback being replaced mid-call (that is allowed, it takes effect for the
-/// next line). `line` is valid only during the call.
+/// may call any bgjob function, `bgjob_set_log_callback` included: a
+/// replacement takes effect from the next line, and the replaced callback's
+/// free function runs once the line being delivered to it is done. `line` is
+/// valid only during the call.
 pub type bgjob_log_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, line: *const c_char)>;
 

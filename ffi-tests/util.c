@@ -1,0 +1,358 @@
+/*
+ * util.c: the helpers declared in util.h.
+ */
+
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TOKEN_MAGIC 0x6a6f6275u /* "jobu" */
+#define TOKEN_DEAD 0xdeadbeefu
+
+struct token {
+    uint32_t magic;
+    struct tracker *t;
+};
+
+atomic_long util_total_frees;
+atomic_long util_bad_tokens;
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sleep_us(int64_t us)
+{
+    struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 };
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+void sleep_ms(int64_t ms)
+{
+    sleep_us(ms * 1000);
+}
+
+void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->open = false;
+}
+
+void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+void gate_wait(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+void gate_destroy(struct gate *g)
+{
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+}
+
+void tracker_init(struct tracker *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->step = 1;
+    atomic_init(&t->runs, 0);
+    atomic_init(&t->returns, 0);
+    atomic_init(&t->frees, 0);
+    atomic_init(&t->free_early, 0);
+    atomic_init(&t->saw_cancel, 0);
+    atomic_init(&t->calls, 0);
+    atomic_init(&t->iterations, 0);
+    atomic_init(&t->worker_rc, -1);
+    atomic_init(&t->job_seen, NULL);
+}
+
+void *ud_new(struct tracker *t)
+{
+    struct token *tok = malloc(sizeof(*tok));
+
+    if (tok == NULL) {
+        fprintf(stderr, "out of memory\n");
+        abort();
+    }
+    tok->magic = TOKEN_MAGIC;
+    tok->t = t;
+    return tok;
+}
+
+void ud_free(void *userdata)
+{
+    struct token *tok = userdata;
+
+    if (tok == NULL || tok->magic != TOKEN_MAGIC) {
+        atomic_fetch_add(&util_bad_tokens, 1);
+        return;
+    }
+    struct tracker *t = tok->t;
+    if (atomic_load(&t->runs) != atomic_load(&t->returns))
+        atomic_fetch_add(&t->free_early, 1);
+    tok->magic = TOKEN_DEAD;
+    free(tok);
+    atomic_fetch_add(&util_total_frees, 1);
+    /* Last: a case polling for this counter may free the tracker next. */
+    atomic_fetch_add(&t->frees, 1);
+}
+
+struct tracker *ud_tracker(void *userdata)
+{
+    struct token *tok = userdata;
+
+    if (tok == NULL || tok->magic != TOKEN_MAGIC) {
+        atomic_fetch_add(&util_bad_tokens, 1);
+        abort();
+    }
+    return tok->t;
+}
+
+static struct tracker *enter(void *userdata, bgjob_job *job)
+{
+    struct tracker *t = ud_tracker(userdata);
+
+    atomic_store(&t->job_seen, job);
+    atomic_fetch_add(&t->runs, 1);
+    return t;
+}
+
+/* Records the configured error and finish calls, then leaves with `rc`. */
+static int32_t leave(struct tracker *t, bgjob_job *job, int32_t rc)
+{
+    if (t->err_code != 0)
+        bgjob_job_set_error(job, t->err_code, t->err_msg);
+    if (t->finish_calls > 1)
+        bgjob_job_finish(job, t->first_finish);
+    if (t->finish_calls > 0)
+        bgjob_job_finish(job, t->finish_status);
+    atomic_fetch_add(&t->returns, 1);
+    return rc;
+}
+
+int32_t worker_return(void *userdata, bgjob_job *job)
+{
+    struct tracker *t = enter(userdata, job);
+
+    return leave(t, job, t->rc);
+}
+
+int32_t worker_gated(void *userdata, bgjob_job *job)
+{
+    struct tracker *t = enter(userdata, job);
+
+    gate_wait(t->gate);
+    if (bgjob_job_check_cancel(job) == BGJOB_RESULT_CANCELLED) {
+        atomic_store(&t->saw_cancel, 1);
+        if (!t->succeed_on_cancel)
+            return leave(t, job, WORKER_CANCELLED_RC);
+    }
+    return leave(t, job, t->rc);
+}
+
+int32_t worker_until_cancel(void *userdata, bgjob_job *job)
+{
+    struct tracker *t = enter(userdata, job);
+
+    for (;;) {
+        atomic_fetch_add(&t->calls, 1);
+        bgjob_result r = bgjob_job_pause_point(job);
+        atomic_fetch_add(&t->iterations, 1);
+        if (r == BGJOB_RESULT_CANCELLED)
+            break;
+        if (r != BGJOB_RESULT_OK) {
+            atomic_store(&t->worker_rc, r);
+            return leave(t, job, 1000 + r);
+        }
+        sleep_us(200);
+    }
+    atomic_store(&t->saw_cancel, 1);
+    return leave(t, job, t->succeed_on_cancel ? t->rc : WORKER_CANCELLED_RC);
+}
+
+int32_t worker_progress(void *userdata, bgjob_job *job)
+{
+    struct tracker *t = enter(userdata, job);
+
+    for (;;) {
+        atomic_fetch_add(&t->calls, 1);
+        bgjob_result r = bgjob_job_add_units(job, t->step);
+        atomic_fetch_add(&t->iterations, 1);
+        if (r != BGJOB_RESULT_OK) {
+            atomic_store(&t->worker_rc, r);
+            return leave(t, job, 1000 + r);
+        }
+        if (bgjob_job_check_cancel(job) == BGJOB_RESULT_CANCELLED)
+            break;
+        sleep_us(200);
+    }
+    atomic_store(&t->saw_cancel, 1);
+    return leave(t, job, t->succeed_on_cancel ? t->rc : WORKER_CANCELLED_RC);
+}
+
+bgjob_result job_create(struct tracker *t, bgjob_worker_callback worker, uint32_t flags,
+                        int32_t job_type, const char *name, bgjob_job **out)
+{
+    bgjob_job_options o;
+    bgjob_result r = bgjob_job_options_init(&o);
+
+    if (r != BGJOB_RESULT_OK)
+        return r;
+    o.flags = flags;
+    o.job_type = job_type;
+    o.name = name;
+    return bgjob_job_create(&o, worker, ud_new(t), ud_free, out);
+}
+
+bool info_of(bgjob_job *job, bgjob_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->struct_size = sizeof(*info);
+    bgjob_result r = bgjob_job_get_info(job, info);
+    if (r != BGJOB_RESULT_OK) {
+        tap_diag("bgjob_job_get_info: %s", bgjob_result_str(r));
+        return false;
+    }
+    return true;
+}
+
+int32_t state_of(bgjob_job *job)
+{
+    int32_t s = -1;
+    bgjob_result r = bgjob_job_get_state(job, &s);
+
+    if (r != BGJOB_RESULT_OK) {
+        tap_diag("bgjob_job_get_state: %s", bgjob_result_str(r));
+        return -1;
+    }
+    return s;
+}
+
+int32_t wait_end(bgjob_job *job)
+{
+    int32_t s = -1;
+    bgjob_result r = bgjob_job_wait(job, LONG_MS, &s);
+
+    if (r != BGJOB_RESULT_OK) {
+        tap_diag("bgjob_job_wait: %s", bgjob_result_str(r));
+        return -1;
+    }
+    return s;
+}
+
+bool poll_int_eq(atomic_int *v, int want)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+
+    while (atomic_load(v) != want) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+bool poll_long_ge(atomic_long *v, long want)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+
+    while (atomic_load(v) < want) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+bool poll_state(bgjob_job *job, int32_t want)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+
+    while (state_of(job) != want) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+size_t live_jobs(void)
+{
+    size_t n = 0;
+    bgjob_result r = bgjob_list_jobs(NULL, 0, &n);
+
+    if (r != BGJOB_RESULT_OK) {
+        tap_diag("bgjob_list_jobs: %s", bgjob_result_str(r));
+        return SIZE_MAX;
+    }
+    return n;
+}
+
+bool job_listed(uint64_t id)
+{
+    for (int attempt = 0; attempt < 10; attempt++) {
+        size_t n = 0;
+        if (bgjob_list_jobs(NULL, 0, &n) != BGJOB_RESULT_OK)
+            return false;
+        size_t cap = n + 16;
+        bgjob_job_entry *e = calloc(cap, sizeof(*e));
+        if (e == NULL)
+            abort();
+        if (bgjob_list_jobs(e, cap, &n) != BGJOB_RESULT_OK) {
+            free(e);
+            return false;
+        }
+        if (n > cap) {
+            free(e);
+            continue;
+        }
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+            found = found || e[i].id == id;
+        free(e);
+        return found;
+    }
+    return false;
+}
+
+bool poll_unlisted(uint64_t id)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+
+    while (job_listed(id)) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+uint64_t id_of(bgjob_job *job)
+{
+    uint64_t id = 0;
+    bgjob_result r = bgjob_job_get_id(job, &id);
+
+    if (r != BGJOB_RESULT_OK)
+        tap_diag("bgjob_job_get_id: %s", bgjob_result_str(r));
+    return id;
+}
