@@ -624,6 +624,47 @@ static bool test_bad_arguments(void)
     return ok;
 }
 
+/* A name that is not UTF-8 is refused after bgjob owns both userdata, so both
+ * are freed; a run-in-thread job with neither completion nor job_out runs
+ * detached and leaves nothing behind. */
+static atomic_int forget_ran;
+
+static int32_t forget_worker(void *p, bgjob_job *job)
+{
+    (void)p;
+    (void)job;
+    atomic_fetch_add(&forget_ran, 1);
+    return 0;
+}
+
+static bool test_run_in_thread_edges(void)
+{
+    bool ok = true;
+    struct record r;
+    record_init(&r, 0);
+    bgjob_context *ctx;
+    CHECK(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
+    static const char bad_name[] = {'j', (char)0xff, 'b', 0};
+    CHECK(bgjob_run_in_thread(ctx, bad_name, worker_quick, ud_new(&r, false), ud_free, on_done,
+                              ud_new(&r, true), ud_free, NULL) == BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK(atomic_load(&r.worker_frees) == 1);
+    CHECK(atomic_load(&r.done_frees) == 1);
+
+    size_t before = 0, after = 1;
+    bgjob_list_jobs(NULL, 0, &before);
+    atomic_store(&forget_ran, 0);
+    CHECK(bgjob_run_in_thread(NULL, "forget", forget_worker, NULL, NULL, NULL, NULL, NULL, NULL) ==
+          BGJOB_RESULT_OK);
+    CHECK(wait_int(&forget_ran, 1, 10000));
+    long long end = now_ms() + 10000;
+    do {
+        bgjob_list_jobs(NULL, 0, &after);
+    } while (after > before && now_ms() < end && (sleep_ms(1), true));
+    CHECK(after == before);
+    CHECK(bgjob_context_destroy(ctx) == BGJOB_RESULT_OK);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -638,6 +679,7 @@ int main(void)
         TAP_TEST(test_results),
         TAP_TEST(test_error_reaches_the_callback),
         TAP_TEST(test_bad_arguments),
+        TAP_TEST(test_run_in_thread_edges),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }

@@ -281,6 +281,49 @@ static bool test_callback_removes_itself(void)
 
 #define SINKS 40
 
+/* The replaced callback's free function calls back into bgjob (it makes a job,
+ * which logs, and removes the callback). It must run with no bgjob lock held,
+ * or it deadlocks; the TAP watchdog would then report the hang. */
+static atomic_int reentrant_frees;
+
+static void quiet_line(void *userdata, const char *line)
+{
+    (void)userdata;
+    (void)line;
+}
+
+static int32_t nothing_worker(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    (void)job;
+    return 0;
+}
+
+static void reentrant_free(void *userdata)
+{
+    (void)userdata;
+    bgjob_job *job = NULL;
+    if (bgjob_job_create(NULL, nothing_worker, NULL, NULL, &job) == BGJOB_RESULT_OK) {
+        bgjob_job_wait(job, -1, NULL);
+        bgjob_job_destroy(job);
+    }
+    bgjob_set_log_callback(NULL, NULL, NULL);
+    atomic_fetch_add(&reentrant_frees, 1);
+}
+
+static bool test_replaced_free_may_call_bgjob(void)
+{
+    bool ok = true;
+    atomic_store(&reentrant_frees, 0);
+    CHECK_RC(bgjob_set_log_callback(quiet_line, NULL, reentrant_free), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_set_log_callback(quiet_line, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&reentrant_frees), 1);
+    CHECK_RC(bgjob_set_log_callback(quiet_line, NULL, reentrant_free), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&reentrant_frees), 2);
+    return ok;
+}
+
 static atomic_bool churn_stop;
 
 static void *job_churn(void *arg)
@@ -354,6 +397,7 @@ int main(void)
         TAP_TEST(test_null_callback_frees_at_once),
         TAP_TEST(test_callback_removes_itself),
         TAP_TEST(test_replace_while_logging),
+        TAP_TEST(test_replaced_free_may_call_bgjob),
     };
     int rc = tap_run(tests, TAP_COUNT(tests));
 

@@ -29,12 +29,20 @@
  * - C callbacks must not longjmp out of, or throw C++ exceptions through, a
  *   bgjob frame.
  *
+ * - Worker threads are reused: a thread whose job ended may run the next job.
+ *   A C worker that changes per-thread state (signal mask, CPU affinity,
+ *   priority, locale, thread-locals) must restore it before returning.
+ *
  * Shutdown and fork
  * -----------------
  * - Wait for (or detach) every job before unloading the library. Idle worker
  *   threads exit on their own.
- * - After fork(), the child may use bgjob afresh (idle threads of the parent are
- *   forgotten); jobs of the parent do not run in the child.
+ * - After fork() the child has no bgjob threads. As with malloc and most
+ *   libraries, the child may use bgjob only if no other thread was inside a
+ *   bgjob call at the moment of the fork (a lock held then stays held); the
+ *   safe pattern is fork, then exec or _exit. A child that uses bgjob starts
+ *   afresh (the parent's idle threads are forgotten), and the parent's jobs
+ *   never end there: do not wait for them.
  *
  * Debugging: BGJOB_DEBUG=1 logs job lifecycle events to stderr;
  * bgjob_set_log_callback() sends them elsewhere. bgjob is silent otherwise.
@@ -634,7 +642,8 @@ bgjob_result bgjob_context_pending(struct bgjob_context *context, size_t *count_
  * With `job_out` NULL nobody keeps the job: its handle is valid inside the
  * completion callback (read its error and result there) and released right
  * after it, or when the callback will never run (the context was destroyed
- * first). With `job_out` non-NULL the caller keeps the handle and destroys it.
+ * first); with no completion either, the job runs detached and frees itself.
+ * With `job_out` non-NULL the caller keeps the handle and destroys it.
  *
  * A QIOTask-style "source object" is kept alive by taking a reference before
  * the call and passing its unref as `completion_free` (see

@@ -113,7 +113,8 @@ impl Context {
 
     /// Runs up to `max` queued completions (0 = all queued when the call began)
     /// on the calling thread, with no lock held, and returns how many ran.
-    /// Completions queued by those callbacks wait for the next dispatch.
+    /// Completions queued by those callbacks wait for the next dispatch; if one
+    /// of them closes the context, the rest are not run (close drops them).
     pub fn dispatch(&self, max: usize) -> Result<usize, DispatchError> {
         let id = self.0.id;
         let nested = DISPATCHING.with(|d| {
@@ -135,23 +136,33 @@ impl Context {
             }
         }
         let _leave = Leave(id);
-        let batch: Vec<Completion> = {
-            let mut q = self.lock();
-            let n = if max == 0 {
+        // Only what was queued when the call began (or `max` of it) runs; one
+        // at a time, so a callback that closes the context stops the rest.
+        let budget = {
+            let q = self.lock();
+            if max == 0 {
                 q.items.len()
             } else {
                 max.min(q.items.len())
-            };
-            let batch = q.items.drain(..n).collect();
-            if q.items.is_empty() {
-                self.0.fd.clear();
             }
-            batch
         };
-        let ran = batch.len();
-        for c in batch {
-            // A panicking Rust callback must not lose the ones after it (their
-            // captures would drop unrun); C callbacks cannot unwind.
+        let mut ran = 0;
+        while ran < budget {
+            let next = {
+                let mut q = self.lock();
+                if q.closed {
+                    break;
+                }
+                let next = q.items.pop_front();
+                if q.items.is_empty() {
+                    self.0.fd.clear();
+                }
+                next
+            };
+            let Some(c) = next else { break };
+            ran += 1;
+            // A panicking Rust callback must not stop the ones after it; C
+            // callbacks cannot unwind.
             let _ = catch_unwind(AssertUnwindSafe(c));
         }
         Ok(ran)
@@ -223,6 +234,23 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), Some(Err(DispatchError::Nested)));
         assert_eq!(ctx.pending(), 1);
         assert!(readable(ctx.fd()));
+    }
+
+    #[test]
+    fn a_callback_that_closes_the_context_stops_the_batch() {
+        let ctx = Context::new().unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let (r, c) = (ran.clone(), ctx.clone());
+            let posted = ctx.post(Box::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                c.close();
+            }));
+            assert!(posted.is_ok());
+        }
+        assert_eq!(ctx.dispatch(0), Ok(1));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(ctx.pending(), 0, "close dropped the other two");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub enum Error {
     Cancelled,
     /// An argument was out of range; nothing was changed.
     InvalidArgument(&'static str),
+    /// The job's own worker asked to wait for the job: it would wait forever.
+    OwnWorker,
 }
 
 impl fmt::Display for Error {
@@ -88,6 +90,7 @@ impl fmt::Display for Error {
             Error::TimedOut => f.write_str("timed out"),
             Error::Cancelled => f.write_str("cancelled"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::OwnWorker => f.write_str("a job's worker cannot wait for its own job"),
         }
     }
 }
@@ -159,6 +162,34 @@ pub type CompleteFn = Box<dyn FnOnce(&Job) + Send + 'static>;
 
 /// A result value a worker leaves for the caller ([`Job::set_result`]).
 pub type ResultValue = Box<dyn std::any::Any + Send + 'static>;
+
+/// What [`Job::begin_release`] took out of a job; dropping it finishes the
+/// release with no lock of the caller's held.
+#[must_use = "dropping the Release is what frees the job's worker and result"]
+pub struct Release {
+    job: Job,
+    worker: Option<WorkerFn>,
+    wait: bool,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.job.end_unstarted(worker);
+        } else if self.wait {
+            let _ = self.job.wait(None);
+        }
+        // The result goes now, not when the last reference does (the worker
+        // thread or a queued completion may hold one a little longer).
+        let result = self.job.0.lock().result.take();
+        drop(result);
+    }
+}
+
+thread_local! {
+    /// The id of the job whose worker runs on this thread (0: none).
+    static RUNNING_JOB: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// A completion that settle could not hand to a context queue.
 enum Undelivered {
@@ -388,7 +419,10 @@ impl Builder {
         F: FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static,
     {
         let job = self.create(worker);
-        job.start()?;
+        if let Err(e) = job.start() {
+            job.discard();
+            return Err(e);
+        }
         Ok(job)
     }
 }
@@ -487,25 +521,26 @@ impl Job {
     /// `Created` (or ends `Cancelled` if a cancel arrived meanwhile).
     pub fn start(&self) -> Result<(), Error> {
         let inner = &self.0;
-        let worker = {
-            let mut st = inner.lock();
-            st.check(Verb::Start)?;
-            let Some(worker) = st.worker.take() else {
-                // Being cancelled by another thread right now.
-                return Err(Error::NotAllowed {
-                    verb: Verb::Start,
-                    state: State::Cancelled,
-                });
-            };
-            st.life = Life::Running;
-            inner.started_ns.store(inner.now_ns(), Ordering::Relaxed);
-            worker
+        // The job's lock is held across the spawn, so nobody ever sees RUNNING
+        // before the thread exists, nor a RUNNING job fall back to CREATED when
+        // the spawn fails. It is safe: the new thread takes this lock only after
+        // we let go of it, and the pool never takes a job's lock.
+        let mut st = inner.lock();
+        st.check(Verb::Start)?;
+        let Some(worker) = st.worker.take() else {
+            // Being cancelled by another thread right now.
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: State::Cancelled,
+            });
         };
         // The slot lets a failed spawn give the worker itself back (the task that
-        // comes back is opaque), so the job can stay Created.
+        // comes back is opaque).
         let slot = Arc::new(Mutex::new(Some(worker)));
         let job = self.clone();
         let task_slot = slot.clone();
+        st.life = Life::Running;
+        inner.started_ns.store(inner.now_ns(), Ordering::Relaxed);
         let spawned = inner.pool.spawn(
             &inner.name,
             inner.stack_size,
@@ -518,56 +553,57 @@ impl Job {
         );
         match spawned {
             Ok(()) => {
+                drop(st);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
             }
             Err((e, task)) => {
+                st.life = Life::Created;
+                inner.started_ns.store(-1, Ordering::Relaxed);
+                st.worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                drop(st);
+                // Holds only a clone of this job and the (now empty) slot.
+                drop(task);
                 log::debug(format_args!(
                     "job {} '{}' could not start a thread: {e}",
                     inner.id, inner.name
                 ));
-                drop(task);
-                let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let mut st = inner.lock();
-                inner.started_ns.store(-1, Ordering::Relaxed);
-                if st.cancel_requested {
-                    // A cancel arrived while we were starting; honour it.
-                    st.life = Life::Running;
-                    drop(st);
-                    drop(worker);
-                    self.settle(Life::Done(State::Cancelled), None, false);
-                } else {
-                    // Back to exactly how it was: a pause that arrived while we
-                    // were starting is undone too (CREATED has no pause).
-                    st.life = Life::Created;
-                    st.worker = worker;
-                    st.user_paused = false;
-                    st.paused_since_ns = None;
-                    inner.paused_ns.store(0, Ordering::Relaxed);
-                    inner.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
-                }
                 Err(Error::TryAgain)
             }
         }
     }
 
+    /// Drops what a job that will never run still owns (worker, completion,
+    /// result) now, on this thread, whoever else holds a reference: a failed
+    /// create must free everything before it returns.
+    pub fn discard(&self) {
+        let owned = {
+            let mut st = self.0.lock();
+            (st.worker.take(), st.completion.take(), st.result.take())
+        };
+        drop(owned);
+    }
+
     /// The worker thread's body: run, then decide the outcome (DESIGN.md).
     fn run(&self, worker: WorkerFn) {
         let w = Worker { job: self };
+        RUNNING_JOB.set(self.0.id);
         // The closure is consumed by the call, so everything it captured (the C
         // userdata and its free function) is dropped before the outcome is
         // published: a waiter that wakes sees the free done.
-        let result = catch_unwind(AssertUnwindSafe(|| worker(&w)));
+        // A panic payload is user data: turned into a message and dropped here,
+        // before the job's lock is taken.
+        let result = catch_unwind(AssertUnwindSafe(|| worker(&w))).map_err(|payload| {
+            JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
+        });
+        RUNNING_JOB.set(0);
         let (life, error) = {
             let st = self.0.lock();
             let result = match (st.finish_status, result) {
+                (_, Err(panicked)) => Err(panicked),
                 (Some(0), Ok(_)) => Ok(()),
                 (Some(code), Ok(_)) => Err(JobError::new(code, "")),
                 (None, Ok(r)) => r,
-                (_, Err(payload)) => Err(JobError::new(
-                    EIO,
-                    format!("worker panicked: {}", panic_message(&payload)),
-                )),
             };
             match result {
                 Ok(()) => (State::Completed, None),
@@ -591,19 +627,15 @@ impl Job {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
         };
-        if let Some(mut e) = error {
-            // Keep a message the worker set; fill in defaults otherwise.
-            let set = st.error.take();
-            if let Some(set) = set {
-                e.message = if e.message.is_empty() {
-                    set.message
-                } else {
-                    e.message
-                };
-                if e.code == 0 {
-                    e.code = set.code;
-                }
-            }
+        if let Some(returned) = error {
+            // An error the worker recorded with set_error wins as a whole (code
+            // and message), over the bare value it returned; a panic's own
+            // message wins over both.
+            let recorded = st.error.take();
+            let mut e = match recorded {
+                Some(recorded) if returned.message.is_empty() => recorded,
+                _ => returned,
+            };
             if e.message.is_empty() {
                 e.message = match state {
                     State::Cancelled => "cancelled".to_owned(),
@@ -697,24 +729,21 @@ impl Job {
         if st.cancel_requested {
             return CancelStatus::AlreadyRequested;
         }
+        if st.life == Life::Created {
+            let worker = self.take_unstarted(&mut st);
+            drop(st);
+            if let Some(worker) = worker {
+                self.end_unstarted(worker);
+            }
+            return CancelStatus::Requested;
+        }
         st.cancel_requested = true;
         inner.set_attention(ATTN_CANCEL);
-        match st.life {
-            Life::Created => {
-                let worker = st.worker.take();
-                drop(st);
-                log::debug(format_args!("job {} cancelled before start", inner.id));
-                drop(worker);
-                self.settle(Life::Done(State::Cancelled), None, false);
-            }
-            _ => {
-                // Seed 000: cancel undoes a user pause so the worker can see it.
-                inner.end_user_pause(&mut st, now);
-                drop(st);
-                inner.cv.notify_all();
-                log::debug(format_args!("job {} cancel requested", inner.id));
-            }
-        }
+        // Seed 000: cancel undoes a user pause so the worker can see it.
+        inner.end_user_pause(&mut st, now);
+        drop(st);
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} cancel requested", inner.id));
         CancelStatus::Requested
     }
 
@@ -725,6 +754,14 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check(Verb::Pause)?;
+        if st.cancel_requested {
+            // A cancelled job is winding down (QEMU's ABORTING): its pause points
+            // no longer park, so a pause would only stop the clock.
+            return Err(Error::NotAllowed {
+                verb: Verb::Pause,
+                state: st.state(),
+            });
+        }
         st.user_paused = true;
         st.paused_since_ns = Some(now);
         inner.set_attention(ATTN_PAUSE);
@@ -750,6 +787,9 @@ impl Job {
     /// A timeout too large to represent waits forever. Returns the final state.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<State, Error> {
         let inner = &self.0;
+        if RUNNING_JOB.get() == inner.id {
+            return Err(Error::OwnWorker);
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = inner.lock();
         loop {
@@ -773,26 +813,54 @@ impl Job {
         }
     }
 
-    /// Checks that the job may be released now (the C API's destroy). A created
-    /// job is cancelled first, so its worker closure is dropped and never runs.
-    /// Refused while the worker may still run.
+    /// Releases the job (the C API's destroy): allowed when it has ended or never
+    /// started. A created job is cancelled, so its worker never runs. Its result
+    /// is dropped now. Refused while the worker may still run.
     pub fn release(&self) -> Result<(), Error> {
-        let created = {
-            let st = self.0.lock();
-            st.check(Verb::Destroy)?;
-            st.life == Life::Created
+        self.begin_release().map(drop)
+    }
+
+    /// The deciding half of [`Job::release`], under one hold of the job's lock so
+    /// no start can slip in between the check and the cancel of a created job.
+    /// The returned [`Release`] does the rest (dropping the worker, settling,
+    /// dropping the result) when dropped: the caller may hold its own locks now
+    /// and drop it after letting go of them.
+    pub fn begin_release(&self) -> Result<Release, Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Destroy)?;
+        let mut release = Release {
+            job: self.clone(),
+            worker: None,
+            wait: false,
         };
-        if created {
-            self.cancel();
-            // Another thread may have been mid-way through cancelling it; that
-            // only drops the closure, so this wait is short.
-            self.wait(None)?;
+        if st.life == Life::Created {
+            match self.take_unstarted(&mut st) {
+                Some(worker) => release.worker = Some(worker),
+                // Another thread is cancelling it right now (it only drops the
+                // closure), so the wait in Release::drop is short.
+                None => release.wait = true,
+            }
         }
-        // The result goes now, not when the last reference does (the worker
-        // thread or a queued completion may hold one a little longer).
-        let result = self.0.lock().result.take();
-        drop(result);
-        Ok(())
+        Ok(release)
+    }
+
+    /// Marks a created job cancelled and takes its worker, so no start can run
+    /// it; [`Job::end_unstarted`] finishes the job with no lock held.
+    fn take_unstarted(&self, st: &mut St) -> Option<WorkerFn> {
+        st.cancel_requested = true;
+        self.0.set_attention(ATTN_CANCEL);
+        st.worker.take()
+    }
+
+    fn end_unstarted(&self, worker: WorkerFn) {
+        drop(worker);
+        log::debug(format_args!("job {} cancelled before start", self.0.id));
+        self.settle(Life::Done(State::Cancelled), None, false);
+    }
+
+    /// Whether `verb` is allowed in the job's current state (the verb table).
+    pub fn check(&self, verb: Verb) -> Result<(), Error> {
+        self.0.lock().check(verb)
     }
 
     /// Checks that the job may be detached, then cancels it if asked, or else

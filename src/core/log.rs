@@ -19,9 +19,14 @@ fn env_enabled() -> bool {
 /// Installs (or, with `None`, removes) the sink. Lines then go to it instead of
 /// stderr, whatever `BGJOB_DEBUG` says.
 pub fn set_sink(sink: Option<Sink>) {
-    let mut g = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    HAS_SINK.store(sink.is_some(), Ordering::Release);
-    *g = sink;
+    let old = {
+        let mut g = SINK.lock().unwrap_or_else(|e| e.into_inner());
+        HAS_SINK.store(sink.is_some(), Ordering::Release);
+        std::mem::replace(&mut *g, sink)
+    };
+    // Dropped with the lock released: it may run the old callback's free
+    // function, which may log or install another sink.
+    drop(old);
 }
 
 /// Logs one lifecycle line.

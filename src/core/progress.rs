@@ -74,6 +74,7 @@ impl Progress {
     /// atomically as a whole. If `f` returns an error nothing is published.
     /// Writers exclude each other with the sequence itself (odd = being written).
     pub fn update<E>(&self, f: impl FnOnce(&mut Fields) -> Result<(), E>) -> Result<(), E> {
+        let mut spins = 0u32;
         let seq = loop {
             let s = self.seq.load(Ordering::Relaxed);
             if s & 1 == 0
@@ -84,7 +85,7 @@ impl Progress {
             {
                 break s;
             }
-            std::hint::spin_loop();
+            backoff(&mut spins);
         };
         // Keeps the field stores below from becoming visible before the odd sequence.
         fence(Ordering::Release);
@@ -100,10 +101,11 @@ impl Progress {
     /// One consistent snapshot. Spins only while a writer is mid-update (a handful
     /// of stores); never waits on a lock.
     pub fn snapshot(&self) -> Fields {
+        let mut spins = 0u32;
         loop {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
-                std::hint::spin_loop();
+                backoff(&mut spins);
                 continue;
             }
             let fields = self.load_fields();
@@ -133,6 +135,17 @@ impl Progress {
         self.eta_set_active_ns
             .store(f.eta_set_active_ns, Ordering::Relaxed);
         self.last_ns.store(f.last_ns, Ordering::Relaxed);
+    }
+}
+
+/// Spins briefly, then yields: a writer preempted mid-update (a handful of
+/// stores) must not make a reader burn its whole time slice.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 

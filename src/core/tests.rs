@@ -570,3 +570,60 @@ fn a_closed_context_drops_completions_unrun() {
     assert!(!ran.load(Ordering::SeqCst));
     assert_eq!(ctx.dispatch(0), Ok(0));
 }
+
+#[test]
+fn pause_is_refused_once_cancel_was_requested() {
+    let job = Job::builder().spawn(until_cancelled).unwrap();
+    job.cancel();
+    assert!(matches!(
+        job.pause(),
+        Err(Error::NotAllowed {
+            verb: Verb::Pause,
+            ..
+        })
+    ));
+    assert!(!job.info().pause_requested);
+    assert_eq!(job.wait(LONG), Ok(State::Cancelled));
+}
+
+#[test]
+fn a_recorded_error_wins_over_the_bare_return_value() {
+    let job = Job::builder()
+        .spawn(|w| {
+            w.job().set_error(28, "disk full")?;
+            Err(JobError::new(-1, ""))
+        })
+        .unwrap();
+    assert_eq!(job.wait(LONG), Ok(State::Failed));
+    assert_eq!(job.error(), Some(JobError::new(28, "disk full")));
+}
+
+#[test]
+fn a_panic_payload_is_dropped_with_no_job_lock_held() {
+    // The payload's Drop reads the job: under the job's lock it would deadlock.
+    struct ReadsJobOnDrop(Job, mpsc::Sender<State>);
+    impl Drop for ReadsJobOnDrop {
+        fn drop(&mut self) {
+            let _ = self.1.send(self.0.info().state);
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let job = Job::builder().create(move |w| {
+        std::panic::panic_any(ReadsJobOnDrop(w.job().clone(), tx));
+    });
+    job.start().unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(State::Running));
+    assert_eq!(job.wait(LONG), Ok(State::Failed));
+    assert!(job.error().unwrap().message.contains("non-string"));
+}
+
+#[test]
+fn a_worker_waiting_for_its_own_job_is_refused() {
+    let job = Job::builder()
+        .spawn(|w| match w.job().wait(None) {
+            Err(Error::OwnWorker) => Ok(()),
+            other => Err(JobError::new(1, format!("{other:?}"))),
+        })
+        .unwrap();
+    assert_eq!(job.wait(LONG), Ok(State::Completed), "{:?}", job.error());
+}

@@ -5,7 +5,7 @@ use super::handles::{CONTEXTS, JOBS, to_ptr, with_job};
 use super::job::create;
 use super::{
     UserData, bgjob_completion_callback, bgjob_context, bgjob_free_callback, bgjob_job,
-    bgjob_job_options, bgjob_result, bgjob_state, bgjob_worker_callback, boundary, c_str, need,
+    bgjob_job_options, bgjob_result, bgjob_state, bgjob_worker_callback, boundary, need,
 };
 use crate::core::{self, Context};
 use std::ffi::{c_char, c_void};
@@ -219,7 +219,8 @@ impl Drop for ReleaseHandle {
 /// With `job_out` NULL nobody keeps the job: its handle is valid inside the
 /// completion callback (read its error and result there) and released right
 /// after it, or when the callback will never run (the context was destroyed
-/// first). With `job_out` non-NULL the caller keeps the handle and destroys it.
+/// first); with no completion either, the job runs detached and frees itself.
+/// With `job_out` non-NULL the caller keeps the handle and destroys it.
 ///
 /// A QIOTask-style "source object" is kept alive by taking a reference before
 /// the call and passing its unref as `completion_free` (see
@@ -258,13 +259,16 @@ pub unsafe extern "C" fn bgjob_run_in_thread(
     options.completion_free = completion_free;
     options.context = context;
     boundary(move || {
-        if !name.is_null() {
-            // SAFETY: NUL-terminated by contract; checked here so a bad name
-            // fails before anything is made.
-            unsafe { c_str(name) }?;
-        }
-        // SAFETY: `options` is a complete struct of this version.
+        // SAFETY: `options` is a complete struct of this version; `create` checks
+        // the name after it owns both userdata, so a bad name frees them too.
         let h = unsafe { create(&options, worker, worker_ud, job_out.is_null()) }?;
+        if job_out.is_null() && completion.is_none() {
+            // Fire and forget: nobody will ever use the handle, so the job runs
+            // detached and frees itself when it ends.
+            if let Some(job) = JOBS.remove(h) {
+                job.detach(false).map_err(bgjob_result::from)?;
+            }
+        }
         // SAFETY: NULL or writable by contract.
         unsafe { super::put(job_out, to_ptr(h)) };
         Ok(())

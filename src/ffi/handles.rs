@@ -119,8 +119,8 @@ impl<T: Clone> Table<T> {
         h
     }
 
-    /// Removes a handle (reserved or live) and returns its object; the handle and
-    /// every copy of it are invalid from now on.
+    /// Removes a live handle and returns its object; the handle and every copy
+    /// of it are invalid from now on.
     pub(crate) fn remove(&self, h: usize) -> Option<T> {
         self.remove_if(h, |_| Ok(())).ok()
     }
@@ -141,16 +141,16 @@ impl<T: Clone> Table<T> {
             .ok_or(bgjob_result::InvalidHandle)?;
         match &e.slot {
             Slot::Live(v) => check(v)?,
-            Slot::Reserved => {}
-            Slot::Free => return Err(bgjob_result::InvalidHandle),
+            // A create in flight owns a reserved slot; a made-up handle that
+            // happens to name it must not take it away.
+            Slot::Reserved | Slot::Free => return Err(bgjob_result::InvalidHandle),
         }
-        let old = std::mem::replace(&mut e.slot, Slot::Free);
+        let Slot::Live(v) = std::mem::replace(&mut e.slot, Slot::Free) else {
+            unreachable!("only live slots get here");
+        };
         e.generation = (e.generation.wrapping_add(1) & GENERATION_MASK).max(1);
         t.free.push(i as u32);
-        match old {
-            Slot::Live(v) => Ok(v),
-            _ => Err(bgjob_result::InvalidHandle),
-        }
+        Ok(v)
     }
 
     /// A clone of the object behind `h`.

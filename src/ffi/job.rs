@@ -4,7 +4,7 @@
 use super::context::Completion;
 use super::handles::{JOBS, WorkerScope, to_ptr, with_job};
 use super::{
-    BGJOB_CREATE_DEFER_START, BGJOB_DETACH_CANCEL, BGJOB_MAX_STACK_SIZE, Res, UserData,
+    BGJOB_CREATE_DEFER_START, BGJOB_DETACH_CANCEL, BGJOB_MAX_STACK_SIZE, UserData,
     bgjob_cancel_status, bgjob_free_callback, bgjob_job, bgjob_job_options, bgjob_job_type,
     bgjob_result, bgjob_state, bgjob_worker_callback, boundary, c_str, need, put,
 };
@@ -139,9 +139,8 @@ pub(crate) unsafe fn create(
         && let Err(e) = job.start()
     {
         JOBS.remove(h);
-        // Dropping the last reference drops the worker closure and the
-        // completion, which free their userdata.
-        drop(job);
+        // Freed here, before create returns, even if a lister holds a reference.
+        job.discard();
         return Err(e.into());
     }
     Ok(h)
@@ -299,12 +298,7 @@ pub unsafe extern "C" fn bgjob_job_wait(
 ) -> bgjob_result {
     boundary(|| {
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        let state = with_job(job, |j, on_worker| {
-            if on_worker {
-                return Err(bgjob_result::NotAllowed);
-            }
-            j.wait(timeout).map_err(bgjob_result::from)
-        })??;
+        let state = with_job(job, |j, _| j.wait(timeout))??;
         // SAFETY: NULL or writable by contract.
         unsafe { put(state_out, bgjob_state::from(state) as i32) };
         Ok(())
@@ -327,28 +321,17 @@ pub unsafe extern "C" fn bgjob_job_wait(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| {
-        let j = JOBS.remove_if(job.addr(), |j| {
-            // A created job is still releasable, but its cancel (which frees the
-            // userdata) must run outside the table lock; checked again after.
-            match j.state() {
-                core::State::Created => Ok(()),
-                s if core::verb_allowed(core::Verb::Destroy, s) => Ok(()),
-                _ => Err(bgjob_result::NotAllowed),
-            }
+        // Decided under the table lock, so the check, the cancel of a created job
+        // and the removal of the handle are one step; what it frees is dropped
+        // only after the table lock is gone.
+        let mut release = None;
+        JOBS.remove_if(job.addr(), |j| {
+            release = Some(j.begin_release()?);
+            Ok(())
         })?;
-        release_removed(j)
+        drop(release);
+        Ok(())
     })
-}
-
-fn release_removed(j: core::Job) -> Res {
-    // The handle is gone, so no caller can reach this job any more. A created job
-    // is cancelled here (its userdata is freed before destroy returns). If another
-    // thread that had looked the handle up started it in between, the destroy
-    // still won the handle: the job is cancelled and frees itself when it ends.
-    if j.release().is_err() {
-        j.cancel();
-    }
-    Ok(())
 }
 
 /// Gives up the handle; the job frees itself when it ends. With
@@ -372,12 +355,7 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
             return Err(bgjob_result::InvalidArgument);
         }
         let j = JOBS.remove_if(job.addr(), |j| {
-            let s = j.state();
-            if core::verb_allowed(core::Verb::Detach, s) {
-                Ok(())
-            } else {
-                Err(bgjob_result::NotAllowed)
-            }
+            j.check(core::Verb::Detach).map_err(bgjob_result::from)
         })?;
         j.detach(flags & BGJOB_DETACH_CANCEL != 0)
             .map_err(Into::into)

@@ -77,7 +77,7 @@ impl bgjob_result {
 impl From<core::Error> for bgjob_result {
     fn from(e: core::Error) -> bgjob_result {
         match e {
-            core::Error::NotAllowed { .. } => bgjob_result::NotAllowed,
+            core::Error::NotAllowed { .. } | core::Error::OwnWorker => bgjob_result::NotAllowed,
             core::Error::TryAgain => bgjob_result::TryAgain,
             core::Error::TimedOut => bgjob_result::TimedOut,
             core::Error::Cancelled => bgjob_result::Cancelled,
