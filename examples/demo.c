@@ -816,7 +816,7 @@ static bool start_job(struct demo_job *d, const char *dir, uint64_t size, double
     }
 
     bgjob_job_options opts;
-    if (!bg_check(bgjob_job_options_init(&opts), "bgjob_job_options_init", d->name)) {
+    if (!bg_check(bgjob_job_options_init(&opts, sizeof opts), "bgjob_job_options_init", d->name)) {
         work_release(w);
         return false;
     }

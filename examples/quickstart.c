@@ -30,7 +30,7 @@ int main(void)
     bgjob_job *job;
     bgjob_result rc;
 
-    bgjob_job_options_init(&opts);
+    bgjob_job_options_init(&opts, sizeof opts);
     opts.name = "quickstart";
     rc = bgjob_job_create(&opts, count_worker, &blocks, NULL, &job);
     if (rc != BGJOB_RESULT_OK) {

@@ -135,7 +135,7 @@ static bgjob_result make_job(struct record *r, bgjob_context *ctx, bgjob_worker_
                              uint32_t flags, bgjob_job **job)
 {
     bgjob_job_options o;
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.flags = flags;
     o.completion = on_done;
     o.completion_userdata = ud_new(r, true);
@@ -464,7 +464,7 @@ static bool test_reentrancy_inside_a_callback(void)
     CHECK(bgjob_context_create(&re.ctx) == BGJOB_RESULT_OK);
     CHECK(make_job(&re.sibling_rec, NULL, worker_gated, 0, &re.sibling) == BGJOB_RESULT_OK);
     bgjob_job_options o;
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.completion = reentry_cb;
     o.completion_userdata = &re;
     o.context = re.ctx;
@@ -601,7 +601,7 @@ static bool test_bad_arguments(void)
     struct record r;
     record_init(&r, 0);
     bgjob_job_options o;
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.context = ctx;
     o.completion_userdata = ud_new(&r, true);
     o.completion_free = ud_free;

@@ -182,7 +182,7 @@ static void expect_invalid_context_everywhere(bgjob_context *c, const char *what
         CHECK_EQ(atomic_load(&tw.frees), 2);
         CHECK_EQ(atomic_load(&tc.frees), 2);
 
-        CHECK_RC(bgjob_job_options_init(&o), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
         o.completion = completion_count;
         o.completion_userdata = ud_new(&tc);
         o.completion_free = ud_free;
@@ -667,7 +667,7 @@ static bool test_null_out_pointers(void)
              BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK_RC(bgjob_verb_allowed(BGJOB_VERB_START, BGJOB_STATE_CREATED, &allowed), BGJOB_RESULT_OK);
     CHECK(allowed);
-    CHECK_RC(bgjob_job_options_init(NULL), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_options_init(NULL, sizeof(bgjob_job_options)), BGJOB_RESULT_INVALID_ARGUMENT);
 
     /* The handle was not harmed by any of it. */
     CHECK_STATE(state_of(job), BGJOB_STATE_CREATED);

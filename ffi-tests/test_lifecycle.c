@@ -300,7 +300,7 @@ static bool test_options_defaults(void)
     bgjob_job_options o;
 
     memset(&o, 0xa5, sizeof(o));
-    CHECK_RC(bgjob_job_options_init(&o), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
     CHECK_EQ(o.struct_size, sizeof(bgjob_job_options));
     CHECK_EQ(o.job_type, BGJOB_JOB_TYPE_BOUNDED);
     CHECK_EQ(o.flags, 0);
@@ -310,7 +310,7 @@ static bool test_options_defaults(void)
     CHECK(o.completion_userdata == NULL);
     CHECK(o.completion_free == NULL);
     CHECK(o.context == NULL);
-    CHECK_RC(bgjob_job_options_init(NULL), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_options_init(NULL, sizeof(bgjob_job_options)), BGJOB_RESULT_INVALID_ARGUMENT);
     return ok;
 }
 
@@ -471,6 +471,29 @@ static bool test_info_of_created_job(void)
     return ok;
 }
 
+/* bgjob_job_options_init writes no more than the size it is given: a smaller
+ * size than the first version is refused untouched, a larger (newer) struct
+ * gets this version's bytes and keeps its tail. */
+static bool test_options_init_size(void)
+{
+    bool ok = true;
+    struct {
+        bgjob_job_options o;
+        unsigned char tail[32];
+    } big;
+    memset(&big, 0xab, sizeof big);
+    CHECK_RC(bgjob_job_options_init(&big.o, sizeof big), BGJOB_RESULT_OK);
+    CHECK_EQ(big.o.struct_size, sizeof(bgjob_job_options));
+    CHECK(big.o.name == NULL && big.o.flags == 0 && big.o.completion == NULL);
+    for (size_t i = 0; i < sizeof big.tail; i++)
+        CHECK(big.tail[i] == 0xab);
+    bgjob_job_options small;
+    memset(&small, 0xcd, sizeof small);
+    CHECK_RC(bgjob_job_options_init(&small, sizeof small - 1), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK(((unsigned char *)&small)[0] == 0xcd);
+    return ok;
+}
+
 /* struct_size: too small is refused; a larger (newer) struct gets no more than
  * this version's bytes written. */
 static bool test_info_struct_size(void)
@@ -518,7 +541,7 @@ static bool test_stack_size(void)
 
     /* A small stack runs. */
     tracker_init(&t);
-    CHECK_RC(bgjob_job_options_init(&o), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
     o.stack_size = 256 * 1024;
     CHECK_RC(bgjob_job_create(&o, worker_return, ud_new(&t), ud_free, &job), BGJOB_RESULT_OK);
     REQUIRE(job != NULL);
@@ -569,6 +592,7 @@ int main(void)
         TAP_TEST(test_ids_unique_and_increasing),
         TAP_TEST(test_info_of_created_job),
         TAP_TEST(test_info_struct_size),
+        TAP_TEST(test_options_init_size),
         TAP_TEST(test_stack_size),
     };
 

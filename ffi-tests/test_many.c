@@ -105,7 +105,7 @@ static bool run_crowd(const char *round)
     REQUIRE(m != NULL && jobs != NULL && ids != NULL);
     pthread_mutex_init(&c.mu, NULL);
     pthread_cond_init(&c.cv, NULL);
-    CHECK_RC(bgjob_job_options_init(&o), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
     /* Small stacks keep 1,000 threads cheap (and exercise stack_size). */
     o.stack_size = 256 * 1024;
 

@@ -38,7 +38,7 @@ static bgjob_result create(struct tracker *t, bgjob_worker_callback w, uint32_t 
 {
     bgjob_job_options o;
 
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.flags = flags;
     return bgjob_job_create(&o, w, ud_new(t), free_fn, out);
 }
@@ -197,30 +197,30 @@ static bool path_failed_creates(void)
     CHECK(failed_create("NULL worker", NULL, NULL, false, BGJOB_RESULT_INVALID_ARGUMENT));
     CHECK(failed_create("NULL job_out", NULL, worker_return, true, BGJOB_RESULT_INVALID_ARGUMENT));
 
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.job_type = 2;
     CHECK(failed_create("job type 2", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
     o.job_type = -1;
     CHECK(failed_create("job type -1", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
 
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.flags = 2;
     CHECK(failed_create("flag 2", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
     o.flags = BGJOB_CREATE_DEFER_START | 0x80000000u;
     CHECK(failed_create("high flag", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
 
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.name = "not \xff utf-8";
     CHECK(failed_create("bad name", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
 
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.stack_size = (size_t)BGJOB_MAX_STACK_SIZE + 1;
     CHECK(failed_create("stack too big", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
     o.stack_size = SIZE_MAX;
     CHECK(failed_create("stack SIZE_MAX", &o, worker_return, false,
                         BGJOB_RESULT_INVALID_ARGUMENT));
 
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.struct_size = 0;
     CHECK(failed_create("struct_size 0", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
     o.struct_size = sizeof(o) - 1;
@@ -228,7 +228,7 @@ static bool path_failed_creates(void)
                         BGJOB_RESULT_INVALID_ARGUMENT));
 
     /* Several things wrong at once: still one free. */
-    bgjob_job_options_init(&o);
+    bgjob_job_options_init(&o, sizeof o);
     o.flags = 4;
     o.job_type = 9;
     CHECK(failed_create("everything wrong", &o, NULL, true, BGJOB_RESULT_INVALID_ARGUMENT));
@@ -259,7 +259,7 @@ static bool path_completion_userdata(void)
 
         tracker_init(&tw);
         tracker_init(&tc);
-        bgjob_job_options_init(&o);
+        bgjob_job_options_init(&o, sizeof o);
         o.completion = completion_count;
         o.completion_userdata = ud_new(&tc);
         o.completion_free = free_fn;
@@ -281,7 +281,7 @@ static bool path_completion_userdata(void)
 
         tracker_init(&tw);
         tracker_init(&tc);
-        bgjob_job_options_init(&o);
+        bgjob_job_options_init(&o, sizeof o);
         o.flags = 8;
         o.completion = completion_count;
         o.completion_userdata = ud_new(&tc);
@@ -303,7 +303,7 @@ static bool path_completion_userdata(void)
         tracker_init(&tc);
         CHECK_RC(bgjob_context_create(&ctx), BGJOB_RESULT_OK);
         REQUIRE(ctx != NULL);
-        bgjob_job_options_init(&o);
+        bgjob_job_options_init(&o, sizeof o);
         o.context = ctx;
         o.completion_userdata = ud_new(&tc);
         o.completion_free = free_fn;
@@ -321,7 +321,7 @@ static bool path_completion_userdata(void)
 
         tracker_init(&tw);
         tracker_init(&tc);
-        bgjob_job_options_init(&o);
+        bgjob_job_options_init(&o, sizeof o);
         o.flags = BGJOB_CREATE_DEFER_START;
         o.completion = completion_count;
         o.completion_userdata = ud_new(&tc);

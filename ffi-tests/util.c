@@ -214,7 +214,7 @@ bgjob_result job_create(struct tracker *t, bgjob_worker_callback worker, uint32_
                         int32_t job_type, const char *name, bgjob_job **out)
 {
     bgjob_job_options o;
-    bgjob_result r = bgjob_job_options_init(&o);
+    bgjob_result r = bgjob_job_options_init(&o, sizeof o);
 
     if (r != BGJOB_RESULT_OK)
         return r;

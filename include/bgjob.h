@@ -450,13 +450,15 @@ typedef struct bgjob_job_entry {
 } bgjob_job_entry;
 
 /**
- * Options for `bgjob_job_create`. Fill with `bgjob_job_options_init` first, so
- * fields added in later versions get their defaults.
+ * Options for `bgjob_job_create`. Fill with
+ * `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
+ * fields at the end, and bgjob reads no more than `struct_size` bytes, giving
+ * fields the caller's struct lacks their defaults.
  */
 typedef struct bgjob_job_options {
     /**
      * `sizeof(bgjob_job_options)` as the caller compiled it; set by
-     * `bgjob_job_options_init`.
+     * `bgjob_job_options_init`. At least the size of the first version.
      */
     uint32_t struct_size;
     /**
@@ -867,15 +869,18 @@ const char *bgjob_verb_str(int32_t verb);
 
 /**
  * Fills `options` with the defaults: bounded, started at once, named
- * `job-<id>`, default stack, no completion callback.
+ * `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
+ * as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
+ * a program built against an older, shorter struct keeps working.
  *
  * # Returns
- * `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL.
+ * `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL
+ * or `size` is smaller than the first version of the struct.
  *
  * # Safety
- * `options` is NULL or writable. Thread-safe.
+ * `options` is NULL or points to `size` writable bytes. Thread-safe.
  */
-bgjob_result bgjob_job_options_init(struct bgjob_job_options *options);
+bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t size);
 
 /**
  * Creates a job that runs `worker(userdata, job)` on its own thread.

@@ -10,6 +10,10 @@ use crate::core::{self, JobType, State, Verb};
 use std::ffi::c_char;
 use std::mem::size_of;
 
+/// Size of the first released `bgjob_info`: the smallest `struct_size`
+/// accepted.
+const INFO_V1_SIZE: usize = size_of::<bgjob_info>();
+
 /// Fills `*info_out` with one consistent snapshot of the job. Never waits on the
 /// worker (or on a cancel in progress).
 ///
@@ -34,7 +38,7 @@ pub unsafe extern "C" fn bgjob_job_get_info(
         need(info_out)?;
         // SAFETY: non-NULL; the first field is always present.
         let size = unsafe { (*info_out).struct_size } as usize;
-        if size < size_of::<bgjob_info>() {
+        if size < INFO_V1_SIZE {
             return Err(bgjob_result::InvalidArgument);
         }
         let i = with_job(job, |j, _| j.info())?;
@@ -57,8 +61,16 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             since_progress_ms: i.since_progress_ms,
             id: i.id,
         };
-        // SAFETY: the caller's struct is at least as large as this version's.
-        unsafe { info_out.write(out) };
+        let n = size.min(size_of::<bgjob_info>());
+        let out = bgjob_info {
+            struct_size: n as u32,
+            ..out
+        };
+        // SAFETY: the caller's struct holds `size` >= n bytes by contract; the
+        // source is a whole struct of at least n bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&raw const out).cast::<u8>(), info_out.cast::<u8>(), n)
+        };
         Ok(())
     })
 }

@@ -28,20 +28,43 @@ pub(crate) fn default_options() -> bgjob_job_options {
     }
 }
 
+/// Size of the first released `bgjob_job_options`: the smallest `struct_size`
+/// accepted. Later versions only add fields after it.
+const OPTIONS_V1_SIZE: usize = size_of::<bgjob_job_options>();
+
 /// Fills `options` with the defaults: bounded, started at once, named
-/// `job-<id>`, default stack, no completion callback.
+/// `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
+/// as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
+/// a program built against an older, shorter struct keeps working.
 ///
 /// # Returns
-/// `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL.
+/// `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL
+/// or `size` is smaller than the first version of the struct.
 ///
 /// # Safety
-/// `options` is NULL or writable. Thread-safe.
+/// `options` is NULL or points to `size` writable bytes. Thread-safe.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bgjob_job_options_init(options: *mut bgjob_job_options) -> bgjob_result {
+pub unsafe extern "C" fn bgjob_job_options_init(
+    options: *mut bgjob_job_options,
+    size: usize,
+) -> bgjob_result {
     boundary(|| {
         need(options)?;
-        // SAFETY: checked non-NULL; writable by contract.
-        unsafe { options.write(default_options()) };
+        if size < OPTIONS_V1_SIZE {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        let mut defaults = default_options();
+        let n = size.min(size_of::<bgjob_job_options>());
+        defaults.struct_size = n as u32;
+        // SAFETY: `options` holds `size` >= n bytes by contract; the source is a
+        // whole struct of at least n bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const defaults).cast::<u8>(),
+                options.cast::<u8>(),
+                n,
+            )
+        };
         Ok(())
     })
 }
@@ -67,11 +90,21 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
     } else {
         // SAFETY: non-NULL; the first field is always present.
         let size = unsafe { (*options).struct_size } as usize;
-        if size < size_of::<bgjob_job_options>() {
+        if size < OPTIONS_V1_SIZE {
             return Err(bgjob_result::InvalidArgument);
         }
-        // SAFETY: the caller's struct holds every field of this version (checked).
-        unsafe { *options }
+        // Fields the caller's (older, shorter) struct lacks keep their defaults.
+        let mut opts = default_options();
+        // SAFETY: the caller's struct holds `size` bytes by contract; at most the
+        // size of ours is copied over our defaults.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                options.cast::<u8>(),
+                (&raw mut opts).cast::<u8>(),
+                size.min(size_of::<bgjob_job_options>()),
+            )
+        };
+        opts
     };
     let completion = Completion::from_options(&opts)?;
     let job_type = match opts.job_type {

@@ -187,13 +187,15 @@ impl From<core::CancelStatus> for bgjob_cancel_status {
     }
 }
 
-/// Options for `bgjob_job_create`. Fill with `bgjob_job_options_init` first, so
-/// fields added in later versions get their defaults.
+/// Options for `bgjob_job_create`. Fill with
+/// `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
+/// fields at the end, and bgjob reads no more than `struct_size` bytes, giving
+/// fields the caller's struct lacks their defaults.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct bgjob_job_options {
     /// `sizeof(bgjob_job_options)` as the caller compiled it; set by
-    /// `bgjob_job_options_init`.
+    /// `bgjob_job_options_init`. At least the size of the first version.
     pub struct_size: u32,
     /// A `bgjob_job_type` value. Default BOUNDED.
     pub job_type: i32,
