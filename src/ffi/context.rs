@@ -10,6 +10,13 @@ use super::{
 use crate::core::{self, Context};
 use std::ffi::{c_char, c_void};
 
+/// The context behind a handle, or `InvalidHandle`.
+fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
+    CONTEXTS
+        .get(context.addr())
+        .ok_or(bgjob_result::InvalidHandle)
+}
+
 /// Creates a completion context: a queue of completions and one pollable fd.
 ///
 /// The fd (`bgjob_context_get_fd`) is an eventfd, close-on-exec and
@@ -83,9 +90,7 @@ pub unsafe extern "C" fn bgjob_context_get_fd(
 ) -> bgjob_result {
     boundary(|| {
         need(fd_out)?;
-        let ctx = CONTEXTS
-            .get(context.addr())
-            .ok_or(bgjob_result::InvalidHandle)?;
+        let ctx = context_of(context)?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { fd_out.write(ctx.fd()) };
         Ok(())
@@ -113,9 +118,7 @@ pub unsafe extern "C" fn bgjob_context_dispatch(
     ran_out: *mut usize,
 ) -> bgjob_result {
     boundary(|| {
-        let ctx = CONTEXTS
-            .get(context.addr())
-            .ok_or(bgjob_result::InvalidHandle)?;
+        let ctx = context_of(context)?;
         let ran = ctx.dispatch(max).map_err(|_| bgjob_result::NotAllowed)?;
         // SAFETY: NULL or writable by contract.
         unsafe { super::put(ran_out, ran) };
@@ -138,9 +141,7 @@ pub unsafe extern "C" fn bgjob_context_pending(
 ) -> bgjob_result {
     boundary(|| {
         need(count_out)?;
-        let ctx = CONTEXTS
-            .get(context.addr())
-            .ok_or(bgjob_result::InvalidHandle)?;
+        let ctx = context_of(context)?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { count_out.write(ctx.pending()) };
         Ok(())
@@ -162,11 +163,7 @@ impl Completion {
         let context = if o.context.is_null() {
             None
         } else {
-            Some(
-                CONTEXTS
-                    .get(o.context.addr())
-                    .ok_or(bgjob_result::InvalidHandle)?,
-            )
+            Some(context_of(o.context)?)
         };
         match (o.completion, context) {
             (Some(callback), context) => Ok(Some(Completion {
