@@ -1072,6 +1072,13 @@ impl Job {
         self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
     }
 
+    /// Worker side, after a progress update: progress updates are pause points
+    /// too (DESIGN.md "Pause"), so a paused worker parks here. A cancel does not
+    /// fail the update; the worker sees it at its next check.
+    pub fn park_after_update(&self) {
+        let _ = self.pause_point();
+    }
+
     /// Worker side: parks while the job is user-paused; returns `Cancelled` if
     /// cancel was requested. One atomic load when nothing is pending.
     pub fn pause_point(&self) -> Result<(), Error> {
@@ -1141,14 +1148,10 @@ impl Worker<'_> {
         self.job.pause_point()
     }
 
-    /// Progress updates from the worker are pause points too (DESIGN.md "Pause"):
-    /// a paused worker parks here; a cancel does not stop the update.
     fn after_update(&self, r: Result<(), Error>) -> Result<(), Error> {
         r?;
-        match self.job.pause_point() {
-            Err(Error::Cancelled) | Ok(()) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.job.park_after_update();
+        Ok(())
     }
 
     /// See [`Job::set_total`]; parks if paused.

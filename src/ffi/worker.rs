@@ -15,9 +15,7 @@ fn update(job: *mut bgjob_job, f: impl FnOnce(&Job) -> Result<(), core::Error>) 
     with_job(job, |j, on_worker| {
         f(j)?;
         if on_worker {
-            // A cancel does not fail the update; the worker sees it on its next
-            // check. Only the park matters here.
-            let _ = j.pause_point();
+            j.park_after_update();
         }
         Ok::<(), core::Error>(())
     })?
