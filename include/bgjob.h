@@ -29,6 +29,19 @@
  * - C callbacks must not longjmp out of, or throw C++ exceptions through, a
  *   bgjob frame.
  *
+ * What callbacks may call
+ * -----------------------
+ * - A worker (bgjob_worker_callback) runs on its job's thread and may call any
+ *   function on its own handle or others; on its own handle bgjob_job_wait and
+ *   bgjob_job_destroy are refused (BGJOB_RESULT_NOT_ALLOWED). Its progress
+ *   calls park it while the job is paused.
+ * - A completion callback (bgjob_completion_callback) may destroy its own job,
+ *   cancel or destroy other jobs, create and start jobs, and destroy its
+ *   context; a nested bgjob_context_dispatch of its own context is refused.
+ * - Free functions (bgjob_free_callback) and the log callback run with no bgjob
+ *   lock held and may call bgjob; a free function must not use the object whose
+ *   userdata it frees.
+ *
  * - Worker threads are reused: a thread whose job ended may run the next job.
  *   A C worker that changes per-thread state (signal mask, CPU affinity,
  *   priority, locale, thread-locals) must restore it before returning.
