@@ -160,6 +160,32 @@ pub struct Listing {
 /// Runs once when a job has ended; see [`Builder::on_complete`].
 pub type CompleteFn = Box<dyn FnOnce(&Job) + Send + 'static>;
 
+/// A cancellation hook ([`Job::add_cancel_hook`]): called at most once, with the
+/// job, on the thread that cancels it.
+pub type HookFn = Box<dyn FnOnce(&Job) + Send + 'static>;
+
+/// Names a registered hook for [`Job::remove_cancel_hook`].
+pub type HookId = u64;
+
+/// What [`Job::add_cancel_hook`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookAdded {
+    /// Registered; cancel will call it.
+    Registered(HookId),
+    /// Cancel had already been requested: the hook ran at once, on this thread.
+    RanAtOnce,
+}
+
+/// What [`Job::remove_cancel_hook`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookRemoved {
+    /// It had not run; it never will, and what it captured was dropped.
+    Removed,
+    /// No such hook waiting: it ran (and has finished, unless this is its own
+    /// thread calling from inside it), or the id is unknown.
+    NotFound,
+}
+
 /// A result value a worker leaves for the caller ([`Job::set_result`]).
 pub type ResultValue = Box<dyn std::any::Any + Send + 'static>;
 
@@ -234,6 +260,11 @@ struct St {
     /// Taken (once) when the job settles.
     completion: Option<(Option<Context>, CompleteFn)>,
     result: Option<ResultValue>,
+    /// Cancellation hooks in registration order, and the one being called now
+    /// (with the thread calling it).
+    hooks: std::collections::VecDeque<(HookId, HookFn)>,
+    next_hook: HookId,
+    running_hook: Option<(HookId, std::thread::ThreadId)>,
 }
 
 impl St {
@@ -401,6 +432,9 @@ impl Builder {
                 worker: Some(Box::new(worker)),
                 completion: self.completion,
                 result: None,
+                hooks: std::collections::VecDeque::new(),
+                next_hook: 0,
+                running_hook: None,
             }),
             cv: Condvar::new(),
         });
@@ -651,6 +685,7 @@ impl Job {
         // A context completion is queued in the same step that makes the job
         // terminal, so a caller whose wait returned finds it queued. Lock order
         // is job, then context queue; nothing takes them the other way round.
+        let leftover_hooks = std::mem::take(&mut st.hooks);
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
             let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
@@ -661,6 +696,9 @@ impl Job {
         });
         drop(st);
         inner.cv.notify_all();
+        // Hooks still registered are dropped, not called (their captures' free
+        // functions run), with no lock held.
+        drop(leftover_hooks);
         log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
         match pending {
             // Its context was closed: dropped unrun, its free functions run here.
@@ -732,6 +770,7 @@ impl Job {
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
             drop(st);
+            self.run_cancel_hooks();
             if let Some(worker) = worker {
                 self.end_unstarted(worker);
             }
@@ -744,7 +783,110 @@ impl Job {
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} cancel requested", inner.id));
+        self.run_cancel_hooks();
         CancelStatus::Requested
+    }
+
+    /// Seed 004: takes the hooks off one at a time, in registration order, and
+    /// calls each once with no lock held. Only the thread whose cancel was the
+    /// first gets here; hooks registered from now on run at once instead.
+    fn run_cancel_hooks(&self) {
+        let inner = &self.0;
+        loop {
+            let (id, hook) = {
+                let mut st = inner.lock();
+                let Some(next) = st.hooks.pop_front() else {
+                    return;
+                };
+                st.running_hook = Some((next.0, std::thread::current().id()));
+                next
+            };
+            // A panicking Rust hook must not leave `running_hook` set (a remove
+            // would wait for it forever) nor stop the hooks after it.
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(self)));
+            inner.lock().running_hook = None;
+            inner.cv.notify_all();
+            log::debug(format_args!("job {} cancel hook {id} ran", inner.id));
+        }
+    }
+
+    /// Registers a cancellation hook: anything the worker waits on (a timer, a
+    /// child process, an fd) registers one, and cancel calls it once, on the
+    /// cancelling thread, with no lock held. If cancel was already requested it
+    /// runs at once on this thread instead, and [`HookAdded::RanAtOnce`] says so.
+    /// Hooks still registered when the job ends are dropped, not called.
+    /// Refused once the job has ended.
+    pub fn add_cancel_hook<F>(&self, hook: F) -> Result<HookAdded, Error>
+    where
+        F: FnOnce(&Job) + Send + 'static,
+    {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        if st.cancel_requested {
+            drop(st);
+            hook(self);
+            return Ok(HookAdded::RanAtOnce);
+        }
+        st.next_hook += 1;
+        let id = st.next_hook;
+        st.hooks.push_back((id, Box::new(hook)));
+        Ok(HookAdded::Registered(id))
+    }
+
+    /// Removes a hook. When this returns, the hook is not running and will not
+    /// run: a hook being called on another thread is waited for. Called from
+    /// inside the hook itself (or from anything it calls on its thread), it
+    /// returns at once instead of waiting for itself.
+    pub fn remove_cancel_hook(&self, id: HookId) -> HookRemoved {
+        let inner = &self.0;
+        let mut st = inner.lock();
+        if let Some(pos) = st.hooks.iter().position(|(i, _)| *i == id) {
+            let removed = st.hooks.remove(pos);
+            drop(st);
+            drop(removed);
+            return HookRemoved::Removed;
+        }
+        let me = std::thread::current().id();
+        while matches!(st.running_hook, Some((running, thread)) if running == id && thread != me) {
+            st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        HookRemoved::NotFound
+    }
+
+    /// A cancellable sleep for the worker: returns `Ok` once `duration` of active
+    /// time has passed, `Cancelled` as soon as cancel is requested. While the job
+    /// is paused the worker parks here and the paused time does not count;
+    /// spurious wake-ups never shorten it. Refused unless the job is running.
+    pub fn sleep(&self, duration: Duration) -> Result<(), Error> {
+        let inner = &self.0;
+        let mut st = inner.lock();
+        if st.life != Life::Running {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        let wanted = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+        let target = inner.active_ns(&st, inner.now_ns()).saturating_add(wanted);
+        loop {
+            if st.cancel_requested {
+                return Err(Error::Cancelled);
+            }
+            if st.user_paused {
+                st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let active = inner.active_ns(&st, inner.now_ns());
+            if active >= target {
+                return Ok(());
+            }
+            let left = Duration::from_nanos((target - active) as u64);
+            st = inner
+                .cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// User pause: the worker parks at its next pause point, cancellable wait or

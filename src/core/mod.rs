@@ -16,8 +16,8 @@ pub mod threads;
 
 pub use context::{Completion, Context, DispatchError};
 pub use job::{
-    Builder, CancelStatus, CompleteFn, Error, Info, Job, JobError, JobType, Listing, Release,
-    ResultValue, Worker, WorkerFn, list,
+    Builder, CancelStatus, CompleteFn, Error, HookAdded, HookFn, HookId, HookRemoved, Info, Job,
+    JobError, JobType, Listing, Release, ResultValue, Worker, WorkerFn, list,
 };
 pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};

@@ -1,5 +1,6 @@
 //! Tests of the job model through its public Rust API, without the C layer.
 
+use super::job::{HookAdded, HookRemoved};
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
@@ -626,4 +627,168 @@ fn a_worker_waiting_for_its_own_job_is_refused() {
         })
         .unwrap();
     assert_eq!(job.wait(LONG), Ok(State::Completed), "{:?}", job.error());
+}
+
+#[test]
+fn hooks_run_once_in_order_on_the_cancelling_thread() {
+    let job = Job::builder().spawn(until_cancelled).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let drops = Drops::default();
+    for i in 0..3 {
+        let (seen, g) = (seen.clone(), drops.guard());
+        let added = job
+            .add_cancel_hook(move |_| {
+                let _g = &g;
+                seen.lock().unwrap().push((i, std::thread::current().id()));
+            })
+            .unwrap();
+        assert!(matches!(added, HookAdded::Registered(_)));
+    }
+    assert_eq!(job.cancel(), CancelStatus::Requested);
+    let seen = seen.lock().unwrap().clone();
+    let me = std::thread::current().id();
+    assert_eq!(seen, vec![(0, me), (1, me), (2, me)]);
+    assert_eq!(drops.count(), 3);
+    job.wait(LONG).unwrap();
+}
+
+#[test]
+fn a_hook_added_after_cancel_runs_at_once_and_leftovers_are_dropped_unrun() {
+    let job = Job::builder().spawn(until_cancelled).unwrap();
+    job.cancel();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    assert_eq!(
+        job.add_cancel_hook(move |_| r.store(true, Ordering::SeqCst)),
+        Ok(HookAdded::RanAtOnce)
+    );
+    assert!(ran.load(Ordering::SeqCst));
+    job.wait(LONG).unwrap();
+    assert!(
+        job.add_cancel_hook(|_| {}).is_err(),
+        "refused after the end"
+    );
+
+    let drops = Drops::default();
+    let g = drops.guard();
+    let finished = Job::builder().create(|_| Ok(()));
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    finished
+        .add_cancel_hook(move |_| {
+            let _g = &g;
+            r.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    finished.start().unwrap();
+    finished.wait(LONG).unwrap();
+    assert_eq!(drops.count(), 1, "dropped when the job ended");
+    assert!(!ran.load(Ordering::SeqCst), "never called");
+}
+
+#[test]
+fn removing_a_hook_waits_for_it_unless_called_from_inside_it() {
+    // Removed before cancel: never runs, dropped at once.
+    let job = Job::builder().spawn(until_cancelled).unwrap();
+    let drops = Drops::default();
+    let g = drops.guard();
+    let HookAdded::Registered(id) = job.add_cancel_hook(move |_| drop(g)).unwrap() else {
+        panic!("registered")
+    };
+    assert_eq!(job.remove_cancel_hook(id), HookRemoved::Removed);
+    assert_eq!(drops.count(), 1);
+    assert_eq!(job.remove_cancel_hook(id), HookRemoved::NotFound);
+
+    // From inside itself, and cancelling its own job from inside: both return.
+    let inner_results = Arc::new(Mutex::new(None));
+    let (r, slot) = (inner_results.clone(), Arc::new(Mutex::new(0)));
+    let id_slot = slot.clone();
+    let HookAdded::Registered(id) = job
+        .add_cancel_hook(move |j| {
+            let id = *id_slot.lock().unwrap();
+            *r.lock().unwrap() = Some((j.remove_cancel_hook(id), j.cancel()));
+        })
+        .unwrap()
+    else {
+        panic!("registered")
+    };
+    *slot.lock().unwrap() = id;
+    job.cancel();
+    assert_eq!(
+        *inner_results.lock().unwrap(),
+        Some((HookRemoved::NotFound, CancelStatus::AlreadyRequested))
+    );
+    job.wait(LONG).unwrap();
+}
+
+#[test]
+fn remove_racing_cancel_never_sees_a_half_run_hook() {
+    for _ in 0..300 {
+        let job = Job::builder().spawn(until_cancelled).unwrap();
+        let state = Arc::new(AtomicUsize::new(0)); // 0 idle, 1 running, 2 done
+        let drops = Drops::default();
+        let (s, g) = (state.clone(), drops.guard());
+        let HookAdded::Registered(id) = job
+            .add_cancel_hook(move |_| {
+                let _g = &g;
+                s.store(1, Ordering::SeqCst);
+                std::thread::yield_now();
+                s.store(2, Ordering::SeqCst);
+            })
+            .unwrap()
+        else {
+            panic!("registered")
+        };
+        let canceller = {
+            let job = job.clone();
+            std::thread::spawn(move || job.cancel())
+        };
+        job.remove_cancel_hook(id);
+        let seen = state.load(Ordering::SeqCst);
+        assert!(seen == 0 || seen == 2, "remove returned while the hook ran");
+        canceller.join().unwrap();
+        assert_eq!(drops.count(), 1);
+        job.wait(LONG).unwrap();
+    }
+}
+
+#[test]
+fn sleep_is_cancellable_and_paused_time_does_not_count() {
+    let (tx, rx) = mpsc::channel();
+    let job = Job::builder()
+        .spawn(move |w| {
+            let start = Instant::now();
+            let r = w.job().sleep(Duration::from_secs(60));
+            tx.send((r, start.elapsed())).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    job.cancel();
+    let (r, took) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(r, Err(Error::Cancelled));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    job.wait(LONG).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let job = Job::builder()
+        .spawn(move |w| {
+            let start = Instant::now();
+            let r = w.job().sleep(Duration::from_millis(100));
+            tx.send((r, start.elapsed())).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    job.pause().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    job.resume().unwrap();
+    let (r, took) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(r, Ok(()));
+    assert!(
+        took >= Duration::from_millis(280),
+        "paused time counted: {took:?}"
+    );
+    job.wait(LONG).unwrap();
+    assert!(job.sleep(Duration::ZERO).is_err(), "refused once ended");
 }
