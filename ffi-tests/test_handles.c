@@ -20,6 +20,14 @@
 #define SENTINEL64 0x5eed5eed5eed5eedull
 #define SENTINEL_SIZE ((size_t)0x5eed5eed)
 
+/* A cancel hook that must never be called: every registration here fails. */
+static void hook_never(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    (void)job;
+    abort();
+}
+
 /* Calls every job function (job_functions below) with `h`; each must return
  * INVALID_HANDLE and leave its outputs alone. */
 static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
@@ -118,6 +126,20 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
         CHECK(res == (void *)&rt);
         CALL_INVALID(bgjob_job_take_result(h, &res));
         CHECK(res == (void *)&rt);
+    }
+
+    {
+        /* A hook's userdata passes to bgjob even when the call fails. */
+        struct tracker ht;
+        uint64_t id = SENTINEL64;
+
+        tracker_init(&ht);
+        CALL_INVALID(bgjob_job_add_cancel_hook(h, hook_never, ud_new(&ht), ud_free, &id));
+        CHECK_EQ(atomic_load(&ht.frees), 1);
+        CHECK(id == SENTINEL64);
+        CALL_INVALID(bgjob_job_remove_cancel_hook(h, 1));
+        CALL_INVALID(bgjob_job_sleep(h, 0));
+        CALL_INVALID(bgjob_job_sleep(h, INT64_MAX));
     }
 
     CALL_INVALID(bgjob_job_destroy(h));
@@ -485,7 +507,8 @@ static const char *const job_functions[] = {
     "bgjob_job_set_total",   "bgjob_job_set_current", "bgjob_job_add_units",
     "bgjob_job_set_percent", "bgjob_job_set_eta",     "bgjob_job_set_phase",
     "bgjob_job_set_error",   "bgjob_job_finish",      "bgjob_job_set_result",
-    "bgjob_job_get_result",  "bgjob_job_take_result",
+    "bgjob_job_get_result",  "bgjob_job_take_result", "bgjob_job_add_cancel_hook",
+    "bgjob_job_remove_cancel_hook", "bgjob_job_sleep",
 };
 
 /* The functions expect_invalid_context_everywhere calls. */

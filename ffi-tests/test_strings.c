@@ -332,10 +332,11 @@ static bool test_list_entry_text(void)
 
 static bool test_result_names(void)
 {
-    static const int32_t unknown[] = { 8, 9, 100, -1, INT32_MIN, INT32_MAX };
+    static const int32_t unknown[] = { BGJOB_RESULT_COUNT, BGJOB_RESULT_COUNT + 1, 100, -1,
+                                       INT32_MIN, INT32_MAX };
     bool ok = true;
 
-    for (int32_t r = BGJOB_RESULT_OK; r <= BGJOB_RESULT_PANIC; r++) {
+    for (int32_t r = BGJOB_RESULT_OK; r < BGJOB_RESULT_COUNT; r++) {
         const char *s = bgjob_result_str(r);
 
         CHECK(s != NULL);

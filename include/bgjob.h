@@ -83,6 +83,11 @@
 #define BGJOB_ABI_VERSION 0
 
 /**
+ * Number of result codes (`bgjob_result` values are 0 .. BGJOB_RESULT_COUNT-1).
+ */
+#define BGJOB_RESULT_COUNT 9
+
+/**
  * Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
  */
 #define BGJOB_STATE_COUNT 7
@@ -156,6 +161,10 @@ enum bgjob_result
      * bgjob hit an internal error (a Rust panic, caught at the boundary).
      */
     BGJOB_RESULT_PANIC = 7,
+    /**
+     * No such item (a cancel hook that already ran, or an unknown id).
+     */
+    BGJOB_RESULT_NOT_FOUND = 8,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_result;
@@ -366,6 +375,19 @@ typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
  * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
  */
 typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, int32_t state);
+
+/**
+ * A cancellation hook (libxl's design): anything a worker waits on (a timer,
+ * a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
+ *
+ * Called at most once, with its userdata and the job's handle: on the thread
+ * that cancels the job (hooks run one at a time in registration order, with no
+ * bgjob lock held), or at once on the registering thread when cancel had
+ * already been requested. It may call any bgjob function, including removing
+ * itself or cancelling its job (both return at once). It must not `longjmp`
+ * out.
+ */
+typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
 
 /**
  * A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -732,6 +754,66 @@ bgjob_result bgjob_job_get_result(struct bgjob_job *job, void **result_out);
  * `result_out` is NULL or writable. Thread-safe.
  */
 bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
+
+/**
+ * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
+ * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
+ * hooks run one at a time in registration order. If cancel was already
+ * requested, the hook runs at once on this thread before this returns, and the
+ * call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks still registered when
+ * the job ends are removed without being called.
+ *
+ * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
+ * NULL) runs exactly once: after the hook ran, when it is removed, when the job
+ * ends, or at once if this call fails.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
+ * `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
+ * for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * once the job has ended.
+ *
+ * # Safety
+ * `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
+ * or writable. Thread-safe.
+ */
+bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
+                                       bgjob_hook_callback hook,
+                                       void *userdata,
+                                       bgjob_free_callback userdata_free,
+                                       uint64_t *hook_id_out);
+
+/**
+ * Removes a cancellation hook. When this returns, the hook is not running and
+ * will not run: one being called on another thread is waited for. Called from
+ * inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
+ * `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
+ * or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_id);
+
+/**
+ * A cancellable sleep for the worker: returns after `ms` milliseconds of active
+ * time, or at once when cancel is requested. While the job is paused the worker
+ * parks here and the paused time does not count; spurious wake-ups never
+ * shorten it. Huge values are fine (the sleep is then ended by cancel).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * running.
+ *
+ * # Safety
+ * Any handle value is safe. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
 
 /**
  * Fills `*info_out` with one consistent snapshot of the job. Never waits on the

@@ -12,6 +12,7 @@
 
 pub mod context;
 pub mod handles;
+pub mod hooks;
 pub mod info;
 pub mod job;
 pub mod types;
@@ -46,10 +47,12 @@ pub enum bgjob_result {
     Cancelled = 6,
     /// bgjob hit an internal error (a Rust panic, caught at the boundary).
     Panic = 7,
+    /// No such item (a cancel hook that already ran, or an unknown id).
+    NotFound = 8,
 }
 
 impl bgjob_result {
-    const ALL: [bgjob_result; 8] = [
+    const ALL: [bgjob_result; 9] = [
         bgjob_result::Ok,
         bgjob_result::InvalidHandle,
         bgjob_result::InvalidArgument,
@@ -58,6 +61,7 @@ impl bgjob_result {
         bgjob_result::TimedOut,
         bgjob_result::Cancelled,
         bgjob_result::Panic,
+        bgjob_result::NotFound,
     ];
 
     fn text(self) -> &'static CStr {
@@ -70,6 +74,7 @@ impl bgjob_result {
             bgjob_result::TimedOut => c"timed out",
             bgjob_result::Cancelled => c"cancelled",
             bgjob_result::Panic => c"internal error (panic) in bgjob",
+            bgjob_result::NotFound => c"not found",
         }
     }
 }

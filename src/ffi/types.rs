@@ -7,6 +7,9 @@ use std::ffi::{c_char, c_void};
 /// library (`libbgjob.so.0`). See `bgjob_abi_version()`.
 pub const BGJOB_ABI_VERSION: u32 = 0;
 
+/// Number of result codes (`bgjob_result` values are 0 .. BGJOB_RESULT_COUNT-1).
+pub const BGJOB_RESULT_COUNT: i32 = 9;
+
 /// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
 pub const BGJOB_STATE_COUNT: i32 = 7;
 /// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
@@ -60,6 +63,18 @@ pub struct bgjob_context {
 /// `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
 pub type bgjob_completion_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: i32)>;
+
+/// A cancellation hook (libxl's design): anything a worker waits on (a timer,
+/// a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
+///
+/// Called at most once, with its userdata and the job's handle: on the thread
+/// that cancels the job (hooks run one at a time in registration order, with no
+/// bgjob lock held), or at once on the registering thread when cancel had
+/// already been requested. It may call any bgjob function, including removing
+/// itself or cancelling its job (both return at once). It must not `longjmp`
+/// out.
+pub type bgjob_hook_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
 /// The function a job runs on its own thread.
 ///

@@ -1,0 +1,130 @@
+//! Cancellation hooks and cancellable waits (libxl's cancellation design).
+
+use super::handles::{to_ptr, with_job};
+use super::{
+    UserData, bgjob_free_callback, bgjob_hook_callback, bgjob_job, bgjob_result, boundary,
+};
+use crate::core::{HookAdded, HookRemoved};
+use std::time::Duration;
+
+/// Registers a cancellation hook on a job: `bgjob_job_cancel` will call
+/// `hook(userdata, job)` once, on the cancelling thread, with no lock held;
+/// hooks run one at a time in registration order. If cancel was already
+/// requested, the hook runs at once on this thread before this returns, and the
+/// call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks still registered when
+/// the job ends are removed without being called.
+///
+/// Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
+/// NULL) runs exactly once: after the hook ran, when it is removed, when the job
+/// ends, or at once if this call fails.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
+/// `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
+/// for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// once the job has ended.
+///
+/// # Safety
+/// `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
+/// or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
+    job: *mut bgjob_job,
+    hook: bgjob_hook_callback,
+    userdata: *mut std::ffi::c_void,
+    userdata_free: bgjob_free_callback,
+    hook_id_out: *mut u64,
+) -> bgjob_result {
+    let userdata = UserData::new(userdata, userdata_free);
+    boundary(move || {
+        let hook = hook.ok_or(bgjob_result::InvalidArgument)?;
+        // The hook is called with the handle the caller registered it through.
+        let h = job.addr();
+        let added = with_job(job, move |j, _| {
+            j.add_cancel_hook(move |_| {
+                let userdata = userdata;
+                // SAFETY: the caller's hook with its own userdata and handle.
+                unsafe { hook(userdata.ptr, to_ptr(h)) };
+            })
+        })??;
+        match added {
+            HookAdded::Registered(id) => {
+                // SAFETY: NULL or writable by contract.
+                unsafe { super::put(hook_id_out, id) };
+                Ok(())
+            }
+            HookAdded::RanAtOnce => Err(bgjob_result::Cancelled),
+        }
+    })
+}
+
+/// Removes a cancellation hook. When this returns, the hook is not running and
+/// will not run: one being called on another thread is waited for. Called from
+/// inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
+/// `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
+/// or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
+    job: *mut bgjob_job,
+    hook_id: u64,
+) -> bgjob_result {
+    boundary(
+        || match with_job(job, |j, _| j.remove_cancel_hook(hook_id))? {
+            HookRemoved::Removed => Ok(()),
+            HookRemoved::NotFound => Err(bgjob_result::NotFound),
+        },
+    )
+}
+
+/// A cancellable sleep for the worker: returns after `ms` milliseconds of active
+/// time, or at once when cancel is requested. While the job is paused the worker
+/// parks here and the paused time does not count; spurious wake-ups never
+/// shorten it. Huge values are fine (the sleep is then ended by cancel).
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+/// running.
+///
+/// # Safety
+/// Any handle value is safe. Meant for the job's worker thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_result {
+    boundary(|| {
+        let ms = u64::try_from(ms).map_err(|_| bgjob_result::InvalidArgument)?;
+        with_job(job, |j, _| j.sleep(Duration::from_millis(ms)))?.map_err(bgjob_result::from)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_hook_frees_its_userdata() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static FREES: AtomicUsize = AtomicUsize::new(0);
+        unsafe extern "C" fn count(_: *mut std::ffi::c_void) {
+            FREES.fetch_add(1, Ordering::SeqCst);
+        }
+        // SAFETY: NULL handle and hook are allowed inputs; `count` is valid.
+        let r = unsafe {
+            bgjob_job_add_cancel_hook(
+                std::ptr::null_mut(),
+                None,
+                std::ptr::null_mut(),
+                Some(count),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, bgjob_result::InvalidArgument);
+        assert_eq!(FREES.load(Ordering::SeqCst), 1);
+    }
+}
