@@ -265,6 +265,9 @@ struct St {
     hooks: std::collections::VecDeque<(HookId, HookFn)>,
     next_hook: HookId,
     running_hook: Option<(HookId, std::thread::ThreadId)>,
+    /// A cancel is calling the hooks: every hook registered when it began is
+    /// called, even if the job ends meanwhile, so settle leaves them to it.
+    cancel_owns_hooks: bool,
 }
 
 impl St {
@@ -435,6 +438,7 @@ impl Builder {
                 hooks: std::collections::VecDeque::new(),
                 next_hook: 0,
                 running_hook: None,
+                cancel_owns_hooks: false,
             }),
             cv: Condvar::new(),
         });
@@ -653,6 +657,18 @@ impl Job {
     /// cancelled a job that never ran.
     fn settle(&self, life: Life, error: Option<JobError>, on_worker: bool) {
         let inner = &self.0;
+        // Hooks nobody will call are freed before the end is published, as the
+        // worker's userdata is, so a caller whose wait returned sees them freed.
+        // A cancel that is calling hooks keeps them: it calls every one.
+        let unused_hooks = {
+            let mut st = inner.lock();
+            if st.cancel_owns_hooks {
+                Default::default()
+            } else {
+                std::mem::take(&mut st.hooks)
+            }
+        };
+        drop(unused_hooks);
         let now = inner.now_ns();
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
@@ -685,7 +701,12 @@ impl Job {
         // A context completion is queued in the same step that makes the job
         // terminal, so a caller whose wait returned finds it queued. Lock order
         // is job, then context queue; nothing takes them the other way round.
-        let leftover_hooks = std::mem::take(&mut st.hooks);
+        // One registered since the first look: dropped after the end.
+        let leftover_hooks = if st.cancel_owns_hooks {
+            Default::default()
+        } else {
+            std::mem::take(&mut st.hooks)
+        };
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
             let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
@@ -767,6 +788,7 @@ impl Job {
         if st.cancel_requested {
             return CancelStatus::AlreadyRequested;
         }
+        st.cancel_owns_hooks = true;
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
             drop(st);
@@ -796,6 +818,7 @@ impl Job {
             let (id, hook) = {
                 let mut st = inner.lock();
                 let Some(next) = st.hooks.pop_front() else {
+                    st.cancel_owns_hooks = false;
                     return;
                 };
                 st.running_hook = Some((next.0, std::thread::current().id()));

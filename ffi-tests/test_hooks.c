@@ -1,0 +1,354 @@
+/* Cancellation hooks and the cancellable sleep (libxl's cancellation design). */
+#include "tap.h"
+#include "util.h"
+
+#include <bgjob.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* A hook's record: how often it was called, on which thread, and how often its
+ * userdata was freed. `phase` is 0 before the call, 1 inside, 2 after. */
+struct hook_rec {
+    atomic_int calls;
+    atomic_int frees;
+    atomic_int phase;
+    atomic_int order; /* the global call order it saw */
+    pthread_t thread;
+};
+
+static atomic_int call_order;
+
+static void hook_rec_init(struct hook_rec *h)
+{
+    atomic_init(&h->calls, 0);
+    atomic_init(&h->frees, 0);
+    atomic_init(&h->phase, 0);
+    atomic_init(&h->order, -1);
+}
+
+static void hook_count(void *userdata, bgjob_job *job)
+{
+    struct hook_rec *h = userdata;
+    (void)job;
+    atomic_store(&h->phase, 1);
+    h->thread = pthread_self();
+    atomic_store(&h->order, atomic_fetch_add(&call_order, 1));
+    sched_yield();
+    atomic_fetch_add(&h->calls, 1);
+    atomic_store(&h->phase, 2);
+}
+
+static void hook_free(void *userdata)
+{
+    struct hook_rec *h = userdata;
+    atomic_fetch_add(&h->frees, 1);
+}
+
+static int32_t until_cancelled(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    while (bgjob_job_pause_point(job) != BGJOB_RESULT_CANCELLED)
+        sleep_ms(1);
+    return 125;
+}
+
+static bgjob_job *running_job(void)
+{
+    bgjob_job *job = NULL;
+    if (bgjob_job_create(NULL, until_cancelled, NULL, NULL, &job) != BGJOB_RESULT_OK)
+        return NULL;
+    return job;
+}
+
+/* 8 threads cancel at once: each hook runs exactly once, in registration
+ * order, all on the one thread whose cancel came first. */
+struct canceller {
+    bgjob_job *job;
+    pthread_barrier_t *start;
+    int32_t status;
+    pthread_t self;
+};
+
+static void *cancel_thread(void *arg)
+{
+    struct canceller *c = arg;
+    c->self = pthread_self();
+    pthread_barrier_wait(c->start);
+    bgjob_job_cancel(c->job, &c->status);
+    return NULL;
+}
+
+static bool test_hooks_once_under_eight_cancellers(void)
+{
+    bool ok = true;
+    enum { HOOKS = 16, THREADS = 8 };
+    for (int round = 0; round < 50 && ok; round++) {
+        bgjob_job *job = running_job();
+        REQUIRE(job != NULL);
+        struct hook_rec h[HOOKS];
+        atomic_store(&call_order, 0);
+        for (int i = 0; i < HOOKS; i++) {
+            hook_rec_init(&h[i]);
+            CHECK_RC(bgjob_job_add_cancel_hook(job, hook_count, &h[i], hook_free, NULL),
+                     BGJOB_RESULT_OK);
+        }
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, THREADS);
+        struct canceller c[THREADS];
+        pthread_t t[THREADS];
+        for (int i = 0; i < THREADS; i++) {
+            c[i] = (struct canceller){.job = job, .start = &start, .status = -1};
+            pthread_create(&t[i], NULL, cancel_thread, &c[i]);
+        }
+        for (int i = 0; i < THREADS; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&start);
+        int winners = 0, winner = -1;
+        for (int i = 0; i < THREADS; i++)
+            if (c[i].status == BGJOB_CANCEL_STATUS_REQUESTED) {
+                winners++;
+                winner = i;
+            }
+        CHECK_EQ(winners, 1);
+        for (int i = 0; i < HOOKS && winner >= 0; i++) {
+            CHECK_EQ(atomic_load(&h[i].calls), 1);
+            CHECK_EQ(atomic_load(&h[i].frees), 1);
+            CHECK_EQ(atomic_load(&h[i].order), i);
+            CHECK(pthread_equal(h[i].thread, c[winner].self));
+        }
+        CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+        CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    }
+    return ok;
+}
+
+/* A hook registered after cancel runs at once, on the registering thread, and
+ * the registration says so. */
+static bool test_register_after_cancel(void)
+{
+    bool ok = true;
+    bgjob_job *job = running_job();
+    REQUIRE(job != NULL);
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    struct hook_rec h;
+    hook_rec_init(&h);
+    uint64_t id = 42;
+    CHECK_RC(bgjob_job_add_cancel_hook(job, hook_count, &h, hook_free, &id),
+             BGJOB_RESULT_CANCELLED);
+    CHECK_EQ(id, 42);
+    CHECK_EQ(atomic_load(&h.calls), 1);
+    CHECK_EQ(atomic_load(&h.frees), 1);
+    CHECK(pthread_equal(h.thread, pthread_self()));
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    /* After the end, registration is refused and the userdata still freed. */
+    hook_rec_init(&h);
+    CHECK_RC(bgjob_job_add_cancel_hook(job, hook_count, &h, hook_free, NULL),
+             BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_EQ(atomic_load(&h.calls), 0);
+    CHECK_EQ(atomic_load(&h.frees), 1);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+/* Hooks still registered when the job ends are freed, not called. */
+static bool test_leftover_hooks_freed_not_called(void)
+{
+    bool ok = true;
+    struct tracker t;
+    tracker_init(&t);
+    bgjob_job *job = NULL;
+    CHECK_RC(job_create(&t, worker_return, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &job),
+             BGJOB_RESULT_OK);
+    REQUIRE(job != NULL);
+    struct hook_rec h;
+    hook_rec_init(&h);
+    bgjob_result r = bgjob_job_add_cancel_hook(job, hook_count, &h, hook_free, NULL);
+    /* The worker may already have finished: then registration is refused. */
+    CHECK(r == BGJOB_RESULT_OK || r == BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&h.calls), 0);
+    CHECK_EQ(atomic_load(&h.frees), 1);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+/* Remove racing cancel on another thread: when remove returns the hook either
+ * ran fully or never started, and its userdata was freed exactly once. */
+struct race {
+    bgjob_job *job;
+    atomic_bool ready;
+    atomic_bool go;
+};
+
+static void *race_cancel(void *arg)
+{
+    struct race *r = arg;
+    atomic_store(&r->ready, true);
+    while (!atomic_load(&r->go))
+        ;
+    bgjob_job_cancel(r->job, NULL);
+    return NULL;
+}
+
+static bool test_remove_racing_cancel(void)
+{
+    bool ok = true;
+    int ran = 0, removed = 0;
+    for (int i = 0; i < 3000 && ok; i++) {
+        struct race r = {.job = running_job()};
+        REQUIRE(r.job != NULL);
+        atomic_init(&r.ready, false);
+        atomic_init(&r.go, false);
+        struct hook_rec h;
+        hook_rec_init(&h);
+        uint64_t id = 0;
+        CHECK_RC(bgjob_job_add_cancel_hook(r.job, hook_count, &h, hook_free, &id),
+                 BGJOB_RESULT_OK);
+        pthread_t t;
+        pthread_create(&t, NULL, race_cancel, &r);
+        while (!atomic_load(&r.ready))
+            ;
+        /* Both sides are running now; a varying head start for cancel spreads
+         * the outcomes over "removed first", "while running" and "after". */
+        atomic_store(&r.go, true);
+        for (volatile int k = 0; k < (i % 100) * 40; k++)
+            ;
+        bgjob_result rc = bgjob_job_remove_cancel_hook(r.job, id);
+        int phase = atomic_load(&h.phase);
+        if (rc == BGJOB_RESULT_OK) {
+            removed++;
+            CHECK_EQ(phase, 0);
+        } else {
+            ran++;
+            CHECK_RC(rc, BGJOB_RESULT_NOT_FOUND);
+            CHECKF(phase == 2, "remove returned while the hook was at phase %d", phase);
+        }
+        pthread_join(t, NULL);
+        CHECK_EQ(atomic_load(&h.frees), 1);
+        CHECK_EQ(atomic_load(&h.calls), rc == BGJOB_RESULT_OK ? 0 : 1);
+        CHECK_STATE(wait_end(r.job), BGJOB_STATE_CANCELLED);
+        CHECK_RC(bgjob_job_destroy(r.job), BGJOB_RESULT_OK);
+    }
+    tap_diag("3000 races: hook removed first %d times, ran first %d times", removed, ran);
+    return ok;
+}
+
+/* From inside a hook: removing itself and cancelling its own job return at
+ * once instead of deadlocking. */
+struct self_ops {
+    uint64_t id;
+    bgjob_result remove_rc;
+    bgjob_result cancel_rc;
+    int32_t cancel_status;
+    atomic_int calls;
+};
+
+static void hook_self_ops(void *userdata, bgjob_job *job)
+{
+    struct self_ops *s = userdata;
+    s->remove_rc = bgjob_job_remove_cancel_hook(job, s->id);
+    s->cancel_rc = bgjob_job_cancel(job, &s->cancel_status);
+    atomic_fetch_add(&s->calls, 1);
+}
+
+static bool test_remove_and_cancel_inside_a_hook(void)
+{
+    bool ok = true;
+    bgjob_job *job = running_job();
+    REQUIRE(job != NULL);
+    struct self_ops s = {.cancel_status = -1};
+    atomic_init(&s.calls, 0);
+    CHECK_RC(bgjob_job_add_cancel_hook(job, hook_self_ops, &s, NULL, &s.id), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&s.calls), 1);
+    CHECK_RC(s.remove_rc, BGJOB_RESULT_NOT_FOUND);
+    CHECK_RC(s.cancel_rc, BGJOB_RESULT_OK);
+    CHECK_EQ(s.cancel_status, BGJOB_CANCEL_STATUS_ALREADY_REQUESTED);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+/* A 60 s sleep cancelled returns "cancelled" within a second. */
+struct sleeper {
+    atomic_int rc;
+    atomic_llong took_ms;
+};
+
+static int32_t sleep_worker(void *userdata, bgjob_job *job)
+{
+    struct sleeper *s = userdata;
+    int64_t t0 = now_ms();
+    bgjob_result r = bgjob_job_sleep(job, 60000);
+    atomic_store(&s->took_ms, now_ms() - t0);
+    atomic_store(&s->rc, r);
+    return r == BGJOB_RESULT_OK ? 0 : 125;
+}
+
+static bool test_long_sleep_cancelled_promptly(void)
+{
+    bool ok = true;
+    struct sleeper s;
+    atomic_init(&s.rc, -1);
+    atomic_init(&s.took_ms, -1);
+    bgjob_job *job = NULL;
+    CHECK_RC(bgjob_job_create(NULL, sleep_worker, &s, NULL, &job), BGJOB_RESULT_OK);
+    REQUIRE(job != NULL);
+    sleep_ms(50);
+    int64_t t0 = now_ms();
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    int64_t took = now_ms() - t0;
+    CHECK_RC(atomic_load(&s.rc), BGJOB_RESULT_CANCELLED);
+    CHECKF(took < 1000, "cancel took %lld ms to end a 60 s sleep", (long long)took);
+    CHECK(atomic_load(&s.took_ms) < 60000);
+    CHECK_RC(bgjob_job_sleep(job, 1), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(bgjob_job_sleep(job, -1), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+/* Paused time does not count toward a sleep. */
+static bool test_sleep_excludes_paused_time(void)
+{
+    bool ok = true;
+    struct sleeper s;
+    atomic_init(&s.rc, -1);
+    atomic_init(&s.took_ms, -1);
+    bgjob_job *job = NULL;
+    CHECK_RC(bgjob_job_create(NULL, sleep_worker, &s, NULL, &job), BGJOB_RESULT_OK);
+    REQUIRE(job != NULL);
+    /* A 60 s sleep would take too long; cancel ends it, but first check that a
+     * pause of 300 ms leaves the sleep's remaining active time untouched: the
+     * job's elapsed time stands still while the sleep is parked. */
+    sleep_ms(20);
+    CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
+    bgjob_info a, b;
+    CHECK(info_of(job, &a));
+    sleep_ms(300);
+    CHECK(info_of(job, &b));
+    CHECK(b.elapsed_ms - a.elapsed_ms < 100);
+    CHECK_EQ(atomic_load(&s.rc), -1); /* still asleep */
+    CHECK_RC(bgjob_job_resume(job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_RC(atomic_load(&s.rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+int main(void)
+{
+    static const struct tap_test tests[] = {
+        TAP_TEST(test_hooks_once_under_eight_cancellers),
+        TAP_TEST(test_register_after_cancel),
+        TAP_TEST(test_leftover_hooks_freed_not_called),
+        TAP_TEST(test_remove_racing_cancel),
+        TAP_TEST(test_remove_and_cancel_inside_a_hook),
+        TAP_TEST(test_long_sleep_cancelled_promptly),
+        TAP_TEST(test_sleep_excludes_paused_time),
+    };
+    return tap_run(tests, TAP_COUNT(tests));
+}
