@@ -15,7 +15,7 @@ use super::threads::Pool;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -249,9 +249,13 @@ enum Life {
 struct St {
     life: Life,
     cancel_requested: bool,
-    user_paused: bool,
-    /// Job-clock time the current user pause began.
+    /// Job-clock time the current user pause began; `Some` exactly while the
+    /// job is user-paused.
     paused_since_ns: Option<i64>,
+    /// Job-clock time the worker started.
+    started_ns: Option<i64>,
+    /// Total time spent in finished user pauses.
+    paused_ns: i64,
     finished_ns: Option<i64>,
     error: Option<JobError>,
     /// A status recorded with [`Job::finish`] before the worker returned.
@@ -274,10 +278,24 @@ impl St {
     fn state(&self) -> State {
         match self.life {
             Life::Created => State::Created,
-            Life::Running if self.user_paused => State::Paused,
+            Life::Running if self.user_paused() => State::Paused,
             Life::Running => State::Running,
             Life::Done(s) => s,
         }
+    }
+
+    fn user_paused(&self) -> bool {
+        self.paused_since_ns.is_some()
+    }
+
+    /// Active (unpaused) time at job-clock `now`.
+    fn active_ns(&self, now: i64) -> i64 {
+        let Some(started) = self.started_ns else {
+            return 0;
+        };
+        let end = self.finished_ns.unwrap_or(now);
+        let current_pause = self.paused_since_ns.map_or(0, |p| end - p);
+        (end - started - self.paused_ns - current_pause).max(0)
     }
 
     fn check(&self, verb: Verb) -> Result<(), Error> {
@@ -299,10 +317,6 @@ struct Inner {
     epoch: Instant,
     /// ATTN_* bits: the worker's fast path reads only this.
     attention: AtomicU8,
-    /// Job-clock ns when started, −1 before; written under `st`, read anywhere.
-    started_ns: AtomicI64,
-    /// Total ns spent in finished user pauses; written under `st`.
-    paused_ns: AtomicI64,
     progress: Progress,
     phase: Mutex<Arc<str>>,
     st: Mutex<St>,
@@ -420,15 +434,14 @@ impl Builder {
             pool: self.pool.unwrap_or_else(Pool::global),
             epoch: Instant::now(),
             attention: AtomicU8::new(0),
-            started_ns: AtomicI64::new(-1),
-            paused_ns: AtomicI64::new(0),
             progress: Progress::default(),
             phase: Mutex::new(Arc::from("")),
             st: Mutex::new(St {
                 life: Life::Created,
                 cancel_requested: false,
-                user_paused: false,
                 paused_since_ns: None,
+                started_ns: None,
+                paused_ns: 0,
                 finished_ns: None,
                 error: None,
                 finish_status: None,
@@ -497,23 +510,11 @@ impl Inner {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Active (unpaused) time at job-clock `now`, for a state `st`.
-    fn active_ns(&self, st: &St, now: i64) -> i64 {
-        let started = self.started_ns.load(Ordering::Relaxed);
-        if started < 0 {
-            return 0;
-        }
-        let end = st.finished_ns.unwrap_or(now);
-        let current_pause = st.paused_since_ns.map_or(0, |p| end - p);
-        (end - started - self.paused_ns.load(Ordering::Relaxed) - current_pause).max(0)
-    }
-
     /// Ends the current user pause (if any) and adds it to the paused total.
     fn end_user_pause(&self, st: &mut St, now: i64) {
         if let Some(since) = st.paused_since_ns.take() {
-            self.paused_ns.fetch_add(now - since, Ordering::Relaxed);
+            st.paused_ns += now - since;
         }
-        st.user_paused = false;
         self.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
     }
 
@@ -578,7 +579,7 @@ impl Job {
         let job = self.clone();
         let task_slot = slot.clone();
         st.life = Life::Running;
-        inner.started_ns.store(inner.now_ns(), Ordering::Relaxed);
+        st.started_ns = Some(inner.now_ns());
         let spawned = inner.pool.spawn(
             &inner.name,
             inner.stack_size,
@@ -597,7 +598,7 @@ impl Job {
             }
             Err((e, task)) => {
                 st.life = Life::Created;
-                inner.started_ns.store(-1, Ordering::Relaxed);
+                st.started_ns = None;
                 st.worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 drop(st);
                 // Holds only a clone of this job and the (now empty) slot.
@@ -890,16 +891,16 @@ impl Job {
             });
         }
         let wanted = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
-        let target = inner.active_ns(&st, inner.now_ns()).saturating_add(wanted);
+        let target = st.active_ns(inner.now_ns()).saturating_add(wanted);
         loop {
             if st.cancel_requested {
                 return Err(Error::Cancelled);
             }
-            if st.user_paused {
+            if st.user_paused() {
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let active = inner.active_ns(&st, inner.now_ns());
+            let active = st.active_ns(inner.now_ns());
             if active >= target {
                 return Ok(());
             }
@@ -927,7 +928,6 @@ impl Job {
                 state: st.state(),
             });
         }
-        st.user_paused = true;
         st.paused_since_ns = Some(now);
         inner.set_attention(ATTN_PAUSE);
         drop(st);
@@ -1038,7 +1038,7 @@ impl Job {
         let ended = {
             let mut st = inner.lock();
             st.check(Verb::Detach)?;
-            if !cancel && st.user_paused {
+            if !cancel && st.user_paused() {
                 inner.end_user_pause(&mut st, now);
             }
             st.state().is_terminal()
@@ -1063,8 +1063,8 @@ impl Job {
             (
                 st.state(),
                 st.cancel_requested,
-                st.user_paused,
-                inner.active_ns(&st, now),
+                st.user_paused(),
+                st.active_ns(now),
                 st.error.as_ref().map_or(0, |e| e.code),
             )
         };
@@ -1188,7 +1188,7 @@ impl Job {
         }
         let active = {
             let st = self.0.lock();
-            self.0.active_ns(&st, self.0.now_ns())
+            st.active_ns(self.0.now_ns())
         };
         self.update(|f| {
             f.eta_ms = remaining_ms;
@@ -1252,7 +1252,7 @@ impl Job {
             return Ok(());
         }
         let mut st = inner.lock();
-        while st.user_paused && !st.cancel_requested {
+        while st.user_paused() && !st.cancel_requested {
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.cancel_requested {
