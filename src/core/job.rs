@@ -393,7 +393,8 @@ impl Builder {
         self
     }
 
-    /// Worker stack size in bytes; 0 (default) is the platform default.
+    /// Worker stack size in bytes; 0 (default) is the platform default. Over
+    /// [`super::threads::MAX_STACK_SIZE`], start is refused.
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = bytes;
         self
@@ -564,6 +565,9 @@ impl Job {
         // before the thread exists, nor a RUNNING job fall back to CREATED when
         // the spawn fails. It is safe: the new thread takes this lock only after
         // we let go of it, and the pool never takes a job's lock.
+        if inner.stack_size > super::threads::MAX_STACK_SIZE {
+            return Err(Error::InvalidArgument("stack size over MAX_STACK_SIZE"));
+        }
         let mut st = inner.lock();
         st.check(Verb::Start)?;
         let Some(worker) = st.worker.take() else {

@@ -792,3 +792,15 @@ fn sleep_is_cancellable_and_paused_time_does_not_count() {
     job.wait(LONG).unwrap();
     assert!(job.sleep(Duration::ZERO).is_err(), "refused once ended");
 }
+
+#[test]
+fn an_impossible_stack_size_is_refused_not_a_panic() {
+    let drops = Drops::default();
+    let g = drops.guard();
+    let r = Job::builder().stack_size(usize::MAX).spawn(move |_| {
+        let _g = &g;
+        Ok(())
+    });
+    assert!(matches!(r, Err(Error::InvalidArgument(_))));
+    assert_eq!(drops.count(), 1, "the worker closure was dropped");
+}

@@ -12,6 +12,10 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+/// The largest worker stack a job may ask for (1 GiB); std cannot start a
+/// thread with an unrepresentable stack size and panics instead of failing.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+
 /// A unit of work for one thread.
 pub(crate) type Task = Box<dyn FnOnce() + Send + 'static>;
 

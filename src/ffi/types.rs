@@ -24,6 +24,7 @@ pub const BGJOB_DETACH_CANCEL: u32 = 1;
 
 /// Largest stack a job may ask for (1 GiB).
 pub const BGJOB_MAX_STACK_SIZE: usize = 1 << 30;
+const _: () = assert!(BGJOB_MAX_STACK_SIZE == core::threads::MAX_STACK_SIZE);
 
 /// Capacity of the name and phase arrays in `bgjob_job_entry`, NUL included.
 pub const BGJOB_ENTRY_TEXT_SIZE: usize = 64;
