@@ -1,5 +1,6 @@
 /* Completion callbacks, contexts, results and run-in-thread (QIOTask semantics). */
 #include "tap.h"
+#include "util.h"
 
 #include <bgjob.h>
 
@@ -13,20 +14,6 @@
 #include <time.h>
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 static bool fd_readable(int fd, int timeout_ms)
 {
@@ -49,7 +36,7 @@ struct record {
     pthread_t done_thread;
     pthread_t worker_thread;
     atomic_bool have_done_thread;
-    atomic_bool release;  /* worker_gated returns when set */
+    atomic_bool release;  /* worker_held returns when set */
     int32_t worker_rc;
 };
 
@@ -72,7 +59,7 @@ struct ud {
     bool is_done;
 };
 
-static struct ud *ud_new(struct record *r, bool is_done)
+static struct ud *rec_ud_new(struct record *r, bool is_done)
 {
     struct ud *u = malloc(sizeof *u);
     if (!u)
@@ -82,14 +69,14 @@ static struct ud *ud_new(struct record *r, bool is_done)
     return u;
 }
 
-static void ud_free(void *p)
+static void rec_ud_free(void *p)
 {
     struct ud *u = p;
     atomic_fetch_add(u->is_done ? &u->r->done_frees : &u->r->worker_frees, 1);
     free(u);
 }
 
-static int32_t worker_gated(void *p, bgjob_job *job)
+static int32_t worker_held(void *p, bgjob_job *job)
 {
     struct ud *u = p;
     u->r->worker_thread = pthread_self();
@@ -101,7 +88,7 @@ static int32_t worker_gated(void *p, bgjob_job *job)
     return u->r->worker_rc;
 }
 
-static int32_t worker_quick(void *p, bgjob_job *job)
+static int32_t worker_now(void *p, bgjob_job *job)
 {
     struct ud *u = p;
     (void)job;
@@ -121,14 +108,6 @@ static void on_done(void *p, bgjob_job *job, int32_t state)
     atomic_fetch_add(&u->r->done_calls, 1);
 }
 
-static bool wait_int(atomic_int *v, int want, long timeout_ms)
-{
-    long long end = now_ms() + timeout_ms;
-    while (atomic_load(v) != want && now_ms() < end)
-        sleep_ms(1);
-    return atomic_load(v) == want;
-}
-
 /* Creates a job with its completion through `ctx` (or on the worker thread
  * when NULL), with both userdata counted in `r`. */
 static bgjob_result make_job(struct record *r, bgjob_context *ctx, bgjob_worker_callback worker,
@@ -138,11 +117,11 @@ static bgjob_result make_job(struct record *r, bgjob_context *ctx, bgjob_worker_
     bgjob_job_options_init(&o, sizeof o);
     o.flags = flags;
     o.completion = on_done;
-    o.completion_userdata = ud_new(r, true);
-    o.completion_free = ud_free;
+    o.completion_userdata = rec_ud_new(r, true);
+    o.completion_free = rec_ud_free;
     o.context = ctx;
     inside_call = true;
-    bgjob_result rc = bgjob_job_create(&o, worker, ud_new(r, false), ud_free, job);
+    bgjob_result rc = bgjob_job_create(&o, worker, rec_ud_new(r, false), rec_ud_free, job);
     inside_call = false;
     return rc;
 }
@@ -169,9 +148,9 @@ static bool test_worker_thread_delivery(void)
     struct record r;
     record_init(&r, 0);
     bgjob_job *job;
-    CHECK(make_job(&r, NULL, worker_quick, 0, &job) == BGJOB_RESULT_OK);
-    CHECK(wait_int(&r.done_calls, 1, 10000));
-    CHECK(wait_int(&r.done_frees, 1, 10000));
+    CHECK(make_job(&r, NULL, worker_now, 0, &job) == BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&r.done_calls, 1));
+    CHECK(poll_int_eq(&r.done_frees, 1));
     CHECK(atomic_load(&r.done_state) == BGJOB_STATE_COMPLETED);
     CHECK(pthread_equal(r.done_thread, r.worker_thread));
     CHECK(!pthread_equal(r.done_thread, pthread_self()));
@@ -194,7 +173,7 @@ static bool test_context_delivery_on_dispatching_thread(void)
     struct record r;
     record_init(&r, 0);
     bgjob_job *job;
-    CHECK(make_job(&r, ctx, worker_quick, 0, &job) == BGJOB_RESULT_OK);
+    CHECK(make_job(&r, ctx, worker_now, 0, &job) == BGJOB_RESULT_OK);
     CHECK(bgjob_job_wait(job, 10000, NULL) == BGJOB_RESULT_OK);
     CHECK(fd_readable(fd, 10000));
     CHECK(atomic_load(&r.done_calls) == 0); /* nothing runs before dispatch */
@@ -226,14 +205,14 @@ static bool test_exactly_once_in_every_path(void)
     bgjob_job *job[N];
     for (int i = 0; i < N; i++)
         record_init(&r[i], i == FAILURE ? 5 : 0);
-    CHECK(make_job(&r[SUCCESS], ctx, worker_quick, 0, &job[SUCCESS]) == BGJOB_RESULT_OK);
-    CHECK(make_job(&r[FAILURE], ctx, worker_quick, 0, &job[FAILURE]) == BGJOB_RESULT_OK);
-    CHECK(make_job(&r[CANCEL_CREATED], ctx, worker_quick, BGJOB_CREATE_DEFER_START,
+    CHECK(make_job(&r[SUCCESS], ctx, worker_now, 0, &job[SUCCESS]) == BGJOB_RESULT_OK);
+    CHECK(make_job(&r[FAILURE], ctx, worker_now, 0, &job[FAILURE]) == BGJOB_RESULT_OK);
+    CHECK(make_job(&r[CANCEL_CREATED], ctx, worker_now, BGJOB_CREATE_DEFER_START,
                    &job[CANCEL_CREATED]) == BGJOB_RESULT_OK);
-    CHECK(make_job(&r[DESTROY_CREATED], ctx, worker_quick, BGJOB_CREATE_DEFER_START,
+    CHECK(make_job(&r[DESTROY_CREATED], ctx, worker_now, BGJOB_CREATE_DEFER_START,
                    &job[DESTROY_CREATED]) == BGJOB_RESULT_OK);
-    CHECK(make_job(&r[DETACH], ctx, worker_gated, 0, &job[DETACH]) == BGJOB_RESULT_OK);
-    CHECK(make_job(&r[CANCEL_RUNNING], ctx, worker_gated, 0, &job[CANCEL_RUNNING]) ==
+    CHECK(make_job(&r[DETACH], ctx, worker_held, 0, &job[DETACH]) == BGJOB_RESULT_OK);
+    CHECK(make_job(&r[CANCEL_RUNNING], ctx, worker_held, 0, &job[CANCEL_RUNNING]) ==
           BGJOB_RESULT_OK);
 
     inside_call = true;
@@ -281,12 +260,12 @@ static bool test_never_started_job_delivers_off_the_cancelling_thread(void)
     struct record r;
     record_init(&r, 0);
     bgjob_job *job;
-    CHECK(make_job(&r, NULL, worker_quick, BGJOB_CREATE_DEFER_START, &job) == BGJOB_RESULT_OK);
+    CHECK(make_job(&r, NULL, worker_now, BGJOB_CREATE_DEFER_START, &job) == BGJOB_RESULT_OK);
     inside_call = true;
     CHECK(bgjob_job_cancel(job, NULL) == BGJOB_RESULT_OK);
     inside_call = false;
-    CHECK(wait_int(&r.done_calls, 1, 10000));
-    CHECK(wait_int(&r.done_frees, 1, 10000));
+    CHECK(poll_int_eq(&r.done_calls, 1));
+    CHECK(poll_int_eq(&r.done_frees, 1));
     CHECK(atomic_load(&r.done_inside_call) == 0);
     CHECK(!pthread_equal(r.done_thread, pthread_self()));
     CHECK(atomic_load(&r.worker_frees) == 1);
@@ -306,8 +285,8 @@ static bool test_context_destroyed_first(void)
     record_init(&queued, 0);
     record_init(&bound, 0);
     bgjob_job *jq, *jb;
-    CHECK(make_job(&queued, ctx, worker_quick, 0, &jq) == BGJOB_RESULT_OK);
-    CHECK(make_job(&bound, ctx, worker_gated, 0, &jb) == BGJOB_RESULT_OK);
+    CHECK(make_job(&queued, ctx, worker_now, 0, &jq) == BGJOB_RESULT_OK);
+    CHECK(make_job(&bound, ctx, worker_held, 0, &jb) == BGJOB_RESULT_OK);
     CHECK(bgjob_job_wait(jq, 10000, NULL) == BGJOB_RESULT_OK);
     size_t pending = 0;
     CHECK(bgjob_context_pending(ctx, &pending) == BGJOB_RESULT_OK);
@@ -318,7 +297,7 @@ static bool test_context_destroyed_first(void)
     CHECK(atomic_load(&queued.done_frees) == 1);
     atomic_store(&bound.release, true);
     CHECK(bgjob_job_wait(jb, 10000, NULL) == BGJOB_RESULT_OK);
-    CHECK(wait_int(&bound.done_frees, 1, 10000));
+    CHECK(poll_int_eq(&bound.done_frees, 1));
     CHECK(atomic_load(&bound.done_calls) == 0);
     CHECK(atomic_load(&bound.worker_frees) == 1);
     CHECK(bgjob_job_destroy(jq) == BGJOB_RESULT_OK);
@@ -327,7 +306,7 @@ static bool test_context_destroyed_first(void)
     struct record late;
     record_init(&late, 0);
     bgjob_job *jl = NULL;
-    CHECK(make_job(&late, ctx, worker_quick, 0, &jl) == BGJOB_RESULT_INVALID_HANDLE);
+    CHECK(make_job(&late, ctx, worker_now, 0, &jl) == BGJOB_RESULT_INVALID_HANDLE);
     CHECK(jl == NULL);
     CHECK(atomic_load(&late.done_frees) == 1 && atomic_load(&late.worker_frees) == 1);
     return ok;
@@ -406,7 +385,7 @@ static bool test_dispatch_with_a_maximum(void)
     bgjob_job *job[5];
     for (int i = 0; i < 5; i++) {
         record_init(&r[i], 0);
-        CHECK(make_job(&r[i], ctx, worker_quick, 0, &job[i]) == BGJOB_RESULT_OK);
+        CHECK(make_job(&r[i], ctx, worker_now, 0, &job[i]) == BGJOB_RESULT_OK);
     }
     for (int i = 0; i < 5; i++)
         CHECK(bgjob_job_wait(job[i], 10000, NULL) == BGJOB_RESULT_OK);
@@ -451,7 +430,7 @@ static void reentry_cb(void *p, bgjob_job *job, int32_t state)
     re->self_destroy = bgjob_job_destroy(job);
     re->sibling_cancel = bgjob_job_cancel(re->sibling, NULL);
     re->nested_dispatch = bgjob_context_dispatch(re->ctx, 0, NULL);
-    re->child_create = make_job(&re->child_rec, re->ctx, worker_quick, 0, &re->child);
+    re->child_create = make_job(&re->child_rec, re->ctx, worker_now, 0, &re->child);
 }
 
 static bool test_reentrancy_inside_a_callback(void)
@@ -462,7 +441,7 @@ static bool test_reentrancy_inside_a_callback(void)
     record_init(&re.sibling_rec, 0);
     record_init(&re.child_rec, 0);
     CHECK(bgjob_context_create(&re.ctx) == BGJOB_RESULT_OK);
-    CHECK(make_job(&re.sibling_rec, NULL, worker_gated, 0, &re.sibling) == BGJOB_RESULT_OK);
+    CHECK(make_job(&re.sibling_rec, NULL, worker_held, 0, &re.sibling) == BGJOB_RESULT_OK);
     bgjob_job_options o;
     bgjob_job_options_init(&o, sizeof o);
     o.completion = reentry_cb;
@@ -470,7 +449,7 @@ static bool test_reentrancy_inside_a_callback(void)
     o.context = re.ctx;
     struct record self_rec;
     record_init(&self_rec, 0);
-    CHECK(bgjob_job_create(&o, worker_quick, ud_new(&self_rec, false), ud_free, &re.self) ==
+    CHECK(bgjob_job_create(&o, worker_now, rec_ud_new(&self_rec, false), rec_ud_free, &re.self) ==
           BGJOB_RESULT_OK);
     CHECK(dispatch_until(re.ctx, &re.calls, 1, 10000));
     CHECK(re.self_destroy == BGJOB_RESULT_OK);
@@ -480,7 +459,7 @@ static bool test_reentrancy_inside_a_callback(void)
     /* The handle destroyed inside its own callback is gone. */
     CHECK(bgjob_job_destroy(re.self) == BGJOB_RESULT_INVALID_HANDLE);
     CHECK(bgjob_job_wait(re.sibling, 10000, NULL) == BGJOB_RESULT_OK);
-    CHECK(wait_int(&re.sibling_rec.done_calls, 1, 10000));
+    CHECK(poll_int_eq(&re.sibling_rec.done_calls, 1));
     CHECK(atomic_load(&re.sibling_rec.done_state) == BGJOB_STATE_CANCELLED);
     CHECK(dispatch_until(re.ctx, &re.child_rec.done_calls, 1, 10000));
     CHECK(atomic_load(&self_rec.worker_frees) == 1);
@@ -603,21 +582,21 @@ static bool test_bad_arguments(void)
     bgjob_job_options o;
     bgjob_job_options_init(&o, sizeof o);
     o.context = ctx;
-    o.completion_userdata = ud_new(&r, true);
-    o.completion_free = ud_free;
+    o.completion_userdata = rec_ud_new(&r, true);
+    o.completion_free = rec_ud_free;
     bgjob_job *job = NULL;
-    CHECK(bgjob_job_create(&o, worker_quick, ud_new(&r, false), ud_free, &job) ==
+    CHECK(bgjob_job_create(&o, worker_now, rec_ud_new(&r, false), rec_ud_free, &job) ==
           BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(job == NULL);
     CHECK(atomic_load(&r.done_frees) == 1 && atomic_load(&r.worker_frees) == 1);
     /* A NULL job_out still frees the completion userdata. */
     o.completion = on_done;
-    o.completion_userdata = ud_new(&r, true);
-    CHECK(bgjob_job_create(&o, worker_quick, ud_new(&r, false), ud_free, NULL) ==
+    o.completion_userdata = rec_ud_new(&r, true);
+    CHECK(bgjob_job_create(&o, worker_now, rec_ud_new(&r, false), rec_ud_free, NULL) ==
           BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(atomic_load(&r.done_frees) == 2 && atomic_load(&r.worker_frees) == 2);
-    CHECK(bgjob_run_in_thread(ctx, NULL, NULL, ud_new(&r, false), ud_free, on_done,
-                              ud_new(&r, true), ud_free, NULL) == BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK(bgjob_run_in_thread(ctx, NULL, NULL, rec_ud_new(&r, false), rec_ud_free, on_done,
+                              rec_ud_new(&r, true), rec_ud_free, NULL) == BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(atomic_load(&r.done_frees) == 3 && atomic_load(&r.worker_frees) == 3);
     CHECK(atomic_load(&r.done_calls) == 0);
     CHECK(bgjob_context_destroy(ctx) == BGJOB_RESULT_OK);
@@ -658,15 +637,15 @@ static bool test_run_in_thread_edges(void)
     bgjob_context *ctx;
     CHECK(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
     static const char bad_name[] = {'j', (char)0xff, 'b', 0};
-    CHECK(bgjob_run_in_thread(ctx, bad_name, worker_quick, ud_new(&r, false), ud_free, on_done,
-                              ud_new(&r, true), ud_free, NULL) == BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK(bgjob_run_in_thread(ctx, bad_name, worker_now, rec_ud_new(&r, false), rec_ud_free, on_done,
+                              rec_ud_new(&r, true), rec_ud_free, NULL) == BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(atomic_load(&r.worker_frees) == 1);
     CHECK(atomic_load(&r.done_frees) == 1);
 
     atomic_store(&forget_ran, 0);
     CHECK(bgjob_run_in_thread(NULL, "forget-me", forget_worker, NULL, NULL, NULL, NULL, NULL,
                               NULL) == BGJOB_RESULT_OK);
-    CHECK(wait_int(&forget_ran, 1, 10000));
+    CHECK(poll_int_eq(&forget_ran, 1));
     /* Nobody holds it: it must leave the list of live jobs by itself. */
     long long end = now_ms() + 10000;
     while (job_named("forget-me") && now_ms() < end)
