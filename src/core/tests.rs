@@ -434,7 +434,6 @@ fn worker_threads_carry_the_job_name() {
 #[test]
 fn a_burst_of_short_jobs_all_complete() {
     let drops = Drops::default();
-    let start = Instant::now();
     let jobs: Vec<Job> = (0..500)
         .map(|i| {
             let g = drops.guard();
@@ -452,7 +451,6 @@ fn a_burst_of_short_jobs_all_complete() {
         assert_eq!(j.wait(LONG), Ok(State::Completed));
     }
     assert_eq!(drops.count(), 500);
-    assert!(start.elapsed() < Duration::from_secs(60));
 }
 
 #[test]
