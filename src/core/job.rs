@@ -1061,9 +1061,11 @@ impl Job {
     /// One consistent snapshot; never waits on the worker.
     pub fn info(&self) -> Info {
         let inner = &self.0;
+        // One clock reading serves the active time and the time since progress
+        // (an update landing after it counts as "just now", never negative).
+        let now = inner.now_ns();
         let (state, cancel_requested, pause_requested, active, error_code) = {
             let st = inner.lock();
-            let now = inner.now_ns();
             (
                 st.state(),
                 st.cancel_requested,
@@ -1073,7 +1075,6 @@ impl Job {
             )
         };
         let f = inner.progress.snapshot();
-        let now = inner.now_ns();
         let bounded = inner.job_type == JobType::Bounded;
         let percent = match (bounded, state) {
             (false, _) => -1,
