@@ -294,7 +294,9 @@ impl St {
             return 0;
         };
         let end = self.finished_ns.unwrap_or(now);
-        let current_pause = self.paused_since_ns.map_or(0, |p| end - p);
+        // A pause that began after `now` was read (while waiting for the lock) has
+        // not taken any of it yet.
+        let current_pause = self.paused_since_ns.map_or(0, |p| (end - p).max(0));
         (end - started - self.paused_ns - current_pause).max(0)
     }
 
