@@ -276,6 +276,56 @@ static bool test_remove_and_cancel_inside_a_hook(void)
     return ok;
 }
 
+/* getinfo never waits on a cancel in progress: while a hook is held inside its
+ * call on the cancelling thread, the job can still be read (a blocked read
+ * would hang here until the TAP watchdog fires). */
+struct held_hook {
+    atomic_int inside;
+    atomic_bool release;
+};
+
+static void hook_held(void *userdata, bgjob_job *job)
+{
+    struct held_hook *h = userdata;
+    (void)job;
+    atomic_store(&h->inside, 1);
+    while (!atomic_load(&h->release))
+        sleep_ms(1);
+}
+
+static void *cancel_in_background(void *arg)
+{
+    bgjob_job_cancel(arg, NULL);
+    return NULL;
+}
+
+static bool test_getinfo_during_a_long_cancel(void)
+{
+    bool ok = true;
+    bgjob_job *job = running_job();
+    REQUIRE(job != NULL);
+    struct held_hook h;
+    atomic_init(&h.inside, 0);
+    atomic_init(&h.release, false);
+    CHECK_RC(bgjob_job_add_cancel_hook(job, hook_held, &h, NULL, NULL), BGJOB_RESULT_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_in_background, job);
+    CHECK(poll_int_eq(&h.inside, 1));
+    bgjob_info info;
+    CHECK(info_of(job, &info));
+    CHECK(info.cancel_requested);
+    int32_t state = -1;
+    CHECK_RC(bgjob_job_get_state(job, &state), BGJOB_RESULT_OK);
+    char phase[16];
+    CHECK_RC(bgjob_job_get_phase(job, phase, sizeof phase, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&h.inside), 1); /* the hook is still running */
+    atomic_store(&h.release, true);
+    pthread_join(t, NULL);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
 /* A 60 s sleep cancelled returns "cancelled" within a second. */
 struct sleeper {
     atomic_int rc;
@@ -357,6 +407,7 @@ int main(void)
         TAP_TEST(test_leftover_hooks_freed_not_called),
         TAP_TEST(test_remove_racing_cancel),
         TAP_TEST(test_remove_and_cancel_inside_a_hook),
+        TAP_TEST(test_getinfo_during_a_long_cancel),
         TAP_TEST(test_long_sleep_cancelled_promptly),
         TAP_TEST(test_sleep_excludes_paused_time),
     };
