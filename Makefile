@@ -114,6 +114,17 @@ stress: $(OUT)/tests/test_stress
 	STRESS_OPS=$(STRESS_OPS) STRESS_THREADS=$(STRESS_THREADS) STRESS_SEED=$(STRESS_SEED) \
 	  TAP_TIMEOUT=0 $(OUT)/tests/test_stress
 
+# ---- loom ------------------------------------------------------------------------
+# Model checks of the synchronisation core builds itself (src/core/sync.rs
+# swaps std's atomics for loom's under --cfg loom): every interleaving and
+# memory-model reordering of the progress seqlock, within a preemption bound
+# (LOOM_MAX_PREEMPTIONS, default 3). Each model prints how many executions it
+# explored; a canary model of a broken seqlock must fail. Own target dir, so it
+# never invalidates the normal build.
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib loom_tests \
+	  -- --nocapture --test-threads=1
+
 # ---- sanitizers ---------------------------------------------------------------
 # The whole C harness (and the stress test) built with ASan and UBSan against the
 # library. The Rust library itself is not instrumented (that needs a nightly

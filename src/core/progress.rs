@@ -8,7 +8,7 @@
 //! writer actually published (never `current` from one update and `total` from
 //! another).
 
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering, fence};
+use super::sync::{AtomicI32, AtomicI64, AtomicU64, Ordering, backoff, fence};
 
 /// "Not set" for the optional fields.
 pub(crate) const UNSET: i64 = -1;
@@ -138,17 +138,6 @@ impl Progress {
     }
 }
 
-/// Spins briefly, then yields: a writer preempted mid-update (a handful of
-/// stores) must not make a reader burn its whole time slice.
-fn backoff(spins: &mut u32) {
-    *spins += 1;
-    if *spins < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
-    }
-}
-
 /// Percent done from a snapshot: the worker's own percentage if it set one, else
 /// `current / total` clamped to 0–100, else −1 (unknown).
 pub(crate) fn percent(f: &Fields) -> i32 {
@@ -162,7 +151,7 @@ pub(crate) fn percent(f: &Fields) -> i32 {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -233,5 +222,190 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         reader.join().unwrap();
+    }
+}
+
+/// `make loom`: the seqlock under loom, which runs each model under every
+/// interleaving and every reordering the C11 memory model allows (within its
+/// bounds). Each model reports how many executions loom explored and fails if
+/// it explored only one.
+///
+/// The readers run on spawned threads and a writer on the model's main thread:
+/// with the roles the other way round loom 0.7 explores a single execution
+/// (tokio-rs/loom#392: a spawned thread whose first operation is an atomic load
+/// is never scheduled early). `canary_catches_a_missing_fence` runs the same
+/// shape over a copy of the protocol without the reader's acquire fence and
+/// must fail, so a model that silently stopped exploring would show.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::sync::atomic::AtomicUsize;
+
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Runs `f` under loom and returns how many executions were explored.
+    /// Preemptions are bounded (LOOM_MAX_PREEMPTIONS, default 3 here, as tokio
+    /// runs its models): most concurrency bugs need only two or three.
+    fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize {
+        RUNS.store(0, std::sync::atomic::Ordering::SeqCst);
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(move || {
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            f();
+        });
+        let n = RUNS.load(std::sync::atomic::Ordering::SeqCst);
+        println!("loom: {name}: {n} executions explored");
+        assert!(n > 1, "{name}: loom explored a single execution");
+        n
+    }
+
+    fn set(p: &Progress, current: u64) {
+        p.update::<()>(|f| {
+            f.current = current;
+            f.total = current * 2;
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    fn check(f: &Fields) {
+        assert_eq!(f.total, f.current * 2, "torn snapshot {f:?}");
+    }
+
+    /// A reader never sees `current` from one update and `total` from another,
+    /// nor a value no writer published, nor progress going backwards.
+    #[test]
+    fn snapshot_is_never_torn() {
+        explore("progress: writer vs reader", || {
+            let p = Arc::new(Progress::default());
+            set(&p, 1);
+            let reader = {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let a = p.snapshot();
+                    let b = p.snapshot();
+                    check(&a);
+                    check(&b);
+                    assert!(b.current >= a.current, "went backwards: {a:?} then {b:?}");
+                    assert!((1..=2).contains(&a.current), "never published: {a:?}");
+                })
+            };
+            set(&p, 2);
+            reader.join().unwrap();
+            assert_eq!(p.snapshot().current, 2);
+        });
+    }
+
+    /// Two writers exclude each other: each read-modify-write sees the other's
+    /// whole result, so no update is lost.
+    #[test]
+    fn writers_exclude_each_other() {
+        explore("progress: two writers", || {
+            let p = Arc::new(Progress::default());
+            let bump = |p: &Progress| {
+                p.update::<()>(|f| {
+                    f.current += 1;
+                    f.total = f.current * 2;
+                    Ok(())
+                })
+                .unwrap();
+            };
+            let other = {
+                let p = p.clone();
+                thread::spawn(move || bump(&p))
+            };
+            bump(&p);
+            other.join().unwrap();
+            let end = p.snapshot();
+            assert_eq!((end.current, end.total), (2, 4), "an update was lost");
+        });
+    }
+
+    /// A refused update publishes nothing, even to a reader racing it.
+    #[test]
+    fn refused_update_publishes_nothing() {
+        explore("progress: refused update vs reader", || {
+            let p = Arc::new(Progress::default());
+            set(&p, 1);
+            let reader = {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let f = p.snapshot();
+                    assert_eq!((f.current, f.total), (1, 2), "saw a refused update {f:?}");
+                })
+            };
+            let r: Result<(), ()> = p.update(|f| {
+                f.current = 9;
+                f.total = 0;
+                Err(())
+            });
+            assert!(r.is_err());
+            reader.join().unwrap();
+        });
+    }
+
+    /// The same protocol as [`Progress`] for two fields, but the reader lacks
+    /// its acquire fence: a relaxed field load may then see the new value while
+    /// the second sequence load still sees the old one. Loom must find it.
+    #[derive(Default)]
+    struct NoFence {
+        seq: AtomicU64,
+        current: AtomicU64,
+        total: AtomicU64,
+    }
+
+    impl NoFence {
+        fn set(&self, current: u64) {
+            let s = self.seq.load(Ordering::Relaxed);
+            assert!(
+                self.seq
+                    .compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            );
+            fence(Ordering::Release);
+            self.current.store(current, Ordering::Relaxed);
+            self.total.store(current * 2, Ordering::Relaxed);
+            self.seq.store(s + 2, Ordering::Release);
+        }
+
+        fn snapshot(&self) -> (u64, u64) {
+            let mut spins = 0;
+            loop {
+                let s1 = self.seq.load(Ordering::Acquire);
+                if s1 & 1 == 1 {
+                    backoff(&mut spins);
+                    continue;
+                }
+                let v = (
+                    self.current.load(Ordering::Relaxed),
+                    self.total.load(Ordering::Relaxed),
+                );
+                if self.seq.load(Ordering::Relaxed) == s1 {
+                    return v;
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "torn")]
+    fn canary_catches_a_missing_fence() {
+        loom::model(|| {
+            let p = Arc::new(NoFence::default());
+            let reader = {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let (current, total) = p.snapshot();
+                    assert_eq!(total, current * 2, "torn: {current} {total}");
+                })
+            };
+            p.set(1);
+            reader.join().unwrap();
+        });
     }
 }
