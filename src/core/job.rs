@@ -300,6 +300,12 @@ impl St {
         (end - started - self.paused_ns - current_pause).max(0)
     }
 
+    /// Whether the calling thread is inside one of this job's cancellation
+    /// hooks (called by its own cancel).
+    fn in_own_hook(&self) -> bool {
+        matches!(self.running_hook, Some((_, t)) if t == std::thread::current().id())
+    }
+
     fn check(&self, verb: Verb) -> Result<(), Error> {
         let state = self.state();
         if verb_allowed(verb, state) {
@@ -963,6 +969,11 @@ impl Job {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = inner.lock();
+        // A job that never ran, cancelled by this thread, ends when its hooks
+        // are done: from inside one of them this would wait for itself.
+        if st.life == Life::Created && st.in_own_hook() {
+            return Err(Error::OwnWorker);
+        }
         loop {
             if let Life::Done(s) = st.life {
                 return Ok(s);
@@ -1008,8 +1019,10 @@ impl Job {
             match self.take_unstarted(&mut st) {
                 Some(worker) => release.worker = Some(worker),
                 // Another thread is cancelling it right now (it only drops the
-                // closure), so the wait in Release::drop is short.
-                None => release.wait = true,
+                // closure), so the wait in Release::drop is short. From inside
+                // one of the hooks that cancel is calling, the job ends when
+                // the hook returns: waiting here would never end.
+                None => release.wait = !st.in_own_hook(),
             }
         }
         Ok(release)
