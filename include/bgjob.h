@@ -50,12 +50,11 @@
  * -----------------
  * - Wait for (or detach) every job before unloading the library. Idle worker
  *   threads exit on their own.
- * - After fork() the child has no bgjob threads. As with malloc and most
- *   libraries, the child may use bgjob only if no other thread was inside a
- *   bgjob call at the moment of the fork (a lock held then stays held); the
- *   safe pattern is fork, then exec or _exit. A child that uses bgjob starts
- *   afresh (the parent's idle threads are forgotten), and the parent's jobs
- *   never end there: do not wait for them.
+ * - fork() is safe while jobs run and other threads are inside bgjob calls
+ *   (bgjob takes its process-wide locks around the fork, as malloc does). The
+ *   child has none of the parent's threads, jobs or contexts: every parent
+ *   handle gets BGJOB_RESULT_INVALID_HANDLE there at once, and the child may
+ *   exec, or make, run and destroy jobs and contexts of its own.
  *
  * Debugging: BGJOB_DEBUG=1 logs job lifecycle events to stderr;
  * bgjob_set_log_callback() sends them elsewhere. bgjob is silent otherwise.

@@ -341,6 +341,20 @@ impl Drop for Inner {
     }
 }
 
+/// Held across fork() (see `crate::ffi::fork`); in the child the parent's jobs
+/// are forgotten, so listing them there never waits on a parent thread.
+pub(crate) struct RegistryHold(MutexGuard<'static, HashMap<u64, Weak<Inner>>>);
+
+impl RegistryHold {
+    pub(crate) fn take() -> RegistryHold {
+        RegistryHold(registry().lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn forget_all(mut self) {
+        self.0.clear();
+    }
+}
+
 fn registry() -> &'static Mutex<HashMap<u64, Weak<Inner>>> {
     static REGISTRY: OnceLock<Mutex<HashMap<u64, Weak<Inner>>>> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))

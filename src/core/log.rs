@@ -16,6 +16,12 @@ fn env_enabled() -> bool {
     *ENV.get_or_init(|| std::env::var_os("BGJOB_DEBUG").is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
+/// The sink's lock, held across fork() (see `crate::ffi::fork`).
+pub(crate) fn hold_for_fork() -> std::sync::MutexGuard<'static, Option<Sink>> {
+    env_enabled();
+    SINK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Installs (or, with `None`, removes) the sink. Lines then go to it instead of
 /// stderr, whatever `BGJOB_DEBUG` says.
 pub fn set_sink(sink: Option<Sink>) {

@@ -80,6 +80,12 @@ impl Pool {
         self.lock().idle.len()
     }
 
+    /// Held across fork() (see `crate::ffi::fork`), so no parent thread is
+    /// inside the pool's lock when the child is made.
+    pub(crate) fn hold_for_fork(&'static self) -> PoolHold {
+        PoolHold(self.shared.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
@@ -176,6 +182,18 @@ impl Pool {
             crate::sys::set_current_thread_name(&thread_name(&name));
             task();
         }
+    }
+}
+
+/// The pool's lock, held across fork().
+pub(crate) struct PoolHold(MutexGuard<'static, Shared>);
+
+impl PoolHold {
+    /// In the child: the idle threads do not exist there. Their channels are
+    /// forgotten, not dropped (a drop would wake threads that are gone).
+    pub(crate) fn forget_idle(mut self) {
+        std::mem::forget(std::mem::take(&mut self.0.idle));
+        self.0.pid = std::process::id();
     }
 }
 

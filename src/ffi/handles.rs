@@ -81,9 +81,15 @@ impl<T: Clone> Table<T> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The table's lock, held across fork() (see [`super::fork`]).
+    pub(crate) fn hold_for_fork(&'static self) -> TableHold<T> {
+        TableHold(self.write())
+    }
+
     /// Reserves a handle for an object about to be made (a job's worker needs its
     /// handle before the job exists).
     pub(crate) fn reserve(&self) -> usize {
+        super::fork::register();
         let mut t = self.write();
         let index = match t.free.pop() {
             Some(i) => i,
@@ -167,8 +173,38 @@ impl<T: Clone> Table<T> {
     }
 }
 
+/// A table's write lock, held across fork().
+pub(crate) struct TableHold<T: 'static>(RwLockWriteGuard<'static, Inner<T>>);
+
+impl<T> TableHold<T> {
+    /// In the child: every handle of the parent becomes invalid (its slot's
+    /// generation moves on) and its object is forgotten, never dropped or
+    /// touched: a parent thread may have held its lock at the fork.
+    pub(crate) fn forget_all(mut self) {
+        let t = &mut *self.0;
+        for e in &mut t.entries {
+            if let Slot::Live(v) = std::mem::replace(&mut e.slot, Slot::Free) {
+                std::mem::forget(v);
+            }
+            e.generation = (e.generation.wrapping_add(1) & GENERATION_MASK).max(1);
+        }
+        t.free = (0..t.entries.len() as u32).rev().collect();
+    }
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<(usize, Job)>> = const { RefCell::new(None) };
+}
+
+/// In a forked child: if fork() was called from a worker, this thread's job is
+/// the parent's, which does not run here; forget it so the fast path cannot
+/// reach it.
+pub(crate) fn forget_current_after_fork() {
+    CURRENT.with(|c| {
+        if let Ok(mut cur) = c.try_borrow_mut() {
+            std::mem::forget(cur.take());
+        }
+    });
 }
 
 /// Marks the calling thread as running `job`'s worker until dropped.

@@ -11,6 +11,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod context;
+pub(crate) mod fork;
 pub mod handles;
 pub mod hooks;
 pub mod info;

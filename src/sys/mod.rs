@@ -15,6 +15,19 @@ pub(crate) fn set_current_thread_name(name: &str) {
     }
 }
 
+/// Registers fork handlers (pthread_atfork): `prepare` runs in the forking
+/// thread just before fork(), `parent` after it in the parent, `child` in the
+/// child. Returns false if they could not be registered (ENOMEM).
+pub(crate) fn at_fork(
+    prepare: unsafe extern "C" fn(),
+    parent: unsafe extern "C" fn(),
+    child: unsafe extern "C" fn(),
+) -> bool {
+    // SAFETY: three valid function pointers that stay valid for the life of
+    // the library (glibc unregisters them if the library is unloaded).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
 /// A non-blocking, close-on-exec eventfd used as a level-triggered "something is
 /// queued" flag: readable from the first [`EventFd::signal`] until
 /// [`EventFd::clear`].
