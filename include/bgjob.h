@@ -100,13 +100,29 @@
 /**
  * Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
  */
-#define BGJOB_VERB_COUNT 8
+#define BGJOB_VERB_COUNT 10
 
 /**
  * `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
  * start it; `bgjob_job_start` starts it (lets the caller configure it first).
  */
 #define BGJOB_CREATE_DEFER_START 1
+
+/**
+ * `bgjob_job_options.flags`: QEMU's `JOB_MANUAL_FINALIZE`. Once its work is
+ * done and succeeded, the job waits in `BGJOB_STATE_WAITING` until
+ * `bgjob_job_finalize`; only then do its commit and clean callbacks run and
+ * the job end. A failed or cancelled job is finalized at once. For a job in a
+ * transaction, the transaction's setting applies instead.
+ */
+#define BGJOB_CREATE_MANUAL_FINALIZE 2
+
+/**
+ * `bgjob_txn_create` flag: the transaction finalizes manually (see
+ * `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
+ * `bgjob_job_finalize` on any member finalizes it.
+ */
+#define BGJOB_TXN_MANUAL_FINALIZE 1
 
 /**
  * `bgjob_job_detach` flag: cancel the job as it is detached.
@@ -325,6 +341,14 @@ enum bgjob_verb
      * `bgjob_job_get_result`, `bgjob_job_take_result`.
      */
     BGJOB_VERB_RESULT = 7,
+    /**
+     * `bgjob_job_pause_internal`, `bgjob_job_resume_internal` (QEMU's drain).
+     */
+    BGJOB_VERB_DRAIN = 8,
+    /**
+     * `bgjob_job_finalize` (manual finalize).
+     */
+    BGJOB_VERB_FINALIZE = 9,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_verb;
@@ -408,6 +432,91 @@ typedef int32_t bgjob_cancel_cause;
 #endif // __cplusplus
 
 /**
+ * What a job does when its worker reports an I/O error
+ * (`bgjob_job_report_io_error`); QEMU's `BlockdevOnError`.
+ */
+enum bgjob_error_policy
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * The worker gives up; the error becomes the job's.
+     */
+    BGJOB_ERROR_POLICY_REPORT = 0,
+    /**
+     * The worker carries on.
+     */
+    BGJOB_ERROR_POLICY_IGNORE = 1,
+    /**
+     * The job is user-paused with an error status; the worker retries after
+     * resume.
+     */
+    BGJOB_ERROR_POLICY_STOP = 2,
+    /**
+     * STOP on ENOSPC, REPORT otherwise.
+     */
+    BGJOB_ERROR_POLICY_ENOSPC = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_policy;
+#endif // __cplusplus
+
+/**
+ * What `bgjob_job_report_io_error` tells the worker to do.
+ */
+enum bgjob_error_action
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Give up: return the error (it is recorded as the job's error).
+     */
+    BGJOB_ERROR_ACTION_REPORT = 0,
+    /**
+     * Carry on.
+     */
+    BGJOB_ERROR_ACTION_IGNORE = 1,
+    /**
+     * The job is now paused with an error status: call
+     * `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
+     * then retry the operation.
+     */
+    BGJOB_ERROR_ACTION_STOP = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_action;
+#endif // __cplusplus
+
+/**
+ * A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
+ * only while the job is user-paused by its error policy; resume and cancel
+ * reset it.
+ */
+enum bgjob_iostatus
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * No error pending.
+     */
+    BGJOB_IOSTATUS_OK = 0,
+    /**
+     * Stopped by an I/O error.
+     */
+    BGJOB_IOSTATUS_FAILED = 1,
+    /**
+     * Stopped by ENOSPC.
+     */
+    BGJOB_IOSTATUS_NOSPACE = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_iostatus;
+#endif // __cplusplus
+
+/**
  * An opaque completion context handle: a queue of completions plus one
  * pollable fd (see `bgjob_context_create`). Like job handles, a table entry
  * tagged with a generation, safe to misuse, usable from any thread.
@@ -423,6 +532,13 @@ typedef struct bgjob_context bgjob_context;
  * Handles may be used from any thread.
  */
 typedef struct bgjob_job bgjob_job;
+
+/**
+ * An opaque transaction handle (QEMU's `JobTxn`): jobs grouped before they
+ * start, cancelled together, finalized together. Like job handles, a table
+ * entry tagged with a generation, safe to misuse, usable from any thread.
+ */
+typedef struct bgjob_txn bgjob_txn;
 
 /**
  * Called with each lifecycle log line (no trailing newline).
@@ -627,6 +743,20 @@ typedef struct bgjob_info {
      * (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
      */
     int32_t cancel_cause;
+    /**
+     * Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
+     * only when this is 0 and `pause_requested` is false.
+     */
+    uint32_t pause_count;
+    /**
+     * A `bgjob_iostatus` value: not OK only while user-paused by the error
+     * policy.
+     */
+    int32_t iostatus;
+    /**
+     * The job's `bgjob_error_policy`.
+     */
+    int32_t error_policy;
 } bgjob_info;
 
 /**
@@ -715,6 +845,38 @@ typedef struct bgjob_job_options {
      * no deadline. Negative is refused.
      */
     int64_t deadline_ms;
+    /**
+     * A `bgjob_error_policy` value. Default REPORT.
+     */
+    int32_t error_policy;
+    /**
+     * Finalization callbacks (QEMU's commit, abort and clean), each called at
+     * most once with `finalize_userdata` and the job, after the job's work
+     * (and its whole transaction's) is done and before the job ends: `commit`
+     * if all succeeded, else `abort`; then `clean` either way. They run on
+     * the thread that finished the group's last worker, or the one calling
+     * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
+     * with no bgjob lock held. Each may be NULL.
+     */
+    bgjob_hook_callback commit;
+    /**
+     * See `commit`.
+     */
+    bgjob_hook_callback abort;
+    /**
+     * See `commit`.
+     */
+    bgjob_hook_callback clean;
+    /**
+     * Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
+     * `bgjob_job_create`.
+     */
+    void *finalize_userdata;
+    /**
+     * Frees `finalize_userdata` exactly once, after the last of those
+     * callbacks (or when none will run). May be NULL.
+     */
+    bgjob_free_callback finalize_free;
 } bgjob_job_options;
 
 #ifdef __cplusplus
@@ -1460,6 +1622,179 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * Any handle value is safe. Thread-safe.
  */
 bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
+
+/**
+ * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not
+ * started with `bgjob_txn_add`, then start them with `bgjob_txn_start` (or
+ * each with `bgjob_job_start`). When any member fails or is cancelled, every
+ * other member is cancelled (`cancel_cause` TRANSACTION). Members whose work
+ * is done wait in `BGJOB_STATE_WAITING` until all are done; then each
+ * member's commit callback runs if all succeeded, else its abort callback;
+ * then each one's clean callback; then the members end (a member that failed
+ * ends FAILED, every other one of an aborted transaction CANCELLED) and their
+ * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
+ * a NULL `txn_out` or unknown flags.
+ *
+ * # Safety
+ * `txn_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_txn_create(uint32_t flags, struct bgjob_txn **txn_out);
+
+/**
+ * Releases the caller's reference to the transaction; the handle is invalid
+ * afterwards. Safe at any time: the members keep the transaction going and
+ * it settles as it would have.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
+
+/**
+ * Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
+ * ended or is being cancelled, or a transaction that already started or
+ * settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
+ * transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
+ *
+ * # Safety
+ * Any handle values are safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_add(struct bgjob_txn *txn, struct bgjob_job *job);
+
+/**
+ * Starts every member that has not started. If a thread cannot be had for
+ * one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
+ * returned.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
+ * `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
+
+/**
+ * Cancels every member (`cancel_cause` CALLER); returns at once.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_cancel(struct bgjob_txn *txn);
+
+/**
+ * Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
+ * thread) if every member is done, else as soon as the last one is.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
+
+/**
+ * Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
+ * `job_finalize`) once its work is done: its commit (or abort) and clean
+ * callbacks run on this thread, then it ends. For a member of a transaction
+ * it finalizes the transaction (as soon as every member is done).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * `BGJOB_STATE_WAITING` (and not already being finalized);
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_finalize(struct bgjob_job *job);
+
+/**
+ * An internal pause (QEMU's drain): a counter beside the user pause. The
+ * worker runs only while both are clear; it parks at its next pause point,
+ * cancellable wait or progress update, and paused time does not count. The
+ * state stays RUNNING (`bgjob_info.pause_count` shows it). Balance each with
+ * `bgjob_job_resume_internal`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_pause_internal(struct bgjob_job *job);
+
+/**
+ * Undoes one `bgjob_job_pause_internal`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for an unbalanced resume (no
+ * internal pause in force) or a job that has ended;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_resume_internal(struct bgjob_job *job);
+
+/**
+ * Changes the job's `bgjob_error_policy` (set at create with
+ * `bgjob_job_options.error_policy`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown policy;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the work is done;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
+
+/**
+ * For the worker: an I/O error happened (`code` errno-style, non-zero;
+ * `message` may be NULL). The job's error policy decides, and
+ * `*action_out` says what to do:
+ * - `BGJOB_ERROR_ACTION_REPORT`: give up; `code` and `message` are now the
+ *   job's error — return non-zero.
+ * - `BGJOB_ERROR_ACTION_IGNORE`: carry on.
+ * - `BGJOB_ERROR_ACTION_STOP`: the job is now user-paused (PAUSED) with
+ *   `iostatus` FAILED (NOSPACE for ENOSPC); call `bgjob_job_pause_point`,
+ *   which parks until a resume (resetting `iostatus` to OK) or returns
+ *   CANCELLED (a cancel resets it too), then retry.
+ *
+ * A job whose cancel was requested is never stopped: it is told to report.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
+ * `action_out`, a zero code or a message that is not UTF-8;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * `message` is NULL or a NUL-terminated string; `action_out` is NULL or
+ * writable. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
+                                       int32_t code,
+                                       const char *message,
+                                       int32_t *action_out);
 
 /**
  * Tells a worker whether cancel was requested. Never blocks.

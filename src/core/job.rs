@@ -14,6 +14,7 @@ use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
 use super::threads::Pool;
 use super::timer::{self, TimerId};
+use super::txn::Txn;
 use crate::sys::{self, EventFd};
 use std::collections::HashMap;
 use std::fmt;
@@ -117,6 +118,67 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// What a job does when its worker reports an I/O error
+/// ([`Job::report_io_error`]); QEMU's `BlockdevOnError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum ErrorPolicy {
+    /// Fail: the worker is told to give up, and the error is the job's.
+    #[default]
+    Report = 0,
+    /// Carry on as if nothing happened.
+    Ignore = 1,
+    /// User-pause the job with an error status; the worker parks and retries
+    /// after resume.
+    Stop = 2,
+    /// Stop on ENOSPC (space can be added, then resume); report otherwise.
+    Enospc = 3,
+}
+
+impl ErrorPolicy {
+    /// The policy with this number, if there is one.
+    pub fn from_i32(v: i32) -> Option<ErrorPolicy> {
+        [
+            ErrorPolicy::Report,
+            ErrorPolicy::Ignore,
+            ErrorPolicy::Stop,
+            ErrorPolicy::Enospc,
+        ]
+        .into_iter()
+        .find(|p| *p as i32 == v)
+    }
+}
+
+/// What [`Job::report_io_error`] tells the worker to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ErrorAction {
+    /// Give up: return the error (it is recorded as the job's).
+    Report = 0,
+    /// Carry on.
+    Ignore = 1,
+    /// The job is now user-paused with an error status: call a pause point
+    /// (it parks until resume, or reports a cancel), then retry.
+    Stop = 2,
+}
+
+/// The error status of a job stopped by its error policy (QEMU's iostatus).
+/// Not `Ok` only while the job is user-paused; resume and cancel reset it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum IoStatus {
+    /// No error pending.
+    #[default]
+    Ok = 0,
+    /// Stopped by an I/O error.
+    Failed = 1,
+    /// Stopped by ENOSPC.
+    NoSpace = 2,
+}
+
+/// ENOSPC on Linux (core holds no libc).
+const ENOSPC: i32 = 28;
+
 /// What [`Job::wait_fd`] waits for, and what it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FdEvents {
@@ -170,6 +232,12 @@ pub struct Info {
     pub cancel_requested: bool,
     /// Whether a user pause is in force.
     pub pause_requested: bool,
+    /// Internal pauses in force ([`Job::pause_internal`]).
+    pub pause_count: u32,
+    /// The error status (not `Ok` only while user-paused by the error policy).
+    pub iostatus: IoStatus,
+    /// The current error policy.
+    pub error_policy: ErrorPolicy,
     /// Time since start, paused time excluded, in ms (0 before start).
     pub elapsed_ms: i64,
     /// Estimated remaining time in ms; −1 when unknown; 0 once finished.
@@ -293,15 +361,35 @@ const EIO: i32 = 5;
 enum Life {
     Created,
     Running,
+    /// The worker has returned (or never will run); its outcome waits for the
+    /// rest of its transaction, or for a manual finalize.
+    Waiting,
     Done(State),
 }
 
 struct St {
     life: Life,
     cancel_requested: bool,
-    /// Job-clock time the current user pause began; `Some` exactly while the
-    /// job is user-paused.
-    paused_since_ns: Option<i64>,
+    /// A user pause is in force (QEMU's `user_paused`).
+    user_paused: bool,
+    /// Internal pauses in force (QEMU's `pause_count` without the user's).
+    pause_count: u32,
+    /// Job-clock time the job stopped running (user or internal pause);
+    /// `Some` exactly while it is halted.
+    halted_since_ns: Option<i64>,
+    iostatus: IoStatus,
+    error_policy: ErrorPolicy,
+    manual_finalize: bool,
+    /// The transaction the job belongs to.
+    txn: Option<Txn>,
+    /// Commit, abort and clean callbacks (run once, at finalization).
+    commit: Option<HookFn>,
+    abort: Option<HookFn>,
+    clean: Option<HookFn>,
+    /// The worker's outcome while the job is `Waiting`.
+    pending: Option<(State, Option<JobError>)>,
+    /// A job on its own: its finalization has been claimed (once).
+    finalizing: bool,
     /// Job-clock time the worker started.
     started_ns: Option<i64>,
     /// Total time spent in finished user pauses.
@@ -341,14 +429,35 @@ impl St {
     fn state(&self) -> State {
         match self.life {
             Life::Created => State::Created,
-            Life::Running if self.user_paused() => State::Paused,
+            Life::Running if self.user_paused => State::Paused,
             Life::Running => State::Running,
+            Life::Waiting => State::Waiting,
             Life::Done(s) => s,
         }
     }
 
     fn user_paused(&self) -> bool {
-        self.paused_since_ns.is_some()
+        self.user_paused
+    }
+
+    /// The worker may not run: a user or an internal pause is in force.
+    fn halted(&self) -> bool {
+        self.user_paused || self.pause_count > 0
+    }
+
+    /// Starts or stops the job's clock as the pauses say (paused time is not
+    /// active time).
+    fn reclock(&mut self, now: i64) {
+        match (self.halted(), self.halted_since_ns) {
+            (true, None) => self.halted_since_ns = Some(now),
+            (false, Some(since)) => {
+                self.halted_since_ns = None;
+                if let Some(started) = self.started_ns {
+                    self.paused_ns += now - since.max(started);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Active (unpaused) time at job-clock `now`.
@@ -359,7 +468,9 @@ impl St {
         let end = self.finished_ns.unwrap_or(now);
         // A pause that began after `now` was read (while waiting for the lock) has
         // not taken any of it yet.
-        let current_pause = self.paused_since_ns.map_or(0, |p| (end - p).max(0));
+        let current_pause = self
+            .halted_since_ns
+            .map_or(0, |p| (end - p.max(started)).max(0));
         (end - started - self.paused_ns - current_pause).max(0)
     }
 
@@ -367,7 +478,7 @@ impl St {
     /// while cancel is requested or a user pause is pending.
     fn sync_wake(&self) {
         if let Some(w) = &self.wake {
-            if self.cancel_requested || self.user_paused() {
+            if self.cancel_requested || self.halted() {
                 w.signal();
             } else {
                 w.clear();
@@ -458,6 +569,11 @@ pub struct Builder {
     pool: Option<&'static Pool>,
     completion: Option<(Option<Context>, CompleteFn)>,
     deadline: Option<Duration>,
+    error_policy: ErrorPolicy,
+    manual_finalize: bool,
+    commit: Option<HookFn>,
+    abort: Option<HookFn>,
+    clean: Option<HookFn>,
 }
 
 impl Builder {
@@ -512,6 +628,43 @@ impl Builder {
         self
     }
 
+    /// What the job does when its worker reports an I/O error (default
+    /// [`ErrorPolicy::Report`]); see [`Job::report_io_error`].
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Builder {
+        self.error_policy = policy;
+        self
+    }
+
+    /// QEMU's `JOB_MANUAL_FINALIZE`: once the work is done (and every member of
+    /// its transaction succeeded) the job waits in `Waiting` until
+    /// [`Job::finalize`]; only then do commit and clean run and the job end.
+    /// A failed or cancelled group is finalized at once. In a transaction, the
+    /// transaction's setting applies instead.
+    pub fn manual_finalize(mut self, yes: bool) -> Builder {
+        self.manual_finalize = yes;
+        self
+    }
+
+    /// Runs once at finalization if the job (and every member of its
+    /// transaction) succeeded, before clean and before the job ends.
+    pub fn on_commit<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.commit = Some(Box::new(f));
+        self
+    }
+
+    /// Runs once at finalization if the job or any member of its transaction
+    /// failed or was cancelled, before clean and before the job ends.
+    pub fn on_abort<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.abort = Some(Box::new(f));
+        self
+    }
+
+    /// Runs once at finalization, after commit or abort, whatever the outcome.
+    pub fn on_clean<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.clean = Some(Box::new(f));
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -532,7 +685,18 @@ impl Builder {
             st: Mutex::new(St {
                 life: Life::Created,
                 cancel_requested: false,
-                paused_since_ns: None,
+                user_paused: false,
+                pause_count: 0,
+                halted_since_ns: None,
+                iostatus: IoStatus::Ok,
+                error_policy: self.error_policy,
+                manual_finalize: self.manual_finalize,
+                txn: None,
+                commit: self.commit,
+                abort: self.abort,
+                clean: self.clean,
+                pending: None,
+                finalizing: false,
                 started_ns: None,
                 paused_ns: 0,
                 finished_ns: None,
@@ -609,12 +773,24 @@ impl Inner {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends the current user pause (if any) and adds it to the paused total.
-    fn end_user_pause(&self, st: &mut St, now: i64) {
-        if let Some(since) = st.paused_since_ns.take() {
-            st.paused_ns += now - since;
+    /// After a change to the pauses: the clock, the worker's attention bit and
+    /// the wake fd follow.
+    fn repause(&self, st: &mut St, now: i64) {
+        st.reclock(now);
+        if st.halted() {
+            self.attention.fetch_or(ATTN_PAUSE, Ordering::Release);
+        } else {
+            self.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
         }
-        self.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
+        st.sync_wake();
+    }
+
+    /// Ends the user pause (if any) and resets the error status with it: the
+    /// error status is not OK only while user-paused (seed 000).
+    fn end_user_pause(&self, st: &mut St, now: i64) {
+        st.user_paused = false;
+        st.iostatus = IoStatus::Ok;
+        self.repause(st, now);
     }
 
     fn set_attention(&self, bit: u8) {
@@ -763,7 +939,44 @@ impl Job {
                 Err(e) => (State::Failed, Some(e)),
             }
         };
-        self.settle(Life::Done(life), error, true);
+        self.worker_done(life, error, true);
+    }
+
+    /// The worker has returned with `outcome` (or a created job was
+    /// cancelled): the job waits in `Waiting` while its transaction settles or
+    /// for a manual finalize; a job on its own with nothing to wait for is
+    /// finalized at once.
+    fn worker_done(&self, outcome: State, error: Option<JobError>, on_worker: bool) {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let (unused_hooks, txn, finalize_now) = {
+            let mut st = inner.lock();
+            inner.end_user_pause(&mut st, now);
+            st.disarm_deadline();
+            st.finished_ns = Some(now);
+            st.pending = Some((outcome, error));
+            st.life = Life::Waiting;
+            inner.set_attention(ATTN_DONE);
+            // Hooks nobody will call are freed now, as the worker's userdata
+            // was; a cancel that is calling hooks keeps them (it calls each).
+            let hooks = if st.cancel_owns_hooks {
+                Default::default()
+            } else {
+                std::mem::take(&mut st.hooks)
+            };
+            let txn = st.txn.clone();
+            let finalize_now = txn.is_none()
+                && (outcome != State::Completed || !st.manual_finalize)
+                && !std::mem::replace(&mut st.finalizing, true);
+            (hooks, txn, finalize_now)
+        };
+        drop(unused_hooks);
+        inner.cv.notify_all();
+        if let Some(txn) = txn {
+            txn.member_done(self, outcome, on_worker);
+        } else if finalize_now {
+            finalize_group(vec![self.clone()], outcome != State::Completed, on_worker);
+        }
     }
 
     /// Publishes a terminal state, then delivers the completion. Only called once
@@ -787,7 +1000,7 @@ impl Job {
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
         st.disarm_deadline();
-        st.finished_ns = Some(now);
+        st.finished_ns.get_or_insert(now);
         let state = match life {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
@@ -909,6 +1122,23 @@ impl Job {
         if st.cancel_requested {
             return CancelStatus::AlreadyRequested;
         }
+        if st.life == Life::Waiting {
+            // The work is done; the cancel turns a pending success into an
+            // abort (QEMU cancels PENDING jobs the same way).
+            if let Some(txn) = st.txn.clone() {
+                drop(st);
+                return txn.cancel_waiting_member(self, cause);
+            }
+            if std::mem::replace(&mut st.finalizing, true) {
+                return CancelStatus::AlreadyFinished;
+            }
+            st.cancel_requested = true;
+            st.cancel_cause = cause;
+            inner.set_attention(ATTN_CANCEL);
+            drop(st);
+            finalize_group(vec![self.clone()], true, false);
+            return CancelStatus::Requested;
+        }
         st.cancel_owns_hooks = true;
         st.cancel_cause = cause;
         if st.life == Life::Created {
@@ -1022,7 +1252,7 @@ impl Job {
             if st.cancel_requested {
                 return Err(Error::Cancelled);
             }
-            if st.user_paused() {
+            if st.halted() {
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
@@ -1077,7 +1307,7 @@ impl Job {
         let Some(deadline) = st.deadline_ns else {
             return;
         };
-        if st.life != Life::Running || st.user_paused() || st.cancel_requested {
+        if st.life != Life::Running || st.halted() || st.cancel_requested {
             return;
         }
         let left = deadline
@@ -1105,7 +1335,7 @@ impl Job {
         let Some(deadline) = st.deadline_ns else {
             return;
         };
-        if st.life != Life::Running || st.user_paused() || st.cancel_requested {
+        if st.life != Life::Running || st.halted() || st.cancel_requested {
             return;
         }
         if st.active_ns(self.0.now_ns()) < deadline {
@@ -1134,7 +1364,7 @@ impl Job {
             if st.cancel_requested {
                 return Err(Error::Cancelled);
             }
-            if !st.user_paused() {
+            if !st.halted() {
                 break;
             }
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -1341,6 +1571,157 @@ impl Job {
         }
     }
 
+    /// For a transaction cancelling a member whose work is done: records the
+    /// cancel. False if it had been requested already.
+    pub(super) fn mark_cancelled_waiting(&self, cause: CancelCause) -> bool {
+        let mut st = self.0.lock();
+        if st.cancel_requested {
+            return false;
+        }
+        st.cancel_requested = true;
+        st.cancel_cause = cause;
+        self.0.set_attention(ATTN_CANCEL);
+        true
+    }
+
+    /// For [`Txn::add`]: makes a created job a member of `txn`.
+    pub(super) fn join_txn(&self, txn: &Txn) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        if st.life != Life::Created || st.cancel_requested {
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: st.state(),
+            });
+        }
+        if st.txn.is_some() {
+            return Err(Error::InvalidArgument(
+                "the job is in a transaction already",
+            ));
+        }
+        st.txn = Some(txn.clone());
+        Ok(())
+    }
+
+    /// Manual finalize: once the job's work is done (and, in a transaction,
+    /// every member's), commit (or abort) and clean run on this thread and the
+    /// job ends. Called on a member whose transaction is still running, it
+    /// asks for the transaction to be finalized as soon as it can be. Allowed
+    /// only in `Waiting`.
+    pub fn finalize(&self) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Finalize)?;
+        if let Some(txn) = st.txn.clone() {
+            drop(st);
+            return txn.finalize();
+        }
+        let state = st.state();
+        if std::mem::replace(&mut st.finalizing, true) {
+            return Err(Error::NotAllowed {
+                verb: Verb::Finalize,
+                state,
+            });
+        }
+        let aborted = !matches!(st.pending, Some((State::Completed, _)));
+        drop(st);
+        finalize_group(vec![self.clone()], aborted, false);
+        Ok(())
+    }
+
+    /// An internal pause (QEMU's `job_pause`, used for drain): a counter beside
+    /// the user pause; the worker parks at its next pause point while either
+    /// is in force, and the paused time does not count. Balanced by
+    /// [`Job::resume_internal`]. Allowed until the job ends.
+    pub fn pause_internal(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Drain)?;
+        st.pause_count = st
+            .pause_count
+            .checked_add(1)
+            .ok_or(Error::InvalidArgument("too many internal pauses"))?;
+        inner.repause(&mut st, now);
+        st.disarm_deadline();
+        Ok(())
+    }
+
+    /// Undoes one [`Job::pause_internal`]. An unbalanced resume is refused
+    /// (`NotAllowed`) and changes nothing.
+    pub fn resume_internal(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Drain)?;
+        if st.pause_count == 0 {
+            return Err(Error::NotAllowed {
+                verb: Verb::Drain,
+                state: st.state(),
+            });
+        }
+        st.pause_count -= 1;
+        inner.repause(&mut st, now);
+        self.arm_deadline(&mut st);
+        drop(st);
+        inner.cv.notify_all();
+        Ok(())
+    }
+
+    /// Changes the error policy (allowed until the work is done).
+    pub fn set_error_policy(&self, policy: ErrorPolicy) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.error_policy = policy;
+        Ok(())
+    }
+
+    /// The worker hit an I/O error (`code` errno-style, non-zero): the job's
+    /// error policy decides what it does next.
+    /// - [`ErrorAction::Report`]: the error is recorded as the job's; return it.
+    /// - [`ErrorAction::Ignore`]: carry on.
+    /// - [`ErrorAction::Stop`]: the job is now user-paused with error status
+    ///   `Failed` (`NoSpace` for ENOSPC); call a pause point (it parks until
+    ///   resume, which resets the status, or reports a cancel), then retry.
+    ///
+    /// A job being cancelled is never stopped: it is told to report.
+    pub fn report_io_error(&self, code: i32, message: &str) -> Result<ErrorAction, Error> {
+        if code == 0 {
+            return Err(Error::InvalidArgument("an error code must be non-zero"));
+        }
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        if st.life != Life::Running {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        let stop = match st.error_policy {
+            ErrorPolicy::Report => false,
+            ErrorPolicy::Ignore => return Ok(ErrorAction::Ignore),
+            ErrorPolicy::Stop => true,
+            ErrorPolicy::Enospc => code == ENOSPC,
+        };
+        if stop && !st.cancel_requested {
+            st.user_paused = true;
+            st.iostatus = if code == ENOSPC {
+                IoStatus::NoSpace
+            } else {
+                IoStatus::Failed
+            };
+            inner.repause(&mut st, now);
+            st.disarm_deadline();
+            drop(st);
+            log::debug(format_args!(
+                "job {} stopped by I/O error {code}: {message}",
+                inner.id
+            ));
+            return Ok(ErrorAction::Stop);
+        }
+        st.error = Some(JobError::new(code, message));
+        Ok(ErrorAction::Report)
+    }
+
     /// User pause: the worker parks at its next pause point, cancellable wait or
     /// progress update. Refused unless `Running` (pausing twice is refused).
     pub fn pause(&self) -> Result<(), Error> {
@@ -1356,10 +1737,9 @@ impl Job {
                 state: st.state(),
             });
         }
-        st.paused_since_ns = Some(now);
-        inner.set_attention(ATTN_PAUSE);
+        st.user_paused = true;
+        inner.repause(&mut st, now);
         st.disarm_deadline();
-        st.sync_wake();
         drop(st);
         log::debug(format_args!("job {} paused", inner.id));
         Ok(())
@@ -1456,7 +1836,7 @@ impl Job {
     fn end_unstarted(&self, worker: WorkerFn) {
         drop(worker);
         log::debug(format_args!("job {} cancelled before start", self.0.id));
-        self.settle(Life::Done(State::Cancelled), None, false);
+        self.worker_done(State::Cancelled, None, false);
     }
 
     /// Whether `verb` is allowed in the job's current state (the verb table).
@@ -1487,6 +1867,16 @@ impl Job {
         }
         if cancel {
             self.cancel();
+        } else {
+            // Nobody could finalize it later: it finalizes by itself.
+            let waiting = {
+                let mut st = inner.lock();
+                st.manual_finalize = false;
+                st.life == Life::Waiting
+            };
+            if waiting {
+                let _ = self.finalize();
+            }
         }
         log::debug(format_args!("job {} detached", self.0.id));
         Ok(())
@@ -1498,17 +1888,20 @@ impl Job {
         // One clock reading serves the active time and the time since progress
         // (an update landing after it counts as "just now", never negative).
         let now = inner.now_ns();
-        let (state, cancel_requested, pause_requested, active, error_code, cancel_cause) = {
+        let (state, cancel_requested, pause_requested, active, error_code, cancel_cause);
+        let (pause_count, iostatus, error_policy);
+        {
             let st = inner.lock();
-            (
+            (state, cancel_requested, pause_requested, active) = (
                 st.state(),
                 st.cancel_requested,
                 st.user_paused(),
                 st.active_ns(now),
-                st.error.as_ref().map_or(0, |e| e.code),
-                st.cancel_cause,
-            )
-        };
+            );
+            error_code = st.error.as_ref().map_or(0, |e| e.code);
+            cancel_cause = st.cancel_cause;
+            (pause_count, iostatus, error_policy) = (st.pause_count, st.iostatus, st.error_policy);
+        }
         let f = inner.progress.snapshot();
         let bounded = inner.job_type == JobType::Bounded;
         let percent = match (bounded, state) {
@@ -1546,6 +1939,9 @@ impl Job {
             },
             error_code,
             cancel_cause,
+            pause_count,
+            iostatus,
+            error_policy,
         }
     }
 
@@ -1693,7 +2089,7 @@ impl Job {
             return Ok(());
         }
         let mut st = inner.lock();
-        while st.user_paused() && !st.cancel_requested {
+        while st.halted() && !st.cancel_requested {
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.cancel_requested {
@@ -1703,6 +2099,69 @@ impl Job {
         }
     }
 }
+
+/// Finalizes a group whose work is done (a transaction, or one job): commit
+/// (all succeeded) or abort for each member, then clean for each, then each
+/// member ends — the same outcomes whatever order the members finished in.
+/// In an aborted group a member that failed ends `Failed`, every other one
+/// `Cancelled` (one whose own work succeeded with cause `Transaction`). The
+/// caller has claimed the group (exactly once).
+pub(super) fn finalize_group(members: Vec<Job>, aborted: bool, on_worker: bool) {
+    let call = |job: &Job, f: Option<HookFn>| {
+        if let Some(f) = f {
+            // A panicking Rust callback must not stop the others.
+            let _ = catch_unwind(AssertUnwindSafe(|| f(job)));
+        }
+    };
+    for m in &members {
+        let (run, unused) = {
+            let mut st = m.0.lock();
+            let (commit, abort) = (st.commit.take(), st.abort.take());
+            if aborted {
+                (abort, commit)
+            } else {
+                (commit, abort)
+            }
+        };
+        drop(unused);
+        call(m, run);
+    }
+    for m in &members {
+        let clean = m.0.lock().clean.take();
+        call(m, clean);
+    }
+    for m in members {
+        let (state, error) = {
+            let mut st = m.0.lock();
+            // The group is settled: the member lets go of the transaction
+            // (which held it), breaking the reference cycle.
+            st.txn = None;
+            let (outcome, error) = st.pending.take().unwrap_or((State::Cancelled, None));
+            match (aborted, outcome) {
+                (false, _) => (State::Completed, None),
+                (true, State::Failed) => (State::Failed, error),
+                (true, State::Cancelled) => (State::Cancelled, error),
+                (true, _) => {
+                    st.cancel_requested = true;
+                    if st.cancel_cause == CancelCause::None {
+                        st.cancel_cause = CancelCause::Transaction;
+                    }
+                    m.0.set_attention(ATTN_CANCEL);
+                    let message = if st.cancel_cause == CancelCause::Transaction {
+                        "cancelled: another member of its transaction failed or was cancelled"
+                    } else {
+                        "cancelled before it was finalized"
+                    };
+                    (State::Cancelled, Some(JobError::new(ECANCELED, message)))
+                }
+            }
+        };
+        m.settle(Life::Done(state), error, on_worker);
+    }
+}
+
+/// ECANCELED on Linux: the code of a member cancelled by its transaction.
+const ECANCELED: i32 = 125;
 
 /// A poll timeout in ms for `left` ns (rounded up, so a wait never ends early;
 /// `None` = no limit).

@@ -16,6 +16,7 @@ pub mod handles;
 pub mod hooks;
 pub mod info;
 pub mod job;
+pub mod txn;
 pub mod types;
 pub mod worker;
 
@@ -196,6 +197,10 @@ pub(crate) struct UserData {
 // (documented at every call that takes userdata); bgjob only passes it back to the
 // caller's own callbacks.
 unsafe impl Send for UserData {}
+// SAFETY: bgjob never reads or writes through the pointer; sharing a
+// `&UserData` only lets threads pass the same pointer back to the caller's
+// callbacks (the finalize callbacks share one userdata and never run at once).
+unsafe impl Sync for UserData {}
 
 impl UserData {
     pub(crate) fn new(ptr: *mut c_void, free: bgjob_free_callback) -> UserData {

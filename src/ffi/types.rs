@@ -13,11 +13,23 @@ pub const BGJOB_RESULT_COUNT: i32 = 10;
 /// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
 pub const BGJOB_STATE_COUNT: i32 = 7;
 /// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
-pub const BGJOB_VERB_COUNT: i32 = 8;
+pub const BGJOB_VERB_COUNT: i32 = 10;
 
 /// `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
 /// start it; `bgjob_job_start` starts it (lets the caller configure it first).
 pub const BGJOB_CREATE_DEFER_START: u32 = 1;
+
+/// `bgjob_job_options.flags`: QEMU's `JOB_MANUAL_FINALIZE`. Once its work is
+/// done and succeeded, the job waits in `BGJOB_STATE_WAITING` until
+/// `bgjob_job_finalize`; only then do its commit and clean callbacks run and
+/// the job end. A failed or cancelled job is finalized at once. For a job in a
+/// transaction, the transaction's setting applies instead.
+pub const BGJOB_CREATE_MANUAL_FINALIZE: u32 = 2;
+
+/// `bgjob_txn_create` flag: the transaction finalizes manually (see
+/// `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
+/// `bgjob_job_finalize` on any member finalizes it.
+pub const BGJOB_TXN_MANUAL_FINALIZE: u32 = 1;
 
 /// `bgjob_job_detach` flag: cancel the job as it is detached.
 pub const BGJOB_DETACH_CANCEL: u32 = 1;
@@ -74,6 +86,13 @@ pub struct bgjob_job {
 /// pollable fd (see `bgjob_context_create`). Like job handles, a table entry
 /// tagged with a generation, safe to misuse, usable from any thread.
 pub struct bgjob_context {
+    _private: [u8; 0],
+}
+
+/// An opaque transaction handle (QEMU's `JobTxn`): jobs grouped before they
+/// start, cancelled together, finalized together. Like job handles, a table
+/// entry tagged with a generation, safe to misuse, usable from any thread.
+pub struct bgjob_txn {
     _private: [u8; 0],
 }
 
@@ -205,6 +224,10 @@ pub enum bgjob_verb {
     Update = 6,
     /// `bgjob_job_get_result`, `bgjob_job_take_result`.
     Result = 7,
+    /// `bgjob_job_pause_internal`, `bgjob_job_resume_internal` (QEMU's drain).
+    Drain = 8,
+    /// `bgjob_job_finalize` (manual finalize).
+    Finalize = 9,
 }
 
 impl From<core::Verb> for bgjob_verb {
@@ -218,6 +241,8 @@ impl From<core::Verb> for bgjob_verb {
             core::Verb::Detach => bgjob_verb::Detach,
             core::Verb::Update => bgjob_verb::Update,
             core::Verb::Result => bgjob_verb::Result,
+            core::Verb::Drain => bgjob_verb::Drain,
+            core::Verb::Finalize => bgjob_verb::Finalize,
         }
     }
 }
@@ -230,6 +255,50 @@ pub enum bgjob_job_type {
     Bounded = 0,
     /// Reports elapsed time and units done only.
     Unbounded = 1,
+}
+
+/// What a job does when its worker reports an I/O error
+/// (`bgjob_job_report_io_error`); QEMU's `BlockdevOnError`.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_error_policy {
+    /// The worker gives up; the error becomes the job's.
+    Report = 0,
+    /// The worker carries on.
+    Ignore = 1,
+    /// The job is user-paused with an error status; the worker retries after
+    /// resume.
+    Stop = 2,
+    /// STOP on ENOSPC, REPORT otherwise.
+    Enospc = 3,
+}
+
+/// What `bgjob_job_report_io_error` tells the worker to do.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_error_action {
+    /// Give up: return the error (it is recorded as the job's error).
+    Report = 0,
+    /// Carry on.
+    Ignore = 1,
+    /// The job is now paused with an error status: call
+    /// `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
+    /// then retry the operation.
+    Stop = 2,
+}
+
+/// A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
+/// only while the job is user-paused by its error policy; resume and cancel
+/// reset it.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_iostatus {
+    /// No error pending.
+    Ok = 0,
+    /// Stopped by an I/O error.
+    Failed = 1,
+    /// Stopped by ENOSPC.
+    Nospace = 2,
 }
 
 /// Why cancel was requested (`bgjob_info.cancel_cause`).
@@ -317,6 +386,26 @@ pub struct bgjob_job_options {
     /// many ms of active time: from start, paused time not counted. Default 0:
     /// no deadline. Negative is refused.
     pub deadline_ms: i64,
+    /// A `bgjob_error_policy` value. Default REPORT.
+    pub error_policy: i32,
+    /// Finalization callbacks (QEMU's commit, abort and clean), each called at
+    /// most once with `finalize_userdata` and the job, after the job's work
+    /// (and its whole transaction's) is done and before the job ends: `commit`
+    /// if all succeeded, else `abort`; then `clean` either way. They run on
+    /// the thread that finished the group's last worker, or the one calling
+    /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
+    /// with no bgjob lock held. Each may be NULL.
+    pub commit: bgjob_hook_callback,
+    /// See `commit`.
+    pub abort: bgjob_hook_callback,
+    /// See `commit`.
+    pub clean: bgjob_hook_callback,
+    /// Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
+    /// `bgjob_job_create`.
+    pub finalize_userdata: *mut c_void,
+    /// Frees `finalize_userdata` exactly once, after the last of those
+    /// callbacks (or when none will run). May be NULL.
+    pub finalize_free: bgjob_free_callback,
 }
 
 /// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -357,6 +446,14 @@ pub struct bgjob_info {
     /// Why cancel was requested: a `bgjob_cancel_cause` value
     /// (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
     pub cancel_cause: i32,
+    /// Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
+    /// only when this is 0 and `pause_requested` is false.
+    pub pause_count: u32,
+    /// A `bgjob_iostatus` value: not OK only while user-paused by the error
+    /// policy.
+    pub iostatus: i32,
+    /// The job's `bgjob_error_policy`.
+    pub error_policy: i32,
 }
 
 /// How to start a child process (`bgjob_job_spawn_child`). Fill with
