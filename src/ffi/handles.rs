@@ -43,6 +43,8 @@ struct Inner<T> {
 
 pub(crate) static JOBS: Table<Job> = Table::new(1);
 pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
+/// Tag 3 is `virJobPtr` (`super::virjob::VIRJOBS`): every table needs its own tag.
+pub(crate) const VIRJOB_TAG: u8 = 3;
 
 /// Generations use 28 bits; the 4 above them hold the table's tag.
 const GENERATION_MASK: u32 = 0x0fff_ffff;
@@ -63,7 +65,7 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 }
 
 impl<T: Clone> Table<T> {
-    const fn new(tag: u8) -> Table<T> {
+    pub(crate) const fn new(tag: u8) -> Table<T> {
         Table {
             tag,
             inner: RwLock::new(Inner {
