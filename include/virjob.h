@@ -5,7 +5,7 @@
  * long-running driver operations, plus the calls a driver's worker makes)
  * compiles against this header and links with -lbgjob unchanged. Each job is a
  * bgjob job: virJobGetBgjob() gives its bgjob handle, so bgjob calls
- * (completion contexts, cancel hooks, phases, pause) work on the same job.
+ * (cancel hooks, cancellable sleeps, phases, pause, wait) work on the same job.
  *
  * Conventions (libvirt's)
  * -----------------------
@@ -483,8 +483,8 @@ virConnectPtr virJobGetConnect(virJobPtr job);
 
 /**
  * The bgjob handle of the same job, so a driver can mix in bgjob calls:
- * completion contexts and callbacks, cancel hooks (`virJobCancel` runs them),
- * `bgjob_job_sleep`, phases, units, pause and resume, `bgjob_job_wait`.
+ * cancel hooks (`virJobCancel` runs them), `bgjob_job_sleep`, phases, units,
+ * pause and resume, `bgjob_job_wait`, `bgjob_job_get_info`.
  *
  * Ownership: the handle belongs to the virJob; `virJobDestroy` releases it.
  * Releasing it yourself (`bgjob_job_destroy` once the job has ended) only

@@ -472,11 +472,14 @@ fn clamp_percent(p: i64) -> i64 {
 
 /// Tells core the worker's ETA and percentage, then keeps them: nothing is
 /// kept when core refuses (the job ended meanwhile).
-fn set_progress(vj: &VirJob, x: &mut Extra, eta_s: Option<i64>, percent: Option<i64>) -> Result<(), ()> {
+fn set_progress(
+    vj: &VirJob,
+    x: &mut Extra,
+    eta_s: Option<i64>,
+    percent: Option<i64>,
+) -> Result<(), ()> {
     if let Some(e) = eta_s {
-        vj.job
-            .set_eta(e.saturating_mul(1000))
-            .map_err(|_| ())?;
+        vj.job.set_eta(e.saturating_mul(1000)).map_err(|_| ())?;
     }
     if let Some(p) = percent {
         vj.job.set_percent(p as i32).map_err(|_| ())?;
@@ -524,7 +527,7 @@ pub unsafe extern "C" fn virJobUpdateRel(
     update(job, |vj, x| {
         let eta = match (x.eta_s, remainingDelta) {
             (None, 0) => None,
-            (e, d) => Some((e.unwrap_or(0) + i64::from(d)).max(0)),
+            (e, d) => Some(e.unwrap_or(0).saturating_add(i64::from(d)).max(0)),
         };
         let percent = match (x.percent, percentDelta) {
             (None, 0) => None,
@@ -960,8 +963,8 @@ pub unsafe extern "C" fn virJobGetConnect(job: virJobPtr) -> virConnectPtr {
 }
 
 /// The bgjob handle of the same job, so a driver can mix in bgjob calls:
-/// completion contexts and callbacks, cancel hooks (`virJobCancel` runs them),
-/// `bgjob_job_sleep`, phases, units, pause and resume, `bgjob_job_wait`.
+/// cancel hooks (`virJobCancel` runs them), `bgjob_job_sleep`, phases, units,
+/// pause and resume, `bgjob_job_wait`, `bgjob_job_get_info`.
 ///
 /// Ownership: the handle belongs to the virJob; `virJobDestroy` releases it.
 /// Releasing it yourself (`bgjob_job_destroy` once the job has ended) only
