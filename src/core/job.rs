@@ -7,11 +7,14 @@
 //! under the job's lock and never calls user code (worker, free functions) with
 //! that lock held.
 
+use super::child::{self, Child, ChildExit};
 use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
 use super::threads::Pool;
+use super::timer::{self, TimerId};
+use crate::sys::{self, EventFd};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -78,6 +81,11 @@ pub enum Error {
     InvalidArgument(&'static str),
     /// The job's own worker asked to wait for the job: it would wait forever.
     OwnWorker,
+    /// An operating-system call failed with this errno (spawning a child,
+    /// making an fd, polling).
+    System(i32),
+    /// No such item (a child pid the job does not watch).
+    NotFound,
 }
 
 impl fmt::Display for Error {
@@ -91,11 +99,51 @@ impl fmt::Display for Error {
             Error::Cancelled => f.write_str("cancelled"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::OwnWorker => f.write_str("a job's worker cannot wait for its own job"),
+            Error::System(errno) => {
+                write!(f, "{}", std::io::Error::from_raw_os_error(*errno))
+            }
+            Error::NotFound => f.write_str("not found"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        // Errors without an errno (std's own, e.g. an argument with a NUL) are
+        // argument errors in practice; EINVAL says so.
+        Error::System(e.raw_os_error().unwrap_or(22))
+    }
+}
+
+/// What [`Job::wait_fd`] waits for, and what it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FdEvents {
+    /// Readable (`POLLIN`).
+    pub readable: bool,
+    /// Writable (`POLLOUT`).
+    pub writable: bool,
+    /// Found only: an error condition (`POLLERR`).
+    pub error: bool,
+    /// Found only: the other end hung up (`POLLHUP`).
+    pub hangup: bool,
+}
+
+/// Why cancel was requested (shown by [`Job::info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum CancelCause {
+    /// Cancel was not requested.
+    #[default]
+    None = 0,
+    /// A caller cancelled it (cancel, destroy of a created job, detach).
+    Caller = 1,
+    /// Its deadline passed ([`Builder::deadline`], [`Job::set_deadline`]).
+    Timeout = 2,
+    /// Another member of its transaction failed or was cancelled.
+    Transaction = 3,
+}
 
 /// Which race a cancel request met (libxl's abort contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +186,8 @@ pub struct Info {
     pub since_progress_ms: i64,
     /// The job's error code (0 while it has none).
     pub error_code: i32,
+    /// Why cancel was requested ([`CancelCause::None`] if it was not).
+    pub cancel_cause: CancelCause,
 }
 
 /// A live job, as listed by [`list`].
@@ -272,6 +322,19 @@ struct St {
     /// A cancel is calling the hooks: every hook registered when it began is
     /// called, even if the job ends meanwhile, so settle leaves them to it.
     cancel_owns_hooks: bool,
+    cancel_cause: CancelCause,
+    /// Readable while cancel is requested or a user pause is pending; made on
+    /// first use ([`Job::wake_fd`]).
+    wake: Option<Arc<EventFd>>,
+    /// Active time at which the job is cancelled with cause `Timeout`.
+    deadline_ns: Option<i64>,
+    /// The armed deadline timer, and the generation that names the current
+    /// arming (a timer that fires for an older one does nothing).
+    deadline_timer: Option<TimerId>,
+    deadline_gen: u64,
+    /// Child processes bound to the job, by pid; `None` once the worker has
+    /// returned (its children were reaped, no new one may be bound).
+    children: Option<HashMap<i32, Arc<Child>>>,
 }
 
 impl St {
@@ -298,6 +361,25 @@ impl St {
         // not taken any of it yet.
         let current_pause = self.paused_since_ns.map_or(0, |p| (end - p).max(0));
         (end - started - self.paused_ns - current_pause).max(0)
+    }
+
+    /// Brings the wake fd (if there is one) in line with the job: readable
+    /// while cancel is requested or a user pause is pending.
+    fn sync_wake(&self) {
+        if let Some(w) = &self.wake {
+            if self.cancel_requested || self.user_paused() {
+                w.signal();
+            } else {
+                w.clear();
+            }
+        }
+    }
+
+    fn disarm_deadline(&mut self) {
+        self.deadline_gen += 1;
+        if let Some(id) = self.deadline_timer.take() {
+            timer::cancel(id);
+        }
     }
 
     fn check(&self, verb: Verb) -> Result<(), Error> {
@@ -375,6 +457,7 @@ pub struct Builder {
     stack_size: usize,
     pool: Option<&'static Pool>,
     completion: Option<(Option<Context>, CompleteFn)>,
+    deadline: Option<Duration>,
 }
 
 impl Builder {
@@ -422,6 +505,13 @@ impl Builder {
         self
     }
 
+    /// Cancels the job (cause [`CancelCause::Timeout`]) once it has been running
+    /// for `after` of active time: measured from start, paused time not counted.
+    pub fn deadline(mut self, after: Duration) -> Builder {
+        self.deadline = Some(after);
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -455,6 +545,12 @@ impl Builder {
                 next_hook: 0,
                 running_hook: None,
                 cancel_owns_hooks: false,
+                cancel_cause: CancelCause::None,
+                wake: None,
+                deadline_ns: self.deadline.map(duration_ns),
+                deadline_timer: None,
+                deadline_gen: 0,
+                children: Some(HashMap::new()),
             }),
             cv: Condvar::new(),
         });
@@ -530,6 +626,10 @@ fn ms(ns: i64) -> i64 {
     ns / 1_000_000
 }
 
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
 impl Job {
     /// A new [`Builder`].
     pub fn builder() -> Builder {
@@ -598,6 +698,7 @@ impl Job {
         );
         match spawned {
             Ok(()) => {
+                self.arm_deadline(&mut st);
                 drop(st);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
@@ -642,6 +743,12 @@ impl Job {
             JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
         });
         RUNNING_JOB.set(0);
+        // Children the worker left running are killed and reaped before the
+        // job ends: none outlives it, none is left a zombie.
+        let children = self.0.lock().children.take().unwrap_or_default();
+        for child in children.into_values() {
+            child.reap_now();
+        }
         let (life, error) = {
             let st = self.0.lock();
             let result = match (st.finish_status, result) {
@@ -679,6 +786,7 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
+        st.disarm_deadline();
         st.finished_ns = Some(now);
         let state = match life {
             Life::Done(s) => s,
@@ -786,6 +894,12 @@ impl Job {
     /// dropped before this returns). A paused job is resumed so it can see the
     /// cancel. A running worker decides: it may still complete.
     pub fn cancel(&self) -> CancelStatus {
+        self.cancel_with(CancelCause::Caller)
+    }
+
+    /// [`Job::cancel`], recording why (shown by [`Job::info`]). The first
+    /// request's cause is kept.
+    pub fn cancel_with(&self, cause: CancelCause) -> CancelStatus {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut st = inner.lock();
@@ -796,6 +910,7 @@ impl Job {
             return CancelStatus::AlreadyRequested;
         }
         st.cancel_owns_hooks = true;
+        st.cancel_cause = cause;
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
             drop(st);
@@ -809,9 +924,14 @@ impl Job {
         inner.set_attention(ATTN_CANCEL);
         // Seed 000: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
+        st.disarm_deadline();
+        st.sync_wake();
         drop(st);
         inner.cv.notify_all();
-        log::debug(format_args!("job {} cancel requested", inner.id));
+        log::debug(format_args!(
+            "job {} cancel requested ({cause:?})",
+            inner.id
+        ));
         self.run_cancel_hooks();
         CancelStatus::Requested
     }
@@ -919,6 +1039,308 @@ impl Job {
         }
     }
 
+    /// The job's wake fd, made on first use: readable once cancel was requested
+    /// (it stays so) and while a user pause is pending (until resume). A worker
+    /// with its own poll loop adds it to its set and, when it turns readable,
+    /// calls [`Job::pause_point`], which parks while paused and reports the
+    /// cancel. It lives as long as the job.
+    pub fn wake_fd(&self) -> Result<i32, Error> {
+        Ok(self.wake()?.raw())
+    }
+
+    fn wake(&self) -> Result<Arc<EventFd>, Error> {
+        let mut st = self.0.lock();
+        if let Some(w) = &st.wake {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(EventFd::new()?);
+        st.wake = Some(w.clone());
+        st.sync_wake();
+        Ok(w)
+    }
+
+    /// Gives the job a deadline (`None` removes it): once it has been running
+    /// for `after` of active time — from start, paused time not counted — it is
+    /// cancelled with cause [`CancelCause::Timeout`]. A deadline already passed
+    /// cancels it at once. Allowed until the job ends.
+    pub fn set_deadline(&self, after: Option<Duration>) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.deadline_ns = after.map(duration_ns);
+        self.arm_deadline(&mut st);
+        Ok(())
+    }
+
+    /// (Re)arms the deadline timer for a running, unpaused, uncancelled job.
+    fn arm_deadline(&self, st: &mut St) {
+        st.disarm_deadline();
+        let Some(deadline) = st.deadline_ns else {
+            return;
+        };
+        if st.life != Life::Running || st.user_paused() || st.cancel_requested {
+            return;
+        }
+        let left = deadline
+            .saturating_sub(st.active_ns(self.0.now_ns()))
+            .max(0);
+        let at = Instant::now()
+            .checked_add(Duration::from_nanos(left as u64))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100));
+        let arming = st.deadline_gen;
+        let weak = Arc::downgrade(&self.0);
+        st.deadline_timer = timer::schedule(at, move || {
+            if let Some(inner) = weak.upgrade() {
+                Job(inner).deadline_due(arming);
+            }
+        });
+    }
+
+    /// The deadline timer fired (on the timer thread).
+    fn deadline_due(&self, arming: u64) {
+        let mut st = self.0.lock();
+        if st.deadline_gen != arming {
+            return;
+        }
+        st.deadline_timer = None;
+        let Some(deadline) = st.deadline_ns else {
+            return;
+        };
+        if st.life != Life::Running || st.user_paused() || st.cancel_requested {
+            return;
+        }
+        if st.active_ns(self.0.now_ns()) < deadline {
+            // Early by the timer's slack: try again for the rest.
+            self.arm_deadline(&mut st);
+            return;
+        }
+        drop(st);
+        log::debug(format_args!("job {} deadline passed", self.0.id));
+        self.cancel_with(CancelCause::Timeout);
+    }
+
+    /// The worker side of a cancellable wait: parks while user-paused, fails
+    /// with `Cancelled` once cancel is requested, and gives the active time
+    /// left before `target` (`None`: no limit).
+    fn wait_round(&self, target: Option<i64>) -> Result<Option<i64>, Error> {
+        let inner = &self.0;
+        let mut st = inner.lock();
+        loop {
+            if st.life != Life::Running {
+                return Err(Error::NotAllowed {
+                    verb: Verb::Update,
+                    state: st.state(),
+                });
+            }
+            if st.cancel_requested {
+                return Err(Error::Cancelled);
+            }
+            if !st.user_paused() {
+                break;
+            }
+            st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(target.map(|t| t.saturating_sub(st.active_ns(inner.now_ns())).max(0)))
+    }
+
+    fn active_target(&self, timeout: Option<Duration>) -> Option<i64> {
+        let st = self.0.lock();
+        timeout.map(|t| st.active_ns(self.0.now_ns()).saturating_add(duration_ns(t)))
+    }
+
+    /// A cancellable wait for `fd`: returns the `poll(2)` events that happened
+    /// (of `events`, plus error and hang-up) once it is ready; `TimedOut` after
+    /// `timeout` of active time (`None` = no limit); `Cancelled` as soon as
+    /// cancel is requested. While the job is paused the worker parks here and
+    /// the time does not count. Refused unless the job is running; an fd that
+    /// is not open is `InvalidArgument`.
+    pub fn wait_fd(
+        &self,
+        fd: i32,
+        want: FdEvents,
+        timeout: Option<Duration>,
+    ) -> Result<FdEvents, Error> {
+        if fd < 0 {
+            return Err(Error::InvalidArgument("fd must not be negative"));
+        }
+        if !want.readable && !want.writable {
+            return Err(Error::InvalidArgument(
+                "wait for readable, writable or both",
+            ));
+        }
+        let events = if want.readable { sys::POLLIN } else { 0 }
+            | if want.writable { sys::POLLOUT } else { 0 };
+        let wake = self.wake()?;
+        let target = self.active_target(timeout);
+        loop {
+            let left = self.wait_round(target)?;
+            let mut set = [
+                sys::PollFd::new(fd, events),
+                sys::PollFd::new(wake.raw(), sys::POLLIN),
+            ];
+            sys::poll(&mut set, poll_ms(left))?;
+            let got = set[0].revents;
+            if got & sys::POLLNVAL != 0 {
+                return Err(Error::InvalidArgument("fd is not open"));
+            }
+            if got != 0 {
+                return Ok(FdEvents {
+                    readable: got & sys::POLLIN != 0,
+                    writable: got & sys::POLLOUT != 0,
+                    error: got & sys::POLLERR != 0,
+                    hangup: got & sys::POLLHUP != 0,
+                });
+            }
+            if left == Some(0) && set[1].revents == 0 {
+                return Err(Error::TimedOut);
+            }
+        }
+    }
+
+    /// Starts a child process bound to the job (see [`child`]): cancel sends
+    /// it SIGTERM, then SIGKILL after the grace period; [`Job::wait_child`]
+    /// reaps it; one still running when the worker returns is killed and
+    /// reaped. Refused unless the job is running. Returns its pid.
+    pub fn spawn_child(&self, spec: child::Spawn) -> Result<i32, Error> {
+        self.check_running()?;
+        self.bind_child(Child::spawn(spec)?)
+    }
+
+    /// Binds a child the worker started itself (it must be this process's
+    /// child and not yet reaped), as [`Job::spawn_child`] does. bgjob reaps it:
+    /// nobody else may wait for it.
+    pub fn watch_child(&self, pid: i32, grace: Duration) -> Result<(), Error> {
+        self.check_running()?;
+        if self
+            .0
+            .lock()
+            .children
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&pid))
+        {
+            return Err(Error::InvalidArgument("pid is already watched"));
+        }
+        self.bind_child(Child::watch(pid, grace)?).map(drop)
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        let st = self.0.lock();
+        if st.life != Life::Running {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        Ok(())
+    }
+
+    fn bind_child(&self, child: Arc<Child>) -> Result<i32, Error> {
+        let pid = child.pid;
+        {
+            let mut st = self.0.lock();
+            let state = st.state();
+            let running = st.life == Life::Running;
+            match st.children.as_mut() {
+                Some(children) if running => {
+                    children.insert(pid, child.clone());
+                }
+                _ => {
+                    drop(st);
+                    child.reap_now();
+                    return Err(Error::NotAllowed {
+                        verb: Verb::Update,
+                        state,
+                    });
+                }
+            }
+        }
+        let c = child.clone();
+        // A cancel that came first runs the hook here: the child is signalled
+        // at once. The job cannot end meanwhile without reaping the child
+        // (the worker's return does that), so an error here is only that.
+        if let Ok(HookAdded::Registered(id)) = self.add_cancel_hook(move |_| c.terminate()) {
+            child.set_hook(id);
+        }
+        log::debug(format_args!("job {} bound child {pid}", self.0.id));
+        Ok(pid)
+    }
+
+    /// Waits for a child bound to the job, reading its captured output (the
+    /// line callback runs here, on this thread). Returns once it has ended and
+    /// been reaped; `cancelled` says cancel was requested meanwhile — bgjob then
+    /// signalled it, so the wait lasts at most its grace period. `TimedOut`
+    /// after `timeout` of active time (the child keeps running and stays
+    /// bound). While the job is paused the worker parks here (the child keeps
+    /// running). `NotFound` for a pid the job does not hold (never bound, or
+    /// already waited for).
+    pub fn wait_child(&self, pid: i32, timeout: Option<Duration>) -> Result<ChildExit, Error> {
+        let child = {
+            let st = self.0.lock();
+            if st.life != Life::Running {
+                return Err(Error::NotAllowed {
+                    verb: Verb::Update,
+                    state: st.state(),
+                });
+            }
+            st.children
+                .as_ref()
+                .and_then(|c| c.get(&pid))
+                .cloned()
+                .ok_or(Error::NotFound)?
+        };
+        let wake = self.wake()?;
+        let target = self.active_target(timeout);
+        let mut io = child.begin_wait()?;
+        let waited = self.wait_child_loop(&child, &mut io, &wake, target);
+        child.end_wait(io);
+        let status = waited?;
+        // Reaped: the job lets go of it.
+        if let Some(children) = self.0.lock().children.as_mut() {
+            children.remove(&pid);
+        }
+        if let Some(hook) = child.done() {
+            self.remove_cancel_hook(hook);
+        }
+        Ok(ChildExit {
+            status,
+            cancelled: child.was_terminated() || self.is_cancel_requested(),
+        })
+    }
+
+    fn wait_child_loop(
+        &self,
+        child: &Child,
+        io: &mut child::Io,
+        wake: &EventFd,
+        target: Option<i64>,
+    ) -> Result<i32, Error> {
+        loop {
+            if let Some(status) = child.step(self, io)? {
+                return Ok(status);
+            }
+            // A cancel does not end this wait: the hook has signalled the
+            // child, which ends within its grace period. The wake fd then stays
+            // readable, so it leaves the poll set.
+            let (left, watch_wake) = match self.wait_round(target) {
+                Ok(left) => (left, true),
+                Err(Error::Cancelled) => {
+                    let st = self.0.lock();
+                    let left =
+                        target.map(|t| t.saturating_sub(st.active_ns(self.0.now_ns())).max(0));
+                    (left, false)
+                }
+                Err(e) => return Err(e),
+            };
+            if left == Some(0) {
+                return Err(Error::TimedOut);
+            }
+            let mut set = child.poll_set(io);
+            if watch_wake {
+                set.push(sys::PollFd::new(wake.raw(), sys::POLLIN));
+            }
+            sys::poll(&mut set, poll_ms(left))?;
+        }
+    }
+
     /// User pause: the worker parks at its next pause point, cancellable wait or
     /// progress update. Refused unless `Running` (pausing twice is refused).
     pub fn pause(&self) -> Result<(), Error> {
@@ -936,6 +1358,8 @@ impl Job {
         }
         st.paused_since_ns = Some(now);
         inner.set_attention(ATTN_PAUSE);
+        st.disarm_deadline();
+        st.sync_wake();
         drop(st);
         log::debug(format_args!("job {} paused", inner.id));
         Ok(())
@@ -948,6 +1372,8 @@ impl Job {
         let mut st = inner.lock();
         st.check(Verb::Resume)?;
         inner.end_user_pause(&mut st, now);
+        st.sync_wake();
+        self.arm_deadline(&mut st);
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} resumed", inner.id));
@@ -1019,6 +1445,10 @@ impl Job {
     /// it; [`Job::end_unstarted`] finishes the job with no lock held.
     fn take_unstarted(&self, st: &mut St) -> Option<WorkerFn> {
         st.cancel_requested = true;
+        if st.cancel_cause == CancelCause::None {
+            st.cancel_cause = CancelCause::Caller;
+        }
+        st.sync_wake();
         self.0.set_attention(ATTN_CANCEL);
         st.worker.take()
     }
@@ -1046,6 +1476,8 @@ impl Job {
             st.check(Verb::Detach)?;
             if !cancel && st.user_paused() {
                 inner.end_user_pause(&mut st, now);
+                st.sync_wake();
+                self.arm_deadline(&mut st);
             }
             st.state().is_terminal()
         };
@@ -1066,7 +1498,7 @@ impl Job {
         // One clock reading serves the active time and the time since progress
         // (an update landing after it counts as "just now", never negative).
         let now = inner.now_ns();
-        let (state, cancel_requested, pause_requested, active, error_code) = {
+        let (state, cancel_requested, pause_requested, active, error_code, cancel_cause) = {
             let st = inner.lock();
             (
                 st.state(),
@@ -1074,6 +1506,7 @@ impl Job {
                 st.user_paused(),
                 st.active_ns(now),
                 st.error.as_ref().map_or(0, |e| e.code),
+                st.cancel_cause,
             )
         };
         let f = inner.progress.snapshot();
@@ -1112,6 +1545,7 @@ impl Job {
                 ms((now - f.last_ns).max(0))
             },
             error_code,
+            cancel_cause,
         }
     }
 
@@ -1267,6 +1701,15 @@ impl Job {
         } else {
             Ok(())
         }
+    }
+}
+
+/// A poll timeout in ms for `left` ns (rounded up, so a wait never ends early;
+/// `None` = no limit).
+fn poll_ms(left: Option<i64>) -> i32 {
+    match left {
+        None => -1,
+        Some(ns) => i32::try_from((ns + 999_999) / 1_000_000).unwrap_or(i32::MAX),
     }
 }
 

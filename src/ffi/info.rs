@@ -60,6 +60,7 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             rate: i.rate,
             since_progress_ms: i.since_progress_ms,
             id: i.id,
+            cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause) as i32,
         };
         let n = size.min(size_of::<bgjob_info>());
         let out = bgjob_info {

@@ -25,6 +25,7 @@ pub(crate) fn default_options() -> bgjob_job_options {
         completion_userdata: std::ptr::null_mut(),
         completion_free: None,
         context: std::ptr::null_mut(),
+        deadline_ms: 0,
     }
 }
 
@@ -75,6 +76,7 @@ struct Options {
     defer_start: bool,
     stack_size: usize,
     completion: Option<Completion>,
+    deadline: Option<std::time::Duration>,
 }
 
 /// Reads and checks options; NULL means the defaults. The completion userdata
@@ -112,7 +114,10 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
         1 => JobType::Unbounded,
         _ => return Err(bgjob_result::InvalidArgument),
     };
-    if opts.flags & !BGJOB_CREATE_DEFER_START != 0 || opts.stack_size > BGJOB_MAX_STACK_SIZE {
+    if opts.flags & !BGJOB_CREATE_DEFER_START != 0
+        || opts.stack_size > BGJOB_MAX_STACK_SIZE
+        || opts.deadline_ms < 0
+    {
         return Err(bgjob_result::InvalidArgument);
     }
     let name = if opts.name.is_null() {
@@ -127,6 +132,8 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
         defer_start: opts.flags & BGJOB_CREATE_DEFER_START != 0,
         stack_size: opts.stack_size,
         completion,
+        deadline: (opts.deadline_ms > 0)
+            .then(|| std::time::Duration::from_millis(opts.deadline_ms as u64)),
     })
 }
 
@@ -150,6 +157,9 @@ pub(crate) unsafe fn create(
         .stack_size(opts.stack_size);
     if let Some(name) = opts.name {
         b = b.name(name);
+    }
+    if let Some(d) = opts.deadline {
+        b = b.deadline(d);
     }
     if let Some(c) = opts.completion {
         b = c.attach(b, h, auto_release);

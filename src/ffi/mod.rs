@@ -10,6 +10,7 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod child;
 pub mod context;
 pub mod handles;
 pub mod hooks;
@@ -50,12 +51,16 @@ pub enum bgjob_result {
     Cancelled = 6,
     /// bgjob hit an internal error (a Rust panic, caught at the boundary).
     Panic = 7,
-    /// No such item (a cancel hook that already ran, or an unknown id).
+    /// No such item (a cancel hook that already ran, an unknown id, a child
+    /// the job does not hold).
     NotFound = 8,
+    /// An operating-system call failed (starting a child, making an fd,
+    /// polling); `errno` holds its error when the call returns.
+    System = 9,
 }
 
 impl bgjob_result {
-    const ALL: [bgjob_result; 9] = [
+    const ALL: [bgjob_result; 10] = [
         bgjob_result::Ok,
         bgjob_result::InvalidHandle,
         bgjob_result::InvalidArgument,
@@ -65,6 +70,7 @@ impl bgjob_result {
         bgjob_result::Cancelled,
         bgjob_result::Panic,
         bgjob_result::NotFound,
+        bgjob_result::System,
     ];
 
     fn text(self) -> &'static CStr {
@@ -78,6 +84,7 @@ impl bgjob_result {
             bgjob_result::Cancelled => c"cancelled",
             bgjob_result::Panic => c"internal error (panic) in bgjob",
             bgjob_result::NotFound => c"not found",
+            bgjob_result::System => c"operating-system error (see errno)",
         }
     }
 }
@@ -90,6 +97,12 @@ impl From<core::Error> for bgjob_result {
             core::Error::TimedOut => bgjob_result::TimedOut,
             core::Error::Cancelled => bgjob_result::Cancelled,
             core::Error::InvalidArgument(_) => bgjob_result::InvalidArgument,
+            core::Error::NotFound => bgjob_result::NotFound,
+            core::Error::System(errno) => {
+                // SAFETY: __errno_location gives this thread's errno slot.
+                unsafe { *libc::__errno_location() = errno };
+                bgjob_result::System
+            }
         }
     }
 }
