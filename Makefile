@@ -115,7 +115,7 @@ deps-libvirt:
 	$(call need,pkg-config,pkg-config)
 	$(call dev_pkg,libvirt,libvirt-dev,libvirt's headers for the virjob.h tests and example)
 
-$(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps
+$(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps-glib
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags glib-2.0) -o $@ $< $(LDLIBS) $$(pkg-config --libs glib-2.0)
 
