@@ -43,6 +43,9 @@ struct Inner<T> {
 
 pub(crate) static JOBS: Table<Job> = Table::new(1);
 pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
+/// Tag 3 is `virJobPtr` (`super::virjob::VIRJOBS`): every table needs its own tag.
+pub(crate) const VIRJOB_TAG: u8 = 3;
+/// Tag 4: `bgjob_txn *`.
 pub(crate) static TXNS: Table<crate::core::Txn> = Table::new(4);
 
 /// Generations use 28 bits; the 4 above them hold the table's tag.
@@ -64,7 +67,7 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 }
 
 impl<T: Clone> Table<T> {
-    const fn new(tag: u8) -> Table<T> {
+    pub(crate) const fn new(tag: u8) -> Table<T> {
         Table {
             tag,
             inner: RwLock::new(Inner {

@@ -18,6 +18,9 @@ pub mod info;
 pub mod job;
 pub mod txn;
 pub mod types;
+/// Generates its own header (include/virjob.h); kept out of bgjob.h.
+/// cbindgen:ignore
+pub mod virjob;
 pub mod worker;
 
 use crate::core;
