@@ -523,6 +523,7 @@ static const char *const other_functions[] = {
     "bgjob_version",      "bgjob_abi_version",  "bgjob_result_str", "bgjob_set_log_callback",
     "bgjob_list_jobs",    "bgjob_verb_allowed", "bgjob_state_str",  "bgjob_verb_str",
     "bgjob_job_options_init", "bgjob_job_create", "bgjob_context_create",
+    "bgjob_pool_set_max_running", "bgjob_pool_get_status",
 };
 
 static bool listed(const char *name, const char *const *names, size_t n)

@@ -11,7 +11,7 @@ use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
-use super::threads::Pool;
+use super::threads::{Pool, Submitted, Ticket};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -272,7 +272,13 @@ struct St {
     /// A cancel is calling the hooks: every hook registered when it began is
     /// called, even if the job ends meanwhile, so settle leaves them to it.
     cancel_owns_hooks: bool,
+    /// Started but waiting for a slot under the pool's cap: the queue ticket and
+    /// the worker's slot, so a cancel can take it back unrun.
+    queued: Option<(Ticket, WorkerSlot)>,
 }
+
+/// Where a started job's worker waits for its thread.
+type WorkerSlot = Arc<Mutex<Option<WorkerFn>>>;
 
 impl St {
     fn state(&self) -> State {
@@ -455,6 +461,7 @@ impl Builder {
                 next_hook: 0,
                 running_hook: None,
                 cancel_owns_hooks: false,
+                queued: None,
             }),
             cv: Condvar::new(),
         });
@@ -556,7 +563,9 @@ impl Job {
         self.0.lock().state()
     }
 
-    /// Starts the worker of a created job on a thread of the job's pool.
+    /// Starts the worker of a created job on a thread of the job's pool. Under
+    /// the pool's cap ([`Pool::set_max_running`]) it may wait in the pool's queue,
+    /// already `Running`; a cancel then ends it unrun.
     ///
     /// Errors: `NotAllowed` unless `Created` (and not being cancelled);
     /// `TryAgain` if no thread could be started, in which case the job stays
@@ -581,12 +590,12 @@ impl Job {
         };
         // The slot lets a failed spawn give the worker itself back (the task that
         // comes back is opaque).
-        let slot = Arc::new(Mutex::new(Some(worker)));
+        let slot: WorkerSlot = Arc::new(Mutex::new(Some(worker)));
         let job = self.clone();
         let task_slot = slot.clone();
         st.life = Life::Running;
         st.started_ns = Some(inner.now_ns());
-        let spawned = inner.pool.spawn(
+        let spawned = inner.pool.submit(
             &inner.name,
             inner.stack_size,
             Box::new(move || {
@@ -597,7 +606,10 @@ impl Job {
             }),
         );
         match spawned {
-            Ok(()) => {
+            Ok(submitted) => {
+                if let Submitted::Queued(ticket) = submitted {
+                    st.queued = Some((ticket, slot));
+                }
                 drop(st);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
@@ -809,10 +821,22 @@ impl Job {
         inner.set_attention(ATTN_CANCEL);
         // Seed 000: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
+        let queued = st.queued.take();
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} cancel requested", inner.id));
         self.run_cancel_hooks();
+        // A job still waiting for a slot under the cap ends now, unrun, as a
+        // created one does; once a thread has taken it, its worker decides.
+        if let Some((ticket, slot)) = queued
+            && let Some(task) = inner.pool.withdraw(ticket)
+        {
+            drop(task);
+            let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(worker) = worker {
+                self.end_unstarted(worker);
+            }
+        }
         CancelStatus::Requested
     }
 

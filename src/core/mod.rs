@@ -23,4 +23,6 @@ pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};
 
 #[cfg(test)]
+mod cap_tests;
+#[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ pub mod handles;
 pub mod hooks;
 pub mod info;
 pub mod job;
+pub mod pool;
 pub mod types;
 pub mod worker;
 
