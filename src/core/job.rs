@@ -11,12 +11,13 @@ use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
+use super::sync::Signal;
 use super::threads::{Pool, Submitted, Ticket};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Bounded jobs know (or estimate) how much work there is and report a
@@ -328,7 +329,7 @@ struct Inner {
     progress: Progress,
     phase: Mutex<Arc<str>>,
     st: Mutex<St>,
-    cv: Condvar,
+    cv: Signal,
 }
 
 impl Drop for Inner {
@@ -463,7 +464,7 @@ impl Builder {
                 cancel_owns_hooks: false,
                 queued: None,
             }),
-            cv: Condvar::new(),
+            cv: Signal::new(),
         });
         registry()
             .lock()
@@ -607,10 +608,16 @@ impl Job {
         );
         match spawned {
             Ok(submitted) => {
-                if let Submitted::Queued(ticket) = submitted {
-                    st.queued = Some((ticket, slot));
-                }
+                let launch = match submitted {
+                    Submitted::Running(launch) => Some(launch),
+                    Submitted::Queued(ticket) => {
+                        st.queued = Some((ticket, slot));
+                        None
+                    }
+                };
                 drop(st);
+                // Wakes the thread only now, so it never runs into our lock.
+                drop(launch);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
             }
@@ -726,15 +733,25 @@ impl Job {
         } else {
             std::mem::take(&mut st.hooks)
         };
+        let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
             let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
-            match context {
-                Some(ctx) => ctx.post(run).err().map(Undelivered::Dropped),
-                None => Some(Undelivered::Direct(run)),
+            let Some(ctx) = context else {
+                return Some(Undelivered::Direct(run));
+            };
+            match ctx.post(run) {
+                Ok(w) => {
+                    wake = Some(w);
+                    None
+                }
+                Err(run) => Some(Undelivered::Dropped(run)),
             }
         });
         drop(st);
+        // The context's fd is signalled with no lock held, so its dispatcher,
+        // woken at once, does not run into the job's or the queue's lock.
+        drop(wake);
         inner.cv.notify_all();
         // Hooks still registered are dropped, not called (their captures' free
         // functions run), with no lock held.

@@ -12,6 +12,7 @@ pub mod job;
 pub mod log;
 pub(crate) mod progress;
 pub mod state;
+pub(crate) mod sync;
 pub mod threads;
 
 pub use context::{Completion, Context, DispatchError};

@@ -10,11 +10,16 @@
 //! same way). A failed thread start (EAGAIN) is returned to the caller, who leaves
 //! nothing behind.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::VecDeque;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// An idle thread keeps the last job's name this long before it renames itself
+/// "bgjob-idle": a burst of jobs with one name renames nothing.
+const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
 /// thread with an unrepresentable stack size and panics instead of failing.
@@ -57,17 +62,55 @@ struct Work {
 /// What an idle thread is handed: the work, and whether it holds a cap slot.
 type Message = (Work, bool);
 
+/// Where an idle thread waits for its next work: a one-message slot and the
+/// thread to unpark (no allocation per hand-off, no spinning, one futex wake).
+struct Handoff {
+    slot: Mutex<Option<Message>>,
+    thread: Thread,
+}
+
+impl Handoff {
+    fn send(&self, message: Message) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        self.thread.unpark();
+    }
+
+    fn take(&self) -> Option<Message> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Waits for a message until `deadline` (`None`: forever).
+    fn recv(&self, deadline: Option<Instant>) -> Option<Message> {
+        loop {
+            if let Some(message) = self.take() {
+                return Some(message);
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+    }
+}
+
 struct Idle {
     id: u64,
     stack_size: usize,
-    tx: Sender<Message>,
+    handoff: Arc<Handoff>,
 }
 
 struct Shared {
     idle: Vec<Idle>,
     next_id: u64,
-    /// The process the threads belong to; after fork() they do not exist.
-    pid: u32,
+    /// The fork generation the threads belong to; after fork() the child has
+    /// none of them.
+    forks: u64,
     /// Threads running a capped task now (each holds one slot).
     running: usize,
     /// 0 = no cap.
@@ -91,12 +134,33 @@ pub struct Pool {
 }
 
 /// What [`Pool::submit`] did with a task.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Submitted {
-    /// A thread runs it now.
-    Running,
+    /// A thread runs it once the [`Launch`] is dropped.
+    Running(Launch),
     /// The cap is reached: it waits in the queue under this ticket.
     Queued(Ticket),
+}
+
+/// A task bound to a thread that has not been handed it yet: dropping this
+/// hands it over. It cannot fail, so a caller may decide under its own lock
+/// (the thread is reserved, or was started) and wake the thread after letting
+/// go of that lock, so the thread does not run into it.
+#[must_use = "dropping the Launch is what hands the task to its thread"]
+pub(crate) struct Launch(Option<(Arc<Handoff>, Message)>);
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        if let Some((handoff, message)) = self.0.take() {
+            handoff.send(message);
+        }
+    }
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Launch")
+    }
 }
 
 impl Pool {
@@ -107,7 +171,7 @@ impl Pool {
             shared: Mutex::new(Shared {
                 idle: Vec::new(),
                 next_id: 0,
-                pid: std::process::id(),
+                forks: crate::sys::fork_generation(),
                 running: 0,
                 max_running: config.max_running,
                 queue: VecDeque::new(),
@@ -161,15 +225,15 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
         let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
-        if g.pid != pid {
+        let forks = crate::sys::fork_generation();
+        if g.forks != forks {
             // A forked child inherits the lists but not the threads behind them.
             // The queued tasks belong to the parent's jobs: they must never run
             // here, and dropping them would call the parent's free functions.
             g.idle.clear();
             g.running = 0;
             std::mem::forget(std::mem::take(&mut g.queue));
-            g.pid = pid;
+            g.forks = forks;
         }
         g
     }
@@ -189,7 +253,9 @@ impl Pool {
             stack_size,
             task,
         };
-        self.launch(work, false).map_err(|(e, w)| (e, w.task))
+        self.launch(work, false)
+            .map(drop)
+            .map_err(|(e, w)| (e, w.task))
     }
 
     /// Runs a job's worker task as [`Pool::spawn`] does, unless the cap is
@@ -221,7 +287,7 @@ impl Pool {
             g.running += 1;
         }
         match self.launch(work, true) {
-            Ok(()) => Ok(Submitted::Running),
+            Ok(launch) => Ok(Submitted::Running(launch)),
             Err((e, work)) => {
                 self.lock().running -= 1;
                 Err((e, work.task))
@@ -251,9 +317,12 @@ impl Pool {
                 g.running += 1;
                 work
             };
-            if let Err((_, work)) = self.launch(work, true) {
-                self.requeue(work);
-                return;
+            match self.launch(work, true) {
+                Ok(launch) => drop(launch),
+                Err((_, work)) => {
+                    self.requeue(work);
+                    return;
+                }
             }
         }
     }
@@ -268,8 +337,9 @@ impl Pool {
         g.queue.push_front((ticket, work));
     }
 
-    /// Hands `work` to an idle thread with its stack size, or starts one.
-    fn launch(&'static self, work: Work, capped: bool) -> Result<(), (io::Error, Work)> {
+    /// Reserves an idle thread with `work`'s stack size (handed the work when
+    /// the returned [`Launch`] is dropped), or starts one with it.
+    fn launch(&'static self, work: Work, capped: bool) -> Result<Launch, (io::Error, Work)> {
         let (idle, id) = {
             let mut g = self.lock();
             g.next_id += 1;
@@ -280,15 +350,12 @@ impl Pool {
                 .map(|pos| g.idle.swap_remove(pos));
             (idle, g.next_id)
         };
-        let mut message = (work, capped);
+        let message = (work, capped);
         if let Some(idle) = idle {
-            // Taken off the list, the thread is either blocked in its timed
-            // receive, or timed out, found itself gone from the list, and waits
-            // for exactly this message; either way it gets it.
-            match idle.tx.send(message) {
-                Ok(()) => return Ok(()),
-                Err(e) => message = e.into_inner(),
-            }
+            // Taken off the list, the thread is either waiting for work, or timed
+            // out, found itself gone from the list, and waits for exactly this
+            // message; either way it gets it.
+            return Ok(Launch(Some((idle.handoff, message))));
         }
         let stack_size = message.0.stack_size;
         let mut builder = std::thread::Builder::new().name(thread_name(&message.0.name));
@@ -302,11 +369,11 @@ impl Pool {
         let spawned = builder.spawn(move || {
             let first = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((work, capped)) = first {
-                self.thread_main(id, stack_size, work.task, capped);
+                self.thread_main(id, stack_size, work, capped);
             }
         });
         match spawned {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Launch(None)),
             Err(e) => {
                 let message = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let (work, _) = message.expect("the thread never started, so never took it");
@@ -315,38 +382,43 @@ impl Pool {
         }
     }
 
-    fn thread_main(&'static self, id: u64, stack_size: usize, first: Task, capped: bool) {
-        // One channel for the thread's whole life: going idle costs no allocation.
-        let (tx, rx): (Sender<Message>, Receiver<Message>) = bounded(1);
-        let mut next = Some((first, capped));
+    fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
+        // One hand-off slot for the thread's whole life.
+        let handoff = Arc::new(Handoff {
+            slot: Mutex::new(None),
+            thread: std::thread::current(),
+        });
+        let mut named = thread_name(&first.name);
+        let mut next = Some((first.task, capped));
         while let Some((task, mut capped)) = next.take() {
-            task();
+            // A panicking Rust completion must not kill the thread with its slot
+            // counted; C callbacks cannot unwind.
+            let _ = catch_unwind(AssertUnwindSafe(task));
             if capped {
                 // The slot passes straight to the oldest queued task: run here
                 // when the stack fits, else on a thread that has it.
                 let queued = {
                     let mut g = self.lock();
-                    if g.max_running == 0 || g.running <= g.max_running {
+                    let work = if g.max_running == 0 || g.running <= g.max_running {
                         g.queue.pop_front()
                     } else {
                         None
-                    }
-                    .or_else(|| {
+                    };
+                    if work.is_none() {
                         g.running -= 1;
-                        None
-                    })
+                    }
+                    work
                 };
                 match queued {
                     Some((_, work)) if work.stack_size == stack_size => {
-                        crate::sys::set_current_thread_name(&thread_name(&work.name));
+                        rename(&mut named, &work.name);
                         next = Some((work.task, true));
                         continue;
                     }
-                    Some((_, work)) => {
-                        if let Err((_, work)) = self.launch(work, true) {
-                            self.requeue(work);
-                        }
-                    }
+                    Some((_, work)) => match self.launch(work, true) {
+                        Ok(launch) => drop(launch),
+                        Err((_, work)) => self.requeue(work),
+                    },
                     None => {}
                 }
                 capped = false;
@@ -360,14 +432,19 @@ impl Pool {
                 g.idle.push(Idle {
                     id,
                     stack_size,
-                    tx: tx.clone(),
+                    handoff: handoff.clone(),
                 });
             }
-            crate::sys::set_current_thread_name("bgjob-idle");
-            let (work, capped) = match rx.recv_timeout(self.config.keep_alive) {
-                Ok(message) => message,
-                Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {
+            let start = Instant::now();
+            let keep_alive = start + self.config.keep_alive;
+            let mut message = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
+            if message.is_none() && keep_alive > start + IDLE_NAME_AFTER {
+                rename(&mut named, "bgjob-idle");
+                message = handoff.recv(Some(keep_alive));
+            }
+            let message = match message {
+                Some(message) => message,
+                None => {
                     let mut g = self.lock();
                     if let Some(pos) = g.idle.iter().position(|i| i.id == id) {
                         g.idle.swap_remove(pos);
@@ -376,15 +453,25 @@ impl Pool {
                     drop(g);
                     // A spawner took this thread off the list just now and is
                     // about to send; wait for its work.
-                    match rx.recv() {
-                        Ok(message) => message,
-                        Err(_) => return,
+                    match handoff.recv(None) {
+                        Some(message) => message,
+                        None => return,
                     }
                 }
             };
-            crate::sys::set_current_thread_name(&thread_name(&work.name));
+            let (work, capped) = message;
+            rename(&mut named, &work.name);
             next = Some((work.task, capped));
         }
+    }
+}
+
+/// Renames the calling thread unless it already has that (cut) name.
+fn rename(current: &mut String, name: &str) {
+    let wanted = thread_name(name);
+    if *current != wanted {
+        crate::sys::set_current_thread_name(&wanted);
+        *current = wanted;
     }
 }
 
@@ -448,7 +535,8 @@ mod tests {
         let p = capped_pool(2);
         let (release1, s1) = blocker(p, 0);
         let (release2, s2) = blocker(p, 0);
-        assert_eq!((s1, s2), (Submitted::Running, Submitted::Running));
+        assert!(matches!(s1, Submitted::Running(_)));
+        assert!(matches!(s2, Submitted::Running(_)));
         let order = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = mpsc::channel();
         for i in 0..3 {
