@@ -2,8 +2,9 @@
 //! without owning a main loop.
 //!
 //! A context is a queue of completions plus one pollable fd (an eventfd,
-//! close-on-exec, non-blocking) that is readable exactly while the queue is not
-//! empty. The caller adds the fd to its own loop (poll, GLib's `g_unix_fd_add`,
+//! close-on-exec, non-blocking) that is readable while the queue is not empty
+//! (and, rarely, once more after a dispatch that raced a post: see
+//! [`Context::post`]). The caller adds the fd to its own loop (poll, GLib's `g_unix_fd_add`,
 //! libvirt's `virEventAddHandle`, libuv, asyncio's `add_reader`) and calls
 //! [`Context::dispatch`] when it is readable; the completions then run on that
 //! thread. Any number of completions between two dispatches make one readiness.
