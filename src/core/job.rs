@@ -1147,11 +1147,7 @@ impl Job {
             current: f.current,
             total: f.total,
             rate,
-            since_progress_ms: if f.last_ns < 0 {
-                -1
-            } else {
-                ms((now - f.last_ns).max(0))
-            },
+            since_progress_ms: inner.progress.since_last_ns(&f, now).map_or(-1, ms),
             error_code,
         }
     }
@@ -1181,12 +1177,7 @@ impl Job {
         if self.0.attention.load(Ordering::Acquire) != 0 {
             self.check_update()?;
         }
-        let now = self.0.now_ns();
-        self.0.progress.update(|fields| {
-            f(fields)?;
-            fields.last_ns = now;
-            Ok(())
-        })
+        self.0.progress.update(|| self.0.now_ns(), f)
     }
 
     /// Sets the number of units in all (may move either way; 0 = unknown).
