@@ -173,6 +173,7 @@ impl Context {
             }
         };
         let mut ran = 0;
+        let mut emptied = false;
         while ran < budget {
             let next = {
                 let mut q = self.lock();
@@ -182,7 +183,7 @@ impl Context {
                 let next = q.items.pop_front();
                 if q.items.is_empty() {
                     q.armed = false;
-                    self.0.fd.clear();
+                    emptied = true;
                 }
                 next
             };
@@ -191,6 +192,15 @@ impl Context {
             // A panicking Rust callback must not stop the ones after it; C
             // callbacks cannot unwind.
             let _ = catch_unwind(AssertUnwindSafe(c));
+        }
+        if emptied {
+            // Cleared after the callbacks ran (the first runs one read()
+            // sooner), and only if nothing was posted meanwhile: a new post
+            // armed the queue again, and its signal must stay.
+            let q = self.lock();
+            if !q.armed && q.items.is_empty() {
+                self.0.fd.clear();
+            }
         }
         Ok(ran)
     }

@@ -839,10 +839,16 @@ impl Job {
         // Seed 000: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
         let queued = st.queued.take();
+        // With no hook registered there is nothing to call: the hook pass (one
+        // more hold of the lock, which the woken worker wants) is skipped.
+        let has_hooks = !st.hooks.is_empty();
+        st.cancel_owns_hooks = has_hooks;
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} cancel requested", inner.id));
-        self.run_cancel_hooks();
+        if has_hooks {
+            self.run_cancel_hooks();
+        }
         // A job still waiting for a slot under the cap ends now, unrun, as a
         // created one does; once a thread has taken it, its worker decides.
         if let Some((ticket, slot)) = queued

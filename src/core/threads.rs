@@ -382,6 +382,26 @@ impl Pool {
         }
     }
 
+    /// Lists this thread as idle, unless `max_idle` are already: then false,
+    /// and the thread ends.
+    fn list_idle(
+        &self,
+        g: &mut Shared,
+        id: u64,
+        stack_size: usize,
+        handoff: &Arc<Handoff>,
+    ) -> bool {
+        if g.idle.len() >= self.config.max_idle {
+            return false;
+        }
+        g.idle.push(Idle {
+            id,
+            stack_size,
+            handoff: handoff.clone(),
+        });
+        true
+    }
+
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff {
@@ -390,50 +410,46 @@ impl Pool {
         });
         let mut named = thread_name(&first.name);
         let mut next = Some((first.task, capped));
-        while let Some((task, mut capped)) = next.take() {
+        while let Some((task, capped)) = next.take() {
             // A panicking Rust completion must not kill the thread with its slot
             // counted; C callbacks cannot unwind.
             let _ = catch_unwind(AssertUnwindSafe(task));
-            if capped {
-                // The slot passes straight to the oldest queued task: run here
-                // when the stack fits, else on a thread that has it.
-                let queued = {
-                    let mut g = self.lock();
-                    let work = if g.max_running == 0 || g.running <= g.max_running {
-                        g.queue.pop_front()
-                    } else {
-                        None
-                    };
+            // One hold of the pool's lock frees the slot (or passes it straight
+            // to the oldest queued task) and lists the thread idle (or ends it):
+            // thousands of threads ending at once contend for it.
+            let queued = {
+                let mut g = self.lock();
+                let mut work = None;
+                if capped {
+                    if g.max_running == 0 || g.running <= g.max_running {
+                        work = g.queue.pop_front();
+                    }
                     if work.is_none() {
                         g.running -= 1;
                     }
-                    work
-                };
-                match queued {
-                    Some((_, work)) if work.stack_size == stack_size => {
-                        rename(&mut named, &work.name);
-                        next = Some((work.task, true));
-                        continue;
-                    }
-                    Some((_, work)) => match self.launch(work, true) {
-                        Ok(launch) => drop(launch),
-                        Err((_, work)) => self.requeue(work),
-                    },
-                    None => {}
                 }
-                capped = false;
-            }
-            debug_assert!(!capped);
-            {
-                let mut g = self.lock();
-                if g.idle.len() >= self.config.max_idle {
+                if work.is_none() && !self.list_idle(&mut g, id, stack_size, &handoff) {
                     return;
                 }
-                g.idle.push(Idle {
-                    id,
-                    stack_size,
-                    handoff: handoff.clone(),
-                });
+                work
+            };
+            match queued {
+                // Runs here when the stack fits, else on a thread that has it.
+                Some((_, work)) if work.stack_size == stack_size => {
+                    rename(&mut named, &work.name);
+                    next = Some((work.task, true));
+                    continue;
+                }
+                Some((_, work)) => {
+                    match self.launch(work, true) {
+                        Ok(launch) => drop(launch),
+                        Err((_, work)) => self.requeue(work),
+                    }
+                    if !self.list_idle(&mut self.lock(), id, stack_size, &handoff) {
+                        return;
+                    }
+                }
+                None => {}
             }
             let start = Instant::now();
             let keep_alive = start + self.config.keep_alive;
