@@ -6,30 +6,19 @@
 //! never take a lock, so a copy loop can update once per block (no syscall, no
 //! contended lock) while a manager polls getinfo, and every snapshot is one the
 //! writer actually published (never `current` from one update and `total` from
-//! another). The hot fields share one cache line.
+//! another). The fields share one cache line, and an update stores only the
+//! fields it changed.
 //!
-//! The time of the last update is not read from the clock on every update (a
-//! clock reading costs more than the rest of an update together, ~50 ns on a
-//! virtual machine). An update reads the clock when a countdown runs out: every
-//! update while updates are sparse (over 1 ms apart), every 2, 4, ... up to
-//! [`MAX_STRIDE`] updates while they are dense. Updates after the last reading
-//! are seen by readers (the sequence moved on): they happened no later than a
-//! reader first saw that sequence, which is the time [`Progress::since_last_ns`]
-//! reports. So the time since the last progress is exact, or low by at most the
-//! time a worker takes for [`MAX_STRIDE`] updates, or by the time between the
-//! update and the first reader looking at it.
+//! Every update reads the clock, so the time since the last progress is exact.
+//! That reading is the larger part of an update's cost (about 50 ns on a
+//! virtual machine, where `clock_gettime` is slow); the compare-and-swap that
+//! lets any thread update is most of the rest (see the README's performance
+//! section).
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU16, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering, fence};
 
 /// "Not set" for the optional fields.
 pub(crate) const UNSET: i64 = -1;
-
-/// At most this many updates pass between two clock readings.
-pub(crate) const MAX_STRIDE: u16 = 64;
-
-/// Updates further apart than this read the clock every time.
-const SPARSE_NS: i64 = 1_000_000;
 
 /// The fields one snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,13 +33,8 @@ pub(crate) struct Fields {
     pub eta_ms: i64,
     /// Active (unpaused) job time when `eta_ms` was set, in ns.
     pub eta_set_active_ns: i64,
-    /// Job-clock time of the last clock reading by an update, in ns, or −1 if
-    /// there was no update yet.
+    /// Job-clock time of the last update, in ns, or −1 if none yet.
     pub last_ns: i64,
-    /// The sequence of this snapshot, and the one the last clock reading
-    /// published: equal when no update came after that reading.
-    pub seq: u64,
-    pub stamped_seq: u64,
 }
 
 impl Default for Fields {
@@ -62,8 +46,6 @@ impl Default for Fields {
             eta_ms: UNSET,
             eta_set_active_ns: 0,
             last_ns: UNSET,
-            seq: 0,
-            stamped_seq: 0,
         }
     }
 }
@@ -71,22 +53,13 @@ impl Default for Fields {
 /// The shared record. See the module docs for the protocol.
 #[repr(C, align(64))]
 pub(crate) struct Progress {
-    // One cache line: what an update touches.
     seq: AtomicU64,
     current: AtomicU64,
     total: AtomicU64,
     last_ns: AtomicI64,
-    stamped_seq: AtomicU64,
-    percent: AtomicI32,
-    /// Updates left before the next clock reading, and the stride it restarts
-    /// at. Written only by the writer holding the sequence.
-    countdown: AtomicU16,
-    stride: AtomicU16,
     eta_ms: AtomicI64,
     eta_set_active_ns: AtomicI64,
-    // Readers only: the first sequence a reader saw after the last clock
-    // reading, and when.
-    seen: Mutex<(u64, i64)>,
+    percent: AtomicI32,
 }
 
 impl Default for Progress {
@@ -97,21 +70,17 @@ impl Default for Progress {
             current: AtomicU64::new(f.current),
             total: AtomicU64::new(f.total),
             last_ns: AtomicI64::new(f.last_ns),
-            stamped_seq: AtomicU64::new(0),
-            percent: AtomicI32::new(f.percent),
-            countdown: AtomicU16::new(0),
-            stride: AtomicU16::new(1),
             eta_ms: AtomicI64::new(f.eta_ms),
             eta_set_active_ns: AtomicI64::new(f.eta_set_active_ns),
-            seen: Mutex::new((0, 0)),
+            percent: AtomicI32::new(f.percent),
         }
     }
 }
 
 impl Progress {
     /// Reads the current fields, lets `f` change them, and publishes the result
-    /// atomically as a whole, with the time from `clock` when the countdown
-    /// says so. If `f` returns an error nothing is published (the sequence goes
+    /// atomically as a whole, with the time from `clock` as the time of the
+    /// update. If `f` returns an error nothing is published (the sequence goes
     /// back to the value it had). Writers exclude each other with the sequence
     /// itself (odd = being written).
     pub fn update<E>(
@@ -142,24 +111,9 @@ impl Progress {
             self.seq.store(seq, Ordering::Release);
             return result;
         }
+        fields.last_ns = clock();
         self.store_changed(&old, &fields);
-        let next = seq + 2;
-        let left = self.countdown.load(Ordering::Relaxed);
-        if left <= 1 {
-            let now = clock();
-            let stride = if old.last_ns >= 0 && now - old.last_ns > SPARSE_NS {
-                1
-            } else {
-                (self.stride.load(Ordering::Relaxed).max(1) * 2).min(MAX_STRIDE)
-            };
-            self.stride.store(stride, Ordering::Relaxed);
-            self.countdown.store(stride, Ordering::Relaxed);
-            self.last_ns.store(now, Ordering::Relaxed);
-            self.stamped_seq.store(next, Ordering::Relaxed);
-        } else {
-            self.countdown.store(left - 1, Ordering::Relaxed);
-        }
-        self.seq.store(next, Ordering::Release);
+        self.seq.store(seq + 2, Ordering::Release);
         result
     }
 
@@ -173,31 +127,18 @@ impl Progress {
                 backoff(&mut spins);
                 continue;
             }
-            let mut fields = self.load_fields();
+            let fields = self.load_fields();
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == s1 {
-                fields.seq = s1;
                 return fields;
             }
         }
     }
 
-    /// Time from the last update in `f` (a snapshot) to `now`, in ns; `None`
-    /// before the first update. See the module docs for its precision.
+    /// Time from the last update in `f` (a snapshot) to `now`, in ns (never
+    /// negative); `None` before the first update.
     pub fn since_last_ns(&self, f: &Fields, now: i64) -> Option<i64> {
-        if f.last_ns < 0 {
-            return None;
-        }
-        if f.seq == f.stamped_seq {
-            return Some((now - f.last_ns).max(0));
-        }
-        // Updates came after the last clock reading: no later than when a
-        // reader first saw this sequence (now, if this reader is the first).
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.0 != f.seq {
-            *seen = (f.seq, now);
-        }
-        Some((now - seen.1.max(f.last_ns)).max(0))
+        (f.last_ns >= 0).then(|| (now - f.last_ns).max(0))
     }
 
     fn load_fields(&self) -> Fields {
@@ -208,12 +149,10 @@ impl Progress {
             eta_ms: self.eta_ms.load(Ordering::Relaxed),
             eta_set_active_ns: self.eta_set_active_ns.load(Ordering::Relaxed),
             last_ns: self.last_ns.load(Ordering::Relaxed),
-            seq: 0,
-            stamped_seq: self.stamped_seq.load(Ordering::Relaxed),
         }
     }
 
-    /// Stores the fields `f` changed (an add_units stores one).
+    /// Stores the fields that changed (an add_units stores two).
     fn store_changed(&self, old: &Fields, f: &Fields) {
         if f.current != old.current {
             self.current.store(f.current, Ordering::Relaxed);
@@ -230,6 +169,9 @@ impl Progress {
         if f.eta_set_active_ns != old.eta_set_active_ns {
             self.eta_set_active_ns
                 .store(f.eta_set_active_ns, Ordering::Relaxed);
+        }
+        if f.last_ns != old.last_ns {
+            self.last_ns.store(f.last_ns, Ordering::Relaxed);
         }
     }
 }
@@ -283,54 +225,7 @@ mod tests {
             },
         );
         assert!(r.is_err());
-        let f = p.snapshot();
-        assert_eq!(f.current, 5);
-        assert_eq!(f.seq, f.stamped_seq, "a refused update is no progress");
-    }
-
-    #[test]
-    fn the_clock_is_read_every_few_dense_updates_and_readers_fill_the_gap() {
-        let p = Progress::default();
-        let clock_reads = std::cell::Cell::new(0);
-        let add = |t: i64| {
-            p.update::<()>(
-                || {
-                    clock_reads.set(clock_reads.get() + 1);
-                    t
-                },
-                |f| {
-                    f.current += 1;
-                    Ok(())
-                },
-            )
-            .unwrap()
-        };
-        assert_eq!(p.since_last_ns(&p.snapshot(), 0), None, "no update yet");
-        // Dense updates (1 µs apart): the clock is read on updates 1, 3, 7, 15...
-        for i in 0..200 {
-            add(1_000 + i * 1_000);
-        }
-        let reads = clock_reads.get();
-        assert!(reads < 12, "{reads} clock readings for 200 dense updates");
-        let f = p.snapshot();
-        assert_eq!(f.current, 200);
-        // The last reading may be up to MAX_STRIDE updates old; a reader then
-        // counts from when it first saw the newer updates.
-        if f.seq == f.stamped_seq {
-            assert_eq!(p.since_last_ns(&f, 500_000), Some(500_000 - f.last_ns));
-        } else {
-            assert_eq!(p.since_last_ns(&f, 500_000), Some(0));
-            assert_eq!(p.since_last_ns(&p.snapshot(), 700_000), Some(200_000));
-        }
-        // A sparse update (10 ms later) after the countdown ran out is exact,
-        // and from then on every sparse update reads the clock.
-        for k in 1..=(MAX_STRIDE as i64 + 2) {
-            add(10_000_000 * k);
-        }
-        let f = p.snapshot();
-        assert_eq!(f.seq, f.stamped_seq);
-        let last = 10_000_000 * (MAX_STRIDE as i64 + 2);
-        assert_eq!(p.since_last_ns(&f, last + 3_000), Some(3_000));
+        assert_eq!(p.snapshot().current, 5);
     }
 
     #[test]
