@@ -1019,6 +1019,9 @@ impl Job {
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
         st.disarm_deadline();
+        // Internal pauses still in force can never be balanced now (the verb
+        // table refuses them once the job has ended): they end with it.
+        st.pause_count = 0;
         st.finished_ns.get_or_insert(now);
         let state = match life {
             Life::Done(s) => s,
