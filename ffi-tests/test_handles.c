@@ -577,43 +577,10 @@ static const char *const other_functions[] = {
     "bgjob_txn_finalize",
 };
 
-static bool listed(const char *name, const char *const *names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(name, names[i]) == 0)
-            return true;
-    return false;
-}
-
 static char *read_header(void)
 {
-    static const char *const paths[] = { "include/bgjob.h", "../include/bgjob.h" };
-    const char *env = getenv("BGJOB_HEADER");
-
-    for (size_t i = 0; i <= sizeof(paths) / sizeof(paths[0]); i++) {
-        const char *p = i == 0 ? env : paths[i - 1];
-        if (p == NULL)
-            continue;
-        FILE *f = fopen(p, "rb");
-        if (f == NULL)
-            continue;
-        char *text = NULL;
-        size_t size = 0, used = 0, got;
-        do {
-            if (used + 4096 + 1 > size) {
-                size = size * 2 + 4096 + 1;
-                text = realloc(text, size);
-                if (text == NULL)
-                    abort();
-            }
-            got = fread(text + used, 1, size - used - 1, f);
-            used += got;
-        } while (got > 0);
-        fclose(f);
-        text[used] = 0;
-        return text;
-    }
-    return NULL;
+    const char *const paths[] = { getenv("BGJOB_HEADER"), "include/bgjob.h", "../include/bgjob.h" };
+    return read_first_file(paths, TAP_COUNT(paths));
 }
 
 /*
@@ -669,15 +636,15 @@ static bool test_every_header_function_covered(void)
             *end = ')';
             if (job_handle) {
                 jobs++;
-                CHECKF(listed(fn, job_functions, TAP_COUNT(job_functions)),
+                CHECKF(name_listed(fn, job_functions, TAP_COUNT(job_functions)),
                        "%s takes a job handle but is not called with invalid handles here", fn);
             } else if (context_handle) {
                 contexts++;
-                CHECKF(listed(fn, context_functions, TAP_COUNT(context_functions)),
+                CHECKF(name_listed(fn, context_functions, TAP_COUNT(context_functions)),
                        "%s takes a context handle but is not called with invalid handles here",
                        fn);
             } else {
-                CHECKF(listed(fn, other_functions, TAP_COUNT(other_functions)),
+                CHECKF(name_listed(fn, other_functions, TAP_COUNT(other_functions)),
                        "%s is declared in bgjob.h but unknown to the harness", fn);
             }
             eol = strchr(end, '\n');

@@ -165,39 +165,6 @@ static bool test_made_up_and_crossed_handles(void)
     return ok;
 }
 
-static bool listed(const char *name, const char *const *names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(name, names[i]) == 0)
-            return true;
-    return false;
-}
-
-static char *read_file(const char *const *paths, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        FILE *f = paths[i] != NULL ? fopen(paths[i], "rb") : NULL;
-        if (f == NULL)
-            continue;
-        char *text = NULL;
-        size_t size = 0, used = 0, got;
-        do {
-            if (used + 4096 + 1 > size) {
-                size = size * 2 + 4096 + 1;
-                text = realloc(text, size);
-                if (text == NULL)
-                    abort();
-            }
-            got = fread(text + used, 1, size - used - 1, f);
-            used += got;
-        } while (got > 0);
-        fclose(f);
-        text[used] = 0;
-        return text;
-    }
-    return NULL;
-}
-
 /*
  * Reads virjob.h and checks that every function it declares is known here,
  * and that every one taking a `virJobPtr job` is called with invalid handles
@@ -208,7 +175,7 @@ static bool test_every_header_function_covered(void)
     bool ok = true;
     const char *const paths[] = { getenv("VIRJOB_HEADER"), "include/virjob.h",
                                   "../include/virjob.h" };
-    char *text = read_file(paths, TAP_COUNT(paths));
+    char *text = read_first_file(paths, TAP_COUNT(paths));
     size_t found = 0, jobs = 0;
 
     if (text == NULL) {
@@ -249,10 +216,10 @@ static bool test_every_header_function_covered(void)
             *end = ')';
             if (job_handle) {
                 jobs++;
-                CHECKF(listed(fn, job_functions, TAP_COUNT(job_functions)),
+                CHECKF(name_listed(fn, job_functions, TAP_COUNT(job_functions)),
                        "%s takes a job handle but is not called with invalid handles here", fn);
             } else {
-                CHECKF(listed(fn, other_functions, TAP_COUNT(other_functions)),
+                CHECKF(name_listed(fn, other_functions, TAP_COUNT(other_functions)),
                        "%s is declared in virjob.h but unknown to the harness", fn);
             }
             eol = strchr(end, '\n');
