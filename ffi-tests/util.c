@@ -356,3 +356,36 @@ uint64_t id_of(bgjob_job *job)
         tap_diag("bgjob_job_get_id: %s", bgjob_result_str(r));
     return id;
 }
+
+char *read_first_file(const char *const *paths, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        FILE *f = paths[i] != NULL ? fopen(paths[i], "rb") : NULL;
+        if (f == NULL)
+            continue;
+        char *text = NULL;
+        size_t size = 0, used = 0, got;
+        do {
+            if (used + 4096 + 1 > size) {
+                size = size * 2 + 4096 + 1;
+                text = realloc(text, size);
+                if (text == NULL)
+                    abort();
+            }
+            got = fread(text + used, 1, size - used - 1, f);
+            used += got;
+        } while (got > 0);
+        fclose(f);
+        text[used] = 0;
+        return text;
+    }
+    return NULL;
+}
+
+bool name_listed(const char *name, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}

@@ -138,6 +138,13 @@ bool poll_unlisted(uint64_t id);
 /* The job's id, or 0 with a diagnostic. */
 uint64_t id_of(bgjob_job *job);
 
+/* Reads the first of `paths` that opens (NULL entries are skipped) into a
+ * NUL-terminated heap buffer (free() it), or NULL if none does. */
+char *read_first_file(const char *const *paths, size_t n);
+
+/* Whether `name` is one of `names[0..n)`. */
+bool name_listed(const char *name, const char *const *names, size_t n);
+
 /* Compares two bgjob results and prints both with their names on mismatch. */
 #define CHECK_RC(expr, want)                                                      \
     do {                                                                          \

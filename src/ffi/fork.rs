@@ -11,8 +11,9 @@
 //!   (glibc's malloc does the same for its arenas);
 //! - in the parent they are simply released;
 //! - in the child the parent's handles are invalidated and their jobs and
-//!   contexts forgotten (never touched: their own locks may be held), the idle
-//!   threads are forgotten, and the locks are released. Parent handles then get
+//!   contexts forgotten (never touched: their own locks may be held), and the
+//!   locks are released (the pool forgets the parent's idle threads by itself,
+//!   through `sys::fork_generation`). Parent handles then get
 //!   `BGJOB_RESULT_INVALID_HANDLE`; new jobs and contexts work as usual.
 //!
 //! The handlers are registered the first time a handle is made, so a program
@@ -91,7 +92,7 @@ unsafe extern "C" fn child() {
         jobs.forget_all();
         contexts.forget_all();
         registry.forget_all();
-        pool.forget_idle();
+        drop(pool);
         drop(sink);
         forget_current_after_fork();
     });
