@@ -404,10 +404,8 @@ static void observe(struct jrec *r, int32_t state, long before)
         violation("job %" PRIu64 ": state %d is not a state", r->serial, state);
         return;
     }
-    if (state == BGJOB_STATE_WAITING) {
-        violation("job %" PRIu64 ": WAITING outside a transaction", r->serial);
-        return;
-    }
+    /* WAITING (worker done, job not yet finalized) is passed through briefly by
+     * every job; only terminal states are final. */
     if (is_terminal(state)) {
         int expected = -1;
 
