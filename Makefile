@@ -270,12 +270,18 @@ VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
                   --track-origins=yes --max-threads=1200 --child-silent-after-fork=yes \
                   --fair-sched=yes
 
+# test_child needs pidfd_open (syscall 434), which valgrind 3.19 does not know
+# (it fails the call with ENOSYS): it runs everywhere else, not here.
+VG_SKIP  := $(OUT)/tests/test_child
+VG_TESTS := $(filter-out $(VG_SKIP),$(TESTS))
+
 check-valgrind: $(TESTS)
 	$(call need,valgrind,valgrind)
 	$(call need,$(PROVE),perl)
 	@rm -rf $(VG_OUT) && mkdir -p $(VG_OUT)
+	@echo "check-valgrind: skipping $(notdir $(VG_SKIP)) (pidfd_open is unknown to valgrind $$(valgrind --version))"
 	STRESS_OPS=$${STRESS_OPS_VALGRIND:-5000} TAP_TIMEOUT=900 $(PROVE) --exec \
-	  'valgrind $(VALGRIND_FLAGS) --log-file=$(abspath $(VG_OUT))/%p.log' $(TESTS)
+	  'valgrind $(VALGRIND_FLAGS) --log-file=$(abspath $(VG_OUT))/%p.log' $(VG_TESTS)
 	@awk -f ffi-tests/valgrind_summary.awk $(VG_OUT)/*.log
 
 # Fails when the committed headers differ from what the build generates.
