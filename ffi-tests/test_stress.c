@@ -1380,8 +1380,15 @@ int main(void)
         while (live_jobs() != 0 && now_ms() < deadline)
             sleep_ms(1);
         size_t left = live_jobs();
-        if (left != 0)
+        if (left != 0) {
+            bgjob_job_entry e[8];
+            size_t n = 0;
             violation("%zu jobs still exist at the end", left);
+            bgjob_list_jobs(e, 8, &n);
+            for (size_t i = 0; i < n && i < 8; i++)
+                tap_diag("left: %s, %s, phase '%s'", e[i].name, bgjob_state_str(e[i].state),
+                         e[i].phase);
+        }
     }
     tap_ok(atomic_load(&violations) == seen,
            "every job settled, every context drained, no job left");

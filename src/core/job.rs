@@ -411,6 +411,9 @@ struct St {
     /// A cancel is calling the hooks: every hook registered when it began is
     /// called, even if the job ends meanwhile, so settle leaves them to it.
     cancel_owns_hooks: bool,
+    /// Detached: nobody holds a handle that could resume it, so a pause that
+    /// raced the detach (a caller who looked the job up just before) is refused.
+    detached: bool,
     /// Started but waiting for a slot under the pool's cap: the queue ticket and
     /// the worker's slot, so a cancel can take it back unrun.
     queued: Option<(Ticket, WorkerSlot)>,
@@ -736,6 +739,7 @@ impl Builder {
                 next_hook: 0,
                 running_hook: None,
                 cancel_owns_hooks: false,
+                detached: false,
                 queued: None,
                 cancel_cause: CancelCause::None,
                 wake: None,
@@ -1799,9 +1803,10 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check(Verb::Pause)?;
-        if st.cancel_requested {
+        if st.cancel_requested || st.detached {
             // A cancelled job is winding down (QEMU's ABORTING): its pause points
-            // no longer park, so a pause would only stop the clock.
+            // no longer park, so a pause would only stop the clock. A detached
+            // one could never be resumed: it would stay paused forever.
             return Err(Error::NotAllowed {
                 verb: Verb::Pause,
                 state: st.state(),
@@ -1931,6 +1936,7 @@ impl Job {
         let ended = {
             let mut st = inner.lock();
             st.check(Verb::Detach)?;
+            st.detached = true;
             if !cancel && st.user_paused() {
                 inner.end_user_pause(&mut st, now);
                 st.sync_wake();

@@ -889,3 +889,25 @@ fn a_child_reports_its_exit_and_is_killed_on_cancel() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(job.wait(LONG), Ok(State::Cancelled));
 }
+
+/// A caller that looked the job up just before another detached it (without
+/// cancel) must not be able to pause it: nobody could ever resume it, and the
+/// job would never end or free anything. Found by the stress test.
+#[test]
+fn a_detached_job_cannot_be_paused_by_a_stale_reference() {
+    let drops = Drops::default();
+    let g = drops.guard();
+    let job = Job::builder()
+        .spawn(move |w| {
+            let _g = &g;
+            until_cancelled(w)
+        })
+        .unwrap();
+    let stale = job.clone();
+    assert_eq!(job.detach(false), Ok(()));
+    assert!(matches!(stale.pause(), Err(Error::NotAllowed { .. })));
+    assert_eq!(stale.state(), State::Running);
+    stale.cancel();
+    assert_eq!(stale.wait(LONG), Ok(State::Cancelled));
+    assert_eq!(drops.count(), 1);
+}
