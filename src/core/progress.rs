@@ -312,11 +312,14 @@ mod loom_tests {
     }
 
     fn set(p: &Progress, current: u64) {
-        p.update::<()>(|f| {
-            f.current = current;
-            f.total = current * 2;
-            Ok(())
-        })
+        p.update::<()>(
+            || 0,
+            |f| {
+                f.current = current;
+                f.total = current * 2;
+                Ok(())
+            },
+        )
         .unwrap();
     }
 
@@ -355,11 +358,14 @@ mod loom_tests {
         explore("progress: two writers", || {
             let p = Arc::new(Progress::default());
             let bump = |p: &Progress| {
-                p.update::<()>(|f| {
-                    f.current += 1;
-                    f.total = f.current * 2;
-                    Ok(())
-                })
+                p.update::<()>(
+                    || 0,
+                    |f| {
+                        f.current += 1;
+                        f.total = f.current * 2;
+                        Ok(())
+                    },
+                )
                 .unwrap();
             };
             let other = {
@@ -386,11 +392,14 @@ mod loom_tests {
                     assert_eq!((f.current, f.total), (1, 2), "saw a refused update {f:?}");
                 })
             };
-            let r: Result<(), ()> = p.update(|f| {
-                f.current = 9;
-                f.total = 0;
-                Err(())
-            });
+            let r: Result<(), ()> = p.update(
+                || 0,
+                |f| {
+                    f.current = 9;
+                    f.total = 0;
+                    Err(())
+                },
+            );
             assert!(r.is_err());
             reader.join().unwrap();
         });
