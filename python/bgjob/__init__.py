@@ -1,0 +1,92 @@
+"""bgjob for Python: background jobs with progress, pause, cooperative cancel,
+and completion on your thread or your asyncio loop.
+
+    import bgjob
+
+    def copy(w, src, dst):
+        w.set_total(os.path.getsize(src))
+        with open(src, "rb") as f, open(dst, "wb") as g:
+            while block := f.read(1 << 20):
+                g.write(block)
+                w.add(len(block))        # progress; parks here while paused
+                w.check_cancel()         # raises bgjob.Cancelled after cancel()
+        return dst                       # becomes job.result
+
+    with bgjob.start(copy, "a.img", "b.img", name="copy-a") as job:
+        while job.wait(timeout=None) ...
+
+The C library is found through ``BGJOB_LIBRARY``, then a copy next to this
+package, then the system's ``libbgjob.so.0``; importing fails with a clear
+message when it is missing or has another ABI.
+"""
+
+from ._enums import CancelStatus, JobType, Result, State, Verb
+from ._errors import (
+    BgjobError,
+    Cancelled,
+    InternalError,
+    InvalidArgument,
+    InvalidHandle,
+    JobError,
+    JobFailed,
+    NotAllowed,
+    NotFound,
+    TimedOut,
+    TryAgain,
+    result_str,
+)
+from ._ffi import ABI_VERSION, LIBRARY
+from ._job import (
+    EXCEPTION_CODE,
+    Context,
+    ErrorInfo,
+    Info,
+    Job,
+    JobEntry,
+    Worker,
+    abi_version,
+    list_jobs,
+    loop_context,
+    set_log_callback,
+    start,
+    verb_allowed,
+    version,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABI_VERSION",
+    "EXCEPTION_CODE",
+    "LIBRARY",
+    "BgjobError",
+    "CancelStatus",
+    "Cancelled",
+    "Context",
+    "ErrorInfo",
+    "Info",
+    "InternalError",
+    "InvalidArgument",
+    "InvalidHandle",
+    "Job",
+    "JobEntry",
+    "JobError",
+    "JobFailed",
+    "JobType",
+    "NotAllowed",
+    "NotFound",
+    "Result",
+    "State",
+    "TimedOut",
+    "TryAgain",
+    "Verb",
+    "Worker",
+    "abi_version",
+    "list_jobs",
+    "loop_context",
+    "result_str",
+    "set_log_callback",
+    "start",
+    "verb_allowed",
+    "version",
+]
