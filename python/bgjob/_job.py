@@ -235,6 +235,13 @@ class Worker:
             raise Cancelled(f"{what}: job {self.name!r} was cancelled")
         check(r, what)
 
+    @property
+    def info(self) -> Info:
+        """A snapshot of the worker's own job (e.g. ``info.elapsed``, active time)."""
+        c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
+        check(lib.bgjob_job_get_info(self._h, byref(c)), "info")
+        return Info._from_c(c)
+
     # cancellation
     @property
     def cancelled(self) -> bool:
