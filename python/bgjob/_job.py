@@ -337,16 +337,24 @@ class Worker:
 class _Run:
     """A Python worker: what the job's thread runs, and what it left."""
 
-    __slots__ = ("fn", "args", "name", "exception")
+    __slots__ = ("fn", "args", "name", "exception", "thread")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str):
         self.fn = fn
         self.args = args
         self.name = name
         self.exception: BaseException | None = None
+        self.thread: int | None = None  # while the worker runs
 
     def __call__(self, handle: Any) -> int:
         worker = Worker(handle, self.name)
+        self.thread = threading.get_ident()
+        try:
+            return self._call(worker, handle)
+        finally:
+            self.thread = None
+
+    def _call(self, worker: Worker, handle: Any) -> int:
         try:
             value = self.fn(worker, *self.args)
         except Cancelled:
@@ -658,6 +666,8 @@ class Job:
         ``InvalidHandle``. Not allowed from the job's own worker."""
         if self._closed:
             return
+        if self._run.thread == threading.get_ident():
+            raise NotAllowed(f"close: job {self._run.name!r} cannot close itself from its worker")
         st = c_int32()
         r = lib.bgjob_job_get_state(self._h, byref(st))
         if r == Result.INVALID_HANDLE:  # another thread closed it
