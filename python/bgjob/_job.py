@@ -483,14 +483,15 @@ class Job:
         name_b = name.encode() if name is not None else None
         opts.name = name_b
         opts.stack_size = int(stack_size)
-        opts.completion = _complete_cb
-        opts.completion_userdata = _hold(self, tracked=True)
-        opts.completion_free = _free_cb
         if context is not None:
             opts.context = context._handle("create")
+        opts.completion = _complete_cb
+        opts.completion_free = _free_cb
         handle = JobPtr()
-        # On failure bgjob has already freed both keys (and so this object's
-        # entry) before returning.
+        # Nothing may fail between holding the keys and the create call: from
+        # there on, bgjob frees both on every path (before returning, if the
+        # create fails).
+        opts.completion_userdata = _hold(self, tracked=True)
         r = lib.bgjob_job_create(
             byref(opts), _worker_cb, _hold(self._run, tracked=True), _free_cb, byref(handle)
         )
@@ -693,21 +694,12 @@ class Job:
         self.close()
 
     def __del__(self) -> None:
-        # Only reached once the completion is done or dropped (the Job is held
-        # in _keep until then), so the job has normally ended: destroy it. If
-        # not (its context was closed while it ran), nobody can see it again:
-        # cancel it and let it free itself.
+        # Only reached once the completion has run or been dropped (the Job is
+        # held in _keep until then), that is once the job has ended.
         try:
-            if self._closed:
-                return
-            st = c_int32()
-            if lib.bgjob_job_get_state(self._h, byref(st)) != Result.OK:
-                return
-            if st.value == State.CREATED or State(st.value).terminal:
+            if not self._closed:
+                self._closed = True
                 lib.bgjob_job_destroy(self._h)
-            else:
-                lib.bgjob_job_detach(self._h, _ffi.DETACH_CANCEL)
-            self._closed = True
         except BaseException:
             pass
 
