@@ -37,6 +37,16 @@ TEST_LIB  := ffi-tests/tap.c ffi-tests/util.c
 TEST_HDRS := $(wildcard ffi-tests/*.h)
 EXAMPLES  := $(patsubst examples/%.c,$(OUT)/examples/%,$(wildcard examples/*.c))
 
+# The virjob.h tests run twice: built with libvirt's headers (Debian's
+# libvirt-dev, installed by `make deps` when missing) and without them
+# (VIRJOB_NO_LIBVIRT: virjob.h's own compatible declarations).
+VIRJOB_TEST_SRCS := $(sort $(wildcard ffi-tests/test_virjob*.c))
+VIRJOB_TESTS     := $(patsubst ffi-tests/%.c,$(OUT)/tests/%,$(VIRJOB_TEST_SRCS))
+VIRJOB_TESTS_OWN := $(patsubst ffi-tests/%.c,$(OUT)/tests-own-types/%,$(VIRJOB_TEST_SRCS))
+TESTS            += $(VIRJOB_TESTS_OWN)
+LIBVIRT_CFLAGS = $$(pkg-config --cflags libvirt)
+LIBVIRT_LIBS   = $$(pkg-config --libs libvirt)
+
 # The Python binding is tested as users get it: `pip install ./python` into a
 # venv of its own (with pytest), loading this tree's library via BGJOB_LIBRARY.
 PYTHON    ?= python3
@@ -46,20 +56,21 @@ PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/README.m
 # $(call need,TOOL,DEBIAN-PACKAGE): stop with the exact install line when missing.
 need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; install it with: apt-get install -y $(2)" >&2; exit 1; }
 
-RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml Cargo.toml
+RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps demo demo-python test test-rust test-c test-examples test-python python-venv check-header check-install fmt-check clippy install uninstall clean
+.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv check-header check-virjob-header check-install fmt-check clippy install uninstall clean
 
 all: lib
 
 lib: $(RELEASE)/$(SONAME)
 
-# One cargo run builds the .so, the .a and (build.rs) include/bgjob.h. The
-# SONAME link lets programs linked here find the library through their rpath.
-$(SO) $(STATIC) include/bgjob.h &: $(RUST_SRCS)
+# One cargo run builds the .so, the .a and (build.rs) include/bgjob.h and
+# include/virjob.h. The SONAME link lets programs linked here find the library
+# through their rpath.
+$(SO) $(STATIC) include/bgjob.h include/virjob.h &: $(RUST_SRCS)
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "bgjob: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 	$(CARGO) build --release --lib
-	@touch $(SO) $(STATIC) include/bgjob.h
+	@touch $(SO) $(STATIC) include/bgjob.h include/virjob.h
 
 $(RELEASE)/$(SONAME): $(SO)
 	ln -sf libbgjob.so $@
@@ -69,22 +80,49 @@ $(OUT)/tests/%: ffi-tests/%.c $(TEST_LIB) $(TEST_HDRS) include/bgjob.h $(RELEASE
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(TEST_LIB) $(LDLIBS)
 
+$(VIRJOB_TESTS): $(OUT)/tests/%: ffi-tests/%.c $(TEST_LIB) $(TEST_HDRS) include/bgjob.h include/virjob.h $(RELEASE)/$(SONAME) | deps-libvirt
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -DVIRJOB_TEST_EXPECT_LIBVIRT $(LIBVIRT_CFLAGS) -o $@ $< $(TEST_LIB) $(LDLIBS) $(LIBVIRT_LIBS)
+
+$(VIRJOB_TESTS_OWN): $(OUT)/tests-own-types/%: ffi-tests/%.c $(TEST_LIB) $(TEST_HDRS) include/bgjob.h include/virjob.h $(RELEASE)/$(SONAME)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -DVIRJOB_NO_LIBVIRT -o $@ $< $(TEST_LIB) $(LDLIBS)
+
 $(OUT)/examples/%: examples/%.c include/bgjob.h $(RELEASE)/$(SONAME)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-# GLib's development files, for examples/glib_loop.c: installed here when
+# The virJob example driver, with libvirt's headers and (-own-types) without.
+$(OUT)/examples/virjob_test_driver: examples/virjob_test_driver.c include/bgjob.h include/virjob.h $(RELEASE)/$(SONAME) | deps-libvirt
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -DVIRJOB_EXPECT_LIBVIRT $(LIBVIRT_CFLAGS) -o $@ $< $(LDLIBS)
+
+$(OUT)/examples/virjob_test_driver-own-types: examples/virjob_test_driver.c include/bgjob.h include/virjob.h $(RELEASE)/$(SONAME)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -DVIRJOB_NO_LIBVIRT -o $@ $< $(LDLIBS)
+
+# Development files the tests and examples build against: installed here when
 # missing (as root, with apt-get), or the exact command to run is printed.
-deps:
-	@pkg-config --exists glib-2.0 2>/dev/null || { \
+# $(call dev_pkg,PKG-CONFIG-NAME,DEBIAN-PACKAGE,WHAT-FOR)
+dev_pkg = @pkg-config --exists $(1) 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "bgjob: installing libglib2.0-dev (GLib, for examples/glib_loop.c)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libglib2.0-dev >/dev/null; \
+	    echo "bgjob: installing $(2) ($(3))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	  else \
-	    echo "bgjob: GLib's development files are missing; run: sudo apt-get install -y libglib2.0-dev" >&2; exit 1; \
+	    echo "bgjob: $(2) is missing ($(3)); run: sudo apt-get install -y $(2)" >&2; exit 1; \
 	  fi; }
 
-$(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps
+deps: deps-glib deps-libvirt
+
+deps-glib:
+	$(call need,pkg-config,pkg-config)
+	$(call dev_pkg,glib-2.0,libglib2.0-dev,GLib for examples/glib_loop.c)
+
+deps-libvirt:
+	$(call need,pkg-config,pkg-config)
+	$(call dev_pkg,libvirt,libvirt-dev,libvirt's headers for the virjob.h tests and example)
+
+$(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps-glib
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags glib-2.0) -o $@ $< $(LDLIBS) $$(pkg-config --libs glib-2.0)
 
@@ -101,11 +139,24 @@ test: test-rust test-c test-examples test-python
 test-rust:
 	$(CARGO) test --release
 
-# The event-loop examples check their own behaviour and exit non-zero on failure.
-test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart
+# The examples check their own behaviour and exit non-zero on failure.
+# qemu_img_convert exits 77 (and says why) where qemu-img is missing: skipped.
+# The virJob driver runs built with libvirt's headers and without them.
+test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart \
+               $(OUT)/examples/qemu_img_convert \
+               $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types
 	$(OUT)/examples/poll_loop
 	$(OUT)/examples/glib_loop
 	$(OUT)/examples/quickstart >/dev/null && echo "quickstart: ok"
+	@rc=0; $(OUT)/examples/qemu_img_convert || rc=$$?; \
+	  if [ $$rc = 77 ]; then echo "qemu_img_convert: SKIPPED (see the reason above)"; \
+	  elif [ $$rc != 0 ]; then exit $$rc; fi
+	@for p in virjob_test_driver virjob_test_driver-own-types; do \
+	  dir=$$(mktemp -d "$${TMPDIR:-/tmp}/bgjob-virjob.XXXXXX") || exit 1; \
+	  $(OUT)/examples/$$p "$$dir" >"$$dir.log" 2>&1; rc=$$?; rm -rf "$$dir"; \
+	  if [ $$rc -ne 0 ]; then cat "$$dir.log"; rm -f "$$dir.log"; exit $$rc; fi; \
+	  tail -n 1 "$$dir.log"; rm -f "$$dir.log"; \
+	done
 
 # A venv with pytest. python3's venv module (Debian: python3-venv) is installed
 # when missing and we are root with apt-get; otherwise the command is printed.
@@ -136,14 +187,16 @@ test-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) BGJOB_HEADER=$(abspath include/bgjob.h) \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider python/tests
 
-test-c: $(TESTS)
+test-c: $(TESTS) $(VIRJOB_TESTS) check-virjob-header
 	$(call need,$(PROVE),perl)
-	$(PROVE) --exec '' $(TESTS)
+	$(PROVE) --exec '' $(TESTS) $(VIRJOB_TESTS)
 
 # Fails when the committed headers differ from what the build generates.
-check-header: lib
-	@git ls-files --error-unmatch include/bgjob.h >/dev/null 2>&1 || \
-	  { echo "include/bgjob.h is not committed" >&2; exit 1; }
+check-header: lib check-virjob-header
+	@for h in include/bgjob.h include/virjob.h; do \
+	  git ls-files --error-unmatch $$h >/dev/null 2>&1 || \
+	    { echo "$$h is not committed" >&2; exit 1; }; \
+	done
 	@git diff --exit-code --stat -- include/ || \
 	  { echo "include/ differs from the generated header: commit the regenerated file" >&2; exit 1; }
 	@for h in include/*.h; do \
@@ -153,6 +206,44 @@ check-header: lib
 	    $(CXX) -Wall -Wextra -Werror -x c++ -o /dev/null - || exit 1; \
 	done
 	@echo "headers: committed copies match, compile alone as C11 and C++"
+
+# virjob.h with libvirt's headers before it, after it, not at all, and with
+# VIRJOB_NO_LIBVIRT, each as C11 and C++ (default and C++11), warning-free;
+# and every vir* symbol the library exports is declared in virjob.h.
+VIRJOB_ORDERS := alone libvirt-first libvirt-after virterror-first own-types
+check-virjob-header: include/virjob.h $(RELEASE)/$(SONAME) | deps-libvirt
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	for o in $(VIRJOB_ORDERS); do \
+	  pre=; post=; def=; \
+	  case $$o in \
+	    libvirt-first) pre='#include <libvirt/libvirt.h>';; \
+	    libvirt-after) post='#include <libvirt/libvirt.h>';; \
+	    virterror-first) pre='#include <libvirt/virterror.h>';; \
+	    own-types) def=-DVIRJOB_NO_LIBVIRT;; \
+	  esac; \
+	  printf '%s\n#include "virjob.h"\n%s\n%s\n' "$$pre" "$$post" \
+	    'static void fr(void *p) { (void)p; }' > "$$d/t.h"; \
+	  printf '%s\n' 'static void wk(virJobPtr job, void *data) { (void)data; virJobFinishSuccess(job); }' \
+	    'static int use(void) {' \
+	    '    virJobDriver drv = { 0, 0, 0 }; virJobInfo info; virFreeCallback f = fr;' \
+	    '    virJobPtr j = virJobCreate((virConnectPtr)0, &drv, wk, f, 0, VIR_JOB_BOUNDED);' \
+	    '    virErrorPtr e = virJobGetError(j); virDomainPtr dm = virJobGetDomain(j);' \
+	    '    virNetworkPtr n = virJobGetNetwork(j); virConnectPtr c = virJobGetConnect(j);' \
+	    '    bgjob_job *b = virJobGetBgjob(j);' \
+	    '    return virJobGetInfo(j, &info) + (e ? e->code + (e->message != 0) : 0) + (dm != 0) + (n != 0) + (c != 0) + (b != 0);' \
+	    '}' >> "$$d/t.h"; \
+	  printf '#include "t.h"\nint main(void) { return use(); }\n' > "$$d/t.c"; \
+	  printf '#include "t.h"\nint main() { return use(); }\n' > "$$d/t.cc"; \
+	  $(CC) -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude $$def -c -o /dev/null "$$d/t.c"; \
+	  $(CXX) -Wall -Wextra -Werror -Iinclude $$def -c -o /dev/null "$$d/t.cc"; \
+	  $(CXX) -std=c++11 -Wall -Wextra -Wpedantic -Werror -Iinclude $$def -c -o /dev/null "$$d/t.cc"; \
+	done; \
+	nm -D --defined-only $(SO) | awk '$$3 ~ /^vir/ {print $$3}' | sort > "$$d/exported"; \
+	sed -n 's/^[a-zA-Z].*[ *]\(vir[A-Za-z]*\)(.*/\1/p' include/virjob.h | sort > "$$d/declared"; \
+	if ! cmp -s "$$d/exported" "$$d/declared"; then \
+	  echo "vir* exports and virjob.h declarations differ (< exported, > declared):" >&2; \
+	  diff "$$d/exported" "$$d/declared" >&2; exit 1; fi; \
+	echo "virjob.h: C11, C++ and C++11 with libvirt's headers first, after, not at all, and VIRJOB_NO_LIBVIRT; $$(wc -l < "$$d/exported") vir* exports all declared"
 
 # Installs into a scratch prefix (and a DESTDIR staging tree), then builds the
 # quick start with pkg-config and runs it, as a packager or user would.
@@ -168,7 +259,7 @@ check-install: lib
 	ls -l "$$d/lib" | awk 'NR>1 {print "  " $$9, $$10, $$11}'; \
 	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR="$$d/stage" >/dev/null; \
 	test -f "$$d/stage/usr/lib/pkgconfig/bgjob.pc" && test -L "$$d/stage/usr/lib/$(SONAME)" && \
-	  test -f "$$d/stage/usr/include/bgjob.h" && grep -q '^prefix=/usr$$' "$$d/stage/usr/lib/pkgconfig/bgjob.pc"; \
+	  test -f "$$d/stage/usr/include/bgjob.h" && test -f "$$d/stage/usr/include/virjob.h" && grep -q '^prefix=/usr$$' "$$d/stage/usr/lib/pkgconfig/bgjob.pc"; \
 	$(MAKE) --no-print-directory uninstall PREFIX=/usr DESTDIR="$$d/stage" >/dev/null; \
 	test -z "$$(find "$$d/stage" -type f -o -type l)"; \
 	echo "install: pkg-config build ran; DESTDIR staging and uninstall clean"
@@ -187,6 +278,7 @@ install: lib
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libbgjob.so
 	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/libbgjob.a
 	install -m 0644 include/bgjob.h $(DESTDIR)$(INCLUDEDIR)/bgjob.h
+	install -m 0644 include/virjob.h $(DESTDIR)$(INCLUDEDIR)/virjob.h
 	printf '%s\n' \
 	  'prefix=$(PREFIX)' \
 	  'libdir=$(LIBDIR)' \
@@ -203,7 +295,8 @@ install: lib
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libbgjob.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	  $(DESTDIR)$(LIBDIR)/libbgjob.so $(DESTDIR)$(LIBDIR)/libbgjob.a \
-	  $(DESTDIR)$(INCLUDEDIR)/bgjob.h $(DESTDIR)$(PKGCONFIGDIR)/bgjob.pc
+	  $(DESTDIR)$(INCLUDEDIR)/bgjob.h $(DESTDIR)$(INCLUDEDIR)/virjob.h \
+	  $(DESTDIR)$(PKGCONFIGDIR)/bgjob.pc
 
 clean:
 	$(CARGO) clean

@@ -1,4 +1,5 @@
-//! Sets the shared library's SONAME and generates `include/bgjob.h` with the
+//! Sets the shared library's SONAME and generates `include/bgjob.h` and
+//! `include/virjob.h` with the
 //! pinned cbindgen. The header is committed; `make check-header` fails when the
 //! committed copy differs from what this writes.
 
@@ -30,14 +31,30 @@ fn main() {
         .with_config(config)
         .generate()
         .expect("cbindgen could not generate the header");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("bgjob.h");
+    write_header(&dir, bindings, "bgjob.h");
+
+    // The virJob layer's header comes from its one file, with its own config
+    // (the libvirt type block lives there).
+    println!("cargo:rerun-if-changed=cbindgen-virjob.toml");
+    let config = cbindgen::Config::from_file(dir.join("cbindgen-virjob.toml"))
+        .expect("cbindgen-virjob.toml is valid");
+    let bindings = cbindgen::Builder::new()
+        .with_src(dir.join("src").join("ffi").join("virjob.rs"))
+        .with_config(config)
+        .generate()
+        .expect("cbindgen could not generate virjob.h");
+    write_header(&dir, bindings, "virjob.h");
+}
+
+/// Writes `include/<name>`, only when it changed, so builds stay no-ops.
+fn write_header(dir: &std::path::Path, bindings: cbindgen::Bindings, name: &str) {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join(name);
     bindings.write_to_file(&out);
-    // Only rewrite the committed file when it changed, so builds stay no-ops.
     let generated = std::fs::read(&out).expect("just written");
-    let committed = dir.join("include").join("bgjob.h");
+    let committed = dir.join("include").join(name);
     if std::fs::read(&committed).ok().as_deref() != Some(&generated[..]) {
         std::fs::create_dir_all(committed.parent().expect("has a parent"))
             .expect("include/ can be made");
-        std::fs::write(&committed, &generated).expect("include/bgjob.h can be written");
+        std::fs::write(&committed, &generated).expect("the header can be written");
     }
 }

@@ -142,6 +142,49 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
         CALL_INVALID(bgjob_job_sleep(h, INT64_MAX));
     }
 
+    i32 = SENTINEL32;
+    CALL_INVALID(bgjob_job_get_cancel_fd(h, &i32));
+    CHECK_EQ(i32, SENTINEL32);
+    {
+        uint32_t rev = SENTINEL32;
+        CALL_INVALID(bgjob_job_wait_fd(h, 0, BGJOB_FD_READABLE, 0, &rev));
+        CHECK_EQ(rev, (uint32_t)SENTINEL32);
+    }
+    CALL_INVALID(bgjob_job_set_deadline(h, 10));
+    {
+        /* The line callback's userdata passes to bgjob even when the call fails. */
+        struct tracker lt;
+        const char *argv[] = {"true", NULL};
+        bgjob_child_options co;
+
+        tracker_init(&lt);
+        CHECK_RC(bgjob_child_options_init(&co, sizeof co), BGJOB_RESULT_OK);
+        co.argv = argv;
+        co.line_userdata = ud_new(&lt);
+        co.line_free = ud_free;
+        i32 = SENTINEL32;
+        CALL_INVALID(bgjob_job_spawn_child(h, &co, &i32));
+        CHECK_EQ(i32, SENTINEL32);
+        CHECK_EQ(atomic_load(&lt.frees), 1);
+    }
+    CALL_INVALID(bgjob_job_watch_child(h, 1, 0));
+    CALL_INVALID(bgjob_job_finalize(h));
+    CALL_INVALID(bgjob_job_pause_internal(h));
+    CALL_INVALID(bgjob_job_resume_internal(h));
+    CALL_INVALID(bgjob_job_set_error_policy(h, BGJOB_ERROR_POLICY_STOP));
+    i32 = SENTINEL32;
+    CALL_INVALID(bgjob_job_report_io_error(h, 5, "x", &i32));
+    CHECK_EQ(i32, SENTINEL32);
+    {
+        bgjob_txn *txn = NULL;
+        CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+        CALL_INVALID(bgjob_txn_add(txn, h));
+        CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    }
+    i32 = SENTINEL32;
+    CALL_INVALID(bgjob_job_wait_child(h, 1, 0, &i32));
+    CHECK_EQ(i32, SENTINEL32);
+
     CALL_INVALID(bgjob_job_destroy(h));
 
 #undef CALL_INVALID
@@ -508,7 +551,11 @@ static const char *const job_functions[] = {
     "bgjob_job_set_percent", "bgjob_job_set_eta",     "bgjob_job_set_phase",
     "bgjob_job_set_error",   "bgjob_job_finish",      "bgjob_job_set_result",
     "bgjob_job_get_result",  "bgjob_job_take_result", "bgjob_job_add_cancel_hook",
-    "bgjob_job_remove_cancel_hook", "bgjob_job_sleep",
+    "bgjob_job_remove_cancel_hook", "bgjob_job_sleep", "bgjob_job_get_cancel_fd",
+    "bgjob_job_wait_fd",     "bgjob_job_set_deadline", "bgjob_job_spawn_child",
+    "bgjob_job_watch_child", "bgjob_job_wait_child", "bgjob_job_finalize",
+    "bgjob_job_pause_internal", "bgjob_job_resume_internal", "bgjob_job_set_error_policy",
+    "bgjob_job_report_io_error", "bgjob_txn_add",
 };
 
 /* The functions expect_invalid_context_everywhere calls. */
@@ -523,6 +570,10 @@ static const char *const other_functions[] = {
     "bgjob_version",      "bgjob_abi_version",  "bgjob_result_str", "bgjob_set_log_callback",
     "bgjob_list_jobs",    "bgjob_verb_allowed", "bgjob_state_str",  "bgjob_verb_str",
     "bgjob_job_options_init", "bgjob_job_create", "bgjob_context_create",
+    "bgjob_child_options_init",
+    /* Transaction handles: invalid ones are tested in test_txn.c. */
+    "bgjob_txn_create", "bgjob_txn_destroy", "bgjob_txn_start", "bgjob_txn_cancel",
+    "bgjob_txn_finalize",
 };
 
 static bool listed(const char *name, const char *const *names, size_t n)

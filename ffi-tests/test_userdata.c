@@ -204,8 +204,8 @@ static bool path_failed_creates(void)
     CHECK(failed_create("job type -1", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
 
     bgjob_job_options_init(&o, sizeof o);
-    o.flags = 2;
-    CHECK(failed_create("flag 2", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
+    o.flags = 4;
+    CHECK(failed_create("flag 4", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
     o.flags = BGJOB_CREATE_DEFER_START | 0x80000000u;
     CHECK(failed_create("high flag", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
 

@@ -2,8 +2,8 @@
  * test_verbs.c: the verb × state table. bgjob_verb_allowed is walked over the
  * whole BGJOB_VERB_COUNT × BGJOB_STATE_COUNT matrix against the table written
  * here (from the header and DESIGN.md); out-of-range verbs and states are
- * refused. Then, for every state a job can be put in (CREATED, RUNNING,
- * PAUSED, COMPLETED, FAILED, CANCELLED), each verb is actually applied to a
+ * refused. Then, for every state (WAITING through manual finalize), each
+ * verb is actually applied to a
  * fresh job in that state: allowed verbs succeed, refused ones return
  * BGJOB_RESULT_NOT_ALLOWED and change nothing.
  */
@@ -31,11 +31,15 @@ static const bool expected[BGJOB_VERB_COUNT][BGJOB_STATE_COUNT] = {
     [BGJOB_VERB_UPDATE] = { Y, Y, Y, N, N, N, N },
     /* Results are read once the job has ended. */
     [BGJOB_VERB_RESULT] = { N, N, N, N, Y, Y, Y },
+    /* Internal pauses may be taken and released until the job ends. */
+    [BGJOB_VERB_DRAIN] = { Y, Y, Y, Y, N, N, N },
+    /* Only a job whose work is done and waits for it. */
+    [BGJOB_VERB_FINALIZE] = { N, N, N, Y, N, N, N },
 };
 
 /* The table above has one row per verb this file knows; a new verb must be
  * added here (and to apply_verb) before this file compiles. */
-_Static_assert(BGJOB_VERB_COUNT == 8, "a verb was added: extend `expected` and apply_verb");
+_Static_assert(BGJOB_VERB_COUNT == 10, "a verb was added: extend `expected` and apply_verb");
 _Static_assert(BGJOB_STATE_COUNT == 7, "a state was added: extend `expected` and make_job");
 
 static bool test_matrix(void)
@@ -100,7 +104,9 @@ struct subject {
 static bool make_job(struct subject *sub, int32_t state)
 {
     bool ok = true;
-    uint32_t flags = state == BGJOB_STATE_CREATED ? BGJOB_CREATE_DEFER_START : 0;
+    uint32_t flags = state == BGJOB_STATE_CREATED   ? BGJOB_CREATE_DEFER_START
+                     : state == BGJOB_STATE_WAITING ? BGJOB_CREATE_MANUAL_FINALIZE
+                                                    : 0;
 
     sub->t = malloc(sizeof(*sub->t));
     sub->g = malloc(sizeof(*sub->g));
@@ -121,6 +127,11 @@ static bool make_job(struct subject *sub, int32_t state)
         break;
     case BGJOB_STATE_PAUSED:
         CHECK_RC(bgjob_job_pause(sub->job), BGJOB_RESULT_OK);
+        break;
+    case BGJOB_STATE_WAITING:
+        /* Manual finalize: the work is done and waits for bgjob_job_finalize. */
+        gate_open(sub->g);
+        REQUIRE(poll_state(sub->job, BGJOB_STATE_WAITING));
         break;
     case BGJOB_STATE_COMPLETED:
     case BGJOB_STATE_FAILED:
@@ -193,6 +204,13 @@ static bool apply_verb(struct subject *sub, int32_t verb, bool *allowed)
         r[n++] = bgjob_job_take_result(job, &res);
         break;
     }
+    case BGJOB_VERB_DRAIN:
+        r[n++] = bgjob_job_pause_internal(job);
+        r[n++] = bgjob_job_resume_internal(job);
+        break;
+    case BGJOB_VERB_FINALIZE:
+        r[n++] = bgjob_job_finalize(job);
+        break;
     default:
         tap_diag("no call for verb %d", verb);
         return false;
@@ -220,8 +238,11 @@ static bool cleanup(struct subject *sub)
     gate_open(sub->g);
     if (!sub->handle_gone) {
         int32_t s = state_of(sub->job);
-        if (s == BGJOB_STATE_PAUSED)
-            CHECK_RC(bgjob_job_resume(sub->job), BGJOB_RESULT_OK);
+        /* A worker let go by the gate may end while still paused. */
+        if (s == BGJOB_STATE_PAUSED && bgjob_job_resume(sub->job) != BGJOB_RESULT_OK)
+            CHECK(state_of(sub->job) != BGJOB_STATE_PAUSED);
+        if (s == BGJOB_STATE_WAITING)
+            CHECK_RC(bgjob_job_finalize(sub->job), BGJOB_RESULT_OK);
         /* A job that never started is not waited for: destroy ends it. */
         if (s != BGJOB_STATE_CREATED)
             CHECK(wait_end(sub->job) >= BGJOB_STATE_COMPLETED);
@@ -241,7 +262,7 @@ static bool cleanup(struct subject *sub)
 static bool test_calls_agree_with_matrix(void)
 {
     static const int32_t reachable[] = {
-        BGJOB_STATE_CREATED,   BGJOB_STATE_RUNNING, BGJOB_STATE_PAUSED,
+        BGJOB_STATE_CREATED,   BGJOB_STATE_RUNNING, BGJOB_STATE_PAUSED,    BGJOB_STATE_WAITING,
         BGJOB_STATE_COMPLETED, BGJOB_STATE_FAILED,  BGJOB_STATE_CANCELLED,
     };
     bool ok = true;
@@ -276,7 +297,8 @@ static bool test_calls_agree_with_matrix(void)
 static bool test_names(void)
 {
     static const char *const verbs[] = { "start",   "cancel", "pause",  "resume",
-                                         "destroy", "detach", "update", "result" };
+                                         "destroy", "detach", "update", "result",
+                                         "drain",   "finalize" };
     static const char *const states[] = { "created",   "running", "paused",   "waiting",
                                           "completed", "failed",  "cancelled" };
     bool ok = true;

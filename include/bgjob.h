@@ -77,6 +77,11 @@
 
 
 /**
+ * Longest piece of a line delivered at once.
+ */
+#define MAX_LINE (64 * 1024)
+
+/**
  * The ABI version this header describes; equals the SONAME number of the
  * library (`libbgjob.so.0`). See `bgjob_abi_version()`.
  */
@@ -85,7 +90,7 @@
 /**
  * Number of result codes (`bgjob_result` values are 0 .. BGJOB_RESULT_COUNT-1).
  */
-#define BGJOB_RESULT_COUNT 9
+#define BGJOB_RESULT_COUNT 10
 
 /**
  * Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
@@ -95,13 +100,29 @@
 /**
  * Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
  */
-#define BGJOB_VERB_COUNT 8
+#define BGJOB_VERB_COUNT 10
 
 /**
  * `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
  * start it; `bgjob_job_start` starts it (lets the caller configure it first).
  */
 #define BGJOB_CREATE_DEFER_START 1
+
+/**
+ * `bgjob_job_options.flags`: QEMU's `JOB_MANUAL_FINALIZE`. Once its work is
+ * done and succeeded, the job waits in `BGJOB_STATE_WAITING` until
+ * `bgjob_job_finalize`; only then do its commit and clean callbacks run and
+ * the job end. A failed or cancelled job is finalized at once. For a job in a
+ * transaction, the transaction's setting applies instead.
+ */
+#define BGJOB_CREATE_MANUAL_FINALIZE 2
+
+/**
+ * `bgjob_txn_create` flag: the transaction finalizes manually (see
+ * `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
+ * `bgjob_job_finalize` on any member finalizes it.
+ */
+#define BGJOB_TXN_MANUAL_FINALIZE 1
 
 /**
  * `bgjob_job_detach` flag: cancel the job as it is detached.
@@ -112,6 +133,67 @@
  * Largest stack a job may ask for (1 GiB).
  */
 #define BGJOB_MAX_STACK_SIZE (1 << 30)
+
+/**
+ * `bgjob_job_wait_fd` events (and the events it reports): the fd is readable.
+ */
+#define BGJOB_FD_READABLE 1
+
+/**
+ * The fd is writable.
+ */
+#define BGJOB_FD_WRITABLE 2
+
+/**
+ * Reported only: an error condition on the fd (`POLLERR`).
+ */
+#define BGJOB_FD_ERROR 4
+
+/**
+ * Reported only: the other end hung up (`POLLHUP`).
+ */
+#define BGJOB_FD_HANGUP 8
+
+/**
+ * `bgjob_child_options.flags`: capture the child's stdout and hand it to
+ * `on_line` line by line (default: the parent's stdout).
+ */
+#define BGJOB_CHILD_CAPTURE_STDOUT 1
+
+/**
+ * Capture the child's stderr likewise (default: the parent's stderr).
+ */
+#define BGJOB_CHILD_CAPTURE_STDERR 2
+
+/**
+ * Give the child the parent's stdin (default: `/dev/null`).
+ */
+#define BGJOB_CHILD_INHERIT_STDIN 4
+
+/**
+ * Send the child's stdout to `/dev/null` (not with CAPTURE_STDOUT).
+ */
+#define BGJOB_CHILD_NULL_STDOUT 8
+
+/**
+ * Send the child's stderr to `/dev/null` (not with CAPTURE_STDERR).
+ */
+#define BGJOB_CHILD_NULL_STDERR 16
+
+/**
+ * `bgjob_line_callback` stream: the child's stdout.
+ */
+#define BGJOB_CHILD_STDOUT 1
+
+/**
+ * `bgjob_line_callback` stream: the child's stderr.
+ */
+#define BGJOB_CHILD_STDERR 2
+
+/**
+ * Default `bgjob_child_options.grace_ms`: time from SIGTERM to SIGKILL.
+ */
+#define BGJOB_CHILD_DEFAULT_GRACE_MS 5000
 
 /**
  * Capacity of the name and phase arrays in `bgjob_job_entry`, NUL included.
@@ -162,9 +244,15 @@ enum bgjob_result
      */
     BGJOB_RESULT_PANIC = 7,
     /**
-     * No such item (a cancel hook that already ran, or an unknown id).
+     * No such item (a cancel hook that already ran, an unknown id, a child
+     * the job does not hold).
      */
     BGJOB_RESULT_NOT_FOUND = 8,
+    /**
+     * An operating-system call failed (starting a child, making an fd,
+     * polling); `errno` holds its error when the call returns.
+     */
+    BGJOB_RESULT_SYSTEM = 9,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_result;
@@ -253,6 +341,14 @@ enum bgjob_verb
      * `bgjob_job_get_result`, `bgjob_job_take_result`.
      */
     BGJOB_VERB_RESULT = 7,
+    /**
+     * `bgjob_job_pause_internal`, `bgjob_job_resume_internal` (QEMU's drain).
+     */
+    BGJOB_VERB_DRAIN = 8,
+    /**
+     * `bgjob_job_finalize` (manual finalize).
+     */
+    BGJOB_VERB_FINALIZE = 9,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_verb;
@@ -305,6 +401,122 @@ typedef int32_t bgjob_cancel_status;
 #endif // __cplusplus
 
 /**
+ * Why cancel was requested (`bgjob_info.cancel_cause`).
+ */
+enum bgjob_cancel_cause
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Cancel was not requested.
+     */
+    BGJOB_CANCEL_CAUSE_NONE = 0,
+    /**
+     * A caller cancelled it (cancel, detach with cancel, destroy of a created
+     * job).
+     */
+    BGJOB_CANCEL_CAUSE_CALLER = 1,
+    /**
+     * Its deadline passed (`bgjob_job_options.deadline_ms`,
+     * `bgjob_job_set_deadline`).
+     */
+    BGJOB_CANCEL_CAUSE_TIMEOUT = 2,
+    /**
+     * Another member of its transaction failed or was cancelled.
+     */
+    BGJOB_CANCEL_CAUSE_TRANSACTION = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_cancel_cause;
+#endif // __cplusplus
+
+/**
+ * What a job does when its worker reports an I/O error
+ * (`bgjob_job_report_io_error`); QEMU's `BlockdevOnError`.
+ */
+enum bgjob_error_policy
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * The worker gives up; the error becomes the job's.
+     */
+    BGJOB_ERROR_POLICY_REPORT = 0,
+    /**
+     * The worker carries on.
+     */
+    BGJOB_ERROR_POLICY_IGNORE = 1,
+    /**
+     * The job is user-paused with an error status; the worker retries after
+     * resume.
+     */
+    BGJOB_ERROR_POLICY_STOP = 2,
+    /**
+     * STOP on ENOSPC, REPORT otherwise.
+     */
+    BGJOB_ERROR_POLICY_ENOSPC = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_policy;
+#endif // __cplusplus
+
+/**
+ * What `bgjob_job_report_io_error` tells the worker to do.
+ */
+enum bgjob_error_action
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Give up: return the error (it is recorded as the job's error).
+     */
+    BGJOB_ERROR_ACTION_REPORT = 0,
+    /**
+     * Carry on.
+     */
+    BGJOB_ERROR_ACTION_IGNORE = 1,
+    /**
+     * The job is now paused with an error status: call
+     * `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
+     * then retry the operation.
+     */
+    BGJOB_ERROR_ACTION_STOP = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_action;
+#endif // __cplusplus
+
+/**
+ * A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
+ * only while the job is user-paused by its error policy; resume and cancel
+ * reset it.
+ */
+enum bgjob_iostatus
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * No error pending.
+     */
+    BGJOB_IOSTATUS_OK = 0,
+    /**
+     * Stopped by an I/O error.
+     */
+    BGJOB_IOSTATUS_FAILED = 1,
+    /**
+     * Stopped by ENOSPC.
+     */
+    BGJOB_IOSTATUS_NOSPACE = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_iostatus;
+#endif // __cplusplus
+
+/**
  * An opaque completion context handle: a queue of completions plus one
  * pollable fd (see `bgjob_context_create`). Like job handles, a table entry
  * tagged with a generation, safe to misuse, usable from any thread.
@@ -320,6 +532,13 @@ typedef struct bgjob_context bgjob_context;
  * Handles may be used from any thread.
  */
 typedef struct bgjob_job bgjob_job;
+
+/**
+ * An opaque transaction handle (QEMU's `JobTxn`): jobs grouped before they
+ * start, cancelled together, finalized together. Like job handles, a table
+ * entry tagged with a generation, safe to misuse, usable from any thread.
+ */
+typedef struct bgjob_txn bgjob_txn;
 
 /**
  * Called with each lifecycle log line (no trailing newline).
@@ -338,6 +557,73 @@ typedef void (*bgjob_log_callback)(void *userdata, const char *line);
  * into bgjob for the object it belonged to.
  */
 typedef void (*bgjob_free_callback)(void *userdata);
+
+/**
+ * Receives a child's captured output one line at a time
+ * (`bgjob_child_options.on_line`): `stream` is `BGJOB_CHILD_STDOUT` or
+ * `BGJOB_CHILD_STDERR`; `line` has `len` bytes without the terminator, plus a
+ * NUL after them (the bytes may contain NULs of their own). A line ends at
+ * `\n`, `\r` (progress meters redraw with it) or `\r\n`; empty lines are
+ * skipped; a line over 64 KiB comes in pieces.
+ *
+ * Thread: the one calling `bgjob_job_wait_child` (normally the worker), with
+ * no bgjob lock held. It may call any bgjob function except waiting for the
+ * same child.
+ */
+typedef void (*bgjob_line_callback)(void *userdata,
+                                    struct bgjob_job *job,
+                                    int32_t stream,
+                                    const char *line,
+                                    size_t len);
+
+/**
+ * How to start a child process (`bgjob_job_spawn_child`). Fill with
+ * `bgjob_child_options_init(&opts, sizeof opts)` first; like
+ * `bgjob_job_options` it only grows at the end.
+ */
+typedef struct bgjob_child_options {
+    /**
+     * `sizeof(bgjob_child_options)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /**
+     * `BGJOB_CHILD_*` flags. Default 0: stdout and stderr inherited, stdin
+     * `/dev/null`.
+     */
+    uint32_t flags;
+    /**
+     * NULL-terminated argument vector; `argv[0]` is the program, looked up in
+     * `PATH` when it has no `/`. Required. Copied.
+     */
+    const char *const *argv;
+    /**
+     * NULL-terminated `NAME=value` strings: the child's whole environment.
+     * Default NULL: the parent's. Copied.
+     */
+    const char *const *envp;
+    /**
+     * The child's working directory. Default NULL: the parent's. Copied.
+     */
+    const char *cwd;
+    /**
+     * After a cancel: ms from SIGTERM to SIGKILL. Default
+     * `BGJOB_CHILD_DEFAULT_GRACE_MS`; 0 sends SIGKILL at once.
+     */
+    int64_t grace_ms;
+    /**
+     * Receives captured lines. Default NULL: captured output is dropped.
+     */
+    bgjob_line_callback on_line;
+    /**
+     * Passed to `on_line`. Ownership passes to bgjob with the spawn call.
+     */
+    void *line_userdata;
+    /**
+     * Frees `line_userdata` exactly once: when the child has been waited for,
+     * when its job ends, or when the spawn fails. May be NULL.
+     */
+    bgjob_free_callback line_free;
+} bgjob_child_options;
 
 /**
  * The function a job runs on its own thread.
@@ -452,6 +738,25 @@ typedef struct bgjob_info {
      * The job's process-unique id.
      */
     uint64_t id;
+    /**
+     * Why cancel was requested: a `bgjob_cancel_cause` value
+     * (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+     */
+    int32_t cancel_cause;
+    /**
+     * Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
+     * only when this is 0 and `pause_requested` is false.
+     */
+    uint32_t pause_count;
+    /**
+     * A `bgjob_iostatus` value: not OK only while user-paused by the error
+     * policy.
+     */
+    int32_t iostatus;
+    /**
+     * The job's `bgjob_error_policy`.
+     */
+    int32_t error_policy;
 } bgjob_info;
 
 /**
@@ -534,6 +839,44 @@ typedef struct bgjob_job_options {
      * dispatches it). Default NULL: on the worker thread.
      */
     struct bgjob_context *context;
+    /**
+     * Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
+     * many ms of active time: from start, paused time not counted. Default 0:
+     * no deadline. Negative is refused.
+     */
+    int64_t deadline_ms;
+    /**
+     * A `bgjob_error_policy` value. Default REPORT.
+     */
+    int32_t error_policy;
+    /**
+     * Finalization callbacks (QEMU's commit, abort and clean), each called at
+     * most once with `finalize_userdata` and the job, after the job's work
+     * (and its whole transaction's) is done and before the job ends: `commit`
+     * if all succeeded, else `abort`; then `clean` either way. They run on
+     * the thread that finished the group's last worker, or the one calling
+     * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
+     * with no bgjob lock held. Each may be NULL.
+     */
+    bgjob_hook_callback commit;
+    /**
+     * See `commit`.
+     */
+    bgjob_hook_callback abort;
+    /**
+     * See `commit`.
+     */
+    bgjob_hook_callback clean;
+    /**
+     * Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
+     * `bgjob_job_create`.
+     */
+    void *finalize_userdata;
+    /**
+     * Frees `finalize_userdata` exactly once, after the last of those
+     * callbacks (or when none will run). May be NULL.
+     */
+    bgjob_free_callback finalize_free;
 } bgjob_job_options;
 
 #ifdef __cplusplus
@@ -586,6 +929,95 @@ const char *bgjob_result_str(int32_t result);
 bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
                                     void *userdata,
                                     bgjob_free_callback userdata_free);
+
+/**
+ * Fills `options` with the defaults (no argv; stdout and stderr inherited;
+ * stdin `/dev/null`; grace `BGJOB_CHILD_DEFAULT_GRACE_MS`). Pass
+ * `sizeof *options` as `size`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
+ * smaller than the first version of the struct.
+ *
+ * # Safety
+ * `options` is NULL or points to `size` writable bytes.
+ */
+bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_t size);
+
+/**
+ * Starts a child process bound to a running job. On cancel bgjob sends it
+ * SIGTERM, then SIGKILL when `grace_ms` has passed; the worker waits for it
+ * with `bgjob_job_wait_child`, which also delivers captured output. A child
+ * still running when the worker returns is killed and reaped before the job
+ * ends, so none outlives its job and none is left a zombie. bgjob reaps it
+ * through a pidfd: it installs no SIGCHLD handler and never calls
+ * `waitpid(-1)` (a host that does may take the child's status first; the
+ * wait then fails with `BGJOB_RESULT_SYSTEM`, errno ECHILD).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`,
+ * an environment entry without `=`, unknown or conflicting flags, or a
+ * negative grace; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * unless the job is running; `BGJOB_RESULT_SYSTEM` if the program could not be
+ * started (errno: ENOENT, EACCES, ...).
+ *
+ * # Safety
+ * `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose
+ * vectors are NULL-terminated and whose strings are NUL-terminated;
+ * `pid_out` is NULL or writable.
+ */
+bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
+                                   const struct bgjob_child_options *options,
+                                   int32_t *pid_out);
+
+/**
+ * Binds a child the worker started itself (with `fork`/`posix_spawn`) to the
+ * job, as `bgjob_job_spawn_child` does: cancel signals it (SIGTERM, then
+ * SIGKILL after `grace_ms`), `bgjob_job_wait_child` reaps it, and it is killed
+ * and reaped if still running when the worker returns. It must be a child of
+ * this process that nobody has waited for; from now on only bgjob waits for
+ * it.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a pid ≤ 0, a process that is not this
+ * process's child, a pid already watched, or a negative grace;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * running; `BGJOB_RESULT_SYSTEM` (errno set) otherwise.
+ *
+ * # Safety
+ * Any handle value is safe.
+ */
+bgjob_result bgjob_job_watch_child(struct bgjob_job *job, int32_t pid, int64_t grace_ms);
+
+/**
+ * Waits for a child bound to the job, delivering its captured output to its
+ * line callback on this thread. Returns when the child has ended and been
+ * reaped, with `*wstatus_out` (may be NULL) in `waitpid` form (`WIFEXITED`,
+ * `WEXITSTATUS`, `WIFSIGNALED`, `WTERMSIG` apply). A cancel does not cut the
+ * wait short: bgjob has signalled the child, which ends within its grace
+ * period, and the call then returns `BGJOB_RESULT_CANCELLED` with the status
+ * set — so a worker that gets CANCELLED knows the child is gone. While the job
+ * is paused the worker parks here (the child keeps running) and the paused
+ * time does not count toward `timeout_ms` (−1: no limit; 0: just look).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` (status set); `BGJOB_RESULT_CANCELLED` (status set);
+ * `BGJOB_RESULT_TIMED_OUT` (the child still runs and stays bound);
+ * `BGJOB_RESULT_NOT_FOUND` for a pid the job does not hold (never bound, or
+ * already waited for); `BGJOB_RESULT_INVALID_ARGUMENT` for a timeout below −1
+ * or when another thread is waiting for the same child;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * running; `BGJOB_RESULT_SYSTEM` (errno set) if waiting failed.
+ *
+ * # Safety
+ * `wstatus_out` is NULL or writable. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_wait_child(struct bgjob_job *job,
+                                  int32_t pid,
+                                  int64_t timeout_ms,
+                                  int32_t *wstatus_out);
 
 /**
  * Creates a completion context: a queue of completions and one pollable fd.
@@ -814,6 +1246,66 @@ bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_i
  * Any handle value is safe. Meant for the job's worker thread.
  */
 bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
+
+/**
+ * Gives the job's wake fd, for a worker with its own `poll` loop: readable
+ * once cancel was requested (it stays so) and while a user pause is pending
+ * (until resume). When it turns readable, call `bgjob_job_pause_point`: it
+ * parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
+ * cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
+ * not read, write or close it); it lives until the job is destroyed.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
+ *
+ * # Safety
+ * `fd_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_job_get_cancel_fd(struct bgjob_job *job, int32_t *fd_out);
+
+/**
+ * A cancellable wait for an fd, for the worker: waits until `fd` is ready for
+ * `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
+ * `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
+ * once when cancel is requested. While the job is paused the worker parks
+ * here and the paused time does not count.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
+ * `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
+ * `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
+ * `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
+ * if poll itself failed (errno says why).
+ *
+ * # Safety
+ * `revents_out` is NULL or writable. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
+                               int32_t fd,
+                               uint32_t events,
+                               int64_t timeout_ms,
+                               uint32_t *revents_out);
+
+/**
+ * Gives the job a deadline: once it has run `ms` milliseconds of active time
+ * (counted from its start, paused time excluded) it is cancelled, and
+ * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
+ * deadline. Setting one that has already passed cancels the job at once.
+ * Allowed in CREATED, RUNNING and PAUSED (it replaces the one from
+ * `bgjob_job_options.deadline_ms`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+ * ended.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_set_deadline(struct bgjob_job *job, int64_t ms);
 
 /**
  * Fills `*info_out` with one consistent snapshot of the job. Never waits on the
@@ -1130,6 +1622,179 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * Any handle value is safe. Thread-safe.
  */
 bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
+
+/**
+ * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not
+ * started with `bgjob_txn_add`, then start them with `bgjob_txn_start` (or
+ * each with `bgjob_job_start`). When any member fails or is cancelled, every
+ * other member is cancelled (`cancel_cause` TRANSACTION). Members whose work
+ * is done wait in `BGJOB_STATE_WAITING` until all are done; then each
+ * member's commit callback runs if all succeeded, else its abort callback;
+ * then each one's clean callback; then the members end (a member that failed
+ * ends FAILED, every other one of an aborted transaction CANCELLED) and their
+ * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
+ * a NULL `txn_out` or unknown flags.
+ *
+ * # Safety
+ * `txn_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_txn_create(uint32_t flags, struct bgjob_txn **txn_out);
+
+/**
+ * Releases the caller's reference to the transaction; the handle is invalid
+ * afterwards. Safe at any time: the members keep the transaction going and
+ * it settles as it would have.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
+
+/**
+ * Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
+ * ended or is being cancelled, or a transaction that already started or
+ * settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
+ * transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
+ *
+ * # Safety
+ * Any handle values are safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_add(struct bgjob_txn *txn, struct bgjob_job *job);
+
+/**
+ * Starts every member that has not started. If a thread cannot be had for
+ * one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
+ * returned.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
+ * `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
+
+/**
+ * Cancels every member (`cancel_cause` CALLER); returns at once.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_cancel(struct bgjob_txn *txn);
+
+/**
+ * Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
+ * thread) if every member is done, else as soon as the last one is.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
+
+/**
+ * Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
+ * `job_finalize`) once its work is done: its commit (or abort) and clean
+ * callbacks run on this thread, then it ends. For a member of a transaction
+ * it finalizes the transaction (as soon as every member is done).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * `BGJOB_STATE_WAITING` (and not already being finalized);
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_finalize(struct bgjob_job *job);
+
+/**
+ * An internal pause (QEMU's drain): a counter beside the user pause. The
+ * worker runs only while both are clear; it parks at its next pause point,
+ * cancellable wait or progress update, and paused time does not count. The
+ * state stays RUNNING (`bgjob_info.pause_count` shows it). Balance each with
+ * `bgjob_job_resume_internal`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_pause_internal(struct bgjob_job *job);
+
+/**
+ * Undoes one `bgjob_job_pause_internal`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for an unbalanced resume (no
+ * internal pause in force) or a job that has ended;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_resume_internal(struct bgjob_job *job);
+
+/**
+ * Changes the job's `bgjob_error_policy` (set at create with
+ * `bgjob_job_options.error_policy`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown policy;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the work is done;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
+
+/**
+ * For the worker: an I/O error happened (`code` errno-style, non-zero;
+ * `message` may be NULL). The job's error policy decides, and
+ * `*action_out` says what to do:
+ * - `BGJOB_ERROR_ACTION_REPORT`: give up; `code` and `message` are now the
+ *   job's error — return non-zero.
+ * - `BGJOB_ERROR_ACTION_IGNORE`: carry on.
+ * - `BGJOB_ERROR_ACTION_STOP`: the job is now user-paused (PAUSED) with
+ *   `iostatus` FAILED (NOSPACE for ENOSPC); call `bgjob_job_pause_point`,
+ *   which parks until a resume (resetting `iostatus` to OK) or returns
+ *   CANCELLED (a cancel resets it too), then retry.
+ *
+ * A job whose cancel was requested is never stopped: it is told to report.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
+ * `action_out`, a zero code or a message that is not UTF-8;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * `message` is NULL or a NUL-terminated string; `action_out` is NULL or
+ * writable. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
+                                       int32_t code,
+                                       const char *message,
+                                       int32_t *action_out);
 
 /**
  * Tells a worker whether cancel was requested. Never blocks.

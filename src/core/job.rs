@@ -7,11 +7,15 @@
 //! under the job's lock and never calls user code (worker, free functions) with
 //! that lock held.
 
+use super::child::{self, Child, ChildExit};
 use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
 use super::threads::Pool;
+use super::timer::{self, TimerId};
+use super::txn::Txn;
+use crate::sys::{self, EventFd};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -78,6 +82,11 @@ pub enum Error {
     InvalidArgument(&'static str),
     /// The job's own worker asked to wait for the job: it would wait forever.
     OwnWorker,
+    /// An operating-system call failed with this errno (spawning a child,
+    /// making an fd, polling).
+    System(i32),
+    /// No such item (a child pid the job does not watch).
+    NotFound,
 }
 
 impl fmt::Display for Error {
@@ -91,11 +100,112 @@ impl fmt::Display for Error {
             Error::Cancelled => f.write_str("cancelled"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::OwnWorker => f.write_str("a job's worker cannot wait for its own job"),
+            Error::System(errno) => {
+                write!(f, "{}", std::io::Error::from_raw_os_error(*errno))
+            }
+            Error::NotFound => f.write_str("not found"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        // Errors without an errno (std's own, e.g. an argument with a NUL) are
+        // argument errors in practice; EINVAL says so.
+        Error::System(e.raw_os_error().unwrap_or(22))
+    }
+}
+
+/// What a job does when its worker reports an I/O error
+/// ([`Job::report_io_error`]); QEMU's `BlockdevOnError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum ErrorPolicy {
+    /// Fail: the worker is told to give up, and the error is the job's.
+    #[default]
+    Report = 0,
+    /// Carry on as if nothing happened.
+    Ignore = 1,
+    /// User-pause the job with an error status; the worker parks and retries
+    /// after resume.
+    Stop = 2,
+    /// Stop on ENOSPC (space can be added, then resume); report otherwise.
+    Enospc = 3,
+}
+
+impl ErrorPolicy {
+    /// The policy with this number, if there is one.
+    pub fn from_i32(v: i32) -> Option<ErrorPolicy> {
+        [
+            ErrorPolicy::Report,
+            ErrorPolicy::Ignore,
+            ErrorPolicy::Stop,
+            ErrorPolicy::Enospc,
+        ]
+        .into_iter()
+        .find(|p| *p as i32 == v)
+    }
+}
+
+/// What [`Job::report_io_error`] tells the worker to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ErrorAction {
+    /// Give up: return the error (it is recorded as the job's).
+    Report = 0,
+    /// Carry on.
+    Ignore = 1,
+    /// The job is now user-paused with an error status: call a pause point
+    /// (it parks until resume, or reports a cancel), then retry.
+    Stop = 2,
+}
+
+/// The error status of a job stopped by its error policy (QEMU's iostatus).
+/// Not `Ok` only while the job is user-paused; resume and cancel reset it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum IoStatus {
+    /// No error pending.
+    #[default]
+    Ok = 0,
+    /// Stopped by an I/O error.
+    Failed = 1,
+    /// Stopped by ENOSPC.
+    NoSpace = 2,
+}
+
+/// ENOSPC on Linux (core holds no libc).
+const ENOSPC: i32 = 28;
+
+/// What [`Job::wait_fd`] waits for, and what it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FdEvents {
+    /// Readable (`POLLIN`).
+    pub readable: bool,
+    /// Writable (`POLLOUT`).
+    pub writable: bool,
+    /// Found only: an error condition (`POLLERR`).
+    pub error: bool,
+    /// Found only: the other end hung up (`POLLHUP`).
+    pub hangup: bool,
+}
+
+/// Why cancel was requested (shown by [`Job::info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum CancelCause {
+    /// Cancel was not requested.
+    #[default]
+    None = 0,
+    /// A caller cancelled it (cancel, destroy of a created job, detach).
+    Caller = 1,
+    /// Its deadline passed ([`Builder::deadline`], [`Job::set_deadline`]).
+    Timeout = 2,
+    /// Another member of its transaction failed or was cancelled.
+    Transaction = 3,
+}
 
 /// Which race a cancel request met (libxl's abort contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +232,12 @@ pub struct Info {
     pub cancel_requested: bool,
     /// Whether a user pause is in force.
     pub pause_requested: bool,
+    /// Internal pauses in force ([`Job::pause_internal`]).
+    pub pause_count: u32,
+    /// The error status (not `Ok` only while user-paused by the error policy).
+    pub iostatus: IoStatus,
+    /// The current error policy.
+    pub error_policy: ErrorPolicy,
     /// Time since start, paused time excluded, in ms (0 before start).
     pub elapsed_ms: i64,
     /// Estimated remaining time in ms; −1 when unknown; 0 once finished.
@@ -138,6 +254,8 @@ pub struct Info {
     pub since_progress_ms: i64,
     /// The job's error code (0 while it has none).
     pub error_code: i32,
+    /// Why cancel was requested ([`CancelCause::None`] if it was not).
+    pub cancel_cause: CancelCause,
 }
 
 /// A live job, as listed by [`list`].
@@ -243,15 +361,35 @@ const EIO: i32 = 5;
 enum Life {
     Created,
     Running,
+    /// The worker has returned (or never will run); its outcome waits for the
+    /// rest of its transaction, or for a manual finalize.
+    Waiting,
     Done(State),
 }
 
 struct St {
     life: Life,
     cancel_requested: bool,
-    /// Job-clock time the current user pause began; `Some` exactly while the
-    /// job is user-paused.
-    paused_since_ns: Option<i64>,
+    /// A user pause is in force (QEMU's `user_paused`).
+    user_paused: bool,
+    /// Internal pauses in force (QEMU's `pause_count` without the user's).
+    pause_count: u32,
+    /// Job-clock time the job stopped running (user or internal pause);
+    /// `Some` exactly while it is halted.
+    halted_since_ns: Option<i64>,
+    iostatus: IoStatus,
+    error_policy: ErrorPolicy,
+    manual_finalize: bool,
+    /// The transaction the job belongs to.
+    txn: Option<Txn>,
+    /// Commit, abort and clean callbacks (run once, at finalization).
+    commit: Option<HookFn>,
+    abort: Option<HookFn>,
+    clean: Option<HookFn>,
+    /// The worker's outcome while the job is `Waiting`.
+    pending: Option<(State, Option<JobError>)>,
+    /// A job on its own: its finalization has been claimed (once).
+    finalizing: bool,
     /// Job-clock time the worker started.
     started_ns: Option<i64>,
     /// Total time spent in finished user pauses.
@@ -272,20 +410,54 @@ struct St {
     /// A cancel is calling the hooks: every hook registered when it began is
     /// called, even if the job ends meanwhile, so settle leaves them to it.
     cancel_owns_hooks: bool,
+    cancel_cause: CancelCause,
+    /// Readable while cancel is requested or a user pause is pending; made on
+    /// first use ([`Job::wake_fd`]).
+    wake: Option<Arc<EventFd>>,
+    /// Active time at which the job is cancelled with cause `Timeout`.
+    deadline_ns: Option<i64>,
+    /// The armed deadline timer, and the generation that names the current
+    /// arming (a timer that fires for an older one does nothing).
+    deadline_timer: Option<TimerId>,
+    deadline_gen: u64,
+    /// Child processes bound to the job, by pid; `None` once the worker has
+    /// returned (its children were reaped, no new one may be bound).
+    children: Option<HashMap<i32, Arc<Child>>>,
 }
 
 impl St {
     fn state(&self) -> State {
         match self.life {
             Life::Created => State::Created,
-            Life::Running if self.user_paused() => State::Paused,
+            Life::Running if self.user_paused => State::Paused,
             Life::Running => State::Running,
+            Life::Waiting => State::Waiting,
             Life::Done(s) => s,
         }
     }
 
     fn user_paused(&self) -> bool {
-        self.paused_since_ns.is_some()
+        self.user_paused
+    }
+
+    /// The worker may not run: a user or an internal pause is in force.
+    fn halted(&self) -> bool {
+        self.user_paused || self.pause_count > 0
+    }
+
+    /// Starts or stops the job's clock as the pauses say (paused time is not
+    /// active time).
+    fn reclock(&mut self, now: i64) {
+        match (self.halted(), self.halted_since_ns) {
+            (true, None) => self.halted_since_ns = Some(now),
+            (false, Some(since)) => {
+                self.halted_since_ns = None;
+                if let Some(started) = self.started_ns {
+                    self.paused_ns += now - since.max(started);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Active (unpaused) time at job-clock `now`.
@@ -296,8 +468,29 @@ impl St {
         let end = self.finished_ns.unwrap_or(now);
         // A pause that began after `now` was read (while waiting for the lock) has
         // not taken any of it yet.
-        let current_pause = self.paused_since_ns.map_or(0, |p| (end - p).max(0));
+        let current_pause = self
+            .halted_since_ns
+            .map_or(0, |p| (end - p.max(started)).max(0));
         (end - started - self.paused_ns - current_pause).max(0)
+    }
+
+    /// Brings the wake fd (if there is one) in line with the job: readable
+    /// while cancel is requested or a user pause is pending.
+    fn sync_wake(&self) {
+        if let Some(w) = &self.wake {
+            if self.cancel_requested || self.halted() {
+                w.signal();
+            } else {
+                w.clear();
+            }
+        }
+    }
+
+    fn disarm_deadline(&mut self) {
+        self.deadline_gen += 1;
+        if let Some(id) = self.deadline_timer.take() {
+            timer::cancel(id);
+        }
     }
 
     fn check(&self, verb: Verb) -> Result<(), Error> {
@@ -375,6 +568,12 @@ pub struct Builder {
     stack_size: usize,
     pool: Option<&'static Pool>,
     completion: Option<(Option<Context>, CompleteFn)>,
+    deadline: Option<Duration>,
+    error_policy: ErrorPolicy,
+    manual_finalize: bool,
+    commit: Option<HookFn>,
+    abort: Option<HookFn>,
+    clean: Option<HookFn>,
 }
 
 impl Builder {
@@ -422,6 +621,50 @@ impl Builder {
         self
     }
 
+    /// Cancels the job (cause [`CancelCause::Timeout`]) once it has been running
+    /// for `after` of active time: measured from start, paused time not counted.
+    pub fn deadline(mut self, after: Duration) -> Builder {
+        self.deadline = Some(after);
+        self
+    }
+
+    /// What the job does when its worker reports an I/O error (default
+    /// [`ErrorPolicy::Report`]); see [`Job::report_io_error`].
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Builder {
+        self.error_policy = policy;
+        self
+    }
+
+    /// QEMU's `JOB_MANUAL_FINALIZE`: once the work is done (and every member of
+    /// its transaction succeeded) the job waits in `Waiting` until
+    /// [`Job::finalize`]; only then do commit and clean run and the job end.
+    /// A failed or cancelled group is finalized at once. In a transaction, the
+    /// transaction's setting applies instead.
+    pub fn manual_finalize(mut self, yes: bool) -> Builder {
+        self.manual_finalize = yes;
+        self
+    }
+
+    /// Runs once at finalization if the job (and every member of its
+    /// transaction) succeeded, before clean and before the job ends.
+    pub fn on_commit<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.commit = Some(Box::new(f));
+        self
+    }
+
+    /// Runs once at finalization if the job or any member of its transaction
+    /// failed or was cancelled, before clean and before the job ends.
+    pub fn on_abort<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.abort = Some(Box::new(f));
+        self
+    }
+
+    /// Runs once at finalization, after commit or abort, whatever the outcome.
+    pub fn on_clean<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.clean = Some(Box::new(f));
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -442,7 +685,18 @@ impl Builder {
             st: Mutex::new(St {
                 life: Life::Created,
                 cancel_requested: false,
-                paused_since_ns: None,
+                user_paused: false,
+                pause_count: 0,
+                halted_since_ns: None,
+                iostatus: IoStatus::Ok,
+                error_policy: self.error_policy,
+                manual_finalize: self.manual_finalize,
+                txn: None,
+                commit: self.commit,
+                abort: self.abort,
+                clean: self.clean,
+                pending: None,
+                finalizing: false,
                 started_ns: None,
                 paused_ns: 0,
                 finished_ns: None,
@@ -455,6 +709,12 @@ impl Builder {
                 next_hook: 0,
                 running_hook: None,
                 cancel_owns_hooks: false,
+                cancel_cause: CancelCause::None,
+                wake: None,
+                deadline_ns: self.deadline.map(duration_ns),
+                deadline_timer: None,
+                deadline_gen: 0,
+                children: Some(HashMap::new()),
             }),
             cv: Condvar::new(),
         });
@@ -513,12 +773,24 @@ impl Inner {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends the current user pause (if any) and adds it to the paused total.
-    fn end_user_pause(&self, st: &mut St, now: i64) {
-        if let Some(since) = st.paused_since_ns.take() {
-            st.paused_ns += now - since;
+    /// After a change to the pauses: the clock, the worker's attention bit and
+    /// the wake fd follow.
+    fn repause(&self, st: &mut St, now: i64) {
+        st.reclock(now);
+        if st.halted() {
+            self.attention.fetch_or(ATTN_PAUSE, Ordering::Release);
+        } else {
+            self.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
         }
-        self.attention.fetch_and(!ATTN_PAUSE, Ordering::Release);
+        st.sync_wake();
+    }
+
+    /// Ends the user pause (if any) and resets the error status with it: the
+    /// error status is not OK only while user-paused (seed 000).
+    fn end_user_pause(&self, st: &mut St, now: i64) {
+        st.user_paused = false;
+        st.iostatus = IoStatus::Ok;
+        self.repause(st, now);
     }
 
     fn set_attention(&self, bit: u8) {
@@ -528,6 +800,10 @@ impl Inner {
 
 fn ms(ns: i64) -> i64 {
     ns / 1_000_000
+}
+
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 impl Job {
@@ -598,6 +874,7 @@ impl Job {
         );
         match spawned {
             Ok(()) => {
+                self.arm_deadline(&mut st);
                 drop(st);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
@@ -642,6 +919,12 @@ impl Job {
             JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
         });
         RUNNING_JOB.set(0);
+        // Children the worker left running are killed and reaped before the
+        // job ends: none outlives it, none is left a zombie.
+        let children = self.0.lock().children.take().unwrap_or_default();
+        for child in children.into_values() {
+            child.reap_now();
+        }
         let (life, error) = {
             let st = self.0.lock();
             let result = match (st.finish_status, result) {
@@ -656,7 +939,44 @@ impl Job {
                 Err(e) => (State::Failed, Some(e)),
             }
         };
-        self.settle(Life::Done(life), error, true);
+        self.worker_done(life, error, true);
+    }
+
+    /// The worker has returned with `outcome` (or a created job was
+    /// cancelled): the job waits in `Waiting` while its transaction settles or
+    /// for a manual finalize; a job on its own with nothing to wait for is
+    /// finalized at once.
+    fn worker_done(&self, outcome: State, error: Option<JobError>, on_worker: bool) {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let (unused_hooks, txn, finalize_now) = {
+            let mut st = inner.lock();
+            inner.end_user_pause(&mut st, now);
+            st.disarm_deadline();
+            st.finished_ns = Some(now);
+            st.pending = Some((outcome, error));
+            st.life = Life::Waiting;
+            inner.set_attention(ATTN_DONE);
+            // Hooks nobody will call are freed now, as the worker's userdata
+            // was; a cancel that is calling hooks keeps them (it calls each).
+            let hooks = if st.cancel_owns_hooks {
+                Default::default()
+            } else {
+                std::mem::take(&mut st.hooks)
+            };
+            let txn = st.txn.clone();
+            let finalize_now = txn.is_none()
+                && (outcome != State::Completed || !st.manual_finalize)
+                && !std::mem::replace(&mut st.finalizing, true);
+            (hooks, txn, finalize_now)
+        };
+        drop(unused_hooks);
+        inner.cv.notify_all();
+        if let Some(txn) = txn {
+            txn.member_done(self, outcome, on_worker);
+        } else if finalize_now {
+            finalize_group(vec![self.clone()], outcome != State::Completed, on_worker);
+        }
     }
 
     /// Publishes a terminal state, then delivers the completion. Only called once
@@ -679,7 +999,8 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
-        st.finished_ns = Some(now);
+        st.disarm_deadline();
+        st.finished_ns.get_or_insert(now);
         let state = match life {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
@@ -786,6 +1107,12 @@ impl Job {
     /// dropped before this returns). A paused job is resumed so it can see the
     /// cancel. A running worker decides: it may still complete.
     pub fn cancel(&self) -> CancelStatus {
+        self.cancel_with(CancelCause::Caller)
+    }
+
+    /// [`Job::cancel`], recording why (shown by [`Job::info`]). The first
+    /// request's cause is kept.
+    pub fn cancel_with(&self, cause: CancelCause) -> CancelStatus {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut st = inner.lock();
@@ -795,7 +1122,25 @@ impl Job {
         if st.cancel_requested {
             return CancelStatus::AlreadyRequested;
         }
+        if st.life == Life::Waiting {
+            // The work is done; the cancel turns a pending success into an
+            // abort (QEMU cancels PENDING jobs the same way).
+            if let Some(txn) = st.txn.clone() {
+                drop(st);
+                return txn.cancel_waiting_member(self, cause);
+            }
+            if std::mem::replace(&mut st.finalizing, true) {
+                return CancelStatus::AlreadyFinished;
+            }
+            st.cancel_requested = true;
+            st.cancel_cause = cause;
+            inner.set_attention(ATTN_CANCEL);
+            drop(st);
+            finalize_group(vec![self.clone()], true, false);
+            return CancelStatus::Requested;
+        }
         st.cancel_owns_hooks = true;
+        st.cancel_cause = cause;
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
             drop(st);
@@ -809,9 +1154,14 @@ impl Job {
         inner.set_attention(ATTN_CANCEL);
         // Seed 000: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
+        st.disarm_deadline();
+        st.sync_wake();
         drop(st);
         inner.cv.notify_all();
-        log::debug(format_args!("job {} cancel requested", inner.id));
+        log::debug(format_args!(
+            "job {} cancel requested ({cause:?})",
+            inner.id
+        ));
         self.run_cancel_hooks();
         CancelStatus::Requested
     }
@@ -902,7 +1252,7 @@ impl Job {
             if st.cancel_requested {
                 return Err(Error::Cancelled);
             }
-            if st.user_paused() {
+            if st.halted() {
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
@@ -917,6 +1267,459 @@ impl Job {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// The job's wake fd, made on first use: readable once cancel was requested
+    /// (it stays so) and while a user pause is pending (until resume). A worker
+    /// with its own poll loop adds it to its set and, when it turns readable,
+    /// calls [`Job::pause_point`], which parks while paused and reports the
+    /// cancel. It lives as long as the job.
+    pub fn wake_fd(&self) -> Result<i32, Error> {
+        Ok(self.wake()?.raw())
+    }
+
+    fn wake(&self) -> Result<Arc<EventFd>, Error> {
+        let mut st = self.0.lock();
+        if let Some(w) = &st.wake {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(EventFd::new()?);
+        st.wake = Some(w.clone());
+        st.sync_wake();
+        Ok(w)
+    }
+
+    /// Gives the job a deadline (`None` removes it): once it has been running
+    /// for `after` of active time — from start, paused time not counted — it is
+    /// cancelled with cause [`CancelCause::Timeout`]. A deadline already passed
+    /// cancels it at once. Allowed until the job ends.
+    pub fn set_deadline(&self, after: Option<Duration>) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.deadline_ns = after.map(duration_ns);
+        self.arm_deadline(&mut st);
+        Ok(())
+    }
+
+    /// (Re)arms the deadline timer for a running, unpaused, uncancelled job.
+    fn arm_deadline(&self, st: &mut St) {
+        st.disarm_deadline();
+        let Some(deadline) = st.deadline_ns else {
+            return;
+        };
+        if st.life != Life::Running || st.halted() || st.cancel_requested {
+            return;
+        }
+        let left = deadline
+            .saturating_sub(st.active_ns(self.0.now_ns()))
+            .max(0);
+        let at = Instant::now()
+            .checked_add(Duration::from_nanos(left as u64))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100));
+        let arming = st.deadline_gen;
+        let weak = Arc::downgrade(&self.0);
+        st.deadline_timer = timer::schedule(at, move || {
+            if let Some(inner) = weak.upgrade() {
+                Job(inner).deadline_due(arming);
+            }
+        });
+    }
+
+    /// The deadline timer fired (on the timer thread).
+    fn deadline_due(&self, arming: u64) {
+        let mut st = self.0.lock();
+        if st.deadline_gen != arming {
+            return;
+        }
+        st.deadline_timer = None;
+        let Some(deadline) = st.deadline_ns else {
+            return;
+        };
+        if st.life != Life::Running || st.halted() || st.cancel_requested {
+            return;
+        }
+        if st.active_ns(self.0.now_ns()) < deadline {
+            // Early by the timer's slack: try again for the rest.
+            self.arm_deadline(&mut st);
+            return;
+        }
+        drop(st);
+        log::debug(format_args!("job {} deadline passed", self.0.id));
+        self.cancel_with(CancelCause::Timeout);
+    }
+
+    /// The worker side of a cancellable wait: parks while user-paused, fails
+    /// with `Cancelled` once cancel is requested, and gives the active time
+    /// left before `target` (`None`: no limit).
+    fn wait_round(&self, target: Option<i64>) -> Result<Option<i64>, Error> {
+        let inner = &self.0;
+        let mut st = inner.lock();
+        loop {
+            if st.life != Life::Running {
+                return Err(Error::NotAllowed {
+                    verb: Verb::Update,
+                    state: st.state(),
+                });
+            }
+            if st.cancel_requested {
+                return Err(Error::Cancelled);
+            }
+            if !st.halted() {
+                break;
+            }
+            st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(target.map(|t| t.saturating_sub(st.active_ns(inner.now_ns())).max(0)))
+    }
+
+    fn active_target(&self, timeout: Option<Duration>) -> Option<i64> {
+        let st = self.0.lock();
+        timeout.map(|t| st.active_ns(self.0.now_ns()).saturating_add(duration_ns(t)))
+    }
+
+    /// A cancellable wait for `fd`: returns the `poll(2)` events that happened
+    /// (of `events`, plus error and hang-up) once it is ready; `TimedOut` after
+    /// `timeout` of active time (`None` = no limit); `Cancelled` as soon as
+    /// cancel is requested. While the job is paused the worker parks here and
+    /// the time does not count. Refused unless the job is running; an fd that
+    /// is not open is `InvalidArgument`.
+    pub fn wait_fd(
+        &self,
+        fd: i32,
+        want: FdEvents,
+        timeout: Option<Duration>,
+    ) -> Result<FdEvents, Error> {
+        if fd < 0 {
+            return Err(Error::InvalidArgument("fd must not be negative"));
+        }
+        if !want.readable && !want.writable {
+            return Err(Error::InvalidArgument(
+                "wait for readable, writable or both",
+            ));
+        }
+        let events = if want.readable { sys::POLLIN } else { 0 }
+            | if want.writable { sys::POLLOUT } else { 0 };
+        let wake = self.wake()?;
+        let target = self.active_target(timeout);
+        loop {
+            let left = self.wait_round(target)?;
+            let mut set = [
+                sys::PollFd::new(fd, events),
+                sys::PollFd::new(wake.raw(), sys::POLLIN),
+            ];
+            sys::poll(&mut set, poll_ms(left))?;
+            let got = set[0].revents;
+            if got & sys::POLLNVAL != 0 {
+                return Err(Error::InvalidArgument("fd is not open"));
+            }
+            if got != 0 {
+                return Ok(FdEvents {
+                    readable: got & sys::POLLIN != 0,
+                    writable: got & sys::POLLOUT != 0,
+                    error: got & sys::POLLERR != 0,
+                    hangup: got & sys::POLLHUP != 0,
+                });
+            }
+            if left == Some(0) && set[1].revents == 0 {
+                return Err(Error::TimedOut);
+            }
+        }
+    }
+
+    /// Starts a child process bound to the job (see [`child`]): cancel sends
+    /// it SIGTERM, then SIGKILL after the grace period; [`Job::wait_child`]
+    /// reaps it; one still running when the worker returns is killed and
+    /// reaped. Refused unless the job is running. Returns its pid.
+    pub fn spawn_child(&self, spec: child::Spawn) -> Result<i32, Error> {
+        self.check_running()?;
+        self.bind_child(Child::spawn(spec)?)
+    }
+
+    /// Binds a child the worker started itself (it must be this process's
+    /// child and not yet reaped), as [`Job::spawn_child`] does. bgjob reaps it:
+    /// nobody else may wait for it.
+    pub fn watch_child(&self, pid: i32, grace: Duration) -> Result<(), Error> {
+        self.check_running()?;
+        if self
+            .0
+            .lock()
+            .children
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&pid))
+        {
+            return Err(Error::InvalidArgument("pid is already watched"));
+        }
+        self.bind_child(Child::watch(pid, grace)?).map(drop)
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        let st = self.0.lock();
+        if st.life != Life::Running {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        Ok(())
+    }
+
+    fn bind_child(&self, child: Arc<Child>) -> Result<i32, Error> {
+        let pid = child.pid;
+        {
+            let mut st = self.0.lock();
+            let state = st.state();
+            let running = st.life == Life::Running;
+            match st.children.as_mut() {
+                Some(children) if running => {
+                    children.insert(pid, child.clone());
+                }
+                _ => {
+                    drop(st);
+                    child.reap_now();
+                    return Err(Error::NotAllowed {
+                        verb: Verb::Update,
+                        state,
+                    });
+                }
+            }
+        }
+        let c = child.clone();
+        // A cancel that came first runs the hook here: the child is signalled
+        // at once. The job cannot end meanwhile without reaping the child
+        // (the worker's return does that), so an error here is only that.
+        if let Ok(HookAdded::Registered(id)) = self.add_cancel_hook(move |_| c.terminate()) {
+            child.set_hook(id);
+        }
+        log::debug(format_args!("job {} bound child {pid}", self.0.id));
+        Ok(pid)
+    }
+
+    /// Waits for a child bound to the job, reading its captured output (the
+    /// line callback runs here, on this thread). Returns once it has ended and
+    /// been reaped; `cancelled` says cancel was requested meanwhile — bgjob then
+    /// signalled it, so the wait lasts at most its grace period. `TimedOut`
+    /// after `timeout` of active time (the child keeps running and stays
+    /// bound). While the job is paused the worker parks here (the child keeps
+    /// running). `NotFound` for a pid the job does not hold (never bound, or
+    /// already waited for).
+    pub fn wait_child(&self, pid: i32, timeout: Option<Duration>) -> Result<ChildExit, Error> {
+        let child = {
+            let st = self.0.lock();
+            if st.life != Life::Running {
+                return Err(Error::NotAllowed {
+                    verb: Verb::Update,
+                    state: st.state(),
+                });
+            }
+            st.children
+                .as_ref()
+                .and_then(|c| c.get(&pid))
+                .cloned()
+                .ok_or(Error::NotFound)?
+        };
+        let wake = self.wake()?;
+        let target = self.active_target(timeout);
+        let mut io = child.begin_wait()?;
+        let waited = self.wait_child_loop(&child, &mut io, &wake, target);
+        child.end_wait(io);
+        let status = waited?;
+        // Reaped: the job lets go of it.
+        if let Some(children) = self.0.lock().children.as_mut() {
+            children.remove(&pid);
+        }
+        if let Some(hook) = child.done() {
+            self.remove_cancel_hook(hook);
+        }
+        Ok(ChildExit {
+            status,
+            cancelled: child.was_terminated() || self.is_cancel_requested(),
+        })
+    }
+
+    fn wait_child_loop(
+        &self,
+        child: &Child,
+        io: &mut child::Io,
+        wake: &EventFd,
+        target: Option<i64>,
+    ) -> Result<i32, Error> {
+        loop {
+            if let Some(status) = child.step(self, io)? {
+                return Ok(status);
+            }
+            // A cancel does not end this wait: the hook has signalled the
+            // child, which ends within its grace period. The wake fd then stays
+            // readable, so it leaves the poll set.
+            let (left, watch_wake) = match self.wait_round(target) {
+                Ok(left) => (left, true),
+                Err(Error::Cancelled) => {
+                    let st = self.0.lock();
+                    let left =
+                        target.map(|t| t.saturating_sub(st.active_ns(self.0.now_ns())).max(0));
+                    (left, false)
+                }
+                Err(e) => return Err(e),
+            };
+            if left == Some(0) {
+                return Err(Error::TimedOut);
+            }
+            let mut set = child.poll_set(io);
+            if watch_wake {
+                set.push(sys::PollFd::new(wake.raw(), sys::POLLIN));
+            }
+            sys::poll(&mut set, poll_ms(left))?;
+        }
+    }
+
+    /// For a transaction cancelling a member whose work is done: records the
+    /// cancel. False if it had been requested already.
+    pub(super) fn mark_cancelled_waiting(&self, cause: CancelCause) -> bool {
+        let mut st = self.0.lock();
+        if st.cancel_requested {
+            return false;
+        }
+        st.cancel_requested = true;
+        st.cancel_cause = cause;
+        self.0.set_attention(ATTN_CANCEL);
+        true
+    }
+
+    /// For [`Txn::add`]: makes a created job a member of `txn`.
+    pub(super) fn join_txn(&self, txn: &Txn) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        if st.life != Life::Created || st.cancel_requested {
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: st.state(),
+            });
+        }
+        if st.txn.is_some() {
+            return Err(Error::InvalidArgument(
+                "the job is in a transaction already",
+            ));
+        }
+        st.txn = Some(txn.clone());
+        Ok(())
+    }
+
+    /// Manual finalize: once the job's work is done (and, in a transaction,
+    /// every member's), commit (or abort) and clean run on this thread and the
+    /// job ends. Called on a member whose transaction is still running, it
+    /// asks for the transaction to be finalized as soon as it can be. Allowed
+    /// only in `Waiting`.
+    pub fn finalize(&self) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Finalize)?;
+        if let Some(txn) = st.txn.clone() {
+            drop(st);
+            return txn.finalize();
+        }
+        let state = st.state();
+        if std::mem::replace(&mut st.finalizing, true) {
+            return Err(Error::NotAllowed {
+                verb: Verb::Finalize,
+                state,
+            });
+        }
+        let aborted = !matches!(st.pending, Some((State::Completed, _)));
+        drop(st);
+        finalize_group(vec![self.clone()], aborted, false);
+        Ok(())
+    }
+
+    /// An internal pause (QEMU's `job_pause`, used for drain): a counter beside
+    /// the user pause; the worker parks at its next pause point while either
+    /// is in force, and the paused time does not count. Balanced by
+    /// [`Job::resume_internal`]. Allowed until the job ends.
+    pub fn pause_internal(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Drain)?;
+        st.pause_count = st
+            .pause_count
+            .checked_add(1)
+            .ok_or(Error::InvalidArgument("too many internal pauses"))?;
+        inner.repause(&mut st, now);
+        st.disarm_deadline();
+        Ok(())
+    }
+
+    /// Undoes one [`Job::pause_internal`]. An unbalanced resume is refused
+    /// (`NotAllowed`) and changes nothing.
+    pub fn resume_internal(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Drain)?;
+        if st.pause_count == 0 {
+            return Err(Error::NotAllowed {
+                verb: Verb::Drain,
+                state: st.state(),
+            });
+        }
+        st.pause_count -= 1;
+        inner.repause(&mut st, now);
+        self.arm_deadline(&mut st);
+        drop(st);
+        inner.cv.notify_all();
+        Ok(())
+    }
+
+    /// Changes the error policy (allowed until the work is done).
+    pub fn set_error_policy(&self, policy: ErrorPolicy) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.error_policy = policy;
+        Ok(())
+    }
+
+    /// The worker hit an I/O error (`code` errno-style, non-zero): the job's
+    /// error policy decides what it does next.
+    /// - [`ErrorAction::Report`]: the error is recorded as the job's; return it.
+    /// - [`ErrorAction::Ignore`]: carry on.
+    /// - [`ErrorAction::Stop`]: the job is now user-paused with error status
+    ///   `Failed` (`NoSpace` for ENOSPC); call a pause point (it parks until
+    ///   resume, which resets the status, or reports a cancel), then retry.
+    ///
+    /// A job being cancelled is never stopped: it is told to report.
+    pub fn report_io_error(&self, code: i32, message: &str) -> Result<ErrorAction, Error> {
+        if code == 0 {
+            return Err(Error::InvalidArgument("an error code must be non-zero"));
+        }
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        if st.life != Life::Running {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        let stop = match st.error_policy {
+            ErrorPolicy::Report => false,
+            ErrorPolicy::Ignore => return Ok(ErrorAction::Ignore),
+            ErrorPolicy::Stop => true,
+            ErrorPolicy::Enospc => code == ENOSPC,
+        };
+        if stop && !st.cancel_requested {
+            st.user_paused = true;
+            st.iostatus = if code == ENOSPC {
+                IoStatus::NoSpace
+            } else {
+                IoStatus::Failed
+            };
+            inner.repause(&mut st, now);
+            st.disarm_deadline();
+            drop(st);
+            log::debug(format_args!(
+                "job {} stopped by I/O error {code}: {message}",
+                inner.id
+            ));
+            return Ok(ErrorAction::Stop);
+        }
+        st.error = Some(JobError::new(code, message));
+        Ok(ErrorAction::Report)
     }
 
     /// User pause: the worker parks at its next pause point, cancellable wait or
@@ -934,8 +1737,9 @@ impl Job {
                 state: st.state(),
             });
         }
-        st.paused_since_ns = Some(now);
-        inner.set_attention(ATTN_PAUSE);
+        st.user_paused = true;
+        inner.repause(&mut st, now);
+        st.disarm_deadline();
         drop(st);
         log::debug(format_args!("job {} paused", inner.id));
         Ok(())
@@ -948,6 +1752,8 @@ impl Job {
         let mut st = inner.lock();
         st.check(Verb::Resume)?;
         inner.end_user_pause(&mut st, now);
+        st.sync_wake();
+        self.arm_deadline(&mut st);
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} resumed", inner.id));
@@ -1019,6 +1825,10 @@ impl Job {
     /// it; [`Job::end_unstarted`] finishes the job with no lock held.
     fn take_unstarted(&self, st: &mut St) -> Option<WorkerFn> {
         st.cancel_requested = true;
+        if st.cancel_cause == CancelCause::None {
+            st.cancel_cause = CancelCause::Caller;
+        }
+        st.sync_wake();
         self.0.set_attention(ATTN_CANCEL);
         st.worker.take()
     }
@@ -1026,7 +1836,7 @@ impl Job {
     fn end_unstarted(&self, worker: WorkerFn) {
         drop(worker);
         log::debug(format_args!("job {} cancelled before start", self.0.id));
-        self.settle(Life::Done(State::Cancelled), None, false);
+        self.worker_done(State::Cancelled, None, false);
     }
 
     /// Whether `verb` is allowed in the job's current state (the verb table).
@@ -1046,6 +1856,8 @@ impl Job {
             st.check(Verb::Detach)?;
             if !cancel && st.user_paused() {
                 inner.end_user_pause(&mut st, now);
+                st.sync_wake();
+                self.arm_deadline(&mut st);
             }
             st.state().is_terminal()
         };
@@ -1055,6 +1867,16 @@ impl Job {
         }
         if cancel {
             self.cancel();
+        } else {
+            // Nobody could finalize it later: it finalizes by itself.
+            let waiting = {
+                let mut st = inner.lock();
+                st.manual_finalize = false;
+                st.life == Life::Waiting
+            };
+            if waiting {
+                let _ = self.finalize();
+            }
         }
         log::debug(format_args!("job {} detached", self.0.id));
         Ok(())
@@ -1066,16 +1888,20 @@ impl Job {
         // One clock reading serves the active time and the time since progress
         // (an update landing after it counts as "just now", never negative).
         let now = inner.now_ns();
-        let (state, cancel_requested, pause_requested, active, error_code) = {
+        let (state, cancel_requested, pause_requested, active, error_code, cancel_cause);
+        let (pause_count, iostatus, error_policy);
+        {
             let st = inner.lock();
-            (
+            (state, cancel_requested, pause_requested, active) = (
                 st.state(),
                 st.cancel_requested,
                 st.user_paused(),
                 st.active_ns(now),
-                st.error.as_ref().map_or(0, |e| e.code),
-            )
-        };
+            );
+            error_code = st.error.as_ref().map_or(0, |e| e.code);
+            cancel_cause = st.cancel_cause;
+            (pause_count, iostatus, error_policy) = (st.pause_count, st.iostatus, st.error_policy);
+        }
         let f = inner.progress.snapshot();
         let bounded = inner.job_type == JobType::Bounded;
         let percent = match (bounded, state) {
@@ -1112,6 +1938,10 @@ impl Job {
                 ms((now - f.last_ns).max(0))
             },
             error_code,
+            cancel_cause,
+            pause_count,
+            iostatus,
+            error_policy,
         }
     }
 
@@ -1259,7 +2089,7 @@ impl Job {
             return Ok(());
         }
         let mut st = inner.lock();
-        while st.user_paused() && !st.cancel_requested {
+        while st.halted() && !st.cancel_requested {
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.cancel_requested {
@@ -1267,6 +2097,78 @@ impl Job {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Finalizes a group whose work is done (a transaction, or one job): commit
+/// (all succeeded) or abort for each member, then clean for each, then each
+/// member ends — the same outcomes whatever order the members finished in.
+/// In an aborted group a member that failed ends `Failed`, every other one
+/// `Cancelled` (one whose own work succeeded with cause `Transaction`). The
+/// caller has claimed the group (exactly once).
+pub(super) fn finalize_group(members: Vec<Job>, aborted: bool, on_worker: bool) {
+    let call = |job: &Job, f: Option<HookFn>| {
+        if let Some(f) = f {
+            // A panicking Rust callback must not stop the others.
+            let _ = catch_unwind(AssertUnwindSafe(|| f(job)));
+        }
+    };
+    for m in &members {
+        let (run, unused) = {
+            let mut st = m.0.lock();
+            let (commit, abort) = (st.commit.take(), st.abort.take());
+            if aborted {
+                (abort, commit)
+            } else {
+                (commit, abort)
+            }
+        };
+        drop(unused);
+        call(m, run);
+    }
+    for m in &members {
+        let clean = m.0.lock().clean.take();
+        call(m, clean);
+    }
+    for m in members {
+        let (state, error) = {
+            let mut st = m.0.lock();
+            // The group is settled: the member lets go of the transaction
+            // (which held it), breaking the reference cycle.
+            st.txn = None;
+            let (outcome, error) = st.pending.take().unwrap_or((State::Cancelled, None));
+            match (aborted, outcome) {
+                (false, _) => (State::Completed, None),
+                (true, State::Failed) => (State::Failed, error),
+                (true, State::Cancelled) => (State::Cancelled, error),
+                (true, _) => {
+                    st.cancel_requested = true;
+                    if st.cancel_cause == CancelCause::None {
+                        st.cancel_cause = CancelCause::Transaction;
+                    }
+                    m.0.set_attention(ATTN_CANCEL);
+                    let message = if st.cancel_cause == CancelCause::Transaction {
+                        "cancelled: another member of its transaction failed or was cancelled"
+                    } else {
+                        "cancelled before it was finalized"
+                    };
+                    (State::Cancelled, Some(JobError::new(ECANCELED, message)))
+                }
+            }
+        };
+        m.settle(Life::Done(state), error, on_worker);
+    }
+}
+
+/// ECANCELED on Linux: the code of a member cancelled by its transaction.
+const ECANCELED: i32 = 125;
+
+/// A poll timeout in ms for `left` ns (rounded up, so a wait never ends early;
+/// `None` = no limit).
+fn poll_ms(left: Option<i64>) -> i32 {
+    match left {
+        None => -1,
+        Some(ns) => i32::try_from((ns + 999_999) / 1_000_000).unwrap_or(i32::MAX),
     }
 }
 

@@ -2,25 +2,31 @@
 //! their workers, threads. Usable directly as a Rust API; the C ABI in
 //! [`crate::ffi`] only checks, converts and forwards to it.
 //!
-//! Nothing here uses `unsafe`, libc or FFI types. The one OS facility std lacks
-//! (renaming a reused thread after its job) comes from the safe wrappers in
-//! `crate::sys`.
+//! Nothing here uses `unsafe`, libc or FFI types. The OS facilities std lacks
+//! (renaming a reused thread after its job, eventfd, poll, pidfd) come from the
+//! safe wrappers in `crate::sys`.
 #![forbid(unsafe_code)]
 
+pub mod child;
 pub mod context;
 pub mod job;
 pub mod log;
 pub(crate) mod progress;
 pub mod state;
 pub mod threads;
+pub(crate) mod timer;
+pub mod txn;
 
+pub use child::{ChildExit, Output, Spawn, Stream};
 pub use context::{Completion, Context, DispatchError};
 pub use job::{
-    Builder, CancelStatus, CompleteFn, Error, HookAdded, HookFn, HookId, HookRemoved, Info, Job,
-    JobError, JobType, Listing, Release, ResultValue, Worker, WorkerFn, list,
+    Builder, CancelCause, CancelStatus, CompleteFn, Error, ErrorAction, ErrorPolicy, FdEvents,
+    HookAdded, HookFn, HookId, HookRemoved, Info, IoStatus, Job, JobError, JobType, Listing,
+    Release, ResultValue, Worker, WorkerFn, list,
 };
 pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};
+pub use txn::Txn;
 
 #[cfg(test)]
 mod tests;

@@ -97,11 +97,17 @@ pub enum Verb {
     /// Read or take the job's result (only once it has ended, so the worker can
     /// no longer replace, and free, what the caller holds).
     Result = 7,
+    /// Internal pause and resume (QEMU's drain): a counter beside the user
+    /// pause; the worker runs only when both are clear.
+    Drain = 8,
+    /// Finalize a job (or its transaction) created with manual finalize, once
+    /// its work is done: commit or abort, clean, then the end.
+    Finalize = 9,
 }
 
 impl Verb {
     /// Every verb, in numeric order.
-    pub const ALL: [Verb; 8] = [
+    pub const ALL: [Verb; 10] = [
         Verb::Start,
         Verb::Cancel,
         Verb::Pause,
@@ -110,6 +116,8 @@ impl Verb {
         Verb::Detach,
         Verb::Update,
         Verb::Result,
+        Verb::Drain,
+        Verb::Finalize,
     ];
 
     /// The verb with this number, if there is one.
@@ -130,6 +138,8 @@ impl Verb {
             Verb::Detach => "detach",
             Verb::Update => "update",
             Verb::Result => "result",
+            Verb::Drain => "drain",
+            Verb::Finalize => "finalize",
         }
     }
 }
@@ -145,7 +155,7 @@ const N: bool = false;
 
 /// Rows are verbs, columns are states, both in numeric order:
 /// created, running, paused, waiting, completed, failed, cancelled.
-const TABLE: [[bool; 7]; 8] = [
+const TABLE: [[bool; 7]; 10] = [
     /* start   */ [Y, N, N, N, N, N, N],
     /* cancel  */ [Y, Y, Y, Y, Y, Y, Y],
     /* pause   */ [N, Y, N, N, N, N, N],
@@ -154,6 +164,8 @@ const TABLE: [[bool; 7]; 8] = [
     /* detach  */ [N, Y, Y, Y, Y, Y, Y],
     /* update  */ [Y, Y, Y, N, N, N, N],
     /* result  */ [N, N, N, N, Y, Y, Y],
+    /* drain   */ [Y, Y, Y, Y, N, N, N],
+    /* finalize*/ [N, N, N, Y, N, N, N],
 ];
 
 /// Whether `verb` may be applied to a job in `state`.
@@ -175,7 +187,7 @@ mod tests {
         }
         assert_eq!(State::from_i32(-1), None);
         assert_eq!(State::from_i32(7), None);
-        assert_eq!(Verb::from_i32(8), None);
+        assert_eq!(Verb::from_i32(10), None);
         assert_eq!(Verb::from_i32(i32::MIN), None);
     }
 

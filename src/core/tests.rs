@@ -802,3 +802,90 @@ fn an_impossible_stack_size_is_refused_not_a_panic() {
     assert!(matches!(r, Err(Error::InvalidArgument(_))));
     assert_eq!(drops.count(), 1, "the worker closure was dropped");
 }
+
+#[test]
+fn a_deadline_cancels_with_cause_timeout_and_a_cancel_says_caller() {
+    let job = Builder::new()
+        .deadline(Duration::from_millis(30))
+        .spawn(|w| {
+            w.job()
+                .sleep(Duration::MAX)
+                .map_err(|_| JobError::new(125, ""))
+        })
+        .unwrap();
+    assert_eq!(job.wait(LONG), Ok(State::Cancelled));
+    let info = job.info();
+    assert_eq!(info.cancel_cause, CancelCause::Timeout);
+    assert!(info.elapsed_ms >= 30);
+
+    let job = Builder::new().spawn(until_cancelled).unwrap();
+    assert_eq!(job.info().cancel_cause, CancelCause::None);
+    job.cancel();
+    assert_eq!(job.wait(LONG), Ok(State::Cancelled));
+    assert_eq!(job.info().cancel_cause, CancelCause::Caller);
+}
+
+#[test]
+fn wait_fd_sees_data_and_is_cut_short_by_cancel() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (r, mut w) = std::io::pipe().unwrap();
+    let fd = r.as_raw_fd();
+    let (tx, rx) = mpsc::channel();
+    let want = FdEvents {
+        readable: true,
+        ..FdEvents::default()
+    };
+    let job = Builder::new()
+        .spawn(move |wk| {
+            let first = wk.job().wait_fd(fd, want, None);
+            let second = wk.job().wait_fd(fd, want, Some(Duration::from_millis(20)));
+            tx.send((first, second)).unwrap();
+            // Data is still unread, so it stays readable; only cancel ends this.
+            let mut buf = [0u8; 1];
+            std::io::Read::read(&mut &r, &mut buf).unwrap();
+            let third = wk.job().wait_fd(fd, want, None);
+            tx.send((third, Ok(FdEvents::default()))).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    w.write_all(b"x").unwrap();
+    let (first, second) = rx.recv().unwrap();
+    assert!(first.unwrap().readable);
+    assert!(second.unwrap().readable, "unread data keeps it readable");
+    std::thread::sleep(Duration::from_millis(20));
+    job.cancel();
+    let (third, _) = rx.recv().unwrap();
+    assert_eq!(third, Err(Error::Cancelled));
+    assert_eq!(job.wait(LONG), Ok(State::Completed));
+}
+
+#[test]
+fn a_child_reports_its_exit_and_is_killed_on_cancel() {
+    let (tx, rx) = mpsc::channel();
+    let job = Builder::new()
+        .spawn(move |w| {
+            let pid = w
+                .job()
+                .spawn_child(Spawn::new(["sh", "-c", "exit 4"]))
+                .unwrap();
+            let exit = w.job().wait_child(pid, None).unwrap();
+            tx.send((pid, exit)).unwrap();
+            let pid = w.job().spawn_child(Spawn::new(["sleep", "60"])).unwrap();
+            tx.send((pid, exit)).unwrap();
+            let exit = w.job().wait_child(pid, None).unwrap();
+            tx.send((pid, exit)).unwrap();
+            Err(JobError::new(125, ""))
+        })
+        .unwrap();
+    let (_, exit) = rx.recv().unwrap();
+    assert_eq!((exit.code(), exit.cancelled), (Some(4), false));
+    let (sleeper, _) = rx.recv().unwrap();
+    job.cancel();
+    let (pid, exit) = rx.recv().unwrap();
+    assert_eq!(pid, sleeper);
+    assert!(exit.cancelled);
+    assert_eq!(exit.signal(), Some(15));
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(job.wait(LONG), Ok(State::Cancelled));
+}

@@ -30,7 +30,7 @@ struct Entry<T> {
 }
 
 /// One table per handle type: `JOBS` for `bgjob_job *`, `CONTEXTS` for
-/// `bgjob_context *`.
+/// `bgjob_context *`, `TXNS` for `bgjob_txn *`.
 pub(crate) struct Table<T> {
     tag: u8,
     inner: RwLock<Inner<T>>,
@@ -43,6 +43,10 @@ struct Inner<T> {
 
 pub(crate) static JOBS: Table<Job> = Table::new(1);
 pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
+/// Tag 3 is `virJobPtr` (`super::virjob::VIRJOBS`): every table needs its own tag.
+pub(crate) const VIRJOB_TAG: u8 = 3;
+/// Tag 4: `bgjob_txn *`.
+pub(crate) static TXNS: Table<crate::core::Txn> = Table::new(4);
 
 /// Generations use 28 bits; the 4 above them hold the table's tag.
 const GENERATION_MASK: u32 = 0x0fff_ffff;
@@ -63,7 +67,7 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 }
 
 impl<T: Clone> Table<T> {
-    const fn new(tag: u8) -> Table<T> {
+    pub(crate) const fn new(tag: u8) -> Table<T> {
         Table {
             tag,
             inner: RwLock::new(Inner {

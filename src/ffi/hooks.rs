@@ -1,10 +1,11 @@
 //! Cancellation hooks and cancellable waits (libxl's cancellation design).
 
 use super::handles::{to_ptr, with_job};
+use super::{BGJOB_FD_ERROR, BGJOB_FD_HANGUP, BGJOB_FD_READABLE, BGJOB_FD_WRITABLE, need, put};
 use super::{
     UserData, bgjob_free_callback, bgjob_hook_callback, bgjob_job, bgjob_result, boundary,
 };
-use crate::core::{HookAdded, HookRemoved};
+use crate::core::{FdEvents, HookAdded, HookRemoved};
 use std::time::Duration;
 
 /// Registers a cancellation hook on a job: `bgjob_job_cancel` will call
@@ -100,6 +101,119 @@ pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_
     boundary(|| {
         let ms = u64::try_from(ms).map_err(|_| bgjob_result::InvalidArgument)?;
         with_job(job, |j, _| j.sleep(Duration::from_millis(ms)))?.map_err(bgjob_result::from)
+    })
+}
+
+/// Gives the job's wake fd, for a worker with its own `poll` loop: readable
+/// once cancel was requested (it stays so) and while a user pause is pending
+/// (until resume). When it turns readable, call `bgjob_job_pause_point`: it
+/// parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
+/// cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
+/// not read, write or close it); it lives until the job is destroyed.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
+///
+/// # Safety
+/// `fd_out` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_cancel_fd(
+    job: *mut bgjob_job,
+    fd_out: *mut i32,
+) -> bgjob_result {
+    boundary(|| {
+        need(fd_out)?;
+        let fd = with_job(job, |j, _| j.wake_fd())??;
+        // SAFETY: checked non-NULL, writable by contract.
+        unsafe { put(fd_out, fd) };
+        Ok(())
+    })
+}
+
+/// A cancellable wait for an fd, for the worker: waits until `fd` is ready for
+/// `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
+/// `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
+/// once when cancel is requested. While the job is paused the worker parks
+/// here and the paused time does not count.
+///
+/// # Returns
+/// `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
+/// `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
+/// `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
+/// `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
+/// if poll itself failed (errno says why).
+///
+/// # Safety
+/// `revents_out` is NULL or writable. Meant for the job's worker thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_wait_fd(
+    job: *mut bgjob_job,
+    fd: i32,
+    events: u32,
+    timeout_ms: i64,
+    revents_out: *mut u32,
+) -> bgjob_result {
+    boundary(|| {
+        if events == 0 || events & !(BGJOB_FD_READABLE | BGJOB_FD_WRITABLE) != 0 {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        let timeout = timeout_arg(timeout_ms)?;
+        let want = FdEvents {
+            readable: events & BGJOB_FD_READABLE != 0,
+            writable: events & BGJOB_FD_WRITABLE != 0,
+            ..FdEvents::default()
+        };
+        let got = with_job(job, |j, _| j.wait_fd(fd, want, timeout))??;
+        let bits = [
+            (got.readable, BGJOB_FD_READABLE),
+            (got.writable, BGJOB_FD_WRITABLE),
+            (got.error, BGJOB_FD_ERROR),
+            (got.hangup, BGJOB_FD_HANGUP),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit);
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(revents_out, bits) };
+        Ok(())
+    })
+}
+
+/// −1 = no limit; other negatives are refused.
+pub(crate) fn timeout_arg(ms: i64) -> Result<Option<Duration>, bgjob_result> {
+    match ms {
+        -1 => Ok(None),
+        ms if ms < 0 => Err(bgjob_result::InvalidArgument),
+        ms => Ok(Some(Duration::from_millis(ms as u64))),
+    }
+}
+
+/// Gives the job a deadline: once it has run `ms` milliseconds of active time
+/// (counted from its start, paused time excluded) it is cancelled, and
+/// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
+/// deadline. Setting one that has already passed cancels the job at once.
+/// Allowed in CREATED, RUNNING and PAUSED (it replaces the one from
+/// `bgjob_job_options.deadline_ms`).
+///
+/// # Returns
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+/// ended.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_deadline(job: *mut bgjob_job, ms: i64) -> bgjob_result {
+    boundary(|| {
+        let after = match ms {
+            0 => None,
+            ms if ms < 0 => return Err(bgjob_result::InvalidArgument),
+            ms => Some(Duration::from_millis(ms as u64)),
+        };
+        with_job(job, |j, _| j.set_deadline(after))?.map_err(bgjob_result::from)
     })
 }
 

@@ -60,6 +60,10 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             rate: i.rate,
             since_progress_ms: i.since_progress_ms,
             id: i.id,
+            cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause) as i32,
+            pause_count: i.pause_count,
+            iostatus: i.iostatus as i32,
+            error_policy: i.error_policy as i32,
         };
         let n = size.min(size_of::<bgjob_info>());
         let out = bgjob_info {

@@ -4,9 +4,10 @@
 use super::context::Completion;
 use super::handles::{JOBS, WorkerScope, to_ptr, with_job};
 use super::{
-    BGJOB_CREATE_DEFER_START, BGJOB_DETACH_CANCEL, BGJOB_MAX_STACK_SIZE, UserData,
-    bgjob_cancel_status, bgjob_free_callback, bgjob_job, bgjob_job_options, bgjob_job_type,
-    bgjob_result, bgjob_state, bgjob_worker_callback, boundary, c_str, need, put,
+    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_DETACH_CANCEL,
+    BGJOB_MAX_STACK_SIZE, UserData, bgjob_cancel_status, bgjob_error_policy, bgjob_free_callback,
+    bgjob_hook_callback, bgjob_job, bgjob_job_options, bgjob_job_type, bgjob_result, bgjob_state,
+    bgjob_worker_callback, boundary, c_str, need, put,
 };
 use crate::core::{self, JobError, JobType};
 use std::ffi::c_void;
@@ -25,6 +26,13 @@ pub(crate) fn default_options() -> bgjob_job_options {
         completion_userdata: std::ptr::null_mut(),
         completion_free: None,
         context: std::ptr::null_mut(),
+        deadline_ms: 0,
+        error_policy: bgjob_error_policy::Report as i32,
+        commit: None,
+        abort: None,
+        clean: None,
+        finalize_userdata: std::ptr::null_mut(),
+        finalize_free: None,
     }
 }
 
@@ -75,6 +83,44 @@ struct Options {
     defer_start: bool,
     stack_size: usize,
     completion: Option<Completion>,
+    deadline: Option<std::time::Duration>,
+    manual_finalize: bool,
+    error_policy: core::ErrorPolicy,
+    finalizers: Finalizers,
+}
+
+/// The commit, abort and clean callbacks with their shared userdata, freed
+/// after the last of them (or when none will run).
+struct Finalizers {
+    commit: bgjob_hook_callback,
+    abort: bgjob_hook_callback,
+    clean: bgjob_hook_callback,
+    userdata: std::sync::Arc<UserData>,
+}
+
+impl Finalizers {
+    fn attach(self, mut b: core::Builder, h: usize) -> core::Builder {
+        let make = |cb: bgjob_hook_callback| {
+            cb.map(|cb| {
+                let data = self.userdata.clone();
+                move |_: &core::Job| {
+                    // SAFETY: the caller's callback with its own userdata and
+                    // the job's handle.
+                    unsafe { cb(data.ptr, to_ptr(h)) };
+                }
+            })
+        };
+        if let Some(f) = make(self.commit) {
+            b = b.on_commit(f);
+        }
+        if let Some(f) = make(self.abort) {
+            b = b.on_abort(f);
+        }
+        if let Some(f) = make(self.clean) {
+            b = b.on_clean(f);
+        }
+        b
+    }
 }
 
 /// Reads and checks options; NULL means the defaults. The completion userdata
@@ -106,13 +152,25 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
         };
         opts
     };
+    // Owned before any check can fail, like the completion's.
+    let finalizers = Finalizers {
+        commit: opts.commit,
+        abort: opts.abort,
+        clean: opts.clean,
+        userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
+    };
     let completion = Completion::from_options(&opts)?;
+    let error_policy =
+        core::ErrorPolicy::from_i32(opts.error_policy).ok_or(bgjob_result::InvalidArgument)?;
     let job_type = match opts.job_type {
         0 => JobType::Bounded,
         1 => JobType::Unbounded,
         _ => return Err(bgjob_result::InvalidArgument),
     };
-    if opts.flags & !BGJOB_CREATE_DEFER_START != 0 || opts.stack_size > BGJOB_MAX_STACK_SIZE {
+    if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
+        || opts.stack_size > BGJOB_MAX_STACK_SIZE
+        || opts.deadline_ms < 0
+    {
         return Err(bgjob_result::InvalidArgument);
     }
     let name = if opts.name.is_null() {
@@ -127,6 +185,11 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
         defer_start: opts.flags & BGJOB_CREATE_DEFER_START != 0,
         stack_size: opts.stack_size,
         completion,
+        deadline: (opts.deadline_ms > 0)
+            .then(|| std::time::Duration::from_millis(opts.deadline_ms as u64)),
+        manual_finalize: opts.flags & BGJOB_CREATE_MANUAL_FINALIZE != 0,
+        error_policy,
+        finalizers,
     })
 }
 
@@ -151,6 +214,13 @@ pub(crate) unsafe fn create(
     if let Some(name) = opts.name {
         b = b.name(name);
     }
+    if let Some(d) = opts.deadline {
+        b = b.deadline(d);
+    }
+    b = b
+        .manual_finalize(opts.manual_finalize)
+        .error_policy(opts.error_policy);
+    b = opts.finalizers.attach(b, h);
     if let Some(c) = opts.completion {
         b = c.attach(b, h, auto_release);
     }

@@ -10,12 +10,17 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod child;
 pub mod context;
 pub mod handles;
 pub mod hooks;
 pub mod info;
 pub mod job;
+pub mod txn;
 pub mod types;
+/// Generates its own header (include/virjob.h); kept out of bgjob.h.
+/// cbindgen:ignore
+pub mod virjob;
 pub mod worker;
 
 use crate::core;
@@ -47,12 +52,16 @@ pub enum bgjob_result {
     Cancelled = 6,
     /// bgjob hit an internal error (a Rust panic, caught at the boundary).
     Panic = 7,
-    /// No such item (a cancel hook that already ran, or an unknown id).
+    /// No such item (a cancel hook that already ran, an unknown id, a child
+    /// the job does not hold).
     NotFound = 8,
+    /// An operating-system call failed (starting a child, making an fd,
+    /// polling); `errno` holds its error when the call returns.
+    System = 9,
 }
 
 impl bgjob_result {
-    const ALL: [bgjob_result; 9] = [
+    const ALL: [bgjob_result; 10] = [
         bgjob_result::Ok,
         bgjob_result::InvalidHandle,
         bgjob_result::InvalidArgument,
@@ -62,6 +71,7 @@ impl bgjob_result {
         bgjob_result::Cancelled,
         bgjob_result::Panic,
         bgjob_result::NotFound,
+        bgjob_result::System,
     ];
 
     fn text(self) -> &'static CStr {
@@ -75,6 +85,7 @@ impl bgjob_result {
             bgjob_result::Cancelled => c"cancelled",
             bgjob_result::Panic => c"internal error (panic) in bgjob",
             bgjob_result::NotFound => c"not found",
+            bgjob_result::System => c"operating-system error (see errno)",
         }
     }
 }
@@ -87,6 +98,12 @@ impl From<core::Error> for bgjob_result {
             core::Error::TimedOut => bgjob_result::TimedOut,
             core::Error::Cancelled => bgjob_result::Cancelled,
             core::Error::InvalidArgument(_) => bgjob_result::InvalidArgument,
+            core::Error::NotFound => bgjob_result::NotFound,
+            core::Error::System(errno) => {
+                // SAFETY: __errno_location gives this thread's errno slot.
+                unsafe { *libc::__errno_location() = errno };
+                bgjob_result::System
+            }
         }
     }
 }
@@ -183,6 +200,10 @@ pub(crate) struct UserData {
 // (documented at every call that takes userdata); bgjob only passes it back to the
 // caller's own callbacks.
 unsafe impl Send for UserData {}
+// SAFETY: bgjob never reads or writes through the pointer; sharing a
+// `&UserData` only lets threads pass the same pointer back to the caller's
+// callbacks (the finalize callbacks share one userdata and never run at once).
+unsafe impl Sync for UserData {}
 
 impl UserData {
     pub(crate) fn new(ptr: *mut c_void, free: bgjob_free_callback) -> UserData {

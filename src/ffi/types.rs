@@ -8,16 +8,28 @@ use std::ffi::{c_char, c_void};
 pub const BGJOB_ABI_VERSION: u32 = 0;
 
 /// Number of result codes (`bgjob_result` values are 0 .. BGJOB_RESULT_COUNT-1).
-pub const BGJOB_RESULT_COUNT: i32 = 9;
+pub const BGJOB_RESULT_COUNT: i32 = 10;
 
 /// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
 pub const BGJOB_STATE_COUNT: i32 = 7;
 /// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
-pub const BGJOB_VERB_COUNT: i32 = 8;
+pub const BGJOB_VERB_COUNT: i32 = 10;
 
 /// `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
 /// start it; `bgjob_job_start` starts it (lets the caller configure it first).
 pub const BGJOB_CREATE_DEFER_START: u32 = 1;
+
+/// `bgjob_job_options.flags`: QEMU's `JOB_MANUAL_FINALIZE`. Once its work is
+/// done and succeeded, the job waits in `BGJOB_STATE_WAITING` until
+/// `bgjob_job_finalize`; only then do its commit and clean callbacks run and
+/// the job end. A failed or cancelled job is finalized at once. For a job in a
+/// transaction, the transaction's setting applies instead.
+pub const BGJOB_CREATE_MANUAL_FINALIZE: u32 = 2;
+
+/// `bgjob_txn_create` flag: the transaction finalizes manually (see
+/// `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
+/// `bgjob_job_finalize` on any member finalizes it.
+pub const BGJOB_TXN_MANUAL_FINALIZE: u32 = 1;
 
 /// `bgjob_job_detach` flag: cancel the job as it is detached.
 pub const BGJOB_DETACH_CANCEL: u32 = 1;
@@ -25,6 +37,37 @@ pub const BGJOB_DETACH_CANCEL: u32 = 1;
 /// Largest stack a job may ask for (1 GiB).
 pub const BGJOB_MAX_STACK_SIZE: usize = 1 << 30;
 const _: () = assert!(BGJOB_MAX_STACK_SIZE == core::threads::MAX_STACK_SIZE);
+
+/// `bgjob_job_wait_fd` events (and the events it reports): the fd is readable.
+pub const BGJOB_FD_READABLE: u32 = 1;
+/// The fd is writable.
+pub const BGJOB_FD_WRITABLE: u32 = 2;
+/// Reported only: an error condition on the fd (`POLLERR`).
+pub const BGJOB_FD_ERROR: u32 = 4;
+/// Reported only: the other end hung up (`POLLHUP`).
+pub const BGJOB_FD_HANGUP: u32 = 8;
+
+/// `bgjob_child_options.flags`: capture the child's stdout and hand it to
+/// `on_line` line by line (default: the parent's stdout).
+pub const BGJOB_CHILD_CAPTURE_STDOUT: u32 = 1;
+/// Capture the child's stderr likewise (default: the parent's stderr).
+pub const BGJOB_CHILD_CAPTURE_STDERR: u32 = 2;
+/// Give the child the parent's stdin (default: `/dev/null`).
+pub const BGJOB_CHILD_INHERIT_STDIN: u32 = 4;
+/// Send the child's stdout to `/dev/null` (not with CAPTURE_STDOUT).
+pub const BGJOB_CHILD_NULL_STDOUT: u32 = 8;
+/// Send the child's stderr to `/dev/null` (not with CAPTURE_STDERR).
+pub const BGJOB_CHILD_NULL_STDERR: u32 = 16;
+
+/// `bgjob_line_callback` stream: the child's stdout.
+pub const BGJOB_CHILD_STDOUT: i32 = 1;
+/// `bgjob_line_callback` stream: the child's stderr.
+pub const BGJOB_CHILD_STDERR: i32 = 2;
+const _: () = assert!(BGJOB_CHILD_STDOUT == core::Stream::Stdout as i32);
+const _: () = assert!(BGJOB_CHILD_STDERR == core::Stream::Stderr as i32);
+
+/// Default `bgjob_child_options.grace_ms`: time from SIGTERM to SIGKILL.
+pub const BGJOB_CHILD_DEFAULT_GRACE_MS: i64 = 5000;
 
 /// Capacity of the name and phase arrays in `bgjob_job_entry`, NUL included.
 pub const BGJOB_ENTRY_TEXT_SIZE: usize = 64;
@@ -43,6 +86,13 @@ pub struct bgjob_job {
 /// pollable fd (see `bgjob_context_create`). Like job handles, a table entry
 /// tagged with a generation, safe to misuse, usable from any thread.
 pub struct bgjob_context {
+    _private: [u8; 0],
+}
+
+/// An opaque transaction handle (QEMU's `JobTxn`): jobs grouped before they
+/// start, cancelled together, finalized together. Like job handles, a table
+/// entry tagged with a generation, safe to misuse, usable from any thread.
+pub struct bgjob_txn {
     _private: [u8; 0],
 }
 
@@ -76,6 +126,26 @@ pub type bgjob_completion_callback =
 /// out.
 pub type bgjob_hook_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
+
+/// Receives a child's captured output one line at a time
+/// (`bgjob_child_options.on_line`): `stream` is `BGJOB_CHILD_STDOUT` or
+/// `BGJOB_CHILD_STDERR`; `line` has `len` bytes without the terminator, plus a
+/// NUL after them (the bytes may contain NULs of their own). A line ends at
+/// `\n`, `\r` (progress meters redraw with it) or `\r\n`; empty lines are
+/// skipped; a line over 64 KiB comes in pieces.
+///
+/// Thread: the one calling `bgjob_job_wait_child` (normally the worker), with
+/// no bgjob lock held. It may call any bgjob function except waiting for the
+/// same child.
+pub type bgjob_line_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        job: *mut bgjob_job,
+        stream: i32,
+        line: *const c_char,
+        len: usize,
+    ),
+>;
 
 /// The function a job runs on its own thread.
 ///
@@ -154,6 +224,10 @@ pub enum bgjob_verb {
     Update = 6,
     /// `bgjob_job_get_result`, `bgjob_job_take_result`.
     Result = 7,
+    /// `bgjob_job_pause_internal`, `bgjob_job_resume_internal` (QEMU's drain).
+    Drain = 8,
+    /// `bgjob_job_finalize` (manual finalize).
+    Finalize = 9,
 }
 
 impl From<core::Verb> for bgjob_verb {
@@ -167,6 +241,8 @@ impl From<core::Verb> for bgjob_verb {
             core::Verb::Detach => bgjob_verb::Detach,
             core::Verb::Update => bgjob_verb::Update,
             core::Verb::Result => bgjob_verb::Result,
+            core::Verb::Drain => bgjob_verb::Drain,
+            core::Verb::Finalize => bgjob_verb::Finalize,
         }
     }
 }
@@ -179,6 +255,77 @@ pub enum bgjob_job_type {
     Bounded = 0,
     /// Reports elapsed time and units done only.
     Unbounded = 1,
+}
+
+/// What a job does when its worker reports an I/O error
+/// (`bgjob_job_report_io_error`); QEMU's `BlockdevOnError`.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_error_policy {
+    /// The worker gives up; the error becomes the job's.
+    Report = 0,
+    /// The worker carries on.
+    Ignore = 1,
+    /// The job is user-paused with an error status; the worker retries after
+    /// resume.
+    Stop = 2,
+    /// STOP on ENOSPC, REPORT otherwise.
+    Enospc = 3,
+}
+
+/// What `bgjob_job_report_io_error` tells the worker to do.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_error_action {
+    /// Give up: return the error (it is recorded as the job's error).
+    Report = 0,
+    /// Carry on.
+    Ignore = 1,
+    /// The job is now paused with an error status: call
+    /// `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
+    /// then retry the operation.
+    Stop = 2,
+}
+
+/// A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
+/// only while the job is user-paused by its error policy; resume and cancel
+/// reset it.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_iostatus {
+    /// No error pending.
+    Ok = 0,
+    /// Stopped by an I/O error.
+    Failed = 1,
+    /// Stopped by ENOSPC.
+    Nospace = 2,
+}
+
+/// Why cancel was requested (`bgjob_info.cancel_cause`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_cancel_cause {
+    /// Cancel was not requested.
+    None = 0,
+    /// A caller cancelled it (cancel, detach with cancel, destroy of a created
+    /// job).
+    Caller = 1,
+    /// Its deadline passed (`bgjob_job_options.deadline_ms`,
+    /// `bgjob_job_set_deadline`).
+    Timeout = 2,
+    /// Another member of its transaction failed or was cancelled.
+    Transaction = 3,
+}
+
+impl From<core::CancelCause> for bgjob_cancel_cause {
+    fn from(c: core::CancelCause) -> bgjob_cancel_cause {
+        match c {
+            core::CancelCause::None => bgjob_cancel_cause::None,
+            core::CancelCause::Caller => bgjob_cancel_cause::Caller,
+            core::CancelCause::Timeout => bgjob_cancel_cause::Timeout,
+            core::CancelCause::Transaction => bgjob_cancel_cause::Transaction,
+        }
+    }
 }
 
 /// What `bgjob_job_cancel` found (libxl's abort contract).
@@ -235,6 +382,30 @@ pub struct bgjob_job_options {
     /// Deliver the completion through this context (on the thread that
     /// dispatches it). Default NULL: on the worker thread.
     pub context: *mut bgjob_context,
+    /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
+    /// many ms of active time: from start, paused time not counted. Default 0:
+    /// no deadline. Negative is refused.
+    pub deadline_ms: i64,
+    /// A `bgjob_error_policy` value. Default REPORT.
+    pub error_policy: i32,
+    /// Finalization callbacks (QEMU's commit, abort and clean), each called at
+    /// most once with `finalize_userdata` and the job, after the job's work
+    /// (and its whole transaction's) is done and before the job ends: `commit`
+    /// if all succeeded, else `abort`; then `clean` either way. They run on
+    /// the thread that finished the group's last worker, or the one calling
+    /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
+    /// with no bgjob lock held. Each may be NULL.
+    pub commit: bgjob_hook_callback,
+    /// See `commit`.
+    pub abort: bgjob_hook_callback,
+    /// See `commit`.
+    pub clean: bgjob_hook_callback,
+    /// Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
+    /// `bgjob_job_create`.
+    pub finalize_userdata: *mut c_void,
+    /// Frees `finalize_userdata` exactly once, after the last of those
+    /// callbacks (or when none will run). May be NULL.
+    pub finalize_free: bgjob_free_callback,
 }
 
 /// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -272,6 +443,48 @@ pub struct bgjob_info {
     pub since_progress_ms: i64,
     /// The job's process-unique id.
     pub id: u64,
+    /// Why cancel was requested: a `bgjob_cancel_cause` value
+    /// (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+    pub cancel_cause: i32,
+    /// Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
+    /// only when this is 0 and `pause_requested` is false.
+    pub pause_count: u32,
+    /// A `bgjob_iostatus` value: not OK only while user-paused by the error
+    /// policy.
+    pub iostatus: i32,
+    /// The job's `bgjob_error_policy`.
+    pub error_policy: i32,
+}
+
+/// How to start a child process (`bgjob_job_spawn_child`). Fill with
+/// `bgjob_child_options_init(&opts, sizeof opts)` first; like
+/// `bgjob_job_options` it only grows at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bgjob_child_options {
+    /// `sizeof(bgjob_child_options)` as the caller compiled it.
+    pub struct_size: u32,
+    /// `BGJOB_CHILD_*` flags. Default 0: stdout and stderr inherited, stdin
+    /// `/dev/null`.
+    pub flags: u32,
+    /// NULL-terminated argument vector; `argv[0]` is the program, looked up in
+    /// `PATH` when it has no `/`. Required. Copied.
+    pub argv: *const *const c_char,
+    /// NULL-terminated `NAME=value` strings: the child's whole environment.
+    /// Default NULL: the parent's. Copied.
+    pub envp: *const *const c_char,
+    /// The child's working directory. Default NULL: the parent's. Copied.
+    pub cwd: *const c_char,
+    /// After a cancel: ms from SIGTERM to SIGKILL. Default
+    /// `BGJOB_CHILD_DEFAULT_GRACE_MS`; 0 sends SIGKILL at once.
+    pub grace_ms: i64,
+    /// Receives captured lines. Default NULL: captured output is dropped.
+    pub on_line: bgjob_line_callback,
+    /// Passed to `on_line`. Ownership passes to bgjob with the spawn call.
+    pub line_userdata: *mut c_void,
+    /// Frees `line_userdata` exactly once: when the child has been waited for,
+    /// when its job ends, or when the spawn fails. May be NULL.
+    pub line_free: bgjob_free_callback,
 }
 
 /// One live job, as listed by `bgjob_list_jobs`.

@@ -59,6 +59,165 @@ impl EventFd {
     }
 }
 
+/// `poll(2)` event bits, as `core` may name them without libc.
+pub(crate) const POLLIN: i16 = libc::POLLIN;
+pub(crate) const POLLOUT: i16 = libc::POLLOUT;
+pub(crate) const POLLERR: i16 = libc::POLLERR;
+pub(crate) const POLLHUP: i16 = libc::POLLHUP;
+pub(crate) const POLLNVAL: i16 = libc::POLLNVAL;
+
+/// One entry of a [`poll`] set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PollFd {
+    pub(crate) fd: i32,
+    pub(crate) events: i16,
+    pub(crate) revents: i16,
+}
+
+impl PollFd {
+    pub(crate) fn new(fd: i32, events: i16) -> PollFd {
+        PollFd {
+            fd,
+            events,
+            revents: 0,
+        }
+    }
+}
+
+/// `poll(2)` over `fds` for up to `timeout_ms` (−1 = no limit). Returns how many
+/// entries have events; EINTR counts as "none yet" (the caller loops anyway).
+pub(crate) fn poll(fds: &mut [PollFd], timeout_ms: i32) -> std::io::Result<usize> {
+    let mut raw: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|p| libc::pollfd {
+            fd: p.fd,
+            events: p.events,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `raw` is a live array of exactly `raw.len()` pollfds for the call.
+    let n = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    for (p, r) in fds.iter_mut().zip(&raw) {
+        p.revents = r.revents;
+    }
+    Ok(n as usize)
+}
+
+/// Makes `fd` non-blocking (a pipe from a child, read as data comes).
+pub(crate) fn set_nonblocking(fd: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL take ints.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The signals bgjob sends to a job's children.
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// A process descriptor (`pidfd_open(2)`): signals and waits go to exactly the
+/// process it was opened for, even after its pid is reused, and it becomes
+/// readable when the process exits. Waiting through it (`waitid(P_PIDFD)`)
+/// reaps only that child and installs no SIGCHLD handler, so the host's own
+/// child handling is left alone.
+pub(crate) struct Pidfd(std::os::fd::OwnedFd);
+
+impl Pidfd {
+    /// Opens a descriptor for `pid` (close-on-exec).
+    pub(crate) fn open(pid: i32) -> std::io::Result<Pidfd> {
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: pidfd_open takes a pid and flags, no pointers; a non-negative
+        // return is a new descriptor that nothing else owns (it is close-on-exec
+        // by definition).
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is fresh and ours alone.
+        Ok(Pidfd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32)
+        }))
+    }
+
+    pub(crate) fn raw(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// Sends `signal`. ESRCH (it has exited) is not an error worth reporting:
+    /// the caller only wants it gone.
+    pub(crate) fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // SAFETY: pidfd_send_signal with our own pidfd, a signal number, a NULL
+        // siginfo (the kernel fills in a kill()-style one) and no flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.raw(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Reaps the process if it has exited (`block` = wait until it has),
+    /// returning its status in `waitpid(2)` form (`WIFEXITED` and friends work on
+    /// it). `Ok(None)`: still running. ECHILD: not our child, or someone else
+    /// (a host calling `waitpid(-1)`) reaped it first.
+    pub(crate) fn reap(&self, block: bool) -> std::io::Result<Option<i32>> {
+        loop {
+            // SAFETY: siginfo_t is plain data; zeroed is a valid value, and
+            // waitid writes into it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+            // SAFETY: waitid with P_PIDFD on our own descriptor, writing one
+            // live siginfo_t.
+            let r =
+                unsafe { libc::waitid(libc::P_PIDFD, self.raw() as libc::id_t, &mut info, flags) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // SAFETY: after a successful waitid, si_pid and si_status are the
+            // fields the kernel filled in for a child event.
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return Ok(None);
+            }
+            let wstatus = match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_KILLED => status & 0x7f,
+                libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+                _ => status,
+            };
+            return Ok(Some(wstatus));
+        }
+    }
+}
+
 /// Whether `fd` becomes readable within `timeout_ms` (0 = just look).
 #[cfg(test)]
 pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {

@@ -1,0 +1,520 @@
+//! Child processes bound to a job (seed 004's "child-process watch").
+//!
+//! A child is spawned for a job ([`super::Job::spawn_child`]) or an existing one
+//! is watched ([`super::Job::watch_child`]). Either way bgjob holds a pidfd for
+//! it, registers a cancel hook that sends SIGTERM and arms a SIGKILL for when
+//! the grace period ends, and reaps it — through the pidfd, so only that child,
+//! with no SIGCHLD handler of bgjob's and no `waitpid(-1)` that could take the
+//! host's children. A child still running when its job's worker returns is
+//! killed and reaped before the job ends: no zombie outlives a job.
+
+use super::job::{Error, Job};
+use super::timer::{self, TimerId};
+use crate::sys::{self, Pidfd, PollFd};
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Which of a child's output streams a captured line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Stream {
+    /// Standard output.
+    Stdout = 1,
+    /// Standard error.
+    Stderr = 2,
+}
+
+/// Where a child's stdout or stderr goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Output {
+    /// The parent's own stream (the default).
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A pipe, read while the worker waits for the child and handed over line
+    /// by line.
+    Capture,
+}
+
+/// Receives captured output, one line at a time, without its terminator. A
+/// line ends at `\n`, `\r` (progress meters such as `qemu-img -p` redraw with
+/// it) or `\r\n`; empty lines are skipped, and a line longer than
+/// [`MAX_LINE`] comes in pieces. Called on the thread waiting for the child.
+pub type LineFn = Box<dyn FnMut(&Job, Stream, &[u8]) + Send + 'static>;
+
+/// Longest piece of a line delivered at once.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// How to start a child ([`Job::spawn_child`]).
+pub struct Spawn {
+    argv: Vec<OsString>,
+    env: Option<Vec<(OsString, OsString)>>,
+    cwd: Option<PathBuf>,
+    inherit_stdin: bool,
+    stdout: Output,
+    stderr: Output,
+    grace: Duration,
+    on_line: Option<LineFn>,
+}
+
+impl Spawn {
+    /// `argv[0]` is the program (looked up in `PATH` when it has no `/`).
+    pub fn new<I, S>(argv: I) -> Spawn
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Spawn {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: None,
+            cwd: None,
+            inherit_stdin: false,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+            grace: DEFAULT_GRACE,
+            on_line: None,
+        }
+    }
+
+    /// The child's whole environment (default: the parent's).
+    pub fn env(mut self, vars: Vec<(OsString, OsString)>) -> Spawn {
+        self.env = Some(vars);
+        self
+    }
+
+    /// The child's working directory (default: the parent's).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Spawn {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Give the child the parent's stdin (default: `/dev/null`; a background
+    /// job should not read the terminal).
+    pub fn inherit_stdin(mut self, yes: bool) -> Spawn {
+        self.inherit_stdin = yes;
+        self
+    }
+
+    /// Where stdout goes.
+    pub fn stdout(mut self, o: Output) -> Spawn {
+        self.stdout = o;
+        self
+    }
+
+    /// Where stderr goes.
+    pub fn stderr(mut self, o: Output) -> Spawn {
+        self.stderr = o;
+        self
+    }
+
+    /// Time from SIGTERM to SIGKILL after a cancel (zero: SIGKILL at once).
+    pub fn grace(mut self, grace: Duration) -> Spawn {
+        self.grace = grace;
+        self
+    }
+
+    /// Receives captured lines (see [`LineFn`]). Without one, captured output
+    /// is read and dropped.
+    pub fn on_line(mut self, f: LineFn) -> Spawn {
+        self.on_line = Some(f);
+        self
+    }
+}
+
+/// How a waited-for child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildExit {
+    /// The status in `waitpid(2)` form: `WIFEXITED`/`WEXITSTATUS`,
+    /// `WIFSIGNALED`/`WTERMSIG` apply.
+    pub status: i32,
+    /// Cancel was requested before the child ended (bgjob signalled it).
+    pub cancelled: bool,
+}
+
+impl ChildExit {
+    /// The exit code, if it exited.
+    pub fn code(&self) -> Option<i32> {
+        (self.status & 0x7f == 0).then_some((self.status >> 8) & 0xff)
+    }
+
+    /// The signal that ended it, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        let sig = self.status & 0x7f;
+        (sig != 0 && sig != 0x7f).then_some(sig)
+    }
+}
+
+struct Pipe {
+    stream: Stream,
+    file: std::fs::File,
+    buf: Vec<u8>,
+    /// The last byte seen was `\r`: a `\n` right after it ends nothing new.
+    after_cr: bool,
+    open: bool,
+}
+
+impl Pipe {
+    fn new(stream: Stream, fd: std::os::fd::OwnedFd) -> std::io::Result<Pipe> {
+        sys::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+        Ok(Pipe {
+            stream,
+            file: std::fs::File::from(fd),
+            buf: Vec::new(),
+            after_cr: false,
+            open: true,
+        })
+    }
+
+    fn raw(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.file)
+    }
+
+    /// Reads what is there now, handing over complete lines.
+    fn pump(&mut self, emit: &mut dyn FnMut(Stream, &[u8])) {
+        let mut chunk = [0u8; 8192];
+        while self.open {
+            match self.file.read(&mut chunk) {
+                Ok(0) => self.open = false,
+                Ok(n) => self.feed(&chunk[..n], emit),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => self.open = false,
+            }
+        }
+        self.flush(emit);
+    }
+
+    fn feed(&mut self, data: &[u8], emit: &mut dyn FnMut(Stream, &[u8])) {
+        for &b in data {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            match b {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => self.flush(emit),
+                _ => {
+                    self.buf.push(b);
+                    if self.buf.len() >= MAX_LINE {
+                        self.flush(emit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, emit: &mut dyn FnMut(Stream, &[u8])) {
+        if !self.buf.is_empty() {
+            emit(self.stream, &self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+/// What the thread waiting for a child owns while it waits.
+pub(crate) struct Io {
+    pipes: Vec<Pipe>,
+    on_line: Option<LineFn>,
+}
+
+struct ChildSt {
+    /// Set once reaped.
+    status: Option<i32>,
+    kill_timer: Option<TimerId>,
+    hook: Option<super::job::HookId>,
+    /// Taken by the thread that waits; `None` while it does.
+    io: Option<Io>,
+    /// The child was signalled because of a cancel.
+    terminated: bool,
+}
+
+/// One child bound to a job.
+pub(crate) struct Child {
+    pub(crate) pid: i32,
+    pidfd: Pidfd,
+    grace: Duration,
+    st: Mutex<ChildSt>,
+}
+
+impl Child {
+    fn new(pid: i32, pidfd: Pidfd, grace: Duration, io: Io) -> Arc<Child> {
+        Arc::new(Child {
+            pid,
+            pidfd,
+            grace,
+            st: Mutex::new(ChildSt {
+                status: None,
+                kill_timer: None,
+                hook: None,
+                io: Some(io),
+                terminated: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChildSt> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a child as `spec` says.
+    pub(crate) fn spawn(spec: Spawn) -> Result<Arc<Child>, Error> {
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(Error::InvalidArgument("argv is empty"));
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        if let Some(env) = spec.env {
+            cmd.env_clear();
+            cmd.envs(env);
+        }
+        if let Some(dir) = spec.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(if spec.inherit_stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+        let stdio = |o: Output| match o {
+            Output::Inherit => Stdio::inherit(),
+            Output::Null => Stdio::null(),
+            Output::Capture => Stdio::piped(),
+        };
+        cmd.stdout(stdio(spec.stdout));
+        cmd.stderr(stdio(spec.stderr));
+        let mut child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        // The child cannot have been reaped yet (only a host's waitpid(-1)
+        // could, and then nothing bgjob does would help), so the pidfd names it.
+        let pidfd = match Pidfd::open(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        };
+        let mut pipes = Vec::new();
+        let mut add = |stream, fd: Option<std::os::fd::OwnedFd>| -> std::io::Result<()> {
+            if let Some(fd) = fd {
+                pipes.push(Pipe::new(stream, fd)?);
+            }
+            Ok(())
+        };
+        let piped = add(Stream::Stdout, child.stdout.take().map(Into::into))
+            .and_then(|()| add(Stream::Stderr, child.stderr.take().map(Into::into)));
+        // std's handle is dropped without waiting; the pidfd does the reaping.
+        drop(child);
+        let c = Child::new(
+            pid,
+            pidfd,
+            spec.grace,
+            Io {
+                pipes,
+                on_line: spec.on_line,
+            },
+        );
+        if let Err(e) = piped {
+            c.reap_now();
+            return Err(e.into());
+        }
+        Ok(c)
+    }
+
+    /// Watches a child the caller already started (it must be this process's
+    /// child, not yet reaped).
+    pub(crate) fn watch(pid: i32, grace: Duration) -> Result<Arc<Child>, Error> {
+        if pid <= 0 {
+            return Err(Error::InvalidArgument("pid must be positive"));
+        }
+        let pidfd = Pidfd::open(pid).map_err(|e| match e.raw_os_error() {
+            Some(3) => Error::NotFound, // ESRCH: no such process
+            _ => e.into(),
+        })?;
+        let child = Child::new(
+            pid,
+            pidfd,
+            grace,
+            Io {
+                pipes: Vec::new(),
+                on_line: None,
+            },
+        );
+        // Only our own children can be reaped: find out now rather than at the
+        // first wait. One that has already exited is reaped here and its status
+        // kept for the wait.
+        match child.try_reap() {
+            Err(Error::System(10)) => {
+                Err(Error::InvalidArgument("pid is not a child of this process"))
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(child),
+        }
+    }
+
+    pub(crate) fn set_hook(&self, id: super::job::HookId) {
+        self.lock().hook = Some(id);
+    }
+
+    /// The cancel hook: SIGTERM now (SIGKILL with no grace), SIGKILL when the
+    /// grace period ends. Returns at once.
+    pub(crate) fn terminate(self: &Arc<Child>) {
+        let mut st = self.lock();
+        st.hook = None;
+        if st.status.is_some() {
+            return;
+        }
+        st.terminated = true;
+        if self.grace.is_zero() {
+            let _ = self.pidfd.signal(sys::SIGKILL);
+            return;
+        }
+        let _ = self.pidfd.signal(sys::SIGTERM);
+        let me = self.clone();
+        st.kill_timer = timer::schedule(Instant::now() + self.grace, move || me.kill());
+        if st.kill_timer.is_none() {
+            // No timer thread: no grace either.
+            let _ = self.pidfd.signal(sys::SIGKILL);
+        }
+    }
+
+    fn kill(&self) {
+        let st = self.lock();
+        if st.status.is_none() {
+            let _ = self.pidfd.signal(sys::SIGKILL);
+        }
+    }
+
+    /// Reaps it if it has exited. Under the child's lock, so two threads never
+    /// both reap; the pidfd keeps a signal from reaching a reused pid.
+    fn try_reap(&self) -> Result<Option<i32>, Error> {
+        let mut st = self.lock();
+        if let Some(s) = st.status {
+            return Ok(Some(s));
+        }
+        let status = self.pidfd.reap(false)?;
+        st.status = status;
+        Ok(status)
+    }
+
+    /// Kills and reaps it now (the job is ending, or binding it failed).
+    pub(crate) fn reap_now(&self) {
+        if self.lock().status.is_none() {
+            let _ = self.pidfd.signal(sys::SIGKILL);
+        }
+        loop {
+            match self.try_reap() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => {
+                    let mut p = [PollFd::new(self.pidfd.raw(), sys::POLLIN)];
+                    let _ = sys::poll(&mut p, 100);
+                }
+            }
+        }
+        self.done();
+    }
+
+    /// After the child was reaped: no SIGKILL is pending.
+    pub(crate) fn done(&self) -> Option<super::job::HookId> {
+        let mut st = self.lock();
+        if let Some(id) = st.kill_timer.take() {
+            timer::cancel(id);
+        }
+        st.hook.take()
+    }
+
+    /// Takes the I/O for one waiting thread; a second concurrent waiter is
+    /// refused.
+    pub(crate) fn begin_wait(&self) -> Result<Io, Error> {
+        self.lock().io.take().ok_or(Error::InvalidArgument(
+            "another thread is waiting for this child",
+        ))
+    }
+
+    pub(crate) fn end_wait(&self, io: Io) {
+        self.lock().io = Some(io);
+    }
+
+    /// One round of a wait: reads output that is there, then reports the
+    /// status if the child has ended (after reading the rest of its output).
+    pub(crate) fn step(&self, job: &Job, io: &mut Io) -> Result<Option<i32>, Error> {
+        let status = self.try_reap()?;
+        let Io { pipes, on_line } = io;
+        let mut emit = |stream: Stream, line: &[u8]| {
+            if let Some(f) = on_line.as_mut() {
+                f(job, stream, line);
+            }
+        };
+        for p in pipes.iter_mut() {
+            p.pump(&mut emit);
+        }
+        if status.is_some() {
+            // Output a grandchild still writes is not waited for.
+            pipes.clear();
+        }
+        Ok(status)
+    }
+
+    /// The fds to poll while waiting: the pidfd, then open pipes.
+    pub(crate) fn poll_set(&self, io: &Io) -> Vec<PollFd> {
+        std::iter::once(PollFd::new(self.pidfd.raw(), sys::POLLIN))
+            .chain(
+                io.pipes
+                    .iter()
+                    .filter(|p| p.open)
+                    .map(|p| PollFd::new(p.raw(), sys::POLLIN)),
+            )
+            .collect()
+    }
+
+    pub(crate) fn was_terminated(&self) -> bool {
+        self.lock().terminated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(data: &[&[u8]]) -> Vec<String> {
+        let (r, w) = std::io::pipe().unwrap();
+        let mut p = Pipe::new(Stream::Stdout, r.into()).unwrap();
+        drop(w);
+        let mut out = Vec::new();
+        let mut emit = |_: Stream, l: &[u8]| out.push(String::from_utf8_lossy(l).into_owned());
+        for d in data {
+            p.feed(d, &mut emit);
+        }
+        p.flush(&mut emit);
+        out
+    }
+
+    #[test]
+    fn lines_end_at_newline_return_or_both() {
+        assert_eq!(
+            lines(&[b"a\nb\r\nc\r", b"    (1.00/100%)\r", b"\ntail"]),
+            vec!["a", "b", "c", "    (1.00/100%)", "tail"]
+        );
+        assert_eq!(lines(&[b"split ", b"across\n"]), vec!["split across"]);
+        assert!(lines(&[b"\n\n\r\n"]).is_empty());
+    }
+
+    #[test]
+    fn exit_status_decodes_like_the_c_macros() {
+        let exited = ChildExit {
+            status: 3 << 8,
+            cancelled: false,
+        };
+        assert_eq!((exited.code(), exited.signal()), (Some(3), None));
+        let killed = ChildExit {
+            status: 9,
+            cancelled: true,
+        };
+        assert_eq!((killed.code(), killed.signal()), (None, Some(9)));
+    }
+}

@@ -1,0 +1,224 @@
+//! Transactions (QEMU's `JobTxn`, seed 000): jobs grouped before they start.
+//! When one fails or is cancelled, every other member is cancelled (cause
+//! [`CancelCause::Transaction`]). Members whose work is done wait in
+//! `Waiting` until every member is done; then each member's commit (all
+//! succeeded) or abort callback runs, then each one's clean, then they end —
+//! the same outcomes whatever order they finished in.
+//!
+//! Lock order: a transaction's lock may be held while taking a member's lock,
+//! never the other way round (job code clones the [`Txn`] out of its own
+//! state and lets go before calling in here).
+
+use super::job::{CancelCause, CancelStatus, Error, Job, finalize_group};
+use super::log;
+use super::state::{State, Verb};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A transaction. Clones refer to the same one; members keep it alive, so a
+/// caller may drop its own reference at any time after adding them.
+#[derive(Clone)]
+pub struct Txn(Arc<Inner>);
+
+struct Inner {
+    manual_finalize: bool,
+    st: Mutex<St>,
+}
+
+struct St {
+    /// In the order they were added; taken when the group is finalized.
+    members: Vec<Job>,
+    started: bool,
+    /// A member failed or was cancelled: the others are being cancelled.
+    aborting: bool,
+    /// Members whose work is done.
+    done: usize,
+    finalize_requested: bool,
+    finalized: bool,
+}
+
+impl St {
+    /// Claims the finalization (once) when every member is done and nothing
+    /// holds it back: an abort never waits, a success waits for a manual
+    /// finalize if the transaction asked for one.
+    fn try_claim(&mut self, manual: bool) -> Option<(Vec<Job>, bool)> {
+        let ready = !self.finalized
+            && !self.members.is_empty()
+            && self.done == self.members.len()
+            && (self.aborting || !manual || self.finalize_requested);
+        if !ready {
+            return None;
+        }
+        self.finalized = true;
+        Some((std::mem::take(&mut self.members), self.aborting))
+    }
+}
+
+impl fmt::Debug for Txn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.lock();
+        f.debug_struct("Txn")
+            .field("members", &st.members.len())
+            .field("aborting", &st.aborting)
+            .field("finalized", &st.finalized)
+            .finish()
+    }
+}
+
+use std::fmt;
+
+impl Txn {
+    /// A new, empty transaction. With `manual_finalize`, a transaction whose
+    /// members all succeeded waits in `Waiting` for [`Txn::finalize`] (or
+    /// [`Job::finalize`] on any member).
+    pub fn new(manual_finalize: bool) -> Txn {
+        Txn(Arc::new(Inner {
+            manual_finalize,
+            st: Mutex::new(St {
+                members: Vec::new(),
+                started: false,
+                aborting: false,
+                done: 0,
+                finalize_requested: false,
+                finalized: false,
+            }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, St> {
+        self.0.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a job that has not started. Refused (`NotAllowed`) for a job that
+    /// started, ended or is being cancelled, and once the transaction started
+    /// or settled; `InvalidArgument` for a job already in a transaction.
+    pub fn add(&self, job: &Job) -> Result<(), Error> {
+        let mut st = self.lock();
+        if st.started || st.finalized {
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: job.state(),
+            });
+        }
+        job.join_txn(self)?;
+        st.members.push(job.clone());
+        Ok(())
+    }
+
+    /// The members, in the order they were added (empty once settled).
+    pub fn members(&self) -> Vec<Job> {
+        self.lock().members.clone()
+    }
+
+    /// Starts every member that has not started. If one cannot start (no
+    /// thread), the whole transaction is cancelled and the error returned.
+    /// Refused once started.
+    pub fn start(&self) -> Result<(), Error> {
+        let members = {
+            let mut st = self.lock();
+            if st.started || st.finalized {
+                return Err(Error::NotAllowed {
+                    verb: Verb::Start,
+                    state: State::Running,
+                });
+            }
+            st.started = true;
+            st.members.clone()
+        };
+        for m in &members {
+            match m.start() {
+                Ok(()) | Err(Error::NotAllowed { .. }) => {}
+                Err(e) => {
+                    self.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels every member (cause `Caller`).
+    pub fn cancel(&self) {
+        for m in self.members() {
+            m.cancel_with(CancelCause::Caller);
+        }
+    }
+
+    /// Asks for a manual-finalize transaction to be finalized: at once if every
+    /// member is done, else as soon as the last one is. Refused once settled.
+    pub fn finalize(&self) -> Result<(), Error> {
+        let group = {
+            let mut st = self.lock();
+            if st.finalized {
+                return Err(Error::NotAllowed {
+                    verb: Verb::Finalize,
+                    state: State::Completed,
+                });
+            }
+            st.finalize_requested = true;
+            st.try_claim(self.0.manual_finalize)
+        };
+        if let Some((members, aborted)) = group {
+            finalize_group(members, aborted, false);
+        }
+        Ok(())
+    }
+
+    /// A member's work is done with `outcome`.
+    pub(super) fn member_done(&self, job: &Job, outcome: State, on_worker: bool) {
+        let (others, group) = {
+            let mut st = self.lock();
+            st.done += 1;
+            let others = if outcome != State::Completed && !st.aborting {
+                st.aborting = true;
+                st.members.iter().filter(|m| *m != job).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            (others, st.try_claim(self.0.manual_finalize))
+        };
+        self.abort_others(job, others);
+        if let Some((members, aborted)) = group {
+            finalize_group(members, aborted, on_worker);
+        }
+    }
+
+    /// Cancel of a member whose work is done (it waits for the others, or for
+    /// a manual finalize): the transaction aborts.
+    pub(super) fn cancel_waiting_member(&self, job: &Job, cause: CancelCause) -> CancelStatus {
+        let (others, group) = {
+            let mut st = self.lock();
+            if st.finalized {
+                return CancelStatus::AlreadyFinished;
+            }
+            if !job.mark_cancelled_waiting(cause) {
+                return CancelStatus::AlreadyRequested;
+            }
+            let others = if st.aborting {
+                Vec::new()
+            } else {
+                st.aborting = true;
+                st.members.iter().filter(|m| *m != job).cloned().collect()
+            };
+            (others, st.try_claim(self.0.manual_finalize))
+        };
+        self.abort_others(job, others);
+        if let Some((members, aborted)) = group {
+            finalize_group(members, aborted, false);
+        }
+        CancelStatus::Requested
+    }
+
+    fn abort_others(&self, job: &Job, others: Vec<Job>) {
+        if others.is_empty() {
+            return;
+        }
+        log::debug(format_args!(
+            "transaction aborted by job {}: cancelling {} other member(s)",
+            job.id(),
+            others.len()
+        ));
+        for m in others {
+            m.cancel_with(CancelCause::Transaction);
+        }
+    }
+}

@@ -1,0 +1,1009 @@
+//! The libvirt virJob proposal (seed 002) as a drop-in layer over bgjob.
+//!
+//! A `virJobPtr` is a handle in its own table (tag 3), naming a [`VirJob`]: a
+//! bgjob job (with its own `bgjob_job *` handle, so every `bgjob_*` call works
+//! on it too) plus what the proposal adds: the connection, the driver table,
+//! the worker's own ETA and percentage, the declared outcome
+//! (`virJobFinish*`), the domain or network a job made, and the libvirt-shaped
+//! error. No job rule is decided here: outcome, cancel, pause and progress are
+//! bgjob core's; this file maps the proposal's calls and numbers onto them.
+//!
+//! The header `include/virjob.h` is generated from this file alone by
+//! `build.rs` (with the libvirt type block from `cbindgen-virjob.toml`).
+
+#![allow(non_snake_case, non_camel_case_types)]
+
+use super::handles::{JOBS, Table, VIRJOB_TAG, WorkerScope, to_ptr};
+use super::job::bgjob_job_detach;
+use super::{UserData, bgjob_job, boundary_or, c_str};
+use crate::core::{self, JobError, JobType, State};
+use std::cell::{Cell, RefCell};
+use std::ffi::{CString, c_char, c_int, c_uint, c_void};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A libvirt connection. Opaque here; declared by `<libvirt/libvirt.h>`, or by
+/// virjob.h's compatible declaration when libvirt's headers are not used.
+pub struct _virConnect {
+    _private: [u8; 0],
+}
+/// libvirt's `virConnectPtr`.
+pub type virConnectPtr = *mut _virConnect;
+
+/// A libvirt domain (opaque).
+pub struct _virDomain {
+    _private: [u8; 0],
+}
+/// libvirt's `virDomainPtr`.
+pub type virDomainPtr = *mut _virDomain;
+
+/// A libvirt network (opaque).
+pub struct _virNetwork {
+    _private: [u8; 0],
+}
+/// libvirt's `virNetworkPtr`.
+pub type virNetworkPtr = *mut _virNetwork;
+
+/// libvirt's `virFreeCallback`.
+pub type virFreeCallback = Option<unsafe extern "C" fn(opaque: *mut c_void)>;
+
+/// libvirt's public `virError`, field for field (`virterror.h`).
+#[repr(C)]
+pub struct _virError {
+    /// A `virErrorNumber`.
+    pub code: c_int,
+    /// A `virErrorDomain`: what part raised it.
+    pub domain: c_int,
+    /// Human-readable message.
+    pub message: *mut c_char,
+    /// A `virErrorLevel`.
+    pub level: c_int,
+    /// The connection, if any (deprecated in libvirt).
+    pub conn: virConnectPtr,
+    /// The domain, if any (deprecated in libvirt).
+    pub dom: virDomainPtr,
+    /// Extra strings.
+    pub str1: *mut c_char,
+    /// Extra strings.
+    pub str2: *mut c_char,
+    /// Extra strings.
+    pub str3: *mut c_char,
+    /// Extra numbers.
+    pub int1: c_int,
+    /// Extra numbers.
+    pub int2: c_int,
+    /// The network, if any (deprecated in libvirt).
+    pub net: virNetworkPtr,
+}
+/// libvirt's `virErrorPtr`.
+pub type virErrorPtr = *mut _virError;
+
+/// libvirt's `VIR_FROM_NONE`: the error domain bgjob reports.
+const VIR_FROM_NONE: c_int = 0;
+/// libvirt's `VIR_ERR_ERROR` level.
+const VIR_ERR_ERROR: c_int = 2;
+
+/// A job (opaque). A `virJobPtr` is a handle, never a pointer to memory: NULL,
+/// destroyed and made-up values are refused with -1 / NULL by every call.
+pub struct _virJob {
+    _private: [u8; 0],
+}
+/// A job.
+pub type virJob = _virJob;
+/// A job handle.
+pub type virJobPtr = *mut virJob;
+
+/// Whether a job has a known end (`virJobInfo.type`, `virJobCreate`'s `type`).
+#[repr(C)]
+pub enum _virJobType {
+    /// Reports a percentage and a remaining time.
+    VIR_JOB_BOUNDED = 0,
+    /// Reports running time only.
+    VIR_JOB_UNBOUNDED = 1,
+}
+/// See `enum _virJobType`.
+pub type virJobType = _virJobType;
+
+/// A job's state as `virJobInfo.state` reports it.
+#[repr(C)]
+pub enum _virJobState {
+    /// Running (also while paused through its bgjob handle).
+    VIR_JOB_RUNNING = 0,
+    /// Finished with `virJobFinishSuccess`, or returned without a finish call
+    /// and without a cancel request.
+    VIR_JOB_COMPLETE = 1,
+    /// Finished with `virJobFinishFailure`; `virJobGetError` says why.
+    VIR_JOB_FAILED = 2,
+    /// Cancelled: `virJobFinishCancel` returned 1, or the worker returned
+    /// without a finish call after a cancel request.
+    VIR_JOB_CANCELLED = 3,
+}
+/// See `enum _virJobState`.
+pub type virJobState = _virJobState;
+
+/// A job's progress, as `virJobGetInfo` reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct _virJobInfo {
+    /// A `virJobType` value.
+    pub r#type: c_int,
+    /// A `virJobState` value; a paused job reports `VIR_JOB_RUNNING`.
+    pub state: c_int,
+    /// Seconds of running time, measured by bgjob (monotonic clock, paused
+    /// time excluded); the worker's `elapsed` arguments are not used for it.
+    pub runningTime: c_uint,
+    /// Seconds to completion: the worker's ETA exactly as it last set it with
+    /// `virJobInitialize` / `virJobUpdateRel` / `virJobUpdateAbs`, else bgjob's
+    /// estimate from the progress rate, rounded up; 0 when unknown, for
+    /// unbounded jobs, and once the job has finished.
+    pub remainingTime: c_uint,
+    /// 0..100; the worker's percentage (or bgjob's, from units given through
+    /// the bgjob handle); 100 once COMPLETE; always 0 for unbounded jobs.
+    pub percentComplete: c_uint,
+}
+/// See `struct _virJobInfo`.
+pub type virJobInfo = _virJobInfo;
+/// See `struct _virJobInfo`.
+pub type virJobInfoPtr = *mut virJobInfo;
+
+/// The function a job runs, once, on the job's own thread, with the `data`
+/// given to `virJobCreate`.
+///
+/// It reports progress with `virJobInitialize` and `virJobUpdate*`, checks for
+/// cancellation with `virJobFinishCancel`, and ends with one `virJobFinish*`
+/// call (or none: see `virJobCreate`). It may call any virJob or bgjob
+/// function on its own job except `virJobDestroy` (refused while it runs) and
+/// `bgjob_job_wait`. Its progress calls park it while the job is paused
+/// through the bgjob handle. It must not `longjmp` out or throw through bgjob.
+pub type virJobWorkerFunc = Option<unsafe extern "C" fn(job: virJobPtr, data: *mut c_void)>;
+
+/// A driver's table of overrides for the public calls (for example a remote
+/// driver that asks its server). A NULL table, or a NULL member, means bgjob's
+/// own implementation.
+///
+/// An override is called instead of bgjob's, on the caller's thread, with no
+/// bgjob lock held, and its return value is returned. Inside it, calling the
+/// same public function on the same job runs bgjob's own implementation, so an
+/// override can extend rather than replace: a `destroy` override that does its
+/// own cleanup and then calls `virJobDestroy(job)` frees the job; one that does
+/// not call it leaves the job alive. Invalid handles and NULL `info` pointers
+/// are refused before any override is called. The table must stay valid for
+/// the job's life.
+#[repr(C)]
+pub struct _virJobDriver {
+    /// Replaces `virJobGetInfo`.
+    pub getInfo: Option<unsafe extern "C" fn(job: virJobPtr, info: virJobInfoPtr) -> c_int>,
+    /// Replaces `virJobCancel`.
+    pub cancel: Option<unsafe extern "C" fn(job: virJobPtr) -> c_int>,
+    /// Replaces `virJobDestroy`.
+    pub destroy: Option<unsafe extern "C" fn(job: virJobPtr) -> c_int>,
+}
+/// See `struct _virJobDriver`.
+pub type virJobDriver = _virJobDriver;
+/// See `struct _virJobDriver`.
+pub type virJobDriverPtr = *mut virJobDriver;
+
+/// The outcome a worker declared with a `virJobFinish*` call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finish {
+    Success,
+    Cancelled,
+    Failed,
+}
+
+/// The error a `virJobGetError` pointer points into; boxed, so it stays put
+/// until the job is freed.
+struct ErrorBox {
+    error: _virError,
+    _message: CString,
+}
+
+/// The proposal's state a bgjob job does not keep. Guarded by one mutex that
+/// is never held while user code runs.
+struct Extra {
+    /// The worker's ETA in seconds, once it set one.
+    eta_s: Option<i64>,
+    /// The worker's percentage, once it set one.
+    percent: Option<i64>,
+    finish: Option<Finish>,
+    /// A `virJobCancel` decided to cancel and is about to tell core; a finish
+    /// call seeing this already counts the job cancelled, so the declared
+    /// outcome and core's final state always agree.
+    cancel_pending: bool,
+    domain: virDomainPtr,
+    network: virNetworkPtr,
+    error: Option<Box<ErrorBox>>,
+}
+
+/// Shared between the handle and the worker closure.
+struct Shared(Mutex<Extra>);
+
+// SAFETY: the raw pointers in `Extra` are the caller's libvirt objects and a
+// boxed error that bgjob owns; bgjob only stores and returns them, always under
+// the mutex.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Extra> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a `virJobPtr` names.
+pub(crate) struct VirJob {
+    /// The bgjob handle of the same job (`virJobGetBgjob`).
+    bg: usize,
+    job: core::Job,
+    conn: virConnectPtr,
+    driver: *const virJobDriver,
+    shared: Arc<Shared>,
+}
+
+// SAFETY: `conn` and `driver` are the caller's pointers, only stored, returned
+// and (for the driver table, which the caller keeps valid) read.
+unsafe impl Send for VirJob {}
+// SAFETY: as above.
+unsafe impl Sync for VirJob {}
+
+pub(crate) static VIRJOBS: Table<Arc<VirJob>> = Table::new(VIRJOB_TAG);
+
+thread_local! {
+    /// The `virJobPtr` whose worker runs on this thread (0: none).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+    /// Driver overrides running on this thread: (job, call).
+    static IN_OVERRIDE: RefCell<Vec<(usize, Call)>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    GetInfo,
+    Cancel,
+    Destroy,
+}
+
+/// The declared outcome as `virJobInfo.state` reports it: core's final state
+/// once the worker has returned, the worker's `virJobFinish*` before that.
+fn view_state(job: &core::Job, x: &Extra) -> _virJobState {
+    match job.state() {
+        State::Completed => _virJobState::VIR_JOB_COMPLETE,
+        State::Failed => _virJobState::VIR_JOB_FAILED,
+        State::Cancelled => _virJobState::VIR_JOB_CANCELLED,
+        _ => match x.finish {
+            Some(Finish::Success) => _virJobState::VIR_JOB_COMPLETE,
+            Some(Finish::Failed) => _virJobState::VIR_JOB_FAILED,
+            Some(Finish::Cancelled) => _virJobState::VIR_JOB_CANCELLED,
+            None => _virJobState::VIR_JOB_RUNNING,
+        },
+    }
+}
+
+fn lookup(job: virJobPtr) -> Option<Arc<VirJob>> {
+    VIRJOBS.get(job.addr())
+}
+
+/// libvirt's convention: 0 on success, -1 on any error.
+fn rc(r: Result<(), ()>) -> c_int {
+    if r.is_ok() { 0 } else { -1 }
+}
+
+/// Calls the driver's override for `call`, unless this thread is already
+/// inside that override for this job (then the caller runs bgjob's own).
+fn with_override<F: Copy>(
+    vj: &VirJob,
+    h: usize,
+    call: Call,
+    pick: impl FnOnce(&virJobDriver) -> Option<F>,
+    run: impl FnOnce(F) -> c_int,
+) -> Option<c_int> {
+    if vj.driver.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, and valid for the job's life by virJobCreate's contract.
+    let f = pick(unsafe { &*vj.driver })?;
+    if IN_OVERRIDE.with(|s| s.borrow().contains(&(h, call))) {
+        return None;
+    }
+    struct Leave(usize, Call);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_OVERRIDE.with(|s| {
+                let mut s = s.borrow_mut();
+                if let Some(i) = s.iter().rposition(|e| *e == (self.0, self.1)) {
+                    s.remove(i);
+                }
+            });
+        }
+    }
+    IN_OVERRIDE.with(|s| s.borrow_mut().push((h, call)));
+    let _leave = Leave(h, call);
+    Some(run(f))
+}
+
+/// Creates a job and starts `worker(job, data)` on its own thread at once.
+///
+/// `conn` is stored and returned by `virJobGetConnect` (it may be NULL; bgjob
+/// never dereferences, references or frees it). `driver` (may be NULL) is the
+/// table of overrides for the public calls; it must stay valid for the job's
+/// life. `type` is `VIR_JOB_BOUNDED` or `VIR_JOB_UNBOUNDED`.
+///
+/// Outcome: the worker declares it with one `virJobFinish*` call. A worker that
+/// returns without one ends CANCELLED if cancel was requested, else COMPLETE.
+///
+/// Ownership: `data` passes to bgjob on every path. `freeData` (may be NULL)
+/// is called exactly once on it: after the worker has returned, or, when this
+/// call fails, before it returns NULL. The job's handle is released with
+/// `virJobDestroy` once the job has finished.
+///
+/// # Returns
+/// The new job, or NULL when `worker` is NULL, `type` is not a `virJobType`,
+/// or no thread could be started.
+///
+/// # Safety
+/// `worker`, `freeData` and the members of `*driver` are NULL or valid
+/// functions; `driver` is NULL or valid for the job's life. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobCreate(
+    conn: virConnectPtr,
+    driver: virJobDriverPtr,
+    worker: virJobWorkerFunc,
+    freeData: virFreeCallback,
+    data: *mut c_void,
+    r#type: c_int,
+) -> virJobPtr {
+    // Built first so every early return frees `data`.
+    let data = UserData::new(data, freeData);
+    boundary_or(std::ptr::null_mut(), move || {
+        create(conn, driver, worker, data, r#type).map_or(std::ptr::null_mut(), to_ptr)
+    })
+}
+
+fn create(
+    conn: virConnectPtr,
+    driver: virJobDriverPtr,
+    worker: virJobWorkerFunc,
+    data: UserData,
+    job_type: c_int,
+) -> Result<usize, ()> {
+    let worker = worker.ok_or(())?;
+    let job_type = match job_type {
+        0 => JobType::Bounded,
+        1 => JobType::Unbounded,
+        _ => return Err(()),
+    };
+    let vh = VIRJOBS.reserve();
+    let bh = JOBS.reserve();
+    let shared = Arc::new(Shared(Mutex::new(Extra {
+        eta_s: None,
+        percent: None,
+        finish: None,
+        cancel_pending: false,
+        domain: std::ptr::null_mut(),
+        network: std::ptr::null_mut(),
+        error: None,
+    })));
+    let worker_shared = shared.clone();
+    let job = core::Builder::new()
+        .name("virjob")
+        .job_type(job_type)
+        .create(move |w| {
+            // Moved in so it drops (and `freeData` runs) at the end of this
+            // call, after the worker returned.
+            let data = data;
+            let job = w.job();
+            let scope = WorkerScope::enter(bh, job.clone());
+            WORKER.set(vh);
+            // SAFETY: the caller's worker with its own data and this job's handle.
+            unsafe { worker(to_ptr(vh), data.ptr) };
+            WORKER.set(0);
+            drop(scope);
+            worker_returned(job, &worker_shared)
+        });
+    JOBS.fill(bh, job.clone());
+    VIRJOBS.fill(
+        vh,
+        Arc::new(VirJob {
+            bg: bh,
+            job: job.clone(),
+            conn,
+            driver,
+            shared,
+        }),
+    );
+    // Started only once both handles are filled: the worker may use them at once.
+    if job.start().is_err() {
+        VIRJOBS.remove(vh);
+        JOBS.remove(bh);
+        // Drops the worker closure, so `freeData` runs before create returns.
+        job.discard();
+        return Err(());
+    }
+    Ok(vh)
+}
+
+/// What core is told when the worker returns: a declared outcome was already
+/// recorded with core (`finish`); without one, the job completes unless cancel
+/// was requested. Either way a cancelled outcome has core's cancel flag set
+/// before core decides.
+fn worker_returned(job: &core::Job, shared: &Shared) -> Result<(), JobError> {
+    let (declared, cancelled) = {
+        let x = shared.lock();
+        let cancelled = match x.finish {
+            Some(f) => f == Finish::Cancelled,
+            None => x.cancel_pending || job.is_cancel_requested(),
+        };
+        (x.finish.is_some(), cancelled)
+    };
+    if cancelled && !job.is_cancel_requested() {
+        // A virJobCancel decided first and has not reached core yet.
+        job.cancel();
+    }
+    if !declared && cancelled {
+        return Err(JobError::new(libc::ECANCELED, ""));
+    }
+    Ok(())
+}
+
+/// Runs a worker-side update: refused (-1) for a bad handle or once the job
+/// has finished; on the job's own worker thread it is a pause point.
+fn update(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<(), ()>) -> c_int {
+    boundary_or(-1, || {
+        let Some(vj) = lookup(job) else {
+            return -1;
+        };
+        let r = {
+            let mut x = vj.shared.lock();
+            if x.finish.is_some() || vj.job.state().is_terminal() {
+                Err(())
+            } else {
+                f(&vj, &mut x)
+            }
+        };
+        if r.is_ok() && WORKER.get() == job.addr() {
+            vj.job.park_after_update();
+        }
+        rc(r)
+    })
+}
+
+fn clamp_percent(p: i64) -> i64 {
+    p.clamp(0, 100)
+}
+
+/// Tells core the worker's ETA and percentage, then keeps them: nothing is
+/// kept when core refuses (the job ended meanwhile).
+fn set_progress(
+    vj: &VirJob,
+    x: &mut Extra,
+    eta_s: Option<i64>,
+    percent: Option<i64>,
+) -> Result<(), ()> {
+    if let Some(e) = eta_s {
+        vj.job.set_eta(e.saturating_mul(1000)).map_err(|_| ())?;
+    }
+    if let Some(p) = percent {
+        vj.job.set_percent(p as i32).map_err(|_| ())?;
+    }
+    x.eta_s = eta_s.or(x.eta_s);
+    x.percent = percent.or(x.percent);
+    Ok(())
+}
+
+/// Sets the worker's estimate of the time left, in seconds (clamped to ≥ 0);
+/// `virJobInfo.remainingTime` reports it as given until the next update.
+///
+/// # Returns
+/// 0; -1 for a bad handle or a job that has finished.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobInitialize(job: virJobPtr, remainingTime: c_int) -> c_int {
+    update(job, |vj, x| {
+        set_progress(vj, x, Some(i64::from(remainingTime).max(0)), None)
+    })
+}
+
+/// Moves progress by deltas: the remaining time by `remainingDelta` seconds
+/// (the result clamped to ≥ 0) and the percentage by `percentDelta` (clamped to
+/// 0..100). `elapsedDelta` is accepted for compatibility; running time is
+/// measured. So after `virJobInitialize(job, 50)`, fifty calls of
+/// `virJobUpdateRel(job, 1, -1, 2)` leave remainingTime 0 and
+/// percentComplete 100.
+///
+/// # Returns
+/// 0; -1 for a bad handle or a job that has finished.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobUpdateRel(
+    job: virJobPtr,
+    elapsedDelta: c_int,
+    remainingDelta: c_int,
+    percentDelta: c_int,
+) -> c_int {
+    let _ = elapsedDelta;
+    update(job, |vj, x| {
+        let eta = match (x.eta_s, remainingDelta) {
+            (None, 0) => None,
+            (e, d) => Some(e.unwrap_or(0).saturating_add(i64::from(d)).max(0)),
+        };
+        let percent = match (x.percent, percentDelta) {
+            (None, 0) => None,
+            (p, d) => Some(clamp_percent(p.unwrap_or(0) + i64::from(d))),
+        };
+        set_progress(vj, x, eta, percent)
+    })
+}
+
+/// Sets progress outright: the remaining time in seconds (clamped to ≥ 0) and
+/// the percentage (clamped to 0..100). `elapsed` is accepted for
+/// compatibility; running time is measured.
+///
+/// # Returns
+/// 0; -1 for a bad handle or a job that has finished.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe; on the worker thread a pause point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobUpdateAbs(
+    job: virJobPtr,
+    elapsed: c_int,
+    remaining: c_int,
+    percent: c_int,
+) -> c_int {
+    let _ = elapsed;
+    update(job, |vj, x| {
+        set_progress(
+            vj,
+            x,
+            Some(i64::from(remaining).max(0)),
+            Some(clamp_percent(i64::from(percent))),
+        )
+    })
+}
+
+/// Records a declared outcome with core; refused once one was declared or the
+/// job has ended.
+fn finish(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<c_int, ()>) -> c_int {
+    boundary_or(-1, || {
+        let Some(vj) = lookup(job) else {
+            return -1;
+        };
+        let mut x = vj.shared.lock();
+        if x.finish.is_some() || vj.job.state().is_terminal() {
+            return -1;
+        }
+        f(&vj, &mut x).unwrap_or(-1)
+    })
+}
+
+fn cancel_requested(vj: &VirJob, x: &Extra) -> bool {
+    x.cancel_pending || vj.job.is_cancel_requested()
+}
+
+/// The worker's cancellation check. If cancel was requested, the job's outcome
+/// is now CANCELLED (`virJobInfo.state` says so at once) and the worker should
+/// return; otherwise nothing changes.
+///
+/// # Returns
+/// 1 if cancel was requested (the job is now CANCELLED); 0 if not; -1 for a bad
+/// handle or when an outcome was already declared.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobFinishCancel(job: virJobPtr) -> c_int {
+    finish(job, |vj, x| {
+        if !cancel_requested(vj, x) {
+            return Ok(0);
+        }
+        vj.job.finish(libc::ECANCELED).map_err(|_| ())?;
+        x.finish = Some(Finish::Cancelled);
+        Ok(1)
+    })
+}
+
+/// Declares success: the job is now COMPLETE, even if cancel was requested
+/// (the proposal: a job may still complete after a cancel request).
+///
+/// # Returns
+/// 0; -1 for a bad handle or when an outcome was already declared.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobFinishSuccess(job: virJobPtr) -> c_int {
+    finish(job, |vj, x| {
+        vj.job.finish(0).map_err(|_| ())?;
+        x.finish = Some(Finish::Success);
+        Ok(0)
+    })
+}
+
+/// Declares failure with a libvirt error `code` (a `virErrorNumber`, non-zero)
+/// and a `message` (copied; NULL gives a generic one): the job is now FAILED,
+/// and `virJobGetError` returns them. If cancel was requested first, the job
+/// is CANCELLED instead (a cancelled job that did not succeed), with no error.
+///
+/// # Returns
+/// 0; -1 for a bad handle, code 0, a message that is not UTF-8 (nothing is
+/// recorded), or when an outcome was already declared.
+///
+/// # Safety
+/// `message` is NULL or a NUL-terminated string. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobFinishFailure(
+    job: virJobPtr,
+    code: c_int,
+    message: *const c_char,
+) -> c_int {
+    let message = if message.is_null() {
+        Ok("")
+    } else {
+        // SAFETY: NUL-terminated by contract.
+        unsafe { c_str(message) }
+    };
+    finish(job, |vj, x| {
+        let message = message.map_err(|_| ())?;
+        if code == 0 {
+            return Err(());
+        }
+        vj.job.set_error(code, message).map_err(|_| ())?;
+        vj.job.finish(code).map_err(|_| ())?;
+        x.finish = Some(if cancel_requested(vj, x) {
+            Finish::Cancelled
+        } else {
+            Finish::Failed
+        });
+        Ok(0)
+    })
+}
+
+/// Records the domain a domain-creating job made; `virJobGetDomain` returns it
+/// once the job is COMPLETE. bgjob stores the pointer only: it never
+/// references or frees it. NULL clears it.
+///
+/// # Returns
+/// 0; -1 for a bad handle or a job that has finished.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobSetDomain(job: virJobPtr, dom: virDomainPtr) -> c_int {
+    update(job, |_, x| {
+        x.domain = dom;
+        Ok(())
+    })
+}
+
+/// Records the network a network-creating job made; `virJobGetNetwork`
+/// returns it once the job is COMPLETE. Stored only, as `virJobSetDomain`.
+///
+/// # Returns
+/// 0; -1 for a bad handle or a job that has finished.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobSetNetwork(job: virJobPtr, net: virNetworkPtr) -> c_int {
+    update(job, |_, x| {
+        x.network = net;
+        Ok(())
+    })
+}
+
+/// bgjob's own `virJobGetInfo`.
+fn get_info(vj: &VirJob) -> _virJobInfo {
+    let i = vj.job.info();
+    let x = vj.shared.lock();
+    let state = view_state(&vj.job, &x);
+    let bounded = i.job_type == JobType::Bounded;
+    let running = matches!(state, _virJobState::VIR_JOB_RUNNING);
+    let percent = match state {
+        _ if !bounded => 0,
+        _virJobState::VIR_JOB_COMPLETE => 100,
+        _ => i.percent.clamp(0, 100),
+    };
+    let remaining_s = if !bounded || !running {
+        0
+    } else if let Some(e) = x.eta_s {
+        e
+    } else if i.remaining_ms < 0 {
+        0
+    } else {
+        (i.remaining_ms + 999) / 1000
+    };
+    _virJobInfo {
+        r#type: if bounded {
+            _virJobType::VIR_JOB_BOUNDED
+        } else {
+            _virJobType::VIR_JOB_UNBOUNDED
+        } as c_int,
+        state: state as c_int,
+        runningTime: u32::try_from(i.elapsed_ms / 1000).unwrap_or(u32::MAX),
+        remainingTime: u32::try_from(remaining_s).unwrap_or(u32::MAX),
+        percentComplete: percent as c_uint,
+    }
+}
+
+/// Fills `*info` with one consistent snapshot of the job (see `virJobInfo`).
+/// Never waits on the worker. With a driver `getInfo` override, that runs
+/// instead.
+///
+/// # Returns
+/// 0; -1 for a bad handle or a NULL `info` (nothing written).
+///
+/// # Safety
+/// `info` is NULL or writable. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobGetInfo(job: virJobPtr, info: virJobInfoPtr) -> c_int {
+    boundary_or(-1, || {
+        let Some(vj) = lookup(job) else {
+            return -1;
+        };
+        if info.is_null() {
+            return -1;
+        }
+        if let Some(r) = with_override(
+            &vj,
+            job.addr(),
+            Call::GetInfo,
+            |d| d.getInfo,
+            // SAFETY: the driver's function with the caller's arguments.
+            |f| unsafe { f(job, info) },
+        ) {
+            return r;
+        }
+        let out = get_info(&vj);
+        // SAFETY: non-NULL and writable by contract.
+        unsafe { info.write(out) };
+        0
+    })
+}
+
+/// The domain the job made (`virJobSetDomain`), once the job is COMPLETE.
+///
+/// # Returns
+/// The domain; NULL for a bad handle, a job that is not COMPLETE, or one that
+/// set none. Not referenced for the caller.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobGetDomain(job: virJobPtr) -> virDomainPtr {
+    boundary_or(std::ptr::null_mut(), || {
+        lookup(job).map_or(std::ptr::null_mut(), |vj| {
+            let x = vj.shared.lock();
+            match view_state(&vj.job, &x) {
+                _virJobState::VIR_JOB_COMPLETE => x.domain,
+                _ => std::ptr::null_mut(),
+            }
+        })
+    })
+}
+
+/// The network the job made (`virJobSetNetwork`), once the job is COMPLETE.
+///
+/// # Returns
+/// The network; NULL for a bad handle, a job that is not COMPLETE, or one that
+/// set none. Not referenced for the caller.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobGetNetwork(job: virJobPtr) -> virNetworkPtr {
+    boundary_or(std::ptr::null_mut(), || {
+        lookup(job).map_or(std::ptr::null_mut(), |vj| {
+            let x = vj.shared.lock();
+            match view_state(&vj.job, &x) {
+                _virJobState::VIR_JOB_COMPLETE => x.network,
+                _ => std::ptr::null_mut(),
+            }
+        })
+    })
+}
+
+/// Why a FAILED job failed, as a libvirt `virError`: `code` and `message` from
+/// `virJobFinishFailure`, `domain` `VIR_FROM_NONE`, `level` `VIR_ERR_ERROR`,
+/// `conn` the job's connection, the other fields NULL or 0.
+///
+/// Ownership: the error belongs to the job; it is valid, and the same pointer
+/// is returned, until `virJobDestroy`. Do not free or reset it.
+///
+/// # Returns
+/// The error; NULL for a bad handle or a job that is not FAILED.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobGetError(job: virJobPtr) -> virErrorPtr {
+    boundary_or(std::ptr::null_mut(), || {
+        let Some(vj) = lookup(job) else {
+            return std::ptr::null_mut();
+        };
+        let mut x = vj.shared.lock();
+        if !matches!(view_state(&vj.job, &x), _virJobState::VIR_JOB_FAILED) {
+            return std::ptr::null_mut();
+        }
+        if x.error.is_none() {
+            let Some(e) = vj.job.error() else {
+                return std::ptr::null_mut();
+            };
+            let message = CString::new(e.message.replace('\0', " ")).unwrap_or_default();
+            let mut b = Box::new(ErrorBox {
+                error: _virError {
+                    code: e.code,
+                    domain: VIR_FROM_NONE,
+                    message: std::ptr::null_mut(),
+                    level: VIR_ERR_ERROR,
+                    conn: vj.conn,
+                    dom: std::ptr::null_mut(),
+                    str1: std::ptr::null_mut(),
+                    str2: std::ptr::null_mut(),
+                    str3: std::ptr::null_mut(),
+                    int1: 0,
+                    int2: 0,
+                    net: std::ptr::null_mut(),
+                },
+                _message: message,
+            });
+            // Points into the CString's heap buffer, which moves with the box.
+            b.error.message = b._message.as_ptr().cast_mut();
+            x.error = Some(b);
+        }
+        x.error
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |b| &raw mut b.error)
+    })
+}
+
+/// Requests cancellation and returns at once: sets the job's cancel flag
+/// (`virJobFinishCancel` then returns 1), wakes a paused or sleeping worker and
+/// runs the job's bgjob cancel hooks. The worker decides: a job may still
+/// complete. Nothing happens to a job that has finished or declared its
+/// outcome. With a driver `cancel` override, that runs instead.
+///
+/// # Returns
+/// 0 (also when there was nothing left to cancel); -1 for a bad handle.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobCancel(job: virJobPtr) -> c_int {
+    boundary_or(-1, || {
+        let Some(vj) = lookup(job) else {
+            return -1;
+        };
+        if let Some(r) = with_override(
+            &vj,
+            job.addr(),
+            Call::Cancel,
+            |d| d.cancel,
+            // SAFETY: the driver's function with the caller's handle.
+            |f| unsafe { f(job) },
+        ) {
+            return r;
+        }
+        {
+            let mut x = vj.shared.lock();
+            if x.finish.is_some() || vj.job.state().is_terminal() {
+                return 0;
+            }
+            x.cancel_pending = true;
+        }
+        // Hooks run here, with no lock held.
+        vj.job.cancel();
+        0
+    })
+}
+
+/// Releases a finished job: its handle (and its bgjob handle) become invalid,
+/// and its error string goes. A job that declared its outcome but whose worker
+/// has not returned yet is released the same way; bgjob frees the rest (and
+/// calls `freeData`) when the worker returns. With a driver `destroy` override,
+/// that runs instead.
+///
+/// # Returns
+/// 0; -1 for a bad handle (also a second destroy) or a job still RUNNING.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe: of two threads destroying the same
+/// job, one succeeds.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobDestroy(job: virJobPtr) -> c_int {
+    boundary_or(-1, || {
+        let Some(vj) = lookup(job) else {
+            return -1;
+        };
+        if let Some(r) = with_override(
+            &vj,
+            job.addr(),
+            Call::Destroy,
+            |d| d.destroy,
+            // SAFETY: the driver's function with the caller's handle.
+            |f| unsafe { f(job) },
+        ) {
+            return r;
+        }
+        drop(vj);
+        let removed = VIRJOBS.remove_if(job.addr(), |vj| {
+            let x = vj.shared.lock();
+            match view_state(&vj.job, &x) {
+                _virJobState::VIR_JOB_RUNNING => Err(super::bgjob_result::NotAllowed),
+                _ => Ok(()),
+            }
+        });
+        let Ok(vj) = removed else {
+            return -1;
+        };
+        // Detaching an ended job destroys it; one whose worker is still
+        // returning frees itself when it does. The caller may already have
+        // released the bgjob handle itself: then there is nothing to do.
+        // SAFETY: any handle value is safe.
+        let _ = unsafe { bgjob_job_detach(to_ptr(vj.bg), 0) };
+        0
+    })
+}
+
+/// The connection given to `virJobCreate`.
+///
+/// # Returns
+/// The connection (not referenced for the caller); NULL for a bad handle or a
+/// job created with a NULL connection.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobGetConnect(job: virJobPtr) -> virConnectPtr {
+    boundary_or(std::ptr::null_mut(), || {
+        lookup(job).map_or(std::ptr::null_mut(), |vj| vj.conn)
+    })
+}
+
+/// The bgjob handle of the same job, so a driver can mix in bgjob calls:
+/// cancel hooks (`virJobCancel` runs them), `bgjob_job_sleep`, phases, units,
+/// pause and resume, `bgjob_job_wait`, `bgjob_job_get_info`.
+///
+/// Ownership: the handle belongs to the virJob; `virJobDestroy` releases it.
+/// Releasing it yourself (`bgjob_job_destroy` once the job has ended) only
+/// invalidates this bgjob handle; the virJob stays usable.
+///
+/// # Returns
+/// The handle; NULL for a bad virJob handle.
+///
+/// # Safety
+/// Any handle value is safe. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn virJobGetBgjob(job: virJobPtr) -> *mut bgjob_job {
+    boundary_or(std::ptr::null_mut(), || {
+        lookup(job).map_or(std::ptr::null_mut(), |vj| to_ptr(vj.bg))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// libvirt's `virError` on LP64 (the only layout bgjob builds for): the C
+    /// harness checks libvirt's real struct against the same numbers.
+    #[test]
+    fn error_layout_is_libvirts() {
+        assert_eq!(offset_of!(_virError, code), 0);
+        assert_eq!(offset_of!(_virError, domain), 4);
+        assert_eq!(offset_of!(_virError, message), 8);
+        assert_eq!(offset_of!(_virError, level), 16);
+        assert_eq!(offset_of!(_virError, conn), 24);
+        assert_eq!(offset_of!(_virError, dom), 32);
+        assert_eq!(offset_of!(_virError, str1), 40);
+        assert_eq!(offset_of!(_virError, str2), 48);
+        assert_eq!(offset_of!(_virError, str3), 56);
+        assert_eq!(offset_of!(_virError, int1), 64);
+        assert_eq!(offset_of!(_virError, int2), 68);
+        assert_eq!(offset_of!(_virError, net), 72);
+        assert_eq!(size_of::<_virError>(), 80);
+        assert_eq!(size_of::<_virJobInfo>(), 20);
+    }
+}
