@@ -20,7 +20,7 @@ package, then the system's ``libbgjob.so.0``; importing fails with a clear
 message when it is missing or has another ABI.
 """
 
-from ._enums import CancelStatus, JobType, Result, State, Verb
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, Verb
 from ._errors import (
     BgjobError,
     Cancelled,
@@ -31,11 +31,12 @@ from ._errors import (
     JobFailed,
     NotAllowed,
     NotFound,
+    SystemCallFailed,
     TimedOut,
     TryAgain,
     result_str,
 )
-from ._ffi import ABI_VERSION, LIBRARY
+from ._ffi import ABI_VERSION, FD_ERROR, FD_HANGUP, FD_READABLE, FD_WRITABLE, LIBRARY
 from ._job import (
     EXCEPTION_CODE,
     Context,
@@ -43,6 +44,7 @@ from ._job import (
     Info,
     Job,
     JobEntry,
+    Transaction,
     Worker,
     abi_version,
     list_jobs,
@@ -60,7 +62,17 @@ __all__ = [
     "EXCEPTION_CODE",
     "LIBRARY",
     "BgjobError",
+    "CancelCause",
     "CancelStatus",
+    "ErrorAction",
+    "ErrorPolicy",
+    "FD_ERROR",
+    "FD_HANGUP",
+    "FD_READABLE",
+    "FD_WRITABLE",
+    "IoStatus",
+    "SystemCallFailed",
+    "Transaction",
     "Cancelled",
     "Context",
     "ErrorInfo",

@@ -17,6 +17,7 @@ class Result(enum.IntEnum):
     CANCELLED = 6
     PANIC = 7
     NOT_FOUND = 8
+    SYSTEM = 9
 
 
 class State(enum.IntEnum):
@@ -49,6 +50,8 @@ class Verb(enum.IntEnum):
     DETACH = 5
     UPDATE = 6
     RESULT = 7
+    DRAIN = 8
+    FINALIZE = 9
 
 
 class JobType(enum.IntEnum):
@@ -64,3 +67,37 @@ class CancelStatus(enum.IntEnum):
     REQUESTED = 0
     ALREADY_REQUESTED = 1
     ALREADY_FINISHED = 2
+
+
+class CancelCause(enum.IntEnum):
+    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+
+    NONE = 0
+    CALLER = 1
+    TIMEOUT = 2
+    TRANSACTION = 3
+
+
+class ErrorPolicy(enum.IntEnum):
+    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+    ENOSPC = 3
+
+
+class ErrorAction(enum.IntEnum):
+    """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+
+
+class IoStatus(enum.IntEnum):
+    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+
+    OK = 0
+    FAILED = 1
+    NOSPACE = 2

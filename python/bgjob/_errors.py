@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 from ._enums import Result
 from ._ffi import lib
 
@@ -57,6 +60,16 @@ class InternalError(BgjobError):
     """bgjob hit an internal error (a Rust panic caught at the C boundary)."""
 
     code = Result.PANIC
+
+
+class SystemCallFailed(BgjobError, OSError):
+    """An operating-system call inside bgjob failed (starting a child, polling);
+    ``errno`` says why, as for any ``OSError``."""
+
+    code = Result.SYSTEM
+
+    def __init__(self, message: str, err: int = 0):
+        OSError.__init__(self, err, f"{message}: {os.strerror(err)}" if err else message)
 
 
 class JobError(BgjobError):
@@ -117,6 +130,8 @@ def error_for(code: int, what: str) -> BgjobError:
     text = f"{what}: {result_str(code)}"
     if code == Result.CANCELLED:
         return Cancelled(text)
+    if code == Result.SYSTEM:
+        return SystemCallFailed(text, ctypes.get_errno())
     cls = _BY_CODE.get(code, BgjobError)
     return cls(text, code)
 

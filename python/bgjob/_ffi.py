@@ -31,9 +31,23 @@ SONAME = f"libbgjob.so.{ABI_VERSION}"
 
 # Constants of bgjob.h (checked against the header by the tests).
 CREATE_DEFER_START = 1
+CREATE_MANUAL_FINALIZE = 2
+TXN_MANUAL_FINALIZE = 1
 DETACH_CANCEL = 1
 MAX_STACK_SIZE = 1 << 30
 ENTRY_TEXT_SIZE = 64
+FD_READABLE = 1
+FD_WRITABLE = 2
+FD_ERROR = 4
+FD_HANGUP = 8
+CHILD_CAPTURE_STDOUT = 1
+CHILD_CAPTURE_STDERR = 2
+CHILD_INHERIT_STDIN = 4
+CHILD_NULL_STDOUT = 8
+CHILD_NULL_STDERR = 16
+CHILD_STDOUT = 1
+CHILD_STDERR = 2
+CHILD_DEFAULT_GRACE_MS = 5000
 
 
 # Opaque handle types: a job handle and a context handle are distinct pointer
@@ -46,8 +60,13 @@ class bgjob_context(ctypes.Structure):
     """Opaque ``struct bgjob_context``; only pointers to it exist."""
 
 
+class bgjob_txn(ctypes.Structure):
+    """Opaque ``struct bgjob_txn``; only pointers to it exist."""
+
+
 JobPtr = POINTER(bgjob_job)
 ContextPtr = POINTER(bgjob_context)
+TxnPtr = POINTER(bgjob_txn)
 
 # Callback types, in the header's order of arguments (userdata first).
 bgjob_log_callback = CFUNCTYPE(None, c_void_p, c_char_p)
@@ -55,6 +74,7 @@ bgjob_free_callback = CFUNCTYPE(None, c_void_p)
 bgjob_worker_callback = CFUNCTYPE(c_int32, c_void_p, JobPtr)
 bgjob_completion_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32)
 bgjob_hook_callback = CFUNCTYPE(None, c_void_p, JobPtr)
+bgjob_line_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32, c_char_p, c_size_t)
 
 
 class bgjob_info(ctypes.Structure):
@@ -73,6 +93,10 @@ class bgjob_info(ctypes.Structure):
         ("rate", c_double),
         ("since_progress_ms", c_int64),
         ("id", c_uint64),
+        ("cancel_cause", c_int32),
+        ("pause_count", c_uint32),
+        ("iostatus", c_int32),
+        ("error_policy", c_int32),
     ]
 
 
@@ -98,6 +122,27 @@ class bgjob_job_options(ctypes.Structure):
         ("completion_userdata", c_void_p),
         ("completion_free", bgjob_free_callback),
         ("context", ContextPtr),
+        ("deadline_ms", c_int64),
+        ("error_policy", c_int32),
+        ("commit", bgjob_hook_callback),
+        ("abort", bgjob_hook_callback),
+        ("clean", bgjob_hook_callback),
+        ("finalize_userdata", c_void_p),
+        ("finalize_free", bgjob_free_callback),
+    ]
+
+
+class bgjob_child_options(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("argv", POINTER(c_char_p)),
+        ("envp", POINTER(c_char_p)),
+        ("cwd", c_char_p),
+        ("grace_ms", c_int64),
+        ("on_line", bgjob_line_callback),
+        ("line_userdata", c_void_p),
+        ("line_free", bgjob_free_callback),
     ]
 
 
@@ -182,6 +227,27 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_set_phase": (R, (JobPtr, c_char_p)),
     "bgjob_job_set_error": (R, (JobPtr, c_int32, c_char_p)),
     "bgjob_job_finish": (R, (JobPtr, c_int32)),
+    # cancellable waits, deadlines
+    "bgjob_job_get_cancel_fd": (R, (JobPtr, POINTER(c_int32))),
+    "bgjob_job_wait_fd": (R, (JobPtr, c_int32, c_uint32, c_int64, POINTER(c_uint32))),
+    "bgjob_job_set_deadline": (R, (JobPtr, c_int64)),
+    # child processes
+    "bgjob_child_options_init": (R, (POINTER(bgjob_child_options), c_size_t)),
+    "bgjob_job_spawn_child": (R, (JobPtr, POINTER(bgjob_child_options), POINTER(c_int32))),
+    "bgjob_job_watch_child": (R, (JobPtr, c_int32, c_int64)),
+    "bgjob_job_wait_child": (R, (JobPtr, c_int32, c_int64, POINTER(c_int32))),
+    # QEMU job semantics: drain, error policy, finalize, transactions
+    "bgjob_job_pause_internal": (R, (JobPtr,)),
+    "bgjob_job_resume_internal": (R, (JobPtr,)),
+    "bgjob_job_set_error_policy": (R, (JobPtr, c_int32)),
+    "bgjob_job_report_io_error": (R, (JobPtr, c_int32, c_char_p, POINTER(c_int32))),
+    "bgjob_job_finalize": (R, (JobPtr,)),
+    "bgjob_txn_create": (R, (c_uint32, POINTER(TxnPtr))),
+    "bgjob_txn_destroy": (R, (TxnPtr,)),
+    "bgjob_txn_add": (R, (TxnPtr, JobPtr)),
+    "bgjob_txn_start": (R, (TxnPtr,)),
+    "bgjob_txn_cancel": (R, (TxnPtr,)),
+    "bgjob_txn_finalize": (R, (TxnPtr,)),
 }
 
 
@@ -207,7 +273,9 @@ def _open() -> tuple[ctypes.CDLL, str]:
         try:
             # CDLL (not PyDLL): every call releases the GIL, so waits, sleeps
             # and parked progress calls never block other Python threads.
-            return ctypes.CDLL(what), f"{what} ({how})"
+            # use_errno: BGJOB_RESULT_SYSTEM leaves errno set; ctypes keeps a
+            # per-thread copy of it for ctypes.get_errno().
+            return ctypes.CDLL(what, use_errno=True), f"{what} ({how})"
         except OSError as e:
             tried.append(f"  {how}: {e}")
     raise ImportError(

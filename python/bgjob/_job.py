@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import itertools
 import math
+import os
 import sys
 import threading
 import time
@@ -33,10 +34,11 @@ from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
 from typing import Any, Callable, Iterator
 
 from . import _ffi
-from ._enums import CancelStatus, JobType, Result, State, Verb
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
+from ._enums import Result, State, Verb
 from ._errors import BgjobError, Cancelled, InvalidArgument, InvalidHandle, JobFailed, NotAllowed
 from ._errors import TimedOut, check, error_for
-from ._ffi import ContextPtr, JobPtr, lib
+from ._ffi import ContextPtr, JobPtr, TxnPtr, lib
 
 #: The error code a job gets when its Python worker raised anything but an
 #: ``OSError`` with an errno (whose errno is used instead).
@@ -175,6 +177,13 @@ class Info:
     rate: float | None
     #: Time since the last progress update; None before the first.
     since_progress: float | None
+    #: Why cancel was requested (NONE if it was not).
+    cancel_cause: CancelCause
+    #: Internal pauses in force (``Job.pause_internal``).
+    pause_count: int
+    #: Not OK only while paused by the error policy.
+    iostatus: IoStatus
+    error_policy: ErrorPolicy
 
     @classmethod
     def _from_c(cls, c: _ffi.bgjob_info) -> Info:
@@ -192,6 +201,10 @@ class Info:
             total=c.total or None,
             rate=None if c.rate < 0 else c.rate,
             since_progress=_seconds(c.since_progress_ms),
+            cancel_cause=CancelCause(c.cancel_cause),
+            pause_count=c.pause_count,
+            iostatus=IoStatus(c.iostatus),
+            error_policy=ErrorPolicy(c.error_policy),
         )
 
 
@@ -299,6 +312,114 @@ class Worker:
         finally:
             if hook_id is not None:
                 self.remove_cancel_hook(hook_id)
+
+    # cancellable waits and child processes
+    @property
+    def cancel_fd(self) -> int:
+        """An fd readable once cancel was requested (and while a pause is
+        pending), for a worker with its own ``select``/``poll``: when it turns
+        readable, call ``pause_point()``. bgjob owns it: do not close it."""
+        fd = c_int32()
+        check(lib.bgjob_job_get_cancel_fd(self._h, byref(fd)), "cancel_fd")
+        return fd.value
+
+    def wait_fd(self, fd: Any, events: int = _ffi.FD_READABLE, timeout: float | None = None) -> int:
+        """Waits until ``fd`` (a number or an object with ``fileno()``) is ready
+        for ``events`` (``bgjob.FD_READABLE``/``FD_WRITABLE``), for at most
+        ``timeout`` seconds of active time; returns the ``FD_*`` bits that
+        happened. Raises ``Cancelled`` at once on cancel, ``TimedOut``."""
+        fileno = fd if isinstance(fd, int) else fd.fileno()
+        revents = ctypes.c_uint32()
+        r = lib.bgjob_job_wait_fd(self._h, fileno, int(events), _ms(timeout, "wait_fd"), byref(revents))
+        self._check(r, "wait_fd")
+        return revents.value
+
+    def report_io_error(self, error: OSError | int, message: str | None = None) -> ErrorAction:
+        """Reports an I/O error (an ``OSError`` or an errno) to the job's error
+        policy and returns what to do: REPORT (give up: raise), IGNORE (carry
+        on) or STOP (the job is now paused: call ``pause_point()``, then retry)."""
+        if isinstance(error, OSError):
+            code = error.errno or EXCEPTION_CODE
+            message = message if message is not None else str(error)
+        else:
+            code = int(error)
+        action = c_int32()
+        text = message.encode("utf-8", "replace") if message is not None else None
+        check(lib.bgjob_job_report_io_error(self._h, code, text, byref(action)), "report_io_error")
+        return ErrorAction(action.value)
+
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdout: str = "inherit",
+        stderr: str = "inherit",
+        stdin: str = "null",
+        on_line: Callable[[int, str], Any] | None = None,
+        grace: float | None = None,
+    ) -> int:
+        """Starts a child process bound to the job and returns its pid: cancel
+        sends it SIGTERM, then SIGKILL after ``grace`` seconds; it is killed
+        and reaped if still running when the worker returns. ``stdout`` and
+        ``stderr``: "inherit", "null" or "capture" (lines go to
+        ``on_line(stream, line)`` during ``wait_child``, stream 1 or 2);
+        ``stdin``: "null" or "inherit"."""
+        flags = 0
+        for value, what, capture, null in (
+            (stdout, "stdout", _ffi.CHILD_CAPTURE_STDOUT, _ffi.CHILD_NULL_STDOUT),
+            (stderr, "stderr", _ffi.CHILD_CAPTURE_STDERR, _ffi.CHILD_NULL_STDERR),
+        ):
+            if value not in ("inherit", "null", "capture"):
+                raise InvalidArgument(f"spawn: {what}={value!r}: use inherit, null or capture")
+            flags |= capture if value == "capture" else null if value == "null" else 0
+        if stdin not in ("null", "inherit"):
+            raise InvalidArgument(f"spawn: stdin={stdin!r}: use null or inherit")
+        if stdin == "inherit":
+            flags |= _ffi.CHILD_INHERIT_STDIN
+        args = [os.fsencode(a) for a in argv]
+        opts = _ffi.bgjob_child_options()
+        check(lib.bgjob_child_options_init(byref(opts), sizeof(opts)), "child_options_init")
+        opts.flags = flags
+        c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+        opts.argv = c_argv
+        if env is not None:
+            entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+            c_envp = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+            opts.envp = c_envp
+        if cwd is not None:
+            opts.cwd = os.fsencode(cwd)
+        if grace is not None:
+            opts.grace_ms = _ms(grace, "spawn grace")
+        pid = c_int32()
+        if on_line is not None:
+            opts.on_line = _line_cb
+            opts.line_free = _free_cb
+            opts.line_userdata = _hold(on_line, tracked=True)  # freed on every path
+        check(lib.bgjob_job_spawn_child(self._h, byref(opts), byref(pid)), f"spawn {argv[0] if argv else ''}")
+        return pid.value
+
+    def watch_child(self, pid: int, grace: float | None = None) -> None:
+        """Binds a child this process started itself to the job, as ``spawn``
+        does; from now on only bgjob may wait for it (``wait_child``)."""
+        g = _ffi.CHILD_DEFAULT_GRACE_MS if grace is None else _ms(grace, "watch_child grace")
+        check(lib.bgjob_job_watch_child(self._h, int(pid), g), "watch_child")
+
+    def wait_child(self, pid: int, timeout: float | None = None) -> int:
+        """Waits for a bound child (delivering its captured lines here) and
+        returns its return code as ``subprocess`` does (``-N`` for signal N).
+        Raises ``Cancelled`` once the cancelled child is gone, ``TimedOut``
+        after ``timeout`` seconds of active time (the child runs on)."""
+        status = c_int32()
+        r = lib.bgjob_job_wait_child(self._h, int(pid), _ms(timeout, "wait_child"), byref(status))
+        self._check(r, "wait_child")
+        return os.waitstatus_to_exitcode(status.value)
+
+    def run(self, argv: list[str], **options: Any) -> int:
+        """``spawn`` then ``wait_child``: runs a program to its end (or until
+        the job is cancelled) and returns its return code."""
+        return self.wait_child(self.spawn(argv, **options))
 
     # progress
     def set_total(self, total: int) -> None:
@@ -411,6 +532,42 @@ def _hook_cb(key: int, handle: Any) -> None:
         _report(e)
 
 
+@_ffi.bgjob_line_callback
+def _line_cb(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
+    try:
+        _keep[key][0](stream, line[:length].decode("utf-8", "replace"))
+    except BaseException as e:
+        _report(e)
+
+
+class _Finalizers:
+    """A job's commit/abort/clean callables, called with its Job."""
+
+    __slots__ = ("job", "commit", "abort", "clean")
+
+    def __init__(self, job: Job, commit: Any, abort: Any, clean: Any):
+        self.job, self.commit, self.abort, self.clean = job, commit, abort, clean
+
+
+def _finalizer(which: str) -> Any:
+    @_ffi.bgjob_hook_callback
+    def call(key: int, handle: Any) -> None:
+        try:
+            f = _keep[key][0]
+            fn = getattr(f, which)
+            if fn is not None:
+                fn(f.job)
+        except BaseException as e:
+            _report(e)
+
+    return call
+
+
+_commit_cb = _finalizer("commit")
+_abort_cb = _finalizer("abort")
+_clean_cb = _finalizer("clean")
+
+
 @_ffi.bgjob_log_callback
 def _log_cb(key: int, line: bytes) -> None:
     try:
@@ -454,6 +611,12 @@ class Job:
         context: Context | None = None,
         on_complete: Callable[[Job], Any] | None = None,
         start: bool = True,
+        deadline: float | None = None,
+        error_policy: ErrorPolicy = ErrorPolicy.REPORT,
+        manual_finalize: bool = False,
+        on_commit: Callable[[Job], Any] | None = None,
+        on_abort: Callable[[Job], Any] | None = None,
+        on_clean: Callable[[Job], Any] | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
@@ -480,6 +643,15 @@ class Job:
         opts.job_type = JobType.UNBOUNDED if unbounded else JobType.BOUNDED
         # Always deferred, so the total is in place before the worker runs.
         opts.flags = _ffi.CREATE_DEFER_START
+        if manual_finalize:
+            opts.flags |= _ffi.CREATE_MANUAL_FINALIZE
+        if deadline is not None:
+            opts.deadline_ms = max(1, _ms(deadline, "deadline"))
+        opts.error_policy = ErrorPolicy(error_policy)
+        finalizers = on_commit is not None or on_abort is not None or on_clean is not None
+        if finalizers:
+            opts.commit, opts.abort, opts.clean = _commit_cb, _abort_cb, _clean_cb
+            opts.finalize_free = _free_cb
         name_b = name.encode() if name is not None else None
         opts.name = name_b
         opts.stack_size = int(stack_size)
@@ -492,6 +664,10 @@ class Job:
         # there on, bgjob frees both on every path (before returning, if the
         # create fails).
         opts.completion_userdata = _hold(self, tracked=True)
+        if finalizers:
+            opts.finalize_userdata = _hold(
+                _Finalizers(self, on_commit, on_abort, on_clean), tracked=True
+            )
         r = lib.bgjob_job_create(
             byref(opts), _worker_cb, _hold(self._run, tracked=True), _free_cb, byref(handle)
         )
@@ -609,6 +785,32 @@ class Job:
     def resume(self) -> None:
         """Resumes a PAUSED job."""
         self._call(lib.bgjob_job_resume(self._h), "resume")
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Cancels the job (cause TIMEOUT) once it has run ``seconds`` of active
+        time since its start; None removes the deadline."""
+        ms = 0 if seconds is None else max(1, _ms(seconds, "set_deadline"))
+        self._call(lib.bgjob_job_set_deadline(self._h, ms), "set_deadline")
+
+    def pause_internal(self) -> None:
+        """An internal pause (QEMU's drain), counted apart from the user pause:
+        the worker parks at its next pause point; the state stays RUNNING.
+        Balance each with ``resume_internal``."""
+        self._call(lib.bgjob_job_pause_internal(self._h), "pause_internal")
+
+    def resume_internal(self) -> None:
+        """Undoes one ``pause_internal``."""
+        self._call(lib.bgjob_job_resume_internal(self._h), "resume_internal")
+
+    def set_error_policy(self, policy: ErrorPolicy) -> None:
+        """What ``Worker.report_io_error`` does from now on."""
+        self._call(lib.bgjob_job_set_error_policy(self._h, int(policy)), "set_error_policy")
+
+    def finalize(self) -> None:
+        """Finalizes a ``manual_finalize`` job that is WAITING: its
+        ``on_commit`` (or ``on_abort``) and ``on_clean`` run on this thread,
+        then it ends."""
+        self._call(lib.bgjob_job_finalize(self._h), "finalize")
 
     def wait(self, timeout: float | None = None) -> State:
         """Waits until the job has ended and returns its final state; raises
@@ -752,6 +954,68 @@ def start(fn: Callable[..., Any], *args: Any, **options: Any) -> Job:
     """Starts ``fn(worker, *args)`` as a background job; see ``Job``."""
     options["start"] = True
     return Job(fn, *args, **options)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+class Transaction:
+    """A group of jobs that succeed or fail together (QEMU's JobTxn): when one
+    fails or is cancelled, the others are cancelled; when all are done, each
+    member's ``on_commit`` runs if all succeeded, else its ``on_abort``; then
+    each one's ``on_clean``; then they end. Members are made with
+    ``start=False`` and added before ``start()``."""
+
+    def __init__(self, manual_finalize: bool = False):
+        self._closed = True
+        handle = TxnPtr()
+        flags = _ffi.TXN_MANUAL_FINALIZE if manual_finalize else 0
+        check(lib.bgjob_txn_create(flags, byref(handle)), "txn_create")
+        self._h = handle
+        self._closed = False
+        self.jobs: list[Job] = []
+
+    def _handle(self, what: str) -> Any:
+        if self._closed:
+            raise InvalidHandle(f"{what}: the transaction is closed")
+        return self._h
+
+    def add(self, job: Job) -> Job:
+        """Adds a job that has not started; returns it."""
+        check(lib.bgjob_txn_add(self._handle("txn_add"), job._h), "txn_add")
+        self.jobs.append(job)
+        return job
+
+    def start(self) -> None:
+        """Starts every member."""
+        check(lib.bgjob_txn_start(self._handle("txn_start")), "txn_start")
+
+    def cancel(self) -> None:
+        """Cancels every member; returns at once."""
+        check(lib.bgjob_txn_cancel(self._handle("txn_cancel")), "txn_cancel")
+
+    def finalize(self) -> None:
+        """Finalizes a ``manual_finalize`` transaction (now, or as soon as the
+        last member is done)."""
+        check(lib.bgjob_txn_finalize(self._handle("txn_finalize")), "txn_finalize")
+
+    def close(self) -> None:
+        """Drops this handle (the members settle as they would have). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            lib.bgjob_txn_destroy(self._h)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except BaseException:
+            pass
 
 
 # ---------------------------------------------------------------- contexts
@@ -961,6 +1225,7 @@ __all__ = [
     "Info",
     "Job",
     "JobEntry",
+    "Transaction",
     "Worker",
     "abi_version",
     "list_jobs",

@@ -62,6 +62,10 @@ BASE = {
     "bgjob_verb": c_int32,
     "bgjob_job_type": c_int32,
     "bgjob_cancel_status": c_int32,
+    "bgjob_cancel_cause": c_int32,
+    "bgjob_error_policy": c_int32,
+    "bgjob_error_action": c_int32,
+    "bgjob_iostatus": c_int32,
 }
 
 
@@ -176,6 +180,10 @@ ENUMS: dict[str, tuple[type[enum.IntEnum], str]] = {
     "bgjob_verb": (bgjob.Verb, "BGJOB_VERB_"),
     "bgjob_job_type": (bgjob.JobType, "BGJOB_JOB_TYPE_"),
     "bgjob_cancel_status": (bgjob.CancelStatus, "BGJOB_CANCEL_STATUS_"),
+    "bgjob_cancel_cause": (bgjob.CancelCause, "BGJOB_CANCEL_CAUSE_"),
+    "bgjob_error_policy": (bgjob.ErrorPolicy, "BGJOB_ERROR_POLICY_"),
+    "bgjob_error_action": (bgjob.ErrorAction, "BGJOB_ERROR_ACTION_"),
+    "bgjob_iostatus": (bgjob.IoStatus, "BGJOB_IOSTATUS_"),
 }
 
 # #define name -> the binding's value.
@@ -185,9 +193,23 @@ DEFINES = {
     "BGJOB_STATE_COUNT": len(bgjob.State),
     "BGJOB_VERB_COUNT": len(bgjob.Verb),
     "BGJOB_CREATE_DEFER_START": _ffi.CREATE_DEFER_START,
+    "BGJOB_CREATE_MANUAL_FINALIZE": _ffi.CREATE_MANUAL_FINALIZE,
+    "BGJOB_TXN_MANUAL_FINALIZE": _ffi.TXN_MANUAL_FINALIZE,
     "BGJOB_DETACH_CANCEL": _ffi.DETACH_CANCEL,
     "BGJOB_MAX_STACK_SIZE": _ffi.MAX_STACK_SIZE,
     "BGJOB_ENTRY_TEXT_SIZE": _ffi.ENTRY_TEXT_SIZE,
+    "BGJOB_FD_READABLE": _ffi.FD_READABLE,
+    "BGJOB_FD_WRITABLE": _ffi.FD_WRITABLE,
+    "BGJOB_FD_ERROR": _ffi.FD_ERROR,
+    "BGJOB_FD_HANGUP": _ffi.FD_HANGUP,
+    "BGJOB_CHILD_CAPTURE_STDOUT": _ffi.CHILD_CAPTURE_STDOUT,
+    "BGJOB_CHILD_CAPTURE_STDERR": _ffi.CHILD_CAPTURE_STDERR,
+    "BGJOB_CHILD_INHERIT_STDIN": _ffi.CHILD_INHERIT_STDIN,
+    "BGJOB_CHILD_NULL_STDOUT": _ffi.CHILD_NULL_STDOUT,
+    "BGJOB_CHILD_NULL_STDERR": _ffi.CHILD_NULL_STDERR,
+    "BGJOB_CHILD_STDOUT": _ffi.CHILD_STDOUT,
+    "BGJOB_CHILD_STDERR": _ffi.CHILD_STDERR,
+    "BGJOB_CHILD_DEFAULT_GRACE_MS": _ffi.CHILD_DEFAULT_GRACE_MS,
 }
 
 
@@ -287,6 +309,8 @@ def compare(text: str, functions: dict[str, Any] | None = None) -> list[str]:
         if want != got:
             problems.append(f"enum {cname}: {want} in bgjob.h, {got} in bgjob.{py.__name__}")
 
+    for dname in sorted(set(DEFINES) - set(h["defines"])):
+        problems.append(f"#define {dname}: known to the binding, not in bgjob.h")
     for dname, value in sorted(h["defines"].items()):
         if dname.startswith("BGJOB_VERSION_") or dname == "BGJOB_H":
             continue
