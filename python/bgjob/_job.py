@@ -8,10 +8,10 @@ function ``_free``, which is the one place it is dropped. The ctypes callback
 objects (``_worker_cb``, ``_complete_cb``, ...) are module globals that live as
 long as the process, so no trampoline can be collected while C may call it.
 
-A running job's ``Job`` object is itself held in ``_keep`` (it is the userdata
-of its completion callback), so it cannot be collected before its completion
-has run or been dropped: ``Job.__del__`` only ever meets an ended job, and the
-at-exit hook can find every live job there.
+A started job's ``Job`` object is itself held in ``_keep`` (through the
+``_JobRef`` that is its completion userdata), so it cannot be collected before
+its completion has run or been dropped: ``Job.__del__`` meets only ended jobs
+and never-started ones, and the at-exit hook finds every live job there.
 """
 
 from __future__ import annotations
@@ -55,10 +55,13 @@ _SLICE_MS = 50
 
 _keep: dict[int, tuple[Any, bool]] = {}
 _keys = itertools.count(1)
-_cond = threading.Condition()
 # Userdata whose free function may run on a bgjob thread (workers, completions,
-# hooks, the log callback). The at-exit hook waits until it is 0, so no bgjob
-# thread calls into Python while the interpreter is being torn down.
+# hooks, finalizers, child output, the log callback). Each such thread's last
+# Python code is that free, so once this is 0 no bgjob thread is in Python or
+# will enter it: the at-exit hook waits for that before the interpreter goes
+# (a thread taking the GIL during finalization is ended with pthread_exit,
+# which cannot unwind through bgjob's Rust frames). It is only changed by a
+# plain `+=`/`-=` with the GIL held, which no thread switch can split.
 _outstanding = 0
 _shutting_down = False
 _tls = threading.local()
@@ -68,8 +71,7 @@ def _hold(obj: Any, tracked: bool) -> int:
     """Keeps ``obj`` alive until bgjob frees the returned key."""
     global _outstanding
     if tracked:
-        with _cond:
-            _outstanding += 1
+        _outstanding += 1
     key = next(_keys)
     _keep[key] = (obj, tracked)
     return key
@@ -99,15 +101,15 @@ def _free_cb(key: int) -> None:
     global _outstanding
     try:
         obj, tracked = _keep.pop(key)
-        if isinstance(obj, Job):
+        job = obj.get() if isinstance(obj, _JobRef) else None
+        if job is not None:
             # The completion was dropped unrun (its context was closed first):
             # the job has ended all the same; wake whoever waits in asyncio.
-            obj._ended(None, run_callback=False)
+            job._ended(None, run_callback=False)
         if tracked:
-            with _cond:
-                _outstanding -= 1
-                if _outstanding == 0:
-                    _cond.notify_all()
+            # The last statement: after it this thread leaves Python without
+            # a call (where it could let the GIL go) on the way.
+            _outstanding -= 1
     except BaseException:
         # Only reachable while the interpreter is being torn down.
         pass
@@ -518,8 +520,9 @@ def _worker_cb(key: int, handle: Any) -> int:
 @_ffi.bgjob_completion_callback
 def _complete_cb(key: int, handle: Any, state: int) -> None:
     try:
-        job = _keep[key][0]
-        job._ended(State(state), run_callback=True)
+        job = _keep[key][0].get()
+        if job is not None:
+            job._ended(State(state), run_callback=True)
     except BaseException as e:
         _report(e)
 
@@ -540,13 +543,29 @@ def _line_cb(key: int, handle: Any, stream: int, line: bytes, length: int) -> No
         _report(e)
 
 
+class _JobRef:
+    """A job's completion userdata. It holds the Job weakly until the job is
+    started, so a Job dropped before it ever ran is collected (and its job
+    destroyed), and strongly from then on, so a running job's Job lives until
+    its completion has run or been dropped."""
+
+    __slots__ = ("weak", "strong")
+
+    def __init__(self, job: Job):
+        self.weak = weakref.ref(job)
+        self.strong: Job | None = None
+
+    def get(self) -> Job | None:
+        return self.strong if self.strong is not None else self.weak()
+
+
 class _Finalizers:
     """A job's commit/abort/clean callables, called with its Job."""
 
-    __slots__ = ("job", "commit", "abort", "clean")
+    __slots__ = ("ref", "commit", "abort", "clean")
 
-    def __init__(self, job: Job, commit: Any, abort: Any, clean: Any):
-        self.job, self.commit, self.abort, self.clean = job, commit, abort, clean
+    def __init__(self, ref: _JobRef, commit: Any, abort: Any, clean: Any):
+        self.ref, self.commit, self.abort, self.clean = ref, commit, abort, clean
 
 
 def _finalizer(which: str) -> Any:
@@ -555,8 +574,9 @@ def _finalizer(which: str) -> Any:
         try:
             f = _keep[key][0]
             fn = getattr(f, which)
-            if fn is not None:
-                fn(f.job)
+            job = f.ref.get()
+            if fn is not None and job is not None:
+                fn(job)
         except BaseException as e:
             _report(e)
 
@@ -663,10 +683,11 @@ class Job:
         # Nothing may fail between holding the keys and the create call: from
         # there on, bgjob frees both on every path (before returning, if the
         # create fails).
-        opts.completion_userdata = _hold(self, tracked=True)
+        self._ref = _JobRef(self)
+        opts.completion_userdata = _hold(self._ref, tracked=True)
         if finalizers:
             opts.finalize_userdata = _hold(
-                _Finalizers(self, on_commit, on_abort, on_clean), tracked=True
+                _Finalizers(self._ref, on_commit, on_abort, on_clean), tracked=True
             )
         r = lib.bgjob_job_create(
             byref(opts), _worker_cb, _hold(self._run, tracked=True), _free_cb, byref(handle)
@@ -770,7 +791,21 @@ class Job:
     # -- control
     def start(self) -> None:
         """Starts a job made with ``start=False``."""
-        self._call(lib.bgjob_job_start(self._h), "start")
+        self._pin()
+        try:
+            self._call(lib.bgjob_job_start(self._h), "start")
+        except BaseException:
+            self._unpin()
+            raise
+
+    def _pin(self) -> None:
+        # Before the job can run: from now on it keeps its Job alive.
+        self._ref.strong = self
+
+    def _unpin(self) -> None:
+        st = c_int32()
+        if lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CREATED:
+            self._ref.strong = None
 
     def cancel(self) -> CancelStatus:
         """Requests cancellation and returns at once; says which race it met."""
@@ -896,8 +931,9 @@ class Job:
         self.close()
 
     def __del__(self) -> None:
-        # Only reached once the completion has run or been dropped (the Job is
-        # held in _keep until then), that is once the job has ended.
+        # Only reached for a job that never started (destroy cancels it) or
+        # once its completion has run or been dropped (the Job is held in
+        # _keep until then), that is once it has ended.
         try:
             if not self._closed:
                 self._closed = True
@@ -988,7 +1024,14 @@ class Transaction:
 
     def start(self) -> None:
         """Starts every member."""
-        check(lib.bgjob_txn_start(self._handle("txn_start")), "txn_start")
+        handle = self._handle("txn_start")
+        for job in self.jobs:
+            job._pin()
+        r = lib.bgjob_txn_start(handle)
+        if r != Result.OK:
+            for job in self.jobs:
+                job._unpin()
+        check(r, "txn_start")
 
     def cancel(self) -> None:
         """Cancels every member; returns at once."""
@@ -1207,13 +1250,13 @@ def _at_exit() -> None:
     try:
         lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
         for obj, _ in list(_keep.values()):
-            if isinstance(obj, Job):
-                obj._cancel_at_exit()
+            job = obj.get() if isinstance(obj, _JobRef) else None
+            if job is not None:
+                job._cancel_at_exit()
         for ctx in list(_contexts):
             ctx.close()
-        with _cond:
-            while _outstanding:
-                _cond.wait(0.1)
+        while _outstanding:
+            time.sleep(0.002)
     except KeyboardInterrupt:
         pass
 

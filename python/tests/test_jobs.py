@@ -454,6 +454,19 @@ def test_dropping_a_finished_job_destroys_it():
     assert job_id not in {e.id for e in bgjob.list_jobs()}
 
 
+def test_dropping_a_job_that_never_started_destroys_it():
+    ran = []
+    job = bgjob.Job(lambda w: ran.append(1), name="never-started", start=False)
+    job_id = job.id
+    assert job_id in {e.id for e in bgjob.list_jobs()}
+    del job
+    gc.collect()
+    # Collected (a job that never ran does not keep its Job alive), destroyed,
+    # and its worker released without running (the fixture checks the rest).
+    assert job_id not in {e.id for e in bgjob.list_jobs()}
+    assert ran == []
+
+
 def test_concurrent_cancels_exactly_one_requests(gate):
     with bgjob.start(lambda w: gate.wait(LONG)) as job:
         statuses = []

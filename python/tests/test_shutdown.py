@@ -56,6 +56,24 @@ def test_exit_cancels_and_waits_for_live_jobs(tmp_path):
     assert "completed cancelled" in r.stdout
 
 
+def test_exit_races_completions_on_job_threads(tmp_path):
+    # Thirty running jobs whose completions run Python on their own threads as
+    # the interpreter exits, with thread switches forced as often as possible:
+    # the exit must wait until no bgjob thread is in Python (a thread taking
+    # the GIL during finalization would be killed inside bgjob's frames).
+    code = """
+        import sys, bgjob
+        sys.setswitchinterval(1e-6)
+        jobs = [bgjob.start(lambda w: w.sleep(3600), on_complete=lambda j: sum(range(5000)))
+                for _ in range(30)]
+        never = [bgjob.Job(lambda w: None, start=False, on_complete=lambda j: sum(range(5000)))
+                 for _ in range(30)]
+        """
+    for _ in range(5):
+        r = run_script(tmp_path, code)
+        assert (r.returncode, r.stderr) == (0, "")
+
+
 def test_exit_with_unclosed_objects_is_quiet(tmp_path):
     r = run_script(
         tmp_path,
