@@ -1117,8 +1117,10 @@ class Context:
         check(r, "dispatch")
         self.dispatched += ran.value
         if errors:
+            add_note = getattr(errors[0], "add_note", None)  # Python 3.11+
             for other in errors[1:]:
-                errors[0].add_note(f"bgjob: another completion callback raised {other!r}")
+                if add_note is not None:
+                    add_note(f"bgjob: another completion callback raised {other!r}")
             raise errors[0]
         return ran.value
 
