@@ -13,7 +13,11 @@ and completion on your thread or your asyncio loop.
         return dst                       # becomes job.result
 
     with bgjob.start(copy, "a.img", "b.img", name="copy-a") as job:
-        while job.wait(timeout=None) ...
+        job.wait()                       # Ctrl-C interrupts it
+        print(job.result)                # or raises JobFailed / Cancelled
+
+    async def main():                    # inside asyncio: no thread per waiter
+        results = await asyncio.gather(*(bgjob.start(copy, s, d) for s, d in pairs))
 
 The C library is found through ``BGJOB_LIBRARY``, then a copy next to this
 package, then the system's ``libbgjob.so.0``; importing fails with a clear
