@@ -4,6 +4,7 @@
 #   make demo       build everything and run the demo driver
 #   make test       every test: Rust, the C harness (prove), the examples,
 #                   the Python binding (pytest, in a venv made under target/)
+#   make bench      bgjob against GLib's GTask and raw pthreads (benches/, slow)
 #   make install    PREFIX, LIBDIR, INCLUDEDIR, DESTDIR in their GNU meanings
 
 CARGO      ?= cargo
@@ -36,6 +37,7 @@ TESTS     := $(patsubst ffi-tests/%.c,$(OUT)/tests/%,$(TEST_SRCS))
 TEST_LIB  := ffi-tests/tap.c ffi-tests/util.c
 TEST_HDRS := $(wildcard ffi-tests/*.h)
 EXAMPLES  := $(patsubst examples/%.c,$(OUT)/examples/%,$(wildcard examples/*.c))
+BENCHES   := $(patsubst benches/%.c,$(OUT)/bench/%,$(filter-out benches/bench.c,$(wildcard benches/*.c)))
 
 # The virjob.h tests run twice: built with libvirt's headers (Debian's
 # libvirt-dev, installed by `make deps` when missing) and without them
@@ -58,7 +60,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv check-header check-virjob-header check-install fmt-check clippy install uninstall clean
+.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean
 
 all: lib
 
@@ -126,6 +128,26 @@ $(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SON
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags glib-2.0) -o $@ $< $(LDLIBS) $$(pkg-config --libs glib-2.0)
 
+# The benchmarks link GLib (GIO's GTask) as their peer.
+$(OUT)/bench/%: benches/%.c benches/bench.c benches/bench.h include/bgjob.h $(RELEASE)/$(SONAME) | deps-glib
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags gio-2.0) -o $@ $< benches/bench.c $(LDLIBS) $$(pkg-config --libs gio-2.0)
+
+# bgjob against its peers, in one run: medians of BENCH_RUNS runs (default 3)
+# free and pinned to one vCPU (BENCH_CPU); a table on stdout and every figure
+# and ratio in target/bench/summary.json. Takes a few minutes.
+bench: lib $(BENCHES)
+	$(call need,python3,python3)
+	$(call need,taskset,util-linux)
+	python3 benches/run.py $(BENCHES)
+
+# A few iterations of each benchmark: they build and work (part of make test).
+bench-smoke: lib $(BENCHES)
+	$(call need,python3,python3)
+	$(call need,taskset,util-linux)
+	python3 benches/run.py --quick $(BENCHES) >/dev/null
+	@echo "bench-smoke: every benchmark ran (target/bench/smoke.json)"
+
 demo: lib $(OUT)/examples/demo
 	@dir=$$(mktemp -d "$${TMPDIR:-/tmp}/bgjob-demo.XXXXXX") && \
 	  trap 'rm -rf "$$dir"' EXIT INT TERM && \
@@ -134,7 +156,7 @@ demo: lib $(OUT)/examples/demo
 demo-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) $(VENV)/bin/python -m bgjob.demo
 
-test: test-rust test-c test-examples test-python
+test: test-rust test-c test-examples test-python bench-smoke
 
 test-rust:
 	$(CARGO) test --release

@@ -570,6 +570,7 @@ static const char *const other_functions[] = {
     "bgjob_version",      "bgjob_abi_version",  "bgjob_result_str", "bgjob_set_log_callback",
     "bgjob_list_jobs",    "bgjob_verb_allowed", "bgjob_state_str",  "bgjob_verb_str",
     "bgjob_job_options_init", "bgjob_job_create", "bgjob_context_create",
+    "bgjob_pool_set_max_running", "bgjob_pool_get_status",
     "bgjob_child_options_init",
     /* Transaction handles: invalid ones are tested in test_txn.c. */
     "bgjob_txn_create", "bgjob_txn_destroy", "bgjob_txn_start", "bgjob_txn_cancel",

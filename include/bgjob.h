@@ -1023,9 +1023,11 @@ bgjob_result bgjob_job_wait_child(struct bgjob_job *job,
  * Creates a completion context: a queue of completions and one pollable fd.
  *
  * The fd (`bgjob_context_get_fd`) is an eventfd, close-on-exec and
- * non-blocking, readable exactly while completions are queued; any number of
- * completions between two dispatches make one readiness. Add it to your event
- * loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
+ * non-blocking, readable while completions are queued; any number of
+ * completions between two dispatches make one readiness. (Rarely, a dispatch
+ * that raced a finishing job leaves it readable with nothing queued: the next
+ * dispatch runs nothing and clears it, like any spurious wake-up.) Add it to
+ * your event loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
  * `virEventAddHandle`, libuv, asyncio's `add_reader`) and call
  * `bgjob_context_dispatch` when it is readable: the callbacks then run on that
  * thread, so the caller needs no locking of its own (QIOTask's "callback in
@@ -1475,7 +1477,8 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
  * otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
  * thread is named after the job; an idle thread is reused when one is free, else
- * a new one is started, so a job never waits behind another. With
+ * a new one is started, so a job never waits behind another unless the caller
+ * set a cap (`bgjob_pool_set_max_running`: the job then queues, RUNNING). With
  * `options->completion` set, that callback runs once when the job has ended,
  * on the worker thread or through `options->context`.
  *
@@ -1622,6 +1625,53 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * Any handle value is safe. Thread-safe.
  */
 bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
+
+/**
+ * Caps the number of job workers that run at once, process-wide; 0 (the
+ * default) removes the cap.
+ *
+ * Without a cap every started job gets a thread at once (an idle one, else a
+ * new one), so no job ever waits behind another. With a cap of `n`, at most
+ * `n` workers run; a job started beyond it is queued (first in, first out)
+ * and shows as `BGJOB_STATE_RUNNING` — it may be paused, cancelled, waited
+ * for and detached like any running job — and a thread whose job ended takes
+ * the oldest queued one straight away, as GLib's thread pool (GTask's pool
+ * has 10 threads) and QEMU's thread pool do. A queued job that is cancelled
+ * ends `BGJOB_STATE_CANCELLED` before `bgjob_job_cancel` returns, without
+ * its worker running (its userdata is freed, its completion is delivered as
+ * usual); once a thread has taken it, its worker decides as for any job. A
+ * queued job that was paused starts when its turn comes and parks at its
+ * first pause point, holding its slot.
+ *
+ * Raising or removing the cap starts queued jobs at once; lowering it stops
+ * nothing: running workers finish and queued jobs start only while fewer
+ * than the new cap run. Jobs of the process all share this one cap, so
+ * workers that wait for other jobs can deadlock under a cap no larger than
+ * the chain of waits (GTask's livelock): leave the cap off for such jobs.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`.
+ *
+ * # Safety
+ * Always safe to call. Thread-safe.
+ */
+bgjob_result bgjob_pool_set_max_running(uint32_t max_running);
+
+/**
+ * Reads the process-wide pool's state: `*max_running_out` gets the cap (0 =
+ * none), `*running_out` the job workers running now, `*queued_out` the
+ * started jobs waiting for a slot. Each output may be NULL. The figures are a
+ * snapshot: other threads may change them right after.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`.
+ *
+ * # Safety
+ * Each pointer is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_pool_get_status(uint32_t *max_running_out,
+                                   size_t *running_out,
+                                   size_t *queued_out);
 
 /**
  * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not

@@ -2,8 +2,9 @@
 //! without owning a main loop.
 //!
 //! A context is a queue of completions plus one pollable fd (an eventfd,
-//! close-on-exec, non-blocking) that is readable exactly while the queue is not
-//! empty. The caller adds the fd to its own loop (poll, GLib's `g_unix_fd_add`,
+//! close-on-exec, non-blocking) that is readable while the queue is not empty
+//! (and, rarely, once more after a dispatch that raced a post: see
+//! [`Context::post`]). The caller adds the fd to its own loop (poll, GLib's `g_unix_fd_add`,
 //! libvirt's `virEventAddHandle`, libuv, asyncio's `add_reader`) and calls
 //! [`Context::dispatch`] when it is readable; the completions then run on that
 //! thread. Any number of completions between two dispatches make one readiness.
@@ -22,6 +23,22 @@ pub type Completion = Box<dyn FnOnce() + Send + 'static>;
 struct Queue {
     items: VecDeque<Completion>,
     closed: bool,
+    /// A post made the queue non-empty and signalled the fd (or is about to).
+    armed: bool,
+}
+
+/// Signals a context's fd when dropped: [`Context::post`] hands it back so the
+/// caller can make the fd readable after letting go of every lock (a
+/// dispatcher woken at once must not find them held).
+#[must_use = "dropping the Wake is what makes the context's fd readable"]
+pub(crate) struct Wake(Option<Context>);
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            ctx.0.fd.signal();
+        }
+    }
 }
 
 struct Inner {
@@ -74,6 +91,7 @@ impl Context {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 closed: false,
+                armed: false,
             }),
             fd: EventFd::new()?,
         })))
@@ -93,22 +111,24 @@ impl Context {
         self.lock().items.len()
     }
 
-    /// Queues a completion. A closed context hands it back, so the caller can
+    /// Queues a completion; dropping the returned [`Wake`] makes the fd
+    /// readable. A closed context hands the completion back, so the caller can
     /// drop it (running its captures' free functions) with no lock held. Takes
     /// only the queue's lock, so a job may post while holding its own lock.
-    pub(crate) fn post(&self, c: Completion) -> Result<(), Completion> {
+    pub(crate) fn post(&self, c: Completion) -> Result<Wake, Completion> {
         let mut q = self.lock();
         if q.closed {
             return Err(c);
         }
         // The fd is signalled on the empty → non-empty edge only, and cleared
-        // under the same lock when a dispatch empties the queue, so it is readable
-        // exactly while something is queued.
-        if q.items.is_empty() {
-            self.0.fd.signal();
-        }
+        // when a dispatch empties the queue. The signal comes after the lock is
+        // released, so a dispatch may empty the queue first and leave the fd
+        // readable with nothing queued: the next dispatch runs nothing and
+        // clears it.
         q.items.push_back(c);
-        Ok(())
+        let first = !q.armed;
+        q.armed = true;
+        Ok(Wake(first.then(|| self.clone())))
     }
 
     /// Runs up to `max` queued completions (0 = all queued when the call began)
@@ -139,7 +159,13 @@ impl Context {
         // Only what was queued when the call began (or `max` of it) runs; one
         // at a time, so a callback that closes the context stops the rest.
         let budget = {
-            let q = self.lock();
+            let mut q = self.lock();
+            if q.items.is_empty() && !q.closed {
+                // Readable with nothing queued: a signal that came after the
+                // dispatch that emptied the queue.
+                q.armed = false;
+                self.0.fd.clear();
+            }
             if max == 0 {
                 q.items.len()
             } else {
@@ -147,6 +173,7 @@ impl Context {
             }
         };
         let mut ran = 0;
+        let mut emptied = false;
         while ran < budget {
             let next = {
                 let mut q = self.lock();
@@ -155,7 +182,8 @@ impl Context {
                 }
                 let next = q.items.pop_front();
                 if q.items.is_empty() {
-                    self.0.fd.clear();
+                    q.armed = false;
+                    emptied = true;
                 }
                 next
             };
@@ -164,6 +192,15 @@ impl Context {
             // A panicking Rust callback must not stop the ones after it; C
             // callbacks cannot unwind.
             let _ = catch_unwind(AssertUnwindSafe(c));
+        }
+        if emptied {
+            // Cleared after the callbacks ran (the first runs one read()
+            // sooner), and only if nothing was posted meanwhile: a new post
+            // armed the queue again, and its signal must stay.
+            let q = self.lock();
+            if !q.armed && q.items.is_empty() {
+                self.0.fd.clear();
+            }
         }
         Ok(ran)
     }
@@ -175,6 +212,7 @@ impl Context {
         let dropped: Vec<Completion> = {
             let mut q = self.lock();
             q.closed = true;
+            q.armed = false;
             self.0.fd.clear();
             q.items.drain(..).collect()
         };

@@ -12,7 +12,8 @@ use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
-use super::threads::Pool;
+use super::sync::Signal;
+use super::threads::{Pool, Submitted, Ticket};
 use super::timer::{self, TimerId};
 use super::txn::Txn;
 use crate::sys::{self, EventFd};
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Bounded jobs know (or estimate) how much work there is and report a
@@ -410,6 +411,9 @@ struct St {
     /// A cancel is calling the hooks: every hook registered when it began is
     /// called, even if the job ends meanwhile, so settle leaves them to it.
     cancel_owns_hooks: bool,
+    /// Started but waiting for a slot under the pool's cap: the queue ticket and
+    /// the worker's slot, so a cancel can take it back unrun.
+    queued: Option<(Ticket, WorkerSlot)>,
     cancel_cause: CancelCause,
     /// Readable while cancel is requested or a user pause is pending; made on
     /// first use ([`Job::wake_fd`]).
@@ -424,6 +428,9 @@ struct St {
     /// returned (its children were reaped, no new one may be bound).
     children: Option<HashMap<i32, Arc<Child>>>,
 }
+
+/// Where a started job's worker waits for its thread.
+type WorkerSlot = Arc<Mutex<Option<WorkerFn>>>;
 
 impl St {
     fn state(&self) -> State {
@@ -515,7 +522,7 @@ struct Inner {
     progress: Progress,
     phase: Mutex<Arc<str>>,
     st: Mutex<St>,
-    cv: Condvar,
+    cv: Signal,
 }
 
 impl Drop for Inner {
@@ -709,6 +716,7 @@ impl Builder {
                 next_hook: 0,
                 running_hook: None,
                 cancel_owns_hooks: false,
+                queued: None,
                 cancel_cause: CancelCause::None,
                 wake: None,
                 deadline_ns: self.deadline.map(duration_ns),
@@ -716,7 +724,7 @@ impl Builder {
                 deadline_gen: 0,
                 children: Some(HashMap::new()),
             }),
-            cv: Condvar::new(),
+            cv: Signal::new(),
         });
         registry()
             .lock()
@@ -832,7 +840,9 @@ impl Job {
         self.0.lock().state()
     }
 
-    /// Starts the worker of a created job on a thread of the job's pool.
+    /// Starts the worker of a created job on a thread of the job's pool. Under
+    /// the pool's cap ([`Pool::set_max_running`]) it may wait in the pool's queue,
+    /// already `Running`; a cancel then ends it unrun.
     ///
     /// Errors: `NotAllowed` unless `Created` (and not being cancelled);
     /// `TryAgain` if no thread could be started, in which case the job stays
@@ -857,12 +867,12 @@ impl Job {
         };
         // The slot lets a failed spawn give the worker itself back (the task that
         // comes back is opaque).
-        let slot = Arc::new(Mutex::new(Some(worker)));
+        let slot: WorkerSlot = Arc::new(Mutex::new(Some(worker)));
         let job = self.clone();
         let task_slot = slot.clone();
         st.life = Life::Running;
         st.started_ns = Some(inner.now_ns());
-        let spawned = inner.pool.spawn(
+        let spawned = inner.pool.submit(
             &inner.name,
             inner.stack_size,
             Box::new(move || {
@@ -873,9 +883,18 @@ impl Job {
             }),
         );
         match spawned {
-            Ok(()) => {
+            Ok(submitted) => {
+                let launch = match submitted {
+                    Submitted::Running(launch) => Some(launch),
+                    Submitted::Queued(ticket) => {
+                        st.queued = Some((ticket, slot));
+                        None
+                    }
+                };
                 self.arm_deadline(&mut st);
                 drop(st);
+                // Wakes the thread only now, so it never runs into our lock.
+                drop(launch);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
             }
@@ -1000,6 +1019,9 @@ impl Job {
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
         st.disarm_deadline();
+        // Internal pauses still in force can never be balanced now (the verb
+        // table refuses them once the job has ended): they end with it.
+        st.pause_count = 0;
         st.finished_ns.get_or_insert(now);
         let state = match life {
             Life::Done(s) => s,
@@ -1035,15 +1057,25 @@ impl Job {
         } else {
             std::mem::take(&mut st.hooks)
         };
+        let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
             let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
-            match context {
-                Some(ctx) => ctx.post(run).err().map(Undelivered::Dropped),
-                None => Some(Undelivered::Direct(run)),
+            let Some(ctx) = context else {
+                return Some(Undelivered::Direct(run));
+            };
+            match ctx.post(run) {
+                Ok(w) => {
+                    wake = Some(w);
+                    None
+                }
+                Err(run) => Some(Undelivered::Dropped(run)),
             }
         });
         drop(st);
+        // The context's fd is signalled with no lock held, so its dispatcher,
+        // woken at once, does not run into the job's or the queue's lock.
+        drop(wake);
         inner.cv.notify_all();
         // Hooks still registered are dropped, not called (their captures' free
         // functions run), with no lock held.
@@ -1156,13 +1188,31 @@ impl Job {
         inner.end_user_pause(&mut st, now);
         st.disarm_deadline();
         st.sync_wake();
+        let queued = st.queued.take();
+        // With no hook registered there is nothing to call: the hook pass (one
+        // more hold of the lock, which the woken worker wants) is skipped.
+        let has_hooks = !st.hooks.is_empty();
+        st.cancel_owns_hooks = has_hooks;
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!(
             "job {} cancel requested ({cause:?})",
             inner.id
         ));
-        self.run_cancel_hooks();
+        if has_hooks {
+            self.run_cancel_hooks();
+        }
+        // A job still waiting for a slot under the cap ends now, unrun, as a
+        // created one does; once a thread has taken it, its worker decides.
+        if let Some((ticket, slot)) = queued
+            && let Some(task) = inner.pool.withdraw(ticket)
+        {
+            drop(task);
+            let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(worker) = worker {
+                self.end_unstarted(worker);
+            }
+        }
         CancelStatus::Requested
     }
 
@@ -1932,11 +1982,7 @@ impl Job {
             current: f.current,
             total: f.total,
             rate,
-            since_progress_ms: if f.last_ns < 0 {
-                -1
-            } else {
-                ms((now - f.last_ns).max(0))
-            },
+            since_progress_ms: inner.progress.since_last_ns(&f, now).map_or(-1, ms),
             error_code,
             cancel_cause,
             pause_count,
@@ -1970,12 +2016,7 @@ impl Job {
         if self.0.attention.load(Ordering::Acquire) != 0 {
             self.check_update()?;
         }
-        let now = self.0.now_ns();
-        self.0.progress.update(|fields| {
-            f(fields)?;
-            fields.last_ns = now;
-            Ok(())
-        })
+        self.0.progress.update(|| self.0.now_ns(), f)
     }
 
     /// Sets the number of units in all (may move either way; 0 = unknown).

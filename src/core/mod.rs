@@ -13,6 +13,7 @@ pub mod job;
 pub mod log;
 pub(crate) mod progress;
 pub mod state;
+pub(crate) mod sync;
 pub mod threads;
 pub(crate) mod timer;
 pub mod txn;
@@ -28,5 +29,7 @@ pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};
 pub use txn::Txn;
 
+#[cfg(test)]
+mod cap_tests;
 #[cfg(test)]
 mod tests;

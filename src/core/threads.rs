@@ -2,15 +2,24 @@
 //!
 //! Every running job has its own OS thread, named after the job. A thread whose job
 //! ended waits a short while for the next one, so a burst of short jobs does not pay
-//! a thread start each; but a job is never queued behind another: when no idle
-//! thread with the right stack size is free, a new thread is started at once.
-//! A failed thread start (EAGAIN) is returned to the caller, who leaves nothing
-//! behind.
+//! a thread start each. Without a cap a job is never queued behind another: when no
+//! idle thread with the right stack size is free, a new thread is started at once.
+//! With a cap ([`Pool::set_max_running`]) at most that many jobs run their workers
+//! at once; later ones wait in a FIFO queue and a thread whose job ended takes the
+//! next one straight from it (GLib's GThreadPool and QEMU's thread pool work the
+//! same way). A failed thread start (EAGAIN) is returned to the caller, who leaves
+//! nothing behind.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use std::collections::VecDeque;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// An idle thread keeps the last job's name this long before it renames itself
+/// "bgjob-idle": a burst of jobs with one name renames nothing.
+const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
 /// thread with an unrepresentable stack size and panics instead of failing.
@@ -19,13 +28,18 @@ pub const MAX_STACK_SIZE: usize = 1 << 30;
 /// A unit of work for one thread.
 pub(crate) type Task = Box<dyn FnOnce() + Send + 'static>;
 
-/// How the pool keeps idle threads.
+/// Names a task waiting in a capped pool's queue (see [`Pool::withdraw`]).
+pub(crate) type Ticket = u64;
+
+/// How the pool keeps idle threads, and how many tasks it runs at once.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolConfig {
     /// How long a thread whose job ended waits for another before it exits.
     pub keep_alive: Duration,
     /// At most this many idle threads are kept; the others exit at once.
     pub max_idle: usize,
+    /// At most this many capped tasks (job workers) run at once; 0 = no cap.
+    pub max_running: usize,
 }
 
 impl Default for PoolConfig {
@@ -33,6 +47,54 @@ impl Default for PoolConfig {
         PoolConfig {
             keep_alive: Duration::from_secs(5),
             max_idle: 256,
+            max_running: 0,
+        }
+    }
+}
+
+/// A task with the thread name and stack size it wants.
+struct Work {
+    name: String,
+    stack_size: usize,
+    task: Task,
+}
+
+/// What an idle thread is handed: the work, and whether it holds a cap slot.
+type Message = (Work, bool);
+
+/// Where an idle thread waits for its next work: a one-message slot and the
+/// thread to unpark (no allocation per hand-off, no spinning, one futex wake).
+struct Handoff {
+    slot: Mutex<Option<Message>>,
+    thread: Thread,
+}
+
+impl Handoff {
+    fn send(&self, message: Message) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        self.thread.unpark();
+    }
+
+    fn take(&self) -> Option<Message> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Waits for a message until `deadline` (`None`: forever).
+    fn recv(&self, deadline: Option<Instant>) -> Option<Message> {
+        loop {
+            if let Some(message) = self.take() {
+                return Some(message);
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    std::thread::park_timeout(d - now);
+                }
+            }
         }
     }
 }
@@ -40,20 +102,65 @@ impl Default for PoolConfig {
 struct Idle {
     id: u64,
     stack_size: usize,
-    tx: Sender<(String, Task)>,
+    handoff: Arc<Handoff>,
 }
 
 struct Shared {
     idle: Vec<Idle>,
     next_id: u64,
-    /// The process the idle threads belong to; after fork() they do not exist.
-    pid: u32,
+    /// The fork generation the threads belong to; after fork() the child has
+    /// none of them.
+    forks: u64,
+    /// Threads running a capped task now (each holds one slot).
+    running: usize,
+    /// 0 = no cap.
+    max_running: usize,
+    /// Capped tasks waiting for a slot, oldest first.
+    queue: VecDeque<(Ticket, Work)>,
+    next_ticket: Ticket,
+}
+
+impl Shared {
+    /// Whether one more capped task may run now.
+    fn has_room(&self) -> bool {
+        self.max_running == 0 || self.running < self.max_running
+    }
 }
 
 /// A set of worker threads. Most programs use [`Pool::global`].
 pub struct Pool {
     config: PoolConfig,
     shared: Mutex<Shared>,
+}
+
+/// What [`Pool::submit`] did with a task.
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// A thread runs it once the [`Launch`] is dropped.
+    Running(Launch),
+    /// The cap is reached: it waits in the queue under this ticket.
+    Queued(Ticket),
+}
+
+/// A task bound to a thread that has not been handed it yet: dropping this
+/// hands it over. It cannot fail, so a caller may decide under its own lock
+/// (the thread is reserved, or was started) and wake the thread after letting
+/// go of that lock, so the thread does not run into it.
+#[must_use = "dropping the Launch is what hands the task to its thread"]
+pub(crate) struct Launch(Option<(Arc<Handoff>, Message)>);
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        if let Some((handoff, message)) = self.0.take() {
+            handoff.send(message);
+        }
+    }
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Launch")
+    }
 }
 
 impl Pool {
@@ -64,7 +171,11 @@ impl Pool {
             shared: Mutex::new(Shared {
                 idle: Vec::new(),
                 next_id: 0,
-                pid: std::process::id(),
+                forks: crate::sys::fork_generation(),
+                running: 0,
+                max_running: config.max_running,
+                queue: VecDeque::new(),
+                next_ticket: 0,
             }),
         }
     }
@@ -80,85 +191,276 @@ impl Pool {
         self.lock().idle.len()
     }
 
+    /// The cap on job workers running at once (0 = none).
+    pub fn max_running(&self) -> usize {
+        self.lock().max_running
+    }
+
+    /// Job workers running now (those of jobs whose completion runs on the
+    /// worker thread count until it returned).
+    pub fn running(&self) -> usize {
+        self.lock().running
+    }
+
+    /// Jobs started but waiting for a slot under the cap.
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// The cap, the running job workers and the queued jobs, read at once.
+    pub fn status(&self) -> (usize, usize, usize) {
+        let g = self.lock();
+        (g.max_running, g.running, g.queue.len())
+    }
+
+    /// Sets the cap on job workers running at once; 0 removes it. Raising it
+    /// (or removing it) starts queued jobs at once, oldest first; lowering it
+    /// stops nothing: running workers finish, and queued jobs start only once
+    /// fewer than the new cap run. Jobs started while no cap is in force are
+    /// counted too, so a cap set later sees them.
+    pub fn set_max_running(&'static self, max: usize) {
+        self.lock().max_running = max;
+        self.pump();
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
-        if g.pid != pid {
-            // A forked child inherits the list but not the threads behind it.
+        let forks = crate::sys::fork_generation();
+        if g.forks != forks {
+            // A forked child inherits the lists but not the threads behind them.
+            // The queued tasks belong to the parent's jobs: they must never run
+            // here, and dropping them would call the parent's free functions.
             g.idle.clear();
-            g.pid = pid;
+            g.running = 0;
+            std::mem::forget(std::mem::take(&mut g.queue));
+            g.forks = forks;
         }
         g
     }
 
     /// Runs `task` on a thread named `name` with `stack_size` bytes of stack
     /// (0 = the platform default): an idle one if there is one, else a new one.
-    /// If no thread can be started, the task comes back unrun with the error.
+    /// Never queued and not counted against the cap (for completions of jobs
+    /// that never ran). If no thread can be started, the task comes back unrun.
     pub(crate) fn spawn(
         &'static self,
         name: &str,
         stack_size: usize,
         task: Task,
     ) -> Result<(), (io::Error, Task)> {
+        let work = Work {
+            name: name.to_owned(),
+            stack_size,
+            task,
+        };
+        self.launch(work, false)
+            .map(drop)
+            .map_err(|(e, w)| (e, w.task))
+    }
+
+    /// Runs a job's worker task as [`Pool::spawn`] does, unless the cap is
+    /// reached: then it waits in the queue, and a thread whose task ended runs
+    /// it later. If no thread can be started, the task comes back unrun.
+    pub(crate) fn submit(
+        &'static self,
+        name: &str,
+        stack_size: usize,
+        task: Task,
+    ) -> Result<Submitted, (io::Error, Task)> {
+        let work = Work {
+            name: name.to_owned(),
+            stack_size,
+            task,
+        };
+        {
+            let mut g = self.lock();
+            if !g.has_room() || !g.queue.is_empty() {
+                g.next_ticket += 1;
+                let ticket = g.next_ticket;
+                g.queue.push_back((ticket, work));
+                drop(g);
+                // Normally a no-op (the queue is only non-empty at the cap); it
+                // restarts a queue a failed thread start left behind.
+                self.pump();
+                return Ok(Submitted::Queued(ticket));
+            }
+            g.running += 1;
+        }
+        match self.launch(work, true) {
+            Ok(launch) => Ok(Submitted::Running(launch)),
+            Err((e, work)) => {
+                self.lock().running -= 1;
+                Err((e, work.task))
+            }
+        }
+    }
+
+    /// Takes a task out of the queue before it started (a cancelled job), or
+    /// `None` if a thread has taken it already.
+    pub(crate) fn withdraw(&self, ticket: Ticket) -> Option<Task> {
+        let mut g = self.lock();
+        let pos = g.queue.iter().position(|(t, _)| *t == ticket)?;
+        g.queue.remove(pos).map(|(_, w)| w.task)
+    }
+
+    /// Starts queued tasks while there is room.
+    fn pump(&'static self) {
+        loop {
+            let work = {
+                let mut g = self.lock();
+                if !g.has_room() {
+                    return;
+                }
+                let Some((_, work)) = g.queue.pop_front() else {
+                    return;
+                };
+                g.running += 1;
+                work
+            };
+            match self.launch(work, true) {
+                Ok(launch) => drop(launch),
+                Err((_, work)) => {
+                    self.requeue(work);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Puts back a queued task no thread could be started for; it runs when a
+    /// slot next frees or a job is next submitted.
+    fn requeue(&self, work: Work) {
+        let mut g = self.lock();
+        g.running -= 1;
+        g.next_ticket += 1;
+        let ticket = g.next_ticket;
+        g.queue.push_front((ticket, work));
+    }
+
+    /// Reserves an idle thread with `work`'s stack size (handed the work when
+    /// the returned [`Launch`] is dropped), or starts one with it.
+    fn launch(&'static self, work: Work, capped: bool) -> Result<Launch, (io::Error, Work)> {
         let (idle, id) = {
             let mut g = self.lock();
             g.next_id += 1;
             let idle = g
                 .idle
                 .iter()
-                .rposition(|i| i.stack_size == stack_size)
+                .rposition(|i| i.stack_size == work.stack_size)
                 .map(|pos| g.idle.swap_remove(pos));
             (idle, g.next_id)
         };
-        let mut work = (name.to_owned(), task);
+        let message = (work, capped);
         if let Some(idle) = idle {
-            // Taken off the list, the thread is either blocked in its timed
-            // receive, or timed out, found itself gone from the list, and waits
-            // for exactly this message; either way it gets it.
-            match idle.tx.send(work) {
-                Ok(()) => return Ok(()),
-                Err(e) => work = e.into_inner(),
-            }
+            // Taken off the list, the thread is either waiting for work, or timed
+            // out, found itself gone from the list, and waits for exactly this
+            // message; either way it gets it.
+            return Ok(Launch(Some((idle.handoff, message))));
         }
-        let mut builder = std::thread::Builder::new().name(thread_name(&work.0));
+        let stack_size = message.0.stack_size;
+        let mut builder = std::thread::Builder::new().name(thread_name(&message.0.name));
         if stack_size > 0 {
             builder = builder.stack_size(stack_size);
         }
         // std drops the closure when the thread cannot start; the slot keeps the
-        // task so it can be handed back.
-        let slot = Arc::new(Mutex::new(Some(work.1)));
+        // work so it can be handed back.
+        let slot = Arc::new(Mutex::new(Some(message)));
         let thread_slot = slot.clone();
         let spawned = builder.spawn(move || {
-            let task = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(task) = task {
-                self.thread_main(id, stack_size, task);
+            let first = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((work, capped)) = first {
+                self.thread_main(id, stack_size, work, capped);
             }
         });
         match spawned {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Launch(None)),
             Err(e) => {
-                let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                Err((e, task.expect("the thread never started, so never took it")))
+                let message = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let (work, _) = message.expect("the thread never started, so never took it");
+                Err((e, work))
             }
         }
     }
 
-    fn thread_main(&'static self, id: u64, stack_size: usize, first: Task) {
-        first();
-        loop {
-            let (tx, rx): (_, Receiver<(String, Task)>) = bounded(1);
-            {
+    /// Lists this thread as idle, unless `max_idle` are already: then false,
+    /// and the thread ends.
+    fn list_idle(
+        &self,
+        g: &mut Shared,
+        id: u64,
+        stack_size: usize,
+        handoff: &Arc<Handoff>,
+    ) -> bool {
+        if g.idle.len() >= self.config.max_idle {
+            return false;
+        }
+        g.idle.push(Idle {
+            id,
+            stack_size,
+            handoff: handoff.clone(),
+        });
+        true
+    }
+
+    fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
+        // One hand-off slot for the thread's whole life.
+        let handoff = Arc::new(Handoff {
+            slot: Mutex::new(None),
+            thread: std::thread::current(),
+        });
+        let mut named = thread_name(&first.name);
+        let mut next = Some((first.task, capped));
+        while let Some((task, capped)) = next.take() {
+            // A panicking Rust completion must not kill the thread with its slot
+            // counted; C callbacks cannot unwind.
+            let _ = catch_unwind(AssertUnwindSafe(task));
+            // One hold of the pool's lock frees the slot (or passes it straight
+            // to the oldest queued task) and lists the thread idle (or ends it):
+            // thousands of threads ending at once contend for it.
+            let queued = {
                 let mut g = self.lock();
-                if g.idle.len() >= self.config.max_idle {
+                let mut work = None;
+                if capped {
+                    if g.max_running == 0 || g.running <= g.max_running {
+                        work = g.queue.pop_front();
+                    }
+                    if work.is_none() {
+                        g.running -= 1;
+                    }
+                }
+                if work.is_none() && !self.list_idle(&mut g, id, stack_size, &handoff) {
                     return;
                 }
-                g.idle.push(Idle { id, stack_size, tx });
+                work
+            };
+            match queued {
+                // Runs here when the stack fits, else on a thread that has it.
+                Some((_, work)) if work.stack_size == stack_size => {
+                    rename(&mut named, &work.name);
+                    next = Some((work.task, true));
+                    continue;
+                }
+                Some((_, work)) => {
+                    match self.launch(work, true) {
+                        Ok(launch) => drop(launch),
+                        Err((_, work)) => self.requeue(work),
+                    }
+                    if !self.list_idle(&mut self.lock(), id, stack_size, &handoff) {
+                        return;
+                    }
+                }
+                None => {}
             }
-            crate::sys::set_current_thread_name("bgjob-idle");
-            let (name, task) = match rx.recv_timeout(self.config.keep_alive) {
-                Ok(work) => work,
-                Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {
+            let start = Instant::now();
+            let keep_alive = start + self.config.keep_alive;
+            let mut message = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
+            if message.is_none() && keep_alive > start + IDLE_NAME_AFTER {
+                rename(&mut named, "bgjob-idle");
+                message = handoff.recv(Some(keep_alive));
+            }
+            let message = match message {
+                Some(message) => message,
+                None => {
                     let mut g = self.lock();
                     if let Some(pos) = g.idle.iter().position(|i| i.id == id) {
                         g.idle.swap_remove(pos);
@@ -167,15 +469,25 @@ impl Pool {
                     drop(g);
                     // A spawner took this thread off the list just now and is
                     // about to send; wait for its work.
-                    match rx.recv() {
-                        Ok(work) => work,
-                        Err(_) => return,
+                    match handoff.recv(None) {
+                        Some(message) => message,
+                        None => return,
                     }
                 }
             };
-            crate::sys::set_current_thread_name(&thread_name(&name));
-            task();
+            let (work, capped) = message;
+            rename(&mut named, &work.name);
+            next = Some((work.task, capped));
         }
+    }
+}
+
+/// Renames the calling thread unless it already has that (cut) name.
+fn rename(current: &mut String, name: &str) {
+    let wanted = thread_name(name);
+    if *current != wanted {
+        crate::sys::set_current_thread_name(&wanted);
+        *current = wanted;
     }
 }
 
@@ -202,7 +514,128 @@ mod tests {
         Box::leak(Box::new(Pool::new(PoolConfig {
             keep_alive: Duration::from_millis(keep_alive_ms),
             max_idle: 4,
+            max_running: 0,
         })))
+    }
+
+    fn capped_pool(max_running: usize) -> &'static Pool {
+        Box::leak(Box::new(Pool::new(PoolConfig {
+            keep_alive: Duration::from_millis(5_000),
+            max_idle: 4,
+            max_running,
+        })))
+    }
+
+    /// Submits a task that blocks until the returned sender sends (or drops).
+    fn blocker(p: &'static Pool, stack_size: usize) -> (mpsc::Sender<()>, Submitted) {
+        let (tx, rx) = mpsc::channel::<()>();
+        let s = p
+            .submit(
+                "blocker",
+                stack_size,
+                Box::new(move || {
+                    let _ = rx.recv();
+                }),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        (tx, s)
+    }
+
+    fn submit_ok(p: &'static Pool, task: Task) -> Submitted {
+        p.submit("task", 0, task).map_err(|(e, _)| e).unwrap()
+    }
+
+    #[test]
+    fn a_cap_queues_tasks_and_runs_them_in_order() {
+        let p = capped_pool(2);
+        let (release1, s1) = blocker(p, 0);
+        let (release2, s2) = blocker(p, 0);
+        assert!(matches!(s1, Submitted::Running(_)));
+        assert!(matches!(s2, Submitted::Running(_)));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, done_rx) = mpsc::channel();
+        for i in 0..3 {
+            let (order, done) = (order.clone(), done_tx.clone());
+            let s = submit_ok(
+                p,
+                Box::new(move || {
+                    order.lock().unwrap().push(i);
+                    done.send(()).unwrap();
+                }),
+            );
+            assert!(matches!(s, Submitted::Queued(_)), "task {i}: {s:?}");
+        }
+        assert_eq!((p.running(), p.queued()), (2, 3));
+        assert!(order.lock().unwrap().is_empty(), "ran past the cap");
+        // One slot frees: its thread runs the queue, oldest first, one at a time.
+        release1.send(()).unwrap();
+        for _ in 0..3 {
+            done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+        release2.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.running() != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!((p.running(), p.queued()), (0, 0));
+    }
+
+    #[test]
+    fn a_withdrawn_task_never_runs() {
+        let p = capped_pool(1);
+        let (release, _) = blocker(p, 0);
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = ran.clone();
+        let Submitted::Queued(ticket) = submit_ok(
+            p,
+            Box::new(move || r.store(true, std::sync::atomic::Ordering::SeqCst)),
+        ) else {
+            panic!("not queued at the cap");
+        };
+        let task = p.withdraw(ticket).expect("still queued");
+        assert!(p.withdraw(ticket).is_none(), "withdrawn twice");
+        assert_eq!(p.queued(), 0);
+        drop(task);
+        release.send(()).unwrap();
+        // The freed slot finds nothing queued; a later task still runs.
+        let (tx, rx) = mpsc::channel();
+        submit_ok(p, Box::new(move || tx.send(()).unwrap()));
+        rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn raising_the_cap_starts_queued_tasks() {
+        let p = capped_pool(1);
+        let (release, _) = blocker(p, 0);
+        let (tx, rx) = mpsc::channel();
+        // A different stack size: it needs a thread of its own.
+        let s = p
+            .submit("queued", 256 * 1024, Box::new(move || tx.send(()).unwrap()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(matches!(s, Submitted::Queued(_)));
+        p.set_max_running(2);
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the queued task ran while the blocker still holds its slot");
+        assert_eq!(p.max_running(), 2);
+        release.send(()).unwrap();
+    }
+
+    #[test]
+    fn a_queued_task_with_another_stack_size_runs_when_a_slot_frees() {
+        let p = capped_pool(1);
+        let (release, _) = blocker(p, 0);
+        let (tx, rx) = mpsc::channel();
+        let s = p
+            .submit("big", 512 * 1024, Box::new(move || tx.send(()).unwrap()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(matches!(s, Submitted::Queued(_)));
+        release.send(()).unwrap();
+        rx.recv_timeout(Duration::from_secs(30)).unwrap();
     }
 
     #[test]

@@ -20,9 +20,11 @@ fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
 /// Creates a completion context: a queue of completions and one pollable fd.
 ///
 /// The fd (`bgjob_context_get_fd`) is an eventfd, close-on-exec and
-/// non-blocking, readable exactly while completions are queued; any number of
-/// completions between two dispatches make one readiness. Add it to your event
-/// loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
+/// non-blocking, readable while completions are queued; any number of
+/// completions between two dispatches make one readiness. (Rarely, a dispatch
+/// that raced a finishing job leaves it readable with nothing queued: the next
+/// dispatch runs nothing and clears it, like any spurious wake-up.) Add it to
+/// your event loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
 /// `virEventAddHandle`, libuv, asyncio's `add_reader`) and call
 /// `bgjob_context_dispatch` when it is readable: the callbacks then run on that
 /// thread, so the caller needs no locking of its own (QIOTask's "callback in

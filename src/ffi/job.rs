@@ -254,7 +254,8 @@ pub(crate) unsafe fn create(
 /// Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
 /// otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
 /// thread is named after the job; an idle thread is reused when one is free, else
-/// a new one is started, so a job never waits behind another. With
+/// a new one is started, so a job never waits behind another unless the caller
+/// set a cap (`bgjob_pool_set_max_running`: the job then queues, RUNNING). With
 /// `options->completion` set, that callback runs once when the job has ended,
 /// on the worker thread or through `options->context`.
 ///

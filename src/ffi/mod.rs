@@ -16,6 +16,7 @@ pub mod handles;
 pub mod hooks;
 pub mod info;
 pub mod job;
+pub mod pool;
 pub mod txn;
 pub mod types;
 /// Generates its own header (include/virjob.h); kept out of bgjob.h.

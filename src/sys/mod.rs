@@ -2,6 +2,32 @@
 //! the only module with `unsafe`; each call's safety argument is next to it.
 
 use std::ffi::CString;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: one atomic add.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times this process is a fork() child of a bgjob process: changes in
+/// the child of every fork() after the first call. Threads are not inherited,
+/// so state that names threads must be reset when it changes. One atomic load
+/// (std::process::id() would be a getpid system call).
+pub(crate) fn fork_generation() -> u64 {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a plain function that only touches an atomic; no
+        // pointers are passed. A failure (ENOMEM) leaves fork detection off,
+        // which only matters to a program that forks and keeps using bgjob.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    FORKS.load(Ordering::Relaxed)
+}
 
 /// Renames the calling thread (Linux keeps 15 bytes; longer names are cut by the
 /// caller). A name with an interior NUL is ignored: naming is best-effort.

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Runs the benchmark programs and reports bgjob against its peers.
+
+Each program prints `FIG <name> <value> <unit>` lines, with names
+`<bench>.<subject>.<metric>`. This script runs every program BENCH_RUNS times
+(default 3) with free thread placement and as many times pinned to one vCPU
+(`taskset -c BENCH_CPU`, default 0), interleaved, takes the median of each
+figure per placement, and computes the ratio bgjob/peer for every bgjob figure
+that has a peer figure of the same bench and metric. It prints a table and
+writes every figure (with each run's value), every ratio and the issue's
+targets to target/bench/summary.json (smoke.json under --quick).
+
+Usage: run.py [--quick] PROGRAM...
+"""
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+# (bgjob figure, peer figure, comparison, bound): the targets of issue 8.
+# Ratios are bgjob/peer; "<=" for times, ">=" for throughputs.
+TARGETS = [
+    ("roundtrip.bgjob.p50", "roundtrip.gtask.p50", "<=", 0.7),
+    ("roundtrip.bgjob.p50", "roundtrip.pthread.p50", "<=", 0.5),
+    ("burst.bgjob_capped.jobs_per_s", "burst.gtask.jobs_per_s", ">=", 1.0),
+    ("burst.bgjob.jobs_per_s", "burst.gtask.jobs_per_s", ">=", 0.5),
+    ("cancel.bgjob.p50", "cancel.gcancellable_fd.p50", "<=", 1.2),
+    ("progress.bgjob.polled", "progress.mutex.polled", "<=", 0.1),
+    ("progress.bgjob.polled", "progress.atomic.polled", "<=", 3.0),
+    ("dispatch.bgjob.p50", "dispatch.eventfd.p50", "<=", 1.2),
+    ("dispatch.bgjob.p50", "dispatch.gmain_invoke.p50", "<=", 0.6),
+    ("scale.bgjob.create_cancel_reap_ms", "scale.pthread.create_cancel_reap_ms", "<=", 1.5),
+    ("scale.bgjob.mem_kib_per_job", "scale.pthread.mem_kib_per_job", "<=", 1.5),
+]
+
+PLACEMENTS = ("free", "pinned")
+
+
+def run_once(prog, placement, quick):
+    cmd = [prog] + (["--quick"] if quick else [])
+    if placement == "pinned":
+        cmd = ["taskset", "-c", os.environ.get("BENCH_CPU", "0")] + cmd
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    figs = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "FIG":
+            figs[parts[1]] = (float(parts[2]), parts[3])
+    # Memory per job is what a job costs in all: the process's and the kernel's.
+    for who in ("bgjob", "pthread"):
+        rss, kern = f"scale.{who}.rss_kib_per_job", f"scale.{who}.kernel_kib_per_job"
+        if rss in figs and kern in figs:
+            figs[f"scale.{who}.mem_kib_per_job"] = (figs[rss][0] + figs[kern][0], "KiB")
+    return figs
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def cmd(*args):
+        try:
+            return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True).stdout.strip()
+        except OSError:
+            return ""
+
+    return {
+        "cpu": model,
+        "vcpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "glib": cmd("pkg-config", "--modversion", "glib-2.0"),
+        "cc": cmd(os.environ.get("CC", "cc"), "--version").split("\n")[0],
+        "commit": cmd("git", "rev-parse", "--short", "HEAD"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def subject_of(name):
+    return name.split(".")[1]
+
+
+def main(argv):
+    quick = "--quick" in argv
+    progs = [a for a in argv if a != "--quick"]
+    if not progs:
+        sys.exit(__doc__)
+    runs = 1 if quick else int(os.environ.get("BENCH_RUNS", "3"))
+    values, units = {}, {}
+    for r in range(runs):
+        for placement in PLACEMENTS:
+            for prog in progs:
+                print(f"run {r + 1}/{runs} {placement:6} {os.path.basename(prog)}",
+                      file=sys.stderr, flush=True)
+                for name, (v, unit) in run_once(prog, placement, quick).items():
+                    values.setdefault(name, {p: [] for p in PLACEMENTS})[placement].append(v)
+                    units[name] = unit
+    figures = {
+        name: {"unit": units[name],
+               **{p: {"median": statistics.median(vs[p]), "runs": vs[p]}
+                  for p in PLACEMENTS if vs[p]}}
+        for name, vs in sorted(values.items())
+    }
+
+    def med(name, p):
+        return figures[name][p]["median"]
+
+    targets = {(b, q): (op, bound) for b, q, op, bound in TARGETS}
+    ratios = []
+    for b in figures:
+        bench, subject, metric = b.split(".", 2)
+        if not subject.startswith("bgjob"):
+            continue
+        for q in figures:
+            qb, qs, qm = q.split(".", 2)
+            if qb != bench or qm != metric or qs.startswith("bgjob"):
+                continue
+            entry = {"name": f"{bench}.{metric}: {subject}/{qs}", "bgjob": b, "peer": q}
+            for p in PLACEMENTS:
+                if p in figures[b] and p in figures[q] and med(q, p) > 0:
+                    entry[p] = med(b, p) / med(q, p)
+                    entry[f"bgjob_{p}"] = med(b, p)
+                    entry[f"peer_{p}"] = med(q, p)
+            if (b, q) in targets:
+                op, bound = targets[(b, q)]
+                entry["target"] = f"{op} {bound}"
+                for p in PLACEMENTS:
+                    if p in entry:
+                        entry[f"met_{p}"] = entry[p] <= bound if op == "<=" else entry[p] >= bound
+            ratios.append(entry)
+
+    print(f"\nbgjob benchmarks: medians of {runs} run(s) per placement "
+          f"(free; pinned = taskset -c {os.environ.get('BENCH_CPU', '0')})")
+    print(f"\n{'figure':44} {'free':>12} {'pinned':>12}  unit")
+    for name, f in figures.items():
+        cells = [f"{f[p]['median']:12.4g}" if p in f else f"{'-':>12}" for p in PLACEMENTS]
+        print(f"{name:44} {cells[0]} {cells[1]}  {f['unit']}")
+    print(f"\n{'ratio bgjob/peer':58} {'free':>7} {'pinned':>7}  target   met")
+    for e in ratios:
+        cells = [f"{e[p]:7.3f}" if p in e else f"{'-':>7}" for p in PLACEMENTS]
+        met = ""
+        if "target" in e:
+            met = "/".join(("yes" if e.get(f"met_{p}") else "NO") for p in PLACEMENTS if p in e)
+        print(f"{e['name']:58} {cells[0]} {cells[1]}  {e.get('target', ''):8} {met}")
+
+    os.makedirs("target/bench", exist_ok=True)
+    path = "target/bench/smoke.json" if quick else "target/bench/summary.json"
+    with open(path, "w") as f:
+        json.dump({"machine": machine(), "runs_per_placement": runs, "quick": quick,
+                   "placements": {"free": "no affinity",
+                                  "pinned": f"taskset -c {os.environ.get('BENCH_CPU', '0')}"},
+                   "figures": figures, "ratios": ratios}, f, indent=1)
+    print(f"\nwritten: {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

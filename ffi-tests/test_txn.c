@@ -1,0 +1,506 @@
+/* Transactions and manual finalize (QEMU's JobTxn and JOB_MANUAL_FINALIZE):
+ * the scenarios of QEMU's tests/unit/test-blockjob-txn.c (single job success,
+ * failure, cancel; pairs in both orders; the fail-vs-cancel race; the
+ * transaction reference dropped early), commit/abort/clean order, random
+ * finish orders over many iterations, manual finalize, and misuse. */
+#include "tap.h"
+#include "util.h"
+
+#include <bgjob.h>
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EIO_RC 5
+#define MAX_MEMBERS 4
+
+/* Finalization events, in the order they happened (all members). */
+enum { EV_COMMIT = 1, EV_ABORT, EV_CLEAN, EV_DONE };
+static atomic_int ev_count;
+static int ev_kind[64];
+static int ev_member[64];
+
+static void ev_reset(void)
+{
+    atomic_store(&ev_count, 0);
+}
+
+static void ev_add(int member, int kind)
+{
+    int i = atomic_fetch_add(&ev_count, 1);
+    if (i < 64) {
+        ev_kind[i] = kind;
+        ev_member[i] = member;
+    }
+}
+
+/* One member: its worker waits for `go` (or a cancel), then returns `rc`. */
+struct member {
+    int index;
+    int32_t rc;
+    atomic_bool go;
+    atomic_int finalize_frees;
+    atomic_int completions;
+    atomic_int final_state;
+    bgjob_job *job;
+};
+
+static int32_t member_worker(void *userdata, bgjob_job *job)
+{
+    struct member *m = userdata;
+    while (!atomic_load(&m->go)) {
+        if (bgjob_job_sleep(job, 1) == BGJOB_RESULT_CANCELLED)
+            return 125;
+    }
+    return m->rc;
+}
+
+static void on_commit(void *userdata, bgjob_job *job)
+{
+    (void)job;
+    ev_add(((struct member *)userdata)->index, EV_COMMIT);
+}
+
+static void on_abort(void *userdata, bgjob_job *job)
+{
+    (void)job;
+    ev_add(((struct member *)userdata)->index, EV_ABORT);
+}
+
+static void on_clean(void *userdata, bgjob_job *job)
+{
+    (void)job;
+    ev_add(((struct member *)userdata)->index, EV_CLEAN);
+}
+
+static void finalize_free(void *userdata)
+{
+    atomic_fetch_add(&((struct member *)userdata)->finalize_frees, 1);
+}
+
+static void on_done(void *userdata, bgjob_job *job, int32_t state)
+{
+    struct member *m = userdata;
+    (void)job;
+    ev_add(m->index, EV_DONE);
+    atomic_store(&m->final_state, state);
+    atomic_fetch_add(&m->completions, 1);
+}
+
+static bool member_create(struct member *m, int index, int32_t rc, uint32_t flags)
+{
+    bool ok = true;
+    bgjob_job_options o;
+    m->index = index;
+    m->rc = rc;
+    atomic_init(&m->go, false);
+    atomic_init(&m->finalize_frees, 0);
+    atomic_init(&m->completions, 0);
+    atomic_init(&m->final_state, -1);
+    m->job = NULL;
+    CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
+    o.flags = BGJOB_CREATE_DEFER_START | flags;
+    o.commit = on_commit;
+    o.abort = on_abort;
+    o.clean = on_clean;
+    o.finalize_userdata = m;
+    o.finalize_free = finalize_free;
+    o.completion = on_done;
+    o.completion_userdata = m;
+    CHECK_RC(bgjob_job_create(&o, member_worker, m, NULL, &m->job), BGJOB_RESULT_OK);
+    return ok && m->job != NULL;
+}
+
+/* Waits for the end, checks the state and cause, destroys. */
+static bool member_finish(struct member *m, int32_t want, int32_t want_cause)
+{
+    bool ok = true;
+    CHECK_STATE(wait_end(m->job), want);
+    bgjob_info info;
+    if (info_of(m->job, &info))
+        CHECKF(info.cancel_cause == want_cause, "member %d: cancel cause %d, expected %d",
+               m->index, info.cancel_cause, want_cause);
+    CHECK(poll_int_eq(&m->completions, 1));
+    CHECK_STATE(atomic_load(&m->final_state), want);
+    CHECK_RC(bgjob_job_destroy(m->job), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&m->finalize_frees, 1));
+    return ok;
+}
+
+/* Every member got commit (or abort) once and clean once, all commits/aborts
+ * before any clean, and every completion after every clean. */
+static bool check_events(int n, bool committed)
+{
+    bool ok = true;
+    int count = atomic_load(&ev_count);
+    CHECK_EQ(count, 3 * n);
+    int first_clean = count, last_finalize = -1, first_done = count, last_clean = -1;
+    for (int m = 0; m < n; m++) {
+        int fin = 0, clean = 0, done = 0, wrong = 0;
+        for (int i = 0; i < count && i < 64; i++) {
+            if (ev_member[i] != m)
+                continue;
+            switch (ev_kind[i]) {
+            case EV_COMMIT:
+            case EV_ABORT:
+                fin++;
+                wrong += ev_kind[i] != (committed ? EV_COMMIT : EV_ABORT);
+                break;
+            case EV_CLEAN:
+                clean++;
+                break;
+            case EV_DONE:
+                done++;
+                break;
+            }
+        }
+        CHECKF(fin == 1 && clean == 1 && done == 1 && wrong == 0,
+               "member %d: %d commit/abort (%d of the wrong kind), %d clean, %d completions", m,
+               fin, wrong, clean, done);
+    }
+    for (int i = 0; i < count && i < 64; i++) {
+        if (ev_kind[i] == EV_COMMIT || ev_kind[i] == EV_ABORT)
+            last_finalize = i;
+        if (ev_kind[i] == EV_CLEAN) {
+            last_clean = i;
+            if (i < first_clean)
+                first_clean = i;
+        }
+        if (ev_kind[i] == EV_DONE && i < first_done)
+            first_done = i;
+    }
+    CHECKF(last_finalize < first_clean, "a commit/abort ran after a clean");
+    CHECKF(last_clean < first_done, "a completion ran before the last clean");
+    return ok;
+}
+
+/* QEMU's test_single_job: success, failure (-EIO) and cancel. */
+static bool single(int32_t rc, bool cancel, int32_t want)
+{
+    bool ok = true;
+    struct member m;
+    ev_reset();
+    bgjob_txn *txn = NULL;
+    CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+    REQUIRE(member_create(&m, 0, rc, 0));
+    CHECK_RC(bgjob_txn_add(txn, m.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+    if (cancel)
+        CHECK_RC(bgjob_job_cancel(m.job, NULL), BGJOB_RESULT_OK);
+    else
+        atomic_store(&m.go, true);
+    CHECK(member_finish(&m, want, cancel ? BGJOB_CANCEL_CAUSE_CALLER : BGJOB_CANCEL_CAUSE_NONE));
+    CHECK(check_events(1, want == BGJOB_STATE_COMPLETED));
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_single_job(void)
+{
+    bool ok = true;
+    CHECK(single(0, false, BGJOB_STATE_COMPLETED));
+    CHECK(single(EIO_RC, false, BGJOB_STATE_FAILED));
+    CHECK(single(0, true, BGJOB_STATE_CANCELLED));
+    return ok;
+}
+
+/* QEMU's test_pair_jobs: `fail` is 0 (none), 1 or 2 (that member returns
+ * -EIO), `cancel` likewise; the transaction handle is dropped right after the
+ * start. The peer of a failed or cancelled member ends CANCELLED (cause
+ * TRANSACTION). The members finish in the order given by `first`. */
+static bool pair(int fail, int cancel, int first)
+{
+    bool ok = true;
+    struct member m[2];
+    ev_reset();
+    bgjob_txn *txn = NULL;
+    CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(member_create(&m[i], i, fail == i + 1 ? EIO_RC : 0, 0));
+        CHECK_RC(bgjob_txn_add(txn, m[i].job), BGJOB_RESULT_OK);
+    }
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK); /* dropped early */
+    if (cancel)
+        CHECK_RC(bgjob_job_cancel(m[cancel - 1].job, NULL), BGJOB_RESULT_OK);
+    /* A cancelled member's work never succeeds: only the other is let go. */
+    if (cancel != first + 1)
+        atomic_store(&m[first].go, true);
+    sleep_ms(5);
+    if (cancel != 2 - first)
+        atomic_store(&m[1 - first].go, true);
+    bool none = fail == 0 && cancel == 0;
+    for (int i = 0; i < 2; i++) {
+        int32_t want, cause;
+        if (none) {
+            want = BGJOB_STATE_COMPLETED;
+            cause = BGJOB_CANCEL_CAUSE_NONE;
+        } else if (fail == i + 1) {
+            want = BGJOB_STATE_FAILED;
+            cause = BGJOB_CANCEL_CAUSE_NONE;
+        } else if (cancel == i + 1) {
+            want = BGJOB_STATE_CANCELLED;
+            cause = BGJOB_CANCEL_CAUSE_CALLER;
+        } else {
+            want = BGJOB_STATE_CANCELLED;
+            cause = BGJOB_CANCEL_CAUSE_TRANSACTION;
+        }
+        CHECKF(member_finish(&m[i], want, cause), "pair fail=%d cancel=%d first=%d, member %d",
+               fail, cancel, first, i);
+    }
+    CHECK(check_events(2, none));
+    return ok;
+}
+
+static bool test_pair_jobs(void)
+{
+    bool ok = true;
+    for (int first = 0; first < 2; first++) {
+        CHECK(pair(0, 0, first));
+        CHECK(pair(1, 0, first));
+        CHECK(pair(2, 0, first));
+        CHECK(pair(0, 1, first));
+        CHECK(pair(0, 2, first));
+    }
+    return ok;
+}
+
+/* QEMU's test_pair_jobs_fail_cancel_race: job 1 is cancelled, and job 2
+ * succeeds while job 1 is being cancelled (its cancel hook lets job 2 finish
+ * and waits for it). Both end CANCELLED. */
+struct race {
+    struct member *other;
+    atomic_int hook_ran;
+};
+
+static void race_hook(void *userdata, bgjob_job *job)
+{
+    struct race *r = userdata;
+    (void)job;
+    atomic_store(&r->other->go, true);
+    /* Job 2's work is done while job 1 is still being cancelled. */
+    poll_state(r->other->job, BGJOB_STATE_WAITING);
+    atomic_store(&r->hook_ran, 1);
+}
+
+static bool test_pair_fail_cancel_race(void)
+{
+    bool ok = true;
+    struct member m[2];
+    struct race r;
+    ev_reset();
+    bgjob_txn *txn = NULL;
+    CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(member_create(&m[i], i, 0, 0));
+        CHECK_RC(bgjob_txn_add(txn, m[i].job), BGJOB_RESULT_OK);
+    }
+    r.other = &m[1];
+    atomic_init(&r.hook_ran, 0);
+    CHECK_RC(bgjob_job_add_cancel_hook(m[0].job, race_hook, &r, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(m[0].job, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&r.hook_ran), 1);
+    CHECK(member_finish(&m[0], BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_CALLER));
+    CHECK(member_finish(&m[1], BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_TRANSACTION));
+    CHECK(check_events(2, false));
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    return ok;
+}
+
+/* Many iterations: 3 members finish in a random order, at most one fails or
+ * is cancelled; the outcomes and the callbacks never depend on the order. */
+static bool test_random_orders(void)
+{
+    bool ok = true;
+    unsigned seed = (unsigned)now_ms();
+    tap_diag("seed %u", seed);
+    srand(seed);
+    int iterations = 200;
+    for (int it = 0; it < iterations && ok; it++) {
+        struct member m[3];
+        int order[3] = {0, 1, 2};
+        for (int i = 2; i > 0; i--) {
+            int j = rand() % (i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        int bad = rand() % 4 - 1;      /* -1: none; else this member fails or is cancelled */
+        bool by_cancel = rand() % 2;
+        ev_reset();
+        bgjob_txn *txn = NULL;
+        CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+        for (int i = 0; i < 3; i++) {
+            REQUIRE(member_create(&m[i], i, i == bad && !by_cancel ? EIO_RC : 0, 0));
+            CHECK_RC(bgjob_txn_add(txn, m[i].job), BGJOB_RESULT_OK);
+        }
+        CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+        if (it % 2)
+            CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+        for (int k = 0; k < 3; k++) {
+            int i = order[k];
+            if (i == bad && by_cancel)
+                CHECK_RC(bgjob_job_cancel(m[i].job, NULL), BGJOB_RESULT_OK);
+            else
+                atomic_store(&m[i].go, true);
+            if (rand() % 2)
+                sleep_us(rand() % 2000);
+        }
+        for (int i = 0; i < 3; i++) {
+            int32_t want = bad < 0                ? BGJOB_STATE_COMPLETED
+                           : i == bad && !by_cancel ? BGJOB_STATE_FAILED
+                                                    : BGJOB_STATE_CANCELLED;
+            int32_t cause = bad < 0     ? BGJOB_CANCEL_CAUSE_NONE
+                            : i == bad  ? (by_cancel ? BGJOB_CANCEL_CAUSE_CALLER : BGJOB_CANCEL_CAUSE_NONE)
+                                        : BGJOB_CANCEL_CAUSE_TRANSACTION;
+            CHECKF(member_finish(&m[i], want, cause), "iteration %d member %d (bad %d, %s)", it,
+                   i, bad, by_cancel ? "cancel" : "fail");
+        }
+        CHECK(check_events(3, bad < 0));
+        if (it % 2 == 0)
+            CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    }
+    return ok;
+}
+
+/* Manual finalize: successful members wait in WAITING with nothing
+ * committed; finalize commits and ends them. A cancel there aborts. */
+static bool test_manual_finalize(void)
+{
+    bool ok = true;
+    struct member m[2];
+    for (int round = 0; round < 2; round++) {
+        bool cancel = round == 1;
+        ev_reset();
+        bgjob_txn *txn = NULL;
+        CHECK_RC(bgjob_txn_create(BGJOB_TXN_MANUAL_FINALIZE, &txn), BGJOB_RESULT_OK);
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(member_create(&m[i], i, 0, 0));
+            CHECK_RC(bgjob_txn_add(txn, m[i].job), BGJOB_RESULT_OK);
+            atomic_store(&m[i].go, true);
+        }
+        CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+        for (int i = 0; i < 2; i++)
+            REQUIRE(poll_state(m[i].job, BGJOB_STATE_WAITING));
+        sleep_ms(20);
+        CHECK_EQ(atomic_load(&ev_count), 0); /* nothing committed yet */
+        CHECK_STATE(state_of(m[0].job), BGJOB_STATE_WAITING);
+        int32_t st = -1;
+        CHECK_RC(bgjob_job_wait(m[0].job, 20, &st), BGJOB_RESULT_TIMED_OUT);
+        CHECK_RC(bgjob_job_destroy(m[0].job), BGJOB_RESULT_NOT_ALLOWED);
+        if (cancel) {
+            CHECK_RC(bgjob_job_cancel(m[1].job, &st), BGJOB_RESULT_OK);
+            CHECK_EQ(st, BGJOB_CANCEL_STATUS_REQUESTED);
+            CHECK(member_finish(&m[0], BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_TRANSACTION));
+            CHECK(member_finish(&m[1], BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_CALLER));
+            CHECK_RC(bgjob_txn_finalize(txn), BGJOB_RESULT_NOT_ALLOWED);
+        } else {
+            CHECK_RC(bgjob_txn_finalize(txn), BGJOB_RESULT_OK);
+            /* Commit and clean ran inside the finalize call, on this thread. */
+            CHECK(atomic_load(&ev_count) >= 4);
+            CHECK(member_finish(&m[0], BGJOB_STATE_COMPLETED, BGJOB_CANCEL_CAUSE_NONE));
+            CHECK(member_finish(&m[1], BGJOB_STATE_COMPLETED, BGJOB_CANCEL_CAUSE_NONE));
+        }
+        CHECK(check_events(2, !cancel));
+        CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    }
+
+    /* A job on its own with manual finalize. */
+    ev_reset();
+    struct member one;
+    REQUIRE(member_create(&one, 0, 0, BGJOB_CREATE_MANUAL_FINALIZE));
+    atomic_store(&one.go, true);
+    CHECK_RC(bgjob_job_start(one.job), BGJOB_RESULT_OK);
+    REQUIRE(poll_state(one.job, BGJOB_STATE_WAITING));
+    CHECK_EQ(atomic_load(&ev_count), 0);
+    CHECK_RC(bgjob_job_finalize(one.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_finalize(one.job), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK(member_finish(&one, BGJOB_STATE_COMPLETED, BGJOB_CANCEL_CAUSE_NONE));
+    CHECK(check_events(1, true));
+
+    /* A failed manual-finalize job is finalized (aborted) at once. */
+    ev_reset();
+    REQUIRE(member_create(&one, 0, EIO_RC, BGJOB_CREATE_MANUAL_FINALIZE));
+    atomic_store(&one.go, true);
+    CHECK_RC(bgjob_job_start(one.job), BGJOB_RESULT_OK);
+    CHECK(member_finish(&one, BGJOB_STATE_FAILED, BGJOB_CANCEL_CAUSE_NONE));
+    CHECK(check_events(1, false));
+    return ok;
+}
+
+/* Misuse: adding started, finished or already-added jobs, adding to or
+ * starting a started transaction, stale and NULL transaction handles. */
+static bool test_misuse(void)
+{
+    bool ok = true;
+    struct member a, b;
+    bgjob_txn *txn = NULL, *other = NULL;
+    CHECK_RC(bgjob_txn_create(0, NULL), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_txn_create(8, &txn), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_create(0, &other), BGJOB_RESULT_OK);
+
+    REQUIRE(member_create(&a, 0, 0, 0));
+    REQUIRE(member_create(&b, 1, 0, 0));
+    CHECK_RC(bgjob_job_start(b.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, b.job), BGJOB_RESULT_NOT_ALLOWED); /* started */
+    atomic_store(&b.go, true);
+    CHECK_STATE(wait_end(b.job), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_txn_add(txn, b.job), BGJOB_RESULT_NOT_ALLOWED); /* finished */
+    CHECK(member_finish(&b, BGJOB_STATE_COMPLETED, BGJOB_CANCEL_CAUSE_NONE));
+
+    CHECK_RC(bgjob_txn_add(txn, a.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, a.job), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_txn_add(other, a.job), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_txn_add(txn, NULL), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_NOT_ALLOWED);
+    struct member c;
+    REQUIRE(member_create(&c, 2, 0, 0));
+    CHECK_RC(bgjob_txn_add(txn, c.job), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(bgjob_job_destroy(c.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_cancel(txn), BGJOB_RESULT_OK);
+    CHECK(member_finish(&a, BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_CALLER));
+    CHECK_RC(bgjob_txn_finalize(txn), BGJOB_RESULT_NOT_ALLOWED);
+
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    bgjob_txn *stale = txn;
+    CHECK_RC(bgjob_txn_destroy(stale), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_add(stale, NULL), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_start(stale), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_cancel(stale), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_finalize(stale), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_destroy(NULL), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_start(NULL), BGJOB_RESULT_INVALID_HANDLE);
+    /* A job handle is not a transaction handle. */
+    CHECK_RC(bgjob_txn_start((bgjob_txn *)(void *)a.job), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_txn_destroy(other), BGJOB_RESULT_OK);
+
+    /* Destroying a created member cancels the transaction. */
+    struct member d, e;
+    CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+    REQUIRE(member_create(&d, 0, 0, 0));
+    REQUIRE(member_create(&e, 1, 0, 0));
+    CHECK_RC(bgjob_txn_add(txn, d.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, e.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(d.job), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&d.completions, 1));
+    CHECK(member_finish(&e, BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_TRANSACTION));
+    CHECK(poll_int_eq(&d.finalize_frees, 1));
+    return ok;
+}
+
+int main(void)
+{
+    static const struct tap_test tests[] = {
+        TAP_TEST(test_single_job),
+        TAP_TEST(test_pair_jobs),
+        TAP_TEST(test_pair_fail_cancel_race),
+        TAP_TEST(test_random_orders),
+        TAP_TEST(test_manual_finalize),
+        TAP_TEST(test_misuse),
+    };
+    return tap_run(tests, TAP_COUNT(tests));
+}
