@@ -159,6 +159,8 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_verb_allowed": (R, (c_int32, c_int32, POINTER(c_bool))),
     "bgjob_set_log_callback": (R, (bgjob_log_callback, c_void_p, bgjob_free_callback)),
     "bgjob_list_jobs": (R, (POINTER(bgjob_job_entry), c_size_t, POINTER(c_size_t))),
+    "bgjob_pool_set_max_running": (R, (c_uint32,)),
+    "bgjob_pool_get_status": (R, (POINTER(c_uint32), POINTER(c_size_t), POINTER(c_size_t))),
     # contexts
     "bgjob_context_create": (R, (POINTER(ContextPtr),)),
     "bgjob_context_destroy": (R, (ContextPtr,)),

@@ -1232,6 +1232,31 @@ def list_jobs() -> list[JobEntry]:
         capacity = count.value + 16
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolStatus:
+    """The process-wide pool (``pool_status()``): the cap (0: none), the job
+    workers running now, and the started jobs queued for a slot."""
+
+    max_running: int
+    running: int
+    queued: int
+
+
+def set_max_running(n: int) -> None:
+    """Caps how many job workers run at once, process-wide (0 removes the
+    cap); jobs started beyond it queue, first in first out, showing RUNNING."""
+    if not 0 <= int(n) < 1 << 32:
+        raise InvalidArgument(f"set_max_running: {n} is not in 0..2**32-1")
+    check(lib.bgjob_pool_set_max_running(int(n)), "set_max_running")
+
+
+def pool_status() -> PoolStatus:
+    """A snapshot of the pool: cap, running workers, queued jobs."""
+    cap, running, queued = ctypes.c_uint32(), c_size_t(), c_size_t()
+    check(lib.bgjob_pool_get_status(byref(cap), byref(running), byref(queued)), "pool_status")
+    return PoolStatus(cap.value, running.value, queued.value)
+
+
 def set_log_callback(fn: Callable[[str], Any] | None) -> None:
     """Sends bgjob's lifecycle log lines to ``fn(line)`` (any thread), or
     stops with None (then ``BGJOB_DEBUG=1`` sends them to stderr)."""
@@ -1270,12 +1295,15 @@ __all__ = [
     "Info",
     "Job",
     "JobEntry",
+    "PoolStatus",
     "Transaction",
     "Worker",
     "abi_version",
     "list_jobs",
     "loop_context",
+    "pool_status",
     "set_log_callback",
+    "set_max_running",
     "start",
     "verb_allowed",
     "version",

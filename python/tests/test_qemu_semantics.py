@@ -264,3 +264,34 @@ def test_transaction_success_commits_all():
         assert [j.result for j in jobs] == [0, 1, 2]
     for job in jobs:
         job.close()
+
+
+def test_pool_cap_queues_jobs_beyond_it(gate):
+    running = []
+    lock = threading.Lock()
+
+    def work(w, i):
+        with lock:
+            running.append(i)
+        gate.wait(LONG)
+        return i
+
+    bgjob.set_max_running(2)
+    try:
+        jobs = [bgjob.start(work, i) for i in range(5)]
+        eventually(lambda: len(running) == 2, "two workers run")
+        status = bgjob.pool_status()
+        assert status == bgjob.PoolStatus(max_running=2, running=2, queued=3)
+        assert all(j.state == State.RUNNING for j in jobs)  # queued ones too
+        jobs[4].cancel()  # a queued job ends at once, its worker never runs
+        assert jobs[4].wait(LONG) == State.CANCELLED
+        gate.set()
+        assert [j.wait(LONG) for j in jobs[:4]] == [State.COMPLETED] * 4
+        assert sorted(running) == [0, 1, 2, 3]
+        with pytest.raises(bgjob.InvalidArgument):
+            bgjob.set_max_running(-1)
+    finally:
+        bgjob.set_max_running(0)
+    assert bgjob.pool_status().max_running == 0
+    for job in jobs:
+        job.close()
