@@ -2,7 +2,8 @@
 #
 #   make            library (.so with SONAME libbgjob.so.0, .a) and include/bgjob.h
 #   make demo       build everything and run the demo driver
-#   make test       every test: Rust, the C harness (prove, with a short stress run), the examples
+#   make test       every test: Rust, the C harness (prove, with a short stress run),
+#                   the examples, the Python binding (pytest, in a venv made under target/)
 #   make bench      bgjob against GLib's GTask and raw pthreads (benches/, slow)
 #   make check-asan the C harness and stress built with ASan+UBSan; zero reports
 #   make check-valgrind  the C harness and stress under memcheck; zero errors/leaks
@@ -52,12 +53,18 @@ TESTS            += $(VIRJOB_TESTS_OWN)
 LIBVIRT_CFLAGS = $$(pkg-config --cflags libvirt)
 LIBVIRT_LIBS   = $$(pkg-config --libs libvirt)
 
+# The Python binding is tested as users get it: `pip install ./python` into a
+# venv of its own (with pytest), loading this tree's library via BGJOB_LIBRARY.
+PYTHON    ?= python3
+VENV      := target/venv
+PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/README.md
+
 # $(call need,TOOL,DEBIAN-PACKAGE): stop with the exact install line when missing.
 need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; install it with: apt-get install -y $(2)" >&2; exit 1; }
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps deps-glib deps-libvirt demo test test-rust test-c test-examples bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
+.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
 	check-asan check-valgrind stress loom
 
 all: lib
@@ -151,7 +158,10 @@ demo: lib $(OUT)/examples/demo
 	  trap 'rm -rf "$$dir"' EXIT INT TERM && \
 	  $(OUT)/examples/demo "$$dir"
 
-test: test-rust test-c test-examples bench-smoke
+demo-python: lib $(VENV)/.bgjob-installed
+	BGJOB_LIBRARY=$(abspath $(SO)) $(VENV)/bin/python -m bgjob.demo
+
+test: test-rust test-c test-examples test-python bench-smoke
 
 test-rust:
 	$(CARGO) test --release
@@ -174,6 +184,35 @@ test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/exampl
 	  if [ $$rc -ne 0 ]; then cat "$$dir.log"; rm -f "$$dir.log"; exit $$rc; fi; \
 	  tail -n 1 "$$dir.log"; rm -f "$$dir.log"; \
 	done
+
+# A venv with pytest. python3's venv module (Debian: python3-venv) is installed
+# when missing and we are root with apt-get; otherwise the command is printed.
+$(VENV)/.ready:
+	$(call need,$(PYTHON),python3 python3-venv)
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "bgjob: installing python3-venv (for the Python binding's tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else \
+	    echo "bgjob: Python's venv module is missing; run: sudo apt-get install -y python3-venv" >&2; exit 1; \
+	  fi; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest
+	@touch $@
+
+$(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python
+	@rm -rf python/build python/bgjob.egg-info
+	@touch $@
+
+python-venv: $(VENV)/.bgjob-installed
+
+# pytest runs from the venv's bin (not `python -m`), so the installed package,
+# not the source tree, is what the tests import.
+test-python: lib $(VENV)/.bgjob-installed
+	BGJOB_LIBRARY=$(abspath $(SO)) BGJOB_HEADER=$(abspath include/bgjob.h) \
+	  $(VENV)/bin/pytest -q -p no:cacheprovider python/tests
 
 test-c: $(TESTS) $(VIRJOB_TESTS) check-virjob-header
 	$(call need,$(PROVE),perl)

@@ -76,11 +76,6 @@
 
 
 /**
- * Longest piece of a line delivered at once.
- */
-#define MAX_LINE (64 * 1024)
-
-/**
  * The ABI version this header describes; equals the SONAME number of the
  * library (`libbgjob.so.0`). See `bgjob_abi_version()`.
  */

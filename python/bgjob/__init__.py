@@ -1,0 +1,114 @@
+"""bgjob for Python: background jobs with progress, pause, cooperative cancel,
+and completion on your thread or your asyncio loop.
+
+    import bgjob
+
+    def copy(w, src, dst):
+        w.set_total(os.path.getsize(src))
+        with open(src, "rb") as f, open(dst, "wb") as g:
+            while block := f.read(1 << 20):
+                g.write(block)
+                w.add(len(block))        # progress; parks here while paused
+                w.check_cancel()         # raises bgjob.Cancelled after cancel()
+        return dst                       # becomes job.result
+
+    with bgjob.start(copy, "a.img", "b.img", name="copy-a") as job:
+        job.wait()                       # Ctrl-C interrupts it
+        print(job.result)                # or raises JobFailed / Cancelled
+
+    async def main():                    # inside asyncio: no thread per waiter
+        results = await asyncio.gather(*(bgjob.start(copy, s, d) for s, d in pairs))
+
+The C library is found through ``BGJOB_LIBRARY``, then a copy next to this
+package, then the system's ``libbgjob.so.0``; importing fails with a clear
+message when it is missing or has another ABI.
+"""
+
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, Verb
+from ._errors import (
+    BgjobError,
+    Cancelled,
+    InternalError,
+    InvalidArgument,
+    InvalidHandle,
+    JobError,
+    JobFailed,
+    NotAllowed,
+    NotFound,
+    SystemCallFailed,
+    TimedOut,
+    TryAgain,
+    result_str,
+)
+from ._ffi import ABI_VERSION, FD_ERROR, FD_HANGUP, FD_READABLE, FD_WRITABLE, LIBRARY
+from ._job import (
+    EXCEPTION_CODE,
+    Context,
+    ErrorInfo,
+    Info,
+    Job,
+    JobEntry,
+    PoolStatus,
+    Transaction,
+    Worker,
+    abi_version,
+    list_jobs,
+    loop_context,
+    pool_status,
+    set_log_callback,
+    set_max_running,
+    start,
+    verb_allowed,
+    version,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABI_VERSION",
+    "EXCEPTION_CODE",
+    "LIBRARY",
+    "BgjobError",
+    "CancelCause",
+    "CancelStatus",
+    "ErrorAction",
+    "ErrorPolicy",
+    "FD_ERROR",
+    "FD_HANGUP",
+    "FD_READABLE",
+    "FD_WRITABLE",
+    "IoStatus",
+    "SystemCallFailed",
+    "Transaction",
+    "Cancelled",
+    "Context",
+    "ErrorInfo",
+    "Info",
+    "InternalError",
+    "InvalidArgument",
+    "InvalidHandle",
+    "Job",
+    "JobEntry",
+    "JobError",
+    "JobFailed",
+    "JobType",
+    "PoolStatus",
+    "NotAllowed",
+    "NotFound",
+    "Result",
+    "State",
+    "TimedOut",
+    "TryAgain",
+    "Verb",
+    "Worker",
+    "abi_version",
+    "list_jobs",
+    "loop_context",
+    "pool_status",
+    "result_str",
+    "set_log_callback",
+    "set_max_running",
+    "start",
+    "verb_allowed",
+    "version",
+]

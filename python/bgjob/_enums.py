@@ -1,0 +1,103 @@
+"""The C enums as Python IntEnums (values checked against bgjob.h by the tests)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Result(enum.IntEnum):
+    """``bgjob_result``: what every C call returns; 0 is success."""
+
+    OK = 0
+    INVALID_HANDLE = 1
+    INVALID_ARGUMENT = 2
+    NOT_ALLOWED = 3
+    TRY_AGAIN = 4
+    TIMED_OUT = 5
+    CANCELLED = 6
+    PANIC = 7
+    NOT_FOUND = 8
+    SYSTEM = 9
+
+
+class State(enum.IntEnum):
+    """``bgjob_state``. COMPLETED, FAILED and CANCELLED are terminal."""
+
+    CREATED = 0
+    RUNNING = 1
+    PAUSED = 2
+    WAITING = 3
+    COMPLETED = 4
+    FAILED = 5
+    CANCELLED = 6
+
+    @property
+    def terminal(self) -> bool:
+        return self >= State.COMPLETED
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Verb(enum.IntEnum):
+    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
+
+    START = 0
+    CANCEL = 1
+    PAUSE = 2
+    RESUME = 3
+    DESTROY = 4
+    DETACH = 5
+    UPDATE = 6
+    RESULT = 7
+    DRAIN = 8
+    FINALIZE = 9
+
+
+class JobType(enum.IntEnum):
+    """``bgjob_job_type``: bounded jobs have a total, unbounded ones do not."""
+
+    BOUNDED = 0
+    UNBOUNDED = 1
+
+
+class CancelStatus(enum.IntEnum):
+    """``bgjob_cancel_status``: which race ``Job.cancel()`` met."""
+
+    REQUESTED = 0
+    ALREADY_REQUESTED = 1
+    ALREADY_FINISHED = 2
+
+
+class CancelCause(enum.IntEnum):
+    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+
+    NONE = 0
+    CALLER = 1
+    TIMEOUT = 2
+    TRANSACTION = 3
+
+
+class ErrorPolicy(enum.IntEnum):
+    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+    ENOSPC = 3
+
+
+class ErrorAction(enum.IntEnum):
+    """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+
+
+class IoStatus(enum.IntEnum):
+    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+
+    OK = 0
+    FAILED = 1
+    NOSPACE = 2

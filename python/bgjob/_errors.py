@@ -1,0 +1,142 @@
+"""Result codes as exceptions: one base class, one subclass per code a caller handles."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from ._enums import Result
+from ._ffi import lib
+
+
+class BgjobError(Exception):
+    """Base of every bgjob error. ``code`` is the ``Result`` the C call returned."""
+
+    code: Result | None = None
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = Result(code) if code in Result._value2member_map_ else code
+
+
+class InvalidHandle(BgjobError):
+    """The job or context is closed (destroyed), or never was valid."""
+
+    code = Result.INVALID_HANDLE
+
+
+class InvalidArgument(BgjobError, ValueError):
+    """A value out of range (progress going backwards, a bad percent...)."""
+
+    code = Result.INVALID_ARGUMENT
+
+
+class NotAllowed(BgjobError):
+    """The verb is not allowed in the job's state (pause twice, result while running)."""
+
+    code = Result.NOT_ALLOWED
+
+
+class TryAgain(BgjobError):
+    """No thread could be started (EAGAIN); nothing was left behind."""
+
+    code = Result.TRY_AGAIN
+
+
+class TimedOut(BgjobError, TimeoutError):
+    """``wait(timeout)`` ran out of time; the job runs on."""
+
+    code = Result.TIMED_OUT
+
+
+class NotFound(BgjobError, LookupError):
+    """No such item (a cancel hook that already ran)."""
+
+    code = Result.NOT_FOUND
+
+
+class InternalError(BgjobError):
+    """bgjob hit an internal error (a Rust panic caught at the C boundary)."""
+
+    code = Result.PANIC
+
+
+class SystemCallFailed(BgjobError, OSError):
+    """An operating-system call inside bgjob failed (starting a child, polling);
+    ``errno`` says why, as for any ``OSError``."""
+
+    code = Result.SYSTEM
+
+    def __init__(self, message: str, err: int = 0):
+        OSError.__init__(self, err, f"{message}: {os.strerror(err)}" if err else message)
+
+
+class JobError(BgjobError):
+    """A job that did not complete: ``error_code`` and ``message`` are the job's own
+    error (``Job.error``); when a Python worker raised, ``__cause__`` is that
+    exception."""
+
+    def __init__(self, message: str, error_code: int = 0, job_name: str | None = None):
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.job_name = job_name
+
+    def __str__(self) -> str:
+        if self.job_name is None:
+            return self.message
+        return f"job {self.job_name!r} {self._verb} (code {self.error_code}): {self.message}"
+
+    _verb = "ended"
+
+
+class Cancelled(JobError):
+    """The job was cancelled. Raised inside a worker by ``check_cancel``,
+    ``pause_point`` and ``sleep`` (let it propagate: the job then ends CANCELLED),
+    and by ``Job.result`` for a cancelled job."""
+
+    code = Result.CANCELLED
+    _verb = "was cancelled"
+
+    def __init__(self, message: str = "cancelled", error_code: int = 0, job_name: str | None = None):
+        super().__init__(message, error_code, job_name)
+
+
+class JobFailed(JobError):
+    """``Job.result`` of a FAILED job, with its error code and message."""
+
+    _verb = "failed"
+
+
+_BY_CODE: dict[int, type[BgjobError]] = {
+    Result.INVALID_HANDLE: InvalidHandle,
+    Result.INVALID_ARGUMENT: InvalidArgument,
+    Result.NOT_ALLOWED: NotAllowed,
+    Result.TRY_AGAIN: TryAgain,
+    Result.TIMED_OUT: TimedOut,
+    Result.NOT_FOUND: NotFound,
+    Result.PANIC: InternalError,
+}
+
+
+def result_str(code: int) -> str:
+    """The library's static text for a result code."""
+    return lib.bgjob_result_str(code).decode()
+
+
+def error_for(code: int, what: str) -> BgjobError:
+    """The exception for a failing result code of the call ``what``."""
+    text = f"{what}: {result_str(code)}"
+    if code == Result.CANCELLED:
+        return Cancelled(text)
+    if code == Result.SYSTEM:
+        return SystemCallFailed(text, ctypes.get_errno())
+    cls = _BY_CODE.get(code, BgjobError)
+    return cls(text, code)
+
+
+def check(code: int, what: str) -> None:
+    """Raises the matching exception unless ``code`` is OK."""
+    if code != Result.OK:
+        raise error_for(code, what)

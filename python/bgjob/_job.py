@@ -1,0 +1,1310 @@
+"""Jobs, workers and completion contexts: the Python face of bgjob.
+
+Ownership of Python objects handed to C
+---------------------------------------
+C never sees a Python object. Every userdata pointer bgjob gets is a small
+integer key into ``_keep``; the object stays there until bgjob calls the free
+function ``_free``, which is the one place it is dropped. The ctypes callback
+objects (``_worker_cb``, ``_complete_cb``, ...) are module globals that live as
+long as the process, so no trampoline can be collected while C may call it.
+
+A started job's ``Job`` object is itself held in ``_keep`` (through the
+``_JobRef`` that is its completion userdata), so it cannot be collected before
+its completion has run or been dropped: ``Job.__del__`` meets only ended jobs
+and never-started ones, and the at-exit hook finds every live job there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import itertools
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+import weakref
+from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
+from typing import Any, Callable, Iterator
+
+from . import _ffi
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
+from ._enums import Result, State, Verb
+from ._errors import BgjobError, Cancelled, InvalidArgument, InvalidHandle, JobFailed, NotAllowed
+from ._errors import TimedOut, check, error_for
+from ._ffi import ContextPtr, JobPtr, TxnPtr, lib
+
+#: The error code a job gets when its Python worker raised anything but an
+#: ``OSError`` with an errno (whose errno is used instead).
+EXCEPTION_CODE = -1
+
+_U64_MAX = (1 << 64) - 1
+_I64_MAX = (1 << 63) - 1
+# A wait on the main thread is cut into slices this long, so that a signal
+# (Ctrl-C) is handled between them: CPython runs signal handlers only in Python
+# code, and bgjob's wait is a condition variable that a signal does not end.
+_SLICE_MS = 50
+
+# ---------------------------------------------------------------- userdata
+
+_keep: dict[int, tuple[Any, bool]] = {}
+_keys = itertools.count(1)
+# Userdata whose free function may run on a bgjob thread (workers, completions,
+# hooks, finalizers, child output, the log callback). Each such thread's last
+# Python code is that free, so once this is 0 no bgjob thread is in Python or
+# will enter it: the at-exit hook waits for that before the interpreter goes
+# (a thread taking the GIL during finalization is ended with pthread_exit,
+# which cannot unwind through bgjob's Rust frames). It is only changed by a
+# plain `+=`/`-=` with the GIL held, which no thread switch can split.
+_outstanding = 0
+_shutting_down = False
+_tls = threading.local()
+
+
+def _hold(obj: Any, tracked: bool) -> int:
+    """Keeps ``obj`` alive until bgjob frees the returned key."""
+    global _outstanding
+    if tracked:
+        _outstanding += 1
+    key = next(_keys)
+    _keep[key] = (obj, tracked)
+    return key
+
+
+def _report(exc: BaseException) -> None:
+    """Reports an exception raised by user code that no caller can catch (a
+    completion or hook running on a bgjob thread), the way threading does."""
+    try:
+        threading.excepthook(threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, None)))
+    except BaseException:
+        pass
+
+
+def _user_error(exc: BaseException) -> None:
+    """An exception from a completion callback: raised again by the
+    ``Context.dispatch`` running it, else reported."""
+    errors = getattr(_tls, "errors", None)
+    if errors is not None:
+        errors.append(exc)
+    else:
+        _report(exc)
+
+
+@_ffi.bgjob_free_callback
+def _free_cb(key: int) -> None:
+    global _outstanding
+    try:
+        obj, tracked = _keep.pop(key)
+        job = obj.get() if isinstance(obj, _JobRef) else None
+        if job is not None:
+            # The completion was dropped unrun (its context was closed first):
+            # the job has ended all the same; wake whoever waits in asyncio.
+            job._ended(None, run_callback=False)
+        if tracked:
+            # The last statement: after it this thread leaves Python without
+            # a call (where it could let the GIL go) on the way.
+            _outstanding -= 1
+    except BaseException:
+        # Only reachable while the interpreter is being torn down.
+        pass
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _u64(value: int, what: str) -> int:
+    value = int(value)
+    if not 0 <= value <= _U64_MAX:
+        raise InvalidArgument(f"{what}: {value} is not in 0..2**64-1")
+    return value
+
+
+def _ms(seconds: float | None, what: str) -> int:
+    """Seconds to whole milliseconds (rounded up, capped); None is -1."""
+    if seconds is None:
+        return -1
+    if seconds != seconds or seconds < 0:
+        raise InvalidArgument(f"{what}: {seconds!r} is not a number of seconds >= 0")
+    if seconds == math.inf:
+        return _I64_MAX
+    return min(math.ceil(seconds * 1000), _I64_MAX)
+
+
+def _text(getter: Callable[..., int], handle: Any, what: str, *lead: Any) -> str:
+    """Reads a snprintf-style string (name, phase, error) of any length."""
+    size = 128
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        full = c_size_t()
+        check(getter(handle, *lead, buf, size, byref(full)), what)
+        if full.value < size:
+            return buf.value.decode("utf-8", "replace")
+        size = full.value + 1
+
+
+def _seconds(ms: int) -> float | None:
+    return None if ms < 0 else ms / 1000.0
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+@dataclasses.dataclass(frozen=True)
+class Info:
+    """One consistent snapshot of a job (``bgjob_job_get_info``). Times are in
+    seconds; ``None`` means unknown."""
+
+    id: int
+    state: State
+    job_type: JobType
+    cancel_requested: bool
+    pause_requested: bool
+    #: Active time since start (paused time excluded).
+    elapsed: float
+    #: Estimated time to completion; 0 once finished.
+    remaining: float | None
+    #: 0-100; None when unknown and always for unbounded jobs.
+    percent: int | None
+    error_code: int
+    current: int
+    #: Units in all; None when unknown.
+    total: int | None
+    #: Units per second of active time.
+    rate: float | None
+    #: Time since the last progress update; None before the first.
+    since_progress: float | None
+    #: Why cancel was requested (NONE if it was not).
+    cancel_cause: CancelCause
+    #: Internal pauses in force (``Job.pause_internal``).
+    pause_count: int
+    #: Not OK only while paused by the error policy.
+    iostatus: IoStatus
+    error_policy: ErrorPolicy
+
+    @classmethod
+    def _from_c(cls, c: _ffi.bgjob_info) -> Info:
+        return cls(
+            id=c.id,
+            state=State(c.state),
+            job_type=JobType(c.job_type),
+            cancel_requested=c.cancel_requested,
+            pause_requested=c.pause_requested,
+            elapsed=c.elapsed_ms / 1000.0,
+            remaining=_seconds(c.remaining_ms),
+            percent=None if c.percent < 0 else c.percent,
+            error_code=c.error_code,
+            current=c.current,
+            total=c.total or None,
+            rate=None if c.rate < 0 else c.rate,
+            since_progress=_seconds(c.since_progress_ms),
+            cancel_cause=CancelCause(c.cancel_cause),
+            pause_count=c.pause_count,
+            iostatus=IoStatus(c.iostatus),
+            error_policy=ErrorPolicy(c.error_policy),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorInfo:
+    """A job's error: its code and message (``bgjob_job_get_error``)."""
+
+    code: int
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEntry:
+    """One live job of ``list_jobs()``: enough to find a stuck one."""
+
+    id: int
+    state: State
+    name: str
+    phase: str
+    age: float
+    since_progress: float | None
+
+
+# ---------------------------------------------------------------- workers
+
+
+class Worker:
+    """What a Python worker gets as its first argument: progress, phase,
+    cancellation checks, a cancellable sleep and cancellation hooks for its own
+    job. Every progress call is also a pause point: while the job is paused the
+    worker parks there (with the GIL released)."""
+
+    __slots__ = ("_h", "name")
+
+    def __init__(self, handle: Any, name: str):
+        self._h = handle
+        self.name = name
+
+    def _check(self, r: int, what: str) -> None:
+        if r == Result.CANCELLED:
+            raise Cancelled(f"{what}: job {self.name!r} was cancelled")
+        check(r, what)
+
+    @property
+    def info(self) -> Info:
+        """A snapshot of the worker's own job (e.g. ``info.elapsed``, active time)."""
+        c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
+        check(lib.bgjob_job_get_info(self._h, byref(c)), "info")
+        return Info._from_c(c)
+
+    # cancellation
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel was requested (never blocks)."""
+        r = lib.bgjob_job_check_cancel(self._h)
+        if r == Result.CANCELLED:
+            return True
+        check(r, "check_cancel")
+        return False
+
+    def check_cancel(self) -> None:
+        """Raises ``Cancelled`` once cancel was requested; let it propagate and
+        the job ends CANCELLED."""
+        self._check(lib.bgjob_job_check_cancel(self._h), "check_cancel")
+
+    def pause_point(self) -> None:
+        """Parks here while the job is paused; raises ``Cancelled`` once cancel
+        was requested."""
+        self._check(lib.bgjob_job_pause_point(self._h), "pause_point")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeps for ``seconds`` of active time (paused time does not count);
+        a cancel ends it at once with ``Cancelled``."""
+        self._check(lib.bgjob_job_sleep(self._h, _ms(seconds, "sleep")), "sleep")
+
+    def add_cancel_hook(self, fn: Callable[[], Any]) -> int | None:
+        """Registers ``fn()`` to be called once, on the cancelling thread, when
+        the job is cancelled; returns its id for ``remove_cancel_hook``. If
+        cancel was already requested, ``fn`` runs now and None is returned."""
+        hook_id = c_uint64()
+        key = _hold(fn, tracked=True)
+        r = lib.bgjob_job_add_cancel_hook(self._h, _hook_cb, key, _free_cb, byref(hook_id))
+        if r == Result.CANCELLED:
+            return None
+        check(r, "add_cancel_hook")
+        return hook_id.value
+
+    def remove_cancel_hook(self, hook_id: int) -> bool:
+        """Removes a hook; True if it had not run (it never will now), False if
+        it already ran. On return the hook is not running."""
+        r = lib.bgjob_job_remove_cancel_hook(self._h, _u64(hook_id, "remove_cancel_hook"))
+        if r == Result.NOT_FOUND:
+            return False
+        check(r, "remove_cancel_hook")
+        return True
+
+    @contextlib.contextmanager
+    def cancel_hook(self, fn: Callable[[], Any]) -> Iterator[int | None]:
+        """``with worker.cancel_hook(fn):`` -- ``fn`` is a cancellation hook for
+        the duration of the block (e.g. one that closes a socket or kills a
+        child process the block waits on)."""
+        hook_id = self.add_cancel_hook(fn)
+        try:
+            yield hook_id
+        finally:
+            if hook_id is not None:
+                self.remove_cancel_hook(hook_id)
+
+    # cancellable waits and child processes
+    @property
+    def cancel_fd(self) -> int:
+        """An fd readable once cancel was requested (and while a pause is
+        pending), for a worker with its own ``select``/``poll``: when it turns
+        readable, call ``pause_point()``. bgjob owns it: do not close it."""
+        fd = c_int32()
+        check(lib.bgjob_job_get_cancel_fd(self._h, byref(fd)), "cancel_fd")
+        return fd.value
+
+    def wait_fd(self, fd: Any, events: int = _ffi.FD_READABLE, timeout: float | None = None) -> int:
+        """Waits until ``fd`` (a number or an object with ``fileno()``) is ready
+        for ``events`` (``bgjob.FD_READABLE``/``FD_WRITABLE``), for at most
+        ``timeout`` seconds of active time; returns the ``FD_*`` bits that
+        happened. Raises ``Cancelled`` at once on cancel, ``TimedOut``."""
+        fileno = fd if isinstance(fd, int) else fd.fileno()
+        revents = ctypes.c_uint32()
+        r = lib.bgjob_job_wait_fd(self._h, fileno, int(events), _ms(timeout, "wait_fd"), byref(revents))
+        self._check(r, "wait_fd")
+        return revents.value
+
+    def report_io_error(self, error: OSError | int, message: str | None = None) -> ErrorAction:
+        """Reports an I/O error (an ``OSError`` or an errno) to the job's error
+        policy and returns what to do: REPORT (give up: raise), IGNORE (carry
+        on) or STOP (the job is now paused: call ``pause_point()``, then retry)."""
+        if isinstance(error, OSError):
+            code = error.errno or EXCEPTION_CODE
+            message = message if message is not None else str(error)
+        else:
+            code = int(error)
+        action = c_int32()
+        text = message.encode("utf-8", "replace") if message is not None else None
+        check(lib.bgjob_job_report_io_error(self._h, code, text, byref(action)), "report_io_error")
+        return ErrorAction(action.value)
+
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdout: str = "inherit",
+        stderr: str = "inherit",
+        stdin: str = "null",
+        on_line: Callable[[int, str], Any] | None = None,
+        grace: float | None = None,
+    ) -> int:
+        """Starts a child process bound to the job and returns its pid: cancel
+        sends it SIGTERM, then SIGKILL after ``grace`` seconds; it is killed
+        and reaped if still running when the worker returns. ``stdout`` and
+        ``stderr``: "inherit", "null" or "capture" (lines go to
+        ``on_line(stream, line)`` during ``wait_child``, stream 1 or 2);
+        ``stdin``: "null" or "inherit"."""
+        flags = 0
+        for value, what, capture, null in (
+            (stdout, "stdout", _ffi.CHILD_CAPTURE_STDOUT, _ffi.CHILD_NULL_STDOUT),
+            (stderr, "stderr", _ffi.CHILD_CAPTURE_STDERR, _ffi.CHILD_NULL_STDERR),
+        ):
+            if value not in ("inherit", "null", "capture"):
+                raise InvalidArgument(f"spawn: {what}={value!r}: use inherit, null or capture")
+            flags |= capture if value == "capture" else null if value == "null" else 0
+        if stdin not in ("null", "inherit"):
+            raise InvalidArgument(f"spawn: stdin={stdin!r}: use null or inherit")
+        if stdin == "inherit":
+            flags |= _ffi.CHILD_INHERIT_STDIN
+        args = [os.fsencode(a) for a in argv]
+        opts = _ffi.bgjob_child_options()
+        check(lib.bgjob_child_options_init(byref(opts), sizeof(opts)), "child_options_init")
+        opts.flags = flags
+        c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+        opts.argv = c_argv
+        if env is not None:
+            entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+            c_envp = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+            opts.envp = c_envp
+        if cwd is not None:
+            opts.cwd = os.fsencode(cwd)
+        if grace is not None:
+            opts.grace_ms = _ms(grace, "spawn grace")
+        pid = c_int32()
+        if on_line is not None:
+            opts.on_line = _line_cb
+            opts.line_free = _free_cb
+            opts.line_userdata = _hold(on_line, tracked=True)  # freed on every path
+        check(lib.bgjob_job_spawn_child(self._h, byref(opts), byref(pid)), f"spawn {argv[0] if argv else ''}")
+        return pid.value
+
+    def watch_child(self, pid: int, grace: float | None = None) -> None:
+        """Binds a child this process started itself to the job, as ``spawn``
+        does; from now on only bgjob may wait for it (``wait_child``)."""
+        g = _ffi.CHILD_DEFAULT_GRACE_MS if grace is None else _ms(grace, "watch_child grace")
+        check(lib.bgjob_job_watch_child(self._h, int(pid), g), "watch_child")
+
+    def wait_child(self, pid: int, timeout: float | None = None) -> int:
+        """Waits for a bound child (delivering its captured lines here) and
+        returns its return code as ``subprocess`` does (``-N`` for signal N).
+        Raises ``Cancelled`` once the cancelled child is gone, ``TimedOut``
+        after ``timeout`` seconds of active time (the child runs on)."""
+        status = c_int32()
+        r = lib.bgjob_job_wait_child(self._h, int(pid), _ms(timeout, "wait_child"), byref(status))
+        self._check(r, "wait_child")
+        return os.waitstatus_to_exitcode(status.value)
+
+    def run(self, argv: list[str], **options: Any) -> int:
+        """``spawn`` then ``wait_child``: runs a program to its end (or until
+        the job is cancelled) and returns its return code."""
+        return self.wait_child(self.spawn(argv, **options))
+
+    # progress
+    def set_total(self, total: int) -> None:
+        """Units in all (bytes, blocks...); 0 means unknown. May move either way."""
+        self._check(lib.bgjob_job_set_total(self._h, _u64(total, "set_total")), "set_total")
+
+    def set_current(self, current: int) -> None:
+        """Units done; it only grows (a smaller value raises InvalidArgument)."""
+        self._check(lib.bgjob_job_set_current(self._h, _u64(current, "set_current")), "set_current")
+
+    def add(self, units: int = 1) -> None:
+        """Adds to the units done: the cheap call, once per block."""
+        self._check(lib.bgjob_job_add_units(self._h, _u64(units, "add")), "add")
+
+    def set_percent(self, percent: int | None) -> None:
+        """Sets the percent directly (0-100); None goes back to units."""
+        p = -1 if percent is None else int(percent)
+        if not -1 <= p <= 100:
+            raise InvalidArgument(f"set_percent: {percent} is not in 0..100")
+        self._check(lib.bgjob_job_set_percent(self._h, p), "set_percent")
+
+    def set_eta(self, seconds: float | None) -> None:
+        """The worker's own estimate of the time left; None: bgjob's estimate."""
+        self._check(lib.bgjob_job_set_eta(self._h, _ms(seconds, "set_eta")), "set_eta")
+
+    @property
+    def phase(self) -> str:
+        """The phase name ("copying", "cleaning up"); settable."""
+        return _text(lib.bgjob_job_get_phase, self._h, "get_phase")
+
+    @phase.setter
+    def phase(self, phase: str) -> None:
+        self._check(lib.bgjob_job_set_phase(self._h, phase.encode()), "set_phase")
+
+
+class _Run:
+    """A Python worker: what the job's thread runs, and what it left."""
+
+    __slots__ = ("fn", "args", "name", "exception", "thread")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str):
+        self.fn = fn
+        self.args = args
+        self.name = name
+        self.exception: BaseException | None = None
+        self.thread: int | None = None  # while the worker runs
+
+    def __call__(self, handle: Any) -> int:
+        worker = Worker(handle, self.name)
+        self.thread = threading.get_ident()
+        try:
+            return self._call(worker, handle)
+        finally:
+            self.thread = None
+
+    def _call(self, worker: Worker, handle: Any) -> int:
+        try:
+            value = self.fn(worker, *self.args)
+        except Cancelled:
+            if lib.bgjob_job_check_cancel(handle) == Result.CANCELLED:
+                return errno.ECANCELED  # the job ends CANCELLED
+            return self._fail(handle, *_exc())
+        except BaseException:
+            return self._fail(handle, *_exc())
+        if value is not None:
+            # The value lives in _keep until bgjob frees the result (replaced,
+            # destroyed) or it is taken.
+            key = _hold(value, tracked=False)
+            check(lib.bgjob_job_set_result(handle, key, _free_cb), "set_result")
+        return 0
+
+    def _fail(self, handle: Any, exc: BaseException, code: int) -> int:
+        self.exception = exc
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        text = text.replace("\0", "\\0").encode("utf-8", "replace")
+        lib.bgjob_job_set_error(handle, code, text)
+        return code
+
+
+def _exc() -> tuple[BaseException, int]:
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else EXCEPTION_CODE
+    return exc, code
+
+
+@_ffi.bgjob_worker_callback
+def _worker_cb(key: int, handle: Any) -> int:
+    try:
+        run = _keep[key][0]
+        return run(handle)
+    except BaseException:
+        return EXCEPTION_CODE
+
+
+@_ffi.bgjob_completion_callback
+def _complete_cb(key: int, handle: Any, state: int) -> None:
+    try:
+        job = _keep[key][0].get()
+        if job is not None:
+            job._ended(State(state), run_callback=True)
+    except BaseException as e:
+        _report(e)
+
+
+@_ffi.bgjob_hook_callback
+def _hook_cb(key: int, handle: Any) -> None:
+    try:
+        _keep[key][0]()
+    except BaseException as e:
+        _report(e)
+
+
+@_ffi.bgjob_line_callback
+def _line_cb(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
+    try:
+        _keep[key][0](stream, line[:length].decode("utf-8", "replace"))
+    except BaseException as e:
+        _report(e)
+
+
+class _JobRef:
+    """A job's completion userdata. It holds the Job weakly until the job is
+    started, so a Job dropped before it ever ran is collected (and its job
+    destroyed), and strongly from then on, so a running job's Job lives until
+    its completion has run or been dropped."""
+
+    __slots__ = ("weak", "strong")
+
+    def __init__(self, job: Job):
+        self.weak = weakref.ref(job)
+        self.strong: Job | None = None
+
+    def get(self) -> Job | None:
+        return self.strong if self.strong is not None else self.weak()
+
+
+class _Finalizers:
+    """A job's commit/abort/clean callables, called with its Job."""
+
+    __slots__ = ("ref", "commit", "abort", "clean")
+
+    def __init__(self, ref: _JobRef, commit: Any, abort: Any, clean: Any):
+        self.ref, self.commit, self.abort, self.clean = ref, commit, abort, clean
+
+
+def _finalizer(which: str) -> Any:
+    @_ffi.bgjob_hook_callback
+    def call(key: int, handle: Any) -> None:
+        try:
+            f = _keep[key][0]
+            fn = getattr(f, which)
+            job = f.ref.get()
+            if fn is not None and job is not None:
+                fn(job)
+        except BaseException as e:
+            _report(e)
+
+    return call
+
+
+_commit_cb = _finalizer("commit")
+_abort_cb = _finalizer("abort")
+_clean_cb = _finalizer("clean")
+
+
+@_ffi.bgjob_log_callback
+def _log_cb(key: int, line: bytes) -> None:
+    try:
+        _keep[key][0](line.decode("utf-8", "replace"))
+    except BaseException as e:
+        _report(e)
+
+
+_NO_LOG = _ffi.bgjob_log_callback()
+_NO_FREE = _ffi.bgjob_free_callback()
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class Job:
+    """A background job running ``fn(worker, *args)`` on its own thread.
+
+    ``Job(fn, *args, name=..., total=...)`` creates and starts it (``start=False``
+    leaves it CREATED until ``start()``). ``fn``'s return value becomes the
+    job's ``result``; an exception ends the job FAILED with the exception's text
+    as its error message (``Cancelled`` after a cancel request: CANCELLED).
+
+    ``on_complete(job)`` runs once when the job has ended: on the thread that
+    dispatches ``context``; without a context, on the job's thread -- except
+    when the job is created inside a running asyncio loop, which then gets it
+    through that loop's own context (``loop_context``).
+
+    Use it in ``with``: on exit a job still running is cancelled and waited
+    for, then the handle is released. ``close()`` does the same, once.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        total: int | None = None,
+        unbounded: bool = False,
+        stack_size: int = 0,
+        context: Context | None = None,
+        on_complete: Callable[[Job], Any] | None = None,
+        start: bool = True,
+        deadline: float | None = None,
+        error_policy: ErrorPolicy = ErrorPolicy.REPORT,
+        manual_finalize: bool = False,
+        on_commit: Callable[[Job], Any] | None = None,
+        on_abort: Callable[[Job], Any] | None = None,
+        on_clean: Callable[[Job], Any] | None = None,
+    ):
+        self._closed = True  # until the handle exists (for __del__)
+        if _shutting_down:
+            raise RuntimeError("bgjob: the interpreter is shutting down; no new jobs")
+        if not callable(fn):
+            raise TypeError(f"bgjob: the worker must be callable, not {type(fn).__name__}")
+        if context is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                context = loop_context(loop)
+        self._lock = threading.Lock()
+        self._done = False
+        self._final: State | None = None
+        self._waiters: list[asyncio.Future[State]] = []
+        self._on_complete = on_complete
+        self._context = context  # kept alive while its completion may come
+        self._run = _Run(fn, args, name or "")
+
+        opts = _ffi.bgjob_job_options()
+        check(lib.bgjob_job_options_init(byref(opts), sizeof(opts)), "options_init")
+        opts.job_type = JobType.UNBOUNDED if unbounded else JobType.BOUNDED
+        # Always deferred, so the total is in place before the worker runs.
+        opts.flags = _ffi.CREATE_DEFER_START
+        if manual_finalize:
+            opts.flags |= _ffi.CREATE_MANUAL_FINALIZE
+        if deadline is not None:
+            opts.deadline_ms = max(1, _ms(deadline, "deadline"))
+        opts.error_policy = ErrorPolicy(error_policy)
+        finalizers = on_commit is not None or on_abort is not None or on_clean is not None
+        if finalizers:
+            opts.commit, opts.abort, opts.clean = _commit_cb, _abort_cb, _clean_cb
+            opts.finalize_free = _free_cb
+        name_b = name.encode() if name is not None else None
+        opts.name = name_b
+        opts.stack_size = int(stack_size)
+        if context is not None:
+            opts.context = context._handle("create")
+        opts.completion = _complete_cb
+        opts.completion_free = _free_cb
+        handle = JobPtr()
+        # Nothing may fail between holding the keys and the create call: from
+        # there on, bgjob frees both on every path (before returning, if the
+        # create fails).
+        self._ref = _JobRef(self)
+        opts.completion_userdata = _hold(self._ref, tracked=True)
+        if finalizers:
+            opts.finalize_userdata = _hold(
+                _Finalizers(self._ref, on_commit, on_abort, on_clean), tracked=True
+            )
+        r = lib.bgjob_job_create(
+            byref(opts), _worker_cb, _hold(self._run, tracked=True), _free_cb, byref(handle)
+        )
+        check(r, "create")
+        self._h = handle
+        self._closed = False
+        id_ = c_uint64()
+        check(lib.bgjob_job_get_id(handle, byref(id_)), "get_id")
+        self.id = id_.value
+        if not name:
+            self._run.name = self.name
+        try:
+            if total is not None:
+                check(lib.bgjob_job_set_total(handle, _u64(total, "total")), "set_total")
+            if start:
+                self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<bgjob.Job {self._run.name!r} closed>"
+        try:
+            return f"<bgjob.Job {self._run.name!r} {self.state}>"
+        except BgjobError:
+            return f"<bgjob.Job {self._run.name!r}>"
+
+    # -- C calls on the handle
+    def _call(self, r: int, what: str) -> None:
+        if r != Result.OK:
+            exc = error_for(r, what)
+            if r == Result.INVALID_HANDLE and self._closed:
+                exc = InvalidHandle(f"{what}: job {self._run.name!r} is closed")
+            raise exc
+
+    # -- reading
+    @property
+    def state(self) -> State:
+        st = c_int32()
+        self._call(lib.bgjob_job_get_state(self._h, byref(st)), "state")
+        return State(st.value)
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended (COMPLETED, FAILED or CANCELLED)."""
+        return self.state.terminal
+
+    @property
+    def info(self) -> Info:
+        """One consistent snapshot (never waits on the worker)."""
+        c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
+        self._call(lib.bgjob_job_get_info(self._h, byref(c)), "info")
+        return Info._from_c(c)
+
+    @property
+    def name(self) -> str:
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "name")
+        return _text(lib.bgjob_job_get_name, self._h, "name")
+
+    @property
+    def phase(self) -> str:
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "phase")
+        return _text(lib.bgjob_job_get_phase, self._h, "phase")
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        """The job's error code and message, or None while it has none."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "error")
+        code = c_int32()
+        message = _text(lib.bgjob_job_get_error, self._h, "error", byref(code))
+        if code.value == 0 and not message:
+            return None
+        return ErrorInfo(code.value, message)
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception the Python worker raised, if it did."""
+        return self._run.exception
+
+    @property
+    def result(self) -> Any:
+        """The worker's return value once the job COMPLETED. Raises ``JobFailed``
+        (FAILED; ``__cause__`` is the worker's exception), ``Cancelled``
+        (CANCELLED) or ``NotAllowed`` (not ended yet); never waits."""
+        state = self.state
+        if state == State.COMPLETED:
+            ptr = c_void_p()
+            self._call(lib.bgjob_job_get_result(self._h, byref(ptr)), "result")
+            return _keep[ptr.value][0] if ptr.value else None
+        if state in (State.FAILED, State.CANCELLED):
+            err = self.error or ErrorInfo(0, "")
+            cls = JobFailed if state == State.FAILED else Cancelled
+            raise cls(err.message, err.code, self._run.name) from self._run.exception
+        raise NotAllowed(f"result: job {self._run.name!r} is {state}, not ended yet")
+
+    # -- control
+    def start(self) -> None:
+        """Starts a job made with ``start=False``."""
+        self._pin()
+        try:
+            self._call(lib.bgjob_job_start(self._h), "start")
+        except BaseException:
+            self._unpin()
+            raise
+
+    def _pin(self) -> None:
+        # Before the job can run: from now on it keeps its Job alive.
+        self._ref.strong = self
+
+    def _unpin(self) -> None:
+        st = c_int32()
+        if lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CREATED:
+            self._ref.strong = None
+
+    def cancel(self) -> CancelStatus:
+        """Requests cancellation and returns at once; says which race it met."""
+        status = c_int32()
+        self._call(lib.bgjob_job_cancel(self._h, byref(status)), "cancel")
+        return CancelStatus(status.value)
+
+    def pause(self) -> None:
+        """Pauses a RUNNING job: its worker parks at its next pause point."""
+        self._call(lib.bgjob_job_pause(self._h), "pause")
+
+    def resume(self) -> None:
+        """Resumes a PAUSED job."""
+        self._call(lib.bgjob_job_resume(self._h), "resume")
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Cancels the job (cause TIMEOUT) once it has run ``seconds`` of active
+        time since its start; None removes the deadline."""
+        ms = 0 if seconds is None else max(1, _ms(seconds, "set_deadline"))
+        self._call(lib.bgjob_job_set_deadline(self._h, ms), "set_deadline")
+
+    def pause_internal(self) -> None:
+        """An internal pause (QEMU's drain), counted apart from the user pause:
+        the worker parks at its next pause point; the state stays RUNNING.
+        Balance each with ``resume_internal``."""
+        self._call(lib.bgjob_job_pause_internal(self._h), "pause_internal")
+
+    def resume_internal(self) -> None:
+        """Undoes one ``pause_internal``."""
+        self._call(lib.bgjob_job_resume_internal(self._h), "resume_internal")
+
+    def set_error_policy(self, policy: ErrorPolicy) -> None:
+        """What ``Worker.report_io_error`` does from now on."""
+        self._call(lib.bgjob_job_set_error_policy(self._h, int(policy)), "set_error_policy")
+
+    def finalize(self) -> None:
+        """Finalizes a ``manual_finalize`` job that is WAITING: its
+        ``on_commit`` (or ``on_abort``) and ``on_clean`` run on this thread,
+        then it ends."""
+        self._call(lib.bgjob_job_finalize(self._h), "finalize")
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Waits until the job has ended and returns its final state; raises
+        ``TimedOut`` after ``timeout`` seconds (the job runs on). The GIL is
+        released while waiting, and Ctrl-C (KeyboardInterrupt) interrupts it."""
+        limit = _ms(timeout, "wait")
+        deadline = None if timeout is None else time.monotonic() + limit / 1000.0
+        on_main = threading.current_thread() is threading.main_thread()
+        state = c_int32()
+        while True:
+            if deadline is None:
+                ms = _SLICE_MS if on_main else -1
+            else:
+                ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+                if on_main:
+                    ms = min(ms, _SLICE_MS)
+            r = lib.bgjob_job_wait(self._h, ms, byref(state))
+            if r == Result.OK:
+                return State(state.value)
+            if r != Result.TIMED_OUT:
+                self._call(r, "wait")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimedOut(f"wait: job {self._run.name!r} still running after {timeout} s")
+
+    async def wait_async(self) -> State:
+        """``await job.wait_async()``: the final state, without blocking the
+        loop or using a thread. The job's completion wakes the waiting task: a
+        job created inside the loop is told through the loop's context fd
+        (``loop.add_reader``); one told on its own thread wakes the loop with
+        ``call_soon_threadsafe``. Any number of tasks may wait."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._done:
+                assert self._final is not None
+                return self._final
+            fut: asyncio.Future[State] = loop.create_future()
+            self._waiters.append(fut)
+        try:
+            return await fut
+        finally:
+            with self._lock:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+
+    def __await__(self):
+        """``await job`` is the job's ``result`` (or its exception) once it ended."""
+        return self._await_result().__await__()
+
+    async def _await_result(self) -> Any:
+        await self.wait_async()
+        return self.result
+
+    def close(self) -> None:
+        """Releases the job: cancels it if it still runs, waits for it, and
+        destroys the handle. Idempotent; afterwards every call raises
+        ``InvalidHandle``. Not allowed from the job's own worker."""
+        if self._closed:
+            return
+        if self._run.thread == threading.get_ident():
+            raise NotAllowed(f"close: job {self._run.name!r} cannot close itself from its worker")
+        st = c_int32()
+        r = lib.bgjob_job_get_state(self._h, byref(st))
+        if r == Result.INVALID_HANDLE:  # another thread closed it
+            self._closed = True
+            return
+        self._call(r, "close")
+        if st.value not in (State.CREATED,) and not State(st.value).terminal:
+            self.cancel()
+            self.wait()
+        r = lib.bgjob_job_destroy(self._h)
+        if r not in (Result.OK, Result.INVALID_HANDLE):
+            self._call(r, "close")
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Only reached for a job that never started (destroy cancels it) or
+        # once its completion has run or been dropped (the Job is held in
+        # _keep until then), that is once it has ended.
+        try:
+            if not self._closed:
+                self._closed = True
+                lib.bgjob_job_destroy(self._h)
+        except BaseException:
+            pass
+
+    # -- completion (any thread)
+    def _ended(self, state: State | None, run_callback: bool) -> None:
+        if state is None:  # dropped completion: read the state if we still can
+            st = c_int32()
+            ok = not self._closed and lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK
+            state = State(st.value) if ok else State.CANCELLED
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            self._final = state
+            waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            _resolve(fut, state)
+        if run_callback and self._on_complete is not None:
+            try:
+                self._on_complete(self)
+            except BaseException as e:
+                _user_error(e)
+
+    def _cancel_at_exit(self) -> None:
+        if not self._closed:
+            lib.bgjob_job_cancel(self._h, None)
+
+
+def _set_state(fut: asyncio.Future[State], state: State) -> None:
+    if not fut.done():
+        fut.set_result(state)
+
+
+def _resolve(fut: asyncio.Future[State], state: State) -> None:
+    loop = fut.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _set_state(fut, state)
+    else:
+        try:
+            loop.call_soon_threadsafe(_set_state, fut, state)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+def start(fn: Callable[..., Any], *args: Any, **options: Any) -> Job:
+    """Starts ``fn(worker, *args)`` as a background job; see ``Job``."""
+    options["start"] = True
+    return Job(fn, *args, **options)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+class Transaction:
+    """A group of jobs that succeed or fail together (QEMU's JobTxn): when one
+    fails or is cancelled, the others are cancelled; when all are done, each
+    member's ``on_commit`` runs if all succeeded, else its ``on_abort``; then
+    each one's ``on_clean``; then they end. Members are made with
+    ``start=False`` and added before ``start()``."""
+
+    def __init__(self, manual_finalize: bool = False):
+        self._closed = True
+        handle = TxnPtr()
+        flags = _ffi.TXN_MANUAL_FINALIZE if manual_finalize else 0
+        check(lib.bgjob_txn_create(flags, byref(handle)), "txn_create")
+        self._h = handle
+        self._closed = False
+        self.jobs: list[Job] = []
+
+    def _handle(self, what: str) -> Any:
+        if self._closed:
+            raise InvalidHandle(f"{what}: the transaction is closed")
+        return self._h
+
+    def add(self, job: Job) -> Job:
+        """Adds a job that has not started; returns it."""
+        check(lib.bgjob_txn_add(self._handle("txn_add"), job._h), "txn_add")
+        self.jobs.append(job)
+        return job
+
+    def start(self) -> None:
+        """Starts every member."""
+        handle = self._handle("txn_start")
+        for job in self.jobs:
+            job._pin()
+        r = lib.bgjob_txn_start(handle)
+        if r != Result.OK:
+            for job in self.jobs:
+                job._unpin()
+        check(r, "txn_start")
+
+    def cancel(self) -> None:
+        """Cancels every member; returns at once."""
+        check(lib.bgjob_txn_cancel(self._handle("txn_cancel")), "txn_cancel")
+
+    def finalize(self) -> None:
+        """Finalizes a ``manual_finalize`` transaction (now, or as soon as the
+        last member is done)."""
+        check(lib.bgjob_txn_finalize(self._handle("txn_finalize")), "txn_finalize")
+
+    def close(self) -> None:
+        """Drops this handle (the members settle as they would have). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            lib.bgjob_txn_destroy(self._h)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except BaseException:
+            pass
+
+
+# ---------------------------------------------------------------- contexts
+
+_contexts: weakref.WeakSet[Context] = weakref.WeakSet()
+_loop_contexts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Context] = (
+    weakref.WeakKeyDictionary()
+)
+_loop_contexts_lock = threading.Lock()
+
+
+class Context:
+    """Completion on your thread: jobs created with ``context=ctx`` run their
+    ``on_complete`` on the thread that calls ``ctx.dispatch()``. ``fileno()``
+    is readable while completions are queued, so it plugs into ``select``,
+    ``selectors`` or ``asyncio`` (``attach(loop)``). An exception raised by a
+    callback is raised again by the ``dispatch`` that ran it."""
+
+    def __init__(self) -> None:
+        self._closed = True
+        handle = ContextPtr()
+        check(lib.bgjob_context_create(byref(handle)), "context_create")
+        self._h = handle
+        self._closed = False
+        fd = c_int32()
+        check(lib.bgjob_context_get_fd(handle, byref(fd)), "context_get_fd")
+        self._fd = fd.value
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        #: How many completions this context has run in all.
+        self.dispatched = 0
+        _contexts.add(self)
+
+    def _handle(self, what: str) -> Any:
+        if self._closed:
+            raise InvalidHandle(f"{what}: the context is closed")
+        return self._h
+
+    def fileno(self) -> int:
+        """The pollable fd (readable while completions are queued). Poll it; do
+        not read, write or close it."""
+        self._handle("fileno")
+        return self._fd
+
+    def dispatch(self, max: int = 0) -> int:
+        """Runs queued completions here (at most ``max``; 0: all queued now) and
+        returns how many ran."""
+        handle = self._handle("dispatch")
+        ran = c_size_t()
+        errors: list[BaseException] = []
+        outer = getattr(_tls, "errors", None)
+        _tls.errors = errors
+        try:
+            r = lib.bgjob_context_dispatch(handle, int(max), byref(ran))
+        finally:
+            _tls.errors = outer
+        check(r, "dispatch")
+        self.dispatched += ran.value
+        if errors:
+            add_note = getattr(errors[0], "add_note", None)  # Python 3.11+
+            for other in errors[1:]:
+                if add_note is not None:
+                    add_note(f"bgjob: another completion callback raised {other!r}")
+            raise errors[0]
+        return ran.value
+
+    @property
+    def pending(self) -> int:
+        """Completions queued now."""
+        n = c_size_t()
+        check(lib.bgjob_context_pending(self._handle("pending"), byref(n)), "pending")
+        return n.value
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Dispatches on ``loop`` (default: the running one) whenever the fd is
+        readable (``loop.add_reader``)."""
+        loop = loop or asyncio.get_running_loop()
+        self.detach()
+        loop.add_reader(self.fileno(), self._readable)
+        self._loop = weakref.ref(loop)
+
+    def detach(self) -> None:
+        """Stops dispatching on the loop given to ``attach``."""
+        loop = self._loop() if self._loop is not None else None
+        self._loop = None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._fd)
+
+    def _readable(self) -> None:
+        if not self._closed:
+            self.dispatch()
+
+    def close(self) -> None:
+        """Detaches and destroys the context; completions still queued, and
+        those of jobs still bound to it, are dropped unrun (the jobs'
+        ``wait_async`` still returns). Idempotent."""
+        if self._closed:
+            return
+        self.detach()
+        self._closed = True
+        lib.bgjob_context_destroy(self._h)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except BaseException:
+            pass
+
+
+def loop_context(loop: asyncio.AbstractEventLoop | None = None) -> Context:
+    """The context that jobs created inside ``loop`` (default: the running
+    loop) use, attached to it with ``add_reader``; made on first use."""
+    loop = loop or asyncio.get_running_loop()
+    with _loop_contexts_lock:
+        ctx = _loop_contexts.get(loop)
+        if ctx is None or ctx.closed:
+            ctx = Context()
+            ctx.attach(loop)
+            _loop_contexts[loop] = ctx
+    return ctx
+
+
+# ---------------------------------------------------------------- library
+
+
+def version() -> str:
+    """The loaded library's version, e.g. "0.1.0"."""
+    return lib.bgjob_version().decode()
+
+
+def abi_version() -> int:
+    """The loaded library's ABI version (the number in its SONAME)."""
+    return int(lib.bgjob_abi_version())
+
+
+def verb_allowed(verb: Verb | int, state: State | int) -> bool:
+    """Whether ``verb`` may be applied to a job in ``state`` (bgjob's table)."""
+    allowed = c_bool()
+    check(lib.bgjob_verb_allowed(int(verb), int(state), byref(allowed)), "verb_allowed")
+    return allowed.value
+
+
+def list_jobs() -> list[JobEntry]:
+    """Every job that exists now (C and Python ones), in id order."""
+    capacity = 16
+    while True:
+        entries = (_ffi.bgjob_job_entry * capacity)()
+        count = c_size_t()
+        check(lib.bgjob_list_jobs(entries, capacity, byref(count)), "list_jobs")
+        if count.value <= capacity:
+            return [
+                JobEntry(
+                    id=e.id,
+                    state=State(e.state),
+                    name=e.name.decode("utf-8", "replace"),
+                    phase=e.phase.decode("utf-8", "replace"),
+                    age=e.age_ms / 1000.0,
+                    since_progress=_seconds(e.since_progress_ms),
+                )
+                for e in entries[: count.value]
+            ]
+        capacity = count.value + 16
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolStatus:
+    """The process-wide pool (``pool_status()``): the cap (0: none), the job
+    workers running now, and the started jobs queued for a slot."""
+
+    max_running: int
+    running: int
+    queued: int
+
+
+def set_max_running(n: int) -> None:
+    """Caps how many job workers run at once, process-wide (0 removes the
+    cap); jobs started beyond it queue, first in first out, showing RUNNING."""
+    if not 0 <= int(n) < 1 << 32:
+        raise InvalidArgument(f"set_max_running: {n} is not in 0..2**32-1")
+    check(lib.bgjob_pool_set_max_running(int(n)), "set_max_running")
+
+
+def pool_status() -> PoolStatus:
+    """A snapshot of the pool: cap, running workers, queued jobs."""
+    cap, running, queued = ctypes.c_uint32(), c_size_t(), c_size_t()
+    check(lib.bgjob_pool_get_status(byref(cap), byref(running), byref(queued)), "pool_status")
+    return PoolStatus(cap.value, running.value, queued.value)
+
+
+def set_log_callback(fn: Callable[[str], Any] | None) -> None:
+    """Sends bgjob's lifecycle log lines to ``fn(line)`` (any thread), or
+    stops with None (then ``BGJOB_DEBUG=1`` sends them to stderr)."""
+    if fn is None:
+        check(lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE), "set_log_callback")
+        return
+    key = _hold(fn, tracked=True)
+    check(lib.bgjob_set_log_callback(_log_cb, key, _free_cb), "set_log_callback")
+
+
+@atexit.register
+def _at_exit() -> None:
+    """Interpreter shutdown: no new jobs; cancel every live one; drop the log
+    callback and close contexts (their queued completions are dropped); then
+    wait until no bgjob thread can call Python any more."""
+    global _shutting_down
+    _shutting_down = True
+    try:
+        lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
+        for obj, _ in list(_keep.values()):
+            job = obj.get() if isinstance(obj, _JobRef) else None
+            if job is not None:
+                job._cancel_at_exit()
+        for ctx in list(_contexts):
+            ctx.close()
+        while _outstanding:
+            time.sleep(0.002)
+    except KeyboardInterrupt:
+        pass
+
+
+__all__ = [
+    "EXCEPTION_CODE",
+    "Context",
+    "ErrorInfo",
+    "Info",
+    "Job",
+    "JobEntry",
+    "PoolStatus",
+    "Transaction",
+    "Worker",
+    "abi_version",
+    "list_jobs",
+    "loop_context",
+    "pool_status",
+    "set_log_callback",
+    "set_max_running",
+    "start",
+    "verb_allowed",
+    "version",
+]

@@ -1,0 +1,54 @@
+"""Shared fixtures. Every test must leave nothing behind: after each one, once
+its objects are collected, bgjob has freed every userdata the binding gave it
+(the binding's keep-alive table is empty) and no job it made is still listed."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import bgjob
+from bgjob import _job
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+# A hang guard for waits that must end: generous, never a timing assertion.
+LONG = 60.0
+
+
+def eventually(cond, what: str, limit: float = LONG) -> None:
+    """Polls ``cond()`` until true; fails (instead of hanging) after ``limit``."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    before = {e.id for e in bgjob.list_jobs()}
+    yield
+    gc.collect()
+
+    def drained():
+        gc.collect()
+        return not _job._keep and _job._outstanding == 0
+
+    eventually(drained, f"bgjob freed every userdata; left: {list(_job._keep.values())}")
+    left = [e for e in bgjob.list_jobs() if e.id not in before]
+    assert left == [], f"jobs left behind: {left}"
+
+
+@pytest.fixture
+def gate():
+    """An event the test sets to let its workers finish (set on teardown too)."""
+    ev = threading.Event()
+    yield ev
+    ev.set()
