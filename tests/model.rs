@@ -127,6 +127,8 @@ struct Model {
     life: Life,
     paused: bool,
     cancel: bool,
+    /// Detached: a pause would never be undone, so it is refused.
+    detached: bool,
     parked: bool,
     finish: Option<i32>,
     recorded_error: Option<i32>,
@@ -227,6 +229,7 @@ fn make() -> (Real, Model) {
         life: Life::Created,
         paused: false,
         cancel: false,
+        detached: false,
         parked: false,
         finish: None,
         recorded_error: None,
@@ -361,7 +364,7 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
         Op::Cancel => cancel(r, m)?,
         Op::Pause => {
             let got = r.job.pause();
-            if m.life == Life::Running && !m.paused && !m.cancel {
+            if m.life == Life::Running && !m.paused && !m.cancel && !m.detached {
                 prop_assert_eq!(got, Ok(()));
                 m.paused = true;
             } else {
@@ -386,6 +389,7 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
             }
             // Detach is a release (terminal), or a cancel, or an unpause.
             let terminal = m.terminal();
+            m.detached = true;
             if !with_cancel && m.paused {
                 m.paused = false;
             }
