@@ -509,6 +509,24 @@ impl St {
         }
     }
 
+    /// Worker-side calls (waits, children, error reports) need a running
+    /// worker: refused (as an update) in every other state.
+    fn check_running(&self) -> Result<(), Error> {
+        if self.life == Life::Running {
+            Ok(())
+        } else {
+            Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: self.state(),
+            })
+        }
+    }
+
+    /// Active time left before `target` (`None`: no limit), at job-clock `now`.
+    fn left_ns(&self, target: Option<i64>, now: i64) -> Option<i64> {
+        target.map(|t| t.saturating_sub(self.active_ns(now)).max(0))
+    }
+
     fn check(&self, verb: Verb) -> Result<(), Error> {
         let state = self.state();
         if verb_allowed(verb, state) {
@@ -1314,12 +1332,7 @@ impl Job {
     pub fn sleep(&self, duration: Duration) -> Result<(), Error> {
         let inner = &self.0;
         let mut st = inner.lock();
-        if st.life != Life::Running {
-            return Err(Error::NotAllowed {
-                verb: Verb::Update,
-                state: st.state(),
-            });
-        }
+        st.check_running()?;
         let wanted = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
         let target = st.active_ns(inner.now_ns()).saturating_add(wanted);
         loop {
@@ -1384,9 +1397,7 @@ impl Job {
         if st.life != Life::Running || st.halted() || st.cancel_requested {
             return;
         }
-        let left = deadline
-            .saturating_sub(st.active_ns(self.0.now_ns()))
-            .max(0);
+        let left = st.left_ns(Some(deadline), self.0.now_ns()).unwrap_or(0);
         let at = Instant::now()
             .checked_add(Duration::from_nanos(left as u64))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100));
@@ -1429,12 +1440,7 @@ impl Job {
         let inner = &self.0;
         let mut st = inner.lock();
         loop {
-            if st.life != Life::Running {
-                return Err(Error::NotAllowed {
-                    verb: Verb::Update,
-                    state: st.state(),
-                });
-            }
+            st.check_running()?;
             if st.cancel_requested {
                 return Err(Error::Cancelled);
             }
@@ -1443,7 +1449,7 @@ impl Job {
             }
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        Ok(target.map(|t| t.saturating_sub(st.active_ns(inner.now_ns())).max(0)))
+        Ok(st.left_ns(target, inner.now_ns()))
     }
 
     fn active_target(&self, timeout: Option<Duration>) -> Option<i64> {
@@ -1527,14 +1533,7 @@ impl Job {
     }
 
     fn check_running(&self) -> Result<(), Error> {
-        let st = self.0.lock();
-        if st.life != Life::Running {
-            return Err(Error::NotAllowed {
-                verb: Verb::Update,
-                state: st.state(),
-            });
-        }
-        Ok(())
+        self.0.lock().check_running()
     }
 
     fn bind_child(&self, child: Arc<Child>) -> Result<i32, Error> {
@@ -1579,12 +1578,7 @@ impl Job {
     pub fn wait_child(&self, pid: i32, timeout: Option<Duration>) -> Result<ChildExit, Error> {
         let child = {
             let st = self.0.lock();
-            if st.life != Life::Running {
-                return Err(Error::NotAllowed {
-                    verb: Verb::Update,
-                    state: st.state(),
-                });
-            }
+            st.check_running()?;
             st.children
                 .as_ref()
                 .and_then(|c| c.get(&pid))
@@ -1627,9 +1621,7 @@ impl Job {
             let (left, watch_wake) = match self.wait_round(target) {
                 Ok(left) => (left, true),
                 Err(Error::Cancelled) => {
-                    let st = self.0.lock();
-                    let left =
-                        target.map(|t| t.saturating_sub(st.active_ns(self.0.now_ns())).max(0));
+                    let left = self.0.lock().left_ns(target, self.0.now_ns());
                     (left, false)
                 }
                 Err(e) => return Err(e),
@@ -1764,12 +1756,7 @@ impl Job {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut st = inner.lock();
-        if st.life != Life::Running {
-            return Err(Error::NotAllowed {
-                verb: Verb::Update,
-                state: st.state(),
-            });
-        }
+        st.check_running()?;
         let stop = match st.error_policy {
             ErrorPolicy::Report => false,
             ErrorPolicy::Ignore => return Ok(ErrorAction::Ignore),
@@ -2133,12 +2120,7 @@ impl Job {
     /// last call wins, and it overrides the worker's return value.
     pub fn finish(&self, status: i32) -> Result<(), Error> {
         let mut st = self.0.lock();
-        if st.life != Life::Running {
-            return Err(Error::NotAllowed {
-                verb: Verb::Update,
-                state: st.state(),
-            });
-        }
+        st.check_running()?;
         st.finish_status = Some(status);
         Ok(())
     }
