@@ -773,14 +773,17 @@ pub unsafe extern "C" fn virJobGetInfo(job: virJobPtr, info: virJobInfoPtr) -> c
 /// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetDomain(job: virJobPtr) -> virDomainPtr {
-    boundary_or(std::ptr::null_mut(), || {
-        lookup(job).map_or(std::ptr::null_mut(), |vj| {
-            let x = vj.shared.lock();
-            match view_state(&vj.job, &x) {
-                _virJobState::VIR_JOB_COMPLETE => x.domain,
-                _ => std::ptr::null_mut(),
-            }
-        })
+    boundary_or(std::ptr::null_mut(), || made_by(job, |x| x.domain))
+}
+
+/// What a COMPLETE job made (picked from its shared state), else NULL.
+fn made_by<T, F: FnOnce(&Extra) -> *mut T>(job: virJobPtr, pick: F) -> *mut T {
+    lookup(job).map_or(std::ptr::null_mut(), |vj| {
+        let x = vj.shared.lock();
+        match view_state(&vj.job, &x) {
+            _virJobState::VIR_JOB_COMPLETE => pick(&x),
+            _ => std::ptr::null_mut(),
+        }
     })
 }
 
@@ -794,15 +797,7 @@ pub unsafe extern "C" fn virJobGetDomain(job: virJobPtr) -> virDomainPtr {
 /// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetNetwork(job: virJobPtr) -> virNetworkPtr {
-    boundary_or(std::ptr::null_mut(), || {
-        lookup(job).map_or(std::ptr::null_mut(), |vj| {
-            let x = vj.shared.lock();
-            match view_state(&vj.job, &x) {
-                _virJobState::VIR_JOB_COMPLETE => x.network,
-                _ => std::ptr::null_mut(),
-            }
-        })
-    })
+    boundary_or(std::ptr::null_mut(), || made_by(job, |x| x.network))
 }
 
 /// Why a FAILED job failed, as a libvirt `virError`: `code` and `message` from
