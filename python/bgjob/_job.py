@@ -960,6 +960,10 @@ class Job:
                 self._on_complete(self)
             except BaseException as e:
                 _user_error(e)
+        # Ended: the Job need not outlive its caller's references any more. Left
+        # pinned, Job -> _JobRef -> Job would be a cycle that only a later
+        # garbage collection frees (and with it the job's handle).
+        self._ref.strong = None
 
     def _cancel_at_exit(self) -> None:
         if not self._closed:
