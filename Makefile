@@ -227,12 +227,14 @@ stress: $(OUT)/tests/test_stress
 	  TAP_TIMEOUT=0 $(OUT)/tests/test_stress
 
 # ---- loom ------------------------------------------------------------------------
-# Model checks of the synchronisation core builds itself (src/core/sync.rs
-# swaps std's atomics for loom's under --cfg loom): every interleaving and
-# memory-model reordering of the progress seqlock, within a preemption bound
-# (LOOM_MAX_PREEMPTIONS, default 3). Each model prints how many executions it
-# explored; a canary model of a broken seqlock must fail. Own target dir, so it
-# never invalidates the normal build.
+# Model checks of the synchronisation core builds itself (src/core/atomic.rs
+# and sync.rs swap std's atomics, mutex and condvar for loom's under --cfg
+# loom): every interleaving and memory-model reordering, within a preemption
+# bound (LOOM_MAX_PREEMPTIONS, default 3), of cancel vs a worker's end, hook
+# removal vs cancel, a parked worker vs resume and cancel, and the progress
+# seqlock. Each model prints how many executions it explored; two canaries (a
+# broken seqlock, a lost wake-up) must fail. Own target dir, so it never
+# invalidates the normal build.
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib loom_tests \
 	  -- --nocapture --test-threads=1

@@ -7,12 +7,13 @@
 //! under the job's lock and never calls user code (worker, free functions) with
 //! that lock held.
 
+use super::atomic::{AtomicU8, Ordering};
 use super::child::{self, Child, ChildExit};
 use super::context::Context;
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
-use super::sync::Signal;
+use super::sync::{Mutex, MutexGuard, Signal, ThreadId, current_thread_id};
 use super::threads::{Pool, Submitted, Ticket};
 use super::timer::{self, TimerId};
 use super::txn::Txn;
@@ -20,8 +21,8 @@ use crate::sys::{self, EventFd};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Bounded jobs know (or estimate) how much work there is and report a
@@ -331,9 +332,14 @@ impl Drop for Release {
     }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// The id of the job whose worker runs on this thread (0: none).
     static RUNNING_JOB: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static RUNNING_JOB: std::cell::Cell<u64> = std::cell::Cell::new(0);
 }
 
 /// A completion that settle could not hand to a context queue.
@@ -407,7 +413,7 @@ struct St {
     /// (with the thread calling it).
     hooks: std::collections::VecDeque<(HookId, HookFn)>,
     next_hook: HookId,
-    running_hook: Option<(HookId, std::thread::ThreadId)>,
+    running_hook: Option<(HookId, ThreadId)>,
     /// A cancel is calling the hooks: every hook registered when it began is
     /// called, even if the job ends meanwhile, so settle leaves them to it.
     cancel_owns_hooks: bool,
@@ -487,7 +493,7 @@ impl St {
     /// Whether the calling thread is inside one of this job's cancellation
     /// hooks (called by its own cancel).
     fn in_own_hook(&self) -> bool {
-        matches!(self.running_hook, Some((_, t)) if t == std::thread::current().id())
+        matches!(self.running_hook, Some((_, t)) if t == current_thread_id())
     }
 
     /// Brings the wake fd (if there is one) in line with the job: readable
@@ -564,7 +570,7 @@ impl Drop for Inner {
 
 /// Held across fork() (see `crate::ffi::fork`); in the child the parent's jobs
 /// are forgotten, so listing them there never waits on a parent thread.
-pub(crate) struct RegistryHold(MutexGuard<'static, HashMap<u64, Weak<Inner>>>);
+pub(crate) struct RegistryHold(std::sync::MutexGuard<'static, HashMap<u64, Weak<Inner>>>);
 
 impl RegistryHold {
     pub(crate) fn take() -> RegistryHold {
@@ -576,9 +582,10 @@ impl RegistryHold {
     }
 }
 
-fn registry() -> &'static Mutex<HashMap<u64, Weak<Inner>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<u64, Weak<Inner>>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+// A std lock even under loom: it outlives every model execution.
+fn registry() -> &'static std::sync::Mutex<HashMap<u64, Weak<Inner>>> {
+    static REGISTRY: OnceLock<std::sync::Mutex<HashMap<u64, Weak<Inner>>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| std::sync::Mutex::new(HashMap::new()))
 }
 
 /// Every job that still exists (has a handle, a running worker, or a clone).
@@ -956,6 +963,25 @@ impl Job {
         }
     }
 
+    /// `make loom`: what [`Job::start`] does up to handing the worker to the
+    /// pool. The model runs it with [`Job::run_for_model`] on a loom thread
+    /// (the pool's threads are real ones, which loom cannot schedule).
+    #[cfg(all(test, loom))]
+    pub(super) fn start_for_model(&self) -> WorkerFn {
+        let mut st = self.0.lock();
+        st.check(Verb::Start).expect("a created job");
+        let worker = st.worker.take().expect("its worker");
+        st.life = Life::Running;
+        st.started_ns = Some(self.0.now_ns());
+        worker
+    }
+
+    /// `make loom`: the worker thread's body, as a pool thread runs it.
+    #[cfg(all(test, loom))]
+    pub(super) fn run_for_model(&self, worker: WorkerFn) {
+        self.run(worker);
+    }
+
     /// Drops what a job that will never run still owns (worker, completion,
     /// result) now, on this thread, whoever else holds a reference: a failed
     /// create must free everything before it returns.
@@ -970,7 +996,7 @@ impl Job {
     /// The worker thread's body: run, then decide the outcome (DESIGN.md).
     fn run(&self, worker: WorkerFn) {
         let w = Worker { job: self };
-        RUNNING_JOB.set(self.0.id);
+        RUNNING_JOB.with(|r| r.set(self.0.id));
         // The closure is consumed by the call, so everything it captured (the C
         // userdata and its free function) is dropped before the outcome is
         // published: a waiter that wakes sees the free done.
@@ -979,7 +1005,7 @@ impl Job {
         let result = catch_unwind(AssertUnwindSafe(|| worker(&w))).map_err(|payload| {
             JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
         });
-        RUNNING_JOB.set(0);
+        RUNNING_JOB.with(|r| r.set(0));
         // Children the worker left running are killed and reaped before the
         // job ends: none outlives it, none is left a zombie.
         let children = self.0.lock().children.take().unwrap_or_default();
@@ -1270,7 +1296,7 @@ impl Job {
                     st.cancel_owns_hooks = false;
                     return;
                 };
-                st.running_hook = Some((next.0, std::thread::current().id()));
+                st.running_hook = Some((next.0, current_thread_id()));
                 next
             };
             // A panicking Rust hook must not leave `running_hook` set (a remove
@@ -1318,7 +1344,7 @@ impl Job {
             drop(removed);
             return HookRemoved::Removed;
         }
-        let me = std::thread::current().id();
+        let me = current_thread_id();
         while matches!(st.running_hook, Some((running, thread)) if running == id && thread != me) {
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -1826,7 +1852,7 @@ impl Job {
     /// A timeout too large to represent waits forever. Returns the final state.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<State, Error> {
         let inner = &self.0;
-        if RUNNING_JOB.get() == inner.id {
+        if RUNNING_JOB.with(|r| r.get()) == inner.id {
             return Err(Error::OwnWorker);
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));

@@ -32,5 +32,7 @@ pub use txn::Txn;
 
 #[cfg(test)]
 mod cap_tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

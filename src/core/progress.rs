@@ -286,30 +286,9 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::core::loom_tests::explore;
     use loom::sync::Arc;
     use loom::thread;
-    use std::sync::atomic::AtomicUsize;
-
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-
-    /// Runs `f` under loom and returns how many executions were explored.
-    /// Preemptions are bounded (LOOM_MAX_PREEMPTIONS, default 3 here, as tokio
-    /// runs its models): most concurrency bugs need only two or three.
-    fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize {
-        RUNS.store(0, std::sync::atomic::Ordering::SeqCst);
-        let mut builder = loom::model::Builder::new();
-        if builder.preemption_bound.is_none() {
-            builder.preemption_bound = Some(3);
-        }
-        builder.check(move || {
-            RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            f();
-        });
-        let n = RUNS.load(std::sync::atomic::Ordering::SeqCst);
-        println!("loom: {name}: {n} executions explored");
-        assert!(n > 1, "{name}: loom explored a single execution");
-        n
-    }
 
     fn set(p: &Progress, current: u64) {
         p.update::<()>(

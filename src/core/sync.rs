@@ -1,4 +1,11 @@
-//! A condition variable that makes no system call when nobody waits.
+//! The locks a job's own state is guarded by, and a condition variable that
+//! makes no system call when nobody waits.
+//!
+//! Built with `--cfg loom`, [`Mutex`], [`Condvar`], the thread identity and
+//! [`Signal`]'s waiter count are loom's, so `make loom` can check the job
+//! protocols that rest on them (cancel against the worker's end, hook removal
+//! against the cancel calling the hooks) under every interleaving. Everything
+//! else uses std's directly.
 //!
 //! std's `Condvar::notify_all` always enters the kernel (a futex wake), and a
 //! job notifies on every change a waiter might care about (its end, resume,
@@ -11,12 +18,31 @@
 //! does not wait, or its count was made before the notifier took the mutex and
 //! is visible to it.
 
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard, WaitTimeoutResult};
+#[cfg(loom)]
+pub(crate) use loom::thread::ThreadId;
+use std::sync::LockResult;
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, LockResult, MutexGuard, WaitTimeoutResult};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard, WaitTimeoutResult};
+#[cfg(not(loom))]
+pub(crate) use std::thread::ThreadId;
 use std::time::Duration;
 
+/// The calling thread's identity (a loom thread's under loom, where every
+/// modelled thread runs on the same OS thread).
+pub(crate) fn current_thread_id() -> ThreadId {
+    #[cfg(loom)]
+    return loom::thread::current().id();
+    #[cfg(not(loom))]
+    return std::thread::current().id();
+}
+
 /// A `Condvar` with a waiter count; see the module docs.
-#[derive(Default)]
 pub(crate) struct Signal {
     cv: Condvar,
     waiters: AtomicUsize,
@@ -24,7 +50,10 @@ pub(crate) struct Signal {
 
 impl Signal {
     pub(crate) fn new() -> Signal {
-        Signal::default()
+        Signal {
+            cv: Condvar::new(),
+            waiters: AtomicUsize::new(0),
+        }
     }
 
     /// As `Condvar::wait`.
@@ -56,7 +85,7 @@ impl Signal {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};

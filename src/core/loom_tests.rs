@@ -1,0 +1,367 @@
+//! `make loom`: models of the job protocols that rest on core's own
+//! synchronisation — a job's lock and condition variable ([`super::sync`]'s
+//! `Mutex` and `Signal`, whose skipped wake-ups must never lose one), its
+//! attention bits (the worker's lock-free view of cancel and pause) and the
+//! hook list that cancel hands over to the thread calling the hooks.
+//!
+//! Built with `--cfg loom`, those primitives are loom's, and each model runs
+//! a real [`Job`] under every interleaving loom explores within its preemption
+//! bound. The worker runs on a loom thread ([`Job::run_for_model`]) instead
+//! of a pool thread. A lost wake-up shows as a deadlock, which loom reports.
+//!
+//! Each model also counts which outcomes its executions reached and requires
+//! every one the protocol allows: a model that stopped exploring the races it
+//! exists for fails instead of passing quietly.
+
+use super::job::{
+    Builder, CancelStatus, Error, HookAdded, HookRemoved, Job, JobError, Worker, WorkerFn,
+};
+use super::state::State;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering};
+
+static RUNS: StdAtomicUsize = StdAtomicUsize::new(0);
+
+/// Runs `f` under loom and returns how many executions were explored.
+/// Preemptions are bounded (LOOM_MAX_PREEMPTIONS, default 3 here, as tokio
+/// runs its models): most concurrency bugs need only two or three.
+pub(super) fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize {
+    RUNS.store(0, Ordering::SeqCst);
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        f();
+    });
+    let n = RUNS.load(Ordering::SeqCst);
+    println!("loom: {name}: {n} executions explored");
+    assert!(n > 1, "{name}: loom explored a single execution");
+    n
+}
+
+/// The outcomes a model's executions reached, by name.
+struct Seen(StdMutex<Vec<&'static str>>);
+
+impl Seen {
+    const fn new() -> Seen {
+        Seen(StdMutex::new(Vec::new()))
+    }
+
+    fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
+    fn note(&self, outcome: &'static str) {
+        let mut seen = self.0.lock().unwrap();
+        if !seen.contains(&outcome) {
+            seen.push(outcome);
+        }
+    }
+
+    fn require(&self, model: &str, all: &[&str]) {
+        let seen = self.0.lock().unwrap();
+        for outcome in all {
+            assert!(
+                seen.contains(outcome),
+                "{model}: no execution reached '{outcome}' (reached: {seen:?})"
+            );
+        }
+    }
+}
+
+/// Counts how often what a hook or completion captured is dropped.
+struct Drops(Arc<AtomicUsize>);
+
+impl Drop for Drops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+const ECANCELED: i32 = 125;
+
+/// A worker that checks for cancel once (the attention bit's lock-free load)
+/// and reports what it saw in `saw`.
+fn checking_worker(
+    saw: &Arc<AtomicBool>,
+) -> impl FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static {
+    let saw = saw.clone();
+    move |w| {
+        if w.job().is_cancel_requested() {
+            saw.store(true, SeqCst);
+            Err(JobError::new(ECANCELED, "saw the cancel"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn run_on_thread(job: &Job, worker: WorkerFn) -> thread::JoinHandle<()> {
+    let job = job.clone();
+    thread::spawn(move || job.run_for_model(worker))
+}
+
+fn state_code(state: State) -> usize {
+    state as i32 as usize
+}
+
+static CANCEL_VS_FINISH: Seen = Seen::new();
+
+/// Cancel races the worker's end. Whatever the interleaving: the job ends
+/// once, in the state the outcome rules give (the worker decides: one that saw
+/// the cancel ends CANCELLED, one that did not ends COMPLETED); its completion
+/// runs exactly once and sees that state; a registered hook is called by a
+/// cancel that was REQUESTED and otherwise dropped unrun, and what it captured
+/// is freed exactly once; `wait` returns (no lost wake-up).
+#[test]
+fn cancel_vs_finish() {
+    CANCEL_VS_FINISH.reset();
+    explore("job: cancel vs the worker's end", || {
+        let completions = Arc::new(AtomicUsize::new(0));
+        let told = Arc::new(AtomicUsize::new(usize::MAX));
+        let saw = Arc::new(AtomicBool::new(false));
+        let (hook_calls, hook_drops) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let job = {
+            let (completions, told) = (completions.clone(), told.clone());
+            Builder::new()
+                .on_complete(None, move |j| {
+                    completions.fetch_add(1, SeqCst);
+                    told.store(state_code(j.state()), SeqCst);
+                })
+                .create(checking_worker(&saw))
+        };
+        let worker = job.start_for_model();
+        let hook = {
+            let (captured, calls) = (Drops(hook_drops.clone()), hook_calls.clone());
+            move |_: &Job| {
+                let _captured = captured;
+                calls.fetch_add(1, SeqCst);
+            }
+        };
+        assert!(matches!(
+            job.add_cancel_hook(hook),
+            Ok(HookAdded::Registered(_))
+        ));
+
+        let runner = run_on_thread(&job, worker);
+        let status = job.cancel();
+        let state = job.wait(None).expect("wait returns");
+        runner.join().unwrap();
+
+        assert_eq!(job.state(), state, "the end changed after wait returned");
+        assert_eq!(
+            completions.load(SeqCst),
+            1,
+            "completion ran other than once"
+        );
+        assert_eq!(
+            told.load(SeqCst),
+            state_code(state),
+            "completion saw another state"
+        );
+        assert_eq!(
+            hook_drops.load(SeqCst),
+            1,
+            "the hook's captures were not freed once"
+        );
+        let saw = saw.load(SeqCst);
+        match status {
+            CancelStatus::Requested => {
+                assert_eq!(
+                    hook_calls.load(SeqCst),
+                    1,
+                    "a requested cancel skipped the hook"
+                );
+                let expected = if saw {
+                    State::Cancelled
+                } else {
+                    State::Completed
+                };
+                assert_eq!(state, expected, "outcome rules (worker saw cancel: {saw})");
+                CANCEL_VS_FINISH.note(if saw {
+                    "cancelled"
+                } else {
+                    "requested, completed"
+                });
+            }
+            CancelStatus::AlreadyFinished => {
+                assert_eq!(hook_calls.load(SeqCst), 0, "a hook ran after the job's end");
+                assert!(!saw, "the worker saw a cancel that came after its end");
+                assert_eq!(state, State::Completed);
+                CANCEL_VS_FINISH.note("already finished");
+            }
+            other => panic!("first cancel said {other:?}"),
+        }
+    });
+    CANCEL_VS_FINISH.require(
+        "cancel vs finish",
+        &["cancelled", "requested, completed", "already finished"],
+    );
+}
+
+static HOOK_REMOVE: Seen = Seen::new();
+
+/// Removing a hook races the cancel that calls it. When remove returns, the
+/// hook is not running and never will: REMOVED means it never ran and its
+/// captures are already freed; NOT_FOUND means it ran once and has finished.
+/// Never both, never twice; the captures are freed exactly once.
+#[test]
+fn hook_remove_vs_cancel() {
+    HOOK_REMOVE.reset();
+    explore("job: hook remove vs cancel", || {
+        let saw = Arc::new(AtomicBool::new(false));
+        let job = Builder::new().create(checking_worker(&saw));
+        let worker = job.start_for_model();
+        let (calls, inside, drops) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let hook = {
+            let (captured, calls, inside) = (Drops(drops.clone()), calls.clone(), inside.clone());
+            move |_: &Job| {
+                let _captured = captured;
+                inside.store(true, SeqCst);
+                calls.fetch_add(1, SeqCst);
+                inside.store(false, SeqCst);
+            }
+        };
+        let Ok(HookAdded::Registered(id)) = job.add_cancel_hook(hook) else {
+            panic!("hook not registered");
+        };
+
+        let remover = {
+            let (job, calls, inside, drops) =
+                (job.clone(), calls.clone(), inside.clone(), drops.clone());
+            thread::spawn(move || {
+                let removed = job.remove_cancel_hook(id);
+                assert!(!inside.load(SeqCst), "remove returned while the hook ran");
+                match removed {
+                    HookRemoved::Removed => {
+                        assert_eq!(calls.load(SeqCst), 0, "removed, yet it ran");
+                        assert_eq!(drops.load(SeqCst), 1, "removed, captures not freed");
+                    }
+                    HookRemoved::NotFound => {
+                        assert_eq!(calls.load(SeqCst), 1, "not found, yet it never ran")
+                    }
+                }
+                removed
+            })
+        };
+        assert_eq!(job.cancel(), CancelStatus::Requested);
+        let removed = remover.join().unwrap();
+        let expected_calls = usize::from(removed == HookRemoved::NotFound);
+        assert_eq!(
+            calls.load(SeqCst),
+            expected_calls,
+            "the hook ran a second time"
+        );
+        assert_eq!(drops.load(SeqCst), 1);
+
+        job.run_for_model(worker);
+        assert!(saw.load(SeqCst));
+        assert_eq!(job.state(), State::Cancelled);
+        HOOK_REMOVE.note(match removed {
+            HookRemoved::Removed => "removed before it ran",
+            HookRemoved::NotFound => "ran, then remove found nothing",
+        });
+    });
+    HOOK_REMOVE.require(
+        "hook remove vs cancel",
+        &["removed before it ran", "ran, then remove found nothing"],
+    );
+}
+
+static PARKED: Seen = Seen::new();
+
+/// A worker at a pause point while the caller resumes and then cancels: the
+/// parked worker is always woken (the job's `Signal` skips the wake only when
+/// nobody waits), sees either the resume or the cancel, and the job ends in
+/// the state that matches; the caller's `wait` returns too.
+#[test]
+fn pause_point_wakes_for_resume_and_cancel() {
+    PARKED.reset();
+    explore("job: parked worker vs resume and cancel", || {
+        let saw = Arc::new(AtomicBool::new(false));
+        let job = {
+            let saw = saw.clone();
+            Builder::new().create(move |w| match w.job().pause_point() {
+                Ok(()) => Ok(()),
+                Err(Error::Cancelled) => {
+                    saw.store(true, SeqCst);
+                    Err(JobError::new(ECANCELED, "cancelled while parked"))
+                }
+                Err(e) => panic!("pause point: {e:?}"),
+            })
+        };
+        let worker = job.start_for_model();
+        job.pause().expect("pause a running job");
+        let runner = run_on_thread(&job, worker);
+        job.resume().expect("resume");
+        let status = job.cancel();
+        let state = job.wait(None).expect("wait returns");
+        runner.join().unwrap();
+        let saw = saw.load(SeqCst);
+        assert_eq!(
+            state,
+            if saw {
+                State::Cancelled
+            } else {
+                State::Completed
+            }
+        );
+        if status == CancelStatus::AlreadyFinished {
+            assert!(!saw);
+        }
+        PARKED.note(if saw {
+            "saw the cancel"
+        } else {
+            "ran on after resume"
+        });
+    });
+    PARKED.require("parked worker", &["saw the cancel", "ran on after resume"]);
+}
+
+/// The waiter-count protocol of [`super::sync::Signal`] done wrong: the
+/// notifier looks at the count before it changes the state under the lock, so
+/// a waiter can count itself and sleep after that look, and is never woken.
+/// Loom must report the deadlock; if it stopped finding it, the job models
+/// above could not be trusted to find a lost wake-up either.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn canary_catches_a_lost_wakeup() {
+    use loom::sync::{Condvar, Mutex};
+    loom::model(|| {
+        // Leaked: nothing of loom's may be dropped while the deadlock unwinds
+        // (a loom object's destructor panics then, which aborts the process).
+        let shared: &'static _ = Box::leak(Box::new((
+            Mutex::new(false),
+            Condvar::new(),
+            AtomicUsize::new(0),
+        )));
+        let waiter = {
+            thread::spawn(move || {
+                let (flag, cv, waiters) = shared;
+                let mut ready = flag.lock().unwrap();
+                while !*ready {
+                    waiters.fetch_add(1, SeqCst);
+                    ready = cv.wait(ready).unwrap();
+                    waiters.fetch_sub(1, SeqCst);
+                }
+            })
+        };
+        let (flag, cv, waiters) = shared;
+        let anyone = waiters.load(SeqCst) != 0;
+        *flag.lock().unwrap() = true;
+        if anyone {
+            cv.notify_all();
+        }
+        waiter.join().unwrap();
+    });
+}
