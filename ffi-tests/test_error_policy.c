@@ -544,6 +544,40 @@ static bool test_cancelled_job_is_not_stopped(void)
     return ok;
 }
 
+/* Detaching a job stopped by an I/O error resumes it (nobody could later),
+ * and from then on the STOP policy reports instead: a detached job that
+ * stopped again would stay paused for ever, holding its thread. It fails with
+ * the error and frees itself. */
+static bool test_detached_job_is_not_stopped(void)
+{
+    bool ok = true;
+    static struct ioc c;
+    bgjob_job *job = NULL;
+    uint64_t id = 0;
+
+    CHECK_RC(io_create(&c, BGJOB_ERROR_POLICY_STOP, 0, &job), BGJOB_RESULT_OK);
+    REQUIRE(job != NULL);
+    CHECK_RC(bgjob_job_get_id(job, &id), BGJOB_RESULT_OK);
+    CHECK(poll_long_ge(&c.ops, 1));
+    CHECK(inject(&c, EIO, BGJOB_ERROR_ACTION_STOP));
+    CHECK(check_stopped(&c, job, BGJOB_IOSTATUS_FAILED));
+    int retries = atomic_load(&c.retries);
+    CHECK_RC(bgjob_job_detach(job, 0), BGJOB_RESULT_OK);
+    /* Resumed by the detach: the worker retries and carries on. */
+    CHECK(poll_int_eq(&c.retries, retries + 1));
+    CHECK(ops_move(&c));
+    CHECK_EQ(atomic_load(&c.t.frees), 0);
+    /* The same error again is reported, not stopped on. */
+    CHECK(inject(&c, EIO, BGJOB_ERROR_ACTION_REPORT));
+    CHECK_EQ(atomic_load(&c.stops), 1);
+    CHECK_EQ(atomic_load(&c.reports), 1);
+    /* The worker returned the error; the job ended and freed its userdata. */
+    CHECK(poll_int_eq(&c.t.frees, 1));
+    CHECK_EQ(atomic_load(&c.t.free_early), 0);
+    CHECK(poll_unlisted(id));
+    return ok;
+}
+
 /* ---- The invariant under load ------------------------------------------ */
 
 #define NJOBS 4
@@ -784,6 +818,7 @@ int main(void)
         TAP_TEST(test_bad_args),
         TAP_TEST(test_not_running_waiting),
         TAP_TEST(test_cancelled_job_is_not_stopped),
+        TAP_TEST(test_detached_job_is_not_stopped),
         TAP_TEST(test_iostatus_invariant_under_load),
     };
 

@@ -1605,7 +1605,8 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
 /**
  * Gives up the handle; the job frees itself when it ends. With
  * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
- * paused job is resumed: nobody could resume it later).
+ * paused job is resumed: nobody could resume it later, and from then on its
+ * STOP error policy reports instead of stopping).
  * Detaching an ended job is the same as destroying it. The handle is invalid
  * afterwards for the caller (the job's own worker may keep using it until it
  * returns).
@@ -1823,7 +1824,8 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
  *   which parks until a resume (resetting `iostatus` to OK) or returns
  *   CANCELLED (a cancel resets it too), then retry.
  *
- * A job whose cancel was requested is never stopped: it is told to report.
+ * A job whose cancel was requested is never stopped, nor is a detached one
+ * (nobody could resume it): either is told to report.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL

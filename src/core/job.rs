@@ -1774,7 +1774,8 @@ impl Job {
     ///   `Failed` (`NoSpace` for ENOSPC); call a pause point (it parks until
     ///   resume, which resets the status, or reports a cancel), then retry.
     ///
-    /// A job being cancelled is never stopped: it is told to report.
+    /// A job being cancelled is never stopped, nor is a detached one (nobody
+    /// could resume it): either is told to report.
     pub fn report_io_error(&self, code: i32, message: &str) -> Result<ErrorAction, Error> {
         if code == 0 {
             return Err(Error::InvalidArgument("an error code must be non-zero"));
@@ -1789,7 +1790,7 @@ impl Job {
             ErrorPolicy::Stop => true,
             ErrorPolicy::Enospc => code == ENOSPC,
         };
-        if stop && !st.cancel_requested {
+        if stop && !st.cancel_requested && !st.detached {
             st.user_paused = true;
             st.iostatus = if code == ENOSPC {
                 IoStatus::NoSpace

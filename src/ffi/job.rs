@@ -440,7 +440,8 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 
 /// Gives up the handle; the job frees itself when it ends. With
 /// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
-/// paused job is resumed: nobody could resume it later).
+/// paused job is resumed: nobody could resume it later, and from then on its
+/// STOP error policy reports instead of stopping).
 /// Detaching an ended job is the same as destroying it. The handle is invalid
 /// afterwards for the caller (the job's own worker may keep using it until it
 /// returns).

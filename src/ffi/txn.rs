@@ -203,7 +203,8 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
 ///   which parks until a resume (resetting `iostatus` to OK) or returns
 ///   CANCELLED (a cancel resets it too), then retry.
 ///
-/// A job whose cancel was requested is never stopped: it is told to report.
+/// A job whose cancel was requested is never stopped, nor is a detached one
+/// (nobody could resume it): either is told to report.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
