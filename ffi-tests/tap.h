@@ -44,7 +44,9 @@ int tap_done(void);
  * Runs a table of cases: plans them, runs each, reports each, and returns
  * tap_done(). A watchdog (alarm) kills a hung file after TAP_TIMEOUT seconds
  * (environment variable; default 120, 0 disables), so prove reports it instead
- * of hanging.
+ * of hanging. Cases named in TAP_SKIP (comma-separated) are reported as
+ * "ok N - name # SKIP" without running: for a tool that cannot emulate what a
+ * case needs.
  */
 int tap_run(const struct tap_test *tests, size_t n);
 

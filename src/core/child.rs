@@ -2,15 +2,15 @@
 //!
 //! A child is spawned for a job ([`super::Job::spawn_child`]) or an existing one
 //! is watched ([`super::Job::watch_child`]). Either way bgjob holds a pidfd for
-//! it, registers a cancel hook that sends SIGTERM and arms a SIGKILL for when
-//! the grace period ends, and reaps it — through the pidfd, so only that child,
-//! with no SIGCHLD handler of bgjob's and no `waitpid(-1)` that could take the
-//! host's children. A child still running when its job's worker returns is
+//! it (or, without pidfds, its pid and a watcher thread: [`Process`]),
+//! registers a cancel hook that sends SIGTERM and arms a SIGKILL for when the
+//! grace period ends, and reaps it — only that child, with no SIGCHLD handler
+//! of bgjob's and no `waitpid(-1)` that could take the host's children. A child still running when its job's worker returns is
 //! killed and reaped before the job ends: no zombie outlives a job.
 
 use super::job::{Error, Job};
 use super::timer::{self, TimerId};
-use crate::sys::{self, Pidfd, PollFd};
+use crate::sys::{self, PollFd, Process};
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
@@ -236,16 +236,16 @@ struct ChildSt {
 /// One child bound to a job.
 pub(crate) struct Child {
     pub(crate) pid: i32,
-    pidfd: Pidfd,
+    process: Process,
     grace: Duration,
     st: Mutex<ChildSt>,
 }
 
 impl Child {
-    fn new(pid: i32, pidfd: Pidfd, grace: Duration, io: Io) -> Arc<Child> {
+    fn new(pid: i32, process: Process, grace: Duration, io: Io) -> Arc<Child> {
         Arc::new(Child {
             pid,
-            pidfd,
+            process,
             grace,
             st: Mutex::new(ChildSt {
                 status: None,
@@ -290,8 +290,8 @@ impl Child {
         let mut child = cmd.spawn()?;
         let pid = child.id() as i32;
         // The child cannot have been reaped yet (only a host's waitpid(-1)
-        // could, and then nothing bgjob does would help), so the pidfd names it.
-        let pidfd = match Pidfd::open(pid) {
+        // could, and then nothing bgjob does would help), so the handle names it.
+        let process = match Process::open(pid) {
             Ok(p) => p,
             Err(e) => {
                 let _ = child.kill();
@@ -308,11 +308,11 @@ impl Child {
         };
         let piped = add(Stream::Stdout, child.stdout.take().map(Into::into))
             .and_then(|()| add(Stream::Stderr, child.stderr.take().map(Into::into)));
-        // std's handle is dropped without waiting; the pidfd does the reaping.
+        // std's handle is dropped without waiting; ours does the reaping.
         drop(child);
         let c = Child::new(
             pid,
-            pidfd,
+            process,
             spec.grace,
             Io {
                 pipes,
@@ -332,13 +332,13 @@ impl Child {
         if pid <= 0 {
             return Err(Error::InvalidArgument("pid must be positive"));
         }
-        let pidfd = Pidfd::open(pid).map_err(|e| match e.raw_os_error() {
+        let process = Process::open(pid).map_err(|e| match e.raw_os_error() {
             Some(3) => Error::NotFound, // ESRCH: no such process
             _ => e.into(),
         })?;
         let child = Child::new(
             pid,
-            pidfd,
+            process,
             grace,
             Io {
                 pipes: Vec::new(),
@@ -371,33 +371,33 @@ impl Child {
         }
         st.terminated = true;
         if self.grace.is_zero() {
-            let _ = self.pidfd.signal(sys::SIGKILL);
+            let _ = self.process.signal(sys::SIGKILL);
             return;
         }
-        let _ = self.pidfd.signal(sys::SIGTERM);
+        let _ = self.process.signal(sys::SIGTERM);
         let me = self.clone();
         st.kill_timer = timer::schedule(Instant::now() + self.grace, move || me.kill());
         if st.kill_timer.is_none() {
             // No timer thread: no grace either.
-            let _ = self.pidfd.signal(sys::SIGKILL);
+            let _ = self.process.signal(sys::SIGKILL);
         }
     }
 
     fn kill(&self) {
         let st = self.lock();
         if st.status.is_none() {
-            let _ = self.pidfd.signal(sys::SIGKILL);
+            let _ = self.process.signal(sys::SIGKILL);
         }
     }
 
     /// Reaps it if it has exited. Under the child's lock, so two threads never
-    /// both reap; the pidfd keeps a signal from reaching a reused pid.
+    /// both reap; the handle keeps a signal from reaching a reused pid.
     fn try_reap(&self) -> Result<Option<i32>, Error> {
         let mut st = self.lock();
         if let Some(s) = st.status {
             return Ok(Some(s));
         }
-        let status = self.pidfd.reap(false)?;
+        let status = self.process.reap()?;
         st.status = status;
         Ok(status)
     }
@@ -405,13 +405,13 @@ impl Child {
     /// Kills and reaps it now (the job is ending, or binding it failed).
     pub(crate) fn reap_now(&self) {
         if self.lock().status.is_none() {
-            let _ = self.pidfd.signal(sys::SIGKILL);
+            let _ = self.process.signal(sys::SIGKILL);
         }
         loop {
             match self.try_reap() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) => {
-                    let mut p = [PollFd::new(self.pidfd.raw(), sys::POLLIN)];
+                    let mut p = [PollFd::new(self.process.raw(), sys::POLLIN)];
                     let _ = sys::poll(&mut p, 100);
                 }
             }
@@ -460,9 +460,9 @@ impl Child {
         Ok(status)
     }
 
-    /// The fds to poll while waiting: the pidfd, then open pipes.
+    /// The fds to poll while waiting: the exit fd, then open pipes.
     pub(crate) fn poll_set(&self, io: &Io) -> Vec<PollFd> {
-        std::iter::once(PollFd::new(self.pidfd.raw(), sys::POLLIN))
+        std::iter::once(PollFd::new(self.process.raw(), sys::POLLIN))
             .chain(
                 io.pipes
                     .iter()

@@ -862,6 +862,31 @@ fn wait_fd_sees_data_and_is_cut_short_by_cancel() {
 
 #[test]
 fn a_child_reports_its_exit_and_is_killed_on_cancel() {
+    child_exit_and_cancel();
+}
+
+/// The same without pidfds (kernels before 5.3, valgrind): bgjob holds the
+/// pid, and a watcher thread stands in for the pidfd's readability. Other
+/// tests spawning children meanwhile use the fallback too, which they must
+/// also pass with.
+#[test]
+fn a_child_without_pidfds_reports_its_exit_and_is_killed_on_cancel() {
+    use std::sync::atomic::Ordering;
+    let before = crate::sys::PID_FALLBACK_OPENS.load(Ordering::SeqCst);
+    crate::sys::FORCE_PID_FALLBACK.store(true, Ordering::SeqCst);
+    let ran = std::panic::catch_unwind(child_exit_and_cancel);
+    crate::sys::FORCE_PID_FALLBACK.store(false, Ordering::SeqCst);
+    if let Err(panic) = ran {
+        std::panic::resume_unwind(panic);
+    }
+    let used = crate::sys::PID_FALLBACK_OPENS.load(Ordering::SeqCst) - before;
+    assert!(
+        used >= 2,
+        "the fallback held {used} of the test's two children"
+    );
+}
+
+fn child_exit_and_cancel() {
     let (tx, rx) = mpsc::channel();
     let job = Builder::new()
         .spawn(move |w| {

@@ -197,7 +197,8 @@ unsafe fn read_child_options(
 /// with `bgjob_job_wait_child`, which also delivers captured output. A child
 /// still running when the worker returns is killed and reaped before the job
 /// ends, so none outlives its job and none is left a zombie. bgjob reaps it
-/// through a pidfd: it installs no SIGCHLD handler and never calls
+/// through a pidfd (or, where the kernel has none, by its pid, which nothing
+/// else reaps): it installs no SIGCHLD handler and never calls
 /// `waitpid(-1)` (a host that does may take the child's status first; the
 /// wait then fails with `BGJOB_RESULT_SYSTEM`, errno ECHILD).
 ///

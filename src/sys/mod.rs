@@ -216,49 +216,185 @@ pub(crate) fn set_nonblocking(fd: i32) -> std::io::Result<()> {
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
-/// A process descriptor (`pidfd_open(2)`): signals and waits go to exactly the
-/// process it was opened for, even after its pid is reused, and it becomes
-/// readable when the process exits. Waiting through it (`waitid(P_PIDFD)`)
-/// reaps only that child and installs no SIGCHLD handler, so the host's own
-/// child handling is left alone.
-pub(crate) struct Pidfd(std::os::fd::OwnedFd);
+/// One child process of ours, for signalling, polling and reaping exactly it.
+///
+/// Normally a process descriptor (`pidfd_open(2)`): signals and waits go to
+/// exactly the process it was opened for, even after its pid is reused, and it
+/// becomes readable when the process exits. Waiting through it
+/// (`waitid(P_PIDFD)`) reaps only that child and installs no SIGCHLD handler,
+/// so the host's own child handling is left alone.
+///
+/// Where `pidfd_open` does not exist (ENOSYS: kernels before 5.3, and tools
+/// that do not know it, such as valgrind 3.19) the pid itself is used. It
+/// cannot be reused while the child is unreaped, and only this handle reaps
+/// it; signal and reap hold one lock, so no signal is sent after the reap. A
+/// watcher thread waits for the exit without reaping (`waitid` with `WNOWAIT`)
+/// and then makes an eventfd readable, which stands in for the pidfd in polls.
+pub(crate) struct Process {
+    pid: i32,
+    how: How,
+}
 
-impl Pidfd {
-    /// Opens a descriptor for `pid` (close-on-exec).
-    pub(crate) fn open(pid: i32) -> std::io::Result<Pidfd> {
+enum How {
+    Pidfd(std::os::fd::OwnedFd),
+    Pid {
+        /// Readable once the child has exited (or was reaped by someone else).
+        exited: std::sync::Arc<EventFd>,
+        /// Set by the reap, under this lock, which signals also hold.
+        reaped: std::sync::Mutex<bool>,
+    },
+}
+
+/// Tests force the pid fallback on a kernel that has pidfds, and count its uses.
+#[cfg(test)]
+pub(crate) static FORCE_PID_FALLBACK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+#[cfg(test)]
+pub(crate) static PID_FALLBACK_OPENS: AtomicU64 = AtomicU64::new(0);
+
+fn open_pidfd(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    #[cfg(test)]
+    if FORCE_PID_FALLBACK.load(Ordering::Relaxed) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    // SAFETY: pidfd_open takes a pid and flags, no pointers; a non-negative
+    // return is a new descriptor that nothing else owns (it is close-on-exec
+    // by definition).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and ours alone.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// `waitid` for one child, retried on EINTR; `Ok(None)`: nothing to report
+/// (WNOHANG and still running).
+fn wait_child(idtype: libc::idtype_t, id: libc::id_t, flags: i32) -> std::io::Result<Option<i32>> {
+    loop {
+        // SAFETY: siginfo_t is plain data; zeroed is a valid value, and
+        // waitid writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid for one child (by pidfd or pid), writing one live
+        // siginfo_t.
+        let r = unsafe { libc::waitid(idtype, id, &mut info, flags) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: after a successful waitid, si_pid and si_status are the
+        // fields the kernel filled in for a child event.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        let wstatus = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_KILLED => status & 0x7f,
+            libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+            _ => status,
+        };
+        return Ok(Some(wstatus));
+    }
+}
+
+impl Process {
+    /// Takes hold of child `pid` (close-on-exec descriptors only).
+    pub(crate) fn open(pid: i32) -> std::io::Result<Process> {
         if pid <= 0 {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
-        // SAFETY: pidfd_open takes a pid and flags, no pointers; a non-negative
-        // return is a new descriptor that nothing else owns (it is close-on-exec
-        // by definition).
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+        match open_pidfd(pid) {
+            Ok(fd) => Ok(Process {
+                pid,
+                how: How::Pidfd(fd),
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Process::open_by_pid(pid),
+            Err(e) => Err(e),
         }
-        // SAFETY: `fd` is fresh and ours alone.
-        Ok(Pidfd(unsafe {
-            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32)
-        }))
     }
 
+    fn open_by_pid(pid: i32) -> std::io::Result<Process> {
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // What pidfd_open says of a pid that is not running: ESRCH. (A process
+        // that is not our child is found out at the first reap, as with pidfds.)
+        // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+        if unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        #[cfg(test)]
+        PID_FALLBACK_OPENS.fetch_add(1, Ordering::SeqCst);
+        let exited = std::sync::Arc::new(EventFd::new()?);
+        let signal = exited.clone();
+        std::thread::Builder::new()
+            .name(format!("bgjob-wait-{pid}"))
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // Returns once the child is a zombie (left for our reap), or
+                // with ECHILD once it is gone or was never ours: either way
+                // there is no more to wait for.
+                let _ = wait_child(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    libc::WEXITED | libc::WNOWAIT,
+                );
+                signal.signal();
+            })?;
+        Ok(Process {
+            pid,
+            how: How::Pid {
+                exited,
+                reaped: std::sync::Mutex::new(false),
+            },
+        })
+    }
+
+    /// The descriptor that becomes readable when the child exits.
     pub(crate) fn raw(&self) -> i32 {
-        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+        match &self.how {
+            How::Pidfd(fd) => std::os::fd::AsRawFd::as_raw_fd(fd),
+            How::Pid { exited, .. } => exited.raw(),
+        }
+    }
+
+    /// Whether it is held by pid rather than by a pidfd.
+    #[cfg(test)]
+    pub(crate) fn by_pid(&self) -> bool {
+        matches!(self.how, How::Pid { .. })
     }
 
     /// Sends `signal`. ESRCH (it has exited) is not an error worth reporting:
     /// the caller only wants it gone.
     pub(crate) fn signal(&self, signal: i32) -> std::io::Result<()> {
-        // SAFETY: pidfd_send_signal with our own pidfd, a signal number, a NULL
-        // siginfo (the kernel fills in a kill()-style one) and no flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.raw(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
+        let r = match &self.how {
+            // SAFETY: pidfd_send_signal with our own pidfd, a signal number, a
+            // NULL siginfo (the kernel fills in a kill()-style one), no flags.
+            How::Pidfd(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            },
+            How::Pid { reaped, .. } => {
+                let reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
+                if *reaped {
+                    // Its pid may name another process by now.
+                    return Ok(());
+                }
+                // SAFETY: kill takes no pointers; the pid is our unreaped child
+                // (held so by the lock), so it names no other process.
+                i64::from(unsafe { libc::kill(self.pid, signal) })
+            }
         };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -270,40 +406,27 @@ impl Pidfd {
         Ok(())
     }
 
-    /// Reaps the process if it has exited (`block` = wait until it has),
-    /// returning its status in `waitpid(2)` form (`WIFEXITED` and friends work on
-    /// it). `Ok(None)`: still running. ECHILD: not our child, or someone else
-    /// (a host calling `waitpid(-1)`) reaped it first.
-    pub(crate) fn reap(&self, block: bool) -> std::io::Result<Option<i32>> {
-        loop {
-            // SAFETY: siginfo_t is plain data; zeroed is a valid value, and
-            // waitid writes into it.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-            // SAFETY: waitid with P_PIDFD on our own descriptor, writing one
-            // live siginfo_t.
-            let r =
-                unsafe { libc::waitid(libc::P_PIDFD, self.raw() as libc::id_t, &mut info, flags) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+    /// Reaps the process if it has exited, returning its status in
+    /// `waitpid(2)` form (`WIFEXITED` and friends work on it). `Ok(None)`:
+    /// still running. ECHILD: not our child, or someone else (a host calling
+    /// `waitpid(-1)`) reaped it first.
+    pub(crate) fn reap(&self) -> std::io::Result<Option<i32>> {
+        let flags = libc::WEXITED | libc::WNOHANG;
+        match &self.how {
+            How::Pidfd(fd) => wait_child(
+                libc::P_PIDFD,
+                std::os::fd::AsRawFd::as_raw_fd(fd) as libc::id_t,
+                flags,
+            ),
+            How::Pid { reaped, .. } => {
+                let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
+                if *reaped {
+                    return Err(std::io::Error::from_raw_os_error(libc::ECHILD));
                 }
-                return Err(e);
+                let status = wait_child(libc::P_PID, self.pid as libc::id_t, flags);
+                *reaped = matches!(status, Ok(Some(_)));
+                status
             }
-            // SAFETY: after a successful waitid, si_pid and si_status are the
-            // fields the kernel filled in for a child event.
-            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if pid == 0 {
-                return Ok(None);
-            }
-            let wstatus = match info.si_code {
-                libc::CLD_EXITED => (status & 0xff) << 8,
-                libc::CLD_KILLED => status & 0x7f,
-                libc::CLD_DUMPED => (status & 0x7f) | 0x80,
-                _ => status,
-            };
-            return Ok(Some(wstatus));
         }
     }
 }
@@ -319,4 +442,82 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
     // SAFETY: one live pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     n == 1 && p.revents & libc::POLLIN != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    // Dropped without a wait on purpose: the Process under test reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn spawn(script: &str) -> i32 {
+        let child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        child.id() as i32
+    }
+
+    fn reap_blocking(p: &Process) -> i32 {
+        for _ in 0..600 {
+            assert!(poll_readable(p.raw(), 100) || p.reap().unwrap().is_none());
+            if let Some(status) = p.reap().unwrap() {
+                return status;
+            }
+        }
+        panic!("child never exited");
+    }
+
+    /// Without pidfds: the exit fd turns readable only once the child has
+    /// exited, the reap gives its status once (then ECHILD), and a signal
+    /// after the reap is not sent (its pid may be another process's by now).
+    #[test]
+    fn by_pid_polls_reaps_and_signals_only_its_child() {
+        let pid = spawn("exec sleep 60");
+        let p = Process::open_by_pid(pid).unwrap();
+        assert!(p.by_pid());
+        assert!(!poll_readable(p.raw(), 50), "readable before the exit");
+        assert_eq!(p.reap().unwrap(), None);
+        p.signal(libc::SIGTERM).unwrap();
+        let status = reap_blocking(&p);
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM);
+        assert!(poll_readable(p.raw(), 0), "readable after the exit");
+        assert_eq!(p.reap().unwrap_err().raw_os_error(), Some(libc::ECHILD));
+        p.signal(libc::SIGKILL).unwrap();
+
+        let q = Process::open_by_pid(spawn("exit 3")).unwrap();
+        let status = reap_blocking(&q);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
+    }
+
+    /// The errors match what pidfds give: ESRCH for no such process, ECHILD
+    /// at the reap for a process that is not our child.
+    #[test]
+    fn by_pid_errors_match_pidfd() {
+        // Above the largest pid_max Linux allows (2^22).
+        let no_such = 0x3fff_fff0;
+        for open in [Process::open, Process::open_by_pid] {
+            assert_eq!(
+                open(no_such).err().and_then(|e| e.raw_os_error()),
+                Some(libc::ESRCH)
+            );
+            assert_eq!(
+                open(0).err().and_then(|e| e.raw_os_error()),
+                Some(libc::EINVAL)
+            );
+            let init = open(1).unwrap();
+            assert_eq!(init.reap().unwrap_err().raw_os_error(), Some(libc::ECHILD));
+        }
+    }
+
+    #[test]
+    fn forced_fallback_is_used() {
+        FORCE_PID_FALLBACK.store(true, Ordering::Relaxed);
+        let p = Process::open(spawn("exit 0"));
+        FORCE_PID_FALLBACK.store(false, Ordering::Relaxed);
+        let p = p.unwrap();
+        assert!(p.by_pid());
+        assert_eq!(reap_blocking(&p), 0);
+    }
 }
