@@ -225,11 +225,15 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// so the host's own child handling is left alone.
 ///
 /// Where `pidfd_open` does not exist (ENOSYS: kernels before 5.3, and tools
-/// that do not know it, such as valgrind 3.19) the pid itself is used. It
+/// that do not know it, such as valgrind 3.19) or a seccomp filter refuses it
+/// (EPERM) the pid itself is used. It
 /// cannot be reused while the child is unreaped, and only this handle reaps
 /// it; signal and reap hold one lock, so no signal is sent after the reap. A
 /// watcher thread waits for the exit without reaping (`waitid` with `WNOWAIT`)
 /// and then makes an eventfd readable, which stands in for the pidfd in polls.
+/// The reap waits for that (so the watcher never waits on a reused pid), and
+/// no signal is sent after it (the child has exited, maybe been reaped by
+/// someone else).
 pub(crate) struct Process {
     pid: i32,
     how: How,
@@ -312,7 +316,11 @@ impl Process {
                 pid,
                 how: How::Pidfd(fd),
             }),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Process::open_by_pid(pid),
+            // ENOSYS: no pidfds; EPERM: a seccomp filter (older container
+            // profiles) refuses the call, which pidfd_open itself never does.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                Process::open_by_pid(pid)
+            }
             Err(e) => Err(e),
         }
     }
@@ -385,14 +393,19 @@ impl Process {
                     0,
                 )
             },
-            How::Pid { reaped, .. } => {
+            How::Pid { exited, reaped } => {
                 let reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
-                if *reaped {
-                    // Its pid may name another process by now.
+                // Reaped (by us, or found gone), or exited: nothing to signal,
+                // and its pid may name another process by now if someone else
+                // reaped it. Left open: the moment between its exit, a reap by
+                // someone else (a host's waitpid(-1), SIGCHLD set to SIG_IGN)
+                // and the watcher seeing it; pidfds close that gap.
+                if *reaped || poll_readable(exited.raw(), 0) {
                     return Ok(());
                 }
-                // SAFETY: kill takes no pointers; the pid is our unreaped child
-                // (held so by the lock), so it names no other process.
+                // SAFETY: kill takes no pointers; the pid is our child, not
+                // reaped (by us: the lock; by anyone: the watcher), so it names
+                // no other process.
                 i64::from(unsafe { libc::kill(self.pid, signal) })
             }
         };
@@ -418,13 +431,32 @@ impl Process {
                 std::os::fd::AsRawFd::as_raw_fd(fd) as libc::id_t,
                 flags,
             ),
-            How::Pid { reaped, .. } => {
+            How::Pid { exited, reaped } => {
                 let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
                 if *reaped {
                     return Err(std::io::Error::from_raw_os_error(libc::ECHILD));
                 }
+                if !poll_readable(exited.raw(), 0) {
+                    // Not reaped before the watcher has seen the exit: reaped
+                    // earlier, its pid could be reused by another child of
+                    // ours, which the watcher would then wait for instead.
+                    // Still, a pid that is not our child is reported now.
+                    return match wait_child(
+                        libc::P_PID,
+                        self.pid as libc::id_t,
+                        flags | libc::WNOWAIT,
+                    ) {
+                        Ok(_) => Ok(None),
+                        Err(e) => {
+                            *reaped = true;
+                            Err(e)
+                        }
+                    };
+                }
                 let status = wait_child(libc::P_PID, self.pid as libc::id_t, flags);
-                *reaped = matches!(status, Ok(Some(_)));
+                // Reaped, or gone (ECHILD: someone else reaped it): either way
+                // its pid is no longer ours to signal.
+                *reaped = !matches!(status, Ok(None));
                 status
             }
         }
@@ -432,7 +464,6 @@ impl Process {
 }
 
 /// Whether `fd` becomes readable within `timeout_ms` (0 = just look).
-#[cfg(test)]
 pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -509,6 +540,108 @@ mod tests {
             let init = open(1).unwrap();
             assert_eq!(init.reap().unwrap_err().raw_os_error(), Some(libc::ECHILD));
         }
+    }
+
+    /// Makes the next `sh -c script` child get `pid` (root only: it writes
+    /// ns_last_pid). `None` where that is not allowed.
+    fn spawn_at(pid: i32, script: &str) -> Option<i32> {
+        for _ in 0..50 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).ok()?;
+            let got = spawn(script);
+            if got == pid {
+                return Some(got);
+            }
+            // Another test's child took it first: retry.
+            // SAFETY: kill and waitpid on our own child, no pointers kept.
+            unsafe {
+                libc::kill(got, libc::SIGKILL);
+                libc::waitpid(got, std::ptr::null_mut(), 0);
+            }
+        }
+        None
+    }
+
+    /// Whether a watcher thread for `pid` is alive in this process.
+    fn watching(pid: i32) -> bool {
+        let name = format!("bgjob-wait-{pid}");
+        std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+            let comm = t.unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|c| c.trim_end() == name)
+        })
+    }
+
+    /// Someone else reaps the child (a host's waitpid(-1), SIGCHLD ignored):
+    /// the reap says ECHILD, and a later signal (cancel's SIGTERM, the job
+    /// end's SIGKILL) must not reach the process that now has its pid.
+    #[test]
+    fn by_pid_never_signals_a_pid_reaped_by_someone_else() {
+        let pid = spawn("exit 0");
+        let p = Process::open_by_pid(pid).unwrap();
+        // SAFETY: waitpid on our own child with a NULL status pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }, pid);
+        while p.reap().is_ok_and(|s| s.is_none()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(p.reap().unwrap_err().raw_os_error(), Some(libc::ECHILD));
+        let Some(other) = spawn_at(pid, "exec sleep 60") else {
+            eprintln!("skipped the pid-reuse half: ns_last_pid is not writable");
+            return;
+        };
+        p.signal(libc::SIGKILL).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on our own child, one live int.
+        let r = unsafe { libc::waitpid(other, &mut status, libc::WNOHANG) };
+        // SAFETY: as above, after a kill of our own child.
+        unsafe {
+            libc::kill(other, libc::SIGKILL);
+            libc::waitpid(other, std::ptr::null_mut(), 0);
+        }
+        assert_eq!(r, 0, "the process that reused the pid was signalled");
+    }
+
+    /// A child that had exited before it was opened: the reap waits for the
+    /// watcher to have seen the exit, so the watcher never waits on another
+    /// process that reused the pid, and ends with the child.
+    #[test]
+    fn by_pid_watcher_ends_before_the_pid_can_be_reused() {
+        let pid = spawn("exit 5");
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let p = Process::open_by_pid(pid).unwrap();
+        // Reaped at the first chance, as Child::watch does: no poll first.
+        let status = loop {
+            let seen = poll_readable(p.raw(), 0);
+            if let Some(status) = p.reap().unwrap() {
+                assert!(seen, "reaped before the watcher had seen the exit");
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 5);
+        let other = spawn_at(pid, "exec sleep 60");
+        drop(p);
+        let mut left = 500;
+        while watching(pid) && left > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            left -= 1;
+        }
+        let leaked = watching(pid);
+        if let Some(other) = other {
+            // SAFETY: kill and waitpid on our own child.
+            unsafe {
+                libc::kill(other, libc::SIGKILL);
+                libc::waitpid(other, std::ptr::null_mut(), 0);
+            }
+        }
+        assert!(
+            !leaked,
+            "the watcher waits on the process that reused the pid"
+        );
     }
 
     #[test]
