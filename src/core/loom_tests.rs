@@ -278,6 +278,54 @@ fn hook_remove_vs_cancel() {
     );
 }
 
+static HOOK_ADD: Seen = Seen::new();
+
+/// Registering a hook races the cancel: the hook runs exactly once either
+/// way — called by the cancel (REGISTERED) or at once on the registering
+/// thread (RAN_AT_ONCE) — and never is it left registered and uncalled.
+#[test]
+fn hook_add_vs_cancel() {
+    HOOK_ADD.reset();
+    explore("job: hook add vs cancel", || {
+        let saw = Arc::new(AtomicBool::new(false));
+        let job = Builder::new().create(checking_worker(&saw));
+        let worker = job.start_for_model();
+        let (calls, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let adder = {
+            let (job, calls, drops) = (job.clone(), calls.clone(), drops.clone());
+            thread::spawn(move || {
+                let captured = Drops(drops);
+                job.add_cancel_hook(move |_: &Job| {
+                    let _captured = captured;
+                    calls.fetch_add(1, SeqCst);
+                })
+                .expect("a running job takes hooks")
+            })
+        };
+        assert_eq!(job.cancel(), CancelStatus::Requested);
+        let added = adder.join().unwrap();
+        assert_eq!(
+            calls.load(SeqCst),
+            1,
+            "the hook ran other than once ({added:?})"
+        );
+        assert_eq!(drops.load(SeqCst), 1);
+        job.run_for_model(worker);
+        assert_eq!(job.state(), State::Cancelled);
+        HOOK_ADD.note(match added {
+            HookAdded::Registered(_) => "registered, then called by cancel",
+            HookAdded::RanAtOnce => "ran at once after the cancel",
+        });
+    });
+    HOOK_ADD.require(
+        "hook add vs cancel",
+        &[
+            "registered, then called by cancel",
+            "ran at once after the cancel",
+        ],
+    );
+}
+
 static PARKED: Seen = Seen::new();
 
 /// A worker at a pause point while the caller resumes and then cancels: the
