@@ -542,6 +542,14 @@ mod tests {
         }
     }
 
+    fn kill_and_reap(pid: i32) {
+        // SAFETY: kill and waitpid on our own child, with a NULL status pointer.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
     /// Makes the next `sh -c script` child get `pid` (root only: it writes
     /// ns_last_pid). `None` where that is not allowed.
     fn spawn_at(pid: i32, script: &str) -> Option<i32> {
@@ -552,11 +560,7 @@ mod tests {
                 return Some(got);
             }
             // Another test's child took it first: retry.
-            // SAFETY: kill and waitpid on our own child, no pointers kept.
-            unsafe {
-                libc::kill(got, libc::SIGKILL);
-                libc::waitpid(got, std::ptr::null_mut(), 0);
-            }
+            kill_and_reap(got);
         }
         None
     }
@@ -592,11 +596,7 @@ mod tests {
         let mut status = 0;
         // SAFETY: waitpid with WNOHANG on our own child, one live int.
         let r = unsafe { libc::waitpid(other, &mut status, libc::WNOHANG) };
-        // SAFETY: as above, after a kill of our own child.
-        unsafe {
-            libc::kill(other, libc::SIGKILL);
-            libc::waitpid(other, std::ptr::null_mut(), 0);
-        }
+        kill_and_reap(other);
         assert_eq!(r, 0, "the process that reused the pid was signalled");
     }
 
@@ -632,11 +632,7 @@ mod tests {
         }
         let leaked = watching(pid);
         if let Some(other) = other {
-            // SAFETY: kill and waitpid on our own child.
-            unsafe {
-                libc::kill(other, libc::SIGKILL);
-                libc::waitpid(other, std::ptr::null_mut(), 0);
-            }
+            kill_and_reap(other);
         }
         assert!(
             !leaked,
