@@ -45,6 +45,20 @@ static bgjob_result create(struct tracker *t, bgjob_worker_callback w, uint32_t 
 
 /* Each path: make a job, take it down that path, check the free count. */
 
+/* The job ends in `state` with its userdata freed once, after the worker
+ * returned; destroying it frees nothing more. */
+static bool ends_freed_once(bgjob_job *job, struct tracker *t, int32_t state)
+{
+    bool ok = true;
+
+    CHECK_STATE(wait_end(job), state);
+    CHECK_EQ(atomic_load(&t->frees), 1);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&t->frees), 1);
+    CHECK_EQ(atomic_load(&t->free_early), 0);
+    return ok;
+}
+
 static bool path_success(void)
 {
     bool ok = true;
@@ -54,12 +68,8 @@ static bool path_success(void)
     tracker_init(&t);
     CHECK_RC(create(&t, worker_return, 0, &job), BGJOB_RESULT_OK);
     REQUIRE(job != NULL);
-    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
-    CHECK_EQ(atomic_load(&t.frees), 1);
-    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
-    CHECK_EQ(atomic_load(&t.frees), 1);
+    CHECK(ends_freed_once(job, &t, BGJOB_STATE_COMPLETED));
     CHECK_EQ(atomic_load(&t.runs), 1);
-    CHECK_EQ(atomic_load(&t.free_early), 0);
     return ok;
 }
 
@@ -75,11 +85,7 @@ static bool path_failure(void)
     t.err_msg = "exists";
     CHECK_RC(create(&t, worker_return, 0, &job), BGJOB_RESULT_OK);
     REQUIRE(job != NULL);
-    CHECK_STATE(wait_end(job), BGJOB_STATE_FAILED);
-    CHECK_EQ(atomic_load(&t.frees), 1);
-    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
-    CHECK_EQ(atomic_load(&t.frees), 1);
-    CHECK_EQ(atomic_load(&t.free_early), 0);
+    CHECK(ends_freed_once(job, &t, BGJOB_STATE_FAILED));
     return ok;
 }
 
@@ -94,11 +100,7 @@ static bool path_cancel_running(void)
     REQUIRE(job != NULL);
     CHECK(poll_long_ge(&t.iterations, 1));
     CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
-    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
-    CHECK_EQ(atomic_load(&t.frees), 1);
-    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
-    CHECK_EQ(atomic_load(&t.frees), 1);
-    CHECK_EQ(atomic_load(&t.free_early), 0);
+    CHECK(ends_freed_once(job, &t, BGJOB_STATE_CANCELLED));
     return ok;
 }
 
