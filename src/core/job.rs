@@ -906,21 +906,12 @@ impl Job {
             return Err(Error::InvalidArgument("stack size over MAX_STACK_SIZE"));
         }
         let mut st = inner.lock();
-        st.check(Verb::Start)?;
-        let Some(worker) = st.worker.take() else {
-            // Being cancelled by another thread right now.
-            return Err(Error::NotAllowed {
-                verb: Verb::Start,
-                state: State::Cancelled,
-            });
-        };
+        let worker = self.begin_start(&mut st)?;
         // The slot lets a failed spawn give the worker itself back (the task that
         // comes back is opaque).
         let slot: WorkerSlot = Arc::new(Mutex::new(Some(worker)));
         let job = self.clone();
         let task_slot = slot.clone();
-        st.life = Life::Running;
-        st.started_ns = Some(inner.now_ns());
         let spawned = inner.pool.submit(
             &inner.name,
             inner.stack_size,
@@ -963,17 +954,28 @@ impl Job {
         }
     }
 
+    /// The job becomes `Running` and its worker is taken to be run. Refused
+    /// unless `Created`, or while another thread is cancelling it.
+    fn begin_start(&self, st: &mut St) -> Result<WorkerFn, Error> {
+        st.check(Verb::Start)?;
+        let Some(worker) = st.worker.take() else {
+            // Being cancelled by another thread right now.
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: State::Cancelled,
+            });
+        };
+        st.life = Life::Running;
+        st.started_ns = Some(self.0.now_ns());
+        Ok(worker)
+    }
+
     /// `make loom`: what [`Job::start`] does up to handing the worker to the
     /// pool. The model runs it with [`Job::run_for_model`] on a loom thread
     /// (the pool's threads are real ones, which loom cannot schedule).
     #[cfg(all(test, loom))]
     pub(super) fn start_for_model(&self) -> WorkerFn {
-        let mut st = self.0.lock();
-        st.check(Verb::Start).expect("a created job");
-        let worker = st.worker.take().expect("its worker");
-        st.life = Life::Running;
-        st.started_ns = Some(self.0.now_ns());
-        worker
+        self.begin_start(&mut self.0.lock()).expect("a created job")
     }
 
     /// `make loom`: the worker thread's body, as a pool thread runs it.
