@@ -380,7 +380,9 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 }
 
 /// Waits until the job has ended, for at most `timeout_ms` milliseconds (a
-/// negative value waits forever). When it returns OK the job is terminal, its
+/// negative value waits forever). WAITING is not an end: a job waiting for
+/// its transaction or for a manual finalize keeps this waiting (and a finite
+/// wait times out) until it is finalized. When it returns OK the job is terminal, its
 /// userdata has been freed, and a completion bound to a context is already
 /// queued there (one delivered on the worker thread may still be running). The
 /// handle stays valid: destroy it afterwards.
@@ -440,8 +442,16 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 
 /// Gives up the handle; the job frees itself when it ends. With
 /// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
-/// paused job is resumed: nobody could resume it later, and from then on its
-/// STOP error policy reports instead of stopping).
+/// paused job is resumed and its internal pauses are dropped: nobody could
+/// resume them later, and from then on its STOP error policy reports instead
+/// of stopping).
+///
+/// A detached job always reaches a terminal state by itself and runs its
+/// completion, commit/abort and clean exactly once: nobody can finalize it
+/// now, so a manual-finalize job (one WAITING already included) finalizes as
+/// soon as its work is done — committing if its worker succeeded, even after
+/// the cancel — and a manual-finalize transaction with a detached member
+/// finalizes by itself once every member is done.
 /// Detaching an ended job is the same as destroying it. The handle is invalid
 /// afterwards for the caller (the job's own worker may keep using it until it
 /// returns).

@@ -100,13 +100,22 @@ pub struct bgjob_txn {
 /// terminal `bgjob_state`, and `job` its handle, still valid during the call
 /// (read its error or result here) unless the caller destroyed it earlier.
 ///
-/// Thread: with a context, the thread that calls `bgjob_context_dispatch`;
-/// without, the job's worker thread right after the worker returned (or a bgjob
-/// thread, for a job that never ran). Never inside the call that ended the job
-/// (create, start, cancel, destroy, detach), never with a bgjob lock held. The
-/// one exception: a job that never ran, has no context, and ends while no thread
-/// can be started (EAGAIN) gets its callback at the end of the call that ended
-/// it, rather than never.
+/// Thread: with a context, the thread that calls `bgjob_context_dispatch`.
+/// Without one:
+/// - a job on its own whose worker's return ended it: its worker thread, right
+///   after the worker returned (and after its commit/abort and clean);
+/// - a transaction member: only once every member is terminal (so it may wait
+///   for a sibling); the member whose worker's return settled the group gets
+///   it on that worker thread, last, every other member on a bgjob thread of
+///   its own — never on a sibling's worker thread;
+/// - a job ended by a call (a cancel of a job that never ran, destroy,
+///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+///   detach): a bgjob thread of its own.
+///
+/// Never inside the call that ended the job (create, start, cancel, destroy,
+/// detach, finalize), never with a bgjob lock held. The one exception: when
+/// no thread can be started (EAGAIN) for a callback that needs one of its
+/// own, it runs at the end of the call that ended the job, rather than never.
 ///
 /// It may call any bgjob function: destroy this job (the handle is then
 /// invalid), cancel or destroy other jobs, create and start new ones. A
@@ -121,9 +130,21 @@ pub type bgjob_completion_callback =
 /// Called at most once, with its userdata and the job's handle: on the thread
 /// that cancels the job (hooks run one at a time in registration order, with no
 /// bgjob lock held), or at once on the registering thread when cancel had
-/// already been requested. It may call any bgjob function, including removing
-/// itself or cancelling its job (both return at once). It must not `longjmp`
-/// out.
+/// already been requested.
+///
+/// The job's end and its hooks never overlap: the job does not become WAITING
+/// or terminal while one of its hooks runs (its end waits for the hook to
+/// return), and the hooks not yet called when its worker returns — a worker
+/// that saw the cancel and returned before the cancel got to them — are
+/// removed without being called. So once any call has seen the job end (wait,
+/// get_info, the completion), none of its hooks runs or is still running, and
+/// a driver may free what they point to.
+///
+/// It may call any bgjob function, including removing itself or cancelling
+/// its job (both return at once); `bgjob_job_wait` on its own job is refused
+/// with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
+/// returns). It must not block on something only the job's end would bring.
+/// It must not `longjmp` out.
 pub type bgjob_hook_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
@@ -391,10 +412,12 @@ pub struct bgjob_job_options {
     /// Finalization callbacks (QEMU's commit, abort and clean), each called at
     /// most once with `finalize_userdata` and the job, after the job's work
     /// (and its whole transaction's) is done and before the job ends: `commit`
-    /// if all succeeded, else `abort`; then `clean` either way. They run on
-    /// the thread that finished the group's last worker, or the one calling
-    /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
-    /// with no bgjob lock held. Each may be NULL.
+    /// if all succeeded, else `abort`; then `clean` either way — every
+    /// member's commit/abort first, then every member's clean, each pass in
+    /// the order the members were added to the transaction. They run on the
+    /// thread that finished the group's last worker, or the one calling
+    /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
+    /// that ended it, with no bgjob lock held. Each may be NULL.
     pub commit: bgjob_hook_callback,
     /// See `commit`.
     pub abort: bgjob_hook_callback,
@@ -429,7 +452,11 @@ pub struct bgjob_info {
     /// Estimated time to completion in ms; the worker's own ETA if it set one,
     /// else computed from the rate; −1 when unknown; 0 once finished.
     pub remaining_ms: i64,
-    /// 0–100 (clamped); −1 when unknown and always for unbounded jobs.
+    /// 0–100 (clamped); −1 when unknown and always for unbounded jobs. A
+    /// bounded job that ended COMPLETED reads 100 whatever `current` and
+    /// `total` say (they keep the last values the worker reported: 50/100
+    /// with percent 100 is possible); a FAILED or CANCELLED one keeps its
+    /// last percent.
     pub percent: i32,
     /// The job's error code; 0 while it has none.
     pub error_code: i32,
