@@ -333,7 +333,7 @@ impl Child {
             return Err(Error::InvalidArgument("pid must be positive"));
         }
         let process = Process::open(pid).map_err(|e| match e.raw_os_error() {
-            Some(3) => Error::NotFound, // ESRCH: no such process
+            Some(super::errno::ESRCH) => Error::NotFound,
             _ => e.into(),
         })?;
         let child = Child::new(

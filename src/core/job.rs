@@ -10,6 +10,7 @@
 use super::atomic::{AtomicU8, Ordering};
 use super::child::{self, Child, ChildExit};
 use super::context::Context;
+use super::errno::{ECANCELED, EIO, ENOSPC};
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
@@ -28,13 +29,12 @@ use std::time::{Duration, Instant};
 /// Bounded jobs know (or estimate) how much work there is and report a
 /// percentage; unbounded jobs report only elapsed time and units done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum JobType {
     /// Has a total (units or percent).
     #[default]
-    Bounded = 0,
+    Bounded,
     /// Has no known end.
-    Unbounded = 1,
+    Unbounded,
 }
 
 /// Why a job failed: an errno-style code chosen by the worker and a message.
@@ -123,63 +123,43 @@ impl From<std::io::Error> for Error {
 /// What a job does when its worker reports an I/O error
 /// ([`Job::report_io_error`]); QEMU's `BlockdevOnError`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum ErrorPolicy {
     /// Fail: the worker is told to give up, and the error is the job's.
     #[default]
-    Report = 0,
+    Report,
     /// Carry on as if nothing happened.
-    Ignore = 1,
+    Ignore,
     /// User-pause the job with an error status; the worker parks and retries
     /// after resume.
-    Stop = 2,
+    Stop,
     /// Stop on ENOSPC (space can be added, then resume); report otherwise.
-    Enospc = 3,
-}
-
-impl ErrorPolicy {
-    /// The policy with this number, if there is one.
-    pub fn from_i32(v: i32) -> Option<ErrorPolicy> {
-        [
-            ErrorPolicy::Report,
-            ErrorPolicy::Ignore,
-            ErrorPolicy::Stop,
-            ErrorPolicy::Enospc,
-        ]
-        .into_iter()
-        .find(|p| *p as i32 == v)
-    }
+    Enospc,
 }
 
 /// What [`Job::report_io_error`] tells the worker to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
 pub enum ErrorAction {
     /// Give up: return the error (it is recorded as the job's).
-    Report = 0,
+    Report,
     /// Carry on.
-    Ignore = 1,
+    Ignore,
     /// The job is now user-paused with an error status: call a pause point
     /// (it parks until resume, or reports a cancel), then retry.
-    Stop = 2,
+    Stop,
 }
 
 /// The error status of a job stopped by its error policy (QEMU's iostatus).
 /// Not `Ok` only while the job is user-paused; resume and cancel reset it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum IoStatus {
     /// No error pending.
     #[default]
-    Ok = 0,
+    Ok,
     /// Stopped by an I/O error.
-    Failed = 1,
+    Failed,
     /// Stopped by ENOSPC.
-    NoSpace = 2,
+    NoSpace,
 }
-
-/// ENOSPC on Linux (core holds no libc).
-const ENOSPC: i32 = 28;
 
 /// What [`Job::wait_fd`] waits for, and what it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -196,29 +176,27 @@ pub struct FdEvents {
 
 /// Why cancel was requested (shown by [`Job::info`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum CancelCause {
     /// Cancel was not requested.
     #[default]
-    None = 0,
+    None,
     /// A caller cancelled it (cancel, destroy of a created job, detach).
-    Caller = 1,
+    Caller,
     /// Its deadline passed ([`Builder::deadline`], [`Job::set_deadline`]).
-    Timeout = 2,
+    Timeout,
     /// Another member of its transaction failed or was cancelled.
-    Transaction = 3,
+    Transaction,
 }
 
 /// Which race a cancel request met (libxl's abort contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
 pub enum CancelStatus {
     /// This call asked first; the job will end soon (and may still succeed).
-    Requested = 0,
+    Requested,
     /// Someone asked before; nothing new happened.
-    AlreadyRequested = 1,
+    AlreadyRequested,
     /// The job had already ended; nothing happened.
-    AlreadyFinished = 2,
+    AlreadyFinished,
 }
 
 /// A consistent snapshot of a job, as returned by [`Job::info`].
@@ -359,10 +337,6 @@ const ATTN_PAUSE: u8 = 2;
 /// Set once the job is terminal, so updates after the end take the slow path and
 /// are refused by the verb table.
 const ATTN_DONE: u8 = 4;
-
-/// The errno for an I/O error, reported for a panicking worker (core holds no libc;
-/// the value is the same on every Linux architecture).
-const EIO: i32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
@@ -2299,9 +2273,6 @@ pub(super) fn finalize_group(
         run();
     }
 }
-
-/// ECANCELED on Linux: the code of a member cancelled by its transaction.
-const ECANCELED: i32 = 125;
 
 /// A poll timeout in ms for `left` ns (rounded up, so a wait never ends early;
 /// `None` = no limit).

@@ -160,13 +160,8 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
         userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
     };
     let completion = Completion::from_options(&opts)?;
-    let error_policy =
-        core::ErrorPolicy::from_i32(opts.error_policy).ok_or(bgjob_result::InvalidArgument)?;
-    let job_type = match opts.job_type {
-        0 => JobType::Bounded,
-        1 => JobType::Unbounded,
-        _ => return Err(bgjob_result::InvalidArgument),
-    };
+    let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
+    let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
     if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
         || opts.stack_size > BGJOB_MAX_STACK_SIZE
         || opts.deadline_ms < 0

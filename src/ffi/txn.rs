@@ -5,7 +5,7 @@ use super::handles::{TXNS, with_job};
 use super::{
     BGJOB_TXN_MANUAL_FINALIZE, bgjob_job, bgjob_result, bgjob_txn, boundary, c_str, need, put,
 };
-use crate::core::{ErrorAction, ErrorPolicy, Txn};
+use crate::core::Txn;
 
 fn txn_of(p: *mut bgjob_txn) -> Result<Txn, bgjob_result> {
     TXNS.get(p.addr()).ok_or(bgjob_result::InvalidHandle)
@@ -199,7 +199,7 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
     policy: i32,
 ) -> bgjob_result {
     boundary(|| {
-        let policy = ErrorPolicy::from_i32(policy).ok_or(bgjob_result::InvalidArgument)?;
+        let policy = super::bgjob_error_policy::try_from(policy)?.into();
         with_job(job, |j, _| j.set_error_policy(policy))?.map_err(bgjob_result::from)
     })
 }
@@ -252,11 +252,7 @@ pub unsafe extern "C" fn bgjob_job_report_io_error(
             unsafe { c_str(message) }?
         };
         let action = with_job(job, |j, _| j.report_io_error(code, message))??;
-        let action = match action {
-            ErrorAction::Report => super::bgjob_error_action::Report,
-            ErrorAction::Ignore => super::bgjob_error_action::Ignore,
-            ErrorAction::Stop => super::bgjob_error_action::Stop,
-        };
+        let action = super::bgjob_error_action::from(action);
         // SAFETY: checked non-NULL, writable by contract.
         unsafe { put(action_out, action as i32) };
         Ok(())

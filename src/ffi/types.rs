@@ -209,20 +209,6 @@ pub enum bgjob_state {
     Cancelled = 6,
 }
 
-impl From<core::State> for bgjob_state {
-    fn from(s: core::State) -> bgjob_state {
-        match s {
-            core::State::Created => bgjob_state::Created,
-            core::State::Running => bgjob_state::Running,
-            core::State::Paused => bgjob_state::Paused,
-            core::State::Waiting => bgjob_state::Waiting,
-            core::State::Completed => bgjob_state::Completed,
-            core::State::Failed => bgjob_state::Failed,
-            core::State::Cancelled => bgjob_state::Cancelled,
-        }
-    }
-}
-
 /// Verbs of the verb × state table (`bgjob_verb_allowed`).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,23 +235,6 @@ pub enum bgjob_verb {
     Drain = 8,
     /// `bgjob_job_finalize` (manual finalize).
     Finalize = 9,
-}
-
-impl From<core::Verb> for bgjob_verb {
-    fn from(v: core::Verb) -> bgjob_verb {
-        match v {
-            core::Verb::Start => bgjob_verb::Start,
-            core::Verb::Cancel => bgjob_verb::Cancel,
-            core::Verb::Pause => bgjob_verb::Pause,
-            core::Verb::Resume => bgjob_verb::Resume,
-            core::Verb::Destroy => bgjob_verb::Destroy,
-            core::Verb::Detach => bgjob_verb::Detach,
-            core::Verb::Update => bgjob_verb::Update,
-            core::Verb::Result => bgjob_verb::Result,
-            core::Verb::Drain => bgjob_verb::Drain,
-            core::Verb::Finalize => bgjob_verb::Finalize,
-        }
-    }
 }
 
 /// Bounded jobs have a total (units or percent); unbounded ones do not.
@@ -338,17 +307,6 @@ pub enum bgjob_cancel_cause {
     Transaction = 3,
 }
 
-impl From<core::CancelCause> for bgjob_cancel_cause {
-    fn from(c: core::CancelCause) -> bgjob_cancel_cause {
-        match c {
-            core::CancelCause::None => bgjob_cancel_cause::None,
-            core::CancelCause::Caller => bgjob_cancel_cause::Caller,
-            core::CancelCause::Timeout => bgjob_cancel_cause::Timeout,
-            core::CancelCause::Transaction => bgjob_cancel_cause::Transaction,
-        }
-    }
-}
-
 /// What `bgjob_job_cancel` found (libxl's abort contract).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,15 +319,95 @@ pub enum bgjob_cancel_status {
     AlreadyFinished = 2,
 }
 
-impl From<core::CancelStatus> for bgjob_cancel_status {
-    fn from(c: core::CancelStatus) -> bgjob_cancel_status {
-        match c {
-            core::CancelStatus::Requested => bgjob_cancel_status::Requested,
-            core::CancelStatus::AlreadyRequested => bgjob_cancel_status::AlreadyRequested,
-            core::CancelStatus::AlreadyFinished => bgjob_cancel_status::AlreadyFinished,
+/// Ties each C enum to its core enum. The C numbers are written once, in the
+/// C enums above (which cbindgen turns into the header); core's enums carry no
+/// numbers. For each pair this generates the conversions both ways as
+/// exhaustive matches — a variant added on one side only does not compile —
+/// and `TryFrom<i32>` for the C enum, the one place a C integer is parsed
+/// (`BGJOB_RESULT_INVALID_ARGUMENT` for a number with no variant).
+macro_rules! mirror {
+    ($c:ident <=> $core:ident { $($cv:ident <=> $corev:ident),+ $(,)? }) => {
+        impl From<core::$core> for $c {
+            fn from(v: core::$core) -> $c {
+                match v {
+                    $(core::$core::$corev => $c::$cv,)+
+                }
+            }
         }
-    }
+
+        impl From<$c> for core::$core {
+            fn from(v: $c) -> core::$core {
+                match v {
+                    $($c::$cv => core::$core::$corev,)+
+                }
+            }
+        }
+
+        impl TryFrom<i32> for $c {
+            type Error = super::bgjob_result;
+
+            fn try_from(n: i32) -> Result<$c, super::bgjob_result> {
+                [$($c::$cv),+]
+                    .into_iter()
+                    .find(|v| *v as i32 == n)
+                    .ok_or(super::bgjob_result::InvalidArgument)
+            }
+        }
+    };
 }
+
+mirror!(bgjob_state <=> State {
+    Created <=> Created,
+    Running <=> Running,
+    Paused <=> Paused,
+    Waiting <=> Waiting,
+    Completed <=> Completed,
+    Failed <=> Failed,
+    Cancelled <=> Cancelled,
+});
+mirror!(bgjob_verb <=> Verb {
+    Start <=> Start,
+    Cancel <=> Cancel,
+    Pause <=> Pause,
+    Resume <=> Resume,
+    Destroy <=> Destroy,
+    Detach <=> Detach,
+    Update <=> Update,
+    Result <=> Result,
+    Drain <=> Drain,
+    Finalize <=> Finalize,
+});
+mirror!(bgjob_job_type <=> JobType {
+    Bounded <=> Bounded,
+    Unbounded <=> Unbounded,
+});
+mirror!(bgjob_error_policy <=> ErrorPolicy {
+    Report <=> Report,
+    Ignore <=> Ignore,
+    Stop <=> Stop,
+    Enospc <=> Enospc,
+});
+mirror!(bgjob_error_action <=> ErrorAction {
+    Report <=> Report,
+    Ignore <=> Ignore,
+    Stop <=> Stop,
+});
+mirror!(bgjob_iostatus <=> IoStatus {
+    Ok <=> Ok,
+    Failed <=> Failed,
+    Nospace <=> NoSpace,
+});
+mirror!(bgjob_cancel_cause <=> CancelCause {
+    None <=> None,
+    Caller <=> Caller,
+    Timeout <=> Timeout,
+    Transaction <=> Transaction,
+});
+mirror!(bgjob_cancel_status <=> CancelStatus {
+    Requested <=> Requested,
+    AlreadyRequested <=> AlreadyRequested,
+    AlreadyFinished <=> AlreadyFinished,
+});
 
 /// Options for `bgjob_job_create`. Fill with
 /// `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
@@ -530,4 +568,40 @@ pub struct bgjob_job_entry {
     pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],
     /// The phase, NUL-terminated, cut to fit.
     pub phase: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bgjob_result;
+    use super::*;
+
+    /// Every core value survives the trip through its C number, and numbers
+    /// with no variant are refused.
+    #[test]
+    fn c_numbers_round_trip() {
+        for s in core::State::ALL {
+            let n = bgjob_state::from(s) as i32;
+            assert_eq!(bgjob_state::try_from(n).map(core::State::from), Ok(s));
+        }
+        for v in core::Verb::ALL {
+            let n = bgjob_verb::from(v) as i32;
+            assert_eq!(bgjob_verb::try_from(n).map(core::Verb::from), Ok(v));
+        }
+        for n in [-1, 7, i32::MIN, i32::MAX] {
+            assert_eq!(bgjob_state::try_from(n), Err(bgjob_result::InvalidArgument));
+        }
+        assert_eq!(bgjob_verb::try_from(10), Err(bgjob_result::InvalidArgument));
+        assert_eq!(
+            bgjob_error_policy::try_from(4),
+            Err(bgjob_result::InvalidArgument)
+        );
+        assert_eq!(
+            bgjob_error_policy::try_from(3).map(core::ErrorPolicy::from),
+            Ok(core::ErrorPolicy::Enospc)
+        );
+        assert_eq!(
+            bgjob_job_type::try_from(2),
+            Err(bgjob_result::InvalidArgument)
+        );
+    }
 }
