@@ -1,4 +1,4 @@
-//! Child processes bound to a job (seed 004's "child-process watch").
+//! Child processes bound to a job (libxl's "child-process watch").
 //!
 //! A child is spawned for a job ([`super::Job::spawn_child`]) or an existing one
 //! is watched ([`super::Job::watch_child`]). Either way bgjob holds a pidfd for

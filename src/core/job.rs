@@ -822,7 +822,7 @@ impl Inner {
     }
 
     /// Ends the user pause (if any) and resets the error status with it: the
-    /// error status is not OK only while user-paused (seed 000).
+    /// error status is not OK only while user-paused (QEMU's block jobs).
     fn end_user_pause(&self, st: &mut St, now: i64) {
         st.user_paused = false;
         st.iostatus = IoStatus::Ok;
@@ -974,7 +974,7 @@ impl Job {
         drop(owned);
     }
 
-    /// The worker thread's body: run, then decide the outcome (DESIGN.md).
+    /// The worker thread's body: run, then decide the outcome (docs/design.md).
     fn run(&self, worker: WorkerFn) {
         let w = Worker { job: self };
         RUNNING_JOB.with(|r| r.set(self.0.id));
@@ -1221,7 +1221,7 @@ impl Job {
         }
         st.cancel_requested = true;
         inner.set_attention(ATTN_CANCEL);
-        // Seed 000: cancel undoes a user pause so the worker can see it.
+        // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
         st.disarm_deadline();
         st.sync_wake();
@@ -1252,7 +1252,7 @@ impl Job {
         CancelStatus::Requested
     }
 
-    /// Seed 004: takes the hooks off one at a time, in registration order, and
+    /// libxl's design: takes the hooks off one at a time, in registration order, and
     /// calls each once with no lock held. Only the thread whose cancel was the
     /// first gets here; hooks registered from now on run at once instead. The
     /// worker's end takes whatever is left, uncalled (see `worker_done`).
@@ -2160,7 +2160,7 @@ impl Job {
     }
 
     /// Worker side, after a progress update: progress updates are pause points
-    /// too (DESIGN.md "Pause"), so a paused worker parks here. A cancel does not
+    /// too (docs/design.md, "Pause"), so a paused worker parks here. A cancel does not
     /// fail the update; the worker sees it at its next check.
     pub fn park_after_update(&self) {
         let _ = self.pause_point();

@@ -1,4 +1,4 @@
-//! Transactions (QEMU's `JobTxn`, seed 000): jobs grouped before they start.
+//! Transactions (QEMU's `JobTxn`): jobs grouped before they start.
 //! When one fails or is cancelled, every other member is cancelled (cause
 //! [`CancelCause::Transaction`]). Members whose work is done wait in
 //! `Waiting` until every member is done; then each member's commit (all
