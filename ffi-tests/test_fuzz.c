@@ -157,7 +157,7 @@ static const char *const vclass_names[V_COUNT] = {
 static atomic_long violations;
 static atomic_long vcount[V_COUNT];
 static uint64_t seed;
-static long max_reports = 40;
+static long max_reports = 40; /* FUZZ_REPORTS */
 
 static void violation(int cls, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -174,7 +174,10 @@ static void violation(int cls, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* tap_diag prints in pieces: one line at a time across threads. */
+    flockfile(stdout);
     tap_diag("VIOLATION [%s] (FUZZ_SEED=%" PRIu64 "): %s", vclass_names[cls], seed, buf);
+    funlockfile(stdout);
 }
 
 /* ---- random numbers ------------------------------------------------------------- */
@@ -212,6 +215,8 @@ static _Thread_local int tl_depth;          /* inside one of our callbacks */
 static _Thread_local long tl_ops;           /* API calls made on this thread */
 static _Thread_local struct rec *tl_call_rec;   /* inside cancel/destroy/... of this job */
 static _Thread_local struct txnrec *tl_call_txn; /* inside txn_cancel/start/destroy */
+static _Thread_local struct rec *tl_fin_rec;      /* inside bgjob_job_finalize of this job */
+static _Thread_local struct txnrec *tl_fin_txn;   /* inside bgjob_txn_finalize */
 
 /* A thread the watchdog watches: it must beat at least every stall_ms. */
 struct watched {
@@ -282,6 +287,7 @@ struct rec {
     int32_t io_code;
     int child_kind;
     bool has_comp, comp_ctx, has_fin, self_destroy, nested, sibling_wait;
+    bool manual; /* manual finalize (its own flag or its transaction's) */
     struct txnrec *txn;
     int member;
 
@@ -301,6 +307,8 @@ struct rec {
     atomic_int detached, released, release_claim;
     atomic_int line_regs, line_frees;
     atomic_int cancels; /* cancel-like calls made on it (any thread) */
+    atomic_int policy_changed;
+    atomic_int stuck; /* reported as never ended: its other checks would only repeat it */
     struct hookrec *wh[MAX_HOOKS]; /* hooks its worker registered (worker only) */
     int nwh;
 };
@@ -790,12 +798,22 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
                       "job %" PRIu64 " [%s]: context completion ran on %s, not the dispatcher",
                       r->serial, r->what, role_names[tl_role]);
     } else if (atomic_load(&r->runs) > 0) {
-        if (!atomic_load(&r->started_thread_set) || !pthread_equal(pthread_self(), r->wthread))
+        /* Without a context: on its own worker's thread, right after the
+         * worker returned. A manual-finalize job may also end on the thread
+         * that finalizes it, and a detached one on a bgjob thread (nobody
+         * else is left to finalize it). Never on another job's worker
+         * thread one after another (issue 13 #2: a completion that waits
+         * for a sibling then deadlocks). */
+        bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
+        bool finalizer = r->manual && (tl_fin_rec != NULL || (r->txn != NULL && tl_fin_txn == r->txn));
+        bool bgjob_thread = r->manual && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER);
+        if (!own && !finalizer && !bgjob_thread)
             violation(V_COMPLETION_THREAD,
-                      "job %" PRIu64 " [%s]: completion (no context) ran on %s other than its "
-                      "own worker's thread",
+                      "job %" PRIu64 " [%s]: completion (no context) ran on %s, not on its own "
+                      "worker's thread%s",
                       r->serial, r->what,
-                      tl_role == ROLE_WORKER ? "another job's worker thread" : role_names[tl_role]);
+                      tl_role == ROLE_WORKER ? "another job's worker thread" : role_names[tl_role],
+                      r->manual ? " nor the finalizing one" : "");
     }
     if (r->has_fin && atomic_load(&r->runs) > 0 &&
         (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 || atomic_load(&r->cleans) != 1))
@@ -927,7 +945,8 @@ static int32_t worker_ioerr(struct rec *r, bgjob_job *job)
                    : stop_policy                             ? BGJOB_ERROR_ACTION_STOP
                                                              : BGJOB_ERROR_ACTION_REPORT;
         /* A cancelled or detached job is told to report instead of stopping. */
-        if (act != want && !(want == BGJOB_ERROR_ACTION_STOP && act == BGJOB_ERROR_ACTION_REPORT))
+        if (act != want && !(want == BGJOB_ERROR_ACTION_STOP && act == BGJOB_ERROR_ACTION_REPORT) &&
+            !atomic_load(&r->policy_changed))
             violation(V_RESULT, "job %" PRIu64 " [%s]: policy %d, code %d: action %d, expected %d",
                       r->serial, r->what, r->io_policy, r->io_code, act, want);
         if (act == BGJOB_ERROR_ACTION_REPORT)
@@ -1054,6 +1073,8 @@ static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
         if (r->comp_ctx)
             o.context = contexts[below(rng, N_CONTEXTS)];
     }
+    if (m->flags & BGJOB_CREATE_MANUAL_FINALIZE)
+        r->manual = true;
     if (r->has_fin) {
         o.commit = commit_cb;
         o.abort = abort_cb;
@@ -1061,6 +1082,8 @@ static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
         o.finalize_userdata = token_new(TK_FIN, r, NULL);
         o.finalize_free = token_free;
     }
+    describe(r, "completion %s%s", !r->has_comp ? "none" : r->comp_ctx ? "via context" : "on worker",
+             m->flags & BGJOB_CREATE_MANUAL_FINALIZE ? ", manual finalize" : "");
     step("create", r);
     rc = API(bgjob_job_create(&o, fz_worker, token_new(TK_WORKER, r, NULL), token_free, &h));
     if (rc == BGJOB_RESULT_OK) {
@@ -1390,6 +1413,7 @@ static void scn_txn(uint64_t *rng)
         unsigned k = below(rng, 10);
 
         r->txn = tx;
+        r->manual = tx->manual;
         r->member = i;
         r->has_fin = true;
         r->has_comp = true;
@@ -1493,11 +1517,16 @@ static void scn_txn(uint64_t *rng)
                    RC(OK) | RC(NOT_ALLOWED));
         }
         step("finalize", kept);
-        if (tx->t != NULL && chance(rng, 2))
+        tl_fin_txn = tx;
+        if (tx->t != NULL && chance(rng, 2)) {
             expect(NULL, "txn_finalize", API(bgjob_txn_finalize(tx->t)), RC(OK) | RC(NOT_ALLOWED));
-        else if (kept != NULL)
+        } else if (kept != NULL) {
+            tl_fin_rec = kept;
             expect(kept, "job_finalize (member)", API(bgjob_job_finalize(atomic_load(&kept->h))),
                    RC(OK) | RC(NOT_ALLOWED));
+        }
+        tl_fin_txn = NULL;
+        tl_fin_rec = NULL;
     }
     for (int i = 0; i < tx->n; i++)
         finish_kept(tx->m[i]);
@@ -1511,19 +1540,20 @@ static void scn_finalize(uint64_t *rng)
 {
     struct rec *r = rec_new(S_FINALIZE, rng);
     struct mk m = {BGJOB_CREATE_MANUAL_FINALIZE, 0, 0};
-    unsigned how = below(rng, 8);
+    unsigned how = below(rng, 9);
     static const char *const hows[] = {
         "finalize when WAITING", "cancel when WAITING, then finalize",
         "detach+cancel while running", "cancel when WAITING, then detach",
         "detach when WAITING", "detach+cancel when WAITING", "detach while running",
         "destroy refused when WAITING, then finalize",
+        "cancel while running, detach when WAITING",
     };
     bgjob_job *h;
 
     r->has_fin = true;
     r->has_comp = chance(rng, 8) ? false : true;
     r->comp_ctx = chance(rng, 4);
-    r->plan = how == 2 || how == 6 ? P_LOOP : (chance(rng, 2) ? P_RETURN : P_LOOP);
+    r->plan = how == 2 || how == 6 || how == 8 ? P_LOOP : (chance(rng, 2) ? P_RETURN : P_LOOP);
     r->iters = 5 + (int)below(rng, 100);
     r->rc_plan = chance(rng, 5) ? 33 : 0;
     r->succeed_anyway = chance(rng, 2);
@@ -1540,11 +1570,18 @@ static void scn_finalize(uint64_t *rng)
         sleep_us(below(rng, 500));
         detach_now(r, 0);
         return;
+    case 8:
+        sleep_us(below(rng, 300));
+        do_cancel(r);
+        break;
     default:
         break;
     }
     if (poll_until(r, BGJOB_STATE_WAITING) == BGJOB_STATE_WAITING) {
         switch (how) {
+        case 8:
+            detach_now(r, 0);
+            return;
         case 1:
         case 3:
             do_cancel(r);
@@ -1569,7 +1606,9 @@ static void scn_finalize(uint64_t *rng)
             break;
         }
         step("finalize", r);
+        tl_fin_rec = r;
         expect(r, "finalize", API(bgjob_job_finalize(h)), RC(OK) | RC(NOT_ALLOWED));
+        tl_fin_rec = NULL;
     }
     finish_kept(r);
 }
@@ -1693,9 +1732,11 @@ static void scn_errpolicy(uint64_t *rng)
                 detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
                 return;
             } else {
-                if (what == 3)
+                if (what == 3) {
+                    atomic_store(&r->policy_changed, 1);
                     expect(r, "set_error_policy", API(bgjob_job_set_error_policy(h, BGJOB_ERROR_POLICY_IGNORE)),
                            RC(OK) | RC(NOT_ALLOWED));
+                }
                 expect(r, "resume (error-stopped)", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
             }
         }
@@ -1972,7 +2013,8 @@ static void *dispatcher_main(void *arg)
     (void)arg;
     tl_role = ROLE_DISPATCHER;
     tl_self = &svc_dispatcher;
-    while (!atomic_load(&stopping)) {
+    /* Runs on while detached jobs settle (stopping 1), until stopping 2. */
+    while (atomic_load(&stopping) < 2) {
         struct pollfd p[N_CONTEXTS];
         beat("poll", NULL);
         for (int i = 0; i < N_CONTEXTS; i++) {
@@ -2205,6 +2247,40 @@ static bgjob_job_entry *snapshot(size_t *n_out)
     }
 }
 
+/* Groups of jobs that broke one promise, by their scenario with numbers
+ * blanked: one line per kind of failure, for the summary. */
+#define MAX_GROUPS 64
+struct group {
+    int cls;
+    char what[120];
+    long n;
+    uint64_t example;
+};
+static struct group groups[MAX_GROUPS];
+static int n_groups;
+
+static void group_add(int cls, struct rec *r)
+{
+    char w[120];
+    size_t i;
+
+    for (i = 0; r->what[i] != '\0' && i + 1 < sizeof w; i++)
+        w[i] = (r->what[i] >= '0' && r->what[i] <= '9') ? '#' : r->what[i];
+    w[i] = '\0';
+    for (int g = 0; g < n_groups; g++)
+        if (groups[g].cls == cls && strcmp(groups[g].what, w) == 0) {
+            groups[g].n++;
+            return;
+        }
+    if (n_groups < MAX_GROUPS) {
+        groups[n_groups].cls = cls;
+        memcpy(groups[n_groups].what, w, sizeof w);
+        groups[n_groups].n = 1;
+        groups[n_groups].example = r->serial;
+        n_groups++;
+    }
+}
+
 static void settle(int64_t settle_ms)
 {
     int64_t deadline = now_ms() + settle_ms;
@@ -2225,6 +2301,19 @@ static void settle(int64_t settle_ms)
         sleep_ms(5);
     }
     e = snapshot(&n);
+    /* A completion queued on a context whose fd is not readable would look
+     * like a job that never ends: say which it is. */
+    for (int i = 0; i < N_CONTEXTS; i++) {
+        size_t pending = 0;
+        int32_t fd = -1;
+        bgjob_context_pending(contexts[i], &pending);
+        bgjob_context_get_fd(contexts[i], &fd);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ready = poll(&p, 1, 0);
+        if (pending > 0)
+            violation(V_LEFT, "context %d has %zu completions queued after settling, its fd is %s", i,
+                      pending, ready > 0 ? "readable (the dispatcher is stuck?)" : "NOT readable (lost wake-up)");
+    }
     size_t nr = recs_count();
     for (size_t i = 0; i < nr; i++) {
         struct rec *r = rec_at(i);
@@ -2236,6 +2325,14 @@ static void settle(int64_t settle_ms)
         listed = r->id != 0 && listed_in(e, n, r->id, &st);
         if (atomic_load(&r->detached)) {
             bool ended = r->has_comp ? atomic_load(&r->comp_calls) == 1 : !listed;
+            if (listed) {
+                atomic_store(&r->stuck, 1);
+                group_add(V_NEVER_ENDED, r);
+            } else if (!ended || (r->has_fin && atomic_load(&r->runs) &&
+                                  (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 ||
+                                   atomic_load(&r->cleans) != 1))) {
+                group_add(V_VANISHED, r);
+            }
             if (listed)
                 violation(V_NEVER_ENDED,
                           "job %" PRIu64 " [%s]: detached, still listed %s after %" PRId64
@@ -2279,6 +2376,8 @@ static void settle(int64_t settle_ms)
 
 static void check_rec(struct rec *r)
 {
+    if (atomic_load(&r->stuck))
+        return;
     if (!atomic_load(&r->created)) {
         if (atomic_load(&r->runs) != 0)
             violation(V_ONCE, "job %" PRIu64 " [%s]: never made, but its worker ran", r->serial, r->what);
@@ -2399,6 +2498,7 @@ int main(void)
     if (nactors > MAX_ACTORS)
         nactors = MAX_ACTORS;
     stall_ms = (int64_t)env_u64("FUZZ_STALL_S", 20) * 1000;
+    max_reports = (long)env_u64("FUZZ_REPORTS", 40);
     alarm(timeout != NULL ? (unsigned)strtoul(timeout, NULL, 10) : 600);
     tap_plan(4);
     if (!parse_classes())
@@ -2475,7 +2575,7 @@ int main(void)
         check_rec(rec_at(i));
     for (size_t i = 0; i < n_hookrecs; i++) {
         struct hookrec *hk = all_hooks[i];
-        if (atomic_load(&hk->frees) != 1 && atomic_load(&hk->r->created))
+        if (atomic_load(&hk->frees) != 1 && atomic_load(&hk->r->created) && !atomic_load(&hk->r->stuck))
             violation(V_ONCE, "job %" PRIu64 " [%s]: hook userdata freed %d times", hk->r->serial,
                       hk->r->what, atomic_load(&hk->frees));
         if (atomic_load(&hk->calls) > 1)
@@ -2509,6 +2609,9 @@ int main(void)
                  per[S_REENTER], atomic_load(&n_nested), hooks_called, atomic_load(&log_lines),
                  atomic_load(&log_lines_internal));
     }
+    for (int g = 0; g < n_groups; g++)
+        tap_diag("fuzz: %s: %ld x [%s] (e.g. job %" PRIu64 ")", vclass_names[groups[g].cls], groups[g].n,
+                 groups[g].what, groups[g].example);
     for (int c = 0; c < V_COUNT; c++)
         if (atomic_load(&vcount[c]))
             tap_diag("fuzz: %ld violations of class %s", atomic_load(&vcount[c]), vclass_names[c]);
