@@ -342,7 +342,7 @@ struct token {
     struct hookrec *hk;
 };
 
-static atomic_long log_installs, log_frees, log_lines, log_lines_internal;
+static atomic_long log_installs, log_frees, log_lines, log_lines_internal, n_line_late;
 
 static struct token *token_new(int kind, struct rec *r, struct hookrec *hk)
 {
@@ -922,9 +922,11 @@ static int32_t worker_child(struct rec *r, bgjob_job *job, uint64_t *rng)
         if (kill(pid, 0) == 0)
             violation(V_STATE, "job %" PRIu64 " [%s]: child %d still exists after wait_child",
                       r->serial, r->what, pid);
+        /* The header says "when the child has been waited for": not said
+         * to be before wait_child returns, so only counted (checked exactly
+         * once at the end). */
         if (o.line_userdata != NULL && atomic_load(&r->line_frees) != 1)
-            violation(V_ONCE, "job %" PRIu64 " [%s]: line userdata not freed after wait_child",
-                      r->serial, r->what);
+            atomic_fetch_add(&n_line_late, 1);
     }
     if (rc == BGJOB_RESULT_CANCELLED)
         return r->succeed_anyway ? 0 : CANCELLED_RC;
@@ -2616,11 +2618,12 @@ int main(void)
         tap_diag("fuzz: %ld API calls in %" PRId64 " ms; jobs by scenario: hooks %ld, txn %ld, "
                  "finalize %ld, detach %ld, errpolicy %ld, deadline %ld, child %ld, rit %ld, "
                  "wrongtype %ld, reenter %ld (%ld made inside callbacks); %ld hooks called; %ld log "
-                 "lines (%ld on bgjob-internal threads)",
+                 "lines (%ld on bgjob-internal threads); %ld child line userdata still unfreed when "
+                 "wait_child returned",
                  atomic_load(&n_ops), t_run, per[S_HOOKS], per[S_TXN], per[S_FINALIZE], per[S_DETACH],
                  per[S_ERRPOLICY], per[S_DEADLINE], per[S_CHILD], per[S_RIT], per[S_WRONGTYPE],
                  per[S_REENTER], atomic_load(&n_nested), hooks_called, atomic_load(&log_lines),
-                 atomic_load(&log_lines_internal));
+                 atomic_load(&log_lines_internal), atomic_load(&n_line_late));
     }
     for (int g = 0; g < n_groups; g++)
         tap_diag("fuzz: %s: %ld x [%s] (e.g. job %" PRIu64 ")", vclass_names[groups[g].cls], groups[g].n,
