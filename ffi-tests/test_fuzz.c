@@ -637,6 +637,9 @@ static void check_user_thread(struct rec *r, const char *what)
 }
 
 static void nested_job(uint64_t *rng);
+#define ORPHANS 16
+static struct rec *orphan_swap(unsigned i, struct rec *r);
+static void reap_orphan(struct rec *o, uint64_t *rng);
 
 static void hook_fn(void *userdata, bgjob_job *job)
 {
@@ -691,6 +694,7 @@ static void hook_fn(void *userdata, bgjob_job *job)
         }
         case 2:
             poke_other(&rng, true);
+            reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
             break;
         default: {
             int32_t rc = API(bgjob_job_remove_cancel_hook(job, atomic_load(&hk->id)));
@@ -767,6 +771,8 @@ static void fin_cb(struct rec *r, bgjob_job *job, int which)
             list_all();
         if (chance(&rng, 3))
             poke_other(&rng, true);
+        if (chance(&rng, 6))
+            reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
     }
     atomic_fetch_sub(&r->fin_inside, 1);
     tl_depth--;
@@ -856,6 +862,8 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             poke_other(&rng, true);
         if (chance(&rng, 8))
             nested_job(&rng);
+        if (chance(&rng, 8))
+            reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
     }
     atomic_fetch_sub(&r->comp_inside, 1);
     if (r->self_destroy) {
@@ -1302,7 +1310,36 @@ static void *canceller_main(void *arg)
     return NULL;
 }
 
-/* A job made from inside a callback: quick, detached at once. */
+/* Jobs made inside callbacks that nobody owns yet: a later callback (of any
+ * job) destroys or detaches them, the end reaps the rest. */
+static pthread_mutex_t orphan_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rec *orphans[ORPHANS];
+static atomic_long n_orphans_reaped;
+
+static struct rec *orphan_swap(unsigned i, struct rec *r)
+{
+    struct rec *old;
+
+    pthread_mutex_lock(&orphan_mu);
+    old = orphans[i % ORPHANS];
+    orphans[i % ORPHANS] = r;
+    pthread_mutex_unlock(&orphan_mu);
+    return old;
+}
+
+/* Releases an orphan from wherever we are: destroy if it ended, else detach. */
+static void reap_orphan(struct rec *o, uint64_t *rng)
+{
+    if (o == NULL)
+        return;
+    atomic_fetch_add(&n_orphans_reaped, 1);
+    release_job(o, false, 0);
+    if (!atomic_load(&o->released))
+        release_job(o, true, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+}
+
+/* A job made from inside a callback: quick; detached at once or left for
+ * another callback to destroy. */
 static atomic_long n_nested;
 
 static void nested_job(uint64_t *rng)
@@ -1314,10 +1351,13 @@ static void nested_job(uint64_t *rng)
     r->plan = P_RETURN;
     r->rc_plan = chance(rng, 3) ? 7 : 0;
     r->has_comp = true;
-    describe(r, "made inside a callback, detached at once");
+    describe(r, "made inside a callback");
     if (make_job(r, rng, &m) == BGJOB_RESULT_OK) {
         atomic_fetch_add(&n_nested, 1);
-        detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+        if (chance(rng, 2))
+            detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+        else
+            reap_orphan(orphan_swap(below(rng, ORPHANS), r), rng);
     }
 }
 
@@ -1613,8 +1653,11 @@ static void scn_finalize(uint64_t *rng)
             return;
         case 7: {
             int32_t st = -1;
-            expect(r, "destroy (WAITING)", API(bgjob_job_destroy(h)), RC(NOT_ALLOWED));
             expect(r, "wait 0 (WAITING)", API(bgjob_job_wait(h, 0, &st)), RC(TIMED_OUT) | RC(OK));
+            /* Refused while WAITING; a cancel from a callback may have ended it. */
+            release_job(r, false, 0);
+            if (atomic_load(&r->released))
+                return;
             break;
         }
         default:
@@ -2568,6 +2611,11 @@ int main(void)
     pthread_join(th_chaos, NULL);
     pthread_join(th_canc, NULL);
     beat("settle", NULL);
+    {
+        uint64_t x = seed;
+        for (unsigned i = 0; i < ORPHANS; i++)
+            reap_orphan(orphan_swap(i, NULL), &x);
+    }
     settle(settle_ms);
     atomic_store(&stopping, 2);
     pthread_join(th_disp, NULL);
@@ -2617,12 +2665,13 @@ int main(void)
         }
         tap_diag("fuzz: %ld API calls in %" PRId64 " ms; jobs by scenario: hooks %ld, txn %ld, "
                  "finalize %ld, detach %ld, errpolicy %ld, deadline %ld, child %ld, rit %ld, "
-                 "wrongtype %ld, reenter %ld (%ld made inside callbacks); %ld hooks called; %ld log "
+                 "wrongtype %ld, reenter %ld (%ld made inside callbacks, %ld released by another "
+                 "callback or at the end); %ld hooks called; %ld log "
                  "lines (%ld on bgjob-internal threads); %ld child line userdata still unfreed when "
                  "wait_child returned",
                  atomic_load(&n_ops), t_run, per[S_HOOKS], per[S_TXN], per[S_FINALIZE], per[S_DETACH],
                  per[S_ERRPOLICY], per[S_DEADLINE], per[S_CHILD], per[S_RIT], per[S_WRONGTYPE],
-                 per[S_REENTER], atomic_load(&n_nested), hooks_called, atomic_load(&log_lines),
+                 per[S_REENTER], atomic_load(&n_nested), atomic_load(&n_orphans_reaped), hooks_called, atomic_load(&log_lines),
                  atomic_load(&log_lines_internal), atomic_load(&n_line_late));
     }
     for (int g = 0; g < n_groups; g++)
