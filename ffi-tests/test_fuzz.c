@@ -629,11 +629,14 @@ static void poke_other(uint64_t *rng, bool may_cancel)
 
 static void check_user_thread(struct rec *r, const char *what)
 {
-    if (tl_role == ROLE_NONE && tl_depth <= 1)
+    if (tl_role == ROLE_NONE && tl_depth <= 1) {
+        char name[32] = "?";
+        pthread_getname_np(pthread_self(), name, sizeof name);
         violation(V_INTERNAL_THREAD,
-                  "job %" PRIu64 " [%s]: its %s ran on a bgjob-internal thread (no worker, no "
-                  "caller: the timer thread?)",
-                  r->serial, r->what, what);
+                  "job %" PRIu64 " [%s]: its %s ran on bgjob-internal thread '%s' (one that "
+                  "never ran a worker and is no caller)",
+                  r->serial, r->what, what, name);
+    }
 }
 
 static void nested_job(uint64_t *rng);
@@ -2095,6 +2098,9 @@ static void *dispatcher_main(void *arg)
     return NULL;
 }
 
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_internal_name[32];
+
 static void log_cb(void *ud, const char *line)
 {
     struct token *t = ud;
@@ -2105,8 +2111,13 @@ static void log_cb(void *ud, const char *line)
     }
     (void)line;
     tl_depth++;
-    if (tl_role == ROLE_NONE)
-        atomic_fetch_add(&log_lines_internal, 1);
+    if (tl_role == ROLE_NONE && atomic_fetch_add(&log_lines_internal, 1) == 0) {
+        char name[32] = "?";
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        pthread_mutex_lock(&log_mu);
+        snprintf(log_internal_name, sizeof log_internal_name, "%s", name);
+        pthread_mutex_unlock(&log_mu);
+    }
     if ((atomic_fetch_add(&log_lines, 1) & 31) == 0 && enabled[S_REENTER]) {
         list_all();
         uint64_t x = (uint64_t)atomic_load(&log_lines);
@@ -2667,12 +2678,12 @@ int main(void)
                  "finalize %ld, detach %ld, errpolicy %ld, deadline %ld, child %ld, rit %ld, "
                  "wrongtype %ld, reenter %ld (%ld made inside callbacks, %ld released by another "
                  "callback or at the end); %ld hooks called; %ld log "
-                 "lines (%ld on bgjob-internal threads); %ld child line userdata still unfreed when "
+                 "lines (%ld on bgjob-internal threads, first '%s'); %ld child line userdata still unfreed when "
                  "wait_child returned",
                  atomic_load(&n_ops), t_run, per[S_HOOKS], per[S_TXN], per[S_FINALIZE], per[S_DETACH],
                  per[S_ERRPOLICY], per[S_DEADLINE], per[S_CHILD], per[S_RIT], per[S_WRONGTYPE],
                  per[S_REENTER], atomic_load(&n_nested), atomic_load(&n_orphans_reaped), hooks_called, atomic_load(&log_lines),
-                 atomic_load(&log_lines_internal), atomic_load(&n_line_late));
+                 atomic_load(&log_lines_internal), log_internal_name, atomic_load(&n_line_late));
     }
     for (int g = 0; g < n_groups; g++)
         tap_diag("fuzz: %s: %ld x [%s] (e.g. job %" PRIu64 ")", vclass_names[groups[g].cls], groups[g].n,
