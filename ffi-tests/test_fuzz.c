@@ -2109,14 +2109,22 @@ static void log_cb(void *ud, const char *line)
         violation(V_ONCE, "log callback with a bad or freed userdata");
         return;
     }
-    (void)line;
     tl_depth++;
-    if (tl_role == ROLE_NONE && atomic_fetch_add(&log_lines_internal, 1) == 0) {
+    if (tl_role == ROLE_NONE) {
+        /* A thread that never ran a worker: a fresh job thread (named after
+         * its job, "fz-...") may log before its worker starts; any other is
+         * bgjob's own (the timer thread), where no user code may run. */
         char name[32] = "?";
         pthread_getname_np(pthread_self(), name, sizeof name);
-        pthread_mutex_lock(&log_mu);
-        snprintf(log_internal_name, sizeof log_internal_name, "%s", name);
-        pthread_mutex_unlock(&log_mu);
+        if (strncmp(name, "fz-", 3) != 0) {
+            if (atomic_fetch_add(&log_lines_internal, 1) == 0) {
+                pthread_mutex_lock(&log_mu);
+                snprintf(log_internal_name, sizeof log_internal_name, "%s", name);
+                pthread_mutex_unlock(&log_mu);
+            }
+            violation(V_INTERNAL_THREAD, "the log callback ran on bgjob-internal thread '%s': \"%.120s\"",
+                      name, line);
+        }
     }
     if ((atomic_fetch_add(&log_lines, 1) & 31) == 0 && enabled[S_REENTER]) {
         list_all();
