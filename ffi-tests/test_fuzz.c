@@ -1606,6 +1606,7 @@ static void scn_finalize(uint64_t *rng)
         "destroy refused when WAITING, then finalize",
         "cancel while running, detach when WAITING",
     };
+    uint32_t dflags = chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0;
     bgjob_job *h;
 
     r->has_fin = true;
@@ -1615,7 +1616,8 @@ static void scn_finalize(uint64_t *rng)
     r->iters = 5 + (int)below(rng, 100);
     r->rc_plan = chance(rng, 5) ? 33 : 0;
     r->succeed_anyway = chance(rng, 2);
-    describe(r, "%s, rc %d%s", hows[how], r->rc_plan, r->succeed_anyway ? ", succeeds despite cancel" : "");
+    describe(r, "%s%s, rc %d%s", hows[how], (how == 3 || how == 8) && dflags ? " (detach+cancel)" : "",
+             r->rc_plan, r->succeed_anyway ? ", succeeds despite cancel" : "");
     if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
         return;
     h = atomic_load(&r->h);
@@ -1638,13 +1640,13 @@ static void scn_finalize(uint64_t *rng)
     if (poll_until(r, BGJOB_STATE_WAITING) == BGJOB_STATE_WAITING) {
         switch (how) {
         case 8:
-            detach_now(r, 0);
+            detach_now(r, dflags);
             return;
         case 1:
         case 3:
             do_cancel(r);
             if (how == 3) {
-                detach_now(r, 0);
+                detach_now(r, dflags);
                 return;
             }
             break;
