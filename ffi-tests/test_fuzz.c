@@ -1,66 +1,106 @@
 /*
- * test_fuzz.c: a seeded, multi-threaded adversarial fuzzer over the C API.
+ * test_fuzz.c: a seeded, multi-threaded adversarial fuzzer over the C API
+ * (issue 13's "adversarial fuzzer, in CI"), written against bgjob.h only.
  *
  * Where test_stress.c hammers single jobs, this program plays whole
- * *scenarios* — what a driver does with a job from create to release — on
+ * *scenarios* -- what a driver does with a job from create to release -- on
  * FUZZ_THREADS actor threads (default 4), with the choices and timings drawn
- * from a seed, while background threads change the world under them:
+ * from a seed, while service threads change the world under them (a
+ * canceller thread that cancels on request, a dispatcher thread that runs
+ * context completions, a chaos thread for the cap and the log callback).
+ * The scenario classes, each switchable:
  *
- *   hooks      workers register cancel hooks, another thread (a canceller
- *              service, or the deadline timer) cancels while the actor waits;
+ *   hooks      workers register cancel hooks and return at once on cancel;
+ *              another thread (the canceller, the deadline timer, the actor
+ *              after a pause) cancels while the actor waits and destroys;
  *              hooks sleep to widen the window
- *   txn        transactions of 2-4 members (create/add/start/cancel/destroy,
- *              auto or manual finalize, members failing, being cancelled,
- *              paused, detached, the transaction destroyed early); member
- *              completions wait for a sibling
- *   finalize   manual-finalize jobs: finalize, cancel while WAITING, destroy
- *              refused while WAITING, detach (with or without cancel) while
- *              running or WAITING, workers that succeed despite a cancel
- *   detach     detach with and without cancel of running, user-paused,
- *              internally paused, both, error-stopped and WAITING jobs
- *   errpolicy  report_io_error under every policy (EIO and ENOSPC), stops
- *              resumed, cancelled or detached by the caller
- *   deadline   deadlines from the options and set later, with pauses
- *   child      workers spawn short children (true, sleep, sh -c echo with
- *              captured lines) and wait for them; cancels while they run
- *   rit        bgjob_run_in_thread fire-and-forget, through a context, kept
- *   wrongtype  a transaction or context handle given as a job and back
- *   reenter    callbacks (completion, hooks, commit/abort/clean, log) that
- *              list jobs (taking every job's lock), cancel other jobs, create
- *              and detach new jobs, and destroy their own job
- *   cap        a chaos thread moves the concurrency cap under load
- *   log        a chaos thread installs and replaces a log callback
+ *   txn        transactions of 2-4 members: create/add (and a refused second
+ *              add)/start (txn_start or each job_start)/cancel/destroy, auto
+ *              or manual finalize (txn_finalize or job_finalize of a member),
+ *              members failing, cancelled, paused, internally paused,
+ *              detached with and without cancel, the transaction destroyed
+ *              early or with every member detached
  *   txnwait    (with txn) member completions wait for a sibling with
- *              bgjob_job_wait: a separate class because, while issue 13 #2
+ *              bgjob_job_wait; a class of its own because, while issue 13 #2
  *              stands, it deadlocks and the watchdog ends the run
+ *   finalize   manual-finalize jobs: finalize, cancel while WAITING, destroy
+ *              refused and wait timing out while WAITING, detach with and
+ *              without cancel while running or WAITING, a cancel then detach,
+ *              workers that succeed despite a cancel
+ *   detach     detach with and without cancel of running, user-paused,
+ *              internally paused (once, twice), user+internally paused,
+ *              error-stopped and WAITING jobs
+ *   errpolicy  report_io_error under every policy with EIO and ENOSPC; the
+ *              answer checked against the policy; stops resumed (after
+ *              set_error_policy), cancelled or detached; iostatus only while
+ *              PAUSED
+ *   deadline   deadlines from the options and set later (CREATED or
+ *              running), with pauses (worker hooks included)
+ *   child      workers spawn short children (true, sleep 0.02, sh -c echo with
+ *              captured lines) and wait for them; cancels (here and from the
+ *              canceller), pauses and detach+cancel while they run
+ *   rit        bgjob_run_in_thread fire-and-forget, through a context with no
+ *              handle, and with a kept handle
+ *   wrongtype  a transaction or context handle given as a job, and back
+ *   reenter    callbacks (completion, hooks, commit/abort/clean, the log
+ *              callback, workers) list jobs (taking every job's lock), read
+ *              and cancel other jobs, create jobs, destroy or detach jobs
+ *              another callback made, and a completion destroys its own job
+ *   cap        the chaos thread sets a concurrency cap of 1-8 and lifts it,
+ *              over and over, under load
+ *   log        the chaos thread installs, replaces and removes a log callback
  *
- * FUZZ_ONLY=hooks,txn,... runs only those classes (default: all);
- * FUZZ_SKIP=... leaves some out. FUZZ_OPS (default 6000) bounds the API calls
- * the actors make; STRESS_OPS is read when FUZZ_OPS is not set, so the
- * sanitizer targets' short runs apply. FUZZ_SEED (or STRESS_SEED) replays the
- * choices; the interleaving of threads is the machine's.
+ * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all);
+ * FUZZ_SKIP=... leaves some out; FUZZ_OPS (default 6000) is how many API calls
+ * the actors make (workers and callbacks make more; STRESS_OPS is read when
+ * FUZZ_OPS is unset); FUZZ_SEED (or STRESS_SEED) replays a run's choices (the
+ * interleaving of threads is the machine's); FUZZ_THREADS; FUZZ_STALL_S
+ * (watchdog, default 20); FUZZ_SETTLE_MS (how long detached jobs get to end,
+ * default 15000); FUZZ_REPORTS (violations printed, default 40 plus 3 per
+ * class). `make test` runs it briefly, `make fuzz` and `make stress` a
+ * million calls, `make check-asan` / `make check-valgrind` shorter runs.
  *
- * Invariants checked as it runs and at the end, each violation printed with
- * its class, the job's scenario and the seed:
+ * Invariants, checked as it runs and at the end; each violation is printed
+ * with its class, the job's scenario and choices, and the seed, and the end
+ * groups the jobs that broke a promise by scenario:
  * - a job reaches exactly one terminal state and never leaves it;
- * - no cancel hook runs, and none is still running, once any call observed
- *   the job terminal (wait, get_state, get_info, its completion); no commit,
- *   abort or clean either (they run before the job ends);
- * - every worker, completion, commit/abort, clean runs at most once, and the
+ * - once any call observed a job terminal (wait, get_state, get_info, its
+ *   completion) no cancel hook of it starts or is still running, and none
+ *   runs after destroy returned; commit, abort and clean run before the job
+ *   ends and before its completion (issue 13 #1);
+ * - every worker, commit/abort, clean and hook runs at most once, the
  *   completion exactly once; every userdata (worker, completion, finalize,
- *   hook, child line callback, log callback, run-in-thread) is freed exactly
- *   once, the worker's only after the worker returned;
- *   a completion without a context runs on its own worker's thread, never
- *   inside the call that ended the job; hooks and finalizers never run on a
- *   bgjob-internal thread (one that runs no worker: the timer thread);
- * - a transaction commits all or aborts all, consistently with the outcome;
- * - a detached job always ends by itself: its completion runs, it is no
- *   longer listed; nothing vanishes unended; no job is left at the end;
- * - wrong-type handles get INVALID_HANDLE;
- * - no deadlock: a watchdog thread watches every actor and service thread;
- *   one that makes no progress for FUZZ_STALL_S seconds (default 20) gets
- *   the run failed, after the stuck steps, the live jobs and every thread's
- *   stack (gdb, or eu-stack) are printed.
+ *   hook, child line, log, run-in-thread) is freed exactly once, the
+ *   worker's only after the worker returned, none while its callback runs;
+ * - a completion without a context runs on its own worker's thread (a
+ *   manual-finalize job's may run on the finalizing thread or a bgjob
+ *   thread), a context's on the dispatching thread, never inside the call
+ *   that ended the job (issue 13 #2); hooks, finalizers and log lines never
+ *   run on a bgjob-internal thread that runs no worker, such as the timer
+ *   (issue 13 #3);
+ * - a transaction commits all members or aborts all, consistently with
+ *   their outcomes;
+ * - a detached job always ends by itself: its completion and finalizers run
+ *   and it leaves the list (issue 13 #7, #8, #9); no job is left at the end,
+ *   no completion stays queued;
+ * - handles: a released handle is INVALID_HANDLE for its owner; wrong-type
+ *   handles get INVALID_HANDLE; get_info through a handle gives its job;
+ * - no deadlock: a watchdog watches every actor and service thread; one that
+ *   makes no progress for FUZZ_STALL_S seconds fails the run after printing
+ *   what each stuck thread was doing and to which job, the live jobs, and
+ *   every thread's stack (gdb, else eu-stack) on stderr.
+ *
+ * On the base of issue 13 (ab47c89) each of these reproduces it, whatever the
+ * seed (the seeds are the ones recorded in the report):
+ *   #1  FUZZ_ONLY=hooks FUZZ_SEED=1            hook-after-end violations
+ *   #2  FUZZ_ONLY=txn FUZZ_SEED=1              completion-thread violations
+ *       FUZZ_ONLY=txn,txnwait FUZZ_SEED=1      the deadlock: watchdog, stacks
+ *   #7  FUZZ_ONLY=finalize FUZZ_SEED=1         detached-vanished
+ *   #8  FUZZ_ONLY=detach FUZZ_SEED=1           detached-never-ended
+ *   #9  FUZZ_ONLY=txn FUZZ_SEED=1              detached-never-ended ("all
+ *                                              members detached, then the txn
+ *                                              destroyed")
+ *   #3  FUZZ_ONLY=deadline,log FUZZ_SEED=5     internal-thread (bgjob-timer)
  */
 
 #include "tap.h"
