@@ -1297,15 +1297,22 @@ static struct cancel_req cq[CQ];
 static size_t cq_head, cq_tail;
 
 /* Asks the canceller thread to cancel r (after delay_us). */
+static void do_cancel(struct rec *r);
+
 static void cancel_elsewhere(struct rec *r, int delay_us)
 {
+    bool queued = false;
+
     pthread_mutex_lock(&cq_mu);
     if (cq_tail - cq_head < CQ) {
         cq[cq_tail % CQ] = (struct cancel_req){r, delay_us};
         cq_tail++;
+        queued = true;
         pthread_cond_signal(&cq_cv);
     }
     pthread_mutex_unlock(&cq_mu);
+    if (!queued) /* never drop it: a paused job would wait for ever */
+        do_cancel(r);
 }
 
 static void *canceller_main(void *arg)
@@ -1629,8 +1636,14 @@ static void scn_txn(uint64_t *rng)
     for (int i = 0; i < tx->n; i++)
         finish_kept(tx->m[i]);
     if (tx->t != NULL) {
-        expect(NULL, "txn_destroy", API(bgjob_txn_destroy(tx->t)), RC(OK));
+        bgjob_txn *old = tx->t;
+        expect(NULL, "txn_destroy", API(bgjob_txn_destroy(old)), RC(OK));
         tx->t = NULL;
+        /* A destroyed transaction handle is dead for every call. */
+        int32_t x = chance(rng, 2) ? API(bgjob_txn_cancel(old)) : API(bgjob_txn_destroy(old));
+        if (x != BGJOB_RESULT_INVALID_HANDLE)
+            violation(V_HANDLE, "%s: a call on the destroyed txn handle returned %s", tx->what,
+                      bgjob_result_str(x));
     }
 }
 
