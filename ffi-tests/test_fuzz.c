@@ -2396,9 +2396,17 @@ static void group_add(int cls, struct rec *r)
     char w[240];
     size_t i;
 
-    for (i = 0; r->what[i] != '\0' && i + 1 < sizeof w; i++)
-        w[i] = (r->what[i] >= '0' && r->what[i] <= '9') ? '#' : r->what[i];
-    w[i] = '\0';
+    size_t k = 0;
+
+    /* Numbers (serials, codes, sleeps) become one '#'. */
+    for (i = 0; r->what[i] != '\0' && k + 1 < sizeof w; i++) {
+        bool digit = r->what[i] >= '0' && r->what[i] <= '9';
+        if (!digit)
+            w[k++] = r->what[i];
+        else if (k == 0 || w[k - 1] != '#')
+            w[k++] = '#';
+    }
+    w[k] = '\0';
     for (int g = 0; g < n_groups; g++)
         if (groups[g].cls == cls && strcmp(groups[g].what, w) == 0) {
             groups[g].n++;
