@@ -369,8 +369,24 @@ struct txnrec {
     bool manual;
     int n;
     struct rec *m[MAX_MEMBERS];
-    bgjob_txn *t;
+    bgjob_txn *t;               /* the actor's */
+    _Atomic(bgjob_txn *) th;    /* for callbacks: set once, may be stale */
 };
+
+/* A member's callback cancels its whole transaction (the handle may be
+ * destroyed by then: INVALID_HANDLE). */
+static void cancel_own_txn(struct rec *r)
+{
+    bgjob_txn *t;
+    int32_t rc;
+
+    if (r->txn == NULL || (t = atomic_load(&r->txn->th)) == NULL)
+        return;
+    rc = API(bgjob_txn_cancel(t));
+    if (rc != BGJOB_RESULT_OK && rc != BGJOB_RESULT_INVALID_HANDLE)
+        violation(V_RESULT, "job %" PRIu64 " [%s]: txn_cancel from a member's callback returned %s",
+                  r->serial, r->what, bgjob_result_str(rc));
+}
 
 enum token_kind { TK_WORKER = 1, TK_COMPLETION, TK_FIN, TK_HOOK, TK_LINE, TK_LOG };
 #define TOKEN_MAGIC 0x667a7a21u /* "fzz!" */
@@ -738,6 +754,7 @@ static void hook_fn(void *userdata, bgjob_job *job)
         case 2:
             poke_other(&rng, true);
             reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
+            cancel_own_txn(r);
             break;
         default: {
             int32_t rc = API(bgjob_job_remove_cancel_hook(job, atomic_load(&hk->id)));
@@ -816,6 +833,16 @@ static void fin_cb(struct rec *r, bgjob_job *job, int which)
             poke_other(&rng, true);
         if (chance(&rng, 6))
             reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
+        if (chance(&rng, 4)) {
+            /* Being finalized: a finalize from inside is refused. */
+            int32_t rc = API(bgjob_job_finalize(job));
+            if (rc != BGJOB_RESULT_NOT_ALLOWED &&
+                !(rc == BGJOB_RESULT_INVALID_HANDLE && invalid_ok(r)))
+                violation(V_RESULT, "job %" PRIu64 " [%s]: bgjob_job_finalize from its own %s returned %s",
+                          r->serial, r->what, names[which], bgjob_result_str(rc));
+        }
+        if (chance(&rng, 6))
+            cancel_own_txn(r);
     }
     atomic_fetch_sub(&r->fin_inside, 1);
     tl_depth--;
@@ -907,6 +934,8 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             nested_job(&rng);
         if (chance(&rng, 8))
             reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
+        if (chance(&rng, 6))
+            cancel_own_txn(r);
     }
     atomic_fetch_sub(&r->comp_inside, 1);
     if (r->self_destroy) {
@@ -1505,6 +1534,7 @@ static void scn_txn(uint64_t *rng)
         return;
     }
     tx->t = t;
+    atomic_store(&tx->th, t);
     for (int i = 0; i < tx->n; i++) {
         struct rec *r = rec_new(S_TXN, rng);
         struct mk m = {BGJOB_CREATE_DEFER_START, 0, 0};
