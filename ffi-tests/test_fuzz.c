@@ -120,10 +120,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #define DEFAULT_OPS 6000
 #define DEFAULT_THREADS 4
@@ -2294,25 +2298,41 @@ static void print_jobs(const char *why)
                  a.e[i].phase, a.e[i].age_ms);
 }
 
+/* Runs a shell command and waits for it. posix_spawn, not system(): fork
+ * runs bgjob's atfork handlers, which take bgjob's process-wide locks, and a
+ * deadlocked bgjob may hold one of them for ever. */
+static int run_sh(const char *cmd)
+{
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    pid_t pid;
+    int st = 0;
+
+    if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) != 0)
+        return -1;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 static void dump_stacks(void)
 {
-    char cmd[256];
-    pid_t pid = getpid();
+    char cmd[300];
+    int pid = (int)getpid();
 
     fflush(stdout);
-    if (system("command -v gdb >/dev/null 2>&1") == 0) {
+    if (run_sh("command -v gdb >/dev/null 2>&1") == 0) {
         snprintf(cmd, sizeof cmd,
                  "timeout 120 gdb -p %d -batch -nx -ex 'set pagination off' -ex 'thread apply all bt' "
                  "2>&1 | sed 's/^/# /' 1>&2",
-                 (int)pid);
-    } else if (system("command -v eu-stack >/dev/null 2>&1") == 0) {
-        snprintf(cmd, sizeof cmd, "timeout 60 eu-stack -p %d 2>&1 | sed 's/^/# /' 1>&2", (int)pid);
+                 pid);
+    } else if (run_sh("command -v eu-stack >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof cmd, "timeout 60 eu-stack -p %d 2>&1 | sed 's/^/# /' 1>&2", pid);
     } else {
         tap_diag("watchdog: neither gdb nor eu-stack is installed: no stacks");
         return;
     }
     tap_diag("watchdog: every thread's stack follows (on stderr)");
-    if (system(cmd) != 0)
+    if (run_sh(cmd) != 0)
         tap_diag("watchdog: the stack dump command failed");
 }
 
