@@ -263,8 +263,6 @@ static _Thread_local int tl_depth;          /* inside one of our callbacks */
 static _Thread_local long tl_ops;           /* API calls made on this thread */
 static _Thread_local struct rec *tl_call_rec;   /* inside cancel/destroy/... of this job */
 static _Thread_local struct txnrec *tl_call_txn; /* inside txn_cancel/start/destroy */
-static _Thread_local struct rec *tl_fin_rec;      /* inside bgjob_job_finalize of this job */
-static _Thread_local struct txnrec *tl_fin_txn;   /* inside bgjob_txn_finalize */
 
 /* A thread the watchdog watches: it must beat at least every stall_ms. */
 struct watched {
@@ -881,23 +879,44 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: context completion ran on %s, not the dispatcher",
                       r->serial, r->what, role_names[tl_role]);
+    } else if (r->txn != NULL) {
+        /* A transaction member's completion comes only once every member
+         * is terminal (so it may wait for a sibling), on a bgjob thread:
+         * the settling member's worker thread or one of its own, never one
+         * after another on a sibling's worker before the sibling ended
+         * (issue 13 #2: a completion waiting for a sibling deadlocked). */
+        for (int i = 0; i < r->txn->n; i++) {
+            struct rec *sib = r->txn->m[i];
+            bgjob_job *sh = sib != NULL && sib != r ? atomic_load(&sib->h) : NULL;
+            int32_t st = -1;
+            if (sh == NULL || API(bgjob_job_get_state(sh, &st)) != BGJOB_RESULT_OK)
+                continue; /* released: it ended, or its owner gave it up */
+            observe(sib, st, "a sibling's completion (get_state)");
+            if (!is_terminal(st))
+                violation(V_COMPLETION_THREAD,
+                          "job %" PRIu64 " [%s]: its completion runs while sibling %" PRIu64
+                          " is %s (it runs on %s)",
+                          r->serial, r->what, sib->serial, bgjob_state_str(st),
+                          tl_role == ROLE_WORKER ? "a worker thread" : role_names[tl_role]);
+        }
+        if (tl_role != ROLE_NONE && tl_role != ROLE_WORKER)
+            violation(V_COMPLETION_THREAD,
+                      "job %" PRIu64 " [%s]: completion (no context) ran on %s, not a bgjob thread",
+                      r->serial, r->what, role_names[tl_role]);
     } else if (atomic_load(&r->runs) > 0) {
-        /* Without a context: on its own worker's thread, right after the
-         * worker returned. A manual-finalize job may also end on the thread
-         * that finalizes it, and a detached one on a bgjob thread (nobody
-         * else is left to finalize it). Never on another job's worker
-         * thread one after another (issue 13 #2: a completion that waits
-         * for a sibling then deadlocks). */
+        /* Without a context: a job whose worker's return ended it gets it on
+         * its worker's thread, right after the worker returned; one ended by
+         * a call (manual finalize: finalize, a cancel while WAITING, detach)
+         * on a bgjob thread of its own -- never on a caller's thread. */
         bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
-        bool finalizer = r->manual && (tl_fin_rec != NULL || (r->txn != NULL && tl_fin_txn == r->txn));
         bool bgjob_thread = r->manual && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER);
-        if (!own && !finalizer && !bgjob_thread)
+        if (!own && !bgjob_thread)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: completion (no context) ran on %s, not on its own "
                       "worker's thread%s",
                       r->serial, r->what,
                       tl_role == ROLE_WORKER ? "another job's worker thread" : role_names[tl_role],
-                      r->manual ? " nor the finalizing one" : "");
+                      r->manual ? " nor a bgjob thread" : "");
     }
     if (r->has_fin && atomic_load(&r->runs) > 0 &&
         (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 || atomic_load(&r->cleans) != 1))
@@ -1656,16 +1675,17 @@ static void scn_txn(uint64_t *rng)
                 kept = NULL;
         }
         step("finalize", kept);
-        tl_fin_txn = tx;
+        /* Never inside the call that ended the job: finalize included. */
+        tl_call_txn = tx;
         if (tx->t != NULL && chance(rng, 2)) {
             expect(NULL, "txn_finalize", API(bgjob_txn_finalize(tx->t)), RC(OK) | RC(NOT_ALLOWED));
         } else if (kept != NULL) {
-            tl_fin_rec = kept;
+            tl_call_rec = kept;
             expect(kept, "job_finalize (member)", API(bgjob_job_finalize(atomic_load(&kept->h))),
                    RC(OK) | RC(NOT_ALLOWED));
         }
-        tl_fin_txn = NULL;
-        tl_fin_rec = NULL;
+        tl_call_txn = NULL;
+        tl_call_rec = NULL;
     }
     for (int i = 0; i < tx->n; i++)
         finish_kept(tx->m[i]);
@@ -1756,9 +1776,9 @@ static void scn_finalize(uint64_t *rng)
             break;
         }
         step("finalize", r);
-        tl_fin_rec = r;
+        tl_call_rec = r;
         expect(r, "finalize", API(bgjob_job_finalize(h)), RC(OK) | RC(NOT_ALLOWED));
-        tl_fin_rec = NULL;
+        tl_call_rec = NULL;
     }
     finish_kept(r);
 }
