@@ -351,6 +351,7 @@ struct rec {
     atomic_int hooks_inside, hook_regs, hook_calls;
     atomic_int observed, terminal;
     atomic_int detached, released, release_claim;
+    atomic_int destroyed; /* released by a destroy (not a detach) */
     atomic_int line_regs, line_frees;
     atomic_int cancels; /* cancel-like calls made on it (any thread) */
     atomic_int policy_changed;
@@ -713,7 +714,7 @@ static void hook_fn(void *userdata, bgjob_job *job)
     tl_depth++;
     atomic_fetch_add(&r->hooks_inside, 1);
     atomic_fetch_add(&hk->inside, 1);
-    released = atomic_load(&r->released);
+    released = atomic_load(&r->destroyed); /* a detached job lives on: its handle is just gone */
     if (atomic_load(&r->observed))
         violation(V_HOOK_AFTER_END,
                   "job %" PRIu64 " [%s]: a cancel hook started after the job was seen %s%s",
@@ -735,7 +736,7 @@ static void hook_fn(void *userdata, bgjob_job *job)
         if (rc == BGJOB_RESULT_OK && is_terminal(st))
             violation(V_HOOK_AFTER_END, "job %" PRIu64 " [%s]: a cancel hook runs while the job is %s",
                       r->serial, r->what, bgjob_state_str(st));
-        else if (rc == BGJOB_RESULT_INVALID_HANDLE && atomic_load(&r->released))
+        else if (rc == BGJOB_RESULT_INVALID_HANDLE && atomic_load(&r->destroyed))
             violation(V_HOOK_AFTER_END,
                       "job %" PRIu64 " [%s]: a cancel hook runs after bgjob_job_destroy returned",
                       r->serial, r->what);
@@ -1235,6 +1236,8 @@ static void release_job(struct rec *r, bool detach, uint32_t flags)
     rc = detach ? API(bgjob_job_detach(h, flags)) : API(bgjob_job_destroy(h));
     tl_call_rec = saved;
     if (rc == BGJOB_RESULT_OK) {
+        if (!detach)
+            atomic_store(&r->destroyed, 1);
         atomic_store(&r->released, 1);
         /* The handle is invalid for the caller from now on. */
         int32_t st;
