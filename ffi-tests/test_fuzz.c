@@ -372,6 +372,7 @@ struct txnrec {
     bool manual;
     int n;
     struct rec *m[MAX_MEMBERS];
+    atomic_int nm;              /* members added so far (callbacks read this) */
     bgjob_txn *t;               /* the actor's */
     _Atomic(bgjob_txn *) th;    /* for callbacks: set once, may be stale */
 };
@@ -886,7 +887,8 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
          * the settling member's worker thread or one of its own, never one
          * after another on a sibling's worker before the sibling ended
          * (issue 13 #2: a completion waiting for a sibling deadlocked). */
-        for (int i = 0; i < r->txn->n; i++) {
+        int nm = atomic_load(&r->txn->nm);
+        for (int i = 0; i < nm; i++) {
             struct rec *sib = r->txn->m[i];
             bgjob_job *sh = sib != NULL && sib != r ? atomic_load(&sib->h) : NULL;
             int32_t st = -1;
@@ -937,8 +939,8 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
     }
     /* A transaction member waits for a sibling: the header lets it call any
      * bgjob function, and its own job is over. */
-    if (r->sibling_wait && r->txn != NULL) {
-        struct rec *sib = r->txn->m[(r->member + 1) % r->txn->n];
+    if (r->sibling_wait && r->txn != NULL && atomic_load(&r->txn->nm) > 1) {
+        struct rec *sib = r->txn->m[(r->member + 1) % atomic_load(&r->txn->nm)];
         bgjob_job *sh = atomic_load(&sib->h);
         if (sib != r && sh != NULL) {
             int32_t st = -1;
@@ -1531,6 +1533,15 @@ static void scn_hooks(uint64_t *rng)
     finish_kept(r);
 }
 
+/* Whether a member was cancelled from elsewhere (a callback's poke). */
+static bool txn_hit(struct txnrec *tx)
+{
+    for (int i = 0; i < atomic_load(&tx->nm); i++)
+        if (atomic_load(&tx->m[i]->cancels) > 0)
+            return true;
+    return false;
+}
+
 static void scn_txn(uint64_t *rng)
 {
     struct txnrec *tx = calloc(1, sizeof *tx);
@@ -1580,19 +1591,21 @@ static void scn_txn(uint64_t *rng)
         r->hook_sleep_us = (int)below(rng, 500);
         r->succeed_anyway = chance(rng, 3);
         describe(r, "%s member %d, rc %d", tx->what, i, r->rc_plan);
-        tx->m[i] = r;
         if (make_job(r, rng, &m) != BGJOB_RESULT_OK) {
-            tx->m[i] = NULL;
             tx->n = i;
             break;
         }
         rc = API(bgjob_txn_add(t, atomic_load(&r->h)));
-        expect(r, "txn_add", rc, RC(OK));
+        /* A callback's cancel of a member already added aborts the
+         * transaction: adding is then refused. */
+        expect(r, "txn_add", rc, RC(OK) | (txn_hit(tx) ? RC(NOT_ALLOWED) : 0));
         if (rc != BGJOB_RESULT_OK) {
             release_job(r, false, 0);
             tx->n = i;
             break;
         }
+        tx->m[i] = r;
+        atomic_store(&tx->nm, i + 1);
         if (chance(rng, 8)) /* a second add is refused */
             expect(r, "txn_add (again)", API(bgjob_txn_add(t, atomic_load(&r->h))),
                    RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
@@ -1611,7 +1624,7 @@ static void scn_txn(uint64_t *rng)
             tl_call_rec = NULL;
         }
     } else {
-        expect(NULL, "txn_start", API(bgjob_txn_start(t)), RC(OK));
+        expect(NULL, "txn_start", API(bgjob_txn_start(t)), RC(OK) | (txn_hit(tx) ? RC(NOT_ALLOWED) : 0));
     }
     tl_call_txn = NULL;
     if (destroy_early) {
