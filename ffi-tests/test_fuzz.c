@@ -897,10 +897,16 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             observe(sib, st, "a sibling's completion (get_state)");
             if (!is_terminal(st))
                 violation(V_COMPLETION_THREAD,
-                          "job %" PRIu64 " [%s]: its completion runs while sibling %" PRIu64
-                          " is %s (it runs on %s)",
-                          r->serial, r->what, sib->serial, bgjob_state_str(st),
-                          tl_role == ROLE_WORKER ? "a worker thread" : role_names[tl_role]);
+                          "job %" PRIu64 " [%s]: its completion (state %s) runs while sibling %" PRIu64
+                          " is %s (it runs on %s; the sibling's worker ran %d returned %d, %d "
+                          "cancels, commit %d abort %d clean %d, %s)",
+                          r->serial, r->what, bgjob_state_str(state), sib->serial,
+                          bgjob_state_str(st),
+                          tl_role == ROLE_WORKER ? "a worker thread" : role_names[tl_role],
+                          atomic_load(&sib->runs), atomic_load(&sib->returns),
+                          atomic_load(&sib->cancels), atomic_load(&sib->commits),
+                          atomic_load(&sib->aborts), atomic_load(&sib->cleans),
+                          atomic_load(&sib->detached) ? "detached" : "kept");
         }
         if (tl_role != ROLE_NONE && tl_role != ROLE_WORKER)
             violation(V_COMPLETION_THREAD,
@@ -1598,7 +1604,8 @@ static void scn_txn(uint64_t *rng)
         rc = API(bgjob_txn_add(t, atomic_load(&r->h)));
         /* A callback's cancel of a member already added aborts the
          * transaction: adding is then refused. */
-        expect(r, "txn_add", rc, RC(OK) | (txn_hit(tx) ? RC(NOT_ALLOWED) : 0));
+        expect(r, "txn_add", rc,
+               RC(OK) | (txn_hit(tx) || atomic_load(&r->cancels) ? RC(NOT_ALLOWED) : 0));
         if (rc != BGJOB_RESULT_OK) {
             release_job(r, false, 0);
             tx->n = i;
