@@ -92,15 +92,27 @@
  *
  * On the base of issue 13 (ab47c89) each of these reproduces it, whatever the
  * seed (the seeds are the ones recorded in the report):
- *   #1  FUZZ_ONLY=hooks FUZZ_SEED=1            hook-after-end violations
- *   #2  FUZZ_ONLY=txn FUZZ_SEED=1              completion-thread violations
- *       FUZZ_ONLY=txn,txnwait FUZZ_SEED=1      the deadlock: watchdog, stacks
- *   #7  FUZZ_ONLY=finalize FUZZ_SEED=1         detached-vanished
- *   #8  FUZZ_ONLY=detach FUZZ_SEED=1           detached-never-ended
- *   #9  FUZZ_ONLY=txn FUZZ_SEED=1              detached-never-ended ("all
- *                                              members detached, then the txn
- *                                              destroyed")
- *   #3  FUZZ_ONLY=deadline,log FUZZ_SEED=5     internal-thread (bgjob-timer)
+ *   #1  FUZZ_ONLY=hooks FUZZ_SEED=1        hook-after-end: a hook runs while
+ *                                          wait/the completion saw the job end,
+ *                                          and after destroy returned
+ *   #2  FUZZ_ONLY=txn FUZZ_SEED=1          completion-thread: a member's
+ *                                          completion runs while a sibling is
+ *                                          still WAITING
+ *       FUZZ_ONLY=txn,txnwait FUZZ_SEED=1  the deadlock itself: the watchdog
+ *                                          fires, stacks show completion ->
+ *                                          bgjob_job_wait on a worker thread
+ *   #7  FUZZ_ONLY=finalize FUZZ_SEED=1     detached-vanished (detach+cancel
+ *                                          while running; cancel, then
+ *                                          detach+cancel while WAITING)
+ *   #8  FUZZ_ONLY=detach FUZZ_SEED=1       detached-never-ended (internally
+ *                                          paused, with or without a user pause)
+ *   #9  FUZZ_ONLY=txn FUZZ_SEED=1          detached-never-ended ("manual
+ *                                          finalize, all members detached, then
+ *                                          the txn destroyed")
+ *   #3  FUZZ_ONLY=deadline,log FUZZ_SEED=5 internal-thread: hooks and log
+ *                                          lines on 'bgjob-timer'
+ * With those fixed (main 144b1e7 for #1 #2 #7 #8 #9, the proc branch for #3)
+ * each of these runs gives 0 violations.
  */
 
 #include "tap.h"
