@@ -1648,7 +1648,17 @@ static void scn_txn(uint64_t *rng)
             tl_call_rec = NULL;
         }
     } else {
-        expect(NULL, "txn_start", API(bgjob_txn_start(t)), RC(OK) | (txn_hit(tx) ? RC(NOT_ALLOWED) : 0));
+        int32_t x = API(bgjob_txn_start(t));
+        if (x != BGJOB_RESULT_OK && !(x == BGJOB_RESULT_NOT_ALLOWED && txn_hit(tx))) {
+            char st[160] = "";
+            for (int i = 0; i < tx->n; i++) {
+                int32_t ms = -1;
+                bgjob_job_get_state(atomic_load(&tx->m[i]->h), &ms);
+                snprintf(st + strlen(st), sizeof st - strlen(st), " m%d=%s/%dc", i, bgjob_state_str(ms),
+                         atomic_load(&tx->m[i]->cancels));
+            }
+            violation(V_RESULT, "%s: txn_start returned %s; members:%s", tx->what, bgjob_result_str(x), st);
+        }
     }
     tl_call_txn = NULL;
     if (destroy_early) {
