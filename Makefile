@@ -235,7 +235,7 @@ stress: $(OUT)/tests/test_stress $(OUT)/tests/test_fuzz
 # (or FUZZ_SKIP) a comma-separated list of scenario classes: hooks, txn,
 # txnwait, finalize, detach, errpolicy, deadline, child, rit, wrongtype,
 # reenter, cap, log. A stall of FUZZ_STALL_S seconds (default 20) fails the
-# run with every thread's stack. `make test` runs it briefly (FUZZ_OPS 6000).
+# run with every thread's stack. `make test` runs it briefly (FUZZ_OPS 20000, ~2 s).
 FUZZ_OPS     ?= 1000000
 FUZZ_THREADS ?= 4
 fuzz: $(OUT)/tests/test_fuzz

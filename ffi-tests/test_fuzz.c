@@ -51,7 +51,7 @@
  *   log        the chaos thread installs, replaces and removes a log callback
  *
  * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all);
- * FUZZ_SKIP=... leaves some out; FUZZ_OPS (default 6000) is how many API calls
+ * FUZZ_SKIP=... leaves some out; FUZZ_OPS (default 20000) is how many API calls
  * the actors make (workers and callbacks make more; STRESS_OPS is read when
  * FUZZ_OPS is unset); FUZZ_SEED (or STRESS_SEED) replays a run's choices (the
  * interleaving of threads is the machine's); FUZZ_THREADS; FUZZ_STALL_S
@@ -141,7 +141,7 @@
 
 extern char **environ;
 
-#define DEFAULT_OPS 6000
+#define DEFAULT_OPS 20000
 #define DEFAULT_THREADS 4
 #define CANCELLED_RC 125
 #define REG_SLOTS 64
