@@ -856,6 +856,40 @@ static bool test_survivor_child_not_signalled_by_cancel(void)
     return ok;
 }
 
+/* A host that ignores SIGTERM (or blocks it) does not make its children deaf
+ * to cancel: a spawned child starts with default dispositions and an empty
+ * signal mask, so cancel's SIGTERM ends it at once, not the SIGKILL 20 s on. */
+static bool test_child_signals_start_at_default(void)
+{
+    bool ok = true;
+    struct sigaction ign, before;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    REQUIRE(sigaction(SIGTERM, &ign, &before) == 0);
+    sigset_t term, old_mask;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, &old_mask); /* a new job thread inherits it */
+    static const char *const argv[] = {"sleep", "60", NULL};
+    struct run r;
+    run_init(&r, argv);
+    r.grace_ms = 20000;
+    bgjob_job *job = start(&r);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    REQUIRE(job != NULL);
+    REQUIRE(poll_int_eq(&r.spawn_rc, BGJOB_RESULT_OK));
+    int64_t t0 = now_ms();
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    int ws = atomic_load(&r.wstatus);
+    CHECKF(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM, "status 0x%x after %lld ms", ws,
+           (long long)(now_ms() - t0));
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    REQUIRE(sigaction(SIGTERM, &before, NULL) == 0);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--list-fds") == 0)
@@ -877,6 +911,7 @@ int main(int argc, char **argv)
         TAP_TEST(test_child_leads_its_own_group),
         TAP_TEST(test_cleanup_child_runs_after_cancel),
         TAP_TEST(test_survivor_child_not_signalled_by_cancel),
+        TAP_TEST(test_child_signals_start_at_default),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }

@@ -113,12 +113,19 @@ fn child_exec(p: &Plan<'_>) -> ! {
         // blocked since before the clone): a handler of the parent's must
         // never run in the child, and a signal the host ignores (SIGTERM,
         // SIGPIPE) must not stay ignored in it, or cancel could not stop it.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        // 1..=64: the kernel's signals (glibc refuses its own two: harmless).
+        // The raw system call, not sigaction(3), which a sanitizer may
+        // intercept. An all-zero kernel sigaction is SIG_DFL with no flags,
+        // no restorer and an empty mask on every architecture.
+        let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    KERNEL_SIGSET_SIZE,
+                );
             }
         }
         let r = if p.new_session {
