@@ -65,7 +65,6 @@ pub(crate) struct Spawned {
 pub(crate) static FORCE_CLONE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 #[cfg(test)]
 pub(crate) const FORCE_CLONE_PIDFD: u8 = 1;
-#[cfg(test)]
 pub(crate) const FORCE_NO_PIDFD: u8 = 2;
 
 /// Everything the child reads between clone and exec, prepared by the parent.
@@ -249,8 +248,13 @@ fn clone_child(plan: &Plan<'_>) -> std::io::Result<Cloned> {
 }
 
 fn clone_blocked(plan: &Plan<'_>) -> std::io::Result<Cloned> {
+    // Tests that force the pid fallback get it for spawned children too.
     #[cfg(test)]
-    let force = FORCE_CLONE.load(std::sync::atomic::Ordering::Relaxed);
+    let force = if super::FORCE_PID_FALLBACK.load(std::sync::atomic::Ordering::Relaxed) {
+        FORCE_NO_PIDFD
+    } else {
+        FORCE_CLONE.load(std::sync::atomic::Ordering::Relaxed)
+    };
     #[cfg(not(test))]
     let force = 0u8;
     let mut pidfd: i32 = -1;
@@ -293,7 +297,7 @@ fn clone_blocked(plan: &Plan<'_>) -> std::io::Result<Cloned> {
     }
     // No clone3. Without CLONE_VFORK, which valgrind cannot run.
     let mut flags = libc::SIGCHLD as libc::c_ulong;
-    if force != 2 {
+    if force != FORCE_NO_PIDFD {
         flags |= libc::CLONE_PIDFD as libc::c_ulong;
     }
     loop {
