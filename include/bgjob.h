@@ -176,8 +176,8 @@
 
 /**
  * A child that cancel does not signal: a cleanup step (`lvremove`, a hook
- * script) run in the "cleaning up" phase after a cancel, or one that must
- * finish whatever happens. It may be spawned after cancel was requested
+ * script) run in the "cleaning up" phase after a cancel, or one a cancel
+ * must not interrupt. It may be spawned after cancel was requested
  * (without this flag that is refused with `BGJOB_RESULT_CANCELLED`);
  * `bgjob_job_wait_child` waits for it to its end and returns
  * `BGJOB_RESULT_OK` with its status, cancel or not. It is still killed
@@ -1040,7 +1040,9 @@ bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_
  * running; `BGJOB_RESULT_CANCELLED` once cancel was requested, without
  * `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was started); `BGJOB_RESULT_SYSTEM`
  * if the program could not be started, and did not run (errno: ENOENT,
- * EACCES, ...; EBADF for a passed `fd` that is not open).
+ * EACCES, ...; EBADF for a passed `fd` that is not open; EINVAL or EMFILE
+ * when the highest `child_fd` leaves no room below the fd limit,
+ * `RLIMIT_NOFILE`: bgjob first copies every fd the child gets above it).
  *
  * # Safety
  * `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose

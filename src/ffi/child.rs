@@ -257,7 +257,9 @@ unsafe fn read_child_options(
 /// running; `BGJOB_RESULT_CANCELLED` once cancel was requested, without
 /// `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was started); `BGJOB_RESULT_SYSTEM`
 /// if the program could not be started, and did not run (errno: ENOENT,
-/// EACCES, ...; EBADF for a passed `fd` that is not open).
+/// EACCES, ...; EBADF for a passed `fd` that is not open; EINVAL or EMFILE
+/// when the highest `child_fd` leaves no room below the fd limit,
+/// `RLIMIT_NOFILE`: bgjob first copies every fd the child gets above it).
 ///
 /// # Safety
 /// `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose

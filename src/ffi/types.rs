@@ -59,8 +59,8 @@ pub const BGJOB_CHILD_NULL_STDOUT: u32 = 8;
 /// Send the child's stderr to `/dev/null` (not with CAPTURE_STDERR).
 pub const BGJOB_CHILD_NULL_STDERR: u32 = 16;
 /// A child that cancel does not signal: a cleanup step (`lvremove`, a hook
-/// script) run in the "cleaning up" phase after a cancel, or one that must
-/// finish whatever happens. It may be spawned after cancel was requested
+/// script) run in the "cleaning up" phase after a cancel, or one a cancel
+/// must not interrupt. It may be spawned after cancel was requested
 /// (without this flag that is refused with `BGJOB_RESULT_CANCELLED`);
 /// `bgjob_job_wait_child` waits for it to its end and returns
 /// `BGJOB_RESULT_OK` with its status, cancel or not. It is still killed
