@@ -673,10 +673,12 @@ mod tests {
     /// 5.2), signalling with kill(-pgid) while the leader is unreaped.
     #[test]
     fn cancel_ends_the_whole_group_without_pidfds() {
+        use crate::sys::spawn::{FORCE_CLONE, FORCE_LOCK, FORCE_NO_PIDFD};
         use std::sync::atomic::Ordering;
-        sys::FORCE_PID_FALLBACK.store(true, Ordering::SeqCst);
+        let _forcing = FORCE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        FORCE_CLONE.store(FORCE_NO_PIDFD, Ordering::SeqCst);
         let ran = std::panic::catch_unwind(grandchildren_end_with_the_job);
-        sys::FORCE_PID_FALLBACK.store(false, Ordering::SeqCst);
+        FORCE_CLONE.store(0, Ordering::SeqCst);
         if let Err(panic) = ran {
             std::panic::resume_unwind(panic);
         }

@@ -65,6 +65,10 @@ pub(crate) struct Spawned {
 pub(crate) static FORCE_CLONE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 #[cfg(test)]
 pub(crate) const FORCE_CLONE_PIDFD: u8 = 1;
+/// Held by tests that set [`FORCE_CLONE`], so one does not reset it under
+/// another.
+#[cfg(test)]
+pub(crate) static FORCE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub(crate) const FORCE_NO_PIDFD: u8 = 2;
 
 /// Everything the child reads between clone and exec, prepared by the parent.
@@ -156,12 +160,12 @@ fn child_exec(p: &Plan<'_>) -> ! {
                 }
             }
         }
-        let empty: libc::sigset_t = std::mem::zeroed();
+        let empty: u64 = 0;
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &empty,
-            std::ptr::null_mut::<libc::sigset_t>(),
+            &raw const empty,
+            std::ptr::null_mut::<u64>(),
             KERNEL_SIGSET_SIZE,
         );
         // As execvp: a candidate that is missing or not a directory is
@@ -175,13 +179,10 @@ fn child_exec(p: &Plan<'_>) -> ! {
             match err {
                 libc::EACCES => denied = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => {}
-                _ => break,
+                _ => child_fail(p.err_fd, err),
             }
         }
-        if denied && matches!(err, libc::ENOENT | libc::ENOTDIR) {
-            err = libc::EACCES;
-        }
-        child_fail(p.err_fd, err)
+        child_fail(p.err_fd, if denied { libc::EACCES } else { err })
     }
 }
 
@@ -201,12 +202,13 @@ struct CloneArgs {
     tls: u64,
 }
 
-/// How the child was created.
-enum Cloned {
-    /// `CLONE_VFORK`: it has exec'd or exited by the time clone returns.
-    Vfork { pid: i32, pidfd: OwnedFd },
-    /// Plain fork semantics, with or without a pidfd.
-    Fork { pid: i32, pidfd: Option<OwnedFd> },
+/// The child just created.
+struct Cloned {
+    pid: i32,
+    /// None: a kernel before 5.2, or the tests' forced fallback.
+    pidfd: Option<OwnedFd>,
+    /// `CLONE_VFORK`: it had exec'd or exited by the time clone returned.
+    vfork: bool,
 }
 
 fn owned(fd: i32) -> Option<OwnedFd> {
@@ -218,29 +220,29 @@ fn owned(fd: i32) -> Option<OwnedFd> {
 /// in this thread around the call (and so in the child until it has reset
 /// its dispositions).
 fn clone_child(plan: &Plan<'_>) -> std::io::Result<Cloned> {
-    // SAFETY: sigset_t is plain data; rt_sigprocmask reads the full set and
-    // writes the old one into a live sigset_t. Blocking every signal, the
-    // ones glibc reserves included, is what posix_spawn does around its clone.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // The kernel's own sigset (64 bits): every signal, the two glibc keeps
+    // for itself included, as posix_spawn blocks them around its clone.
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask reads 8 bytes from a live u64 and writes the
+    // old mask into another.
     unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &all,
-            &mut old,
+            &raw const all,
+            &raw mut old,
             KERNEL_SIGSET_SIZE,
         );
     }
     let cloned = clone_blocked(plan);
-    // SAFETY: restores the mask saved above, from a live sigset_t.
+    // SAFETY: restores the mask saved above, from a live u64.
     unsafe {
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &old,
-            std::ptr::null_mut::<libc::sigset_t>(),
+            &raw const old,
+            std::ptr::null_mut::<u64>(),
             KERNEL_SIGSET_SIZE,
         );
     }
@@ -284,10 +286,10 @@ fn clone_blocked(plan: &Plan<'_>) -> std::io::Result<Cloned> {
             child_exec(plan);
         }
         if r > 0 {
-            let pidfd = owned(pidfd).ok_or(std::io::ErrorKind::Other)?;
-            return Ok(Cloned::Vfork {
+            return Ok(Cloned {
                 pid: r as i32,
-                pidfd,
+                pidfd: owned(pidfd),
+                vfork: true,
             });
         }
         let e = std::io::Error::last_os_error();
@@ -333,9 +335,10 @@ fn clone_blocked(plan: &Plan<'_>) -> std::io::Result<Cloned> {
         }
         if r > 0 {
             // A kernel before 5.2 ignores CLONE_PIDFD and leaves -1.
-            return Ok(Cloned::Fork {
+            return Ok(Cloned {
                 pid: r as i32,
                 pidfd: owned(pidfd),
+                vfork: false,
             });
         }
         let e = std::io::Error::last_os_error();
@@ -547,19 +550,28 @@ pub(crate) fn spawn(args: &SpawnArgs<'_>) -> std::io::Result<Spawned> {
         new_session: args.new_session,
         err_fd: err_write.as_raw_fd(),
     };
-    let cloned = clone_child(&plan)?;
+    let Cloned { pid, pidfd, vfork } = clone_child(&plan)?;
     // The child has its own copies; ours go now (the error pipe's write end
     // first, so its end of file can come).
     drop(err_write);
     drop(held);
-    let (pid, pidfd, vfork) = match cloned {
-        Cloned::Vfork { pid, pidfd } => (pid, Some(pidfd), true),
-        Cloned::Fork { pid, pidfd } => (pid, pidfd, false),
-    };
     let exec_error = read_exec_error(&err_read, !vfork);
     let process = match pidfd {
         Some(fd) => Process::from_pidfd(pid, fd, true),
-        None => Process::spawned_by_pid(pid, true)?,
+        None => match Process::spawned_by_pid(pid, true) {
+            Ok(p) => p,
+            Err(e) => {
+                // No watcher (EMFILE, EAGAIN): the child must not run on
+                // unwatched. It is ours and unreaped unless a host's
+                // waitpid(-1) took it (ECHILD then).
+                // SAFETY: kill and waitpid on our own child, no pointers kept.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
+            }
+        },
     };
     match exec_error {
         Ok(None) => {}
@@ -616,9 +628,12 @@ mod tests {
     fn every_clone_path_keeps_the_same_promises() {
         // An fd without close-on-exec, as a host's socket may be.
         let (r, w) = std::io::pipe().unwrap();
-        let leaky = unsafe { libc::dup(r.as_raw_fd()) };
-        assert!(leaky >= 0);
+        // SAFETY: fcntl takes ints. Above the numbers other tests running
+        // meanwhile use, so no target below can be it.
+        let leaky = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD, 300) };
+        assert!(leaky >= 300);
         let pass = w.as_raw_fd();
+        let _forcing = FORCE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         for force in [0, FORCE_CLONE_PIDFD, FORCE_NO_PIDFD] {
             FORCE_CLONE.store(force, Ordering::Relaxed);
             let status = run("exit 3", NULLS, &[]).unwrap();
@@ -637,11 +652,11 @@ mod tests {
             assert_eq!(e, Some(libc::ENOENT), "mode {force}");
             let script = format!(
                 "test -e /proc/self/fd/{leaky} && exit 1; \
-                 test -e /proc/self/fd/7 || exit 2; \
+                 test -e /proc/self/fd/250 || exit 2; \
                  test -e /proc/self/fd/{pass} || exit 3; \
                  [ \"$(ps -o pgid= -p $$)\" -eq $$ ] || exit 4; exit 0"
             );
-            let status = run(&script, NULLS, &[(pass, 7), (pass, pass)]).unwrap();
+            let status = run(&script, NULLS, &[(pass, 250), (pass, pass)]).unwrap();
             assert_eq!(status, 0, "mode {force}: exit {}", status >> 8);
         }
         FORCE_CLONE.store(0, Ordering::Relaxed);
