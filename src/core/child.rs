@@ -684,6 +684,23 @@ mod tests {
         }
     }
 
+    /// The same with a pidfd but without `PIDFD_SIGNAL_PROCESS_GROUP`
+    /// (kernels before 6.9; valgrind): kill(-pgid) while the leader is
+    /// unreaped, checked through the pidfd.
+    #[test]
+    fn cancel_ends_the_whole_group_without_the_group_flag() {
+        use std::sync::atomic::Ordering;
+        let _forcing = crate::sys::spawn::FORCE_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sys::NO_PIDFD_GROUP_SIGNAL.store(true, Ordering::SeqCst);
+        let ran = std::panic::catch_unwind(grandchildren_end_with_the_job);
+        sys::NO_PIDFD_GROUP_SIGNAL.store(false, Ordering::SeqCst);
+        if let Err(panic) = ran {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
     #[test]
     fn exit_status_decodes_like_the_c_macros() {
         let exited = ChildExit {

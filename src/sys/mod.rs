@@ -294,7 +294,7 @@ const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 /// Set once `pidfd_send_signal` turned out to be missing (ENOSYS), or its
 /// group flag unknown (EINVAL): `kill(2)` is used from then on.
 static NO_PIDFD_SIGNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static NO_PIDFD_GROUP_SIGNAL: std::sync::atomic::AtomicBool =
+pub(crate) static NO_PIDFD_GROUP_SIGNAL: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// `waitid` for one child, retried on EINTR; `Ok(None)`: nothing to report
