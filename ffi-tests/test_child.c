@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1001,6 +1002,40 @@ static bool test_concurrent_spawns_get_only_their_fds(void)
     return ok;
 }
 
+/* A caller built against the first layout of bgjob_child_options (before
+ * `fds`) still works: init and spawn accept its size, and nothing past
+ * `struct_size` is read (here: garbage where `fds` would be). */
+static int32_t old_layout_worker(void *userdata, bgjob_job *job)
+{
+    atomic_int *rc = userdata;
+    static const char *const argv[] = {"sh", "-c", "exit 6", NULL};
+    bgjob_child_options o;
+    memset(&o, 0xa5, sizeof o);
+    size_t v1 = offsetof(bgjob_child_options, fds);
+    if (bgjob_child_options_init(&o, v1) != BGJOB_RESULT_OK || o.struct_size != v1)
+        return 1;
+    o.argv = argv;
+    int32_t pid = -1, status = -1;
+    bgjob_result r = bgjob_job_spawn_child(job, &o, &pid);
+    if (r == BGJOB_RESULT_OK)
+        r = bgjob_job_wait_child(job, pid, -1, &status);
+    atomic_store(rc, r == BGJOB_RESULT_OK && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return 0;
+}
+
+static bool test_first_child_options_layout_still_accepted(void)
+{
+    bool ok = true;
+    atomic_int rc;
+    atomic_init(&rc, -2);
+    bgjob_job *job = NULL;
+    REQUIRE(bgjob_job_create(NULL, old_layout_worker, &rc, NULL, &job) == BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&rc), 6);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--list-fds") == 0)
@@ -1024,6 +1059,7 @@ int main(int argc, char **argv)
         TAP_TEST(test_survivor_child_not_signalled_by_cancel),
         TAP_TEST(test_child_signals_start_at_default),
         TAP_TEST(test_concurrent_spawns_get_only_their_fds),
+        TAP_TEST(test_first_child_options_layout_still_accepted),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }
