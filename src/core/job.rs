@@ -1580,11 +1580,21 @@ impl Job {
     }
 
     /// Starts a child process bound to the job (see [`child`]): cancel sends
-    /// it SIGTERM, then SIGKILL after the grace period; [`Job::wait_child`]
-    /// reaps it; one still running when the worker returns is killed and
-    /// reaped. Refused unless the job is running. Returns its pid.
+    /// it and its process group SIGTERM, then SIGKILL after the grace period;
+    /// [`Job::wait_child`] reaps it; one still running when the worker returns
+    /// is killed and reaped. Refused unless the job is running. Returns its
+    /// pid.
+    ///
+    /// Once cancel has been requested only a child that survives cancel
+    /// ([`child::Spawn::survives_cancel`]) is started; any other is refused
+    /// with [`Error::Cancelled`] before anything runs — starting a program
+    /// only to kill it at once could leave half its work done. (A cancel that
+    /// comes while the call runs meets the child as it meets any running one.)
     pub fn spawn_child(&self, spec: child::Spawn) -> Result<i32, Error> {
         self.check_running()?;
+        if !spec.survives_cancel && self.is_cancel_requested() {
+            return Err(Error::Cancelled);
+        }
         self.bind_child(Child::spawn(spec)?)
     }
 
@@ -1633,7 +1643,10 @@ impl Job {
         // A cancel that came first runs the hook here: the child is signalled
         // at once. The job cannot end meanwhile without reaping the child
         // (the worker's return does that), so an error here is only that.
-        if let Ok(HookAdded::Registered(id)) = self.add_cancel_hook(move |_| c.terminate()) {
+        // A child that survives cancel gets no hook at all.
+        if !child.survives_cancel
+            && let Ok(HookAdded::Registered(id)) = self.add_cancel_hook(move |_| c.terminate())
+        {
             child.set_hook(id);
         }
         log::debug(format_args!("job {} bound child {pid}", self.0.id));
@@ -1643,7 +1656,8 @@ impl Job {
     /// Waits for a child bound to the job, reading its captured output (the
     /// line callback runs here, on this thread). Returns once it has ended and
     /// been reaped; `cancelled` says cancel was requested meanwhile — bgjob then
-    /// signalled it, so the wait lasts at most its grace period. `TimedOut`
+    /// signalled it, so the wait lasts at most its grace period. A child that
+    /// survives cancel is waited for to its end and `cancelled` stays false. `TimedOut`
     /// after `timeout` of active time (the child keeps running and stays
     /// bound). While the job is paused the worker parks here (the child keeps
     /// running). `NotFound` for a pid the job does not hold (never bound, or
@@ -1673,7 +1687,8 @@ impl Job {
         }
         Ok(ChildExit {
             status,
-            cancelled: child.was_terminated() || self.is_cancel_requested(),
+            cancelled: child.was_terminated()
+                || !child.survives_cancel && self.is_cancel_requested(),
         })
     }
 
