@@ -1843,14 +1843,15 @@ bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
- * ended or is being cancelled, or a transaction that already started or
- * settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
+ * ended or is being cancelled, or a transaction that already started, is
+ * aborting (one of its members was cancelled or failed) or settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
  * transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
  *
  * # Safety
  * Any handle values are safe. Thread-safe.
  */
-bgjob_result bgjob_txn_add(struct bgjob_txn *txn, struct bgjob_job *job);
+bgjob_result bgjob_txn_add(struct bgjob_txn *txn,
+                           struct bgjob_job *job);
 
 /**
  * Starts every member that has not started. If a thread cannot be had for

@@ -2318,8 +2318,13 @@ pub(super) fn finalize_group(
         let (state, error) = {
             let mut st = m.0.lock();
             // The group is settled: the member lets go of the transaction
-            // (which held it), breaking the reference cycle.
+            // (which held it), breaking the reference cycle. It is claimed in
+            // the same step, so a finalize or cancel that finds it WAITING
+            // without a transaction until `settle` below is refused, instead
+            // of finalizing it again on its own (a second end, and a
+            // completion before its siblings end).
             st.txn = None;
+            st.finalizing = true;
             let (outcome, error) = st.pending.take().unwrap_or((State::Cancelled, None));
             match (abort, outcome) {
                 (None, _) => (State::Completed, None),

@@ -108,11 +108,13 @@ impl Txn {
     }
 
     /// Adds a job that has not started. Refused (`NotAllowed`) for a job that
-    /// started, ended or is being cancelled, and once the transaction started
-    /// or settled; `InvalidArgument` for a job already in a transaction.
+    /// started, ended or is being cancelled, and once the transaction started,
+    /// began to abort (a member was cancelled or failed: a job added now
+    /// would miss the abort) or settled; `InvalidArgument` for a job already
+    /// in a transaction.
     pub fn add(&self, job: &Job) -> Result<(), Error> {
         let mut st = self.lock();
-        if st.started || st.finalized {
+        if st.started || st.finalized || st.abort.is_some() {
             return Err(Error::NotAllowed {
                 verb: Verb::Start,
                 state: job.state(),

@@ -65,8 +65,8 @@ pub unsafe extern "C" fn bgjob_txn_destroy(txn: *mut bgjob_txn) -> bgjob_result 
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
-/// ended or is being cancelled, or a transaction that already started or
-/// settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
+/// ended or is being cancelled, or a transaction that already started, is
+/// aborting (one of its members was cancelled or failed) or settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
 /// transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
 ///
 /// # Safety
