@@ -375,8 +375,15 @@ impl Child {
             return;
         }
         let _ = self.process.signal(sys::SIGTERM);
-        let me = self.clone();
-        st.kill_timer = timer::schedule(Instant::now() + self.grace, move || me.kill());
+        // Weak: a pending SIGKILL does not keep a reaped child (and the
+        // caller's line callback in its I/O) alive on the timer thread.
+        let me = Arc::downgrade(self);
+        st.kill_timer = timer::schedule(Instant::now() + self.grace, move || {
+            if let Some(me) = me.upgrade() {
+                me.kill();
+            }
+        })
+        .ok();
         if st.kill_timer.is_none() {
             // No timer thread: no grace either.
             let _ = self.process.signal(sys::SIGKILL);
