@@ -1,0 +1,285 @@
+/*
+ * test_deadline_timer.c: deadlines and the one process-wide timer thread
+ * (issue 13, items 3, 4 and 5).
+ *
+ * - A deadline's cancel runs the job's cancellation hooks off the timer
+ *   thread, so a hook that blocks delays no other job's deadline and no
+ *   child's SIGKILL.
+ * - When the timer thread cannot be started (EAGAIN), a deadline is refused
+ *   with BGJOB_RESULT_TRY_AGAIN (set_deadline, or a create or start of a job
+ *   with one), never accepted and then ignored.
+ * - The log callback never runs under a bgjob lock, on that path too: one that
+ *   calls bgjob about the same job does not deadlock.
+ *
+ * The EAGAIN cases run in a forked child (an alarm fails a hung one) that
+ * lowers RLIMIT_NPROC below its process count, as test_thread_start.c does.
+ */
+
+#include "tap.h"
+#include "util.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CHILD_ALARM_S 20
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static bgjob_result create_flags(struct tracker *t, bgjob_worker_callback worker,
+                                 int64_t deadline_ms, uint32_t flags, const char *name,
+                                 bgjob_job **out)
+{
+    bgjob_job_options o;
+    bgjob_result r = bgjob_job_options_init(&o, sizeof o);
+
+    if (r != BGJOB_RESULT_OK)
+        return r;
+    o.deadline_ms = deadline_ms;
+    o.flags = flags;
+    o.name = name;
+    return bgjob_job_create(&o, worker, ud_new(t), ud_free, out);
+}
+
+static bgjob_result create_with(struct tracker *t, bgjob_worker_callback worker, int64_t deadline_ms,
+                                const char *name, bgjob_job **out)
+{
+    return create_flags(t, worker, deadline_ms, 0, name, out);
+}
+
+/* Forks; the child runs `body` under an alarm and exits with its result. */
+static bool in_child(bool (*body)(void))
+{
+    bool ok = true;
+    int status = 0;
+    pid_t pid;
+    int64_t deadline;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        alarm(CHILD_ALARM_S);
+        _exit(body() ? 0 : 1);
+    }
+    deadline = now_ms() + (CHILD_ALARM_S + 10) * 1000;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        sleep_ms(1);
+    }
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
+           WIFEXITED(status) ? "exited with" : "killed by signal (hung?)",
+           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return ok;
+}
+
+static struct rlimit saved_nproc;
+
+/* Makes every thread creation in this (child) process fail with EAGAIN. */
+static bool forbid_threads(void)
+{
+    bool ok = true;
+    struct rlimit r;
+
+    if (geteuid() == 0) {
+        CHECK(setgroups(0, NULL) == 0);
+        CHECK(setgid(65534) == 0);
+        CHECK(setuid(65534) == 0);
+        REQUIRE(ok);
+    }
+    REQUIRE(getrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
+    r = saved_nproc;
+    r.rlim_cur = 1;
+    REQUIRE(setrlimit(RLIMIT_NPROC, &r) == 0);
+    return ok;
+}
+
+static bool allow_threads(void)
+{
+    bool ok = true;
+
+    CHECK(setrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
+    return ok;
+}
+
+/* ---- a hook that blocks delays no other job's deadline (item 3) ---------------------------- */
+
+struct slow_hook {
+    struct gate entered;
+    struct gate release;
+    char thread[32];
+};
+
+static void slow_hook_fn(void *userdata, bgjob_job *job)
+{
+    struct slow_hook *h = userdata;
+
+    (void)job;
+    pthread_getname_np(pthread_self(), h->thread, sizeof h->thread);
+    gate_open(&h->entered);
+    gate_wait(&h->release);
+}
+
+static bool test_a_blocking_deadline_hook_delays_no_other_deadline(void)
+{
+    bool ok = true;
+    static struct slow_hook h;
+    struct tracker ta, tb;
+    bgjob_job *a = NULL, *b = NULL;
+    bgjob_info info;
+    int32_t st = -1;
+
+    memset(&h, 0, sizeof h);
+    gate_init(&h.entered);
+    gate_init(&h.release);
+    tracker_init(&ta);
+    tracker_init(&tb);
+    CHECK_RC(create_flags(&ta, worker_until_cancel, 20, BGJOB_CREATE_DEFER_START, "slowhook", &a),
+             BGJOB_RESULT_OK);
+    REQUIRE(a != NULL);
+    CHECK_RC(bgjob_job_add_cancel_hook(a, slow_hook_fn, &h, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_start(a), BGJOB_RESULT_OK);
+    REQUIRE(ok);
+    gate_wait(&h.entered);
+    /* A's deadline cancel is now blocked inside A's hook. B's must still fire. */
+    CHECK_RC(create_with(&tb, worker_until_cancel, 50, "other", &b), BGJOB_RESULT_OK);
+    REQUIRE(b != NULL);
+    CHECK_RC(bgjob_job_wait(b, 10000, &st), BGJOB_RESULT_OK);
+    CHECK_STATE(st, BGJOB_STATE_CANCELLED);
+    CHECK(info_of(b, &info));
+    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    CHECKF(strcmp(h.thread, "bgjob-timer") != 0, "A's hook ran on thread '%s'", h.thread);
+    gate_open(&h.release);
+    CHECK_STATE(wait_end(a), BGJOB_STATE_CANCELLED);
+    CHECK(info_of(a, &info));
+    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&ta.frees), 1);
+    CHECK_EQ(atomic_load(&tb.frees), 1);
+    gate_destroy(&h.entered);
+    gate_destroy(&h.release);
+    return ok;
+}
+
+/* ---- a deadline that cannot be kept is refused (item 5) ------------------------------------- */
+
+static bool child_deadline_refused_without_timer(void)
+{
+    bool ok = true;
+    struct tracker t_run, t_idle, t_new;
+    bgjob_job *run = NULL, *idle = NULL, *fresh = NULL;
+    bgjob_info info;
+    size_t n = 99;
+
+    tracker_init(&t_run);
+    tracker_init(&t_idle);
+    tracker_init(&t_new);
+    /* One running job, and one idle pool thread (the quick job's), so that
+     * below only the timer thread is missing. */
+    CHECK_RC(create_with(&t_run, worker_until_cancel, 0, "running", &run), BGJOB_RESULT_OK);
+    CHECK_RC(create_with(&t_idle, worker_return, 0, "quick", &idle), BGJOB_RESULT_OK);
+    REQUIRE(ok);
+    CHECK_STATE(wait_end(idle), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(idle), BGJOB_RESULT_OK);
+    REQUIRE(forbid_threads());
+
+    CHECK_RC(bgjob_job_set_deadline(run, 30), BGJOB_RESULT_TRY_AGAIN);
+    sleep_ms(200);
+    CHECK_STATE(state_of(run), BGJOB_STATE_RUNNING);
+
+    /* A create with a deadline fails as a whole and leaves nothing behind. */
+    CHECK_RC(create_with(&t_new, worker_until_cancel, 30, "fresh", &fresh), BGJOB_RESULT_TRY_AGAIN);
+    CHECK_EQ(atomic_load(&t_new.frees), 1);
+    CHECK_RC(bgjob_list_jobs(NULL, 0, &n), BGJOB_RESULT_OK);
+    CHECK_EQ(n, 1);
+    if (fresh != NULL) {
+        bgjob_job_cancel(fresh, NULL);
+        wait_end(fresh);
+        bgjob_job_destroy(fresh);
+    }
+
+    /* With threads again, the same deadline is kept. */
+    CHECK(allow_threads());
+    CHECK_RC(bgjob_job_set_deadline(run, 30), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(run), BGJOB_STATE_CANCELLED);
+    CHECK(info_of(run, &info));
+    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    CHECK_RC(bgjob_job_destroy(run), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_a_deadline_is_refused_when_the_timer_cannot_start(void)
+{
+    return in_child(child_deadline_refused_without_timer);
+}
+
+/* ---- the log callback runs under no bgjob lock (item 4) ------------------------------------- */
+
+static atomic_int log_lines;
+static atomic_int log_reentry_failed;
+
+/* Calls back into bgjob about the job the test is changing: under any of its
+ * locks this would deadlock. */
+static void log_reenters(void *userdata, const char *line)
+{
+    bgjob_job *job = userdata;
+    bgjob_info info = {.struct_size = sizeof info};
+    size_t n = 0;
+
+    (void)line;
+    if (bgjob_job_get_info(job, &info) != BGJOB_RESULT_OK ||
+        bgjob_list_jobs(NULL, 0, &n) != BGJOB_RESULT_OK)
+        atomic_store(&log_reentry_failed, 1);
+    atomic_fetch_add(&log_lines, 1);
+}
+
+static bool child_log_callback_without_timer(void)
+{
+    bool ok = true;
+    struct tracker t;
+    bgjob_job *run = NULL;
+    int lines;
+
+    tracker_init(&t);
+    CHECK_RC(create_with(&t, worker_until_cancel, 0, "running", &run), BGJOB_RESULT_OK);
+    REQUIRE(run != NULL);
+    CHECK_RC(bgjob_set_log_callback(log_reenters, run, NULL), BGJOB_RESULT_OK);
+    REQUIRE(forbid_threads());
+    lines = atomic_load(&log_lines);
+    CHECK_RC(bgjob_job_set_deadline(run, 30), BGJOB_RESULT_TRY_AGAIN);
+    CHECKF(atomic_load(&log_lines) > lines, "the refusal was not logged");
+    CHECK_EQ(atomic_load(&log_reentry_failed), 0);
+    CHECK(allow_threads());
+    CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(run, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(run), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(run), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_the_log_callback_runs_under_no_lock_when_the_timer_cannot_start(void)
+{
+    return in_child(child_log_callback_without_timer);
+}
+
+int main(void)
+{
+    static const struct tap_test tests[] = {
+        TAP_TEST(test_a_blocking_deadline_hook_delays_no_other_deadline),
+        TAP_TEST(test_a_deadline_is_refused_when_the_timer_cannot_start),
+        TAP_TEST(test_the_log_callback_runs_under_no_lock_when_the_timer_cannot_start),
+    };
+
+    return tap_run(tests, TAP_COUNT(tests));
+}
