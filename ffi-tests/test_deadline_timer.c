@@ -130,6 +130,43 @@ static void slow_hook_fn(void *userdata, bgjob_job *job)
     gate_wait(&h->release);
 }
 
+/* Starts job A whose 20 ms deadline cancel is, once this returns, blocked
+ * inside A's cancellation hook until `h->release` opens. */
+static bool block_a_deadline_hook(struct slow_hook *h, struct tracker *ta, bgjob_job **a)
+{
+    bool ok = true;
+
+    memset(h, 0, sizeof *h);
+    gate_init(&h->entered);
+    gate_init(&h->release);
+    tracker_init(ta);
+    CHECK_RC(create_flags(ta, worker_until_cancel, 20, BGJOB_CREATE_DEFER_START, "slowhook", a),
+             BGJOB_RESULT_OK);
+    REQUIRE(*a != NULL);
+    CHECK_RC(bgjob_job_add_cancel_hook(*a, slow_hook_fn, h, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_start(*a), BGJOB_RESULT_OK);
+    REQUIRE(ok);
+    gate_wait(&h->entered);
+    return ok;
+}
+
+static bool release_a(struct slow_hook *h, struct tracker *ta, bgjob_job *a)
+{
+    bool ok = true;
+    bgjob_info info;
+
+    CHECKF(strcmp(h->thread, "bgjob-timer") != 0, "A's hook ran on thread '%s'", h->thread);
+    gate_open(&h->release);
+    CHECK_STATE(wait_end(a), BGJOB_STATE_CANCELLED);
+    CHECK(info_of(a, &info));
+    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&ta->frees), 1);
+    gate_destroy(&h->entered);
+    gate_destroy(&h->release);
+    return ok;
+}
+
 static bool test_a_blocking_deadline_hook_delays_no_other_deadline(void)
 {
     bool ok = true;
@@ -139,36 +176,87 @@ static bool test_a_blocking_deadline_hook_delays_no_other_deadline(void)
     bgjob_info info;
     int32_t st = -1;
 
-    memset(&h, 0, sizeof h);
-    gate_init(&h.entered);
-    gate_init(&h.release);
-    tracker_init(&ta);
-    tracker_init(&tb);
-    CHECK_RC(create_flags(&ta, worker_until_cancel, 20, BGJOB_CREATE_DEFER_START, "slowhook", &a),
-             BGJOB_RESULT_OK);
-    REQUIRE(a != NULL);
-    CHECK_RC(bgjob_job_add_cancel_hook(a, slow_hook_fn, &h, NULL, NULL), BGJOB_RESULT_OK);
-    CHECK_RC(bgjob_job_start(a), BGJOB_RESULT_OK);
-    REQUIRE(ok);
-    gate_wait(&h.entered);
+    REQUIRE(block_a_deadline_hook(&h, &ta, &a));
     /* A's deadline cancel is now blocked inside A's hook. B's must still fire. */
+    tracker_init(&tb);
     CHECK_RC(create_with(&tb, worker_until_cancel, 50, "other", &b), BGJOB_RESULT_OK);
-    REQUIRE(b != NULL);
-    CHECK_RC(bgjob_job_wait(b, 10000, &st), BGJOB_RESULT_OK);
-    CHECK_STATE(st, BGJOB_STATE_CANCELLED);
-    CHECK(info_of(b, &info));
-    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
-    CHECKF(strcmp(h.thread, "bgjob-timer") != 0, "A's hook ran on thread '%s'", h.thread);
-    gate_open(&h.release);
-    CHECK_STATE(wait_end(a), BGJOB_STATE_CANCELLED);
-    CHECK(info_of(a, &info));
-    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
-    CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
-    CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
-    CHECK_EQ(atomic_load(&ta.frees), 1);
-    CHECK_EQ(atomic_load(&tb.frees), 1);
-    gate_destroy(&h.entered);
-    gate_destroy(&h.release);
+    if (b != NULL) {
+        CHECK_RC(bgjob_job_wait(b, 10000, &st), BGJOB_RESULT_OK);
+        CHECK_STATE(st, BGJOB_STATE_CANCELLED);
+        CHECK(info_of(b, &info));
+        CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    }
+    CHECK(release_a(&h, &ta, a));
+    if (b != NULL) {
+        CHECK_STATE(wait_end(b), BGJOB_STATE_CANCELLED);
+        CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+        CHECK_EQ(atomic_load(&tb.frees), 1);
+    }
+    return ok;
+}
+
+/* A worker that starts a child ignoring SIGTERM and waits for it. */
+struct stubborn {
+    struct gate spawned;
+    atomic_int wstatus;
+    atomic_int wait_rc;
+};
+
+static int32_t worker_stubborn_child(void *userdata, bgjob_job *job)
+{
+    struct stubborn *s = userdata;
+    static const char *const argv[] = {"/bin/sh", "-c", "trap '' TERM; exec sleep 30", NULL};
+    bgjob_child_options o;
+    int32_t pid = -1, wstatus = -1;
+
+    bgjob_child_options_init(&o, sizeof o);
+    o.argv = argv;
+    o.grace_ms = 100;
+    if (bgjob_job_spawn_child(job, &o, &pid) != BGJOB_RESULT_OK) {
+        gate_open(&s->spawned);
+        return 1;
+    }
+    /* Let the shell set its trap before anyone cancels. */
+    sleep_ms(100);
+    gate_open(&s->spawned);
+    atomic_store(&s->wait_rc, bgjob_job_wait_child(job, pid, -1, &wstatus));
+    atomic_store(&s->wstatus, wstatus);
+    return WORKER_CANCELLED_RC;
+}
+
+static bool test_a_blocking_deadline_hook_delays_no_sigkill(void)
+{
+    bool ok = true;
+    static struct slow_hook h;
+    static struct stubborn s;
+    struct tracker ta;
+    bgjob_job *a = NULL, *c = NULL;
+    bgjob_job_options o;
+    int32_t st = -1, ws;
+
+    REQUIRE(block_a_deadline_hook(&h, &ta, &a));
+    memset(&s, 0, sizeof s);
+    gate_init(&s.spawned);
+    atomic_store(&s.wstatus, -1);
+    CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
+    o.name = "stubborn";
+    CHECK_RC(bgjob_job_create(&o, worker_stubborn_child, &s, NULL, &c), BGJOB_RESULT_OK);
+    if (c != NULL) {
+        gate_wait(&s.spawned);
+        /* SIGTERM now, ignored; SIGKILL is due from the timer in 100 ms. */
+        CHECK_RC(bgjob_job_cancel(c, NULL), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_wait(c, 10000, &st), BGJOB_RESULT_OK);
+        CHECK_STATE(st, BGJOB_STATE_CANCELLED);
+        CHECK_RC(atomic_load(&s.wait_rc), BGJOB_RESULT_CANCELLED);
+        ws = atomic_load(&s.wstatus);
+        CHECKF(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "child wstatus %#x", ws);
+    }
+    CHECK(release_a(&h, &ta, a));
+    if (c != NULL) {
+        CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+        CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    }
+    gate_destroy(&s.spawned);
     return ok;
 }
 
@@ -277,6 +365,7 @@ int main(void)
 {
     static const struct tap_test tests[] = {
         TAP_TEST(test_a_blocking_deadline_hook_delays_no_other_deadline),
+        TAP_TEST(test_a_blocking_deadline_hook_delays_no_sigkill),
         TAP_TEST(test_a_deadline_is_refused_when_the_timer_cannot_start),
         TAP_TEST(test_the_log_callback_runs_under_no_lock_when_the_timer_cannot_start),
     };
