@@ -7,7 +7,8 @@
  *   child's SIGKILL.
  * - When the timer thread cannot be started (EAGAIN), a deadline is refused
  *   with BGJOB_RESULT_TRY_AGAIN (set_deadline, or a create or start of a job
- *   with one), never accepted and then ignored.
+ *   with one), never accepted and then ignored; when the thread for its cancel
+ *   cannot be started, the deadline fires once one can.
  * - The log callback never runs under a bgjob lock, on that path too: one that
  *   calls bgjob about the same job does not deadlock.
  *
@@ -312,6 +313,38 @@ static bool test_a_deadline_is_refused_when_the_timer_cannot_start(void)
     return in_child(child_deadline_refused_without_timer);
 }
 
+/* A deadline that passes while no thread can be started for its cancel is
+ * late, not lost: the timer thread does not make the cancel itself (it would
+ * run the hooks there), and it fires once a thread can be started. */
+static bool child_deadline_waits_for_a_thread(void)
+{
+    bool ok = true;
+    struct tracker t;
+    bgjob_job *job = NULL;
+    bgjob_info info;
+
+    tracker_init(&t);
+    /* The fork left this child with no idle pool thread; this makes the
+     * timer's and the worker's. */
+    CHECK_RC(create_with(&t, worker_until_cancel, 100, "late", &job), BGJOB_RESULT_OK);
+    REQUIRE(job != NULL);
+    REQUIRE(forbid_threads());
+    sleep_ms(400);
+    CHECK_STATE(state_of(job), BGJOB_STATE_RUNNING);
+    CHECK(allow_threads());
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK(info_of(job, &info));
+    CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&t.frees), 1);
+    return ok;
+}
+
+static bool test_a_deadline_fires_once_a_thread_can_start(void)
+{
+    return in_child(child_deadline_waits_for_a_thread);
+}
+
 /* ---- the log callback runs under no bgjob lock (item 4) ------------------------------------- */
 
 static atomic_int log_lines;
@@ -367,6 +400,7 @@ int main(void)
         TAP_TEST(test_a_blocking_deadline_hook_delays_no_other_deadline),
         TAP_TEST(test_a_blocking_deadline_hook_delays_no_sigkill),
         TAP_TEST(test_a_deadline_is_refused_when_the_timer_cannot_start),
+        TAP_TEST(test_a_deadline_fires_once_a_thread_can_start),
         TAP_TEST(test_the_log_callback_runs_under_no_lock_when_the_timer_cannot_start),
     };
 
