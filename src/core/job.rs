@@ -633,6 +633,9 @@ impl DeadlineFire {
     /// On the timer thread: never upgrades the job (so never drops its last
     /// reference here) and never calls user code.
     fn fire(self) {
+        if self.job.strong_count() == 0 {
+            return; // the job is gone: nothing to cancel, no retry
+        }
         let job = self.job.clone();
         let arming = self.arming;
         let started = self.pool.spawn(
