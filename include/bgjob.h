@@ -676,9 +676,9 @@ typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job,
  * bgjob lock held), or at once on the registering thread when cancel had
  * already been requested. A cancel made by the job's deadline runs on a bgjob
  * thread named after the job, started for it (never bgjob's timer thread), so
- * a hook that blocks holds back no other job's deadline. It may call any bgjob function, including removing
- * itself or cancelling its job (both return at once). It must not `longjmp`
- * out.
+ * a hook that blocks holds back no other job's deadline. It may call any bgjob
+ * function, including removing itself or cancelling its job (both return at
+ * once). It must not `longjmp` out.
  */
 typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
 
@@ -1203,10 +1203,10 @@ bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
  * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
  * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
  * hooks run one at a time in registration order. (A deadline's cancel calls
- * them on a bgjob thread named after the job, never on the timer thread.) If cancel was already
- * requested, the hook runs at once on this thread before this returns, and the
- * call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks still registered when
- * the job ends are removed without being called.
+ * them on a bgjob thread named after the job, never on the timer thread.) If
+ * cancel was already requested, the hook runs at once on this thread before
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so.
+ * Hooks still registered when the job ends are removed without being called.
  *
  * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
  * NULL) runs exactly once: after the hook ran, when it is removed, when the job

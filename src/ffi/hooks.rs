@@ -11,10 +11,10 @@ use std::time::Duration;
 /// Registers a cancellation hook on a job: `bgjob_job_cancel` will call
 /// `hook(userdata, job)` once, on the cancelling thread, with no lock held;
 /// hooks run one at a time in registration order. (A deadline's cancel calls
-/// them on a bgjob thread named after the job, never on the timer thread.) If cancel was already
-/// requested, the hook runs at once on this thread before this returns, and the
-/// call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks still registered when
-/// the job ends are removed without being called.
+/// them on a bgjob thread named after the job, never on the timer thread.) If
+/// cancel was already requested, the hook runs at once on this thread before
+/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so.
+/// Hooks still registered when the job ends are removed without being called.
 ///
 /// Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
 /// NULL) runs exactly once: after the hook ran, when it is removed, when the job

@@ -125,9 +125,9 @@ pub type bgjob_completion_callback =
 /// bgjob lock held), or at once on the registering thread when cancel had
 /// already been requested. A cancel made by the job's deadline runs on a bgjob
 /// thread named after the job, started for it (never bgjob's timer thread), so
-/// a hook that blocks holds back no other job's deadline. It may call any bgjob function, including removing
-/// itself or cancelling its job (both return at once). It must not `longjmp`
-/// out.
+/// a hook that blocks holds back no other job's deadline. It may call any bgjob
+/// function, including removing itself or cancelling its job (both return at
+/// once). It must not `longjmp` out.
 pub type bgjob_hook_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
