@@ -7,7 +7,7 @@ Each program prints `FIG <name> <value> <unit>` lines, with names
 (`taskset -c BENCH_CPU`, default 0), interleaved, takes the median of each
 figure per placement, and computes the ratio bgjob/peer for every bgjob figure
 that has a peer figure of the same bench and metric. It prints a table and
-writes every figure (with each run's value), every ratio and the issue's
+writes every figure (with each run's value), every ratio and bgjob's
 targets to target/bench/summary.json (smoke.json under --quick).
 
 Usage: run.py [--quick] PROGRAM...
@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 
-# (bgjob figure, peer figure, comparison, bound): the targets of issue 8.
+# (bgjob figure, peer figure, comparison, bound): bgjob's targets (docs/performance.md).
 # Ratios are bgjob/peer; "<=" for times, ">=" for throughputs.
 TARGETS = [
     ("roundtrip.bgjob.p50", "roundtrip.gtask.p50", "<=", 0.7),

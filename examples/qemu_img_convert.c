@@ -1,6 +1,6 @@
 /*
  * qemu_img_convert: a real disk-image job built from bgjob's child-process
- * support (seed 004's child-process watch).
+ * support (the child-process watch of libxl's cancellation design).
  *
  * Each run is one job whose worker
  *   1. creates a raw source image with `qemu-img create` and fills it with a

@@ -1,11 +1,11 @@
 /*
  * virjob_test_driver.c: a miniature libvirt-style "test" driver with an
- * asynchronous save, written against the virJob proposal (seed 002) and built
+ * asynchronous save, written against the libvirt virJob proposal and built
  * against virjob.h + libbgjob unchanged.
  *
  * testDomainSaveJob() stores its parameters in a private struct and calls
  * virJobCreate(); testDomainSaveWorker() writes a real save file in 50 steps
- * exactly as the seed's pseudo-code does: virJobInitialize(job, 50), then per
+ * exactly as the proposal's pseudo-code does: virJobInitialize(job, 50), then per
  * step a unit of work, virJobFinishCancel(), virJobUpdateRel(job, 1, -1, 2),
  * and virJobFinishSuccess() at the end.
  *
@@ -45,7 +45,7 @@
 
 #define TEST_SAVE_STEPS 50
 #define TEST_CHUNK (64 * 1024)     /* guest memory written per step */
-#define TEST_STEP_NS (20 * 1000000) /* a step stands for the seed's 1 s of work */
+#define TEST_STEP_NS (20 * 1000000) /* a step stands for the proposal's 1 s of work */
 
 /* ---- the driver's own objects (libvirt's datatypes.h keeps these private) */
 
@@ -69,7 +69,7 @@ struct _virConnect {
 
 static const testDriver test_driver = { "test", NULL };
 
-/* ---- the asynchronous save, as in the seed */
+/* ---- the asynchronous save, as in the proposal */
 
 enum { TEST_JOB_DOMAIN_SAVE = 1 };
 
@@ -186,7 +186,7 @@ static virJobPtr testDomainSaveJob(virDomainPtr domain, const char *path)
         return NULL;
     }
 
-    /* The seed passed NULL for freeData (leaving privdata to the worker);
+    /* The proposal passed NULL for freeData (leaving privdata to the worker);
      * here bgjob frees it once the worker has returned, or at once if the
      * job cannot be created. */
     return virJobCreate(domain->conn, domain->conn->driver->jobDriver, testDomainSaveWorker,

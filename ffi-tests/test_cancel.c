@@ -288,7 +288,7 @@ static bool test_cancel_from_8_threads_created(void)
     return ok;
 }
 
-/* Seed 002: a job may still complete after cancel was requested; getinfo then
+/* The virJob proposal: a job may still complete after cancel was requested; getinfo then
  * still shows that cancel was requested. */
 static bool test_completes_after_cancel(void)
 {

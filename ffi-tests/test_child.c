@@ -1,4 +1,4 @@
-/* Child processes bound to a job (seed 004's child-process watch): exit status
+/* Child processes bound to a job (libxl's child-process watch): exit status
  * and signals reported, output captured line by line, SIGTERM then SIGKILL on
  * cancel, no zombie left (checked in /proc), and the host's own SIGCHLD
  * handling and children left alone. */

@@ -363,20 +363,19 @@ static bool test_many_deadlines_with_slow_reentrant_hooks_all_fire(void)
     for (int i = 0; i < LOAD_THREADS; i++)
         for (int k = 0; k < LOAD_JOBS; k++)
             CHECK_EQ(atomic_load(&args[i].t[k].frees), 1);
-    /* Every hook ran (each job was cancelled while it was registered) and was
-     * freed once. Polled: that a job is not seen ended while one of its hooks
-     * still runs is issue 13 item 1's promise, not this case's. */
+    /* Every hook was freed once, by the time its job was seen ended; and none
+     * runs after that (a hook the worker's return beat to it is dropped
+     * uncalled, so fewer may have run than were registered). The cancels ran
+     * on deadline threads, not the caller's: this is the hook promise of
+     * bgjob_hook_callback kept there too. */
     {
-        int runs = atomic_load(&load_hook_runs), frees = atomic_load(&load_hook_frees);
+        int runs = atomic_load(&load_hook_runs);
 
-        if (runs != LOAD_THREADS * LOAD_JOBS || frees != LOAD_THREADS * LOAD_JOBS)
-            tap_diag("after the last destroy: %d hooks ran, %d freed", runs, frees);
+        CHECK_EQ(atomic_load(&load_hook_frees), LOAD_THREADS * LOAD_JOBS);
+        CHECK(runs <= LOAD_THREADS * LOAD_JOBS);
+        sleep_ms(50);
+        CHECK_EQ(atomic_load(&load_hook_runs), runs);
     }
-    CHECK(poll_int_eq(&load_hook_runs, LOAD_THREADS * LOAD_JOBS));
-    CHECK(poll_int_eq(&load_hook_frees, LOAD_THREADS * LOAD_JOBS));
-    sleep_ms(50);
-    CHECK_EQ(atomic_load(&load_hook_runs), LOAD_THREADS * LOAD_JOBS);
-    CHECK_EQ(atomic_load(&load_hook_frees), LOAD_THREADS * LOAD_JOBS);
     return ok;
 }
 

@@ -7,7 +7,7 @@
  * message), IGNORE (carry on), STOP (the job is now user-paused with iostatus
  * FAILED, or NOSPACE for ENOSPC; park at a pause point, then retry). Cases:
  * each policy, changing the policy while running, bad arguments (nothing
- * changes), and the invariant from seed 000 checked by a thread that reads
+ * changes), and QEMU's block-job iostatus invariant checked by a thread that reads
  * every job's info without pause while several jobs hit errors and are
  * resumed, paused and cancelled: iostatus is not OK only while the job is
  * user-paused (never while cancel is requested, never once it has ended).

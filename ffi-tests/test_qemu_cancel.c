@@ -378,7 +378,7 @@ static bool test_cancel_paused(void)
     return ok;
 }
 
-/* Not in QEMU's file, but its iostatus rule (seed 000): a job paused by its
+/* Not in QEMU's file, but its block-job iostatus rule: a job paused by its
  * error policy is cancelled; the cancel resumes it and resets the iostatus. */
 static bool cancel_error_stopped(int32_t policy, int32_t code, int32_t want_iostatus)
 {

@@ -8,6 +8,7 @@
 
 #include <bgjob.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,10 @@ struct member {
     atomic_int finalize_frees;
     atomic_int completions;
     atomic_int final_state;
+    /* If set: once cancelled, the worker returns only when this is non-zero
+     * (a hook of its cancel has run; hooks not yet called when the worker
+     * returns are dropped uncalled). */
+    atomic_int *hold_until;
     bgjob_job *job;
 };
 
@@ -50,8 +55,11 @@ static int32_t member_worker(void *userdata, bgjob_job *job)
 {
     struct member *m = userdata;
     while (!atomic_load(&m->go)) {
-        if (bgjob_job_sleep(job, 1) == BGJOB_RESULT_CANCELLED)
+        if (bgjob_job_sleep(job, 1) == BGJOB_RESULT_CANCELLED) {
+            if (m->hold_until)
+                poll_int_eq(m->hold_until, 1);
             return 125;
+        }
     }
     return m->rc;
 }
@@ -99,6 +107,7 @@ static bool member_create(struct member *m, int index, int32_t rc, uint32_t flag
     atomic_init(&m->completions, 0);
     atomic_init(&m->final_state, -1);
     m->job = NULL;
+    m->hold_until = NULL;
     CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
     o.flags = BGJOB_CREATE_DEFER_START | flags;
     o.commit = on_commit;
@@ -298,6 +307,7 @@ static bool test_pair_fail_cancel_race(void)
     }
     r.other = &m[1];
     atomic_init(&r.hook_ran, 0);
+    m[0].hold_until = &r.hook_ran;
     CHECK_RC(bgjob_job_add_cancel_hook(m[0].job, race_hook, &r, NULL, NULL), BGJOB_RESULT_OK);
     CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
     CHECK_RC(bgjob_job_cancel(m[0].job, NULL), BGJOB_RESULT_OK);
@@ -429,6 +439,118 @@ static bool test_manual_finalize(void)
     return ok;
 }
 
+/* A member's completion (no context) may wait for a sibling: every member is
+ * terminal before any completion runs, and each runs on a thread that is no
+ * other member's worker (the last worker's own completion runs on it; the
+ * others on bgjob threads of their own), so nothing waits for itself. */
+struct sibling {
+    bgjob_job *job;
+    struct sibling *other;
+    atomic_bool go;
+    pthread_t worker_thread;
+    pthread_t completion_thread;
+    atomic_int wait_rc, wait_state, completions;
+};
+
+static int32_t sibling_worker(void *userdata, bgjob_job *job)
+{
+    struct sibling *s = userdata;
+    s->worker_thread = pthread_self();
+    while (!atomic_load(&s->go))
+        if (bgjob_job_sleep(job, 1) == BGJOB_RESULT_CANCELLED)
+            return 125;
+    return 0;
+}
+
+static void sibling_done(void *userdata, bgjob_job *job, int32_t state)
+{
+    struct sibling *s = userdata;
+    (void)job;
+    (void)state;
+    s->completion_thread = pthread_self();
+    int32_t st = -1;
+    /* Bounded, so the deadlock shows as a result instead of a hang. */
+    atomic_store(&s->wait_rc, bgjob_job_wait(s->other->job, 5000, &st));
+    atomic_store(&s->wait_state, st);
+    atomic_fetch_add(&s->completions, 1);
+}
+
+static bool test_member_completion_may_wait_for_a_sibling(void)
+{
+    bool ok = true;
+    for (int round = 0; round < 4; round++) {
+        struct sibling s[2];
+        bgjob_txn *txn = NULL;
+        CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+        REQUIRE(txn != NULL);
+        for (int i = 0; i < 2; i++) {
+            s[i].other = &s[1 - i];
+            atomic_init(&s[i].go, false);
+            atomic_init(&s[i].wait_rc, -1);
+            atomic_init(&s[i].wait_state, -1);
+            atomic_init(&s[i].completions, 0);
+            bgjob_job_options o;
+            CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
+            o.flags = BGJOB_CREATE_DEFER_START;
+            o.completion = sibling_done;
+            o.completion_userdata = &s[i];
+            s[i].job = NULL;
+            CHECK_RC(bgjob_job_create(&o, sibling_worker, &s[i], NULL, &s[i].job),
+                     BGJOB_RESULT_OK);
+            REQUIRE(s[i].job != NULL);
+            CHECK_RC(bgjob_txn_add(txn, s[i].job), BGJOB_RESULT_OK);
+        }
+        CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+        /* Either order of finishing; round 2 and 3 cancel one (an abort). */
+        int first = round & 1;
+        if (round >= 2)
+            CHECK_RC(bgjob_job_cancel(s[first].job, NULL), BGJOB_RESULT_OK);
+        atomic_store(&s[first].go, true);
+        sleep_ms(20);
+        atomic_store(&s[1 - first].go, true);
+        for (int i = 0; i < 2; i++) {
+            CHECK(poll_int_eq(&s[i].completions, 1));
+            CHECK_RC(atomic_load(&s[i].wait_rc), BGJOB_RESULT_OK);
+            CHECK(bgjob_state_str(atomic_load(&s[i].wait_state)) != NULL);
+            CHECKF(!pthread_equal(s[i].completion_thread, s[1 - i].worker_thread),
+                   "round %d: member %d's completion ran on its sibling's worker thread",
+                   round, i);
+        }
+        for (int i = 0; i < 2; i++) {
+            CHECK(wait_end(s[i].job) >= BGJOB_STATE_COMPLETED);
+            CHECK_RC(bgjob_job_destroy(s[i].job), BGJOB_RESULT_OK);
+        }
+        CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    }
+    return ok;
+}
+
+/* bgjob_txn_cancel gives every member cause CALLER, whichever member's worker
+ * sees the cancel and returns first (a member's end must not turn the others'
+ * cause into TRANSACTION behind the caller's back). */
+static bool test_txn_cancel_gives_every_member_cause_caller(void)
+{
+    bool ok = true;
+    enum { N = 3 };
+    for (int round = 0; round < 20 && ok; round++) {
+        struct member m[N];
+        bgjob_txn *txn = NULL;
+        CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+        REQUIRE(txn != NULL);
+        for (int i = 0; i < N; i++) {
+            REQUIRE(member_create(&m[i], i, 0, 0));
+            CHECK_RC(bgjob_txn_add(txn, m[i].job), BGJOB_RESULT_OK);
+        }
+        CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+        sleep_ms(round % 3);
+        CHECK_RC(bgjob_txn_cancel(txn), BGJOB_RESULT_OK);
+        for (int i = 0; i < N; i++)
+            CHECK(member_finish(&m[i], BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_CALLER));
+        CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    }
+    return ok;
+}
+
 /* Misuse: adding started, finished or already-added jobs, adding to or
  * starting a started transaction, stale and NULL transaction handles. */
 static bool test_misuse(void)
@@ -500,6 +622,8 @@ int main(void)
         TAP_TEST(test_pair_fail_cancel_race),
         TAP_TEST(test_random_orders),
         TAP_TEST(test_manual_finalize),
+        TAP_TEST(test_member_completion_may_wait_for_a_sibling),
+        TAP_TEST(test_txn_cancel_gives_every_member_cause_caller),
         TAP_TEST(test_misuse),
     };
     return tap_run(tests, TAP_COUNT(tests));

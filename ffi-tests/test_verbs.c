@@ -1,7 +1,7 @@
 /*
  * test_verbs.c: the verb × state table. bgjob_verb_allowed is walked over the
  * whole BGJOB_VERB_COUNT × BGJOB_STATE_COUNT matrix against the table written
- * here (from the header and DESIGN.md); out-of-range verbs and states are
+ * here (from the header and docs/design.md); out-of-range verbs and states are
  * refused. Then, for every state (WAITING through manual finalize), each
  * verb is actually applied to a
  * fresh job in that state: allowed verbs succeed, refused ones return

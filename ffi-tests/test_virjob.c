@@ -1,6 +1,6 @@
 /*
- * test_virjob.c: the rules of virjob.h (the libvirt virJob proposal, seed 002):
- * progress as the seed's worker reports it, clamping, outcomes with and
+ * test_virjob.c: the rules of virjob.h (the libvirt virJob proposal):
+ * progress as the proposal's example worker reports it, clamping, outcomes with and
  * without finish calls, finish twice, the libvirt-shaped error, freeData,
  * domain and network results, the connection, and the bgjob handle.
  *
@@ -23,7 +23,7 @@ static int32_t bg_state(virJobPtr job)
     return s;
 }
 
-/* Seed 002's worker: virJobInitialize(job, 50), then virJobUpdateRel(job, 1,
+/* The proposal's example worker: virJobInitialize(job, 50), then virJobUpdateRel(job, 1,
  * -1, 2) per step. After 10 steps 40 s and 20 % are left to go; after 50, 0 s
  * and 100 %, while the job is still running. */
 static bool test_seed_progress(void)

@@ -1,6 +1,6 @@
 /* Cancellable waits beyond sleep: the fd wait, the pollable cancel (wake) fd,
  * deadlines with their cancel cause, and what a caller sees while a cancelled
- * worker cleans up (libxl's cancellation design, seed 004). */
+ * worker cleans up (libxl's cancellation design). */
 #include "tap.h"
 #include "util.h"
 

@@ -1,7 +1,7 @@
 /*
  * virjob_util.h: a scripted virJob worker for the virjob.h tests.
  *
- * The worker does what its `struct vctx` says (initialize, N seed-style
+ * The worker does what its `struct vctx` says (initialize, N proposal-style
  * updates, one finish call, maybe a second), and stops at gates on the way so
  * a case can look at the job at each point without sleeping:
  *

@@ -652,13 +652,22 @@ typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
  * terminal `bgjob_state`, and `job` its handle, still valid during the call
  * (read its error or result here) unless the caller destroyed it earlier.
  *
- * Thread: with a context, the thread that calls `bgjob_context_dispatch`;
- * without, the job's worker thread right after the worker returned (or a bgjob
- * thread, for a job that never ran). Never inside the call that ended the job
- * (create, start, cancel, destroy, detach), never with a bgjob lock held. The
- * one exception: a job that never ran, has no context, and ends while no thread
- * can be started (EAGAIN) gets its callback at the end of the call that ended
- * it, rather than never.
+ * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
+ * Without one:
+ * - a job on its own whose worker's return ended it: its worker thread, right
+ *   after the worker returned (and after its commit/abort and clean);
+ * - a transaction member: only once every member is terminal (so it may wait
+ *   for a sibling); the member whose worker's return settled the group gets
+ *   it on that worker thread, last, every other member on a bgjob thread of
+ *   its own — never on a sibling's worker thread;
+ * - a job ended by a call (a cancel of a job that never ran, destroy,
+ *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+ *   detach): a bgjob thread of its own.
+ *
+ * Never inside the call that ended the job (create, start, cancel, destroy,
+ * detach, finalize), never with a bgjob lock held. The one exception: when
+ * no thread can be started (EAGAIN) for a callback that needs one of its
+ * own, it runs at the end of the call that ended the job, rather than never.
  *
  * It may call any bgjob function: destroy this job (the handle is then
  * invalid), cancel or destroy other jobs, create and start new ones. A
@@ -676,9 +685,21 @@ typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job,
  * bgjob lock held), or at once on the registering thread when cancel had
  * already been requested. A cancel made by the job's deadline runs on a bgjob
  * thread named after the job, started for it (never bgjob's timer thread), so
- * a hook that blocks holds back no other job's deadline. It may call any bgjob
- * function, including removing itself or cancelling its job (both return at
- * once). It must not `longjmp` out.
+ * a hook that blocks holds back no other job's deadline.
+ *
+ * The job's end and its hooks never overlap: the job does not become WAITING
+ * or terminal while one of its hooks runs (its end waits for the hook to
+ * return), and the hooks not yet called when its worker returns — a worker
+ * that saw the cancel and returned before the cancel got to them — are
+ * removed without being called. So once any call has seen the job end (wait,
+ * get_info, the completion), none of its hooks runs or is still running, and
+ * a driver may free what they point to.
+ *
+ * It may call any bgjob function, including removing itself or cancelling
+ * its job (both return at once); `bgjob_job_wait` on its own job is refused
+ * with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
+ * returns). It must not block on something only the job's end would bring.
+ * It must not `longjmp` out.
  */
 typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
 
@@ -718,7 +739,11 @@ typedef struct bgjob_info {
      */
     int64_t remaining_ms;
     /**
-     * 0–100 (clamped); −1 when unknown and always for unbounded jobs.
+     * 0–100 (clamped); −1 when unknown and always for unbounded jobs. A
+     * bounded job that ended COMPLETED reads 100 whatever `current` and
+     * `total` say (they keep the last values the worker reported: 50/100
+     * with percent 100 is possible); a FAILED or CANCELLED one keeps its
+     * last percent.
      */
     int32_t percent;
     /**
@@ -862,10 +887,12 @@ typedef struct bgjob_job_options {
      * Finalization callbacks (QEMU's commit, abort and clean), each called at
      * most once with `finalize_userdata` and the job, after the job's work
      * (and its whole transaction's) is done and before the job ends: `commit`
-     * if all succeeded, else `abort`; then `clean` either way. They run on
-     * the thread that finished the group's last worker, or the one calling
-     * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
-     * with no bgjob lock held. Each may be NULL.
+     * if all succeeded, else `abort`; then `clean` either way — every
+     * member's commit/abort first, then every member's clean, each pass in
+     * the order the members were added to the transaction. They run on the
+     * thread that finished the group's last worker, or the one calling
+     * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
+     * that ended it, with no bgjob lock held. Each may be NULL.
      */
     bgjob_hook_callback commit;
     /**
@@ -1073,7 +1100,10 @@ bgjob_result bgjob_context_destroy(struct bgjob_context *context);
 
 /**
  * Writes the context's fd to `*fd_out`. Poll it for reading; do not read,
- * write or close it.
+ * write or close it. It is level-triggered: readable for as long as
+ * completions are queued, so a poll loop, `g_unix_fd_add` or
+ * `virEventAddHandle` may dispatch a few at a time; an edge-triggered
+ * watcher (`EPOLLET`) must dispatch until the queue is empty.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
@@ -1205,8 +1235,11 @@ bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
  * hooks run one at a time in registration order. (A deadline's cancel calls
  * them on a bgjob thread named after the job, never on the timer thread.) If
  * cancel was already requested, the hook runs at once on this thread before
- * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so.
- * Hooks still registered when the job ends are removed without being called.
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+ * still registered when the job's worker returns are removed without being
+ * called, and the job does not end while one of its hooks runs (see
+ * `bgjob_hook_callback`): once any call has seen the job end, none of its
+ * hooks runs or is still running.
  *
  * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
  * NULL) runs exactly once: after the hook ran, when it is removed, when the job
@@ -1595,7 +1628,9 @@ bgjob_result bgjob_job_resume(struct bgjob_job *job);
 
 /**
  * Waits until the job has ended, for at most `timeout_ms` milliseconds (a
- * negative value waits forever). When it returns OK the job is terminal, its
+ * negative value waits forever). WAITING is not an end: a job waiting for
+ * its transaction or for a manual finalize keeps this waiting (and a finite
+ * wait times out) until it is finalized. When it returns OK the job is terminal, its
  * userdata has been freed, and a completion bound to a context is already
  * queued there (one delivered on the worker thread may still be running). The
  * handle stays valid: destroy it afterwards.
@@ -1632,8 +1667,16 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
 /**
  * Gives up the handle; the job frees itself when it ends. With
  * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
- * paused job is resumed: nobody could resume it later, and from then on its
- * STOP error policy reports instead of stopping).
+ * paused job is resumed and its internal pauses are dropped: nobody could
+ * resume them later, and from then on its STOP error policy reports instead
+ * of stopping).
+ *
+ * A detached job always reaches a terminal state by itself and runs its
+ * completion, commit/abort and clean exactly once: nobody can finalize it
+ * now, so a manual-finalize job (one WAITING already included) finalizes as
+ * soon as its work is done — committing if its worker succeeded, even after
+ * the cancel — and a manual-finalize transaction with a detached member
+ * finalizes by itself once every member is done.
  * Detaching an ended job is the same as destroying it. The handle is invalid
  * afterwards for the caller (the job's own worker may keep using it until it
  * returns).
@@ -1757,7 +1800,12 @@ bgjob_result bgjob_txn_add(struct bgjob_txn *txn, struct bgjob_job *job);
 bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
 
 /**
- * Cancels every member (`cancel_cause` CALLER); returns at once.
+ * Cancels every member, each with `cancel_cause` CALLER; returns at once.
+ * The cause is fixed before any member is cancelled, so a member's worker
+ * returning meanwhile cannot turn another's into TRANSACTION. The one
+ * exception: a transaction already aborting (a member failed or was
+ * cancelled on its own before this call) keeps its members' cause
+ * TRANSACTION, and this call changes nothing.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
@@ -1802,6 +1850,13 @@ bgjob_result bgjob_job_finalize(struct bgjob_job *job);
  * cancellable wait or progress update, and paused time does not count. The
  * state stays RUNNING (`bgjob_info.pause_count` shows it). Balance each with
  * `bgjob_job_resume_internal`.
+ *
+ * A cancel overrides internal pauses, as QEMU's force-cancel does: the
+ * worker's pause points stop parking and report the cancel, so a cancelled
+ * job may run to its end with the count above 0. Once the job has ended the
+ * count reads 0 and a balancing `bgjob_job_resume_internal` returns
+ * `BGJOB_RESULT_NOT_ALLOWED`, which the caller may ignore. A detach drops
+ * every internal pause (nobody could balance them later).
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
@@ -1850,6 +1905,15 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
  *   `iostatus` FAILED (NOSPACE for ENOSPC); call `bgjob_job_pause_point`,
  *   which parks until a resume (resetting `iostatus` to OK) or returns
  *   CANCELLED (a cancel resets it too), then retry.
+ *
+ * Which answer each policy gives (`code` 28 is ENOSPC):
+ *
+ * | policy | `code` == ENOSPC       | any other `code`      |
+ * |--------|------------------------|-----------------------|
+ * | REPORT | REPORT                 | REPORT                |
+ * | IGNORE | IGNORE                 | IGNORE                |
+ * | STOP   | STOP, iostatus NOSPACE | STOP, iostatus FAILED |
+ * | ENOSPC | STOP, iostatus NOSPACE | REPORT                |
  *
  * A job whose cancel was requested is never stopped, nor is a detached one
  * (nobody could resume it): either is told to report.
@@ -1937,7 +2001,9 @@ bgjob_result bgjob_job_add_units(struct bgjob_job *job, uint64_t units);
 
 /**
  * Sets the percent done directly, for workers that count in percent rather
- * than units; −1 goes back to the percent computed from units.
+ * than units; −1 goes back to the percent computed from units. Unlike
+ * `bgjob_job_set_current`, the percent may go down: it is the worker's
+ * estimate, and an estimate may be revised.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100 (nothing

@@ -1,6 +1,6 @@
 //! A model test of `bgjob::core`: proptest draws random sequences of verbs
 //! (caller side and worker side), applies each to a real job and to a small
-//! reference model of the state table and the outcome rules (DESIGN.md), and
+//! reference model of the state table and the outcome rules (docs/design.md), and
 //! checks that every result and every snapshot agrees with the model. At the
 //! end of each sequence the job is brought to its end and the exactly-once
 //! rules are checked: one completion with the final state, the worker closure

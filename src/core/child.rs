@@ -1,4 +1,4 @@
-//! Child processes bound to a job (seed 004's "child-process watch").
+//! Child processes bound to a job (libxl's "child-process watch").
 //!
 //! A child is spawned for a job ([`super::Job::spawn_child`]) or an existing one
 //! is watched ([`super::Job::watch_child`]). Either way bgjob holds a pidfd for
@@ -333,7 +333,7 @@ impl Child {
             return Err(Error::InvalidArgument("pid must be positive"));
         }
         let process = Process::open(pid).map_err(|e| match e.raw_os_error() {
-            Some(3) => Error::NotFound, // ESRCH: no such process
+            Some(super::errno::ESRCH) => Error::NotFound,
             _ => e.into(),
         })?;
         let child = Child::new(

@@ -10,6 +10,7 @@
 use super::atomic::{AtomicU8, Ordering};
 use super::child::{self, Child, ChildExit};
 use super::context::Context;
+use super::errno::{ECANCELED, EIO, ENOSPC};
 use super::log;
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
@@ -28,13 +29,12 @@ use std::time::{Duration, Instant};
 /// Bounded jobs know (or estimate) how much work there is and report a
 /// percentage; unbounded jobs report only elapsed time and units done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum JobType {
     /// Has a total (units or percent).
     #[default]
-    Bounded = 0,
+    Bounded,
     /// Has no known end.
-    Unbounded = 1,
+    Unbounded,
 }
 
 /// Why a job failed: an errno-style code chosen by the worker and a message.
@@ -123,63 +123,43 @@ impl From<std::io::Error> for Error {
 /// What a job does when its worker reports an I/O error
 /// ([`Job::report_io_error`]); QEMU's `BlockdevOnError`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum ErrorPolicy {
     /// Fail: the worker is told to give up, and the error is the job's.
     #[default]
-    Report = 0,
+    Report,
     /// Carry on as if nothing happened.
-    Ignore = 1,
+    Ignore,
     /// User-pause the job with an error status; the worker parks and retries
     /// after resume.
-    Stop = 2,
+    Stop,
     /// Stop on ENOSPC (space can be added, then resume); report otherwise.
-    Enospc = 3,
-}
-
-impl ErrorPolicy {
-    /// The policy with this number, if there is one.
-    pub fn from_i32(v: i32) -> Option<ErrorPolicy> {
-        [
-            ErrorPolicy::Report,
-            ErrorPolicy::Ignore,
-            ErrorPolicy::Stop,
-            ErrorPolicy::Enospc,
-        ]
-        .into_iter()
-        .find(|p| *p as i32 == v)
-    }
+    Enospc,
 }
 
 /// What [`Job::report_io_error`] tells the worker to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
 pub enum ErrorAction {
     /// Give up: return the error (it is recorded as the job's).
-    Report = 0,
+    Report,
     /// Carry on.
-    Ignore = 1,
+    Ignore,
     /// The job is now user-paused with an error status: call a pause point
     /// (it parks until resume, or reports a cancel), then retry.
-    Stop = 2,
+    Stop,
 }
 
 /// The error status of a job stopped by its error policy (QEMU's iostatus).
 /// Not `Ok` only while the job is user-paused; resume and cancel reset it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum IoStatus {
     /// No error pending.
     #[default]
-    Ok = 0,
+    Ok,
     /// Stopped by an I/O error.
-    Failed = 1,
+    Failed,
     /// Stopped by ENOSPC.
-    NoSpace = 2,
+    NoSpace,
 }
-
-/// ENOSPC on Linux (core holds no libc).
-const ENOSPC: i32 = 28;
 
 /// What [`Job::wait_fd`] waits for, and what it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -196,29 +176,27 @@ pub struct FdEvents {
 
 /// Why cancel was requested (shown by [`Job::info`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(i32)]
 pub enum CancelCause {
     /// Cancel was not requested.
     #[default]
-    None = 0,
+    None,
     /// A caller cancelled it (cancel, destroy of a created job, detach).
-    Caller = 1,
+    Caller,
     /// Its deadline passed ([`Builder::deadline`], [`Job::set_deadline`]).
-    Timeout = 2,
+    Timeout,
     /// Another member of its transaction failed or was cancelled.
-    Transaction = 3,
+    Transaction,
 }
 
 /// Which race a cancel request met (libxl's abort contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
 pub enum CancelStatus {
     /// This call asked first; the job will end soon (and may still succeed).
-    Requested = 0,
+    Requested,
     /// Someone asked before; nothing new happened.
-    AlreadyRequested = 1,
+    AlreadyRequested,
     /// The job had already ended; nothing happened.
-    AlreadyFinished = 2,
+    AlreadyFinished,
 }
 
 /// A consistent snapshot of a job, as returned by [`Job::info`].
@@ -360,10 +338,6 @@ const ATTN_PAUSE: u8 = 2;
 /// are refused by the verb table.
 const ATTN_DONE: u8 = 4;
 
-/// The errno for an I/O error, reported for a panicking worker (core holds no libc;
-/// the value is the same on every Linux architecture).
-const EIO: i32 = 5;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
     Created,
@@ -409,14 +383,13 @@ struct St {
     /// Taken (once) when the job settles.
     completion: Option<(Option<Context>, CompleteFn)>,
     result: Option<ResultValue>,
-    /// Cancellation hooks in registration order, and the one being called now
-    /// (with the thread calling it).
+    /// Cancellation hooks in registration order.
     hooks: std::collections::VecDeque<(HookId, HookFn)>,
     next_hook: HookId,
-    running_hook: Option<(HookId, ThreadId)>,
-    /// A cancel is calling the hooks: every hook registered when it began is
-    /// called, even if the job ends meanwhile, so settle leaves them to it.
-    cancel_owns_hooks: bool,
+    /// The hooks being called right now, each with the thread calling it (id
+    /// 0: one that ran at once as it was added). The worker's end waits until
+    /// this is empty, so no hook runs once the job is seen done.
+    busy_hooks: Vec<(HookId, ThreadId)>,
     /// Detached: nobody holds a handle that could resume it, so a pause that
     /// raced the detach (a caller who looked the job up just before) is refused.
     detached: bool,
@@ -493,7 +466,14 @@ impl St {
     /// Whether the calling thread is inside one of this job's cancellation
     /// hooks (called by its own cancel).
     fn in_own_hook(&self) -> bool {
-        matches!(self.running_hook, Some((_, t)) if t == current_thread_id())
+        let me = current_thread_id();
+        self.busy_hooks.iter().any(|&(_, t)| t == me)
+    }
+
+    /// Whether a hook is being called on a thread other than this one.
+    fn hook_busy_elsewhere(&self) -> bool {
+        let me = current_thread_id();
+        self.busy_hooks.iter().any(|&(_, t)| t != me)
     }
 
     /// Brings the wake fd (if there is one) in line with the job: readable
@@ -803,8 +783,7 @@ impl Builder {
                 result: None,
                 hooks: std::collections::VecDeque::new(),
                 next_hook: 0,
-                running_hook: None,
-                cancel_owns_hooks: false,
+                busy_hooks: Vec::new(),
                 detached: false,
                 queued: None,
                 cancel_cause: CancelCause::None,
@@ -884,7 +863,7 @@ impl Inner {
     }
 
     /// Ends the user pause (if any) and resets the error status with it: the
-    /// error status is not OK only while user-paused (seed 000).
+    /// error status is not OK only while user-paused (QEMU's block jobs).
     fn end_user_pause(&self, st: &mut St, now: i64) {
         st.user_paused = false;
         st.iostatus = IoStatus::Ok;
@@ -1045,7 +1024,7 @@ impl Job {
         drop(owned);
     }
 
-    /// The worker thread's body: run, then decide the outcome (DESIGN.md).
+    /// The worker thread's body: run, then decide the outcome (docs/design.md).
     fn run(&self, worker: WorkerFn) {
         let w = Worker { job: self };
         RUNNING_JOB.with(|r| r.set(self.0.id));
@@ -1087,22 +1066,28 @@ impl Job {
     /// finalized at once.
     fn worker_done(&self, outcome: State, error: Option<JobError>, on_worker: bool) {
         let inner = &self.0;
-        let now = inner.now_ns();
         let (unused_hooks, txn, finalize_now) = {
             let mut st = inner.lock();
+            // The one place a job's hooks end. Those nobody called are taken
+            // (and dropped uncalled, with no lock held); one being called on
+            // another thread right now, by a cancel that took it before the
+            // worker returned, is waited for. So no hook runs, or is still
+            // running, once anyone can see the job's work done.
+            let mut hooks = Vec::new();
+            loop {
+                hooks.extend(st.hooks.drain(..));
+                if !st.hook_busy_elsewhere() {
+                    break;
+                }
+                st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let now = inner.now_ns();
             inner.end_user_pause(&mut st, now);
             st.disarm_deadline();
             st.finished_ns = Some(now);
             st.pending = Some((outcome, error));
             st.life = Life::Waiting;
             inner.set_attention(ATTN_DONE);
-            // Hooks nobody will call are freed now, as the worker's userdata
-            // was; a cancel that is calling hooks keeps them (it calls each).
-            let hooks = if st.cancel_owns_hooks {
-                Default::default()
-            } else {
-                std::mem::take(&mut st.hooks)
-            };
             let txn = st.txn.clone();
             let finalize_now = txn.is_none()
                 && (outcome != State::Completed || !st.manual_finalize)
@@ -1111,30 +1096,22 @@ impl Job {
         };
         drop(unused_hooks);
         inner.cv.notify_all();
+        let worker_of = on_worker.then_some(self);
         if let Some(txn) = txn {
-            txn.member_done(self, outcome, on_worker);
+            txn.member_done(self, outcome, worker_of);
         } else if finalize_now {
-            finalize_group(vec![self.clone()], outcome != State::Completed, on_worker);
+            let abort = (outcome != State::Completed).then_some(CancelCause::None);
+            finalize_group(vec![self.clone()], abort, worker_of);
         }
     }
 
-    /// Publishes a terminal state, then delivers the completion. Only called once
-    /// per job: by the worker thread (`on_worker`), or by the thread that
-    /// cancelled a job that never ran.
-    fn settle(&self, life: Life, error: Option<JobError>, on_worker: bool) {
+    /// Publishes a terminal state and queues the completion on its context.
+    /// A completion without a context is returned, for [`finalize_group`] to
+    /// run once every member of the group is terminal. Called once per job,
+    /// by the thread that finalizes its group.
+    #[must_use = "a completion without a context must be run"]
+    fn settle(&self, life: Life, error: Option<JobError>) -> Option<Box<dyn FnOnce() + Send>> {
         let inner = &self.0;
-        // Hooks nobody will call are freed before the end is published, as the
-        // worker's userdata is, so a caller whose wait returned sees them freed.
-        // A cancel that is calling hooks keeps them: it calls every one.
-        let unused_hooks = {
-            let mut st = inner.lock();
-            if st.cancel_owns_hooks {
-                Default::default()
-            } else {
-                std::mem::take(&mut st.hooks)
-            }
-        };
-        drop(unused_hooks);
         let now = inner.now_ns();
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
@@ -1171,12 +1148,6 @@ impl Job {
         // A context completion is queued in the same step that makes the job
         // terminal, so a caller whose wait returned finds it queued. Lock order
         // is job, then context queue; nothing takes them the other way round.
-        // One registered since the first look: dropped after the end.
-        let leftover_hooks = if st.cancel_owns_hooks {
-            Default::default()
-        } else {
-            std::mem::take(&mut st.hooks)
-        };
         let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
@@ -1197,28 +1168,25 @@ impl Job {
         // woken at once, does not run into the job's or the queue's lock.
         drop(wake);
         inner.cv.notify_all();
-        // Hooks still registered are dropped, not called (their captures' free
-        // functions run), with no lock held.
-        drop(leftover_hooks);
         log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
         match pending {
             // Its context was closed: dropped unrun, its free functions run here.
-            Some(Undelivered::Dropped(run)) => drop(run),
-            Some(Undelivered::Direct(run)) => self.run_completion(run, on_worker),
-            None => {}
+            Some(Undelivered::Dropped(run)) => {
+                drop(run);
+                None
+            }
+            Some(Undelivered::Direct(run)) => Some(run),
+            None => None,
         }
     }
 
-    /// Runs a completion that has no context: on the worker thread, or, for a
-    /// job that never ran, on a thread of its own.
-    fn run_completion(&self, run: Box<dyn FnOnce() + Send>, on_worker: bool) {
-        if on_worker {
-            return run();
-        }
-        // The job never ran and the caller is inside cancel or destroy: the
-        // callback must not run in that call, so it gets a thread of its own. With
-        // no thread to be had (EAGAIN) it runs here, late rather than never
-        // (documented with bgjob_completion_callback).
+    /// Runs a completion without a context on a bgjob thread of its own: the
+    /// job's end was not its worker's return (it never ran, a verb on another
+    /// thread ended it, or it is a transaction member another member's end
+    /// settled), and the callback must run neither inside that verb nor on
+    /// another job's thread. With no thread to be had (EAGAIN) it runs here,
+    /// late rather than never (documented with bgjob_completion_callback).
+    fn spawn_completion(&self, run: Box<dyn FnOnce() + Send>) {
         if let Err((_, run)) = self.0.pool.spawn(&self.0.name, 0, run) {
             run();
         }
@@ -1288,10 +1256,9 @@ impl Job {
             st.cancel_cause = cause;
             inner.set_attention(ATTN_CANCEL);
             drop(st);
-            finalize_group(vec![self.clone()], true, false);
+            finalize_group(vec![self.clone()], Some(cause), None);
             return CancelStatus::Requested;
         }
-        st.cancel_owns_hooks = true;
         st.cancel_cause = cause;
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
@@ -1304,7 +1271,7 @@ impl Job {
         }
         st.cancel_requested = true;
         inner.set_attention(ATTN_CANCEL);
-        // Seed 000: cancel undoes a user pause so the worker can see it.
+        // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
         st.disarm_deadline();
         st.sync_wake();
@@ -1312,7 +1279,6 @@ impl Job {
         // With no hook registered there is nothing to call: the hook pass (one
         // more hold of the lock, which the woken worker wants) is skipped.
         let has_hooks = !st.hooks.is_empty();
-        st.cancel_owns_hooks = has_hooks;
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!(
@@ -1336,28 +1302,41 @@ impl Job {
         CancelStatus::Requested
     }
 
-    /// Seed 004: takes the hooks off one at a time, in registration order, and
+    /// libxl's design: takes the hooks off one at a time, in registration order, and
     /// calls each once with no lock held. Only the thread whose cancel was the
-    /// first gets here; hooks registered from now on run at once instead.
+    /// first gets here; hooks registered from now on run at once instead. The
+    /// worker's end takes whatever is left, uncalled (see `worker_done`).
     fn run_cancel_hooks(&self) {
-        let inner = &self.0;
         loop {
             let (id, hook) = {
-                let mut st = inner.lock();
+                let mut st = self.0.lock();
                 let Some(next) = st.hooks.pop_front() else {
-                    st.cancel_owns_hooks = false;
                     return;
                 };
-                st.running_hook = Some((next.0, current_thread_id()));
+                st.busy_hooks.push((next.0, current_thread_id()));
                 next
             };
-            // A panicking Rust hook must not leave `running_hook` set (a remove
-            // would wait for it forever) nor stop the hooks after it.
-            let _ = catch_unwind(AssertUnwindSafe(|| hook(self)));
-            inner.lock().running_hook = None;
-            inner.cv.notify_all();
-            log::debug(format_args!("job {} cancel hook {id} ran", inner.id));
+            self.call_hook(id, hook);
         }
+    }
+
+    /// Calls one hook that `busy_hooks` lists (as `id` on this thread), then
+    /// takes it off the list and wakes whoever waits for it: a remove, or the
+    /// worker's end.
+    fn call_hook(&self, id: HookId, hook: HookFn) {
+        let inner = &self.0;
+        // A panicking Rust hook must not stay listed (a remove or the job's
+        // end would wait for it forever) nor stop the hooks after it.
+        let _ = catch_unwind(AssertUnwindSafe(|| hook(self)));
+        {
+            let mut st = inner.lock();
+            let me = current_thread_id();
+            if let Some(pos) = st.busy_hooks.iter().position(|&e| e == (id, me)) {
+                st.busy_hooks.swap_remove(pos);
+            }
+        }
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} cancel hook {id} ran", inner.id));
     }
 
     /// Registers a cancellation hook: anything the worker waits on (a timer, a
@@ -1373,8 +1352,11 @@ impl Job {
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
         if st.cancel_requested {
+            // Listed while it runs, as the cancel's own calls are: the job
+            // does not end under it.
+            st.busy_hooks.push((0, current_thread_id()));
             drop(st);
-            hook(self);
+            self.call_hook(0, Box::new(hook));
             return Ok(HookAdded::RanAtOnce);
         }
         st.next_hook += 1;
@@ -1397,7 +1379,11 @@ impl Job {
             return HookRemoved::Removed;
         }
         let me = current_thread_id();
-        while matches!(st.running_hook, Some((running, thread)) if running == id && thread != me) {
+        while st
+            .busy_hooks
+            .iter()
+            .any(|&(running, thread)| running == id && thread != me)
+        {
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         HookRemoved::NotFound
@@ -1800,9 +1786,12 @@ impl Job {
                 state,
             });
         }
-        let aborted = !matches!(st.pending, Some((State::Completed, _)));
+        let abort = match st.pending {
+            Some((State::Completed, _)) => None,
+            _ => Some(st.cancel_cause),
+        };
         drop(st);
-        finalize_group(vec![self.clone()], aborted, false);
+        finalize_group(vec![self.clone()], abort, None);
         Ok(())
     }
 
@@ -1945,9 +1934,9 @@ impl Job {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = inner.lock();
-        // A job that never ran, cancelled by this thread, ends when its hooks
-        // are done: from inside one of them this would wait for itself.
-        if st.life == Life::Created && st.in_own_hook() {
+        // The job does not end while one of its hooks runs: from inside one
+        // this would wait for itself.
+        if st.in_own_hook() {
             return Err(Error::OwnWorker);
         }
         loop {
@@ -2028,39 +2017,50 @@ impl Job {
     }
 
     /// Checks that the job may be detached, then cancels it if asked, or else
-    /// lets it run: a user pause is undone, since nobody could resume it later.
-    /// Detaching an ended job releases it. The job's memory is freed when its
-    /// worker ends and the last reference is gone.
+    /// lets it run. Detaching an ended job releases it. The job's memory is
+    /// freed when its worker ends and the last reference is gone.
+    ///
+    /// Nobody holds a handle that could resume, finalize or balance it later,
+    /// so a detached job always ends by itself: a user pause (an error stop
+    /// included) is undone, internal pauses are dropped, and its manual
+    /// finalize — its transaction's too, if it is a member — becomes automatic:
+    /// it finalizes as soon as its work (every member's) is done, committing
+    /// or aborting as the outcome says.
     pub fn detach(&self, cancel: bool) -> Result<(), Error> {
         let inner = &self.0;
         let now = inner.now_ns();
-        let ended = {
+        let (ended, txn) = {
             let mut st = inner.lock();
             st.check(Verb::Detach)?;
             st.detached = true;
-            if !cancel && st.user_paused() {
+            st.manual_finalize = false;
+            // With cancel, the cancel undoes the pauses (and the worker sees
+            // the cancel, not a resume, at its pause point).
+            if !cancel && !st.state().is_terminal() {
                 inner.end_user_pause(&mut st, now);
+                st.pause_count = 0;
+                inner.repause(&mut st, now);
                 st.sync_wake();
                 self.arm_deadline(&mut st);
             }
-            st.state().is_terminal()
+            (st.state().is_terminal(), st.txn.clone())
         };
         inner.cv.notify_all();
         if ended {
             return self.release();
         }
+        if let Some(txn) = txn {
+            txn.finalize_on_its_own();
+        }
         if cancel {
             self.cancel();
-        } else {
-            // Nobody could finalize it later: it finalizes by itself.
-            let waiting = {
-                let mut st = inner.lock();
-                st.manual_finalize = false;
-                st.life == Life::Waiting
-            };
-            if waiting {
-                let _ = self.finalize();
-            }
+        }
+        // A job whose work is done (or that the cancel just ended with its
+        // work done) waits for a finalize nobody will call: it finalizes now.
+        // Refused harmlessly when the cancel finalized it, or when it is
+        // already being finalized.
+        if inner.lock().life == Life::Waiting {
+            let _ = self.finalize();
         }
         log::debug(format_args!("job {} detached", self.0.id));
         Ok(())
@@ -2245,7 +2245,7 @@ impl Job {
     }
 
     /// Worker side, after a progress update: progress updates are pause points
-    /// too (DESIGN.md "Pause"), so a paused worker parks here. A cancel does not
+    /// too (docs/design.md, "Pause"), so a paused worker parks here. A cancel does not
     /// fail the update; the worker sees it at its next check.
     pub fn park_after_update(&self) {
         let _ = self.pause_point();
@@ -2271,12 +2271,23 @@ impl Job {
 }
 
 /// Finalizes a group whose work is done (a transaction, or one job): commit
-/// (all succeeded) or abort for each member, then clean for each, then each
-/// member ends — the same outcomes whatever order the members finished in.
-/// In an aborted group a member that failed ends `Failed`, every other one
-/// `Cancelled` (one whose own work succeeded with cause `Transaction`). The
-/// caller has claimed the group (exactly once).
-pub(super) fn finalize_group(members: Vec<Job>, aborted: bool, on_worker: bool) {
+/// (all succeeded) or abort for each member, then clean for each — all on
+/// this thread, in the order the members were added — then every member ends.
+/// In an aborted group (`abort` names the cause the group was aborted with) a
+/// member that failed ends `Failed`, every other one `Cancelled`; one whose own
+/// work succeeded takes the group's cause unless it was cancelled itself.
+///
+/// Completions without a context run only once every member is terminal (a
+/// completion that waits for a sibling returns at once): the one of
+/// `worker_of` — the job whose worker thread this is, its return having ended
+/// the group — runs here, last; every other one on a bgjob thread of its own,
+/// never on a sibling's worker thread nor inside a verb. The caller has
+/// claimed the group (exactly once).
+pub(super) fn finalize_group(
+    members: Vec<Job>,
+    abort: Option<CancelCause>,
+    worker_of: Option<&Job>,
+) {
     let call = |job: &Job, f: Option<HookFn>| {
         if let Some(f) = f {
             // A panicking Rust callback must not stop the others.
@@ -2286,11 +2297,11 @@ pub(super) fn finalize_group(members: Vec<Job>, aborted: bool, on_worker: bool) 
     for m in &members {
         let (run, unused) = {
             let mut st = m.0.lock();
-            let (commit, abort) = (st.commit.take(), st.abort.take());
-            if aborted {
-                (abort, commit)
+            let (commit, abort_fn) = (st.commit.take(), st.abort.take());
+            if abort.is_some() {
+                (abort_fn, commit)
             } else {
-                (commit, abort)
+                (commit, abort_fn)
             }
         };
         drop(unused);
@@ -2300,6 +2311,8 @@ pub(super) fn finalize_group(members: Vec<Job>, aborted: bool, on_worker: bool) 
         let clean = m.0.lock().clean.take();
         call(m, clean);
     }
+    let mut own = None;
+    let mut others = Vec::new();
     for m in members {
         let (state, error) = {
             let mut st = m.0.lock();
@@ -2307,31 +2320,44 @@ pub(super) fn finalize_group(members: Vec<Job>, aborted: bool, on_worker: bool) 
             // (which held it), breaking the reference cycle.
             st.txn = None;
             let (outcome, error) = st.pending.take().unwrap_or((State::Cancelled, None));
-            match (aborted, outcome) {
-                (false, _) => (State::Completed, None),
-                (true, State::Failed) => (State::Failed, error),
-                (true, State::Cancelled) => (State::Cancelled, error),
-                (true, _) => {
+            match (abort, outcome) {
+                (None, _) => (State::Completed, None),
+                (Some(_), State::Failed) => (State::Failed, error),
+                (Some(_), State::Cancelled) => (State::Cancelled, error),
+                (Some(cause), _) => {
                     st.cancel_requested = true;
                     if st.cancel_cause == CancelCause::None {
-                        st.cancel_cause = CancelCause::Transaction;
+                        st.cancel_cause = match cause {
+                            CancelCause::None => CancelCause::Transaction,
+                            c => c,
+                        };
                     }
                     m.0.set_attention(ATTN_CANCEL);
-                    let message = if st.cancel_cause == CancelCause::Transaction {
-                        "cancelled: another member of its transaction failed or was cancelled"
-                    } else {
-                        "cancelled before it was finalized"
+                    let message = match st.cancel_cause {
+                        CancelCause::Transaction => {
+                            "cancelled: another member of its transaction failed or was cancelled"
+                        }
+                        _ => "cancelled before it was finalized",
                     };
                     (State::Cancelled, Some(JobError::new(ECANCELED, message)))
                 }
             }
         };
-        m.settle(Life::Done(state), error, on_worker);
+        if let Some(run) = m.settle(Life::Done(state), error) {
+            if worker_of == Some(&m) {
+                own = Some(run);
+            } else {
+                others.push((m, run));
+            }
+        }
+    }
+    for (m, run) in others {
+        m.spawn_completion(run);
+    }
+    if let Some(run) = own {
+        run();
     }
 }
-
-/// ECANCELED on Linux: the code of a member cancelled by its transaction.
-const ECANCELED: i32 = 125;
 
 /// A poll timeout in ms for `left` ns (rounded up, so a wait never ends early;
 /// `None` = no limit).

@@ -10,6 +10,7 @@
 pub(crate) mod atomic;
 pub mod child;
 pub mod context;
+pub(crate) mod errno;
 pub mod job;
 pub mod log;
 pub(crate) mod progress;

@@ -12,8 +12,8 @@
 //! Every update reads the clock, so the time since the last progress is exact.
 //! That reading is the larger part of an update's cost (about 50 ns on a
 //! virtual machine, where `clock_gettime` is slow); the compare-and-swap that
-//! lets any thread update is most of the rest (see the README's performance
-//! section).
+//! lets any thread update is most of the rest (see docs/performance.md, "Reading the
+//! figures").
 
 use super::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering, backoff, fence};
 

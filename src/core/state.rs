@@ -13,26 +13,26 @@ use std::fmt;
 /// `Created → Running ⇄ Paused → (Waiting) → Completed | Failed | Cancelled`.
 /// The last three are terminal: a job reaches exactly one of them, once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(i32)]
 pub enum State {
     /// Made, not started; the worker has not run.
-    Created = 0,
+    Created,
     /// The worker is running.
-    Running = 1,
+    Running,
     /// Paused by the user; the worker parks at its next pause point.
-    Paused = 2,
+    Paused,
     /// The worker has finished; the job waits for its transaction to settle.
-    Waiting = 3,
+    Waiting,
     /// The worker succeeded.
-    Completed = 4,
+    Completed,
     /// The worker failed (or panicked).
-    Failed = 5,
+    Failed,
     /// Cancelled: before start, or the worker saw the cancel and did not succeed.
-    Cancelled = 6,
+    Cancelled,
 }
 
 impl State {
-    /// Every state, in numeric order.
+    /// Every state, in the order of the verb table's columns (the C numbers
+    /// live in `ffi`, tied to these by its conversions).
     pub const ALL: [State; 7] = [
         State::Created,
         State::Running,
@@ -42,13 +42,6 @@ impl State {
         State::Failed,
         State::Cancelled,
     ];
-
-    /// The state with this number, if there is one.
-    pub fn from_i32(v: i32) -> Option<State> {
-        usize::try_from(v)
-            .ok()
-            .and_then(|i| Self::ALL.get(i).copied())
-    }
 
     /// True for `Completed`, `Failed` and `Cancelled`.
     pub fn is_terminal(self) -> bool {
@@ -77,36 +70,35 @@ impl fmt::Display for State {
 
 /// Something a caller or worker asks of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(i32)]
 pub enum Verb {
     /// Start the worker of a created job.
-    Start = 0,
+    Start,
     /// Request cancellation. Allowed in every state: on a finished job it reports
     /// "already finished" (libxl's abort contract) instead of doing anything.
-    Cancel = 1,
+    Cancel,
     /// User pause.
-    Pause = 2,
+    Pause,
     /// Undo a user pause.
-    Resume = 3,
+    Resume,
     /// Release the job. Refused while the worker may still run.
-    Destroy = 4,
+    Destroy,
     /// Give up the handle and let the job free itself when it ends.
-    Detach = 5,
+    Detach,
     /// Progress, phase, ETA, error and result updates.
-    Update = 6,
+    Update,
     /// Read or take the job's result (only once it has ended, so the worker can
     /// no longer replace, and free, what the caller holds).
-    Result = 7,
+    Result,
     /// Internal pause and resume (QEMU's drain): a counter beside the user
     /// pause; the worker runs only when both are clear.
-    Drain = 8,
+    Drain,
     /// Finalize a job (or its transaction) created with manual finalize, once
     /// its work is done: commit or abort, clean, then the end.
-    Finalize = 9,
+    Finalize,
 }
 
 impl Verb {
-    /// Every verb, in numeric order.
+    /// Every verb, in the order of the verb table's rows.
     pub const ALL: [Verb; 10] = [
         Verb::Start,
         Verb::Cancel,
@@ -119,13 +111,6 @@ impl Verb {
         Verb::Drain,
         Verb::Finalize,
     ];
-
-    /// The verb with this number, if there is one.
-    pub fn from_i32(v: i32) -> Option<Verb> {
-        usize::try_from(v)
-            .ok()
-            .and_then(|i| Self::ALL.get(i).copied())
-    }
 
     /// A stable lower-case name.
     pub fn name(self) -> &'static str {
@@ -178,17 +163,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbering_round_trips() {
-        for s in State::ALL {
-            assert_eq!(State::from_i32(s as i32), Some(s));
+    fn all_lists_follow_the_table_order() {
+        for (i, s) in State::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i);
         }
-        for v in Verb::ALL {
-            assert_eq!(Verb::from_i32(v as i32), Some(v));
+        for (i, v) in Verb::ALL.into_iter().enumerate() {
+            assert_eq!(v as usize, i);
         }
-        assert_eq!(State::from_i32(-1), None);
-        assert_eq!(State::from_i32(7), None);
-        assert_eq!(Verb::from_i32(10), None);
-        assert_eq!(Verb::from_i32(i32::MIN), None);
     }
 
     #[test]

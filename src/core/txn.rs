@@ -1,4 +1,4 @@
-//! Transactions (QEMU's `JobTxn`, seed 000): jobs grouped before they start.
+//! Transactions (QEMU's `JobTxn`): jobs grouped before they start.
 //! When one fails or is cancelled, every other member is cancelled (cause
 //! [`CancelCause::Transaction`]). Members whose work is done wait in
 //! `Waiting` until every member is done; then each member's commit (all
@@ -28,8 +28,12 @@ struct St {
     /// In the order they were added; taken when the group is finalized.
     members: Vec<Job>,
     started: bool,
-    /// A member failed or was cancelled: the others are being cancelled.
-    aborting: bool,
+    /// Why the group aborts (`None`: it does not): `Caller` when the
+    /// caller cancelled the whole transaction, `Transaction` when a member
+    /// failed or was cancelled on its own and the others follow it. Set once,
+    /// by whoever aborts first under this lock, so every member's cause is
+    /// decided in one place.
+    abort: Option<CancelCause>,
     /// Members whose work is done.
     done: usize,
     finalize_requested: bool,
@@ -40,16 +44,31 @@ impl St {
     /// Claims the finalization (once) when every member is done and nothing
     /// holds it back: an abort never waits, a success waits for a manual
     /// finalize if the transaction asked for one.
-    fn try_claim(&mut self, manual: bool) -> Option<(Vec<Job>, bool)> {
+    fn try_claim(&mut self, manual: bool) -> Option<(Vec<Job>, Option<CancelCause>)> {
         let ready = !self.finalized
             && !self.members.is_empty()
             && self.done == self.members.len()
-            && (self.aborting || !manual || self.finalize_requested);
+            && (self.abort.is_some() || !manual || self.finalize_requested);
         if !ready {
             return None;
         }
         self.finalized = true;
-        Some((std::mem::take(&mut self.members), self.aborting))
+        Some((std::mem::take(&mut self.members), self.abort))
+    }
+
+    /// Starts the abort (once) with `cause`: the members other than `except`
+    /// are returned, to be cancelled with the group's cause. Empty when the
+    /// group was aborting already (whoever began it cancels them).
+    fn begin_abort(&mut self, cause: CancelCause, except: Option<&Job>) -> Vec<Job> {
+        if self.abort.is_some() {
+            return Vec::new();
+        }
+        self.abort = Some(cause);
+        self.members
+            .iter()
+            .filter(|m| Some(*m) != except)
+            .cloned()
+            .collect()
     }
 }
 
@@ -58,7 +77,7 @@ impl fmt::Debug for Txn {
         let st = self.lock();
         f.debug_struct("Txn")
             .field("members", &st.members.len())
-            .field("aborting", &st.aborting)
+            .field("abort", &st.abort)
             .field("finalized", &st.finalized)
             .finish()
     }
@@ -76,7 +95,7 @@ impl Txn {
             st: Mutex::new(St {
                 members: Vec::new(),
                 started: false,
-                aborting: false,
+                abort: None,
                 done: 0,
                 finalize_requested: false,
                 finalized: false,
@@ -136,9 +155,14 @@ impl Txn {
         Ok(())
     }
 
-    /// Cancels every member (cause `Caller`).
+    /// Cancels every member, each with cause `Caller` — unless the group
+    /// was aborting already because a member failed or was cancelled on its
+    /// own: then it changes nothing (the others are being cancelled with
+    /// cause `Transaction`). The cause is decided under the transaction's
+    /// lock before any member is cancelled, so no member's end can race it.
     pub fn cancel(&self) {
-        for m in self.members() {
+        let members = self.lock().begin_abort(CancelCause::Caller, None);
+        for m in members {
             m.cancel_with(CancelCause::Caller);
         }
     }
@@ -157,28 +181,36 @@ impl Txn {
             st.finalize_requested = true;
             st.try_claim(self.0.manual_finalize)
         };
-        if let Some((members, aborted)) = group {
-            finalize_group(members, aborted, false);
+        if let Some((members, abort)) = group {
+            finalize_group(members, abort, None);
         }
         Ok(())
     }
 
     /// A member's work is done with `outcome`.
-    pub(super) fn member_done(&self, job: &Job, outcome: State, on_worker: bool) {
+    /// A member was detached: its owner can no longer finalize the group, so
+    /// a manual-finalize transaction finalizes by itself once every member is
+    /// done (at once if they are).
+    pub(super) fn finalize_on_its_own(&self) {
+        let _ = self.finalize();
+    }
+
+    /// A member's work is done with `outcome`; `worker_of` is the member
+    /// itself when this is its worker thread.
+    pub(super) fn member_done(&self, job: &Job, outcome: State, worker_of: Option<&Job>) {
         let (others, group) = {
             let mut st = self.lock();
             st.done += 1;
-            let others = if outcome != State::Completed && !st.aborting {
-                st.aborting = true;
-                st.members.iter().filter(|m| *m != job).cloned().collect()
+            let others = if outcome != State::Completed {
+                st.begin_abort(CancelCause::Transaction, Some(job))
             } else {
                 Vec::new()
             };
             (others, st.try_claim(self.0.manual_finalize))
         };
         self.abort_others(job, others);
-        if let Some((members, aborted)) = group {
-            finalize_group(members, aborted, on_worker);
+        if let Some((members, abort)) = group {
+            finalize_group(members, abort, worker_of);
         }
     }
 
@@ -193,17 +225,12 @@ impl Txn {
             if !job.mark_cancelled_waiting(cause) {
                 return CancelStatus::AlreadyRequested;
             }
-            let others = if st.aborting {
-                Vec::new()
-            } else {
-                st.aborting = true;
-                st.members.iter().filter(|m| *m != job).cloned().collect()
-            };
+            let others = st.begin_abort(CancelCause::Transaction, Some(job));
             (others, st.try_claim(self.0.manual_finalize))
         };
         self.abort_others(job, others);
-        if let Some((members, aborted)) = group {
-            finalize_group(members, aborted, false);
+        if let Some((members, abort)) = group {
+            finalize_group(members, abort, None);
         }
         CancelStatus::Requested
     }

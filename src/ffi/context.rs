@@ -77,7 +77,10 @@ pub unsafe extern "C" fn bgjob_context_destroy(context: *mut bgjob_context) -> b
 }
 
 /// Writes the context's fd to `*fd_out`. Poll it for reading; do not read,
-/// write or close it.
+/// write or close it. It is level-triggered: readable for as long as
+/// completions are queued, so a poll loop, `g_unix_fd_add` or
+/// `virEventAddHandle` may dispatch a few at a time; an edge-triggered
+/// watcher (`EPOLLET`) must dispatch until the queue is empty.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;

@@ -13,8 +13,11 @@ use std::time::Duration;
 /// hooks run one at a time in registration order. (A deadline's cancel calls
 /// them on a bgjob thread named after the job, never on the timer thread.) If
 /// cancel was already requested, the hook runs at once on this thread before
-/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so.
-/// Hooks still registered when the job ends are removed without being called.
+/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+/// still registered when the job's worker returns are removed without being
+/// called, and the job does not end while one of its hooks runs (see
+/// `bgjob_hook_callback`): once any call has seen the job end, none of its
+/// hooks runs or is still running.
 ///
 /// Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
 /// NULL) runs exactly once: after the hook ran, when it is removed, when the job

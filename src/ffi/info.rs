@@ -6,7 +6,7 @@ use super::{
     BGJOB_ENTRY_TEXT_SIZE, bgjob_info, bgjob_job, bgjob_job_entry, bgjob_job_type, bgjob_result,
     bgjob_state, boundary, boundary_or, check_buf, copy_out, need, put,
 };
-use crate::core::{self, JobType, State, Verb};
+use crate::core::{self, State, Verb};
 use std::ffi::c_char;
 use std::mem::size_of;
 
@@ -44,10 +44,7 @@ pub unsafe extern "C" fn bgjob_job_get_info(
         let i = with_job(job, |j, _| j.info())?;
         let out = bgjob_info {
             struct_size: size_of::<bgjob_info>() as u32,
-            job_type: match i.job_type {
-                JobType::Bounded => bgjob_job_type::Bounded,
-                JobType::Unbounded => bgjob_job_type::Unbounded,
-            } as i32,
+            job_type: bgjob_job_type::from(i.job_type) as i32,
             state: bgjob_state::from(i.state) as i32,
             cancel_requested: i.cancel_requested,
             pause_requested: i.pause_requested,
@@ -62,8 +59,8 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             id: i.id,
             cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause) as i32,
             pause_count: i.pause_count,
-            iostatus: i.iostatus as i32,
-            error_policy: i.error_policy as i32,
+            iostatus: super::bgjob_iostatus::from(i.iostatus) as i32,
+            error_policy: super::bgjob_error_policy::from(i.error_policy) as i32,
         };
         let n = size.min(size_of::<bgjob_info>());
         let out = bgjob_info {
@@ -286,8 +283,8 @@ pub unsafe extern "C" fn bgjob_verb_allowed(
 ) -> bgjob_result {
     boundary(|| {
         need(allowed_out)?;
-        let v = Verb::from_i32(verb).ok_or(bgjob_result::InvalidArgument)?;
-        let s = State::from_i32(state).ok_or(bgjob_result::InvalidArgument)?;
+        let v = super::bgjob_verb::try_from(verb)?.into();
+        let s = bgjob_state::try_from(state)?.into();
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { allowed_out.write(core::verb_allowed(v, s)) };
         Ok(())
@@ -318,7 +315,11 @@ pub(super) fn static_name(name: Option<&'static str>) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
-        static_name(State::from_i32(state).map(State::name))
+        static_name(
+            bgjob_state::try_from(state)
+                .ok()
+                .map(|s| State::from(s).name()),
+        )
     })
 }
 
@@ -330,7 +331,11 @@ pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_verb_str(verb: i32) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
-        static_name(Verb::from_i32(verb).map(Verb::name))
+        static_name(
+            super::bgjob_verb::try_from(verb)
+                .ok()
+                .map(|v| Verb::from(v).name()),
+        )
     })
 }
 

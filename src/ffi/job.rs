@@ -160,13 +160,8 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
         userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
     };
     let completion = Completion::from_options(&opts)?;
-    let error_policy =
-        core::ErrorPolicy::from_i32(opts.error_policy).ok_or(bgjob_result::InvalidArgument)?;
-    let job_type = match opts.job_type {
-        0 => JobType::Bounded,
-        1 => JobType::Unbounded,
-        _ => return Err(bgjob_result::InvalidArgument),
-    };
+    let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
+    let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
     if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
         || opts.stack_size > BGJOB_MAX_STACK_SIZE
         || opts.deadline_ms < 0
@@ -382,7 +377,9 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 }
 
 /// Waits until the job has ended, for at most `timeout_ms` milliseconds (a
-/// negative value waits forever). When it returns OK the job is terminal, its
+/// negative value waits forever). WAITING is not an end: a job waiting for
+/// its transaction or for a manual finalize keeps this waiting (and a finite
+/// wait times out) until it is finalized. When it returns OK the job is terminal, its
 /// userdata has been freed, and a completion bound to a context is already
 /// queued there (one delivered on the worker thread may still be running). The
 /// handle stays valid: destroy it afterwards.
@@ -442,8 +439,16 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 
 /// Gives up the handle; the job frees itself when it ends. With
 /// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
-/// paused job is resumed: nobody could resume it later, and from then on its
-/// STOP error policy reports instead of stopping).
+/// paused job is resumed and its internal pauses are dropped: nobody could
+/// resume them later, and from then on its STOP error policy reports instead
+/// of stopping).
+///
+/// A detached job always reaches a terminal state by itself and runs its
+/// completion, commit/abort and clean exactly once: nobody can finalize it
+/// now, so a manual-finalize job (one WAITING already included) finalizes as
+/// soon as its work is done — committing if its worker succeeded, even after
+/// the cancel — and a manual-finalize transaction with a detached member
+/// finalizes by itself once every member is done.
 /// Detaching an ended job is the same as destroying it. The handle is invalid
 /// afterwards for the caller (the job's own worker may keep using it until it
 /// returns).

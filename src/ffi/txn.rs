@@ -5,7 +5,7 @@ use super::handles::{TXNS, with_job};
 use super::{
     BGJOB_TXN_MANUAL_FINALIZE, bgjob_job, bgjob_result, bgjob_txn, boundary, c_str, need, put,
 };
-use crate::core::{ErrorAction, ErrorPolicy, Txn};
+use crate::core::Txn;
 
 fn txn_of(p: *mut bgjob_txn) -> Result<Txn, bgjob_result> {
     TXNS.get(p.addr()).ok_or(bgjob_result::InvalidHandle)
@@ -94,7 +94,12 @@ pub unsafe extern "C" fn bgjob_txn_start(txn: *mut bgjob_txn) -> bgjob_result {
     boundary(|| txn_of(txn)?.start().map_err(bgjob_result::from))
 }
 
-/// Cancels every member (`cancel_cause` CALLER); returns at once.
+/// Cancels every member, each with `cancel_cause` CALLER; returns at once.
+/// The cause is fixed before any member is cancelled, so a member's worker
+/// returning meanwhile cannot turn another's into TRANSACTION. The one
+/// exception: a transaction already aborting (a member failed or was
+/// cancelled on its own before this call) keeps its members' cause
+/// TRANSACTION, and this call changes nothing.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
@@ -146,6 +151,13 @@ pub unsafe extern "C" fn bgjob_job_finalize(job: *mut bgjob_job) -> bgjob_result
 /// state stays RUNNING (`bgjob_info.pause_count` shows it). Balance each with
 /// `bgjob_job_resume_internal`.
 ///
+/// A cancel overrides internal pauses, as QEMU's force-cancel does: the
+/// worker's pause points stop parking and report the cancel, so a cancelled
+/// job may run to its end with the count above 0. Once the job has ended the
+/// count reads 0 and a balancing `bgjob_job_resume_internal` returns
+/// `BGJOB_RESULT_NOT_ALLOWED`, which the caller may ignore. A detach drops
+/// every internal pause (nobody could balance them later).
+///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
@@ -187,7 +199,7 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
     policy: i32,
 ) -> bgjob_result {
     boundary(|| {
-        let policy = ErrorPolicy::from_i32(policy).ok_or(bgjob_result::InvalidArgument)?;
+        let policy = super::bgjob_error_policy::try_from(policy)?.into();
         with_job(job, |j, _| j.set_error_policy(policy))?.map_err(bgjob_result::from)
     })
 }
@@ -202,6 +214,15 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
 ///   `iostatus` FAILED (NOSPACE for ENOSPC); call `bgjob_job_pause_point`,
 ///   which parks until a resume (resetting `iostatus` to OK) or returns
 ///   CANCELLED (a cancel resets it too), then retry.
+///
+/// Which answer each policy gives (`code` 28 is ENOSPC):
+///
+/// | policy | `code` == ENOSPC       | any other `code`      |
+/// |--------|------------------------|-----------------------|
+/// | REPORT | REPORT                 | REPORT                |
+/// | IGNORE | IGNORE                 | IGNORE                |
+/// | STOP   | STOP, iostatus NOSPACE | STOP, iostatus FAILED |
+/// | ENOSPC | STOP, iostatus NOSPACE | REPORT                |
 ///
 /// A job whose cancel was requested is never stopped, nor is a detached one
 /// (nobody could resume it): either is told to report.
@@ -231,11 +252,7 @@ pub unsafe extern "C" fn bgjob_job_report_io_error(
             unsafe { c_str(message) }?
         };
         let action = with_job(job, |j, _| j.report_io_error(code, message))??;
-        let action = match action {
-            ErrorAction::Report => super::bgjob_error_action::Report,
-            ErrorAction::Ignore => super::bgjob_error_action::Ignore,
-            ErrorAction::Stop => super::bgjob_error_action::Stop,
-        };
+        let action = super::bgjob_error_action::from(action);
         // SAFETY: checked non-NULL, writable by contract.
         unsafe { put(action_out, action as i32) };
         Ok(())

@@ -102,13 +102,22 @@ pub struct bgjob_txn {
 /// terminal `bgjob_state`, and `job` its handle, still valid during the call
 /// (read its error or result here) unless the caller destroyed it earlier.
 ///
-/// Thread: with a context, the thread that calls `bgjob_context_dispatch`;
-/// without, the job's worker thread right after the worker returned (or a bgjob
-/// thread, for a job that never ran). Never inside the call that ended the job
-/// (create, start, cancel, destroy, detach), never with a bgjob lock held. The
-/// one exception: a job that never ran, has no context, and ends while no thread
-/// can be started (EAGAIN) gets its callback at the end of the call that ended
-/// it, rather than never.
+/// Thread: with a context, the thread that calls `bgjob_context_dispatch`.
+/// Without one:
+/// - a job on its own whose worker's return ended it: its worker thread, right
+///   after the worker returned (and after its commit/abort and clean);
+/// - a transaction member: only once every member is terminal (so it may wait
+///   for a sibling); the member whose worker's return settled the group gets
+///   it on that worker thread, last, every other member on a bgjob thread of
+///   its own — never on a sibling's worker thread;
+/// - a job ended by a call (a cancel of a job that never ran, destroy,
+///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+///   detach): a bgjob thread of its own.
+///
+/// Never inside the call that ended the job (create, start, cancel, destroy,
+/// detach, finalize), never with a bgjob lock held. The one exception: when
+/// no thread can be started (EAGAIN) for a callback that needs one of its
+/// own, it runs at the end of the call that ended the job, rather than never.
 ///
 /// It may call any bgjob function: destroy this job (the handle is then
 /// invalid), cancel or destroy other jobs, create and start new ones. A
@@ -125,9 +134,21 @@ pub type bgjob_completion_callback =
 /// bgjob lock held), or at once on the registering thread when cancel had
 /// already been requested. A cancel made by the job's deadline runs on a bgjob
 /// thread named after the job, started for it (never bgjob's timer thread), so
-/// a hook that blocks holds back no other job's deadline. It may call any bgjob
-/// function, including removing itself or cancelling its job (both return at
-/// once). It must not `longjmp` out.
+/// a hook that blocks holds back no other job's deadline.
+///
+/// The job's end and its hooks never overlap: the job does not become WAITING
+/// or terminal while one of its hooks runs (its end waits for the hook to
+/// return), and the hooks not yet called when its worker returns — a worker
+/// that saw the cancel and returned before the cancel got to them — are
+/// removed without being called. So once any call has seen the job end (wait,
+/// get_info, the completion), none of its hooks runs or is still running, and
+/// a driver may free what they point to.
+///
+/// It may call any bgjob function, including removing itself or cancelling
+/// its job (both return at once); `bgjob_job_wait` on its own job is refused
+/// with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
+/// returns). It must not block on something only the job's end would bring.
+/// It must not `longjmp` out.
 pub type bgjob_hook_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
@@ -192,20 +213,6 @@ pub enum bgjob_state {
     Cancelled = 6,
 }
 
-impl From<core::State> for bgjob_state {
-    fn from(s: core::State) -> bgjob_state {
-        match s {
-            core::State::Created => bgjob_state::Created,
-            core::State::Running => bgjob_state::Running,
-            core::State::Paused => bgjob_state::Paused,
-            core::State::Waiting => bgjob_state::Waiting,
-            core::State::Completed => bgjob_state::Completed,
-            core::State::Failed => bgjob_state::Failed,
-            core::State::Cancelled => bgjob_state::Cancelled,
-        }
-    }
-}
-
 /// Verbs of the verb × state table (`bgjob_verb_allowed`).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,23 +239,6 @@ pub enum bgjob_verb {
     Drain = 8,
     /// `bgjob_job_finalize` (manual finalize).
     Finalize = 9,
-}
-
-impl From<core::Verb> for bgjob_verb {
-    fn from(v: core::Verb) -> bgjob_verb {
-        match v {
-            core::Verb::Start => bgjob_verb::Start,
-            core::Verb::Cancel => bgjob_verb::Cancel,
-            core::Verb::Pause => bgjob_verb::Pause,
-            core::Verb::Resume => bgjob_verb::Resume,
-            core::Verb::Destroy => bgjob_verb::Destroy,
-            core::Verb::Detach => bgjob_verb::Detach,
-            core::Verb::Update => bgjob_verb::Update,
-            core::Verb::Result => bgjob_verb::Result,
-            core::Verb::Drain => bgjob_verb::Drain,
-            core::Verb::Finalize => bgjob_verb::Finalize,
-        }
-    }
 }
 
 /// Bounded jobs have a total (units or percent); unbounded ones do not.
@@ -321,17 +311,6 @@ pub enum bgjob_cancel_cause {
     Transaction = 3,
 }
 
-impl From<core::CancelCause> for bgjob_cancel_cause {
-    fn from(c: core::CancelCause) -> bgjob_cancel_cause {
-        match c {
-            core::CancelCause::None => bgjob_cancel_cause::None,
-            core::CancelCause::Caller => bgjob_cancel_cause::Caller,
-            core::CancelCause::Timeout => bgjob_cancel_cause::Timeout,
-            core::CancelCause::Transaction => bgjob_cancel_cause::Transaction,
-        }
-    }
-}
-
 /// What `bgjob_job_cancel` found (libxl's abort contract).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,15 +323,95 @@ pub enum bgjob_cancel_status {
     AlreadyFinished = 2,
 }
 
-impl From<core::CancelStatus> for bgjob_cancel_status {
-    fn from(c: core::CancelStatus) -> bgjob_cancel_status {
-        match c {
-            core::CancelStatus::Requested => bgjob_cancel_status::Requested,
-            core::CancelStatus::AlreadyRequested => bgjob_cancel_status::AlreadyRequested,
-            core::CancelStatus::AlreadyFinished => bgjob_cancel_status::AlreadyFinished,
+/// Ties each C enum to its core enum. The C numbers are written once, in the
+/// C enums above (which cbindgen turns into the header); core's enums carry no
+/// numbers. For each pair this generates the conversions both ways as
+/// exhaustive matches — a variant added on one side only does not compile —
+/// and `TryFrom<i32>` for the C enum, the one place a C integer is parsed
+/// (`BGJOB_RESULT_INVALID_ARGUMENT` for a number with no variant).
+macro_rules! mirror {
+    ($c:ident <=> $core:ident { $($cv:ident <=> $corev:ident),+ $(,)? }) => {
+        impl From<core::$core> for $c {
+            fn from(v: core::$core) -> $c {
+                match v {
+                    $(core::$core::$corev => $c::$cv,)+
+                }
+            }
         }
-    }
+
+        impl From<$c> for core::$core {
+            fn from(v: $c) -> core::$core {
+                match v {
+                    $($c::$cv => core::$core::$corev,)+
+                }
+            }
+        }
+
+        impl TryFrom<i32> for $c {
+            type Error = super::bgjob_result;
+
+            fn try_from(n: i32) -> Result<$c, super::bgjob_result> {
+                [$($c::$cv),+]
+                    .into_iter()
+                    .find(|v| *v as i32 == n)
+                    .ok_or(super::bgjob_result::InvalidArgument)
+            }
+        }
+    };
 }
+
+mirror!(bgjob_state <=> State {
+    Created <=> Created,
+    Running <=> Running,
+    Paused <=> Paused,
+    Waiting <=> Waiting,
+    Completed <=> Completed,
+    Failed <=> Failed,
+    Cancelled <=> Cancelled,
+});
+mirror!(bgjob_verb <=> Verb {
+    Start <=> Start,
+    Cancel <=> Cancel,
+    Pause <=> Pause,
+    Resume <=> Resume,
+    Destroy <=> Destroy,
+    Detach <=> Detach,
+    Update <=> Update,
+    Result <=> Result,
+    Drain <=> Drain,
+    Finalize <=> Finalize,
+});
+mirror!(bgjob_job_type <=> JobType {
+    Bounded <=> Bounded,
+    Unbounded <=> Unbounded,
+});
+mirror!(bgjob_error_policy <=> ErrorPolicy {
+    Report <=> Report,
+    Ignore <=> Ignore,
+    Stop <=> Stop,
+    Enospc <=> Enospc,
+});
+mirror!(bgjob_error_action <=> ErrorAction {
+    Report <=> Report,
+    Ignore <=> Ignore,
+    Stop <=> Stop,
+});
+mirror!(bgjob_iostatus <=> IoStatus {
+    Ok <=> Ok,
+    Failed <=> Failed,
+    Nospace <=> NoSpace,
+});
+mirror!(bgjob_cancel_cause <=> CancelCause {
+    None <=> None,
+    Caller <=> Caller,
+    Timeout <=> Timeout,
+    Transaction <=> Transaction,
+});
+mirror!(bgjob_cancel_status <=> CancelStatus {
+    Requested <=> Requested,
+    AlreadyRequested <=> AlreadyRequested,
+    AlreadyFinished <=> AlreadyFinished,
+});
 
 /// Options for `bgjob_job_create`. Fill with
 /// `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
@@ -397,10 +456,12 @@ pub struct bgjob_job_options {
     /// Finalization callbacks (QEMU's commit, abort and clean), each called at
     /// most once with `finalize_userdata` and the job, after the job's work
     /// (and its whole transaction's) is done and before the job ends: `commit`
-    /// if all succeeded, else `abort`; then `clean` either way. They run on
-    /// the thread that finished the group's last worker, or the one calling
-    /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel that ended it,
-    /// with no bgjob lock held. Each may be NULL.
+    /// if all succeeded, else `abort`; then `clean` either way — every
+    /// member's commit/abort first, then every member's clean, each pass in
+    /// the order the members were added to the transaction. They run on the
+    /// thread that finished the group's last worker, or the one calling
+    /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
+    /// that ended it, with no bgjob lock held. Each may be NULL.
     pub commit: bgjob_hook_callback,
     /// See `commit`.
     pub abort: bgjob_hook_callback,
@@ -435,7 +496,11 @@ pub struct bgjob_info {
     /// Estimated time to completion in ms; the worker's own ETA if it set one,
     /// else computed from the rate; −1 when unknown; 0 once finished.
     pub remaining_ms: i64,
-    /// 0–100 (clamped); −1 when unknown and always for unbounded jobs.
+    /// 0–100 (clamped); −1 when unknown and always for unbounded jobs. A
+    /// bounded job that ended COMPLETED reads 100 whatever `current` and
+    /// `total` say (they keep the last values the worker reported: 50/100
+    /// with percent 100 is possible); a FAILED or CANCELLED one keeps its
+    /// last percent.
     pub percent: i32,
     /// The job's error code; 0 while it has none.
     pub error_code: i32,
@@ -509,4 +574,40 @@ pub struct bgjob_job_entry {
     pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],
     /// The phase, NUL-terminated, cut to fit.
     pub phase: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bgjob_result;
+    use super::*;
+
+    /// Every core value survives the trip through its C number, and numbers
+    /// with no variant are refused.
+    #[test]
+    fn c_numbers_round_trip() {
+        for s in core::State::ALL {
+            let n = bgjob_state::from(s) as i32;
+            assert_eq!(bgjob_state::try_from(n).map(core::State::from), Ok(s));
+        }
+        for v in core::Verb::ALL {
+            let n = bgjob_verb::from(v) as i32;
+            assert_eq!(bgjob_verb::try_from(n).map(core::Verb::from), Ok(v));
+        }
+        for n in [-1, 7, i32::MIN, i32::MAX] {
+            assert_eq!(bgjob_state::try_from(n), Err(bgjob_result::InvalidArgument));
+        }
+        assert_eq!(bgjob_verb::try_from(10), Err(bgjob_result::InvalidArgument));
+        assert_eq!(
+            bgjob_error_policy::try_from(4),
+            Err(bgjob_result::InvalidArgument)
+        );
+        assert_eq!(
+            bgjob_error_policy::try_from(3).map(core::ErrorPolicy::from),
+            Ok(core::ErrorPolicy::Enospc)
+        );
+        assert_eq!(
+            bgjob_job_type::try_from(2),
+            Err(bgjob_result::InvalidArgument)
+        );
+    }
 }

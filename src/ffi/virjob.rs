@@ -1,4 +1,4 @@
-//! The libvirt virJob proposal (seed 002) as a drop-in layer over bgjob.
+//! The libvirt virJob proposal as a drop-in layer over bgjob.
 //!
 //! A `virJobPtr` is a handle in its own table (tag 3), naming a [`VirJob`]: a
 //! bgjob job (with its own `bgjob_job *` handle, so every `bgjob_*` call works

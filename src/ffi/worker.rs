@@ -100,7 +100,9 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
 }
 
 /// Sets the percent done directly, for workers that count in percent rather
-/// than units; −1 goes back to the percent computed from units.
+/// than units; −1 goes back to the percent computed from units. Unlike
+/// `bgjob_job_set_current`, the percent may go down: it is the worker's
+/// estimate, and an estimate may be revised.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100 (nothing

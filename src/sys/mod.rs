@@ -480,6 +480,16 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Core names the errno values it uses without libc: each is libc's.
+    #[test]
+    fn core_errno_values_are_libc_s() {
+        use crate::core::errno;
+        assert_eq!(errno::ESRCH, libc::ESRCH);
+        assert_eq!(errno::EIO, libc::EIO);
+        assert_eq!(errno::ENOSPC, libc::ENOSPC);
+        assert_eq!(errno::ECANCELED, libc::ECANCELED);
+    }
+
     use super::*;
     use std::process::Command;
 
