@@ -7,7 +7,9 @@
 #   make bench      bgjob against GLib's GTask and raw pthreads (benches/, slow)
 #   make check-asan the C harness and stress built with ASan+UBSan; zero reports
 #   make check-valgrind  the C harness and stress under memcheck; zero errors/leaks
-#   make stress     the concurrent stress test, long (STRESS_OPS, STRESS_SEED)
+#   make stress     the concurrent stress test and the fuzzer, long (STRESS_OPS, STRESS_SEED;
+#                   FUZZ_OPS, FUZZ_SEED, FUZZ_ONLY, FUZZ_THREADS)
+#   make fuzz       the adversarial scenario fuzzer alone, long (same FUZZ_* variables)
 #   make loom       the loom models of core's own synchronisation
 #   make install    PREFIX, LIBDIR, INCLUDEDIR, DESTDIR in their GNU meanings
 
@@ -65,7 +67,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
 .PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
-	check-asan check-valgrind stress loom
+	check-asan check-valgrind stress fuzz loom
 
 all: lib
 
@@ -222,9 +224,23 @@ test-c: $(TESTS) $(VIRJOB_TESTS) check-virjob-header
 # STRESS_THREADS threads; STRESS_SEED replays a run's per-thread sequences.
 STRESS_OPS     ?= 1000000
 STRESS_THREADS ?= 8
-stress: $(OUT)/tests/test_stress
+stress: $(OUT)/tests/test_stress $(OUT)/tests/test_fuzz
 	STRESS_OPS=$(STRESS_OPS) STRESS_THREADS=$(STRESS_THREADS) STRESS_SEED=$(STRESS_SEED) \
 	  TAP_TIMEOUT=0 $(OUT)/tests/test_stress
+	$(MAKE) --no-print-directory fuzz
+
+# The adversarial scenario fuzzer (ffi-tests/test_fuzz.c), long: FUZZ_OPS API
+# calls by the actor threads (default a million; workers and callbacks make
+# more), FUZZ_THREADS actors, FUZZ_SEED to replay a run's choices, FUZZ_ONLY
+# (or FUZZ_SKIP) a comma-separated list of scenario classes: hooks, txn,
+# txnwait, finalize, detach, errpolicy, deadline, child, rit, wrongtype,
+# reenter, cap, log. A stall of FUZZ_STALL_S seconds (default 20) fails the
+# run with every thread's stack. `make test` runs it briefly (FUZZ_OPS 20000, ~2 s).
+FUZZ_OPS     ?= 1000000
+FUZZ_THREADS ?= 4
+fuzz: $(OUT)/tests/test_fuzz
+	FUZZ_OPS=$(FUZZ_OPS) FUZZ_THREADS=$(FUZZ_THREADS) FUZZ_SEED=$(FUZZ_SEED) \
+	  FUZZ_ONLY=$(FUZZ_ONLY) FUZZ_SKIP=$(FUZZ_SKIP) TAP_TIMEOUT=0 $(OUT)/tests/test_fuzz
 
 # ---- loom ------------------------------------------------------------------------
 # Model checks of the synchronisation core builds itself (src/core/atomic.rs
@@ -288,7 +304,8 @@ check-asan: $(ASAN_TESTS) $(ASAN_OUT)/canary
 	    { echo "sanitizer canary '$$kind' failed without a sanitizer report" >&2; exit 1; }; \
 	done; echo "sanitizers: canaries for overflow, leak and UB all reported"
 	@rm -rf $(ASAN_OUT)/logs && mkdir -p $(ASAN_OUT)/logs && chmod 1777 $(ASAN_OUT)/logs
-	$(ASAN_ENV) STRESS_OPS=$${STRESS_OPS_ASAN:-50000} $(PROVE) --exec '' $(ASAN_TESTS)
+	$(ASAN_ENV) STRESS_OPS=$${STRESS_OPS_ASAN:-50000} FUZZ_OPS=$${FUZZ_OPS_ASAN:-20000} \
+	  $(PROVE) --exec '' $(ASAN_TESTS)
 	@n=$$(find $(ASAN_OUT)/logs -type f | wc -l); \
 	if [ "$$n" != 0 ]; then echo "sanitizers: $$n report file(s):" >&2; \
 	  head -n 40 $(ASAN_OUT)/logs/* >&2; exit 1; fi; \
@@ -311,19 +328,20 @@ VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
                   --track-origins=yes --max-threads=1200 --child-silent-after-fork=yes \
                   --fair-sched=yes
 
-# valgrind 3.19 does not know pidfd_open (it fails the call with ENOSYS), so
-# test_child runs bgjob's pid-and-watcher-thread fallback here. One case is
-# skipped: valgrind turns posix_spawn's vfork into a fork, so an exec failure
-# (a missing program) is not reported to the parent; it runs everywhere else.
-VG_SKIP_CASES := test_spawn_errors
+# valgrind 3.19 knows neither clone3 nor pidfd_open nor pidfd_send_signal (it
+# fails them with ENOSYS), so test_child spawns through clone(CLONE_PIDFD),
+# signals with bgjob's kill fallback and watches children by pid here. No case
+# is skipped: bgjob's own exec-error pipe reports a missing program under
+# valgrind too.
+VG_SKIP_CASES :=
 VG_TESTS := $(TESTS)
 
 check-valgrind: $(TESTS)
 	$(call need,valgrind,valgrind)
 	$(call need,$(PROVE),perl)
 	@rm -rf $(VG_OUT) && mkdir -p $(VG_OUT)
-	@echo "check-valgrind: skipping $(VG_SKIP_CASES) (exec errors are lost under valgrind's posix_spawn)"
-	STRESS_OPS=$${STRESS_OPS_VALGRIND:-5000} TAP_TIMEOUT=900 TAP_SKIP=$(VG_SKIP_CASES) $(PROVE) --exec \
+	STRESS_OPS=$${STRESS_OPS_VALGRIND:-5000} FUZZ_OPS=$${FUZZ_OPS_VALGRIND:-2000} \
+	  FUZZ_STALL_S=$${FUZZ_STALL_S_VALGRIND:-300} TAP_TIMEOUT=900 TAP_SKIP=$(VG_SKIP_CASES) $(PROVE) --exec \
 	  'valgrind $(VALGRIND_FLAGS) --log-file=$(abspath $(VG_OUT))/%p.log' $(VG_TESTS)
 	@awk -f ffi-tests/valgrind_summary.awk $(VG_OUT)/*.log
 

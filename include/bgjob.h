@@ -183,6 +183,30 @@
 #define BGJOB_CHILD_NULL_STDERR 16
 
 /**
+ * A child that cancel does not signal: a cleanup step (`lvremove`, a hook
+ * script) run in the "cleaning up" phase after a cancel, or one a cancel
+ * must not interrupt. It may be spawned after cancel was requested
+ * (without this flag that is refused with `BGJOB_RESULT_CANCELLED`);
+ * `bgjob_job_wait_child` waits for it to its end and returns
+ * `BGJOB_RESULT_OK` with its status, cancel or not. It is still killed
+ * (SIGKILL, with its process group) and reaped if it runs when the worker
+ * returns.
+ */
+#define BGJOB_CHILD_SURVIVES_CANCEL 32
+
+/**
+ * Start the child in a new session (`setsid`) rather than only a new process
+ * group: it has no controlling terminal and gets no terminal signals.
+ */
+#define BGJOB_CHILD_NEW_SESSION 64
+
+/**
+ * `bgjob_child_fd.child_fd`: give the child the descriptor under the same
+ * number it has in the parent.
+ */
+#define BGJOB_CHILD_FD_SAME -1
+
+/**
  * `bgjob_line_callback` stream: the child's stdout.
  */
 #define BGJOB_CHILD_STDOUT 1
@@ -582,6 +606,27 @@ typedef void (*bgjob_line_callback)(void *userdata,
                                     size_t len);
 
 /**
+ * One descriptor passed to a child (`bgjob_child_options.fds`).
+ */
+typedef struct bgjob_child_fd {
+    /**
+     * The parent's descriptor. The child gets a copy of it; this one stays
+     * the caller's, open and unchanged (bgjob neither closes it nor changes
+     * its flags). It must be open during `bgjob_job_spawn_child`.
+     */
+    int32_t fd;
+    /**
+     * The number the child has it under: 3 or more for an extra descriptor
+     * (QEMU's and libvirt's helpers get sockets and files this way), 0, 1 or
+     * 2 to replace stdin, stdout or stderr (not with a flag that sets the
+     * same stream: `BGJOB_CHILD_INHERIT_STDIN`, `_CAPTURE_`/`_NULL_STDOUT`,
+     * `_CAPTURE_`/`_NULL_STDERR`), or `BGJOB_CHILD_FD_SAME` for `fd`'s own
+     * number. Each number at most once. It is not close-on-exec in the child.
+     */
+    int32_t child_fd;
+} bgjob_child_fd;
+
+/**
  * How to start a child process (`bgjob_job_spawn_child`). Fill with
  * `bgjob_child_options_init(&opts, sizeof opts)` first; like
  * `bgjob_job_options` it only grows at the end.
@@ -593,7 +638,7 @@ typedef struct bgjob_child_options {
     uint32_t struct_size;
     /**
      * `BGJOB_CHILD_*` flags. Default 0: stdout and stderr inherited, stdin
-     * `/dev/null`.
+     * `/dev/null`, signalled on cancel, a process group of its own.
      */
     uint32_t flags;
     /**
@@ -628,6 +673,19 @@ typedef struct bgjob_child_options {
      * when its job ends, or when the spawn fails. May be NULL.
      */
     bgjob_free_callback line_free;
+    /**
+     * Descriptors passed to the child, `fd_count` of them (read during the
+     * call, not kept). Besides these the child has only stdin, stdout and
+     * stderr: every other descriptor of the parent's, close-on-exec or not,
+     * is closed in it. Default NULL. (A field added after the first layout:
+     * a caller built against an older header passes a smaller `struct_size`
+     * and passes none.)
+     */
+    const struct bgjob_child_fd *fds;
+    /**
+     * Entries in `fds`. Default 0.
+     */
+    size_t fd_count;
 } bgjob_child_options;
 
 /**
@@ -968,8 +1026,9 @@ bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
 
 /**
  * Fills `options` with the defaults (no argv; stdout and stderr inherited;
- * stdin `/dev/null`; grace `BGJOB_CHILD_DEFAULT_GRACE_MS`). Pass
- * `sizeof *options` as `size`.
+ * stdin `/dev/null`; grace `BGJOB_CHILD_DEFAULT_GRACE_MS`; no flags; no fds
+ * passed). Pass `sizeof *options` as `size`; a `size` from an older header
+ * (down to the first layout) gets that many bytes written.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
@@ -981,28 +1040,56 @@ bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
 bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_t size);
 
 /**
- * Starts a child process bound to a running job. On cancel bgjob sends it
- * SIGTERM, then SIGKILL when `grace_ms` has passed; the worker waits for it
- * with `bgjob_job_wait_child`, which also delivers captured output. A child
- * still running when the worker returns is killed and reaped before the job
- * ends, so none outlives its job and none is left a zombie. bgjob reaps it
- * through a pidfd (or, where the kernel has none, by its pid, which nothing
- * else reaps): it installs no SIGCHLD handler and never calls
- * `waitpid(-1)` (a host that does may take the child's status first; the
- * wait then fails with `BGJOB_RESULT_SYSTEM`, errno ECHILD).
+ * Starts a child process bound to a running job, as libvirt's virCommand
+ * does: the child gets stdin (`/dev/null` unless asked), stdout, stderr and
+ * the descriptors in `options->fds`, and no other descriptor of this process,
+ * close-on-exec or not; every signal disposition is reset to the default
+ * (one the host ignores, such as SIGTERM or SIGPIPE, is not ignored in the
+ * child) and its signal mask is empty; it leads a new process group (a new
+ * session with `BGJOB_CHILD_NEW_SESSION`), and every signal bgjob sends it
+ * goes to that whole group, so the programs it starts (a shell's commands)
+ * get them too. The program is found in `PATH` when `argv[0]` has no `/`:
+ * the `PATH` of `envp` if it sets one, else this process's.
+ *
+ * On cancel bgjob sends the group SIGTERM, then SIGKILL when `grace_ms` has
+ * passed; once the child itself has exited after a cancel, whatever is left
+ * of its group gets SIGKILL at once. The worker waits for it with
+ * `bgjob_job_wait_child`, which also delivers captured output. A child still
+ * bound when the worker returns is killed with its group and reaped before
+ * the job ends, so none outlives its job and none is left a zombie. Once
+ * cancel has been requested, only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
+ * is started (a cleanup step); any other is refused with
+ * `BGJOB_RESULT_CANCELLED` and nothing runs, as a program started only to be
+ * killed at once may leave half its work done.
+ *
+ * The child and a process descriptor (pidfd) for it are made in one system
+ * call (`clone3` with `CLONE_PIDFD`; `clone` where clone3 is refused), so
+ * `BGJOB_RESULT_OK` means the program was started, and `BGJOB_RESULT_SYSTEM`
+ * that it did not run: bgjob has the child before anyone can reap it. bgjob
+ * reaps it through the pidfd (without one — kernels before 5.2 — by its pid,
+ * which nothing else reaps): it installs no SIGCHLD handler and never calls
+ * `waitpid(-1)`. A host that does may still take the child's exit status
+ * first; the child did run, and `bgjob_job_wait_child` then fails with
+ * `BGJOB_RESULT_SYSTEM`, errno ECHILD.
  *
  * # Returns
- * `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set;
+ * `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set: the program runs;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`,
- * an environment entry without `=`, unknown or conflicting flags, or a
- * negative grace; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the job is running; `BGJOB_RESULT_SYSTEM` if the program could not be
- * started (errno: ENOENT, EACCES, ...).
+ * an environment entry without `=`, unknown or conflicting flags, a negative
+ * grace, `fd_count` > 0 with NULL `fds`, a negative `fd`, a `child_fd` below
+ * −1 or given twice, or one that replaces a stream a flag sets;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * running; `BGJOB_RESULT_CANCELLED` once cancel was requested, without
+ * `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was started); `BGJOB_RESULT_SYSTEM`
+ * if the program could not be started, and did not run (errno: ENOENT,
+ * EACCES, ...; EBADF for a passed `fd` that is not open; EINVAL or EMFILE
+ * when the highest `child_fd` leaves no room below the fd limit,
+ * `RLIMIT_NOFILE`: bgjob first copies every fd the child gets above it).
  *
  * # Safety
  * `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose
- * vectors are NULL-terminated and whose strings are NUL-terminated;
- * `pid_out` is NULL or writable.
+ * vectors are NULL-terminated, whose strings are NUL-terminated and whose
+ * `fds` points to `fd_count` entries; `pid_out` is NULL or writable.
  */
 bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
                                    const struct bgjob_child_options *options,
@@ -1014,7 +1101,11 @@ bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
  * SIGKILL after `grace_ms`), `bgjob_job_wait_child` reaps it, and it is killed
  * and reaped if still running when the worker returns. It must be a child of
  * this process that nobody has waited for; from now on only bgjob waits for
- * it.
+ * it. Signals go to its process group as well if it leads one when bound
+ * (the worker made it with `setpgid(0, 0)` or `setsid`), else to it alone. A
+ * child bound after cancel was requested is signalled at once: cancel cannot
+ * spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
+ * that).
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
@@ -1035,7 +1126,10 @@ bgjob_result bgjob_job_watch_child(struct bgjob_job *job, int32_t pid, int64_t g
  * `WEXITSTATUS`, `WIFSIGNALED`, `WTERMSIG` apply). A cancel does not cut the
  * wait short: bgjob has signalled the child, which ends within its grace
  * period, and the call then returns `BGJOB_RESULT_CANCELLED` with the status
- * set — so a worker that gets CANCELLED knows the child is gone. While the job
+ * set — so a worker that gets CANCELLED knows the child is gone. A child
+ * spawned with `BGJOB_CHILD_SURVIVES_CANCEL` is not signalled: the wait lasts
+ * until it ends (or `timeout_ms`) and returns `BGJOB_RESULT_OK` with its
+ * status, cancel or not. While the job
  * is paused the worker parks here (the child keeps running) and the paused
  * time does not count toward `timeout_ms` (−1: no limit; 0: just look).
  *

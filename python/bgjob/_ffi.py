@@ -45,6 +45,9 @@ CHILD_CAPTURE_STDERR = 2
 CHILD_INHERIT_STDIN = 4
 CHILD_NULL_STDOUT = 8
 CHILD_NULL_STDERR = 16
+CHILD_SURVIVES_CANCEL = 32
+CHILD_NEW_SESSION = 64
+CHILD_FD_SAME = -1
 CHILD_STDOUT = 1
 CHILD_STDERR = 2
 CHILD_DEFAULT_GRACE_MS = 5000
@@ -132,6 +135,13 @@ class bgjob_job_options(ctypes.Structure):
     ]
 
 
+class bgjob_child_fd(ctypes.Structure):
+    _fields_ = [
+        ("fd", c_int32),
+        ("child_fd", c_int32),
+    ]
+
+
 class bgjob_child_options(ctypes.Structure):
     _fields_ = [
         ("struct_size", c_uint32),
@@ -143,6 +153,8 @@ class bgjob_child_options(ctypes.Structure):
         ("on_line", bgjob_line_callback),
         ("line_userdata", c_void_p),
         ("line_free", bgjob_free_callback),
+        ("fds", POINTER(bgjob_child_fd)),
+        ("fd_count", c_size_t),
     ]
 
 

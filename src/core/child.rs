@@ -5,8 +5,17 @@
 //! it (or, without pidfds, its pid and a watcher thread: [`Process`]),
 //! registers a cancel hook that sends SIGTERM and arms a SIGKILL for when the
 //! grace period ends, and reaps it — only that child, with no SIGCHLD handler
-//! of bgjob's and no `waitpid(-1)` that could take the host's children. A child still running when its job's worker returns is
-//! killed and reaped before the job ends: no zombie outlives a job.
+//! of bgjob's and no `waitpid(-1)` that could take the host's children. A
+//! child still running when its job's worker returns is killed and reaped
+//! before the job ends: no zombie outlives a job.
+//!
+//! A spawned child (libvirt's virCommand is the model) gets stdin, stdout,
+//! stderr and the descriptors passed to it, nothing else of the parent's; it
+//! leads its own process group, and every signal bgjob sends it goes to the
+//! whole group, so `sh -c 'sleep 30; …'` does not leave the `sleep` behind.
+//! After a cancel, once the child itself has exited, whatever is left of its
+//! group gets SIGKILL at once. A child spawned to survive cancel (a cleanup
+//! step: `lvremove`, a hook script) is not signalled by cancel at all.
 
 use super::job::{Error, Job};
 use super::timer::{self, TimerId};
@@ -14,7 +23,6 @@ use crate::sys::{self, PollFd, Process};
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,6 +71,10 @@ pub struct Spawn {
     stderr: Output,
     grace: Duration,
     on_line: Option<LineFn>,
+    /// (the parent's fd, the child's fd).
+    fds: Vec<(i32, i32)>,
+    pub(super) survives_cancel: bool,
+    new_session: bool,
 }
 
 impl Spawn {
@@ -81,6 +93,9 @@ impl Spawn {
             stderr: Output::Inherit,
             grace: DEFAULT_GRACE,
             on_line: None,
+            fds: Vec::new(),
+            survives_cancel: false,
+            new_session: false,
         }
     }
 
@@ -125,6 +140,34 @@ impl Spawn {
     /// is read and dropped.
     pub fn on_line(mut self, f: LineFn) -> Spawn {
         self.on_line = Some(f);
+        self
+    }
+
+    /// Passes the parent's descriptor `fd` to the child as `child_fd` (QEMU
+    /// and libvirt hand helpers sockets and files this way). The child gets
+    /// its own copy, without close-on-exec; `fd` stays the caller's, open and
+    /// unchanged. A `child_fd` of 0, 1 or 2 replaces that stream (not with
+    /// [`Spawn::inherit_stdin`], or a captured or discarded stdout/stderr).
+    /// Every descriptor above 2 that is not passed is closed in the child.
+    pub fn pass_fd(mut self, fd: i32, child_fd: i32) -> Spawn {
+        self.fds.push((fd, child_fd));
+        self
+    }
+
+    /// A child that cancel does not signal: a cleanup step run after (or
+    /// during) a cancel, such as `lvremove` or a hook script. Its wait is not
+    /// cut short and reports its own status; it is still killed and reaped if
+    /// it runs when the worker returns. Without this, spawning after cancel is
+    /// refused ([`Error::Cancelled`]).
+    pub fn survives_cancel(mut self, yes: bool) -> Spawn {
+        self.survives_cancel = yes;
+        self
+    }
+
+    /// Start the child in a session of its own (`setsid`) rather than only a
+    /// process group of its own: no controlling terminal, no terminal signals.
+    pub fn new_session(mut self, yes: bool) -> Spawn {
+        self.new_session = yes;
         self
     }
 }
@@ -238,15 +281,24 @@ pub(crate) struct Child {
     pub(crate) pid: i32,
     process: Process,
     grace: Duration,
+    /// Cancel does not signal it ([`Spawn::survives_cancel`]).
+    pub(crate) survives_cancel: bool,
     st: Mutex<ChildSt>,
 }
 
 impl Child {
-    fn new(pid: i32, process: Process, grace: Duration, io: Io) -> Arc<Child> {
+    fn new(
+        pid: i32,
+        process: Process,
+        grace: Duration,
+        survives_cancel: bool,
+        io: Io,
+    ) -> Arc<Child> {
         Arc::new(Child {
             pid,
             process,
             grace,
+            survives_cancel,
             st: Mutex::new(ChildSt {
                 status: None,
                 kill_timer: None,
@@ -263,63 +315,83 @@ impl Child {
 
     /// Starts a child as `spec` says.
     pub(crate) fn spawn(spec: Spawn) -> Result<Arc<Child>, Error> {
-        let Some((program, args)) = spec.argv.split_first() else {
+        if spec.argv.is_empty() {
             return Err(Error::InvalidArgument("argv is empty"));
-        };
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        if let Some(env) = spec.env {
-            cmd.env_clear();
-            cmd.envs(env);
         }
-        if let Some(dir) = spec.cwd {
-            cmd.current_dir(dir);
-        }
-        cmd.stdin(if spec.inherit_stdin {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
         let stdio = |o: Output| match o {
-            Output::Inherit => Stdio::inherit(),
-            Output::Null => Stdio::null(),
-            Output::Capture => Stdio::piped(),
+            Output::Inherit => sys::Stdio::Inherit,
+            Output::Null => sys::Stdio::Null,
+            Output::Capture => sys::Stdio::Pipe,
         };
-        cmd.stdout(stdio(spec.stdout));
-        cmd.stderr(stdio(spec.stderr));
-        let mut child = cmd.spawn()?;
-        let pid = child.id() as i32;
-        // The child cannot have been reaped yet (only a host's waitpid(-1)
-        // could, and then nothing bgjob does would help), so the handle names it.
-        let process = match Process::open(pid) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e.into());
+        let mut streams = [
+            if spec.inherit_stdin {
+                sys::Stdio::Inherit
+            } else {
+                sys::Stdio::Null
+            },
+            stdio(spec.stdout),
+            stdio(spec.stderr),
+        ];
+        // A passed fd may replace a stream that was left at its default.
+        let mut replaceable = [
+            !spec.inherit_stdin,
+            spec.stdout == Output::Inherit,
+            spec.stderr == Output::Inherit,
+        ];
+        let mut fds = Vec::new();
+        for &(fd, target) in &spec.fds {
+            if fd < 0 || target < 0 {
+                return Err(Error::InvalidArgument("a passed fd is negative"));
             }
-        };
+            if spec.fds.iter().filter(|&&(_, t)| t == target).count() > 1 {
+                return Err(Error::InvalidArgument(
+                    "two fds passed as the same child fd",
+                ));
+            }
+            match usize::try_from(target) {
+                Ok(std @ 0..=2) => {
+                    if !replaceable[std] {
+                        return Err(Error::InvalidArgument(
+                            "an fd passed as a stream the flags already set",
+                        ));
+                    }
+                    replaceable[std] = false;
+                    streams[std] = sys::Stdio::Fd(fd);
+                }
+                _ => fds.push((fd, target)),
+            }
+        }
+        let spawned = sys::spawn(&sys::SpawnArgs {
+            argv: &spec.argv,
+            env: spec.env.as_deref(),
+            cwd: spec.cwd.as_deref(),
+            stdio: streams,
+            fds: &fds,
+            new_session: spec.new_session,
+        })?;
         let mut pipes = Vec::new();
-        let mut add = |stream, fd: Option<std::os::fd::OwnedFd>| -> std::io::Result<()> {
-            if let Some(fd) = fd {
-                pipes.push(Pipe::new(stream, fd)?);
+        let mut failed = None;
+        for (stream, fd) in [
+            (Stream::Stdout, spawned.stdout),
+            (Stream::Stderr, spawned.stderr),
+        ] {
+            match fd.map(|fd| Pipe::new(stream, fd)) {
+                Some(Ok(p)) => pipes.push(p),
+                Some(Err(e)) => failed = failed.or(Some(e)),
+                None => {}
             }
-            Ok(())
-        };
-        let piped = add(Stream::Stdout, child.stdout.take().map(Into::into))
-            .and_then(|()| add(Stream::Stderr, child.stderr.take().map(Into::into)));
-        // std's handle is dropped without waiting; ours does the reaping.
-        drop(child);
+        }
         let c = Child::new(
-            pid,
-            process,
+            spawned.pid,
+            spawned.process,
             spec.grace,
+            spec.survives_cancel,
             Io {
                 pipes,
                 on_line: spec.on_line,
             },
         );
-        if let Err(e) = piped {
+        if let Some(e) = failed {
             c.reap_now();
             return Err(e.into());
         }
@@ -340,6 +412,7 @@ impl Child {
             pid,
             process,
             grace,
+            false,
             Io {
                 pipes: Vec::new(),
                 on_line: None,
@@ -362,7 +435,7 @@ impl Child {
     }
 
     /// The cancel hook: SIGTERM now (SIGKILL with no grace), SIGKILL when the
-    /// grace period ends. Returns at once.
+    /// grace period ends, to the child and its process group. Returns at once.
     pub(crate) fn terminate(self: &Arc<Child>) {
         let mut st = self.lock();
         st.hook = None;
@@ -405,15 +478,27 @@ impl Child {
         if let Some(s) = st.status {
             return Ok(Some(s));
         }
+        // Cancelled, and the child itself has ended: what is left of its
+        // group (a grandchild that ignores SIGTERM) is killed now, while the
+        // unreaped child still pins the group's id, not left running after
+        // its job.
+        if st.terminated && self.process.has_exited() {
+            let _ = self.process.signal(sys::SIGKILL);
+        }
         let status = self.process.reap()?;
         st.status = status;
         Ok(status)
     }
 
-    /// Kills and reaps it now (the job is ending, or binding it failed).
+    /// Kills it (with its group) and reaps it now (the job is ending, or
+    /// binding it failed).
     pub(crate) fn reap_now(&self) {
-        if self.lock().status.is_none() {
-            let _ = self.process.signal(sys::SIGKILL);
+        {
+            // Under the lock: no signal after a reap on another thread.
+            let st = self.lock();
+            if st.status.is_none() {
+                let _ = self.process.signal(sys::SIGKILL);
+            }
         }
         loop {
             match self.try_reap() {
@@ -518,6 +603,118 @@ mod tests {
         );
         assert_eq!(lines(&[b"split ", b"across\n"]), vec!["split across"]);
         assert!(lines(&[b"\n\n\r\n"]).is_empty());
+    }
+
+    /// The pids whose parent is `parent` and that are not zombies.
+    fn children_of(parent: i32) -> Vec<i32> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else {
+                continue;
+            };
+            let mut f = rest.split_whitespace();
+            let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+            if ppid == Some(parent) && state != Some("Z") {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    }
+
+    fn grandchildren_end_with_the_job() {
+        use crate::core::{Builder, JobError, State};
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = Builder::new()
+            .spawn(move |w| {
+                let script = "sleep 30 & (trap '' TERM; exec sleep 31) & wait";
+                let spec = Spawn::new(["sh", "-c", script]).grace(Duration::from_secs(20));
+                let pid = w.job().spawn_child(spec).unwrap();
+                tx.send(pid).unwrap();
+                let _ = w.job().wait_child(pid, None);
+                Err(JobError::new(125, ""))
+            })
+            .unwrap();
+        let sh = rx.recv().unwrap();
+        let mut kids = Vec::new();
+        for _ in 0..3000 {
+            kids = children_of(sh);
+            let sleeping = |p: &i32| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
+            };
+            if kids.len() == 2 && kids.iter().all(sleeping) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(kids.len(), 2, "the shell's two sleeps");
+        job.cancel();
+        assert_eq!(
+            job.wait(Some(Duration::from_secs(10))),
+            Ok(State::Cancelled)
+        );
+        for pid in kids {
+            let mut left = 500;
+            while running(pid) && left > 0 {
+                std::thread::sleep(Duration::from_millis(10));
+                left -= 1;
+            }
+            assert!(!running(pid), "grandchild {pid} outlived its job");
+        }
+    }
+
+    /// Cancel reaches the child's whole process group: a shell's `sleep`, and
+    /// one that ignores SIGTERM once the shell is gone (not 20 s later).
+    #[test]
+    fn cancel_ends_the_whole_group() {
+        grandchildren_end_with_the_job();
+    }
+
+    /// The same where the child is held by its pid (no pidfd: kernels before
+    /// 5.2), signalling with kill(-pgid) while the leader is unreaped.
+    #[test]
+    fn cancel_ends_the_whole_group_without_pidfds() {
+        use crate::sys::spawn::{FORCE_CLONE, FORCE_LOCK, FORCE_NO_PIDFD};
+        use std::sync::atomic::Ordering;
+        let _forcing = FORCE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        FORCE_CLONE.store(FORCE_NO_PIDFD, Ordering::SeqCst);
+        let ran = std::panic::catch_unwind(grandchildren_end_with_the_job);
+        FORCE_CLONE.store(0, Ordering::SeqCst);
+        if let Err(panic) = ran {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// The same with a pidfd but without `PIDFD_SIGNAL_PROCESS_GROUP`
+    /// (kernels before 6.9; valgrind): kill(-pgid) while the leader is
+    /// unreaped, checked through the pidfd.
+    #[test]
+    fn cancel_ends_the_whole_group_without_the_group_flag() {
+        use std::sync::atomic::Ordering;
+        let _forcing = crate::sys::spawn::FORCE_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sys::NO_PIDFD_GROUP_SIGNAL.store(true, Ordering::SeqCst);
+        let ran = std::panic::catch_unwind(grandchildren_end_with_the_job);
+        sys::NO_PIDFD_GROUP_SIGNAL.store(false, Ordering::SeqCst);
+        if let Err(panic) = ran {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     #[test]

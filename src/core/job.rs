@@ -310,14 +310,73 @@ impl Drop for Release {
     }
 }
 
+/// The job whose worker runs on this thread, with the tag the layer above
+/// named it by (ffi: the handle its worker was given; 0 until tagged). The one
+/// record, for every layer, of "this thread is that job's worker".
+type WorkerThread = std::cell::RefCell<Option<(Job, usize)>>;
+
 #[cfg(not(loom))]
 thread_local! {
-    /// The id of the job whose worker runs on this thread (0: none).
-    static RUNNING_JOB: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static CURRENT_WORKER: WorkerThread = const { std::cell::RefCell::new(None) };
 }
 #[cfg(loom)]
 loom::thread_local! {
-    static RUNNING_JOB: std::cell::Cell<u64> = std::cell::Cell::new(0);
+    static CURRENT_WORKER: WorkerThread = std::cell::RefCell::new(None);
+}
+
+/// Marks the calling thread as `job`'s worker until dropped.
+pub(crate) struct WorkerScope(());
+
+impl WorkerScope {
+    pub(crate) fn enter(job: &Job) -> WorkerScope {
+        CURRENT_WORKER.with(|c| *c.borrow_mut() = Some((job.clone(), 0)));
+        WorkerScope(())
+    }
+}
+
+impl Drop for WorkerScope {
+    fn drop(&mut self) {
+        // Taken out first so the job reference drops after the borrow ends.
+        let old = CURRENT_WORKER.with(|c| c.borrow_mut().take());
+        drop(old);
+    }
+}
+
+/// Names the worker running on this thread with `tag` (the layer above's
+/// handle for it), so [`with_tagged_worker`] finds it without a lookup. Does
+/// nothing on a thread that runs no worker.
+pub fn tag_worker_thread(tag: usize) {
+    CURRENT_WORKER.with(|c| {
+        if let Ok(mut cur) = c.try_borrow_mut()
+            && let Some((_, t)) = cur.as_mut()
+        {
+            *t = tag;
+        }
+    });
+}
+
+/// Runs `f` on the job whose worker runs on this thread if it was tagged
+/// `tag` (non-zero); `None` (and `f` not called) otherwise. No lock, no
+/// reference count.
+pub fn with_tagged_worker<R>(tag: usize, f: impl FnOnce(&Job) -> R) -> Option<R> {
+    CURRENT_WORKER.with(|c| {
+        let cur = c.try_borrow().ok()?;
+        match &*cur {
+            Some((job, t)) if *t == tag && tag != 0 => Some(f(job)),
+            _ => None,
+        }
+    })
+}
+
+/// In a forked child: the parent's worker that ran on this thread does not run
+/// here; its record is forgotten (not dropped: the job's memory belongs to
+/// the parent's threads) so nothing can reach it.
+pub fn forget_worker_thread_after_fork() {
+    CURRENT_WORKER.with(|c| {
+        if let Ok(mut cur) = c.try_borrow_mut() {
+            std::mem::forget(cur.take());
+        }
+    });
 }
 
 /// A completion that settle could not hand to a context queue.
@@ -1027,7 +1086,7 @@ impl Job {
     /// The worker thread's body: run, then decide the outcome (docs/design.md).
     fn run(&self, worker: WorkerFn) {
         let w = Worker { job: self };
-        RUNNING_JOB.with(|r| r.set(self.0.id));
+        let scope = WorkerScope::enter(self);
         // The closure is consumed by the call, so everything it captured (the C
         // userdata and its free function) is dropped before the outcome is
         // published: a waiter that wakes sees the free done.
@@ -1036,7 +1095,7 @@ impl Job {
         let result = catch_unwind(AssertUnwindSafe(|| worker(&w))).map_err(|payload| {
             JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
         });
-        RUNNING_JOB.with(|r| r.set(0));
+        drop(scope);
         // Children the worker left running are killed and reaped before the
         // job ends: none outlives it, none is left a zombie.
         let children = self.0.lock().children.take().unwrap_or_default();
@@ -1606,11 +1665,21 @@ impl Job {
     }
 
     /// Starts a child process bound to the job (see [`child`]): cancel sends
-    /// it SIGTERM, then SIGKILL after the grace period; [`Job::wait_child`]
-    /// reaps it; one still running when the worker returns is killed and
-    /// reaped. Refused unless the job is running. Returns its pid.
+    /// it and its process group SIGTERM, then SIGKILL after the grace period;
+    /// [`Job::wait_child`] reaps it; one still running when the worker returns
+    /// is killed and reaped. Refused unless the job is running. Returns its
+    /// pid.
+    ///
+    /// Once cancel has been requested only a child that survives cancel
+    /// ([`child::Spawn::survives_cancel`]) is started; any other is refused
+    /// with [`Error::Cancelled`] before anything runs — starting a program
+    /// only to kill it at once could leave half its work done. (A cancel that
+    /// comes while the call runs meets the child as it meets any running one.)
     pub fn spawn_child(&self, spec: child::Spawn) -> Result<i32, Error> {
         self.check_running()?;
+        if !spec.survives_cancel && self.is_cancel_requested() {
+            return Err(Error::Cancelled);
+        }
         self.bind_child(Child::spawn(spec)?)
     }
 
@@ -1659,7 +1728,10 @@ impl Job {
         // A cancel that came first runs the hook here: the child is signalled
         // at once. The job cannot end meanwhile without reaping the child
         // (the worker's return does that), so an error here is only that.
-        if let Ok(HookAdded::Registered(id)) = self.add_cancel_hook(move |_| c.terminate()) {
+        // A child that survives cancel gets no hook at all.
+        if !child.survives_cancel
+            && let Ok(HookAdded::Registered(id)) = self.add_cancel_hook(move |_| c.terminate())
+        {
             child.set_hook(id);
         }
         log::debug(format_args!("job {} bound child {pid}", self.0.id));
@@ -1669,7 +1741,8 @@ impl Job {
     /// Waits for a child bound to the job, reading its captured output (the
     /// line callback runs here, on this thread). Returns once it has ended and
     /// been reaped; `cancelled` says cancel was requested meanwhile — bgjob then
-    /// signalled it, so the wait lasts at most its grace period. `TimedOut`
+    /// signalled it, so the wait lasts at most its grace period. A child that
+    /// survives cancel is waited for to its end and `cancelled` stays false. `TimedOut`
     /// after `timeout` of active time (the child keeps running and stays
     /// bound). While the job is paused the worker parks here (the child keeps
     /// running). `NotFound` for a pid the job does not hold (never bound, or
@@ -1699,7 +1772,8 @@ impl Job {
         }
         Ok(ChildExit {
             status,
-            cancelled: child.was_terminated() || self.is_cancel_requested(),
+            cancelled: child.was_terminated()
+                || !child.survives_cancel && self.is_cancel_requested(),
         })
     }
 
@@ -1929,7 +2003,7 @@ impl Job {
     /// A timeout too large to represent waits forever. Returns the final state.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<State, Error> {
         let inner = &self.0;
-        if RUNNING_JOB.with(|r| r.get()) == inner.id {
+        if self.on_own_worker() {
             return Err(Error::OwnWorker);
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -2244,11 +2318,23 @@ impl Job {
         self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
     }
 
-    /// Worker side, after a progress update: progress updates are pause points
-    /// too (docs/design.md, "Pause"), so a paused worker parks here. A cancel does not
-    /// fail the update; the worker sees it at its next check.
-    pub fn park_after_update(&self) {
-        let _ = self.pause_point();
+    /// Whether the calling thread is this job's worker.
+    pub fn on_own_worker(&self) -> bool {
+        CURRENT_WORKER.with(|c| {
+            c.try_borrow()
+                .is_ok_and(|cur| matches!(&*cur, Some((j, _)) if j == self))
+        })
+    }
+
+    /// The rule for every layer, after a progress update: on the job's own
+    /// worker thread an update is a pause point too (docs/design.md, "Pause"),
+    /// so a paused worker parks here; on any other thread it never blocks. A
+    /// cancel does not fail the update; the worker sees it at its next check.
+    /// One atomic load when nothing is pending.
+    pub fn after_update(&self) {
+        if self.0.attention.load(Ordering::Acquire) != 0 && self.on_own_worker() {
+            let _ = self.pause_point();
+        }
     }
 
     /// Worker side: parks while the job is user-paused; returns `Cancelled` if
@@ -2420,7 +2506,7 @@ impl Worker<'_> {
 
     fn after_update(&self, r: Result<(), Error>) -> Result<(), Error> {
         r?;
-        self.job.park_after_update();
+        self.job.after_update();
         Ok(())
     }
 

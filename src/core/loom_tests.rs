@@ -152,7 +152,14 @@ fn cancel_vs_finish() {
         let runner = run_on_thread(&job, worker);
         let status = job.cancel();
         let state = job.wait(None).expect("wait returns");
+        // Seen terminal: no hook runs from now on.
+        let hook_calls_at_end = hook_calls.load(SeqCst);
         runner.join().unwrap();
+        assert_eq!(
+            hook_calls.load(SeqCst),
+            hook_calls_at_end,
+            "a hook ran after the job was seen ended"
+        );
 
         assert_eq!(job.state(), state, "the end changed after wait returned");
         assert_eq!(
@@ -173,11 +180,9 @@ fn cancel_vs_finish() {
         let saw = saw.load(SeqCst);
         match status {
             CancelStatus::Requested => {
-                assert_eq!(
-                    hook_calls.load(SeqCst),
-                    1,
-                    "a requested cancel skipped the hook"
-                );
+                // Called once, or dropped uncalled when the worker returned
+                // before the cancel got to it; never twice.
+                assert!(hook_calls.load(SeqCst) <= 1, "a hook ran twice");
                 let expected = if saw {
                     State::Cancelled
                 } else {

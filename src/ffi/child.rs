@@ -5,12 +5,13 @@ use super::handles::{to_ptr, with_job};
 use super::hooks::timeout_arg;
 use super::{
     BGJOB_CHILD_CAPTURE_STDERR, BGJOB_CHILD_CAPTURE_STDOUT, BGJOB_CHILD_DEFAULT_GRACE_MS,
-    BGJOB_CHILD_INHERIT_STDIN, BGJOB_CHILD_NULL_STDERR, BGJOB_CHILD_NULL_STDOUT, UserData,
+    BGJOB_CHILD_FD_SAME, BGJOB_CHILD_INHERIT_STDIN, BGJOB_CHILD_NEW_SESSION,
+    BGJOB_CHILD_NULL_STDERR, BGJOB_CHILD_NULL_STDOUT, BGJOB_CHILD_SURVIVES_CANCEL, UserData,
     bgjob_child_options, bgjob_job, bgjob_result, boundary, need, put,
 };
 use crate::core::{Error, Output, Spawn};
 use std::ffi::{CStr, OsString, c_char};
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::os::unix::ffi::OsStringExt;
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ const CHILD_FLAGS: u32 = BGJOB_CHILD_CAPTURE_STDOUT
     | BGJOB_CHILD_CAPTURE_STDERR
     | BGJOB_CHILD_INHERIT_STDIN
     | BGJOB_CHILD_NULL_STDOUT
-    | BGJOB_CHILD_NULL_STDERR;
+    | BGJOB_CHILD_NULL_STDERR
+    | BGJOB_CHILD_SURVIVES_CANCEL
+    | BGJOB_CHILD_NEW_SESSION;
 
 fn default_child_options() -> bgjob_child_options {
     bgjob_child_options {
@@ -31,15 +34,19 @@ fn default_child_options() -> bgjob_child_options {
         on_line: None,
         line_userdata: std::ptr::null_mut(),
         line_free: None,
+        fds: std::ptr::null(),
+        fd_count: 0,
     }
 }
 
-/// Smallest `struct_size` accepted: the first released layout.
-const CHILD_OPTIONS_V1_SIZE: usize = size_of::<bgjob_child_options>();
+/// Smallest `struct_size` accepted: the first released layout, which ended
+/// before `fds` (the Python binding still passes it).
+const CHILD_OPTIONS_V1_SIZE: usize = offset_of!(bgjob_child_options, fds);
 
 /// Fills `options` with the defaults (no argv; stdout and stderr inherited;
-/// stdin `/dev/null`; grace `BGJOB_CHILD_DEFAULT_GRACE_MS`). Pass
-/// `sizeof *options` as `size`.
+/// stdin `/dev/null`; grace `BGJOB_CHILD_DEFAULT_GRACE_MS`; no flags; no fds
+/// passed). Pass `sizeof *options` as `size`; a `size` from an older header
+/// (down to the first layout) gets that many bytes written.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
@@ -138,7 +145,23 @@ unsafe fn read_child_options(
     }
     let mut spec = Spawn::new(argv)
         .inherit_stdin(o.flags & BGJOB_CHILD_INHERIT_STDIN != 0)
+        .survives_cancel(o.flags & BGJOB_CHILD_SURVIVES_CANCEL != 0)
+        .new_session(o.flags & BGJOB_CHILD_NEW_SESSION != 0)
         .grace(Duration::from_millis(o.grace_ms as u64));
+    if o.fd_count > 0 {
+        if o.fds.is_null() {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        // SAFETY: `fd_count` entries by contract.
+        let fds = unsafe { std::slice::from_raw_parts(o.fds, o.fd_count) };
+        for f in fds {
+            let child_fd = match f.child_fd {
+                BGJOB_CHILD_FD_SAME => f.fd,
+                n => n,
+            };
+            spec = spec.pass_fd(f.fd, child_fd);
+        }
+    }
     if !o.envp.is_null() {
         // SAFETY: as above.
         let vars = unsafe { strings(o.envp) }
@@ -192,28 +215,56 @@ unsafe fn read_child_options(
     Ok(spec)
 }
 
-/// Starts a child process bound to a running job. On cancel bgjob sends it
-/// SIGTERM, then SIGKILL when `grace_ms` has passed; the worker waits for it
-/// with `bgjob_job_wait_child`, which also delivers captured output. A child
-/// still running when the worker returns is killed and reaped before the job
-/// ends, so none outlives its job and none is left a zombie. bgjob reaps it
-/// through a pidfd (or, where the kernel has none, by its pid, which nothing
-/// else reaps): it installs no SIGCHLD handler and never calls
-/// `waitpid(-1)` (a host that does may take the child's status first; the
-/// wait then fails with `BGJOB_RESULT_SYSTEM`, errno ECHILD).
+/// Starts a child process bound to a running job, as libvirt's virCommand
+/// does: the child gets stdin (`/dev/null` unless asked), stdout, stderr and
+/// the descriptors in `options->fds`, and no other descriptor of this process,
+/// close-on-exec or not; every signal disposition is reset to the default
+/// (one the host ignores, such as SIGTERM or SIGPIPE, is not ignored in the
+/// child) and its signal mask is empty; it leads a new process group (a new
+/// session with `BGJOB_CHILD_NEW_SESSION`), and every signal bgjob sends it
+/// goes to that whole group, so the programs it starts (a shell's commands)
+/// get them too. The program is found in `PATH` when `argv[0]` has no `/`:
+/// the `PATH` of `envp` if it sets one, else this process's.
+///
+/// On cancel bgjob sends the group SIGTERM, then SIGKILL when `grace_ms` has
+/// passed; once the child itself has exited after a cancel, whatever is left
+/// of its group gets SIGKILL at once. The worker waits for it with
+/// `bgjob_job_wait_child`, which also delivers captured output. A child still
+/// bound when the worker returns is killed with its group and reaped before
+/// the job ends, so none outlives its job and none is left a zombie. Once
+/// cancel has been requested, only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
+/// is started (a cleanup step); any other is refused with
+/// `BGJOB_RESULT_CANCELLED` and nothing runs, as a program started only to be
+/// killed at once may leave half its work done.
+///
+/// The child and a process descriptor (pidfd) for it are made in one system
+/// call (`clone3` with `CLONE_PIDFD`; `clone` where clone3 is refused), so
+/// `BGJOB_RESULT_OK` means the program was started, and `BGJOB_RESULT_SYSTEM`
+/// that it did not run: bgjob has the child before anyone can reap it. bgjob
+/// reaps it through the pidfd (without one — kernels before 5.2 — by its pid,
+/// which nothing else reaps): it installs no SIGCHLD handler and never calls
+/// `waitpid(-1)`. A host that does may still take the child's exit status
+/// first; the child did run, and `bgjob_job_wait_child` then fails with
+/// `BGJOB_RESULT_SYSTEM`, errno ECHILD.
 ///
 /// # Returns
-/// `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set;
+/// `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set: the program runs;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`,
-/// an environment entry without `=`, unknown or conflicting flags, or a
-/// negative grace; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// unless the job is running; `BGJOB_RESULT_SYSTEM` if the program could not be
-/// started (errno: ENOENT, EACCES, ...).
+/// an environment entry without `=`, unknown or conflicting flags, a negative
+/// grace, `fd_count` > 0 with NULL `fds`, a negative `fd`, a `child_fd` below
+/// −1 or given twice, or one that replaces a stream a flag sets;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+/// running; `BGJOB_RESULT_CANCELLED` once cancel was requested, without
+/// `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was started); `BGJOB_RESULT_SYSTEM`
+/// if the program could not be started, and did not run (errno: ENOENT,
+/// EACCES, ...; EBADF for a passed `fd` that is not open; EINVAL or EMFILE
+/// when the highest `child_fd` leaves no room below the fd limit,
+/// `RLIMIT_NOFILE`: bgjob first copies every fd the child gets above it).
 ///
 /// # Safety
 /// `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose
-/// vectors are NULL-terminated and whose strings are NUL-terminated;
-/// `pid_out` is NULL or writable.
+/// vectors are NULL-terminated, whose strings are NUL-terminated and whose
+/// `fds` points to `fd_count` entries; `pid_out` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_spawn_child(
     job: *mut bgjob_job,
@@ -235,7 +286,11 @@ pub unsafe extern "C" fn bgjob_job_spawn_child(
 /// SIGKILL after `grace_ms`), `bgjob_job_wait_child` reaps it, and it is killed
 /// and reaped if still running when the worker returns. It must be a child of
 /// this process that nobody has waited for; from now on only bgjob waits for
-/// it.
+/// it. Signals go to its process group as well if it leads one when bound
+/// (the worker made it with `setpgid(0, 0)` or `setsid`), else to it alone. A
+/// child bound after cancel was requested is signalled at once: cancel cannot
+/// spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
+/// that).
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
@@ -265,7 +320,10 @@ pub unsafe extern "C" fn bgjob_job_watch_child(
 /// `WEXITSTATUS`, `WIFSIGNALED`, `WTERMSIG` apply). A cancel does not cut the
 /// wait short: bgjob has signalled the child, which ends within its grace
 /// period, and the call then returns `BGJOB_RESULT_CANCELLED` with the status
-/// set — so a worker that gets CANCELLED knows the child is gone. While the job
+/// set — so a worker that gets CANCELLED knows the child is gone. A child
+/// spawned with `BGJOB_CHILD_SURVIVES_CANCEL` is not signalled: the wait lasts
+/// until it ends (or `timeout_ms`) and returns `BGJOB_RESULT_OK` with its
+/// status, cancel or not. While the job
 /// is paused the worker parks here (the child keeps running) and the paused
 /// time does not count toward `timeout_ms` (−1: no limit; 0: just look).
 ///

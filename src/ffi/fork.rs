@@ -168,7 +168,8 @@ mod tests {
 
     /// Names of the `static` items in `src` whose type holds a lock (a `Mutex`,
     /// `RwLock`, `Condvar`, handle `Table`, `Once` or `OnceLock`, whose first
-    /// use is a lock too), outside test code.
+    /// use is a lock too), outside test code (test modules and files, and
+    /// statics marked `#[cfg(test)]`).
     fn static_locks() -> Vec<(String, String)> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).expect("src is readable") {
@@ -193,8 +194,14 @@ mod tests {
             // Inline test modules come last in every file; their statics are
             // not process-wide state of the library.
             let text = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or("");
+            let mut test_only = false;
             for line in text.lines() {
                 let l = line.trim_start();
+                // A `#[cfg(test)]` static exists only in test builds.
+                let after_cfg_test = std::mem::replace(&mut test_only, l == "#[cfg(test)]");
+                if after_cfg_test {
+                    continue;
+                }
                 let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
                 let l = l.strip_prefix("pub ").unwrap_or(l);
                 let Some(rest) = l.strip_prefix("static ") else {

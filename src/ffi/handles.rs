@@ -22,7 +22,6 @@
 
 use super::{bgjob_job, bgjob_result};
 use crate::core::{Context, Job};
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -272,37 +271,11 @@ impl<T> HeldTable for TableHold<T> {
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<(usize, Job)>> = const { RefCell::new(None) };
-}
-
 /// In a forked child: if fork() was called from a worker, this thread's job is
-/// the parent's, which does not run here; forget it so the fast path cannot
-/// reach it.
+/// the parent's, which does not run here; core forgets it so the fast path
+/// cannot reach it.
 pub(crate) fn forget_current_after_fork() {
-    CURRENT.with(|c| {
-        if let Ok(mut cur) = c.try_borrow_mut() {
-            std::mem::forget(cur.take());
-        }
-    });
-}
-
-/// Marks the calling thread as running `job`'s worker until dropped.
-pub(crate) struct WorkerScope(());
-
-impl WorkerScope {
-    pub(crate) fn enter(h: usize, job: Job) -> WorkerScope {
-        CURRENT.with(|c| *c.borrow_mut() = Some((h, job)));
-        WorkerScope(())
-    }
-}
-
-impl Drop for WorkerScope {
-    fn drop(&mut self) {
-        // Taken out first so the job reference drops after the borrow ends.
-        let old = CURRENT.with(|c| c.borrow_mut().take());
-        drop(old);
-    }
+    crate::core::job::forget_worker_thread_after_fork();
 }
 
 /// Runs `f` with the job behind `p`. `on_worker` tells `f` whether the caller is
@@ -312,15 +285,11 @@ pub(crate) fn with_job<R>(
     f: impl FnOnce(&Job, bool) -> R,
 ) -> Result<R, bgjob_result> {
     let h = p.addr();
+    // On the job's own worker thread (tagged with its handle) no table lookup.
     let mut f = Some(f);
-    let fast = CURRENT.with(|c| {
-        let cur = c.try_borrow().ok()?;
-        match &*cur {
-            Some((ch, job)) if *ch == h => Some((f.take()?)(job, true)),
-            _ => None,
-        }
-    });
-    if let Some(r) = fast {
+    if let Some(Some(r)) =
+        crate::core::job::with_tagged_worker(h, |job| f.take().map(|f| f(job, true)))
+    {
         return Ok(r);
     }
     let job = JOBS.get(h).ok_or(bgjob_result::InvalidHandle)?;
@@ -409,7 +378,8 @@ mod tests {
     fn worker_scope_is_the_fast_path_and_survives_removal() {
         let j = job();
         let h = JOBS.insert(j.clone());
-        let scope = WorkerScope::enter(h, j);
+        let scope = crate::core::job::WorkerScope::enter(&j);
+        crate::core::job::tag_worker_thread(h);
         JOBS.remove(h);
         assert_eq!(with_job(to_ptr(h), |_, w| w), Ok(true));
         drop(scope);

@@ -2,7 +2,7 @@
 //! detach.
 
 use super::context::Completion;
-use super::handles::{JOBS, WorkerScope, to_ptr, with_job};
+use super::handles::{JOBS, to_ptr, with_job};
 use super::{
     BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_DETACH_CANCEL,
     BGJOB_MAX_STACK_SIZE, UserData, bgjob_cancel_status, bgjob_error_policy, bgjob_free_callback,
@@ -219,13 +219,12 @@ pub(crate) unsafe fn create(
     if let Some(c) = opts.completion {
         b = c.attach(b, h, auto_release);
     }
-    let job = b.create(move |w| {
+    let job = b.create(move |_| {
         // Moved in so it drops (and frees) at the end of this call.
         let userdata = userdata;
-        let scope = WorkerScope::enter(h, w.job().clone());
+        core::job::tag_worker_thread(h);
         // SAFETY: the caller's worker with its own userdata and handle.
         let rc = unsafe { worker(userdata.ptr, to_ptr(h)) };
-        drop(scope);
         if rc == 0 {
             Ok(())
         } else {

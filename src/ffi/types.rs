@@ -58,6 +58,22 @@ pub const BGJOB_CHILD_INHERIT_STDIN: u32 = 4;
 pub const BGJOB_CHILD_NULL_STDOUT: u32 = 8;
 /// Send the child's stderr to `/dev/null` (not with CAPTURE_STDERR).
 pub const BGJOB_CHILD_NULL_STDERR: u32 = 16;
+/// A child that cancel does not signal: a cleanup step (`lvremove`, a hook
+/// script) run in the "cleaning up" phase after a cancel, or one a cancel
+/// must not interrupt. It may be spawned after cancel was requested
+/// (without this flag that is refused with `BGJOB_RESULT_CANCELLED`);
+/// `bgjob_job_wait_child` waits for it to its end and returns
+/// `BGJOB_RESULT_OK` with its status, cancel or not. It is still killed
+/// (SIGKILL, with its process group) and reaped if it runs when the worker
+/// returns.
+pub const BGJOB_CHILD_SURVIVES_CANCEL: u32 = 32;
+/// Start the child in a new session (`setsid`) rather than only a new process
+/// group: it has no controlling terminal and gets no terminal signals.
+pub const BGJOB_CHILD_NEW_SESSION: u32 = 64;
+
+/// `bgjob_child_fd.child_fd`: give the child the descriptor under the same
+/// number it has in the parent.
+pub const BGJOB_CHILD_FD_SAME: i32 = -1;
 
 /// `bgjob_line_callback` stream: the child's stdout.
 pub const BGJOB_CHILD_STDOUT: i32 = 1;
@@ -527,6 +543,23 @@ pub struct bgjob_info {
     pub error_policy: i32,
 }
 
+/// One descriptor passed to a child (`bgjob_child_options.fds`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bgjob_child_fd {
+    /// The parent's descriptor. The child gets a copy of it; this one stays
+    /// the caller's, open and unchanged (bgjob neither closes it nor changes
+    /// its flags). It must be open during `bgjob_job_spawn_child`.
+    pub fd: i32,
+    /// The number the child has it under: 3 or more for an extra descriptor
+    /// (QEMU's and libvirt's helpers get sockets and files this way), 0, 1 or
+    /// 2 to replace stdin, stdout or stderr (not with a flag that sets the
+    /// same stream: `BGJOB_CHILD_INHERIT_STDIN`, `_CAPTURE_`/`_NULL_STDOUT`,
+    /// `_CAPTURE_`/`_NULL_STDERR`), or `BGJOB_CHILD_FD_SAME` for `fd`'s own
+    /// number. Each number at most once. It is not close-on-exec in the child.
+    pub child_fd: i32,
+}
+
 /// How to start a child process (`bgjob_job_spawn_child`). Fill with
 /// `bgjob_child_options_init(&opts, sizeof opts)` first; like
 /// `bgjob_job_options` it only grows at the end.
@@ -536,7 +569,7 @@ pub struct bgjob_child_options {
     /// `sizeof(bgjob_child_options)` as the caller compiled it.
     pub struct_size: u32,
     /// `BGJOB_CHILD_*` flags. Default 0: stdout and stderr inherited, stdin
-    /// `/dev/null`.
+    /// `/dev/null`, signalled on cancel, a process group of its own.
     pub flags: u32,
     /// NULL-terminated argument vector; `argv[0]` is the program, looked up in
     /// `PATH` when it has no `/`. Required. Copied.
@@ -556,6 +589,15 @@ pub struct bgjob_child_options {
     /// Frees `line_userdata` exactly once: when the child has been waited for,
     /// when its job ends, or when the spawn fails. May be NULL.
     pub line_free: bgjob_free_callback,
+    /// Descriptors passed to the child, `fd_count` of them (read during the
+    /// call, not kept). Besides these the child has only stdin, stdout and
+    /// stderr: every other descriptor of the parent's, close-on-exec or not,
+    /// is closed in it. Default NULL. (A field added after the first layout:
+    /// a caller built against an older header passes a smaller `struct_size`
+    /// and passes none.)
+    pub fds: *const bgjob_child_fd,
+    /// Entries in `fds`. Default 0.
+    pub fd_count: usize,
 }
 
 /// One live job, as listed by `bgjob_list_jobs`.

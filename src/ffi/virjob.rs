@@ -13,11 +13,11 @@
 
 #![allow(non_snake_case, non_camel_case_types)]
 
-use super::handles::{JOBS, Table, VIRJOB_TAG, WorkerScope, to_ptr};
+use super::handles::{JOBS, Table, VIRJOB_TAG, to_ptr};
 use super::job::bgjob_job_detach;
 use super::{UserData, bgjob_job, boundary_or, c_str};
 use crate::core::{self, JobError, JobType, State};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int, c_uint, c_void};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -251,8 +251,6 @@ unsafe impl Sync for VirJob {}
 pub(crate) static VIRJOBS: Table<Arc<VirJob>> = Table::new(VIRJOB_TAG);
 
 thread_local! {
-    /// The `virJobPtr` whose worker runs on this thread (0: none).
-    static WORKER: Cell<usize> = const { Cell::new(0) };
     /// Driver overrides running on this thread: (job, call).
     static IN_OVERRIDE: RefCell<Vec<(usize, Call)>> = const { RefCell::new(Vec::new()) };
 }
@@ -393,12 +391,10 @@ fn create(
             // call, after the worker returned.
             let data = data;
             let job = w.job();
-            let scope = WorkerScope::enter(bh, job.clone());
-            WORKER.set(vh);
+            // bgjob_* calls through virJobGetBgjob's handle take the fast path.
+            core::job::tag_worker_thread(bh);
             // SAFETY: the caller's worker with its own data and this job's handle.
             unsafe { worker(to_ptr(vh), data.ptr) };
-            WORKER.set(0);
-            drop(scope);
             worker_returned(job, &worker_shared)
         });
     JOBS.fill(bh, job.clone());
@@ -461,8 +457,8 @@ fn update(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<(), ()>)
                 f(&vj, &mut x)
             }
         };
-        if r.is_ok() && WORKER.get() == job.addr() {
-            vj.job.park_after_update();
+        if r.is_ok() {
+            vj.job.after_update();
         }
         rc(r)
     })

@@ -10,13 +10,12 @@ use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
 use crate::core::{self, Job};
 use std::ffi::c_char;
 
-/// Applies an update; on the worker's own thread it is also a pause point.
+/// Applies an update, then core's after-update rule (a pause point on the
+/// job's own worker thread).
 fn update(job: *mut bgjob_job, f: impl FnOnce(&Job) -> Result<(), core::Error>) -> Res {
-    with_job(job, |j, on_worker| {
+    with_job(job, |j, _| {
         f(j)?;
-        if on_worker {
-            j.park_after_update();
-        }
+        j.after_update();
         Ok::<(), core::Error>(())
     })?
     .map_err(Into::into)

@@ -1,6 +1,9 @@
 //! Safe wrappers for the few OS calls std does not offer. Besides `ffi`, this is
 //! the only module with `unsafe`; each call's safety argument is next to it.
 
+pub(crate) mod spawn;
+pub(crate) use spawn::{SpawnArgs, Stdio, spawn};
+
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -221,24 +224,36 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
 /// One child process of ours, for signalling, polling and reaping exactly it.
 ///
-/// Normally a process descriptor (`pidfd_open(2)`): signals and waits go to
-/// exactly the process it was opened for, even after its pid is reused, and it
-/// becomes readable when the process exits. Waiting through it
+/// Normally a process descriptor (a pidfd: from `clone3`/`clone` for a child
+/// bgjob spawns, from `pidfd_open(2)` for one it is given): signals and waits
+/// go to exactly the process it was opened for, even after its pid is reused,
+/// and it becomes readable when the process exits. Waiting through it
 /// (`waitid(P_PIDFD)`) reaps only that child and installs no SIGCHLD handler,
 /// so the host's own child handling is left alone.
 ///
-/// Where `pidfd_open` does not exist (ENOSYS: kernels before 5.3, and tools
-/// that do not know it, such as valgrind 3.19) or a seccomp filter refuses it
-/// (EPERM) the pid itself is used. It
-/// cannot be reused while the child is unreaped, and only this handle reaps
-/// it; signal and reap hold one lock, so no signal is sent after the reap. A
-/// watcher thread waits for the exit without reaping (`waitid` with `WNOWAIT`)
-/// and then makes an eventfd readable, which stands in for the pidfd in polls.
-/// The reap waits for that (so the watcher never waits on a reused pid), and
-/// no signal is sent after it (the child has exited, maybe been reaped by
+/// A child that leads its own process group (every child bgjob spawns) is
+/// signalled with its whole group: `pidfd_send_signal` with
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9) names the group by the pidfd's
+/// process, so it reaches that group even after the leader was reaped and its
+/// number reused. Where the flag or the call is missing (older kernels;
+/// valgrind 3.19 knows neither `pidfd_open` nor `pidfd_send_signal`) `kill(2)`
+/// is used, and only while the leader is not reaped — then neither its pid nor
+/// its group's id can name anything else.
+///
+/// Where there is no pidfd at all (ENOSYS: kernels before 5.3; EPERM: a
+/// seccomp filter refuses `pidfd_open`, which itself never does) the pid itself
+/// is used. It cannot be reused while the child is unreaped, and only this
+/// handle reaps it; signal and reap hold one lock, so no signal is sent after
+/// the reap. A watcher thread waits for the exit without reaping (`waitid`
+/// with `WNOWAIT`) and then makes an eventfd readable, which stands in for the
+/// pidfd in polls. The reap waits for that (so the watcher never waits on a
+/// reused pid), and no signal is sent after it unless a `waitid(WNOWAIT)` shows
+/// the leader still unreaped (the child has exited, maybe been reaped by
 /// someone else).
 pub(crate) struct Process {
     pid: i32,
+    /// It leads its own process group, which signals reach as a whole.
+    group: bool,
     how: How,
 }
 
@@ -274,6 +289,16 @@ fn open_pidfd(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: `fd` is fresh and ours alone.
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
+
+/// `pidfd_send_signal` flag: signal the process group the pidfd's process
+/// leads (Linux 6.9).
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// Set once `pidfd_send_signal` turned out to be missing (ENOSYS), or its
+/// group flag unknown (EINVAL): `kill(2)` is used from then on.
+static NO_PIDFD_SIGNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub(crate) static NO_PIDFD_GROUP_SIGNAL: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// `waitid` for one child, retried on EINTR; `Ok(None)`: nothing to report
 /// (WNOHANG and still running).
@@ -314,21 +339,30 @@ impl Process {
         if pid <= 0 {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
+        // A child that leads its own process group is signalled with it.
+        // SAFETY: getpgid takes a pid, no pointers.
+        let group = unsafe { libc::getpgid(pid) } == pid;
         match open_pidfd(pid) {
-            Ok(fd) => Ok(Process {
-                pid,
-                how: How::Pidfd(fd),
-            }),
+            Ok(fd) => Ok(Process::from_pidfd(pid, fd, group)),
             // ENOSYS: no pidfds; EPERM: a seccomp filter (older container
             // profiles) refuses the call, which pidfd_open itself never does.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                Process::open_by_pid(pid)
+                Process::open_by_pid(pid, group)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn open_by_pid(pid: i32) -> std::io::Result<Process> {
+    /// Holds a child by the pidfd made with it.
+    pub(crate) fn from_pidfd(pid: i32, fd: std::os::fd::OwnedFd, group: bool) -> Process {
+        Process {
+            pid,
+            group,
+            how: How::Pidfd(fd),
+        }
+    }
+
+    fn open_by_pid(pid: i32, group: bool) -> std::io::Result<Process> {
         if pid <= 0 {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -340,6 +374,13 @@ impl Process {
         {
             return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
+        Process::spawned_by_pid(pid, group)
+    }
+
+    /// Holds a child just created without a pidfd, by its pid. It is not
+    /// checked for: it was ours an instant ago, and if a host's `waitpid(-1)`
+    /// has reaped it since, its reap reports ECHILD — it did run.
+    pub(crate) fn spawned_by_pid(pid: i32, group: bool) -> std::io::Result<Process> {
         #[cfg(test)]
         PID_FALLBACK_OPENS.fetch_add(1, Ordering::SeqCst);
         let exited = std::sync::Arc::new(EventFd::new()?);
@@ -360,6 +401,7 @@ impl Process {
             })?;
         Ok(Process {
             pid,
+            group,
             how: How::Pid {
                 exited,
                 reaped: std::sync::Mutex::new(false),
@@ -381,35 +423,67 @@ impl Process {
         matches!(self.how, How::Pid { .. })
     }
 
-    /// Sends `signal`. ESRCH (it has exited) is not an error worth reporting:
-    /// the caller only wants it gone.
+    /// Whether it has exited (its exit fd is readable).
+    pub(crate) fn has_exited(&self) -> bool {
+        poll_readable(self.raw(), 0)
+    }
+
+    /// Sends `signal` to it, and to its process group when it leads one.
+    /// ESRCH (it has exited; the group is empty) is not an error worth
+    /// reporting: the caller only wants it gone.
     pub(crate) fn signal(&self, signal: i32) -> std::io::Result<()> {
+        let target = if self.group { -self.pid } else { self.pid };
         let r = match &self.how {
-            // SAFETY: pidfd_send_signal with our own pidfd, a signal number, a
-            // NULL siginfo (the kernel fills in a kill()-style one), no flags.
-            How::Pidfd(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(fd),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
+            How::Pidfd(fd) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(fd);
+                match pidfd_signal(fd, signal, self.group) {
+                    Some(r) => r,
+                    // kill(2) only while it is unreaped (running or a
+                    // zombie): then neither its pid nor its group's id names
+                    // anything else. Left open: a reap by someone else (a
+                    // host's waitpid(-1)) between this look and the kill.
+                    None if wait_child(
+                        libc::P_PIDFD,
+                        fd as libc::id_t,
+                        libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                    )
+                    .is_ok() =>
+                    {
+                        // SAFETY: kill takes no pointers.
+                        i64::from(unsafe { libc::kill(target, signal) })
+                    }
+                    None => return Ok(()),
+                }
+            }
             How::Pid { exited, reaped } => {
                 let reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
-                // Reaped (by us, or found gone), or exited: nothing to signal,
-                // and its pid may name another process by now if someone else
-                // reaped it. Left open: the moment between its exit, a reap by
-                // someone else (a host's waitpid(-1), SIGCHLD set to SIG_IGN)
-                // and the watcher seeing it; pidfds close that gap.
-                if *reaped || poll_readable(exited.raw(), 0) {
+                // Reaped (by us, or found gone): nothing to signal, and its
+                // pid may name another process by now. Exited: the process
+                // itself needs no signal, and its pid may have been reaped by
+                // someone else; its group still may, while a look shows the
+                // leader unreaped. Left open: the moment between its exit, a
+                // reap by someone else (a host's waitpid(-1), SIGCHLD set to
+                // SIG_IGN) and that look; pidfds close that gap.
+                if *reaped {
+                    return Ok(());
+                }
+                if poll_readable(exited.raw(), 0)
+                    && !(self.group
+                        && matches!(
+                            wait_child(
+                                libc::P_PID,
+                                self.pid as libc::id_t,
+                                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                            ),
+                            Ok(Some(_))
+                        ))
+                {
                     return Ok(());
                 }
                 // SAFETY: kill takes no pointers; the pid is our child, not
-                // reaped (by us: the lock; by anyone: the watcher), so it names
-                // no other process.
-                i64::from(unsafe { libc::kill(self.pid, signal) })
+                // reaped (by us: the lock; by anyone: the watcher or the look
+                // above), so it and its group's id name no other process.
+                i64::from(unsafe { libc::kill(target, signal) })
             }
         };
         if r < 0 {
@@ -420,6 +494,18 @@ impl Process {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Reaps it, waiting for its exit (ECHILD ends the wait too).
+    pub(crate) fn reap_blocking(&self) {
+        loop {
+            match self.reap() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => {
+                    poll_readable(self.raw(), 100);
+                }
+            }
+        }
     }
 
     /// Reaps the process if it has exited, returning its status in
@@ -464,6 +550,41 @@ impl Process {
             }
         }
     }
+}
+
+/// `pidfd_send_signal` to the process, or to its group; `None` where the
+/// call (or its group flag) is missing, and `kill(2)` must do instead.
+fn pidfd_signal(fd: i32, signal: i32, group: bool) -> Option<i64> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if NO_PIDFD_SIGNAL.load(Relaxed) || group && NO_PIDFD_GROUP_SIGNAL.load(Relaxed) {
+        return None;
+    }
+    let flags = if group { PIDFD_SIGNAL_PROCESS_GROUP } else { 0 };
+    // SAFETY: pidfd_send_signal with our own pidfd, a signal number, a NULL
+    // siginfo (the kernel fills in a kill()-style one) and a flag.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if r < 0 {
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOSYS) => {
+                NO_PIDFD_SIGNAL.store(true, Relaxed);
+                return None;
+            }
+            Some(libc::EINVAL) if group => {
+                NO_PIDFD_GROUP_SIGNAL.store(true, Relaxed);
+                return None;
+            }
+            _ => {}
+        }
+    }
+    Some(r)
 }
 
 /// Whether `fd` becomes readable within `timeout_ms` (0 = just look).
@@ -519,7 +640,7 @@ mod tests {
     #[test]
     fn by_pid_polls_reaps_and_signals_only_its_child() {
         let pid = spawn("exec sleep 60");
-        let p = Process::open_by_pid(pid).unwrap();
+        let p = Process::open_by_pid(pid, false).unwrap();
         assert!(p.by_pid());
         assert!(!poll_readable(p.raw(), 50), "readable before the exit");
         assert_eq!(p.reap().unwrap(), None);
@@ -530,7 +651,7 @@ mod tests {
         assert_eq!(p.reap().unwrap_err().raw_os_error(), Some(libc::ECHILD));
         p.signal(libc::SIGKILL).unwrap();
 
-        let q = Process::open_by_pid(spawn("exit 3")).unwrap();
+        let q = Process::open_by_pid(spawn("exit 3"), false).unwrap();
         let status = reap_blocking(&q);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
     }
@@ -541,7 +662,8 @@ mod tests {
     fn by_pid_errors_match_pidfd() {
         // Above the largest pid_max Linux allows (2^22).
         let no_such = 0x3fff_fff0;
-        for open in [Process::open, Process::open_by_pid] {
+        let by_pid = |pid| Process::open_by_pid(pid, false);
+        for open in [Process::open as fn(i32) -> _, by_pid] {
             assert_eq!(
                 open(no_such).err().and_then(|e| e.raw_os_error()),
                 Some(libc::ESRCH)
@@ -593,7 +715,7 @@ mod tests {
     #[test]
     fn by_pid_never_signals_a_pid_reaped_by_someone_else() {
         let pid = spawn("exit 0");
-        let p = Process::open_by_pid(pid).unwrap();
+        let p = Process::open_by_pid(pid, false).unwrap();
         // SAFETY: waitpid on our own child with a NULL status pointer.
         assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }, pid);
         while p.reap().is_ok_and(|s| s.is_none()) {
@@ -625,7 +747,7 @@ mod tests {
         {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let p = Process::open_by_pid(pid).unwrap();
+        let p = Process::open_by_pid(pid, false).unwrap();
         // Reaped at the first chance, as Child::watch does: no poll first.
         let status = loop {
             let seen = poll_readable(p.raw(), 0);

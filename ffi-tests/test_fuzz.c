@@ -1,0 +1,2888 @@
+/*
+ * test_fuzz.c: a seeded, multi-threaded adversarial fuzzer over the C API
+ * (issue 13's "adversarial fuzzer, in CI"), written against bgjob.h only.
+ *
+ * Where test_stress.c hammers single jobs, this program plays whole
+ * *scenarios* -- what a driver does with a job from create to release -- on
+ * FUZZ_THREADS actor threads (default 4), with the choices and timings drawn
+ * from a seed, while service threads change the world under them (a
+ * canceller thread that cancels on request, a dispatcher thread that runs
+ * context completions, a chaos thread for the cap and the log callback).
+ * The scenario classes, each switchable:
+ *
+ *   hooks      workers register cancel hooks and return at once on cancel;
+ *              another thread (the canceller, the deadline timer, the actor
+ *              after a pause) cancels while the actor waits and destroys;
+ *              hooks sleep to widen the window
+ *   txn        transactions of 2-4 members: create/add (and a refused second
+ *              add)/start (txn_start or each job_start)/cancel/destroy, auto
+ *              or manual finalize (txn_finalize or job_finalize of a member),
+ *              members failing, cancelled, paused, internally paused,
+ *              detached with and without cancel, the transaction destroyed
+ *              early or with every member detached
+ *   txnwait    (with txn) member completions wait for a sibling with
+ *              bgjob_job_wait; a class of its own because, while issue 13 #2
+ *              stands, it deadlocks and the watchdog ends the run
+ *   finalize   manual-finalize jobs: finalize, cancel while WAITING, destroy
+ *              refused and wait timing out while WAITING, detach with and
+ *              without cancel while running or WAITING, a cancel then detach,
+ *              workers that succeed despite a cancel
+ *   detach     detach with and without cancel of running, user-paused,
+ *              internally paused (once, twice), user+internally paused,
+ *              error-stopped and WAITING jobs
+ *   errpolicy  report_io_error under every policy with EIO and ENOSPC; the
+ *              answer checked against the policy; stops resumed (after
+ *              set_error_policy), cancelled or detached; iostatus only while
+ *              PAUSED
+ *   deadline   deadlines from the options and set later (CREATED or
+ *              running), with pauses (worker hooks included)
+ *   child      workers spawn short children (true, sleep 0.02, sh -c echo with
+ *              captured lines) and wait for them; cancels (here and from the
+ *              canceller), pauses and detach+cancel while they run
+ *   rit        bgjob_run_in_thread fire-and-forget, through a context with no
+ *              handle, and with a kept handle
+ *   wrongtype  a transaction or context handle given as a job, and back
+ *   reenter    callbacks (completion, hooks, commit/abort/clean, the log
+ *              callback, workers) list jobs (taking every job's lock), read
+ *              and cancel other jobs, create jobs, destroy or detach jobs
+ *              another callback made, and a completion destroys its own job
+ *   cap        the chaos thread sets a concurrency cap of 1-8 and lifts it,
+ *              over and over, under load
+ *   log        the chaos thread installs, replaces and removes a log callback
+ *
+ * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all);
+ * FUZZ_SKIP=... leaves some out; FUZZ_OPS (default 20000) is how many API calls
+ * the actors make (workers and callbacks make more; STRESS_OPS is read when
+ * FUZZ_OPS is unset); FUZZ_SEED (or STRESS_SEED) replays a run's choices (the
+ * interleaving of threads is the machine's); FUZZ_THREADS; FUZZ_STALL_S
+ * (watchdog, default 20); FUZZ_SETTLE_MS (how long detached jobs get to end,
+ * default 15000); FUZZ_REPORTS (violations printed, default 40 plus 3 per
+ * class). `make test` runs it briefly, `make fuzz` and `make stress` a
+ * million calls, `make check-asan` / `make check-valgrind` shorter runs.
+ *
+ * Invariants, checked as it runs and at the end; each violation is printed
+ * with its class, the job's scenario and choices, and the seed, and the end
+ * groups the jobs that broke a promise by scenario:
+ * - a job reaches exactly one terminal state and never leaves it;
+ * - once any call observed a job terminal (wait, get_state, get_info, its
+ *   completion) no cancel hook of it starts or is still running, and none
+ *   runs after destroy returned; commit, abort and clean run before the job
+ *   ends and before its completion (issue 13 #1);
+ * - every worker, commit/abort, clean and hook runs at most once, the
+ *   completion exactly once; every userdata (worker, completion, finalize,
+ *   hook, child line, log, run-in-thread) is freed exactly once, the
+ *   worker's only after the worker returned, none while its callback runs;
+ * - a completion without a context runs on its own worker's thread (a
+ *   manual-finalize job's may run on the finalizing thread or a bgjob
+ *   thread), a context's on the dispatching thread, never inside the call
+ *   that ended the job (issue 13 #2); hooks, finalizers and log lines never
+ *   run on a bgjob-internal thread that is not a job's (named after it), such
+ *   as the timer (issue 13 #3);
+ * - a transaction commits all members or aborts all, consistently with
+ *   their outcomes;
+ * - a detached job always ends by itself: its completion and finalizers run
+ *   and it leaves the list (issue 13 #7, #8, #9); no job is left at the end,
+ *   no completion stays queued;
+ * - handles: a released handle is INVALID_HANDLE for its owner; wrong-type
+ *   handles get INVALID_HANDLE; get_info through a handle gives its job;
+ * - no deadlock: a watchdog watches every actor and service thread; one that
+ *   makes no progress for FUZZ_STALL_S seconds fails the run after printing
+ *   what each stuck thread was doing and to which job, the live jobs, and
+ *   every thread's stack (gdb, else eu-stack) on stderr.
+ *
+ * On the base of issue 13 (ab47c89) each of these reproduces it, whatever the
+ * seed (the seeds are the ones recorded in the report):
+ *   #1  FUZZ_ONLY=hooks FUZZ_SEED=1        hook-after-end: a hook runs while
+ *                                          wait/the completion saw the job end,
+ *                                          and after destroy returned
+ *   #2  FUZZ_ONLY=txn FUZZ_SEED=1          completion-thread: a member's
+ *                                          completion runs while a sibling is
+ *                                          still WAITING
+ *       FUZZ_ONLY=txn,txnwait FUZZ_SEED=1  the deadlock itself: the watchdog
+ *                                          fires, stacks show completion ->
+ *                                          bgjob_job_wait on a worker thread
+ *   #7  FUZZ_ONLY=finalize FUZZ_SEED=1     detached-vanished (detach+cancel
+ *                                          while running; cancel, then
+ *                                          detach+cancel while WAITING)
+ *   #8  FUZZ_ONLY=detach FUZZ_SEED=1       detached-never-ended (internally
+ *                                          paused, with or without a user pause)
+ *   #9  FUZZ_ONLY=txn FUZZ_SEED=1          detached-never-ended ("manual
+ *                                          finalize, all members detached, then
+ *                                          the txn destroyed")
+ *   #3  FUZZ_ONLY=deadline,log FUZZ_SEED=5 internal-thread: hooks and log
+ *                                          lines on 'bgjob-timer'
+ * With those fixed (main 144b1e7 for #1 #2 #7 #8 #9, the proc branch for #3)
+ * none of these runs reports its class any more (main: 0 violations in each).
+ */
+
+#include "tap.h"
+#include "util.h"
+
+#include <bgjob.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define DEFAULT_OPS 20000
+#define DEFAULT_THREADS 4
+#define CANCELLED_RC 125
+#define REG_SLOTS 64
+#define MAX_MEMBERS 4
+#define MAX_HOOKS 3
+#define N_CONTEXTS 2
+#define MAX_ACTORS 64
+
+/* ---- classes of scenario ---------------------------------------------------- */
+
+enum scn {
+    S_HOOKS,
+    S_TXN,
+    S_FINALIZE,
+    S_DETACH,
+    S_ERRPOLICY,
+    S_DEADLINE,
+    S_CHILD,
+    S_RIT,
+    S_WRONGTYPE,
+    S_REENTER,
+    S_CAP,
+    S_LOG,
+    S_TXNWAIT,
+    S_COUNT
+};
+
+static const char *const scn_names[S_COUNT] = {
+    "hooks", "txn", "finalize", "detach", "errpolicy", "deadline", "child",
+    "rit", "wrongtype", "reenter", "cap", "log", "txnwait",
+};
+
+/* Scenarios an actor picks from (the last two are background threads). */
+#define N_ACTOR_SCN S_CAP
+
+static bool enabled[S_COUNT];
+
+/* ---- violations --------------------------------------------------------------- */
+
+enum vclass {
+    V_HOOK_AFTER_END,
+    V_FIN_AFTER_END,
+    V_COMPLETION_THREAD,
+    V_INTERNAL_THREAD,
+    V_VANISHED,
+    V_NEVER_ENDED,
+    V_ONCE,
+    V_STATE,
+    V_RESULT,
+    V_TXN,
+    V_IOSTATUS,
+    V_HANDLE,
+    V_LEFT,
+    V_COUNT
+};
+
+static const char *const vclass_names[V_COUNT] = {
+    "hook-after-end (issue 13 #1)",
+    "finalizer-after-end",
+    "completion-thread (issue 13 #2)",
+    "internal-thread (issue 13 #3)",
+    "detached-vanished (issue 13 #7)",
+    "detached-never-ended (issue 13 #8/#9)",
+    "exactly-once",
+    "state",
+    "result-code",
+    "txn-outcome",
+    "iostatus",
+    "wrong-type-handle",
+    "job-left",
+};
+
+static atomic_long violations;
+static atomic_long vcount[V_COUNT];
+static uint64_t seed;
+static long max_reports = 40; /* FUZZ_REPORTS */
+
+static void violation(int cls, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void violation(int cls, const char *fmt, ...)
+{
+    long n = atomic_fetch_add(&violations, 1);
+    long c = atomic_fetch_add(&vcount[cls], 1);
+    char buf[600];
+    va_list ap;
+
+    /* Every class gets its first few reports, whatever the others did. */
+    if (n >= max_reports && c >= 3)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    /* tap_diag prints in pieces: one line at a time across threads. */
+    flockfile(stdout);
+    tap_diag("VIOLATION [%s] (FUZZ_SEED=%" PRIu64 "): %s", vclass_names[cls], seed, buf);
+    funlockfile(stdout);
+}
+
+/* ---- random numbers ------------------------------------------------------------- */
+
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static unsigned below(uint64_t *rng, unsigned n)
+{
+    return n == 0 ? 0 : (unsigned)(splitmix(rng) % n);
+}
+
+static bool chance(uint64_t *rng, unsigned one_in)
+{
+    return below(rng, one_in) == 0;
+}
+
+/* ---- threads: roles, heartbeats ---------------------------------------------------- */
+
+enum role { ROLE_NONE, ROLE_WORKER, ROLE_ACTOR, ROLE_DISPATCHER, ROLE_CANCELLER, ROLE_CHAOS, ROLE_MAIN };
+
+static const char *const role_names[] = {
+    "a bgjob-internal thread", "a worker thread", "an actor", "the dispatcher",
+    "the canceller", "the chaos thread", "main",
+};
+
+static _Thread_local int tl_role;
+static _Thread_local int tl_depth;          /* inside one of our callbacks */
+static _Thread_local long tl_ops;           /* API calls made on this thread */
+static _Thread_local struct rec *tl_call_rec;   /* inside cancel/destroy/... of this job */
+static _Thread_local struct txnrec *tl_call_txn; /* inside txn_cancel/start/destroy */
+
+/* A thread the watchdog watches: it must beat at least every stall_ms. */
+struct watched {
+    const char *name;
+    int index;
+    atomic_llong beat;              /* now_ms() of the last progress; 0: not watched */
+    _Atomic(const char *) step;     /* what it is doing */
+    _Atomic(struct rec *) job;      /* the job it is doing it to */
+    pthread_t th;
+};
+
+static struct watched actors[MAX_ACTORS];
+static struct watched svc_dispatcher, svc_canceller, svc_chaos, svc_main;
+static int nactors = DEFAULT_THREADS;
+static int64_t stall_ms = 20000;
+static atomic_int stopping;
+
+static _Thread_local struct watched *tl_self;
+
+static void beat(const char *step, struct rec *r)
+{
+    if (tl_self == NULL)
+        return;
+    atomic_store(&tl_self->step, step);
+    atomic_store(&tl_self->job, r);
+    atomic_store(&tl_self->beat, (long long)now_ms());
+}
+
+/* Steps that may block: the step is recorded but the beat is not renewed. */
+static void step(const char *what, struct rec *r)
+{
+    if (tl_self == NULL)
+        return;
+    atomic_store(&tl_self->step, what);
+    atomic_store(&tl_self->job, r);
+}
+
+static atomic_long n_ops;
+#define API(x) (atomic_fetch_add(&n_ops, 1), tl_ops++, (x))
+
+/* ---- records -------------------------------------------------------------------- */
+
+enum plan {
+    P_RETURN,  /* short sleep, return rc_plan */
+    P_LOOP,    /* pause points + progress, `iters` times, or until cancel/go */
+    P_HOOKS,   /* register hooks, spin on check_cancel, return at once on cancel */
+    P_IOERR,   /* report_io_error and act on the answer */
+    P_CHILD,   /* spawn a child and wait for it */
+};
+
+struct txnrec;
+
+struct rec {
+    uint64_t serial;
+    int scn;
+    char what[240];       /* the scenario and its choices, for reports */
+    uint64_t rng_seed;
+
+    /* The plan (set before create). */
+    int plan;
+    int32_t rc_plan;
+    int iters;
+    int nhooks;
+    int hook_sleep_us;
+    bool remove_hooks;    /* P_HOOKS: remove them before returning on cancel */
+    bool succeed_anyway;  /* return rc_plan even when cancelled */
+    int io_policy;
+    int32_t io_code;
+    int child_kind;
+    bool has_comp, comp_ctx, has_fin, self_destroy, nested, sibling_wait;
+    bool manual; /* manual finalize (its own flag or its transaction's) */
+    struct txnrec *txn;
+    int member;
+
+    _Atomic(bgjob_job *) h;
+    uint64_t id;
+    atomic_int created;
+    atomic_int go;
+
+    atomic_int runs, returns, wfrees, wfree_early;
+    atomic_int started_thread_set;
+    pthread_t wthread;
+
+    atomic_int comp_calls, comp_frees, comp_inside;
+    atomic_int commits, aborts, cleans, fin_frees, fin_inside;
+    atomic_int hooks_inside, hook_regs, hook_calls;
+    atomic_int observed, terminal;
+    atomic_int detached, released, release_claim;
+    atomic_int destroyed; /* released by a destroy (not a detach) */
+    atomic_int line_regs, line_frees;
+    atomic_int cancels; /* cancel-like calls made on it (any thread) */
+    atomic_int policy_changed;
+    atomic_int stuck; /* reported as never ended: its other checks would only repeat it */
+    struct hookrec *wh[MAX_HOOKS]; /* hooks its worker registered (worker only) */
+    int nwh;
+};
+
+struct hookrec {
+    struct rec *r;
+    atomic_int calls, frees, inside, removed_ok;
+    _Atomic uint64_t id;
+};
+
+struct txnrec {
+    uint64_t serial;
+    char what[160];
+    bool manual;
+    int n;
+    struct rec *m[MAX_MEMBERS];
+    atomic_int nm;              /* members added so far (callbacks read this) */
+    bgjob_txn *t;               /* the actor's */
+    _Atomic(bgjob_txn *) th;    /* for callbacks: set once, may be stale */
+};
+
+/* A member's callback cancels its whole transaction (the handle may be
+ * destroyed by then: INVALID_HANDLE). */
+static void cancel_own_txn(struct rec *r)
+{
+    bgjob_txn *t;
+    int32_t rc;
+
+    if (r->txn == NULL || (t = atomic_load(&r->txn->th)) == NULL)
+        return;
+    rc = API(bgjob_txn_cancel(t));
+    if (rc != BGJOB_RESULT_OK && rc != BGJOB_RESULT_INVALID_HANDLE)
+        violation(V_RESULT, "job %" PRIu64 " [%s]: txn_cancel from a member's callback returned %s",
+                  r->serial, r->what, bgjob_result_str(rc));
+}
+
+enum token_kind { TK_WORKER = 1, TK_COMPLETION, TK_FIN, TK_HOOK, TK_LINE, TK_LOG };
+#define TOKEN_MAGIC 0x667a7a21u /* "fzz!" */
+
+struct token {
+    uint32_t magic;
+    int kind;
+    struct rec *r;
+    struct hookrec *hk;
+};
+
+static atomic_long log_installs, log_frees, log_lines, log_lines_internal, n_line_late;
+
+static struct token *token_new(int kind, struct rec *r, struct hookrec *hk)
+{
+    struct token *t = malloc(sizeof *t);
+
+    if (t == NULL)
+        abort();
+    t->magic = TOKEN_MAGIC;
+    t->kind = kind;
+    t->r = r;
+    t->hk = hk;
+    return t;
+}
+
+static void token_free(void *p)
+{
+    struct token *t = p;
+
+    if (t == NULL || t->magic != TOKEN_MAGIC) {
+        violation(V_ONCE, "a free function got something that is not a live token (double free?)");
+        return;
+    }
+    switch (t->kind) {
+    case TK_WORKER:
+        if (atomic_load(&t->r->runs) != atomic_load(&t->r->returns))
+            atomic_fetch_add(&t->r->wfree_early, 1);
+        atomic_fetch_add(&t->r->wfrees, 1);
+        break;
+    case TK_COMPLETION:
+        if (atomic_load(&t->r->comp_inside))
+            violation(V_ONCE, "job %" PRIu64 " [%s]: completion userdata freed while it runs",
+                      t->r->serial, t->r->what);
+        atomic_fetch_add(&t->r->comp_frees, 1);
+        break;
+    case TK_FIN:
+        if (atomic_load(&t->r->fin_inside))
+            violation(V_ONCE, "job %" PRIu64 " [%s]: finalize userdata freed while a finalizer runs",
+                      t->r->serial, t->r->what);
+        atomic_fetch_add(&t->r->fin_frees, 1);
+        break;
+    case TK_HOOK:
+        if (atomic_load(&t->hk->inside))
+            violation(V_ONCE, "job %" PRIu64 " [%s]: hook userdata freed while the hook runs",
+                      t->r->serial, t->r->what);
+        atomic_fetch_add(&t->hk->frees, 1);
+        break;
+    case TK_LINE:
+        atomic_fetch_add(&t->r->line_frees, 1);
+        break;
+    case TK_LOG:
+        atomic_fetch_add(&log_frees, 1);
+        break;
+    default:
+        violation(V_ONCE, "token of unknown kind %d", t->kind);
+    }
+    t->magic = 0;
+    free(t);
+}
+
+/* Append-only lists of every record, for the final checks. */
+static pthread_mutex_t all_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rec **all_recs;
+static size_t n_recs, cap_recs;
+static struct hookrec **all_hooks;
+static size_t n_hookrecs, cap_hookrecs;
+static struct txnrec **all_txns;
+static size_t n_txns, cap_txns;
+
+#define PUSH(arr, n, cap, p)                                                         \
+    do {                                                                             \
+        pthread_mutex_lock(&all_mu);                                                 \
+        if ((n) == (cap)) {                                                          \
+            size_t c_ = (cap) ? (cap) * 2 : 1024;                                    \
+            void *q_ = realloc((arr), c_ * sizeof *(arr));                           \
+            if (q_ == NULL)                                                          \
+                abort();                                                             \
+            (arr) = q_;                                                              \
+            (cap) = c_;                                                              \
+        }                                                                            \
+        (arr)[(n)++] = (p);                                                          \
+        pthread_mutex_unlock(&all_mu);                                               \
+    } while (0)
+
+/* The i-th record; the arrays may grow (realloc) while the end reads them. */
+static struct rec *rec_at(size_t i)
+{
+    struct rec *r;
+
+    pthread_mutex_lock(&all_mu);
+    r = i < n_recs ? all_recs[i] : NULL;
+    pthread_mutex_unlock(&all_mu);
+    return r;
+}
+
+static size_t recs_count(void)
+{
+    size_t n;
+
+    pthread_mutex_lock(&all_mu);
+    n = n_recs;
+    pthread_mutex_unlock(&all_mu);
+    return n;
+}
+
+static atomic_ullong serials;
+
+static struct rec *rec_new(int scn, uint64_t *rng)
+{
+    struct rec *r = calloc(1, sizeof *r);
+
+    if (r == NULL)
+        abort();
+    r->serial = atomic_fetch_add(&serials, 1) + 1;
+    r->scn = scn;
+    r->rng_seed = splitmix(rng);
+    atomic_init(&r->terminal, -1);
+    snprintf(r->what, sizeof r->what, "%s", scn_names[scn]);
+    PUSH(all_recs, n_recs, cap_recs, r);
+    return r;
+}
+
+static void describe(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void describe(struct rec *r, const char *fmt, ...)
+{
+    size_t len = strlen(r->what);
+    va_list ap;
+
+    if (len + 2 >= sizeof r->what)
+        return;
+    r->what[len++] = ',';
+    r->what[len++] = ' ';
+    r->what[len] = '\0';
+    va_start(ap, fmt);
+    vsnprintf(r->what + len, sizeof r->what - len, fmt, ap);
+    va_end(ap);
+}
+
+static bool is_terminal(int32_t s)
+{
+    return s == BGJOB_STATE_COMPLETED || s == BGJOB_STATE_FAILED || s == BGJOB_STATE_CANCELLED;
+}
+
+/* INVALID_HANDLE is right for a job only once its release began. */
+static bool invalid_ok(struct rec *r)
+{
+    return atomic_load(&r->release_claim) || atomic_load(&r->released) || atomic_load(&r->detached);
+}
+
+#define RC(x) (1u << (BGJOB_RESULT_##x))
+
+static void expect(struct rec *r, const char *what, int32_t rc, unsigned allowed)
+{
+    if (rc == BGJOB_RESULT_INVALID_HANDLE && r != NULL && invalid_ok(r))
+        return;
+    if (rc < 0 || rc >= 32 || !(allowed & (1u << rc))) {
+        if (r != NULL)
+            violation(V_RESULT, "job %" PRIu64 " [%s]: %s returned %d (%s)", r->serial, r->what,
+                      what, rc, bgjob_result_str(rc));
+        else
+            violation(V_RESULT, "%s returned %d (%s)", what, rc, bgjob_result_str(rc));
+    }
+}
+
+/* Some call saw the job terminal. From now on no hook or finalizer of it may
+ * run or still be running. (Dekker order: the flag is set before the inside
+ * counters are read; the callbacks raise their counter before reading it.) */
+static void observe(struct rec *r, int32_t state, const char *by)
+{
+    int expected = -1;
+
+    if (!is_terminal(state))
+        return;
+    if (!atomic_compare_exchange_strong(&r->terminal, &expected, state) && expected != state)
+        violation(V_STATE, "job %" PRIu64 " [%s]: seen %s, then %s (by %s)", r->serial, r->what,
+                  bgjob_state_str(expected), bgjob_state_str(state), by);
+    atomic_store(&r->observed, 1);
+    if (atomic_load(&r->hooks_inside) > 0)
+        violation(V_HOOK_AFTER_END,
+                  "job %" PRIu64 " [%s]: %s saw it %s while a cancel hook of it was running",
+                  r->serial, r->what, by, bgjob_state_str(state));
+    if (atomic_load(&r->fin_inside) > 0)
+        violation(V_FIN_AFTER_END,
+                  "job %" PRIu64 " [%s]: %s saw it %s while its commit/abort/clean was running",
+                  r->serial, r->what, by, bgjob_state_str(state));
+}
+
+/* A non-terminal state read by a call that began after the job was seen terminal. */
+static void observe_nonterminal(struct rec *r, int32_t state, bool was_observed, const char *by)
+{
+    if (was_observed && !is_terminal(state))
+        violation(V_STATE, "job %" PRIu64 " [%s]: %s saw %s after it was seen %s", r->serial,
+                  r->what, by, bgjob_state_str(state), bgjob_state_str(atomic_load(&r->terminal)));
+}
+
+/* ---- the registry: live handles any callback may target ---------------------------- */
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rec *reg[REG_SLOTS];
+static atomic_ullong reg_rng = 12345;
+
+static void reg_add(struct rec *r)
+{
+    uint64_t x = atomic_fetch_add(&reg_rng, 0x9e3779b97f4a7c15ull);
+    unsigned i = (unsigned)(splitmix(&x) % REG_SLOTS);
+
+    pthread_mutex_lock(&reg_mu);
+    reg[i] = r; /* overwrite: the registry is a sample, not a list */
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static void reg_del(struct rec *r)
+{
+    pthread_mutex_lock(&reg_mu);
+    for (int i = 0; i < REG_SLOTS; i++)
+        if (reg[i] == r)
+            reg[i] = NULL;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static struct rec *reg_pick(void)
+{
+    uint64_t x = atomic_fetch_add(&reg_rng, 0x9e3779b97f4a7c15ull);
+    unsigned i = (unsigned)(splitmix(&x) % REG_SLOTS);
+    struct rec *r;
+
+    pthread_mutex_lock(&reg_mu);
+    r = reg[i];
+    pthread_mutex_unlock(&reg_mu);
+    return r;
+}
+
+/* Lists every job: takes each job's lock inside bgjob. */
+static void list_all(void)
+{
+    bgjob_job_entry e[16];
+    size_t n = 0;
+    int32_t rc = API(bgjob_list_jobs(e, 16, &n));
+
+    expect(NULL, "list_jobs", rc, RC(OK));
+    for (size_t i = 0; i < n && i < 16; i++)
+        if (e[i].state < 0 || e[i].state >= BGJOB_STATE_COUNT)
+            violation(V_STATE, "list_jobs gave state %d", e[i].state);
+}
+
+/* A callback touches some other job: reads it, maybe cancels it. */
+static void poke_other(uint64_t *rng, bool may_cancel)
+{
+    struct rec *o = reg_pick();
+    bgjob_job *h;
+
+    if (o == NULL)
+        return;
+    h = atomic_load(&o->h);
+    if (h == NULL)
+        return;
+    if (may_cancel && chance(rng, 3)) {
+        int32_t st = -1;
+        struct rec *saved = tl_call_rec;
+        atomic_fetch_add(&o->cancels, 1);
+        tl_call_rec = o;
+        int32_t rc = API(bgjob_job_cancel(h, &st));
+        tl_call_rec = saved;
+        /* The registry may hand out a job that was released meanwhile. */
+        if (rc != BGJOB_RESULT_INVALID_HANDLE)
+            expect(o, "cancel (of another job, from a callback)", rc, RC(OK));
+    } else {
+        bgjob_info info = {.struct_size = sizeof info};
+        bool was = atomic_load(&o->observed);
+        int32_t rc = API(bgjob_job_get_info(h, &info));
+        if (rc == BGJOB_RESULT_OK) {
+            if (info.id != o->id)
+                violation(V_HANDLE, "job %" PRIu64 " [%s]: get_info gave id %" PRIu64 ", not %" PRIu64,
+                          o->serial, o->what, info.id, o->id);
+            observe(o, info.state, "get_info (from a callback)");
+            observe_nonterminal(o, info.state, was, "get_info (from a callback)");
+        } else if (rc != BGJOB_RESULT_INVALID_HANDLE) {
+            expect(o, "get_info (of another job, from a callback)", rc, RC(OK));
+        }
+    }
+}
+
+/* ---- callbacks ------------------------------------------------------------------- */
+
+/* User code must never run on the timer thread (issue 13 #3): a hook or
+ * finalizer on a thread that never ran a worker, is none of ours, and is not
+ * named after one of our jobs ("fz-...": a job thread, or a pool thread
+ * running a deadline's cancel for that job) is on bgjob's own. */
+static void check_user_thread(struct rec *r, const char *what)
+{
+    if (tl_role == ROLE_NONE && tl_depth <= 1) {
+        char name[32] = "?";
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        if (strncmp(name, "fz-", 3) != 0)
+            violation(V_INTERNAL_THREAD,
+                      "job %" PRIu64 " [%s]: its %s ran on bgjob-internal thread '%s' (not a "
+                      "job's thread, not a caller)",
+                      r->serial, r->what, what, name);
+    }
+}
+
+static void nested_job(uint64_t *rng);
+#define ORPHANS 16
+static struct rec *orphan_swap(unsigned i, struct rec *r);
+static void reap_orphan(struct rec *o, uint64_t *rng);
+
+static void hook_fn(void *userdata, bgjob_job *job)
+{
+    struct token *t = userdata;
+    struct hookrec *hk = t->hk;
+    struct rec *r = t->r;
+    uint64_t rng = r->rng_seed ^ (uint64_t)atomic_load(&hk->id);
+    bool released;
+
+    tl_depth++;
+    atomic_fetch_add(&r->hooks_inside, 1);
+    atomic_fetch_add(&hk->inside, 1);
+    released = atomic_load(&r->destroyed); /* a detached job lives on: its handle is just gone */
+    if (atomic_load(&r->observed))
+        violation(V_HOOK_AFTER_END,
+                  "job %" PRIu64 " [%s]: a cancel hook started after the job was seen %s%s",
+                  r->serial, r->what, bgjob_state_str(atomic_load(&r->terminal)),
+                  released ? " and destroyed" : "");
+    if (atomic_fetch_add(&hk->calls, 1) != 0)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: a hook ran twice", r->serial, r->what);
+    if (atomic_load(&hk->removed_ok))
+        violation(V_ONCE, "job %" PRIu64 " [%s]: a hook ran after its removal returned OK",
+                  r->serial, r->what);
+    atomic_fetch_add(&r->hook_calls, 1);
+    check_user_thread(r, "cancel hook");
+    /* Widen the window a worker that returns at once leaves open. */
+    if (r->hook_sleep_us > 0)
+        sleep_us(r->hook_sleep_us);
+    {
+        int32_t st = -1;
+        int32_t rc = API(bgjob_job_get_state(job, &st));
+        if (rc == BGJOB_RESULT_OK && is_terminal(st))
+            violation(V_HOOK_AFTER_END, "job %" PRIu64 " [%s]: a cancel hook runs while the job is %s",
+                      r->serial, r->what, bgjob_state_str(st));
+        else if (rc == BGJOB_RESULT_INVALID_HANDLE && atomic_load(&r->destroyed))
+            violation(V_HOOK_AFTER_END,
+                      "job %" PRIu64 " [%s]: a cancel hook runs after bgjob_job_destroy returned",
+                      r->serial, r->what);
+    }
+    if (enabled[S_REENTER]) {
+        switch (below(&rng, 4)) {
+        case 0:
+            list_all();
+            break;
+        case 1: {
+            int32_t st = -1;
+            int32_t rc = API(bgjob_job_cancel(job, &st));
+            if (rc == BGJOB_RESULT_OK && st == BGJOB_CANCEL_STATUS_REQUESTED)
+                violation(V_STATE, "job %" PRIu64 " [%s]: a cancel from inside its hook was the first",
+                          r->serial, r->what);
+            break;
+        }
+        case 2:
+            poke_other(&rng, true);
+            reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
+            cancel_own_txn(r);
+            break;
+        default: {
+            int32_t rc = API(bgjob_job_remove_cancel_hook(job, atomic_load(&hk->id)));
+            if (rc != BGJOB_RESULT_NOT_FOUND && rc != BGJOB_RESULT_INVALID_HANDLE)
+                expect(r, "remove_cancel_hook (from inside itself)", rc, RC(NOT_FOUND));
+            break;
+        }
+        }
+    }
+    atomic_fetch_sub(&hk->inside, 1);
+    atomic_fetch_sub(&r->hooks_inside, 1);
+    tl_depth--;
+}
+
+static struct hookrec *add_hook(struct rec *r, bgjob_job *job)
+{
+    struct hookrec *hk = calloc(1, sizeof *hk);
+    uint64_t id = 0;
+    int32_t rc;
+
+    if (hk == NULL)
+        abort();
+    hk->r = r;
+    PUSH(all_hooks, n_hookrecs, cap_hookrecs, hk);
+    atomic_fetch_add(&r->hook_regs, 1);
+    rc = API(bgjob_job_add_cancel_hook(job, hook_fn, token_new(TK_HOOK, r, hk), token_free, &id));
+    atomic_store(&hk->id, id);
+    expect(r, "add_cancel_hook", rc, RC(OK) | RC(CANCELLED) | RC(NOT_ALLOWED));
+    if (rc == BGJOB_RESULT_CANCELLED && atomic_load(&hk->calls) != 1)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: add_cancel_hook said CANCELLED, hook did not run",
+                  r->serial, r->what);
+    if (rc != BGJOB_RESULT_OK && atomic_load(&hk->frees) != 1)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: a hook that ran at once or was refused was not freed",
+                  r->serial, r->what);
+    return rc == BGJOB_RESULT_OK ? hk : NULL;
+}
+
+static void fin_cb(struct rec *r, bgjob_job *job, int which)
+{
+    static const char *const names[] = {"commit", "abort", "clean"};
+    uint64_t rng = r->rng_seed + (uint64_t)which;
+
+    tl_depth++;
+    atomic_fetch_add(&r->fin_inside, 1);
+    if (atomic_load(&r->observed))
+        violation(V_FIN_AFTER_END, "job %" PRIu64 " [%s]: %s ran after the job was seen %s",
+                  r->serial, r->what, names[which], bgjob_state_str(atomic_load(&r->terminal)));
+    if (atomic_load(&r->comp_calls))
+        violation(V_FIN_AFTER_END, "job %" PRIu64 " [%s]: %s ran after its completion", r->serial,
+                  r->what, names[which]);
+    check_user_thread(r, names[which]);
+    if (which == 0 && atomic_fetch_add(&r->commits, 1) != 0)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: commit ran twice", r->serial, r->what);
+    if (which == 1 && atomic_fetch_add(&r->aborts, 1) != 0)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: abort ran twice", r->serial, r->what);
+    if (which == 2) {
+        if (atomic_fetch_add(&r->cleans, 1) != 0)
+            violation(V_ONCE, "job %" PRIu64 " [%s]: clean ran twice", r->serial, r->what);
+        if (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1)
+            violation(V_TXN, "job %" PRIu64 " [%s]: clean ran after %d commits and %d aborts",
+                      r->serial, r->what, atomic_load(&r->commits), atomic_load(&r->aborts));
+    }
+    if (atomic_load(&r->commits) && atomic_load(&r->aborts))
+        violation(V_TXN, "job %" PRIu64 " [%s]: both commit and abort ran", r->serial, r->what);
+    {
+        int32_t st = -1;
+        int32_t rc = API(bgjob_job_get_state(job, &st));
+        if (rc == BGJOB_RESULT_OK && is_terminal(st))
+            violation(V_FIN_AFTER_END, "job %" PRIu64 " [%s]: %s runs while the job is %s",
+                      r->serial, r->what, names[which], bgjob_state_str(st));
+    }
+    if (enabled[S_REENTER]) {
+        if (chance(&rng, 2))
+            list_all();
+        if (chance(&rng, 3))
+            poke_other(&rng, true);
+        if (chance(&rng, 6))
+            reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
+        if (chance(&rng, 4)) {
+            /* Being finalized: a finalize from inside is refused. */
+            int32_t rc = API(bgjob_job_finalize(job));
+            if (rc != BGJOB_RESULT_NOT_ALLOWED &&
+                !(rc == BGJOB_RESULT_INVALID_HANDLE && invalid_ok(r)))
+                violation(V_RESULT, "job %" PRIu64 " [%s]: bgjob_job_finalize from its own %s returned %s",
+                          r->serial, r->what, names[which], bgjob_result_str(rc));
+        }
+        if (chance(&rng, 6))
+            cancel_own_txn(r);
+    }
+    atomic_fetch_sub(&r->fin_inside, 1);
+    tl_depth--;
+}
+
+static void commit_cb(void *ud, bgjob_job *job) { fin_cb(((struct token *)ud)->r, job, 0); }
+static void abort_cb(void *ud, bgjob_job *job) { fin_cb(((struct token *)ud)->r, job, 1); }
+static void clean_cb(void *ud, bgjob_job *job) { fin_cb(((struct token *)ud)->r, job, 2); }
+
+static void release_job(struct rec *r, bool detach, uint32_t flags);
+
+static void completion(void *userdata, bgjob_job *job, int32_t state)
+{
+    struct token *t = userdata;
+    struct rec *r = t->r;
+    uint64_t rng = r->rng_seed ^ 0xc0ffeeull;
+
+    tl_depth++;
+    atomic_fetch_add(&r->comp_inside, 1);
+    if (atomic_fetch_add(&r->comp_calls, 1) != 0)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: completion ran twice", r->serial, r->what);
+    if (!is_terminal(state))
+        violation(V_STATE, "job %" PRIu64 " [%s]: completion with non-terminal state %s", r->serial,
+                  r->what, bgjob_state_str(state));
+    observe(r, state, "its completion");
+    if (tl_call_rec == r || (r->txn != NULL && tl_call_txn == r->txn))
+        violation(V_COMPLETION_THREAD,
+                  "job %" PRIu64 " [%s]: completion ran inside the call that ended the job",
+                  r->serial, r->what);
+    if (r->comp_ctx) {
+        if (tl_role != ROLE_DISPATCHER)
+            violation(V_COMPLETION_THREAD,
+                      "job %" PRIu64 " [%s]: context completion ran on %s, not the dispatcher",
+                      r->serial, r->what, role_names[tl_role]);
+    } else if (r->txn != NULL) {
+        /* A transaction member's completion comes only once every member
+         * is terminal (so it may wait for a sibling), on a bgjob thread:
+         * the settling member's worker thread or one of its own, never one
+         * after another on a sibling's worker before the sibling ended
+         * (issue 13 #2: a completion waiting for a sibling deadlocked). */
+        int nm = atomic_load(&r->txn->nm);
+        for (int i = 0; i < nm; i++) {
+            struct rec *sib = r->txn->m[i];
+            bgjob_job *sh = sib != NULL && sib != r ? atomic_load(&sib->h) : NULL;
+            int32_t st = -1;
+            if (sh == NULL || API(bgjob_job_get_state(sh, &st)) != BGJOB_RESULT_OK)
+                continue; /* released: it ended, or its owner gave it up */
+            observe(sib, st, "a sibling's completion (get_state)");
+            if (!is_terminal(st))
+                violation(V_COMPLETION_THREAD,
+                          "job %" PRIu64 " [%s]: its completion (state %s) runs while sibling %" PRIu64
+                          " is %s (it runs on %s; the sibling's worker ran %d returned %d, %d "
+                          "cancels, commit %d abort %d clean %d, %s)",
+                          r->serial, r->what, bgjob_state_str(state), sib->serial,
+                          bgjob_state_str(st),
+                          tl_role == ROLE_WORKER ? "a worker thread" : role_names[tl_role],
+                          atomic_load(&sib->runs), atomic_load(&sib->returns),
+                          atomic_load(&sib->cancels), atomic_load(&sib->commits),
+                          atomic_load(&sib->aborts), atomic_load(&sib->cleans),
+                          atomic_load(&sib->detached) ? "detached" : "kept");
+        }
+        if (tl_role != ROLE_NONE && tl_role != ROLE_WORKER)
+            violation(V_COMPLETION_THREAD,
+                      "job %" PRIu64 " [%s]: completion (no context) ran on %s, not a bgjob thread",
+                      r->serial, r->what, role_names[tl_role]);
+    } else if (atomic_load(&r->runs) > 0) {
+        /* Without a context: a job whose worker's return ended it gets it on
+         * its worker's thread, right after the worker returned; one ended by
+         * a call (manual finalize: finalize, a cancel while WAITING, detach)
+         * on a bgjob thread of its own -- never on a caller's thread. */
+        bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
+        bool bgjob_thread = r->manual && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER);
+        if (!own && !bgjob_thread)
+            violation(V_COMPLETION_THREAD,
+                      "job %" PRIu64 " [%s]: completion (no context) ran on %s, not on its own "
+                      "worker's thread%s",
+                      r->serial, r->what,
+                      tl_role == ROLE_WORKER ? "another job's worker thread" : role_names[tl_role],
+                      r->manual ? " nor a bgjob thread" : "");
+    }
+    if (r->has_fin && atomic_load(&r->runs) > 0 &&
+        (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 || atomic_load(&r->cleans) != 1))
+        violation(V_TXN,
+                  "job %" PRIu64 " [%s]: completion (%s) after %d commits, %d aborts, %d cleans",
+                  r->serial, r->what, bgjob_state_str(state), atomic_load(&r->commits),
+                  atomic_load(&r->aborts), atomic_load(&r->cleans));
+    if (r->has_fin && state == BGJOB_STATE_COMPLETED && atomic_load(&r->commits) != 1)
+        violation(V_TXN, "job %" PRIu64 " [%s]: COMPLETED without its commit", r->serial, r->what);
+    {
+        int32_t st = -1;
+        int32_t rc = API(bgjob_job_get_state(job, &st));
+        expect(r, "get_state (in its completion)", rc, RC(OK));
+        if (rc == BGJOB_RESULT_OK && st != state)
+            violation(V_STATE, "job %" PRIu64 " [%s]: completion says %s, get_state %s", r->serial,
+                      r->what, bgjob_state_str(state), bgjob_state_str(st));
+    }
+    /* A transaction member waits for a sibling: the header lets it call any
+     * bgjob function, and its own job is over. */
+    if (r->sibling_wait && r->txn != NULL && atomic_load(&r->txn->nm) > 1) {
+        struct rec *sib = r->txn->m[(r->member + 1) % atomic_load(&r->txn->nm)];
+        bgjob_job *sh = atomic_load(&sib->h);
+        if (sib != r && sh != NULL) {
+            int32_t st = -1;
+            int32_t rc = API(bgjob_job_wait(sh, 600000, &st));
+            if (rc == BGJOB_RESULT_OK)
+                observe(sib, st, "a sibling's completion (wait)");
+            else if (rc != BGJOB_RESULT_INVALID_HANDLE)
+                expect(sib, "wait (for a sibling, in a completion)", rc, RC(OK));
+        }
+    }
+    if (enabled[S_REENTER] && !r->nested) {
+        if (chance(&rng, 2))
+            list_all();
+        if (chance(&rng, 3))
+            poke_other(&rng, true);
+        if (chance(&rng, 8))
+            nested_job(&rng);
+        if (chance(&rng, 8))
+            reap_orphan(orphan_swap(below(&rng, ORPHANS), NULL), &rng);
+        if (chance(&rng, 6))
+            cancel_own_txn(r);
+    }
+    atomic_fetch_sub(&r->comp_inside, 1);
+    if (r->self_destroy) {
+        /* The completion may come before create returned the handle. */
+        bgjob_job *none = NULL;
+        atomic_compare_exchange_strong(&r->h, &none, job);
+        release_job(r, false, 0);
+    }
+    tl_depth--;
+}
+
+static void line_cb(void *ud, bgjob_job *job, int32_t stream, const char *line, size_t len)
+{
+    struct token *t = ud;
+
+    (void)job;
+    if (t == NULL || t->magic != TOKEN_MAGIC || t->kind != TK_LINE)
+        violation(V_ONCE, "a line callback got a bad token");
+    else if (stream != BGJOB_CHILD_STDOUT || len == 0 || line[len] != '\0')
+        violation(V_RESULT, "job %" PRIu64 ": line callback stream %d len %zu", t->r->serial,
+                  stream, len);
+}
+
+/* ---- workers ------------------------------------------------------------------------ */
+
+static int32_t worker_child(struct rec *r, bgjob_job *job, uint64_t *rng)
+{
+    static const char *const argv_true[] = {"true", NULL};
+    static const char *const argv_sleep[] = {"sleep", "0.02", NULL};
+    static const char *const argv_echo[] = {"sh", "-c", "echo fuzz-line; exec sleep 0.01", NULL};
+    bgjob_child_options o;
+    int32_t pid = -1, ws = -1, rc;
+
+    bgjob_child_options_init(&o, sizeof o);
+    o.grace_ms = below(rng, 30);
+    o.flags = BGJOB_CHILD_NULL_STDERR;
+    switch (r->child_kind) {
+    case 0:
+        o.argv = argv_true;
+        o.flags |= BGJOB_CHILD_NULL_STDOUT;
+        break;
+    case 1:
+        o.argv = argv_sleep;
+        o.flags |= BGJOB_CHILD_NULL_STDOUT;
+        break;
+    default:
+        o.argv = argv_echo;
+        o.flags |= BGJOB_CHILD_CAPTURE_STDOUT;
+        o.on_line = line_cb;
+        o.line_userdata = token_new(TK_LINE, r, NULL);
+        o.line_free = token_free;
+        atomic_fetch_add(&r->line_regs, 1);
+        break;
+    }
+    rc = API(bgjob_job_spawn_child(job, &o, &pid));
+    if (rc == BGJOB_RESULT_NOT_ALLOWED || rc == BGJOB_RESULT_SYSTEM)
+        return bgjob_job_check_cancel(job) == BGJOB_RESULT_CANCELLED ? CANCELLED_RC : 0;
+    expect(r, "spawn_child", rc, RC(OK));
+    if (rc != BGJOB_RESULT_OK)
+        return 0;
+    rc = API(bgjob_job_wait_child(job, pid, -1, &ws));
+    expect(r, "wait_child", rc, RC(OK) | RC(CANCELLED));
+    if (rc == BGJOB_RESULT_OK || rc == BGJOB_RESULT_CANCELLED) {
+        if (kill(pid, 0) == 0)
+            violation(V_STATE, "job %" PRIu64 " [%s]: child %d still exists after wait_child",
+                      r->serial, r->what, pid);
+        /* The header says "when the child has been waited for": not said
+         * to be before wait_child returns, so only counted (checked exactly
+         * once at the end). */
+        if (o.line_userdata != NULL && atomic_load(&r->line_frees) != 1)
+            atomic_fetch_add(&n_line_late, 1);
+    }
+    if (rc == BGJOB_RESULT_CANCELLED)
+        return r->succeed_anyway ? 0 : CANCELLED_RC;
+    return r->rc_plan;
+}
+
+static int32_t worker_ioerr(struct rec *r, bgjob_job *job)
+{
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int32_t act = -1, rc;
+        if (API(bgjob_job_pause_point(job)) == BGJOB_RESULT_CANCELLED)
+            return CANCELLED_RC;
+        rc = API(bgjob_job_report_io_error(job, r->io_code, "fuzz io error", &act));
+        expect(r, "report_io_error", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc != BGJOB_RESULT_OK) {
+            sleep_us(200);
+            continue;
+        }
+        bool stop_policy = r->io_policy == BGJOB_ERROR_POLICY_STOP ||
+                           (r->io_policy == BGJOB_ERROR_POLICY_ENOSPC && r->io_code == ENOSPC);
+        int want = r->io_policy == BGJOB_ERROR_POLICY_IGNORE ? BGJOB_ERROR_ACTION_IGNORE
+                   : stop_policy                             ? BGJOB_ERROR_ACTION_STOP
+                                                             : BGJOB_ERROR_ACTION_REPORT;
+        /* A cancelled or detached job is told to report instead of stopping. */
+        if (act != want && !(want == BGJOB_ERROR_ACTION_STOP && act == BGJOB_ERROR_ACTION_REPORT) &&
+            !atomic_load(&r->policy_changed))
+            violation(V_RESULT, "job %" PRIu64 " [%s]: policy %d, code %d: action %d, expected %d",
+                      r->serial, r->what, r->io_policy, r->io_code, act, want);
+        if (act == BGJOB_ERROR_ACTION_REPORT)
+            return r->io_code;
+        if (act == BGJOB_ERROR_ACTION_STOP &&
+            API(bgjob_job_pause_point(job)) == BGJOB_RESULT_CANCELLED)
+            return r->succeed_anyway ? 0 : CANCELLED_RC;
+        API(bgjob_job_add_units(job, 1));
+    }
+    return 0;
+}
+
+static int32_t fz_worker(void *userdata, bgjob_job *job)
+{
+    struct token *t = userdata;
+    struct rec *r = t->r;
+    uint64_t rng = r->rng_seed;
+    int32_t rc = r->rc_plan;
+
+    tl_role = ROLE_WORKER;
+    tl_depth++;
+    r->wthread = pthread_self();
+    atomic_store(&r->started_thread_set, 1);
+    if (atomic_fetch_add(&r->runs, 1) != 0)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: the worker ran twice", r->serial, r->what);
+    if (atomic_load(&r->observed))
+        violation(V_STATE, "job %" PRIu64 " [%s]: the worker started after the job was seen %s",
+                  r->serial, r->what, bgjob_state_str(atomic_load(&r->terminal)));
+    switch (r->plan) {
+    case P_RETURN:
+        sleep_us(below(&rng, 300));
+        break;
+    case P_LOOP:
+        API(bgjob_job_set_total(job, (uint64_t)r->iters));
+        for (int i = 0; i < r->iters && !atomic_load(&r->go); i++) {
+            if (API(bgjob_job_pause_point(job)) == BGJOB_RESULT_CANCELLED) {
+                rc = r->succeed_anyway ? 0 : CANCELLED_RC;
+                break;
+            }
+            API(bgjob_job_add_units(job, 1));
+            sleep_us(50 + below(&rng, 150));
+        }
+        break;
+    case P_HOOKS:
+        for (int i = 0; i < r->nhooks && i < MAX_HOOKS; i++) {
+            struct hookrec *hk = add_hook(r, job);
+            if (hk != NULL)
+                r->wh[r->nwh++] = hk;
+        }
+        for (int i = 0; i < r->iters && !atomic_load(&r->go); i++) {
+            if (API(bgjob_job_check_cancel(job)) == BGJOB_RESULT_CANCELLED) {
+                rc = r->succeed_anyway ? 0 : CANCELLED_RC;
+                break;
+            }
+            /* A pause point too, so pauses (user and internal) park it. */
+            if (chance(&rng, 4) && API(bgjob_job_pause_point(job)) == BGJOB_RESULT_CANCELLED) {
+                rc = r->succeed_anyway ? 0 : CANCELLED_RC;
+                break;
+            }
+            sleep_us(50 + below(&rng, 100));
+        }
+        /* Usually return with the hooks still registered: the job ends while
+         * the canceller may be between hooks. */
+        if (r->remove_hooks) {
+            for (int i = 0; i < r->nwh; i++) {
+                struct hookrec *hk = r->wh[i];
+                int32_t x = API(bgjob_job_remove_cancel_hook(job, atomic_load(&hk->id)));
+                expect(r, "remove_cancel_hook (worker)", x, RC(OK) | RC(NOT_FOUND));
+                if (x == BGJOB_RESULT_OK)
+                    atomic_store(&hk->removed_ok, 1);
+                if (atomic_load(&hk->inside))
+                    violation(V_ONCE, "job %" PRIu64 " [%s]: hook still running after remove returned",
+                              r->serial, r->what);
+            }
+        }
+        break;
+    case P_IOERR:
+        rc = worker_ioerr(r, job);
+        break;
+    case P_CHILD:
+        rc = worker_child(r, job, &rng);
+        break;
+    default:
+        break;
+    }
+    if (enabled[S_REENTER] && !r->nested && chance(&rng, 10)) {
+        list_all();
+        poke_other(&rng, false);
+    }
+    atomic_fetch_add(&r->returns, 1);
+    tl_depth--;
+    return rc;
+}
+
+/* ---- making and releasing jobs ---------------------------------------------------------- */
+
+static bgjob_context *contexts[N_CONTEXTS];
+
+struct mk {
+    uint32_t flags;
+    int64_t deadline_ms;
+    int32_t policy;
+};
+
+/* Creates the job for `r` (plan already set). Returns the create result. */
+static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
+{
+    bgjob_job_options o;
+    char name[48];
+    bgjob_job *h = NULL;
+    int32_t rc;
+
+    bgjob_job_options_init(&o, sizeof o);
+    snprintf(name, sizeof name, "fz-%" PRIu64 "-%s", r->serial, scn_names[r->scn]);
+    o.name = name;
+    o.flags = m->flags;
+    o.deadline_ms = m->deadline_ms;
+    o.error_policy = m->policy;
+    o.job_type = chance(rng, 5) ? BGJOB_JOB_TYPE_UNBOUNDED : BGJOB_JOB_TYPE_BOUNDED;
+    if (r->has_comp) {
+        o.completion = completion;
+        o.completion_userdata = token_new(TK_COMPLETION, r, NULL);
+        o.completion_free = token_free;
+        if (r->comp_ctx)
+            o.context = contexts[below(rng, N_CONTEXTS)];
+    }
+    if (m->flags & BGJOB_CREATE_MANUAL_FINALIZE)
+        r->manual = true;
+    if (r->has_fin) {
+        o.commit = commit_cb;
+        o.abort = abort_cb;
+        o.clean = clean_cb;
+        o.finalize_userdata = token_new(TK_FIN, r, NULL);
+        o.finalize_free = token_free;
+    }
+    describe(r, "completion %s%s", !r->has_comp ? "none" : r->comp_ctx ? "via context" : "on worker",
+             m->flags & BGJOB_CREATE_MANUAL_FINALIZE ? ", manual finalize" : "");
+    step("create", r);
+    rc = API(bgjob_job_create(&o, fz_worker, token_new(TK_WORKER, r, NULL), token_free, &h));
+    if (rc == BGJOB_RESULT_OK) {
+        uint64_t id = 0;
+        int32_t x = API(bgjob_job_get_id(h, &id));
+        r->id = id;
+        if (x != BGJOB_RESULT_OK && !(r->self_destroy && x == BGJOB_RESULT_INVALID_HANDLE))
+            expect(r, "get_id", x, RC(OK));
+        bgjob_job *none = NULL;
+        atomic_compare_exchange_strong(&r->h, &none, h);
+        atomic_store(&r->created, 1);
+        if (!r->self_destroy)
+            reg_add(r);
+    } else {
+        expect(r, "create", rc, RC(TRY_AGAIN));
+        if (atomic_load(&r->wfrees) != 1 || (r->has_comp && atomic_load(&r->comp_frees) != 1) ||
+            (r->has_fin && atomic_load(&r->fin_frees) != 1))
+            violation(V_ONCE, "job %" PRIu64 " [%s]: a failed create did not free every userdata",
+                      r->serial, r->what);
+    }
+    return rc;
+}
+
+/* Destroys (or detaches) r's handle; exactly one caller wins the claim. */
+static void release_job(struct rec *r, bool detach, uint32_t flags)
+{
+    bgjob_job *h = atomic_load(&r->h);
+    struct rec *saved = tl_call_rec;
+    int32_t rc;
+
+    if (h == NULL || atomic_exchange(&r->release_claim, 1))
+        return;
+    reg_del(r);
+    if (detach)
+        atomic_store(&r->detached, 1);
+    if (flags & BGJOB_DETACH_CANCEL)
+        atomic_fetch_add(&r->cancels, 1);
+    step(detach ? "detach" : "destroy", r);
+    tl_call_rec = r;
+    rc = detach ? API(bgjob_job_detach(h, flags)) : API(bgjob_job_destroy(h));
+    tl_call_rec = saved;
+    if (rc == BGJOB_RESULT_OK) {
+        if (!detach)
+            atomic_store(&r->destroyed, 1);
+        atomic_store(&r->released, 1);
+        /* The handle is invalid for the caller from now on. */
+        int32_t st;
+        int32_t x = API(bgjob_job_get_state(h, &st));
+        if (x != BGJOB_RESULT_INVALID_HANDLE)
+            violation(V_HANDLE, "job %" PRIu64 " [%s]: get_state after %s returned %s", r->serial,
+                      r->what, detach ? "detach" : "destroy", bgjob_result_str(x));
+        return;
+    }
+    /* Refused: the caller still owns it. */
+    if (detach)
+        atomic_store(&r->detached, 0);
+    atomic_store(&r->release_claim, 0);
+    expect(r, detach ? "detach" : "destroy", rc, RC(NOT_ALLOWED));
+}
+
+/* Waits for the end (no timeout: the watchdog catches a job that never ends). */
+static int32_t wait_end_rec(struct rec *r)
+{
+    bgjob_job *h = atomic_load(&r->h);
+    int32_t st = -1, rc;
+
+    step("wait for the end", r);
+    for (;;) {
+        rc = API(bgjob_job_wait(h, 1000, &st));
+        if (rc != BGJOB_RESULT_TIMED_OUT)
+            break;
+    }
+    expect(r, "wait", rc, RC(OK));
+    if (rc != BGJOB_RESULT_OK)
+        return -1;
+    if (!is_terminal(st))
+        violation(V_STATE, "job %" PRIu64 " [%s]: wait returned non-terminal %s", r->serial, r->what,
+                  bgjob_state_str(st));
+    observe(r, st, "bgjob_job_wait");
+    if (atomic_load(&r->runs) && atomic_load(&r->wfrees) != 1)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: wait returned before the worker userdata was freed",
+                  r->serial, r->what);
+    if (r->has_fin && atomic_load(&r->runs) && atomic_load(&r->cleans) != 1)
+        violation(V_TXN, "job %" PRIu64 " [%s]: wait returned %s before its clean ran", r->serial,
+                  r->what, bgjob_state_str(st));
+    return st;
+}
+
+/* Polls the state until `want` or a terminal state; no timeout (watchdog). */
+static int32_t poll_until(struct rec *r, int32_t want)
+{
+    bgjob_job *h = atomic_load(&r->h);
+    int32_t st = -1;
+
+    step(want == BGJOB_STATE_WAITING ? "poll for WAITING" : "poll for a state", r);
+    for (;;) {
+        bool was = atomic_load(&r->observed);
+        int32_t rc = API(bgjob_job_get_state(h, &st));
+        expect(r, "get_state", rc, RC(OK));
+        if (rc != BGJOB_RESULT_OK)
+            return -1;
+        observe(r, st, "get_state");
+        observe_nonterminal(r, st, was, "get_state");
+        if (st == want || is_terminal(st))
+            return st;
+        sleep_us(100);
+    }
+}
+
+static void do_cancel(struct rec *r)
+{
+    int32_t st = -1, rc;
+    struct rec *saved = tl_call_rec;
+
+    atomic_fetch_add(&r->cancels, 1);
+    tl_call_rec = r;
+    rc = API(bgjob_job_cancel(atomic_load(&r->h), &st));
+    tl_call_rec = saved;
+    expect(r, "cancel", rc, RC(OK));
+}
+
+static void do_info(struct rec *r)
+{
+    bgjob_info info = {.struct_size = sizeof info};
+    bool was = atomic_load(&r->observed);
+    int32_t rc = API(bgjob_job_get_info(atomic_load(&r->h), &info));
+
+    expect(r, "get_info", rc, RC(OK));
+    if (rc != BGJOB_RESULT_OK)
+        return;
+    observe(r, info.state, "get_info");
+    observe_nonterminal(r, info.state, was, "get_info");
+    if (info.iostatus != BGJOB_IOSTATUS_OK && info.state != BGJOB_STATE_PAUSED)
+        violation(V_IOSTATUS, "job %" PRIu64 " [%s]: iostatus %d in state %s", r->serial, r->what,
+                  info.iostatus, bgjob_state_str(info.state));
+    if (info.cancel_requested && info.cancel_cause == BGJOB_CANCEL_CAUSE_NONE)
+        violation(V_STATE, "job %" PRIu64 " [%s]: cancel requested, cause NONE", r->serial, r->what);
+}
+
+/* ---- detached jobs and the canceller service ------------------------------------------- */
+
+static void detach_now(struct rec *r, uint32_t flags)
+{
+    release_job(r, true, flags);
+}
+
+struct cancel_req {
+    struct rec *r;
+    int delay_us;
+};
+
+#define CQ 256
+static pthread_mutex_t cq_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cq_cv = PTHREAD_COND_INITIALIZER;
+static struct cancel_req cq[CQ];
+static size_t cq_head, cq_tail;
+
+/* Asks the canceller thread to cancel r (after delay_us). */
+static void do_cancel(struct rec *r);
+
+static void cancel_elsewhere(struct rec *r, int delay_us)
+{
+    bool queued = false;
+
+    pthread_mutex_lock(&cq_mu);
+    if (cq_tail - cq_head < CQ) {
+        cq[cq_tail % CQ] = (struct cancel_req){r, delay_us};
+        cq_tail++;
+        queued = true;
+        pthread_cond_signal(&cq_cv);
+    }
+    pthread_mutex_unlock(&cq_mu);
+    if (!queued) /* never drop it: a paused job would wait for ever */
+        do_cancel(r);
+}
+
+static void *canceller_main(void *arg)
+{
+    (void)arg;
+    tl_role = ROLE_CANCELLER;
+    tl_self = &svc_canceller;
+    for (;;) {
+        struct cancel_req q;
+        struct timespec ts;
+
+        beat("idle", NULL);
+        pthread_mutex_lock(&cq_mu);
+        while (cq_head == cq_tail && !atomic_load(&stopping)) {
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&cq_cv, &cq_mu, &ts);
+            pthread_mutex_unlock(&cq_mu);
+            beat("idle", NULL);
+            pthread_mutex_lock(&cq_mu);
+        }
+        if (cq_head == cq_tail) {
+            pthread_mutex_unlock(&cq_mu);
+            break;
+        }
+        q = cq[cq_head % CQ];
+        cq_head++;
+        pthread_mutex_unlock(&cq_mu);
+        beat("cancel (hooks run here)", q.r);
+        if (q.delay_us > 0)
+            sleep_us(q.delay_us);
+        bgjob_job *h = atomic_load(&q.r->h);
+        int32_t st = -1;
+        atomic_fetch_add(&q.r->cancels, 1);
+        tl_call_rec = q.r;
+        int32_t rc = API(bgjob_job_cancel(h, &st));
+        tl_call_rec = NULL;
+        expect(q.r, "cancel (canceller thread)", rc, RC(OK));
+    }
+    atomic_store(&svc_canceller.beat, 0);
+    return NULL;
+}
+
+/* Jobs made inside callbacks that nobody owns yet: a later callback (of any
+ * job) destroys or detaches them, the end reaps the rest. */
+static pthread_mutex_t orphan_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rec *orphans[ORPHANS];
+static atomic_long n_orphans_reaped;
+
+static struct rec *orphan_swap(unsigned i, struct rec *r)
+{
+    struct rec *old;
+
+    pthread_mutex_lock(&orphan_mu);
+    old = orphans[i % ORPHANS];
+    orphans[i % ORPHANS] = r;
+    pthread_mutex_unlock(&orphan_mu);
+    return old;
+}
+
+/* Releases an orphan from wherever we are: destroy if it ended, else detach. */
+static void reap_orphan(struct rec *o, uint64_t *rng)
+{
+    if (o == NULL)
+        return;
+    atomic_fetch_add(&n_orphans_reaped, 1);
+    release_job(o, false, 0);
+    if (!atomic_load(&o->released))
+        release_job(o, true, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+}
+
+/* A job made from inside a callback: quick; detached at once or left for
+ * another callback to destroy. */
+static atomic_long n_nested;
+
+static void nested_job(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_REENTER, rng);
+    struct mk m = {0, 0, 0};
+
+    r->nested = true;
+    r->plan = P_RETURN;
+    r->rc_plan = chance(rng, 3) ? 7 : 0;
+    r->has_comp = true;
+    describe(r, "made inside a callback");
+    if (make_job(r, rng, &m) == BGJOB_RESULT_OK) {
+        atomic_fetch_add(&n_nested, 1);
+        if (chance(rng, 2))
+            detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+        else
+            reap_orphan(orphan_swap(below(rng, ORPHANS), r), rng);
+    }
+}
+
+/* ---- scenarios -------------------------------------------------------------------------- */
+
+static void set_completion(struct rec *r, uint64_t *rng)
+{
+    unsigned k = below(rng, 4);
+
+    r->has_comp = k != 0;
+    r->comp_ctx = k == 3;
+}
+
+/* A released job is checked at the end; a kept one is waited for and destroyed. */
+static void finish_kept(struct rec *r)
+{
+    if (atomic_load(&r->release_claim))
+        return;
+    wait_end_rec(r);
+    release_job(r, false, 0);
+}
+
+static void scn_hooks(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_HOOKS, rng);
+    struct mk m = {0, 0, 0};
+    unsigned how = below(rng, enabled[S_DEADLINE] ? 4 : 3);
+
+    r->plan = P_HOOKS;
+    r->nhooks = 1 + (int)below(rng, MAX_HOOKS);
+    r->hook_sleep_us = chance(rng, 3) ? 0 : (int)below(rng, 3000);
+    r->iters = 200 + (int)below(rng, 2000);
+    r->remove_hooks = chance(rng, 5);
+    r->succeed_anyway = chance(rng, 4);
+    set_completion(r, rng);
+    if (how == 3)
+        m.deadline_ms = 1 + below(rng, 5);
+    describe(r, "%d worker hooks, hook sleeps %d us, cancel by %s%s", r->nhooks, r->hook_sleep_us,
+             how == 0 ? "canceller thread" : how == 1 ? "this actor" : how == 2 ? "a pause+cancel" : "deadline",
+             r->remove_hooks ? ", worker removes them" : "");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    /* Let the worker register its hooks. */
+    sleep_us(below(rng, 1500));
+    if (chance(rng, 4))
+        add_hook(r, atomic_load(&r->h)); /* a caller's hook too */
+    switch (how) {
+    case 0:
+        cancel_elsewhere(r, (int)below(rng, 500));
+        break;
+    case 1:
+        do_cancel(r);
+        break;
+    case 2:
+        expect(r, "pause", API(bgjob_job_pause(atomic_load(&r->h))), RC(OK) | RC(NOT_ALLOWED));
+        cancel_elsewhere(r, 0);
+        break;
+    default:
+        break;
+    }
+    do_info(r);
+    if (chance(rng, 6)) {
+        detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+        return;
+    }
+    finish_kept(r);
+}
+
+/* Whether a member was cancelled from elsewhere (a callback's poke). */
+static bool txn_hit(struct txnrec *tx)
+{
+    for (int i = 0; i < atomic_load(&tx->nm); i++)
+        if (atomic_load(&tx->m[i]->cancels) > 0)
+            return true;
+    return false;
+}
+
+static void scn_txn(uint64_t *rng)
+{
+    struct txnrec *tx = calloc(1, sizeof *tx);
+    bgjob_txn *t = NULL;
+    int32_t rc;
+    unsigned dmode = below(rng, 4); /* 0-1: keep all, 2: detach some, 3: detach all */
+    bool any_detach = dmode >= 2;
+    bool sibling_wait = enabled[S_TXNWAIT] && !any_detach && chance(rng, 2);
+    bool destroy_early = chance(rng, 3);
+
+    if (tx == NULL)
+        abort();
+    tx->serial = atomic_fetch_add(&serials, 1) + 1;
+    tx->manual = chance(rng, 3);
+    tx->n = 2 + (int)below(rng, MAX_MEMBERS - 1);
+    snprintf(tx->what, sizeof tx->what, "txn %" PRIu64 " (%d members%s%s%s%s)", tx->serial, tx->n,
+             tx->manual ? ", manual finalize" : "",
+             dmode == 3 ? ", all members detached, then the txn destroyed" : any_detach ? ", some members detached" : "",
+             sibling_wait ? ", completions wait for a sibling" : "",
+             destroy_early ? ", txn destroyed early" : "");
+    PUSH(all_txns, n_txns, cap_txns, tx);
+    step("txn_create", NULL);
+    rc = API(bgjob_txn_create(tx->manual ? BGJOB_TXN_MANUAL_FINALIZE : 0, &t));
+    expect(NULL, "txn_create", rc, RC(OK));
+    if (rc != BGJOB_RESULT_OK) {
+        tx->n = 0;
+        return;
+    }
+    tx->t = t;
+    atomic_store(&tx->th, t);
+    for (int i = 0; i < tx->n; i++) {
+        struct rec *r = rec_new(S_TXN, rng);
+        struct mk m = {BGJOB_CREATE_DEFER_START, 0, 0};
+        unsigned k = below(rng, 10);
+
+        r->txn = tx;
+        r->manual = tx->manual;
+        r->member = i;
+        r->has_fin = true;
+        r->has_comp = true;
+        r->comp_ctx = chance(rng, 5);
+        r->sibling_wait = sibling_wait && !r->comp_ctx;
+        r->plan = k < 5 ? P_RETURN : k < 8 ? P_LOOP : P_HOOKS;
+        r->rc_plan = chance(rng, 4) ? 40 + (int32_t)i : 0;
+        r->iters = 20 + (int)below(rng, 300);
+        r->nhooks = 1;
+        r->hook_sleep_us = (int)below(rng, 500);
+        r->succeed_anyway = chance(rng, 3);
+        describe(r, "%s member %d, rc %d", tx->what, i, r->rc_plan);
+        if (make_job(r, rng, &m) != BGJOB_RESULT_OK) {
+            tx->n = i;
+            break;
+        }
+        rc = API(bgjob_txn_add(t, atomic_load(&r->h)));
+        /* A callback's cancel of a member already added aborts the
+         * transaction: adding is then refused. */
+        expect(r, "txn_add", rc,
+               RC(OK) | (txn_hit(tx) || atomic_load(&r->cancels) ? RC(NOT_ALLOWED) : 0));
+        if (rc != BGJOB_RESULT_OK) {
+            release_job(r, false, 0);
+            tx->n = i;
+            break;
+        }
+        tx->m[i] = r;
+        atomic_store(&tx->nm, i + 1);
+        if (chance(rng, 8)) /* a second add is refused */
+            expect(r, "txn_add (again)", API(bgjob_txn_add(t, atomic_load(&r->h))),
+                   RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+    }
+    if (tx->n == 0) {
+        API(bgjob_txn_destroy(t));
+        return;
+    }
+    step("txn_start", NULL);
+    tl_call_txn = tx;
+    if (chance(rng, 5)) {
+        for (int i = 0; i < tx->n; i++) {
+            tl_call_rec = tx->m[i];
+            expect(tx->m[i], "job_start (txn member)", API(bgjob_job_start(atomic_load(&tx->m[i]->h))),
+                   RC(OK) | RC(NOT_ALLOWED));
+            tl_call_rec = NULL;
+        }
+    } else {
+        int32_t x = API(bgjob_txn_start(t));
+        if (x != BGJOB_RESULT_OK && !(x == BGJOB_RESULT_NOT_ALLOWED && txn_hit(tx))) {
+            char st[160] = "";
+            for (int i = 0; i < tx->n; i++) {
+                int32_t ms = -1;
+                bgjob_job_get_state(atomic_load(&tx->m[i]->h), &ms);
+                snprintf(st + strlen(st), sizeof st - strlen(st), " m%d=%s/%dc", i, bgjob_state_str(ms),
+                         atomic_load(&tx->m[i]->cancels));
+            }
+            violation(V_RESULT, "%s: txn_start returned %s; members:%s", tx->what, bgjob_result_str(x), st);
+        }
+    }
+    tl_call_txn = NULL;
+    if (destroy_early) {
+        expect(NULL, "txn_destroy", API(bgjob_txn_destroy(t)), RC(OK));
+        tx->t = NULL;
+    }
+    /* Stir. */
+    for (int i = 0; i < tx->n; i++) {
+        struct rec *r = tx->m[i];
+        bgjob_job *h = atomic_load(&r->h);
+        switch (below(rng, 12)) {
+        case 0:
+            do_cancel(r);
+            break;
+        case 1:
+            if (tx->t != NULL) {
+                tl_call_txn = tx;
+                expect(NULL, "txn_cancel", API(bgjob_txn_cancel(tx->t)), RC(OK));
+                tl_call_txn = NULL;
+            }
+            break;
+        case 2:
+            expect(r, "pause", API(bgjob_job_pause(h)), RC(OK) | RC(NOT_ALLOWED));
+            sleep_us(below(rng, 300));
+            expect(r, "resume", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
+            break;
+        case 3:
+            if (API(bgjob_job_pause_internal(h)) == BGJOB_RESULT_OK) {
+                sleep_us(below(rng, 300));
+                expect(r, "resume_internal", API(bgjob_job_resume_internal(h)),
+                       RC(OK) | RC(NOT_ALLOWED));
+            }
+            break;
+        case 4:
+            do_info(r);
+            break;
+        default:
+            break;
+        }
+        if (dmode == 3 || (any_detach && chance(rng, 2)))
+            detach_now(r, chance(rng, 4) ? BGJOB_DETACH_CANCEL : 0);
+    }
+    if (dmode == 3 && tx->t != NULL) {
+        /* Nobody is left to finalize: the members must end by themselves. */
+        expect(NULL, "txn_destroy", API(bgjob_txn_destroy(tx->t)), RC(OK));
+        tx->t = NULL;
+    }
+    /* Manual finalize: once every kept member is WAITING (or ended). */
+    if (tx->manual) {
+        struct rec *kept = NULL;
+        for (int i = 0; i < tx->n; i++) {
+            if (atomic_load(&tx->m[i]->release_claim))
+                continue;
+            kept = tx->m[i];
+            poll_until(tx->m[i], BGJOB_STATE_WAITING);
+        }
+        if (chance(rng, 6) && kept != NULL) {
+            int32_t st = -1;
+            expect(kept, "wait (WAITING member, 0 ms)", API(bgjob_job_wait(atomic_load(&kept->h), 0, &st)),
+                   RC(OK) | RC(TIMED_OUT));
+            /* Refused while WAITING; allowed if it ended meanwhile. */
+            release_job(kept, false, 0);
+            if (atomic_load(&kept->released))
+                kept = NULL;
+        }
+        step("finalize", kept);
+        /* Never inside the call that ended the job: finalize included. */
+        tl_call_txn = tx;
+        if (tx->t != NULL && chance(rng, 2)) {
+            expect(NULL, "txn_finalize", API(bgjob_txn_finalize(tx->t)), RC(OK) | RC(NOT_ALLOWED));
+        } else if (kept != NULL) {
+            tl_call_rec = kept;
+            expect(kept, "job_finalize (member)", API(bgjob_job_finalize(atomic_load(&kept->h))),
+                   RC(OK) | RC(NOT_ALLOWED));
+        }
+        tl_call_txn = NULL;
+        tl_call_rec = NULL;
+    }
+    for (int i = 0; i < tx->n; i++)
+        finish_kept(tx->m[i]);
+    if (tx->t != NULL) {
+        bgjob_txn *old = tx->t;
+        expect(NULL, "txn_destroy", API(bgjob_txn_destroy(old)), RC(OK));
+        tx->t = NULL;
+        /* A destroyed transaction handle is dead for every call. */
+        int32_t x = chance(rng, 2) ? API(bgjob_txn_cancel(old)) : API(bgjob_txn_destroy(old));
+        if (x != BGJOB_RESULT_INVALID_HANDLE)
+            violation(V_HANDLE, "%s: a call on the destroyed txn handle returned %s", tx->what,
+                      bgjob_result_str(x));
+    }
+}
+
+static void scn_finalize(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_FINALIZE, rng);
+    struct mk m = {BGJOB_CREATE_MANUAL_FINALIZE, 0, 0};
+    unsigned how = below(rng, 9);
+    static const char *const hows[] = {
+        "finalize when WAITING", "cancel when WAITING, then finalize",
+        "detach+cancel while running", "cancel when WAITING, then detach",
+        "detach when WAITING", "detach+cancel when WAITING", "detach while running",
+        "destroy refused when WAITING, then finalize",
+        "cancel while running, detach when WAITING",
+    };
+    uint32_t dflags = chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0;
+    bgjob_job *h;
+
+    r->has_fin = true;
+    r->has_comp = chance(rng, 8) ? false : true;
+    r->comp_ctx = chance(rng, 4);
+    r->plan = how == 2 || how == 6 || how == 8 ? P_LOOP : (chance(rng, 2) ? P_RETURN : P_LOOP);
+    r->iters = 5 + (int)below(rng, 100);
+    r->rc_plan = chance(rng, 5) ? 33 : 0;
+    r->succeed_anyway = chance(rng, 2);
+    describe(r, "%s%s, rc %d%s", hows[how], (how == 3 || how == 8) && dflags ? " (detach+cancel)" : "",
+             r->rc_plan, r->succeed_anyway ? ", succeeds despite cancel" : "");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    switch (how) {
+    case 2:
+        sleep_us(below(rng, 500));
+        detach_now(r, BGJOB_DETACH_CANCEL);
+        return;
+    case 6:
+        sleep_us(below(rng, 500));
+        detach_now(r, 0);
+        return;
+    case 8:
+        sleep_us(below(rng, 300));
+        do_cancel(r);
+        break;
+    default:
+        break;
+    }
+    if (poll_until(r, BGJOB_STATE_WAITING) == BGJOB_STATE_WAITING) {
+        switch (how) {
+        case 8:
+            detach_now(r, dflags);
+            return;
+        case 1:
+        case 3:
+            do_cancel(r);
+            if (how == 3) {
+                detach_now(r, dflags);
+                return;
+            }
+            break;
+        case 4:
+            detach_now(r, 0);
+            return;
+        case 5:
+            detach_now(r, BGJOB_DETACH_CANCEL);
+            return;
+        case 7: {
+            int32_t st = -1;
+            expect(r, "wait 0 (WAITING)", API(bgjob_job_wait(h, 0, &st)), RC(TIMED_OUT) | RC(OK));
+            /* Refused while WAITING; a cancel from a callback may have ended it. */
+            release_job(r, false, 0);
+            if (atomic_load(&r->released))
+                return;
+            break;
+        }
+        default:
+            break;
+        }
+        step("finalize", r);
+        tl_call_rec = r;
+        expect(r, "finalize", API(bgjob_job_finalize(h)), RC(OK) | RC(NOT_ALLOWED));
+        tl_call_rec = NULL;
+    }
+    finish_kept(r);
+}
+
+static void scn_detach(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_DETACH, rng);
+    struct mk m = {0, 0, 0};
+    unsigned state = below(rng, 7);
+    static const char *const states[] = {
+        "running", "user-paused", "internally paused", "internally paused twice",
+        "user- and internally paused", "error-stopped", "WAITING (manual finalize)",
+    };
+    uint32_t flags = chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0;
+    bgjob_job *h;
+
+    r->has_comp = true;
+    r->comp_ctx = chance(rng, 4);
+    r->plan = chance(rng, 4) ? P_HOOKS : P_LOOP;
+    r->iters = 30 + (int)below(rng, 400);
+    r->nhooks = 1;
+    r->rc_plan = chance(rng, 4) ? 21 : 0;
+    r->succeed_anyway = chance(rng, 3);
+    if (state == 5) {
+        r->plan = P_IOERR;
+        r->io_policy = BGJOB_ERROR_POLICY_STOP;
+        r->io_code = EIO;
+        m.policy = BGJOB_ERROR_POLICY_STOP;
+    }
+    if (state == 6) {
+        r->plan = P_RETURN;
+        r->has_fin = true;
+        m.flags = BGJOB_CREATE_MANUAL_FINALIZE;
+    }
+    describe(r, "detach%s when %s", flags ? "+cancel" : "", states[state]);
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    sleep_us(below(rng, 400));
+    switch (state) {
+    case 1:
+        expect(r, "pause", API(bgjob_job_pause(h)), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 2:
+    case 3:
+        expect(r, "pause_internal", API(bgjob_job_pause_internal(h)), RC(OK) | RC(NOT_ALLOWED));
+        if (state == 3)
+            expect(r, "pause_internal", API(bgjob_job_pause_internal(h)), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 4:
+        expect(r, "pause", API(bgjob_job_pause(h)), RC(OK) | RC(NOT_ALLOWED));
+        expect(r, "pause_internal", API(bgjob_job_pause_internal(h)), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 5:
+        for (int i = 0; i < 200; i++) {
+            bgjob_info info = {.struct_size = sizeof info};
+            if (API(bgjob_job_get_info(h, &info)) != BGJOB_RESULT_OK || is_terminal(info.state))
+                break;
+            if (info.iostatus != BGJOB_IOSTATUS_OK) {
+                if (info.state != BGJOB_STATE_PAUSED)
+                    violation(V_IOSTATUS, "job %" PRIu64 " [%s]: iostatus %d in state %s",
+                              r->serial, r->what, info.iostatus, bgjob_state_str(info.state));
+                break;
+            }
+            sleep_us(100);
+        }
+        break;
+    case 6:
+        poll_until(r, BGJOB_STATE_WAITING);
+        break;
+    default:
+        break;
+    }
+    sleep_us(below(rng, 300));
+    do_info(r);
+    detach_now(r, flags);
+    if (!atomic_load(&r->released)) /* refused: end it ourselves */
+        finish_kept(r);
+}
+
+static void scn_errpolicy(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_ERRPOLICY, rng);
+    struct mk m = {0, 0, 0};
+    bgjob_job *h;
+    unsigned what = below(rng, 4);
+
+    r->plan = P_IOERR;
+    r->io_policy = (int32_t)below(rng, 4);
+    r->io_code = chance(rng, 2) ? ENOSPC : EIO;
+    r->succeed_anyway = chance(rng, 4);
+    set_completion(r, rng);
+    m.policy = r->io_policy;
+    describe(r, "policy %d, code %s, then %s", r->io_policy, r->io_code == ENOSPC ? "ENOSPC" : "EIO",
+             what == 0 ? "resume" : what == 1 ? "cancel" : what == 2 ? "detach" : "resume after set_error_policy");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    expect(r, "set_error_policy (bad)", API(bgjob_job_set_error_policy(h, 99)),
+           RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+    /* Until it ends: every error stop is answered, so nothing waits for ever. */
+    for (bool cancelled = false;;) {
+        bgjob_info info = {.struct_size = sizeof info};
+        bool was = atomic_load(&r->observed);
+        int32_t rc = API(bgjob_job_get_info(h, &info));
+        expect(r, "get_info", rc, RC(OK));
+        if (rc != BGJOB_RESULT_OK)
+            break;
+        observe(r, info.state, "get_info");
+        observe_nonterminal(r, info.state, was, "get_info");
+        if (is_terminal(info.state))
+            break;
+        if (info.iostatus != BGJOB_IOSTATUS_OK) {
+            if (info.state != BGJOB_STATE_PAUSED)
+                violation(V_IOSTATUS, "job %" PRIu64 " [%s]: iostatus %d in state %s", r->serial,
+                          r->what, info.iostatus, bgjob_state_str(info.state));
+            if (what == 1 && !cancelled) {
+                do_cancel(r);
+                cancelled = true;
+            } else if (what == 2) {
+                detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+                return;
+            } else {
+                if (what == 3) {
+                    atomic_store(&r->policy_changed, 1);
+                    expect(r, "set_error_policy", API(bgjob_job_set_error_policy(h, BGJOB_ERROR_POLICY_IGNORE)),
+                           RC(OK) | RC(NOT_ALLOWED));
+                }
+                expect(r, "resume (error-stopped)", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
+            }
+        }
+        sleep_us(200 + below(rng, 500));
+    }
+    finish_kept(r);
+}
+
+static void scn_deadline(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_DEADLINE, rng);
+    struct mk m = {0, 0, 0};
+    bgjob_job *h;
+    bool later = chance(rng, 2);
+
+    r->plan = chance(rng, 2) ? P_LOOP : P_HOOKS;
+    r->iters = 20 + (int)below(rng, 200);
+    r->nhooks = 1 + (int)below(rng, 2);
+    r->hook_sleep_us = (int)below(rng, 1000);
+    r->succeed_anyway = chance(rng, 5);
+    set_completion(r, rng);
+    if (!later)
+        m.deadline_ms = 1 + below(rng, 10);
+    else
+        m.flags = chance(rng, 2) ? BGJOB_CREATE_DEFER_START : 0;
+    describe(r, "deadline %s", later ? "set later" : "from options");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    if (later) {
+        expect(r, "set_deadline", API(bgjob_job_set_deadline(h, 1 + below(rng, 8))),
+               RC(OK) | RC(NOT_ALLOWED));
+        if (m.flags & BGJOB_CREATE_DEFER_START) {
+            tl_call_rec = r;
+            expect(r, "start", API(bgjob_job_start(h)), RC(OK));
+            tl_call_rec = NULL;
+        }
+    }
+    if (chance(rng, 3)) {
+        expect(r, "pause", API(bgjob_job_pause(h)), RC(OK) | RC(NOT_ALLOWED));
+        sleep_us(below(rng, 3000));
+        expect(r, "resume", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
+    }
+    finish_kept(r);
+}
+
+static void scn_child(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_CHILD, rng);
+    struct mk m = {0, 0, 0};
+    unsigned what = below(rng, 4);
+
+    r->plan = P_CHILD;
+    r->child_kind = (int)below(rng, 3);
+    r->succeed_anyway = chance(rng, 5);
+    set_completion(r, rng);
+    describe(r, "child %s, %s", r->child_kind == 0 ? "true" : r->child_kind == 1 ? "sleep" : "sh echo",
+             what == 0 ? "cancelled" : what == 1 ? "paused and resumed" : what == 2 ? "detached+cancel" : "left alone");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    sleep_us(below(rng, 20000));
+    switch (what) {
+    case 0:
+        if (chance(rng, 2))
+            cancel_elsewhere(r, 0);
+        else
+            do_cancel(r);
+        break;
+    case 1:
+        expect(r, "pause", API(bgjob_job_pause(atomic_load(&r->h))), RC(OK) | RC(NOT_ALLOWED));
+        sleep_us(below(rng, 5000));
+        expect(r, "resume", API(bgjob_job_resume(atomic_load(&r->h))), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 2:
+        detach_now(r, BGJOB_DETACH_CANCEL);
+        return;
+    default:
+        break;
+    }
+    finish_kept(r);
+}
+
+static void scn_rit(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_RIT, rng);
+    unsigned mode = below(rng, 3);
+    bgjob_job *h = NULL;
+    bgjob_context *c = contexts[below(rng, N_CONTEXTS)];
+    int32_t rc;
+
+    r->plan = chance(rng, 2) ? P_RETURN : P_LOOP;
+    r->iters = 5 + (int)below(rng, 50);
+    r->rc_plan = chance(rng, 4) ? 9 : 0;
+    describe(r, "run_in_thread %s", mode == 0 ? "fire-and-forget" : mode == 1 ? "through a context, no handle" : "kept handle");
+    if (mode == 0) {
+        r->has_comp = false;
+        atomic_store(&r->detached, 1);
+        atomic_store(&r->release_claim, 1);
+        rc = API(bgjob_run_in_thread(NULL, "fz-rit", fz_worker, token_new(TK_WORKER, r, NULL),
+                                     token_free, NULL, NULL, NULL, NULL));
+    } else {
+        r->has_comp = true;
+        r->comp_ctx = true;
+        if (mode == 1) {
+            atomic_store(&r->detached, 1);
+            atomic_store(&r->release_claim, 1);
+        }
+        rc = API(bgjob_run_in_thread(c, "fz-rit", fz_worker, token_new(TK_WORKER, r, NULL),
+                                     token_free, completion, token_new(TK_COMPLETION, r, NULL),
+                                     token_free, mode == 2 ? &h : NULL));
+    }
+    expect(r, "run_in_thread", rc, RC(OK) | RC(TRY_AGAIN));
+    if (rc != BGJOB_RESULT_OK)
+        return;
+    atomic_store(&r->created, 1);
+    if (mode == 2) {
+        uint64_t id = 0;
+        API(bgjob_job_get_id(h, &id));
+        r->id = id;
+        atomic_store(&r->h, h);
+        finish_kept(r);
+    }
+}
+
+static void scn_wrongtype(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_WRONGTYPE, rng);
+    struct mk m = {BGJOB_CREATE_DEFER_START, 0, 0};
+    bgjob_txn *t = NULL;
+    bgjob_context *c = contexts[below(rng, N_CONTEXTS)];
+    bgjob_job *h;
+    int32_t st, fd;
+    size_t n;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    r->plan = P_RETURN;
+    r->has_comp = chance(rng, 2);
+    describe(r, "handles of the wrong type");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    expect(NULL, "txn_create", API(bgjob_txn_create(0, &t)), RC(OK));
+#define WRONG(call, what)                                                                  \
+    do {                                                                                   \
+        int32_t w_ = API(call);                                                            \
+        if (w_ != BGJOB_RESULT_INVALID_HANDLE)                                             \
+            violation(V_HANDLE, "%s returned %s, not INVALID_HANDLE", what,               \
+                      bgjob_result_str(w_));                                               \
+    } while (0)
+    switch (below(rng, 8)) {
+    case 0:
+        WRONG(bgjob_job_get_state((bgjob_job *)(void *)t, &st), "get_state(a txn handle)");
+        break;
+    case 1:
+        WRONG(bgjob_job_get_info((bgjob_job *)(void *)c, &info), "get_info(a context handle)");
+        break;
+    case 2:
+        WRONG(bgjob_txn_cancel((bgjob_txn *)(void *)h), "txn_cancel(a job handle)");
+        break;
+    case 3:
+        WRONG(bgjob_context_pending((bgjob_context *)(void *)h, &n), "context_pending(a job handle)");
+        break;
+    case 4:
+        WRONG(bgjob_context_get_fd((bgjob_context *)(void *)t, &fd), "context_get_fd(a txn handle)");
+        break;
+    case 5:
+        WRONG(bgjob_txn_finalize((bgjob_txn *)(void *)c), "txn_finalize(a context handle)");
+        break;
+    case 6:
+        WRONG(bgjob_job_cancel((bgjob_job *)(void *)t, &st), "job_cancel(a txn handle)");
+        break;
+    default:
+        WRONG(bgjob_txn_add((bgjob_txn *)(void *)h, (bgjob_job *)(void *)t), "txn_add(job, txn) swapped");
+        break;
+    }
+#undef WRONG
+    if (t != NULL)
+        expect(NULL, "txn_destroy", API(bgjob_txn_destroy(t)), RC(OK));
+    /* Destroying a CREATED job cancels it; its completion still comes. */
+    release_job(r, false, 0);
+}
+
+static void scn_reenter(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_REENTER, rng);
+    struct mk m = {0, 0, 0};
+    bgjob_job *h;
+
+    r->plan = chance(rng, 2) ? P_RETURN : P_LOOP;
+    r->iters = 5 + (int)below(rng, 80);
+    r->rc_plan = chance(rng, 4) ? 5 : 0;
+    r->has_comp = true;
+    r->comp_ctx = chance(rng, 3);
+    r->self_destroy = true;
+    describe(r, "completion destroys its own job, callbacks poke others");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    /* The completion may destroy the handle under us: INVALID_HANDLE then. */
+    for (int i = 0; i < 3; i++) {
+        int32_t st;
+        switch (below(rng, 4)) {
+        case 0:
+            atomic_fetch_add(&r->cancels, 1);
+            expect(r, "cancel", API(bgjob_job_cancel(h, &st)), RC(OK));
+            break;
+        case 1:
+            expect(r, "pause", API(bgjob_job_pause(h)), RC(OK) | RC(NOT_ALLOWED));
+            expect(r, "resume", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
+            break;
+        default:
+            list_all();
+            poke_other(rng, false);
+            break;
+        }
+    }
+    step("wait for a self-destroying job's completion", r);
+    while (atomic_load(&r->comp_calls) == 0)
+        sleep_us(200);
+}
+
+typedef void (*scn_fn)(uint64_t *rng);
+
+static const scn_fn scn_fns[N_ACTOR_SCN] = {
+    scn_hooks, scn_txn, scn_finalize, scn_detach, scn_errpolicy,
+    scn_deadline, scn_child, scn_rit, scn_wrongtype, scn_reenter,
+};
+
+static const unsigned scn_weight[N_ACTOR_SCN] = {
+    /* hooks txn finalize detach errpolicy deadline child rit wrongtype reenter */
+    6, 5, 5, 6, 3, 3, 2, 3, 1, 3,
+};
+
+static long ops_per_actor;
+
+static void *actor_main(void *arg)
+{
+    struct watched *w = arg;
+    uint64_t rng = seed + (uint64_t)w->index * 0x1000193ull;
+    unsigned total = 0;
+
+    splitmix(&rng);
+    tl_role = ROLE_ACTOR;
+    tl_self = w;
+    for (int i = 0; i < N_ACTOR_SCN; i++)
+        total += enabled[i] ? scn_weight[i] : 0;
+    while (tl_ops < ops_per_actor && total > 0) {
+        unsigned k = below(&rng, total);
+        int s = 0;
+        for (; s < N_ACTOR_SCN; s++) {
+            unsigned wgt = enabled[s] ? scn_weight[s] : 0;
+            if (k < wgt)
+                break;
+            k -= wgt;
+        }
+        beat(scn_names[s], NULL);
+        scn_fns[s](&rng);
+        if (chance(&rng, 4))
+            list_all();
+    }
+    /* An actor with nothing enabled still makes its API calls. */
+    while (tl_ops < ops_per_actor) {
+        beat("list", NULL);
+        list_all();
+    }
+    atomic_store(&w->beat, 0);
+    return NULL;
+}
+
+/* ---- service threads ---------------------------------------------------------------- */
+
+static void *dispatcher_main(void *arg)
+{
+    (void)arg;
+    tl_role = ROLE_DISPATCHER;
+    tl_self = &svc_dispatcher;
+    /* Runs on while detached jobs settle (stopping 1), until stopping 2. */
+    while (atomic_load(&stopping) < 2) {
+        struct pollfd p[N_CONTEXTS];
+        beat("poll", NULL);
+        for (int i = 0; i < N_CONTEXTS; i++) {
+            int32_t fd = -1;
+            bgjob_context_get_fd(contexts[i], &fd);
+            p[i].fd = fd;
+            p[i].events = POLLIN;
+            p[i].revents = 0;
+        }
+        poll(p, N_CONTEXTS, 10);
+        for (int i = 0; i < N_CONTEXTS; i++) {
+            if (!(p[i].revents & POLLIN))
+                continue;
+            beat("dispatch (completions run here)", NULL);
+            step("dispatch (completions run here)", NULL);
+            expect(NULL, "context_dispatch", API(bgjob_context_dispatch(contexts[i], 0, NULL)), RC(OK));
+        }
+    }
+    atomic_store(&svc_dispatcher.beat, 0);
+    return NULL;
+}
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_internal_name[32];
+
+static void log_cb(void *ud, const char *line)
+{
+    struct token *t = ud;
+
+    if (t == NULL || t->magic != TOKEN_MAGIC || t->kind != TK_LOG) {
+        violation(V_ONCE, "log callback with a bad or freed userdata");
+        return;
+    }
+    tl_depth++;
+    if (tl_role == ROLE_NONE) {
+        /* A thread that never ran a worker: a fresh job thread (named after
+         * its job, "fz-...") may log before its worker starts; any other is
+         * bgjob's own (the timer thread), where no user code may run. */
+        char name[32] = "?";
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        if (strncmp(name, "fz-", 3) != 0) {
+            if (atomic_fetch_add(&log_lines_internal, 1) == 0) {
+                pthread_mutex_lock(&log_mu);
+                snprintf(log_internal_name, sizeof log_internal_name, "%s", name);
+                pthread_mutex_unlock(&log_mu);
+            }
+            violation(V_INTERNAL_THREAD, "the log callback ran on bgjob-internal thread '%s': \"%.120s\"",
+                      name, line);
+        }
+    }
+    if ((atomic_fetch_add(&log_lines, 1) & 31) == 0 && enabled[S_REENTER]) {
+        list_all();
+        uint64_t x = (uint64_t)atomic_load(&log_lines);
+        poke_other(&x, false);
+    }
+    tl_depth--;
+}
+
+static void *chaos_main(void *arg)
+{
+    uint64_t rng = seed ^ 0xcafe;
+
+    (void)arg;
+    tl_role = ROLE_CHAOS;
+    tl_self = &svc_chaos;
+    while (!atomic_load(&stopping)) {
+        beat("chaos", NULL);
+        if (enabled[S_CAP]) {
+            static const uint32_t caps[] = {1, 2, 3, 8};
+            uint32_t cap = caps[below(&rng, 4)], got = 99;
+            size_t running = 0, queued = 0;
+            step("pool cap", NULL);
+            expect(NULL, "pool_set_max_running", API(bgjob_pool_set_max_running(cap)), RC(OK));
+            expect(NULL, "pool_get_status", API(bgjob_pool_get_status(&got, &running, &queued)), RC(OK));
+            sleep_us(500 + below(&rng, 5000));
+            expect(NULL, "pool_set_max_running", API(bgjob_pool_set_max_running(0)), RC(OK));
+        }
+        if (enabled[S_LOG] && chance(&rng, 10)) {
+            step("log callback", NULL);
+            if (chance(&rng, 3)) {
+                expect(NULL, "set_log_callback(NULL)", API(bgjob_set_log_callback(NULL, NULL, NULL)), RC(OK));
+            } else {
+                atomic_fetch_add(&log_installs, 1);
+                expect(NULL, "set_log_callback",
+                       API(bgjob_set_log_callback(log_cb, token_new(TK_LOG, NULL, NULL), token_free)),
+                       RC(OK));
+            }
+        }
+        sleep_us(1000 + below(&rng, 10000));
+    }
+    bgjob_pool_set_max_running(0);
+    bgjob_set_log_callback(NULL, NULL, NULL);
+    atomic_store(&svc_chaos.beat, 0);
+    return NULL;
+}
+
+/* ---- the watchdog ------------------------------------------------------------------- */
+
+struct list_arg {
+    bgjob_job_entry e[64];
+    size_t n;
+    int32_t rc;
+};
+
+static void *list_thread(void *p)
+{
+    struct list_arg *a = p;
+    a->rc = bgjob_list_jobs(a->e, 64, &a->n);
+    return NULL;
+}
+
+static void print_jobs(const char *why)
+{
+    static struct list_arg a;
+    pthread_t th;
+    struct timespec ts;
+
+    memset(&a, 0, sizeof a);
+    a.rc = -1;
+    if (pthread_create(&th, NULL, list_thread, &a) != 0)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 3;
+    if (pthread_timedjoin_np(th, NULL, &ts) != 0) {
+        tap_diag("%s: bgjob_list_jobs itself hangs (a job lock is held for ever)", why);
+        return;
+    }
+    tap_diag("%s: %zu live jobs", why, a.n);
+    for (size_t i = 0; i < a.n && i < 64; i++)
+        tap_diag("  %s: %s, phase '%s', age %" PRId64 " ms", a.e[i].name, bgjob_state_str(a.e[i].state),
+                 a.e[i].phase, a.e[i].age_ms);
+}
+
+/* Runs a shell command and waits for it. posix_spawn, not system(): fork
+ * runs bgjob's atfork handlers, which take bgjob's process-wide locks, and a
+ * deadlocked bgjob may hold one of them for ever. */
+static int run_sh(const char *cmd)
+{
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    pid_t pid;
+    int st = 0;
+
+    if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) != 0)
+        return -1;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void dump_stacks(void)
+{
+    char cmd[300];
+    int pid = (int)getpid();
+
+    fflush(stdout);
+    if (run_sh("command -v gdb >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof cmd,
+                 "timeout 120 gdb -p %d -batch -nx -ex 'set pagination off' -ex 'thread apply all bt' "
+                 "2>&1 | sed 's/^/# /' 1>&2",
+                 pid);
+    } else if (run_sh("command -v eu-stack >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof cmd, "timeout 60 eu-stack -p %d 2>&1 | sed 's/^/# /' 1>&2", pid);
+    } else {
+        tap_diag("watchdog: neither gdb nor eu-stack is installed: no stacks");
+        return;
+    }
+    tap_diag("watchdog: every thread's stack follows (on stderr)");
+    if (run_sh(cmd) != 0)
+        tap_diag("watchdog: the stack dump command failed");
+}
+
+static void report_stuck(struct watched *w, int64_t now)
+{
+    const char *st = atomic_load(&w->step);
+    struct rec *r = atomic_load(&w->job);
+
+    tap_diag("WATCHDOG (FUZZ_SEED=%" PRIu64 "): %s %d made no progress for %" PRId64
+             " ms; it is in '%s'%s%s%s",
+             seed, w->name, w->index, (int64_t)(now - atomic_load(&w->beat)), st ? st : "?",
+             r ? " on job [" : "", r ? r->what : "", r ? "]" : "");
+}
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int64_t now = now_ms();
+        bool stuck = false;
+        struct watched *all[MAX_ACTORS + 4];
+        int n = 0;
+
+        for (int i = 0; i < nactors; i++)
+            all[n++] = &actors[i];
+        all[n++] = &svc_dispatcher;
+        all[n++] = &svc_canceller;
+        all[n++] = &svc_chaos;
+        all[n++] = &svc_main;
+        for (int i = 0; i < n; i++) {
+            long long b = atomic_load(&all[i]->beat);
+            if (b != 0 && now - b > stall_ms)
+                stuck = true;
+        }
+        if (stuck) {
+            tap_diag("WATCHDOG: a stall of more than %" PRId64 " ms: deadlock or a job that never ends",
+                     stall_ms);
+            for (int i = 0; i < n; i++) {
+                long long b = atomic_load(&all[i]->beat);
+                if (b != 0 && now - b > stall_ms)
+                    report_stuck(all[i], now);
+            }
+            print_jobs("watchdog");
+            dump_stacks();
+            tap_ok(false, "no deadlock, no stall (watchdog fired; FUZZ_SEED=%" PRIu64 ")", seed);
+            tap_diag("fuzz: %ld violations before the stall", atomic_load(&violations));
+            fflush(stdout);
+            _exit(1);
+        }
+        sleep_ms(250);
+    }
+    return NULL;
+}
+
+/* ---- the end -------------------------------------------------------------------------- */
+
+static bool listed_in(const bgjob_job_entry *e, size_t n, uint64_t id, int32_t *state)
+{
+    for (size_t i = 0; i < n; i++)
+        if (e[i].id == id) {
+            *state = e[i].state;
+            return true;
+        }
+    return false;
+}
+
+static bool rec_settled(struct rec *r)
+{
+    if (!atomic_load(&r->created))
+        return true;
+    if (atomic_load(&r->wfrees) < 1)
+        return false;
+    if (r->has_comp && atomic_load(&r->comp_frees) < 1)
+        return false;
+    if (r->has_fin && atomic_load(&r->fin_frees) < 1)
+        return false;
+    return true;
+}
+
+static bgjob_job_entry *snapshot(size_t *n_out)
+{
+    for (;;) {
+        size_t n = 0;
+        bgjob_list_jobs(NULL, 0, &n);
+        size_t cap = n + 64;
+        bgjob_job_entry *e = calloc(cap, sizeof *e);
+        if (e == NULL)
+            abort();
+        if (bgjob_list_jobs(e, cap, &n) == BGJOB_RESULT_OK && n <= cap) {
+            *n_out = n;
+            return e;
+        }
+        free(e);
+    }
+}
+
+/* Groups of jobs that broke one promise, by their scenario with numbers
+ * blanked: one line per kind of failure, for the summary. */
+#define MAX_GROUPS 64
+struct group {
+    int cls;
+    char what[240];
+    long n;
+    uint64_t example;
+};
+static struct group groups[MAX_GROUPS];
+static int n_groups;
+
+static void group_add(int cls, struct rec *r)
+{
+    char w[240];
+    size_t i;
+
+    size_t k = 0;
+
+    /* Numbers (serials, codes, sleeps) become one '#'. */
+    for (i = 0; r->what[i] != '\0' && k + 1 < sizeof w; i++) {
+        bool digit = r->what[i] >= '0' && r->what[i] <= '9';
+        if (!digit)
+            w[k++] = r->what[i];
+        else if (k == 0 || w[k - 1] != '#')
+            w[k++] = '#';
+    }
+    w[k] = '\0';
+    for (int g = 0; g < n_groups; g++)
+        if (groups[g].cls == cls && strcmp(groups[g].what, w) == 0) {
+            groups[g].n++;
+            return;
+        }
+    if (n_groups < MAX_GROUPS) {
+        groups[n_groups].cls = cls;
+        memcpy(groups[n_groups].what, w, sizeof w);
+        groups[n_groups].n = 1;
+        groups[n_groups].example = r->serial;
+        n_groups++;
+    }
+}
+
+static void settle(int64_t settle_ms)
+{
+    int64_t deadline = now_ms() + settle_ms;
+    size_t n = 0;
+    bgjob_job_entry *e;
+
+    for (;;) {
+        bool all = true;
+        beat("settle: waiting for detached jobs", NULL);
+        size_t nr = recs_count();
+        for (size_t i = 0; i < nr && all; i++)
+            if (!rec_settled(rec_at(i)))
+                all = false;
+        if (all && live_jobs() == 0)
+            break;
+        if (now_ms() > deadline)
+            break;
+        sleep_ms(5);
+    }
+    e = snapshot(&n);
+    /* A completion queued on a context whose fd is not readable would look
+     * like a job that never ends: say which it is. */
+    for (int i = 0; i < N_CONTEXTS; i++) {
+        size_t pending = 0;
+        int32_t fd = -1;
+        bgjob_context_pending(contexts[i], &pending);
+        bgjob_context_get_fd(contexts[i], &fd);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ready = poll(&p, 1, 0);
+        if (pending > 0)
+            violation(V_LEFT, "context %d has %zu completions queued after settling, its fd is %s", i,
+                      pending, ready > 0 ? "readable (the dispatcher is stuck?)" : "NOT readable (lost wake-up)");
+    }
+    size_t nr = recs_count();
+    for (size_t i = 0; i < nr; i++) {
+        struct rec *r = rec_at(i);
+        int32_t st = -1;
+        bool listed;
+
+        if (!atomic_load(&r->created))
+            continue;
+        listed = r->id != 0 && listed_in(e, n, r->id, &st);
+        if (atomic_load(&r->detached)) {
+            bool ended = r->has_comp ? atomic_load(&r->comp_calls) == 1 : !listed;
+            if (listed) {
+                atomic_store(&r->stuck, 1);
+                group_add(V_NEVER_ENDED, r);
+            } else if (!ended || (r->has_fin && atomic_load(&r->runs) &&
+                                  (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 ||
+                                   atomic_load(&r->cleans) != 1))) {
+                group_add(V_VANISHED, r);
+            }
+            if (listed)
+                violation(V_NEVER_ENDED,
+                          "job %" PRIu64 " [%s]: detached, still listed %s after %" PRId64
+                          " ms; completion ran %d times, worker ran %d returned %d, commit %d abort %d "
+                          "clean %d",
+                          r->serial, r->what, bgjob_state_str(st), settle_ms, atomic_load(&r->comp_calls),
+                          atomic_load(&r->runs), atomic_load(&r->returns), atomic_load(&r->commits),
+                          atomic_load(&r->aborts), atomic_load(&r->cleans));
+            else if (!ended)
+                violation(V_VANISHED,
+                          "job %" PRIu64 " [%s]: detached, gone from the list without ending: "
+                          "completion never ran; worker ran %d, commit %d abort %d clean %d, "
+                          "userdata freed %d/%d/%d (worker/completion/finalize)",
+                          r->serial, r->what, atomic_load(&r->runs), atomic_load(&r->commits),
+                          atomic_load(&r->aborts), atomic_load(&r->cleans), atomic_load(&r->wfrees),
+                          atomic_load(&r->comp_frees), atomic_load(&r->fin_frees));
+            else if (r->has_fin && atomic_load(&r->runs) &&
+                     (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 ||
+                      atomic_load(&r->cleans) != 1))
+                violation(V_VANISHED,
+                          "job %" PRIu64 " [%s]: detached, ended without its finalizers (commit %d "
+                          "abort %d clean %d)",
+                          r->serial, r->what, atomic_load(&r->commits), atomic_load(&r->aborts),
+                          atomic_load(&r->cleans));
+        } else if (listed) {
+            violation(V_LEFT, "job %" PRIu64 " [%s]: released by its owner, still listed %s",
+                      r->serial, r->what, bgjob_state_str(st));
+        }
+    }
+    if (n > 0) {
+        size_t unknown = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strncmp(e[i].name, "fz-", 3) != 0)
+                unknown++;
+        violation(V_LEFT, "%zu jobs still listed at the end (%zu not made by a scenario)", n, unknown);
+        for (size_t i = 0; i < n && i < 10; i++)
+            tap_diag("left: %s, %s, phase '%s'", e[i].name, bgjob_state_str(e[i].state), e[i].phase);
+    }
+    free(e);
+}
+
+static void check_rec(struct rec *r)
+{
+    if (atomic_load(&r->stuck))
+        return;
+    if (!atomic_load(&r->created)) {
+        if (atomic_load(&r->runs) != 0)
+            violation(V_ONCE, "job %" PRIu64 " [%s]: never made, but its worker ran", r->serial, r->what);
+        return;
+    }
+    if (atomic_load(&r->runs) > 1 || atomic_load(&r->returns) != atomic_load(&r->runs))
+        violation(V_ONCE, "job %" PRIu64 " [%s]: worker ran %d times, returned %d", r->serial, r->what,
+                  atomic_load(&r->runs), atomic_load(&r->returns));
+    if (atomic_load(&r->wfrees) != 1)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: worker userdata freed %d times", r->serial, r->what,
+                  atomic_load(&r->wfrees));
+    if (atomic_load(&r->wfree_early))
+        violation(V_ONCE, "job %" PRIu64 " [%s]: worker userdata freed while the worker ran", r->serial,
+                  r->what);
+    if (r->has_comp) {
+        if (atomic_load(&r->comp_frees) != 1)
+            violation(V_ONCE, "job %" PRIu64 " [%s]: completion userdata freed %d times", r->serial,
+                      r->what, atomic_load(&r->comp_frees));
+        if (atomic_load(&r->comp_calls) != 1 && !atomic_load(&r->detached))
+            violation(V_ONCE, "job %" PRIu64 " [%s]: completion ran %d times", r->serial, r->what,
+                      atomic_load(&r->comp_calls));
+    }
+    if (r->has_fin) {
+        if (atomic_load(&r->fin_frees) != 1)
+            violation(V_ONCE, "job %" PRIu64 " [%s]: finalize userdata freed %d times", r->serial,
+                      r->what, atomic_load(&r->fin_frees));
+        int term = atomic_load(&r->terminal);
+        if (term == BGJOB_STATE_COMPLETED && atomic_load(&r->commits) != 1)
+            violation(V_TXN, "job %" PRIu64 " [%s]: COMPLETED, commit ran %d times", r->serial, r->what,
+                      atomic_load(&r->commits));
+        if ((term == BGJOB_STATE_FAILED || term == BGJOB_STATE_CANCELLED) && atomic_load(&r->commits))
+            violation(V_TXN, "job %" PRIu64 " [%s]: %s, yet committed", r->serial, r->what,
+                      bgjob_state_str(term));
+    }
+    if (atomic_load(&r->line_frees) != atomic_load(&r->line_regs))
+        violation(V_ONCE, "job %" PRIu64 " [%s]: %d child line userdata given, %d freed", r->serial,
+                  r->what, atomic_load(&r->line_regs), atomic_load(&r->line_frees));
+}
+
+static void check_txn(struct txnrec *tx)
+{
+    int commits = 0, aborts = 0, completed = 0, ended = 0;
+
+    for (int i = 0; i < tx->n; i++) {
+        struct rec *r = tx->m[i];
+        int term = atomic_load(&r->terminal);
+        commits += atomic_load(&r->commits);
+        aborts += atomic_load(&r->aborts);
+        completed += term == BGJOB_STATE_COMPLETED;
+        ended += term >= 0;
+    }
+    if (commits && aborts)
+        violation(V_TXN, "%s: %d members committed and %d aborted", tx->what, commits, aborts);
+    if (aborts && completed)
+        violation(V_TXN, "%s: aborted, yet %d members COMPLETED", tx->what, completed);
+    if (commits && completed != ended)
+        violation(V_TXN, "%s: committed, yet only %d of %d ended members COMPLETED", tx->what,
+                  completed, ended);
+}
+
+static uint64_t env_u64(const char *name, uint64_t dflt)
+{
+    const char *v = getenv(name);
+
+    return v != NULL && *v != '\0' ? strtoull(v, NULL, 0) : dflt;
+}
+
+static bool parse_classes(void)
+{
+    const char *only = getenv("FUZZ_ONLY");
+    const char *skip = getenv("FUZZ_SKIP");
+
+    for (int i = 0; i < S_COUNT; i++)
+        enabled[i] = only == NULL || *only == '\0';
+    for (int pass = 0; pass < 2; pass++) {
+        const char *list = pass == 0 ? only : skip;
+        for (const char *p = list; p != NULL && *p != '\0';) {
+            const char *end = strchr(p, ',');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            int found = -1;
+            for (int i = 0; i < S_COUNT; i++)
+                if (strlen(scn_names[i]) == len && strncmp(p, scn_names[i], len) == 0)
+                    found = i;
+            if (found < 0) {
+                tap_diag("FUZZ_%s: unknown class '%.*s'", pass == 0 ? "ONLY" : "SKIP", (int)len, p);
+                return false;
+            }
+            enabled[found] = pass == 0;
+            p = end ? end + 1 : NULL;
+        }
+    }
+    return true;
+}
+
+int main(void)
+{
+    const char *ops_env = getenv("FUZZ_OPS");
+    long total_ops = (long)env_u64(ops_env != NULL && *ops_env ? "FUZZ_OPS" : "STRESS_OPS", DEFAULT_OPS);
+    const char *timeout = getenv("TAP_TIMEOUT");
+    int64_t settle_ms = (int64_t)env_u64("FUZZ_SETTLE_MS", 15000);
+    pthread_t th_disp, th_canc, th_chaos, th_watch;
+    char classes[256] = "";
+    int64_t t0;
+    long seen;
+
+    /* Let the watchdog's gdb attach to us under Yama's ptrace_scope=1. */
+#ifdef PR_SET_PTRACER
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+#endif
+    seed = env_u64("FUZZ_SEED", 0);
+    if (seed == 0)
+        seed = env_u64("STRESS_SEED", 0);
+    if (seed == 0)
+        seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+    nactors = (int)env_u64("FUZZ_THREADS", DEFAULT_THREADS);
+    if (nactors < 1)
+        nactors = 1;
+    if (nactors > MAX_ACTORS)
+        nactors = MAX_ACTORS;
+    stall_ms = (int64_t)env_u64("FUZZ_STALL_S", 20) * 1000;
+    max_reports = (long)env_u64("FUZZ_REPORTS", 40);
+    alarm(timeout != NULL ? (unsigned)strtoul(timeout, NULL, 10) : 600);
+    tap_plan(4);
+    if (!parse_classes())
+        return 1;
+    for (int i = 0; i < S_COUNT; i++)
+        if (enabled[i]) {
+            strncat(classes, scn_names[i], sizeof classes - strlen(classes) - 2);
+            strncat(classes, ",", sizeof classes - strlen(classes) - 1);
+        }
+    tap_diag("fuzz: FUZZ_SEED=%" PRIu64 " FUZZ_OPS=%ld FUZZ_THREADS=%d FUZZ_ONLY=%s (replay: same "
+             "values; the thread interleaving is the machine's)",
+             seed, total_ops, nactors, classes);
+    ops_per_actor = total_ops / nactors + 1;
+
+    for (int i = 0; i < N_CONTEXTS; i++)
+        if (bgjob_context_create(&contexts[i]) != BGJOB_RESULT_OK)
+            return 1;
+    svc_dispatcher.name = "the dispatcher thread";
+    svc_canceller.name = "the canceller thread";
+    svc_chaos.name = "the chaos thread";
+    svc_main.name = "the main thread";
+    tl_role = ROLE_MAIN;
+    tl_self = &svc_main;
+    atomic_store(&svc_dispatcher.beat, (long long)now_ms());
+    atomic_store(&svc_canceller.beat, (long long)now_ms());
+    atomic_store(&svc_chaos.beat, (long long)now_ms());
+    if (pthread_create(&th_watch, NULL, watchdog_main, NULL) != 0 ||
+        pthread_create(&th_disp, NULL, dispatcher_main, NULL) != 0 ||
+        pthread_create(&th_canc, NULL, canceller_main, NULL) != 0 ||
+        pthread_create(&th_chaos, NULL, chaos_main, NULL) != 0)
+        return 1;
+    pthread_detach(th_watch);
+
+    t0 = now_ms();
+    for (int i = 0; i < nactors; i++) {
+        actors[i].name = "actor";
+        actors[i].index = i;
+        atomic_store(&actors[i].beat, (long long)now_ms());
+        if (pthread_create(&actors[i].th, NULL, actor_main, &actors[i]) != 0)
+            return 1;
+    }
+    step("join the actors", NULL);
+    for (int i = 0; i < nactors; i++)
+        pthread_join(actors[i].th, NULL);
+    int64_t t_run = now_ms() - t0;
+    seen = atomic_load(&violations);
+    tap_ok(seen == 0, "%ld API calls by %d actors: no violation during the run", atomic_load(&n_ops),
+           nactors);
+
+    /* Background changes stop; detached jobs must now end by themselves. */
+    atomic_store(&stopping, 1);
+    pthread_join(th_chaos, NULL);
+    pthread_join(th_canc, NULL);
+    beat("settle", NULL);
+    {
+        uint64_t x = seed;
+        for (unsigned i = 0; i < ORPHANS; i++)
+            reap_orphan(orphan_swap(i, NULL), &x);
+    }
+    settle(settle_ms);
+    atomic_store(&stopping, 2);
+    pthread_join(th_disp, NULL);
+    /* Completions queued after the dispatcher stopped. */
+    for (int i = 0; i < N_CONTEXTS; i++) {
+        tl_role = ROLE_DISPATCHER;
+        bgjob_context_dispatch(contexts[i], 0, NULL);
+        tl_role = ROLE_MAIN;
+        size_t pending = 1;
+        bgjob_context_pending(contexts[i], &pending);
+        if (pending != 0)
+            violation(V_LEFT, "context %d still has %zu completions queued", i, pending);
+        bgjob_context_destroy(contexts[i]);
+    }
+    tap_ok(atomic_load(&violations) == seen, "every detached job ended by itself, no job left");
+    seen = atomic_load(&violations);
+
+    beat("final checks", NULL);
+    for (size_t i = 0; i < recs_count(); i++)
+        check_rec(rec_at(i));
+    for (size_t i = 0; i < n_hookrecs; i++) {
+        struct hookrec *hk = all_hooks[i];
+        if (atomic_load(&hk->frees) != 1 && atomic_load(&hk->r->created) && !atomic_load(&hk->r->stuck))
+            violation(V_ONCE, "job %" PRIu64 " [%s]: hook userdata freed %d times", hk->r->serial,
+                      hk->r->what, atomic_load(&hk->frees));
+        if (atomic_load(&hk->calls) > 1)
+            violation(V_ONCE, "job %" PRIu64 " [%s]: hook called %d times", hk->r->serial, hk->r->what,
+                      atomic_load(&hk->calls));
+    }
+    for (size_t i = 0; i < n_txns; i++)
+        check_txn(all_txns[i]);
+    if (atomic_load(&log_frees) != atomic_load(&log_installs))
+        violation(V_ONCE, "%ld log callbacks installed, %ld userdata freed", atomic_load(&log_installs),
+                  atomic_load(&log_frees));
+    tap_ok(atomic_load(&violations) == seen,
+           "%zu jobs, %zu hooks, %zu transactions: every callback and free exactly once, outcomes "
+           "consistent",
+           n_recs, n_hookrecs, n_txns);
+    tap_ok(atomic_load(&n_ops) >= total_ops, "made at least %ld API calls (%ld)", total_ops,
+           atomic_load(&n_ops));
+
+    {
+        long per[S_COUNT] = {0}, hooks_called = 0;
+        for (size_t i = 0; i < n_recs; i++) {
+            per[all_recs[i]->scn]++;
+            hooks_called += atomic_load(&all_recs[i]->hook_calls);
+        }
+        tap_diag("fuzz: %ld API calls in %" PRId64 " ms; jobs by scenario: hooks %ld, txn %ld, "
+                 "finalize %ld, detach %ld, errpolicy %ld, deadline %ld, child %ld, rit %ld, "
+                 "wrongtype %ld, reenter %ld (%ld made inside callbacks, %ld released by another "
+                 "callback or at the end); %ld hooks called; %ld log "
+                 "lines (%ld on bgjob-internal threads, first '%s'); %ld child line userdata still unfreed when "
+                 "wait_child returned",
+                 atomic_load(&n_ops), t_run, per[S_HOOKS], per[S_TXN], per[S_FINALIZE], per[S_DETACH],
+                 per[S_ERRPOLICY], per[S_DEADLINE], per[S_CHILD], per[S_RIT], per[S_WRONGTYPE],
+                 per[S_REENTER], atomic_load(&n_nested), atomic_load(&n_orphans_reaped), hooks_called, atomic_load(&log_lines),
+                 atomic_load(&log_lines_internal), log_internal_name, atomic_load(&n_line_late));
+    }
+    for (int g = 0; g < n_groups; g++)
+        tap_diag("fuzz: %s: %ld x [%s] (e.g. job %" PRIu64 ")", vclass_names[groups[g].cls], groups[g].n,
+                 groups[g].what, groups[g].example);
+    for (int c = 0; c < V_COUNT; c++)
+        if (atomic_load(&vcount[c]))
+            tap_diag("fuzz: %ld violations of class %s", atomic_load(&vcount[c]), vclass_names[c]);
+    tap_diag("fuzz: %ld invariant violations (FUZZ_SEED=%" PRIu64 ")", atomic_load(&violations), seed);
+    atomic_store(&svc_main.beat, 0);
+    return tap_done();
+}
