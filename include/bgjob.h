@@ -12,7 +12,9 @@
  *   Outputs are *_out parameters, written only on success.
  * - Handles are generation-tagged table entries, never pointers to memory: NULL,
  *   destroyed, detached or made-up handles get BGJOB_RESULT_INVALID_HANDLE from
- *   every function. Verbs refused in the job's state get BGJOB_RESULT_NOT_ALLOWED
+ *   every function. A stale handle never names a later object, however long
+ *   the process lives: a table slot whose generation would wrap is retired,
+ *   never reused. Verbs refused in the job's state get BGJOB_RESULT_NOT_ALLOWED
  *   (bgjob_verb_allowed() exports the table).
  * - Userdata is always given with a free function (which may be NULL); bgjob
  *   calls it exactly once, after the last callback that uses the userdata, on
@@ -26,6 +28,10 @@
  *   which calls it may make.
  * - Each running job has its own thread, named after the job. Finished threads
  *   wait a few seconds for the next job, then exit.
+ * - No user code runs on bgjob's one timer thread: a deadline's cancel, and
+ *   the cancellation hooks it calls, run on a bgjob thread named after the job,
+ *   so a slow hook of one job delays no other job's deadline and no child's
+ *   SIGKILL.
  * - C callbacks must not longjmp out of, or throw C++ exceptions through, a
  *   bgjob frame.
  *
@@ -51,10 +57,12 @@
  * - Wait for (or detach) every job before unloading the library. Idle worker
  *   threads exit on their own.
  * - fork() is safe while jobs run and other threads are inside bgjob calls
- *   (bgjob takes its process-wide locks around the fork, as malloc does). The
- *   child has none of the parent's threads, jobs or contexts: every parent
- *   handle gets BGJOB_RESULT_INVALID_HANDLE there at once, and the child may
- *   exec, or make, run and destroy jobs and contexts of its own.
+ *   (bgjob takes every one of its process-wide locks around the fork, as
+ *   malloc does). The child has none of the parent's threads or objects: every
+ *   parent handle of every type (job, context, transaction) gets
+ *   BGJOB_RESULT_INVALID_HANDLE there at once (a virJobPtr: -1 or NULL), and
+ *   the child may exec, or make, run and destroy objects of every type of its
+ *   own, deadlines included; no call there waits on a parent thread.
  *
  * Debugging: BGJOB_DEBUG=1 logs job lifecycle events to stderr;
  * bgjob_set_log_callback() sends them elsewhere. bgjob is silent otherwise.
@@ -547,7 +555,9 @@ typedef struct bgjob_context bgjob_context;
  * A handle is an index into bgjob's handle table tagged with a generation; it is
  * never dereferenced. Any value (NULL, destroyed, detached, made up) is safe to
  * pass: a handle that does not name a live job gets `BGJOB_RESULT_INVALID_HANDLE`.
- * Handles may be used from any thread.
+ * A destroyed handle never comes to name a later job, however long the
+ * process lives (a slot whose generation would wrap is retired). Handles may
+ * be used from any thread.
  */
 typedef struct bgjob_job bgjob_job;
 
@@ -561,7 +571,8 @@ typedef struct bgjob_txn bgjob_txn;
 /**
  * Called with each lifecycle log line (no trailing newline).
  *
- * Runs on whichever thread the event happened on, with no bgjob lock held. It
+ * Runs on whichever thread the event happened on (never bgjob's timer thread),
+ * with no bgjob lock held, on every path (a failed thread start included). It
  * may call any bgjob function, `bgjob_set_log_callback` included: a
  * replacement takes effect from the next line, and the replaced callback's
  * free function runs once the line being delivered to it is done. `line` is
@@ -730,7 +741,9 @@ typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job,
  * Called at most once, with its userdata and the job's handle: on the thread
  * that cancels the job (hooks run one at a time in registration order, with no
  * bgjob lock held), or at once on the registering thread when cancel had
- * already been requested.
+ * already been requested. A cancel made by the job's deadline runs on a bgjob
+ * thread named after the job, started for it (never bgjob's timer thread), so
+ * a hook that blocks holds back no other job's deadline.
  *
  * The job's end and its hooks never overlap: the job does not become WAITING
  * or terminal while one of its hooks runs (its end waits for the hook to
@@ -919,7 +932,9 @@ typedef struct bgjob_job_options {
     /**
      * Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
      * many ms of active time: from start, paused time not counted. Default 0:
-     * no deadline. Negative is refused.
+     * no deadline. Negative is refused. Starting a job with a deadline fails
+     * with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
+     * (see `bgjob_job_set_deadline`).
      */
     int64_t deadline_ms;
     /**
@@ -1311,12 +1326,14 @@ bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
 /**
  * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
  * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
- * hooks run one at a time in registration order. If cancel was already
- * requested, the hook runs at once on this thread before this returns, and the
- * call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks still registered when
- * the job's worker returns are removed without being called, and the job does
- * not end while one of its hooks runs (see `bgjob_hook_callback`): once any
- * call has seen the job end, none of its hooks runs or is still running.
+ * hooks run one at a time in registration order. (A deadline's cancel calls
+ * them on a bgjob thread named after the job, never on the timer thread.) If
+ * cancel was already requested, the hook runs at once on this thread before
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+ * still registered when the job's worker returns are removed without being
+ * called, and the job does not end while one of its hooks runs (see
+ * `bgjob_hook_callback`): once any call has seen the job end, none of its
+ * hooks runs or is still running.
  *
  * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
  * NULL) runs exactly once: after the hook ran, when it is removed, when the job
@@ -1416,14 +1433,22 @@ bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
  * Gives the job a deadline: once it has run `ms` milliseconds of active time
  * (counted from its start, paused time excluded) it is cancelled, and
  * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
- * deadline. Setting one that has already passed cancels the job at once.
- * Allowed in CREATED, RUNNING and PAUSED (it replaces the one from
- * `bgjob_job_options.deadline_ms`).
+ * deadline. Setting one that has already passed cancels the job at once (on
+ * another thread, shortly after this returns). Allowed in CREATED, RUNNING
+ * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
+ *
+ * bgjob's one timer thread (started by the first deadline) only notices the
+ * time; the cancel, with the job's cancellation hooks, runs on a bgjob thread
+ * named after the job, so a hook that blocks delays no other job's deadline.
+ * If that thread cannot be started when the deadline passes (EAGAIN), the
+ * cancel is tried again every 20 ms until it can be: the deadline is late,
+ * never lost.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
- * ended.
+ * ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
+ * (the job's deadline is then unchanged).
  *
  * # Safety
  * Any handle value is safe. Thread-safe.
@@ -1620,7 +1645,8 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
  * context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a
  * bad `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
- * started (nothing is left behind).
+ * started — the worker's, or for a job with a deadline bgjob's timer thread
+ * (nothing is left behind).
  *
  * # Safety
  * `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or
@@ -1638,7 +1664,8 @@ bgjob_result bgjob_job_create(const struct bgjob_job_options *options,
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
  * unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
- * started (the job stays CREATED and may be started again or destroyed).
+ * started — the worker's, or for a job with a deadline bgjob's timer thread
+ * (the job stays CREATED and may be started again or destroyed).
  *
  * # Safety
  * Any handle value is safe. Thread-safe.

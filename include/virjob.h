@@ -126,7 +126,9 @@ enum _virJobState {
 
 /**
  * A job (opaque). A `virJobPtr` is a handle, never a pointer to memory: NULL,
- * destroyed and made-up values are refused with -1 / NULL by every call.
+ * destroyed and made-up values are refused with -1 / NULL by every call; a
+ * destroyed one never comes to name a later job, and in a fork() child every
+ * handle of the parent is refused so.
  */
 struct _virJob;
 

@@ -448,8 +448,16 @@ impl Child {
             return;
         }
         let _ = self.process.signal(sys::SIGTERM);
-        let me = self.clone();
-        st.kill_timer = timer::schedule(Instant::now() + self.grace, move || me.kill());
+        // Weak: a pending SIGKILL does not keep a reaped child alive. (If the
+        // task holds the last reference, dropping it runs no user code: see
+        // `done`.)
+        let me = Arc::downgrade(self);
+        st.kill_timer = timer::schedule(Instant::now() + self.grace, move || {
+            if let Some(me) = me.upgrade() {
+                me.kill();
+            }
+        })
+        .ok();
         if st.kill_timer.is_none() {
             // No timer thread: no grace either.
             let _ = self.process.signal(sys::SIGKILL);
@@ -504,13 +512,21 @@ impl Child {
         self.done();
     }
 
-    /// After the child was reaped: no SIGKILL is pending.
+    /// After the child was reaped: no SIGKILL is pending, and its I/O (the
+    /// caller's line callback and userdata) is dropped now, on this thread with
+    /// no lock held. Afterwards the child holds no user data, so whichever
+    /// thread drops the last reference — the timer thread's SIGKILL task may —
+    /// runs no user code.
     pub(crate) fn done(&self) -> Option<super::job::HookId> {
-        let mut st = self.lock();
-        if let Some(id) = st.kill_timer.take() {
-            timer::cancel(id);
-        }
-        st.hook.take()
+        let (hook, io) = {
+            let mut st = self.lock();
+            if let Some(id) = st.kill_timer.take() {
+                timer::cancel(id);
+            }
+            (st.hook.take(), st.io.take())
+        };
+        drop(io);
+        hook
     }
 
     /// Takes the I/O for one waiting thread; a second concurrent waiter is

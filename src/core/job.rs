@@ -654,6 +654,47 @@ pub fn list() -> Vec<Listing> {
     out
 }
 
+/// How long a deadline whose cancel found no thread to run on (EAGAIN) waits
+/// before it tries again.
+const DEADLINE_RETRY: Duration = Duration::from_millis(20);
+
+/// A deadline's timer task: all it does on the timer thread is start the
+/// thread that makes the cancel.
+struct DeadlineFire {
+    job: Weak<Inner>,
+    arming: u64,
+    pool: &'static Pool,
+    name: String,
+    stack_size: usize,
+}
+
+impl DeadlineFire {
+    /// On the timer thread: never upgrades the job (so never drops its last
+    /// reference here) and never calls user code.
+    fn fire(self) {
+        if self.job.strong_count() == 0 {
+            return; // the job is gone: nothing to cancel, no retry
+        }
+        let job = self.job.clone();
+        let arming = self.arming;
+        let started = self.pool.spawn(
+            &self.name,
+            self.stack_size,
+            Box::new(move || {
+                if let Some(inner) = job.upgrade() {
+                    Job(inner).deadline_due(arming);
+                }
+            }),
+        );
+        if started.is_err() {
+            // No thread now: the deadline still fires, as soon as one can be
+            // started. A disarmed deadline (the job ended, was paused, got a new
+            // deadline) makes the retry a no-op through `arming`.
+            let _ = timer::schedule(Instant::now() + DEADLINE_RETRY, move || self.fire());
+        }
+    }
+}
+
 /// Builds a job.
 #[derive(Default)]
 pub struct Builder {
@@ -944,6 +985,15 @@ impl Job {
             return Err(Error::InvalidArgument("stack size over MAX_STACK_SIZE"));
         }
         let mut st = inner.lock();
+        st.check(Verb::Start)?;
+        if st.deadline_ns.is_some()
+            && let Err(e) = timer::ensure_running()
+        {
+            // Refused rather than run without its deadline; still CREATED.
+            drop(st);
+            self.log_no_timer(&e);
+            return Err(Error::TryAgain);
+        }
         let worker = self.begin_start(&mut st)?;
         // The slot lets a failed spawn give the worker itself back (the task that
         // comes back is opaque).
@@ -1452,16 +1502,46 @@ impl Job {
     /// Gives the job a deadline (`None` removes it): once it has been running
     /// for `after` of active time — from start, paused time not counted — it is
     /// cancelled with cause [`CancelCause::Timeout`]. A deadline already passed
-    /// cancels it at once. Allowed until the job ends.
+    /// cancels it at once. Allowed until the job ends. Fails with
+    /// [`Error::TryAgain`], changing nothing, if the timer thread could not be
+    /// started: a deadline is never accepted and then ignored.
+    ///
+    /// The cancel a deadline makes runs the job's cancellation hooks on a
+    /// thread of the job's pool (named after the job), never on the timer
+    /// thread, so a slow hook delays no other job's deadline.
     pub fn set_deadline(&self, after: Option<Duration>) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
+        if after.is_some()
+            && let Err(e) = timer::ensure_running()
+        {
+            drop(st);
+            self.log_no_timer(&e);
+            return Err(Error::TryAgain);
+        }
         st.deadline_ns = after.map(duration_ns);
         self.arm_deadline(&mut st);
         Ok(())
     }
 
+    /// Says (with no lock held) that a deadline was refused for want of a
+    /// timer thread.
+    fn log_no_timer(&self, e: &std::io::Error) {
+        log::debug(format_args!(
+            "job {} '{}': the timer thread could not start: {e}",
+            self.0.id, self.0.name
+        ));
+    }
+
     /// (Re)arms the deadline timer for a running, unpaused, uncancelled job.
+    ///
+    /// The timer thread runs no user code: when the time comes it only starts
+    /// a thread of the job's pool (named after the job) that makes the cancel
+    /// and runs its hooks, so a slow or blocking hook delays no other job's
+    /// deadline nor any child's SIGKILL. If no thread can be started then
+    /// (EAGAIN), the timer tries again every [`DEADLINE_RETRY`] until one can.
+    /// The timer task holds the job weakly: the timer thread never holds the
+    /// last reference to a job.
     fn arm_deadline(&self, st: &mut St) {
         st.disarm_deadline();
         let Some(deadline) = st.deadline_ns else {
@@ -1474,16 +1554,21 @@ impl Job {
         let at = Instant::now()
             .checked_add(Duration::from_nanos(left as u64))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100));
-        let arming = st.deadline_gen;
-        let weak = Arc::downgrade(&self.0);
-        st.deadline_timer = timer::schedule(at, move || {
-            if let Some(inner) = weak.upgrade() {
-                Job(inner).deadline_due(arming);
-            }
-        });
+        let fire = DeadlineFire {
+            job: Arc::downgrade(&self.0),
+            arming: st.deadline_gen,
+            pool: self.0.pool,
+            name: self.0.name.clone(),
+            stack_size: self.0.stack_size,
+        };
+        // Cannot fail: a deadline is only set (set_deadline) or started with
+        // (start) once the timer thread runs in this process, and it runs for
+        // the life of the process. (Only a job carried into a forked child, whose
+        // worker does not run there, could see it fail.)
+        st.deadline_timer = timer::schedule(at, move || fire.fire()).ok();
     }
 
-    /// The deadline timer fired (on the timer thread).
+    /// The deadline timer fired (on a pool thread, with no lock held).
     fn deadline_due(&self, arming: u64) {
         let mut st = self.0.lock();
         if st.deadline_gen != arming {

@@ -2,12 +2,22 @@
 //! anyone waiting for them: a job's deadline, and the SIGKILL that follows a
 //! child's SIGTERM when its grace period ends.
 //!
-//! Tasks run on the timer thread, one at a time, with no lock of the timer held,
-//! so a task may take a job's lock. The lock order is job → timer: code holding
-//! a job's lock may schedule and cancel, and the timer thread never holds its
-//! own lock while running a task. Tasks must be short.
+//! Tasks run on the timer thread, one at a time, with no lock of the timer held.
+//! The lock order is job → timer: code holding a job's lock may schedule and
+//! cancel, and the timer thread never holds its own lock while running a task.
+//!
+//! A task must be short and must never run user code (a hook, a callback, a
+//! free function, the log sink) nor take a job's lock for long: one slow task
+//! delays every other job's deadline and every child's SIGKILL. So a task holds
+//! only weak references to jobs and children (the timer thread never drops the
+//! last reference to anything user-owned) and hands anything that may call
+//! user code to another thread (a deadline's cancel runs on a pool thread: see
+//! `Job::arm_deadline`).
+//!
+//! The thread is started by [`ensure_running`] when a deadline is set or a job
+//! with one starts, so that call can fail (EAGAIN) instead of a deadline being
+//! ignored later; once started it runs for the life of the process.
 
-use super::log;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -52,31 +62,50 @@ fn lock() -> MutexGuard<'static, State> {
     timer().st.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `task` on the timer thread at `at` (at once if it has passed). Returns
-/// `None` only if the timer thread could not be started (EAGAIN); the task is
-/// then dropped unrun.
-pub(crate) fn schedule(at: Instant, task: impl FnOnce() + Send + 'static) -> Option<TimerId> {
+/// Starts the timer thread unless it runs in this process already. Fails only
+/// if it could not be started (EAGAIN): nothing is logged here, so a caller
+/// holding a job's lock can say why once it let go of it.
+pub(crate) fn ensure_running() -> std::io::Result<()> {
     let mut st = lock();
+    start_locked(&mut st)
+}
+
+fn start_locked(st: &mut State) -> std::io::Result<()> {
     let pid = std::process::id();
     if st.pid != pid {
-        // A forked child: the parent's timer thread does not exist here, and
-        // its tasks belong to the parent's jobs.
-        st.heap.clear();
-        std::mem::forget(std::mem::take(&mut st.tasks));
-        st.running = false;
-        st.pid = pid;
+        // A forked child without the fork handlers (a program that used only
+        // the Rust API): the parent's timer thread does not exist here, and its
+        // tasks belong to the parent's jobs.
+        st.forget_parent(pid);
     }
     if !st.running {
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("bgjob-timer".into())
             .stack_size(256 * 1024)
-            .spawn(run);
-        if let Err(e) = started {
-            log::debug(format_args!("timer thread could not start: {e}"));
-            return None;
-        }
+            .spawn(run)?;
         st.running = true;
     }
+    Ok(())
+}
+
+impl State {
+    fn forget_parent(&mut self, pid: u32) {
+        self.heap.clear();
+        std::mem::forget(std::mem::take(&mut self.tasks));
+        self.running = false;
+        self.pid = pid;
+    }
+}
+
+/// Runs `task` on the timer thread at `at` (at once if it has passed), starting
+/// the thread if needed. Fails only if it could not be started (EAGAIN); the
+/// task is then dropped unrun. Nothing is logged.
+pub(crate) fn schedule(
+    at: Instant,
+    task: impl FnOnce() + Send + 'static,
+) -> std::io::Result<TimerId> {
+    let mut st = lock();
+    start_locked(&mut st)?;
     st.next += 1;
     let id = st.next;
     let earliest = st.heap.peek().map(|Reverse((t, _))| *t);
@@ -86,7 +115,23 @@ pub(crate) fn schedule(at: Instant, task: impl FnOnce() + Send + 'static) -> Opt
     if earliest.is_none_or(|e| at < e) {
         timer().cv.notify_one();
     }
-    Some(id)
+    Ok(id)
+}
+
+/// The timer's lock, held across fork() (see `crate::ffi::fork`).
+pub(crate) struct TimerHold(MutexGuard<'static, State>);
+
+pub(crate) fn hold_for_fork() -> TimerHold {
+    TimerHold(lock())
+}
+
+impl TimerHold {
+    /// In the child: the timer thread does not exist there and the tasks are
+    /// the parent's (never run, never dropped: their captures may be mid-use).
+    /// The next [`ensure_running`] starts a thread of the child's own.
+    pub(crate) fn forget_all(mut self) {
+        self.0.forget_parent(std::process::id());
+    }
 }
 
 /// Cancels a scheduled task. True if it had not started; its captures are

@@ -6,31 +6,78 @@
 //! bgjob and get a clean answer, never a hang:
 //!
 //! - before the fork, the forking thread takes every process-wide lock bgjob
-//!   has (the handle tables, the job registry, the thread pool, the log sink),
-//!   in the documented lock order, so none is mid-use by another thread
-//!   (glibc's malloc does the same for its arenas);
+//!   has, in the documented lock order, so none is mid-use by another thread
+//!   (glibc's malloc does the same for its arenas): every handle table (in tag
+//!   order), then (never nested with these elsewhere) the job registry, the
+//!   thread pool, the log sink and the timer;
 //! - in the parent they are simply released;
-//! - in the child the parent's handles are invalidated and their jobs and
-//!   contexts forgotten (never touched: their own locks may be held), and the
-//!   locks are released (the pool forgets the parent's idle threads by itself,
+//! - in the child the parent's handles of every type are invalidated and their
+//!   objects forgotten (never touched: their own locks may be held), the timer
+//!   forgets the parent's tasks (its thread does not exist there), and the locks
+//!   are released (the pool forgets the parent's idle threads by itself,
 //!   through `sys::fork_generation`). Parent handles then get
-//!   `BGJOB_RESULT_INVALID_HANDLE`; new jobs and contexts work as usual.
+//!   `BGJOB_RESULT_INVALID_HANDLE`; new objects of every type work as usual.
+//!
+//! Nothing here lists the handle tables by hand: a table registers itself the
+//! first time it makes a handle ([`register_table`]), so a new table cannot be
+//! forgotten. The process-wide locks outside the tables are the ones in
+//! [`Held`]; the test `every_process_wide_lock_is_held_across_fork` fails when a
+//! `static` lock appears in the sources without being named in
+//! [`PROCESS_LOCKS`] (and so, by review, here).
 //!
 //! The handlers are registered the first time a handle is made, so a program
 //! that never uses the C API pays nothing.
 
-use super::handles::{CONTEXTS, JOBS, TableHold, forget_current_after_fork};
+use super::handles::{ForkTable, HeldTable, forget_current_after_fork};
 use crate::core::threads::{Pool, PoolHold};
-use crate::core::{Context, Job, job::RegistryHold, log};
+use crate::core::timer::{self, TimerHold};
+use crate::core::{job::RegistryHold, log};
 use std::cell::RefCell;
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Every handle table that has made a handle, in tag order (the order fork
+/// takes their locks in).
+static TABLES: Mutex<Vec<&'static dyn ForkTable>> = Mutex::new(Vec::new());
+
+/// The `static` items outside the handle tables that hold a process-wide lock
+/// (a mutex, or a `OnceLock`'s one-time initialisation), each held across fork
+/// by [`prepare`]: the job registry (`REGISTRY`), the global pool (`GLOBAL`),
+/// the log sink (`SINK`) and its environment switch (`ENV`), the timer
+/// (`TIMER`), the state and verb names (`NAMES`), and the table list itself
+/// (`TABLES`). A `OnceLock` is held by initialising it before the fork.
+#[cfg(test)]
+const PROCESS_LOCKS: &[&str] = &[
+    "REGISTRY", "GLOBAL", "SINK", "ENV", "TIMER", "NAMES", "TABLES",
+];
+
+fn tables() -> MutexGuard<'static, Vec<&'static dyn ForkTable>> {
+    TABLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds a handle table to the fork handling (and registers the fork handlers).
+/// Called by the table itself before it makes its first handle; a second call
+/// for the same table changes nothing.
+pub(crate) fn register_table(table: &'static dyn ForkTable) {
+    register();
+    let mut t = tables();
+    let known = t
+        .iter()
+        .any(|&x| std::ptr::addr_eq(x as *const dyn ForkTable, table as *const dyn ForkTable));
+    if !known {
+        t.push(table);
+        t.sort_by_key(|x| x.tag());
+    }
+}
 
 struct Held {
-    jobs: TableHold<Job>,
-    contexts: TableHold<Context>,
+    /// Kept locked so no table registers itself mid-fork.
+    list: MutexGuard<'static, Vec<&'static dyn ForkTable>>,
+    tables: Vec<Box<dyn HeldTable>>,
     registry: RegistryHold,
     pool: PoolHold,
-    sink: std::sync::MutexGuard<'static, Option<log::Sink>>,
+    sink: MutexGuard<'static, Option<log::Sink>>,
+    timer: TimerHold,
 }
 
 thread_local! {
@@ -40,13 +87,18 @@ thread_local! {
 }
 
 /// Registers the fork handlers, once per process.
-pub(crate) fn register() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+fn register() {
+    // Not a `Once`: a fork while another thread is inside it would leave it
+    // running for ever in the child, and the child's first handle would hang.
+    // A thread that loses the race goes on without waiting for the winner's
+    // registration (a fork in that window of the first handle treats the
+    // child as one forked before any handle existed).
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.load(Ordering::Acquire) && !REGISTERED.swap(true, Ordering::AcqRel) {
         // Without handlers (ENOMEM at startup) the child is as safe as before:
         // fine for fork-then-exec.
         let _ = crate::sys::at_fork(prepare, parent, child);
-    });
+    }
 }
 
 /// A panic must not unwind into libc's fork(); it cannot happen here (only lock
@@ -60,14 +112,22 @@ fn no_unwind(f: impl FnOnce()) {
 
 unsafe extern "C" fn prepare() {
     no_unwind(|| {
-        // The documented lock order: handle tables, then (never nested with
-        // these elsewhere) the registry, the pool and the log sink.
+        // The documented lock order: the table list, the handle tables in tag
+        // order, then (never nested with these elsewhere) the registry, the
+        // pool, the log sink and the timer (a job's lock is taken before the
+        // timer's, never after, and the timer thread holds no other lock).
+        // One-time initialisations first: one under way on another thread at
+        // the fork would never finish in the child.
+        super::info::static_name(None);
+        let list = tables();
+        let tables = list.iter().map(|t| t.hold_for_fork()).collect();
         let held = Held {
-            jobs: JOBS.hold_for_fork(),
-            contexts: CONTEXTS.hold_for_fork(),
+            list,
+            tables,
             registry: RegistryHold::take(),
             pool: Pool::global().hold_for_fork(),
             sink: log::hold_for_fork(),
+            timer: timer::hold_for_fork(),
         };
         HELD.with(|h| *h.borrow_mut() = Some(held));
     });
@@ -83,17 +143,127 @@ unsafe extern "C" fn child() {
             return;
         };
         let Held {
-            jobs,
-            contexts,
+            list,
+            tables,
             registry,
             pool,
             sink,
+            timer,
         } = held;
-        jobs.forget_all();
-        contexts.forget_all();
+        for t in tables {
+            t.forget_all();
+        }
+        drop(list);
         registry.forget_all();
         drop(pool);
         drop(sink);
+        timer.forget_all();
         forget_current_after_fork();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names of the `static` items in `src` whose type holds a lock (a `Mutex`,
+    /// `RwLock`, `Condvar`, handle `Table`, `Once` or `OnceLock`, whose first
+    /// use is a lock too), outside test code (test modules and files, and
+    /// statics marked `#[cfg(test)]`).
+    fn static_locks() -> Vec<(String, String)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).expect("src is readable") {
+                let p = e.expect("a directory entry").path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs")
+                    && !p.to_string_lossy().ends_with("tests.rs")
+                {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut found = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("a source file");
+            // Inline test modules come last in every file; their statics are
+            // not process-wide state of the library.
+            let text = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or("");
+            let mut test_only = false;
+            for line in text.lines() {
+                let l = line.trim_start();
+                // A `#[cfg(test)]` static exists only in test builds.
+                let after_cfg_test = std::mem::replace(&mut test_only, l == "#[cfg(test)]");
+                if after_cfg_test {
+                    continue;
+                }
+                let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
+                let l = l.strip_prefix("pub ").unwrap_or(l);
+                let Some(rest) = l.strip_prefix("static ") else {
+                    continue;
+                };
+                let Some((name, ty)) = rest.split_once(':') else {
+                    continue;
+                };
+                if ["Mutex", "RwLock", "Table<", "Condvar", "Once"]
+                    .iter()
+                    .any(|k| ty.contains(k))
+                {
+                    found.push((name.trim().to_owned(), f.display().to_string()));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_process_wide_lock_is_held_across_fork() {
+        let found = static_locks();
+        for name in [
+            "REGISTRY", "GLOBAL", "SINK", "TIMER", "JOBS", "TXNS", "VIRJOBS",
+        ] {
+            assert!(
+                found.iter().any(|(n, _)| n == name),
+                "the scan misses {name}: {found:?}"
+            );
+        }
+        for (name, file) in &found {
+            // Handle tables register themselves (see `register_table`).
+            let is_table = std::fs::read_to_string(file)
+                .unwrap()
+                .lines()
+                .any(|l| l.contains(&format!("static {name}: Table<")));
+            assert!(
+                is_table || PROCESS_LOCKS.contains(&name.as_str()),
+                "{file}: static {name} holds a lock that fork() does not take: \
+                 hold it in ffi::fork::prepare and name it in PROCESS_LOCKS"
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_registers_itself_when_it_makes_a_handle() {
+        let table: &'static super::super::handles::Table<u32> =
+            Box::leak(Box::new(super::super::handles::Table::new(14)));
+        let registered = || {
+            tables().iter().any(|&x| {
+                std::ptr::addr_eq(x as *const dyn ForkTable, table as *const dyn ForkTable)
+            })
+        };
+        assert!(!registered());
+        let h = table.insert(7);
+        assert!(registered());
+        table.insert(8);
+        assert_eq!(
+            tables().iter().filter(|x| x.tag() == 14).count(),
+            1,
+            "registered once"
+        );
+        assert_eq!(table.remove(h), Some(7));
+    }
 }

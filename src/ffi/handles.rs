@@ -4,6 +4,16 @@
 //! scheme), and the tag keeps a job handle from passing for a context handle or
 //! the other way round.
 //!
+//! A stale handle never names another object, however long the process lives:
+//! a slot whose generation has reached the 28-bit limit is retired (never
+//! reused) instead of wrapping to a generation an old handle may still carry.
+//! Freed slots are reused oldest first, so a slot's generation moves on only
+//! once per pass over every free slot, and retirement is rare: it costs one
+//! entry of a few bytes per 2^28 − 1 reuses of one slot.
+//!
+//! Every table registers itself with the fork handling (`super::fork`) the
+//! first time it makes a handle: a table cannot be added and forgotten there.
+//!
 //! A worker calls progress functions once per block, so the worker thread keeps
 //! its own job in a thread-local while its callback runs: a lookup of that handle
 //! from that thread touches no shared lock or counter. The thread-local holds a
@@ -12,6 +22,8 @@
 
 use super::{bgjob_job, bgjob_result};
 use crate::core::{Context, Job};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(not(target_pointer_width = "64"))]
@@ -33,11 +45,14 @@ struct Entry<T> {
 pub(crate) struct Table<T> {
     tag: u8,
     inner: RwLock<Inner<T>>,
+    /// Set once the table is in the fork handling's list.
+    registered: AtomicBool,
 }
 
 struct Inner<T> {
     entries: Vec<Entry<T>>,
-    free: Vec<u32>,
+    /// Free slots, reused oldest first (FIFO).
+    free: VecDeque<u32>,
 }
 
 pub(crate) static JOBS: Table<Job> = Table::new(1);
@@ -49,6 +64,30 @@ pub(crate) static TXNS: Table<crate::core::Txn> = Table::new(4);
 
 /// Generations use 28 bits; the 4 above them hold the table's tag.
 const GENERATION_MASK: u32 = 0x0fff_ffff;
+
+/// A freed slot gets its next generation, or is retired (`None`) when that
+/// would wrap: handles of every earlier generation of it may still be held.
+fn next_generation(generation: u32) -> Option<u32> {
+    (generation < GENERATION_MASK).then_some(generation + 1)
+}
+
+impl<T> Inner<T> {
+    /// The slot `i` no longer holds an object: its generation moves on so every
+    /// handle made for it is dead, and it is queued for reuse unless retired.
+    fn release(&mut self, i: u32) {
+        let e = &mut self.entries[i as usize];
+        e.slot = Slot::Free;
+        match next_generation(e.generation) {
+            Some(g) => {
+                e.generation = g;
+                self.free.push_back(i);
+            }
+            // Retired: a generation no handle can carry (decode masks to 28
+            // bits, and 0 is never given out), so lookups of it always fail.
+            None => e.generation = 0,
+        }
+    }
+}
 
 fn encode(tag: u8, index: u32, generation: u32) -> usize {
     ((tag as usize) << 60) | ((generation as usize) << 32) | (index as usize + 1)
@@ -71,8 +110,9 @@ impl<T: Clone> Table<T> {
             tag,
             inner: RwLock::new(Inner {
                 entries: Vec::new(),
-                free: Vec::new(),
+                free: VecDeque::new(),
             }),
+            registered: AtomicBool::new(false),
         }
     }
 
@@ -84,20 +124,27 @@ impl<T: Clone> Table<T> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The table's lock, held across fork() (see [`super::fork`]).
-    pub(crate) fn hold_for_fork(&'static self) -> TableHold<T> {
-        TableHold(self.write())
-    }
-
     /// Reserves a handle for an object about to be made (a job's worker needs its
     /// handle before the job exists).
-    pub(crate) fn reserve(&self) -> usize {
-        super::fork::register();
+    pub(crate) fn reserve(&'static self) -> usize
+    where
+        T: Send + Sync + 'static,
+    {
+        if !self.registered.load(Ordering::Acquire) {
+            // Before this table's lock is taken: the fork handling takes the
+            // list's lock and then the tables'.
+            super::fork::register_table(self);
+            self.registered.store(true, Ordering::Release);
+        }
         let mut t = self.write();
-        let index = match t.free.pop() {
+        let index = match t.free.pop_front() {
             Some(i) => i,
             None => {
-                let i = u32::try_from(t.entries.len()).expect("handle table full");
+                // Below u32::MAX, so `index + 1` fits the handle's low 32 bits.
+                let i = u32::try_from(t.entries.len())
+                    .ok()
+                    .filter(|&i| i < u32::MAX)
+                    .expect("handle table full");
                 t.entries.push(Entry {
                     generation: 1,
                     slot: Slot::Free,
@@ -116,13 +163,17 @@ impl<T: Clone> Table<T> {
         if let Some((i, g)) = decode(self.tag, h)
             && let Some(e) = t.entries.get_mut(i)
             && e.generation == g
+            && matches!(e.slot, Slot::Reserved)
         {
             e.slot = Slot::Live(value);
         }
     }
 
     /// A new handle for `value`.
-    pub(crate) fn insert(&self, value: T) -> usize {
+    pub(crate) fn insert(&'static self, value: T) -> usize
+    where
+        T: Send + Sync + 'static,
+    {
         let h = self.reserve();
         self.fill(h, value);
         h
@@ -157,8 +208,7 @@ impl<T: Clone> Table<T> {
         let Slot::Live(v) = std::mem::replace(&mut e.slot, Slot::Free) else {
             unreachable!("only live slots get here");
         };
-        e.generation = (e.generation.wrapping_add(1) & GENERATION_MASK).max(1);
-        t.free.push(i as u32);
+        t.release(i as u32);
         Ok(v)
     }
 
@@ -176,22 +226,48 @@ impl<T: Clone> Table<T> {
     }
 }
 
-/// A table's write lock, held across fork().
-pub(crate) struct TableHold<T: 'static>(RwLockWriteGuard<'static, Inner<T>>);
+/// What the fork handling needs of a table, whatever its object type.
+pub(crate) trait ForkTable: Sync {
+    /// The table's tag: the fork handling takes table locks in tag order.
+    fn tag(&self) -> u8;
+    /// Takes the table's write lock, to hold across fork().
+    fn hold_for_fork(&'static self) -> Box<dyn HeldTable>;
+}
 
-impl<T> TableHold<T> {
+/// A table's write lock, held across fork(); dropping it releases the lock.
+pub(crate) trait HeldTable {
     /// In the child: every handle of the parent becomes invalid (its slot's
     /// generation moves on) and its object is forgotten, never dropped or
-    /// touched: a parent thread may have held its lock at the fork.
-    pub(crate) fn forget_all(mut self) {
+    /// touched: a parent thread may have held its lock at the fork. The lock
+    /// is released.
+    fn forget_all(self: Box<Self>);
+}
+
+impl<T: Clone + Send + Sync + 'static> ForkTable for Table<T> {
+    fn tag(&self) -> u8 {
+        self.tag
+    }
+
+    fn hold_for_fork(&'static self) -> Box<dyn HeldTable> {
+        Box::new(TableHold(self.write()))
+    }
+}
+
+struct TableHold<T: 'static>(RwLockWriteGuard<'static, Inner<T>>);
+
+impl<T> HeldTable for TableHold<T> {
+    fn forget_all(mut self: Box<Self>) {
         let t = &mut *self.0;
-        for e in &mut t.entries {
-            if let Slot::Live(v) = std::mem::replace(&mut e.slot, Slot::Free) {
-                std::mem::forget(v);
+        for i in 0..t.entries.len() {
+            // A free slot (queued or retired) names no live object: its
+            // generation moved on when it was freed.
+            match std::mem::replace(&mut t.entries[i].slot, Slot::Free) {
+                Slot::Free => continue,
+                Slot::Reserved => {}
+                Slot::Live(v) => std::mem::forget(v),
             }
-            e.generation = (e.generation.wrapping_add(1) & GENERATION_MASK).max(1);
+            t.release(i as u32);
         }
-        t.free = (0..t.entries.len() as u32).rev().collect();
     }
 }
 
@@ -249,6 +325,53 @@ mod tests {
                 Err(bgjob_result::InvalidHandle)
             );
         }
+    }
+
+    /// Issue 13 item 10: after 2^28 − 1 create/destroy cycles of one slot its
+    /// generation used to wrap, and a handle from the first cycle named the
+    /// object of a later one. The slot starts near the limit here, as that
+    /// many cycles would have left it.
+    #[test]
+    fn a_stale_handle_never_reaches_another_object_after_its_slot_wraps() {
+        let table: &'static Table<u32> = Box::leak(Box::new(Table::new(13)));
+        let first = table.insert(0);
+        assert_eq!(table.remove(first), Some(0));
+        let (i, _) = decode(13, first).unwrap();
+        table.inner.write().unwrap().entries[i].generation = GENERATION_MASK - 2;
+        let mut stale = vec![first];
+        for n in 1..=8u32 {
+            let h = table.insert(n);
+            for &s in &stale {
+                assert_ne!(s, h, "cycle {n}: a new object got a stale handle's value");
+                assert_eq!(
+                    table.get(s),
+                    None,
+                    "cycle {n}: stale {s:#x} reaches object {n}"
+                );
+                assert_eq!(
+                    table.remove(s),
+                    None,
+                    "cycle {n}: stale {s:#x} destroys object {n}"
+                );
+            }
+            assert_eq!(table.remove(h), Some(n));
+            stale.push(h);
+        }
+    }
+
+    #[test]
+    fn freed_slots_are_reused_oldest_first() {
+        let table: &'static Table<u32> = Box::leak(Box::new(Table::new(12)));
+        let a = table.insert(1);
+        let b = table.insert(2);
+        table.remove(a);
+        table.remove(b);
+        let c = table.insert(3);
+        assert_eq!(
+            decode(12, c).unwrap().0,
+            decode(12, a).unwrap().0,
+            "the slot freed first is reused first"
+        );
     }
 
     #[test]

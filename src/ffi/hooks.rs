@@ -10,12 +10,14 @@ use std::time::Duration;
 
 /// Registers a cancellation hook on a job: `bgjob_job_cancel` will call
 /// `hook(userdata, job)` once, on the cancelling thread, with no lock held;
-/// hooks run one at a time in registration order. If cancel was already
-/// requested, the hook runs at once on this thread before this returns, and the
-/// call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks still registered when
-/// the job's worker returns are removed without being called, and the job does
-/// not end while one of its hooks runs (see `bgjob_hook_callback`): once any
-/// call has seen the job end, none of its hooks runs or is still running.
+/// hooks run one at a time in registration order. (A deadline's cancel calls
+/// them on a bgjob thread named after the job, never on the timer thread.) If
+/// cancel was already requested, the hook runs at once on this thread before
+/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+/// still registered when the job's worker returns are removed without being
+/// called, and the job does not end while one of its hooks runs (see
+/// `bgjob_hook_callback`): once any call has seen the job end, none of its
+/// hooks runs or is still running.
 ///
 /// Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
 /// NULL) runs exactly once: after the hook ran, when it is removed, when the job
@@ -196,14 +198,22 @@ pub(crate) fn timeout_arg(ms: i64) -> Result<Option<Duration>, bgjob_result> {
 /// Gives the job a deadline: once it has run `ms` milliseconds of active time
 /// (counted from its start, paused time excluded) it is cancelled, and
 /// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
-/// deadline. Setting one that has already passed cancels the job at once.
-/// Allowed in CREATED, RUNNING and PAUSED (it replaces the one from
-/// `bgjob_job_options.deadline_ms`).
+/// deadline. Setting one that has already passed cancels the job at once (on
+/// another thread, shortly after this returns). Allowed in CREATED, RUNNING
+/// and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
+///
+/// bgjob's one timer thread (started by the first deadline) only notices the
+/// time; the cancel, with the job's cancellation hooks, runs on a bgjob thread
+/// named after the job, so a hook that blocks delays no other job's deadline.
+/// If that thread cannot be started when the deadline passes (EAGAIN), the
+/// cancel is tried again every 20 ms until it can be: the deadline is late,
+/// never lost.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
-/// ended.
+/// ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
+/// (the job's deadline is then unchanged).
 ///
 /// # Safety
 /// Any handle value is safe. Thread-safe.

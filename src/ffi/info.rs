@@ -291,7 +291,7 @@ pub unsafe extern "C" fn bgjob_verb_allowed(
     })
 }
 
-fn static_name(name: Option<&'static str>) -> *const c_char {
+pub(super) fn static_name(name: Option<&'static str>) -> *const c_char {
     // The names are static ASCII without NULs; leak-free because each is built once.
     static NAMES: std::sync::OnceLock<Vec<(&'static str, std::ffi::CString)>> =
         std::sync::OnceLock::new();

@@ -270,7 +270,8 @@ pub(crate) unsafe fn create(
 /// `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
 /// context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a
 /// bad `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
-/// started (nothing is left behind).
+/// started — the worker's, or for a job with a deadline bgjob's timer thread
+/// (nothing is left behind).
 ///
 /// # Safety
 /// `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or
@@ -305,7 +306,8 @@ pub unsafe extern "C" fn bgjob_job_create(
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
 /// unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
-/// started (the job stays CREATED and may be started again or destroyed).
+/// started — the worker's, or for a job with a deadline bgjob's timer thread
+/// (the job stays CREATED and may be started again or destroyed).
 ///
 /// # Safety
 /// Any handle value is safe. Thread-safe.

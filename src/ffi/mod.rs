@@ -275,7 +275,8 @@ pub extern "C" fn bgjob_result_str(result: i32) -> *const c_char {
 
 /// Called with each lifecycle log line (no trailing newline).
 ///
-/// Runs on whichever thread the event happened on, with no bgjob lock held. It
+/// Runs on whichever thread the event happened on (never bgjob's timer thread),
+/// with no bgjob lock held, on every path (a failed thread start included). It
 /// may call any bgjob function, `bgjob_set_log_callback` included: a
 /// replacement takes effect from the next line, and the replaced callback's
 /// free function runs once the line being delivered to it is done. `line` is

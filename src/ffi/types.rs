@@ -93,7 +93,9 @@ pub const BGJOB_ENTRY_TEXT_SIZE: usize = 64;
 /// A handle is an index into bgjob's handle table tagged with a generation; it is
 /// never dereferenced. Any value (NULL, destroyed, detached, made up) is safe to
 /// pass: a handle that does not name a live job gets `BGJOB_RESULT_INVALID_HANDLE`.
-/// Handles may be used from any thread.
+/// A destroyed handle never comes to name a later job, however long the
+/// process lives (a slot whose generation would wrap is retired). Handles may
+/// be used from any thread.
 pub struct bgjob_job {
     _private: [u8; 0],
 }
@@ -146,7 +148,9 @@ pub type bgjob_completion_callback =
 /// Called at most once, with its userdata and the job's handle: on the thread
 /// that cancels the job (hooks run one at a time in registration order, with no
 /// bgjob lock held), or at once on the registering thread when cancel had
-/// already been requested.
+/// already been requested. A cancel made by the job's deadline runs on a bgjob
+/// thread named after the job, started for it (never bgjob's timer thread), so
+/// a hook that blocks holds back no other job's deadline.
 ///
 /// The job's end and its hooks never overlap: the job does not become WAITING
 /// or terminal while one of its hooks runs (its end waits for the hook to
@@ -459,7 +463,9 @@ pub struct bgjob_job_options {
     pub context: *mut bgjob_context,
     /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
     /// many ms of active time: from start, paused time not counted. Default 0:
-    /// no deadline. Negative is refused.
+    /// no deadline. Negative is refused. Starting a job with a deadline fails
+    /// with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
+    /// (see `bgjob_job_set_deadline`).
     pub deadline_ms: i64,
     /// A `bgjob_error_policy` value. Default REPORT.
     pub error_policy: i32,

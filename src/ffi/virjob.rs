@@ -83,7 +83,9 @@ const VIR_FROM_NONE: c_int = 0;
 const VIR_ERR_ERROR: c_int = 2;
 
 /// A job (opaque). A `virJobPtr` is a handle, never a pointer to memory: NULL,
-/// destroyed and made-up values are refused with -1 / NULL by every call.
+/// destroyed and made-up values are refused with -1 / NULL by every call; a
+/// destroyed one never comes to name a later job, and in a fork() child every
+/// handle of the parent is refused so.
 pub struct _virJob {
     _private: [u8; 0],
 }

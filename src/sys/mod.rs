@@ -5,8 +5,7 @@ pub(crate) mod spawn;
 pub(crate) use spawn::{SpawnArgs, Stdio, spawn};
 
 use std::ffi::CString;
-use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
@@ -20,15 +19,19 @@ extern "C" fn after_fork_in_child() {
 /// so state that names threads must be reset when it changes. One atomic load
 /// (std::process::id() would be a getpid system call).
 pub(crate) fn fork_generation() -> u64 {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
+    // Not a `Once`: a fork while another thread is inside it would leave it
+    // running for ever in the child. A thread that loses the race goes on at
+    // once, before the winner has registered: a fork in that window is not
+    // counted, as one before the first call is not.
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.load(Ordering::Relaxed) && !REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: registers a plain function that only touches an atomic; no
         // pointers are passed. A failure (ENOMEM) leaves fork detection off,
         // which only matters to a program that forks and keeps using bgjob.
         unsafe {
             libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }
-    });
+    }
     FORKS.load(Ordering::Relaxed)
 }
 
