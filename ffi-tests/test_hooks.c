@@ -118,7 +118,6 @@ static bool test_hooks_once_under_eight_cancellers(void)
         int called = 0;
         while (called < HOOKS && atomic_load(&h[called].calls) == 1)
             called++;
-        CHECKF(called >= 1, "the first hook was not called");
         for (int i = 0; i < HOOKS && winner >= 0; i++) {
             CHECK_EQ(atomic_load(&h[i].frees), 1);
             if (i < called) {
@@ -288,7 +287,7 @@ static void *race_cancel(void *arg)
 static bool test_remove_racing_cancel(void)
 {
     bool ok = true;
-    int ran = 0, removed = 0;
+    int ran = 0, removed = 0, dropped = 0;
     for (int i = 0; i < 3000 && ok; i++) {
         struct race r = {.job = running_job()};
         REQUIRE(r.job != NULL);
@@ -314,17 +313,25 @@ static bool test_remove_racing_cancel(void)
             removed++;
             CHECK_EQ(phase, 0);
         } else {
-            ran++;
+            /* Not found: it ran (and has returned), or the worker saw the
+             * cancel and returned first, and it was dropped uncalled — never
+             * half-way. */
             CHECK_RC(rc, BGJOB_RESULT_NOT_FOUND);
-            CHECKF(phase == 2, "remove returned while the hook was at phase %d", phase);
+            CHECKF(phase == 2 || phase == 0, "remove returned while the hook was at phase %d",
+                   phase);
+            if (phase == 2)
+                ran++;
+            else
+                dropped++;
         }
         pthread_join(t, NULL);
         CHECK_EQ(atomic_load(&h.frees), 1);
-        CHECK_EQ(atomic_load(&h.calls), rc == BGJOB_RESULT_OK ? 0 : 1);
+        CHECK_EQ(atomic_load(&h.calls), phase == 2 ? 1 : 0);
         CHECK_STATE(wait_end(r.job), BGJOB_STATE_CANCELLED);
         CHECK_RC(bgjob_job_destroy(r.job), BGJOB_RESULT_OK);
     }
-    tap_diag("3000 races: hook removed first %d times, ran first %d times", removed, ran);
+    tap_diag("3000 races: hook removed first %d times, ran first %d times, dropped at the end "
+             "%d times", removed, ran, dropped);
     return ok;
 }
 
