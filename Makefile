@@ -57,6 +57,10 @@ LIBVIRT_LIBS   = $$(pkg-config --libs libvirt)
 # venv of its own (with pytest), loading this tree's library via BGJOB_LIBRARY.
 PYTHON    ?= python3
 VENV      := target/venv
+# Every Python the package claims (pyproject's requires-python) that this
+# machine has -- on PATH as pythonX.Y, or under pyenv -- runs the suite, each
+# in a venv of its own (target/venv-X.Y); the others are named as skipped.
+PY_CLAIMED := 3.9 3.10 3.11 3.12 3.13
 PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/README.md
 
 # $(call need,TOOL,DEBIAN-PACKAGE): stop with the exact install line when missing.
@@ -64,7 +68,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
+.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python test-python-all python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
 	check-asan check-valgrind stress loom
 
 all: lib
@@ -161,7 +165,7 @@ demo: lib $(OUT)/examples/demo
 demo-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) $(VENV)/bin/python -m bgjob.demo
 
-test: test-rust test-c test-examples test-python bench-smoke
+test: test-rust test-c test-examples test-python-all bench-smoke
 
 test-rust:
 	$(CARGO) test --release
@@ -213,6 +217,21 @@ python-venv: $(VENV)/.bgjob-installed
 test-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) BGJOB_HEADER=$(abspath include/bgjob.h) \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider python/tests
+
+# The suite under each claimed Python this machine has (see PY_CLAIMED).
+test-python-all: lib
+	@set -e; ran=; \
+	for v in $(PY_CLAIMED); do \
+	  py=; for c in python$$v $$HOME/.pyenv/versions/$$v.*/bin/python$$v; do \
+	    if "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, sys.argv[1].split("."))))' $$v \
+	      >/dev/null 2>&1; then py=$$c; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then echo "python $$v: not on this machine, skipped"; continue; fi; \
+	  echo "python $$v: $$py"; \
+	  $(MAKE) --no-print-directory test-python PYTHON=$$py VENV=target/venv-$$v; ran="$$ran $$v"; \
+	done; \
+	[ -n "$$ran" ] || { echo "no claimed Python ($(PY_CLAIMED)) on this machine" >&2; exit 1; }; \
+	echo "python suite passed under:$$ran"
 
 test-c: $(TESTS) $(VIRJOB_TESTS) check-virjob-header
 	$(call need,$(PROVE),perl)

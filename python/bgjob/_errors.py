@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
+from typing import Sequence
 
 from ._enums import Result
 from ._ffi import lib
@@ -107,6 +109,38 @@ class JobFailed(JobError):
     """``Job.result`` of a FAILED job, with its error code and message."""
 
     _verb = "failed"
+
+
+if sys.version_info >= (3, 11):
+    _Group = ExceptionGroup  # noqa: F821 (a builtin from 3.11)
+else:
+
+    class _Group(Exception):
+        """What ``ExceptionGroup`` gives, for 3.9 and 3.10: the message and
+        the exceptions, each with its own traceback."""
+
+        def __init__(self, message: str, exceptions: Sequence[Exception]):
+            super().__init__(message, tuple(exceptions))
+            self.message = message
+            self.exceptions = tuple(exceptions)
+
+        def __str__(self) -> str:
+            n = len(self.exceptions)
+            return f"{self.message} ({n} sub-exception{'s' if n != 1 else ''})"
+
+
+class CallbackErrors(_Group):  # type: ignore[misc,valid-type]
+    """Raised by ``Context.dispatch`` when more than one completion callback
+    raised: ``exceptions`` holds each of them, in the order they ran. An
+    ``ExceptionGroup`` on Python 3.11+ (so ``except*`` works); on 3.9 and 3.10
+    an ``Exception`` with the same ``message`` and ``exceptions``. A single
+    exception is raised as itself."""
+
+    def __new__(cls, message: str, exceptions: Sequence[Exception]) -> CallbackErrors:
+        return super().__new__(cls, message, exceptions)  # type: ignore[call-arg]
+
+    def derive(self, exceptions: Sequence[Exception]) -> CallbackErrors:
+        return CallbackErrors(self.message, exceptions)
 
 
 _BY_CODE: dict[int, type[BgjobError]] = {

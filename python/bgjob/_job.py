@@ -22,7 +22,9 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import inspect
 import itertools
+import logging
 import math
 import os
 import sys
@@ -36,13 +38,15 @@ from typing import Any, Callable, Iterator
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
 from ._enums import Result, State, Verb
-from ._errors import BgjobError, Cancelled, InvalidArgument, InvalidHandle, JobFailed, NotAllowed
+from ._errors import BgjobError, CallbackErrors, Cancelled, InvalidArgument, InvalidHandle, JobFailed, NotAllowed
 from ._errors import TimedOut, check, error_for
 from ._ffi import ContextPtr, JobPtr, TxnPtr, lib
 
 #: The error code a job gets when its Python worker raised anything but an
 #: ``OSError`` with an errno (whose errno is used instead).
 EXCEPTION_CODE = -1
+
+_log = logging.getLogger("bgjob")
 
 _U64_MAX = (1 << 64) - 1
 _I64_MAX = (1 << 63) - 1
@@ -55,26 +59,43 @@ _SLICE_MS = 50
 
 _keep: dict[int, tuple[Any, bool]] = {}
 _keys = itertools.count(1)
-# Userdata whose free function may run on a bgjob thread (workers, completions,
-# hooks, finalizers, child output, the log callback). Each such thread's last
-# Python code is that free, so once this is 0 no bgjob thread is in Python or
-# will enter it: the at-exit hook waits for that before the interpreter goes
-# (a thread taking the GIL during finalization is ended with pthread_exit,
-# which cannot unwind through bgjob's Rust frames). It is only changed by a
-# plain `+=`/`-=` with the GIL held, which no thread switch can split.
-_outstanding = 0
+# The keys of userdata whose free function may run on a bgjob thread (workers,
+# completions, hooks, finalizers, child output, the log callback). Each such
+# thread's last Python code is that free, so once this set is empty no bgjob
+# thread is in Python or will enter it: the at-exit hook waits for that before
+# the interpreter goes (a thread taking the GIL during finalization is ended
+# with pthread_exit, which cannot unwind through bgjob's Rust frames). A set,
+# not a counter: `add` and `discard` are each one call that a thread switch
+# cannot split, where `n += 1` is a read and a write with room between them
+# for another thread's update to be lost (and the exit to wait forever).
+_tracked: set[int] = set()
 _shutting_down = False
 _tls = threading.local()
+#: Seconds the at-exit hook waits for workers after cancelling them (None:
+#: as long as they run); see ``set_exit_timeout``.
+_exit_timeout: float | None = None
 
 
 def _hold(obj: Any, tracked: bool) -> int:
     """Keeps ``obj`` alive until bgjob frees the returned key."""
-    global _outstanding
-    if tracked:
-        _outstanding += 1
     key = next(_keys)
+    if tracked:
+        _tracked.add(key)
     _keep[key] = (obj, tracked)
     return key
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child none of the parent's bgjob threads exist and every
+    parent handle is invalid: nothing the parent handed bgjob will be freed
+    here, so nothing of it is waited for at exit. The child may make jobs of
+    its own."""
+    global _loop_contexts_lock
+    _tracked.clear()
+    _loop_contexts_lock = threading.Lock()
+    _loop_contexts.clear()
+    for ctx in list(_contexts):
+        ctx._forget()
 
 
 def _report(exc: BaseException) -> None:
@@ -98,21 +119,21 @@ def _user_error(exc: BaseException) -> None:
 
 @_ffi.bgjob_free_callback
 def _free_cb(key: int) -> None:
-    global _outstanding
     try:
         obj, tracked = _keep.pop(key)
         job = obj.get() if isinstance(obj, _JobRef) else None
         if job is not None:
             # The completion was dropped unrun (its context was closed first):
-            # the job has ended all the same; wake whoever waits in asyncio.
+            # the job has ended all the same; wake whoever waits on it. (A free
+            # function must not call bgjob for its job: the state is read
+            # later, by whoever wants it.)
             job._ended(None, run_callback=False)
-        if tracked:
-            # The last statement: after it this thread leaves Python without
-            # a call (where it could let the GIL go) on the way.
-            _outstanding -= 1
     except BaseException:
         # Only reachable while the interpreter is being torn down.
         pass
+    # The last statement: after it this thread leaves Python without a call
+    # (where it could let the GIL go) on the way.
+    _tracked.discard(key)
 
 
 # ---------------------------------------------------------------- helpers
@@ -486,6 +507,19 @@ class _Run:
             return self._fail(handle, *_exc())
         except BaseException:
             return self._fail(handle, *_exc())
+        if inspect.iscoroutine(value) or inspect.isasyncgen(value):
+            # An async callable got past the check in Job(): its body never
+            # ran. Refused rather than "completed" with a coroutine result.
+            if inspect.iscoroutine(value):
+                value.close()
+            try:
+                raise TypeError(
+                    f"bgjob: the worker of job {self.name!r} returned {type(value).__name__} {value!r}: "
+                    "workers are plain functions run on the job's thread; run a coroutine on a "
+                    "loop instead (asyncio.run_coroutine_threadsafe, or `await` it in a task)"
+                )
+            except TypeError:
+                return self._fail(handle, *_exc())
         if value is not None:
             # The value lives in _keep until bgjob frees the result (replaced,
             # destroyed) or it is taken.
@@ -643,6 +677,12 @@ class Job:
             raise RuntimeError("bgjob: the interpreter is shutting down; no new jobs")
         if not callable(fn):
             raise TypeError(f"bgjob: the worker must be callable, not {type(fn).__name__}")
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"bgjob: the worker {getattr(fn, '__qualname__', fn)!r} is an async function; a worker "
+                "is a plain function run on the job's thread (await a coroutine in an asyncio task "
+                "instead, or call asyncio.run inside a plain worker)"
+            )
         if context is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -653,7 +693,8 @@ class Job:
         self._lock = threading.Lock()
         self._done = False
         self._final: State | None = None
-        self._waiters: list[asyncio.Future[State]] = []
+        self._observed = False  # result, exception or error looked at
+        self._waiters: list[asyncio.Future[State | None]] = []
         self._on_complete = on_complete
         self._context = context  # kept alive while its completion may come
         self._run = _Run(fn, args, name or "")
@@ -761,6 +802,7 @@ class Job:
         """The job's error code and message, or None while it has none."""
         if self._closed:
             self._call(Result.INVALID_HANDLE, "error")
+        self._observed = True
         code = c_int32()
         message = _text(lib.bgjob_job_get_error, self._h, "error", byref(code))
         if code.value == 0 and not message:
@@ -770,6 +812,7 @@ class Job:
     @property
     def exception(self) -> BaseException | None:
         """The exception the Python worker raised, if it did."""
+        self._observed = True
         return self._run.exception
 
     @property
@@ -778,6 +821,8 @@ class Job:
         (FAILED; ``__cause__`` is the worker's exception), ``Cancelled``
         (CANCELLED) or ``NotAllowed`` (not ended yet); never waits."""
         state = self.state
+        if state.terminal:
+            self._observed = True
         if state == State.COMPLETED:
             ptr = c_void_p()
             self._call(lib.bgjob_job_get_result(self._h, byref(ptr)), "result")
@@ -852,6 +897,7 @@ class Job:
         ``TimedOut`` after ``timeout`` seconds (the job runs on). The GIL is
         released while waiting, and Ctrl-C (KeyboardInterrupt) interrupts it."""
         limit = _ms(timeout, "wait")
+        self._refuse_unstarted("wait")
         deadline = None if timeout is None else time.monotonic() + limit / 1000.0
         on_main = threading.current_thread() is threading.main_thread()
         state = c_int32()
@@ -870,6 +916,13 @@ class Job:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimedOut(f"wait: job {self._run.name!r} still running after {timeout} s")
 
+    def _refuse_unstarted(self, what: str) -> None:
+        if self.state == State.CREATED:
+            raise NotAllowed(
+                f"{what}: job {self._run.name!r} was not started (it is created): start() it "
+                "first, or it would wait forever"
+            )
+
     async def wait_async(self) -> State:
         """``await job.wait_async()``: the final state, without blocking the
         loop or using a thread. The job's completion wakes the waiting task: a
@@ -877,14 +930,20 @@ class Job:
         (``loop.add_reader``); one told on its own thread wakes the loop with
         ``call_soon_threadsafe``. Any number of tasks may wait."""
         loop = asyncio.get_running_loop()
+        ctx = self._context
+        if ctx is not None and not self._done:
+            ctx._retire_if_loop_gone()
         with self._lock:
-            if self._done:
-                assert self._final is not None
-                return self._final
-            fut: asyncio.Future[State] = loop.create_future()
-            self._waiters.append(fut)
+            done = self._done
+            if not done:
+                fut: asyncio.Future[State | None] = loop.create_future()
+                self._waiters.append(fut)
+        if done:
+            return self._final_state()
+        self._refuse_unstarted("wait_async")
         try:
-            return await fut
+            await fut
+            return self._final_state()
         finally:
             with self._lock:
                 if fut in self._waiters:
@@ -914,7 +973,9 @@ class Job:
         self._call(r, "close")
         if st.value not in (State.CREATED,) and not State(st.value).terminal:
             self.cancel()
-            self.wait()
+            st.value = self.wait()
+        if self._final is None and State(st.value).terminal:
+            self._final = State(st.value)
         r = lib.bgjob_job_destroy(self._h)
         if r not in (Result.OK, Result.INVALID_HANDLE):
             self._call(r, "close")
@@ -937,21 +998,35 @@ class Job:
         try:
             if not self._closed:
                 self._closed = True
+                if self._final is None:
+                    st = c_int32()
+                    if lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and State(st.value).terminal:
+                        self._final = State(st.value)
                 lib.bgjob_job_destroy(self._h)
+            exc = self._run.exception
+            if exc is not None and not self._observed and self._final == State.FAILED:
+                # asyncio's "Task exception was never retrieved", once.
+                self._observed = True
+                _log.error(
+                    "bgjob: exception of job %r was never retrieved (read job.result, "
+                    "job.exception or job.error, or await the job)",
+                    self._run.name,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
         except BaseException:
             pass
 
     # -- completion (any thread)
     def _ended(self, state: State | None, run_callback: bool) -> None:
-        if state is None:  # dropped completion: read the state if we still can
-            st = c_int32()
-            ok = not self._closed and lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK
-            state = State(st.value) if ok else State.CANCELLED
+        # state is None for a dropped completion (called from a free
+        # function, which must not call bgjob for this job): the state is
+        # read later by whoever asks for it (_final_state).
         with self._lock:
             if self._done:
                 return
             self._done = True
-            self._final = state
+            if state is not None:
+                self._final = state
             waiters, self._waiters = self._waiters, []
         for fut in waiters:
             _resolve(fut, state)
@@ -960,22 +1035,50 @@ class Job:
                 self._on_complete(self)
             except BaseException as e:
                 _user_error(e)
+        elif state is None and self._on_complete is not None:
+            ctx = self._context
+            if ctx is not None and ctx._retired and not _shutting_down:
+                # Its loop closed before the job ended: no thread of that loop
+                # will run on_complete, so a thread of its own does.
+                try:
+                    threading.Thread(
+                        target=self._late_on_complete, name=f"bgjob-complete-{self._run.name}"
+                    ).start()
+                except RuntimeError:  # the interpreter is shutting down
+                    pass
         # Ended: the Job need not outlive its caller's references any more. Left
         # pinned, Job -> _JobRef -> Job would be a cycle that only a later
         # garbage collection frees (and with it the job's handle).
         self._ref.strong = None
+
+    def _late_on_complete(self) -> None:
+        assert self._on_complete is not None
+        try:
+            self._on_complete(self)
+        except BaseException as e:
+            _report(e)
+
+    def _final_state(self) -> State:
+        if self._final is None:
+            st = c_int32()
+            if not self._closed and lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK:
+                if State(st.value).terminal:
+                    self._final = State(st.value)
+                return State(st.value)
+            return State.CANCELLED
+        return self._final
 
     def _cancel_at_exit(self) -> None:
         if not self._closed:
             lib.bgjob_job_cancel(self._h, None)
 
 
-def _set_state(fut: asyncio.Future[State], state: State) -> None:
+def _set_state(fut: asyncio.Future[State | None], state: State | None) -> None:
     if not fut.done():
         fut.set_result(state)
 
 
-def _resolve(fut: asyncio.Future[State], state: State) -> None:
+def _resolve(fut: asyncio.Future[State | None], state: State | None) -> None:
     loop = fut.get_loop()
     try:
         running = asyncio.get_running_loop()
@@ -1091,6 +1194,9 @@ class Context:
         check(lib.bgjob_context_get_fd(handle, byref(fd)), "context_get_fd")
         self._fd = fd.value
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        # A loop's own context (loop_context) is retired when its loop ends.
+        self._retired = False
+        self._of_loop = False
         #: How many completions this context has run in all.
         self.dispatched = 0
         _contexts.add(self)
@@ -1120,12 +1226,10 @@ class Context:
             _tls.errors = outer
         check(r, "dispatch")
         self.dispatched += ran.value
-        if errors:
-            add_note = getattr(errors[0], "add_note", None)  # Python 3.11+
-            for other in errors[1:]:
-                if add_note is not None:
-                    add_note(f"bgjob: another completion callback raised {other!r}")
+        if len(errors) == 1:
             raise errors[0]
+        if errors:
+            raise CallbackErrors(f"bgjob: {len(errors)} completion callbacks raised", errors)
         return ran.value
 
     @property
@@ -1153,6 +1257,40 @@ class Context:
     def _readable(self) -> None:
         if not self._closed:
             self.dispatch()
+
+    def _retire(self) -> None:
+        """The loop this (loop_context) context served has ended or is ending.
+        What is queued runs now if we are on that loop; the context is then
+        destroyed, so the completion of a job still bound to it is dropped
+        when the job ends: that job is still awaitable in any loop, its
+        on_complete runs on a thread of its own, and it is freed when dropped."""
+        if self._closed or self._retired:
+            return
+        self._retired = True
+        loop = self._loop() if self._loop is not None else None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is loop:
+            try:
+                self.dispatch()
+            except BaseException as e:
+                for err in e.exceptions if isinstance(e, CallbackErrors) else (e,):
+                    _report(err)
+        self.close()
+
+    def _retire_if_loop_gone(self) -> None:
+        if not self._of_loop or self._closed:
+            return  # not a loop's own context, or already gone
+        loop = self._loop() if self._loop is not None else None
+        if loop is None or loop.is_closed():
+            self._retire()
+
+    def _forget(self) -> None:
+        # In a forked child: the handle is the parent's (invalid here).
+        self._closed = True
+        self._loop = None
 
     def close(self) -> None:
         """Detaches and destroys the context; completions still queued, and
@@ -1190,8 +1328,55 @@ def loop_context(loop: asyncio.AbstractEventLoop | None = None) -> Context:
         if ctx is None or ctx.closed:
             ctx = Context()
             ctx.attach(loop)
+            _watch_loop(ctx, loop)
             _loop_contexts[loop] = ctx
     return ctx
+
+
+def _watch_loop(ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
+    """Retires ``ctx`` when ``loop`` ends: at its ``shutdown_asyncgens()``
+    (asyncio.run and asyncio.Runner call it before closing the loop; it closes
+    every async generator that ran in the loop, this one too), or when the loop
+    is collected. A loop closed by hand and kept is found out by the next
+    ``wait_async`` of a job bound to it."""
+    ref = weakref.ref(ctx)
+
+    async def watch() -> Any:
+        try:
+            yield
+        finally:
+            c = ref()
+            if c is not None:
+                c._retire()
+
+    agen = watch()
+    ctx._of_loop = True
+    # The generator refers to the loop (its finalizer hook), so it is kept on
+    # the loop, not on the context: loop and generator are then collected
+    # together. A loop type without attributes keeps it on the context (the
+    # loop then lives as long as the context).
+    try:
+        loop._bgjob_watch = agen  # type: ignore[attr-defined]
+    except AttributeError:
+        ctx._keep_watch = agen  # type: ignore[attr-defined]
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        # Its first step registers it with the loop (the firstiter hook).
+        try:
+            agen.asend(None).send(None)
+        except StopIteration:
+            pass
+    fin = weakref.finalize(loop, _retire_ref, ref)
+    fin.atexit = False
+
+
+def _retire_ref(ref: weakref.ref[Context]) -> None:
+    ctx = ref()
+    if ctx is not None:
+        ctx._retire()
 
 
 # ---------------------------------------------------------------- library
@@ -1271,29 +1456,110 @@ def set_log_callback(fn: Callable[[str], Any] | None) -> None:
     check(lib.bgjob_set_log_callback(_log_cb, key, _free_cb), "set_log_callback")
 
 
+def _live_jobs() -> list[Job]:
+    """Every started Job whose completion has not run yet."""
+    jobs = []
+    for obj, _ in list(_keep.values()):
+        job = obj.get() if isinstance(obj, _JobRef) else None
+        if job is not None and not job._closed:
+            jobs.append(job)
+    return jobs
+
+
+def _running(job: Job) -> bool:
+    st = c_int32()
+    return (
+        not job._closed
+        and lib.bgjob_job_get_state(job._h, byref(st)) == Result.OK
+        and not State(st.value).terminal
+    )
+
+
+def cancel_all(timeout: float | None = None) -> list[Job]:
+    """Cancels every job started from Python that is still running and waits
+    for them to end, at most ``timeout`` seconds in all (None: as long as it
+    takes). Returns the jobs still running then -- those whose workers do not
+    check for cancel -- which is empty when all ended. A bounded version of
+    what happens at interpreter exit (see ``set_exit_timeout``)."""
+    deadline = None if timeout is None else time.monotonic() + _ms(timeout, "cancel_all") / 1000.0
+    jobs = [job for job in _live_jobs() if _running(job)]
+    for job in jobs:
+        with contextlib.suppress(BgjobError):
+            job.cancel()
+    left = []
+    for job in jobs:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            job.wait(remaining)
+        except TimedOut:
+            left.append(job)
+        except InvalidHandle:
+            pass
+    return left
+
+
+def set_exit_timeout(seconds: float | None) -> None:
+    """Bounds the wait at interpreter exit. At exit bgjob cancels every live
+    job and waits for its worker to return, as ``concurrent.futures``'
+    ThreadPoolExecutor waits for its threads: a worker that never checks for
+    cancel keeps the process alive as long as it runs. With ``seconds`` set,
+    once they have passed bgjob names the jobs still running on stderr and
+    ends the process at once with status 1 (``os._exit``: later at-exit work is
+    skipped; letting the interpreter finalize under a running worker would
+    crash it). None (the default) waits as long as it takes."""
+    global _exit_timeout
+    if seconds is not None:
+        _ms(seconds, "set_exit_timeout")  # checks it
+    _exit_timeout = None if seconds is None else float(seconds)
+
+
+def _exit_timed_out(timeout: float) -> None:
+    stuck = [job for job in _live_jobs() if _running(job)]
+    names = ", ".join(repr(job._run.name) for job in stuck) or "(none listed)"
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+    with contextlib.suppress(BaseException):
+        os.write(
+            2,
+            f"bgjob: exit timeout ({timeout:g} s) expired with {len(stuck)} job(s) still running "
+            f"(their workers do not check for cancel): {names}; ending the process\n".encode(),
+        )
+    os._exit(1)
+
+
 @atexit.register
 def _at_exit() -> None:
     """Interpreter shutdown: no new jobs; cancel every live one; drop the log
     callback and close contexts (their queued completions are dropped); then
-    wait until no bgjob thread can call Python any more."""
+    wait until no bgjob thread can call Python any more (at most the exit
+    timeout, if one was set)."""
     global _shutting_down
     _shutting_down = True
     try:
         lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
-        for obj, _ in list(_keep.values()):
-            job = obj.get() if isinstance(obj, _JobRef) else None
-            if job is not None:
-                job._cancel_at_exit()
+        for job in _live_jobs():
+            job._cancel_at_exit()
         for ctx in list(_contexts):
             ctx.close()
-        while _outstanding:
+        timeout = _exit_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while _tracked:
+            if deadline is not None and time.monotonic() >= deadline:
+                assert timeout is not None
+                _exit_timed_out(timeout)
             time.sleep(0.002)
     except KeyboardInterrupt:
         pass
 
 
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 __all__ = [
     "EXCEPTION_CODE",
+    "cancel_all",
+    "set_exit_timeout",
     "Context",
     "ErrorInfo",
     "Info",

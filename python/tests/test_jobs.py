@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import os
@@ -607,3 +608,77 @@ def test_log_callback_sees_lifecycle_lines():
     finally:
         bgjob.set_log_callback(None)
     assert any("logged" in line for line in lines)
+
+
+def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
+    # Issue 14, bug 5: like asyncio's "Task exception was never retrieved".
+    def work(w):
+        raise FileNotFoundError(2, "no such image", "/vm/disk.img")
+
+    job = bgjob.start(work, name="lost")
+    job.wait(LONG)
+    with caplog.at_level("ERROR", logger="bgjob"):
+        del job
+        gc.collect()
+    records = [r for r in caplog.records if r.name == "bgjob"]
+    assert len(records) == 1
+    assert "job 'lost'" in records[0].getMessage() and "never retrieved" in records[0].getMessage()
+    assert isinstance(records[0].exc_info[1], FileNotFoundError)
+
+    # Observed (result, exception or error read, or awaited): nothing logged.
+    caplog.clear()
+    for look in (lambda j: j.exception, lambda j: j.error, lambda j: pytest.raises(bgjob.JobError, lambda: j.result)):
+        job = bgjob.start(work, name="seen")
+        job.wait(LONG)
+        look(job)
+        with caplog.at_level("ERROR", logger="bgjob"):
+            job.close()
+            del job
+            gc.collect()
+    assert [r for r in caplog.records if r.name == "bgjob"] == []
+
+
+def test_async_worker_is_refused():
+    # Issue 14, bug 5: an `async def` worker "completed" with a coroutine
+    # object as its result, its body never run.
+    ran = []
+
+    async def coro_worker(w):
+        ran.append(w)
+        return 1
+
+    with pytest.raises(TypeError, match="async"):
+        bgjob.start(coro_worker)
+
+    # A callable that returns a coroutine is only found out when it returns.
+
+    def sneaky(w):
+        return coro_worker(w)
+
+    with bgjob.start(lambda w: sneaky(w), name="sneaky") as job:
+        assert job.wait(LONG) == State.FAILED
+        assert isinstance(job.exception, TypeError)
+        assert "coroutine" in str(job.exception)
+    assert ran == []
+
+
+def test_wait_on_a_job_never_started_is_refused():
+    # Issue 14, bug 6: wait() blocked forever, and wait(timeout) said "still
+    # running" of a CREATED job.
+    job = bgjob.Job(lambda w: None, start=False, name="idle")
+    with pytest.raises(bgjob.NotAllowed, match="not started"):
+        job.wait(timeout=0.5)
+    box = []
+    t = threading.Thread(target=lambda: box.append(pytest.raises(bgjob.NotAllowed, job.wait)))
+    t.start()
+    t.join(LONG)
+    assert not t.is_alive() and len(box) == 1
+
+    async def main():
+        with pytest.raises(bgjob.NotAllowed):
+            await asyncio.wait_for(job.wait_async(), LONG)
+
+    asyncio.run(main())
+    job.start()
+    assert job.wait(LONG) == State.COMPLETED
+    job.close()
