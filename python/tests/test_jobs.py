@@ -617,6 +617,7 @@ def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
 
     job = bgjob.start(work, name="lost")
     job.wait(LONG)
+    eventually(lambda: job._done, "completion ran (the Job is no longer pinned)")
     with caplog.at_level("ERROR", logger="bgjob"):
         del job
         gc.collect()
@@ -630,6 +631,7 @@ def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
     for look in (lambda j: j.exception, lambda j: j.error, lambda j: pytest.raises(bgjob.JobError, lambda: j.result)):
         job = bgjob.start(work, name="seen")
         job.wait(LONG)
+        eventually(lambda: job._done, "completion ran")
         look(job)
         with caplog.at_level("ERROR", logger="bgjob"):
             job.close()
