@@ -54,14 +54,16 @@ LIBVIRT_CFLAGS = $$(pkg-config --cflags libvirt)
 LIBVIRT_LIBS   = $$(pkg-config --libs libvirt)
 
 # The Python binding is tested as users get it: `pip install ./python` into a
-# venv of its own (with pytest), loading this tree's library via BGJOB_LIBRARY.
+# venv of its own (with pytest); the wheel pip builds holds a stripped copy of
+# the library (python/setup.py runs cargo), but the suite loads this tree's
+# build via BGJOB_LIBRARY, and checks the bundled copy on its own.
 PYTHON    ?= python3
 VENV      := target/venv
 # Every Python the package claims (pyproject's requires-python) that this
 # machine has -- on PATH as pythonX.Y, or under pyenv -- runs the suite, each
 # in a venv of its own (target/venv-X.Y); the others are named as skipped.
 PY_CLAIMED := 3.9 3.10 3.11 3.12 3.13
-PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/README.md
+PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/setup.py python/README.md
 
 # $(call need,TOOL,DEBIAN-PACKAGE): stop with the exact install line when missing.
 need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; install it with: apt-get install -y $(2)" >&2; exit 1; }
@@ -205,9 +207,8 @@ $(VENV)/.ready:
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest
 	@touch $@
 
-$(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS)
+$(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS) $(SO)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python
-	@rm -rf python/build python/bgjob.egg-info
 	@touch $@
 
 python-venv: $(VENV)/.bgjob-installed
