@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import ctypes
 import dataclasses
 import errno
@@ -33,7 +34,7 @@ import time
 import traceback
 import weakref
 from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
@@ -266,6 +267,12 @@ class Worker:
         self._h = handle
         self.name = name
 
+    def __repr__(self) -> str:
+        try:
+            return f"<bgjob.Worker of job {self.name!r} ({self.info.state})>"
+        except BgjobError:
+            return f"<bgjob.Worker of job {self.name!r}>"
+
     def _check(self, r: int, what: str) -> None:
         if r == Result.CANCELLED:
             raise Cancelled(f"{what}: job {self.name!r} was cancelled")
@@ -481,11 +488,15 @@ class Worker:
 class _Run:
     """A Python worker: what the job's thread runs, and what it left."""
 
-    __slots__ = ("fn", "args", "name", "exception", "thread")
+    __slots__ = ("fn", "args", "kwargs", "context", "name", "exception", "thread")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str):
         self.fn = fn
         self.args = args
+        self.kwargs = dict(kwargs)
+        # The worker sees the creator's contextvars (a copy), as with
+        # asyncio.to_thread.
+        self.context = contextvars.copy_context()
         self.name = name
         self.exception: BaseException | None = None
         self.thread: int | None = None  # while the worker runs
@@ -493,14 +504,20 @@ class _Run:
     def __call__(self, handle: Any) -> int:
         worker = Worker(handle, self.name)
         self.thread = threading.get_ident()
+        # The thread is named after the job while the worker runs, for
+        # logging's %(threadName)s (the OS thread already is).
+        current = threading.current_thread()
+        saved = current.name
+        current.name = self.name
         try:
             return self._call(worker, handle)
         finally:
+            current.name = saved
             self.thread = None
 
     def _call(self, worker: Worker, handle: Any) -> int:
         try:
-            value = self.fn(worker, *self.args)
+            value = self.context.run(self.fn, worker, *self.args, **self.kwargs)
         except Cancelled:
             if lib.bgjob_job_check_cancel(handle) == Result.CANCELLED:
                 return errno.ECANCELED  # the job ends CANCELLED
@@ -638,10 +655,15 @@ _NO_FREE = _ffi.bgjob_free_callback()
 
 
 class Job:
-    """A background job running ``fn(worker, *args)`` on its own thread.
+    """A background job running ``fn(worker, *args, **kwargs)`` on its own thread.
 
-    ``Job(fn, *args, name=..., total=...)`` creates and starts it (``start=False``
-    leaves it CREATED until ``start()``). ``fn``'s return value becomes the
+    ``Job(fn, *args, kwargs={...}, name=..., total=...)`` creates and starts it
+    (``start=False`` leaves it CREATED until ``start()``); the worker's keyword
+    arguments go in ``kwargs``, apart from bgjob's own options, and an unknown
+    option is a TypeError. The worker runs in a copy of the creator's
+    contextvars (as ``asyncio.to_thread``), on a thread named after the job
+    (``threading.current_thread().name``, logging's ``threadName``).
+    ``fn``'s return value becomes the
     job's ``result``; an exception ends the job FAILED with the exception's text
     as its error message (``Cancelled`` after a cancel request: CANCELLED).
 
@@ -658,6 +680,7 @@ class Job:
         self,
         fn: Callable[..., Any],
         *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
         total: int | None = None,
         unbounded: bool = False,
@@ -697,7 +720,7 @@ class Job:
         self._waiters: list[asyncio.Future[State | None]] = []
         self._on_complete = on_complete
         self._context = context  # kept alive while its completion may come
-        self._run = _Run(fn, args, name or "")
+        self._run = _Run(fn, args, kwargs or {}, name or "")
 
         opts = _ffi.bgjob_job_options()
         check(lib.bgjob_job_options_init(byref(opts), sizeof(opts)), "options_init")
@@ -916,6 +939,25 @@ class Job:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimedOut(f"wait: job {self._run.name!r} still running after {timeout} s")
 
+    def progress(self, interval: float = 0.5) -> Iterator[Info]:
+        """Yields a snapshot (``Info``) at once and then every ``interval``
+        seconds while the job runs, and a last one once it has ended (wakes
+        at once then). For a progress bar::
+
+            for info in job.progress(0.2):
+                bar.update(info.current - bar.n)   # tqdm: bar = tqdm(total=...)
+        """
+        _ms(interval, "progress")  # checks it
+        while True:
+            info = self.info
+            yield info
+            if info.state.terminal:
+                return
+            try:
+                self.wait(interval)
+            except TimedOut:
+                pass
+
     def _refuse_unstarted(self, what: str) -> None:
         if self.state == State.CREATED:
             raise NotAllowed(
@@ -950,11 +992,23 @@ class Job:
                     self._waiters.remove(fut)
 
     def __await__(self):
-        """``await job`` is the job's ``result`` (or its exception) once it ended."""
+        """``await job`` is the job's ``result`` (or its exception) once it
+        ended. Cancelling the awaiting task requests cancel of the job (use
+        ``asyncio.shield(job)`` to keep it running, or ``wait_async()``, which
+        only watches)."""
         return self._await_result().__await__()
 
     async def _await_result(self) -> Any:
-        await self.wait_async()
+        try:
+            await self.wait_async()
+        except asyncio.CancelledError:
+            # As asyncio.wrap_future does for a concurrent future: cancelling
+            # the task that awaits the job (wait_for, timeout, TaskGroup,
+            # task.cancel(), Ctrl-C in asyncio.run) requests cancel of the
+            # job. asyncio.shield(job) keeps it running.
+            with contextlib.suppress(BgjobError):
+                self.cancel()
+            raise
         return self.result
 
     def close(self) -> None:
@@ -1094,7 +1148,8 @@ def _resolve(fut: asyncio.Future[State | None], state: State | None) -> None:
 
 
 def start(fn: Callable[..., Any], *args: Any, **options: Any) -> Job:
-    """Starts ``fn(worker, *args)`` as a background job; see ``Job``."""
+    """Starts ``fn(worker, *args, **kwargs)`` as a background job; the
+    options (``kwargs=``, ``name=``, ...) are ``Job``'s."""
     options["start"] = True
     return Job(fn, *args, **options)
 
@@ -1205,6 +1260,17 @@ class Context:
         if self._closed:
             raise InvalidHandle(f"{what}: the context is closed")
         return self._h
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<bgjob.Context closed, dispatched={self.dispatched}>"
+        loop = self._loop() if self._loop is not None else None
+        where = f" attached to {type(loop).__name__}" if loop is not None else ""
+        try:
+            pending = f" pending={self.pending}"
+        except BgjobError:
+            pending = ""
+        return f"<bgjob.Context fd={self._fd}{pending} dispatched={self.dispatched}{where}>"
 
     def fileno(self) -> int:
         """The pollable fd (readable while completions are queued). Poll it; do

@@ -308,3 +308,35 @@ def test_dispatch_raises_every_callback_exception():
             ctx.dispatch()
         for job in jobs + [one]:
             job.close()
+
+
+def test_cancelling_the_awaiting_task_cancels_the_job():
+    async def main():
+        job = bgjob.start(lambda w: w.sleep(3600), name="aio-cancel")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(job, 0.05)
+        assert await job.wait_async() == State.CANCELLED
+        assert job.info.cancel_cause == bgjob.CancelCause.CALLER
+
+        task = asyncio.ensure_future(job2 := bgjob.start(lambda w: w.sleep(3600)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await job2.wait_async() == State.CANCELLED
+
+        # shield keeps the job running; wait_async only watches.
+        job3 = bgjob.start(lambda w: w.sleep(3600))
+        inner = asyncio.ensure_future(job3)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(inner), 0.05)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(job3.wait_async(), 0.05)
+        assert job3.state == State.RUNNING
+        assert job3.cancel()
+        with pytest.raises(bgjob.Cancelled):
+            await inner
+        for j in (job, job2, job3):
+            j.close()
+
+    asyncio.run(main())

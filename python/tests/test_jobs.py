@@ -684,3 +684,86 @@ def test_wait_on_a_job_never_started_is_refused():
     job.start()
     assert job.wait(LONG) == State.COMPLETED
     job.close()
+
+
+def test_cancel_status_truth_and_names(gate):
+    job = bgjob.start(lambda w: gate.wait(LONG))  # does not look at cancel
+    status = job.cancel()
+    assert status and status == CancelStatus.REQUESTED  # truthy: cancel requested
+    assert str(status) == "requested" and f"{status}" == "requested"
+    again = job.cancel()
+    assert again == CancelStatus.ALREADY_REQUESTED and again  # still a requested cancel
+    gate.set()
+    job.wait(LONG)
+    assert not job.cancel()  # already finished: nothing was requested
+    assert f"{job.state:>10}" == " completed"  # it succeeded all the same
+    assert repr(State.RUNNING) == "<State.RUNNING: 1>" and State.RUNNING == 1
+    job.close()
+
+
+def test_keyword_arguments_contextvars_and_thread_name():
+    import contextvars
+    import logging
+
+    request = contextvars.ContextVar("request", default="none")
+    request.set("req-42")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.threadName)
+
+    logger = logging.getLogger("bgjob-test-threads")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+
+    def work(w, a, *, scale, offset=0):
+        logger.info("working")
+        request.set("changed in the worker")  # a copy: the caller's is untouched
+        return (a * scale + offset, request.get(), threading.current_thread().name)
+
+    with bgjob.start(work, 2, kwargs={"scale": 10, "offset": 1}, name="copy-vm1") as job:
+        job.wait(LONG)
+        value, _, thread_name = job.result
+    assert value == 21
+    assert thread_name == "copy-vm1" and records == ["copy-vm1"]
+    assert request.get() == "req-42"
+
+    seen = []
+    with bgjob.start(lambda w: seen.append(request.get())) as job:
+        job.wait(LONG)
+    assert seen == ["req-42"]
+    with pytest.raises(TypeError):
+        bgjob.start(work, 1, scale=2)  # the worker's keywords go in kwargs=
+
+
+def test_progress_yields_snapshots_until_the_end(gate):
+    def work(w):
+        w.set_total(3)
+        for _ in range(3):
+            gate.wait(LONG)
+            w.add(1)
+        return "done"
+
+    job = bgjob.start(work)
+    seen = []
+    for info in job.progress(0.01):
+        seen.append(info)
+        gate.set()
+    assert seen[-1].state == State.COMPLETED and seen[-1].current == 3
+    assert all(not i.state.terminal for i in seen[:-1])
+    assert [i.current for i in seen] == sorted(i.current for i in seen)
+    job.close()
+
+
+def test_reprs():
+    with bgjob.Context() as ctx:
+        assert repr(ctx).startswith(f"<bgjob.Context fd={ctx.fileno()} pending=0 dispatched=0")
+        reprs = []
+        job = bgjob.start(lambda w: reprs.append(repr(w)), name="shown", context=ctx)
+        job.wait(LONG)
+        assert reprs == ["<bgjob.Worker of job 'shown' (running)>"]
+        assert "pending=1" in repr(ctx)
+        ctx.dispatch()
+        job.close()
+    assert repr(ctx) == "<bgjob.Context closed, dispatched=1>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,7 +99,10 @@ def test_exit_with_unclosed_objects_is_quiet(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "bye True 1\n"
-    assert r.stderr == ""
+    # Dev mode's asyncio reports any step over 0.1 s ("Executing <Task...>
+    # took 0.113 seconds"): a loaded machine's speed, not bgjob's noise.
+    slow = re.compile(r"^Executing <.*> took \d+\.\d+ seconds$")
+    assert [line for line in r.stderr.splitlines() if not slow.match(line)] == []
 
 
 def test_no_new_jobs_once_shutting_down(tmp_path):
