@@ -70,7 +70,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python test-python-all python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
+.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python test-python-all python-typecheck python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
 	check-asan check-valgrind stress loom
 
 all: lib
@@ -167,7 +167,7 @@ demo: lib $(OUT)/examples/demo
 demo-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) $(VENV)/bin/python -m bgjob.demo
 
-test: test-rust test-c test-examples test-python-all bench-smoke
+test: test-rust test-c test-examples test-python-all python-typecheck bench-smoke
 
 test-rust:
 	$(CARGO) test --release
@@ -218,6 +218,23 @@ python-venv: $(VENV)/.bgjob-installed
 test-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) BGJOB_HEADER=$(abspath include/bgjob.h) \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider python/tests
+
+# mypy --strict over the package (the demo included) and tests/typing_check.py,
+# which pins a job's result type through `result` and `await`. In a venv of
+# its own.
+MYPY_VENV := target/venv-mypy
+$(MYPY_VENV)/.ready:
+	rm -rf $(MYPY_VENV)
+	$(PYTHON) -m venv $(MYPY_VENV)
+	$(MYPY_VENV)/bin/python -m pip install -q --disable-pip-version-check mypy
+	@touch $@
+
+python-typecheck: $(MYPY_VENV)/.ready
+	cd python && ../$(MYPY_VENV)/bin/mypy --strict --cache-dir=../target/mypy-cache \
+	  --python-version 3.11 bgjob tests/typing_check.py
+	@# 3.10's branches too (3.9 is below what mypy still checks).
+	cd python && ../$(MYPY_VENV)/bin/mypy --strict --cache-dir=../target/mypy-cache \
+	  --python-version 3.10 bgjob
 
 # The suite under each claimed Python this machine has (see PY_CLAIMED).
 test-python-all: lib

@@ -14,7 +14,8 @@ from ._ffi import lib
 class BgjobError(Exception):
     """Base of every bgjob error. ``code`` is the ``Result`` the C call returned."""
 
-    code: Result | None = None
+    #: A ``Result``, or the raw number for a code this binding does not know.
+    code: Result | int | None = None
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
@@ -129,18 +130,12 @@ else:
             return f"{self.message} ({n} sub-exception{'s' if n != 1 else ''})"
 
 
-class CallbackErrors(_Group):  # type: ignore[misc,valid-type]
+class CallbackErrors(_Group):
     """Raised by ``Context.dispatch`` when more than one completion callback
     raised: ``exceptions`` holds each of them, in the order they ran. An
     ``ExceptionGroup`` on Python 3.11+ (so ``except*`` works); on 3.9 and 3.10
     an ``Exception`` with the same ``message`` and ``exceptions``. A single
     exception is raised as itself."""
-
-    def __new__(cls, message: str, exceptions: Sequence[Exception]) -> CallbackErrors:
-        return super().__new__(cls, message, exceptions)  # type: ignore[call-arg]
-
-    def derive(self, exceptions: Sequence[Exception]) -> CallbackErrors:
-        return CallbackErrors(self.message, exceptions)
 
 
 _BY_CODE: dict[int, type[BgjobError]] = {
@@ -156,7 +151,8 @@ _BY_CODE: dict[int, type[BgjobError]] = {
 
 def result_str(code: int) -> str:
     """The library's static text for a result code."""
-    return lib.bgjob_result_str(code).decode()
+    text: bytes = lib.bgjob_result_str(code)
+    return text.decode()
 
 
 def error_for(code: int, what: str) -> BgjobError:

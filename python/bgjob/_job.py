@@ -34,7 +34,7 @@ import time
 import traceback
 import weakref
 from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Generator, Generic, Iterator, Mapping, TypeVar, cast
 
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
@@ -47,7 +47,10 @@ from ._ffi import ContextPtr, JobPtr, TxnPtr, lib
 #: ``OSError`` with an errno (whose errno is used instead).
 EXCEPTION_CODE = -1
 
-_log = logging.getLogger("bgjob")
+_logger = logging.getLogger("bgjob")
+
+#: A job's result type: what its worker returns.
+T = TypeVar("T")
 
 _U64_MAX = (1 << 64) - 1
 _I64_MAX = (1 << 63) - 1
@@ -118,8 +121,7 @@ def _user_error(exc: BaseException) -> None:
         _report(exc)
 
 
-@_ffi.bgjob_free_callback
-def _free_cb(key: int) -> None:
+def _free(key: int) -> None:
     try:
         obj, tracked = _keep.pop(key)
         job = obj.get() if isinstance(obj, _JobRef) else None
@@ -135,6 +137,9 @@ def _free_cb(key: int) -> None:
     # The last statement: after it this thread leaves Python without a call
     # (where it could let the GIL go) on the way.
     _tracked.discard(key)
+
+
+_free_cb = _ffi.bgjob_free_callback(_free)
 
 
 # ---------------------------------------------------------------- helpers
@@ -547,8 +552,7 @@ class _Run:
     def _fail(self, handle: Any, exc: BaseException, code: int) -> int:
         self.exception = exc
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        text = text.replace("\0", "\\0").encode("utf-8", "replace")
-        lib.bgjob_job_set_error(handle, code, text)
+        lib.bgjob_job_set_error(handle, code, text.replace("\0", "\\0").encode("utf-8", "replace"))
         return code
 
 
@@ -559,17 +563,19 @@ def _exc() -> tuple[BaseException, int]:
     return exc, code
 
 
-@_ffi.bgjob_worker_callback
-def _worker_cb(key: int, handle: Any) -> int:
+def _worker(key: int, handle: Any) -> int:
     try:
         run = _keep[key][0]
-        return run(handle)
+        code: int = run(handle)
+        return code
     except BaseException:
         return EXCEPTION_CODE
 
 
-@_ffi.bgjob_completion_callback
-def _complete_cb(key: int, handle: Any, state: int) -> None:
+_worker_cb = _ffi.bgjob_worker_callback(_worker)
+
+
+def _complete(key: int, handle: Any, state: int) -> None:
     try:
         job = _keep[key][0].get()
         if job is not None:
@@ -578,20 +584,27 @@ def _complete_cb(key: int, handle: Any, state: int) -> None:
         _report(e)
 
 
-@_ffi.bgjob_hook_callback
-def _hook_cb(key: int, handle: Any) -> None:
+_complete_cb = _ffi.bgjob_completion_callback(_complete)
+
+
+def _hook(key: int, handle: Any) -> None:
     try:
         _keep[key][0]()
     except BaseException as e:
         _report(e)
 
 
-@_ffi.bgjob_line_callback
-def _line_cb(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
+_hook_cb = _ffi.bgjob_hook_callback(_hook)
+
+
+def _line(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
     try:
         _keep[key][0](stream, line[:length].decode("utf-8", "replace"))
     except BaseException as e:
         _report(e)
+
+
+_line_cb = _ffi.bgjob_line_callback(_line)
 
 
 class _JobRef:
@@ -602,11 +615,11 @@ class _JobRef:
 
     __slots__ = ("weak", "strong")
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job[Any]):
         self.weak = weakref.ref(job)
-        self.strong: Job | None = None
+        self.strong: Job[Any] | None = None
 
-    def get(self) -> Job | None:
+    def get(self) -> Job[Any] | None:
         return self.strong if self.strong is not None else self.weak()
 
 
@@ -620,7 +633,6 @@ class _Finalizers:
 
 
 def _finalizer(which: str) -> Any:
-    @_ffi.bgjob_hook_callback
     def call(key: int, handle: Any) -> None:
         try:
             f = _keep[key][0]
@@ -631,7 +643,7 @@ def _finalizer(which: str) -> Any:
         except BaseException as e:
             _report(e)
 
-    return call
+    return _ffi.bgjob_hook_callback(call)
 
 
 _commit_cb = _finalizer("commit")
@@ -639,12 +651,14 @@ _abort_cb = _finalizer("abort")
 _clean_cb = _finalizer("clean")
 
 
-@_ffi.bgjob_log_callback
-def _log_cb(key: int, line: bytes) -> None:
+def _log(key: int, line: bytes) -> None:
     try:
         _keep[key][0](line.decode("utf-8", "replace"))
     except BaseException as e:
         _report(e)
+
+
+_log_cb = _ffi.bgjob_log_callback(_log)
 
 
 _NO_LOG = _ffi.bgjob_log_callback()
@@ -654,7 +668,7 @@ _NO_FREE = _ffi.bgjob_free_callback()
 # ---------------------------------------------------------------- jobs
 
 
-class Job:
+class Job(Generic[T]):
     """A background job running ``fn(worker, *args, **kwargs)`` on its own thread.
 
     ``Job(fn, *args, kwargs={...}, name=..., total=...)`` creates and starts it
@@ -678,7 +692,7 @@ class Job:
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         *args: Any,
         kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
@@ -686,14 +700,14 @@ class Job:
         unbounded: bool = False,
         stack_size: int = 0,
         context: Context | None = None,
-        on_complete: Callable[[Job], Any] | None = None,
+        on_complete: Callable[[Job[T]], Any] | None = None,
         start: bool = True,
         deadline: float | None = None,
         error_policy: ErrorPolicy = ErrorPolicy.REPORT,
         manual_finalize: bool = False,
-        on_commit: Callable[[Job], Any] | None = None,
-        on_abort: Callable[[Job], Any] | None = None,
-        on_clean: Callable[[Job], Any] | None = None,
+        on_commit: Callable[[Job[T]], Any] | None = None,
+        on_abort: Callable[[Job[T]], Any] | None = None,
+        on_clean: Callable[[Job[T]], Any] | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
@@ -839,7 +853,7 @@ class Job:
         return self._run.exception
 
     @property
-    def result(self) -> Any:
+    def result(self) -> T:
         """The worker's return value once the job COMPLETED. Raises ``JobFailed``
         (FAILED; ``__cause__`` is the worker's exception), ``Cancelled``
         (CANCELLED) or ``NotAllowed`` (not ended yet); never waits."""
@@ -849,7 +863,7 @@ class Job:
         if state == State.COMPLETED:
             ptr = c_void_p()
             self._call(lib.bgjob_job_get_result(self._h, byref(ptr)), "result")
-            return _keep[ptr.value][0] if ptr.value else None
+            return cast(T, _keep[ptr.value][0] if ptr.value else None)
         if state in (State.FAILED, State.CANCELLED):
             err = self.error or ErrorInfo(0, "")
             cls = JobFailed if state == State.FAILED else Cancelled
@@ -991,14 +1005,14 @@ class Job:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, T]:
         """``await job`` is the job's ``result`` (or its exception) once it
         ended. Cancelling the awaiting task requests cancel of the job (use
         ``asyncio.shield(job)`` to keep it running, or ``wait_async()``, which
         only watches)."""
         return self._await_result().__await__()
 
-    async def _await_result(self) -> Any:
+    async def _await_result(self) -> T:
         try:
             await self.wait_async()
         except asyncio.CancelledError:
@@ -1039,7 +1053,7 @@ class Job:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> Job:
+    def __enter__(self) -> Job[T]:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -1061,7 +1075,7 @@ class Job:
             if exc is not None and not self._observed and self._final == State.FAILED:
                 # asyncio's "Task exception was never retrieved", once.
                 self._observed = True
-                _log.error(
+                _logger.error(
                     "bgjob: exception of job %r was never retrieved (read job.result, "
                     "job.exception or job.error, or await the job)",
                     self._run.name,
@@ -1147,7 +1161,7 @@ def _resolve(fut: asyncio.Future[State | None], state: State | None) -> None:
             pass
 
 
-def start(fn: Callable[..., Any], *args: Any, **options: Any) -> Job:
+def start(fn: Callable[..., T], *args: Any, **options: Any) -> Job[T]:
     """Starts ``fn(worker, *args, **kwargs)`` as a background job; the
     options (``kwargs=``, ``name=``, ...) are ``Job``'s."""
     options["start"] = True
@@ -1171,14 +1185,14 @@ class Transaction:
         check(lib.bgjob_txn_create(flags, byref(handle)), "txn_create")
         self._h = handle
         self._closed = False
-        self.jobs: list[Job] = []
+        self.jobs: list[Job[Any]] = []
 
     def _handle(self, what: str) -> Any:
         if self._closed:
             raise InvalidHandle(f"{what}: the transaction is closed")
         return self._h
 
-    def add(self, job: Job) -> Job:
+    def add(self, job: Job[T]) -> Job[T]:
         """Adds a job that has not started; returns it."""
         check(lib.bgjob_txn_add(self._handle("txn_add"), job._h), "txn_add")
         self.jobs.append(job)
@@ -1295,7 +1309,17 @@ class Context:
         if len(errors) == 1:
             raise errors[0]
         if errors:
-            raise CallbackErrors(f"bgjob: {len(errors)} completion callbacks raised", errors)
+            fatal = [e for e in errors if not isinstance(e, Exception)]
+            if fatal:
+                # KeyboardInterrupt or SystemExit goes first, as itself (an
+                # ExceptionGroup holds Exceptions only); the others are reported.
+                for e in errors:
+                    if e is not fatal[0]:
+                        _report(e)
+                raise fatal[0]
+            raise CallbackErrors(
+                f"bgjob: {len(errors)} completion callbacks raised", [e for e in errors if isinstance(e, Exception)]
+            )
         return ran.value
 
     @property
@@ -1450,7 +1474,8 @@ def _retire_ref(ref: weakref.ref[Context]) -> None:
 
 def version() -> str:
     """The loaded library's version, e.g. "0.1.0"."""
-    return lib.bgjob_version().decode()
+    text: bytes = lib.bgjob_version()
+    return text.decode()
 
 
 def abi_version() -> int:
@@ -1522,7 +1547,7 @@ def set_log_callback(fn: Callable[[str], Any] | None) -> None:
     check(lib.bgjob_set_log_callback(_log_cb, key, _free_cb), "set_log_callback")
 
 
-def _live_jobs() -> list[Job]:
+def _live_jobs() -> list[Job[Any]]:
     """Every started Job whose completion has not run yet."""
     jobs = []
     for obj, _ in list(_keep.values()):
@@ -1532,7 +1557,7 @@ def _live_jobs() -> list[Job]:
     return jobs
 
 
-def _running(job: Job) -> bool:
+def _running(job: Job[Any]) -> bool:
     st = c_int32()
     return (
         not job._closed
@@ -1541,7 +1566,7 @@ def _running(job: Job) -> bool:
     )
 
 
-def cancel_all(timeout: float | None = None) -> list[Job]:
+def cancel_all(timeout: float | None = None) -> list[Job[Any]]:
     """Cancels every job started from Python that is still running and waits
     for them to end, at most ``timeout`` seconds in all (None: as long as it
     takes). Returns the jobs still running then -- those whose workers do not
