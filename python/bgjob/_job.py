@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import concurrent.futures
 import contextvars
 import ctypes
 import dataclasses
@@ -514,9 +515,12 @@ class _Run:
         current = threading.current_thread()
         saved = current.name
         current.name = self.name
+        outer = getattr(_tls, "worker", None)
+        _tls.worker = worker
         try:
             return self._call(worker, handle)
         finally:
+            _tls.worker = outer
             current.name = saved
             self.thread = None
 
@@ -662,6 +666,8 @@ _log_cb = _ffi.bgjob_log_callback(_log)
 
 
 _NO_LOG = _ffi.bgjob_log_callback()
+# Job(context=_NO_CONTEXT): completion on the job's thread even inside a loop.
+_NO_CONTEXT: Any = object()
 _NO_FREE = _ffi.bgjob_free_callback()
 
 
@@ -720,7 +726,9 @@ class Job(Generic[T]):
                 "is a plain function run on the job's thread (await a coroutine in an asyncio task "
                 "instead, or call asyncio.run inside a plain worker)"
             )
-        if context is None:
+        if context is _NO_CONTEXT:
+            context = None
+        elif context is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -1159,6 +1167,98 @@ def _resolve(fut: asyncio.Future[State | None], state: State | None) -> None:
             loop.call_soon_threadsafe(_set_state, fut, state)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             pass
+
+
+def current_worker() -> Worker:
+    """The ``Worker`` of the job whose worker is running on this thread: what
+    a function run by ``Executor.submit`` (which gets no worker argument) uses
+    for progress, phase and cancel checks. RuntimeError elsewhere."""
+    worker = getattr(_tls, "worker", None)
+    if worker is None:
+        raise RuntimeError("bgjob.current_worker(): no bgjob worker is running on this thread")
+    assert isinstance(worker, Worker)
+    return worker
+
+
+class JobFuture(concurrent.futures.Future[T], Generic[T]):
+    """The ``concurrent.futures.Future`` of an ``Executor.submit``, with the
+    job behind it as ``job`` (for ``info``, ``pause()``, ``cancel()``...).
+    ``cancel()`` keeps its ``concurrent.futures`` meaning (it succeeds only
+    while the job waits for a slot under ``set_max_running``); ``job.cancel()``
+    asks a running worker to stop."""
+
+    job: Job[T]
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            # Never ran: the job ends CANCELLED without calling the function.
+            with contextlib.suppress(BgjobError):
+                self.job.cancel()
+            return True
+        return False
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` whose calls are bgjob jobs, each on a
+    thread of its own (cap them process-wide with ``set_max_running``).
+    ``submit(fn, *args, **kwargs)`` runs ``fn(*args, **kwargs)`` -- no worker
+    argument: ``bgjob.current_worker()`` is there for progress and cancel
+    checks -- and returns a ``JobFuture``, so ``result(timeout)``,
+    ``exception()``, ``add_done_callback``, ``as_completed``, ``wait``,
+    ``map`` and ``asyncio.wrap_future`` work as for any executor, and a
+    worker's exception is raised as itself by ``result()``.
+    ``shutdown(wait=True, cancel_futures=False)`` and ``with`` as usual."""
+
+    def __init__(self, name_prefix: str = "") -> None:
+        self._prefix = name_prefix
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._futures: set[JobFuture[Any]] = set()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown else "open"
+        return f"<bgjob.Executor {self._prefix!r} {state}, {len(self._futures)} running>"
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> JobFuture[T]:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: JobFuture[T] = JobFuture()
+            name = f"{self._prefix}-{next(self._count)}" if self._prefix else None
+
+            def work(w: Worker) -> T:
+                if not future.set_running_or_notify_cancel():
+                    raise Cancelled("the future was cancelled before the job ran")
+                try:
+                    value = fn(*args, **kwargs)
+                except BaseException as e:
+                    future.set_exception(e)
+                    raise
+                future.set_result(value)
+                return value
+
+            # Completion on the job's thread, as ThreadPoolExecutor sets its
+            # futures on its threads (not through a loop's context).
+            job = Job(work, name=name, start=False, context=_NO_CONTEXT)
+            job._observed = True  # the future carries the outcome
+            future.job = job
+            self._futures.add(future)
+            future.add_done_callback(self._futures.discard)
+        job.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            futures = list(self._futures)
+        if cancel_futures:
+            for f in futures:
+                f.cancel()
+        if wait:
+            for f in futures:
+                if not f.cancelled():
+                    f.job.wait()
 
 
 def start(fn: Callable[..., T], *args: Any, **options: Any) -> Job[T]:
@@ -1649,6 +1749,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = [
     "EXCEPTION_CODE",
+    "Executor",
+    "JobFuture",
+    "current_worker",
     "cancel_all",
     "set_exit_timeout",
     "Context",
