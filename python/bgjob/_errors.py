@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
 import sys
@@ -94,16 +95,29 @@ class JobError(BgjobError):
     _verb = "ended"
 
 
-class Cancelled(JobError):
+class Cancelled(JobError, concurrent.futures.CancelledError):
     """The job was cancelled. Raised inside a worker by ``check_cancel``,
     ``pause_point`` and ``sleep`` (let it propagate: the job then ends CANCELLED),
-    and by ``Job.result`` for a cancelled job."""
+    and by ``Job.result`` for a cancelled job.
+
+    A ``concurrent.futures.CancelledError`` (so an ``Exception``), not an
+    ``asyncio.CancelledError`` (a ``BaseException``): a job is a future, not a
+    task, and bgjob's cancel is cooperative -- the worker is asked, and cleans
+    up with ordinary ``except``/``finally`` as the demo does. Code awaiting a job
+    still sees ``asyncio.CancelledError`` when its own task is cancelled."""
 
     code = Result.CANCELLED
     _verb = "was cancelled"
 
     def __init__(self, message: str = "cancelled", error_code: int = 0, job_name: str | None = None):
         super().__init__(message, error_code, job_name)
+
+
+class DeadlineExceeded(Cancelled, TimeoutError):
+    """``Job.result`` of a job cancelled by its own deadline (``deadline=``,
+    ``set_deadline``): a ``Cancelled`` and a ``TimeoutError``."""
+
+    _verb = "ran out of time"
 
 
 class JobFailed(JobError):

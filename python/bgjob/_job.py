@@ -40,7 +40,8 @@ from typing import Any, Callable, Generator, Generic, Iterator, Mapping, TypeVar
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
 from ._enums import Result, State, Verb
-from ._errors import BgjobError, CallbackErrors, Cancelled, InvalidArgument, InvalidHandle, JobFailed, NotAllowed
+from ._errors import BgjobError, CallbackErrors, Cancelled, DeadlineExceeded, InvalidArgument, InvalidHandle
+from ._errors import JobError, JobFailed, NotAllowed
 from ._errors import TimedOut, check, error_for
 from ._ffi import ContextPtr, JobPtr, TxnPtr, lib
 
@@ -874,7 +875,9 @@ class Job(Generic[T]):
             return cast(T, _keep[ptr.value][0] if ptr.value else None)
         if state in (State.FAILED, State.CANCELLED):
             err = self.error or ErrorInfo(0, "")
-            cls = JobFailed if state == State.FAILED else Cancelled
+            cls: type[JobError] = JobFailed
+            if state == State.CANCELLED:
+                cls = DeadlineExceeded if self.info.cancel_cause == CancelCause.TIMEOUT else Cancelled
             raise cls(err.message, err.code, self._run.name) from self._run.exception
         raise NotAllowed(f"result: job {self._run.name!r} is {state}, not ended yet")
 

@@ -767,3 +767,24 @@ def test_reprs():
         ctx.dispatch()
         job.close()
     assert repr(ctx) == "<bgjob.Context closed, dispatched=1>"
+
+
+def test_cancelled_and_deadline_exceptions_are_what_python_expects():
+    import concurrent.futures
+
+    with bgjob.start(lambda w: w.sleep(3600), name="slow", deadline=0.05) as job:
+        assert job.wait(LONG) == State.CANCELLED
+        with pytest.raises(TimeoutError) as ei:  # a deadline expiry is a TimeoutError ...
+            job.result
+        assert isinstance(ei.value, bgjob.DeadlineExceeded)
+        assert isinstance(ei.value, bgjob.Cancelled)  # ... and a cancel
+        assert "job 'slow' ran out of time" in str(ei.value)
+
+    with bgjob.start(lambda w: w.sleep(3600), name="asked") as job:
+        job.cancel()
+        job.wait(LONG)
+        with pytest.raises(concurrent.futures.CancelledError) as ei:
+            job.result
+        assert type(ei.value) is bgjob.Cancelled
+        assert not isinstance(ei.value, TimeoutError)
+        assert isinstance(ei.value, Exception)  # not asyncio's BaseException
