@@ -215,10 +215,14 @@ class Info:
     #: Not OK only while paused by the error policy.
     iostatus: IoStatus
     error_policy: ErrorPolicy
+    #: The phase name ("copying", "cleaning up"), read right after the rest
+    #: (bgjob's snapshot struct has no room for text).
+    phase: str = ""
 
     @classmethod
-    def _from_c(cls, c: _ffi.bgjob_info) -> Info:
+    def _from_c(cls, c: _ffi.bgjob_info, phase: str = "") -> Info:
         return cls(
+            phase=phase,
             id=c.id,
             state=State(c.state),
             job_type=JobType(c.job_type),
@@ -290,7 +294,7 @@ class Worker:
         """A snapshot of the worker's own job (e.g. ``info.elapsed``, active time)."""
         c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
         check(lib.bgjob_job_get_info(self._h, byref(c)), "info")
-        return Info._from_c(c)
+        return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info"))
 
     # cancellation
     @property
@@ -829,7 +833,7 @@ class Job(Generic[T]):
         """One consistent snapshot (never waits on the worker)."""
         c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
         self._call(lib.bgjob_job_get_info(self._h, byref(c)), "info")
-        return Info._from_c(c)
+        return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info"))
 
     @property
     def name(self) -> str:

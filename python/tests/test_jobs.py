@@ -740,9 +740,11 @@ def test_keyword_arguments_contextvars_and_thread_name():
 def test_progress_yields_snapshots_until_the_end(gate):
     def work(w):
         w.set_total(3)
+        w.phase = "copying"
         for _ in range(3):
             gate.wait(LONG)
             w.add(1)
+        w.phase = "verifying"
         return "done"
 
     job = bgjob.start(work)
@@ -751,6 +753,7 @@ def test_progress_yields_snapshots_until_the_end(gate):
         seen.append(info)
         gate.set()
     assert seen[-1].state == State.COMPLETED and seen[-1].current == 3
+    assert seen[-1].phase == "verifying"  # Info carries the phase
     assert all(not i.state.terminal for i in seen[:-1])
     assert [i.current for i in seen] == sorted(i.current for i in seen)
     job.close()
