@@ -5,7 +5,17 @@ from __future__ import annotations
 import enum
 
 
-class _Named(enum.IntEnum):
+class _Quiet(enum.EnumMeta):
+    """Leaves int's own methods (bit_length, to_bytes, ...) out of ``dir()``,
+    so ``help(bgjob)`` shows each enum's members and methods, not 300 lines of
+    int per enum. They all still work: these are ints."""
+
+    def __dir__(cls) -> list[str]:
+        own = {n for k in cls.__mro__ if k not in (int, object) for n in vars(k)}
+        return sorted(n for n in super().__dir__() if n in own or n in cls._member_map_)
+
+
+class _Named(enum.IntEnum, metaclass=_Quiet):
     """An IntEnum that prints as its name in lower case (``str``, f-strings),
     as ``State`` always did; ``repr`` keeps the class and the number."""
 

@@ -7,7 +7,7 @@ import concurrent.futures
 import threading
 
 import pytest
-from conftest import LONG
+from conftest import LONG, eventually
 
 import bgjob
 from bgjob import State
@@ -50,7 +50,7 @@ def test_submit_result_exception_and_the_job_behind_it():
         h = ex.submit(lambda: "cb")
         h.add_done_callback(lambda fut: seen.append(fut.result()))
         h.result(LONG)
-        assert seen == ["cb"]
+        eventually(lambda: seen == ["cb"], "the done callback ran (after result() may return)")
         for fut in [f, g, h, *fs]:
             fut.job.wait(LONG)
             fut.job.close()
@@ -90,6 +90,7 @@ def test_cancel_futures_waiting_for_a_slot(gate):
     try:
         ex = bgjob.Executor()
         first = ex.submit(gate.wait, LONG)
+        eventually(first.running, "the first call runs (it holds the one slot)")
         queued = [ex.submit(lambda: "never") for _ in range(3)]
         ex.shutdown(wait=False, cancel_futures=True)
         assert all(f.cancelled() for f in queued)

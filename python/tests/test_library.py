@@ -200,3 +200,13 @@ def test_install_left_no_build_files_in_the_source_tree():
     # setup.py sends setuptools' build/ and egg-info to a temporary directory.
     left = [n for n in os.listdir(SOURCE) if n == "build" or n.endswith(".egg-info")]
     assert left == []
+
+
+def test_help_shows_the_enums_not_int():
+    import pydoc
+
+    text = pydoc.render_doc(bgjob.State, renderer=pydoc.plaintext)
+    assert "RUNNING" in text and "terminal" in text
+    assert "bit_length" not in text and "from_bytes" not in text
+    assert "bit_length" not in dir(bgjob.Result)
+    assert bgjob.State.RUNNING.bit_length() == 1 and bgjob.State.RUNNING + 1 == 2  # still ints
