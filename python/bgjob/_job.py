@@ -1027,6 +1027,13 @@ class Job(Generic[T]):
         only watches)."""
         return self._await_result().__await__()
 
+    async def result_async(self) -> T:
+        """``await job`` as a coroutine, for what wants one:
+        ``TaskGroup.create_task(job.result_async())``,
+        ``asyncio.create_task(...)`` for ``asyncio.wait`` (or
+        ``asyncio.ensure_future(job)``). Cancelling it cancels the job."""
+        return await self._await_result()
+
     async def _await_result(self) -> T:
         try:
             await self.wait_async()

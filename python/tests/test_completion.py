@@ -340,3 +340,34 @@ def test_cancelling_the_awaiting_task_cancels_the_job():
             j.close()
 
     asyncio.run(main())
+
+
+def test_jobs_in_asyncio_wait_and_task_groups(gate):
+    async def main():
+        jobs = [bgjob.start(lambda w, i: i * 2, i) for i in range(4)]
+        done, pending = await asyncio.wait([asyncio.ensure_future(j) for j in jobs], timeout=LONG)
+        assert not pending and sorted(t.result() for t in done) == [0, 2, 4, 6]
+        tasks = [asyncio.create_task(j.result_async()) for j in jobs]
+        assert await asyncio.gather(*tasks) == [0, 2, 4, 6]
+        if sys.version_info >= (3, 11):
+            # A failing member's TaskGroup teardown cancels the other jobs.
+            stuck = bgjob.start(lambda w: w.sleep(3600), name="stuck")
+
+            def bad(w):
+                gate.wait(LONG)
+                raise ValueError("bad")
+
+            failing = bgjob.start(bad, name="failing")
+            with pytest.raises(BaseException) as ei:  # an ExceptionGroup
+                async with asyncio.TaskGroup() as tg:  # noqa: F821 (3.11+)
+                    tg.create_task(stuck.result_async())
+                    tg.create_task(failing.result_async())
+                    await asyncio.sleep(0)
+                    gate.set()
+            assert ei.group_contains(bgjob.JobFailed) if hasattr(ei, "group_contains") else True
+            assert await stuck.wait_async() == State.CANCELLED
+            jobs.extend([stuck, failing])
+        for j in jobs:
+            j.close()
+
+    asyncio.run(main())
