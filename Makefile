@@ -56,17 +56,23 @@ LIBVIRT_CFLAGS = $$(pkg-config --cflags libvirt)
 LIBVIRT_LIBS   = $$(pkg-config --libs libvirt)
 
 # The Python binding is tested as users get it: `pip install ./python` into a
-# venv of its own (with pytest), loading this tree's library via BGJOB_LIBRARY.
+# venv of its own (with pytest); the wheel pip builds holds a stripped copy of
+# the library (python/setup.py runs cargo), but the suite loads this tree's
+# build via BGJOB_LIBRARY, and checks the bundled copy on its own.
 PYTHON    ?= python3
 VENV      := target/venv
-PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/README.md
+# Every Python the package claims (pyproject's requires-python) that this
+# machine has -- on PATH as pythonX.Y, or under pyenv -- runs the suite, each
+# in a venv of its own (target/venv-X.Y); the others are named as skipped.
+PY_CLAIMED := 3.9 3.10 3.11 3.12 3.13
+PY_SRCS   := $(wildcard python/bgjob/*.py) python/pyproject.toml python/setup.py python/README.md
 
 # $(call need,TOOL,DEBIAN-PACKAGE): stop with the exact install line when missing.
 need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; install it with: apt-get install -y $(2)" >&2; exit 1; }
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
+.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python test-python-all python-typecheck python-venv bench bench-smoke check-header check-virjob-header check-install fmt-check clippy install uninstall clean \
 	check-asan check-valgrind stress fuzz loom
 
 all: lib
@@ -163,7 +169,7 @@ demo: lib $(OUT)/examples/demo
 demo-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) $(VENV)/bin/python -m bgjob.demo
 
-test: test-rust test-c test-examples test-python bench-smoke
+test: test-rust test-c test-examples test-python-all python-typecheck bench-smoke
 
 test-rust:
 	$(CARGO) test --release
@@ -203,9 +209,8 @@ $(VENV)/.ready:
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest
 	@touch $@
 
-$(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS)
+$(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS) $(SO)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python
-	@rm -rf python/build python/bgjob.egg-info
 	@touch $@
 
 python-venv: $(VENV)/.bgjob-installed
@@ -215,6 +220,38 @@ python-venv: $(VENV)/.bgjob-installed
 test-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) BGJOB_HEADER=$(abspath include/bgjob.h) \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider python/tests
+
+# mypy --strict over the package (the demo included) and tests/typing_check.py,
+# which pins a job's result type through `result` and `await`. In a venv of
+# its own.
+MYPY_VENV := target/venv-mypy
+$(MYPY_VENV)/.ready:
+	rm -rf $(MYPY_VENV)
+	$(PYTHON) -m venv $(MYPY_VENV)
+	$(MYPY_VENV)/bin/python -m pip install -q --disable-pip-version-check mypy
+	@touch $@
+
+python-typecheck: $(MYPY_VENV)/.ready
+	cd python && ../$(MYPY_VENV)/bin/mypy --strict --cache-dir=../target/mypy-cache \
+	  --python-version 3.11 bgjob tests/typing_check.py
+	@# 3.10's branches too (3.9 is below what mypy still checks).
+	cd python && ../$(MYPY_VENV)/bin/mypy --strict --cache-dir=../target/mypy-cache \
+	  --python-version 3.10 bgjob
+
+# The suite under each claimed Python this machine has (see PY_CLAIMED).
+test-python-all: lib
+	@set -e; ran=; \
+	for v in $(PY_CLAIMED); do \
+	  py=; for c in python$$v $$HOME/.pyenv/versions/$$v.*/bin/python$$v; do \
+	    if "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, sys.argv[1].split("."))))' $$v \
+	      >/dev/null 2>&1; then py=$$c; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then echo "python $$v: not on this machine, skipped"; continue; fi; \
+	  echo "python $$v: $$py"; \
+	  $(MAKE) --no-print-directory test-python PYTHON=$$py VENV=target/venv-$$v; ran="$$ran $$v"; \
+	done; \
+	[ -n "$$ran" ] || { echo "no claimed Python ($(PY_CLAIMED)) on this machine" >&2; exit 1; }; \
+	echo "python suite passed under:$$ran"
 
 test-c: $(TESTS) $(VIRJOB_TESTS) check-virjob-header
 	$(call need,$(PROVE),perl)

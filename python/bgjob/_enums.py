@@ -5,7 +5,29 @@ from __future__ import annotations
 import enum
 
 
-class Result(enum.IntEnum):
+class _Quiet(enum.EnumMeta):
+    """Leaves int's own methods (bit_length, to_bytes, ...) out of ``dir()``,
+    so ``help(bgjob)`` shows each enum's members and methods, not 300 lines of
+    int per enum. They all still work: these are ints."""
+
+    def __dir__(cls) -> list[str]:
+        own = {n for k in cls.__mro__ if k not in (int, object) for n in vars(k)}
+        return sorted(n for n in super().__dir__() if n in own or n in cls._member_map_)
+
+
+class _Named(enum.IntEnum, metaclass=_Quiet):
+    """An IntEnum that prints as its name in lower case (``str``, f-strings),
+    as ``State`` always did; ``repr`` keeps the class and the number."""
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    def __format__(self, spec: str) -> str:
+        # f"{x}" and f"{x:>10}" format the name (3.11+ IntEnum would give the number).
+        return format(str(self), spec)
+
+
+class Result(_Named):
     """``bgjob_result``: what every C call returns; 0 is success."""
 
     OK = 0
@@ -20,7 +42,7 @@ class Result(enum.IntEnum):
     SYSTEM = 9
 
 
-class State(enum.IntEnum):
+class State(_Named):
     """``bgjob_state``. COMPLETED, FAILED and CANCELLED are terminal."""
 
     CREATED = 0
@@ -35,11 +57,8 @@ class State(enum.IntEnum):
     def terminal(self) -> bool:
         return self >= State.COMPLETED
 
-    def __str__(self) -> str:
-        return self.name.lower()
 
-
-class Verb(enum.IntEnum):
+class Verb(_Named):
     """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
 
     START = 0
@@ -54,22 +73,27 @@ class Verb(enum.IntEnum):
     FINALIZE = 9
 
 
-class JobType(enum.IntEnum):
+class JobType(_Named):
     """``bgjob_job_type``: bounded jobs have a total, unbounded ones do not."""
 
     BOUNDED = 0
     UNBOUNDED = 1
 
 
-class CancelStatus(enum.IntEnum):
+class CancelStatus(_Named):
     """``bgjob_cancel_status``: which race ``Job.cancel()`` met."""
 
     REQUESTED = 0
     ALREADY_REQUESTED = 1
     ALREADY_FINISHED = 2
 
+    def __bool__(self) -> bool:
+        """True when cancel is requested (now or before): ``if job.cancel():``.
+        False when the job had already finished."""
+        return self != CancelStatus.ALREADY_FINISHED
 
-class CancelCause(enum.IntEnum):
+
+class CancelCause(_Named):
     """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
 
     NONE = 0
@@ -78,7 +102,7 @@ class CancelCause(enum.IntEnum):
     TRANSACTION = 3
 
 
-class ErrorPolicy(enum.IntEnum):
+class ErrorPolicy(_Named):
     """``bgjob_error_policy``: what an I/O error reported by the worker does."""
 
     REPORT = 0
@@ -87,7 +111,7 @@ class ErrorPolicy(enum.IntEnum):
     ENOSPC = 3
 
 
-class ErrorAction(enum.IntEnum):
+class ErrorAction(_Named):
     """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
 
     REPORT = 0
@@ -95,7 +119,7 @@ class ErrorAction(enum.IntEnum):
     STOP = 2
 
 
-class IoStatus(enum.IntEnum):
+class IoStatus(_Named):
     """``bgjob_iostatus``: not OK only while paused by the error policy."""
 
     OK = 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
+import sys
+from typing import Sequence
 
 from ._enums import Result
 from ._ffi import lib
@@ -12,7 +15,8 @@ from ._ffi import lib
 class BgjobError(Exception):
     """Base of every bgjob error. ``code`` is the ``Result`` the C call returned."""
 
-    code: Result | None = None
+    #: A ``Result``, or the raw number for a code this binding does not know.
+    code: Result | int | None = None
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
@@ -91,10 +95,16 @@ class JobError(BgjobError):
     _verb = "ended"
 
 
-class Cancelled(JobError):
+class Cancelled(JobError, concurrent.futures.CancelledError):
     """The job was cancelled. Raised inside a worker by ``check_cancel``,
     ``pause_point`` and ``sleep`` (let it propagate: the job then ends CANCELLED),
-    and by ``Job.result`` for a cancelled job."""
+    and by ``Job.result`` for a cancelled job.
+
+    A ``concurrent.futures.CancelledError`` (so an ``Exception``), not an
+    ``asyncio.CancelledError`` (a ``BaseException``): a job is a future, not a
+    task, and bgjob's cancel is cooperative -- the worker is asked, and cleans
+    up with ordinary ``except``/``finally`` as the demo does. Code awaiting a job
+    still sees ``asyncio.CancelledError`` when its own task is cancelled."""
 
     code = Result.CANCELLED
     _verb = "was cancelled"
@@ -103,10 +113,43 @@ class Cancelled(JobError):
         super().__init__(message, error_code, job_name)
 
 
+class DeadlineExceeded(Cancelled, TimeoutError):
+    """``Job.result`` of a job cancelled by its own deadline (``deadline=``,
+    ``set_deadline``): a ``Cancelled`` and a ``TimeoutError``."""
+
+    _verb = "ran out of time"
+
+
 class JobFailed(JobError):
     """``Job.result`` of a FAILED job, with its error code and message."""
 
     _verb = "failed"
+
+
+if sys.version_info >= (3, 11):
+    _Group = ExceptionGroup  # noqa: F821 (a builtin from 3.11)
+else:
+
+    class _Group(Exception):
+        """What ``ExceptionGroup`` gives, for 3.9 and 3.10: the message and
+        the exceptions, each with its own traceback."""
+
+        def __init__(self, message: str, exceptions: Sequence[Exception]):
+            super().__init__(message, tuple(exceptions))
+            self.message = message
+            self.exceptions = tuple(exceptions)
+
+        def __str__(self) -> str:
+            n = len(self.exceptions)
+            return f"{self.message} ({n} sub-exception{'s' if n != 1 else ''})"
+
+
+class CallbackErrors(_Group):
+    """Raised by ``Context.dispatch`` when more than one completion callback
+    raised: ``exceptions`` holds each of them, in the order they ran. An
+    ``ExceptionGroup`` on Python 3.11+ (so ``except*`` works); on 3.9 and 3.10
+    an ``Exception`` with the same ``message`` and ``exceptions``. A single
+    exception is raised as itself."""
 
 
 _BY_CODE: dict[int, type[BgjobError]] = {
@@ -122,7 +165,8 @@ _BY_CODE: dict[int, type[BgjobError]] = {
 
 def result_str(code: int) -> str:
     """The library's static text for a result code."""
-    return lib.bgjob_result_str(code).decode()
+    text: bytes = lib.bgjob_result_str(code)
+    return text.decode()
 
 
 def error_for(code: int, what: str) -> BgjobError:

@@ -19,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import concurrent.futures
+import contextvars
 import ctypes
 import dataclasses
 import errno
+import inspect
 import itertools
+import logging
 import math
 import os
 import sys
@@ -31,18 +35,24 @@ import time
 import traceback
 import weakref
 from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Generic, Iterator, Mapping, TypeVar, cast
 
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
 from ._enums import Result, State, Verb
-from ._errors import BgjobError, Cancelled, InvalidArgument, InvalidHandle, JobFailed, NotAllowed
+from ._errors import BgjobError, CallbackErrors, Cancelled, DeadlineExceeded, InvalidArgument, InvalidHandle
+from ._errors import JobError, JobFailed, NotAllowed
 from ._errors import TimedOut, check, error_for
 from ._ffi import ContextPtr, JobPtr, TxnPtr, lib
 
 #: The error code a job gets when its Python worker raised anything but an
 #: ``OSError`` with an errno (whose errno is used instead).
 EXCEPTION_CODE = -1
+
+_logger = logging.getLogger("bgjob")
+
+#: A job's result type: what its worker returns.
+T = TypeVar("T")
 
 _U64_MAX = (1 << 64) - 1
 _I64_MAX = (1 << 63) - 1
@@ -55,26 +65,43 @@ _SLICE_MS = 50
 
 _keep: dict[int, tuple[Any, bool]] = {}
 _keys = itertools.count(1)
-# Userdata whose free function may run on a bgjob thread (workers, completions,
-# hooks, finalizers, child output, the log callback). Each such thread's last
-# Python code is that free, so once this is 0 no bgjob thread is in Python or
-# will enter it: the at-exit hook waits for that before the interpreter goes
-# (a thread taking the GIL during finalization is ended with pthread_exit,
-# which cannot unwind through bgjob's Rust frames). It is only changed by a
-# plain `+=`/`-=` with the GIL held, which no thread switch can split.
-_outstanding = 0
+# The keys of userdata whose free function may run on a bgjob thread (workers,
+# completions, hooks, finalizers, child output, the log callback). Each such
+# thread's last Python code is that free, so once this set is empty no bgjob
+# thread is in Python or will enter it: the at-exit hook waits for that before
+# the interpreter goes (a thread taking the GIL during finalization is ended
+# with pthread_exit, which cannot unwind through bgjob's Rust frames). A set,
+# not a counter: `add` and `discard` are each one call that a thread switch
+# cannot split, where `n += 1` is a read and a write with room between them
+# for another thread's update to be lost (and the exit to wait forever).
+_tracked: set[int] = set()
 _shutting_down = False
 _tls = threading.local()
+#: Seconds the at-exit hook waits for workers after cancelling them (None:
+#: as long as they run); see ``set_exit_timeout``.
+_exit_timeout: float | None = None
 
 
 def _hold(obj: Any, tracked: bool) -> int:
     """Keeps ``obj`` alive until bgjob frees the returned key."""
-    global _outstanding
-    if tracked:
-        _outstanding += 1
     key = next(_keys)
+    if tracked:
+        _tracked.add(key)
     _keep[key] = (obj, tracked)
     return key
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child none of the parent's bgjob threads exist and every
+    parent handle is invalid: nothing the parent handed bgjob will be freed
+    here, so nothing of it is waited for at exit. The child may make jobs of
+    its own."""
+    global _loop_contexts_lock
+    _tracked.clear()
+    _loop_contexts_lock = threading.Lock()
+    _loop_contexts.clear()
+    for ctx in list(_contexts):
+        ctx._forget()
 
 
 def _report(exc: BaseException) -> None:
@@ -96,23 +123,25 @@ def _user_error(exc: BaseException) -> None:
         _report(exc)
 
 
-@_ffi.bgjob_free_callback
-def _free_cb(key: int) -> None:
-    global _outstanding
+def _free(key: int) -> None:
     try:
         obj, tracked = _keep.pop(key)
         job = obj.get() if isinstance(obj, _JobRef) else None
         if job is not None:
             # The completion was dropped unrun (its context was closed first):
-            # the job has ended all the same; wake whoever waits in asyncio.
+            # the job has ended all the same; wake whoever waits on it. (A free
+            # function must not call bgjob for its job: the state is read
+            # later, by whoever wants it.)
             job._ended(None, run_callback=False)
-        if tracked:
-            # The last statement: after it this thread leaves Python without
-            # a call (where it could let the GIL go) on the way.
-            _outstanding -= 1
     except BaseException:
         # Only reachable while the interpreter is being torn down.
         pass
+    # The last statement: after it this thread leaves Python without a call
+    # (where it could let the GIL go) on the way.
+    _tracked.discard(key)
+
+
+_free_cb = _ffi.bgjob_free_callback(_free)
 
 
 # ---------------------------------------------------------------- helpers
@@ -186,10 +215,14 @@ class Info:
     #: Not OK only while paused by the error policy.
     iostatus: IoStatus
     error_policy: ErrorPolicy
+    #: The phase name ("copying", "cleaning up"), read right after the rest
+    #: (bgjob's snapshot struct has no room for text).
+    phase: str = ""
 
     @classmethod
-    def _from_c(cls, c: _ffi.bgjob_info) -> Info:
+    def _from_c(cls, c: _ffi.bgjob_info, phase: str = "") -> Info:
         return cls(
+            phase=phase,
             id=c.id,
             state=State(c.state),
             job_type=JobType(c.job_type),
@@ -245,6 +278,12 @@ class Worker:
         self._h = handle
         self.name = name
 
+    def __repr__(self) -> str:
+        try:
+            return f"<bgjob.Worker of job {self.name!r} ({self.info.state})>"
+        except BgjobError:
+            return f"<bgjob.Worker of job {self.name!r}>"
+
     def _check(self, r: int, what: str) -> None:
         if r == Result.CANCELLED:
             raise Cancelled(f"{what}: job {self.name!r} was cancelled")
@@ -255,7 +294,7 @@ class Worker:
         """A snapshot of the worker's own job (e.g. ``info.elapsed``, active time)."""
         c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
         check(lib.bgjob_job_get_info(self._h, byref(c)), "info")
-        return Info._from_c(c)
+        return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info"))
 
     # cancellation
     @property
@@ -460,11 +499,15 @@ class Worker:
 class _Run:
     """A Python worker: what the job's thread runs, and what it left."""
 
-    __slots__ = ("fn", "args", "name", "exception", "thread")
+    __slots__ = ("fn", "args", "kwargs", "context", "name", "exception", "thread")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str):
         self.fn = fn
         self.args = args
+        self.kwargs = dict(kwargs)
+        # The worker sees the creator's contextvars (a copy), as with
+        # asyncio.to_thread.
+        self.context = contextvars.copy_context()
         self.name = name
         self.exception: BaseException | None = None
         self.thread: int | None = None  # while the worker runs
@@ -472,20 +515,42 @@ class _Run:
     def __call__(self, handle: Any) -> int:
         worker = Worker(handle, self.name)
         self.thread = threading.get_ident()
+        # The thread is named after the job while the worker runs, for
+        # logging's %(threadName)s (the OS thread already is).
+        current = threading.current_thread()
+        saved = current.name
+        current.name = self.name
+        outer = getattr(_tls, "worker", None)
+        _tls.worker = worker
         try:
             return self._call(worker, handle)
         finally:
+            _tls.worker = outer
+            current.name = saved
             self.thread = None
 
     def _call(self, worker: Worker, handle: Any) -> int:
         try:
-            value = self.fn(worker, *self.args)
+            value = self.context.run(self.fn, worker, *self.args, **self.kwargs)
         except Cancelled:
             if lib.bgjob_job_check_cancel(handle) == Result.CANCELLED:
                 return errno.ECANCELED  # the job ends CANCELLED
             return self._fail(handle, *_exc())
         except BaseException:
             return self._fail(handle, *_exc())
+        if inspect.iscoroutine(value) or inspect.isasyncgen(value):
+            # An async callable got past the check in Job(): its body never
+            # ran. Refused rather than "completed" with a coroutine result.
+            if inspect.iscoroutine(value):
+                value.close()
+            try:
+                raise TypeError(
+                    f"bgjob: the worker of job {self.name!r} returned {type(value).__name__} {value!r}: "
+                    "workers are plain functions run on the job's thread; run a coroutine on a "
+                    "loop instead (asyncio.run_coroutine_threadsafe, or `await` it in a task)"
+                )
+            except TypeError:
+                return self._fail(handle, *_exc())
         if value is not None:
             # The value lives in _keep until bgjob frees the result (replaced,
             # destroyed) or it is taken.
@@ -496,8 +561,7 @@ class _Run:
     def _fail(self, handle: Any, exc: BaseException, code: int) -> int:
         self.exception = exc
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        text = text.replace("\0", "\\0").encode("utf-8", "replace")
-        lib.bgjob_job_set_error(handle, code, text)
+        lib.bgjob_job_set_error(handle, code, text.replace("\0", "\\0").encode("utf-8", "replace"))
         return code
 
 
@@ -508,17 +572,19 @@ def _exc() -> tuple[BaseException, int]:
     return exc, code
 
 
-@_ffi.bgjob_worker_callback
-def _worker_cb(key: int, handle: Any) -> int:
+def _worker(key: int, handle: Any) -> int:
     try:
         run = _keep[key][0]
-        return run(handle)
+        code: int = run(handle)
+        return code
     except BaseException:
         return EXCEPTION_CODE
 
 
-@_ffi.bgjob_completion_callback
-def _complete_cb(key: int, handle: Any, state: int) -> None:
+_worker_cb = _ffi.bgjob_worker_callback(_worker)
+
+
+def _complete(key: int, handle: Any, state: int) -> None:
     try:
         job = _keep[key][0].get()
         if job is not None:
@@ -527,20 +593,27 @@ def _complete_cb(key: int, handle: Any, state: int) -> None:
         _report(e)
 
 
-@_ffi.bgjob_hook_callback
-def _hook_cb(key: int, handle: Any) -> None:
+_complete_cb = _ffi.bgjob_completion_callback(_complete)
+
+
+def _hook(key: int, handle: Any) -> None:
     try:
         _keep[key][0]()
     except BaseException as e:
         _report(e)
 
 
-@_ffi.bgjob_line_callback
-def _line_cb(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
+_hook_cb = _ffi.bgjob_hook_callback(_hook)
+
+
+def _line(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
     try:
         _keep[key][0](stream, line[:length].decode("utf-8", "replace"))
     except BaseException as e:
         _report(e)
+
+
+_line_cb = _ffi.bgjob_line_callback(_line)
 
 
 class _JobRef:
@@ -551,11 +624,11 @@ class _JobRef:
 
     __slots__ = ("weak", "strong")
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job[Any]):
         self.weak = weakref.ref(job)
-        self.strong: Job | None = None
+        self.strong: Job[Any] | None = None
 
-    def get(self) -> Job | None:
+    def get(self) -> Job[Any] | None:
         return self.strong if self.strong is not None else self.weak()
 
 
@@ -569,7 +642,6 @@ class _Finalizers:
 
 
 def _finalizer(which: str) -> Any:
-    @_ffi.bgjob_hook_callback
     def call(key: int, handle: Any) -> None:
         try:
             f = _keep[key][0]
@@ -580,7 +652,7 @@ def _finalizer(which: str) -> Any:
         except BaseException as e:
             _report(e)
 
-    return call
+    return _ffi.bgjob_hook_callback(call)
 
 
 _commit_cb = _finalizer("commit")
@@ -588,26 +660,35 @@ _abort_cb = _finalizer("abort")
 _clean_cb = _finalizer("clean")
 
 
-@_ffi.bgjob_log_callback
-def _log_cb(key: int, line: bytes) -> None:
+def _log(key: int, line: bytes) -> None:
     try:
         _keep[key][0](line.decode("utf-8", "replace"))
     except BaseException as e:
         _report(e)
 
 
+_log_cb = _ffi.bgjob_log_callback(_log)
+
+
 _NO_LOG = _ffi.bgjob_log_callback()
+# Job(context=_NO_CONTEXT): completion on the job's thread even inside a loop.
+_NO_CONTEXT: Any = object()
 _NO_FREE = _ffi.bgjob_free_callback()
 
 
 # ---------------------------------------------------------------- jobs
 
 
-class Job:
-    """A background job running ``fn(worker, *args)`` on its own thread.
+class Job(Generic[T]):
+    """A background job running ``fn(worker, *args, **kwargs)`` on its own thread.
 
-    ``Job(fn, *args, name=..., total=...)`` creates and starts it (``start=False``
-    leaves it CREATED until ``start()``). ``fn``'s return value becomes the
+    ``Job(fn, *args, kwargs={...}, name=..., total=...)`` creates and starts it
+    (``start=False`` leaves it CREATED until ``start()``); the worker's keyword
+    arguments go in ``kwargs``, apart from bgjob's own options, and an unknown
+    option is a TypeError. The worker runs in a copy of the creator's
+    contextvars (as ``asyncio.to_thread``), on a thread named after the job
+    (``threading.current_thread().name``, logging's ``threadName``).
+    ``fn``'s return value becomes the
     job's ``result``; an exception ends the job FAILED with the exception's text
     as its error message (``Cancelled`` after a cancel request: CANCELLED).
 
@@ -622,28 +703,37 @@ class Job:
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
         total: int | None = None,
         unbounded: bool = False,
         stack_size: int = 0,
         context: Context | None = None,
-        on_complete: Callable[[Job], Any] | None = None,
+        on_complete: Callable[[Job[T]], Any] | None = None,
         start: bool = True,
         deadline: float | None = None,
         error_policy: ErrorPolicy = ErrorPolicy.REPORT,
         manual_finalize: bool = False,
-        on_commit: Callable[[Job], Any] | None = None,
-        on_abort: Callable[[Job], Any] | None = None,
-        on_clean: Callable[[Job], Any] | None = None,
+        on_commit: Callable[[Job[T]], Any] | None = None,
+        on_abort: Callable[[Job[T]], Any] | None = None,
+        on_clean: Callable[[Job[T]], Any] | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
             raise RuntimeError("bgjob: the interpreter is shutting down; no new jobs")
         if not callable(fn):
             raise TypeError(f"bgjob: the worker must be callable, not {type(fn).__name__}")
-        if context is None:
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"bgjob: the worker {getattr(fn, '__qualname__', fn)!r} is an async function; a worker "
+                "is a plain function run on the job's thread (await a coroutine in an asyncio task "
+                "instead, or call asyncio.run inside a plain worker)"
+            )
+        if context is _NO_CONTEXT:
+            context = None
+        elif context is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -653,10 +743,11 @@ class Job:
         self._lock = threading.Lock()
         self._done = False
         self._final: State | None = None
-        self._waiters: list[asyncio.Future[State]] = []
+        self._observed = False  # result, exception or error looked at
+        self._waiters: list[asyncio.Future[State | None]] = []
         self._on_complete = on_complete
         self._context = context  # kept alive while its completion may come
-        self._run = _Run(fn, args, name or "")
+        self._run = _Run(fn, args, kwargs or {}, name or "")
 
         opts = _ffi.bgjob_job_options()
         check(lib.bgjob_job_options_init(byref(opts), sizeof(opts)), "options_init")
@@ -742,7 +833,7 @@ class Job:
         """One consistent snapshot (never waits on the worker)."""
         c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
         self._call(lib.bgjob_job_get_info(self._h, byref(c)), "info")
-        return Info._from_c(c)
+        return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info"))
 
     @property
     def name(self) -> str:
@@ -761,6 +852,7 @@ class Job:
         """The job's error code and message, or None while it has none."""
         if self._closed:
             self._call(Result.INVALID_HANDLE, "error")
+        self._observed = True
         code = c_int32()
         message = _text(lib.bgjob_job_get_error, self._h, "error", byref(code))
         if code.value == 0 and not message:
@@ -770,21 +862,26 @@ class Job:
     @property
     def exception(self) -> BaseException | None:
         """The exception the Python worker raised, if it did."""
+        self._observed = True
         return self._run.exception
 
     @property
-    def result(self) -> Any:
+    def result(self) -> T:
         """The worker's return value once the job COMPLETED. Raises ``JobFailed``
         (FAILED; ``__cause__`` is the worker's exception), ``Cancelled``
         (CANCELLED) or ``NotAllowed`` (not ended yet); never waits."""
         state = self.state
+        if state.terminal:
+            self._observed = True
         if state == State.COMPLETED:
             ptr = c_void_p()
             self._call(lib.bgjob_job_get_result(self._h, byref(ptr)), "result")
-            return _keep[ptr.value][0] if ptr.value else None
+            return cast(T, _keep[ptr.value][0] if ptr.value else None)
         if state in (State.FAILED, State.CANCELLED):
             err = self.error or ErrorInfo(0, "")
-            cls = JobFailed if state == State.FAILED else Cancelled
+            cls: type[JobError] = JobFailed
+            if state == State.CANCELLED:
+                cls = DeadlineExceeded if self.info.cancel_cause == CancelCause.TIMEOUT else Cancelled
             raise cls(err.message, err.code, self._run.name) from self._run.exception
         raise NotAllowed(f"result: job {self._run.name!r} is {state}, not ended yet")
 
@@ -852,6 +949,7 @@ class Job:
         ``TimedOut`` after ``timeout`` seconds (the job runs on). The GIL is
         released while waiting, and Ctrl-C (KeyboardInterrupt) interrupts it."""
         limit = _ms(timeout, "wait")
+        self._refuse_unstarted("wait")
         deadline = None if timeout is None else time.monotonic() + limit / 1000.0
         on_main = threading.current_thread() is threading.main_thread()
         state = c_int32()
@@ -870,6 +968,32 @@ class Job:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimedOut(f"wait: job {self._run.name!r} still running after {timeout} s")
 
+    def progress(self, interval: float = 0.5) -> Iterator[Info]:
+        """Yields a snapshot (``Info``) at once and then every ``interval``
+        seconds while the job runs, and a last one once it has ended (wakes
+        at once then). For a progress bar::
+
+            for info in job.progress(0.2):
+                bar.update(info.current - bar.n)   # tqdm: bar = tqdm(total=...)
+        """
+        _ms(interval, "progress")  # checks it
+        while True:
+            info = self.info
+            yield info
+            if info.state.terminal:
+                return
+            try:
+                self.wait(interval)
+            except TimedOut:
+                pass
+
+    def _refuse_unstarted(self, what: str) -> None:
+        if self.state == State.CREATED:
+            raise NotAllowed(
+                f"{what}: job {self._run.name!r} was not started (it is created): start() it "
+                "first, or it would wait forever"
+            )
+
     async def wait_async(self) -> State:
         """``await job.wait_async()``: the final state, without blocking the
         loop or using a thread. The job's completion wakes the waiting task: a
@@ -877,25 +1001,50 @@ class Job:
         (``loop.add_reader``); one told on its own thread wakes the loop with
         ``call_soon_threadsafe``. Any number of tasks may wait."""
         loop = asyncio.get_running_loop()
+        ctx = self._context
+        if ctx is not None and not self._done:
+            ctx._retire_if_loop_gone()
         with self._lock:
-            if self._done:
-                assert self._final is not None
-                return self._final
-            fut: asyncio.Future[State] = loop.create_future()
-            self._waiters.append(fut)
+            done = self._done
+            if not done:
+                fut: asyncio.Future[State | None] = loop.create_future()
+                self._waiters.append(fut)
+        if done:
+            return self._final_state()
+        self._refuse_unstarted("wait_async")
         try:
-            return await fut
+            await fut
+            return self._final_state()
         finally:
             with self._lock:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
 
-    def __await__(self):
-        """``await job`` is the job's ``result`` (or its exception) once it ended."""
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await job`` is the job's ``result`` (or its exception) once it
+        ended. Cancelling the awaiting task requests cancel of the job (use
+        ``asyncio.shield(job)`` to keep it running, or ``wait_async()``, which
+        only watches)."""
         return self._await_result().__await__()
 
-    async def _await_result(self) -> Any:
-        await self.wait_async()
+    async def result_async(self) -> T:
+        """``await job`` as a coroutine, for what wants one:
+        ``TaskGroup.create_task(job.result_async())``,
+        ``asyncio.create_task(...)`` for ``asyncio.wait`` (or
+        ``asyncio.ensure_future(job)``). Cancelling it cancels the job."""
+        return await self._await_result()
+
+    async def _await_result(self) -> T:
+        try:
+            await self.wait_async()
+        except asyncio.CancelledError:
+            # As asyncio.wrap_future does for a concurrent future: cancelling
+            # the task that awaits the job (wait_for, timeout, TaskGroup,
+            # task.cancel(), Ctrl-C in asyncio.run) requests cancel of the
+            # job. asyncio.shield(job) keeps it running.
+            with contextlib.suppress(BgjobError):
+                self.cancel()
+            raise
         return self.result
 
     def close(self) -> None:
@@ -914,7 +1063,9 @@ class Job:
         self._call(r, "close")
         if st.value not in (State.CREATED,) and not State(st.value).terminal:
             self.cancel()
-            self.wait()
+            st.value = self.wait()
+        if self._final is None and State(st.value).terminal:
+            self._final = State(st.value)
         r = lib.bgjob_job_destroy(self._h)
         if r not in (Result.OK, Result.INVALID_HANDLE):
             self._call(r, "close")
@@ -924,7 +1075,7 @@ class Job:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> Job:
+    def __enter__(self) -> Job[T]:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -937,21 +1088,35 @@ class Job:
         try:
             if not self._closed:
                 self._closed = True
+                if self._final is None:
+                    st = c_int32()
+                    if lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and State(st.value).terminal:
+                        self._final = State(st.value)
                 lib.bgjob_job_destroy(self._h)
+            exc = self._run.exception
+            if exc is not None and not self._observed and self._final == State.FAILED:
+                # asyncio's "Task exception was never retrieved", once.
+                self._observed = True
+                _logger.error(
+                    "bgjob: exception of job %r was never retrieved (read job.result, "
+                    "job.exception or job.error, or await the job)",
+                    self._run.name,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
         except BaseException:
             pass
 
     # -- completion (any thread)
     def _ended(self, state: State | None, run_callback: bool) -> None:
-        if state is None:  # dropped completion: read the state if we still can
-            st = c_int32()
-            ok = not self._closed and lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK
-            state = State(st.value) if ok else State.CANCELLED
+        # state is None for a dropped completion (called from a free
+        # function, which must not call bgjob for this job): the state is
+        # read later by whoever asks for it (_final_state).
         with self._lock:
             if self._done:
                 return
             self._done = True
-            self._final = state
+            if state is not None:
+                self._final = state
             waiters, self._waiters = self._waiters, []
         for fut in waiters:
             _resolve(fut, state)
@@ -960,22 +1125,50 @@ class Job:
                 self._on_complete(self)
             except BaseException as e:
                 _user_error(e)
+        elif state is None and self._on_complete is not None:
+            ctx = self._context
+            if ctx is not None and ctx._retired and not _shutting_down:
+                # Its loop closed before the job ended: no thread of that loop
+                # will run on_complete, so a thread of its own does.
+                try:
+                    threading.Thread(
+                        target=self._late_on_complete, name=f"bgjob-complete-{self._run.name}"
+                    ).start()
+                except RuntimeError:  # the interpreter is shutting down
+                    pass
         # Ended: the Job need not outlive its caller's references any more. Left
         # pinned, Job -> _JobRef -> Job would be a cycle that only a later
         # garbage collection frees (and with it the job's handle).
         self._ref.strong = None
+
+    def _late_on_complete(self) -> None:
+        assert self._on_complete is not None
+        try:
+            self._on_complete(self)
+        except BaseException as e:
+            _report(e)
+
+    def _final_state(self) -> State:
+        if self._final is None:
+            st = c_int32()
+            if not self._closed and lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK:
+                if State(st.value).terminal:
+                    self._final = State(st.value)
+                return State(st.value)
+            return State.CANCELLED
+        return self._final
 
     def _cancel_at_exit(self) -> None:
         if not self._closed:
             lib.bgjob_job_cancel(self._h, None)
 
 
-def _set_state(fut: asyncio.Future[State], state: State) -> None:
+def _set_state(fut: asyncio.Future[State | None], state: State | None) -> None:
     if not fut.done():
         fut.set_result(state)
 
 
-def _resolve(fut: asyncio.Future[State], state: State) -> None:
+def _resolve(fut: asyncio.Future[State | None], state: State | None) -> None:
     loop = fut.get_loop()
     try:
         running = asyncio.get_running_loop()
@@ -990,8 +1183,101 @@ def _resolve(fut: asyncio.Future[State], state: State) -> None:
             pass
 
 
-def start(fn: Callable[..., Any], *args: Any, **options: Any) -> Job:
-    """Starts ``fn(worker, *args)`` as a background job; see ``Job``."""
+def current_worker() -> Worker:
+    """The ``Worker`` of the job whose worker is running on this thread: what
+    a function run by ``Executor.submit`` (which gets no worker argument) uses
+    for progress, phase and cancel checks. RuntimeError elsewhere."""
+    worker = getattr(_tls, "worker", None)
+    if worker is None:
+        raise RuntimeError("bgjob.current_worker(): no bgjob worker is running on this thread")
+    assert isinstance(worker, Worker)
+    return worker
+
+
+class JobFuture(concurrent.futures.Future[T], Generic[T]):
+    """The ``concurrent.futures.Future`` of an ``Executor.submit``, with the
+    job behind it as ``job`` (for ``info``, ``pause()``, ``cancel()``...).
+    ``cancel()`` keeps its ``concurrent.futures`` meaning (it succeeds only
+    while the job waits for a slot under ``set_max_running``); ``job.cancel()``
+    asks a running worker to stop."""
+
+    job: Job[T]
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            # Never ran: the job ends CANCELLED without calling the function.
+            with contextlib.suppress(BgjobError):
+                self.job.cancel()
+            return True
+        return False
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` whose calls are bgjob jobs, each on a
+    thread of its own (cap them process-wide with ``set_max_running``).
+    ``submit(fn, *args, **kwargs)`` runs ``fn(*args, **kwargs)`` -- no worker
+    argument: ``bgjob.current_worker()`` is there for progress and cancel
+    checks -- and returns a ``JobFuture``, so ``result(timeout)``,
+    ``exception()``, ``add_done_callback``, ``as_completed``, ``wait``,
+    ``map`` and ``asyncio.wrap_future`` work as for any executor, and a
+    worker's exception is raised as itself by ``result()``.
+    ``shutdown(wait=True, cancel_futures=False)`` and ``with`` as usual."""
+
+    def __init__(self, name_prefix: str = "") -> None:
+        self._prefix = name_prefix
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._futures: set[JobFuture[Any]] = set()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown else "open"
+        return f"<bgjob.Executor {self._prefix!r} {state}, {len(self._futures)} running>"
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> JobFuture[T]:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: JobFuture[T] = JobFuture()
+            name = f"{self._prefix}-{next(self._count)}" if self._prefix else None
+
+            def work(w: Worker) -> T:
+                if not future.set_running_or_notify_cancel():
+                    raise Cancelled("the future was cancelled before the job ran")
+                try:
+                    value = fn(*args, **kwargs)
+                except BaseException as e:
+                    future.set_exception(e)
+                    raise
+                future.set_result(value)
+                return value
+
+            # Completion on the job's thread, as ThreadPoolExecutor sets its
+            # futures on its threads (not through a loop's context).
+            job = Job(work, name=name, start=False, context=_NO_CONTEXT)
+            job._observed = True  # the future carries the outcome
+            future.job = job
+            self._futures.add(future)
+            future.add_done_callback(self._futures.discard)
+        job.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            futures = list(self._futures)
+        if cancel_futures:
+            for f in futures:
+                f.cancel()
+        if wait:
+            for f in futures:
+                if not f.cancelled():
+                    f.job.wait()
+
+
+def start(fn: Callable[..., T], *args: Any, **options: Any) -> Job[T]:
+    """Starts ``fn(worker, *args, **kwargs)`` as a background job; the
+    options (``kwargs=``, ``name=``, ...) are ``Job``'s."""
     options["start"] = True
     return Job(fn, *args, **options)
 
@@ -1013,14 +1299,14 @@ class Transaction:
         check(lib.bgjob_txn_create(flags, byref(handle)), "txn_create")
         self._h = handle
         self._closed = False
-        self.jobs: list[Job] = []
+        self.jobs: list[Job[Any]] = []
 
     def _handle(self, what: str) -> Any:
         if self._closed:
             raise InvalidHandle(f"{what}: the transaction is closed")
         return self._h
 
-    def add(self, job: Job) -> Job:
+    def add(self, job: Job[T]) -> Job[T]:
         """Adds a job that has not started; returns it."""
         check(lib.bgjob_txn_add(self._handle("txn_add"), job._h), "txn_add")
         self.jobs.append(job)
@@ -1091,6 +1377,9 @@ class Context:
         check(lib.bgjob_context_get_fd(handle, byref(fd)), "context_get_fd")
         self._fd = fd.value
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        # A loop's own context (loop_context) is retired when its loop ends.
+        self._retired = False
+        self._of_loop = False
         #: How many completions this context has run in all.
         self.dispatched = 0
         _contexts.add(self)
@@ -1099,6 +1388,17 @@ class Context:
         if self._closed:
             raise InvalidHandle(f"{what}: the context is closed")
         return self._h
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<bgjob.Context closed, dispatched={self.dispatched}>"
+        loop = self._loop() if self._loop is not None else None
+        where = f" attached to {type(loop).__name__}" if loop is not None else ""
+        try:
+            pending = f" pending={self.pending}"
+        except BgjobError:
+            pending = ""
+        return f"<bgjob.Context fd={self._fd}{pending} dispatched={self.dispatched}{where}>"
 
     def fileno(self) -> int:
         """The pollable fd (readable while completions are queued). Poll it; do
@@ -1120,12 +1420,20 @@ class Context:
             _tls.errors = outer
         check(r, "dispatch")
         self.dispatched += ran.value
-        if errors:
-            add_note = getattr(errors[0], "add_note", None)  # Python 3.11+
-            for other in errors[1:]:
-                if add_note is not None:
-                    add_note(f"bgjob: another completion callback raised {other!r}")
+        if len(errors) == 1:
             raise errors[0]
+        if errors:
+            fatal = [e for e in errors if not isinstance(e, Exception)]
+            if fatal:
+                # KeyboardInterrupt or SystemExit goes first, as itself (an
+                # ExceptionGroup holds Exceptions only); the others are reported.
+                for e in errors:
+                    if e is not fatal[0]:
+                        _report(e)
+                raise fatal[0]
+            raise CallbackErrors(
+                f"bgjob: {len(errors)} completion callbacks raised", [e for e in errors if isinstance(e, Exception)]
+            )
         return ran.value
 
     @property
@@ -1153,6 +1461,40 @@ class Context:
     def _readable(self) -> None:
         if not self._closed:
             self.dispatch()
+
+    def _retire(self) -> None:
+        """The loop this (loop_context) context served has ended or is ending.
+        What is queued runs now if we are on that loop; the context is then
+        destroyed, so the completion of a job still bound to it is dropped
+        when the job ends: that job is still awaitable in any loop, its
+        on_complete runs on a thread of its own, and it is freed when dropped."""
+        if self._closed or self._retired:
+            return
+        self._retired = True
+        loop = self._loop() if self._loop is not None else None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is loop:
+            try:
+                self.dispatch()
+            except BaseException as e:
+                for err in e.exceptions if isinstance(e, CallbackErrors) else (e,):
+                    _report(err)
+        self.close()
+
+    def _retire_if_loop_gone(self) -> None:
+        if not self._of_loop or self._closed:
+            return  # not a loop's own context, or already gone
+        loop = self._loop() if self._loop is not None else None
+        if loop is None or loop.is_closed():
+            self._retire()
+
+    def _forget(self) -> None:
+        # In a forked child: the handle is the parent's (invalid here).
+        self._closed = True
+        self._loop = None
 
     def close(self) -> None:
         """Detaches and destroys the context; completions still queued, and
@@ -1190,8 +1532,55 @@ def loop_context(loop: asyncio.AbstractEventLoop | None = None) -> Context:
         if ctx is None or ctx.closed:
             ctx = Context()
             ctx.attach(loop)
+            _watch_loop(ctx, loop)
             _loop_contexts[loop] = ctx
     return ctx
+
+
+def _watch_loop(ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
+    """Retires ``ctx`` when ``loop`` ends: at its ``shutdown_asyncgens()``
+    (asyncio.run and asyncio.Runner call it before closing the loop; it closes
+    every async generator that ran in the loop, this one too), or when the loop
+    is collected. A loop closed by hand and kept is found out by the next
+    ``wait_async`` of a job bound to it."""
+    ref = weakref.ref(ctx)
+
+    async def watch() -> Any:
+        try:
+            yield
+        finally:
+            c = ref()
+            if c is not None:
+                c._retire()
+
+    agen = watch()
+    ctx._of_loop = True
+    # The generator refers to the loop (its finalizer hook), so it is kept on
+    # the loop, not on the context: loop and generator are then collected
+    # together. A loop type without attributes keeps it on the context (the
+    # loop then lives as long as the context).
+    try:
+        loop._bgjob_watch = agen  # type: ignore[attr-defined]
+    except AttributeError:
+        ctx._keep_watch = agen  # type: ignore[attr-defined]
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        # Its first step registers it with the loop (the firstiter hook).
+        try:
+            agen.asend(None).send(None)
+        except StopIteration:
+            pass
+    fin = weakref.finalize(loop, _retire_ref, ref)
+    fin.atexit = False
+
+
+def _retire_ref(ref: weakref.ref[Context]) -> None:
+    ctx = ref()
+    if ctx is not None:
+        ctx._retire()
 
 
 # ---------------------------------------------------------------- library
@@ -1199,7 +1588,8 @@ def loop_context(loop: asyncio.AbstractEventLoop | None = None) -> Context:
 
 def version() -> str:
     """The loaded library's version, e.g. "0.1.0"."""
-    return lib.bgjob_version().decode()
+    text: bytes = lib.bgjob_version()
+    return text.decode()
 
 
 def abi_version() -> int:
@@ -1271,29 +1661,113 @@ def set_log_callback(fn: Callable[[str], Any] | None) -> None:
     check(lib.bgjob_set_log_callback(_log_cb, key, _free_cb), "set_log_callback")
 
 
+def _live_jobs() -> list[Job[Any]]:
+    """Every started Job whose completion has not run yet."""
+    jobs = []
+    for obj, _ in list(_keep.values()):
+        job = obj.get() if isinstance(obj, _JobRef) else None
+        if job is not None and not job._closed:
+            jobs.append(job)
+    return jobs
+
+
+def _running(job: Job[Any]) -> bool:
+    st = c_int32()
+    return (
+        not job._closed
+        and lib.bgjob_job_get_state(job._h, byref(st)) == Result.OK
+        and not State(st.value).terminal
+    )
+
+
+def cancel_all(timeout: float | None = None) -> list[Job[Any]]:
+    """Cancels every job started from Python that is still running and waits
+    for them to end, at most ``timeout`` seconds in all (None: as long as it
+    takes). Returns the jobs still running then -- those whose workers do not
+    check for cancel -- which is empty when all ended. A bounded version of
+    what happens at interpreter exit (see ``set_exit_timeout``)."""
+    deadline = None if timeout is None else time.monotonic() + _ms(timeout, "cancel_all") / 1000.0
+    jobs = [job for job in _live_jobs() if _running(job)]
+    for job in jobs:
+        with contextlib.suppress(BgjobError):
+            job.cancel()
+    left = []
+    for job in jobs:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            job.wait(remaining)
+        except TimedOut:
+            left.append(job)
+        except InvalidHandle:
+            pass
+    return left
+
+
+def set_exit_timeout(seconds: float | None) -> None:
+    """Bounds the wait at interpreter exit. At exit bgjob cancels every live
+    job and waits for its worker to return, as ``concurrent.futures``'
+    ThreadPoolExecutor waits for its threads: a worker that never checks for
+    cancel keeps the process alive as long as it runs. With ``seconds`` set,
+    once they have passed bgjob names the jobs still running on stderr and
+    ends the process at once with status 1 (``os._exit``: later at-exit work is
+    skipped; letting the interpreter finalize under a running worker would
+    crash it). None (the default) waits as long as it takes."""
+    global _exit_timeout
+    if seconds is not None:
+        _ms(seconds, "set_exit_timeout")  # checks it
+    _exit_timeout = None if seconds is None else float(seconds)
+
+
+def _exit_timed_out(timeout: float) -> None:
+    stuck = [job for job in _live_jobs() if _running(job)]
+    names = ", ".join(repr(job._run.name) for job in stuck) or "(none listed)"
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+    with contextlib.suppress(BaseException):
+        os.write(
+            2,
+            f"bgjob: exit timeout ({timeout:g} s) expired with {len(stuck)} job(s) still running "
+            f"(their workers do not check for cancel): {names}; ending the process\n".encode(),
+        )
+    os._exit(1)
+
+
 @atexit.register
 def _at_exit() -> None:
     """Interpreter shutdown: no new jobs; cancel every live one; drop the log
     callback and close contexts (their queued completions are dropped); then
-    wait until no bgjob thread can call Python any more."""
+    wait until no bgjob thread can call Python any more (at most the exit
+    timeout, if one was set)."""
     global _shutting_down
     _shutting_down = True
     try:
         lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
-        for obj, _ in list(_keep.values()):
-            job = obj.get() if isinstance(obj, _JobRef) else None
-            if job is not None:
-                job._cancel_at_exit()
+        for job in _live_jobs():
+            job._cancel_at_exit()
         for ctx in list(_contexts):
             ctx.close()
-        while _outstanding:
+        timeout = _exit_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while _tracked:
+            if deadline is not None and time.monotonic() >= deadline:
+                assert timeout is not None
+                _exit_timed_out(timeout)
             time.sleep(0.002)
     except KeyboardInterrupt:
         pass
 
 
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 __all__ = [
     "EXCEPTION_CODE",
+    "Executor",
+    "JobFuture",
+    "current_worker",
+    "cancel_all",
+    "set_exit_timeout",
     "Context",
     "ErrorInfo",
     "Info",

@@ -28,6 +28,7 @@ import select
 import sys
 import tempfile
 import time
+from typing import Any
 
 import bgjob
 
@@ -94,7 +95,7 @@ def fmt_time(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds:.1f}s"
 
 
-def bar_line(name: str, job: bgjob.Job) -> str:
+def bar_line(name: str, job: bgjob.Job[Any]) -> str:
     info = job.info
     pct = info.percent if info.percent is not None else 0
     filled = pct * 24 // 100
@@ -158,7 +159,7 @@ def run(directory: str) -> int:
     screen = Screen(t0)
     outcomes: dict[str, str] = {}
 
-    def on_complete(job: bgjob.Job) -> None:  # runs here, from ctx.dispatch()
+    def on_complete(job: bgjob.Job[Any]) -> None:  # runs here, from ctx.dispatch()
         outcomes[job.name] = str(job.state)
         screen.event(f"{job.name}: {job.state} ({job.phase})")
 

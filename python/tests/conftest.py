@@ -39,7 +39,7 @@ def nothing_left_behind():
 
     def drained():
         gc.collect()
-        return not _job._keep and _job._outstanding == 0
+        return not _job._keep and not _job._tracked
 
     eventually(drained, f"bgjob freed every userdata; left: {list(_job._keep.values())}")
 

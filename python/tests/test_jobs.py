@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import os
@@ -607,3 +608,186 @@ def test_log_callback_sees_lifecycle_lines():
     finally:
         bgjob.set_log_callback(None)
     assert any("logged" in line for line in lines)
+
+
+def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
+    # Issue 14, bug 5: like asyncio's "Task exception was never retrieved".
+    def work(w):
+        raise FileNotFoundError(2, "no such image", "/vm/disk.img")
+
+    job = bgjob.start(work, name="lost")
+    job.wait(LONG)
+    eventually(lambda: job._done, "completion ran (the Job is no longer pinned)")
+    with caplog.at_level("ERROR", logger="bgjob"):
+        del job
+        gc.collect()
+    records = [r for r in caplog.records if r.name == "bgjob"]
+    assert len(records) == 1
+    assert "job 'lost'" in records[0].getMessage() and "never retrieved" in records[0].getMessage()
+    assert isinstance(records[0].exc_info[1], FileNotFoundError)
+
+    # Observed (result, exception or error read, or awaited): nothing logged.
+    caplog.clear()
+    for look in (lambda j: j.exception, lambda j: j.error, lambda j: pytest.raises(bgjob.JobError, lambda: j.result)):
+        job = bgjob.start(work, name="seen")
+        job.wait(LONG)
+        eventually(lambda: job._done, "completion ran")
+        look(job)
+        with caplog.at_level("ERROR", logger="bgjob"):
+            job.close()
+            del job
+            gc.collect()
+    assert [r for r in caplog.records if r.name == "bgjob"] == []
+
+
+def test_async_worker_is_refused():
+    # Issue 14, bug 5: an `async def` worker "completed" with a coroutine
+    # object as its result, its body never run.
+    ran = []
+
+    async def coro_worker(w):
+        ran.append(w)
+        return 1
+
+    with pytest.raises(TypeError, match="async"):
+        bgjob.start(coro_worker)
+
+    # A callable that returns a coroutine is only found out when it returns.
+
+    def sneaky(w):
+        return coro_worker(w)
+
+    with bgjob.start(lambda w: sneaky(w), name="sneaky") as job:
+        assert job.wait(LONG) == State.FAILED
+        assert isinstance(job.exception, TypeError)
+        assert "coroutine" in str(job.exception)
+    assert ran == []
+
+
+def test_wait_on_a_job_never_started_is_refused():
+    # Issue 14, bug 6: wait() blocked forever, and wait(timeout) said "still
+    # running" of a CREATED job.
+    job = bgjob.Job(lambda w: None, start=False, name="idle")
+    with pytest.raises(bgjob.NotAllowed, match="not started"):
+        job.wait(timeout=0.5)
+    box = []
+    t = threading.Thread(target=lambda: box.append(pytest.raises(bgjob.NotAllowed, job.wait)))
+    t.start()
+    t.join(LONG)
+    assert not t.is_alive() and len(box) == 1
+
+    async def main():
+        with pytest.raises(bgjob.NotAllowed):
+            await asyncio.wait_for(job.wait_async(), LONG)
+
+    asyncio.run(main())
+    job.start()
+    assert job.wait(LONG) == State.COMPLETED
+    job.close()
+
+
+def test_cancel_status_truth_and_names(gate):
+    job = bgjob.start(lambda w: gate.wait(LONG))  # does not look at cancel
+    status = job.cancel()
+    assert status and status == CancelStatus.REQUESTED  # truthy: cancel requested
+    assert str(status) == "requested" and f"{status}" == "requested"
+    again = job.cancel()
+    assert again == CancelStatus.ALREADY_REQUESTED and again  # still a requested cancel
+    gate.set()
+    job.wait(LONG)
+    assert not job.cancel()  # already finished: nothing was requested
+    assert f"{job.state:>10}" == " completed"  # it succeeded all the same
+    assert repr(State.RUNNING) == "<State.RUNNING: 1>" and State.RUNNING == 1
+    job.close()
+
+
+def test_keyword_arguments_contextvars_and_thread_name():
+    import contextvars
+    import logging
+
+    request = contextvars.ContextVar("request", default="none")
+    request.set("req-42")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.threadName)
+
+    logger = logging.getLogger("bgjob-test-threads")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+
+    def work(w, a, *, scale, offset=0):
+        logger.info("working")
+        request.set("changed in the worker")  # a copy: the caller's is untouched
+        return (a * scale + offset, request.get(), threading.current_thread().name)
+
+    with bgjob.start(work, 2, kwargs={"scale": 10, "offset": 1}, name="copy-vm1") as job:
+        job.wait(LONG)
+        value, _, thread_name = job.result
+    assert value == 21
+    assert thread_name == "copy-vm1" and records == ["copy-vm1"]
+    assert request.get() == "req-42"
+
+    seen = []
+    with bgjob.start(lambda w: seen.append(request.get())) as job:
+        job.wait(LONG)
+    assert seen == ["req-42"]
+    with pytest.raises(TypeError):
+        bgjob.start(work, 1, scale=2)  # the worker's keywords go in kwargs=
+
+
+def test_progress_yields_snapshots_until_the_end(gate):
+    def work(w):
+        w.set_total(3)
+        w.phase = "copying"
+        for _ in range(3):
+            gate.wait(LONG)
+            w.add(1)
+        w.phase = "verifying"
+        return "done"
+
+    job = bgjob.start(work)
+    seen = []
+    for info in job.progress(0.01):
+        seen.append(info)
+        gate.set()
+    assert seen[-1].state == State.COMPLETED and seen[-1].current == 3
+    assert seen[-1].phase == "verifying"  # Info carries the phase
+    assert all(not i.state.terminal for i in seen[:-1])
+    assert [i.current for i in seen] == sorted(i.current for i in seen)
+    job.close()
+
+
+def test_reprs():
+    with bgjob.Context() as ctx:
+        assert repr(ctx).startswith(f"<bgjob.Context fd={ctx.fileno()} pending=0 dispatched=0")
+        reprs = []
+        job = bgjob.start(lambda w: reprs.append(repr(w)), name="shown", context=ctx)
+        job.wait(LONG)
+        assert reprs == ["<bgjob.Worker of job 'shown' (running)>"]
+        assert "pending=1" in repr(ctx)
+        ctx.dispatch()
+        job.close()
+    assert repr(ctx) == "<bgjob.Context closed, dispatched=1>"
+
+
+def test_cancelled_and_deadline_exceptions_are_what_python_expects():
+    import concurrent.futures
+
+    with bgjob.start(lambda w: w.sleep(3600), name="slow", deadline=0.05) as job:
+        assert job.wait(LONG) == State.CANCELLED
+        with pytest.raises(TimeoutError) as ei:  # a deadline expiry is a TimeoutError ...
+            job.result
+        assert isinstance(ei.value, bgjob.DeadlineExceeded)
+        assert isinstance(ei.value, bgjob.Cancelled)  # ... and a cancel
+        assert "job 'slow' ran out of time" in str(ei.value)
+
+    with bgjob.start(lambda w: w.sleep(3600), name="asked") as job:
+        job.cancel()
+        job.wait(LONG)
+        with pytest.raises(concurrent.futures.CancelledError) as ei:
+            job.result
+        assert type(ei.value) is bgjob.Cancelled
+        assert not isinstance(ei.value, TimeoutError)
+        assert isinstance(ei.value, Exception)  # not asyncio's BaseException

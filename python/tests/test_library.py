@@ -28,11 +28,13 @@ def copy_package(tmp_path, with_library: str | None = None):
 
 
 def run_python(tmp_path, code: str, **env_changes):
-    env = {k: v for k, v in os.environ.items() if k not in ("BGJOB_LIBRARY", "LD_LIBRARY_PATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("BGJOB_LIBRARY", "LD_LIBRARY_PATH", "PYTHONPATH")}
     env["PYTHONPATH"] = str(tmp_path)
     for k, v in env_changes.items():
         if v is not None:
             env[k] = v
+        else:
+            env.pop(k, None)
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -166,3 +168,45 @@ def test_errors_map_to_classes():
     e = error_for(R.NOT_ALLOWED, "pause")
     assert e.code == R.NOT_ALLOWED and str(e).startswith("pause: ")
     assert all(issubclass(c, bgjob.BgjobError) for c in (bgjob.JobFailed, bgjob.Cancelled))
+
+
+# ---- the installed package, as `pip install ./python` made it
+
+INSTALLED = os.path.dirname(os.path.abspath(bgjob.__file__))
+BUNDLED = os.path.join(INSTALLED, "libbgjob.so")
+SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # python/
+
+
+@pytest.mark.skipif(
+    not os.path.exists(BUNDLED), reason="installed without a library (BGJOB_NO_BUNDLE=1, or no Rust sources)"
+)
+def test_the_wheel_brings_one_stripped_library(tmp_path):
+    # What a user gets after `pip install ./python`: no environment variable.
+    r = run_python(tmp_path, SHOW, PYTHONPATH=None)
+    assert r.stdout.splitlines() == [f"{BUNDLED} (next to the module)", bgjob.version()], r.stderr
+    # One copy: a file (not a symlink, nor a symlink's target twice).
+    assert sorted(n for n in os.listdir(INSTALLED) if n.startswith("libbgjob")) == ["libbgjob.so"]
+    assert not os.path.islink(BUNDLED)
+    readelf = shutil.which("readelf")
+    if readelf is not None:
+        sections = subprocess.run([readelf, "-S", "-W", BUNDLED], capture_output=True, text=True, check=True).stdout
+        assert ".symtab" not in sections and ".debug_info" not in sections  # stripped
+    # BGJOB_LIBRARY still overrides the bundled copy.
+    r = run_python(tmp_path, SHOW, PYTHONPATH=None, BGJOB_LIBRARY=LIB)
+    assert r.stdout.splitlines()[0] == f"{LIB} (BGJOB_LIBRARY)", r.stderr
+
+
+def test_install_left_no_build_files_in_the_source_tree():
+    # setup.py sends setuptools' build/ and egg-info to a temporary directory.
+    left = [n for n in os.listdir(SOURCE) if n == "build" or n.endswith(".egg-info")]
+    assert left == []
+
+
+def test_help_shows_the_enums_not_int():
+    import pydoc
+
+    text = pydoc.render_doc(bgjob.State, renderer=pydoc.plaintext)
+    assert "RUNNING" in text and "terminal" in text
+    assert "bit_length" not in text and "from_bytes" not in text
+    assert "bit_length" not in dir(bgjob.Result)
+    assert bgjob.State.RUNNING.bit_length() == 1 and bgjob.State.RUNNING + 1 == 2  # still ints
