@@ -322,9 +322,12 @@ class Worker:
         self._check(lib.bgjob_job_sleep(self._h, _ms(seconds, "sleep")), "sleep")
 
     def add_cancel_hook(self, fn: Callable[[], Any]) -> int | None:
-        """Registers ``fn()`` to be called once, on the cancelling thread, when
-        the job is cancelled; returns its id for ``remove_cancel_hook``. If
-        cancel was already requested, ``fn`` runs now and None is returned."""
+        """Registers ``fn()`` to be called at most once, on the cancelling
+        thread, when the job is cancelled; returns its id for
+        ``remove_cancel_hook``. If cancel was already requested, ``fn`` runs now
+        and None is returned. A hook not yet called when the worker returns
+        (it saw the cancel first) is dropped uncalled; the job does not end
+        while a hook runs."""
         hook_id = c_uint64()
         key = _hold(fn, tracked=True)
         r = lib.bgjob_job_add_cancel_hook(self._h, _hook_cb, key, _free_cb, byref(hook_id))
@@ -335,7 +338,8 @@ class Worker:
 
     def remove_cancel_hook(self, hook_id: int) -> bool:
         """Removes a hook; True if it had not run (it never will now), False if
-        it already ran. On return the hook is not running."""
+        it already ran or was dropped at the job's end. On return the hook is
+        not running."""
         r = lib.bgjob_job_remove_cancel_hook(self._h, _u64(hook_id, "remove_cancel_hook"))
         if r == Result.NOT_FOUND:
             return False

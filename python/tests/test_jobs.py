@@ -540,14 +540,21 @@ def test_exception_in_hook_is_reported_not_fatal(monkeypatch):
     reported = []
     monkeypatch.setattr(threading, "excepthook", lambda args: reported.append(args.exc_value))
     ready = threading.Event()
+    called = threading.Event()
 
     def bad():
+        called.set()
         raise RuntimeError("hook broke")
 
     def work(w):
         w.add_cancel_hook(bad)
         ready.set()
-        w.sleep(3600)
+        try:
+            w.sleep(3600)
+        finally:
+            # Hooks not yet called when the worker returns are dropped
+            # uncalled: the worker waits for the cancel to reach this one.
+            called.wait(LONG)
 
     job = bgjob.start(work)
     ready.wait(LONG)
