@@ -1,0 +1,185 @@
+//! [`Builder`]: a job's options, then its creation.
+
+use super::*;
+
+/// Builds a job.
+#[derive(Default)]
+pub struct Builder {
+    name: Option<String>,
+    job_type: JobType,
+    stack_size: usize,
+    pool: Option<&'static Pool>,
+    completion: Option<(Option<Context>, CompleteFn)>,
+    deadline: Option<Duration>,
+    error_policy: ErrorPolicy,
+    manual_finalize: bool,
+    commit: Option<HookFn>,
+    abort: Option<HookFn>,
+    clean: Option<HookFn>,
+}
+
+impl Builder {
+    /// A bounded job with a generated name, default stack, on the global pool.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The job's name (its thread's name, cut to 15 bytes). Default `job-<id>`.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Bounded (default) or unbounded.
+    pub fn job_type(mut self, t: JobType) -> Builder {
+        self.job_type = t;
+        self
+    }
+
+    /// Worker stack size in bytes; 0 (default) is the platform default. Over
+    /// [`super::threads::MAX_STACK_SIZE`], start is refused.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Run on this pool instead of the global one.
+    pub fn pool(mut self, pool: &'static Pool) -> Builder {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Runs `f` exactly once after the job has ended (whatever the outcome, also
+    /// when it never ran): through `context` on the thread that dispatches it, or
+    /// with `None` on the worker thread right after the worker returned (on a
+    /// pool thread for a job that never ran). Never inside the call that ended the
+    /// job (start, cancel, release), never with a lock held. If the context is
+    /// closed first, `f` is dropped unrun.
+    pub fn on_complete<F>(mut self, context: Option<Context>, f: F) -> Builder
+    where
+        F: FnOnce(&Job) + Send + 'static,
+    {
+        self.completion = Some((context, Box::new(f)));
+        self
+    }
+
+    /// Cancels the job (cause [`CancelCause::Timeout`]) once it has been running
+    /// for `after` of active time: measured from start, paused time not counted.
+    pub fn deadline(mut self, after: Duration) -> Builder {
+        self.deadline = Some(after);
+        self
+    }
+
+    /// What the job does when its worker reports an I/O error (default
+    /// [`ErrorPolicy::Report`]); see [`Job::report_io_error`].
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Builder {
+        self.error_policy = policy;
+        self
+    }
+
+    /// QEMU's `JOB_MANUAL_FINALIZE`: once the work is done (and every member of
+    /// its transaction succeeded) the job waits in `Waiting` until
+    /// [`Job::finalize`]; only then do commit and clean run and the job end.
+    /// A failed or cancelled group is finalized at once. In a transaction, the
+    /// transaction's setting applies instead.
+    pub fn manual_finalize(mut self, yes: bool) -> Builder {
+        self.manual_finalize = yes;
+        self
+    }
+
+    /// Runs once at finalization if the job (and every member of its
+    /// transaction) succeeded, before clean and before the job ends.
+    pub fn on_commit<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.commit = Some(Box::new(f));
+        self
+    }
+
+    /// Runs once at finalization if the job or any member of its transaction
+    /// failed or was cancelled, before clean and before the job ends.
+    pub fn on_abort<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.abort = Some(Box::new(f));
+        self
+    }
+
+    /// Runs once at finalization, after commit or abort, whatever the outcome.
+    pub fn on_clean<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
+        self.clean = Some(Box::new(f));
+        self
+    }
+
+    /// Makes the job in `Created`; [`Job::start`] runs it.
+    pub fn create<F>(self, worker: F) -> Job
+    where
+        F: FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static,
+    {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::new(Inner {
+            id,
+            name: self.name.unwrap_or_else(|| format!("job-{id}")),
+            job_type: self.job_type,
+            stack_size: self.stack_size,
+            pool: self.pool.unwrap_or_else(Pool::global),
+            epoch: Instant::now(),
+            attention: AtomicU8::new(0),
+            progress: Progress::default(),
+            phase: Mutex::new(Arc::from("")),
+            st: Mutex::new(St {
+                life: Life::Created,
+                cancel_requested: false,
+                user_paused: false,
+                pause_count: 0,
+                halted_since_ns: None,
+                iostatus: IoStatus::Ok,
+                error_policy: self.error_policy,
+                manual_finalize: self.manual_finalize,
+                txn: None,
+                commit: self.commit,
+                abort: self.abort,
+                clean: self.clean,
+                pending: None,
+                finalizing: false,
+                started_ns: None,
+                paused_ns: 0,
+                finished_ns: None,
+                error: None,
+                finish_status: None,
+                worker: Some(Box::new(worker)),
+                completion: self.completion,
+                result: None,
+                hooks: std::collections::VecDeque::new(),
+                next_hook: 0,
+                busy_hooks: Vec::new(),
+                detached: false,
+                queued: None,
+                cancel_cause: CancelCause::None,
+                wake: None,
+                deadline_ns: self.deadline.map(duration_ns),
+                deadline_timer: None,
+                deadline_gen: 0,
+                children: Some(HashMap::new()),
+            }),
+            cv: Signal::new(),
+        });
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::downgrade(&inner));
+        log::debug(format_args!("job {id} '{}' created", inner.name));
+        Job(inner)
+    }
+
+    /// Makes the job and starts it. On [`Error::TryAgain`] the job and the worker
+    /// closure (with everything it captured) are dropped.
+    pub fn spawn<F>(self, worker: F) -> Result<Job, Error>
+    where
+        F: FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static,
+    {
+        let job = self.create(worker);
+        if let Err(e) = job.start() {
+            job.discard();
+            return Err(e);
+        }
+        Ok(job)
+    }
+}

@@ -1,0 +1,173 @@
+//! Cancel and cancellation hooks (libxl's design).
+
+use super::*;
+
+impl Job {
+    /// Requests cancellation and returns at once.
+    ///
+    /// A created job ends `Cancelled` without its worker running (its closure is
+    /// dropped before this returns). A paused job is resumed so it can see the
+    /// cancel. A running worker decides: it may still complete.
+    pub fn cancel(&self) -> CancelStatus {
+        self.cancel_with(CancelCause::Caller)
+    }
+
+    /// [`Job::cancel`], recording why (shown by [`Job::info`]). The first
+    /// request's cause is kept.
+    pub fn cancel_with(&self, cause: CancelCause) -> CancelStatus {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        if matches!(st.life, Life::Done(_)) {
+            return CancelStatus::AlreadyFinished;
+        }
+        if st.cancel_requested {
+            return CancelStatus::AlreadyRequested;
+        }
+        if st.life == Life::Waiting {
+            // The work is done; the cancel turns a pending success into an
+            // abort (QEMU cancels PENDING jobs the same way).
+            if let Some(txn) = st.txn.clone() {
+                drop(st);
+                return txn.cancel_waiting_member(self, cause);
+            }
+            if std::mem::replace(&mut st.finalizing, true) {
+                return CancelStatus::AlreadyFinished;
+            }
+            st.cancel_requested = true;
+            st.cancel_cause = cause;
+            inner.set_attention(ATTN_CANCEL);
+            drop(st);
+            finalize_group(vec![self.clone()], Some(cause), None);
+            return CancelStatus::Requested;
+        }
+        st.cancel_cause = cause;
+        if st.life == Life::Created {
+            let worker = self.take_unstarted(&mut st);
+            drop(st);
+            self.run_cancel_hooks();
+            if let Some(worker) = worker {
+                self.end_unstarted(worker);
+            }
+            return CancelStatus::Requested;
+        }
+        st.cancel_requested = true;
+        inner.set_attention(ATTN_CANCEL);
+        // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
+        inner.end_user_pause(&mut st, now);
+        st.disarm_deadline();
+        st.sync_wake();
+        let queued = st.queued.take();
+        // With no hook registered there is nothing to call: the hook pass (one
+        // more hold of the lock, which the woken worker wants) is skipped.
+        let has_hooks = !st.hooks.is_empty();
+        drop(st);
+        inner.cv.notify_all();
+        log::debug(format_args!(
+            "job {} cancel requested ({cause:?})",
+            inner.id
+        ));
+        if has_hooks {
+            self.run_cancel_hooks();
+        }
+        // A job still waiting for a slot under the cap ends now, unrun, as a
+        // created one does; once a thread has taken it, its worker decides.
+        if let Some((ticket, slot)) = queued
+            && let Some(task) = inner.pool.withdraw(ticket)
+        {
+            drop(task);
+            let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(worker) = worker {
+                self.end_unstarted(worker);
+            }
+        }
+        CancelStatus::Requested
+    }
+
+    /// libxl's design: takes the hooks off one at a time, in registration order, and
+    /// calls each once with no lock held. Only the thread whose cancel was the
+    /// first gets here; hooks registered from now on run at once instead. The
+    /// worker's end takes whatever is left, uncalled (see `worker_done`).
+    pub(super) fn run_cancel_hooks(&self) {
+        loop {
+            let (id, hook) = {
+                let mut st = self.0.lock();
+                let Some(next) = st.hooks.pop_front() else {
+                    return;
+                };
+                st.busy_hooks.push((next.0, current_thread_id()));
+                next
+            };
+            self.call_hook(id, hook);
+        }
+    }
+
+    /// Calls one hook that `busy_hooks` lists (as `id` on this thread), then
+    /// takes it off the list and wakes whoever waits for it: a remove, or the
+    /// worker's end.
+    pub(super) fn call_hook(&self, id: HookId, hook: HookFn) {
+        let inner = &self.0;
+        // A panicking Rust hook must not stay listed (a remove or the job's
+        // end would wait for it forever) nor stop the hooks after it.
+        let _ = catch_unwind(AssertUnwindSafe(|| hook(self)));
+        {
+            let mut st = inner.lock();
+            let me = current_thread_id();
+            if let Some(pos) = st.busy_hooks.iter().position(|&e| e == (id, me)) {
+                st.busy_hooks.swap_remove(pos);
+            }
+        }
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} cancel hook {id} ran", inner.id));
+    }
+
+    /// Registers a cancellation hook: anything the worker waits on (a timer, a
+    /// child process, an fd) registers one, and cancel calls it once, on the
+    /// cancelling thread, with no lock held. If cancel was already requested it
+    /// runs at once on this thread instead, and [`HookAdded::RanAtOnce`] says so.
+    /// Hooks still registered when the job ends are dropped, not called.
+    /// Refused once the job has ended.
+    pub fn add_cancel_hook<F>(&self, hook: F) -> Result<HookAdded, Error>
+    where
+        F: FnOnce(&Job) + Send + 'static,
+    {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        if st.cancel_requested {
+            // Listed while it runs, as the cancel's own calls are: the job
+            // does not end under it.
+            st.busy_hooks.push((0, current_thread_id()));
+            drop(st);
+            self.call_hook(0, Box::new(hook));
+            return Ok(HookAdded::RanAtOnce);
+        }
+        st.next_hook += 1;
+        let id = st.next_hook;
+        st.hooks.push_back((id, Box::new(hook)));
+        Ok(HookAdded::Registered(id))
+    }
+
+    /// Removes a hook. When this returns, the hook is not running and will not
+    /// run: a hook being called on another thread is waited for. Called from
+    /// inside the hook itself (or from anything it calls on its thread), it
+    /// returns at once instead of waiting for itself.
+    pub fn remove_cancel_hook(&self, id: HookId) -> HookRemoved {
+        let inner = &self.0;
+        let mut st = inner.lock();
+        if let Some(pos) = st.hooks.iter().position(|(i, _)| *i == id) {
+            let removed = st.hooks.remove(pos);
+            drop(st);
+            drop(removed);
+            return HookRemoved::Removed;
+        }
+        let me = current_thread_id();
+        while st
+            .busy_hooks
+            .iter()
+            .any(|&(running, thread)| running == id && thread != me)
+        {
+            st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        HookRemoved::NotFound
+    }
+}

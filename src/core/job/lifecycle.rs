@@ -1,0 +1,626 @@
+//! A job's life: start, the worker's run, its end (the outcome rules,
+//! transactions' finalization), results, waits for the end, release, detach.
+
+use super::*;
+
+impl Job {
+    /// Starts the worker of a created job on a thread of the job's pool. Under
+    /// the pool's cap ([`Pool::set_max_running`]) it may wait in the pool's queue,
+    /// already `Running`; a cancel then ends it unrun.
+    ///
+    /// Errors: `NotAllowed` unless `Created` (and not being cancelled);
+    /// `TryAgain` if no thread could be started, in which case the job stays
+    /// `Created` (or ends `Cancelled` if a cancel arrived meanwhile).
+    pub fn start(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        // The job's lock is held across the spawn, so nobody ever sees RUNNING
+        // before the thread exists, nor a RUNNING job fall back to CREATED when
+        // the spawn fails. It is safe: the new thread takes this lock only after
+        // we let go of it, and the pool never takes a job's lock.
+        if inner.stack_size > crate::core::threads::MAX_STACK_SIZE {
+            return Err(Error::InvalidArgument("stack size over MAX_STACK_SIZE"));
+        }
+        let mut st = inner.lock();
+        st.check(Verb::Start)?;
+        if st.deadline_ns.is_some()
+            && let Err(e) = timer::ensure_running()
+        {
+            // Refused rather than run without its deadline; still CREATED.
+            drop(st);
+            self.log_no_timer(&e);
+            return Err(Error::TryAgain);
+        }
+        let worker = self.begin_start(&mut st)?;
+        // The slot lets a failed spawn give the worker itself back (the task that
+        // comes back is opaque).
+        let slot: WorkerSlot = Arc::new(Mutex::new(Some(worker)));
+        let job = self.clone();
+        let task_slot = slot.clone();
+        let spawned = inner.pool.submit(
+            &inner.name,
+            inner.stack_size,
+            Box::new(move || {
+                let worker = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(worker) = worker {
+                    job.run(worker);
+                }
+            }),
+        );
+        match spawned {
+            Ok(submitted) => {
+                let launch = match submitted {
+                    Submitted::Running(launch) => Some(launch),
+                    Submitted::Queued(ticket) => {
+                        st.queued = Some((ticket, slot));
+                        None
+                    }
+                };
+                self.arm_deadline(&mut st);
+                drop(st);
+                // Wakes the thread only now, so it never runs into our lock.
+                drop(launch);
+                log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
+                Ok(())
+            }
+            Err((e, task)) => {
+                st.life = Life::Created;
+                st.started_ns = None;
+                st.worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                drop(st);
+                // Holds only a clone of this job and the (now empty) slot.
+                drop(task);
+                log::debug(format_args!(
+                    "job {} '{}' could not start a thread: {e}",
+                    inner.id, inner.name
+                ));
+                Err(Error::TryAgain)
+            }
+        }
+    }
+
+    /// The job becomes `Running` and its worker is taken to be run. Refused
+    /// unless `Created`, or while another thread is cancelling it.
+    pub(super) fn begin_start(&self, st: &mut St) -> Result<WorkerFn, Error> {
+        st.check(Verb::Start)?;
+        let Some(worker) = st.worker.take() else {
+            // Being cancelled by another thread right now.
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: State::Cancelled,
+            });
+        };
+        st.life = Life::Running;
+        st.started_ns = Some(self.0.now_ns());
+        Ok(worker)
+    }
+
+    /// `make loom`: what [`Job::start`] does up to handing the worker to the
+    /// pool. The model runs it with [`Job::run_for_model`] on a loom thread
+    /// (the pool's threads are real ones, which loom cannot schedule).
+    #[cfg(all(test, loom))]
+    pub(in crate::core) fn start_for_model(&self) -> WorkerFn {
+        self.begin_start(&mut self.0.lock()).expect("a created job")
+    }
+
+    /// `make loom`: the worker thread's body, as a pool thread runs it.
+    #[cfg(all(test, loom))]
+    pub(in crate::core) fn run_for_model(&self, worker: WorkerFn) {
+        self.run(worker);
+    }
+
+    /// Drops what a job that will never run still owns (worker, completion,
+    /// result) now, on this thread, whoever else holds a reference: a failed
+    /// create must free everything before it returns.
+    pub fn discard(&self) {
+        let owned = {
+            let mut st = self.0.lock();
+            (st.worker.take(), st.completion.take(), st.result.take())
+        };
+        drop(owned);
+    }
+
+    /// The worker thread's body: run, then decide the outcome (docs/design.md).
+    pub(super) fn run(&self, worker: WorkerFn) {
+        let w = Worker { job: self };
+        let scope = WorkerScope::enter(self);
+        // The closure is consumed by the call, so everything it captured (the C
+        // userdata and its free function) is dropped before the outcome is
+        // published: a waiter that wakes sees the free done.
+        // A panic payload is user data: turned into a message and dropped here,
+        // before the job's lock is taken.
+        let result = catch_unwind(AssertUnwindSafe(|| worker(&w))).map_err(|payload| {
+            JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
+        });
+        drop(scope);
+        // Children the worker left running are killed and reaped before the
+        // job ends: none outlives it, none is left a zombie.
+        let children = self.0.lock().children.take().unwrap_or_default();
+        for child in children.into_values() {
+            child.reap_now();
+        }
+        let (life, error) = {
+            let st = self.0.lock();
+            let result = match (st.finish_status, result) {
+                (_, Err(panicked)) => Err(panicked),
+                (Some(0), Ok(_)) => Ok(()),
+                (Some(code), Ok(_)) => Err(JobError::new(code, "")),
+                (None, Ok(r)) => r,
+            };
+            match result {
+                Ok(()) => (State::Completed, None),
+                Err(e) if st.cancel_requested => (State::Cancelled, Some(e)),
+                Err(e) => (State::Failed, Some(e)),
+            }
+        };
+        self.worker_done(life, error, true);
+    }
+
+    /// The worker has returned with `outcome` (or a created job was
+    /// cancelled): the job waits in `Waiting` while its transaction settles or
+    /// for a manual finalize; a job on its own with nothing to wait for is
+    /// finalized at once.
+    pub(super) fn worker_done(&self, outcome: State, error: Option<JobError>, on_worker: bool) {
+        let inner = &self.0;
+        let (unused_hooks, txn, finalize_now) = {
+            let mut st = inner.lock();
+            // The one place a job's hooks end. Those nobody called are taken
+            // (and dropped uncalled, with no lock held); one being called on
+            // another thread right now, by a cancel that took it before the
+            // worker returned, is waited for. So no hook runs, or is still
+            // running, once anyone can see the job's work done.
+            let mut hooks = Vec::new();
+            loop {
+                hooks.extend(st.hooks.drain(..));
+                if !st.hook_busy_elsewhere() {
+                    break;
+                }
+                st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let now = inner.now_ns();
+            inner.end_user_pause(&mut st, now);
+            st.disarm_deadline();
+            st.finished_ns = Some(now);
+            st.pending = Some((outcome, error));
+            st.life = Life::Waiting;
+            inner.set_attention(ATTN_DONE);
+            let txn = st.txn.clone();
+            let finalize_now = txn.is_none()
+                && (outcome != State::Completed || !st.manual_finalize)
+                && !std::mem::replace(&mut st.finalizing, true);
+            (hooks, txn, finalize_now)
+        };
+        drop(unused_hooks);
+        inner.cv.notify_all();
+        let worker_of = on_worker.then_some(self);
+        if let Some(txn) = txn {
+            txn.member_done(self, outcome, worker_of);
+        } else if finalize_now {
+            let abort = (outcome != State::Completed).then_some(CancelCause::None);
+            finalize_group(vec![self.clone()], abort, worker_of);
+        }
+    }
+
+    /// Publishes a terminal state and queues the completion on its context.
+    /// A completion without a context is returned, for [`finalize_group`] to
+    /// run once every member of the group is terminal. Called once per job,
+    /// by the thread that finalizes its group.
+    #[must_use = "a completion without a context must be run"]
+    pub(super) fn settle(
+        &self,
+        life: Life,
+        error: Option<JobError>,
+    ) -> Option<Box<dyn FnOnce() + Send>> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        inner.end_user_pause(&mut st, now);
+        st.disarm_deadline();
+        // Internal pauses still in force can never be balanced now (the verb
+        // table refuses them once the job has ended): they end with it.
+        st.pause_count = 0;
+        st.finished_ns.get_or_insert(now);
+        let state = match life {
+            Life::Done(s) => s,
+            _ => unreachable!("settle is only given terminal states"),
+        };
+        if let Some(returned) = error {
+            // An error the worker recorded with set_error wins as a whole (code
+            // and message), over the bare value it returned; a panic's own
+            // message wins over both.
+            let recorded = st.error.take();
+            let mut e = match recorded {
+                Some(recorded) if returned.message.is_empty() => recorded,
+                _ => returned,
+            };
+            if e.message.is_empty() {
+                e.message = match state {
+                    State::Cancelled => "cancelled".to_owned(),
+                    _ => format!("worker failed with code {}", e.code),
+                };
+            }
+            st.error = Some(e);
+        } else if state == State::Cancelled && st.error.is_none() {
+            st.error = Some(JobError::new(0, "cancelled before start"));
+        }
+        st.life = life;
+        inner.set_attention(ATTN_DONE);
+        // A context completion is queued in the same step that makes the job
+        // terminal, so a caller whose wait returned finds it queued. Lock order
+        // is job, then context queue; nothing takes them the other way round.
+        let mut wake = None;
+        let pending = st.completion.take().and_then(|(context, f)| {
+            let job = self.clone();
+            let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
+            let Some(ctx) = context else {
+                return Some(Undelivered::Direct(run));
+            };
+            match ctx.post(run) {
+                Ok(w) => {
+                    wake = Some(w);
+                    None
+                }
+                Err(run) => Some(Undelivered::Dropped(run)),
+            }
+        });
+        drop(st);
+        // The context's fd is signalled with no lock held, so its dispatcher,
+        // woken at once, does not run into the job's or the queue's lock.
+        drop(wake);
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
+        match pending {
+            // Its context was closed: dropped unrun, its free functions run here.
+            Some(Undelivered::Dropped(run)) => {
+                drop(run);
+                None
+            }
+            Some(Undelivered::Direct(run)) => Some(run),
+            None => None,
+        }
+    }
+
+    /// Runs a completion without a context on a bgjob thread of its own: the
+    /// job's end was not its worker's return (it never ran, a verb on another
+    /// thread ended it, or it is a transaction member another member's end
+    /// settled), and the callback must run neither inside that verb nor on
+    /// another job's thread. With no thread to be had (EAGAIN) it runs here,
+    /// late rather than never (documented with bgjob_completion_callback).
+    pub(super) fn spawn_completion(&self, run: Box<dyn FnOnce() + Send>) {
+        if let Err((_, run)) = self.0.pool.spawn(&self.0.name, 0, run) {
+            run();
+        }
+    }
+
+    /// Leaves a result for the caller, replacing (and dropping) an earlier one.
+    /// Allowed while the job may still update (see [`Verb::Update`]).
+    pub fn set_result(&self, value: ResultValue) -> Result<(), Error> {
+        let old = {
+            let mut st = self.0.lock();
+            st.check(Verb::Update)?;
+            st.result.replace(value)
+        };
+        drop(old);
+        Ok(())
+    }
+
+    /// Runs `f` on the result, if there is one, once the job has ended (refused
+    /// before: the worker could still replace it). `f` runs under the job's lock:
+    /// keep it short and do not call back into this job.
+    pub fn with_result<R>(&self, f: impl FnOnce(Option<&ResultValue>) -> R) -> Result<R, Error> {
+        let st = self.0.lock();
+        st.check(Verb::Result)?;
+        Ok(f(st.result.as_ref()))
+    }
+
+    /// Takes the result out once the job has ended; the job no longer owns or
+    /// drops it.
+    pub fn take_result(&self) -> Result<Option<ResultValue>, Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Result)?;
+        Ok(st.result.take())
+    }
+
+    /// For a transaction cancelling a member whose work is done: records the
+    /// cancel. False if it had been requested already.
+    pub(in crate::core) fn mark_cancelled_waiting(&self, cause: CancelCause) -> bool {
+        let mut st = self.0.lock();
+        if st.cancel_requested {
+            return false;
+        }
+        st.cancel_requested = true;
+        st.cancel_cause = cause;
+        self.0.set_attention(ATTN_CANCEL);
+        true
+    }
+
+    /// For [`Txn::add`]: makes a created job a member of `txn`.
+    pub(in crate::core) fn join_txn(&self, txn: &Txn) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        if st.life != Life::Created || st.cancel_requested {
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: st.state(),
+            });
+        }
+        if st.txn.is_some() {
+            return Err(Error::InvalidArgument(
+                "the job is in a transaction already",
+            ));
+        }
+        st.txn = Some(txn.clone());
+        Ok(())
+    }
+
+    /// Manual finalize: once the job's work is done (and, in a transaction,
+    /// every member's), commit (or abort) and clean run on this thread and the
+    /// job ends. Called on a member whose transaction is still running, it
+    /// asks for the transaction to be finalized as soon as it can be. Allowed
+    /// only in `Waiting`.
+    pub fn finalize(&self) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Finalize)?;
+        if let Some(txn) = st.txn.clone() {
+            drop(st);
+            return txn.finalize();
+        }
+        let state = st.state();
+        if std::mem::replace(&mut st.finalizing, true) {
+            return Err(Error::NotAllowed {
+                verb: Verb::Finalize,
+                state,
+            });
+        }
+        let abort = match st.pending {
+            Some((State::Completed, _)) => None,
+            _ => Some(st.cancel_cause),
+        };
+        drop(st);
+        finalize_group(vec![self.clone()], abort, None);
+        Ok(())
+    }
+
+    /// Waits until the job is terminal, or `timeout` passes (`None` = forever).
+    /// A timeout too large to represent waits forever. Returns the final state.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<State, Error> {
+        let inner = &self.0;
+        if self.on_own_worker() {
+            return Err(Error::OwnWorker);
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = inner.lock();
+        // The job does not end while one of its hooks runs: from inside one
+        // this would wait for itself.
+        if st.in_own_hook() {
+            return Err(Error::OwnWorker);
+        }
+        loop {
+            if let Life::Done(s) = st.life {
+                return Ok(s);
+            }
+            st = match deadline {
+                None => inner.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::TimedOut);
+                    }
+                    inner
+                        .cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Releases the job (the C API's destroy): allowed when it has ended or never
+    /// started. A created job is cancelled, so its worker never runs. Its result
+    /// is dropped now. Refused while the worker may still run.
+    pub fn release(&self) -> Result<(), Error> {
+        self.begin_release().map(drop)
+    }
+
+    /// The deciding half of [`Job::release`], under one hold of the job's lock so
+    /// no start can slip in between the check and the cancel of a created job.
+    /// The returned [`Release`] does the rest (dropping the worker, settling,
+    /// dropping the result) when dropped: the caller may hold its own locks now
+    /// and drop it after letting go of them.
+    pub fn begin_release(&self) -> Result<Release, Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Destroy)?;
+        let mut release = Release {
+            job: self.clone(),
+            worker: None,
+            wait: false,
+        };
+        if st.life == Life::Created {
+            match self.take_unstarted(&mut st) {
+                Some(worker) => release.worker = Some(worker),
+                // Another thread is cancelling it right now (it only drops the
+                // closure), so the wait in Release::drop is short. From inside
+                // one of the hooks that cancel is calling, the job ends when
+                // the hook returns: waiting here would never end.
+                None => release.wait = !st.in_own_hook(),
+            }
+        }
+        Ok(release)
+    }
+
+    /// Marks a created job cancelled and takes its worker, so no start can run
+    /// it; [`Job::end_unstarted`] finishes the job with no lock held.
+    pub(super) fn take_unstarted(&self, st: &mut St) -> Option<WorkerFn> {
+        st.cancel_requested = true;
+        if st.cancel_cause == CancelCause::None {
+            st.cancel_cause = CancelCause::Caller;
+        }
+        st.sync_wake();
+        self.0.set_attention(ATTN_CANCEL);
+        st.worker.take()
+    }
+
+    pub(super) fn end_unstarted(&self, worker: WorkerFn) {
+        drop(worker);
+        log::debug(format_args!("job {} cancelled before start", self.0.id));
+        self.worker_done(State::Cancelled, None, false);
+    }
+
+    /// Whether `verb` is allowed in the job's current state (the verb table).
+    pub fn check(&self, verb: Verb) -> Result<(), Error> {
+        self.0.lock().check(verb)
+    }
+
+    /// Checks that the job may be detached, then cancels it if asked, or else
+    /// lets it run. Detaching an ended job releases it. The job's memory is
+    /// freed when its worker ends and the last reference is gone.
+    ///
+    /// Nobody holds a handle that could resume, finalize or balance it later,
+    /// so a detached job always ends by itself: a user pause (an error stop
+    /// included) is undone, internal pauses are dropped, and its manual
+    /// finalize — its transaction's too, if it is a member — becomes automatic:
+    /// it finalizes as soon as its work (every member's) is done, committing
+    /// or aborting as the outcome says.
+    pub fn detach(&self, cancel: bool) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let (ended, txn) = {
+            let mut st = inner.lock();
+            st.check(Verb::Detach)?;
+            st.detached = true;
+            st.manual_finalize = false;
+            // With cancel, the cancel undoes the pauses (and the worker sees
+            // the cancel, not a resume, at its pause point).
+            if !cancel && !st.state().is_terminal() {
+                inner.end_user_pause(&mut st, now);
+                st.pause_count = 0;
+                inner.repause(&mut st, now);
+                st.sync_wake();
+                self.arm_deadline(&mut st);
+            }
+            (st.state().is_terminal(), st.txn.clone())
+        };
+        inner.cv.notify_all();
+        if ended {
+            return self.release();
+        }
+        if let Some(txn) = txn {
+            txn.finalize_on_its_own();
+        }
+        if cancel {
+            self.cancel();
+        }
+        // A job whose work is done (or that the cancel just ended with its
+        // work done) waits for a finalize nobody will call: it finalizes now.
+        // Refused harmlessly when the cancel finalized it, or when it is
+        // already being finalized.
+        if inner.lock().life == Life::Waiting {
+            let _ = self.finalize();
+        }
+        log::debug(format_args!("job {} detached", self.0.id));
+        Ok(())
+    }
+}
+
+/// Finalizes a group whose work is done (a transaction, or one job): commit
+/// (all succeeded) or abort for each member, then clean for each — all on
+/// this thread, in the order the members were added — then every member ends.
+/// In an aborted group (`abort` names the cause the group was aborted with) a
+/// member that failed ends `Failed`, every other one `Cancelled`; one whose own
+/// work succeeded takes the group's cause unless it was cancelled itself.
+///
+/// Completions without a context run only once every member is terminal (a
+/// completion that waits for a sibling returns at once): the one of
+/// `worker_of` — the job whose worker thread this is, its return having ended
+/// the group — runs here, last; every other one on a bgjob thread of its own,
+/// never on a sibling's worker thread nor inside a verb. The caller has
+/// claimed the group (exactly once).
+pub(in crate::core) fn finalize_group(
+    members: Vec<Job>,
+    abort: Option<CancelCause>,
+    worker_of: Option<&Job>,
+) {
+    let call = |job: &Job, f: Option<HookFn>| {
+        if let Some(f) = f {
+            // A panicking Rust callback must not stop the others.
+            let _ = catch_unwind(AssertUnwindSafe(|| f(job)));
+        }
+    };
+    for m in &members {
+        let (run, unused) = {
+            let mut st = m.0.lock();
+            let (commit, abort_fn) = (st.commit.take(), st.abort.take());
+            if abort.is_some() {
+                (abort_fn, commit)
+            } else {
+                (commit, abort_fn)
+            }
+        };
+        drop(unused);
+        call(m, run);
+    }
+    for m in &members {
+        let clean = m.0.lock().clean.take();
+        call(m, clean);
+    }
+    let mut own = None;
+    let mut others = Vec::new();
+    for m in members {
+        let (state, error) = {
+            let mut st = m.0.lock();
+            // The group is settled: the member lets go of the transaction
+            // (which held it), breaking the reference cycle. It is claimed in
+            // the same step, so a finalize or cancel that finds it WAITING
+            // without a transaction until `settle` below is refused, instead
+            // of finalizing it again on its own (a second end, and a
+            // completion before its siblings end).
+            st.txn = None;
+            st.finalizing = true;
+            let (outcome, error) = st.pending.take().unwrap_or((State::Cancelled, None));
+            match (abort, outcome) {
+                (None, _) => (State::Completed, None),
+                (Some(_), State::Failed) => (State::Failed, error),
+                (Some(_), State::Cancelled) => (State::Cancelled, error),
+                (Some(cause), _) => {
+                    st.cancel_requested = true;
+                    if st.cancel_cause == CancelCause::None {
+                        st.cancel_cause = match cause {
+                            CancelCause::None => CancelCause::Transaction,
+                            c => c,
+                        };
+                    }
+                    m.0.set_attention(ATTN_CANCEL);
+                    let message = match st.cancel_cause {
+                        CancelCause::Transaction => {
+                            "cancelled: another member of its transaction failed or was cancelled"
+                        }
+                        _ => "cancelled before it was finalized",
+                    };
+                    (State::Cancelled, Some(JobError::new(ECANCELED, message)))
+                }
+            }
+        };
+        if let Some(run) = m.settle(Life::Done(state), error) {
+            if worker_of == Some(&m) {
+                own = Some(run);
+            } else {
+                others.push((m, run));
+            }
+        }
+    }
+    for (m, run) in others {
+        m.spawn_completion(run);
+    }
+    if let Some(run) = own {
+        run();
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}

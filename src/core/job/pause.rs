@@ -1,0 +1,153 @@
+//! User and internal pauses, the error policy, and pause points.
+
+use super::*;
+
+impl Job {
+    /// An internal pause (QEMU's `job_pause`, used for drain): a counter beside
+    /// the user pause; the worker parks at its next pause point while either
+    /// is in force, and the paused time does not count. Balanced by
+    /// [`Job::resume_internal`]. Allowed until the job ends.
+    pub fn pause_internal(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Drain)?;
+        st.pause_count = st
+            .pause_count
+            .checked_add(1)
+            .ok_or(Error::InvalidArgument("too many internal pauses"))?;
+        inner.repause(&mut st, now);
+        st.disarm_deadline();
+        Ok(())
+    }
+
+    /// Undoes one [`Job::pause_internal`]. An unbalanced resume is refused
+    /// (`NotAllowed`) and changes nothing.
+    pub fn resume_internal(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Drain)?;
+        if st.pause_count == 0 {
+            return Err(Error::NotAllowed {
+                verb: Verb::Drain,
+                state: st.state(),
+            });
+        }
+        st.pause_count -= 1;
+        inner.repause(&mut st, now);
+        self.arm_deadline(&mut st);
+        drop(st);
+        inner.cv.notify_all();
+        Ok(())
+    }
+
+    /// Changes the error policy (allowed until the work is done).
+    pub fn set_error_policy(&self, policy: ErrorPolicy) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.error_policy = policy;
+        Ok(())
+    }
+
+    /// The worker hit an I/O error (`code` errno-style, non-zero): the job's
+    /// error policy decides what it does next.
+    /// - [`ErrorAction::Report`]: the error is recorded as the job's; return it.
+    /// - [`ErrorAction::Ignore`]: carry on.
+    /// - [`ErrorAction::Stop`]: the job is now user-paused with error status
+    ///   `Failed` (`NoSpace` for ENOSPC); call a pause point (it parks until
+    ///   resume, which resets the status, or reports a cancel), then retry.
+    ///
+    /// A job being cancelled is never stopped, nor is a detached one (nobody
+    /// could resume it): either is told to report.
+    pub fn report_io_error(&self, code: i32, message: &str) -> Result<ErrorAction, Error> {
+        if code == 0 {
+            return Err(Error::InvalidArgument("an error code must be non-zero"));
+        }
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check_running()?;
+        let stop = match st.error_policy {
+            ErrorPolicy::Report => false,
+            ErrorPolicy::Ignore => return Ok(ErrorAction::Ignore),
+            ErrorPolicy::Stop => true,
+            ErrorPolicy::Enospc => code == ENOSPC,
+        };
+        if stop && !st.cancel_requested && !st.detached {
+            st.user_paused = true;
+            st.iostatus = if code == ENOSPC {
+                IoStatus::NoSpace
+            } else {
+                IoStatus::Failed
+            };
+            inner.repause(&mut st, now);
+            st.disarm_deadline();
+            drop(st);
+            log::debug(format_args!(
+                "job {} stopped by I/O error {code}: {message}",
+                inner.id
+            ));
+            return Ok(ErrorAction::Stop);
+        }
+        st.error = Some(JobError::new(code, message));
+        Ok(ErrorAction::Report)
+    }
+
+    /// User pause: the worker parks at its next pause point, cancellable wait or
+    /// progress update. Refused unless `Running` (pausing twice is refused).
+    pub fn pause(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Pause)?;
+        if st.cancel_requested || st.detached {
+            // A cancelled job is winding down (QEMU's ABORTING): its pause points
+            // no longer park, so a pause would only stop the clock. A detached
+            // one could never be resumed: it would stay paused forever.
+            return Err(Error::NotAllowed {
+                verb: Verb::Pause,
+                state: st.state(),
+            });
+        }
+        st.user_paused = true;
+        inner.repause(&mut st, now);
+        st.disarm_deadline();
+        drop(st);
+        log::debug(format_args!("job {} paused", inner.id));
+        Ok(())
+    }
+
+    /// Undoes a user pause. Refused unless `Paused`.
+    pub fn resume(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        let now = inner.now_ns();
+        let mut st = inner.lock();
+        st.check(Verb::Resume)?;
+        inner.end_user_pause(&mut st, now);
+        st.sync_wake();
+        self.arm_deadline(&mut st);
+        drop(st);
+        inner.cv.notify_all();
+        log::debug(format_args!("job {} resumed", inner.id));
+        Ok(())
+    }
+
+    /// Worker side: parks while the job is user-paused; returns `Cancelled` if
+    /// cancel was requested. One atomic load when nothing is pending.
+    pub fn pause_point(&self) -> Result<(), Error> {
+        let inner = &self.0;
+        if inner.attention.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let mut st = inner.lock();
+        while st.halted() && !st.cancel_requested {
+            st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.cancel_requested {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

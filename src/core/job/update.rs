@@ -1,0 +1,283 @@
+//! Progress and the other worker-side updates, the snapshot, and the
+//! [`Worker`] handle.
+
+use super::*;
+
+impl Job {
+    /// One consistent snapshot; never waits on the worker.
+    pub fn info(&self) -> Info {
+        let inner = &self.0;
+        // One clock reading serves the active time and the time since progress
+        // (an update landing after it counts as "just now", never negative).
+        let now = inner.now_ns();
+        let (state, cancel_requested, pause_requested, active, error_code, cancel_cause);
+        let (pause_count, iostatus, error_policy);
+        {
+            let st = inner.lock();
+            (state, cancel_requested, pause_requested, active) = (
+                st.state(),
+                st.cancel_requested,
+                st.user_paused(),
+                st.active_ns(now),
+            );
+            error_code = st.error.as_ref().map_or(0, |e| e.code);
+            cancel_cause = st.cancel_cause;
+            (pause_count, iostatus, error_policy) = (st.pause_count, st.iostatus, st.error_policy);
+        }
+        let f = inner.progress.snapshot();
+        let bounded = inner.job_type == JobType::Bounded;
+        let percent = match (bounded, state) {
+            (false, _) => -1,
+            (true, State::Completed) => 100,
+            (true, _) => progress::percent(&f),
+        };
+        let active_ms = ms(active);
+        let rate = if active > 0 && f.current > 0 {
+            f.current as f64 * 1e9 / active as f64
+        } else {
+            -1.0
+        };
+        let remaining_ms = if state.is_terminal() {
+            0
+        } else {
+            remaining(&f, bounded, active, rate)
+        };
+        Info {
+            id: inner.id,
+            job_type: inner.job_type,
+            state,
+            cancel_requested,
+            pause_requested,
+            elapsed_ms: active_ms,
+            remaining_ms,
+            percent,
+            current: f.current,
+            total: f.total,
+            rate,
+            since_progress_ms: inner.progress.since_last_ns(&f, now).map_or(-1, ms),
+            error_code,
+            cancel_cause,
+            pause_count,
+            iostatus,
+            error_policy,
+        }
+    }
+
+    /// The job's error, if it has one: set by the worker, or given at its end.
+    pub fn error(&self) -> Option<JobError> {
+        self.0.lock().error.clone()
+    }
+
+    /// The phase name the worker set last ("" before any).
+    pub fn phase(&self) -> Arc<str> {
+        self.0
+            .phase
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn check_update(&self) -> Result<(), Error> {
+        self.0.lock().check(Verb::Update)
+    }
+
+    pub(super) fn update(
+        &self,
+        f: impl FnOnce(&mut Fields) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        // The state check is one uncontended read of the attention bits in the
+        // common case; the lock is only taken when something happened to the job
+        // (cancel, pause, or its end).
+        if self.0.attention.load(Ordering::Acquire) != 0 {
+            self.check_update()?;
+        }
+        self.0.progress.update(|| self.0.now_ns(), f)
+    }
+
+    /// Sets the number of units in all (may move either way; 0 = unknown).
+    pub fn set_total(&self, total: u64) -> Result<(), Error> {
+        self.update(|f| {
+            f.total = total;
+            Ok(())
+        })
+    }
+
+    /// Sets the units done. Refused (nothing changed) if it would go backwards.
+    pub fn set_current(&self, current: u64) -> Result<(), Error> {
+        self.update(|f| {
+            if current < f.current {
+                return Err(Error::InvalidArgument("current progress may only grow"));
+            }
+            f.current = current;
+            Ok(())
+        })
+    }
+
+    /// Adds to the units done (saturating).
+    pub fn add_units(&self, n: u64) -> Result<(), Error> {
+        self.update(|f| {
+            f.current = f.current.saturating_add(n);
+            Ok(())
+        })
+    }
+
+    /// Sets a percentage directly, for workers that count in percent.
+    /// Refused outside 0–100; −1 goes back to units-based percent.
+    pub fn set_percent(&self, percent: i32) -> Result<(), Error> {
+        if !(-1..=100).contains(&percent) {
+            return Err(Error::InvalidArgument("percent must be -1 or 0..=100"));
+        }
+        self.update(|f| {
+            f.percent = percent;
+            Ok(())
+        })
+    }
+
+    /// Sets the remaining time as the worker estimates it, in ms; it counts down
+    /// with active time. −1 goes back to the library's estimate.
+    pub fn set_eta(&self, remaining_ms: i64) -> Result<(), Error> {
+        if remaining_ms < -1 {
+            return Err(Error::InvalidArgument("eta must be -1 or >= 0"));
+        }
+        let active = {
+            let st = self.0.lock();
+            st.active_ns(self.0.now_ns())
+        };
+        self.update(|f| {
+            f.eta_ms = remaining_ms;
+            f.eta_set_active_ns = active;
+            Ok(())
+        })
+    }
+
+    /// Sets the phase name ("copying", "cleaning up").
+    pub fn set_phase(&self, phase: &str) -> Result<(), Error> {
+        self.check_update()?;
+        *self.0.phase.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(phase);
+        log::debug(format_args!("job {} phase '{phase}'", self.0.id));
+        Ok(())
+    }
+
+    /// Records the job's error code and message. The job fails only when the
+    /// worker returns an error (or records a non-zero [`Job::finish`] status).
+    pub fn set_error(&self, code: i32, message: &str) -> Result<(), Error> {
+        if code == 0 {
+            return Err(Error::InvalidArgument("an error code must be non-zero"));
+        }
+        let mut st = self.0.lock();
+        st.check(Verb::Update)?;
+        st.error = Some(JobError::new(code, message));
+        Ok(())
+    }
+
+    /// Records the outcome the worker will report when it returns (the virJob
+    /// "finish" style): 0 = success, anything else = failure with that code. The
+    /// last call wins, and it overrides the worker's return value.
+    pub fn finish(&self, status: i32) -> Result<(), Error> {
+        let mut st = self.0.lock();
+        st.check_running()?;
+        st.finish_status = Some(status);
+        Ok(())
+    }
+
+    /// Whether cancel was requested. One atomic load.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
+    }
+
+    /// Whether the calling thread is this job's worker.
+    pub fn on_own_worker(&self) -> bool {
+        CURRENT_WORKER.with(|c| {
+            c.try_borrow()
+                .is_ok_and(|cur| matches!(&*cur, Some((j, _)) if j == self))
+        })
+    }
+
+    /// The rule for every layer, after a progress update: on the job's own
+    /// worker thread an update is a pause point too (docs/design.md, "Pause"),
+    /// so a paused worker parks here; on any other thread it never blocks. A
+    /// cancel does not fail the update; the worker sees it at its next check.
+    /// One atomic load when nothing is pending.
+    pub fn after_update(&self) {
+        if self.0.attention.load(Ordering::Acquire) != 0 && self.on_own_worker() {
+            let _ = self.pause_point();
+        }
+    }
+}
+
+fn remaining(f: &Fields, bounded: bool, active_ns: i64, rate: f64) -> i64 {
+    if f.eta_ms >= 0 {
+        let spent = ms(active_ns - f.eta_set_active_ns).max(0);
+        return (f.eta_ms - spent).max(0);
+    }
+    if !bounded {
+        return -1;
+    }
+    if f.percent < 0 && f.total > 0 && rate > 0.0 {
+        let left = f.total.saturating_sub(f.current) as f64;
+        return (left / rate * 1000.0).min(i64::MAX as f64) as i64;
+    }
+    let p = progress::percent(f);
+    if (1..100).contains(&p) && f.percent >= 0 {
+        return ms(active_ns) * i64::from(100 - p) / i64::from(p);
+    }
+    if p == 100 { 0 } else { -1 }
+}
+
+/// What a worker gets: its job, plus the calls that park at pause points.
+pub struct Worker<'a> {
+    pub(super) job: &'a Job,
+}
+
+impl Worker<'_> {
+    /// The job this worker runs.
+    pub fn job(&self) -> &Job {
+        self.job
+    }
+
+    /// Whether cancel was requested. One atomic load.
+    pub fn is_cancelled(&self) -> bool {
+        self.job.is_cancel_requested()
+    }
+
+    /// Parks while user-paused; `Err(Cancelled)` once cancel was requested.
+    pub fn pause_point(&self) -> Result<(), Error> {
+        self.job.pause_point()
+    }
+
+    fn after_update(&self, r: Result<(), Error>) -> Result<(), Error> {
+        r?;
+        self.job.after_update();
+        Ok(())
+    }
+
+    /// See [`Job::set_total`]; parks if paused.
+    pub fn set_total(&self, total: u64) -> Result<(), Error> {
+        self.after_update(self.job.set_total(total))
+    }
+
+    /// See [`Job::set_current`]; parks if paused.
+    pub fn set_current(&self, current: u64) -> Result<(), Error> {
+        self.after_update(self.job.set_current(current))
+    }
+
+    /// See [`Job::add_units`]; parks if paused.
+    pub fn add_units(&self, n: u64) -> Result<(), Error> {
+        self.after_update(self.job.add_units(n))
+    }
+
+    /// See [`Job::set_percent`]; parks if paused.
+    pub fn set_percent(&self, percent: i32) -> Result<(), Error> {
+        self.after_update(self.job.set_percent(percent))
+    }
+
+    /// See [`Job::set_eta`].
+    pub fn set_eta(&self, remaining_ms: i64) -> Result<(), Error> {
+        self.job.set_eta(remaining_ms)
+    }
+
+    /// See [`Job::set_phase`].
+    pub fn set_phase(&self, phase: &str) -> Result<(), Error> {
+        self.job.set_phase(phase)
+    }
+}
