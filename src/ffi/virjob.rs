@@ -184,14 +184,6 @@ pub type virJobDriver = _virJobDriver;
 /// See `struct _virJobDriver`.
 pub type virJobDriverPtr = *mut virJobDriver;
 
-/// The outcome a worker declared with a `virJobFinish*` call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Finish {
-    Success,
-    Cancelled,
-    Failed,
-}
-
 /// The error a `virJobGetError` pointer points into; boxed, so it stays put
 /// until the job is freed.
 struct ErrorBox {
@@ -206,11 +198,6 @@ struct Extra {
     eta_s: Option<i64>,
     /// The worker's percentage, once it set one.
     percent: Option<i64>,
-    finish: Option<Finish>,
-    /// A `virJobCancel` decided to cancel and is about to tell core; a finish
-    /// call seeing this already counts the job cancelled, so the declared
-    /// outcome and core's final state always agree.
-    cancel_pending: bool,
     domain: virDomainPtr,
     network: virNetworkPtr,
     error: Option<Box<ErrorBox>>,
@@ -262,19 +249,14 @@ enum Call {
     Destroy,
 }
 
-/// The declared outcome as `virJobInfo.state` reports it: core's final state
-/// once the worker has returned, the worker's `virJobFinish*` before that.
-fn view_state(job: &core::Job, x: &Extra) -> _virJobState {
-    match job.state() {
-        State::Completed => _virJobState::VIR_JOB_COMPLETE,
-        State::Failed => _virJobState::VIR_JOB_FAILED,
-        State::Cancelled => _virJobState::VIR_JOB_CANCELLED,
-        _ => match x.finish {
-            Some(Finish::Success) => _virJobState::VIR_JOB_COMPLETE,
-            Some(Finish::Failed) => _virJobState::VIR_JOB_FAILED,
-            Some(Finish::Cancelled) => _virJobState::VIR_JOB_CANCELLED,
-            None => _virJobState::VIR_JOB_RUNNING,
-        },
+/// The outcome as `virJobInfo.state` reports it: core's final state once the
+/// job has ended, the outcome the worker declared (core decided it) before.
+fn view_state(job: &core::Job) -> _virJobState {
+    match job.decided_outcome() {
+        Some(State::Completed) => _virJobState::VIR_JOB_COMPLETE,
+        Some(State::Failed) => _virJobState::VIR_JOB_FAILED,
+        Some(State::Cancelled) => _virJobState::VIR_JOB_CANCELLED,
+        _ => _virJobState::VIR_JOB_RUNNING,
     }
 }
 
@@ -376,13 +358,10 @@ fn create(
     let shared = Arc::new(Shared(Mutex::new(Extra {
         eta_s: None,
         percent: None,
-        finish: None,
-        cancel_pending: false,
         domain: std::ptr::null_mut(),
         network: std::ptr::null_mut(),
         error: None,
     })));
-    let worker_shared = shared.clone();
     let job = core::Builder::new()
         .name("virjob")
         .job_type(job_type)
@@ -395,7 +374,7 @@ fn create(
             core::job::tag_worker_thread(bh);
             // SAFETY: the caller's worker with its own data and this job's handle.
             unsafe { worker(to_ptr(vh), data.ptr) };
-            worker_returned(job, &worker_shared)
+            worker_returned(job)
         });
     JOBS.fill(bh, job.clone());
     VIRJOBS.fill(
@@ -419,26 +398,11 @@ fn create(
     Ok(vh)
 }
 
-/// What core is told when the worker returns: a declared outcome was already
-/// recorded with core (`finish`); without one, the job completes unless cancel
-/// was requested. Either way a cancelled outcome has core's cancel flag set
-/// before core decides.
-fn worker_returned(job: &core::Job, shared: &Shared) -> Result<(), JobError> {
-    let (declared, cancelled) = {
-        let x = shared.lock();
-        let cancelled = match x.finish {
-            Some(f) => f == Finish::Cancelled,
-            None => x.cancel_pending || job.is_cancel_requested(),
-        };
-        (x.finish.is_some(), cancelled)
-    };
-    if cancelled && !job.is_cancel_requested() {
-        // A virJobCancel decided first and has not reached core yet.
-        job.cancel();
-    }
-    if !declared && cancelled {
-        return Err(JobError::new(libc::ECANCELED, ""));
-    }
+/// The proposal's worker returns nothing: returning is `virJobFinishCancel`
+/// if nothing was declared (core declares CANCELLED when cancel was
+/// requested), else success. A declared outcome wins in core either way.
+fn worker_returned(job: &core::Job) -> Result<(), JobError> {
+    let _ = job.declare(core::Declare::IfCancelled);
     Ok(())
 }
 
@@ -451,7 +415,7 @@ fn update(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<(), ()>)
         };
         let r = {
             let mut x = vj.shared.lock();
-            if x.finish.is_some() || vj.job.state().is_terminal() {
+            if vj.job.decided_outcome().is_some() {
                 Err(())
             } else {
                 f(&vj, &mut x)
@@ -562,23 +526,10 @@ pub unsafe extern "C" fn virJobUpdateAbs(
     })
 }
 
-/// Records a declared outcome with core; refused once one was declared or the
-/// job has ended.
-fn finish(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<c_int, ()>) -> c_int {
-    boundary_or(-1, || {
-        let Some(vj) = lookup(job) else {
-            return -1;
-        };
-        let mut x = vj.shared.lock();
-        if x.finish.is_some() || vj.job.state().is_terminal() {
-            return -1;
-        }
-        f(&vj, &mut x).unwrap_or(-1)
-    })
-}
-
-fn cancel_requested(vj: &VirJob, x: &Extra) -> bool {
-    x.cancel_pending || vj.job.is_cancel_requested()
+/// Declares the worker's outcome with core, which applies the outcome rules
+/// (and refuses a second declaration, or one after the end).
+fn declare(job: virJobPtr, declare: core::Declare) -> Result<Option<State>, ()> {
+    lookup(job).ok_or(())?.job.declare(declare).map_err(|_| ())
 }
 
 /// The worker's cancellation check. If cancel was requested, the job's outcome
@@ -593,13 +544,10 @@ fn cancel_requested(vj: &VirJob, x: &Extra) -> bool {
 /// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobFinishCancel(job: virJobPtr) -> c_int {
-    finish(job, |vj, x| {
-        if !cancel_requested(vj, x) {
-            return Ok(0);
-        }
-        vj.job.finish(libc::ECANCELED).map_err(|_| ())?;
-        x.finish = Some(Finish::Cancelled);
-        Ok(1)
+    boundary_or(-1, || match declare(job, core::Declare::IfCancelled) {
+        Ok(Some(_)) => 1,
+        Ok(None) => 0,
+        Err(()) => -1,
     })
 }
 
@@ -613,11 +561,7 @@ pub unsafe extern "C" fn virJobFinishCancel(job: virJobPtr) -> c_int {
 /// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobFinishSuccess(job: virJobPtr) -> c_int {
-    finish(job, |vj, x| {
-        vj.job.finish(0).map_err(|_| ())?;
-        x.finish = Some(Finish::Success);
-        Ok(0)
-    })
+    boundary_or(-1, || rc(declare(job, core::Declare::Success).map(drop)))
 }
 
 /// Declares failure with a libvirt error `code` (a `virErrorNumber`, non-zero)
@@ -643,19 +587,14 @@ pub unsafe extern "C" fn virJobFinishFailure(
         // SAFETY: NUL-terminated by contract.
         unsafe { c_str(message) }
     };
-    finish(job, |vj, x| {
-        let message = message.map_err(|_| ())?;
+    boundary_or(-1, || {
+        let Ok(message) = message else {
+            return -1;
+        };
         if code == 0 {
-            return Err(());
+            return -1;
         }
-        vj.job.set_error(code, message).map_err(|_| ())?;
-        vj.job.finish(code).map_err(|_| ())?;
-        x.finish = Some(if cancel_requested(vj, x) {
-            Finish::Cancelled
-        } else {
-            Finish::Failed
-        });
-        Ok(0)
+        rc(declare(job, core::Declare::Failure(JobError::new(code, message))).map(drop))
     })
 }
 
@@ -696,7 +635,7 @@ pub unsafe extern "C" fn virJobSetNetwork(job: virJobPtr, net: virNetworkPtr) ->
 fn get_info(vj: &VirJob) -> _virJobInfo {
     let i = vj.job.info();
     let x = vj.shared.lock();
-    let state = view_state(&vj.job, &x);
+    let state = view_state(&vj.job);
     let bounded = i.job_type == JobType::Bounded;
     let running = matches!(state, _virJobState::VIR_JOB_RUNNING);
     let percent = match state {
@@ -778,7 +717,7 @@ pub unsafe extern "C" fn virJobGetDomain(job: virJobPtr) -> virDomainPtr {
 fn made_by<T, F: FnOnce(&Extra) -> *mut T>(job: virJobPtr, pick: F) -> *mut T {
     lookup(job).map_or(std::ptr::null_mut(), |vj| {
         let x = vj.shared.lock();
-        match view_state(&vj.job, &x) {
+        match view_state(&vj.job) {
             _virJobState::VIR_JOB_COMPLETE => pick(&x),
             _ => std::ptr::null_mut(),
         }
@@ -817,7 +756,7 @@ pub unsafe extern "C" fn virJobGetError(job: virJobPtr) -> virErrorPtr {
             return std::ptr::null_mut();
         };
         let mut x = vj.shared.lock();
-        if !matches!(view_state(&vj.job, &x), _virJobState::VIR_JOB_FAILED) {
+        if !matches!(view_state(&vj.job), _virJobState::VIR_JOB_FAILED) {
             return std::ptr::null_mut();
         }
         if x.error.is_none() {
@@ -879,14 +818,8 @@ pub unsafe extern "C" fn virJobCancel(job: virJobPtr) -> c_int {
         ) {
             return r;
         }
-        {
-            let mut x = vj.shared.lock();
-            if x.finish.is_some() || vj.job.state().is_terminal() {
-                return 0;
-            }
-            x.cancel_pending = true;
-        }
-        // Hooks run here, with no lock held.
+        // Core refuses it once the job has ended or declared its outcome;
+        // hooks run here, with no lock held.
         vj.job.cancel();
         0
     })
@@ -921,12 +854,9 @@ pub unsafe extern "C" fn virJobDestroy(job: virJobPtr) -> c_int {
             return r;
         }
         drop(vj);
-        let removed = VIRJOBS.remove_if(job.addr(), |vj| {
-            let x = vj.shared.lock();
-            match view_state(&vj.job, &x) {
-                _virJobState::VIR_JOB_RUNNING => Err(super::bgjob_result::NotAllowed),
-                _ => Ok(()),
-            }
+        let removed = VIRJOBS.remove_if(job.addr(), |vj| match view_state(&vj.job) {
+            _virJobState::VIR_JOB_RUNNING => Err(super::bgjob_result::NotAllowed),
+            _ => Ok(()),
         });
         let Ok(vj) = removed else {
             return -1;

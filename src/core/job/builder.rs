@@ -144,6 +144,7 @@ impl Builder {
                 finished_ns: None,
                 error: None,
                 finish_status: None,
+                declared: None,
                 worker: Some(Box::new(worker)),
                 completion: self.completion,
                 result: None,

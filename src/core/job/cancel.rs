@@ -18,7 +18,9 @@ impl Job {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut st = inner.lock();
-        if matches!(st.life, Life::Done(_)) {
+        // A declared outcome is the job's end: a cancel after it finds the job
+        // finished (the worker may still be on its way out).
+        if matches!(st.life, Life::Done(_)) || st.declared.is_some() {
             return CancelStatus::AlreadyFinished;
         }
         if st.cancel_requested {

@@ -167,6 +167,9 @@ struct St {
     error: Option<JobError>,
     /// A status recorded with [`Job::finish`] before the worker returned.
     finish_status: Option<i32>,
+    /// The outcome the worker declared once, before returning
+    /// ([`Job::declare`]): it is the job's end, whatever comes after.
+    declared: Option<State>,
     worker: Option<WorkerFn>,
     /// Taken (once) when the job settles.
     completion: Option<(Option<Context>, CompleteFn)>,

@@ -260,6 +260,19 @@ pub enum HookRemoved {
     NotFound,
 }
 
+/// An outcome a worker declares once before it returns ([`Job::declare`]):
+/// the libvirt virJob proposal's finish calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Declare {
+    /// Success: the job completes, even after a cancel request.
+    Success,
+    /// Failure with this error: the job fails — or, if cancel was requested,
+    /// ends cancelled (a cancelled job that did not succeed).
+    Failure(JobError),
+    /// Cancelled, if cancel was requested; otherwise nothing is declared.
+    IfCancelled,
+}
+
 /// A result value a worker leaves for the caller ([`Job::set_result`]).
 pub type ResultValue = Box<dyn std::any::Any + Send + 'static>;
 

@@ -180,6 +180,53 @@ impl Job {
         Ok(())
     }
 
+    /// The worker declares the job's outcome, once, before it returns (the
+    /// virJob proposal's finish calls): the outcome rules are applied now, under
+    /// the job's lock, so what [`Job::declared`] reports is what the job ends
+    /// as. From then on a cancel finds the job finished
+    /// ([`CancelStatus::AlreadyFinished`]) and the worker's return value is
+    /// ignored. `Ok(None)`: [`Declare::IfCancelled`] without a cancel request
+    /// (nothing declared). Refused (`NotAllowed`) unless the job is running
+    /// and has declared nothing yet.
+    pub fn declare(&self, declare: Declare) -> Result<Option<State>, Error> {
+        let mut st = self.0.lock();
+        st.check_running()?;
+        if st.declared.is_some() {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: st.state(),
+            });
+        }
+        let (state, status) = match declare {
+            Declare::Success => (State::Completed, 0),
+            Declare::IfCancelled if !st.cancel_requested => return Ok(None),
+            Declare::IfCancelled => (State::Cancelled, ECANCELED),
+            Declare::Failure(error) => {
+                let code = error.code;
+                let state = if st.cancel_requested {
+                    State::Cancelled
+                } else {
+                    st.error = Some(error);
+                    State::Failed
+                };
+                (state, code)
+            }
+        };
+        st.finish_status = Some(status);
+        st.declared = Some(state);
+        Ok(Some(state))
+    }
+
+    /// The outcome decided so far: the final state once the job has ended,
+    /// else the one its worker declared ([`Job::declare`]), else `None`.
+    pub fn decided_outcome(&self) -> Option<State> {
+        let st = self.0.lock();
+        match st.life {
+            Life::Done(s) => Some(s),
+            _ => st.declared,
+        }
+    }
+
     /// Whether cancel was requested. One atomic load.
     pub fn is_cancel_requested(&self) -> bool {
         self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
