@@ -33,13 +33,14 @@ fn main() {
         .expect("cbindgen could not generate the header");
     write_header(&dir, bindings, "bgjob.h");
 
-    // The virJob layer's header comes from its one file, with its own config
-    // (the libvirt type block lives there).
+    // The virJob layer's header comes from its own module (its types, then
+    // its functions), with its own config (the libvirt type block lives there).
     println!("cargo:rerun-if-changed=cbindgen-virjob.toml");
     let config = cbindgen::Config::from_file(dir.join("cbindgen-virjob.toml"))
         .expect("cbindgen-virjob.toml is valid");
     let bindings = cbindgen::Builder::new()
-        .with_src(dir.join("src").join("ffi").join("virjob.rs"))
+        .with_src(dir.join("src").join("ffi").join("virjob").join("types.rs"))
+        .with_src(dir.join("src").join("ffi").join("virjob").join("mod.rs"))
         .with_config(config)
         .generate()
         .expect("cbindgen could not generate virjob.h");

@@ -418,7 +418,8 @@ enum bgjob_cancel_status
      */
     BGJOB_CANCEL_STATUS_ALREADY_REQUESTED = 1,
     /**
-     * The job had already ended; nothing happened.
+     * The job had already ended (or its virJob worker had declared its
+     * outcome with a `virJobFinish*` call); nothing happened.
      */
     BGJOB_CANCEL_STATUS_ALREADY_FINISHED = 2,
 };

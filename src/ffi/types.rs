@@ -335,7 +335,8 @@ pub enum bgjob_cancel_status {
     Requested = 0,
     /// It had been requested before; nothing new happened.
     AlreadyRequested = 1,
-    /// The job had already ended; nothing happened.
+    /// The job had already ended (or its virJob worker had declared its
+    /// outcome with a `virJobFinish*` call); nothing happened.
     AlreadyFinished = 2,
 }
 
