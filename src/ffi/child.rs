@@ -3,6 +3,7 @@
 
 use super::handles::{to_ptr, with_job};
 use super::hooks::timeout_arg;
+use super::versioned::{self, Versioned};
 use super::{
     BGJOB_CHILD_CAPTURE_STDERR, BGJOB_CHILD_CAPTURE_STDOUT, BGJOB_CHILD_DEFAULT_GRACE_MS,
     BGJOB_CHILD_FD_SAME, BGJOB_CHILD_INHERIT_STDIN, BGJOB_CHILD_NEW_SESSION,
@@ -23,7 +24,7 @@ const CHILD_FLAGS: u32 = BGJOB_CHILD_CAPTURE_STDOUT
     | BGJOB_CHILD_SURVIVES_CANCEL
     | BGJOB_CHILD_NEW_SESSION;
 
-fn default_child_options() -> bgjob_child_options {
+pub(super) fn default_child_options() -> bgjob_child_options {
     bgjob_child_options {
         struct_size: size_of::<bgjob_child_options>() as u32,
         flags: 0,
@@ -39,9 +40,15 @@ fn default_child_options() -> bgjob_child_options {
     }
 }
 
-/// Smallest `struct_size` accepted: the first released layout, which ended
-/// before `fds` (the Python binding still passes it).
-const CHILD_OPTIONS_V1_SIZE: usize = offset_of!(bgjob_child_options, fds);
+// SAFETY: repr(C), `struct_size` first; every field is an integer, a nullable
+// pointer or an optional function pointer. The first version ended with the
+// field before `fds` (the Python binding still passes that size).
+unsafe impl Versioned for bgjob_child_options {
+    const V1_SIZE: usize = offset_of!(bgjob_child_options, fds);
+    fn set_struct_size(&mut self, n: u32) {
+        self.struct_size = n;
+    }
+}
 
 /// Fills `options` with the defaults (no argv; stdout and stderr inherited;
 /// stdin `/dev/null`; grace `BGJOB_CHILD_DEFAULT_GRACE_MS`; no flags; no fds
@@ -61,24 +68,9 @@ pub unsafe extern "C" fn bgjob_child_options_init(
 ) -> bgjob_result {
     boundary(|| {
         need(options)?;
-        if size < CHILD_OPTIONS_V1_SIZE {
-            return Err(bgjob_result::InvalidArgument);
-        }
-        let n = size.min(size_of::<bgjob_child_options>());
-        let defaults = bgjob_child_options {
-            struct_size: n as u32,
-            ..default_child_options()
-        };
-        // SAFETY: the caller's buffer holds `size` >= n bytes; the source is a
-        // whole struct of at least n bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&raw const defaults).cast::<u8>(),
-                options.cast::<u8>(),
-                n,
-            )
-        };
-        Ok(())
+        let defaults = default_child_options();
+        // SAFETY: non-NULL, `size` writable bytes by contract.
+        unsafe { versioned::write(options, size, defaults) }
     })
 }
 
@@ -115,20 +107,8 @@ unsafe fn read_child_options(
     if options.is_null() {
         return Err(bgjob_result::InvalidArgument);
     }
-    // SAFETY: non-NULL; the first field is always present.
-    let size = unsafe { (*options).struct_size } as usize;
-    if size < CHILD_OPTIONS_V1_SIZE {
-        return Err(bgjob_result::InvalidArgument);
-    }
-    let mut o = default_child_options();
-    // SAFETY: the caller's struct holds `size` bytes; at most ours is copied.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            options.cast::<u8>(),
-            (&raw mut o).cast::<u8>(),
-            size.min(size_of::<bgjob_child_options>()),
-        )
-    };
+    // SAFETY: non-NULL, `struct_size` readable bytes by contract.
+    let o = unsafe { versioned::read(options, default_child_options())? };
     let line_data = UserData::new(o.line_userdata, o.line_free);
     if o.flags & !CHILD_FLAGS != 0
         || o.flags & BGJOB_CHILD_CAPTURE_STDOUT != 0 && o.flags & BGJOB_CHILD_NULL_STDOUT != 0

@@ -2,6 +2,7 @@
 //! × state table.
 
 use super::handles::with_job;
+use super::versioned::{self, Versioned, size_ending_at};
 use super::{
     BGJOB_ENTRY_TEXT_SIZE, bgjob_info, bgjob_job, bgjob_job_entry, bgjob_job_type, bgjob_result,
     bgjob_state, boundary, boundary_or, check_buf, copy_out, need, put,
@@ -12,7 +13,16 @@ use std::mem::size_of;
 
 /// Size of the first released `bgjob_info`: the smallest `struct_size`
 /// accepted.
-const INFO_V1_SIZE: usize = size_of::<bgjob_info>();
+// SAFETY: repr(C), `struct_size` first; every field is an integer, a float or
+// a bool bgjob writes. The first version ended with `error_policy`.
+unsafe impl Versioned for bgjob_info {
+    const V1_SIZE: usize = size_ending_at::<bgjob_info>(
+        std::mem::offset_of!(bgjob_info, error_policy) + size_of::<i32>(),
+    );
+    fn set_struct_size(&mut self, n: u32) {
+        self.struct_size = n;
+    }
+}
 
 /// Fills `*info_out` with one consistent snapshot of the job. Never waits on the
 /// worker (or on a cancel in progress).
@@ -38,7 +48,7 @@ pub unsafe extern "C" fn bgjob_job_get_info(
         need(info_out)?;
         // SAFETY: non-NULL; the first field is always present.
         let size = unsafe { (*info_out).struct_size } as usize;
-        if size < INFO_V1_SIZE {
+        if size < bgjob_info::V1_SIZE {
             return Err(bgjob_result::InvalidArgument);
         }
         let i = with_job(job, |j, _| j.info())?;
@@ -62,17 +72,8 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             iostatus: super::bgjob_iostatus::from(i.iostatus) as i32,
             error_policy: super::bgjob_error_policy::from(i.error_policy) as i32,
         };
-        let n = size.min(size_of::<bgjob_info>());
-        let out = bgjob_info {
-            struct_size: n as u32,
-            ..out
-        };
-        // SAFETY: the caller's struct holds `size` >= n bytes by contract; the
-        // source is a whole struct of at least n bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping((&raw const out).cast::<u8>(), info_out.cast::<u8>(), n)
-        };
-        Ok(())
+        // SAFETY: the caller's struct holds `size` bytes by contract.
+        unsafe { versioned::write(info_out, size, out) }
     })
 }
 

@@ -3,6 +3,7 @@
 
 use super::context::Completion;
 use super::handles::{JOBS, to_ptr, with_job};
+use super::versioned::{self, Versioned, size_ending_at};
 use super::{
     BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_DETACH_CANCEL,
     BGJOB_MAX_STACK_SIZE, UserData, bgjob_cancel_status, bgjob_error_policy, bgjob_free_callback,
@@ -11,7 +12,7 @@ use super::{
 };
 use crate::core::{self, JobError, JobType};
 use std::ffi::c_void;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::time::Duration;
 
 /// The defaults `bgjob_job_options_init` writes.
@@ -36,9 +37,17 @@ pub(crate) fn default_options() -> bgjob_job_options {
     }
 }
 
-/// Size of the first released `bgjob_job_options`: the smallest `struct_size`
-/// accepted. Later versions only add fields after it.
-const OPTIONS_V1_SIZE: usize = size_of::<bgjob_job_options>();
+// SAFETY: repr(C), `struct_size` first; every field is an integer, a bool, a
+// nullable pointer or an optional function pointer. The first version ended
+// with `finalize_free`.
+unsafe impl Versioned for bgjob_job_options {
+    const V1_SIZE: usize = size_ending_at::<bgjob_job_options>(
+        offset_of!(bgjob_job_options, finalize_free) + size_of::<bgjob_free_callback>(),
+    );
+    fn set_struct_size(&mut self, n: u32) {
+        self.struct_size = n;
+    }
+}
 
 /// Fills `options` with the defaults: bounded, started at once, named
 /// `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
@@ -58,22 +67,8 @@ pub unsafe extern "C" fn bgjob_job_options_init(
 ) -> bgjob_result {
     boundary(|| {
         need(options)?;
-        if size < OPTIONS_V1_SIZE {
-            return Err(bgjob_result::InvalidArgument);
-        }
-        let mut defaults = default_options();
-        let n = size.min(size_of::<bgjob_job_options>());
-        defaults.struct_size = n as u32;
-        // SAFETY: `options` holds `size` >= n bytes by contract; the source is a
-        // whole struct of at least n bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&raw const defaults).cast::<u8>(),
-                options.cast::<u8>(),
-                n,
-            )
-        };
-        Ok(())
+        // SAFETY: non-NULL, `size` writable bytes by contract.
+        unsafe { versioned::write(options, size, default_options()) }
     })
 }
 
@@ -134,23 +129,8 @@ unsafe fn read_options(options: *const bgjob_job_options) -> Result<Options, bgj
     let opts = if options.is_null() {
         default_options()
     } else {
-        // SAFETY: non-NULL; the first field is always present.
-        let size = unsafe { (*options).struct_size } as usize;
-        if size < OPTIONS_V1_SIZE {
-            return Err(bgjob_result::InvalidArgument);
-        }
-        // Fields the caller's (older, shorter) struct lacks keep their defaults.
-        let mut opts = default_options();
-        // SAFETY: the caller's struct holds `size` bytes by contract; at most the
-        // size of ours is copied over our defaults.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                options.cast::<u8>(),
-                (&raw mut opts).cast::<u8>(),
-                size.min(size_of::<bgjob_job_options>()),
-            )
-        };
-        opts
+        // SAFETY: non-NULL, `struct_size` readable bytes by contract.
+        unsafe { versioned::read(options, default_options())? }
     };
     // Owned before any check can fail, like the completion's.
     let finalizers = Finalizers {

@@ -20,6 +20,7 @@ pub mod job;
 pub mod pool;
 pub mod txn;
 pub mod types;
+mod versioned;
 /// Generates its own header (include/virjob.h); kept out of bgjob.h.
 /// cbindgen:ignore
 pub mod virjob;
