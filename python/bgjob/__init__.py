@@ -10,7 +10,7 @@ and completion on your thread or your asyncio loop.
                 g.write(block)
                 w.add(len(block))        # progress; parks here while paused
                 w.check_cancel()         # raises bgjob.Cancelled after cancel()
-        return dst                       # becomes job.result
+        return dst                       # becomes job.result()
 
     with bgjob.start(copy, "a.img", "b.img", name="copy-a") as job:
         print(job.result(timeout=60))    # waits (Ctrl-C interrupts it); raises

@@ -710,8 +710,14 @@ class Job(Generic[T]):
     contextvars (as ``asyncio.to_thread``), on a thread named after the job
     (``threading.current_thread().name``, logging's ``threadName``).
     ``fn``'s return value becomes the
-    job's ``result``; an exception ends the job FAILED with the exception's text
-    as its error message (``Cancelled`` after a cancel request: CANCELLED).
+    job's ``result()``; an exception ends the job FAILED with the exception's text
+    as its error message, and ``result()`` raises it as itself (``Cancelled``
+    after a cancel request: CANCELLED).
+
+    It is read like a ``concurrent.futures.Future``: ``result(timeout)``,
+    ``exception(timeout)``, ``done()``, ``cancelled()``, ``running()``,
+    ``add_done_callback(fn)``; ``bgjob.wait`` and ``bgjob.as_completed`` take
+    several jobs; ``await job`` in asyncio.
 
     ``on_complete(job)`` runs once when the job has ended: on the thread that
     dispatches ``context``; without a context, on the job's thread -- except
@@ -1108,7 +1114,7 @@ class Job(Generic[T]):
                     self._waiters.remove(fut)
 
     def __await__(self) -> Generator[Any, None, T]:
-        """``await job`` is the job's ``result`` (or its exception) once it
+        """``await job`` is the job's ``result()`` (or its exception) once it
         ended. Cancelling the awaiting task requests cancel of the job (use
         ``asyncio.shield(job)`` to keep it running, or ``wait_async()``, which
         only watches)."""
@@ -1312,6 +1318,7 @@ def _wait_some(pending: set[Job[Any]], deadline: float | None, enough: Callable[
     whose context nobody dispatches yet still counts. Its completion wakes
     the wait at once; for a job with a context (whose completion may come
     late), the state is also looked at every 50 ms."""
+    on_main = threading.current_thread() is threading.main_thread()
     while True:
         with _ended_cond:
             gen = _ended_gen
@@ -1322,8 +1329,8 @@ def _wait_some(pending: set[Job[Any]], deadline: float | None, enough: Callable[
         if deadline is not None and now >= deadline:
             return ended
         slice_s: float | None = None
-        if any(job._context is not None for job in pending - ended):
-            slice_s = _SLICE_MS / 1000.0
+        if on_main or any(job._context is not None for job in pending - ended):
+            slice_s = _SLICE_MS / 1000.0  # Ctrl-C on the main thread, as in Job.wait
         if deadline is not None:
             left = deadline - now
             slice_s = left if slice_s is None else min(slice_s, left)
