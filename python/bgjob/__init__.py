@@ -10,11 +10,16 @@ and completion on your thread or your asyncio loop.
                 g.write(block)
                 w.add(len(block))        # progress; parks here while paused
                 w.check_cancel()         # raises bgjob.Cancelled after cancel()
-        return dst                       # becomes job.result
+        return dst                       # becomes job.result()
 
     with bgjob.start(copy, "a.img", "b.img", name="copy-a") as job:
-        job.wait()                       # Ctrl-C interrupts it
-        print(job.result)                # or raises JobFailed / Cancelled
+        print(job.result(timeout=60))    # waits (Ctrl-C interrupts it); raises
+                                         # the worker's own exception, Cancelled,
+                                         # or TimedOut after 60 s
+
+    jobs = [bgjob.start(copy, s, d) for s, d in pairs]
+    for job in bgjob.as_completed(jobs):  # concurrent.futures style
+        print(job.name, job.result())
 
     async def main():                    # inside asyncio: no thread per waiter
         results = await asyncio.gather(*(bgjob.start(copy, s, d) for s, d in pairs))
@@ -44,7 +49,11 @@ from ._errors import (
 )
 from ._ffi import ABI_VERSION, FD_ERROR, FD_HANGUP, FD_READABLE, FD_WRITABLE, LIBRARY
 from ._job import (
+    ALL_COMPLETED,
     EXCEPTION_CODE,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    DoneAndNotDone,
     Context,
     ErrorInfo,
     Executor,
@@ -56,6 +65,7 @@ from ._job import (
     Transaction,
     Worker,
     abi_version,
+    as_completed,
     cancel_all,
     current_worker,
     list_jobs,
@@ -67,12 +77,19 @@ from ._job import (
     start,
     verb_allowed,
     version,
+    wait,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ABI_VERSION",
+    "ALL_COMPLETED",
+    "DoneAndNotDone",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "as_completed",
+    "wait",
     "EXCEPTION_CODE",
     "LIBRARY",
     "BgjobError",

@@ -48,8 +48,18 @@ class TryAgain(BgjobError):
     code = Result.TRY_AGAIN
 
 
-class TimedOut(BgjobError, TimeoutError):
-    """``wait(timeout)`` ran out of time; the job runs on."""
+if sys.version_info >= (3, 11):
+    _TimeoutBases: tuple[type[Exception], ...] = (TimeoutError,)
+else:
+    # Before 3.11 concurrent.futures.TimeoutError is a class of its own.
+    _TimeoutBases = (TimeoutError, concurrent.futures.TimeoutError)
+
+
+class TimedOut(BgjobError, *_TimeoutBases):  # type: ignore[misc]
+    """``wait(timeout)``, ``result(timeout)``, ``exception(timeout)`` or
+    ``as_completed(timeout=)`` ran out of time; the job runs on. A
+    ``TimeoutError`` (and a ``concurrent.futures.TimeoutError``, the same
+    class from 3.11)."""
 
     code = Result.TIMED_OUT
 
@@ -78,8 +88,9 @@ class SystemCallFailed(BgjobError, OSError):
 
 class JobError(BgjobError):
     """A job that did not complete: ``error_code`` and ``message`` are the job's own
-    error (``Job.error``); when a Python worker raised, ``__cause__`` is that
-    exception."""
+    error (``Job.error``). ``Job.result()`` raises a worker's ``Exception`` as
+    itself; a ``JobFailed`` stands for a failure with none (then ``__cause__``
+    is the worker's ``SystemExit`` or other ``BaseException``, if any)."""
 
     def __init__(self, message: str, error_code: int = 0, job_name: str | None = None):
         super().__init__(message)
@@ -98,7 +109,8 @@ class JobError(BgjobError):
 class Cancelled(JobError, concurrent.futures.CancelledError):
     """The job was cancelled. Raised inside a worker by ``check_cancel``,
     ``pause_point`` and ``sleep`` (let it propagate: the job then ends CANCELLED),
-    and by ``Job.result`` for a cancelled job.
+    and by ``Job.result()``, ``Job.exception()`` and ``await job`` for a
+    cancelled job.
 
     A ``concurrent.futures.CancelledError`` (so an ``Exception``), not an
     ``asyncio.CancelledError`` (a ``BaseException``): a job is a future, not a
@@ -114,14 +126,16 @@ class Cancelled(JobError, concurrent.futures.CancelledError):
 
 
 class DeadlineExceeded(Cancelled, TimeoutError):
-    """``Job.result`` of a job cancelled by its own deadline (``deadline=``,
+    """``Job.result()`` of a job cancelled by its own deadline (``deadline=``,
     ``set_deadline``): a ``Cancelled`` and a ``TimeoutError``."""
 
     _verb = "ran out of time"
 
 
 class JobFailed(JobError):
-    """``Job.result`` of a FAILED job, with its error code and message."""
+    """``Job.result()`` of a FAILED job that no Python ``Exception`` ended (a
+    worker's own exception is raised as itself), with its error code and
+    message."""
 
     _verb = "failed"
 

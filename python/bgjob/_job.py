@@ -35,7 +35,7 @@ import time
 import traceback
 import weakref
 from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
-from typing import Any, Callable, Generator, Generic, Iterator, Mapping, TypeVar, cast
+from typing import Any, Callable, Generator, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar, cast
 
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
@@ -96,9 +96,10 @@ def _after_fork_in_child() -> None:
     parent handle is invalid: nothing the parent handed bgjob will be freed
     here, so nothing of it is waited for at exit. The child may make jobs of
     its own."""
-    global _loop_contexts_lock
+    global _loop_contexts_lock, _ended_cond
     _tracked.clear()
     _loop_contexts_lock = threading.Lock()
+    _ended_cond = threading.Condition(threading.Lock())
     _loop_contexts.clear()
     for ctx in list(_contexts):
         ctx._forget()
@@ -503,7 +504,7 @@ class Worker:
 class _Run:
     """A Python worker: what the job's thread runs, and what it left."""
 
-    __slots__ = ("fn", "args", "kwargs", "context", "name", "exception", "thread")
+    __slots__ = ("fn", "args", "kwargs", "context", "name", "job_id", "exception", "thread")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str):
         self.fn = fn
@@ -513,6 +514,7 @@ class _Run:
         # asyncio.to_thread.
         self.context = contextvars.copy_context()
         self.name = name
+        self.job_id = 0
         self.exception: BaseException | None = None
         self.thread: int | None = None  # while the worker runs
 
@@ -565,8 +567,23 @@ class _Run:
     def _fail(self, handle: Any, exc: BaseException, code: int) -> int:
         self.exception = exc
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        # result() and `await job` raise it as itself, in the caller's thread:
+        # the note says which job it came from (printed by tracebacks on 3.11+,
+        # in __notes__ on every version).
+        _add_note(exc, f"raised by the worker of bgjob job {self.name!r} (id {self.job_id})")
         lib.bgjob_job_set_error(handle, code, text.replace("\0", "\\0").encode("utf-8", "replace"))
         return code
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    try:
+        if sys.version_info >= (3, 11):
+            exc.add_note(note)
+        else:
+            notes = getattr(exc, "__notes__", None)
+            exc.__notes__ = [*notes, note] if isinstance(notes, list) else [note]  # type: ignore[attr-defined]
+    except Exception:  # an exception type that refuses attributes: no note
+        pass
 
 
 def _exc() -> tuple[BaseException, int]:
@@ -693,8 +710,14 @@ class Job(Generic[T]):
     contextvars (as ``asyncio.to_thread``), on a thread named after the job
     (``threading.current_thread().name``, logging's ``threadName``).
     ``fn``'s return value becomes the
-    job's ``result``; an exception ends the job FAILED with the exception's text
-    as its error message (``Cancelled`` after a cancel request: CANCELLED).
+    job's ``result()``; an exception ends the job FAILED with the exception's text
+    as its error message, and ``result()`` raises it as itself (``Cancelled``
+    after a cancel request: CANCELLED).
+
+    It is read like a ``concurrent.futures.Future``: ``result(timeout)``,
+    ``exception(timeout)``, ``done()``, ``cancelled()``, ``running()``,
+    ``add_done_callback(fn)``; ``bgjob.wait`` and ``bgjob.as_completed`` take
+    several jobs; ``await job`` in asyncio.
 
     ``on_complete(job)`` runs once when the job has ended: on the thread that
     dispatches ``context``; without a context, on the job's thread -- except
@@ -749,7 +772,8 @@ class Job(Generic[T]):
         self._final: State | None = None
         self._observed = False  # result, exception or error looked at
         self._waiters: list[asyncio.Future[State | None]] = []
-        self._on_complete = on_complete
+        # on_complete, then add_done_callback's: run by the job's completion.
+        self._callbacks: list[Callable[[Job[T]], Any]] = [] if on_complete is None else [on_complete]
         self._context = context  # kept alive while its completion may come
         self._run = _Run(fn, args, kwargs or {}, name or "")
 
@@ -793,6 +817,7 @@ class Job(Generic[T]):
         id_ = c_uint64()
         check(lib.bgjob_job_get_id(handle, byref(id_)), "get_id")
         self.id = id_.value
+        self._run.job_id = self.id
         if not name:
             self._run.name = self.name
         try:
@@ -828,11 +853,6 @@ class Job(Generic[T]):
         return State(st.value)
 
     @property
-    def done(self) -> bool:
-        """Whether the job has ended (COMPLETED, FAILED or CANCELLED)."""
-        return self.state.terminal
-
-    @property
     def info(self) -> Info:
         """One consistent snapshot (never waits on the worker)."""
         c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
@@ -863,31 +883,100 @@ class Job(Generic[T]):
             return None
         return ErrorInfo(code.value, message)
 
-    @property
-    def exception(self) -> BaseException | None:
-        """The exception the Python worker raised, if it did."""
-        self._observed = True
-        return self._run.exception
+    # -- concurrent.futures.Future's reading side
+    def done(self) -> bool:
+        """Whether the job has ended (COMPLETED, FAILED or CANCELLED); never
+        waits. ``concurrent.futures.Future.done``."""
+        return self.state.terminal
 
-    @property
-    def result(self) -> T:
-        """The worker's return value once the job COMPLETED. Raises ``JobFailed``
-        (FAILED; ``__cause__`` is the worker's exception), ``Cancelled``
-        (CANCELLED) or ``NotAllowed`` (not ended yet); never waits."""
+    def cancelled(self) -> bool:
+        """Whether the job ended CANCELLED (``Future.cancelled``). Not whether
+        cancel was requested: that is ``info.cancel_requested``, and a worker
+        may still complete after it."""
+        return self.state == State.CANCELLED
+
+    def running(self) -> bool:
+        """Whether the job was started and has not ended yet (paused and
+        waiting jobs included). ``Future.running``."""
         state = self.state
-        if state.terminal:
-            self._observed = True
+        return state != State.CREATED and not state.terminal
+
+    def _ended_state(self, timeout: float | None) -> State:
+        """The job's terminal state, waiting at most ``timeout`` seconds for it
+        (``TimedOut`` then; ``NotAllowed`` for a job never started)."""
+        state = self.state
+        if not state.terminal:
+            state = self.wait(timeout)
+        self._observed = True
+        return state
+
+    def result(self, timeout: float | None = None) -> T:
+        """The worker's return value, waiting for the job to end as
+        ``concurrent.futures.Future.result`` does: at most ``timeout`` seconds
+        (None: as long as it takes; 0: only look), then ``TimedOut`` (a
+        ``TimeoutError``; the job runs on). A FAILED job raises the worker's
+        own exception, as itself (``except FileNotFoundError`` works; a note
+        names the job), or ``JobFailed`` when no Python exception ended it (or
+        the worker raised a ``BaseException`` that is no ``Exception``, such
+        as ``SystemExit``: that one is the ``__cause__``, never raised in the
+        caller's thread). A CANCELLED job raises ``Cancelled``, or
+        ``DeadlineExceeded`` (also a ``TimeoutError``) when its own deadline
+        cancelled it. ``NotAllowed`` for a job never started."""
+        state = self._ended_state(timeout)
         if state == State.COMPLETED:
             ptr = c_void_p()
             self._call(lib.bgjob_job_get_result(self._h, byref(ptr)), "result")
             return cast(T, _keep[ptr.value][0] if ptr.value else None)
-        if state in (State.FAILED, State.CANCELLED):
-            err = self.error or ErrorInfo(0, "")
-            cls: type[JobError] = JobFailed
-            if state == State.CANCELLED:
-                cls = DeadlineExceeded if self.info.cancel_cause == CancelCause.TIMEOUT else Cancelled
-            raise cls(err.message, err.code, self._run.name) from self._run.exception
-        raise NotAllowed(f"result: job {self._run.name!r} is {state}, not ended yet")
+        exc = self._outcome(state)
+        try:
+            raise exc
+        finally:
+            # The traceback keeps this frame: no Job -> exception -> frame ->
+            # Job cycle (concurrent.futures.Future.result does the same).
+            del exc
+            self = None  # type: ignore[assignment]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """What ``result()`` would raise for a FAILED job (the worker's own
+        exception, or ``JobFailed``), None for a COMPLETED one; raises
+        ``Cancelled`` for a CANCELLED one, as ``Future.exception`` raises
+        ``CancelledError``. Waits as ``result(timeout)`` does."""
+        state = self._ended_state(timeout)
+        if state == State.COMPLETED:
+            return None
+        exc = self._outcome(state)
+        if isinstance(exc, Cancelled) and state == State.CANCELLED:
+            raise exc
+        return exc
+
+    def _outcome(self, state: State) -> BaseException:
+        """The exception of a job that ended FAILED or CANCELLED."""
+        worker_exc = self._run.exception
+        if state == State.FAILED and isinstance(worker_exc, Exception):
+            return worker_exc
+        err = self.error or ErrorInfo(0, "")
+        cls: type[JobError] = JobFailed
+        if state == State.CANCELLED:
+            cls = DeadlineExceeded if self.info.cancel_cause == CancelCause.TIMEOUT else Cancelled
+        exc = cls(err.message, err.code, self._run.name)
+        exc.__cause__ = worker_exc
+        return exc
+
+    def add_done_callback(self, fn: Callable[[Job[T]], Any]) -> None:
+        """Calls ``fn(job)`` once the job has ended, where ``on_complete`` runs
+        (after it): on the thread dispatching the job's context, on the loop
+        for a job created inside a running loop, else on the job's thread. If
+        that completion already ran, ``fn`` is called at once, here (an
+        exception it raises is then logged to the ``bgjob`` logger, as
+        ``concurrent.futures`` does). ``Future.add_done_callback``."""
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            _logger.exception("bgjob: exception calling the done callback of job %r", self._run.name)
 
     # -- control
     def start(self) -> None:
@@ -1025,7 +1114,7 @@ class Job(Generic[T]):
                     self._waiters.remove(fut)
 
     def __await__(self) -> Generator[Any, None, T]:
-        """``await job`` is the job's ``result`` (or its exception) once it
+        """``await job`` is the job's ``result()`` (or its exception) once it
         ended. Cancelling the awaiting task requests cancel of the job (use
         ``asyncio.shield(job)`` to keep it running, or ``wait_async()``, which
         only watches)."""
@@ -1049,7 +1138,7 @@ class Job(Generic[T]):
             with contextlib.suppress(BgjobError):
                 self.cancel()
             raise
-        return self.result
+        return self.result()
 
     def close(self) -> None:
         """Releases the job: cancels it if it still runs, waits for it, and
@@ -1102,8 +1191,8 @@ class Job(Generic[T]):
                 # asyncio's "Task exception was never retrieved", once.
                 self._observed = True
                 _logger.error(
-                    "bgjob: exception of job %r was never retrieved (read job.result, "
-                    "job.exception or job.error, or await the job)",
+                    "bgjob: exception of job %r was never retrieved (call job.result() or "
+                    "job.exception(), read job.error, or await the job)",
                     self._run.name,
                     exc_info=(type(exc), exc, exc.__traceback__),
                 )
@@ -1122,21 +1211,24 @@ class Job(Generic[T]):
             if state is not None:
                 self._final = state
             waiters, self._waiters = self._waiters, []
+            callbacks, self._callbacks = self._callbacks, []
         for fut in waiters:
             _resolve(fut, state)
-        if run_callback and self._on_complete is not None:
-            try:
-                self._on_complete(self)
-            except BaseException as e:
-                _user_error(e)
-        elif state is None and self._on_complete is not None:
+        _notify_ended()
+        if run_callback:
+            for fn in callbacks:
+                try:
+                    fn(self)
+                except BaseException as e:
+                    _user_error(e)
+        elif state is None and callbacks:
             ctx = self._context
             if ctx is not None and ctx._retired and not _shutting_down:
                 # Its loop closed before the job ended: no thread of that loop
                 # will run on_complete, so a thread of its own does.
                 try:
                     threading.Thread(
-                        target=self._late_on_complete, name=f"bgjob-complete-{self._run.name}"
+                        target=self._late_callbacks, args=(callbacks,), name=f"bgjob-complete-{self._run.name}"
                     ).start()
                 except RuntimeError:  # the interpreter is shutting down
                     pass
@@ -1145,12 +1237,12 @@ class Job(Generic[T]):
         # garbage collection frees (and with it the job's handle).
         self._ref.strong = None
 
-    def _late_on_complete(self) -> None:
-        assert self._on_complete is not None
-        try:
-            self._on_complete(self)
-        except BaseException as e:
-            _report(e)
+    def _late_callbacks(self, callbacks: list[Callable[[Job[T]], Any]]) -> None:
+        for fn in callbacks:
+            try:
+                fn(self)
+            except BaseException as e:
+                _report(e)
 
     def _final_state(self) -> State:
         if self._final is None:
@@ -1185,6 +1277,121 @@ def _resolve(fut: asyncio.Future[State | None], state: State | None) -> None:
             loop.call_soon_threadsafe(_set_state, fut, state)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             pass
+
+
+# ---------------------------------------------------------------- several jobs
+
+#: ``wait``'s ``return_when``: concurrent.futures' own constants.
+FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
+FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
+ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
+
+# Notified whenever a job's completion has run (or been dropped); _ended_gen
+# counts those, so a waiter that saw the count before looking at its jobs
+# cannot miss an end that happens between its look and its sleep.
+_ended_cond = threading.Condition(threading.Lock())
+_ended_gen = 0
+
+
+def _notify_ended() -> None:
+    global _ended_gen
+    with _ended_cond:
+        _ended_gen += 1
+        _ended_cond.notify_all()
+
+
+class DoneAndNotDone(NamedTuple):
+    """What ``bgjob.wait`` returns, as ``concurrent.futures.wait`` does."""
+
+    done: set[Job[Any]]
+    not_done: set[Job[Any]]
+
+
+def _failed(job: Job[Any]) -> bool:
+    return job.state == State.FAILED
+
+
+def _wait_some(pending: set[Job[Any]], deadline: float | None, enough: Callable[[set[Job[Any]]], bool]) -> set[Job[Any]]:
+    """Waits until ``enough(ended)`` holds for the jobs of ``pending`` that
+    have ended, or ``deadline`` passes; returns those that have ended. A job
+    is seen to end by its state (bgjob's own), not by its completion: a job
+    whose context nobody dispatches yet still counts. Its completion wakes
+    the wait at once; for a job with a context (whose completion may come
+    late), the state is also looked at every 50 ms."""
+    on_main = threading.current_thread() is threading.main_thread()
+    while True:
+        with _ended_cond:
+            gen = _ended_gen
+        ended = {job for job in pending if job.done()}
+        if enough(ended):
+            return ended
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return ended
+        slice_s: float | None = None
+        if on_main or any(job._context is not None for job in pending - ended):
+            slice_s = _SLICE_MS / 1000.0  # Ctrl-C on the main thread, as in Job.wait
+        if deadline is not None:
+            left = deadline - now
+            slice_s = left if slice_s is None else min(slice_s, left)
+        with _ended_cond:
+            if _ended_gen == gen:
+                _ended_cond.wait(slice_s)
+
+
+def _started(jobs: Iterable[Job[Any]], what: str) -> set[Job[Any]]:
+    js = set(jobs)
+    for job in js:
+        if not isinstance(job, Job):
+            raise TypeError(f"bgjob.{what}: {job!r} is not a bgjob.Job (use concurrent.futures.{what} for futures)")
+        job._refuse_unstarted(what)
+    return js
+
+
+def wait(jobs: Iterable[Job[Any]], timeout: float | None = None, return_when: str = ALL_COMPLETED) -> DoneAndNotDone:
+    """``concurrent.futures.wait`` for jobs: waits until all of ``jobs`` have
+    ended (``return_when=ALL_COMPLETED``), any one (``FIRST_COMPLETED``) or
+    any one FAILED (``FIRST_EXCEPTION``; a cancelled job does not count, as
+    for futures), at most ``timeout`` seconds, and returns the named tuple
+    ``(done, not_done)`` of sets. Never raises on timeout. ``NotAllowed`` for a
+    job never started; ``InvalidHandle`` for a closed one."""
+    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
+        raise InvalidArgument(f"wait: return_when={return_when!r}: use bgjob.FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED")
+    pending = _started(jobs, "wait")
+    deadline = None if timeout is None else time.monotonic() + _ms(timeout, "wait") / 1000.0
+
+    def enough(ended: set[Job[Any]]) -> bool:
+        if len(ended) == len(pending):
+            return True
+        if return_when == FIRST_COMPLETED:
+            return bool(ended)
+        if return_when == FIRST_EXCEPTION:
+            return any(_failed(job) for job in ended)
+        return False
+
+    done = _wait_some(pending, deadline, enough)
+    return DoneAndNotDone(done, pending - done)
+
+
+def as_completed(jobs: Iterable[Job[T]], timeout: float | None = None) -> Iterator[Job[T]]:
+    """``concurrent.futures.as_completed`` for jobs: yields each of ``jobs``
+    (duplicates once) as it ends -- those already ended first -- and raises
+    ``TimedOut`` (a ``TimeoutError``) if some have not ended ``timeout``
+    seconds after the call. ``NotAllowed`` for a job never started."""
+    pending: set[Job[T]] = cast("set[Job[T]]", _started(jobs, "as_completed"))
+    total = len(pending)
+    deadline = None if timeout is None else time.monotonic() + _ms(timeout, "as_completed") / 1000.0
+
+    def gen() -> Iterator[Job[T]]:
+        while pending:
+            ended = cast("set[Job[T]]", _wait_some(cast("set[Job[Any]]", pending), deadline, bool))
+            if not ended:
+                raise TimedOut(f"as_completed: {len(pending)} (of {total}) jobs unfinished after {timeout} s")
+            for job in sorted(ended, key=lambda j: j.id):
+                pending.discard(job)
+                yield job
+
+    return gen()
 
 
 def current_worker() -> Worker:
@@ -1766,7 +1973,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 __all__ = [
+    "ALL_COMPLETED",
+    "DoneAndNotDone",
     "EXCEPTION_CODE",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "as_completed",
+    "wait",
     "Executor",
     "JobFuture",
     "current_worker",

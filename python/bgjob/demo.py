@@ -219,7 +219,7 @@ def run(directory: str) -> int:
             print(f"    FAIL: expected {want}")
             ok = False
         if info.state == bgjob.State.COMPLETED:
-            if job.result == src_sum:
+            if job.result() == src_sum:
                 print(f"    copy verified: {mib} MiB, sha256 {src_sum[:16]}... matches the source")
             else:
                 print("    FAIL: the copy's checksum differs from the source's")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import gc
 import os
 import signal
 import threading
+import traceback
 import weakref
 
 import pytest
@@ -25,17 +27,17 @@ def test_return_value_is_the_result():
 
     with bgjob.start(work, 2, 3, name="adder") as job:
         assert job.wait(LONG) == State.COMPLETED
-        assert job.result == (5, marker)
-        assert job.result[1] is marker  # the very object, not a copy
+        assert job.result() == (5, marker)
+        assert job.result()[1] is marker  # the very object, not a copy
         assert job.error is None
-        assert job.exception is None
-        assert job.done
+        assert job.exception() is None
+        assert job.done()
 
 
 def test_none_result_and_default_name():
     with bgjob.start(lambda w: None) as job:
         job.wait(LONG)
-        assert job.result is None
+        assert job.result() is None
         assert job.name == f"job-{job.id}"
 
 
@@ -52,7 +54,7 @@ def test_result_is_freed_with_the_job():
 
     job = bgjob.start(work)
     job.wait(LONG)
-    assert isinstance(job.result, Big)
+    assert isinstance(job.result(), Big)
     assert holder[0]() is not None
     job.close()
     gc.collect()
@@ -69,16 +71,15 @@ def test_exception_in_worker_fails_the_job_with_its_text():
         assert job.wait(LONG) == State.FAILED
         assert job.error == bgjob.ErrorInfo(bgjob.EXCEPTION_CODE, "ValueError: bad block 7")
         assert job.info.error_code == bgjob.EXCEPTION_CODE
-        assert isinstance(job.exception, ValueError)
-        with pytest.raises(bgjob.JobFailed) as ei:
-            job.result
+        assert isinstance(job.exception(), ValueError)
+        # Issue 14: the worker's exception is raised as itself, naming the job.
+        with pytest.raises(ValueError, match="bad block 7") as ei:
+            job.result()
         e = ei.value
-        assert e.message == "ValueError: bad block 7"
-        assert e.error_code == bgjob.EXCEPTION_CODE
-        assert e.job_name == "broken"
-        assert isinstance(e.__cause__, ValueError)
-        assert "broken" in str(e) and "bad block 7" in str(e)
-        assert isinstance(e, bgjob.JobError) and isinstance(e, bgjob.BgjobError)
+        assert e is job.exception()
+        assert "raised by the worker of bgjob job 'broken'" in e.__notes__[0]
+        assert len(e.__notes__) == 1  # once, however often it is raised
+        assert "work" in [frame.name for frame in traceback.extract_tb(e.__traceback__)]  # where it raised
         assert job.phase == "parsing"
 
 
@@ -97,9 +98,19 @@ def test_base_exceptions_are_caught_too():
     def work(w):
         raise SystemExit(3)
 
-    with bgjob.start(work) as job:
+    with bgjob.start(work, name="exits") as job:
         assert job.wait(LONG) == State.FAILED
         assert job.error.message.startswith("SystemExit")
+        # Not raised in the caller's thread (it would end the caller):
+        # JobFailed, with the job's code and message, caused by it.
+        with pytest.raises(bgjob.JobFailed) as ei:
+            job.result()
+        e = ei.value
+        assert isinstance(e.__cause__, SystemExit)
+        assert e.error_code == bgjob.EXCEPTION_CODE and e.job_name == "exits"
+        assert "job 'exits' failed" in str(e) and "SystemExit" in e.message
+        assert isinstance(e, bgjob.JobError) and isinstance(e, bgjob.BgjobError)
+        assert isinstance(job.exception(), bgjob.JobFailed)
 
 
 def test_not_callable_is_refused():
@@ -128,7 +139,7 @@ def test_hundred_python_workers_at_once():
     try:
         for job in jobs:
             assert job.wait(LONG) == State.COMPLETED
-        assert [job.result for job in jobs] == [i * i for i in range(n)]
+        assert [job.result() for job in jobs] == [i * i for i in range(n)]
         assert len(threads) == n
         assert all(job.info.percent == 100 for job in jobs)
     finally:
@@ -231,7 +242,7 @@ def test_cancel_during_cancellable_sleep():
     assert after == [True]
     assert job.info.cancel_requested
     with pytest.raises(bgjob.Cancelled) as ei:
-        job.result
+        job.result()
     assert ei.value.job_name == "sleeper"
     assert job.error.code == errno.ECANCELED
     assert job.cancel() == CancelStatus.ALREADY_FINISHED
@@ -260,7 +271,7 @@ def test_worker_may_complete_after_cancel(gate):
         job.cancel()
         gate.set()
         assert job.wait(LONG) == State.COMPLETED
-        assert job.result == "finished anyway"
+        assert job.result() == "finished anyway"
         assert job.info.cancel_requested
 
 
@@ -313,7 +324,7 @@ def test_pause_and_resume(gate):
         with pytest.raises(bgjob.NotAllowed):
             job.resume()
         assert job.wait(LONG) == State.COMPLETED
-        assert job.result == "done"
+        assert job.result() == "done"
 
 
 def test_wait_timeout_raises_and_the_job_runs_on(gate):
@@ -324,11 +335,16 @@ def test_wait_timeout_raises_and_the_job_runs_on(gate):
         with pytest.raises(bgjob.TimedOut):
             job.wait(timeout=0)
         assert job.state == State.RUNNING
-        with pytest.raises(bgjob.NotAllowed):
-            job.result
+        with pytest.raises(bgjob.TimedOut):
+            job.result(timeout=0)  # only looks
+        with pytest.raises(TimeoutError):
+            job.result(timeout=0.02)
+        with pytest.raises(concurrent.futures.TimeoutError):  # a class of its own before 3.11
+            job.exception(timeout=0.02)
+        assert not job.done() and job.running()
         gate.set()
         assert job.wait(LONG) == State.COMPLETED
-        assert job.result == "ok"
+        assert job.result() == "ok"
 
 
 def test_wait_from_many_threads(gate):
@@ -391,8 +407,8 @@ def test_use_after_close_raises_not_crashes():
         lambda: job.name,
         lambda: job.phase,
         lambda: job.error,
-        lambda: job.result,
-        lambda: job.done,
+        lambda: job.result(),
+        lambda: job.done(),
         job.cancel,
         job.pause,
         job.resume,
@@ -440,7 +456,7 @@ def test_worker_cannot_wait_for_or_close_its_own_job():
     box["job"] = job
     ready.set()
     job.wait(LONG)
-    assert job.result == "refused"
+    assert job.result() == "refused"
     del box["job"]
     job.close()
 
@@ -569,7 +585,7 @@ def test_on_complete_without_context_runs_on_the_job_thread():
     done = threading.Event()
 
     def on_complete(job):
-        seen.append((job.state, threading.get_ident(), job.result))
+        seen.append((job.state, threading.get_ident(), job.result()))
         done.set()
 
     job = bgjob.start(lambda w: threading.get_ident(), on_complete=on_complete)
@@ -635,7 +651,7 @@ def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
 
     # Observed (result, exception or error read, or awaited): nothing logged.
     caplog.clear()
-    for look in (lambda j: j.exception, lambda j: j.error, lambda j: pytest.raises(bgjob.JobError, lambda: j.result)):
+    for look in (lambda j: j.exception(), lambda j: j.error, lambda j: pytest.raises(FileNotFoundError, lambda: j.result())):
         job = bgjob.start(work, name="seen")
         job.wait(LONG)
         eventually(lambda: job._done, "completion ran")
@@ -666,8 +682,8 @@ def test_async_worker_is_refused():
 
     with bgjob.start(lambda w: sneaky(w), name="sneaky") as job:
         assert job.wait(LONG) == State.FAILED
-        assert isinstance(job.exception, TypeError)
-        assert "coroutine" in str(job.exception)
+        assert isinstance(job.exception(), TypeError)
+        assert "coroutine" in str(job.exception())
     assert ran == []
 
 
@@ -731,7 +747,7 @@ def test_keyword_arguments_contextvars_and_thread_name():
 
     with bgjob.start(work, 2, kwargs={"scale": 10, "offset": 1}, name="copy-vm1") as job:
         job.wait(LONG)
-        value, _, thread_name = job.result
+        value, _, thread_name = job.result()
     assert value == 21
     assert thread_name == "copy-vm1" and records == ["copy-vm1"]
     assert request.get() == "req-42"
@@ -785,7 +801,7 @@ def test_cancelled_and_deadline_exceptions_are_what_python_expects():
     with bgjob.start(lambda w: w.sleep(3600), name="slow", deadline=0.05) as job:
         assert job.wait(LONG) == State.CANCELLED
         with pytest.raises(TimeoutError) as ei:  # a deadline expiry is a TimeoutError ...
-            job.result
+            job.result()
         assert isinstance(ei.value, bgjob.DeadlineExceeded)
         assert isinstance(ei.value, bgjob.Cancelled)  # ... and a cancel
         assert "job 'slow' ran out of time" in str(ei.value)
@@ -794,7 +810,7 @@ def test_cancelled_and_deadline_exceptions_are_what_python_expects():
         job.cancel()
         job.wait(LONG)
         with pytest.raises(concurrent.futures.CancelledError) as ei:
-            job.result
+            job.result()
         assert type(ei.value) is bgjob.Cancelled
         assert not isinstance(ei.value, TimeoutError)
         assert isinstance(ei.value, Exception)  # not asyncio's BaseException

@@ -89,7 +89,7 @@ def test_child_process_output_and_exit_code():
 
     with bgjob.start(work) as job:
         assert job.wait(LONG) == State.COMPLETED
-        assert job.result == 3
+        assert job.result() == 3
     out = [line for s, line in lines if s == 1]
     err = [line for s, line in lines if s == 2]
     assert [x.rstrip("\n") for x in out] == ["out-1", "out-2"]
@@ -135,7 +135,7 @@ def test_spawn_errors():
 
     with bgjob.start(work) as job:
         job.wait(LONG)
-        assert job.result == "checked", job.error
+        assert job.result() == "checked", job.error
 
 
 def test_internal_pause_is_counted_apart(gate):
@@ -187,7 +187,7 @@ def test_error_policy_stop_pauses_then_retries():
         assert job.wait(LONG) == State.COMPLETED
         assert job.info.iostatus == IoStatus.OK
         assert actions == [ErrorAction.STOP, ErrorAction.IGNORE]
-        assert job.result == "retried"
+        assert job.result() == "retried"
 
 
 def test_error_policy_report():
@@ -214,7 +214,7 @@ def test_manual_finalize_runs_commit_and_clean():
     job.finalize()
     assert calls == [("commit", State.WAITING), "clean"]
     assert job.wait(LONG) == State.COMPLETED
-    assert job.result == "work done"
+    assert job.result() == "work done"
     job.close()
 
 
@@ -261,7 +261,7 @@ def test_transaction_success_commits_all():
         txn.start()
         assert [j.wait(LONG) for j in jobs] == [State.COMPLETED] * 3
         assert sorted(calls) == sorted(j.name for j in jobs)
-        assert [j.result for j in jobs] == [0, 1, 2]
+        assert [j.result() for j in jobs] == [0, 1, 2]
     for job in jobs:
         job.close()
 

@@ -261,7 +261,7 @@ def test_fork_child_exits_while_the_parent_has_jobs_running(tmp_path):
         pid = os.fork()
         if pid == 0:
             own = bgjob.start(lambda w: "child's own job")
-            print("child:", own.wait(30), own.result, flush=True)
+            print("child:", own.wait(30), own.result(), flush=True)
             sys.exit(0)  # a normal exit: the at-exit hooks run
         deadline = time.monotonic() + 30
         while True:
