@@ -346,8 +346,12 @@ struct rec {
     int child_kind;
     bool has_comp, comp_ctx, has_fin, self_destroy, nested, sibling_wait;
     bool manual; /* manual finalize (its own flag or its transaction's) */
-    struct txnrec *txn;
+    struct txnrec *txn; /* the transaction it was made for: see txn_of() */
     int member;
+    /* Set by the actor once bgjob_txn_add returned: 1 it is a member, -1
+     * the add was refused (NOT_ALLOWED: the job was cancelled, or the
+     * transaction began to abort) and it is a job on its own. */
+    atomic_int joined;
 
     _Atomic(bgjob_job *) h;
     uint64_t id;
@@ -389,14 +393,36 @@ struct txnrec {
     _Atomic(bgjob_txn *) th;    /* for callbacks: set once, may be stale */
 };
 
+/* The transaction r is a member of, or NULL. r->txn only names the one it
+ * was made for: a job whose bgjob_txn_add was refused is no member and ends on
+ * its own (its destroy ends it at once, and its completion may run while the
+ * members have not even started). Until the add returned membership is not
+ * known; with `wait`, the caller waits for it (the actor decides it at once:
+ * nothing it does between create and the add waits for a callback). */
+static struct txnrec *txn_of(struct rec *r, bool wait)
+{
+    if (r->txn == NULL)
+        return NULL;
+    if (wait) {
+        int64_t t0 = now_ms();
+        while (atomic_load(&r->joined) == 0 && now_ms() - t0 < 60000)
+            sleep_us(50);
+        if (atomic_load(&r->joined) == 0)
+            violation(V_STATE, "job %" PRIu64 " [%s]: its bgjob_txn_add never returned", r->serial,
+                      r->what);
+    }
+    return atomic_load(&r->joined) > 0 ? r->txn : NULL;
+}
+
 /* A member's callback cancels its whole transaction (the handle may be
  * destroyed by then: INVALID_HANDLE). */
 static void cancel_own_txn(struct rec *r)
 {
+    struct txnrec *tx = txn_of(r, false);
     bgjob_txn *t;
     int32_t rc;
 
-    if (r->txn == NULL || (t = atomic_load(&r->txn->th)) == NULL)
+    if (tx == NULL || (t = atomic_load(&tx->th)) == NULL)
         return;
     rc = API(bgjob_txn_cancel(t));
     if (rc != BGJOB_RESULT_OK && rc != BGJOB_RESULT_INVALID_HANDLE)
@@ -880,6 +906,7 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
     struct token *t = userdata;
     struct rec *r = t->r;
     uint64_t rng = r->rng_seed ^ 0xc0ffeeull;
+    struct txnrec *tx = txn_of(r, true);
 
     tl_depth++;
     atomic_fetch_add(&r->comp_inside, 1);
@@ -889,7 +916,7 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
         violation(V_STATE, "job %" PRIu64 " [%s]: completion with non-terminal state %s", r->serial,
                   r->what, bgjob_state_str(state));
     observe(r, state, "its completion");
-    if (tl_call_rec == r || (r->txn != NULL && tl_call_txn == r->txn))
+    if (tl_call_rec == r || (tx != NULL && tl_call_txn == tx))
         violation(V_COMPLETION_THREAD,
                   "job %" PRIu64 " [%s]: completion ran inside the call that ended the job",
                   r->serial, r->what);
@@ -898,15 +925,15 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: context completion ran on %s, not the dispatcher",
                       r->serial, r->what, role_names[tl_role]);
-    } else if (r->txn != NULL) {
+    } else if (tx != NULL) {
         /* A transaction member's completion comes only once every member
          * is terminal (so it may wait for a sibling), on a bgjob thread:
          * the settling member's worker thread or one of its own, never one
          * after another on a sibling's worker before the sibling ended
          * (issue 13 #2: a completion waiting for a sibling deadlocked). */
-        int nm = atomic_load(&r->txn->nm);
+        int nm = atomic_load(&tx->nm);
         for (int i = 0; i < nm; i++) {
-            struct rec *sib = r->txn->m[i];
+            struct rec *sib = tx->m[i];
             bgjob_job *sh = sib != NULL && sib != r ? atomic_load(&sib->h) : NULL;
             int32_t st = -1;
             if (sh == NULL || API(bgjob_job_get_state(sh, &st)) != BGJOB_RESULT_OK)
@@ -962,8 +989,8 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
     }
     /* A transaction member waits for a sibling: the header lets it call any
      * bgjob function, and its own job is over. */
-    if (r->sibling_wait && r->txn != NULL && atomic_load(&r->txn->nm) > 1) {
-        struct rec *sib = r->txn->m[(r->member + 1) % atomic_load(&r->txn->nm)];
+    if (r->sibling_wait && tx != NULL && atomic_load(&tx->nm) > 1) {
+        struct rec *sib = tx->m[(r->member + 1) % atomic_load(&tx->nm)];
         bgjob_job *sh = atomic_load(&sib->h);
         if (sib != r && sh != NULL) {
             int32_t st = -1;
@@ -1624,12 +1651,16 @@ static void scn_txn(uint64_t *rng)
         expect(r, "txn_add", rc,
                RC(OK) | (txn_hit(tx) || atomic_load(&r->cancels) ? RC(NOT_ALLOWED) : 0));
         if (rc != BGJOB_RESULT_OK) {
+            /* Not a member: its destroy ends it on its own, and its
+             * completion does not wait for the transaction. */
+            atomic_store(&r->joined, -1);
             release_job(r, false, 0);
             tx->n = i;
             break;
         }
         tx->m[i] = r;
         atomic_store(&tx->nm, i + 1);
+        atomic_store(&r->joined, 1);
         if (chance(rng, 8)) /* a second add is refused */
             expect(r, "txn_add (again)", API(bgjob_txn_add(t, atomic_load(&r->h))),
                    RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));

@@ -614,6 +614,52 @@ static bool test_misuse(void)
     return ok;
 }
 
+/* A job whose add was refused because the transaction began to abort is no
+ * member: destroying it (it never started) ends it CANCELLED on its own --
+ * abort, clean and completion -- while the members it was meant to join have
+ * not ended. (test_fuzz counted such a job as a member and took its
+ * completion for one that ran before its siblings ended.) */
+static bool test_refused_add_ends_on_its_own(void)
+{
+    bool ok = true;
+    struct member a, b, c;
+    atomic_int release;
+    bgjob_txn *txn = NULL;
+    atomic_init(&release, 0);
+    ev_reset();
+    CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
+    REQUIRE(member_create(&a, 0, 0, 0));
+    REQUIRE(member_create(&b, 1, 0, 0));
+    CHECK_RC(bgjob_txn_add(txn, a.job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, b.job), BGJOB_RESULT_OK);
+    /* b alone started (the transaction did not), held once cancelled. */
+    b.hold_until = &release;
+    CHECK_RC(bgjob_job_start(b.job), BGJOB_RESULT_OK);
+    /* a ends unstarted: the transaction aborts and cancels b, which holds. */
+    CHECK_RC(bgjob_job_cancel(a.job, NULL), BGJOB_RESULT_OK);
+    REQUIRE(member_create(&c, 2, 0, 0));
+    CHECK_RC(bgjob_txn_add(txn, c.job), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(bgjob_job_destroy(c.job), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&c.completions, 1));
+    CHECK_STATE(atomic_load(&c.final_state), BGJOB_STATE_CANCELLED);
+    CHECK(poll_int_eq(&c.finalize_frees, 1));
+    CHECK_EQ(atomic_load(&ev_count), 3);
+    static const int c_events[3] = {EV_ABORT, EV_CLEAN, EV_DONE};
+    for (int i = 0; i < 3 && i < atomic_load(&ev_count); i++)
+        CHECKF(ev_member[i] == 2 && ev_kind[i] == c_events[i], "event %d: member %d kind %d", i,
+               ev_member[i], ev_kind[i]);
+    CHECK_STATE(state_of(a.job), BGJOB_STATE_WAITING);
+    CHECK_STATE(state_of(b.job), BGJOB_STATE_RUNNING);
+    CHECK_EQ(atomic_load(&a.completions) + atomic_load(&b.completions), 0);
+    ev_reset();
+    atomic_store(&release, 1);
+    CHECK(member_finish(&a, BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_CALLER));
+    CHECK(member_finish(&b, BGJOB_STATE_CANCELLED, BGJOB_CANCEL_CAUSE_TRANSACTION));
+    CHECK(check_events(2, false));
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -625,6 +671,7 @@ int main(void)
         TAP_TEST(test_member_completion_may_wait_for_a_sibling),
         TAP_TEST(test_txn_cancel_gives_every_member_cause_caller),
         TAP_TEST(test_misuse),
+        TAP_TEST(test_refused_add_ends_on_its_own),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }
