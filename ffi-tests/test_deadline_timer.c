@@ -53,37 +53,6 @@ static bgjob_result create_with(struct tracker *t, bgjob_worker_callback worker,
     return create_flags(t, worker, deadline_ms, 0, name, out);
 }
 
-/* Forks; the child runs `body` under an alarm and exits with its result. */
-static bool in_child(bool (*body)(void))
-{
-    bool ok = true;
-    int status = 0;
-    pid_t pid;
-    int64_t deadline;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        alarm(CHILD_ALARM_S);
-        _exit(body() ? 0 : 1);
-    }
-    deadline = now_ms() + (CHILD_ALARM_S + 10) * 1000;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        sleep_ms(1);
-    }
-    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
-           WIFEXITED(status) ? "exited with" : "killed by signal (hung?)",
-           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return ok;
-}
-
 static struct rlimit saved_nproc;
 
 /* Makes every thread creation in this (child) process fail with EAGAIN. */
@@ -428,7 +397,7 @@ static bool child_deadline_refused_without_timer(void)
 
 static bool test_a_deadline_is_refused_when_the_timer_cannot_start(void)
 {
-    return in_child(child_deadline_refused_without_timer);
+    return in_child(CHILD_ALARM_S, child_deadline_refused_without_timer);
 }
 
 /* A deadline that passes while no thread can be started for its cancel is
@@ -460,7 +429,7 @@ static bool child_deadline_waits_for_a_thread(void)
 
 static bool test_a_deadline_fires_once_a_thread_can_start(void)
 {
-    return in_child(child_deadline_waits_for_a_thread);
+    return in_child(CHILD_ALARM_S, child_deadline_waits_for_a_thread);
 }
 
 /* ---- the log callback runs under no bgjob lock (item 4) ------------------------------------- */
@@ -509,7 +478,7 @@ static bool child_log_callback_without_timer(void)
 
 static bool test_the_log_callback_runs_under_no_lock_when_the_timer_cannot_start(void)
 {
-    return in_child(child_log_callback_without_timer);
+    return in_child(CHILD_ALARM_S, child_log_callback_without_timer);
 }
 
 int main(void)

@@ -177,38 +177,6 @@ static bool destroy_parent_handles(void)
     return ok;
 }
 
-/* Forks; the child runs `body` under an alarm and exits with its result. The
- * parent waits (bounded) and reports how the child ended. */
-static bool in_child(bool (*body)(void))
-{
-    bool ok = true;
-    int status = 0;
-    pid_t pid;
-    int64_t deadline;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        alarm(CHILD_ALARM_S);
-        _exit(body() ? 0 : 1);
-    }
-    deadline = now_ms() + (CHILD_ALARM_S + 10) * 1000;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        sleep_ms(1);
-    }
-    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
-           WIFEXITED(status) ? "exited with" : "killed by signal (hung?)",
-           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return ok;
-}
-
 /* ---- what the children do ------------------------------------------------------------------ */
 
 static bool child_body(void)
@@ -272,7 +240,7 @@ static bool test_every_parent_handle_is_invalid_in_a_fork_child_and_nothing_hang
 
     REQUIRE(make_parent_handles());
     for (int i = 0; i < FORKS && ok; i++) {
-        CHECK(in_child(child_body));
+        CHECK(in_child(CHILD_ALARM_S, child_body));
         sleep_ms(3);
     }
     CHECK(destroy_parent_handles());

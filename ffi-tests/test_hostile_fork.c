@@ -112,38 +112,6 @@ static bool stop_load(void)
     return ok;
 }
 
-/* Forks; the child runs `body` under an alarm and exits with its result. The
- * parent waits (bounded) and reports how the child ended. */
-static bool in_child(bool (*body)(void))
-{
-    bool ok = true;
-    int status = 0;
-    pid_t pid;
-    int64_t deadline;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        alarm(CHILD_ALARM_S);
-        _exit(body() ? 0 : 1);
-    }
-    deadline = now_ms() + (CHILD_ALARM_S + 10) * 1000;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        sleep_ms(1);
-    }
-    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
-           WIFEXITED(status) ? "exited with" : "killed by signal (hung?)",
-           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return ok;
-}
-
 /* ---- what children do ------------------------------------------------------------------- */
 
 static bool child_execs(void)
@@ -211,7 +179,7 @@ static bool fork_many(bool (*body)(void))
     REQUIRE(start_load());
     before = atomic_load(&busy_ops);
     for (int i = 0; i < FORKS && ok; i++) {
-        ok = in_child(body) && ok;
+        ok = in_child(CHILD_ALARM_S, body) && ok;
         sleep_us(500 + 100 * i); /* vary where in the busy loops the next fork lands */
     }
     CHECKF(atomic_load(&busy_ops) > before, "the busy threads made no progress");

@@ -73,28 +73,6 @@ static bool threads_forbidden(void)
     return ok;
 }
 
-/* Runs `body` in a forked child and returns whether it exited 0. */
-static bool in_child(bool (*body)(void))
-{
-    bool ok = true;
-    int status = 0;
-    pid_t pid;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        _exit(body() ? 0 : 1);
-    }
-    REQUIRE(waitpid(pid, &status, 0) == pid);
-    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-           "child %s %d", WIFEXITED(status) ? "exited with" : "killed by signal",
-           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return ok;
-}
-
 /* Leaves idle worker threads in the parent's pool before any fork. */
 static bool test_parent_uses_bgjob_first(void)
 {
@@ -145,7 +123,7 @@ static bool child_runs_a_job(void)
 /* After fork, with the parent's idle threads gone, the child runs jobs. */
 static bool test_child_runs_jobs_after_fork(void)
 {
-    return in_child(child_runs_a_job);
+    return in_child(60, child_runs_a_job);
 }
 
 static bool child_create_try_again(void)
@@ -180,7 +158,7 @@ static bool child_create_try_again(void)
 
 static bool test_create_try_again(void)
 {
-    return in_child(child_create_try_again);
+    return in_child(60, child_create_try_again);
 }
 
 static bool child_start_try_again(void)
@@ -240,7 +218,7 @@ static bool child_start_try_again(void)
 
 static bool test_start_try_again(void)
 {
-    return in_child(child_start_try_again);
+    return in_child(60, child_start_try_again);
 }
 
 static bool child_cancel_after_failed_start(void)
@@ -271,7 +249,7 @@ static bool child_cancel_after_failed_start(void)
 
 static bool test_cancel_after_failed_start(void)
 {
-    return in_child(child_cancel_after_failed_start);
+    return in_child(60, child_cancel_after_failed_start);
 }
 
 /* The parent's own pool still works after all those children. */

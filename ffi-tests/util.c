@@ -5,6 +5,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,4 +391,34 @@ bool name_listed(const char *name, const char *const *names, size_t n)
         if (strcmp(name, names[i]) == 0)
             return true;
     return false;
+}
+
+bool in_child(int alarm_s, bool (*body)(void))
+{
+    bool ok = true;
+    int status = 0;
+    pid_t pid;
+    int64_t deadline;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        alarm((unsigned)alarm_s);
+        _exit(body() ? 0 : 1);
+    }
+    deadline = now_ms() + (int64_t)(alarm_s + 10) * 1000;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        sleep_ms(1);
+    }
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
+           WIFEXITED(status) ? "exited with" : "killed by signal (hung?)",
+           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return ok;
 }

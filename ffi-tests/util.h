@@ -126,6 +126,11 @@ bool poll_long_ge(atomic_long *v, long want);
 /* Polls until the job's state is `want` (true) or LONG_MS passes (false). */
 bool poll_state(bgjob_job *job, int32_t want);
 
+/* Forks; the child runs `body` under an alarm of `alarm_s` seconds and exits
+ * with its result. The parent waits (bounded: alarm_s + 10 s, then SIGKILL)
+ * and reports how the child ended: true only if `body` returned true. */
+bool in_child(int alarm_s, bool (*body)(void));
+
 /* The number of live jobs (bgjob_list_jobs), or SIZE_MAX on error. */
 size_t live_jobs(void);
 
