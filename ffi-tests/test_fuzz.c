@@ -238,6 +238,9 @@ static void violation(int cls, const char *fmt, ...)
     flockfile(stdout);
     tap_diag("VIOLATION [%s] (FUZZ_SEED=%" PRIu64 "): %s", vclass_names[cls], seed, buf);
     funlockfile(stdout);
+    /* Also on stderr, which prove shows: a CI log then says what broke. */
+    fprintf(stderr, "test_fuzz: VIOLATION [%s] (FUZZ_SEED=%" PRIu64 "): %s\n", vclass_names[cls],
+            seed, buf);
 }
 
 /* ---- random numbers ------------------------------------------------------------- */
