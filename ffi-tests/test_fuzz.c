@@ -1072,6 +1072,14 @@ static int32_t worker_child(struct rec *r, bgjob_job *job, uint64_t *rng)
     rc = API(bgjob_job_spawn_child(job, &o, &pid));
     if (rc == BGJOB_RESULT_NOT_ALLOWED || rc == BGJOB_RESULT_SYSTEM)
         return bgjob_job_check_cancel(job) == BGJOB_RESULT_CANCELLED ? CANCELLED_RC : 0;
+    if (rc == BGJOB_RESULT_CANCELLED) {
+        /* A spawn after cancel (without SURVIVES_CANCEL) is refused before
+         * anything runs: only once cancel was requested. */
+        if (bgjob_job_check_cancel(job) != BGJOB_RESULT_CANCELLED)
+            violation(V_RESULT, "job %" PRIu64 " [%s]: spawn_child refused as cancelled, but "
+                      "cancel was not requested", r->serial, r->what);
+        return r->succeed_anyway ? 0 : CANCELLED_RC;
+    }
     expect(r, "spawn_child", rc, RC(OK));
     if (rc != BGJOB_RESULT_OK)
         return 0;
