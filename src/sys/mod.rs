@@ -273,6 +273,10 @@ pub(crate) static FORCE_PID_FALLBACK: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 #[cfg(test)]
 pub(crate) static PID_FALLBACK_OPENS: AtomicU64 = AtomicU64::new(0);
+/// Held by every test that forces the fallback, for as long as it does: one
+/// such test clearing the switch must not pull it from under another.
+#[cfg(test)]
+pub(crate) static FORCE_PID_FALLBACK_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn open_pidfd(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     #[cfg(test)]
@@ -777,6 +781,9 @@ mod tests {
 
     #[test]
     fn forced_fallback_is_used() {
+        let _one_at_a_time = FORCE_PID_FALLBACK_TESTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         FORCE_PID_FALLBACK.store(true, Ordering::Relaxed);
         let p = Process::open(spawn("exit 0"));
         FORCE_PID_FALLBACK.store(false, Ordering::Relaxed);

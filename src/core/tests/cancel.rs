@@ -247,6 +247,9 @@ fn a_child_reports_its_exit_and_is_killed_on_cancel() {
 #[test]
 fn a_child_without_pidfds_reports_its_exit_and_is_killed_on_cancel() {
     use std::sync::atomic::Ordering;
+    let _one_at_a_time = crate::sys::FORCE_PID_FALLBACK_TESTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let before = crate::sys::PID_FALLBACK_OPENS.load(Ordering::SeqCst);
     crate::sys::FORCE_PID_FALLBACK.store(true, Ordering::SeqCst);
     let ran = std::panic::catch_unwind(child_exit_and_cancel);
