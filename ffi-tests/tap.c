@@ -4,6 +4,7 @@
 
 #include "tap.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,40 @@ static size_t planned;
 static bool have_plan;
 static size_t run;
 static size_t failed;
+
+/* The last diagnostics of the test running now: repeated on stderr when it
+ * fails, because prove shows a test's stderr but not its TAP diagnostics, so
+ * a CI log then says why. */
+#define KEPT_DIAGS 24
+static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
+static char kept[KEPT_DIAGS][240];
+static size_t kept_n;
+
+static void keep_diag(const char *line)
+{
+    pthread_mutex_lock(&kept_mu);
+    char *slot = kept[kept_n % KEPT_DIAGS];
+    size_t len = strlen(line);
+    if (len >= sizeof kept[0])
+        len = sizeof kept[0] - 1;
+    memcpy(slot, line, len);
+    slot[len] = '\0';
+    kept_n++;
+    pthread_mutex_unlock(&kept_mu);
+}
+
+static void flush_kept(const char *test, bool pass)
+{
+    pthread_mutex_lock(&kept_mu);
+    if (!pass) {
+        size_t first = kept_n > KEPT_DIAGS ? kept_n - KEPT_DIAGS : 0;
+        fprintf(stderr, "not ok - %s; its last diagnostics:\n", test);
+        for (size_t i = first; i < kept_n; i++)
+            fprintf(stderr, "#   %s\n", kept[i % KEPT_DIAGS]);
+    }
+    kept_n = 0;
+    pthread_mutex_unlock(&kept_mu);
+}
 
 void tap_plan(size_t n)
 {
@@ -32,12 +67,13 @@ bool tap_ok(bool pass, const char *fmt, ...)
     run++;
     if (!pass)
         failed++;
-    printf("%sok %zu - ", pass ? "" : "not ", run);
+    char name[200];
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    printf("\n");
+    printf("%sok %zu - %s\n", pass ? "" : "not ", run, name);
     fflush(stdout);
+    flush_kept(name, pass);
     return pass;
 }
 
@@ -45,12 +81,13 @@ void tap_diag(const char *fmt, ...)
 {
     va_list ap;
 
-    printf("# ");
+    char line[1024];
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    printf("\n");
+    printf("# %s\n", line);
     fflush(stdout);
+    keep_diag(line);
 }
 
 int tap_done(void)
