@@ -53,35 +53,6 @@ static bgjob_result create_with(struct tracker *t, bgjob_worker_callback worker,
     return create_flags(t, worker, deadline_ms, 0, name, out);
 }
 
-static struct rlimit saved_nproc;
-
-/* Makes every thread creation in this (child) process fail with EAGAIN. */
-static bool forbid_threads(void)
-{
-    bool ok = true;
-    struct rlimit r;
-
-    if (geteuid() == 0) {
-        CHECK(setgroups(0, NULL) == 0);
-        CHECK(setgid(65534) == 0);
-        CHECK(setuid(65534) == 0);
-        REQUIRE(ok);
-    }
-    REQUIRE(getrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
-    r = saved_nproc;
-    r.rlim_cur = 1;
-    REQUIRE(setrlimit(RLIMIT_NPROC, &r) == 0);
-    return ok;
-}
-
-static bool allow_threads(void)
-{
-    bool ok = true;
-
-    CHECK(setrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
-    return ok;
-}
-
 /* ---- a hook that blocks delays no other job's deadline (item 3) ---------------------------- */
 
 struct slow_hook {

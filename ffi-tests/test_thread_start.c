@@ -25,36 +25,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct rlimit saved_nproc;
-
-/* Makes every thread creation in this (child) process fail with EAGAIN. */
-static bool forbid_threads(void)
-{
-    bool ok = true;
-    struct rlimit r;
-
-    if (geteuid() == 0) {
-        CHECK(setgroups(0, NULL) == 0);
-        CHECK(setgid(65534) == 0);
-        CHECK(setuid(65534) == 0);
-        REQUIRE(ok);
-    }
-    REQUIRE(getrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
-    r = saved_nproc;
-    /* This process counts already, so a limit of 1 leaves room for no thread. */
-    r.rlim_cur = 1;
-    REQUIRE(setrlimit(RLIMIT_NPROC, &r) == 0);
-    return ok;
-}
-
-static bool allow_threads(void)
-{
-    bool ok = true;
-
-    CHECK(setrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
-    return ok;
-}
-
 static void *noop_thread(void *arg)
 {
     return arg;

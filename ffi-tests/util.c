@@ -5,7 +5,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -420,5 +422,34 @@ bool in_child(int alarm_s, bool (*body)(void))
     CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
            WIFEXITED(status) ? "exited with" : "killed by signal (hung?)",
            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return ok;
+}
+
+static struct rlimit saved_nproc;
+
+bool forbid_threads(void)
+{
+    bool ok = true;
+    struct rlimit r;
+
+    if (geteuid() == 0) {
+        CHECK(setgroups(0, NULL) == 0);
+        CHECK(setgid(65534) == 0);
+        CHECK(setuid(65534) == 0);
+        REQUIRE(ok);
+    }
+    REQUIRE(getrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
+    r = saved_nproc;
+    /* This process counts already, so a limit of 1 leaves room for no thread. */
+    r.rlim_cur = 1;
+    REQUIRE(setrlimit(RLIMIT_NPROC, &r) == 0);
+    return ok;
+}
+
+bool allow_threads(void)
+{
+    bool ok = true;
+
+    CHECK(setrlimit(RLIMIT_NPROC, &saved_nproc) == 0);
     return ok;
 }

@@ -131,6 +131,12 @@ bool poll_state(bgjob_job *job, int32_t want);
  * and reports how the child ended: true only if `body` returned true. */
 bool in_child(int alarm_s, bool (*body)(void));
 
+/* For a forked child: makes every thread creation in this process fail with
+ * EAGAIN (RLIMIT_NPROC 1; as root it first drops to nobody, whom the limit
+ * binds), and allow_threads restores the limit. */
+bool forbid_threads(void);
+bool allow_threads(void);
+
 /* The number of live jobs (bgjob_list_jobs), or SIZE_MAX on error. */
 size_t live_jobs(void);
 
