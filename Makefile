@@ -387,11 +387,11 @@ check-valgrind: $(TESTS)
 # python/bgjob/_enums.py is generated from the enums in include/bgjob.h:
 # `make py-enums` rewrites it; check-py-enums fails (with a diff) while the
 # committed file and the header disagree.
-py-enums: include/bgjob.h
+py-enums: include/bgjob.h $(wildcard include/bgjob_*.h)
 	$(call need,$(PYTHON),python3)
 	$(PYTHON) scripts/gen_py_enums.py
 
-check-py-enums: include/bgjob.h
+check-py-enums: include/bgjob.h $(wildcard include/bgjob_*.h)
 	$(call need,$(PYTHON),python3)
 	$(PYTHON) scripts/gen_py_enums.py --check
 

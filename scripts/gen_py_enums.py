@@ -151,6 +151,25 @@ def parse_enums(text: str) -> list[tuple[str, str, list[tuple[str, int]]]]:
     return out
 
 
+def read_header(path: str, seen: set[str] | None = None) -> str:
+    """The header's text, with the text of any project header it includes
+    with quotes (`#include "bgjob_types.h"`, next to it) spliced in at the
+    include, so enums moved into a topic header are still found."""
+    seen = set() if seen is None else seen
+    path = os.path.abspath(path)
+    if path in seen:
+        return ""
+    seen.add(path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+
+    def splice(m: re.Match[str]) -> str:
+        inc = os.path.join(os.path.dirname(path), m.group(1))
+        return read_header(inc, seen) if os.path.isfile(inc) else m.group(0)
+
+    return re.sub(r'^#include[ \t]+"([^"]+)"[^\n]*$', splice, text, flags=re.M)
+
+
 def camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
@@ -188,8 +207,7 @@ def main() -> int:
     ap.add_argument("--output", default=OUTPUT)
     args = ap.parse_args()
 
-    with open(args.header, encoding="utf-8") as f:
-        header = f.read()
+    header = read_header(args.header)
     try:
         want = render(header)
     except HeaderError as e:
