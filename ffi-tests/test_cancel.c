@@ -54,6 +54,7 @@ static bool test_cancel_while_running(void)
     bool ok = true;
     struct tracker t;
     bgjob_job *job = NULL;
+    bgjob_info info;
     int32_t status = -1;
 
     tracker_init(&t);
@@ -66,8 +67,16 @@ static bool test_cancel_while_running(void)
     CHECK_EQ(status, BGJOB_CANCEL_STATUS_REQUESTED);
     CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
     CHECK_EQ(atomic_load(&t.saw_cancel), 1);
+    CHECK_EQ(atomic_load(&t.runs), 1);
     CHECK_EQ(atomic_load(&t.frees), 1);
     CHECK_EQ(atomic_load(&t.free_early), 0);
+    if (info_of(job, &info)) {
+        CHECK_STATE(info.state, BGJOB_STATE_CANCELLED);
+        CHECK(info.cancel_requested);
+        CHECK_EQ(info.remaining_ms, 0);
+    } else {
+        ok = false;
+    }
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
     return ok;
 }

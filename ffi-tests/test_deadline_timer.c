@@ -1,6 +1,5 @@
 /*
- * test_deadline_timer.c: deadlines and the one process-wide timer thread
- * (issue 13, items 3, 4 and 5).
+ * test_deadline_timer.c: deadlines and the one process-wide timer thread.
  *
  * - A deadline's cancel runs the job's cancellation hooks off the timer
  *   thread, so a hook that blocks delays no other job's deadline and no

@@ -1,6 +1,6 @@
 /*
  * test_fork_every_handle.c: after fork(), every parent handle of every type is
- * invalid in the child, and nothing hangs there (issue 13, item 11).
+ * invalid in the child, and nothing hangs there.
  *
  * The parent holds a handle of each type — a job (with a deadline, so the
  * timer has work), a context, a transaction with a member not yet started,

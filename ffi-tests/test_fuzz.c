@@ -1,6 +1,6 @@
 /*
- * test_fuzz.c: a seeded, multi-threaded adversarial fuzzer over the C API
- * (issue 13's "adversarial fuzzer, in CI"), written against bgjob.h only.
+ * test_fuzz.c: a seeded, multi-threaded adversarial fuzzer over the C API,
+ * run in CI, written against bgjob.h only.
  *
  * Where test_stress.c hammers single jobs, this program plays whole
  * *scenarios* -- what a driver does with a job from create to release -- on
@@ -21,8 +21,9 @@
  *              detached with and without cancel, the transaction destroyed
  *              early or with every member detached
  *   txnwait    (with txn) member completions wait for a sibling with
- *              bgjob_job_wait; a class of its own because, while issue 13 #2
- *              stands, it deadlocks and the watchdog ends the run
+ *              bgjob_job_wait; a class of its own because, where the
+ *              completion-thread bug stands, it deadlocks and the watchdog
+ *              ends the run
  *   finalize   manual-finalize jobs: finalize, cancel while WAITING, destroy
  *              refused and wait timing out while WAITING, detach with and
  *              without cancel while running or WAITING, a cancel then detach,
@@ -67,7 +68,7 @@
  * - once any call observed a job terminal (wait, get_state, get_info, its
  *   completion) no cancel hook of it starts or is still running, and none
  *   runs after destroy returned; commit, abort and clean run before the job
- *   ends and before its completion (issue 13 #1);
+ *   ends and before its completion (hook-after-end);
  * - every worker, commit/abort, clean and hook runs at most once, the
  *   completion exactly once; every userdata (worker, completion, finalize,
  *   hook, child line, log, run-in-thread) is freed exactly once, the
@@ -75,13 +76,13 @@
  * - a completion without a context runs on its own worker's thread (a
  *   manual-finalize job's may run on the finalizing thread or a bgjob
  *   thread), a context's on the dispatching thread, never inside the call
- *   that ended the job (issue 13 #2); hooks, finalizers and log lines never
+ *   that ended the job (completion-thread); hooks, finalizers and log lines never
  *   run on a bgjob-internal thread that is not a job's (named after it), such
- *   as the timer (issue 13 #3);
+ *   as the timer (internal-thread);
  * - a transaction commits all members or aborts all, consistently with
  *   their outcomes;
  * - a detached job always ends by itself: its completion and finalizers run
- *   and it leaves the list (issue 13 #7, #8, #9); no job is left at the end,
+ *   and it leaves the list (detached-vanished, detached-never-ended); no job is left at the end,
  *   no completion stays queued;
  * - handles: a released handle is INVALID_HANDLE for its owner; wrong-type
  *   handles get INVALID_HANDLE; get_info through a handle gives its job;
@@ -90,29 +91,30 @@
  *   what each stuck thread was doing and to which job, the live jobs, and
  *   every thread's stack (gdb, else eu-stack) on stderr.
  *
- * On the base of issue 13 (ab47c89) each of these reproduces it, whatever the
- * seed (the seeds are the ones recorded in the report):
- *   #1  FUZZ_ONLY=hooks FUZZ_SEED=1        hook-after-end: a hook runs while
+ * At commit ab47c89, before the fixes, each of these runs reproduces its bug
+ * class, whatever the seed (these are the seeds first recorded):
+ *       FUZZ_ONLY=hooks FUZZ_SEED=1        hook-after-end: a hook runs while
  *                                          wait/the completion saw the job end,
  *                                          and after destroy returned
- *   #2  FUZZ_ONLY=txn FUZZ_SEED=1          completion-thread: a member's
+ *       FUZZ_ONLY=txn FUZZ_SEED=1          completion-thread: a member's
  *                                          completion runs while a sibling is
  *                                          still WAITING
  *       FUZZ_ONLY=txn,txnwait FUZZ_SEED=1  the deadlock itself: the watchdog
  *                                          fires, stacks show completion ->
  *                                          bgjob_job_wait on a worker thread
- *   #7  FUZZ_ONLY=finalize FUZZ_SEED=1     detached-vanished (detach+cancel
+ *       FUZZ_ONLY=finalize FUZZ_SEED=1     detached-vanished (detach+cancel
  *                                          while running; cancel, then
  *                                          detach+cancel while WAITING)
- *   #8  FUZZ_ONLY=detach FUZZ_SEED=1       detached-never-ended (internally
+ *       FUZZ_ONLY=detach FUZZ_SEED=1       detached-never-ended (internally
  *                                          paused, with or without a user pause)
- *   #9  FUZZ_ONLY=txn FUZZ_SEED=1          detached-never-ended ("manual
+ *       FUZZ_ONLY=txn FUZZ_SEED=1          detached-never-ended ("manual
  *                                          finalize, all members detached, then
  *                                          the txn destroyed")
- *   #3  FUZZ_ONLY=deadline,log FUZZ_SEED=5 internal-thread: hooks and log
+ *       FUZZ_ONLY=deadline,log FUZZ_SEED=5 internal-thread: hooks and log
  *                                          lines on 'bgjob-timer'
- * With those fixed (main 144b1e7 for #1 #2 #7 #8 #9, the proc branch for #3)
- * none of these runs reports its class any more (main: 0 violations in each).
+ * With those fixed (commit 144b1e7 for all but internal-thread, which was
+ * fixed later) none of these runs reports its class any more (0 violations
+ * in each).
  */
 
 #include "tap.h"
@@ -199,12 +201,12 @@ enum vclass {
 };
 
 static const char *const vclass_names[V_COUNT] = {
-    "hook-after-end (issue 13 #1)",
+    "hook-after-end",
     "finalizer-after-end",
-    "completion-thread (issue 13 #2)",
-    "internal-thread (issue 13 #3)",
-    "detached-vanished (issue 13 #7)",
-    "detached-never-ended (issue 13 #8/#9)",
+    "completion-thread",
+    "internal-thread",
+    "detached-vanished",
+    "detached-never-ended",
     "exactly-once",
     "state",
     "result-code",
@@ -728,7 +730,7 @@ static void poke_other(uint64_t *rng, bool may_cancel)
 
 /* ---- callbacks ------------------------------------------------------------------- */
 
-/* User code must never run on the timer thread (issue 13 #3): a hook or
+/* User code must never run on the timer thread (internal-thread): a hook or
  * finalizer on a thread that never ran a worker, is none of ours, and is not
  * named after one of our jobs ("fz-...": a job thread, or a pool thread
  * running a deadline's cancel for that job) is on bgjob's own. */
@@ -933,7 +935,7 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
          * is terminal (so it may wait for a sibling), on a bgjob thread:
          * the settling member's worker thread or one of its own, never one
          * after another on a sibling's worker before the sibling ended
-         * (issue 13 #2: a completion waiting for a sibling deadlocked). */
+         * (completion-thread: a completion waiting for a sibling deadlocked). */
         int nm = atomic_load(&tx->nm);
         for (int i = 0; i < nm; i++) {
             struct rec *sib = tx->m[i];

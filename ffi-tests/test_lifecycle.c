@@ -1,6 +1,7 @@
 /*
  * test_lifecycle.c: a job reaches each terminal state (COMPLETED, FAILED with
- * its code and message, CANCELLED), bgjob_job_finish overrides the worker's
+ * its code and message, CANCELLED with its error; cancelling at each stage of
+ * a job is test_cancel.c's), bgjob_job_finish overrides the worker's
  * return value, options and their defaults, thread names, ids, and the first
  * snapshot of a job.
  */
@@ -127,36 +128,6 @@ static bool test_failed_with_negative_code(void)
     CHECK_STATE(wait_end(job), BGJOB_STATE_FAILED);
     CHECK_RC(bgjob_job_get_error(job, &code, NULL, 0, NULL), BGJOB_RESULT_OK);
     CHECK_EQ(code, -EINVAL);
-    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
-    return ok;
-}
-
-static bool test_cancelled_running(void)
-{
-    bool ok = true;
-    struct tracker t;
-    bgjob_job *job = NULL;
-    bgjob_info info;
-    int32_t status = -1;
-
-    tracker_init(&t);
-    CHECK_RC(job_create(&t, worker_until_cancel, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &job),
-             BGJOB_RESULT_OK);
-    REQUIRE(job != NULL);
-    CHECK(poll_long_ge(&t.iterations, 1));
-    CHECK_RC(bgjob_job_cancel(job, &status), BGJOB_RESULT_OK);
-    CHECK_EQ(status, BGJOB_CANCEL_STATUS_REQUESTED);
-    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
-    CHECK_EQ(atomic_load(&t.saw_cancel), 1);
-    CHECK_EQ(atomic_load(&t.runs), 1);
-    CHECK_EQ(atomic_load(&t.frees), 1);
-    if (info_of(job, &info)) {
-        CHECK_STATE(info.state, BGJOB_STATE_CANCELLED);
-        CHECK(info.cancel_requested);
-        CHECK_EQ(info.remaining_ms, 0);
-    } else {
-        ok = false;
-    }
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
     return ok;
 }
@@ -580,7 +551,6 @@ int main(void)
         TAP_TEST(test_failed_with_code_and_message),
         TAP_TEST(test_failed_with_returned_code_only),
         TAP_TEST(test_failed_with_negative_code),
-        TAP_TEST(test_cancelled_running),
         TAP_TEST(test_cancelled_error_defaults),
         TAP_TEST(test_cancelled_keeps_worker_error),
         TAP_TEST(test_finish_overrides_return_value),

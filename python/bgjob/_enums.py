@@ -1,4 +1,9 @@
-"""The C enums as Python IntEnums (values checked against bgjob.h by the tests)."""
+"""The C enums as Python IntEnums.
+
+Generated from include/bgjob.h by scripts/gen_py_enums.py: do not edit by
+hand; run ``make py-enums`` after the header changes (``make check-py-enums``
+fails while this file and the header disagree).
+"""
 
 from __future__ import annotations
 

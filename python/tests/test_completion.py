@@ -247,7 +247,7 @@ def test_loop_context_goes_with_its_loop():
 
 @pytest.mark.parametrize("how", ["asyncio.run", "loop.close"])
 def test_job_that_outlives_its_loop_completes_anywhere(gate, how):
-    # Issue 14, bug 1: a job made inside a loop that is then closed (by
+    # A regression test: a job made inside a loop that is then closed (by
     # asyncio.run, or by hand without shutting its async generators down)
     # must still be awaitable in another loop, run its on_complete, and be
     # freed when dropped.
@@ -278,7 +278,7 @@ def test_job_that_outlives_its_loop_completes_anywhere(gate, how):
 
 
 def test_dispatch_raises_every_callback_exception():
-    # Issue 14, bug 3: on 3.9 and 3.10 every exception after the first was
+    # A regression test: on 3.9 and 3.10 every exception after the first was
     # lost. All of them reach the caller, on every version, in one group.
     errors = [KeyError("k"), ValueError("v"), OSError(5, "io")]
 

@@ -1,4 +1,4 @@
-"""A Job speaks concurrent.futures' language (issue 14): result(timeout),
+"""A Job speaks concurrent.futures' language: result(timeout),
 exception(timeout), done(), cancelled(), running(), add_done_callback, and
 bgjob.wait / bgjob.as_completed over several jobs; a worker's exception is
 raised as itself."""

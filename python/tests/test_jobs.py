@@ -72,7 +72,7 @@ def test_exception_in_worker_fails_the_job_with_its_text():
         assert job.error == bgjob.ErrorInfo(bgjob.EXCEPTION_CODE, "ValueError: bad block 7")
         assert job.info.error_code == bgjob.EXCEPTION_CODE
         assert isinstance(job.exception(), ValueError)
-        # Issue 14: the worker's exception is raised as itself, naming the job.
+        # The worker's exception is raised as itself, naming the job.
         with pytest.raises(ValueError, match="bad block 7") as ei:
             job.result()
         e = ei.value
@@ -634,7 +634,7 @@ def test_log_callback_sees_lifecycle_lines():
 
 
 def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
-    # Issue 14, bug 5: like asyncio's "Task exception was never retrieved".
+    # A regression test: like asyncio's "Task exception was never retrieved".
     def work(w):
         raise FileNotFoundError(2, "no such image", "/vm/disk.img")
 
@@ -664,7 +664,7 @@ def test_unobserved_failure_is_logged_once_when_the_job_is_dropped(caplog):
 
 
 def test_async_worker_is_refused():
-    # Issue 14, bug 5: an `async def` worker "completed" with a coroutine
+    # A regression test: an `async def` worker "completed" with a coroutine
     # object as its result, its body never run.
     ran = []
 
@@ -688,7 +688,7 @@ def test_async_worker_is_refused():
 
 
 def test_wait_on_a_job_never_started_is_refused():
-    # Issue 14, bug 6: wait() blocked forever, and wait(timeout) said "still
+    # A regression test: wait() blocked forever, and wait(timeout) said "still
     # running" of a CREATED job.
     job = bgjob.Job(lambda w: None, start=False, name="idle")
     with pytest.raises(bgjob.NotAllowed, match="not started"):

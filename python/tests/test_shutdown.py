@@ -170,7 +170,7 @@ def test_demo_ctrl_c_cancels_every_job(tmp_path):
 
 
 def test_bookkeeping_survives_a_thread_switch_anywhere(tmp_path):
-    # Issue 14, bug 2: the exit hook waits until bgjob has freed every
+    # A regression test: the exit hook waits until bgjob has freed every
     # userdata the binding handed it. The binding's count of them was a
     # global `+= 1` / `-= 1`, which a thread switch can split (seen on 3.9):
     # one lost update and the exit waited forever. Here the creating thread
@@ -250,7 +250,7 @@ def test_bookkeeping_survives_a_thread_switch_anywhere(tmp_path):
 
 
 def test_fork_child_exits_while_the_parent_has_jobs_running(tmp_path):
-    # Issue 14, bug 4: the child inherited the parent's count of outstanding
+    # A regression test: the child inherited the parent's count of outstanding
     # userdata, which its own exit hook then waited on forever.
     r = run_script(
         tmp_path,
@@ -283,7 +283,7 @@ def test_fork_child_exits_while_the_parent_has_jobs_running(tmp_path):
 
 
 def test_exit_timeout_bounds_the_wait_for_a_worker_that_ignores_cancel(tmp_path):
-    # Issue 14, bug 7: at exit bgjob cancels every job and waits for its
+    # A regression test: at exit bgjob cancels every job and waits for its
     # worker, as ThreadPoolExecutor waits for its threads; a worker that never
     # checks for cancel kept the process alive for as long as it ran. With an
     # exit timeout the wait is bounded: the process then says which jobs were

@@ -1,5 +1,5 @@
 /*
- * test_wait.c: bgjob_job_wait. A running job times out (never early), a zero
+ * test_job_wait.c: bgjob_job_wait. A running job times out (never early), a zero
  * timeout polls, huge timeouts (INT64_MAX and friends) do not overflow into an
  * immediate time-out, negative ones wait forever, many threads may wait at
  * once, a job's own worker is refused, and when wait returns OK the userdata has

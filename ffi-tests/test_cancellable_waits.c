@@ -1,4 +1,4 @@
-/* Cancellable waits beyond sleep: the fd wait, the pollable cancel (wake) fd,
+/* test_cancellable_waits.c: cancellable waits beyond sleep: the fd wait, the pollable cancel (wake) fd,
  * deadlines with their cancel cause, and what a caller sees while a cancelled
  * worker cleans up (libxl's cancellation design). */
 #include "tap.h"
