@@ -570,16 +570,31 @@ typedef struct bgjob_job bgjob_job;
 typedef struct bgjob_txn bgjob_txn;
 
 /**
- * Called with each lifecycle log line (no trailing newline).
+ * A cancellation hook (libxl's design): anything a worker waits on (a timer,
+ * a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
  *
- * Runs on whichever thread the event happened on (never bgjob's timer thread),
- * with no bgjob lock held, on every path (a failed thread start included). It
- * may call any bgjob function, `bgjob_set_log_callback` included: a
- * replacement takes effect from the next line, and the replaced callback's
- * free function runs once the line being delivered to it is done. `line` is
- * valid only during the call.
+ * Called at most once, with its userdata and the job's handle: on the thread
+ * that cancels the job (hooks run one at a time in registration order, with no
+ * bgjob lock held), or at once on the registering thread when cancel had
+ * already been requested. A cancel made by the job's deadline runs on a bgjob
+ * thread named after the job, started for it (never bgjob's timer thread), so
+ * a hook that blocks holds back no other job's deadline.
+ *
+ * The job's end and its hooks never overlap: the job does not become WAITING
+ * or terminal while one of its hooks runs (its end waits for the hook to
+ * return), and the hooks not yet called when its worker returns — a worker
+ * that saw the cancel and returned before the cancel got to them — are
+ * removed without being called. So once any call has seen the job end (wait,
+ * get_info, the completion), none of its hooks runs or is still running, and
+ * a driver may free what they point to.
+ *
+ * It may call any bgjob function, including removing itself or cancelling
+ * its job (both return at once); `bgjob_job_wait` on its own job is refused
+ * with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
+ * returns). It must not block on something only the job's end would bring.
+ * It must not `longjmp` out.
  */
-typedef void (*bgjob_log_callback)(void *userdata, const char *line);
+typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
 
 /**
  * Frees userdata. Called exactly once, after the last callback that uses the
@@ -688,79 +703,6 @@ typedef struct bgjob_child_options {
      */
     size_t fd_count;
 } bgjob_child_options;
-
-/**
- * The function a job runs on its own thread.
- *
- * Called once, on the job's worker thread (named after the job), with the
- * `userdata` given at create and the job's handle. Return 0 for success; any
- * other value fails the job with that value as its error code (or, if cancel
- * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
- * the status before returning instead.
- *
- * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
- * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
- * wait for itself; the job is running). Progress
- * calls made here park the worker while the job is paused. It must not
- * `longjmp` out of the call or throw a C++ exception through it.
- */
-typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
-
-/**
- * Called exactly once when a job that has one has ended: `state` is its
- * terminal `bgjob_state`, and `job` its handle, still valid during the call
- * (read its error or result here) unless the caller destroyed it earlier.
- *
- * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
- * Without one:
- * - a job on its own whose worker's return ended it: its worker thread, right
- *   after the worker returned (and after its commit/abort and clean);
- * - a transaction member: only once every member is terminal (so it may wait
- *   for a sibling); the member whose worker's return settled the group gets
- *   it on that worker thread, last, every other member on a bgjob thread of
- *   its own — never on a sibling's worker thread;
- * - a job ended by a call (a cancel of a job that never ran, destroy,
- *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
- *   detach): a bgjob thread of its own.
- *
- * Never inside the call that ended the job (create, start, cancel, destroy,
- * detach, finalize), never with a bgjob lock held. The one exception: when
- * no thread can be started (EAGAIN) for a callback that needs one of its
- * own, it runs at the end of the call that ended the job, rather than never.
- *
- * It may call any bgjob function: destroy this job (the handle is then
- * invalid), cancel or destroy other jobs, create and start new ones. A
- * `bgjob_context_dispatch` of the context dispatching it is refused with
- * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
- */
-typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, int32_t state);
-
-/**
- * A cancellation hook (libxl's design): anything a worker waits on (a timer,
- * a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
- *
- * Called at most once, with its userdata and the job's handle: on the thread
- * that cancels the job (hooks run one at a time in registration order, with no
- * bgjob lock held), or at once on the registering thread when cancel had
- * already been requested. A cancel made by the job's deadline runs on a bgjob
- * thread named after the job, started for it (never bgjob's timer thread), so
- * a hook that blocks holds back no other job's deadline.
- *
- * The job's end and its hooks never overlap: the job does not become WAITING
- * or terminal while one of its hooks runs (its end waits for the hook to
- * return), and the hooks not yet called when its worker returns — a worker
- * that saw the cancel and returned before the cancel got to them — are
- * removed without being called. So once any call has seen the job end (wait,
- * get_info, the completion), none of its hooks runs or is still running, and
- * a driver may free what they point to.
- *
- * It may call any bgjob function, including removing itself or cancelling
- * its job (both return at once); `bgjob_job_wait` on its own job is refused
- * with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
- * returns). It must not block on something only the job's end would bring.
- * It must not `longjmp` out.
- */
-typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
 
 /**
  * A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -881,6 +823,35 @@ typedef struct bgjob_job_entry {
 } bgjob_job_entry;
 
 /**
+ * Called exactly once when a job that has one has ended: `state` is its
+ * terminal `bgjob_state`, and `job` its handle, still valid during the call
+ * (read its error or result here) unless the caller destroyed it earlier.
+ *
+ * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
+ * Without one:
+ * - a job on its own whose worker's return ended it: its worker thread, right
+ *   after the worker returned (and after its commit/abort and clean);
+ * - a transaction member: only once every member is terminal (so it may wait
+ *   for a sibling); the member whose worker's return settled the group gets
+ *   it on that worker thread, last, every other member on a bgjob thread of
+ *   its own — never on a sibling's worker thread;
+ * - a job ended by a call (a cancel of a job that never ran, destroy,
+ *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+ *   detach): a bgjob thread of its own.
+ *
+ * Never inside the call that ended the job (create, start, cancel, destroy,
+ * detach, finalize), never with a bgjob lock held. The one exception: when
+ * no thread can be started (EAGAIN) for a callback that needs one of its
+ * own, it runs at the end of the call that ended the job, rather than never.
+ *
+ * It may call any bgjob function: destroy this job (the handle is then
+ * invalid), cancel or destroy other jobs, create and start new ones. A
+ * `bgjob_context_dispatch` of the context dispatching it is refused with
+ * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
+ */
+typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, int32_t state);
+
+/**
  * Options for `bgjob_job_create`. Fill with
  * `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
  * fields at the end, and bgjob reads no more than `struct_size` bytes, giving
@@ -974,56 +945,170 @@ typedef struct bgjob_job_options {
     bgjob_free_callback finalize_free;
 } bgjob_job_options;
 
+/**
+ * The function a job runs on its own thread.
+ *
+ * Called once, on the job's worker thread (named after the job), with the
+ * `userdata` given at create and the job's handle. Return 0 for success; any
+ * other value fails the job with that value as its error code (or, if cancel
+ * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
+ * the status before returning instead.
+ *
+ * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
+ * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
+ * wait for itself; the job is running). Progress
+ * calls made here park the worker while the job is paused. It must not
+ * `longjmp` out of the call or throw a C++ exception through it.
+ */
+typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
+
+/**
+ * Called with each lifecycle log line (no trailing newline).
+ *
+ * Runs on whichever thread the event happened on (never bgjob's timer thread),
+ * with no bgjob lock held, on every path (a failed thread start included). It
+ * may call any bgjob function, `bgjob_set_log_callback` included: a
+ * replacement takes effect from the next line, and the replaced callback's
+ * free function runs once the line being delivered to it is done. `line` is
+ * valid only during the call.
+ */
+typedef void (*bgjob_log_callback)(void *userdata, const char *line);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The version of this library, e.g. `"0.1.0"`. Static; never free it.
+ * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
+ * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
+ * hooks run one at a time in registration order. (A deadline's cancel calls
+ * them on a bgjob thread named after the job, never on the timer thread.) If
+ * cancel was already requested, the hook runs at once on this thread before
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+ * still registered when the job's worker returns are removed without being
+ * called, and the job does not end while one of its hooks runs (see
+ * `bgjob_hook_callback`): once any call has seen the job end, none of its
+ * hooks runs or is still running.
  *
- * # Safety
- * Always safe to call, from any thread.
- */
-const char *bgjob_version(void);
-
-/**
- * The ABI version of the loaded library: the number in its SONAME
- * (`libbgjob.so.<n>`). Compare with `BGJOB_ABI_VERSION` from the header you
- * compiled against; they differ only when the library is incompatible.
- *
- * # Safety
- * Always safe to call, from any thread.
- */
-uint32_t bgjob_abi_version(void);
-
-/**
- * A static, human-readable string for a result code; `"unknown result"` for a
- * number that is not one. Never NULL; never free it.
- *
- * # Safety
- * Always safe to call, from any thread.
- */
-const char *bgjob_result_str(int32_t result);
-
-/**
- * Installs a log callback, replacing any earlier one (whose free function then
- * runs once the last line being delivered to it is done), or removes it when
- * `callback` is NULL. With a callback installed, lines go to it whatever
- * `BGJOB_DEBUG` says; without, they go to stderr only when `BGJOB_DEBUG=1`.
- *
- * Ownership: `userdata` passes to bgjob; `userdata_free` (may be NULL) is called
- * exactly once when the callback is replaced or removed — or at once, if this
- * call fails or `callback` is NULL.
+ * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
+ * NULL) runs exactly once: after the hook ran, when it is removed, when the job
+ * ends, or at once if this call fails.
  *
  * # Returns
- * `BGJOB_RESULT_OK`.
+ * `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
+ * `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
+ * for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * once the job has ended.
  *
  * # Safety
- * `callback` and `userdata_free` are NULL or valid functions. Thread-safe.
+ * `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
+ * or writable. Thread-safe.
  */
-bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
-                                    void *userdata,
-                                    bgjob_free_callback userdata_free);
+bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
+                                       bgjob_hook_callback hook,
+                                       void *userdata,
+                                       bgjob_free_callback userdata_free,
+                                       uint64_t *hook_id_out);
+
+/**
+ * Removes a cancellation hook. When this returns, the hook is not running and
+ * will not run: one being called on another thread is waited for. Called from
+ * inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
+ * `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
+ * or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_id);
+
+/**
+ * A cancellable sleep for the worker: returns after `ms` milliseconds of active
+ * time, or at once when cancel is requested. While the job is paused the worker
+ * parks here and the paused time does not count; spurious wake-ups never
+ * shorten it. Huge values are fine (the sleep is then ended by cancel).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * running.
+ *
+ * # Safety
+ * Any handle value is safe. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
+
+/**
+ * Gives the job's wake fd, for a worker with its own `poll` loop: readable
+ * once cancel was requested (it stays so) and while a user pause is pending
+ * (until resume). When it turns readable, call `bgjob_job_pause_point`: it
+ * parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
+ * cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
+ * not read, write or close it); it lives until the job is destroyed.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
+ *
+ * # Safety
+ * `fd_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_job_get_cancel_fd(struct bgjob_job *job, int32_t *fd_out);
+
+/**
+ * A cancellable wait for an fd, for the worker: waits until `fd` is ready for
+ * `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
+ * `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
+ * once when cancel is requested. While the job is paused the worker parks
+ * here and the paused time does not count.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
+ * `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
+ * `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
+ * `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
+ * if poll itself failed (errno says why).
+ *
+ * # Safety
+ * `revents_out` is NULL or writable. Meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
+                               int32_t fd,
+                               uint32_t events,
+                               int64_t timeout_ms,
+                               uint32_t *revents_out);
+
+/**
+ * Gives the job a deadline: once it has run `ms` milliseconds of active time
+ * (counted from its start, paused time excluded) it is cancelled, and
+ * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
+ * deadline. Setting one that has already passed cancels the job at once (on
+ * another thread, shortly after this returns). Allowed in CREATED, RUNNING
+ * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
+ *
+ * bgjob's one timer thread (started by the first deadline) only notices the
+ * time; the cancel, with the job's cancellation hooks, runs on a bgjob thread
+ * named after the job, so a hook that blocks delays no other job's deadline.
+ * If that thread cannot be started when the deadline passes (EAGAIN), the
+ * cancel is tried again every 20 ms until it can be: the deadline is late,
+ * never lost.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+ * ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
+ * (the job's deadline is then unchanged).
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_set_deadline(struct bgjob_job *job, int64_t ms);
 
 /**
  * Fills `options` with the defaults (no argv; stdout and stderr inherited;
@@ -1240,221 +1325,117 @@ bgjob_result bgjob_context_dispatch(struct bgjob_context *context, size_t max, s
 bgjob_result bgjob_context_pending(struct bgjob_context *context, size_t *count_out);
 
 /**
- * Runs `worker` on a new job's thread and delivers `completion` through
- * `context` (QIOTask's `qio_task_run_in_thread`): one call makes the job,
- * starts it, and calls `completion(completion_userdata, job, state)` on the
- * thread that dispatches `context` once it has ended.
+ * Requests cancellation and returns at once (it never waits for the worker).
  *
- * With `job_out` NULL nobody keeps the job: its handle is valid inside the
- * completion callback (read its error and result there) and released right
- * after it, or when the callback will never run (the context was destroyed
- * first); with no completion either, the job runs detached and frees itself.
- * With `job_out` non-NULL the caller keeps the handle and destroys it.
+ * Cancel is cooperative: the worker learns of it from `bgjob_job_check_cancel`
+ * and `bgjob_job_pause_point` (both return `BGJOB_RESULT_CANCELLED`), and a
+ * worker parked at a pause point or progress call wakes up. Progress calls
+ * themselves still succeed after a cancel (an update is not a failure), so a
+ * worker must check. The worker decides the outcome (a job may still complete). A
+ * CREATED job ends CANCELLED without its worker running (its userdata is freed
+ * before this returns). A paused job is resumed so its worker can see the cancel.
  *
- * A QIOTask-style "source object" is kept alive by taking a reference before
- * the call and passing its unref as `completion_free` (see
- * `examples/poll_loop.c`).
- *
- * Ownership: both userdata pointers pass to bgjob on every path; each free
- * function (may be NULL) runs exactly once, as for `bgjob_job_create`.
- * `name` may be NULL; `context` may be NULL (the completion then runs on the
- * worker thread); `completion` may be NULL only when `context` is.
+ * `status_out` (may be NULL) gets which race this call met: REQUESTED,
+ * ALREADY_REQUESTED or ALREADY_FINISHED.
  *
  * # Returns
- * As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
- * `context`.
+ * `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * # Safety
- * `name` is NULL or a NUL-terminated string; `job_out` is NULL or writable;
- * the callbacks are NULL or valid functions. Thread-safe.
+ * `status_out` is NULL or writable. Thread-safe; any number of threads may
+ * cancel the same job at once: exactly one gets REQUESTED.
  */
-bgjob_result bgjob_run_in_thread(struct bgjob_context *context,
-                                 const char *name,
-                                 bgjob_worker_callback worker,
-                                 void *worker_userdata,
-                                 bgjob_free_callback worker_free,
-                                 bgjob_completion_callback completion,
-                                 void *completion_userdata,
-                                 bgjob_free_callback completion_free,
-                                 struct bgjob_job **job_out);
+bgjob_result bgjob_job_cancel(struct bgjob_job *job, int32_t *status_out);
 
 /**
- * Worker side: leaves a result for the caller, replacing an earlier one (which
- * is freed now). Ownership of `result` passes to bgjob on every path:
- * `result_free` (may be NULL) runs exactly once — when replaced, when the job
- * is destroyed, or at once if this call fails — unless the caller takes it
- * with `bgjob_job_take_result`.
+ * Pauses a running job: its worker parks at its next pause point, and elapsed
+ * time stops counting.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once the job has ended.
- *
- * # Safety
- * `result_free` is NULL or a valid function. Thread-safe.
- */
-bgjob_result bgjob_job_set_result(struct bgjob_job *job,
-                                  void *result,
-                                  bgjob_free_callback result_free);
-
-/**
- * Writes the job's result pointer to `*result_out` (NULL if the worker left
- * none). The job still owns it: it stays valid until the job is destroyed.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
- * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
- *
- * # Safety
- * `result_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_result(struct bgjob_job *job, void **result_out);
-
-/**
- * Takes the job's result: `*result_out` gets the pointer (NULL if none) and
- * the caller now owns it; bgjob will not call its free function.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
- * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
- *
- * # Safety
- * `result_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
-
-/**
- * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
- * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
- * hooks run one at a time in registration order. (A deadline's cancel calls
- * them on a bgjob thread named after the job, never on the timer thread.) If
- * cancel was already requested, the hook runs at once on this thread before
- * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
- * still registered when the job's worker returns are removed without being
- * called, and the job does not end while one of its hooks runs (see
- * `bgjob_hook_callback`): once any call has seen the job end, none of its
- * hooks runs or is still running.
- *
- * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
- * NULL) runs exactly once: after the hook ran, when it is removed, when the job
- * ends, or at once if this call fails.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
- * `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
- * for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once the job has ended.
- *
- * # Safety
- * `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
- * or writable. Thread-safe.
- */
-bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
-                                       bgjob_hook_callback hook,
-                                       void *userdata,
-                                       bgjob_free_callback userdata_free,
-                                       uint64_t *hook_id_out);
-
-/**
- * Removes a cancellation hook. When this returns, the hook is not running and
- * will not run: one being called on another thread is waited for. Called from
- * inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
- *
- * # Returns
- * `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
- * `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
- * or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+ * unless the job is RUNNING (so pausing twice is refused).
  *
  * # Safety
  * Any handle value is safe. Thread-safe.
  */
-bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_id);
+bgjob_result bgjob_job_pause(struct bgjob_job *job);
 
 /**
- * A cancellable sleep for the worker: returns after `ms` milliseconds of active
- * time, or at once when cancel is requested. While the job is paused the worker
- * parks here and the paused time does not count; spurious wake-ups never
- * shorten it. Huge values are fine (the sleep is then ended by cancel).
+ * Resumes a paused job.
  *
  * # Returns
- * `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
- * running.
- *
- * # Safety
- * Any handle value is safe. Meant for the job's worker thread.
- */
-bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
-
-/**
- * Gives the job's wake fd, for a worker with its own `poll` loop: readable
- * once cancel was requested (it stays so) and while a user pause is pending
- * (until resume). When it turns readable, call `bgjob_job_pause_point`: it
- * parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
- * cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
- * not read, write or close it); it lives until the job is destroyed.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
- *
- * # Safety
- * `fd_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_cancel_fd(struct bgjob_job *job, int32_t *fd_out);
-
-/**
- * A cancellable wait for an fd, for the worker: waits until `fd` is ready for
- * `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
- * `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
- * once when cancel is requested. While the job is paused the worker parks
- * here and the paused time does not count.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
- * `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
- * `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
- * `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
- * if poll itself failed (errno says why).
- *
- * # Safety
- * `revents_out` is NULL or writable. Meant for the job's worker thread.
- */
-bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
-                               int32_t fd,
-                               uint32_t events,
-                               int64_t timeout_ms,
-                               uint32_t *revents_out);
-
-/**
- * Gives the job a deadline: once it has run `ms` milliseconds of active time
- * (counted from its start, paused time excluded) it is cancelled, and
- * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
- * deadline. Setting one that has already passed cancels the job at once (on
- * another thread, shortly after this returns). Allowed in CREATED, RUNNING
- * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
- *
- * bgjob's one timer thread (started by the first deadline) only notices the
- * time; the cancel, with the job's cancellation hooks, runs on a bgjob thread
- * named after the job, so a hook that blocks delays no other job's deadline.
- * If that thread cannot be started when the deadline passes (EAGAIN), the
- * cancel is tried again every 20 ms until it can be: the deadline is late,
- * never lost.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
- * ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
- * (the job's deadline is then unchanged).
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * unless the job is PAUSED.
  *
  * # Safety
  * Any handle value is safe. Thread-safe.
  */
-bgjob_result bgjob_job_set_deadline(struct bgjob_job *job, int64_t ms);
+bgjob_result bgjob_job_resume(struct bgjob_job *job);
+
+/**
+ * Waits until the job has ended, for at most `timeout_ms` milliseconds (a
+ * negative value waits forever). WAITING is not an end: a job waiting for
+ * its transaction or for a manual finalize keeps this waiting (and a finite
+ * wait times out) until it is finalized. When it returns OK the job is terminal, its
+ * userdata has been freed, and a completion bound to a context is already
+ * queued there (one delivered on the worker thread may still be running). The
+ * handle stays valid: destroy it afterwards.
+ *
+ * `state_out` (may be NULL) gets the final `bgjob_state` on success.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
+ * wait for itself).
+ *
+ * # Safety
+ * `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
+ */
+bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, int32_t *state_out);
+
+/**
+ * Releases a job that has ended, or one that never started (which is cancelled
+ * first: its worker never runs and its userdata is freed now). Its result, if
+ * it has one and nobody took it, is freed now too. The handle and every copy
+ * of it are invalid afterwards.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);
+ * `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING, PAUSED,
+ * WAITING): wait for it, or use `bgjob_job_detach`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe: of two threads destroying the same
+ * handle, one succeeds and the other gets INVALID_HANDLE.
+ */
+bgjob_result bgjob_job_destroy(struct bgjob_job *job);
+
+/**
+ * Gives up the handle; the job frees itself when it ends. With
+ * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
+ * paused job is resumed and its internal pauses are dropped: nobody could
+ * resume them later, and from then on its STOP error policy reports instead
+ * of stopping).
+ *
+ * A detached job always reaches a terminal state by itself and runs its
+ * completion, commit/abort and clean exactly once: nobody can finalize it
+ * now, so a manual-finalize job (one WAITING already included) finalizes as
+ * soon as its work is done — committing if its worker succeeded, even after
+ * the cancel — and a manual-finalize transaction with a detached member
+ * finalizes by itself once every member is done.
+ * Detaching an ended job is the same as destroying it. The handle is invalid
+ * afterwards for the caller (the job's own worker may keep using it until it
+ * returns).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT`
+ * for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED` for a CREATED job (it would
+ * never run: start or destroy it instead).
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
 
 /**
  * Fills `*info_out` with one consistent snapshot of the job. Never waits on the
@@ -1604,21 +1585,6 @@ const char *bgjob_state_str(int32_t state);
 const char *bgjob_verb_str(int32_t verb);
 
 /**
- * Fills `options` with the defaults: bounded, started at once, named
- * `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
- * as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
- * a program built against an older, shorter struct keeps working.
- *
- * # Returns
- * `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL
- * or `size` is smaller than the first version of the struct.
- *
- * # Safety
- * `options` is NULL or points to `size` writable bytes. Thread-safe.
- */
-bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t size);
-
-/**
  * Creates a job that runs `worker(userdata, job)` on its own thread.
  *
  * Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
@@ -1674,117 +1640,151 @@ bgjob_result bgjob_job_create(const struct bgjob_job_options *options,
 bgjob_result bgjob_job_start(struct bgjob_job *job);
 
 /**
- * Requests cancellation and returns at once (it never waits for the worker).
+ * Runs `worker` on a new job's thread and delivers `completion` through
+ * `context` (QIOTask's `qio_task_run_in_thread`): one call makes the job,
+ * starts it, and calls `completion(completion_userdata, job, state)` on the
+ * thread that dispatches `context` once it has ended.
  *
- * Cancel is cooperative: the worker learns of it from `bgjob_job_check_cancel`
- * and `bgjob_job_pause_point` (both return `BGJOB_RESULT_CANCELLED`), and a
- * worker parked at a pause point or progress call wakes up. Progress calls
- * themselves still succeed after a cancel (an update is not a failure), so a
- * worker must check. The worker decides the outcome (a job may still complete). A
- * CREATED job ends CANCELLED without its worker running (its userdata is freed
- * before this returns). A paused job is resumed so its worker can see the cancel.
+ * With `job_out` NULL nobody keeps the job: its handle is valid inside the
+ * completion callback (read its error and result there) and released right
+ * after it, or when the callback will never run (the context was destroyed
+ * first); with no completion either, the job runs detached and frees itself.
+ * With `job_out` non-NULL the caller keeps the handle and destroys it.
  *
- * `status_out` (may be NULL) gets which race this call met: REQUESTED,
- * ALREADY_REQUESTED or ALREADY_FINISHED.
+ * A QIOTask-style "source object" is kept alive by taking a reference before
+ * the call and passing its unref as `completion_free` (see
+ * `examples/poll_loop.c`).
+ *
+ * Ownership: both userdata pointers pass to bgjob on every path; each free
+ * function (may be NULL) runs exactly once, as for `bgjob_job_create`.
+ * `name` may be NULL; `context` may be NULL (the completion then runs on the
+ * worker thread); `completion` may be NULL only when `context` is.
  *
  * # Returns
- * `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+ * As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
+ * `context`.
  *
  * # Safety
- * `status_out` is NULL or writable. Thread-safe; any number of threads may
- * cancel the same job at once: exactly one gets REQUESTED.
+ * `name` is NULL or a NUL-terminated string; `job_out` is NULL or writable;
+ * the callbacks are NULL or valid functions. Thread-safe.
  */
-bgjob_result bgjob_job_cancel(struct bgjob_job *job, int32_t *status_out);
+bgjob_result bgjob_run_in_thread(struct bgjob_context *context,
+                                 const char *name,
+                                 bgjob_worker_callback worker,
+                                 void *worker_userdata,
+                                 bgjob_free_callback worker_free,
+                                 bgjob_completion_callback completion,
+                                 void *completion_userdata,
+                                 bgjob_free_callback completion_free,
+                                 struct bgjob_job **job_out);
 
 /**
- * Pauses a running job: its worker parks at its next pause point, and elapsed
- * time stops counting.
+ * Worker side: leaves a result for the caller, replacing an earlier one (which
+ * is freed now). Ownership of `result` passes to bgjob on every path:
+ * `result_free` (may be NULL) runs exactly once — when replaced, when the job
+ * is destroyed, or at once if this call fails — unless the caller takes it
+ * with `bgjob_job_take_result`.
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the job is RUNNING (so pausing twice is refused).
+ * once the job has ended.
  *
  * # Safety
- * Any handle value is safe. Thread-safe.
+ * `result_free` is NULL or a valid function. Thread-safe.
  */
-bgjob_result bgjob_job_pause(struct bgjob_job *job);
+bgjob_result bgjob_job_set_result(struct bgjob_job *job,
+                                  void *result,
+                                  bgjob_free_callback result_free);
 
 /**
- * Resumes a paused job.
+ * Writes the job's result pointer to `*result_out` (NULL if the worker left
+ * none). The job still owns it: it stays valid until the job is destroyed.
  *
  * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the job is PAUSED.
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
+ * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
  *
  * # Safety
- * Any handle value is safe. Thread-safe.
+ * `result_out` is NULL or writable. Thread-safe.
  */
-bgjob_result bgjob_job_resume(struct bgjob_job *job);
+bgjob_result bgjob_job_get_result(struct bgjob_job *job, void **result_out);
 
 /**
- * Waits until the job has ended, for at most `timeout_ms` milliseconds (a
- * negative value waits forever). WAITING is not an end: a job waiting for
- * its transaction or for a manual finalize keeps this waiting (and a finite
- * wait times out) until it is finalized. When it returns OK the job is terminal, its
- * userdata has been freed, and a completion bound to a context is already
- * queued there (one delivered on the worker thread may still be running). The
- * handle stays valid: destroy it afterwards.
- *
- * `state_out` (may be NULL) gets the final `bgjob_state` on success.
+ * Takes the job's result: `*result_out` gets the pointer (NULL if none) and
+ * the caller now owns it; bgjob will not call its free function.
  *
  * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
- * wait for itself).
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
+ * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
  *
  * # Safety
- * `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
+ * `result_out` is NULL or writable. Thread-safe.
  */
-bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, int32_t *state_out);
+bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
 
 /**
- * Releases a job that has ended, or one that never started (which is cancelled
- * first: its worker never runs and its userdata is freed now). Its result, if
- * it has one and nobody took it, is freed now too. The handle and every copy
- * of it are invalid afterwards.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);
- * `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING, PAUSED,
- * WAITING): wait for it, or use `bgjob_job_detach`.
+ * The version of this library, e.g. `"0.1.0"`. Static; never free it.
  *
  * # Safety
- * Any handle value is safe. Thread-safe: of two threads destroying the same
- * handle, one succeeds and the other gets INVALID_HANDLE.
+ * Always safe to call, from any thread.
  */
-bgjob_result bgjob_job_destroy(struct bgjob_job *job);
+const char *bgjob_version(void);
 
 /**
- * Gives up the handle; the job frees itself when it ends. With
- * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
- * paused job is resumed and its internal pauses are dropped: nobody could
- * resume them later, and from then on its STOP error policy reports instead
- * of stopping).
- *
- * A detached job always reaches a terminal state by itself and runs its
- * completion, commit/abort and clean exactly once: nobody can finalize it
- * now, so a manual-finalize job (one WAITING already included) finalizes as
- * soon as its work is done — committing if its worker succeeded, even after
- * the cancel — and a manual-finalize transaction with a detached member
- * finalizes by itself once every member is done.
- * Detaching an ended job is the same as destroying it. The handle is invalid
- * afterwards for the caller (the job's own worker may keep using it until it
- * returns).
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT`
- * for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED` for a CREATED job (it would
- * never run: start or destroy it instead).
+ * The ABI version of the loaded library: the number in its SONAME
+ * (`libbgjob.so.<n>`). Compare with `BGJOB_ABI_VERSION` from the header you
+ * compiled against; they differ only when the library is incompatible.
  *
  * # Safety
- * Any handle value is safe. Thread-safe.
+ * Always safe to call, from any thread.
  */
-bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
+uint32_t bgjob_abi_version(void);
+
+/**
+ * A static, human-readable string for a result code; `"unknown result"` for a
+ * number that is not one. Never NULL; never free it.
+ *
+ * # Safety
+ * Always safe to call, from any thread.
+ */
+const char *bgjob_result_str(int32_t result);
+
+/**
+ * Installs a log callback, replacing any earlier one (whose free function then
+ * runs once the last line being delivered to it is done), or removes it when
+ * `callback` is NULL. With a callback installed, lines go to it whatever
+ * `BGJOB_DEBUG` says; without, they go to stderr only when `BGJOB_DEBUG=1`.
+ *
+ * Ownership: `userdata` passes to bgjob; `userdata_free` (may be NULL) is called
+ * exactly once when the callback is replaced or removed — or at once, if this
+ * call fails or `callback` is NULL.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`.
+ *
+ * # Safety
+ * `callback` and `userdata_free` are NULL or valid functions. Thread-safe.
+ */
+bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
+                                    void *userdata,
+                                    bgjob_free_callback userdata_free);
+
+/**
+ * Fills `options` with the defaults: bounded, started at once, named
+ * `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
+ * as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
+ * a program built against an older, shorter struct keeps working.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL
+ * or `size` is smaller than the first version of the struct.
+ *
+ * # Safety
+ * `options` is NULL or points to `size` writable bytes. Thread-safe.
+ */
+bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t size);
 
 /**
  * Caps the number of job workers that run at once, process-wide; 0 (the
@@ -1832,97 +1832,6 @@ bgjob_result bgjob_pool_set_max_running(uint32_t max_running);
 bgjob_result bgjob_pool_get_status(uint32_t *max_running_out,
                                    size_t *running_out,
                                    size_t *queued_out);
-
-/**
- * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not
- * started with `bgjob_txn_add`, then start them with `bgjob_txn_start` (or
- * each with `bgjob_job_start`). When any member fails or is cancelled, every
- * other member is cancelled (`cancel_cause` TRANSACTION). Members whose work
- * is done wait in `BGJOB_STATE_WAITING` until all are done; then each
- * member's commit callback runs if all succeeded, else its abort callback;
- * then each one's clean callback; then the members end (a member that failed
- * ends FAILED, every other one of an aborted transaction CANCELLED) and their
- * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
- * a NULL `txn_out` or unknown flags.
- *
- * # Safety
- * `txn_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_txn_create(uint32_t flags, struct bgjob_txn **txn_out);
-
-/**
- * Releases the caller's reference to the transaction; the handle is invalid
- * afterwards. Safe at any time: the members keep the transaction going and
- * it settles as it would have.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
-
-/**
- * Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
- * ended or is being cancelled, or a transaction that already started, is
- * aborting (one of its members was cancelled or failed) or settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
- * transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
- *
- * # Safety
- * Any handle values are safe. Thread-safe.
- */
-bgjob_result bgjob_txn_add(struct bgjob_txn *txn,
-                           struct bgjob_job *job);
-
-/**
- * Starts every member that has not started. If a thread cannot be had for
- * one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
- * returned.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
- * `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
-
-/**
- * Cancels every member, each with `cancel_cause` CALLER; returns at once.
- * The cause is fixed before any member is cancelled, so a member's worker
- * returning meanwhile cannot turn another's into TRANSACTION. The one
- * exception: a transaction already aborting (a member failed or was
- * cancelled on its own before this call) keeps its members' cause
- * TRANSACTION, and this call changes nothing.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_cancel(struct bgjob_txn *txn);
-
-/**
- * Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
- * thread) if every member is done, else as soon as the last one is.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
- * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
 
 /**
  * Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
@@ -2028,6 +1937,97 @@ bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
                                        int32_t code,
                                        const char *message,
                                        int32_t *action_out);
+
+/**
+ * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not
+ * started with `bgjob_txn_add`, then start them with `bgjob_txn_start` (or
+ * each with `bgjob_job_start`). When any member fails or is cancelled, every
+ * other member is cancelled (`cancel_cause` TRANSACTION). Members whose work
+ * is done wait in `BGJOB_STATE_WAITING` until all are done; then each
+ * member's commit callback runs if all succeeded, else its abort callback;
+ * then each one's clean callback; then the members end (a member that failed
+ * ends FAILED, every other one of an aborted transaction CANCELLED) and their
+ * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
+ * a NULL `txn_out` or unknown flags.
+ *
+ * # Safety
+ * `txn_out` is NULL or writable. Thread-safe.
+ */
+bgjob_result bgjob_txn_create(uint32_t flags, struct bgjob_txn **txn_out);
+
+/**
+ * Releases the caller's reference to the transaction; the handle is invalid
+ * afterwards. Safe at any time: the members keep the transaction going and
+ * it settles as it would have.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
+
+/**
+ * Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
+ * ended or is being cancelled, or a transaction that already started, is
+ * aborting (one of its members was cancelled or failed) or settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
+ * transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
+ *
+ * # Safety
+ * Any handle values are safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_add(struct bgjob_txn *txn,
+                           struct bgjob_job *job);
+
+/**
+ * Starts every member that has not started. If a thread cannot be had for
+ * one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
+ * returned.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
+ * `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
+
+/**
+ * Cancels every member, each with `cancel_cause` CALLER; returns at once.
+ * The cause is fixed before any member is cancelled, so a member's worker
+ * returning meanwhile cannot turn another's into TRANSACTION. The one
+ * exception: a transaction already aborting (a member failed or was
+ * cancelled on its own before this call) keeps its members' cause
+ * TRANSACTION, and this call changes nothing.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_cancel(struct bgjob_txn *txn);
+
+/**
+ * Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
+ * thread) if every member is done, else as soon as the last one is.
+ *
+ * # Returns
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * # Safety
+ * Any handle value is safe. Thread-safe.
+ */
+bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
 
 /**
  * Tells a worker whether cancel was requested. Never blocks.

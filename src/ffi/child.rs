@@ -2,7 +2,7 @@
 //! cancel, no zombies (libxl's child-process watch, with pidfds).
 
 use super::handles::{to_ptr, with_job};
-use super::hooks::timeout_arg;
+use super::timeout_arg;
 use super::versioned::{self, Versioned};
 use super::{
     BGJOB_CHILD_CAPTURE_STDERR, BGJOB_CHILD_CAPTURE_STDOUT, BGJOB_CHILD_DEFAULT_GRACE_MS,

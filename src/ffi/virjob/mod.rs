@@ -13,8 +13,8 @@
 
 #![allow(non_snake_case, non_camel_case_types)]
 
+use super::control::bgjob_job_detach;
 use super::handles::{JOBS, Table, VIRJOB_TAG, to_ptr};
-use super::job::bgjob_job_detach;
 use super::{UserData, bgjob_job, boundary_or, c_str};
 use crate::core::{self, JobError, JobType, State};
 use std::cell::RefCell;

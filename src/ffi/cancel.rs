@@ -1,9 +1,11 @@
-//! Cancellation hooks and cancellable waits (libxl's cancellation design).
+//! Cancellation and cancellable waits (libxl's cancellation design): hooks,
+//! sleep, the wake fd, fd waits, deadlines.
 
 use super::handles::{to_ptr, with_job};
 use super::{BGJOB_FD_ERROR, BGJOB_FD_HANGUP, BGJOB_FD_READABLE, BGJOB_FD_WRITABLE, need, put};
 use super::{
     UserData, bgjob_free_callback, bgjob_hook_callback, bgjob_job, bgjob_result, boundary,
+    timeout_arg,
 };
 use crate::core::{FdEvents, HookAdded, HookRemoved};
 use std::time::Duration;
@@ -184,15 +186,6 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
         unsafe { put(revents_out, bits) };
         Ok(())
     })
-}
-
-/// −1 = no limit; other negatives are refused.
-pub(crate) fn timeout_arg(ms: i64) -> Result<Option<Duration>, bgjob_result> {
-    match ms {
-        -1 => Ok(None),
-        ms if ms < 0 => Err(bgjob_result::InvalidArgument),
-        ms => Ok(Some(Duration::from_millis(ms as u64))),
-    }
 }
 
 /// Gives the job a deadline: once it has run `ms` milliseconds of active time
