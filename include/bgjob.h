@@ -285,6 +285,32 @@ typedef int32_t bgjob_result;
 #endif // __cplusplus
 
 /**
+ * What `bgjob_job_cancel` found (libxl's abort contract).
+ */
+enum bgjob_cancel_status
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * This call requested it; the job may still complete.
+     */
+    BGJOB_CANCEL_STATUS_REQUESTED = 0,
+    /**
+     * It had been requested before; nothing new happened.
+     */
+    BGJOB_CANCEL_STATUS_ALREADY_REQUESTED = 1,
+    /**
+     * The job had already ended (or its virJob worker had declared its
+     * outcome with a `virJobFinish*` call); nothing happened.
+     */
+    BGJOB_CANCEL_STATUS_ALREADY_FINISHED = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_cancel_status;
+#endif // __cplusplus
+
+/**
  * Job states. Terminal: COMPLETED, FAILED, CANCELLED.
  */
 enum bgjob_state
@@ -326,61 +352,6 @@ typedef int32_t bgjob_state;
 #endif // __cplusplus
 
 /**
- * Verbs of the verb × state table (`bgjob_verb_allowed`).
- */
-enum bgjob_verb
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * `bgjob_job_start`.
-     */
-    BGJOB_VERB_START = 0,
-    /**
-     * `bgjob_job_cancel` (allowed in every state; on a finished job it reports
-     * `BGJOB_CANCEL_ALREADY_FINISHED`).
-     */
-    BGJOB_VERB_CANCEL = 1,
-    /**
-     * `bgjob_job_pause`.
-     */
-    BGJOB_VERB_PAUSE = 2,
-    /**
-     * `bgjob_job_resume`.
-     */
-    BGJOB_VERB_RESUME = 3,
-    /**
-     * `bgjob_job_destroy`.
-     */
-    BGJOB_VERB_DESTROY = 4,
-    /**
-     * `bgjob_job_detach`.
-     */
-    BGJOB_VERB_DETACH = 5,
-    /**
-     * Progress, ETA, phase, error and result updates (`bgjob_job_set_*`,
-     * `bgjob_job_add_units`).
-     */
-    BGJOB_VERB_UPDATE = 6,
-    /**
-     * `bgjob_job_get_result`, `bgjob_job_take_result`.
-     */
-    BGJOB_VERB_RESULT = 7,
-    /**
-     * `bgjob_job_pause_internal`, `bgjob_job_resume_internal` (QEMU's drain).
-     */
-    BGJOB_VERB_DRAIN = 8,
-    /**
-     * `bgjob_job_finalize` (manual finalize).
-     */
-    BGJOB_VERB_FINALIZE = 9,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_verb;
-#endif // __cplusplus
-
-/**
  * Bounded jobs have a total (units or percent); unbounded ones do not.
  */
 enum bgjob_job_type
@@ -399,32 +370,6 @@ enum bgjob_job_type
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_job_type;
-#endif // __cplusplus
-
-/**
- * What `bgjob_job_cancel` found (libxl's abort contract).
- */
-enum bgjob_cancel_status
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * This call requested it; the job may still complete.
-     */
-    BGJOB_CANCEL_STATUS_REQUESTED = 0,
-    /**
-     * It had been requested before; nothing new happened.
-     */
-    BGJOB_CANCEL_STATUS_ALREADY_REQUESTED = 1,
-    /**
-     * The job had already ended (or its virJob worker had declared its
-     * outcome with a `virJobFinish*` call); nothing happened.
-     */
-    BGJOB_CANCEL_STATUS_ALREADY_FINISHED = 2,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_cancel_status;
 #endif // __cplusplus
 
 /**
@@ -456,6 +401,33 @@ enum bgjob_cancel_cause
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_cancel_cause;
+#endif // __cplusplus
+
+/**
+ * A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
+ * only while the job is user-paused by its error policy; resume and cancel
+ * reset it.
+ */
+enum bgjob_iostatus
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * No error pending.
+     */
+    BGJOB_IOSTATUS_OK = 0,
+    /**
+     * Stopped by an I/O error.
+     */
+    BGJOB_IOSTATUS_FAILED = 1,
+    /**
+     * Stopped by ENOSPC.
+     */
+    BGJOB_IOSTATUS_NOSPACE = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_iostatus;
 #endif // __cplusplus
 
 /**
@@ -517,30 +489,58 @@ typedef int32_t bgjob_error_action;
 #endif // __cplusplus
 
 /**
- * A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
- * only while the job is user-paused by its error policy; resume and cancel
- * reset it.
+ * Verbs of the verb × state table (`bgjob_verb_allowed`).
  */
-enum bgjob_iostatus
+enum bgjob_verb
 #ifdef __cplusplus
   : int32_t
 #endif // __cplusplus
  {
     /**
-     * No error pending.
+     * `bgjob_job_start`.
      */
-    BGJOB_IOSTATUS_OK = 0,
+    BGJOB_VERB_START = 0,
     /**
-     * Stopped by an I/O error.
+     * `bgjob_job_cancel` (allowed in every state; on a finished job it reports
+     * `BGJOB_CANCEL_ALREADY_FINISHED`).
      */
-    BGJOB_IOSTATUS_FAILED = 1,
+    BGJOB_VERB_CANCEL = 1,
     /**
-     * Stopped by ENOSPC.
+     * `bgjob_job_pause`.
      */
-    BGJOB_IOSTATUS_NOSPACE = 2,
+    BGJOB_VERB_PAUSE = 2,
+    /**
+     * `bgjob_job_resume`.
+     */
+    BGJOB_VERB_RESUME = 3,
+    /**
+     * `bgjob_job_destroy`.
+     */
+    BGJOB_VERB_DESTROY = 4,
+    /**
+     * `bgjob_job_detach`.
+     */
+    BGJOB_VERB_DETACH = 5,
+    /**
+     * Progress, ETA, phase, error and result updates (`bgjob_job_set_*`,
+     * `bgjob_job_add_units`).
+     */
+    BGJOB_VERB_UPDATE = 6,
+    /**
+     * `bgjob_job_get_result`, `bgjob_job_take_result`.
+     */
+    BGJOB_VERB_RESULT = 7,
+    /**
+     * `bgjob_job_pause_internal`, `bgjob_job_resume_internal` (QEMU's drain).
+     */
+    BGJOB_VERB_DRAIN = 8,
+    /**
+     * `bgjob_job_finalize` (manual finalize).
+     */
+    BGJOB_VERB_FINALIZE = 9,
 };
 #ifndef __cplusplus
-typedef int32_t bgjob_iostatus;
+typedef int32_t bgjob_verb;
 #endif // __cplusplus
 
 /**
@@ -717,11 +717,11 @@ typedef struct bgjob_info {
     /**
      * A `bgjob_job_type` value.
      */
-    int32_t job_type;
+    bgjob_job_type job_type;
     /**
      * A `bgjob_state` value.
      */
-    int32_t state;
+    bgjob_state state;
     /**
      * Whether cancel was requested (also for a job that then completed).
      */
@@ -775,7 +775,7 @@ typedef struct bgjob_info {
      * Why cancel was requested: a `bgjob_cancel_cause` value
      * (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
      */
-    int32_t cancel_cause;
+    bgjob_cancel_cause cancel_cause;
     /**
      * Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
      * only when this is 0 and `pause_requested` is false.
@@ -785,11 +785,11 @@ typedef struct bgjob_info {
      * A `bgjob_iostatus` value: not OK only while user-paused by the error
      * policy.
      */
-    int32_t iostatus;
+    bgjob_iostatus iostatus;
     /**
      * The job's `bgjob_error_policy`.
      */
-    int32_t error_policy;
+    bgjob_error_policy error_policy;
 } bgjob_info;
 
 /**
@@ -803,7 +803,7 @@ typedef struct bgjob_job_entry {
     /**
      * A `bgjob_state` value.
      */
-    int32_t state;
+    bgjob_state state;
     /**
      * Time since creation in ms.
      */
@@ -849,7 +849,7 @@ typedef struct bgjob_job_entry {
  * `bgjob_context_dispatch` of the context dispatching it is refused with
  * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
  */
-typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, int32_t state);
+typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, bgjob_state state);
 
 /**
  * Options for `bgjob_job_create`. Fill with
@@ -866,7 +866,7 @@ typedef struct bgjob_job_options {
     /**
      * A `bgjob_job_type` value. Default BOUNDED.
      */
-    int32_t job_type;
+    bgjob_job_type job_type;
     /**
      * `BGJOB_CREATE_*` flags. Default 0 (start at once).
      */
@@ -912,7 +912,7 @@ typedef struct bgjob_job_options {
     /**
      * A `bgjob_error_policy` value. Default REPORT.
      */
-    int32_t error_policy;
+    bgjob_error_policy error_policy;
     /**
      * Finalization callbacks (QEMU's commit, abort and clean), each called at
      * most once with `finalize_userdata` and the job, after the job's work
@@ -1345,7 +1345,7 @@ bgjob_result bgjob_context_pending(struct bgjob_context *context, size_t *count_
  * `status_out` is NULL or writable. Thread-safe; any number of threads may
  * cancel the same job at once: exactly one gets REQUESTED.
  */
-bgjob_result bgjob_job_cancel(struct bgjob_job *job, int32_t *status_out);
+bgjob_result bgjob_job_cancel(struct bgjob_job *job, bgjob_cancel_status *status_out);
 
 /**
  * Pauses a running job: its worker parks at its next pause point, and elapsed
@@ -1391,7 +1391,7 @@ bgjob_result bgjob_job_resume(struct bgjob_job *job);
  * # Safety
  * `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
  */
-bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, int32_t *state_out);
+bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, bgjob_state *state_out);
 
 /**
  * Releases a job that has ended, or one that never started (which is cancelled
@@ -1466,7 +1466,7 @@ bgjob_result bgjob_job_get_info(struct bgjob_job *job, struct bgjob_info *info_o
  * # Safety
  * `state_out` is NULL or writable. Thread-safe.
  */
-bgjob_result bgjob_job_get_state(struct bgjob_job *job, int32_t *state_out);
+bgjob_result bgjob_job_get_state(struct bgjob_job *job, bgjob_state *state_out);
 
 /**
  * Writes the job's process-unique id to `*id_out`.
@@ -1564,7 +1564,7 @@ bgjob_result bgjob_list_jobs(struct bgjob_job_entry *entries, size_t capacity, s
  * # Safety
  * `allowed_out` is NULL or writable. Thread-safe.
  */
-bgjob_result bgjob_verb_allowed(int32_t verb, int32_t state, bool *allowed_out);
+bgjob_result bgjob_verb_allowed(bgjob_verb verb, bgjob_state state, bool *allowed_out);
 
 /**
  * A static lower-case name for a `bgjob_state` ("running"), or "unknown".
@@ -1573,7 +1573,7 @@ bgjob_result bgjob_verb_allowed(int32_t verb, int32_t state, bool *allowed_out);
  * # Safety
  * Always safe to call, from any thread.
  */
-const char *bgjob_state_str(int32_t state);
+const char *bgjob_state_str(bgjob_state state);
 
 /**
  * A static lower-case name for a `bgjob_verb` ("pause"), or "unknown".
@@ -1582,7 +1582,7 @@ const char *bgjob_state_str(int32_t state);
  * # Safety
  * Always safe to call, from any thread.
  */
-const char *bgjob_verb_str(int32_t verb);
+const char *bgjob_verb_str(bgjob_verb verb);
 
 /**
  * Creates a job that runs `worker(userdata, job)` on its own thread.
@@ -1749,7 +1749,7 @@ uint32_t bgjob_abi_version(void);
  * # Safety
  * Always safe to call, from any thread.
  */
-const char *bgjob_result_str(int32_t result);
+const char *bgjob_result_str(bgjob_result result);
 
 /**
  * Installs a log callback, replacing any earlier one (whose free function then
@@ -1897,7 +1897,7 @@ bgjob_result bgjob_job_resume_internal(struct bgjob_job *job);
  * # Safety
  * Any handle value is safe. Thread-safe.
  */
-bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
+bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, bgjob_error_policy policy);
 
 /**
  * For the worker: an I/O error happened (`code` errno-style, non-zero;
@@ -1936,7 +1936,7 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
 bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
                                        int32_t code,
                                        const char *message,
-                                       int32_t *action_out);
+                                       bgjob_error_action *action_out);
 
 /**
  * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not

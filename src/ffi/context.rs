@@ -154,7 +154,7 @@ pub unsafe extern "C" fn bgjob_context_pending(
 
 /// A completion as the C caller gave it, ready to hand to core.
 pub(crate) struct Completion {
-    callback: unsafe extern "C" fn(*mut c_void, *mut bgjob_job, i32),
+    callback: unsafe extern "C" fn(*mut c_void, *mut bgjob_job, bgjob_state),
     userdata: UserData,
     context: Option<Context>,
 }
@@ -193,7 +193,7 @@ impl Completion {
         let release = auto_release.then(|| ReleaseHandle(h));
         b.on_complete(context, move |job| {
             let (userdata, release) = (userdata, release);
-            let state = bgjob_state::from(job.state()) as i32;
+            let state = bgjob_state::from(job.state());
             // SAFETY: the caller's callback with its own userdata and the handle.
             unsafe { callback(userdata.ptr, to_ptr(h), state) };
             drop(userdata);

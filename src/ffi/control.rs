@@ -29,12 +29,12 @@ use std::time::Duration;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_cancel(
     job: *mut bgjob_job,
-    status_out: *mut i32,
+    status_out: *mut bgjob_cancel_status,
 ) -> bgjob_result {
     boundary(|| {
         let status = with_job(job, |j, _| j.cancel())?;
         // SAFETY: NULL or writable by contract.
-        unsafe { put(status_out, bgjob_cancel_status::from(status) as i32) };
+        unsafe { put(status_out, bgjob_cancel_status::from(status)) };
         Ok(())
     })
 }
@@ -87,13 +87,13 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 pub unsafe extern "C" fn bgjob_job_wait(
     job: *mut bgjob_job,
     timeout_ms: i64,
-    state_out: *mut i32,
+    state_out: *mut bgjob_state,
 ) -> bgjob_result {
     boundary(|| {
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
         let state = with_job(job, |j, _| j.wait(timeout))??;
         // SAFETY: NULL or writable by contract.
-        unsafe { put(state_out, bgjob_state::from(state) as i32) };
+        unsafe { put(state_out, bgjob_state::from(state)) };
         Ok(())
     })
 }

@@ -5,7 +5,8 @@ use super::handles::with_job;
 use super::versioned::{self, Versioned, size_ending_at};
 use super::{
     BGJOB_ENTRY_TEXT_SIZE, bgjob_info, bgjob_job, bgjob_job_entry, bgjob_job_type, bgjob_result,
-    bgjob_state, boundary, boundary_or, check_buf, copy_out, need, put,
+    bgjob_state, bgjob_state_in, bgjob_verb_in, boundary, boundary_or, check_buf, copy_out, need,
+    put,
 };
 use crate::core::{self, State, Verb};
 use std::ffi::c_char;
@@ -54,8 +55,8 @@ pub unsafe extern "C" fn bgjob_job_get_info(
         let i = with_job(job, |j, _| j.info())?;
         let out = bgjob_info {
             struct_size: size_of::<bgjob_info>() as u32,
-            job_type: bgjob_job_type::from(i.job_type) as i32,
-            state: bgjob_state::from(i.state) as i32,
+            job_type: bgjob_job_type::from(i.job_type),
+            state: bgjob_state::from(i.state),
             cancel_requested: i.cancel_requested,
             pause_requested: i.pause_requested,
             elapsed_ms: i.elapsed_ms,
@@ -67,10 +68,10 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             rate: i.rate,
             since_progress_ms: i.since_progress_ms,
             id: i.id,
-            cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause) as i32,
+            cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause),
             pause_count: i.pause_count,
-            iostatus: super::bgjob_iostatus::from(i.iostatus) as i32,
-            error_policy: super::bgjob_error_policy::from(i.error_policy) as i32,
+            iostatus: super::bgjob_iostatus::from(i.iostatus),
+            error_policy: super::bgjob_error_policy::from(i.error_policy),
         };
         // SAFETY: the caller's struct holds `size` bytes by contract.
         unsafe { versioned::write(info_out, size, out) }
@@ -88,13 +89,13 @@ pub unsafe extern "C" fn bgjob_job_get_info(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_state(
     job: *mut bgjob_job,
-    state_out: *mut i32,
+    state_out: *mut bgjob_state,
 ) -> bgjob_result {
     boundary(|| {
         need(state_out)?;
         let s = with_job(job, |j, _| j.state())?;
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { state_out.write(bgjob_state::from(s) as i32) };
+        unsafe { state_out.write(bgjob_state::from(s)) };
         Ok(())
     })
 }
@@ -249,7 +250,7 @@ pub unsafe extern "C" fn bgjob_list_jobs(
         for (i, l) in jobs.iter().take(capacity).enumerate() {
             let mut e = bgjob_job_entry {
                 id: l.id,
-                state: bgjob_state::from(l.state) as i32,
+                state: bgjob_state::from(l.state),
                 age_ms: l.age_ms,
                 since_progress_ms: l.since_progress_ms,
                 name: [0; BGJOB_ENTRY_TEXT_SIZE],
@@ -278,8 +279,8 @@ pub unsafe extern "C" fn bgjob_list_jobs(
 /// `allowed_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_verb_allowed(
-    verb: i32,
-    state: i32,
+    verb: bgjob_verb_in,
+    state: bgjob_state_in,
     allowed_out: *mut bool,
 ) -> bgjob_result {
     boundary(|| {
@@ -314,7 +315,7 @@ pub(super) fn static_name(name: Option<&'static str>) -> *const c_char {
 /// # Safety
 /// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
+pub extern "C" fn bgjob_state_str(state: bgjob_state_in) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
         static_name(
             bgjob_state::try_from(state)
@@ -330,7 +331,7 @@ pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
 /// # Safety
 /// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn bgjob_verb_str(verb: i32) -> *const c_char {
+pub extern "C" fn bgjob_verb_str(verb: bgjob_verb_in) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
         static_name(
             super::bgjob_verb::try_from(verb)

@@ -1,7 +1,8 @@
 //! The library as a whole: its version, ABI version, result texts and log callback.
 
 use super::{
-    BGJOB_ABI_VERSION, UserData, bgjob_free_callback, bgjob_result, boundary, boundary_or,
+    BGJOB_ABI_VERSION, UserData, bgjob_free_callback, bgjob_result, bgjob_result_in, boundary,
+    boundary_or,
 };
 use crate::core;
 use std::ffi::{CStr, c_char, c_void};
@@ -38,7 +39,7 @@ pub extern "C" fn bgjob_abi_version() -> u32 {
 /// # Safety
 /// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn bgjob_result_str(result: i32) -> *const c_char {
+pub extern "C" fn bgjob_result_str(result: bgjob_result_in) -> *const c_char {
     boundary_or(c"unknown result".as_ptr(), || {
         bgjob_result::ALL
             .iter()

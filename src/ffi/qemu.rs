@@ -2,7 +2,9 @@
 //! error reports.
 
 use super::handles::with_job;
-use super::{bgjob_job, bgjob_result, boundary, c_str, need, put};
+use super::{
+    bgjob_error_action, bgjob_error_policy_in, bgjob_job, bgjob_result, boundary, c_str, need, put,
+};
 
 /// Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
 /// `job_finalize`) once its work is done: its commit (or abort) and clean
@@ -72,7 +74,7 @@ pub unsafe extern "C" fn bgjob_job_resume_internal(job: *mut bgjob_job) -> bgjob
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_error_policy(
     job: *mut bgjob_job,
-    policy: i32,
+    policy: bgjob_error_policy_in,
 ) -> bgjob_result {
     boundary(|| {
         let policy = super::bgjob_error_policy::try_from(policy)?.into();
@@ -117,7 +119,7 @@ pub unsafe extern "C" fn bgjob_job_report_io_error(
     job: *mut bgjob_job,
     code: i32,
     message: *const std::ffi::c_char,
-    action_out: *mut i32,
+    action_out: *mut bgjob_error_action,
 ) -> bgjob_result {
     boundary(|| {
         need(action_out)?;
@@ -128,9 +130,9 @@ pub unsafe extern "C" fn bgjob_job_report_io_error(
             unsafe { c_str(message) }?
         };
         let action = with_job(job, |j, _| j.report_io_error(code, message))??;
-        let action = super::bgjob_error_action::from(action);
+        let action = bgjob_error_action::from(action);
         // SAFETY: checked non-NULL, writable by contract.
-        unsafe { put(action_out, action as i32) };
+        unsafe { put(action_out, action) };
         Ok(())
     })
 }

@@ -140,7 +140,7 @@ pub struct bgjob_txn {
 /// `bgjob_context_dispatch` of the context dispatching it is refused with
 /// `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
 pub type bgjob_completion_callback =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: i32)>;
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: bgjob_state)>;
 
 /// A cancellation hook (libxl's design): anything a worker waits on (a timer,
 /// a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
@@ -430,6 +430,23 @@ mirror!(bgjob_cancel_status <=> CancelStatus {
     AlreadyFinished <=> AlreadyFinished,
 });
 
+/// An enum as C passes it *in* (an argument or an input struct field): the raw
+/// `int32_t`, parsed with `TryFrom<i32>` before use, so no number from C ever
+/// becomes an invalid Rust enum. The header spells each one as its enum's
+/// typedef (`bgjob_state` and so on: `cbindgen.toml` renames these aliases and
+/// leaves their definitions out), so C sees one name per enum everywhere, with
+/// the `int32_t` size the C typedef has. Outputs use the Rust enums themselves
+/// (bgjob writes only valid values).
+pub type bgjob_state_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_verb_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_job_type_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_error_policy_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_result_in = i32;
+
 /// Options for `bgjob_job_create`. Fill with
 /// `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
 /// fields at the end, and bgjob reads no more than `struct_size` bytes, giving
@@ -441,7 +458,7 @@ pub struct bgjob_job_options {
     /// `bgjob_job_options_init`. At least the size of the first version.
     pub struct_size: u32,
     /// A `bgjob_job_type` value. Default BOUNDED.
-    pub job_type: i32,
+    pub job_type: bgjob_job_type_in,
     /// `BGJOB_CREATE_*` flags. Default 0 (start at once).
     pub flags: u32,
     /// UTF-8 name, copied; also the worker thread's name (cut to 15 bytes).
@@ -469,7 +486,7 @@ pub struct bgjob_job_options {
     /// (see `bgjob_job_set_deadline`).
     pub deadline_ms: i64,
     /// A `bgjob_error_policy` value. Default REPORT.
-    pub error_policy: i32,
+    pub error_policy: bgjob_error_policy_in,
     /// Finalization callbacks (QEMU's commit, abort and clean), each called at
     /// most once with `finalize_userdata` and the job, after the job's work
     /// (and its whole transaction's) is done and before the job ends: `commit`
@@ -501,9 +518,9 @@ pub struct bgjob_info {
     /// Set by the caller; bgjob writes at most this many bytes.
     pub struct_size: u32,
     /// A `bgjob_job_type` value.
-    pub job_type: i32,
+    pub job_type: bgjob_job_type,
     /// A `bgjob_state` value.
-    pub state: i32,
+    pub state: bgjob_state,
     /// Whether cancel was requested (also for a job that then completed).
     pub cancel_requested: bool,
     /// Whether a user pause is in force.
@@ -533,15 +550,15 @@ pub struct bgjob_info {
     pub id: u64,
     /// Why cancel was requested: a `bgjob_cancel_cause` value
     /// (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
-    pub cancel_cause: i32,
+    pub cancel_cause: bgjob_cancel_cause,
     /// Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
     /// only when this is 0 and `pause_requested` is false.
     pub pause_count: u32,
     /// A `bgjob_iostatus` value: not OK only while user-paused by the error
     /// policy.
-    pub iostatus: i32,
+    pub iostatus: bgjob_iostatus,
     /// The job's `bgjob_error_policy`.
-    pub error_policy: i32,
+    pub error_policy: bgjob_error_policy,
 }
 
 /// One descriptor passed to a child (`bgjob_child_options.fds`).
@@ -608,7 +625,7 @@ pub struct bgjob_job_entry {
     /// Process-unique id.
     pub id: u64,
     /// A `bgjob_state` value.
-    pub state: i32,
+    pub state: bgjob_state,
     /// Time since creation in ms.
     pub age_ms: i64,
     /// Time since the last progress update in ms; −1 if none.
