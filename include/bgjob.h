@@ -19,6 +19,17 @@
  * - Userdata is always given with a free function (which may be NULL); bgjob
  *   calls it exactly once, after the last callback that uses the userdata, on
  *   every path, including a failed create.
+ * - Time: every timeout or duration argument is an int64_t of milliseconds,
+ *   where -1 means no limit (wait forever, sleep until cancel, no deadline),
+ *   0 means now (poll, due at once) and any other negative value is refused
+ *   with BGJOB_RESULT_INVALID_ARGUMENT. Waits and deadlines count a job's
+ *   active time where they say so (paused time excluded). The one exception
+ *   is bgjob_job_options.deadline_ms, where 0 also means "no deadline", so a
+ *   zero-filled struct sets none. A child's grace (time between SIGTERM and
+ *   SIGKILL) is a length, not a limit: 0 kills at once, negatives are refused.
+ * - Enums are int32_t-sized; every argument and field that holds one is
+ *   declared with its enum's typedef (bgjob_state, ...), and a number that is
+ *   not one of its values is refused with BGJOB_RESULT_INVALID_ARGUMENT.
  *
  * Threads
  * -------
@@ -903,8 +914,10 @@ typedef struct bgjob_job_options {
     struct bgjob_context *context;
     /**
      * Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
-     * many ms of active time: from start, paused time not counted. Default 0:
-     * no deadline. Negative is refused. Starting a job with a deadline fails
+     * many ms of active time: from start, paused time not counted. Default −1:
+     * no deadline. 0 also means no deadline here (a zero-filled struct sets
+     * none; a deadline due at start would be a cancel: use
+     * `bgjob_job_set_deadline(job, 0)` for "now"). Below −1 is refused. Starting a job with a deadline fails
      * with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
      * (see `bgjob_job_set_deadline`).
      */
@@ -1029,11 +1042,11 @@ bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_i
  * A cancellable sleep for the worker: returns after `ms` milliseconds of active
  * time, or at once when cancel is requested. While the job is paused the worker
  * parks here and the paused time does not count; spurious wake-ups never
- * shorten it. Huge values are fine (the sleep is then ended by cancel).
+ * shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
  *
  * # Returns
  * `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
  * running.
  *
@@ -1087,9 +1100,10 @@ bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
 /**
  * Gives the job a deadline: once it has run `ms` milliseconds of active time
  * (counted from its start, paused time excluded) it is cancelled, and
- * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
- * deadline. Setting one that has already passed cancels the job at once (on
- * another thread, shortly after this returns). Allowed in CREATED, RUNNING
+ * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. −1 removes the
+ * deadline. One that has already passed (0 always has) cancels a running job
+ * at once (on another thread, shortly after this returns), a CREATED one as
+ * it starts. Allowed in CREATED, RUNNING
  * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
  *
  * bgjob's one timer thread (started by the first deadline) only notices the
@@ -1100,7 +1114,7 @@ bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
  * never lost.
  *
  * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+ * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
  * ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
  * (the job's deadline is then unchanged).
@@ -1373,8 +1387,8 @@ bgjob_result bgjob_job_pause(struct bgjob_job *job);
 bgjob_result bgjob_job_resume(struct bgjob_job *job);
 
 /**
- * Waits until the job has ended, for at most `timeout_ms` milliseconds (a
- * negative value waits forever). WAITING is not an end: a job waiting for
+ * Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
+ * forever; 0: just look). WAITING is not an end: a job waiting for
  * its transaction or for a manual finalize keeps this waiting (and a finite
  * wait times out) until it is finalized. When it returns OK the job is terminal, its
  * userdata has been freed, and a completion bound to a context is already
@@ -1385,6 +1399,7 @@ bgjob_result bgjob_job_resume(struct bgjob_job *job);
  *
  * # Returns
  * `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a `timeout_ms` below −1;
  * `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
  * wait for itself).
  *

@@ -1013,8 +1013,8 @@ class Job(Generic[T]):
 
     def set_deadline(self, seconds: float | None) -> None:
         """Cancels the job (cause TIMEOUT) once it has run ``seconds`` of active
-        time since its start; None removes the deadline."""
-        ms = 0 if seconds is None else max(1, _ms(seconds, "set_deadline"))
+        time since its start (0: at once); None removes the deadline."""
+        ms = _ms(seconds, "set_deadline")
         self._call(lib.bgjob_job_set_deadline(self._h, ms), "set_deadline")
 
     def pause_internal(self) -> None:

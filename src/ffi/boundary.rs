@@ -128,7 +128,9 @@ impl Drop for UserData {
     }
 }
 
-/// −1 = no limit; other negatives are refused.
+/// The header's one time convention, for every timeout and duration argument:
+/// −1 is no limit (wait forever, no deadline), 0 is now (poll, due at once),
+/// a positive value is that many milliseconds; any other negative is refused.
 pub(crate) fn timeout_arg(ms: i64) -> Result<Option<Duration>, bgjob_result> {
     match ms {
         -1 => Ok(None),

@@ -92,11 +92,11 @@ pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
 /// A cancellable sleep for the worker: returns after `ms` milliseconds of active
 /// time, or at once when cancel is requested. While the job is paused the worker
 /// parks here and the paused time does not count; spurious wake-ups never
-/// shorten it. Huge values are fine (the sleep is then ended by cancel).
+/// shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// running.
 ///
@@ -105,8 +105,9 @@ pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_result {
     boundary(|| {
-        let ms = u64::try_from(ms).map_err(|_| bgjob_result::InvalidArgument)?;
-        with_job(job, |j, _| j.sleep(Duration::from_millis(ms)))?.map_err(bgjob_result::from)
+        // −1 sleeps until cancelled (core saturates a huge duration).
+        let d = timeout_arg(ms)?.unwrap_or(Duration::MAX);
+        with_job(job, |j, _| j.sleep(d))?.map_err(bgjob_result::from)
     })
 }
 
@@ -190,9 +191,10 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
 
 /// Gives the job a deadline: once it has run `ms` milliseconds of active time
 /// (counted from its start, paused time excluded) it is cancelled, and
-/// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
-/// deadline. Setting one that has already passed cancels the job at once (on
-/// another thread, shortly after this returns). Allowed in CREATED, RUNNING
+/// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. −1 removes the
+/// deadline. One that has already passed (0 always has) cancels a running job
+/// at once (on another thread, shortly after this returns), a CREATED one as
+/// it starts. Allowed in CREATED, RUNNING
 /// and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
 ///
 /// bgjob's one timer thread (started by the first deadline) only notices the
@@ -203,7 +205,7 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
 /// never lost.
 ///
 /// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
 /// ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
 /// (the job's deadline is then unchanged).
@@ -213,11 +215,7 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_deadline(job: *mut bgjob_job, ms: i64) -> bgjob_result {
     boundary(|| {
-        let after = match ms {
-            0 => None,
-            ms if ms < 0 => return Err(bgjob_result::InvalidArgument),
-            ms => Some(Duration::from_millis(ms as u64)),
-        };
+        let after = timeout_arg(ms)?;
         with_job(job, |j, _| j.set_deadline(after))?.map_err(bgjob_result::from)
     })
 }

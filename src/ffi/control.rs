@@ -3,9 +3,9 @@
 use super::handles::{JOBS, with_job};
 use super::{
     BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, boundary, put,
+    timeout_arg,
 };
 use crate::core;
-use std::time::Duration;
 
 /// Requests cancellation and returns at once (it never waits for the worker).
 ///
@@ -66,8 +66,8 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.resume())?.map_err(Into::into))
 }
 
-/// Waits until the job has ended, for at most `timeout_ms` milliseconds (a
-/// negative value waits forever). WAITING is not an end: a job waiting for
+/// Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
+/// forever; 0: just look). WAITING is not an end: a job waiting for
 /// its transaction or for a manual finalize keeps this waiting (and a finite
 /// wait times out) until it is finalized. When it returns OK the job is terminal, its
 /// userdata has been freed, and a completion bound to a context is already
@@ -78,6 +78,7 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 ///
 /// # Returns
 /// `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a `timeout_ms` below −1;
 /// `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
 /// wait for itself).
 ///
@@ -90,7 +91,7 @@ pub unsafe extern "C" fn bgjob_job_wait(
     state_out: *mut bgjob_state,
 ) -> bgjob_result {
     boundary(|| {
-        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        let timeout = timeout_arg(timeout_ms)?;
         let state = with_job(job, |j, _| j.wait(timeout))??;
         // SAFETY: NULL or writable by contract.
         unsafe { put(state_out, bgjob_state::from(state)) };

@@ -23,7 +23,7 @@ pub(crate) fn default_options() -> bgjob_job_options {
         completion_userdata: std::ptr::null_mut(),
         completion_free: None,
         context: std::ptr::null_mut(),
-        deadline_ms: 0,
+        deadline_ms: -1,
         error_policy: bgjob_error_policy::Report as i32,
         commit: None,
         abort: None,
@@ -142,7 +142,7 @@ pub(crate) unsafe fn read_options(
     let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
     if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
         || opts.stack_size > BGJOB_MAX_STACK_SIZE
-        || opts.deadline_ms < 0
+        || opts.deadline_ms < -1
     {
         return Err(bgjob_result::InvalidArgument);
     }

@@ -480,8 +480,10 @@ pub struct bgjob_job_options {
     /// dispatches it). Default NULL: on the worker thread.
     pub context: *mut bgjob_context,
     /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
-    /// many ms of active time: from start, paused time not counted. Default 0:
-    /// no deadline. Negative is refused. Starting a job with a deadline fails
+    /// many ms of active time: from start, paused time not counted. Default −1:
+    /// no deadline. 0 also means no deadline here (a zero-filled struct sets
+    /// none; a deadline due at start would be a cancel: use
+    /// `bgjob_job_set_deadline(job, 0)` for "now"). Below −1 is refused. Starting a job with a deadline fails
     /// with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
     /// (see `bgjob_job_set_deadline`).
     pub deadline_ms: i64,
