@@ -207,7 +207,7 @@ static int32_t poll_loop_worker(void *userdata, bgjob_job *job)
 {
     struct looper *l = userdata;
     int wake = -1;
-    if (bgjob_job_get_cancel_fd(job, &wake) != BGJOB_RESULT_OK)
+    if (bgjob_job_get_wake_fd(job, &wake) != BGJOB_RESULT_OK)
         return 1;
     for (;;) {
         struct pollfd fds[2] = {{.fd = wake, .events = POLLIN}, {.fd = l->data_fd, .events = POLLIN}};
@@ -232,7 +232,7 @@ static bool fd_readable(int fd)
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
-static bool test_cancel_fd_in_own_poll_loop(void)
+static bool test_wake_fd_in_own_poll_loop(void)
 {
     bool ok = true;
     int p[2];
@@ -244,9 +244,9 @@ static bool test_cancel_fd_in_own_poll_loop(void)
     bgjob_job *job = start(poll_loop_worker, &l);
     REQUIRE(job != NULL);
     int fd = -1;
-    CHECK_RC(bgjob_job_get_cancel_fd(job, &fd), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_get_wake_fd(job, &fd), BGJOB_RESULT_OK);
     int fd2 = -2;
-    CHECK_RC(bgjob_job_get_cancel_fd(job, &fd2), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_get_wake_fd(job, &fd2), BGJOB_RESULT_OK);
     CHECK_EQ(fd, fd2); /* one fd per job */
     REQUIRE(poll_int_eq(&l.polling, 1));
     CHECK(!fd_readable(fd));
@@ -265,9 +265,9 @@ static bool test_cancel_fd_in_own_poll_loop(void)
     CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
     CHECK_EQ(atomic_load(&l.saw_cancel), 1);
     CHECK(fd_readable(fd)); /* stays readable after a cancel */
-    CHECK_RC(bgjob_job_get_cancel_fd(job, NULL), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_get_wake_fd(job, NULL), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
-    CHECK_RC(bgjob_job_get_cancel_fd(job, &fd), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_get_wake_fd(job, &fd), BGJOB_RESULT_INVALID_HANDLE);
     close(p[0]);
     close(p[1]);
     return ok;
@@ -505,7 +505,7 @@ int main(void)
         TAP_TEST(test_fd_wait_woken_by_cancel),
         TAP_TEST(test_fd_wait_events_and_timeouts),
         TAP_TEST(test_fd_wait_bad_arguments),
-        TAP_TEST(test_cancel_fd_in_own_poll_loop),
+        TAP_TEST(test_wake_fd_in_own_poll_loop),
         TAP_TEST(test_deadline_fires),
         TAP_TEST(test_deadline_not_while_paused),
         TAP_TEST(test_set_deadline),

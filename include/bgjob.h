@@ -513,7 +513,7 @@ enum bgjob_verb
     BGJOB_VERB_START = 0,
     /**
      * `bgjob_job_cancel` (allowed in every state; on a finished job it reports
-     * `BGJOB_CANCEL_ALREADY_FINISHED`).
+     * `BGJOB_CANCEL_STATUS_ALREADY_FINISHED`).
      */
     BGJOB_VERB_CANCEL = 1,
     /**
@@ -605,7 +605,7 @@ typedef struct bgjob_txn bgjob_txn;
  * returns). It must not block on something only the job's end would bring.
  * It must not `longjmp` out.
  */
-typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
+typedef void (*bgjob_cancel_hook_callback)(void *userdata, struct bgjob_job *job);
 
 /**
  * Frees userdata. Called exactly once, after the last callback that uses the
@@ -863,6 +863,16 @@ typedef struct bgjob_job_entry {
 typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, bgjob_state state);
 
 /**
+ * A finalization callback (`bgjob_job_options.commit`, `.abort`, `.clean`;
+ * QEMU's job driver callbacks of the same names), called at most once with
+ * the options' `finalize_userdata` and the job's handle, after the work of
+ * the job (and of its whole transaction) is done and before the job ends.
+ * See `bgjob_job_options.commit` for which runs, in what order and on which
+ * thread. It runs with no bgjob lock held. It must not `longjmp` out.
+ */
+typedef void (*bgjob_finalize_callback)(void *userdata, struct bgjob_job *job);
+
+/**
  * Options for `bgjob_job_create`. Fill with
  * `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
  * fields at the end, and bgjob reads no more than `struct_size` bytes, giving
@@ -937,15 +947,15 @@ typedef struct bgjob_job_options {
      * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
      * that ended it, with no bgjob lock held. Each may be NULL.
      */
-    bgjob_hook_callback commit;
+    bgjob_finalize_callback commit;
     /**
      * See `commit`.
      */
-    bgjob_hook_callback abort;
+    bgjob_finalize_callback abort;
     /**
      * See `commit`.
      */
-    bgjob_hook_callback clean;
+    bgjob_finalize_callback clean;
     /**
      * Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
      * `bgjob_job_create`.
@@ -1000,7 +1010,7 @@ extern "C" {
  * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
  * still registered when the job's worker returns are removed without being
  * called, and the job does not end while one of its hooks runs (see
- * `bgjob_hook_callback`): once any call has seen the job end, none of its
+ * `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
  * hooks runs or is still running.
  *
  * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
@@ -1018,7 +1028,7 @@ extern "C" {
  * or writable. Thread-safe.
  */
 bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
-                                       bgjob_hook_callback hook,
+                                       bgjob_cancel_hook_callback hook,
                                        void *userdata,
                                        bgjob_free_callback userdata_free,
                                        uint64_t *hook_id_out);
@@ -1070,7 +1080,7 @@ bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
  * # Safety
  * `fd_out` is NULL or writable. Thread-safe.
  */
-bgjob_result bgjob_job_get_cancel_fd(struct bgjob_job *job, int32_t *fd_out);
+bgjob_result bgjob_job_get_wake_fd(struct bgjob_job *job, int32_t *fd_out);
 
 /**
  * A cancellable wait for an fd, for the worker: waits until `fd` is ready for

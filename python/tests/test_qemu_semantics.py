@@ -41,12 +41,12 @@ def test_wait_fd_readable_and_cancelled():
         os.close(w)
 
 
-def test_cancel_fd_for_a_workers_own_poll_loop():
+def test_wake_fd_for_a_workers_own_poll_loop():
     seen = []
     ready = threading.Event()
 
     def work(wk):
-        fd = wk.cancel_fd
+        fd = wk.wake_fd
         seen.append(select.select([fd], [], [], 0)[0])
         ready.set()
         select.select([fd], [], [], LONG)

@@ -4,7 +4,7 @@
 use super::handles::{to_ptr, with_job};
 use super::{BGJOB_FD_ERROR, BGJOB_FD_HANGUP, BGJOB_FD_READABLE, BGJOB_FD_WRITABLE, need, put};
 use super::{
-    UserData, bgjob_free_callback, bgjob_hook_callback, bgjob_job, bgjob_result, boundary,
+    UserData, bgjob_cancel_hook_callback, bgjob_free_callback, bgjob_job, bgjob_result, boundary,
     timeout_arg,
 };
 use crate::core::{FdEvents, HookAdded, HookRemoved};
@@ -18,7 +18,7 @@ use std::time::Duration;
 /// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
 /// still registered when the job's worker returns are removed without being
 /// called, and the job does not end while one of its hooks runs (see
-/// `bgjob_hook_callback`): once any call has seen the job end, none of its
+/// `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
 /// hooks runs or is still running.
 ///
 /// Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
@@ -37,7 +37,7 @@ use std::time::Duration;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
     job: *mut bgjob_job,
-    hook: bgjob_hook_callback,
+    hook: bgjob_cancel_hook_callback,
     userdata: *mut std::ffi::c_void,
     userdata_free: bgjob_free_callback,
     hook_id_out: *mut u64,
@@ -125,7 +125,7 @@ pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_
 /// # Safety
 /// `fd_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bgjob_job_get_cancel_fd(
+pub unsafe extern "C" fn bgjob_job_get_wake_fd(
     job: *mut bgjob_job,
     fd_out: *mut i32,
 ) -> bgjob_result {

@@ -5,7 +5,7 @@ use super::handles::to_ptr;
 use super::versioned::{self, Versioned, size_ending_at};
 use super::{
     BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_MAX_STACK_SIZE, UserData,
-    bgjob_error_policy, bgjob_free_callback, bgjob_hook_callback, bgjob_job_options,
+    bgjob_error_policy, bgjob_finalize_callback, bgjob_free_callback, bgjob_job_options,
     bgjob_job_type, bgjob_result, boundary, c_str, need,
 };
 use crate::core::{self, JobType};
@@ -83,15 +83,15 @@ pub(crate) struct Options {
 /// The commit, abort and clean callbacks with their shared userdata, freed
 /// after the last of them (or when none will run).
 pub(crate) struct Finalizers {
-    commit: bgjob_hook_callback,
-    abort: bgjob_hook_callback,
-    clean: bgjob_hook_callback,
+    commit: bgjob_finalize_callback,
+    abort: bgjob_finalize_callback,
+    clean: bgjob_finalize_callback,
     userdata: std::sync::Arc<UserData>,
 }
 
 impl Finalizers {
     pub(crate) fn attach(self, mut b: core::Builder, h: usize) -> core::Builder {
-        let make = |cb: bgjob_hook_callback| {
+        let make = |cb: bgjob_finalize_callback| {
             cb.map(|cb| {
                 let data = self.userdata.clone();
                 move |_: &core::Job| {

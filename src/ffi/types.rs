@@ -165,7 +165,16 @@ pub type bgjob_completion_callback =
 /// with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
 /// returns). It must not block on something only the job's end would bring.
 /// It must not `longjmp` out.
-pub type bgjob_hook_callback =
+pub type bgjob_cancel_hook_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
+
+/// A finalization callback (`bgjob_job_options.commit`, `.abort`, `.clean`;
+/// QEMU's job driver callbacks of the same names), called at most once with
+/// the options' `finalize_userdata` and the job's handle, after the work of
+/// the job (and of its whole transaction) is done and before the job ends.
+/// See `bgjob_job_options.commit` for which runs, in what order and on which
+/// thread. It runs with no bgjob lock held. It must not `longjmp` out.
+pub type bgjob_finalize_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
 /// Receives a child's captured output one line at a time
@@ -236,7 +245,7 @@ pub enum bgjob_verb {
     /// `bgjob_job_start`.
     Start = 0,
     /// `bgjob_job_cancel` (allowed in every state; on a finished job it reports
-    /// `BGJOB_CANCEL_ALREADY_FINISHED`).
+    /// `BGJOB_CANCEL_STATUS_ALREADY_FINISHED`).
     Cancel = 1,
     /// `bgjob_job_pause`.
     Pause = 2,
@@ -498,11 +507,11 @@ pub struct bgjob_job_options {
     /// thread that finished the group's last worker, or the one calling
     /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
     /// that ended it, with no bgjob lock held. Each may be NULL.
-    pub commit: bgjob_hook_callback,
+    pub commit: bgjob_finalize_callback,
     /// See `commit`.
-    pub abort: bgjob_hook_callback,
+    pub abort: bgjob_finalize_callback,
     /// See `commit`.
-    pub clean: bgjob_hook_callback,
+    pub clean: bgjob_finalize_callback,
     /// Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
     /// `bgjob_job_create`.
     pub finalize_userdata: *mut c_void,
