@@ -25,15 +25,10 @@ use std::time::Duration;
 /// NULL) runs exactly once: after the hook ran, when it is removed, when the job
 /// ends, or at once if this call fails.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
-/// `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
-/// for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once the job has ended.
-///
-/// # Safety
-/// `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
-/// or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
+/// `BGJOB_RESULT_CANCELLED` when the hook already ran;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
     job: *mut bgjob_job,
@@ -69,13 +64,9 @@ pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
 /// will not run: one being called on another thread is waited for. Called from
 /// inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
-/// `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
-/// or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
+/// `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller), or
+/// the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
     job: *mut bgjob_job,
@@ -94,14 +85,12 @@ pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
 /// parks here and the paused time does not count; spurious wake-ups never
 /// shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+/// Returns: `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// running.
 ///
-/// # Safety
-/// Any handle value is safe. Meant for the job's worker thread.
+/// Threads: meant for the job's worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_result {
     boundary(|| {
@@ -118,12 +107,8 @@ pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_
 /// cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
 /// not read, write or close it); it lives until the job is destroyed.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
-///
-/// # Safety
-/// `fd_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_wake_fd(
     job: *mut bgjob_job,
@@ -144,17 +129,15 @@ pub unsafe extern "C" fn bgjob_job_get_wake_fd(
 /// once when cancel is requested. While the job is paused the worker parks
 /// here and the paused time does not count.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
-/// `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
-/// `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+/// Returns: `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what
+/// happened: `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP`
+/// alone; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
 /// `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
-/// if poll itself failed (errno says why).
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM` if
+/// poll itself failed (errno says why).
 ///
-/// # Safety
-/// `revents_out` is NULL or writable. Meant for the job's worker thread.
+/// Threads: meant for the job's worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_wait_fd(
     job: *mut bgjob_job,
@@ -204,14 +187,10 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
 /// cancel is tried again every 20 ms until it can be: the deadline is late,
 /// never lost.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
-/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
-/// ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
-/// (the job's deadline is then unchanged).
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below
+/// −1; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+/// ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started (the
+/// job's deadline is then unchanged).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_deadline(job: *mut bgjob_job, ms: i64) -> bgjob_result {
     boundary(|| {

@@ -31,12 +31,9 @@ fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
 ///
 /// Ownership: release it with `bgjob_context_destroy`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is NULL;
-/// `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the like).
-///
-/// # Safety
-/// `context_out` is NULL or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is
+/// NULL; `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the
+/// like).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_create(
     context_out: *mut *mut bgjob_context,
@@ -58,12 +55,11 @@ pub unsafe extern "C" fn bgjob_context_create(
 /// no free function is skipped. Remove the fd from your event loop first: it is
 /// closed once no bound job refers to it any more.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy).
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
+/// destroy).
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; may be called from a completion
-/// callback of this context (the remaining queued callbacks then do not run).
+/// Threads: may also be called from a completion callback of this context (the
+/// remaining queued callbacks then do not run).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_destroy(context: *mut bgjob_context) -> bgjob_result {
     boundary(|| {
@@ -81,12 +77,8 @@ pub unsafe extern "C" fn bgjob_context_destroy(context: *mut bgjob_context) -> b
 /// `virEventAddHandle` may dispatch a few at a time; an edge-triggered
 /// watcher (`EPOLLET`) must dispatch until the queue is empty.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `fd_out` is NULL.
-///
-/// # Safety
-/// `fd_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_get_fd(
     context: *mut bgjob_context,
@@ -107,14 +99,12 @@ pub unsafe extern "C" fn bgjob_context_get_fd(
 /// cannot make one dispatch run forever. An empty dispatch is harmless.
 /// `ran_out` (may be NULL) gets how many ran.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// when called from inside a callback this context is dispatching (no
-/// recursion).
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` when called from inside a callback this context is
+/// dispatching (no recursion).
 ///
-/// # Safety
-/// `ran_out` is NULL or writable. Thread-safe: several threads may dispatch
-/// one context; each callback runs once, on one of them.
+/// Threads: several threads may dispatch one context; each callback runs once, on
+/// one of them.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_dispatch(
     context: *mut bgjob_context,
@@ -132,12 +122,8 @@ pub unsafe extern "C" fn bgjob_context_dispatch(
 
 /// Writes the number of completions queued now to `*count_out`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL.
-///
-/// # Safety
-/// `count_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_pending(
     context: *mut bgjob_context,

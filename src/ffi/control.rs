@@ -20,12 +20,10 @@ use crate::core;
 /// `status_out` (may be NULL) gets which race this call met: REQUESTED,
 /// ALREADY_REQUESTED or ALREADY_FINISHED.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+/// Returns: `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
 ///
-/// # Safety
-/// `status_out` is NULL or writable. Thread-safe; any number of threads may
-/// cancel the same job at once: exactly one gets REQUESTED.
+/// Threads: any number of threads may cancel the same job at once: exactly one gets
+/// REQUESTED.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_cancel(
     job: *mut bgjob_job,
@@ -42,12 +40,9 @@ pub unsafe extern "C" fn bgjob_job_cancel(
 /// Pauses a running job: its worker parks at its next pause point, and elapsed
 /// time stops counting.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// unless the job is RUNNING (so pausing twice is refused).
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (so pausing twice is
+/// refused).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_pause(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.pause())?.map_err(Into::into))
@@ -55,12 +50,8 @@ pub unsafe extern "C" fn bgjob_job_pause(job: *mut bgjob_job) -> bgjob_result {
 
 /// Resumes a paused job.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// unless the job is PAUSED.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.resume())?.map_err(Into::into))
@@ -76,14 +67,10 @@ pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
 ///
 /// `state_out` (may be NULL) gets the final `bgjob_state` on success.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` for a `timeout_ms` below −1;
-/// `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
-/// wait for itself).
-///
-/// # Safety
-/// `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT` for a
+/// `timeout_ms` below −1; `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own
+/// worker (it would wait for itself).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_wait(
     job: *mut bgjob_job,
@@ -104,14 +91,12 @@ pub unsafe extern "C" fn bgjob_job_wait(
 /// it has one and nobody took it, is freed now too. The handle and every copy
 /// of it are invalid afterwards.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);
-/// `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING, PAUSED,
-/// WAITING): wait for it, or use `bgjob_job_detach`.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
+/// destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
+/// PAUSED, WAITING): wait for it, or use `bgjob_job_detach`.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe: of two threads destroying the same
-/// handle, one succeeds and the other gets INVALID_HANDLE.
+/// Threads: of two threads destroying the same handle, one succeeds and the other
+/// gets INVALID_HANDLE.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| {
@@ -144,13 +129,9 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// afterwards for the caller (the job's own worker may keep using it until it
 /// returns).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT`
-/// for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED` for a CREATED job (it would
-/// never run: start or destroy it instead).
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
+/// for a CREATED job (it would never run: start or destroy it instead).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bgjob_result {
     boundary(|| {

@@ -32,14 +32,11 @@ unsafe impl Versioned for bgjob_info {
 /// writes at most that many bytes, so a program built against an older, shorter
 /// `bgjob_info` keeps working.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size`
-/// is smaller than the first version of the struct.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size` is
+/// smaller than the first version of the struct.
 ///
-/// # Safety
-/// `info_out` is NULL or points to at least `info_out->struct_size` writable
-/// bytes. Thread-safe.
+/// `info_out` points to at least `info_out->struct_size` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_info(
     job: *mut bgjob_job,
@@ -80,12 +77,8 @@ pub unsafe extern "C" fn bgjob_job_get_info(
 
 /// Writes the job's current `bgjob_state` to `*state_out`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `state_out` is NULL.
-///
-/// # Safety
-/// `state_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_state(
     job: *mut bgjob_job,
@@ -102,12 +95,8 @@ pub unsafe extern "C" fn bgjob_job_get_state(
 
 /// Writes the job's process-unique id to `*id_out`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `id_out` is NULL.
-///
-/// # Safety
-/// `id_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_id(job: *mut bgjob_job, id_out: *mut u64) -> bgjob_result {
     boundary(|| {
@@ -132,13 +121,8 @@ pub unsafe extern "C" fn bgjob_job_get_id(job: *mut bgjob_job, id_out: *mut u64)
 ///
 /// `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
-///
-/// # Safety
-/// `buf` is valid for `len` bytes; `code_out` and `len_out` are NULL or writable.
-/// Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_error(
     job: *mut bgjob_job,
@@ -163,12 +147,8 @@ pub unsafe extern "C" fn bgjob_job_get_error(
 /// Reads the job's phase name (empty before the worker sets one) into `buf`,
 /// snprintf-style like `bgjob_job_get_error`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
-///
-/// # Safety
-/// `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_phase(
     job: *mut bgjob_job,
@@ -187,12 +167,8 @@ pub unsafe extern "C" fn bgjob_job_get_phase(
 
 /// Reads the job's name into `buf`, snprintf-style like `bgjob_job_get_error`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
-///
-/// # Safety
-/// `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_name(
     job: *mut bgjob_job,
@@ -228,13 +204,10 @@ fn fill_text(dst: &mut [c_char; BGJOB_ENTRY_TEXT_SIZE], s: &str) {
 /// jobs to `*count_out` (which may exceed `capacity`: call again with a larger
 /// array). `entries` may be NULL when `capacity` is 0, to count only.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL, or
-/// `entries` is NULL with a non-zero `capacity`.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is
+/// NULL, or `entries` is NULL with a non-zero `capacity`.
 ///
-/// # Safety
-/// `entries` is valid for `capacity` elements; `count_out` is NULL or writable.
-/// Thread-safe.
+/// `entries` is valid for `capacity` elements.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_list_jobs(
     entries: *mut bgjob_job_entry,
@@ -271,12 +244,9 @@ pub unsafe extern "C" fn bgjob_list_jobs(
 /// (a `bgjob_state`): the same table every verb consults. A refused verb returns
 /// `BGJOB_RESULT_NOT_ALLOWED`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*allowed_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
-/// an unknown verb or state or a NULL `allowed_out`.
-///
-/// # Safety
-/// `allowed_out` is NULL or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` with `*allowed_out` set;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown verb or state or a NULL
+/// `allowed_out`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_verb_allowed(
     verb: bgjob_verb_in,
@@ -311,9 +281,6 @@ pub(super) fn static_name(name: Option<&'static str>) -> *const c_char {
 
 /// A static lower-case name for a `bgjob_state` ("running"), or "unknown".
 /// Never NULL; never free it.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_state_str(state: bgjob_state_in) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
@@ -327,9 +294,6 @@ pub extern "C" fn bgjob_state_str(state: bgjob_state_in) -> *const c_char {
 
 /// A static lower-case name for a `bgjob_verb` ("pause"), or "unknown".
 /// Never NULL; never free it.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_verb_str(verb: bgjob_verb_in) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {

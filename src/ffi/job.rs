@@ -86,18 +86,13 @@ pub(crate) unsafe fn create(
 ///
 /// `options` may be NULL (all defaults); `worker` and `job_out` may not.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
 /// `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
 /// `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
-/// context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a
-/// bad `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
-/// started — the worker's, or for a job with a deadline bgjob's timer thread
-/// (nothing is left behind).
-///
-/// # Safety
-/// `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or
-/// writable; `worker` and `userdata_free` are NULL or valid functions. Thread-safe.
+/// context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
+/// `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be started —
+/// the worker's, or for a job with a deadline bgjob's timer thread (nothing is left
+/// behind).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_create(
     options: *const bgjob_job_options,
@@ -125,14 +120,11 @@ pub unsafe extern "C" fn bgjob_job_create(
 
 /// Starts a job created with `BGJOB_CREATE_DEFER_START`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
-/// started — the worker's, or for a job with a deadline bgjob's timer thread
-/// (the job stays CREATED and may be started again or destroyed).
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN`
+/// when no thread could be started — the worker's, or for a job with a deadline
+/// bgjob's timer thread (the job stays CREATED and may be started again or
+/// destroyed).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_start(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.start())?.map_err(Into::into))
@@ -158,13 +150,8 @@ pub unsafe extern "C" fn bgjob_job_start(job: *mut bgjob_job) -> bgjob_result {
 /// `name` may be NULL; `context` may be NULL (the completion then runs on the
 /// worker thread); `completion` may be NULL only when `context` is.
 ///
-/// # Returns
-/// As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
+/// Returns: As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
 /// `context`.
-///
-/// # Safety
-/// `name` is NULL or a NUL-terminated string; `job_out` is NULL or writable;
-/// the callbacks are NULL or valid functions. Thread-safe.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bgjob_run_in_thread(

@@ -10,12 +10,8 @@ use std::ffi::c_void;
 /// is destroyed, or at once if this call fails — unless the caller takes it
 /// with `bgjob_job_take_result`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once the job has ended.
-///
-/// # Safety
-/// `result_free` is NULL or a valid function. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_result(
     job: *mut bgjob_job,
@@ -29,13 +25,9 @@ pub unsafe extern "C" fn bgjob_job_set_result(
 /// Writes the job's result pointer to `*result_out` (NULL if the worker left
 /// none). The job still owns it: it stays valid until the job is destroyed.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
 /// `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
-///
-/// # Safety
-/// `result_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_result(
     job: *mut bgjob_job,
@@ -58,13 +50,9 @@ pub unsafe extern "C" fn bgjob_job_get_result(
 /// Takes the job's result: `*result_out` gets the pointer (NULL if none) and
 /// the caller now owns it; bgjob will not call its free function.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
 /// `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
-///
-/// # Safety
-/// `result_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_take_result(
     job: *mut bgjob_job,

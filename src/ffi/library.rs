@@ -8,9 +8,6 @@ use crate::core;
 use std::ffi::{CStr, c_char, c_void};
 
 /// The version of this library, e.g. `"0.1.0"`. Static; never free it.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_version() -> *const c_char {
     // Checked at compile time: the version string has exactly one NUL, at the end.
@@ -25,9 +22,6 @@ pub extern "C" fn bgjob_version() -> *const c_char {
 /// The ABI version of the loaded library: the number in its SONAME
 /// (`libbgjob.so.<n>`). Compare with `BGJOB_ABI_VERSION` from the header you
 /// compiled against; they differ only when the library is incompatible.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_abi_version() -> u32 {
     boundary_or(BGJOB_ABI_VERSION, || BGJOB_ABI_VERSION)
@@ -35,9 +29,6 @@ pub extern "C" fn bgjob_abi_version() -> u32 {
 
 /// A static, human-readable string for a result code; `"unknown result"` for a
 /// number that is not one. Never NULL; never free it.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_result_str(result: bgjob_result_in) -> *const c_char {
     boundary_or(c"unknown result".as_ptr(), || {
@@ -69,11 +60,7 @@ pub type bgjob_log_callback =
 /// exactly once when the callback is replaced or removed — or at once, if this
 /// call fails or `callback` is NULL.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`.
-///
-/// # Safety
-/// `callback` and `userdata_free` are NULL or valid functions. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_set_log_callback(
     callback: bgjob_log_callback,

@@ -9,32 +9,54 @@
 //! - outputs (`*_out`) are written only when the call succeeds.
 
 #![allow(non_camel_case_types)]
+// The exports' pointer rules are written for C programmers, once, in the
+// header's file comment (cbindgen.toml) and per function where one differs,
+// not under Rust `# Safety` headings that would fill the header.
+#![allow(clippy::missing_safety_doc)]
 
 // The modules are declared in the order the header reads (cbindgen follows it,
-// with `sort_by = "None"`): the shared machinery first, then the exports, grouped
-// by object, in the order a driver uses them.
+// with `sort_by = "None"`; build.rs puts a section title above each group). The
+// comment between each pair keeps rustfmt from sorting them by name.
+
+// Shared machinery: no exports.
 mod boundary;
-pub mod cancel;
-pub mod child;
-pub mod context;
-pub mod control;
+mod versioned;
+// Handle tables, and the fork handling that walks them.
 pub(crate) mod fork;
 pub mod handles;
-pub mod info;
-pub mod job;
-pub mod job_result;
-pub mod library;
-pub mod options;
-pub mod pool;
-pub mod qemu;
+// Constants and types.
 pub mod result;
-pub mod txn;
+// (enums, handles, callbacks, structs)
 pub mod types;
-mod versioned;
+// Create and run.
+pub mod options;
+// (create, start, run_in_thread)
+pub mod job;
+// Read: info, state, lists.
+pub mod info;
+// Control: cancel, pause, resume, wait, destroy, detach.
+pub mod control;
+// Completion contexts.
+pub mod context;
+// Worker side: checks, progress, error, outcome.
+pub mod worker;
+// Results.
+pub mod job_result;
+// Cancellation and waits.
+pub mod cancel;
+// Child processes.
+pub mod child;
+// QEMU semantics.
+pub mod qemu;
+// Transactions.
+pub mod txn;
+// Worker pool.
+pub mod pool;
+// Library.
+pub mod library;
 /// Generates its own header (include/virjob.h); kept out of bgjob.h.
 /// cbindgen:ignore
 pub mod virjob;
-pub mod worker;
 
 pub(crate) use boundary::*;
 pub use library::bgjob_log_callback;

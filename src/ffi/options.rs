@@ -50,12 +50,10 @@ unsafe impl Versioned for bgjob_job_options {
 /// as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
 /// a program built against an older, shorter struct keeps working.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL
-/// or `size` is smaller than the first version of the struct.
+/// Returns: `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is
+/// NULL or `size` is smaller than the first version of the struct.
 ///
-/// # Safety
-/// `options` is NULL or points to `size` writable bytes. Thread-safe.
+/// `options` points to `size` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_options_init(
     options: *mut bgjob_job_options,

@@ -11,13 +11,9 @@ use super::{
 /// callbacks run on this thread, then it ends. For a member of a transaction
 /// it finalizes the transaction (as soon as every member is done).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// `BGJOB_STATE_WAITING` (and not already being finalized);
 /// `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_finalize(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.finalize())?.map_err(bgjob_result::from))
@@ -36,12 +32,8 @@ pub unsafe extern "C" fn bgjob_job_finalize(job: *mut bgjob_job) -> bgjob_result
 /// `BGJOB_RESULT_NOT_ALLOWED`, which the caller may ignore. A detach drops
 /// every internal pause (nobody could balance them later).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_pause_internal(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.pause_internal())?.map_err(bgjob_result::from))
@@ -49,13 +41,9 @@ pub unsafe extern "C" fn bgjob_job_pause_internal(job: *mut bgjob_job) -> bgjob_
 
 /// Undoes one `bgjob_job_pause_internal`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for an unbalanced resume (no
-/// internal pause in force) or a job that has ended;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for an unbalanced resume
+/// (no internal pause in force) or a job that has ended;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_resume_internal(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.resume_internal())?.map_err(bgjob_result::from))
@@ -64,13 +52,9 @@ pub unsafe extern "C" fn bgjob_job_resume_internal(job: *mut bgjob_job) -> bgjob
 /// Changes the job's `bgjob_error_policy` (set at create with
 /// `bgjob_job_options.error_policy`).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown policy;
-/// `BGJOB_RESULT_NOT_ALLOWED` once the work is done;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown
+/// policy; `BGJOB_RESULT_NOT_ALLOWED` once the work is done;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_error_policy(
     job: *mut bgjob_job,
@@ -105,15 +89,12 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
 /// A job whose cancel was requested is never stopped, nor is a detached one
 /// (nobody could resume it): either is told to report.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
 /// `action_out`, a zero code or a message that is not UTF-8;
 /// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 ///
-/// # Safety
-/// `message` is NULL or a NUL-terminated string; `action_out` is NULL or
-/// writable. Meant for the job's worker thread.
+/// Threads: meant for the job's worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_report_io_error(
     job: *mut bgjob_job,

@@ -18,12 +18,8 @@ fn txn_of(p: *mut bgjob_txn) -> Result<Txn, bgjob_result> {
 /// ends FAILED, every other one of an aborted transaction CANCELLED) and their
 /// completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
-/// a NULL `txn_out` or unknown flags.
-///
-/// # Safety
-/// `txn_out` is NULL or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT`
+/// for a NULL `txn_out` or unknown flags.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_txn_create(
     flags: u32,
@@ -45,11 +41,7 @@ pub unsafe extern "C" fn bgjob_txn_create(
 /// afterwards. Safe at any time: the members keep the transaction going and
 /// it settles as it would have.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_txn_destroy(txn: *mut bgjob_txn) -> bgjob_result {
     boundary(|| {
@@ -60,14 +52,11 @@ pub unsafe extern "C" fn bgjob_txn_destroy(txn: *mut bgjob_txn) -> bgjob_result 
 
 /// Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
-/// ended or is being cancelled, or a transaction that already started, is
-/// aborting (one of its members was cancelled or failed) or settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
-/// transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
-///
-/// # Safety
-/// Any handle values are safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
+/// ended or is being cancelled, or a transaction that already started, is aborting
+/// (one of its members was cancelled or failed) or settled;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a transaction;
+/// `BGJOB_RESULT_INVALID_HANDLE` for either handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_txn_add(txn: *mut bgjob_txn, job: *mut bgjob_job) -> bgjob_result {
     boundary(|| {
@@ -80,12 +69,8 @@ pub unsafe extern "C" fn bgjob_txn_add(txn: *mut bgjob_txn, job: *mut bgjob_job)
 /// one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
 /// returned.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
 /// `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_txn_start(txn: *mut bgjob_txn) -> bgjob_result {
     boundary(|| txn_of(txn)?.start().map_err(bgjob_result::from))
@@ -98,11 +83,7 @@ pub unsafe extern "C" fn bgjob_txn_start(txn: *mut bgjob_txn) -> bgjob_result {
 /// cancelled on its own before this call) keeps its members' cause
 /// TRANSACTION, and this call changes nothing.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_txn_cancel(txn: *mut bgjob_txn) -> bgjob_result {
     boundary(|| {
@@ -114,12 +95,8 @@ pub unsafe extern "C" fn bgjob_txn_cancel(txn: *mut bgjob_txn) -> bgjob_result {
 /// Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
 /// thread) if every member is done, else as soon as the last one is.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_txn_finalize(txn: *mut bgjob_txn) -> bgjob_result {
     boundary(|| txn_of(txn)?.finalize().map_err(bgjob_result::from))

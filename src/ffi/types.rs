@@ -466,7 +466,7 @@ pub struct bgjob_job_options {
     /// `sizeof(bgjob_job_options)` as the caller compiled it; set by
     /// `bgjob_job_options_init`. At least the size of the first version.
     pub struct_size: u32,
-    /// A `bgjob_job_type` value. Default BOUNDED.
+    /// The job's type. Default BOUNDED.
     pub job_type: bgjob_job_type_in,
     /// `BGJOB_CREATE_*` flags. Default 0 (start at once).
     pub flags: u32,
@@ -490,13 +490,14 @@ pub struct bgjob_job_options {
     pub context: *mut bgjob_context,
     /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
     /// many ms of active time: from start, paused time not counted. Default −1:
-    /// no deadline. 0 also means no deadline here (a zero-filled struct sets
-    /// none; a deadline due at start would be a cancel: use
-    /// `bgjob_job_set_deadline(job, 0)` for "now"). Below −1 is refused. Starting a job with a deadline fails
+    /// no deadline. Unlike the header's other times, 0 also means no deadline
+    /// here, so a zero-filled struct sets none (`bgjob_job_set_deadline(job, 0)`
+    /// is "now"). Below −1 is refused. Starting a job with a deadline fails
     /// with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
     /// (see `bgjob_job_set_deadline`).
     pub deadline_ms: i64,
-    /// A `bgjob_error_policy` value. Default REPORT.
+    /// The job's error policy (see `bgjob_job_set_error_policy`). Default
+    /// REPORT.
     pub error_policy: bgjob_error_policy_in,
     /// Finalization callbacks (QEMU's commit, abort and clean), each called at
     /// most once with `finalize_userdata` and the job, after the job's work
@@ -528,9 +529,9 @@ pub struct bgjob_job_options {
 pub struct bgjob_info {
     /// Set by the caller; bgjob writes at most this many bytes.
     pub struct_size: u32,
-    /// A `bgjob_job_type` value.
+    /// The job's type.
     pub job_type: bgjob_job_type,
-    /// A `bgjob_state` value.
+    /// The job's state.
     pub state: bgjob_state,
     /// Whether cancel was requested (also for a job that then completed).
     pub cancel_requested: bool,
@@ -559,16 +560,14 @@ pub struct bgjob_info {
     pub since_progress_ms: i64,
     /// The job's process-unique id.
     pub id: u64,
-    /// Why cancel was requested: a `bgjob_cancel_cause` value
-    /// (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+    /// Why cancel was requested (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
     pub cancel_cause: bgjob_cancel_cause,
     /// Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
     /// only when this is 0 and `pause_requested` is false.
     pub pause_count: u32,
-    /// A `bgjob_iostatus` value: not OK only while user-paused by the error
-    /// policy.
+    /// The I/O status: not OK only while user-paused by the error policy.
     pub iostatus: bgjob_iostatus,
-    /// The job's `bgjob_error_policy`.
+    /// The job's error policy.
     pub error_policy: bgjob_error_policy,
 }
 
@@ -635,7 +634,7 @@ pub struct bgjob_child_options {
 pub struct bgjob_job_entry {
     /// Process-unique id.
     pub id: u64,
-    /// A `bgjob_state` value.
+    /// The job's state.
     pub state: bgjob_state,
     /// Time since creation in ms.
     pub age_ms: i64,
