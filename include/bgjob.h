@@ -1094,7 +1094,7 @@ bgjob_result bgjob_job_start(struct bgjob_job *job);
  * `name` may be NULL; `context` may be NULL (the completion then runs on the
  * worker thread); `completion` may be NULL only when `context` is.
  *
- * Returns: As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
+ * Returns: as `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
  * `context`.
  */
 bgjob_result bgjob_run_in_thread(struct bgjob_context *context,

@@ -150,7 +150,7 @@ pub unsafe extern "C" fn bgjob_job_start(job: *mut bgjob_job) -> bgjob_result {
 /// `name` may be NULL; `context` may be NULL (the completion then runs on the
 /// worker thread); `completion` may be NULL only when `context` is.
 ///
-/// Returns: As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
+/// Returns: as `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
 /// `context`.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
