@@ -75,6 +75,23 @@ def test_deadline_cancels_with_cause_timeout():
         assert job.info.cancel_cause == CancelCause.CALLER
 
 
+def test_set_deadline_none_removes_it_and_zero_is_now():
+    # None maps to the header's -1 (no deadline): the 0.2 s deadline is gone,
+    # so the job is still running after a 0.5 s wait and ends by the caller.
+    with bgjob.start(lambda w: w.sleep(3600), deadline=0.2) as job:
+        job.set_deadline(None)
+        with pytest.raises(bgjob.TimedOut):
+            job.wait(0.5)
+        job.cancel()
+        assert job.wait(LONG) == State.CANCELLED
+        assert job.info.cancel_cause == CancelCause.CALLER
+    # 0 is "now": cancelled at once, by its deadline.
+    with bgjob.start(lambda w: w.sleep(3600)) as job:
+        job.set_deadline(0)
+        assert job.wait(LONG) == State.CANCELLED
+        assert job.info.cancel_cause == CancelCause.TIMEOUT
+
+
 def test_child_process_output_and_exit_code():
     lines = []
 
