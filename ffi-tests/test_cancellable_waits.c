@@ -207,7 +207,7 @@ static int32_t poll_loop_worker(void *userdata, bgjob_job *job)
 {
     struct looper *l = userdata;
     int wake = -1;
-    if (bgjob_job_get_cancel_fd(job, &wake) != BGJOB_RESULT_OK)
+    if (bgjob_job_get_wake_fd(job, &wake) != BGJOB_RESULT_OK)
         return 1;
     for (;;) {
         struct pollfd fds[2] = {{.fd = wake, .events = POLLIN}, {.fd = l->data_fd, .events = POLLIN}};
@@ -232,7 +232,7 @@ static bool fd_readable(int fd)
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
-static bool test_cancel_fd_in_own_poll_loop(void)
+static bool test_wake_fd_in_own_poll_loop(void)
 {
     bool ok = true;
     int p[2];
@@ -244,9 +244,9 @@ static bool test_cancel_fd_in_own_poll_loop(void)
     bgjob_job *job = start(poll_loop_worker, &l);
     REQUIRE(job != NULL);
     int fd = -1;
-    CHECK_RC(bgjob_job_get_cancel_fd(job, &fd), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_get_wake_fd(job, &fd), BGJOB_RESULT_OK);
     int fd2 = -2;
-    CHECK_RC(bgjob_job_get_cancel_fd(job, &fd2), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_get_wake_fd(job, &fd2), BGJOB_RESULT_OK);
     CHECK_EQ(fd, fd2); /* one fd per job */
     REQUIRE(poll_int_eq(&l.polling, 1));
     CHECK(!fd_readable(fd));
@@ -265,9 +265,9 @@ static bool test_cancel_fd_in_own_poll_loop(void)
     CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
     CHECK_EQ(atomic_load(&l.saw_cancel), 1);
     CHECK(fd_readable(fd)); /* stays readable after a cancel */
-    CHECK_RC(bgjob_job_get_cancel_fd(job, NULL), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_get_wake_fd(job, NULL), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
-    CHECK_RC(bgjob_job_get_cancel_fd(job, &fd), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_get_wake_fd(job, &fd), BGJOB_RESULT_INVALID_HANDLE);
     close(p[0]);
     close(p[1]);
     return ok;
@@ -326,8 +326,8 @@ static bool test_deadline_fires(void)
 
     bgjob_job_options o;
     CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
-    CHECK_EQ(o.deadline_ms, 0);
-    o.deadline_ms = -5;
+    CHECK_EQ(o.deadline_ms, -1);
+    o.deadline_ms = -2;
     job = NULL;
     CHECK_RC(bgjob_job_create(&o, until_cancelled, NULL, NULL, &job), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(job == NULL);
@@ -361,23 +361,64 @@ static bool test_deadline_not_while_paused(void)
     return ok;
 }
 
-/* set_deadline replaces the option's deadline, 0 removes it, and one set on a
+/* set_deadline replaces the option's deadline, -1 removes it, and one set on a
  * running job fires; a finished job refuses it. */
 static bool test_set_deadline(void)
 {
     bool ok = true;
     bgjob_job *job = with_deadline(150, 0);
     REQUIRE(job != NULL);
-    CHECK_RC(bgjob_job_set_deadline(job, 0), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_set_deadline(job, -1), BGJOB_RESULT_OK);
     sleep_ms(400);
     CHECK_STATE(state_of(job), BGJOB_STATE_RUNNING);
-    CHECK_RC(bgjob_job_set_deadline(job, -1), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_set_deadline(job, -2), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_set_deadline(job, INT64_MIN), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK_RC(bgjob_job_set_deadline(job, 1), BGJOB_RESULT_OK); /* already passed */
     CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
     CHECK_EQ(cause_of(job), BGJOB_CANCEL_CAUSE_TIMEOUT);
     CHECK_RC(bgjob_job_set_deadline(job, 100), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
     CHECK_RC(bgjob_job_set_deadline(job, 100), BGJOB_RESULT_INVALID_HANDLE);
+    return ok;
+}
+
+/* set_deadline(0) is due now: a running job is cancelled at once, cause
+ * TIMEOUT (0 is "now" in the header's time convention, not "none"). */
+static bool test_set_deadline_now(void)
+{
+    bool ok = true;
+    bgjob_job *job = with_deadline(-1, 0);
+    REQUIRE(job != NULL);
+    CHECK_RC(bgjob_job_set_deadline(job, 0), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(cause_of(job), BGJOB_CANCEL_CAUSE_TIMEOUT);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static int32_t sleep_forever(void *userdata, bgjob_job *job)
+{
+    atomic_int *rc = userdata;
+    bgjob_result r = bgjob_job_sleep(job, -1);
+    atomic_store(rc, r);
+    return r == BGJOB_RESULT_CANCELLED ? 125 : 0;
+}
+
+/* sleep(-1) sleeps until cancel: the job is still running after a wait that
+ * timed out, and the sleep returns CANCELLED once cancel is requested. */
+static bool test_sleep_forever(void)
+{
+    bool ok = true;
+    static atomic_int rc;
+    atomic_store(&rc, -1);
+    bgjob_job *job = NULL;
+    REQUIRE(bgjob_job_create(NULL, sleep_forever, &rc, NULL, &job) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_wait(job, 50, NULL), BGJOB_RESULT_TIMED_OUT);
+    CHECK_EQ(atomic_load(&rc), -1);
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_RC(atomic_load(&rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
     return ok;
 }
 
@@ -464,10 +505,12 @@ int main(void)
         TAP_TEST(test_fd_wait_woken_by_cancel),
         TAP_TEST(test_fd_wait_events_and_timeouts),
         TAP_TEST(test_fd_wait_bad_arguments),
-        TAP_TEST(test_cancel_fd_in_own_poll_loop),
+        TAP_TEST(test_wake_fd_in_own_poll_loop),
         TAP_TEST(test_deadline_fires),
         TAP_TEST(test_deadline_not_while_paused),
         TAP_TEST(test_set_deadline),
+        TAP_TEST(test_set_deadline_now),
+        TAP_TEST(test_sleep_forever),
         TAP_TEST(test_deadline_not_reached),
         TAP_TEST(test_cleanup_after_cancel_is_visible),
     };

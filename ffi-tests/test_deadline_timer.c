@@ -306,7 +306,7 @@ static bool test_many_deadlines_with_slow_reentrant_hooks_all_fire(void)
      * runs after that (a hook the worker's return beat to it is dropped
      * uncalled, so fewer may have run than were registered). The cancels ran
      * on deadline threads, not the caller's: this is the hook promise of
-     * bgjob_hook_callback kept there too. */
+     * bgjob_cancel_hook_callback kept there too. */
     {
         int runs = atomic_load(&load_hook_runs);
 

@@ -143,7 +143,7 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
     }
 
     i32 = SENTINEL32;
-    CALL_INVALID(bgjob_job_get_cancel_fd(h, &i32));
+    CALL_INVALID(bgjob_job_get_wake_fd(h, &i32));
     CHECK_EQ(i32, SENTINEL32);
     {
         uint32_t rev = SENTINEL32;
@@ -551,7 +551,7 @@ static const char *const job_functions[] = {
     "bgjob_job_set_percent", "bgjob_job_set_eta",     "bgjob_job_set_phase",
     "bgjob_job_set_error",   "bgjob_job_finish",      "bgjob_job_set_result",
     "bgjob_job_get_result",  "bgjob_job_take_result", "bgjob_job_add_cancel_hook",
-    "bgjob_job_remove_cancel_hook", "bgjob_job_sleep", "bgjob_job_get_cancel_fd",
+    "bgjob_job_remove_cancel_hook", "bgjob_job_sleep", "bgjob_job_get_wake_fd",
     "bgjob_job_wait_fd",     "bgjob_job_set_deadline", "bgjob_job_spawn_child",
     "bgjob_job_watch_child", "bgjob_job_wait_child", "bgjob_job_finalize",
     "bgjob_job_pause_internal", "bgjob_job_resume_internal", "bgjob_job_set_error_policy",

@@ -455,7 +455,7 @@ static bool test_long_sleep_cancelled_promptly(void)
     CHECKF(took < 1000, "cancel took %lld ms to end a 60 s sleep", (long long)took);
     CHECK(atomic_load(&s.took_ms) < 60000);
     CHECK_RC(bgjob_job_sleep(job, 1), BGJOB_RESULT_NOT_ALLOWED);
-    CHECK_RC(bgjob_job_sleep(job, -1), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_sleep(job, -2), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
     return ok;
 }

@@ -89,7 +89,7 @@ static int32_t worker_eta_edges(void *userdata, bgjob_job *job)
     atomic_store(&w->results[0], bgjob_job_set_eta(job, INT64_MAX));
     atomic_store(&w->results[1], bgjob_job_set_eta(job, -2));
     atomic_store(&w->results[2], bgjob_job_set_eta(job, INT64_MIN));
-    atomic_store(&w->results[3], bgjob_job_sleep(job, -1));
+    atomic_store(&w->results[3], bgjob_job_sleep(job, -2));
     atomic_store(&w->results[4], bgjob_job_sleep(job, INT64_MIN));
     atomic_store(&w->results[5], bgjob_job_sleep(job, 0));
     gate_open(&w->ready);

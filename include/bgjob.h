@@ -19,10 +19,30 @@
  * - Userdata is always given with a free function (which may be NULL); bgjob
  *   calls it exactly once, after the last callback that uses the userdata, on
  *   every path, including a failed create.
+ * - Time: every timeout or duration argument is an int64_t of milliseconds,
+ *   where -1 means no limit (wait forever, sleep until cancel, no deadline),
+ *   0 means now (poll, due at once) and any other negative value is refused
+ *   with BGJOB_RESULT_INVALID_ARGUMENT. Waits and deadlines count a job's
+ *   active time where they say so (paused time excluded). The one exception
+ *   is bgjob_job_options.deadline_ms, where 0 also means "no deadline", so a
+ *   zero-filled struct sets none. A child's grace (time between SIGTERM and
+ *   SIGKILL) is a length, not a limit: 0 kills at once, negatives are refused.
+ * - Pointers: a pointer argument may be NULL only where its function says so
+ *   (an output marked "may be NULL" is then skipped); a NULL where one is
+ *   needed gets BGJOB_RESULT_INVALID_ARGUMENT. A non-NULL pointer must be
+ *   valid for its use: an output writable, a buffer `len` bytes long, a string
+ *   NUL-terminated (and UTF-8, else BGJOB_RESULT_INVALID_ARGUMENT), a function
+ *   pointer a function of its type. Each function's Returns: line lists its
+ *   codes; BGJOB_RESULT_PANIC (an internal error) can come from any of them.
+ * - Enums are int32_t-sized; every argument and field that holds one is
+ *   declared with its enum's typedef (bgjob_state, ...). A number that is not
+ *   one of its values is refused with BGJOB_RESULT_INVALID_ARGUMENT (the *_str
+ *   functions return "unknown" for it).
  *
  * Threads
  * -------
- * - Every function may be called from any thread, concurrently.
+ * - Every function may be called from any thread, concurrently, unless its
+ *   Threads: line says otherwise ("meant for the job's worker thread").
  * - No bgjob lock is held while user code runs (workers, free functions, log
  *   callbacks), so user code may call back into bgjob; each callback type says
  *   which calls it may make.
@@ -82,6 +102,8 @@
 #define BGJOB_VERSION_PATCH 0
 #define BGJOB_VERSION_STRING "0.1.0"
 
+
+/* ---- Constants and types ---- */
 
 /**
  * The ABI version this header describes; equals the SONAME number of the
@@ -326,6 +348,169 @@ typedef int32_t bgjob_state;
 #endif // __cplusplus
 
 /**
+ * Bounded jobs have a total (units or percent); unbounded ones do not.
+ */
+enum bgjob_job_type
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Reports a percentage and an ETA.
+     */
+    BGJOB_JOB_TYPE_BOUNDED = 0,
+    /**
+     * Reports elapsed time and units done only.
+     */
+    BGJOB_JOB_TYPE_UNBOUNDED = 1,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_job_type;
+#endif // __cplusplus
+
+/**
+ * Why cancel was requested (`bgjob_info.cancel_cause`).
+ */
+enum bgjob_cancel_cause
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Cancel was not requested.
+     */
+    BGJOB_CANCEL_CAUSE_NONE = 0,
+    /**
+     * A caller cancelled it (cancel, detach with cancel, destroy of a created
+     * job).
+     */
+    BGJOB_CANCEL_CAUSE_CALLER = 1,
+    /**
+     * Its deadline passed (`bgjob_job_options.deadline_ms`,
+     * `bgjob_job_set_deadline`).
+     */
+    BGJOB_CANCEL_CAUSE_TIMEOUT = 2,
+    /**
+     * Another member of its transaction failed or was cancelled.
+     */
+    BGJOB_CANCEL_CAUSE_TRANSACTION = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_cancel_cause;
+#endif // __cplusplus
+
+/**
+ * A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
+ * only while the job is user-paused by its error policy; resume and cancel
+ * reset it.
+ */
+enum bgjob_iostatus
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * No error pending.
+     */
+    BGJOB_IOSTATUS_OK = 0,
+    /**
+     * Stopped by an I/O error.
+     */
+    BGJOB_IOSTATUS_FAILED = 1,
+    /**
+     * Stopped by ENOSPC.
+     */
+    BGJOB_IOSTATUS_NOSPACE = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_iostatus;
+#endif // __cplusplus
+
+/**
+ * What a job does when its worker reports an I/O error
+ * (`bgjob_job_report_io_error`); QEMU's `BlockdevOnError`.
+ */
+enum bgjob_error_policy
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * The worker gives up; the error becomes the job's.
+     */
+    BGJOB_ERROR_POLICY_REPORT = 0,
+    /**
+     * The worker carries on.
+     */
+    BGJOB_ERROR_POLICY_IGNORE = 1,
+    /**
+     * The job is user-paused with an error status; the worker retries after
+     * resume.
+     */
+    BGJOB_ERROR_POLICY_STOP = 2,
+    /**
+     * STOP on ENOSPC, REPORT otherwise.
+     */
+    BGJOB_ERROR_POLICY_ENOSPC = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_policy;
+#endif // __cplusplus
+
+/**
+ * What `bgjob_job_cancel` found (libxl's abort contract).
+ */
+enum bgjob_cancel_status
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * This call requested it; the job may still complete.
+     */
+    BGJOB_CANCEL_STATUS_REQUESTED = 0,
+    /**
+     * It had been requested before; nothing new happened.
+     */
+    BGJOB_CANCEL_STATUS_ALREADY_REQUESTED = 1,
+    /**
+     * The job had already ended (or its virJob worker had declared its
+     * outcome with a `virJobFinish*` call); nothing happened.
+     */
+    BGJOB_CANCEL_STATUS_ALREADY_FINISHED = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_cancel_status;
+#endif // __cplusplus
+
+/**
+ * What `bgjob_job_report_io_error` tells the worker to do.
+ */
+enum bgjob_error_action
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Give up: return the error (it is recorded as the job's error).
+     */
+    BGJOB_ERROR_ACTION_REPORT = 0,
+    /**
+     * Carry on.
+     */
+    BGJOB_ERROR_ACTION_IGNORE = 1,
+    /**
+     * The job is now paused with an error status: call
+     * `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
+     * then retry the operation.
+     */
+    BGJOB_ERROR_ACTION_STOP = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_action;
+#endif // __cplusplus
+
+/**
  * Verbs of the verb × state table (`bgjob_verb_allowed`).
  */
 enum bgjob_verb
@@ -339,7 +524,7 @@ enum bgjob_verb
     BGJOB_VERB_START = 0,
     /**
      * `bgjob_job_cancel` (allowed in every state; on a finished job it reports
-     * `BGJOB_CANCEL_ALREADY_FINISHED`).
+     * `BGJOB_CANCEL_STATUS_ALREADY_FINISHED`).
      */
     BGJOB_VERB_CANCEL = 1,
     /**
@@ -381,169 +566,6 @@ typedef int32_t bgjob_verb;
 #endif // __cplusplus
 
 /**
- * Bounded jobs have a total (units or percent); unbounded ones do not.
- */
-enum bgjob_job_type
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * Reports a percentage and an ETA.
-     */
-    BGJOB_JOB_TYPE_BOUNDED = 0,
-    /**
-     * Reports elapsed time and units done only.
-     */
-    BGJOB_JOB_TYPE_UNBOUNDED = 1,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_job_type;
-#endif // __cplusplus
-
-/**
- * What `bgjob_job_cancel` found (libxl's abort contract).
- */
-enum bgjob_cancel_status
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * This call requested it; the job may still complete.
-     */
-    BGJOB_CANCEL_STATUS_REQUESTED = 0,
-    /**
-     * It had been requested before; nothing new happened.
-     */
-    BGJOB_CANCEL_STATUS_ALREADY_REQUESTED = 1,
-    /**
-     * The job had already ended (or its virJob worker had declared its
-     * outcome with a `virJobFinish*` call); nothing happened.
-     */
-    BGJOB_CANCEL_STATUS_ALREADY_FINISHED = 2,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_cancel_status;
-#endif // __cplusplus
-
-/**
- * Why cancel was requested (`bgjob_info.cancel_cause`).
- */
-enum bgjob_cancel_cause
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * Cancel was not requested.
-     */
-    BGJOB_CANCEL_CAUSE_NONE = 0,
-    /**
-     * A caller cancelled it (cancel, detach with cancel, destroy of a created
-     * job).
-     */
-    BGJOB_CANCEL_CAUSE_CALLER = 1,
-    /**
-     * Its deadline passed (`bgjob_job_options.deadline_ms`,
-     * `bgjob_job_set_deadline`).
-     */
-    BGJOB_CANCEL_CAUSE_TIMEOUT = 2,
-    /**
-     * Another member of its transaction failed or was cancelled.
-     */
-    BGJOB_CANCEL_CAUSE_TRANSACTION = 3,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_cancel_cause;
-#endif // __cplusplus
-
-/**
- * What a job does when its worker reports an I/O error
- * (`bgjob_job_report_io_error`); QEMU's `BlockdevOnError`.
- */
-enum bgjob_error_policy
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * The worker gives up; the error becomes the job's.
-     */
-    BGJOB_ERROR_POLICY_REPORT = 0,
-    /**
-     * The worker carries on.
-     */
-    BGJOB_ERROR_POLICY_IGNORE = 1,
-    /**
-     * The job is user-paused with an error status; the worker retries after
-     * resume.
-     */
-    BGJOB_ERROR_POLICY_STOP = 2,
-    /**
-     * STOP on ENOSPC, REPORT otherwise.
-     */
-    BGJOB_ERROR_POLICY_ENOSPC = 3,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_error_policy;
-#endif // __cplusplus
-
-/**
- * What `bgjob_job_report_io_error` tells the worker to do.
- */
-enum bgjob_error_action
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * Give up: return the error (it is recorded as the job's error).
-     */
-    BGJOB_ERROR_ACTION_REPORT = 0,
-    /**
-     * Carry on.
-     */
-    BGJOB_ERROR_ACTION_IGNORE = 1,
-    /**
-     * The job is now paused with an error status: call
-     * `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
-     * then retry the operation.
-     */
-    BGJOB_ERROR_ACTION_STOP = 2,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_error_action;
-#endif // __cplusplus
-
-/**
- * A job's error status (`bgjob_info.iostatus`, QEMU's iostatus). It is not OK
- * only while the job is user-paused by its error policy; resume and cancel
- * reset it.
- */
-enum bgjob_iostatus
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * No error pending.
-     */
-    BGJOB_IOSTATUS_OK = 0,
-    /**
-     * Stopped by an I/O error.
-     */
-    BGJOB_IOSTATUS_FAILED = 1,
-    /**
-     * Stopped by ENOSPC.
-     */
-    BGJOB_IOSTATUS_NOSPACE = 2,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_iostatus;
-#endif // __cplusplus
-
-/**
  * An opaque completion context handle: a queue of completions plus one
  * pollable fd (see `bgjob_context_create`). Like job handles, a table entry
  * tagged with a generation, safe to misuse, usable from any thread.
@@ -570,16 +592,33 @@ typedef struct bgjob_job bgjob_job;
 typedef struct bgjob_txn bgjob_txn;
 
 /**
- * Called with each lifecycle log line (no trailing newline).
+ * Called exactly once when a job that has one has ended: `state` is its
+ * terminal `bgjob_state`, and `job` its handle, still valid during the call
+ * (read its error or result here) unless the caller destroyed it earlier.
  *
- * Runs on whichever thread the event happened on (never bgjob's timer thread),
- * with no bgjob lock held, on every path (a failed thread start included). It
- * may call any bgjob function, `bgjob_set_log_callback` included: a
- * replacement takes effect from the next line, and the replaced callback's
- * free function runs once the line being delivered to it is done. `line` is
- * valid only during the call.
+ * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
+ * Without one:
+ * - a job on its own whose worker's return ended it: its worker thread, right
+ *   after the worker returned (and after its commit/abort and clean);
+ * - a transaction member: only once every member is terminal (so it may wait
+ *   for a sibling); the member whose worker's return settled the group gets
+ *   it on that worker thread, last, every other member on a bgjob thread of
+ *   its own — never on a sibling's worker thread;
+ * - a job ended by a call (a cancel of a job that never ran, destroy,
+ *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+ *   detach): a bgjob thread of its own.
+ *
+ * Never inside the call that ended the job (create, start, cancel, destroy,
+ * detach, finalize), never with a bgjob lock held. The one exception: when
+ * no thread can be started (EAGAIN) for a callback that needs one of its
+ * own, it runs at the end of the call that ended the job, rather than never.
+ *
+ * It may call any bgjob function: destroy this job (the handle is then
+ * invalid), cancel or destroy other jobs, create and start new ones. A
+ * `bgjob_context_dispatch` of the context dispatching it is refused with
+ * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
  */
-typedef void (*bgjob_log_callback)(void *userdata, const char *line);
+typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, bgjob_state state);
 
 /**
  * Frees userdata. Called exactly once, after the last callback that uses the
@@ -587,6 +626,273 @@ typedef void (*bgjob_log_callback)(void *userdata, const char *line);
  * into bgjob for the object it belonged to.
  */
 typedef void (*bgjob_free_callback)(void *userdata);
+
+/**
+ * A finalization callback (`bgjob_job_options.commit`, `.abort`, `.clean`;
+ * QEMU's job driver callbacks of the same names), called at most once with
+ * the options' `finalize_userdata` and the job's handle, after the work of
+ * the job (and of its whole transaction) is done and before the job ends.
+ * See `bgjob_job_options.commit` for which runs, in what order and on which
+ * thread. It runs with no bgjob lock held. It must not `longjmp` out.
+ */
+typedef void (*bgjob_finalize_callback)(void *userdata, struct bgjob_job *job);
+
+/**
+ * Options for `bgjob_job_create`. Fill with
+ * `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
+ * fields at the end, and bgjob reads no more than `struct_size` bytes, giving
+ * fields the caller's struct lacks their defaults.
+ */
+typedef struct bgjob_job_options {
+    /**
+     * `sizeof(bgjob_job_options)` as the caller compiled it; set by
+     * `bgjob_job_options_init`. At least the size of the first version.
+     */
+    uint32_t struct_size;
+    /**
+     * The job's type. Default BOUNDED.
+     */
+    bgjob_job_type job_type;
+    /**
+     * `BGJOB_CREATE_*` flags. Default 0 (start at once).
+     */
+    uint32_t flags;
+    /**
+     * UTF-8 name, copied; also the worker thread's name (cut to 15 bytes).
+     * NULL (default) gives `job-<id>`.
+     */
+    const char *name;
+    /**
+     * Worker stack size in bytes, at most `BGJOB_MAX_STACK_SIZE`; 0 (default)
+     * is the platform's default.
+     */
+    size_t stack_size;
+    /**
+     * Called once when the job has ended (see `bgjob_completion_callback`).
+     * Default NULL: no callback.
+     */
+    bgjob_completion_callback completion;
+    /**
+     * Passed to `completion`. Ownership passes to bgjob with `bgjob_job_create`.
+     */
+    void *completion_userdata;
+    /**
+     * Frees `completion_userdata`, exactly once: after the callback ran, or
+     * when it never will (the create failed, or its context was destroyed
+     * first). May be NULL.
+     */
+    bgjob_free_callback completion_free;
+    /**
+     * Deliver the completion through this context (on the thread that
+     * dispatches it). Default NULL: on the worker thread.
+     */
+    struct bgjob_context *context;
+    /**
+     * Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
+     * many ms of active time: from start, paused time not counted. Default −1:
+     * no deadline. Unlike the header's other times, 0 also means no deadline
+     * here, so a zero-filled struct sets none (`bgjob_job_set_deadline(job, 0)`
+     * is "now"). Below −1 is refused. Starting a job with a deadline fails
+     * with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
+     * (see `bgjob_job_set_deadline`).
+     */
+    int64_t deadline_ms;
+    /**
+     * The job's error policy (see `bgjob_job_set_error_policy`). Default
+     * REPORT.
+     */
+    bgjob_error_policy error_policy;
+    /**
+     * Finalization callbacks (QEMU's commit, abort and clean), each called at
+     * most once with `finalize_userdata` and the job, after the job's work
+     * (and its whole transaction's) is done and before the job ends: `commit`
+     * if all succeeded, else `abort`; then `clean` either way — every
+     * member's commit/abort first, then every member's clean, each pass in
+     * the order the members were added to the transaction. They run on the
+     * thread that finished the group's last worker, or the one calling
+     * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
+     * that ended it, with no bgjob lock held. Each may be NULL.
+     */
+    bgjob_finalize_callback commit;
+    /**
+     * See `commit`.
+     */
+    bgjob_finalize_callback abort;
+    /**
+     * See `commit`.
+     */
+    bgjob_finalize_callback clean;
+    /**
+     * Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
+     * `bgjob_job_create`.
+     */
+    void *finalize_userdata;
+    /**
+     * Frees `finalize_userdata` exactly once, after the last of those
+     * callbacks (or when none will run). May be NULL.
+     */
+    bgjob_free_callback finalize_free;
+} bgjob_job_options;
+
+/**
+ * The function a job runs on its own thread.
+ *
+ * Called once, on the job's worker thread (named after the job), with the
+ * `userdata` given at create and the job's handle. Return 0 for success; any
+ * other value fails the job with that value as its error code (or, if cancel
+ * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
+ * the status before returning instead.
+ *
+ * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
+ * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
+ * wait for itself; the job is running). Progress
+ * calls made here park the worker while the job is paused. It must not
+ * `longjmp` out of the call or throw a C++ exception through it.
+ */
+typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
+
+/**
+ * A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
+ * `sizeof(bgjob_info)` before the call; later versions only add fields at the
+ * end and fill no more than `struct_size` bytes.
+ */
+typedef struct bgjob_info {
+    /**
+     * Set by the caller; bgjob writes at most this many bytes.
+     */
+    uint32_t struct_size;
+    /**
+     * The job's type.
+     */
+    bgjob_job_type job_type;
+    /**
+     * The job's state.
+     */
+    bgjob_state state;
+    /**
+     * Whether cancel was requested (also for a job that then completed).
+     */
+    bool cancel_requested;
+    /**
+     * Whether a user pause is in force.
+     */
+    bool pause_requested;
+    /**
+     * Active time since start in ms (monotonic; paused time excluded).
+     */
+    int64_t elapsed_ms;
+    /**
+     * Estimated time to completion in ms; the worker's own ETA if it set one,
+     * else computed from the rate; −1 when unknown; 0 once finished.
+     */
+    int64_t remaining_ms;
+    /**
+     * 0–100 (clamped); −1 when unknown and always for unbounded jobs. A
+     * bounded job that ended COMPLETED reads 100 whatever `current` and
+     * `total` say (they keep the last values the worker reported: 50/100
+     * with percent 100 is possible); a FAILED or CANCELLED one keeps its
+     * last percent.
+     */
+    int32_t percent;
+    /**
+     * The job's error code; 0 while it has none.
+     */
+    int32_t error_code;
+    /**
+     * Units done.
+     */
+    uint64_t current;
+    /**
+     * Units in all; 0 when unknown.
+     */
+    uint64_t total;
+    /**
+     * Units per second of active time; −1 when unknown.
+     */
+    double rate;
+    /**
+     * Time since the last progress update in ms; −1 if there was none.
+     */
+    int64_t since_progress_ms;
+    /**
+     * The job's process-unique id.
+     */
+    uint64_t id;
+    /**
+     * Why cancel was requested (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+     */
+    bgjob_cancel_cause cancel_cause;
+    /**
+     * Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
+     * only when this is 0 and `pause_requested` is false.
+     */
+    uint32_t pause_count;
+    /**
+     * The I/O status: not OK only while user-paused by the error policy.
+     */
+    bgjob_iostatus iostatus;
+    /**
+     * The job's error policy.
+     */
+    bgjob_error_policy error_policy;
+} bgjob_info;
+
+/**
+ * One live job, as listed by `bgjob_list_jobs`.
+ */
+typedef struct bgjob_job_entry {
+    /**
+     * Process-unique id.
+     */
+    uint64_t id;
+    /**
+     * The job's state.
+     */
+    bgjob_state state;
+    /**
+     * Time since creation in ms.
+     */
+    int64_t age_ms;
+    /**
+     * Time since the last progress update in ms; −1 if none.
+     */
+    int64_t since_progress_ms;
+    /**
+     * The name, NUL-terminated, cut to fit.
+     */
+    char name[BGJOB_ENTRY_TEXT_SIZE];
+    /**
+     * The phase, NUL-terminated, cut to fit.
+     */
+    char phase[BGJOB_ENTRY_TEXT_SIZE];
+} bgjob_job_entry;
+
+/**
+ * A cancellation hook (libxl's design): anything a worker waits on (a timer,
+ * a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
+ *
+ * Called at most once, with its userdata and the job's handle: on the thread
+ * that cancels the job (hooks run one at a time in registration order, with no
+ * bgjob lock held), or at once on the registering thread when cancel had
+ * already been requested. A cancel made by the job's deadline runs on a bgjob
+ * thread named after the job, started for it (never bgjob's timer thread), so
+ * a hook that blocks holds back no other job's deadline.
+ *
+ * The job's end and its hooks never overlap: the job does not become WAITING
+ * or terminal while one of its hooks runs (its end waits for the hook to
+ * return), and the hooks not yet called when its worker returns — a worker
+ * that saw the cancel and returned before the cancel got to them — are
+ * removed without being called. So once any call has seen the job end (wait,
+ * get_info, the completion), none of its hooks runs or is still running, and
+ * a driver may free what they point to.
+ *
+ * It may call any bgjob function, including removing itself or cancelling
+ * its job (both return at once); `bgjob_job_wait` on its own job is refused
+ * with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
+ * returns). It must not block on something only the job's end would bring.
+ * It must not `longjmp` out.
+ */
+typedef void (*bgjob_cancel_hook_callback)(void *userdata, struct bgjob_job *job);
 
 /**
  * Receives a child's captured output one line at a time
@@ -690,340 +996,667 @@ typedef struct bgjob_child_options {
 } bgjob_child_options;
 
 /**
- * The function a job runs on its own thread.
+ * Called with each lifecycle log line (no trailing newline).
  *
- * Called once, on the job's worker thread (named after the job), with the
- * `userdata` given at create and the job's handle. Return 0 for success; any
- * other value fails the job with that value as its error code (or, if cancel
- * was requested, ends it `BGJOB_STATE_CANCELLED`). `bgjob_job_finish` may record
- * the status before returning instead.
- *
- * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
- * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
- * wait for itself; the job is running). Progress
- * calls made here park the worker while the job is paused. It must not
- * `longjmp` out of the call or throw a C++ exception through it.
+ * Runs on whichever thread the event happened on (never bgjob's timer thread),
+ * with no bgjob lock held, on every path (a failed thread start included). It
+ * may call any bgjob function, `bgjob_set_log_callback` included: a
+ * replacement takes effect from the next line, and the replaced callback's
+ * free function runs once the line being delivered to it is done. `line` is
+ * valid only during the call.
  */
-typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
-
-/**
- * Called exactly once when a job that has one has ended: `state` is its
- * terminal `bgjob_state`, and `job` its handle, still valid during the call
- * (read its error or result here) unless the caller destroyed it earlier.
- *
- * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
- * Without one:
- * - a job on its own whose worker's return ended it: its worker thread, right
- *   after the worker returned (and after its commit/abort and clean);
- * - a transaction member: only once every member is terminal (so it may wait
- *   for a sibling); the member whose worker's return settled the group gets
- *   it on that worker thread, last, every other member on a bgjob thread of
- *   its own — never on a sibling's worker thread;
- * - a job ended by a call (a cancel of a job that never ran, destroy,
- *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
- *   detach): a bgjob thread of its own.
- *
- * Never inside the call that ended the job (create, start, cancel, destroy,
- * detach, finalize), never with a bgjob lock held. The one exception: when
- * no thread can be started (EAGAIN) for a callback that needs one of its
- * own, it runs at the end of the call that ended the job, rather than never.
- *
- * It may call any bgjob function: destroy this job (the handle is then
- * invalid), cancel or destroy other jobs, create and start new ones. A
- * `bgjob_context_dispatch` of the context dispatching it is refused with
- * `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
- */
-typedef void (*bgjob_completion_callback)(void *userdata, struct bgjob_job *job, int32_t state);
-
-/**
- * A cancellation hook (libxl's design): anything a worker waits on (a timer,
- * a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
- *
- * Called at most once, with its userdata and the job's handle: on the thread
- * that cancels the job (hooks run one at a time in registration order, with no
- * bgjob lock held), or at once on the registering thread when cancel had
- * already been requested. A cancel made by the job's deadline runs on a bgjob
- * thread named after the job, started for it (never bgjob's timer thread), so
- * a hook that blocks holds back no other job's deadline.
- *
- * The job's end and its hooks never overlap: the job does not become WAITING
- * or terminal while one of its hooks runs (its end waits for the hook to
- * return), and the hooks not yet called when its worker returns — a worker
- * that saw the cancel and returned before the cancel got to them — are
- * removed without being called. So once any call has seen the job end (wait,
- * get_info, the completion), none of its hooks runs or is still running, and
- * a driver may free what they point to.
- *
- * It may call any bgjob function, including removing itself or cancelling
- * its job (both return at once); `bgjob_job_wait` on its own job is refused
- * with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
- * returns). It must not block on something only the job's end would bring.
- * It must not `longjmp` out.
- */
-typedef void (*bgjob_hook_callback)(void *userdata, struct bgjob_job *job);
-
-/**
- * A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
- * `sizeof(bgjob_info)` before the call; later versions only add fields at the
- * end and fill no more than `struct_size` bytes.
- */
-typedef struct bgjob_info {
-    /**
-     * Set by the caller; bgjob writes at most this many bytes.
-     */
-    uint32_t struct_size;
-    /**
-     * A `bgjob_job_type` value.
-     */
-    int32_t job_type;
-    /**
-     * A `bgjob_state` value.
-     */
-    int32_t state;
-    /**
-     * Whether cancel was requested (also for a job that then completed).
-     */
-    bool cancel_requested;
-    /**
-     * Whether a user pause is in force.
-     */
-    bool pause_requested;
-    /**
-     * Active time since start in ms (monotonic; paused time excluded).
-     */
-    int64_t elapsed_ms;
-    /**
-     * Estimated time to completion in ms; the worker's own ETA if it set one,
-     * else computed from the rate; −1 when unknown; 0 once finished.
-     */
-    int64_t remaining_ms;
-    /**
-     * 0–100 (clamped); −1 when unknown and always for unbounded jobs. A
-     * bounded job that ended COMPLETED reads 100 whatever `current` and
-     * `total` say (they keep the last values the worker reported: 50/100
-     * with percent 100 is possible); a FAILED or CANCELLED one keeps its
-     * last percent.
-     */
-    int32_t percent;
-    /**
-     * The job's error code; 0 while it has none.
-     */
-    int32_t error_code;
-    /**
-     * Units done.
-     */
-    uint64_t current;
-    /**
-     * Units in all; 0 when unknown.
-     */
-    uint64_t total;
-    /**
-     * Units per second of active time; −1 when unknown.
-     */
-    double rate;
-    /**
-     * Time since the last progress update in ms; −1 if there was none.
-     */
-    int64_t since_progress_ms;
-    /**
-     * The job's process-unique id.
-     */
-    uint64_t id;
-    /**
-     * Why cancel was requested: a `bgjob_cancel_cause` value
-     * (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
-     */
-    int32_t cancel_cause;
-    /**
-     * Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
-     * only when this is 0 and `pause_requested` is false.
-     */
-    uint32_t pause_count;
-    /**
-     * A `bgjob_iostatus` value: not OK only while user-paused by the error
-     * policy.
-     */
-    int32_t iostatus;
-    /**
-     * The job's `bgjob_error_policy`.
-     */
-    int32_t error_policy;
-} bgjob_info;
-
-/**
- * One live job, as listed by `bgjob_list_jobs`.
- */
-typedef struct bgjob_job_entry {
-    /**
-     * Process-unique id.
-     */
-    uint64_t id;
-    /**
-     * A `bgjob_state` value.
-     */
-    int32_t state;
-    /**
-     * Time since creation in ms.
-     */
-    int64_t age_ms;
-    /**
-     * Time since the last progress update in ms; −1 if none.
-     */
-    int64_t since_progress_ms;
-    /**
-     * The name, NUL-terminated, cut to fit.
-     */
-    char name[BGJOB_ENTRY_TEXT_SIZE];
-    /**
-     * The phase, NUL-terminated, cut to fit.
-     */
-    char phase[BGJOB_ENTRY_TEXT_SIZE];
-} bgjob_job_entry;
-
-/**
- * Options for `bgjob_job_create`. Fill with
- * `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
- * fields at the end, and bgjob reads no more than `struct_size` bytes, giving
- * fields the caller's struct lacks their defaults.
- */
-typedef struct bgjob_job_options {
-    /**
-     * `sizeof(bgjob_job_options)` as the caller compiled it; set by
-     * `bgjob_job_options_init`. At least the size of the first version.
-     */
-    uint32_t struct_size;
-    /**
-     * A `bgjob_job_type` value. Default BOUNDED.
-     */
-    int32_t job_type;
-    /**
-     * `BGJOB_CREATE_*` flags. Default 0 (start at once).
-     */
-    uint32_t flags;
-    /**
-     * UTF-8 name, copied; also the worker thread's name (cut to 15 bytes).
-     * NULL (default) gives `job-<id>`.
-     */
-    const char *name;
-    /**
-     * Worker stack size in bytes, at most `BGJOB_MAX_STACK_SIZE`; 0 (default)
-     * is the platform's default.
-     */
-    size_t stack_size;
-    /**
-     * Called once when the job has ended (see `bgjob_completion_callback`).
-     * Default NULL: no callback.
-     */
-    bgjob_completion_callback completion;
-    /**
-     * Passed to `completion`. Ownership passes to bgjob with `bgjob_job_create`.
-     */
-    void *completion_userdata;
-    /**
-     * Frees `completion_userdata`, exactly once: after the callback ran, or
-     * when it never will (the create failed, or its context was destroyed
-     * first). May be NULL.
-     */
-    bgjob_free_callback completion_free;
-    /**
-     * Deliver the completion through this context (on the thread that
-     * dispatches it). Default NULL: on the worker thread.
-     */
-    struct bgjob_context *context;
-    /**
-     * Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
-     * many ms of active time: from start, paused time not counted. Default 0:
-     * no deadline. Negative is refused. Starting a job with a deadline fails
-     * with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
-     * (see `bgjob_job_set_deadline`).
-     */
-    int64_t deadline_ms;
-    /**
-     * A `bgjob_error_policy` value. Default REPORT.
-     */
-    int32_t error_policy;
-    /**
-     * Finalization callbacks (QEMU's commit, abort and clean), each called at
-     * most once with `finalize_userdata` and the job, after the job's work
-     * (and its whole transaction's) is done and before the job ends: `commit`
-     * if all succeeded, else `abort`; then `clean` either way — every
-     * member's commit/abort first, then every member's clean, each pass in
-     * the order the members were added to the transaction. They run on the
-     * thread that finished the group's last worker, or the one calling
-     * `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
-     * that ended it, with no bgjob lock held. Each may be NULL.
-     */
-    bgjob_hook_callback commit;
-    /**
-     * See `commit`.
-     */
-    bgjob_hook_callback abort;
-    /**
-     * See `commit`.
-     */
-    bgjob_hook_callback clean;
-    /**
-     * Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
-     * `bgjob_job_create`.
-     */
-    void *finalize_userdata;
-    /**
-     * Frees `finalize_userdata` exactly once, after the last of those
-     * callbacks (or when none will run). May be NULL.
-     */
-    bgjob_free_callback finalize_free;
-} bgjob_job_options;
+typedef void (*bgjob_log_callback)(void *userdata, const char *line);
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-/**
- * The version of this library, e.g. `"0.1.0"`. Static; never free it.
- *
- * # Safety
- * Always safe to call, from any thread.
- */
-const char *bgjob_version(void);
+/* ---- Create and run ---- */
 
 /**
- * The ABI version of the loaded library: the number in its SONAME
- * (`libbgjob.so.<n>`). Compare with `BGJOB_ABI_VERSION` from the header you
- * compiled against; they differ only when the library is incompatible.
+ * Fills `options` with the defaults: bounded, started at once, named
+ * `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
+ * as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
+ * a program built against an older, shorter struct keeps working.
  *
- * # Safety
- * Always safe to call, from any thread.
+ * Returns: `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is
+ * NULL or `size` is smaller than the first version of the struct.
+ *
+ * `options` points to `size` writable bytes.
  */
-uint32_t bgjob_abi_version(void);
+bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t size);
 
 /**
- * A static, human-readable string for a result code; `"unknown result"` for a
- * number that is not one. Never NULL; never free it.
+ * Creates a job that runs `worker(userdata, job)` on its own thread.
  *
- * # Safety
- * Always safe to call, from any thread.
+ * Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
+ * otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
+ * thread is named after the job; an idle thread is reused when one is free, else
+ * a new one is started, so a job never waits behind another unless the caller
+ * set a cap (`bgjob_pool_set_max_running`: the job then queues, RUNNING). With
+ * `options->completion` set, that callback runs once when the job has ended,
+ * on the worker thread or through `options->context`.
+ *
+ * Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
+ * NULL) is called exactly once: after the worker has returned, or when a job that
+ * never ran is cancelled or destroyed, or before this function returns if it
+ * fails. The same holds for `options->completion_userdata` and
+ * `options->completion_free` (after the completion callback), except when
+ * `options->struct_size` is too small for bgjob to read them. On success
+ * `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
+ * has ended) or `bgjob_job_detach`.
+ *
+ * `options` may be NULL (all defaults); `worker` and `job_out` may not.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
+ * `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
+ * `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
+ * context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
+ * `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be started —
+ * the worker's, or for a job with a deadline bgjob's timer thread (nothing is left
+ * behind).
  */
-const char *bgjob_result_str(int32_t result);
+bgjob_result bgjob_job_create(const struct bgjob_job_options *options,
+                              bgjob_worker_callback worker,
+                              void *userdata,
+                              bgjob_free_callback userdata_free,
+                              struct bgjob_job **job_out);
 
 /**
- * Installs a log callback, replacing any earlier one (whose free function then
- * runs once the last line being delivered to it is done), or removes it when
- * `callback` is NULL. With a callback installed, lines go to it whatever
- * `BGJOB_DEBUG` says; without, they go to stderr only when `BGJOB_DEBUG=1`.
+ * Starts a job created with `BGJOB_CREATE_DEFER_START`.
  *
- * Ownership: `userdata` passes to bgjob; `userdata_free` (may be NULL) is called
- * exactly once when the callback is replaced or removed — or at once, if this
- * call fails or `callback` is NULL.
- *
- * # Returns
- * `BGJOB_RESULT_OK`.
- *
- * # Safety
- * `callback` and `userdata_free` are NULL or valid functions. Thread-safe.
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN`
+ * when no thread could be started — the worker's, or for a job with a deadline
+ * bgjob's timer thread (the job stays CREATED and may be started again or
+ * destroyed).
  */
-bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
-                                    void *userdata,
-                                    bgjob_free_callback userdata_free);
+bgjob_result bgjob_job_start(struct bgjob_job *job);
+
+/**
+ * Runs `worker` on a new job's thread and delivers `completion` through
+ * `context` (QIOTask's `qio_task_run_in_thread`): one call makes the job,
+ * starts it, and calls `completion(completion_userdata, job, state)` on the
+ * thread that dispatches `context` once it has ended.
+ *
+ * With `job_out` NULL nobody keeps the job: its handle is valid inside the
+ * completion callback (read its error and result there) and released right
+ * after it, or when the callback will never run (the context was destroyed
+ * first); with no completion either, the job runs detached and frees itself.
+ * With `job_out` non-NULL the caller keeps the handle and destroys it.
+ *
+ * A QIOTask-style "source object" is kept alive by taking a reference before
+ * the call and passing its unref as `completion_free` (see
+ * `examples/poll_loop.c`).
+ *
+ * Ownership: both userdata pointers pass to bgjob on every path; each free
+ * function (may be NULL) runs exactly once, as for `bgjob_job_create`.
+ * `name` may be NULL; `context` may be NULL (the completion then runs on the
+ * worker thread); `completion` may be NULL only when `context` is.
+ *
+ * Returns: as `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
+ * `context`.
+ */
+bgjob_result bgjob_run_in_thread(struct bgjob_context *context,
+                                 const char *name,
+                                 bgjob_worker_callback worker,
+                                 void *worker_userdata,
+                                 bgjob_free_callback worker_free,
+                                 bgjob_completion_callback completion,
+                                 void *completion_userdata,
+                                 bgjob_free_callback completion_free,
+                                 struct bgjob_job **job_out);
+
+/* ---- Read: info, state, lists ---- */
+
+/**
+ * Fills `*info_out` with one consistent snapshot of the job. Never waits on the
+ * worker (or on a cancel in progress).
+ *
+ * The caller sets `info_out->struct_size` to `sizeof(bgjob_info)` first; bgjob
+ * writes at most that many bytes, so a program built against an older, shorter
+ * `bgjob_info` keeps working.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size` is
+ * smaller than the first version of the struct.
+ *
+ * `info_out` points to at least `info_out->struct_size` writable bytes.
+ */
+bgjob_result bgjob_job_get_info(struct bgjob_job *job, struct bgjob_info *info_out);
+
+/**
+ * Writes the job's current `bgjob_state` to `*state_out`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `state_out` is NULL.
+ */
+bgjob_result bgjob_job_get_state(struct bgjob_job *job, bgjob_state *state_out);
+
+/**
+ * Writes the job's process-unique id to `*id_out`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `id_out` is NULL.
+ */
+bgjob_result bgjob_job_get_id(struct bgjob_job *job, uint64_t *id_out);
+
+/**
+ * Reads the job's error: `*code_out` gets its code (0 if it has none) and
+ * `buf` its message, snprintf-style: at most `len - 1` bytes plus a NUL, cut on
+ * a UTF-8 character boundary; `*len_out` gets the message's full length in bytes
+ * (without the NUL), so a caller can size a buffer and call again.
+ *
+ * A FAILED job has the code and message its worker set, else the value it
+ * returned and "worker failed with code N". A CANCELLED job has the same code
+ * rules (the worker's, else its return value) with the message "cancelled" by
+ * default; one cancelled before it ran has code 0 and "cancelled before
+ * start". Readable until destroy.
+ *
+ * `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+ */
+bgjob_result bgjob_job_get_error(struct bgjob_job *job,
+                                 int32_t *code_out,
+                                 char *buf,
+                                 size_t len,
+                                 size_t *len_out);
+
+/**
+ * Reads the job's phase name (empty before the worker sets one) into `buf`,
+ * snprintf-style like `bgjob_job_get_error`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+ */
+bgjob_result bgjob_job_get_phase(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
+
+/**
+ * Reads the job's name into `buf`, snprintf-style like `bgjob_job_get_error`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+ */
+bgjob_result bgjob_job_get_name(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
+
+/**
+ * Lists the jobs that exist now (with a handle, a running worker, or both —
+ * detached jobs included), in id order, so a stuck job can be found: its state,
+ * phase, age and time since its last progress.
+ *
+ * Fills at most `capacity` entries of `entries` and writes the number of live
+ * jobs to `*count_out` (which may exceed `capacity`: call again with a larger
+ * array). `entries` may be NULL when `capacity` is 0, to count only.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is
+ * NULL, or `entries` is NULL with a non-zero `capacity`.
+ *
+ * `entries` is valid for `capacity` elements.
+ */
+bgjob_result bgjob_list_jobs(struct bgjob_job_entry *entries, size_t capacity, size_t *count_out);
+
+/**
+ * Answers whether `verb` (a `bgjob_verb`) may be applied to a job in `state`
+ * (a `bgjob_state`): the same table every verb consults. A refused verb returns
+ * `BGJOB_RESULT_NOT_ALLOWED`.
+ *
+ * Returns: `BGJOB_RESULT_OK` with `*allowed_out` set;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown verb or state or a NULL
+ * `allowed_out`.
+ */
+bgjob_result bgjob_verb_allowed(bgjob_verb verb, bgjob_state state, bool *allowed_out);
+
+/**
+ * A static lower-case name for a `bgjob_state` ("running"), or "unknown".
+ * Never NULL; never free it.
+ */
+const char *bgjob_state_str(bgjob_state state);
+
+/**
+ * A static lower-case name for a `bgjob_verb` ("pause"), or "unknown".
+ * Never NULL; never free it.
+ */
+const char *bgjob_verb_str(bgjob_verb verb);
+
+/* ---- Control: cancel, pause, resume, wait, destroy, detach ---- */
+
+/**
+ * Requests cancellation and returns at once (it never waits for the worker).
+ *
+ * Cancel is cooperative: the worker learns of it from `bgjob_job_check_cancel`
+ * and `bgjob_job_pause_point` (both return `BGJOB_RESULT_CANCELLED`), and a
+ * worker parked at a pause point or progress call wakes up. Progress calls
+ * themselves still succeed after a cancel (an update is not a failure), so a
+ * worker must check. The worker decides the outcome (a job may still complete). A
+ * CREATED job ends CANCELLED without its worker running (its userdata is freed
+ * before this returns). A paused job is resumed so its worker can see the cancel.
+ *
+ * `status_out` (may be NULL) gets which race this call met: REQUESTED,
+ * ALREADY_REQUESTED or ALREADY_FINISHED.
+ *
+ * Returns: `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * Threads: any number of threads may cancel the same job at once: exactly one gets
+ * REQUESTED.
+ */
+bgjob_result bgjob_job_cancel(struct bgjob_job *job, bgjob_cancel_status *status_out);
+
+/**
+ * Pauses a running job: its worker parks at its next pause point, and elapsed
+ * time stops counting.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (so pausing twice is
+ * refused).
+ */
+bgjob_result bgjob_job_pause(struct bgjob_job *job);
+
+/**
+ * Resumes a paused job.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED.
+ */
+bgjob_result bgjob_job_resume(struct bgjob_job *job);
+
+/**
+ * Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
+ * forever; 0: just look). WAITING is not an end: a job waiting for
+ * its transaction or for a manual finalize keeps this waiting (and a finite
+ * wait times out) until it is finalized. When it returns OK the job is terminal, its
+ * userdata has been freed, and a completion bound to a context is already
+ * queued there (one delivered on the worker thread may still be running). The
+ * handle stays valid: destroy it afterwards.
+ *
+ * `state_out` (may be NULL) gets the final `bgjob_state` on success.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT` for a
+ * `timeout_ms` below −1; `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own
+ * worker (it would wait for itself).
+ */
+bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, bgjob_state *state_out);
+
+/**
+ * Releases a job that has ended, or one that never started (which is cancelled
+ * first: its worker never runs and its userdata is freed now). Its result, if
+ * it has one and nobody took it, is freed now too. The handle and every copy
+ * of it are invalid afterwards.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
+ * destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
+ * PAUSED, WAITING): wait for it, or use `bgjob_job_detach`.
+ *
+ * Threads: of two threads destroying the same handle, one succeeds and the other
+ * gets INVALID_HANDLE.
+ */
+bgjob_result bgjob_job_destroy(struct bgjob_job *job);
+
+/**
+ * Gives up the handle; the job frees itself when it ends. With
+ * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
+ * paused job is resumed and its internal pauses are dropped: nobody could
+ * resume them later, and from then on its STOP error policy reports instead
+ * of stopping).
+ *
+ * A detached job always reaches a terminal state by itself and runs its
+ * completion, commit/abort and clean exactly once: nobody can finalize it
+ * now, so a manual-finalize job (one WAITING already included) finalizes as
+ * soon as its work is done — committing if its worker succeeded, even after
+ * the cancel — and a manual-finalize transaction with a detached member
+ * finalizes by itself once every member is done.
+ * Detaching an ended job is the same as destroying it. The handle is invalid
+ * afterwards for the caller (the job's own worker may keep using it until it
+ * returns).
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
+ * for a CREATED job (it would never run: start or destroy it instead).
+ */
+bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
+
+/* ---- Completion contexts ---- */
+
+/**
+ * Creates a completion context: a queue of completions and one pollable fd.
+ *
+ * The fd (`bgjob_context_get_fd`) is an eventfd, close-on-exec and
+ * non-blocking, readable while completions are queued; any number of
+ * completions between two dispatches make one readiness. (Rarely, a dispatch
+ * that raced a finishing job leaves it readable with nothing queued: the next
+ * dispatch runs nothing and clears it, like any spurious wake-up.) Add it to
+ * your event loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
+ * `virEventAddHandle`, libuv, asyncio's `add_reader`) and call
+ * `bgjob_context_dispatch` when it is readable: the callbacks then run on that
+ * thread, so the caller needs no locking of its own (QIOTask's "callback in
+ * the main event thread").
+ *
+ * Ownership: release it with `bgjob_context_destroy`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is
+ * NULL; `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the
+ * like).
+ */
+bgjob_result bgjob_context_create(struct bgjob_context **context_out);
+
+/**
+ * Destroys a context. Completions still queued are dropped without running
+ * (their userdata free functions run now, on this thread); jobs still bound to
+ * it run on, and their completions are dropped the same way when they end
+ * (their free functions run then, on the worker thread). Nothing is leaked and
+ * no free function is skipped. Remove the fd from your event loop first: it is
+ * closed once no bound job refers to it any more.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
+ * destroy).
+ *
+ * Threads: may also be called from a completion callback of this context (the
+ * remaining queued callbacks then do not run).
+ */
+bgjob_result bgjob_context_destroy(struct bgjob_context *context);
+
+/**
+ * Writes the context's fd to `*fd_out`. Poll it for reading; do not read,
+ * write or close it. It is level-triggered: readable for as long as
+ * completions are queued, so a poll loop, `g_unix_fd_add` or
+ * `virEventAddHandle` may dispatch a few at a time; an edge-triggered
+ * watcher (`EPOLLET`) must dispatch until the queue is empty.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `fd_out` is NULL.
+ */
+bgjob_result bgjob_context_get_fd(struct bgjob_context *context, int32_t *fd_out);
+
+/**
+ * Runs queued completion callbacks on the calling thread: at most `max` of
+ * them, or (with `max` 0) all that were queued when the call began. Callbacks
+ * queued meanwhile wait for the next dispatch, so a callback that starts a job
+ * cannot make one dispatch run forever. An empty dispatch is harmless.
+ * `ran_out` (may be NULL) gets how many ran.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` when called from inside a callback this context is
+ * dispatching (no recursion).
+ *
+ * Threads: several threads may dispatch one context; each callback runs once, on
+ * one of them.
+ */
+bgjob_result bgjob_context_dispatch(struct bgjob_context *context, size_t max, size_t *ran_out);
+
+/**
+ * Writes the number of completions queued now to `*count_out`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL.
+ */
+bgjob_result bgjob_context_pending(struct bgjob_context *context, size_t *count_out);
+
+/* ---- Worker side: checks, progress, error, outcome ---- */
+
+/**
+ * Tells a worker whether cancel was requested. Never blocks.
+ *
+ * Returns: `BGJOB_RESULT_OK` if not; `BGJOB_RESULT_CANCELLED` if it was;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_check_cancel(struct bgjob_job *job);
+
+/**
+ * A pause point: while the job is paused, the calling worker parks here until
+ * it is resumed or cancelled.
+ *
+ * Returns: `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
+ * requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * Threads: meant for the job's worker thread; another thread calling it would park
+ * there instead.
+ */
+bgjob_result bgjob_job_pause_point(struct bgjob_job *job);
+
+/**
+ * Sets the total number of units (bytes, blocks…). It may move either way; 0
+ * means unknown.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
+ *
+ * Threads: any thread; on the job's worker thread it is a pause point.
+ */
+bgjob_result bgjob_job_set_total(struct bgjob_job *job, uint64_t total);
+
+/**
+ * Sets the units done. Progress only grows: a smaller value than the current one
+ * is refused and changes nothing. A value above the total is kept (the percent
+ * is clamped to 100).
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go
+ * backwards; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+ *
+ * Threads: any thread; on the job's worker thread it is a pause point.
+ */
+bgjob_result bgjob_job_set_current(struct bgjob_job *job, uint64_t current);
+
+/**
+ * Adds `units` to the units done (saturating). The cheapest progress call:
+ * meant to be called once per block in a copy loop.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once ended.
+ *
+ * Threads: any thread; on the job's worker thread it is a pause point.
+ */
+bgjob_result bgjob_job_add_units(struct bgjob_job *job, uint64_t units);
+
+/**
+ * Sets the percent done directly, for workers that count in percent rather
+ * than units; −1 goes back to the percent computed from units. Unlike
+ * `bgjob_job_set_current`, the percent may go down: it is the worker's
+ * estimate, and an estimate may be revised.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100
+ * (nothing changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+ * once ended.
+ *
+ * Threads: any thread; on the job's worker thread it is a pause point.
+ */
+bgjob_result bgjob_job_set_percent(struct bgjob_job *job, int32_t percent);
+
+/**
+ * Sets the remaining time as the worker estimates it, in ms. It counts down
+ * with active (unpaused) time until set again; −1 goes back to bgjob's own
+ * estimate from the rate.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+ *
+ * Threads: any thread; on the job's worker thread it is a pause point.
+ */
+bgjob_result bgjob_job_set_eta(struct bgjob_job *job, int64_t remaining_ms);
+
+/**
+ * Sets the phase name ("copying", "cleaning up"), copied; readable with
+ * `bgjob_job_get_phase` and listed by `bgjob_list_jobs`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or
+ * non-UTF-8; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+ */
+bgjob_result bgjob_job_set_phase(struct bgjob_job *job, const char *phase);
+
+/**
+ * Records the job's error: a non-zero code (an errno value is usual) and a
+ * message (copied; NULL means none). The job fails only when the worker returns
+ * non-zero (or finishes with a non-zero status); this only says why.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for code 0 or a
+ * message that is not UTF-8; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once ended.
+ */
+bgjob_result bgjob_job_set_error(struct bgjob_job *job, int32_t code, const char *message);
+
+/**
+ * Records the status the worker reports when it returns (the virJob
+ * "finish" style): 0 for success, any other value for failure with that code.
+ * The last call wins and it overrides the worker's return value. The job ends
+ * when the worker returns, not here.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the worker is running.
+ */
+bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
+
+/* ---- Results ---- */
+
+/**
+ * Worker side: leaves a result for the caller, replacing an earlier one (which
+ * is freed now). Ownership of `result` passes to bgjob on every path:
+ * `result_free` (may be NULL) runs exactly once — when replaced, when the job
+ * is destroyed, or at once if this call fails — unless the caller takes it
+ * with `bgjob_job_take_result`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
+ */
+bgjob_result bgjob_job_set_result(struct bgjob_job *job,
+                                  void *result,
+                                  bgjob_free_callback result_free);
+
+/**
+ * Writes the job's result pointer to `*result_out` (NULL if the worker left
+ * none). The job still owns it: it stays valid until the job is destroyed.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
+ * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
+ */
+bgjob_result bgjob_job_get_result(struct bgjob_job *job, void **result_out);
+
+/**
+ * Takes the job's result: `*result_out` gets the pointer (NULL if none) and
+ * the caller now owns it; bgjob will not call its free function.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
+ * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
+ */
+bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
+
+/* ---- Cancellation and waits: hooks, sleep, wake fd, fd waits, deadlines ---- */
+
+/**
+ * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
+ * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
+ * hooks run one at a time in registration order. (A deadline's cancel calls
+ * them on a bgjob thread named after the job, never on the timer thread.) If
+ * cancel was already requested, the hook runs at once on this thread before
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+ * still registered when the job's worker returns are removed without being
+ * called, and the job does not end while one of its hooks runs (see
+ * `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
+ * hooks runs or is still running.
+ *
+ * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
+ * NULL) runs exactly once: after the hook ran, when it is removed, when the job
+ * ends, or at once if this call fails.
+ *
+ * Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
+ * `BGJOB_RESULT_CANCELLED` when the hook already ran;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
+ */
+bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
+                                       bgjob_cancel_hook_callback hook,
+                                       void *userdata,
+                                       bgjob_free_callback userdata_free,
+                                       uint64_t *hook_id_out);
+
+/**
+ * Removes a cancellation hook. When this returns, the hook is not running and
+ * will not run: one being called on another thread is waited for. Called from
+ * inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
+ *
+ * Returns: `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
+ * `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller), or
+ * the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_id);
+
+/**
+ * A cancellable sleep for the worker: returns after `ms` milliseconds of active
+ * time, or at once when cancel is requested. While the job is paused the worker
+ * parks here and the paused time does not count; spurious wake-ups never
+ * shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
+ *
+ * Returns: `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * running.
+ *
+ * Threads: meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
+
+/**
+ * Gives the job's wake fd, for a worker with its own `poll` loop: readable
+ * once cancel was requested (it stays so) and while a user pause is pending
+ * (until resume). When it turns readable, call `bgjob_job_pause_point`: it
+ * parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
+ * cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
+ * not read, write or close it); it lives until the job is destroyed.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
+ */
+bgjob_result bgjob_job_get_wake_fd(struct bgjob_job *job, int32_t *fd_out);
+
+/**
+ * A cancellable wait for an fd, for the worker: waits until `fd` is ready for
+ * `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
+ * `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
+ * once when cancel is requested. While the job is paused the worker parks
+ * here and the paused time does not count.
+ *
+ * Returns: `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what
+ * happened: `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP`
+ * alone; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
+ * `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM` if
+ * poll itself failed (errno says why).
+ *
+ * Threads: meant for the job's worker thread.
+ */
+bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
+                               int32_t fd,
+                               uint32_t events,
+                               int64_t timeout_ms,
+                               uint32_t *revents_out);
+
+/**
+ * Gives the job a deadline: once it has run `ms` milliseconds of active time
+ * (counted from its start, paused time excluded) it is cancelled, and
+ * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. −1 removes the
+ * deadline. One that has already passed (0 always has) cancels a running job
+ * at once (on another thread, shortly after this returns), a CREATED one as
+ * it starts. Allowed in CREATED, RUNNING
+ * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
+ *
+ * bgjob's one timer thread (started by the first deadline) only notices the
+ * time; the cancel, with the job's cancellation hooks, runs on a bgjob thread
+ * named after the job, so a hook that blocks delays no other job's deadline.
+ * If that thread cannot be started when the deadline passes (EAGAIN), the
+ * cancel is tried again every 20 ms until it can be: the deadline is late,
+ * never lost.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below
+ * −1; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+ * ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started (the
+ * job's deadline is then unchanged).
+ */
+bgjob_result bgjob_job_set_deadline(struct bgjob_job *job, int64_t ms);
+
+/* ---- Child processes ---- */
 
 /**
  * Fills `options` with the defaults (no argv; stdout and stderr inherited;
@@ -1031,12 +1664,10 @@ bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
  * passed). Pass `sizeof *options` as `size`; a `size` from an older header
  * (down to the first layout) gets that many bytes written.
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
  * smaller than the first version of the struct.
  *
- * # Safety
- * `options` is NULL or points to `size` writable bytes.
+ * `options` points to `size` writable bytes.
  */
 bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_t size);
 
@@ -1073,24 +1704,21 @@ bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_
  * first; the child did run, and `bgjob_job_wait_child` then fails with
  * `BGJOB_RESULT_SYSTEM`, errno ECHILD.
  *
- * # Returns
- * `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set: the program runs;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`,
- * an environment entry without `=`, unknown or conflicting flags, a negative
- * grace, `fd_count` > 0 with NULL `fds`, a negative `fd`, a `child_fd` below
- * −1 or given twice, or one that replaces a stream a flag sets;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
- * running; `BGJOB_RESULT_CANCELLED` once cancel was requested, without
- * `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was started); `BGJOB_RESULT_SYSTEM`
- * if the program could not be started, and did not run (errno: ENOENT,
- * EACCES, ...; EBADF for a passed `fd` that is not open; EINVAL or EMFILE
- * when the highest `child_fd` leaves no room below the fd limit,
+ * Returns: `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set: the program runs;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`, an
+ * environment entry without `=`, unknown or conflicting flags, a negative grace,
+ * `fd_count` > 0 with NULL `fds`, a negative `fd`, a `child_fd` below −1 or given
+ * twice, or one that replaces a stream a flag sets; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_CANCELLED`
+ * once cancel was requested, without `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was
+ * started); `BGJOB_RESULT_SYSTEM` if the program could not be started, and did not
+ * run (errno: ENOENT, EACCES, ...; EBADF for a passed `fd` that is not open;
+ * EINVAL or EMFILE when the highest `child_fd` leaves no room below the fd limit,
  * `RLIMIT_NOFILE`: bgjob first copies every fd the child gets above it).
  *
- * # Safety
- * `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose
- * vectors are NULL-terminated, whose strings are NUL-terminated and whose
- * `fds` points to `fd_count` entries; `pid_out` is NULL or writable.
+ * `options` points to a `bgjob_child_options` of `struct_size` bytes whose vectors
+ * are NULL-terminated, whose strings are NUL-terminated and whose `fds` points to
+ * `fd_count` entries.
  */
 bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
                                    const struct bgjob_child_options *options,
@@ -1108,15 +1736,11 @@ bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
  * spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
  * that).
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for a pid ≤ 0, a process that is not this
  * process's child, a pid already watched, or a negative grace;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
  * running; `BGJOB_RESULT_SYSTEM` (errno set) otherwise.
- *
- * # Safety
- * Any handle value is safe.
  */
 bgjob_result bgjob_job_watch_child(struct bgjob_job *job, int32_t pid, int64_t grace_ms);
 
@@ -1134,795 +1758,22 @@ bgjob_result bgjob_job_watch_child(struct bgjob_job *job, int32_t pid, int64_t g
  * is paused the worker parks here (the child keeps running) and the paused
  * time does not count toward `timeout_ms` (−1: no limit; 0: just look).
  *
- * # Returns
- * `BGJOB_RESULT_OK` (status set); `BGJOB_RESULT_CANCELLED` (status set);
+ * Returns: `BGJOB_RESULT_OK` (status set); `BGJOB_RESULT_CANCELLED` (status set);
  * `BGJOB_RESULT_TIMED_OUT` (the child still runs and stays bound);
  * `BGJOB_RESULT_NOT_FOUND` for a pid the job does not hold (never bound, or
- * already waited for); `BGJOB_RESULT_INVALID_ARGUMENT` for a timeout below −1
- * or when another thread is waiting for the same child;
+ * already waited for); `BGJOB_RESULT_INVALID_ARGUMENT` for a timeout below −1 or
+ * when another thread is waiting for the same child;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
  * running; `BGJOB_RESULT_SYSTEM` (errno set) if waiting failed.
  *
- * # Safety
- * `wstatus_out` is NULL or writable. Meant for the job's worker thread.
+ * Threads: meant for the job's worker thread.
  */
 bgjob_result bgjob_job_wait_child(struct bgjob_job *job,
                                   int32_t pid,
                                   int64_t timeout_ms,
                                   int32_t *wstatus_out);
 
-/**
- * Creates a completion context: a queue of completions and one pollable fd.
- *
- * The fd (`bgjob_context_get_fd`) is an eventfd, close-on-exec and
- * non-blocking, readable while completions are queued; any number of
- * completions between two dispatches make one readiness. (Rarely, a dispatch
- * that raced a finishing job leaves it readable with nothing queued: the next
- * dispatch runs nothing and clears it, like any spurious wake-up.) Add it to
- * your event loop for reading (poll, GLib's `g_unix_fd_add`, libvirt's
- * `virEventAddHandle`, libuv, asyncio's `add_reader`) and call
- * `bgjob_context_dispatch` when it is readable: the callbacks then run on that
- * thread, so the caller needs no locking of its own (QIOTask's "callback in
- * the main event thread").
- *
- * Ownership: release it with `bgjob_context_destroy`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is NULL;
- * `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the like).
- *
- * # Safety
- * `context_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_context_create(struct bgjob_context **context_out);
-
-/**
- * Destroys a context. Completions still queued are dropped without running
- * (their userdata free functions run now, on this thread); jobs still bound to
- * it run on, and their completions are dropped the same way when they end
- * (their free functions run then, on the worker thread). Nothing is leaked and
- * no free function is skipped. Remove the fd from your event loop first: it is
- * closed once no bound job refers to it any more.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy).
- *
- * # Safety
- * Any handle value is safe. Thread-safe; may be called from a completion
- * callback of this context (the remaining queued callbacks then do not run).
- */
-bgjob_result bgjob_context_destroy(struct bgjob_context *context);
-
-/**
- * Writes the context's fd to `*fd_out`. Poll it for reading; do not read,
- * write or close it. It is level-triggered: readable for as long as
- * completions are queued, so a poll loop, `g_unix_fd_add` or
- * `virEventAddHandle` may dispatch a few at a time; an edge-triggered
- * watcher (`EPOLLET`) must dispatch until the queue is empty.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `fd_out` is NULL.
- *
- * # Safety
- * `fd_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_context_get_fd(struct bgjob_context *context, int32_t *fd_out);
-
-/**
- * Runs queued completion callbacks on the calling thread: at most `max` of
- * them, or (with `max` 0) all that were queued when the call began. Callbacks
- * queued meanwhile wait for the next dispatch, so a callback that starts a job
- * cannot make one dispatch run forever. An empty dispatch is harmless.
- * `ran_out` (may be NULL) gets how many ran.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * when called from inside a callback this context is dispatching (no
- * recursion).
- *
- * # Safety
- * `ran_out` is NULL or writable. Thread-safe: several threads may dispatch
- * one context; each callback runs once, on one of them.
- */
-bgjob_result bgjob_context_dispatch(struct bgjob_context *context, size_t max, size_t *ran_out);
-
-/**
- * Writes the number of completions queued now to `*count_out`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL.
- *
- * # Safety
- * `count_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_context_pending(struct bgjob_context *context, size_t *count_out);
-
-/**
- * Runs `worker` on a new job's thread and delivers `completion` through
- * `context` (QIOTask's `qio_task_run_in_thread`): one call makes the job,
- * starts it, and calls `completion(completion_userdata, job, state)` on the
- * thread that dispatches `context` once it has ended.
- *
- * With `job_out` NULL nobody keeps the job: its handle is valid inside the
- * completion callback (read its error and result there) and released right
- * after it, or when the callback will never run (the context was destroyed
- * first); with no completion either, the job runs detached and frees itself.
- * With `job_out` non-NULL the caller keeps the handle and destroys it.
- *
- * A QIOTask-style "source object" is kept alive by taking a reference before
- * the call and passing its unref as `completion_free` (see
- * `examples/poll_loop.c`).
- *
- * Ownership: both userdata pointers pass to bgjob on every path; each free
- * function (may be NULL) runs exactly once, as for `bgjob_job_create`.
- * `name` may be NULL; `context` may be NULL (the completion then runs on the
- * worker thread); `completion` may be NULL only when `context` is.
- *
- * # Returns
- * As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
- * `context`.
- *
- * # Safety
- * `name` is NULL or a NUL-terminated string; `job_out` is NULL or writable;
- * the callbacks are NULL or valid functions. Thread-safe.
- */
-bgjob_result bgjob_run_in_thread(struct bgjob_context *context,
-                                 const char *name,
-                                 bgjob_worker_callback worker,
-                                 void *worker_userdata,
-                                 bgjob_free_callback worker_free,
-                                 bgjob_completion_callback completion,
-                                 void *completion_userdata,
-                                 bgjob_free_callback completion_free,
-                                 struct bgjob_job **job_out);
-
-/**
- * Worker side: leaves a result for the caller, replacing an earlier one (which
- * is freed now). Ownership of `result` passes to bgjob on every path:
- * `result_free` (may be NULL) runs exactly once — when replaced, when the job
- * is destroyed, or at once if this call fails — unless the caller takes it
- * with `bgjob_job_take_result`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once the job has ended.
- *
- * # Safety
- * `result_free` is NULL or a valid function. Thread-safe.
- */
-bgjob_result bgjob_job_set_result(struct bgjob_job *job,
-                                  void *result,
-                                  bgjob_free_callback result_free);
-
-/**
- * Writes the job's result pointer to `*result_out` (NULL if the worker left
- * none). The job still owns it: it stays valid until the job is destroyed.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
- * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
- *
- * # Safety
- * `result_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_result(struct bgjob_job *job, void **result_out);
-
-/**
- * Takes the job's result: `*result_out` gets the pointer (NULL if none) and
- * the caller now owns it; bgjob will not call its free function.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
- * `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
- *
- * # Safety
- * `result_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
-
-/**
- * Registers a cancellation hook on a job: `bgjob_job_cancel` will call
- * `hook(userdata, job)` once, on the cancelling thread, with no lock held;
- * hooks run one at a time in registration order. (A deadline's cancel calls
- * them on a bgjob thread named after the job, never on the timer thread.) If
- * cancel was already requested, the hook runs at once on this thread before
- * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
- * still registered when the job's worker returns are removed without being
- * called, and the job does not end while one of its hooks runs (see
- * `bgjob_hook_callback`): once any call has seen the job end, none of its
- * hooks runs or is still running.
- *
- * Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
- * NULL) runs exactly once: after the hook ran, when it is removed, when the job
- * ends, or at once if this call fails.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
- * `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
- * for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once the job has ended.
- *
- * # Safety
- * `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
- * or writable. Thread-safe.
- */
-bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
-                                       bgjob_hook_callback hook,
-                                       void *userdata,
-                                       bgjob_free_callback userdata_free,
-                                       uint64_t *hook_id_out);
-
-/**
- * Removes a cancellation hook. When this returns, the hook is not running and
- * will not run: one being called on another thread is waited for. Called from
- * inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
- *
- * # Returns
- * `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
- * `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
- * or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_id);
-
-/**
- * A cancellable sleep for the worker: returns after `ms` milliseconds of active
- * time, or at once when cancel is requested. While the job is paused the worker
- * parks here and the paused time does not count; spurious wake-ups never
- * shorten it. Huge values are fine (the sleep is then ended by cancel).
- *
- * # Returns
- * `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
- * running.
- *
- * # Safety
- * Any handle value is safe. Meant for the job's worker thread.
- */
-bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
-
-/**
- * Gives the job's wake fd, for a worker with its own `poll` loop: readable
- * once cancel was requested (it stays so) and while a user pause is pending
- * (until resume). When it turns readable, call `bgjob_job_pause_point`: it
- * parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
- * cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
- * not read, write or close it); it lives until the job is destroyed.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
- *
- * # Safety
- * `fd_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_cancel_fd(struct bgjob_job *job, int32_t *fd_out);
-
-/**
- * A cancellable wait for an fd, for the worker: waits until `fd` is ready for
- * `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
- * `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
- * once when cancel is requested. While the job is paused the worker parks
- * here and the paused time does not count.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
- * `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
- * `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
- * `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
- * if poll itself failed (errno says why).
- *
- * # Safety
- * `revents_out` is NULL or writable. Meant for the job's worker thread.
- */
-bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
-                               int32_t fd,
-                               uint32_t events,
-                               int64_t timeout_ms,
-                               uint32_t *revents_out);
-
-/**
- * Gives the job a deadline: once it has run `ms` milliseconds of active time
- * (counted from its start, paused time excluded) it is cancelled, and
- * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
- * deadline. Setting one that has already passed cancels the job at once (on
- * another thread, shortly after this returns). Allowed in CREATED, RUNNING
- * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
- *
- * bgjob's one timer thread (started by the first deadline) only notices the
- * time; the cancel, with the job's cancellation hooks, runs on a bgjob thread
- * named after the job, so a hook that blocks delays no other job's deadline.
- * If that thread cannot be started when the deadline passes (EAGAIN), the
- * cancel is tried again every 20 ms until it can be: the deadline is late,
- * never lost.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
- * ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
- * (the job's deadline is then unchanged).
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_set_deadline(struct bgjob_job *job, int64_t ms);
-
-/**
- * Fills `*info_out` with one consistent snapshot of the job. Never waits on the
- * worker (or on a cancel in progress).
- *
- * The caller sets `info_out->struct_size` to `sizeof(bgjob_info)` first; bgjob
- * writes at most that many bytes, so a program built against an older, shorter
- * `bgjob_info` keeps working.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size`
- * is smaller than the first version of the struct.
- *
- * # Safety
- * `info_out` is NULL or points to at least `info_out->struct_size` writable
- * bytes. Thread-safe.
- */
-bgjob_result bgjob_job_get_info(struct bgjob_job *job, struct bgjob_info *info_out);
-
-/**
- * Writes the job's current `bgjob_state` to `*state_out`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `state_out` is NULL.
- *
- * # Safety
- * `state_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_state(struct bgjob_job *job, int32_t *state_out);
-
-/**
- * Writes the job's process-unique id to `*id_out`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` if `id_out` is NULL.
- *
- * # Safety
- * `id_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_id(struct bgjob_job *job, uint64_t *id_out);
-
-/**
- * Reads the job's error: `*code_out` gets its code (0 if it has none) and
- * `buf` its message, snprintf-style: at most `len - 1` bytes plus a NUL, cut on
- * a UTF-8 character boundary; `*len_out` gets the message's full length in bytes
- * (without the NUL), so a caller can size a buffer and call again.
- *
- * A FAILED job has the code and message its worker set, else the value it
- * returned and "worker failed with code N". A CANCELLED job has the same code
- * rules (the worker's, else its return value) with the message "cancelled" by
- * default; one cancelled before it ran has code 0 and "cancelled before
- * start". Readable until destroy.
- *
- * `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
- *
- * # Safety
- * `buf` is valid for `len` bytes; `code_out` and `len_out` are NULL or writable.
- * Thread-safe.
- */
-bgjob_result bgjob_job_get_error(struct bgjob_job *job,
-                                 int32_t *code_out,
-                                 char *buf,
-                                 size_t len,
-                                 size_t *len_out);
-
-/**
- * Reads the job's phase name (empty before the worker sets one) into `buf`,
- * snprintf-style like `bgjob_job_get_error`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
- *
- * # Safety
- * `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_phase(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
-
-/**
- * Reads the job's name into `buf`, snprintf-style like `bgjob_job_get_error`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
- *
- * # Safety
- * `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_job_get_name(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
-
-/**
- * Lists the jobs that exist now (with a handle, a running worker, or both —
- * detached jobs included), in id order, so a stuck job can be found: its state,
- * phase, age and time since its last progress.
- *
- * Fills at most `capacity` entries of `entries` and writes the number of live
- * jobs to `*count_out` (which may exceed `capacity`: call again with a larger
- * array). `entries` may be NULL when `capacity` is 0, to count only.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL, or
- * `entries` is NULL with a non-zero `capacity`.
- *
- * # Safety
- * `entries` is valid for `capacity` elements; `count_out` is NULL or writable.
- * Thread-safe.
- */
-bgjob_result bgjob_list_jobs(struct bgjob_job_entry *entries, size_t capacity, size_t *count_out);
-
-/**
- * Answers whether `verb` (a `bgjob_verb`) may be applied to a job in `state`
- * (a `bgjob_state`): the same table every verb consults. A refused verb returns
- * `BGJOB_RESULT_NOT_ALLOWED`.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*allowed_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
- * an unknown verb or state or a NULL `allowed_out`.
- *
- * # Safety
- * `allowed_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_verb_allowed(int32_t verb, int32_t state, bool *allowed_out);
-
-/**
- * A static lower-case name for a `bgjob_state` ("running"), or "unknown".
- * Never NULL; never free it.
- *
- * # Safety
- * Always safe to call, from any thread.
- */
-const char *bgjob_state_str(int32_t state);
-
-/**
- * A static lower-case name for a `bgjob_verb` ("pause"), or "unknown".
- * Never NULL; never free it.
- *
- * # Safety
- * Always safe to call, from any thread.
- */
-const char *bgjob_verb_str(int32_t verb);
-
-/**
- * Fills `options` with the defaults: bounded, started at once, named
- * `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
- * as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
- * a program built against an older, shorter struct keeps working.
- *
- * # Returns
- * `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is NULL
- * or `size` is smaller than the first version of the struct.
- *
- * # Safety
- * `options` is NULL or points to `size` writable bytes. Thread-safe.
- */
-bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t size);
-
-/**
- * Creates a job that runs `worker(userdata, job)` on its own thread.
- *
- * Unless `options->flags` has `BGJOB_CREATE_DEFER_START`, the job starts at once;
- * otherwise it stays `BGJOB_STATE_CREATED` until `bgjob_job_start`. The worker
- * thread is named after the job; an idle thread is reused when one is free, else
- * a new one is started, so a job never waits behind another unless the caller
- * set a cap (`bgjob_pool_set_max_running`: the job then queues, RUNNING). With
- * `options->completion` set, that callback runs once when the job has ended,
- * on the worker thread or through `options->context`.
- *
- * Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
- * NULL) is called exactly once: after the worker has returned, or when a job that
- * never ran is cancelled or destroyed, or before this function returns if it
- * fails. The same holds for `options->completion_userdata` and
- * `options->completion_free` (after the completion callback), except when
- * `options->struct_size` is too small for bgjob to read them. On success
- * `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
- * has ended) or `bgjob_job_detach`.
- *
- * `options` may be NULL (all defaults); `worker` and `job_out` may not.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
- * `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
- * `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
- * context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a
- * bad `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
- * started — the worker's, or for a job with a deadline bgjob's timer thread
- * (nothing is left behind).
- *
- * # Safety
- * `options` is NULL or a valid `bgjob_job_options`; `job_out` is NULL or
- * writable; `worker` and `userdata_free` are NULL or valid functions. Thread-safe.
- */
-bgjob_result bgjob_job_create(const struct bgjob_job_options *options,
-                              bgjob_worker_callback worker,
-                              void *userdata,
-                              bgjob_free_callback userdata_free,
-                              struct bgjob_job **job_out);
-
-/**
- * Starts a job created with `BGJOB_CREATE_DEFER_START`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the job is CREATED; `BGJOB_RESULT_TRY_AGAIN` when no thread could be
- * started — the worker's, or for a job with a deadline bgjob's timer thread
- * (the job stays CREATED and may be started again or destroyed).
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_start(struct bgjob_job *job);
-
-/**
- * Requests cancellation and returns at once (it never waits for the worker).
- *
- * Cancel is cooperative: the worker learns of it from `bgjob_job_check_cancel`
- * and `bgjob_job_pause_point` (both return `BGJOB_RESULT_CANCELLED`), and a
- * worker parked at a pause point or progress call wakes up. Progress calls
- * themselves still succeed after a cancel (an update is not a failure), so a
- * worker must check. The worker decides the outcome (a job may still complete). A
- * CREATED job ends CANCELLED without its worker running (its userdata is freed
- * before this returns). A paused job is resumed so its worker can see the cancel.
- *
- * `status_out` (may be NULL) gets which race this call met: REQUESTED,
- * ALREADY_REQUESTED or ALREADY_FINISHED.
- *
- * # Returns
- * `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * `status_out` is NULL or writable. Thread-safe; any number of threads may
- * cancel the same job at once: exactly one gets REQUESTED.
- */
-bgjob_result bgjob_job_cancel(struct bgjob_job *job, int32_t *status_out);
-
-/**
- * Pauses a running job: its worker parks at its next pause point, and elapsed
- * time stops counting.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the job is RUNNING (so pausing twice is refused).
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_pause(struct bgjob_job *job);
-
-/**
- * Resumes a paused job.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the job is PAUSED.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_resume(struct bgjob_job *job);
-
-/**
- * Waits until the job has ended, for at most `timeout_ms` milliseconds (a
- * negative value waits forever). WAITING is not an end: a job waiting for
- * its transaction or for a manual finalize keeps this waiting (and a finite
- * wait times out) until it is finalized. When it returns OK the job is terminal, its
- * userdata has been freed, and a completion bound to a context is already
- * queued there (one delivered on the worker thread may still be running). The
- * handle stays valid: destroy it afterwards.
- *
- * `state_out` (may be NULL) gets the final `bgjob_state` on success.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own worker (it would
- * wait for itself).
- *
- * # Safety
- * `state_out` is NULL or writable. Thread-safe; many threads may wait at once.
- */
-bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, int32_t *state_out);
-
-/**
- * Releases a job that has ended, or one that never started (which is cancelled
- * first: its worker never runs and its userdata is freed now). Its result, if
- * it has one and nobody took it, is freed now too. The handle and every copy
- * of it are invalid afterwards.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy);
- * `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING, PAUSED,
- * WAITING): wait for it, or use `bgjob_job_detach`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe: of two threads destroying the same
- * handle, one succeeds and the other gets INVALID_HANDLE.
- */
-bgjob_result bgjob_job_destroy(struct bgjob_job *job);
-
-/**
- * Gives up the handle; the job frees itself when it ends. With
- * `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
- * paused job is resumed and its internal pauses are dropped: nobody could
- * resume them later, and from then on its STOP error policy reports instead
- * of stopping).
- *
- * A detached job always reaches a terminal state by itself and runs its
- * completion, commit/abort and clean exactly once: nobody can finalize it
- * now, so a manual-finalize job (one WAITING already included) finalizes as
- * soon as its work is done — committing if its worker succeeded, even after
- * the cancel — and a manual-finalize transaction with a detached member
- * finalizes by itself once every member is done.
- * Detaching an ended job is the same as destroying it. The handle is invalid
- * afterwards for the caller (the job's own worker may keep using it until it
- * returns).
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT`
- * for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED` for a CREATED job (it would
- * never run: start or destroy it instead).
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
-
-/**
- * Caps the number of job workers that run at once, process-wide; 0 (the
- * default) removes the cap.
- *
- * Without a cap every started job gets a thread at once (an idle one, else a
- * new one), so no job ever waits behind another. With a cap of `n`, at most
- * `n` workers run; a job started beyond it is queued (first in, first out)
- * and shows as `BGJOB_STATE_RUNNING` — it may be paused, cancelled, waited
- * for and detached like any running job — and a thread whose job ended takes
- * the oldest queued one straight away, as GLib's thread pool (GTask's pool
- * has 10 threads) and QEMU's thread pool do. A queued job that is cancelled
- * ends `BGJOB_STATE_CANCELLED` before `bgjob_job_cancel` returns, without
- * its worker running (its userdata is freed, its completion is delivered as
- * usual); once a thread has taken it, its worker decides as for any job. A
- * queued job that was paused starts when its turn comes and parks at its
- * first pause point, holding its slot.
- *
- * Raising or removing the cap starts queued jobs at once; lowering it stops
- * nothing: running workers finish and queued jobs start only while fewer
- * than the new cap run. Jobs of the process all share this one cap, so
- * workers that wait for other jobs can deadlock under a cap no larger than
- * the chain of waits (GTask's livelock): leave the cap off for such jobs.
- *
- * # Returns
- * `BGJOB_RESULT_OK`.
- *
- * # Safety
- * Always safe to call. Thread-safe.
- */
-bgjob_result bgjob_pool_set_max_running(uint32_t max_running);
-
-/**
- * Reads the process-wide pool's state: `*max_running_out` gets the cap (0 =
- * none), `*running_out` the job workers running now, `*queued_out` the
- * started jobs waiting for a slot. Each output may be NULL. The figures are a
- * snapshot: other threads may change them right after.
- *
- * # Returns
- * `BGJOB_RESULT_OK`.
- *
- * # Safety
- * Each pointer is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_pool_get_status(uint32_t *max_running_out,
-                                   size_t *running_out,
-                                   size_t *queued_out);
-
-/**
- * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not
- * started with `bgjob_txn_add`, then start them with `bgjob_txn_start` (or
- * each with `bgjob_job_start`). When any member fails or is cancelled, every
- * other member is cancelled (`cancel_cause` TRANSACTION). Members whose work
- * is done wait in `BGJOB_STATE_WAITING` until all are done; then each
- * member's commit callback runs if all succeeded, else its abort callback;
- * then each one's clean callback; then the members end (a member that failed
- * ends FAILED, every other one of an aborted transaction CANCELLED) and their
- * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
- *
- * # Returns
- * `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
- * a NULL `txn_out` or unknown flags.
- *
- * # Safety
- * `txn_out` is NULL or writable. Thread-safe.
- */
-bgjob_result bgjob_txn_create(uint32_t flags, struct bgjob_txn **txn_out);
-
-/**
- * Releases the caller's reference to the transaction; the handle is invalid
- * afterwards. Safe at any time: the members keep the transaction going and
- * it settles as it would have.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
-
-/**
- * Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
- * ended or is being cancelled, or a transaction that already started, is
- * aborting (one of its members was cancelled or failed) or settled; `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a
- * transaction; `BGJOB_RESULT_INVALID_HANDLE` for either handle.
- *
- * # Safety
- * Any handle values are safe. Thread-safe.
- */
-bgjob_result bgjob_txn_add(struct bgjob_txn *txn,
-                           struct bgjob_job *job);
-
-/**
- * Starts every member that has not started. If a thread cannot be had for
- * one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
- * returned.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
- * `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
-
-/**
- * Cancels every member, each with `cancel_cause` CALLER; returns at once.
- * The cause is fixed before any member is cancelled, so a member's worker
- * returning meanwhile cannot turn another's into TRANSACTION. The one
- * exception: a transaction already aborting (a member failed or was
- * cancelled on its own before this call) keeps its members' cause
- * TRANSACTION, and this call changes nothing.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_cancel(struct bgjob_txn *txn);
-
-/**
- * Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
- * thread) if every member is done, else as soon as the last one is.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
- * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
+/* ---- QEMU semantics: finalize, internal pause, error policy ---- */
 
 /**
  * Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
@@ -1930,13 +1781,9 @@ bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
  * callbacks run on this thread, then it ends. For a member of a transaction
  * it finalizes the transaction (as soon as every member is done).
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
  * `BGJOB_STATE_WAITING` (and not already being finalized);
  * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
  */
 bgjob_result bgjob_job_finalize(struct bgjob_job *job);
 
@@ -1954,25 +1801,17 @@ bgjob_result bgjob_job_finalize(struct bgjob_job *job);
  * `BGJOB_RESULT_NOT_ALLOWED`, which the caller may ignore. A detach drops
  * every internal pause (nobody could balance them later).
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once the job has ended;
  * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
  */
 bgjob_result bgjob_job_pause_internal(struct bgjob_job *job);
 
 /**
  * Undoes one `bgjob_job_pause_internal`.
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for an unbalanced resume (no
- * internal pause in force) or a job that has ended;
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for an unbalanced resume
+ * (no internal pause in force) or a job that has ended;
  * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
  */
 bgjob_result bgjob_job_resume_internal(struct bgjob_job *job);
 
@@ -1980,15 +1819,11 @@ bgjob_result bgjob_job_resume_internal(struct bgjob_job *job);
  * Changes the job's `bgjob_error_policy` (set at create with
  * `bgjob_job_options.error_policy`).
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown policy;
- * `BGJOB_RESULT_NOT_ALLOWED` once the work is done;
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown
+ * policy; `BGJOB_RESULT_NOT_ALLOWED` once the work is done;
  * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
  */
-bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
+bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, bgjob_error_policy policy);
 
 /**
  * For the worker: an I/O error happened (`code` errno-style, non-zero;
@@ -2014,158 +1849,163 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, int32_t policy);
  * A job whose cancel was requested is never stopped, nor is a detached one
  * (nobody could resume it): either is told to report.
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
  * `action_out`, a zero code or a message that is not UTF-8;
  * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
  * `BGJOB_RESULT_INVALID_HANDLE`.
  *
- * # Safety
- * `message` is NULL or a NUL-terminated string; `action_out` is NULL or
- * writable. Meant for the job's worker thread.
+ * Threads: meant for the job's worker thread.
  */
 bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
                                        int32_t code,
                                        const char *message,
-                                       int32_t *action_out);
+                                       bgjob_error_action *action_out);
+
+/* ---- Transactions ---- */
 
 /**
- * Tells a worker whether cancel was requested. Never blocks.
+ * Creates an empty transaction (QEMU's `JobTxn`). Add jobs that have not
+ * started with `bgjob_txn_add`, then start them with `bgjob_txn_start` (or
+ * each with `bgjob_job_start`). When any member fails or is cancelled, every
+ * other member is cancelled (`cancel_cause` TRANSACTION). Members whose work
+ * is done wait in `BGJOB_STATE_WAITING` until all are done; then each
+ * member's commit callback runs if all succeeded, else its abort callback;
+ * then each one's clean callback; then the members end (a member that failed
+ * ends FAILED, every other one of an aborted transaction CANCELLED) and their
+ * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
  *
- * # Returns
- * `BGJOB_RESULT_OK` if not; `BGJOB_RESULT_CANCELLED` if it was;
+ * Returns: `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT`
+ * for a NULL `txn_out` or unknown flags.
+ */
+bgjob_result bgjob_txn_create(uint32_t flags, struct bgjob_txn **txn_out);
+
+/**
+ * Releases the caller's reference to the transaction; the handle is invalid
+ * afterwards. Safe at any time: the members keep the transaction going and
+ * it settles as it would have.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_txn_destroy(struct bgjob_txn *txn);
+
+/**
+ * Adds a job that has not started (created with `BGJOB_CREATE_DEFER_START`).
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` for a job that started,
+ * ended or is being cancelled, or a transaction that already started, is aborting
+ * (one of its members was cancelled or failed) or settled;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a job already in a transaction;
+ * `BGJOB_RESULT_INVALID_HANDLE` for either handle.
+ */
+bgjob_result bgjob_txn_add(struct bgjob_txn *txn, struct bgjob_job *job);
+
+/**
+ * Starts every member that has not started. If a thread cannot be had for
+ * one, the whole transaction is cancelled and `BGJOB_RESULT_TRY_AGAIN`
+ * returned.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` if it was started before;
+ * `BGJOB_RESULT_TRY_AGAIN`; `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_txn_start(struct bgjob_txn *txn);
+
+/**
+ * Cancels every member, each with `cancel_cause` CALLER; returns at once.
+ * The cause is fixed before any member is cancelled, so a member's worker
+ * returning meanwhile cannot turn another's into TRANSACTION. The one
+ * exception: a transaction already aborting (a member failed or was
+ * cancelled on its own before this call) keeps its members' cause
+ * TRANSACTION, and this call changes nothing.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_txn_cancel(struct bgjob_txn *txn);
+
+/**
+ * Finalizes a `BGJOB_TXN_MANUAL_FINALIZE` transaction: at once (on this
+ * thread) if every member is done, else as soon as the last one is.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` once it has settled;
  * `BGJOB_RESULT_INVALID_HANDLE`.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
  */
-bgjob_result bgjob_job_check_cancel(struct bgjob_job *job);
+bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
+
+/* ---- Worker pool ---- */
 
 /**
- * A pause point: while the job is paused, the calling worker parks here until
- * it is resumed or cancelled.
+ * Caps the number of job workers that run at once, process-wide; 0 (the
+ * default) removes the cap.
  *
- * # Returns
- * `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
- * requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+ * Without a cap every started job gets a thread at once (an idle one, else a
+ * new one), so no job ever waits behind another. With a cap of `n`, at most
+ * `n` workers run; a job started beyond it is queued (first in, first out)
+ * and shows as `BGJOB_STATE_RUNNING` — it may be paused, cancelled, waited
+ * for and detached like any running job — and a thread whose job ended takes
+ * the oldest queued one straight away, as GLib's thread pool (GTask's pool
+ * has 10 threads) and QEMU's thread pool do. A queued job that is cancelled
+ * ends `BGJOB_STATE_CANCELLED` before `bgjob_job_cancel` returns, without
+ * its worker running (its userdata is freed, its completion is delivered as
+ * usual); once a thread has taken it, its worker decides as for any job. A
+ * queued job that was paused starts when its turn comes and parks at its
+ * first pause point, holding its slot.
  *
- * # Safety
- * Any handle value is safe. Meant for the job's worker thread; another thread
- * calling it would park there instead.
+ * Raising or removing the cap starts queued jobs at once; lowering it stops
+ * nothing: running workers finish and queued jobs start only while fewer
+ * than the new cap run. Jobs of the process all share this one cap, so
+ * workers that wait for other jobs can deadlock under a cap no larger than
+ * the chain of waits (GTask's livelock): leave the cap off for such jobs.
+ *
+ * Returns: `BGJOB_RESULT_OK`.
  */
-bgjob_result bgjob_job_pause_point(struct bgjob_job *job);
+bgjob_result bgjob_pool_set_max_running(uint32_t max_running);
 
 /**
- * Sets the total number of units (bytes, blocks…). It may move either way; 0
- * means unknown.
+ * Reads the process-wide pool's state: `*max_running_out` gets the cap (0 =
+ * none), `*running_out` the job workers running now, `*queued_out` the
+ * started jobs waiting for a slot. Each output may be NULL. The figures are a
+ * snapshot: other threads may change them right after.
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once the job has ended.
- *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+ * Returns: `BGJOB_RESULT_OK`.
  */
-bgjob_result bgjob_job_set_total(struct bgjob_job *job, uint64_t total);
+bgjob_result bgjob_pool_get_status(uint32_t *max_running_out,
+                                   size_t *running_out,
+                                   size_t *queued_out);
+
+/* ---- Library: versions, result texts, log callback ---- */
 
 /**
- * Sets the units done. Progress only grows: a smaller value than the current one
- * is refused and changes nothing. A value above the total is kept (the percent
- * is clamped to 100).
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go backwards;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
- *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+ * The version of this library, e.g. `"0.1.0"`. Static; never free it.
  */
-bgjob_result bgjob_job_set_current(struct bgjob_job *job, uint64_t current);
+const char *bgjob_version(void);
 
 /**
- * Adds `units` to the units done (saturating). The cheapest progress call:
- * meant to be called once per block in a copy loop.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once ended.
- *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+ * The ABI version of the loaded library: the number in its SONAME
+ * (`libbgjob.so.<n>`). Compare with `BGJOB_ABI_VERSION` from the header you
+ * compiled against; they differ only when the library is incompatible.
  */
-bgjob_result bgjob_job_add_units(struct bgjob_job *job, uint64_t units);
+uint32_t bgjob_abi_version(void);
 
 /**
- * Sets the percent done directly, for workers that count in percent rather
- * than units; −1 goes back to the percent computed from units. Unlike
- * `bgjob_job_set_current`, the percent may go down: it is the worker's
- * estimate, and an estimate may be revised.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100 (nothing
- * changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
- *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+ * A static, human-readable string for a result code; `"unknown result"` for a
+ * number that is not one. Never NULL; never free it.
  */
-bgjob_result bgjob_job_set_percent(struct bgjob_job *job, int32_t percent);
+const char *bgjob_result_str(bgjob_result result);
 
 /**
- * Sets the remaining time as the worker estimates it, in ms. It counts down
- * with active (unpaused) time until set again; −1 goes back to bgjob's own
- * estimate from the rate.
+ * Installs a log callback, replacing any earlier one (whose free function then
+ * runs once the last line being delivered to it is done), or removes it when
+ * `callback` is NULL. With a callback installed, lines go to it whatever
+ * `BGJOB_DEBUG` says; without, they go to stderr only when `BGJOB_DEBUG=1`.
  *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+ * Ownership: `userdata` passes to bgjob; `userdata_free` (may be NULL) is called
+ * exactly once when the callback is replaced or removed — or at once, if this
+ * call fails or `callback` is NULL.
  *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+ * Returns: `BGJOB_RESULT_OK`.
  */
-bgjob_result bgjob_job_set_eta(struct bgjob_job *job, int64_t remaining_ms);
-
-/**
- * Sets the phase name ("copying", "cleaning up"), copied; readable with
- * `bgjob_job_get_phase` and listed by `bgjob_list_jobs`.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or non-UTF-8;
- * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
- *
- * # Safety
- * `phase` is NULL or a NUL-terminated string. Thread-safe.
- */
-bgjob_result bgjob_job_set_phase(struct bgjob_job *job, const char *phase);
-
-/**
- * Records the job's error: a non-zero code (an errno value is usual) and a
- * message (copied; NULL means none). The job fails only when the worker returns
- * non-zero (or finishes with a non-zero status); this only says why.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for code 0 or a message
- * that is not UTF-8; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * once ended.
- *
- * # Safety
- * `message` is NULL or a NUL-terminated string. Thread-safe.
- */
-bgjob_result bgjob_job_set_error(struct bgjob_job *job, int32_t code, const char *message);
-
-/**
- * Records the status the worker reports when it returns (the virJob
- * "finish" style): 0 for success, any other value for failure with that code.
- * The last call wins and it overrides the worker's return value. The job ends
- * when the worker returns, not here.
- *
- * # Returns
- * `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
- * unless the worker is running.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
- */
-bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
+bgjob_result bgjob_set_log_callback(bgjob_log_callback callback,
+                                    void *userdata,
+                                    bgjob_free_callback userdata_free);
 
 #ifdef __cplusplus
 }  // extern "C"

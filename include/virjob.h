@@ -265,13 +265,11 @@ extern "C" {
  * call fails, before it returns NULL. The job's handle is released with
  * `virJobDestroy` once the job has finished.
  *
- * # Returns
- * The new job, or NULL when `worker` is NULL, `type` is not a `virJobType`,
- * or no thread could be started.
+ * Returns: the new job, or NULL when `worker` is NULL, `type` is not a
+ * `virJobType`, or no thread could be started.
  *
- * # Safety
- * `worker`, `freeData` and the members of `*driver` are NULL or valid
- * functions; `driver` is NULL or valid for the job's life. Thread-safe.
+ * `driver` is NULL or valid for the job's life; `worker`, `freeData` and the
+ * members of `*driver` are NULL or valid functions.
  */
 virJobPtr virJobCreate(virConnectPtr conn,
                        virJobDriverPtr driver,
@@ -284,11 +282,9 @@ virJobPtr virJobCreate(virConnectPtr conn,
  * Sets the worker's estimate of the time left, in seconds (clamped to ≥ 0);
  * `virJobInfo.remainingTime` reports it as given until the next update.
  *
- * # Returns
- * 0; -1 for a bad handle or a job that has finished.
+ * Returns: 0; -1 for a bad handle or a job that has finished.
  *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point.
  */
 int virJobInitialize(virJobPtr job, int remainingTime);
 
@@ -300,11 +296,9 @@ int virJobInitialize(virJobPtr job, int remainingTime);
  * `virJobUpdateRel(job, 1, -1, 2)` leave remainingTime 0 and
  * percentComplete 100.
  *
- * # Returns
- * 0; -1 for a bad handle or a job that has finished.
+ * Returns: 0; -1 for a bad handle or a job that has finished.
  *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point.
  */
 int virJobUpdateRel(virJobPtr job, int elapsedDelta, int remainingDelta, int percentDelta);
 
@@ -313,11 +307,9 @@ int virJobUpdateRel(virJobPtr job, int elapsedDelta, int remainingDelta, int per
  * the percentage (clamped to 0..100). `elapsed` is accepted for
  * compatibility; running time is measured.
  *
- * # Returns
- * 0; -1 for a bad handle or a job that has finished.
+ * Returns: 0; -1 for a bad handle or a job that has finished.
  *
- * # Safety
- * Any handle value is safe. Thread-safe; on the worker thread a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point.
  */
 int virJobUpdateAbs(virJobPtr job, int elapsed, int remaining, int percent);
 
@@ -326,12 +318,8 @@ int virJobUpdateAbs(virJobPtr job, int elapsed, int remaining, int percent);
  * is now CANCELLED (`virJobInfo.state` says so at once) and the worker should
  * return; otherwise nothing changes.
  *
- * # Returns
- * 1 if cancel was requested (the job is now CANCELLED); 0 if not; -1 for a bad
- * handle or when an outcome was already declared.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: 1 if cancel was requested (the job is now CANCELLED); 0 if not; -1 for
+ * a bad handle or when an outcome was already declared.
  */
 int virJobFinishCancel(virJobPtr job);
 
@@ -339,11 +327,7 @@ int virJobFinishCancel(virJobPtr job);
  * Declares success: the job is now COMPLETE, even if cancel was requested
  * (the proposal: a job may still complete after a cancel request).
  *
- * # Returns
- * 0; -1 for a bad handle or when an outcome was already declared.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: 0; -1 for a bad handle or when an outcome was already declared.
  */
 int virJobFinishSuccess(virJobPtr job);
 
@@ -353,12 +337,8 @@ int virJobFinishSuccess(virJobPtr job);
  * and `virJobGetError` returns them. If cancel was requested first, the job
  * is CANCELLED instead (a cancelled job that did not succeed), with no error.
  *
- * # Returns
- * 0; -1 for a bad handle, code 0, a message that is not UTF-8 (nothing is
+ * Returns: 0; -1 for a bad handle, code 0, a message that is not UTF-8 (nothing is
  * recorded), or when an outcome was already declared.
- *
- * # Safety
- * `message` is NULL or a NUL-terminated string. Thread-safe.
  */
 int virJobFinishFailure(virJobPtr job, int code, const char *message);
 
@@ -367,11 +347,7 @@ int virJobFinishFailure(virJobPtr job, int code, const char *message);
  * once the job is COMPLETE. bgjob stores the pointer only: it never
  * references or frees it. NULL clears it.
  *
- * # Returns
- * 0; -1 for a bad handle or a job that has finished.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: 0; -1 for a bad handle or a job that has finished.
  */
 int virJobSetDomain(virJobPtr job, virDomainPtr dom);
 
@@ -379,11 +355,7 @@ int virJobSetDomain(virJobPtr job, virDomainPtr dom);
  * Records the network a network-creating job made; `virJobGetNetwork`
  * returns it once the job is COMPLETE. Stored only, as `virJobSetDomain`.
  *
- * # Returns
- * 0; -1 for a bad handle or a job that has finished.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: 0; -1 for a bad handle or a job that has finished.
  */
 int virJobSetNetwork(virJobPtr job, virNetworkPtr net);
 
@@ -392,35 +364,23 @@ int virJobSetNetwork(virJobPtr job, virNetworkPtr net);
  * Never waits on the worker. With a driver `getInfo` override, that runs
  * instead.
  *
- * # Returns
- * 0; -1 for a bad handle or a NULL `info` (nothing written).
- *
- * # Safety
- * `info` is NULL or writable. Thread-safe.
+ * Returns: 0; -1 for a bad handle or a NULL `info` (nothing written).
  */
 int virJobGetInfo(virJobPtr job, virJobInfoPtr info);
 
 /**
  * The domain the job made (`virJobSetDomain`), once the job is COMPLETE.
  *
- * # Returns
- * The domain; NULL for a bad handle, a job that is not COMPLETE, or one that
- * set none. Not referenced for the caller.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: the domain; NULL for a bad handle, a job that is not COMPLETE, or one
+ * that set none. Not referenced for the caller.
  */
 virDomainPtr virJobGetDomain(virJobPtr job);
 
 /**
  * The network the job made (`virJobSetNetwork`), once the job is COMPLETE.
  *
- * # Returns
- * The network; NULL for a bad handle, a job that is not COMPLETE, or one that
- * set none. Not referenced for the caller.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: the network; NULL for a bad handle, a job that is not COMPLETE, or one
+ * that set none. Not referenced for the caller.
  */
 virNetworkPtr virJobGetNetwork(virJobPtr job);
 
@@ -432,11 +392,7 @@ virNetworkPtr virJobGetNetwork(virJobPtr job);
  * Ownership: the error belongs to the job; it is valid, and the same pointer
  * is returned, until `virJobDestroy`. Do not free or reset it.
  *
- * # Returns
- * The error; NULL for a bad handle or a job that is not FAILED.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: the error; NULL for a bad handle or a job that is not FAILED.
  */
 virErrorPtr virJobGetError(virJobPtr job);
 
@@ -447,11 +403,7 @@ virErrorPtr virJobGetError(virJobPtr job);
  * complete. Nothing happens to a job that has finished or declared its
  * outcome. With a driver `cancel` override, that runs instead.
  *
- * # Returns
- * 0 (also when there was nothing left to cancel); -1 for a bad handle.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: 0 (also when there was nothing left to cancel); -1 for a bad handle.
  */
 int virJobCancel(virJobPtr job);
 
@@ -462,24 +414,17 @@ int virJobCancel(virJobPtr job);
  * calls `freeData`) when the worker returns. With a driver `destroy` override,
  * that runs instead.
  *
- * # Returns
- * 0; -1 for a bad handle (also a second destroy) or a job still RUNNING.
+ * Returns: 0; -1 for a bad handle (also a second destroy) or a job still RUNNING.
  *
- * # Safety
- * Any handle value is safe. Thread-safe: of two threads destroying the same
- * job, one succeeds.
+ * Threads: of two threads destroying the same job, one succeeds.
  */
 int virJobDestroy(virJobPtr job);
 
 /**
  * The connection given to `virJobCreate`.
  *
- * # Returns
- * The connection (not referenced for the caller); NULL for a bad handle or a
- * job created with a NULL connection.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: the connection (not referenced for the caller); NULL for a bad handle
+ * or a job created with a NULL connection.
  */
 virConnectPtr virJobGetConnect(virJobPtr job);
 
@@ -492,11 +437,7 @@ virConnectPtr virJobGetConnect(virJobPtr job);
  * Releasing it yourself (`bgjob_job_destroy` once the job has ended) only
  * invalidates this bgjob handle; the virJob stays usable.
  *
- * # Returns
- * The handle; NULL for a bad virJob handle.
- *
- * # Safety
- * Any handle value is safe. Thread-safe.
+ * Returns: the handle; NULL for a bad virJob handle.
  */
 bgjob_job *virJobGetBgjob(virJobPtr job);
 

@@ -76,7 +76,8 @@ bgjob_log_callback = CFUNCTYPE(None, c_void_p, c_char_p)
 bgjob_free_callback = CFUNCTYPE(None, c_void_p)
 bgjob_worker_callback = CFUNCTYPE(c_int32, c_void_p, JobPtr)
 bgjob_completion_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32)
-bgjob_hook_callback = CFUNCTYPE(None, c_void_p, JobPtr)
+bgjob_cancel_hook_callback = CFUNCTYPE(None, c_void_p, JobPtr)
+bgjob_finalize_callback = CFUNCTYPE(None, c_void_p, JobPtr)
 bgjob_line_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32, c_char_p, c_size_t)
 
 
@@ -127,9 +128,9 @@ class bgjob_job_options(ctypes.Structure):
         ("context", ContextPtr),
         ("deadline_ms", c_int64),
         ("error_policy", c_int32),
-        ("commit", bgjob_hook_callback),
-        ("abort", bgjob_hook_callback),
-        ("clean", bgjob_hook_callback),
+        ("commit", bgjob_finalize_callback),
+        ("abort", bgjob_finalize_callback),
+        ("clean", bgjob_finalize_callback),
         ("finalize_userdata", c_void_p),
         ("finalize_free", bgjob_free_callback),
     ]
@@ -219,7 +220,7 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     # cancellation
     "bgjob_job_add_cancel_hook": (
         R,
-        (JobPtr, bgjob_hook_callback, c_void_p, bgjob_free_callback, POINTER(c_uint64)),
+        (JobPtr, bgjob_cancel_hook_callback, c_void_p, bgjob_free_callback, POINTER(c_uint64)),
     ),
     "bgjob_job_remove_cancel_hook": (R, (JobPtr, c_uint64)),
     "bgjob_job_sleep": (R, (JobPtr, c_int64)),
@@ -242,7 +243,7 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_set_error": (R, (JobPtr, c_int32, c_char_p)),
     "bgjob_job_finish": (R, (JobPtr, c_int32)),
     # cancellable waits, deadlines
-    "bgjob_job_get_cancel_fd": (R, (JobPtr, POINTER(c_int32))),
+    "bgjob_job_get_wake_fd": (R, (JobPtr, POINTER(c_int32))),
     "bgjob_job_wait_fd": (R, (JobPtr, c_int32, c_uint32, c_int64, POINTER(c_uint32))),
     "bgjob_job_set_deadline": (R, (JobPtr, c_int64)),
     # child processes

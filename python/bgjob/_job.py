@@ -361,12 +361,12 @@ class Worker:
 
     # cancellable waits and child processes
     @property
-    def cancel_fd(self) -> int:
+    def wake_fd(self) -> int:
         """An fd readable once cancel was requested (and while a pause is
         pending), for a worker with its own ``select``/``poll``: when it turns
         readable, call ``pause_point()``. bgjob owns it: do not close it."""
         fd = c_int32()
-        check(lib.bgjob_job_get_cancel_fd(self._h, byref(fd)), "cancel_fd")
+        check(lib.bgjob_job_get_wake_fd(self._h, byref(fd)), "wake_fd")
         return fd.value
 
     def wait_fd(self, fd: Any, events: int = _ffi.FD_READABLE, timeout: float | None = None) -> int:
@@ -624,7 +624,7 @@ def _hook(key: int, handle: Any) -> None:
         _report(e)
 
 
-_hook_cb = _ffi.bgjob_hook_callback(_hook)
+_hook_cb = _ffi.bgjob_cancel_hook_callback(_hook)
 
 
 def _line(key: int, handle: Any, stream: int, line: bytes, length: int) -> None:
@@ -673,7 +673,7 @@ def _finalizer(which: str) -> Any:
         except BaseException as e:
             _report(e)
 
-    return _ffi.bgjob_hook_callback(call)
+    return _ffi.bgjob_finalize_callback(call)
 
 
 _commit_cb = _finalizer("commit")
@@ -1013,8 +1013,8 @@ class Job(Generic[T]):
 
     def set_deadline(self, seconds: float | None) -> None:
         """Cancels the job (cause TIMEOUT) once it has run ``seconds`` of active
-        time since its start; None removes the deadline."""
-        ms = 0 if seconds is None else max(1, _ms(seconds, "set_deadline"))
+        time since its start (0: at once); None removes the deadline."""
+        ms = _ms(seconds, "set_deadline")
         self._call(lib.bgjob_job_set_deadline(self._h, ms), "set_deadline")
 
     def pause_internal(self) -> None:

@@ -41,12 +41,12 @@ def test_wait_fd_readable_and_cancelled():
         os.close(w)
 
 
-def test_cancel_fd_for_a_workers_own_poll_loop():
+def test_wake_fd_for_a_workers_own_poll_loop():
     seen = []
     ready = threading.Event()
 
     def work(wk):
-        fd = wk.cancel_fd
+        fd = wk.wake_fd
         seen.append(select.select([fd], [], [], 0)[0])
         ready.set()
         select.select([fd], [], [], LONG)
@@ -73,6 +73,23 @@ def test_deadline_cancels_with_cause_timeout():
         job.cancel()
         job.wait(LONG)
         assert job.info.cancel_cause == CancelCause.CALLER
+
+
+def test_set_deadline_none_removes_it_and_zero_is_now():
+    # None maps to the header's -1 (no deadline): the 0.2 s deadline is gone,
+    # so the job is still running after a 0.5 s wait and ends by the caller.
+    with bgjob.start(lambda w: w.sleep(3600), deadline=0.2) as job:
+        job.set_deadline(None)
+        with pytest.raises(bgjob.TimedOut):
+            job.wait(0.5)
+        job.cancel()
+        assert job.wait(LONG) == State.CANCELLED
+        assert job.info.cancel_cause == CancelCause.CALLER
+    # 0 is "now": cancelled at once, by its deadline.
+    with bgjob.start(lambda w: w.sleep(3600)) as job:
+        job.set_deadline(0)
+        assert job.wait(LONG) == State.CANCELLED
+        assert job.info.cancel_cause == CancelCause.TIMEOUT
 
 
 def test_child_process_output_and_exit_code():

@@ -2,7 +2,7 @@
 //! cancel, no zombies (libxl's child-process watch, with pidfds).
 
 use super::handles::{to_ptr, with_job};
-use super::hooks::timeout_arg;
+use super::timeout_arg;
 use super::versioned::{self, Versioned};
 use super::{
     BGJOB_CHILD_CAPTURE_STDERR, BGJOB_CHILD_CAPTURE_STDOUT, BGJOB_CHILD_DEFAULT_GRACE_MS,
@@ -55,12 +55,10 @@ unsafe impl Versioned for bgjob_child_options {
 /// passed). Pass `sizeof *options` as `size`; a `size` from an older header
 /// (down to the first layout) gets that many bytes written.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or a `size`
 /// smaller than the first version of the struct.
 ///
-/// # Safety
-/// `options` is NULL or points to `size` writable bytes.
+/// `options` points to `size` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_child_options_init(
     options: *mut bgjob_child_options,
@@ -227,24 +225,21 @@ unsafe fn read_child_options(
 /// first; the child did run, and `bgjob_job_wait_child` then fails with
 /// `BGJOB_RESULT_SYSTEM`, errno ECHILD.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set: the program runs;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`,
-/// an environment entry without `=`, unknown or conflicting flags, a negative
-/// grace, `fd_count` > 0 with NULL `fds`, a negative `fd`, a `child_fd` below
-/// −1 or given twice, or one that replaces a stream a flag sets;
-/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
-/// running; `BGJOB_RESULT_CANCELLED` once cancel was requested, without
-/// `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was started); `BGJOB_RESULT_SYSTEM`
-/// if the program could not be started, and did not run (errno: ENOENT,
-/// EACCES, ...; EBADF for a passed `fd` that is not open; EINVAL or EMFILE
-/// when the highest `child_fd` leaves no room below the fd limit,
+/// Returns: `BGJOB_RESULT_OK` with `*pid_out` (may be NULL) set: the program runs;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for NULL options, a NULL or empty `argv`, an
+/// environment entry without `=`, unknown or conflicting flags, a negative grace,
+/// `fd_count` > 0 with NULL `fds`, a negative `fd`, a `child_fd` below −1 or given
+/// twice, or one that replaces a stream a flag sets; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_CANCELLED`
+/// once cancel was requested, without `BGJOB_CHILD_SURVIVES_CANCEL` (nothing was
+/// started); `BGJOB_RESULT_SYSTEM` if the program could not be started, and did not
+/// run (errno: ENOENT, EACCES, ...; EBADF for a passed `fd` that is not open;
+/// EINVAL or EMFILE when the highest `child_fd` leaves no room below the fd limit,
 /// `RLIMIT_NOFILE`: bgjob first copies every fd the child gets above it).
 ///
-/// # Safety
-/// `options` is NULL or a `bgjob_child_options` of `struct_size` bytes whose
-/// vectors are NULL-terminated, whose strings are NUL-terminated and whose
-/// `fds` points to `fd_count` entries; `pid_out` is NULL or writable.
+/// `options` points to a `bgjob_child_options` of `struct_size` bytes whose vectors
+/// are NULL-terminated, whose strings are NUL-terminated and whose `fds` points to
+/// `fd_count` entries.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_spawn_child(
     job: *mut bgjob_job,
@@ -272,15 +267,11 @@ pub unsafe extern "C" fn bgjob_job_spawn_child(
 /// spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
 /// that).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_FOUND` if no such process exists;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a pid ≤ 0, a process that is not this
 /// process's child, a pid already watched, or a negative grace;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// running; `BGJOB_RESULT_SYSTEM` (errno set) otherwise.
-///
-/// # Safety
-/// Any handle value is safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_watch_child(
     job: *mut bgjob_job,
@@ -307,17 +298,15 @@ pub unsafe extern "C" fn bgjob_job_watch_child(
 /// is paused the worker parks here (the child keeps running) and the paused
 /// time does not count toward `timeout_ms` (−1: no limit; 0: just look).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` (status set); `BGJOB_RESULT_CANCELLED` (status set);
+/// Returns: `BGJOB_RESULT_OK` (status set); `BGJOB_RESULT_CANCELLED` (status set);
 /// `BGJOB_RESULT_TIMED_OUT` (the child still runs and stays bound);
 /// `BGJOB_RESULT_NOT_FOUND` for a pid the job does not hold (never bound, or
-/// already waited for); `BGJOB_RESULT_INVALID_ARGUMENT` for a timeout below −1
-/// or when another thread is waiting for the same child;
+/// already waited for); `BGJOB_RESULT_INVALID_ARGUMENT` for a timeout below −1 or
+/// when another thread is waiting for the same child;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// running; `BGJOB_RESULT_SYSTEM` (errno set) if waiting failed.
 ///
-/// # Safety
-/// `wstatus_out` is NULL or writable. Meant for the job's worker thread.
+/// Threads: meant for the job's worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_wait_child(
     job: *mut bgjob_job,

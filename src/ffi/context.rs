@@ -1,14 +1,13 @@
-//! Completion contexts, completion callbacks, results, and QIOTask-style
-//! run-in-thread.
+//! Completion contexts: a queue of completions with one pollable fd, and the
+//! completion as the C caller gives it.
 
-use super::handles::{CONTEXTS, JOBS, to_ptr, with_job};
-use super::job::create;
+use super::handles::{CONTEXTS, JOBS, to_ptr};
 use super::{
-    UserData, bgjob_completion_callback, bgjob_context, bgjob_free_callback, bgjob_job,
-    bgjob_job_options, bgjob_result, bgjob_state, bgjob_worker_callback, boundary, need,
+    UserData, bgjob_context, bgjob_job, bgjob_job_options, bgjob_result, bgjob_state, boundary,
+    need,
 };
 use crate::core::{self, Context};
-use std::ffi::{c_char, c_void};
+use std::ffi::c_void;
 
 /// The context behind a handle, or `InvalidHandle`.
 fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
@@ -32,12 +31,9 @@ fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
 ///
 /// Ownership: release it with `bgjob_context_destroy`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is NULL;
-/// `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the like).
-///
-/// # Safety
-/// `context_out` is NULL or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `context_out` is
+/// NULL; `BGJOB_RESULT_TRY_AGAIN` if no eventfd could be made (EMFILE and the
+/// like).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_create(
     context_out: *mut *mut bgjob_context,
@@ -59,12 +55,11 @@ pub unsafe extern "C" fn bgjob_context_create(
 /// no free function is skipped. Remove the fd from your event loop first: it is
 /// closed once no bound job refers to it any more.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double destroy).
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
+/// destroy).
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; may be called from a completion
-/// callback of this context (the remaining queued callbacks then do not run).
+/// Threads: may also be called from a completion callback of this context (the
+/// remaining queued callbacks then do not run).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_destroy(context: *mut bgjob_context) -> bgjob_result {
     boundary(|| {
@@ -82,12 +77,8 @@ pub unsafe extern "C" fn bgjob_context_destroy(context: *mut bgjob_context) -> b
 /// `virEventAddHandle` may dispatch a few at a time; an edge-triggered
 /// watcher (`EPOLLET`) must dispatch until the queue is empty.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `fd_out` is NULL.
-///
-/// # Safety
-/// `fd_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_get_fd(
     context: *mut bgjob_context,
@@ -108,14 +99,12 @@ pub unsafe extern "C" fn bgjob_context_get_fd(
 /// cannot make one dispatch run forever. An empty dispatch is harmless.
 /// `ran_out` (may be NULL) gets how many ran.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// when called from inside a callback this context is dispatching (no
-/// recursion).
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` when called from inside a callback this context is
+/// dispatching (no recursion).
 ///
-/// # Safety
-/// `ran_out` is NULL or writable. Thread-safe: several threads may dispatch
-/// one context; each callback runs once, on one of them.
+/// Threads: several threads may dispatch one context; each callback runs once, on
+/// one of them.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_dispatch(
     context: *mut bgjob_context,
@@ -133,12 +122,8 @@ pub unsafe extern "C" fn bgjob_context_dispatch(
 
 /// Writes the number of completions queued now to `*count_out`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL.
-///
-/// # Safety
-/// `count_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_context_pending(
     context: *mut bgjob_context,
@@ -155,7 +140,7 @@ pub unsafe extern "C" fn bgjob_context_pending(
 
 /// A completion as the C caller gave it, ready to hand to core.
 pub(crate) struct Completion {
-    callback: unsafe extern "C" fn(*mut c_void, *mut bgjob_job, i32),
+    callback: unsafe extern "C" fn(*mut c_void, *mut bgjob_job, bgjob_state),
     userdata: UserData,
     context: Option<Context>,
 }
@@ -194,7 +179,7 @@ impl Completion {
         let release = auto_release.then(|| ReleaseHandle(h));
         b.on_complete(context, move |job| {
             let (userdata, release) = (userdata, release);
-            let state = bgjob_state::from(job.state()) as i32;
+            let state = bgjob_state::from(job.state());
             // SAFETY: the caller's callback with its own userdata and the handle.
             unsafe { callback(userdata.ptr, to_ptr(h), state) };
             drop(userdata);
@@ -211,147 +196,4 @@ impl Drop for ReleaseHandle {
     fn drop(&mut self) {
         JOBS.remove(self.0);
     }
-}
-
-/// Runs `worker` on a new job's thread and delivers `completion` through
-/// `context` (QIOTask's `qio_task_run_in_thread`): one call makes the job,
-/// starts it, and calls `completion(completion_userdata, job, state)` on the
-/// thread that dispatches `context` once it has ended.
-///
-/// With `job_out` NULL nobody keeps the job: its handle is valid inside the
-/// completion callback (read its error and result there) and released right
-/// after it, or when the callback will never run (the context was destroyed
-/// first); with no completion either, the job runs detached and frees itself.
-/// With `job_out` non-NULL the caller keeps the handle and destroys it.
-///
-/// A QIOTask-style "source object" is kept alive by taking a reference before
-/// the call and passing its unref as `completion_free` (see
-/// `examples/poll_loop.c`).
-///
-/// Ownership: both userdata pointers pass to bgjob on every path; each free
-/// function (may be NULL) runs exactly once, as for `bgjob_job_create`.
-/// `name` may be NULL; `context` may be NULL (the completion then runs on the
-/// worker thread); `completion` may be NULL only when `context` is.
-///
-/// # Returns
-/// As `bgjob_job_create`, plus `BGJOB_RESULT_INVALID_HANDLE` for a bad
-/// `context`.
-///
-/// # Safety
-/// `name` is NULL or a NUL-terminated string; `job_out` is NULL or writable;
-/// the callbacks are NULL or valid functions. Thread-safe.
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn bgjob_run_in_thread(
-    context: *mut bgjob_context,
-    name: *const c_char,
-    worker: bgjob_worker_callback,
-    worker_userdata: *mut c_void,
-    worker_free: bgjob_free_callback,
-    completion: bgjob_completion_callback,
-    completion_userdata: *mut c_void,
-    completion_free: bgjob_free_callback,
-    job_out: *mut *mut bgjob_job,
-) -> bgjob_result {
-    let worker_ud = UserData::new(worker_userdata, worker_free);
-    let mut options = super::job::default_options();
-    options.name = name;
-    options.completion = completion;
-    options.completion_userdata = completion_userdata;
-    options.completion_free = completion_free;
-    options.context = context;
-    boundary(move || {
-        // SAFETY: `options` is a complete struct of this version; `create` checks
-        // the name after it owns both userdata, so a bad name frees them too.
-        let h = unsafe { create(&options, worker, worker_ud, job_out.is_null()) }?;
-        if job_out.is_null() && completion.is_none() {
-            // Fire and forget: nobody will ever use the handle, so the job runs
-            // detached and frees itself when it ends.
-            if let Some(job) = JOBS.remove(h) {
-                job.detach(false).map_err(bgjob_result::from)?;
-            }
-        }
-        // SAFETY: NULL or writable by contract.
-        unsafe { super::put(job_out, to_ptr(h)) };
-        Ok(())
-    })
-}
-
-/// Worker side: leaves a result for the caller, replacing an earlier one (which
-/// is freed now). Ownership of `result` passes to bgjob on every path:
-/// `result_free` (may be NULL) runs exactly once — when replaced, when the job
-/// is destroyed, or at once if this call fails — unless the caller takes it
-/// with `bgjob_job_take_result`.
-///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once the job has ended.
-///
-/// # Safety
-/// `result_free` is NULL or a valid function. Thread-safe.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn bgjob_job_set_result(
-    job: *mut bgjob_job,
-    result: *mut c_void,
-    result_free: bgjob_free_callback,
-) -> bgjob_result {
-    let value = UserData::new(result, result_free);
-    boundary(move || with_job(job, |j, _| j.set_result(Box::new(value)))?.map_err(Into::into))
-}
-
-/// Writes the job's result pointer to `*result_out` (NULL if the worker left
-/// none). The job still owns it: it stays valid until the job is destroyed.
-///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
-/// `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
-///
-/// # Safety
-/// `result_out` is NULL or writable. Thread-safe.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn bgjob_job_get_result(
-    job: *mut bgjob_job,
-    result_out: *mut *mut c_void,
-) -> bgjob_result {
-    boundary(|| {
-        need(result_out)?;
-        let ptr = with_job(job, |j, _| {
-            j.with_result(|r| {
-                r.and_then(|v| v.downcast_ref::<UserData>())
-                    .map_or(std::ptr::null_mut(), |u| u.ptr)
-            })
-        })??;
-        // SAFETY: checked non-NULL; writable by contract.
-        unsafe { result_out.write(ptr) };
-        Ok(())
-    })
-}
-
-/// Takes the job's result: `*result_out` gets the pointer (NULL if none) and
-/// the caller now owns it; bgjob will not call its free function.
-///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` if `result_out` is NULL;
-/// `BGJOB_RESULT_NOT_ALLOWED` before the job has ended.
-///
-/// # Safety
-/// `result_out` is NULL or writable. Thread-safe.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn bgjob_job_take_result(
-    job: *mut bgjob_job,
-    result_out: *mut *mut c_void,
-) -> bgjob_result {
-    boundary(|| {
-        need(result_out)?;
-        let taken = with_job(job, |j, _| j.take_result())??;
-        let ptr = match taken.map(|v| v.downcast::<UserData>()) {
-            Some(Ok(u)) => u.into_raw(),
-            _ => std::ptr::null_mut(),
-        };
-        // SAFETY: checked non-NULL; writable by contract.
-        unsafe { result_out.write(ptr) };
-        Ok(())
-    })
 }

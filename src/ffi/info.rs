@@ -5,7 +5,8 @@ use super::handles::with_job;
 use super::versioned::{self, Versioned, size_ending_at};
 use super::{
     BGJOB_ENTRY_TEXT_SIZE, bgjob_info, bgjob_job, bgjob_job_entry, bgjob_job_type, bgjob_result,
-    bgjob_state, boundary, boundary_or, check_buf, copy_out, need, put,
+    bgjob_state, bgjob_state_in, bgjob_verb_in, boundary, boundary_or, check_buf, copy_out, need,
+    put,
 };
 use crate::core::{self, State, Verb};
 use std::ffi::c_char;
@@ -31,14 +32,11 @@ unsafe impl Versioned for bgjob_info {
 /// writes at most that many bytes, so a program built against an older, shorter
 /// `bgjob_info` keeps working.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size`
-/// is smaller than the first version of the struct.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` if `info_out` is NULL or its `struct_size` is
+/// smaller than the first version of the struct.
 ///
-/// # Safety
-/// `info_out` is NULL or points to at least `info_out->struct_size` writable
-/// bytes. Thread-safe.
+/// `info_out` points to at least `info_out->struct_size` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_info(
     job: *mut bgjob_job,
@@ -54,8 +52,8 @@ pub unsafe extern "C" fn bgjob_job_get_info(
         let i = with_job(job, |j, _| j.info())?;
         let out = bgjob_info {
             struct_size: size_of::<bgjob_info>() as u32,
-            job_type: bgjob_job_type::from(i.job_type) as i32,
-            state: bgjob_state::from(i.state) as i32,
+            job_type: bgjob_job_type::from(i.job_type),
+            state: bgjob_state::from(i.state),
             cancel_requested: i.cancel_requested,
             pause_requested: i.pause_requested,
             elapsed_ms: i.elapsed_ms,
@@ -67,10 +65,10 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             rate: i.rate,
             since_progress_ms: i.since_progress_ms,
             id: i.id,
-            cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause) as i32,
+            cancel_cause: super::bgjob_cancel_cause::from(i.cancel_cause),
             pause_count: i.pause_count,
-            iostatus: super::bgjob_iostatus::from(i.iostatus) as i32,
-            error_policy: super::bgjob_error_policy::from(i.error_policy) as i32,
+            iostatus: super::bgjob_iostatus::from(i.iostatus),
+            error_policy: super::bgjob_error_policy::from(i.error_policy),
         };
         // SAFETY: the caller's struct holds `size` bytes by contract.
         unsafe { versioned::write(info_out, size, out) }
@@ -79,34 +77,26 @@ pub unsafe extern "C" fn bgjob_job_get_info(
 
 /// Writes the job's current `bgjob_state` to `*state_out`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `state_out` is NULL.
-///
-/// # Safety
-/// `state_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_state(
     job: *mut bgjob_job,
-    state_out: *mut i32,
+    state_out: *mut bgjob_state,
 ) -> bgjob_result {
     boundary(|| {
         need(state_out)?;
         let s = with_job(job, |j, _| j.state())?;
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { state_out.write(bgjob_state::from(s) as i32) };
+        unsafe { state_out.write(bgjob_state::from(s)) };
         Ok(())
     })
 }
 
 /// Writes the job's process-unique id to `*id_out`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` if `id_out` is NULL.
-///
-/// # Safety
-/// `id_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_id(job: *mut bgjob_job, id_out: *mut u64) -> bgjob_result {
     boundary(|| {
@@ -131,13 +121,8 @@ pub unsafe extern "C" fn bgjob_job_get_id(job: *mut bgjob_job, id_out: *mut u64)
 ///
 /// `code_out` and `len_out` may be NULL; `buf` may be NULL when `len` is 0.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
-///
-/// # Safety
-/// `buf` is valid for `len` bytes; `code_out` and `len_out` are NULL or writable.
-/// Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_error(
     job: *mut bgjob_job,
@@ -162,12 +147,8 @@ pub unsafe extern "C" fn bgjob_job_get_error(
 /// Reads the job's phase name (empty before the worker sets one) into `buf`,
 /// snprintf-style like `bgjob_job_get_error`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
-///
-/// # Safety
-/// `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_phase(
     job: *mut bgjob_job,
@@ -186,12 +167,8 @@ pub unsafe extern "C" fn bgjob_job_get_phase(
 
 /// Reads the job's name into `buf`, snprintf-style like `bgjob_job_get_error`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
-///
-/// # Safety
-/// `buf` is valid for `len` bytes; `len_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_get_name(
     job: *mut bgjob_job,
@@ -227,13 +204,10 @@ fn fill_text(dst: &mut [c_char; BGJOB_ENTRY_TEXT_SIZE], s: &str) {
 /// jobs to `*count_out` (which may exceed `capacity`: call again with a larger
 /// array). `entries` may be NULL when `capacity` is 0, to count only.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is NULL, or
-/// `entries` is NULL with a non-zero `capacity`.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is
+/// NULL, or `entries` is NULL with a non-zero `capacity`.
 ///
-/// # Safety
-/// `entries` is valid for `capacity` elements; `count_out` is NULL or writable.
-/// Thread-safe.
+/// `entries` is valid for `capacity` elements.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_list_jobs(
     entries: *mut bgjob_job_entry,
@@ -249,7 +223,7 @@ pub unsafe extern "C" fn bgjob_list_jobs(
         for (i, l) in jobs.iter().take(capacity).enumerate() {
             let mut e = bgjob_job_entry {
                 id: l.id,
-                state: bgjob_state::from(l.state) as i32,
+                state: bgjob_state::from(l.state),
                 age_ms: l.age_ms,
                 since_progress_ms: l.since_progress_ms,
                 name: [0; BGJOB_ENTRY_TEXT_SIZE],
@@ -270,16 +244,13 @@ pub unsafe extern "C" fn bgjob_list_jobs(
 /// (a `bgjob_state`): the same table every verb consults. A refused verb returns
 /// `BGJOB_RESULT_NOT_ALLOWED`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*allowed_out` set; `BGJOB_RESULT_INVALID_ARGUMENT` for
-/// an unknown verb or state or a NULL `allowed_out`.
-///
-/// # Safety
-/// `allowed_out` is NULL or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` with `*allowed_out` set;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown verb or state or a NULL
+/// `allowed_out`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_verb_allowed(
-    verb: i32,
-    state: i32,
+    verb: bgjob_verb_in,
+    state: bgjob_state_in,
     allowed_out: *mut bool,
 ) -> bgjob_result {
     boundary(|| {
@@ -310,11 +281,8 @@ pub(super) fn static_name(name: Option<&'static str>) -> *const c_char {
 
 /// A static lower-case name for a `bgjob_state` ("running"), or "unknown".
 /// Never NULL; never free it.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
+pub extern "C" fn bgjob_state_str(state: bgjob_state_in) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
         static_name(
             bgjob_state::try_from(state)
@@ -326,11 +294,8 @@ pub extern "C" fn bgjob_state_str(state: i32) -> *const c_char {
 
 /// A static lower-case name for a `bgjob_verb` ("pause"), or "unknown".
 /// Never NULL; never free it.
-///
-/// # Safety
-/// Always safe to call, from any thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn bgjob_verb_str(verb: i32) -> *const c_char {
+pub extern "C" fn bgjob_verb_str(verb: bgjob_verb_in) -> *const c_char {
     boundary_or(c"unknown".as_ptr(), || {
         static_name(
             super::bgjob_verb::try_from(verb)

@@ -25,11 +25,7 @@ use crate::core::Pool;
 /// workers that wait for other jobs can deadlock under a cap no larger than
 /// the chain of waits (GTask's livelock): leave the cap off for such jobs.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`.
-///
-/// # Safety
-/// Always safe to call. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`.
 #[unsafe(no_mangle)]
 pub extern "C" fn bgjob_pool_set_max_running(max_running: u32) -> bgjob_result {
     boundary(|| {
@@ -43,11 +39,7 @@ pub extern "C" fn bgjob_pool_set_max_running(max_running: u32) -> bgjob_result {
 /// started jobs waiting for a slot. Each output may be NULL. The figures are a
 /// snapshot: other threads may change them right after.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`.
-///
-/// # Safety
-/// Each pointer is NULL or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_pool_get_status(
     max_running_out: *mut u32,

@@ -140,7 +140,7 @@ pub struct bgjob_txn {
 /// `bgjob_context_dispatch` of the context dispatching it is refused with
 /// `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
 pub type bgjob_completion_callback =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: i32)>;
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: bgjob_state)>;
 
 /// A cancellation hook (libxl's design): anything a worker waits on (a timer,
 /// a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
@@ -165,7 +165,16 @@ pub type bgjob_completion_callback =
 /// with `BGJOB_RESULT_NOT_ALLOWED` (the job cannot end before the hook
 /// returns). It must not block on something only the job's end would bring.
 /// It must not `longjmp` out.
-pub type bgjob_hook_callback =
+pub type bgjob_cancel_hook_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
+
+/// A finalization callback (`bgjob_job_options.commit`, `.abort`, `.clean`;
+/// QEMU's job driver callbacks of the same names), called at most once with
+/// the options' `finalize_userdata` and the job's handle, after the work of
+/// the job (and of its whole transaction) is done and before the job ends.
+/// See `bgjob_job_options.commit` for which runs, in what order and on which
+/// thread. It runs with no bgjob lock held. It must not `longjmp` out.
+pub type bgjob_finalize_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
 /// Receives a child's captured output one line at a time
@@ -236,7 +245,7 @@ pub enum bgjob_verb {
     /// `bgjob_job_start`.
     Start = 0,
     /// `bgjob_job_cancel` (allowed in every state; on a finished job it reports
-    /// `BGJOB_CANCEL_ALREADY_FINISHED`).
+    /// `BGJOB_CANCEL_STATUS_ALREADY_FINISHED`).
     Cancel = 1,
     /// `bgjob_job_pause`.
     Pause = 2,
@@ -430,6 +439,23 @@ mirror!(bgjob_cancel_status <=> CancelStatus {
     AlreadyFinished <=> AlreadyFinished,
 });
 
+/// An enum as C passes it *in* (an argument or an input struct field): the raw
+/// `int32_t`, parsed with `TryFrom<i32>` before use, so no number from C ever
+/// becomes an invalid Rust enum. The header spells each one as its enum's
+/// typedef (`bgjob_state` and so on: `cbindgen.toml` renames these aliases and
+/// leaves their definitions out), so C sees one name per enum everywhere, with
+/// the `int32_t` size the C typedef has. Outputs use the Rust enums themselves
+/// (bgjob writes only valid values).
+pub type bgjob_state_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_verb_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_job_type_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_error_policy_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_result_in = i32;
+
 /// Options for `bgjob_job_create`. Fill with
 /// `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
 /// fields at the end, and bgjob reads no more than `struct_size` bytes, giving
@@ -440,8 +466,8 @@ pub struct bgjob_job_options {
     /// `sizeof(bgjob_job_options)` as the caller compiled it; set by
     /// `bgjob_job_options_init`. At least the size of the first version.
     pub struct_size: u32,
-    /// A `bgjob_job_type` value. Default BOUNDED.
-    pub job_type: i32,
+    /// The job's type. Default BOUNDED.
+    pub job_type: bgjob_job_type_in,
     /// `BGJOB_CREATE_*` flags. Default 0 (start at once).
     pub flags: u32,
     /// UTF-8 name, copied; also the worker thread's name (cut to 15 bytes).
@@ -463,13 +489,16 @@ pub struct bgjob_job_options {
     /// dispatches it). Default NULL: on the worker thread.
     pub context: *mut bgjob_context,
     /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
-    /// many ms of active time: from start, paused time not counted. Default 0:
-    /// no deadline. Negative is refused. Starting a job with a deadline fails
+    /// many ms of active time: from start, paused time not counted. Default −1:
+    /// no deadline. Unlike the header's other times, 0 also means no deadline
+    /// here, so a zero-filled struct sets none (`bgjob_job_set_deadline(job, 0)`
+    /// is "now"). Below −1 is refused. Starting a job with a deadline fails
     /// with `BGJOB_RESULT_TRY_AGAIN` if bgjob's timer thread cannot be started
     /// (see `bgjob_job_set_deadline`).
     pub deadline_ms: i64,
-    /// A `bgjob_error_policy` value. Default REPORT.
-    pub error_policy: i32,
+    /// The job's error policy (see `bgjob_job_set_error_policy`). Default
+    /// REPORT.
+    pub error_policy: bgjob_error_policy_in,
     /// Finalization callbacks (QEMU's commit, abort and clean), each called at
     /// most once with `finalize_userdata` and the job, after the job's work
     /// (and its whole transaction's) is done and before the job ends: `commit`
@@ -479,11 +508,11 @@ pub struct bgjob_job_options {
     /// thread that finished the group's last worker, or the one calling
     /// `bgjob_job_finalize` / `bgjob_txn_finalize` / the cancel or detach
     /// that ended it, with no bgjob lock held. Each may be NULL.
-    pub commit: bgjob_hook_callback,
+    pub commit: bgjob_finalize_callback,
     /// See `commit`.
-    pub abort: bgjob_hook_callback,
+    pub abort: bgjob_finalize_callback,
     /// See `commit`.
-    pub clean: bgjob_hook_callback,
+    pub clean: bgjob_finalize_callback,
     /// Passed to `commit`, `abort` and `clean`. Ownership passes to bgjob with
     /// `bgjob_job_create`.
     pub finalize_userdata: *mut c_void,
@@ -500,10 +529,10 @@ pub struct bgjob_job_options {
 pub struct bgjob_info {
     /// Set by the caller; bgjob writes at most this many bytes.
     pub struct_size: u32,
-    /// A `bgjob_job_type` value.
-    pub job_type: i32,
-    /// A `bgjob_state` value.
-    pub state: i32,
+    /// The job's type.
+    pub job_type: bgjob_job_type,
+    /// The job's state.
+    pub state: bgjob_state,
     /// Whether cancel was requested (also for a job that then completed).
     pub cancel_requested: bool,
     /// Whether a user pause is in force.
@@ -531,17 +560,15 @@ pub struct bgjob_info {
     pub since_progress_ms: i64,
     /// The job's process-unique id.
     pub id: u64,
-    /// Why cancel was requested: a `bgjob_cancel_cause` value
-    /// (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
-    pub cancel_cause: i32,
+    /// Why cancel was requested (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+    pub cancel_cause: bgjob_cancel_cause,
     /// Internal pauses in force (`bgjob_job_pause_internal`); the worker runs
     /// only when this is 0 and `pause_requested` is false.
     pub pause_count: u32,
-    /// A `bgjob_iostatus` value: not OK only while user-paused by the error
-    /// policy.
-    pub iostatus: i32,
-    /// The job's `bgjob_error_policy`.
-    pub error_policy: i32,
+    /// The I/O status: not OK only while user-paused by the error policy.
+    pub iostatus: bgjob_iostatus,
+    /// The job's error policy.
+    pub error_policy: bgjob_error_policy,
 }
 
 /// One descriptor passed to a child (`bgjob_child_options.fds`).
@@ -607,8 +634,8 @@ pub struct bgjob_child_options {
 pub struct bgjob_job_entry {
     /// Process-unique id.
     pub id: u64,
-    /// A `bgjob_state` value.
-    pub state: i32,
+    /// The job's state.
+    pub state: bgjob_state,
     /// Time since creation in ms.
     pub age_ms: i64,
     /// Time since the last progress update in ms; −1 if none.

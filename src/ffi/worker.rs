@@ -23,12 +23,8 @@ fn update(job: *mut bgjob_job, f: impl FnOnce(&Job) -> Result<(), core::Error>) 
 
 /// Tells a worker whether cancel was requested. Never blocks.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` if not; `BGJOB_RESULT_CANCELLED` if it was;
+/// Returns: `BGJOB_RESULT_OK` if not; `BGJOB_RESULT_CANCELLED` if it was;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| {
@@ -43,13 +39,11 @@ pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_re
 /// A pause point: while the job is paused, the calling worker parks here until
 /// it is resumed or cancelled.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
+/// Returns: `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
 /// requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
 ///
-/// # Safety
-/// Any handle value is safe. Meant for the job's worker thread; another thread
-/// calling it would park there instead.
+/// Threads: meant for the job's worker thread; another thread calling it would park
+/// there instead.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.pause_point())?.map_err(Into::into))
@@ -58,12 +52,10 @@ pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_res
 /// Sets the total number of units (bytes, blocks…). It may move either way; 0
 /// means unknown.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once the job has ended.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_total(total)))
@@ -73,12 +65,10 @@ pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) ->
 /// is refused and changes nothing. A value above the total is kept (the percent
 /// is clamped to 100).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go backwards;
-/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go
+/// backwards; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_current(current)))
@@ -87,12 +77,10 @@ pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64
 /// Adds `units` to the units done (saturating). The cheapest progress call:
 /// meant to be called once per block in a copy loop.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once ended.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.add_units(units)))
@@ -103,12 +91,11 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
 /// `bgjob_job_set_current`, the percent may go down: it is the worker's
 /// estimate, and an estimate may be revised.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100 (nothing
-/// changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` outside −1..100
+/// (nothing changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
+/// once ended.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32) -> bgjob_result {
     boundary(|| update(job, |j| j.set_percent(percent)))
@@ -118,12 +105,10 @@ pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32
 /// with active (unpaused) time until set again; −1 goes back to bgjob's own
 /// estimate from the rate.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_eta(remaining_ms)))
@@ -132,12 +117,8 @@ pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i6
 /// Sets the phase name ("copying", "cleaning up"), copied; readable with
 /// `bgjob_job_get_phase` and listed by `bgjob_list_jobs`.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or non-UTF-8;
-/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
-///
-/// # Safety
-/// `phase` is NULL or a NUL-terminated string. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for NULL or
+/// non-UTF-8; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_phase(
     job: *mut bgjob_job,
@@ -154,13 +135,9 @@ pub unsafe extern "C" fn bgjob_job_set_phase(
 /// message (copied; NULL means none). The job fails only when the worker returns
 /// non-zero (or finishes with a non-zero status); this only says why.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for code 0 or a message
-/// that is not UTF-8; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once ended.
-///
-/// # Safety
-/// `message` is NULL or a NUL-terminated string. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for code 0 or a
+/// message that is not UTF-8; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once ended.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_error(
     job: *mut bgjob_job,
@@ -183,12 +160,8 @@ pub unsafe extern "C" fn bgjob_job_set_error(
 /// The last call wins and it overrides the worker's return value. The job ends
 /// when the worker returns, not here.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// unless the worker is running.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the worker is running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_finish(job: *mut bgjob_job, status: i32) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.finish(status))?.map_err(Into::into))

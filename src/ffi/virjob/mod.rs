@@ -13,8 +13,8 @@
 
 #![allow(non_snake_case, non_camel_case_types)]
 
+use super::control::bgjob_job_detach;
 use super::handles::{JOBS, Table, VIRJOB_TAG, to_ptr};
-use super::job::bgjob_job_detach;
 use super::{UserData, bgjob_job, boundary_or, c_str};
 use crate::core::{self, JobError, JobType, State};
 use std::cell::RefCell;
@@ -158,13 +158,11 @@ fn with_override<F: Copy>(
 /// call fails, before it returns NULL. The job's handle is released with
 /// `virJobDestroy` once the job has finished.
 ///
-/// # Returns
-/// The new job, or NULL when `worker` is NULL, `type` is not a `virJobType`,
-/// or no thread could be started.
+/// Returns: the new job, or NULL when `worker` is NULL, `type` is not a
+/// `virJobType`, or no thread could be started.
 ///
-/// # Safety
-/// `worker`, `freeData` and the members of `*driver` are NULL or valid
-/// functions; `driver` is NULL or valid for the job's life. Thread-safe.
+/// `driver` is NULL or valid for the job's life; `worker`, `freeData` and the
+/// members of `*driver` are NULL or valid functions.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobCreate(
     conn: virConnectPtr,
@@ -295,11 +293,9 @@ fn set_progress(
 /// Sets the worker's estimate of the time left, in seconds (clamped to ≥ 0);
 /// `virJobInfo.remainingTime` reports it as given until the next update.
 ///
-/// # Returns
-/// 0; -1 for a bad handle or a job that has finished.
+/// Returns: 0; -1 for a bad handle or a job that has finished.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobInitialize(job: virJobPtr, remainingTime: c_int) -> c_int {
     update(job, |vj, x| {
@@ -314,11 +310,9 @@ pub unsafe extern "C" fn virJobInitialize(job: virJobPtr, remainingTime: c_int) 
 /// `virJobUpdateRel(job, 1, -1, 2)` leave remainingTime 0 and
 /// percentComplete 100.
 ///
-/// # Returns
-/// 0; -1 for a bad handle or a job that has finished.
+/// Returns: 0; -1 for a bad handle or a job that has finished.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobUpdateRel(
     job: virJobPtr,
@@ -344,11 +338,9 @@ pub unsafe extern "C" fn virJobUpdateRel(
 /// the percentage (clamped to 0..100). `elapsed` is accepted for
 /// compatibility; running time is measured.
 ///
-/// # Returns
-/// 0; -1 for a bad handle or a job that has finished.
+/// Returns: 0; -1 for a bad handle or a job that has finished.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe; on the worker thread a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobUpdateAbs(
     job: virJobPtr,
@@ -377,12 +369,8 @@ fn declare(job: virJobPtr, declare: core::Declare) -> Result<Option<State>, ()> 
 /// is now CANCELLED (`virJobInfo.state` says so at once) and the worker should
 /// return; otherwise nothing changes.
 ///
-/// # Returns
-/// 1 if cancel was requested (the job is now CANCELLED); 0 if not; -1 for a bad
-/// handle or when an outcome was already declared.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: 1 if cancel was requested (the job is now CANCELLED); 0 if not; -1 for
+/// a bad handle or when an outcome was already declared.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobFinishCancel(job: virJobPtr) -> c_int {
     boundary_or(-1, || match declare(job, core::Declare::IfCancelled) {
@@ -395,11 +383,7 @@ pub unsafe extern "C" fn virJobFinishCancel(job: virJobPtr) -> c_int {
 /// Declares success: the job is now COMPLETE, even if cancel was requested
 /// (the proposal: a job may still complete after a cancel request).
 ///
-/// # Returns
-/// 0; -1 for a bad handle or when an outcome was already declared.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: 0; -1 for a bad handle or when an outcome was already declared.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobFinishSuccess(job: virJobPtr) -> c_int {
     boundary_or(-1, || rc(declare(job, core::Declare::Success).map(drop)))
@@ -410,12 +394,8 @@ pub unsafe extern "C" fn virJobFinishSuccess(job: virJobPtr) -> c_int {
 /// and `virJobGetError` returns them. If cancel was requested first, the job
 /// is CANCELLED instead (a cancelled job that did not succeed), with no error.
 ///
-/// # Returns
-/// 0; -1 for a bad handle, code 0, a message that is not UTF-8 (nothing is
+/// Returns: 0; -1 for a bad handle, code 0, a message that is not UTF-8 (nothing is
 /// recorded), or when an outcome was already declared.
-///
-/// # Safety
-/// `message` is NULL or a NUL-terminated string. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobFinishFailure(
     job: virJobPtr,
@@ -443,11 +423,7 @@ pub unsafe extern "C" fn virJobFinishFailure(
 /// once the job is COMPLETE. bgjob stores the pointer only: it never
 /// references or frees it. NULL clears it.
 ///
-/// # Returns
-/// 0; -1 for a bad handle or a job that has finished.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: 0; -1 for a bad handle or a job that has finished.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobSetDomain(job: virJobPtr, dom: virDomainPtr) -> c_int {
     update(job, |_, x| {
@@ -459,11 +435,7 @@ pub unsafe extern "C" fn virJobSetDomain(job: virJobPtr, dom: virDomainPtr) -> c
 /// Records the network a network-creating job made; `virJobGetNetwork`
 /// returns it once the job is COMPLETE. Stored only, as `virJobSetDomain`.
 ///
-/// # Returns
-/// 0; -1 for a bad handle or a job that has finished.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: 0; -1 for a bad handle or a job that has finished.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobSetNetwork(job: virJobPtr, net: virNetworkPtr) -> c_int {
     update(job, |_, x| {
@@ -510,11 +482,7 @@ fn get_info(vj: &VirJob) -> _virJobInfo {
 /// Never waits on the worker. With a driver `getInfo` override, that runs
 /// instead.
 ///
-/// # Returns
-/// 0; -1 for a bad handle or a NULL `info` (nothing written).
-///
-/// # Safety
-/// `info` is NULL or writable. Thread-safe.
+/// Returns: 0; -1 for a bad handle or a NULL `info` (nothing written).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetInfo(job: virJobPtr, info: virJobInfoPtr) -> c_int {
     boundary_or(-1, || {
@@ -543,12 +511,8 @@ pub unsafe extern "C" fn virJobGetInfo(job: virJobPtr, info: virJobInfoPtr) -> c
 
 /// The domain the job made (`virJobSetDomain`), once the job is COMPLETE.
 ///
-/// # Returns
-/// The domain; NULL for a bad handle, a job that is not COMPLETE, or one that
-/// set none. Not referenced for the caller.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: the domain; NULL for a bad handle, a job that is not COMPLETE, or one
+/// that set none. Not referenced for the caller.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetDomain(job: virJobPtr) -> virDomainPtr {
     boundary_or(std::ptr::null_mut(), || made_by(job, |x| x.domain))
@@ -567,12 +531,8 @@ fn made_by<T, F: FnOnce(&Extra) -> *mut T>(job: virJobPtr, pick: F) -> *mut T {
 
 /// The network the job made (`virJobSetNetwork`), once the job is COMPLETE.
 ///
-/// # Returns
-/// The network; NULL for a bad handle, a job that is not COMPLETE, or one that
-/// set none. Not referenced for the caller.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: the network; NULL for a bad handle, a job that is not COMPLETE, or one
+/// that set none. Not referenced for the caller.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetNetwork(job: virJobPtr) -> virNetworkPtr {
     boundary_or(std::ptr::null_mut(), || made_by(job, |x| x.network))
@@ -585,11 +545,7 @@ pub unsafe extern "C" fn virJobGetNetwork(job: virJobPtr) -> virNetworkPtr {
 /// Ownership: the error belongs to the job; it is valid, and the same pointer
 /// is returned, until `virJobDestroy`. Do not free or reset it.
 ///
-/// # Returns
-/// The error; NULL for a bad handle or a job that is not FAILED.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: the error; NULL for a bad handle or a job that is not FAILED.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetError(job: virJobPtr) -> virErrorPtr {
     boundary_or(std::ptr::null_mut(), || {
@@ -638,11 +594,7 @@ pub unsafe extern "C" fn virJobGetError(job: virJobPtr) -> virErrorPtr {
 /// complete. Nothing happens to a job that has finished or declared its
 /// outcome. With a driver `cancel` override, that runs instead.
 ///
-/// # Returns
-/// 0 (also when there was nothing left to cancel); -1 for a bad handle.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: 0 (also when there was nothing left to cancel); -1 for a bad handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobCancel(job: virJobPtr) -> c_int {
     boundary_or(-1, || {
@@ -672,12 +624,9 @@ pub unsafe extern "C" fn virJobCancel(job: virJobPtr) -> c_int {
 /// calls `freeData`) when the worker returns. With a driver `destroy` override,
 /// that runs instead.
 ///
-/// # Returns
-/// 0; -1 for a bad handle (also a second destroy) or a job still RUNNING.
+/// Returns: 0; -1 for a bad handle (also a second destroy) or a job still RUNNING.
 ///
-/// # Safety
-/// Any handle value is safe. Thread-safe: of two threads destroying the same
-/// job, one succeeds.
+/// Threads: of two threads destroying the same job, one succeeds.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobDestroy(job: virJobPtr) -> c_int {
     boundary_or(-1, || {
@@ -713,12 +662,8 @@ pub unsafe extern "C" fn virJobDestroy(job: virJobPtr) -> c_int {
 
 /// The connection given to `virJobCreate`.
 ///
-/// # Returns
-/// The connection (not referenced for the caller); NULL for a bad handle or a
-/// job created with a NULL connection.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: the connection (not referenced for the caller); NULL for a bad handle
+/// or a job created with a NULL connection.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetConnect(job: virJobPtr) -> virConnectPtr {
     boundary_or(std::ptr::null_mut(), || {
@@ -734,11 +679,7 @@ pub unsafe extern "C" fn virJobGetConnect(job: virJobPtr) -> virConnectPtr {
 /// Releasing it yourself (`bgjob_job_destroy` once the job has ended) only
 /// invalidates this bgjob handle; the virJob stays usable.
 ///
-/// # Returns
-/// The handle; NULL for a bad virJob handle.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: the handle; NULL for a bad virJob handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn virJobGetBgjob(job: virJobPtr) -> *mut bgjob_job {
     boundary_or(std::ptr::null_mut(), || {

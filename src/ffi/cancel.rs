@@ -1,9 +1,11 @@
-//! Cancellation hooks and cancellable waits (libxl's cancellation design).
+//! Cancellation and cancellable waits (libxl's cancellation design): hooks,
+//! sleep, the wake fd, fd waits, deadlines.
 
 use super::handles::{to_ptr, with_job};
 use super::{BGJOB_FD_ERROR, BGJOB_FD_HANGUP, BGJOB_FD_READABLE, BGJOB_FD_WRITABLE, need, put};
 use super::{
-    UserData, bgjob_free_callback, bgjob_hook_callback, bgjob_job, bgjob_result, boundary,
+    UserData, bgjob_cancel_hook_callback, bgjob_free_callback, bgjob_job, bgjob_result, boundary,
+    timeout_arg,
 };
 use crate::core::{FdEvents, HookAdded, HookRemoved};
 use std::time::Duration;
@@ -16,26 +18,21 @@ use std::time::Duration;
 /// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
 /// still registered when the job's worker returns are removed without being
 /// called, and the job does not end while one of its hooks runs (see
-/// `bgjob_hook_callback`): once any call has seen the job end, none of its
+/// `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
 /// hooks runs or is still running.
 ///
 /// Ownership: `userdata` passes to bgjob on every path; `userdata_free` (may be
 /// NULL) runs exactly once: after the hook ran, when it is removed, when the job
 /// ends, or at once if this call fails.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
-/// `BGJOB_RESULT_CANCELLED` when the hook already ran; `BGJOB_RESULT_INVALID_ARGUMENT`
-/// for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
-/// once the job has ended.
-///
-/// # Safety
-/// `hook` and `userdata_free` are NULL or valid functions; `hook_id_out` is NULL
-/// or writable. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
+/// `BGJOB_RESULT_CANCELLED` when the hook already ran;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
     job: *mut bgjob_job,
-    hook: bgjob_hook_callback,
+    hook: bgjob_cancel_hook_callback,
     userdata: *mut std::ffi::c_void,
     userdata_free: bgjob_free_callback,
     hook_id_out: *mut u64,
@@ -67,13 +64,9 @@ pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
 /// will not run: one being called on another thread is waited for. Called from
 /// inside the hook itself it returns at once (`BGJOB_RESULT_NOT_FOUND`).
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
-/// `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller),
-/// or the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
+/// `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller), or
+/// the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
     job: *mut bgjob_job,
@@ -90,21 +83,20 @@ pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
 /// A cancellable sleep for the worker: returns after `ms` milliseconds of active
 /// time, or at once when cancel is requested. While the job is paused the worker
 /// parks here and the paused time does not count; spurious wake-ups never
-/// shorten it. Huge values are fine (the sleep is then ended by cancel).
+/// shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
-/// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
+/// Returns: `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// running.
 ///
-/// # Safety
-/// Any handle value is safe. Meant for the job's worker thread.
+/// Threads: meant for the job's worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_result {
     boundary(|| {
-        let ms = u64::try_from(ms).map_err(|_| bgjob_result::InvalidArgument)?;
-        with_job(job, |j, _| j.sleep(Duration::from_millis(ms)))?.map_err(bgjob_result::from)
+        // −1 sleeps until cancelled (core saturates a huge duration).
+        let d = timeout_arg(ms)?.unwrap_or(Duration::MAX);
+        with_job(job, |j, _| j.sleep(d))?.map_err(bgjob_result::from)
     })
 }
 
@@ -115,14 +107,10 @@ pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_
 /// cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
 /// not read, write or close it); it lives until the job is destroyed.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_SYSTEM` if no fd could be made.
-///
-/// # Safety
-/// `fd_out` is NULL or writable. Thread-safe.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bgjob_job_get_cancel_fd(
+pub unsafe extern "C" fn bgjob_job_get_wake_fd(
     job: *mut bgjob_job,
     fd_out: *mut i32,
 ) -> bgjob_result {
@@ -141,17 +129,15 @@ pub unsafe extern "C" fn bgjob_job_get_cancel_fd(
 /// once when cancel is requested. While the job is paused the worker parks
 /// here and the paused time does not count.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what happened:
-/// `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP` alone;
-/// `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+/// Returns: `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what
+/// happened: `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP`
+/// alone; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
 /// `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM`
-/// if poll itself failed (errno says why).
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM` if
+/// poll itself failed (errno says why).
 ///
-/// # Safety
-/// `revents_out` is NULL or writable. Meant for the job's worker thread.
+/// Threads: meant for the job's worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_wait_fd(
     job: *mut bgjob_job,
@@ -186,20 +172,12 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
     })
 }
 
-/// −1 = no limit; other negatives are refused.
-pub(crate) fn timeout_arg(ms: i64) -> Result<Option<Duration>, bgjob_result> {
-    match ms {
-        -1 => Ok(None),
-        ms if ms < 0 => Err(bgjob_result::InvalidArgument),
-        ms => Ok(Some(Duration::from_millis(ms as u64))),
-    }
-}
-
 /// Gives the job a deadline: once it has run `ms` milliseconds of active time
 /// (counted from its start, paused time excluded) it is cancelled, and
-/// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. 0 removes the
-/// deadline. Setting one that has already passed cancels the job at once (on
-/// another thread, shortly after this returns). Allowed in CREATED, RUNNING
+/// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. −1 removes the
+/// deadline. One that has already passed (0 always has) cancels a running job
+/// at once (on another thread, shortly after this returns), a CREATED one as
+/// it starts. Allowed in CREATED, RUNNING
 /// and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
 ///
 /// bgjob's one timer thread (started by the first deadline) only notices the
@@ -209,22 +187,14 @@ pub(crate) fn timeout_arg(ms: i64) -> Result<Option<Duration>, bgjob_result> {
 /// cancel is tried again every 20 ms until it can be: the deadline is late,
 /// never lost.
 ///
-/// # Returns
-/// `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a negative `ms`;
-/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
-/// ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started
-/// (the job's deadline is then unchanged).
-///
-/// # Safety
-/// Any handle value is safe. Thread-safe.
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below
+/// −1; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+/// ended; `BGJOB_RESULT_TRY_AGAIN` if the timer thread could not be started (the
+/// job's deadline is then unchanged).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_deadline(job: *mut bgjob_job, ms: i64) -> bgjob_result {
     boundary(|| {
-        let after = match ms {
-            0 => None,
-            ms if ms < 0 => return Err(bgjob_result::InvalidArgument),
-            ms => Some(Duration::from_millis(ms as u64)),
-        };
+        let after = timeout_arg(ms)?;
         with_job(job, |j, _| j.set_deadline(after))?.map_err(bgjob_result::from)
     })
 }

@@ -1,0 +1,147 @@
+//! Control of a job from outside: cancel, pause, resume, wait, destroy, detach.
+
+use super::handles::{JOBS, with_job};
+use super::{
+    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, boundary, put,
+    timeout_arg,
+};
+use crate::core;
+
+/// Requests cancellation and returns at once (it never waits for the worker).
+///
+/// Cancel is cooperative: the worker learns of it from `bgjob_job_check_cancel`
+/// and `bgjob_job_pause_point` (both return `BGJOB_RESULT_CANCELLED`), and a
+/// worker parked at a pause point or progress call wakes up. Progress calls
+/// themselves still succeed after a cancel (an update is not a failure), so a
+/// worker must check. The worker decides the outcome (a job may still complete). A
+/// CREATED job ends CANCELLED without its worker running (its userdata is freed
+/// before this returns). A paused job is resumed so its worker can see the cancel.
+///
+/// `status_out` (may be NULL) gets which race this call met: REQUESTED,
+/// ALREADY_REQUESTED or ALREADY_FINISHED.
+///
+/// Returns: `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// Threads: any number of threads may cancel the same job at once: exactly one gets
+/// REQUESTED.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_cancel(
+    job: *mut bgjob_job,
+    status_out: *mut bgjob_cancel_status,
+) -> bgjob_result {
+    boundary(|| {
+        let status = with_job(job, |j, _| j.cancel())?;
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(status_out, bgjob_cancel_status::from(status)) };
+        Ok(())
+    })
+}
+
+/// Pauses a running job: its worker parks at its next pause point, and elapsed
+/// time stops counting.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (so pausing twice is
+/// refused).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_pause(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.pause())?.map_err(Into::into))
+}
+
+/// Resumes a paused job.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.resume())?.map_err(Into::into))
+}
+
+/// Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
+/// forever; 0: just look). WAITING is not an end: a job waiting for
+/// its transaction or for a manual finalize keeps this waiting (and a finite
+/// wait times out) until it is finalized. When it returns OK the job is terminal, its
+/// userdata has been freed, and a completion bound to a context is already
+/// queued there (one delivered on the worker thread may still be running). The
+/// handle stays valid: destroy it afterwards.
+///
+/// `state_out` (may be NULL) gets the final `bgjob_state` on success.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT` for a
+/// `timeout_ms` below −1; `BGJOB_RESULT_NOT_ALLOWED` when called from the job's own
+/// worker (it would wait for itself).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_wait(
+    job: *mut bgjob_job,
+    timeout_ms: i64,
+    state_out: *mut bgjob_state,
+) -> bgjob_result {
+    boundary(|| {
+        let timeout = timeout_arg(timeout_ms)?;
+        let state = with_job(job, |j, _| j.wait(timeout))??;
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(state_out, bgjob_state::from(state)) };
+        Ok(())
+    })
+}
+
+/// Releases a job that has ended, or one that never started (which is cancelled
+/// first: its worker never runs and its userdata is freed now). Its result, if
+/// it has one and nobody took it, is freed now too. The handle and every copy
+/// of it are invalid afterwards.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
+/// destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
+/// PAUSED, WAITING): wait for it, or use `bgjob_job_detach`.
+///
+/// Threads: of two threads destroying the same handle, one succeeds and the other
+/// gets INVALID_HANDLE.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| {
+        // Decided under the table lock, so the check, the cancel of a created job
+        // and the removal of the handle are one step; what it frees is dropped
+        // only after the table lock is gone.
+        let mut release = None;
+        JOBS.remove_if(job.addr(), |j| {
+            release = Some(j.begin_release()?);
+            Ok(())
+        })?;
+        drop(release);
+        Ok(())
+    })
+}
+
+/// Gives up the handle; the job frees itself when it ends. With
+/// `BGJOB_DETACH_CANCEL` in `flags` it is cancelled first, else it runs on (a
+/// paused job is resumed and its internal pauses are dropped: nobody could
+/// resume them later, and from then on its STOP error policy reports instead
+/// of stopping).
+///
+/// A detached job always reaches a terminal state by itself and runs its
+/// completion, commit/abort and clean exactly once: nobody can finalize it
+/// now, so a manual-finalize job (one WAITING already included) finalizes as
+/// soon as its work is done — committing if its worker succeeded, even after
+/// the cancel — and a manual-finalize transaction with a detached member
+/// finalizes by itself once every member is done.
+/// Detaching an ended job is the same as destroying it. The handle is invalid
+/// afterwards for the caller (the job's own worker may keep using it until it
+/// returns).
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
+/// for a CREATED job (it would never run: start or destroy it instead).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bgjob_result {
+    boundary(|| {
+        if flags & !BGJOB_DETACH_CANCEL != 0 {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        let j = JOBS.remove_if(job.addr(), |j| {
+            j.check(core::Verb::Detach).map_err(bgjob_result::from)
+        })?;
+        j.detach(flags & BGJOB_DETACH_CANCEL != 0)
+            .map_err(Into::into)
+    })
+}

@@ -1,0 +1,165 @@
+//! `bgjob_job_options`: its defaults, its versioning, and reading and checking it.
+
+use super::context::Completion;
+use super::handles::to_ptr;
+use super::versioned::{self, Versioned, size_ending_at};
+use super::{
+    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_MAX_STACK_SIZE, UserData,
+    bgjob_error_policy, bgjob_finalize_callback, bgjob_free_callback, bgjob_job_options,
+    bgjob_job_type, bgjob_result, boundary, c_str, need,
+};
+use crate::core::{self, JobType};
+use std::mem::{offset_of, size_of};
+
+/// The defaults `bgjob_job_options_init` writes.
+pub(crate) fn default_options() -> bgjob_job_options {
+    bgjob_job_options {
+        struct_size: size_of::<bgjob_job_options>() as u32,
+        job_type: bgjob_job_type::Bounded as i32,
+        flags: 0,
+        name: std::ptr::null(),
+        stack_size: 0,
+        completion: None,
+        completion_userdata: std::ptr::null_mut(),
+        completion_free: None,
+        context: std::ptr::null_mut(),
+        deadline_ms: -1,
+        error_policy: bgjob_error_policy::Report as i32,
+        commit: None,
+        abort: None,
+        clean: None,
+        finalize_userdata: std::ptr::null_mut(),
+        finalize_free: None,
+    }
+}
+
+// SAFETY: repr(C), `struct_size` first; every field is an integer, a bool, a
+// nullable pointer or an optional function pointer. The first version ended
+// with `finalize_free`.
+unsafe impl Versioned for bgjob_job_options {
+    const V1_SIZE: usize = size_ending_at::<bgjob_job_options>(
+        offset_of!(bgjob_job_options, finalize_free) + size_of::<bgjob_free_callback>(),
+    );
+    fn set_struct_size(&mut self, n: u32) {
+        self.struct_size = n;
+    }
+}
+
+/// Fills `options` with the defaults: bounded, started at once, named
+/// `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
+/// as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
+/// a program built against an older, shorter struct keeps working.
+///
+/// Returns: `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is
+/// NULL or `size` is smaller than the first version of the struct.
+///
+/// `options` points to `size` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_options_init(
+    options: *mut bgjob_job_options,
+    size: usize,
+) -> bgjob_result {
+    boundary(|| {
+        need(options)?;
+        // SAFETY: non-NULL, `size` writable bytes by contract.
+        unsafe { versioned::write(options, size, default_options()) }
+    })
+}
+
+pub(crate) struct Options {
+    pub(crate) name: Option<String>,
+    pub(crate) job_type: JobType,
+    pub(crate) defer_start: bool,
+    pub(crate) stack_size: usize,
+    pub(crate) completion: Option<Completion>,
+    pub(crate) deadline: Option<std::time::Duration>,
+    pub(crate) manual_finalize: bool,
+    pub(crate) error_policy: core::ErrorPolicy,
+    pub(crate) finalizers: Finalizers,
+}
+
+/// The commit, abort and clean callbacks with their shared userdata, freed
+/// after the last of them (or when none will run).
+pub(crate) struct Finalizers {
+    commit: bgjob_finalize_callback,
+    abort: bgjob_finalize_callback,
+    clean: bgjob_finalize_callback,
+    userdata: std::sync::Arc<UserData>,
+}
+
+impl Finalizers {
+    pub(crate) fn attach(self, mut b: core::Builder, h: usize) -> core::Builder {
+        let make = |cb: bgjob_finalize_callback| {
+            cb.map(|cb| {
+                let data = self.userdata.clone();
+                move |_: &core::Job| {
+                    // SAFETY: the caller's callback with its own userdata and
+                    // the job's handle.
+                    unsafe { cb(data.ptr, to_ptr(h)) };
+                }
+            })
+        };
+        if let Some(f) = make(self.commit) {
+            b = b.on_commit(f);
+        }
+        if let Some(f) = make(self.abort) {
+            b = b.on_abort(f);
+        }
+        if let Some(f) = make(self.clean) {
+            b = b.on_clean(f);
+        }
+        b
+    }
+}
+
+/// Reads and checks options; NULL means the defaults. The completion userdata
+/// is owned (and so freed on any later failure) as soon as the struct's size
+/// has been checked.
+///
+/// # Safety
+/// `options` is NULL or points to a `bgjob_job_options` of at least
+/// `options->struct_size` bytes.
+pub(crate) unsafe fn read_options(
+    options: *const bgjob_job_options,
+) -> Result<Options, bgjob_result> {
+    let opts = if options.is_null() {
+        default_options()
+    } else {
+        // SAFETY: non-NULL, `struct_size` readable bytes by contract.
+        unsafe { versioned::read(options, default_options())? }
+    };
+    // Owned before any check can fail, like the completion's.
+    let finalizers = Finalizers {
+        commit: opts.commit,
+        abort: opts.abort,
+        clean: opts.clean,
+        userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
+    };
+    let completion = Completion::from_options(&opts)?;
+    let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
+    let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
+    if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
+        || opts.stack_size > BGJOB_MAX_STACK_SIZE
+        || opts.deadline_ms < -1
+    {
+        return Err(bgjob_result::InvalidArgument);
+    }
+    let name = if opts.name.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string by contract.
+        Some(unsafe { c_str(opts.name) }?.to_owned())
+    };
+    Ok(Options {
+        name,
+        job_type,
+        defer_start: opts.flags & BGJOB_CREATE_DEFER_START != 0,
+        stack_size: opts.stack_size,
+        completion,
+        deadline: (opts.deadline_ms > 0)
+            .then(|| std::time::Duration::from_millis(opts.deadline_ms as u64)),
+        manual_finalize: opts.flags & BGJOB_CREATE_MANUAL_FINALIZE != 0,
+        error_policy,
+        finalizers,
+    })
+}
