@@ -16,13 +16,17 @@ impl Job {
             let st = inner.lock();
             (state, cancel_requested, pause_requested, active) = (
                 st.state(),
-                st.cancel_requested,
-                st.user_paused(),
+                st.cancel.requested,
+                st.pauses.user,
                 st.active_ns(now),
             );
-            error_code = st.error.as_ref().map_or(0, |e| e.code);
-            cancel_cause = st.cancel_cause;
-            (pause_count, iostatus, error_policy) = (st.pause_count, st.iostatus, st.error_policy);
+            error_code = st.end.error.as_ref().map_or(0, |e| e.code);
+            cancel_cause = st.cancel.cause;
+            (pause_count, iostatus, error_policy) = (
+                st.pauses.internal,
+                st.pauses.iostatus,
+                st.pauses.error_policy,
+            );
         }
         let f = inner.progress.snapshot();
         let bounded = inner.job_type == JobType::Bounded;
@@ -65,7 +69,7 @@ impl Job {
 
     /// The job's error, if it has one: set by the worker, or given at its end.
     pub fn error(&self) -> Option<JobError> {
-        self.0.lock().error.clone()
+        self.0.lock().end.error.clone()
     }
 
     /// The phase name the worker set last ("" before any).
@@ -166,7 +170,7 @@ impl Job {
         }
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
-        st.error = Some(JobError::new(code, message));
+        st.end.error = Some(JobError::new(code, message));
         Ok(())
     }
 
@@ -176,7 +180,7 @@ impl Job {
     pub fn finish(&self, status: i32) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check_running()?;
-        st.finish_status = Some(status);
+        st.end.finish_status = Some(status);
         Ok(())
     }
 
@@ -191,7 +195,7 @@ impl Job {
     pub fn declare(&self, declare: Declare) -> Result<Option<State>, Error> {
         let mut st = self.0.lock();
         st.check_running()?;
-        if st.declared.is_some() {
+        if st.end.declared.is_some() {
             return Err(Error::NotAllowed {
                 verb: Verb::Update,
                 state: st.state(),
@@ -199,21 +203,21 @@ impl Job {
         }
         let (state, status) = match declare {
             Declare::Success => (State::Completed, 0),
-            Declare::IfCancelled if !st.cancel_requested => return Ok(None),
+            Declare::IfCancelled if !st.cancel.requested => return Ok(None),
             Declare::IfCancelled => (State::Cancelled, ECANCELED),
             Declare::Failure(error) => {
                 let code = error.code;
-                let state = if st.cancel_requested {
+                let state = if st.cancel.requested {
                     State::Cancelled
                 } else {
-                    st.error = Some(error);
+                    st.end.error = Some(error);
                     State::Failed
                 };
                 (state, code)
             }
         };
-        st.finish_status = Some(status);
-        st.declared = Some(state);
+        st.end.finish_status = Some(status);
+        st.end.declared = Some(state);
         Ok(Some(state))
     }
 
@@ -223,7 +227,7 @@ impl Job {
         let st = self.0.lock();
         match st.life {
             Life::Done(s) => Some(s),
-            _ => st.declared,
+            _ => st.end.declared,
         }
     }
 
