@@ -13,6 +13,7 @@ pub mod context;
 pub(crate) mod errno;
 pub mod job;
 pub mod log;
+pub(crate) mod outcome;
 pub(crate) mod progress;
 pub mod state;
 pub(crate) mod sync;

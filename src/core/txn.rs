@@ -11,6 +11,7 @@
 
 use super::job::{CancelCause, CancelStatus, Error, Job, finalize_group};
 use super::log;
+use super::outcome;
 use super::state::{State, Verb};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -203,10 +204,9 @@ impl Txn {
         let (others, group) = {
             let mut st = self.lock();
             st.done += 1;
-            let others = if outcome != State::Completed {
-                st.begin_abort(CancelCause::Transaction, Some(job))
-            } else {
-                Vec::new()
+            let others = match outcome::group_abort(outcome, CancelCause::Transaction) {
+                Some(cause) => st.begin_abort(cause, Some(job)),
+                None => Vec::new(),
             };
             (others, st.try_claim(self.0.manual_finalize))
         };

@@ -132,9 +132,13 @@ impl Job {
         // published: a waiter that wakes sees the free done.
         // A panic payload is user data: turned into a message and dropped here,
         // before the job's lock is taken.
-        let result = catch_unwind(AssertUnwindSafe(|| worker(&w))).map_err(|payload| {
-            JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
-        });
+        let returned = match catch_unwind(AssertUnwindSafe(|| worker(&w))) {
+            Ok(r) => Returned::Value(r),
+            Err(payload) => Returned::Panicked(JobError::new(
+                EIO,
+                format!("worker panicked: {}", panic_message(&payload)),
+            )),
+        };
         drop(scope);
         // Children the worker left running are killed and reaped before the
         // job ends: none outlives it, none is left a zombie.
@@ -144,17 +148,12 @@ impl Job {
         }
         let (life, error) = {
             let st = self.0.lock();
-            let result = match (st.end.finish_status, result) {
-                (_, Err(panicked)) => Err(panicked),
-                (Some(0), Ok(_)) => Ok(()),
-                (Some(code), Ok(_)) => Err(JobError::new(code, "")),
-                (None, Ok(r)) => r,
-            };
-            match result {
-                Ok(()) => (State::Completed, None),
-                Err(e) if st.cancel.requested => (State::Cancelled, Some(e)),
-                Err(e) => (State::Failed, Some(e)),
-            }
+            outcome::worker_outcome(
+                returned,
+                st.end.finish_status,
+                st.end.declared,
+                st.cancel.requested,
+            )
         };
         self.worker_done(life, error, true);
     }
@@ -199,7 +198,7 @@ impl Job {
         if let Some(txn) = txn {
             txn.member_done(self, outcome, worker_of);
         } else if finalize_now {
-            let abort = (outcome != State::Completed).then_some(CancelCause::None);
+            let abort = outcome::group_abort(outcome, CancelCause::None);
             finalize_group(vec![self.clone()], abort, worker_of);
         }
     }
@@ -227,25 +226,8 @@ impl Job {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
         };
-        if let Some(returned) = error {
-            // An error the worker recorded with set_error wins as a whole (code
-            // and message), over the bare value it returned; a panic's own
-            // message wins over both.
-            let recorded = st.end.error.take();
-            let mut e = match recorded {
-                Some(recorded) if returned.message.is_empty() => recorded,
-                _ => returned,
-            };
-            if e.message.is_empty() {
-                e.message = match state {
-                    State::Cancelled => "cancelled".to_owned(),
-                    _ => format!("worker failed with code {}", e.code),
-                };
-            }
-            st.end.error = Some(e);
-        } else if state == State::Cancelled && st.end.error.is_none() {
-            st.end.error = Some(JobError::new(0, "cancelled before start"));
-        }
+        let recorded = st.end.error.take();
+        st.end.error = outcome::final_error(state, error, recorded);
         st.life = life;
         inner.set_attention(ATTN_DONE);
         // A context completion is queued in the same step that makes the job
@@ -374,10 +356,12 @@ impl Job {
                 state,
             });
         }
-        let abort = match st.finalize.pending {
-            Some((State::Completed, _)) => None,
-            _ => Some(st.cancel.cause),
-        };
+        let outcome = st
+            .finalize
+            .pending
+            .as_ref()
+            .map_or(State::Cancelled, |p| p.0);
+        let abort = outcome::group_abort(outcome, st.cancel.cause);
         drop(st);
         finalize_group(vec![self.clone()], abort, None);
         Ok(())
@@ -579,33 +563,13 @@ pub(in crate::core) fn finalize_group(
             // completion before its siblings end).
             st.finalize.txn = None;
             st.finalize.claimed = true;
-            let (outcome, error) = st
-                .finalize
-                .pending
-                .take()
-                .unwrap_or((State::Cancelled, None));
-            match (abort, outcome) {
-                (None, _) => (State::Completed, None),
-                (Some(_), State::Failed) => (State::Failed, error),
-                (Some(_), State::Cancelled) => (State::Cancelled, error),
-                (Some(cause), _) => {
-                    st.cancel.requested = true;
-                    if st.cancel.cause == CancelCause::None {
-                        st.cancel.cause = match cause {
-                            CancelCause::None => CancelCause::Transaction,
-                            c => c,
-                        };
-                    }
-                    m.0.set_attention(ATTN_CANCEL);
-                    let message = match st.cancel.cause {
-                        CancelCause::Transaction => {
-                            "cancelled: another member of its transaction failed or was cancelled"
-                        }
-                        _ => "cancelled before it was finalized",
-                    };
-                    (State::Cancelled, Some(JobError::new(ECANCELED, message)))
-                }
+            let end = outcome::member_end(st.finalize.pending.take(), abort, st.cancel.cause);
+            if let Some(cause) = end.cancelled_with {
+                st.cancel.requested = true;
+                st.cancel.cause = cause;
+                m.0.set_attention(ATTN_CANCEL);
             }
+            (end.state, end.error)
         };
         if let Some(run) = m.settle(Life::Done(state), error) {
             if worker_of == Some(&m) {

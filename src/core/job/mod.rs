@@ -10,8 +10,9 @@
 use super::atomic::{AtomicU8, Ordering};
 use super::child::{self, Child, ChildExit};
 use super::context::Context;
-use super::errno::{ECANCELED, EIO, ENOSPC};
+use super::errno::{EIO, ENOSPC};
 use super::log;
+use super::outcome::{self, Declared, Returned};
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
 use super::sync::{Mutex, MutexGuard, Signal, ThreadId, current_thread_id};

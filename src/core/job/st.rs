@@ -96,7 +96,7 @@ pub(super) struct End {
     pub(super) finish_status: Option<i32>,
     /// The outcome the worker declared once, before returning
     /// ([`Job::declare`]): it is the job's end, whatever comes after.
-    pub(super) declared: Option<State>,
+    pub(super) declared: Option<Declared>,
     /// The error recorded by the worker (set_error, an I/O error report), and
     /// once the job has ended, its final error.
     pub(super) error: Option<JobError>,

@@ -1,6 +1,7 @@
 //! The public value types of jobs: errors, policies, causes, snapshots.
 
 use super::*;
+pub use crate::core::outcome::{CancelCause, Declare, JobError};
 
 /// Bounded jobs know (or estimate) how much work there is and report a
 /// percentage; unbounded jobs report only elapsed time and units done.
@@ -12,33 +13,6 @@ pub enum JobType {
     /// Has no known end.
     Unbounded,
 }
-
-/// Why a job failed: an errno-style code chosen by the worker and a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobError {
-    /// Non-zero, worker-defined (an errno value is usual).
-    pub code: i32,
-    /// Human-readable; may be empty.
-    pub message: String,
-}
-
-impl JobError {
-    /// An error with this code and message.
-    pub fn new(code: i32, message: impl Into<String>) -> JobError {
-        JobError {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for JobError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (code {})", self.message, self.code)
-    }
-}
-
-impl std::error::Error for JobError {}
 
 /// Why a verb was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,20 +124,6 @@ pub struct FdEvents {
     pub hangup: bool,
 }
 
-/// Why cancel was requested (shown by [`Job::info`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CancelCause {
-    /// Cancel was not requested.
-    #[default]
-    None,
-    /// A caller cancelled it (cancel, destroy of a created job, detach).
-    Caller,
-    /// Its deadline passed ([`Builder::deadline`], [`Job::set_deadline`]).
-    Timeout,
-    /// Another member of its transaction failed or was cancelled.
-    Transaction,
-}
-
 /// Which race a cancel request met (libxl's abort contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelStatus {
@@ -258,19 +218,6 @@ pub enum HookRemoved {
     /// No such hook waiting: it ran (and has finished, unless this is its own
     /// thread calling from inside it), or the id is unknown.
     NotFound,
-}
-
-/// An outcome a worker declares once before it returns ([`Job::declare`]):
-/// the libvirt virJob proposal's finish calls.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Declare {
-    /// Success: the job completes, even after a cancel request.
-    Success,
-    /// Failure with this error: the job fails — or, if cancel was requested,
-    /// ends cancelled (a cancelled job that did not succeed).
-    Failure(JobError),
-    /// Cancelled, if cancel was requested; otherwise nothing is declared.
-    IfCancelled,
 }
 
 /// A result value a worker leaves for the caller ([`Job::set_result`]).

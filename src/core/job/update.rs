@@ -201,24 +201,14 @@ impl Job {
                 state: st.state(),
             });
         }
-        let (state, status) = match declare {
-            Declare::Success => (State::Completed, 0),
-            Declare::IfCancelled if !st.cancel.requested => return Ok(None),
-            Declare::IfCancelled => (State::Cancelled, ECANCELED),
-            Declare::Failure(error) => {
-                let code = error.code;
-                let state = if st.cancel.requested {
-                    State::Cancelled
-                } else {
-                    st.end.error = Some(error);
-                    State::Failed
-                };
-                (state, code)
-            }
+        let Some((declared, recorded)) = outcome::declare(declare, st.cancel.requested) else {
+            return Ok(None);
         };
-        st.end.finish_status = Some(status);
-        st.end.declared = Some(state);
-        Ok(Some(state))
+        if recorded.is_some() {
+            st.end.error = recorded;
+        }
+        st.end.declared = Some(declared);
+        Ok(Some(declared.state))
     }
 
     /// The outcome decided so far: the final state once the job has ended,
@@ -227,7 +217,7 @@ impl Job {
         let st = self.0.lock();
         match st.life {
             Life::Done(s) => Some(s),
-            _ => st.end.declared,
+            _ => st.end.declared.map(|d| d.state),
         }
     }
 
