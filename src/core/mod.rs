@@ -32,8 +32,6 @@ pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};
 pub use txn::Txn;
 
-#[cfg(test)]
-mod cap_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(test)]
