@@ -342,7 +342,7 @@ impl Job {
         target: Option<i64>,
     ) -> Result<i32, Error> {
         loop {
-            if let Some(status) = child.step(self, io)? {
+            if let Some(status) = child.step(io)? {
                 return Ok(status);
             }
             // A cancel does not end this wait: the hook has signalled the
