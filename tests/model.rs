@@ -10,10 +10,17 @@
 //! The worker is driven step by step over a channel, so every sequence is
 //! deterministic: a step that parks the worker (a pause point while paused) is
 //! answered only by the verb that releases it.
+//!
+//! Besides the plain verbs it covers the intricate rules: internal pauses
+//! (counted, balanced, invisible in the state), I/O error reports under each
+//! error policy (a STOP is a user pause with an error status that resume
+//! resets), manual finalize (a successful job waits in WAITING for finalize,
+//! cancel or detach) and transactions (a member whose work is done waits in
+//! WAITING for its sibling; a sibling's failure cancels it).
 
 use bgjob::core::{
-    CancelStatus, Context, Error, HookAdded, HookRemoved, Job, JobError, State, Verb, Worker,
-    verb_allowed,
+    CancelCause, CancelStatus, Context, Error, ErrorAction, ErrorPolicy, HookAdded, HookRemoved,
+    IoStatus, Job, JobError, State, Txn, Verb, Worker, verb_allowed,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -40,12 +47,45 @@ enum Op {
     AddHook,
     RemoveHook(usize),
     TakeResult,
+    PauseInternal,
+    ResumeInternal,
+    SetPolicy(ErrorPolicy),
+    Finalize,
+    /// The transaction sibling's worker returns (0: success).
+    SiblingReturn(i32),
     // Worker side: only applied while the worker is running and not parked.
     PausePoint,
     Finish(i32),
     SetError(i32),
     SetResult,
     Return(i32),
+    IoError(i32),
+}
+
+fn policy() -> impl Strategy<Value = ErrorPolicy> {
+    prop_oneof![
+        Just(ErrorPolicy::Report),
+        Just(ErrorPolicy::Ignore),
+        Just(ErrorPolicy::Stop),
+        Just(ErrorPolicy::Enospc),
+    ]
+}
+
+/// How a sequence's job is made.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    manual_finalize: bool,
+    policy: ErrorPolicy,
+    /// A member of a transaction with one sibling (started with it).
+    in_txn: bool,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (any::<bool>(), policy(), any::<bool>()).prop_map(|(manual_finalize, policy, in_txn)| Setup {
+        manual_finalize,
+        policy,
+        in_txn,
+    })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -62,11 +102,17 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::AddHook),
         1 => (0usize..4).prop_map(Op::RemoveHook),
         1 => Just(Op::TakeResult),
+        2 => Just(Op::PauseInternal),
+        2 => Just(Op::ResumeInternal),
+        1 => policy().prop_map(Op::SetPolicy),
+        2 => Just(Op::Finalize),
+        1 => prop_oneof![Just(0), Just(7)].prop_map(Op::SiblingReturn),
         3 => Just(Op::PausePoint),
         1 => prop_oneof![Just(0), 1i32..5].prop_map(Op::Finish),
         1 => (-1i32..3).prop_map(Op::SetError),
         1 => Just(Op::SetResult),
         1 => prop_oneof![Just(0), 1i32..5, Just(125)].prop_map(Op::Return),
+        2 => prop_oneof![Just(5), Just(28)].prop_map(Op::IoError),
     ]
 }
 
@@ -77,6 +123,7 @@ enum Cmd {
     SetError(i32),
     SetResult(Counted),
     Return(i32),
+    IoError(i32),
 }
 
 /// Counts its drops (and, for hooks, its calls).
@@ -104,6 +151,8 @@ impl Drop for Counted {
 enum Life {
     Created,
     Running,
+    /// The worker has returned; a manual finalize or the sibling is awaited.
+    Waiting,
     Done(State),
 }
 
@@ -130,6 +179,25 @@ struct Model {
     /// Detached: a pause would never be undone, so it is refused.
     detached: bool,
     parked: bool,
+    /// Internal pauses in force.
+    internal: u32,
+    policy: ErrorPolicy,
+    iostatus: IoStatus,
+    manual_finalize: bool,
+    cause: CancelCause,
+    /// The transaction sibling: `None` without a transaction; its life else.
+    sibling: Option<Life>,
+    /// The group has aborted (a member failed or was cancelled): its
+    /// members that had succeeded end CANCELLED.
+    group_aborted: bool,
+    /// The sibling has been asked to cancel (the group aborted).
+    sibling_cancel: bool,
+    /// The sibling's own outcome once its worker returned.
+    sibling_outcome: Option<State>,
+    /// A finalize was asked of the transaction (or a member was detached).
+    finalize_requested: bool,
+    /// The outcome the worker returned with, while WAITING.
+    pending: Option<(State, i32)>,
     finish: Option<i32>,
     recorded_error: Option<i32>,
     error_code: i32,
@@ -144,7 +212,30 @@ impl Model {
             Life::Created => State::Created,
             Life::Running if self.paused => State::Paused,
             Life::Running => State::Running,
+            Life::Waiting => State::Waiting,
             Life::Done(s) => s,
+        }
+    }
+
+    /// A pause point parks: a user or an internal pause, and no cancel.
+    fn parks(&self) -> bool {
+        (self.paused || self.internal > 0) && !self.cancel
+    }
+
+    /// The user pause ends; the error status goes with it.
+    fn unpause(&mut self) {
+        self.paused = false;
+        self.iostatus = IoStatus::Ok;
+    }
+
+    /// The worker's work is over (returned, or never will run): hooks nobody
+    /// will call are dropped, a user pause is undone.
+    fn work_over(&mut self) {
+        self.unpause();
+        for h in &mut self.hooks {
+            if h.state == HookState::Registered {
+                h.state = HookState::Dropped;
+            }
         }
     }
 
@@ -154,14 +245,11 @@ impl Model {
 
     /// The end of a job: hooks nobody will call are dropped, a pause is undone.
     fn end(&mut self, state: State, error_code: i32) {
+        self.work_over();
         self.life = Life::Done(state);
-        self.paused = false;
+        self.internal = 0;
+        self.pending = None;
         self.error_code = error_code;
-        for h in &mut self.hooks {
-            if h.state == HookState::Registered {
-                h.state = HookState::Dropped;
-            }
-        }
     }
 
     /// Cancel's effect on every registered hook: each is called once.
@@ -174,19 +262,28 @@ impl Model {
     }
 }
 
+/// A worker step's answer: an error action for an I/O error report.
+type Reply = Result<Option<ErrorAction>, Error>;
+
 /// The real job and what the test uses to drive and observe it.
 struct Real {
     job: Job,
     ctx: Context,
     cmd: Sender<Cmd>,
-    ack: Receiver<Result<(), Error>>,
+    ack: Receiver<Reply>,
     worker_drops: Counter,
     completions: Arc<std::sync::Mutex<Vec<State>>>,
     result_drops: Counter,
     results_taken: usize,
+    commits: Counter,
+    aborts: Counter,
+    cleans: Counter,
+    /// The transaction's other member and what makes its worker return.
+    sibling: Option<(Job, Sender<i32>)>,
+    _txn: Option<Txn>,
 }
 
-fn make() -> (Real, Model) {
+fn make(setup: Setup) -> (Real, Model) {
     let (cmd_tx, cmd_rx) = channel::<Cmd>();
     let (ack_tx, ack_rx) = channel();
     let worker_drops = Counter::default();
@@ -194,8 +291,15 @@ fn make() -> (Real, Model) {
     let ctx = Context::new().expect("eventfd");
     let completions = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = completions.clone();
+    let (commits, aborts, cleans) = (Counter::default(), Counter::default(), Counter::default());
+    let (c1, c2, c3) = (commits.clone(), aborts.clone(), cleans.clone());
     let job = Job::builder()
         .name("model")
+        .manual_finalize(setup.manual_finalize)
+        .error_policy(setup.policy)
+        .on_commit(move |_| c1.bump())
+        .on_abort(move |_| c2.bump())
+        .on_clean(move |_| c3.bump())
         .on_complete(Some(ctx.clone()), move |j| {
             seen.lock().unwrap().push(j.state());
         })
@@ -203,10 +307,11 @@ fn make() -> (Real, Model) {
             let _guard = &guard;
             loop {
                 let reply = match cmd_rx.recv() {
-                    Ok(Cmd::PausePoint) => w.pause_point(),
-                    Ok(Cmd::Finish(s)) => w.job().finish(s),
-                    Ok(Cmd::SetError(c)) => w.job().set_error(c, ""),
-                    Ok(Cmd::SetResult(v)) => w.job().set_result(Box::new(v)),
+                    Ok(Cmd::PausePoint) => w.pause_point().map(|()| None),
+                    Ok(Cmd::Finish(s)) => w.job().finish(s).map(|()| None),
+                    Ok(Cmd::SetError(c)) => w.job().set_error(c, "").map(|()| None),
+                    Ok(Cmd::SetResult(v)) => w.job().set_result(Box::new(v)).map(|()| None),
+                    Ok(Cmd::IoError(c)) => w.job().report_io_error(c, "io").map(Some),
                     Ok(Cmd::Return(0)) | Err(_) => return Ok(()),
                     Ok(Cmd::Return(rc)) => return Err(JobError::new(rc, "")),
                 };
@@ -215,6 +320,22 @@ fn make() -> (Real, Model) {
                 }
             }
         });
+    let (sibling, txn) = if setup.in_txn {
+        let txn = Txn::new(setup.manual_finalize);
+        let (tx, rx) = channel::<i32>();
+        let sib = Job::builder()
+            .name("sibling")
+            .create(move |_| match rx.recv() {
+                Ok(0) | Err(_) => Ok(()),
+                Ok(rc) => Err(JobError::new(rc, "")),
+            });
+        txn.add(&job).expect("add the job");
+        txn.add(&sib).expect("add the sibling");
+        sib.start().expect("start the sibling");
+        (Some((sib, tx)), Some(txn))
+    } else {
+        (None, None)
+    };
     let real = Real {
         job,
         ctx,
@@ -224,6 +345,11 @@ fn make() -> (Real, Model) {
         completions,
         result_drops: Counter::default(),
         results_taken: 0,
+        commits,
+        aborts,
+        cleans,
+        sibling,
+        _txn: txn,
     };
     let model = Model {
         life: Life::Created,
@@ -231,6 +357,17 @@ fn make() -> (Real, Model) {
         cancel: false,
         detached: false,
         parked: false,
+        internal: 0,
+        policy: setup.policy,
+        iostatus: IoStatus::Ok,
+        manual_finalize: setup.manual_finalize,
+        cause: CancelCause::None,
+        sibling: setup.in_txn.then_some(Life::Running),
+        sibling_cancel: false,
+        sibling_outcome: None,
+        group_aborted: false,
+        finalize_requested: false,
+        pending: None,
         finish: None,
         recorded_error: None,
         error_code: 0,
@@ -248,11 +385,16 @@ fn not_allowed(verb: Verb, m: &Model) -> Error {
     }
 }
 
-/// The worker's answer to a command it was given.
-fn ack(r: &Real) -> Result<(), TestCaseError> {
+fn recv(r: &Real, what: &str) -> Result<Reply, TestCaseError> {
     r.ack
         .recv_timeout(LONG)
-        .map_err(|_| TestCaseError::fail("the worker did not answer"))?
+        .map_err(|_| TestCaseError::fail(format!("the worker did not answer ({what})")))
+}
+
+/// The worker's answer to a command it was given.
+fn ack(r: &Real) -> Result<(), TestCaseError> {
+    recv(r, "step")?
+        .map(drop)
         .map_err(|e| TestCaseError::fail(format!("worker step failed: {e}")))
 }
 
@@ -260,35 +402,155 @@ fn ack(r: &Real) -> Result<(), TestCaseError> {
 fn unpark(r: &Real, m: &mut Model, want: Result<(), Error>) -> Result<(), TestCaseError> {
     if m.parked {
         m.parked = false;
-        let got = r
-            .ack
-            .recv_timeout(LONG)
-            .map_err(|_| TestCaseError::fail("a parked worker was not released"))?;
+        let got = recv(r, "a parked worker was not released")?.map(drop);
         prop_assert_eq!(got, want, "the parked pause point returned the wrong thing");
     }
     Ok(())
 }
 
-fn cancel(r: &Real, m: &mut Model) -> Result<(), TestCaseError> {
-    let got = r.job.cancel();
-    let want = match m.life {
+/// Unparks the worker if nothing holds it any more.
+fn unpark_if_free(r: &Real, m: &mut Model) -> Result<(), TestCaseError> {
+    if !m.parks() {
+        unpark(r, m, Ok(()))?;
+    }
+    Ok(())
+}
+
+/// The main job's worker is over with `outcome` (returned, or cancelled
+/// before it ran): alone it ends, unless a success waits for a manual
+/// finalize; in the transaction it waits for its sibling, and any end but
+/// success aborts the group.
+fn main_done(r: &Real, m: &mut Model, outcome: State, code: i32) -> Result<(), TestCaseError> {
+    m.work_over();
+    if m.sibling.is_none() {
+        if outcome == State::Completed && m.manual_finalize {
+            m.life = Life::Waiting;
+            m.pending = Some((outcome, code));
+        } else {
+            m.end(outcome, code);
+        }
+        return Ok(());
+    }
+    m.life = Life::Waiting;
+    m.pending = Some((outcome, code));
+    if outcome != State::Completed {
+        abort_group(r, m, true)?;
+    }
+    try_settle(m);
+    Ok(())
+}
+
+/// The group aborts (once): the other member is cancelled with cause
+/// TRANSACTION.
+fn abort_group(r: &Real, m: &mut Model, by_main: bool) -> Result<(), TestCaseError> {
+    if m.group_aborted {
+        return Ok(());
+    }
+    m.group_aborted = true;
+    if by_main {
+        if m.sibling == Some(Life::Running) {
+            m.sibling_cancel = true;
+        }
+        return Ok(());
+    }
+    // The sibling's end cancels the main job.
+    if m.terminal() || m.cancel {
+        return Ok(());
+    }
+    match m.life {
+        Life::Created => {
+            m.cancel = true;
+            m.cause = CancelCause::Transaction;
+            m.run_hooks();
+            let code = m.recorded_error.unwrap_or(0);
+            main_done(r, m, State::Cancelled, code)?;
+        }
+        Life::Running => {
+            m.cancel = true;
+            m.cause = CancelCause::Transaction;
+            m.unpause();
+            m.run_hooks();
+            unpark(r, m, Err(Error::Cancelled))?;
+        }
+        // Its work is done: the settle below cancels it.
+        Life::Waiting | Life::Done(_) => {}
+    }
+    Ok(())
+}
+
+/// Settles the transaction once both members' work is done and nothing holds
+/// it back (an abort never waits; a success waits for a manual finalize).
+fn try_settle(m: &mut Model) {
+    let (Some((outcome, code)), Some(Life::Waiting)) = (m.pending, m.sibling) else {
+        return;
+    };
+    if !(m.group_aborted || !m.manual_finalize || m.finalize_requested) {
+        return;
+    }
+    let sib = m.sibling_outcome.unwrap_or(State::Cancelled);
+    m.sibling = Some(Life::Done(if !m.group_aborted {
+        State::Completed
+    } else if sib == State::Failed {
+        State::Failed
+    } else {
+        State::Cancelled
+    }));
+    if !m.group_aborted {
+        let code = m.recorded_error.unwrap_or(0);
+        m.end(State::Completed, code);
+    } else if outcome == State::Completed {
+        m.cancel = true;
+        if m.cause == CancelCause::None {
+            m.cause = CancelCause::Transaction;
+        }
+        m.end(State::Cancelled, 125);
+    } else {
+        m.end(outcome, code);
+    }
+}
+
+/// Cancel's effect on the model (`cause` if it is the first request).
+fn cancel_model(
+    r: &Real,
+    m: &mut Model,
+    cause: CancelCause,
+) -> Result<CancelStatus, TestCaseError> {
+    Ok(match m.life {
         Life::Done(_) => CancelStatus::AlreadyFinished,
         _ if m.cancel => CancelStatus::AlreadyRequested,
         Life::Created => {
             m.cancel = true;
+            m.cause = cause;
             m.run_hooks();
             let code = m.recorded_error.unwrap_or(0);
-            m.end(State::Cancelled, code);
+            main_done(r, m, State::Cancelled, code)?;
             CancelStatus::Requested
         }
         Life::Running => {
             m.cancel = true;
-            m.paused = false;
+            m.cause = cause;
+            m.unpause();
             m.run_hooks();
             unpark(r, m, Err(Error::Cancelled))?;
             CancelStatus::Requested
         }
-    };
+        Life::Waiting => {
+            m.cancel = true;
+            m.cause = cause;
+            if m.sibling.is_none() {
+                m.end(State::Cancelled, 125);
+            } else {
+                abort_group(r, m, true)?;
+                try_settle(m);
+            }
+            CancelStatus::Requested
+        }
+    })
+}
+
+fn cancel(r: &Real, m: &mut Model) -> Result<(), TestCaseError> {
+    let got = r.job.cancel();
+    let want = cancel_model(r, m, CancelCause::Caller)?;
     prop_assert_eq!(got, want);
     Ok(())
 }
@@ -299,16 +561,53 @@ fn release(r: &Real, m: &mut Model) -> Result<(), TestCaseError> {
         Life::Created => {
             prop_assert_eq!(got, Ok(()));
             m.cancel = true;
+            m.cause = CancelCause::Caller;
             let code = m.recorded_error.unwrap_or(0);
-            m.end(State::Cancelled, code);
+            main_done(r, m, State::Cancelled, code)?;
         }
         Life::Done(_) => {
             prop_assert_eq!(got, Ok(()));
             m.result_present = false;
         }
-        Life::Running => prop_assert_eq!(got, Err(not_allowed(Verb::Destroy, m))),
+        Life::Running | Life::Waiting => {
+            prop_assert_eq!(got, Err(not_allowed(Verb::Destroy, m)))
+        }
     }
     Ok(())
+}
+
+/// Waits until what another thread (the sibling's worker, ending the group
+/// or cancelling this job) does is visible as the model says: the state, the
+/// cancel request, the hooks the cancel called.
+fn settled(r: &Real, m: &Model) -> Result<(), TestCaseError> {
+    let until = std::time::Instant::now() + LONG;
+    loop {
+        let i = r.job.info();
+        let sib = r.sibling.as_ref().map(|(s, _)| s.state());
+        let sib_want = m.sibling.map(|l| match l {
+            Life::Running => State::Running,
+            Life::Waiting => State::Waiting,
+            Life::Created => State::Created,
+            Life::Done(s) => s,
+        });
+        let hooks = m
+            .hooks
+            .iter()
+            .all(|h| h.state != HookState::Ran || h.calls.get() == 1);
+        if i.state == m.state() && i.cancel_requested == m.cancel && sib == sib_want && hooks {
+            return Ok(());
+        }
+        if std::time::Instant::now() > until {
+            return Err(TestCaseError::fail(format!(
+                "never settled: job {:?} (model {:?}), sibling {:?} (model {:?})",
+                i.state,
+                m.state(),
+                sib,
+                sib_want
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn worker_return(r: &mut Real, m: &mut Model, rc: i32) -> Result<(), TestCaseError> {
@@ -321,21 +620,47 @@ fn worker_return(r: &mut Real, m: &mut Model, rc: i32) -> Result<(), TestCaseErr
     } else {
         (State::Failed, m.recorded_error.unwrap_or(eff))
     };
-    m.end(state, code);
-    prop_assert_eq!(r.job.wait(Some(LONG)), Ok(state));
+    main_done(r, m, state, code)?;
+    settled(r, m)?;
     prop_assert_eq!(
         r.worker_drops.get(),
         1,
-        "closure not dropped before wait returned"
+        "closure not dropped before the worker's end was seen"
     );
     Ok(())
+}
+
+fn sibling_return(r: &Real, m: &mut Model, rc: i32) -> Result<(), TestCaseError> {
+    let Some((_, tx)) = &r.sibling else {
+        return Ok(());
+    };
+    if m.sibling != Some(Life::Running) {
+        return Ok(());
+    }
+    tx.send(rc).unwrap();
+    let outcome = match (rc, m.sibling_cancel) {
+        (0, _) => State::Completed,
+        (_, true) => State::Cancelled,
+        (_, false) => State::Failed,
+    };
+    m.sibling = Some(Life::Waiting);
+    m.sibling_outcome = Some(outcome);
+    if outcome != State::Completed {
+        abort_group(r, m, false)?;
+    }
+    try_settle(m);
+    settled(r, m)
 }
 
 fn check_info(r: &Real, m: &Model) -> Result<(), TestCaseError> {
     let i = r.job.info();
     prop_assert_eq!(i.state, m.state());
     prop_assert_eq!(i.cancel_requested, m.cancel);
+    prop_assert_eq!(i.cancel_cause, m.cause);
     prop_assert_eq!(i.pause_requested, m.paused);
+    prop_assert_eq!(i.pause_count, m.internal);
+    prop_assert_eq!(i.iostatus, m.iostatus);
+    prop_assert_eq!(i.error_policy, m.policy);
     let code = if m.terminal() {
         m.error_code
     } else {
@@ -347,6 +672,59 @@ fn check_info(r: &Real, m: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(i.remaining_ms, 0);
     }
     Ok(())
+}
+
+fn detach(r: &Real, m: &mut Model, with_cancel: bool) -> Result<(), TestCaseError> {
+    if m.life == Life::Created {
+        prop_assert_eq!(r.job.detach(with_cancel), Err(not_allowed(Verb::Detach, m)));
+        return Ok(());
+    }
+    let got = r.job.detach(with_cancel);
+    prop_assert_eq!(got, Ok(()));
+    if m.terminal() {
+        // Detaching an ended job releases it.
+        m.result_present = false;
+        return Ok(());
+    }
+    // Nobody could resume, balance or finalize it any more.
+    m.detached = true;
+    m.manual_finalize = false;
+    if !with_cancel {
+        m.unpause();
+        m.internal = 0;
+        unpark(r, m, Ok(()))?;
+    }
+    if m.sibling.is_some() {
+        m.finalize_requested = true;
+        try_settle(m);
+    }
+    if with_cancel {
+        cancel_model(r, m, CancelCause::Caller)?;
+    }
+    if m.life == Life::Waiting {
+        finalize_model(m);
+    }
+    settled(r, m)?;
+    // A second cancel reports what the first did (or the end).
+    cancel(r, m)
+}
+
+/// A finalize of a WAITING job: alone it ends as its work did (commit on
+/// success); in the transaction it asks for the group to be finalized.
+fn finalize_model(m: &mut Model) {
+    if m.sibling.is_some() {
+        m.finalize_requested = true;
+        try_settle(m);
+        return;
+    }
+    match m.pending {
+        Some((State::Completed, _)) => {
+            let code = m.recorded_error.unwrap_or(0);
+            m.end(State::Completed, code);
+        }
+        Some((s, code)) => m.end(s, code),
+        None => m.end(State::Cancelled, m.recorded_error.unwrap_or(0)),
+    }
 }
 
 fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
@@ -361,7 +739,10 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, Err(not_allowed(Verb::Start, m)));
             }
         }
-        Op::Cancel => cancel(r, m)?,
+        Op::Cancel => {
+            cancel(r, m)?;
+            settled(r, m)?;
+        }
         Op::Pause => {
             let got = r.job.pause();
             if m.life == Life::Running && !m.paused && !m.cancel && !m.detached {
@@ -375,44 +756,53 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
             let got = r.job.resume();
             if m.life == Life::Running && m.paused {
                 prop_assert_eq!(got, Ok(()));
-                m.paused = false;
-                unpark(r, m, Ok(()))?;
+                m.unpause();
+                unpark_if_free(r, m)?;
             } else {
                 prop_assert_eq!(got, Err(not_allowed(Verb::Resume, m)));
             }
         }
-        Op::Release => release(r, m)?,
-        Op::Detach(with_cancel) => {
-            if m.life == Life::Created {
-                prop_assert_eq!(r.job.detach(with_cancel), Err(not_allowed(Verb::Detach, m)));
-                return Ok(());
-            }
-            // Detach is a release (terminal), or a cancel, or an unpause.
-            let terminal = m.terminal();
-            m.detached = true;
-            if !with_cancel && m.paused {
-                m.paused = false;
-            }
-            prop_assert_eq!(r.job.detach(with_cancel), Ok(()));
-            if terminal {
-                m.result_present = false;
-            } else if with_cancel {
-                let want = if m.cancel {
-                    CancelStatus::AlreadyRequested
-                } else {
-                    CancelStatus::Requested
-                };
-                m.cancel = true;
-                m.paused = false;
-                m.run_hooks();
-                unpark(r, m, Err(Error::Cancelled))?;
-                // A second cancel reports what the first did.
-                let again = r.job.cancel();
-                prop_assert_eq!(again, CancelStatus::AlreadyRequested, "first: {:?}", want);
+        Op::PauseInternal => {
+            let got = r.job.pause_internal();
+            if verb_allowed(Verb::Drain, m.state()) {
+                prop_assert_eq!(got, Ok(()));
+                m.internal += 1;
             } else {
-                unpark(r, m, Ok(()))?;
+                prop_assert_eq!(got, Err(not_allowed(Verb::Drain, m)));
             }
         }
+        Op::ResumeInternal => {
+            let got = r.job.resume_internal();
+            if verb_allowed(Verb::Drain, m.state()) && m.internal > 0 {
+                prop_assert_eq!(got, Ok(()));
+                m.internal -= 1;
+                unpark_if_free(r, m)?;
+            } else {
+                prop_assert_eq!(got, Err(not_allowed(Verb::Drain, m)));
+            }
+        }
+        Op::SetPolicy(p) => {
+            let got = r.job.set_error_policy(p);
+            if verb_allowed(Verb::Update, m.state()) {
+                prop_assert_eq!(got, Ok(()));
+                m.policy = p;
+            } else {
+                prop_assert_eq!(got, Err(not_allowed(Verb::Update, m)));
+            }
+        }
+        Op::Finalize => {
+            let got = r.job.finalize();
+            if m.life == Life::Waiting {
+                prop_assert_eq!(got, Ok(()));
+                finalize_model(m);
+                settled(r, m)?;
+            } else {
+                prop_assert_eq!(got, Err(not_allowed(Verb::Finalize, m)));
+            }
+        }
+        Op::SiblingReturn(rc) => sibling_return(r, m, rc)?,
+        Op::Release => release(r, m)?,
+        Op::Detach(with_cancel) => detach(r, m, with_cancel)?,
         Op::WaitZero => {
             let got = r.job.wait(Some(Duration::ZERO));
             match m.life {
@@ -438,17 +828,18 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
                 let _d = &d;
                 c.bump();
             });
+            let working = matches!(m.life, Life::Created | Life::Running);
             let (id, state) = match got {
                 Ok(HookAdded::Registered(id)) => {
-                    prop_assert!(!m.terminal() && !m.cancel, "registered on {:?}", m.life);
+                    prop_assert!(working && !m.cancel, "registered on {:?}", m.life);
                     (Some(id), HookState::Registered)
                 }
                 Ok(HookAdded::RanAtOnce) => {
-                    prop_assert!(!m.terminal() && m.cancel, "ran at once on {:?}", m.life);
+                    prop_assert!(working && m.cancel, "ran at once on {:?}", m.life);
                     (None, HookState::Ran)
                 }
                 Err(e) => {
-                    prop_assert!(m.terminal(), "refused: {}", e);
+                    prop_assert!(!working, "refused: {}", e);
                     prop_assert_eq!(e, not_allowed(Verb::Update, m));
                     (None, HookState::Dropped)
                 }
@@ -494,7 +885,7 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
         }
         Op::PausePoint if worker_ready => {
             r.cmd.send(Cmd::PausePoint).unwrap();
-            if m.paused && !m.cancel {
+            if m.parks() {
                 // Parked: no answer until a resume or cancel. A worker that did
                 // not park would answer at once; a parked one never does here.
                 m.parked = true;
@@ -508,10 +899,7 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
                 } else {
                     Ok(())
                 };
-                let got = r
-                    .ack
-                    .recv_timeout(LONG)
-                    .map_err(|_| TestCaseError::fail("no answer"))?;
+                let got = recv(r, "pause point")?.map(drop);
                 prop_assert_eq!(got, want);
             }
         }
@@ -522,16 +910,42 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
         }
         Op::SetError(c) if worker_ready => {
             r.cmd.send(Cmd::SetError(c)).unwrap();
-            let got = r
-                .ack
-                .recv_timeout(LONG)
-                .map_err(|_| TestCaseError::fail("no answer"))?;
+            let got = recv(r, "set_error")?;
             if c == 0 {
                 prop_assert!(matches!(got, Err(Error::InvalidArgument(_))));
             } else {
-                prop_assert_eq!(got, Ok(()));
+                prop_assert_eq!(got, Ok(None));
                 m.recorded_error = Some(c);
             }
+        }
+        Op::IoError(c) if worker_ready => {
+            r.cmd.send(Cmd::IoError(c)).unwrap();
+            let got = recv(r, "report_io_error")?;
+            let stop = match m.policy {
+                ErrorPolicy::Report => Some(false),
+                ErrorPolicy::Ignore => None,
+                ErrorPolicy::Stop => Some(true),
+                ErrorPolicy::Enospc => Some(c == 28),
+            };
+            let want = match stop {
+                None => ErrorAction::Ignore,
+                // A stop is a user pause with an error status, unless the job
+                // is being cancelled or is detached (nobody could resume it).
+                Some(true) if !m.cancel && !m.detached => {
+                    m.paused = true;
+                    m.iostatus = if c == 28 {
+                        IoStatus::NoSpace
+                    } else {
+                        IoStatus::Failed
+                    };
+                    ErrorAction::Stop
+                }
+                Some(_) => {
+                    m.recorded_error = Some(c);
+                    ErrorAction::Report
+                }
+            };
+            prop_assert_eq!(got, Ok(Some(want)));
         }
         Op::SetResult if worker_ready => {
             r.cmd
@@ -543,7 +957,12 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
         }
         Op::Return(rc) if worker_ready => worker_return(r, m, rc)?,
         // A worker step while the worker is not there to take it.
-        Op::PausePoint | Op::Finish(_) | Op::SetError(_) | Op::SetResult | Op::Return(_) => {}
+        Op::PausePoint
+        | Op::Finish(_)
+        | Op::SetError(_)
+        | Op::SetResult
+        | Op::Return(_)
+        | Op::IoError(_) => {}
     }
     Ok(())
 }
@@ -551,21 +970,33 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
 /// Ends the job whatever state the sequence left it in, then checks the
 /// exactly-once rules.
 fn finish_and_check(mut r: Real, mut m: Model) -> Result<(), TestCaseError> {
-    match m.life {
-        Life::Created => release(&r, &mut m)?,
-        Life::Running => {
-            if m.paused {
-                prop_assert_eq!(r.job.resume(), Ok(()));
-                m.paused = false;
+    for _ in 0..8 {
+        match m.life {
+            Life::Created => release(&r, &mut m)?,
+            Life::Running => {
+                if m.paused {
+                    prop_assert_eq!(r.job.resume(), Ok(()));
+                    m.unpause();
+                }
+                while m.internal > 0 {
+                    prop_assert_eq!(r.job.resume_internal(), Ok(()));
+                    m.internal -= 1;
+                }
                 unpark(&r, &mut m, Ok(()))?;
+                worker_return(&mut r, &mut m, 125)?;
             }
-            worker_return(&mut r, &mut m, 125)?;
+            Life::Waiting if m.sibling == Some(Life::Running) => sibling_return(&r, &mut m, 0)?,
+            Life::Waiting => {
+                prop_assert_eq!(r.job.finalize(), Ok(()));
+                finalize_model(&mut m);
+                settled(&r, &m)?;
+            }
+            Life::Done(_) => break,
         }
-        Life::Done(_) => {}
     }
     check_info(&r, &m)?;
     let Life::Done(end) = m.life else {
-        unreachable!("ended above")
+        return Err(TestCaseError::fail(format!("never ended: {:?}", m.life)));
     };
     prop_assert_eq!(r.job.wait(Some(LONG)), Ok(end));
     // The completion was queued when the job ended; it runs here, once.
@@ -573,6 +1004,14 @@ fn finish_and_check(mut r: Real, mut m: Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(r.ctx.dispatch(0), Ok(0));
     prop_assert_eq!(r.completions.lock().unwrap().clone(), vec![end]);
     prop_assert_eq!(r.worker_drops.get(), 1);
+    // Commit exactly when it completed, abort otherwise; clean once.
+    let completed = usize::from(end == State::Completed);
+    prop_assert_eq!(r.commits.get(), completed, "commit calls");
+    prop_assert_eq!(r.aborts.get(), 1 - completed, "abort calls");
+    prop_assert_eq!(r.cleans.get(), 1, "clean calls");
+    if let (Some((sib, _)), Some(Life::Done(want))) = (&r.sibling, m.sibling) {
+        prop_assert_eq!(sib.wait(Some(LONG)), Ok(want), "the sibling's end");
+    }
     prop_assert_eq!(r.job.release(), Ok(()));
     prop_assert_eq!(
         r.result_drops.get() + r.results_taken,
@@ -600,8 +1039,11 @@ proptest! {
     })]
 
     #[test]
-    fn verbs_follow_the_model(ops in proptest::collection::vec(op(), 0..40)) {
-        let (mut r, mut m) = make();
+    fn verbs_follow_the_model(
+        setup in setup(),
+        ops in proptest::collection::vec(op(), 0..40),
+    ) {
+        let (mut r, mut m) = make(setup);
         for op in ops {
             apply(&mut r, &mut m, op)?;
             check_info(&r, &m)?;

@@ -17,7 +17,7 @@
 //! group gets SIGKILL at once. A child spawned to survive cancel (a cleanup
 //! step: `lvremove`, a hook script) is not signalled by cancel at all.
 
-use super::job::{Error, Job};
+use super::error::Error;
 use super::timer::{self, TimerId};
 use crate::sys::{self, PollFd, Process};
 use std::ffi::OsString;
@@ -25,6 +25,10 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The id of the cancellation hook the job registered for the child (the
+/// job's `HookId`; a plain number here, so children need nothing of jobs).
+type HookId = u64;
 
 /// Which of a child's output streams a captured line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +57,7 @@ pub enum Output {
 /// line ends at `\n`, `\r` (progress meters such as `qemu-img -p` redraw with
 /// it) or `\r\n`; empty lines are skipped, and a line longer than
 /// [`MAX_LINE`] comes in pieces. Called on the thread waiting for the child.
-pub type LineFn = Box<dyn FnMut(&Job, Stream, &[u8]) + Send + 'static>;
+pub type LineFn = Box<dyn FnMut(Stream, &[u8]) + Send + 'static>;
 
 /// Longest piece of a line delivered at once.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -269,7 +273,7 @@ struct ChildSt {
     /// Set once reaped.
     status: Option<i32>,
     kill_timer: Option<TimerId>,
-    hook: Option<super::job::HookId>,
+    hook: Option<HookId>,
     /// Taken by the thread that waits; `None` while it does.
     io: Option<Io>,
     /// The child was signalled because of a cancel.
@@ -430,7 +434,7 @@ impl Child {
         }
     }
 
-    pub(crate) fn set_hook(&self, id: super::job::HookId) {
+    pub(crate) fn set_hook(&self, id: HookId) {
         self.lock().hook = Some(id);
     }
 
@@ -517,7 +521,7 @@ impl Child {
     /// no lock held. Afterwards the child holds no user data, so whichever
     /// thread drops the last reference — the timer thread's SIGKILL task may —
     /// runs no user code.
-    pub(crate) fn done(&self) -> Option<super::job::HookId> {
+    pub(crate) fn done(&self) -> Option<HookId> {
         let (hook, io) = {
             let mut st = self.lock();
             if let Some(id) = st.kill_timer.take() {
@@ -543,12 +547,12 @@ impl Child {
 
     /// One round of a wait: reads output that is there, then reports the
     /// status if the child has ended (after reading the rest of its output).
-    pub(crate) fn step(&self, job: &Job, io: &mut Io) -> Result<Option<i32>, Error> {
+    pub(crate) fn step(&self, io: &mut Io) -> Result<Option<i32>, Error> {
         let status = self.try_reap()?;
         let Io { pipes, on_line } = io;
         let mut emit = |stream: Stream, line: &[u8]| {
             if let Some(f) = on_line.as_mut() {
-                f(job, stream, line);
+                f(stream, line);
             }
         };
         for p in pipes.iter_mut() {
@@ -603,118 +607,6 @@ mod tests {
         );
         assert_eq!(lines(&[b"split ", b"across\n"]), vec!["split across"]);
         assert!(lines(&[b"\n\n\r\n"]).is_empty());
-    }
-
-    /// The pids whose parent is `parent` and that are not zombies.
-    fn children_of(parent: i32) -> Vec<i32> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else {
-                continue;
-            };
-            let mut f = rest.split_whitespace();
-            let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
-            if ppid == Some(parent) && state != Some("Z") {
-                out.push(pid);
-            }
-        }
-        out
-    }
-
-    fn running(pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .is_some_and(|zombie| !zombie)
-    }
-
-    fn grandchildren_end_with_the_job() {
-        use crate::core::{Builder, JobError, State};
-        let (tx, rx) = std::sync::mpsc::channel();
-        let job = Builder::new()
-            .spawn(move |w| {
-                let script = "sleep 30 & (trap '' TERM; exec sleep 31) & wait";
-                let spec = Spawn::new(["sh", "-c", script]).grace(Duration::from_secs(20));
-                let pid = w.job().spawn_child(spec).unwrap();
-                tx.send(pid).unwrap();
-                let _ = w.job().wait_child(pid, None);
-                Err(JobError::new(125, ""))
-            })
-            .unwrap();
-        let sh = rx.recv().unwrap();
-        let mut kids = Vec::new();
-        for _ in 0..3000 {
-            kids = children_of(sh);
-            let sleeping = |p: &i32| {
-                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
-            };
-            if kids.len() == 2 && kids.iter().all(sleeping) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(kids.len(), 2, "the shell's two sleeps");
-        job.cancel();
-        assert_eq!(
-            job.wait(Some(Duration::from_secs(10))),
-            Ok(State::Cancelled)
-        );
-        for pid in kids {
-            let mut left = 500;
-            while running(pid) && left > 0 {
-                std::thread::sleep(Duration::from_millis(10));
-                left -= 1;
-            }
-            assert!(!running(pid), "grandchild {pid} outlived its job");
-        }
-    }
-
-    /// Cancel reaches the child's whole process group: a shell's `sleep`, and
-    /// one that ignores SIGTERM once the shell is gone (not 20 s later).
-    #[test]
-    fn cancel_ends_the_whole_group() {
-        grandchildren_end_with_the_job();
-    }
-
-    /// The same where the child is held by its pid (no pidfd: kernels before
-    /// 5.2), signalling with kill(-pgid) while the leader is unreaped.
-    #[test]
-    fn cancel_ends_the_whole_group_without_pidfds() {
-        use crate::sys::spawn::{FORCE_CLONE, FORCE_LOCK, FORCE_NO_PIDFD};
-        use std::sync::atomic::Ordering;
-        let _forcing = FORCE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        FORCE_CLONE.store(FORCE_NO_PIDFD, Ordering::SeqCst);
-        let ran = std::panic::catch_unwind(grandchildren_end_with_the_job);
-        FORCE_CLONE.store(0, Ordering::SeqCst);
-        if let Err(panic) = ran {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    /// The same with a pidfd but without `PIDFD_SIGNAL_PROCESS_GROUP`
-    /// (kernels before 6.9; valgrind): kill(-pgid) while the leader is
-    /// unreaped, checked through the pidfd.
-    #[test]
-    fn cancel_ends_the_whole_group_without_the_group_flag() {
-        use std::sync::atomic::Ordering;
-        let _forcing = crate::sys::spawn::FORCE_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        sys::NO_PIDFD_GROUP_SIGNAL.store(true, Ordering::SeqCst);
-        let ran = std::panic::catch_unwind(grandchildren_end_with_the_job);
-        sys::NO_PIDFD_GROUP_SIGNAL.store(false, Ordering::SeqCst);
-        if let Err(panic) = ran {
-            std::panic::resume_unwind(panic);
-        }
     }
 
     #[test]

@@ -13,77 +13,15 @@
 //! every one the protocol allows: a model that stopped exploring the races it
 //! exists for fails instead of passing quietly.
 
+use super::errno::ECANCELED;
 use super::job::{
     Builder, CancelStatus, Error, HookAdded, HookRemoved, Job, JobError, Worker, WorkerFn,
 };
 use super::state::State;
+use super::testing::{Drops, Seen, explore};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use loom::thread;
-use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering};
-
-static RUNS: StdAtomicUsize = StdAtomicUsize::new(0);
-
-/// Runs `f` under loom and returns how many executions were explored.
-/// Preemptions are bounded (LOOM_MAX_PREEMPTIONS, default 3 here, as tokio
-/// runs its models): most concurrency bugs need only two or three.
-pub(super) fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize {
-    RUNS.store(0, Ordering::SeqCst);
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(move || {
-        RUNS.fetch_add(1, Ordering::SeqCst);
-        f();
-    });
-    let n = RUNS.load(Ordering::SeqCst);
-    println!("loom: {name}: {n} executions explored");
-    assert!(n > 1, "{name}: loom explored a single execution");
-    n
-}
-
-/// The outcomes a model's executions reached, by name.
-struct Seen(StdMutex<Vec<&'static str>>);
-
-impl Seen {
-    const fn new() -> Seen {
-        Seen(StdMutex::new(Vec::new()))
-    }
-
-    fn reset(&self) {
-        self.0.lock().unwrap().clear();
-    }
-
-    fn note(&self, outcome: &'static str) {
-        let mut seen = self.0.lock().unwrap();
-        if !seen.contains(&outcome) {
-            seen.push(outcome);
-        }
-    }
-
-    fn require(&self, model: &str, all: &[&str]) {
-        let seen = self.0.lock().unwrap();
-        for outcome in all {
-            assert!(
-                seen.contains(outcome),
-                "{model}: no execution reached '{outcome}' (reached: {seen:?})"
-            );
-        }
-    }
-}
-
-/// Counts how often what a hook or completion captured is dropped.
-struct Drops(Arc<AtomicUsize>);
-
-impl Drop for Drops {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
-
-const ECANCELED: i32 = 125;
 
 /// A worker that checks for cancel once (the attention bit's lock-free load)
 /// and reports what it saw in `saw`.

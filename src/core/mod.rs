@@ -11,29 +11,29 @@ pub(crate) mod atomic;
 pub mod child;
 pub mod context;
 pub(crate) mod errno;
+pub mod error;
 pub mod job;
 pub mod log;
+pub(crate) mod outcome;
 pub(crate) mod progress;
 pub mod state;
 pub(crate) mod sync;
 pub mod threads;
 pub(crate) mod timer;
-pub mod txn;
 
 pub use child::{ChildExit, Output, Spawn, Stream};
 pub use context::{Completion, Context, DispatchError};
 pub use job::{
     Builder, CancelCause, CancelStatus, CompleteFn, Declare, Error, ErrorAction, ErrorPolicy,
     FdEvents, HookAdded, HookFn, HookId, HookRemoved, Info, IoStatus, Job, JobError, JobType,
-    Listing, Release, ResultValue, Worker, WorkerFn, list,
+    Listing, Release, ResultValue, Txn, Worker, WorkerFn, list,
 };
 pub use state::{State, Verb, verb_allowed};
 pub use threads::{Pool, PoolConfig};
-pub use txn::Txn;
 
-#[cfg(test)]
-mod cap_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, loom))]
+mod testing;
 #[cfg(test)]
 mod tests;

@@ -286,7 +286,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::core::loom_tests::explore;
+    use crate::core::testing::explore;
     use loom::sync::Arc;
     use loom::thread;
 

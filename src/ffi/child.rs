@@ -171,7 +171,7 @@ unsafe fn read_child_options(
         .stderr(output(BGJOB_CHILD_CAPTURE_STDERR, BGJOB_CHILD_NULL_STDERR));
     if let Some(on_line) = o.on_line {
         let mut line = Vec::new();
-        spec = spec.on_line(Box::new(move |_, stream, bytes| {
+        spec = spec.on_line(Box::new(move |stream, bytes| {
             let data = &line_data;
             line.clear();
             line.extend_from_slice(bytes);

@@ -20,30 +20,30 @@ impl Job {
         let mut st = inner.lock();
         // A declared outcome is the job's end: a cancel after it finds the job
         // finished (the worker may still be on its way out).
-        if matches!(st.life, Life::Done(_)) || st.declared.is_some() {
+        if matches!(st.life, Life::Done(_)) || st.end.declared.is_some() {
             return CancelStatus::AlreadyFinished;
         }
-        if st.cancel_requested {
+        if st.cancel.requested {
             return CancelStatus::AlreadyRequested;
         }
         if st.life == Life::Waiting {
             // The work is done; the cancel turns a pending success into an
             // abort (QEMU cancels PENDING jobs the same way).
-            if let Some(txn) = st.txn.clone() {
+            if let Some(txn) = st.finalize.txn.clone() {
                 drop(st);
                 return txn.cancel_waiting_member(self, cause);
             }
-            if std::mem::replace(&mut st.finalizing, true) {
+            if std::mem::replace(&mut st.finalize.claimed, true) {
                 return CancelStatus::AlreadyFinished;
             }
-            st.cancel_requested = true;
-            st.cancel_cause = cause;
+            st.cancel.requested = true;
+            st.cancel.cause = cause;
             inner.set_attention(ATTN_CANCEL);
             drop(st);
             finalize_group(vec![self.clone()], Some(cause), None);
             return CancelStatus::Requested;
         }
-        st.cancel_cause = cause;
+        st.cancel.cause = cause;
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
             drop(st);
@@ -53,16 +53,16 @@ impl Job {
             }
             return CancelStatus::Requested;
         }
-        st.cancel_requested = true;
+        st.cancel.requested = true;
         inner.set_attention(ATTN_CANCEL);
         // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
-        st.disarm_deadline();
+        st.deadline.disarm();
         st.sync_wake();
-        let queued = st.queued.take();
+        let queued = st.work.queued.take();
         // With no hook registered there is nothing to call: the hook pass (one
         // more hold of the lock, which the woken worker wants) is skipped.
-        let has_hooks = !st.hooks.is_empty();
+        let has_hooks = !st.cancel.hooks.is_empty();
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!(
@@ -94,10 +94,10 @@ impl Job {
         loop {
             let (id, hook) = {
                 let mut st = self.0.lock();
-                let Some(next) = st.hooks.pop_front() else {
+                let Some(next) = st.cancel.hooks.pop_front() else {
                     return;
                 };
-                st.busy_hooks.push((next.0, current_thread_id()));
+                st.cancel.busy_hooks.push((next.0, current_thread_id()));
                 next
             };
             self.call_hook(id, hook);
@@ -115,8 +115,8 @@ impl Job {
         {
             let mut st = inner.lock();
             let me = current_thread_id();
-            if let Some(pos) = st.busy_hooks.iter().position(|&e| e == (id, me)) {
-                st.busy_hooks.swap_remove(pos);
+            if let Some(pos) = st.cancel.busy_hooks.iter().position(|&e| e == (id, me)) {
+                st.cancel.busy_hooks.swap_remove(pos);
             }
         }
         inner.cv.notify_all();
@@ -135,17 +135,17 @@ impl Job {
     {
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
-        if st.cancel_requested {
+        if st.cancel.requested {
             // Listed while it runs, as the cancel's own calls are: the job
             // does not end under it.
-            st.busy_hooks.push((0, current_thread_id()));
+            st.cancel.busy_hooks.push((0, current_thread_id()));
             drop(st);
             self.call_hook(0, Box::new(hook));
             return Ok(HookAdded::RanAtOnce);
         }
-        st.next_hook += 1;
-        let id = st.next_hook;
-        st.hooks.push_back((id, Box::new(hook)));
+        st.cancel.next_hook += 1;
+        let id = st.cancel.next_hook;
+        st.cancel.hooks.push_back((id, Box::new(hook)));
         Ok(HookAdded::Registered(id))
     }
 
@@ -156,14 +156,15 @@ impl Job {
     pub fn remove_cancel_hook(&self, id: HookId) -> HookRemoved {
         let inner = &self.0;
         let mut st = inner.lock();
-        if let Some(pos) = st.hooks.iter().position(|(i, _)| *i == id) {
-            let removed = st.hooks.remove(pos);
+        if let Some(pos) = st.cancel.hooks.iter().position(|(i, _)| *i == id) {
+            let removed = st.cancel.hooks.remove(pos);
             drop(st);
             drop(removed);
             return HookRemoved::Removed;
         }
         let me = current_thread_id();
         while st
+            .cancel
             .busy_hooks
             .iter()
             .any(|&(running, thread)| running == id && thread != me)

@@ -22,7 +22,7 @@ impl Job {
         }
         let mut st = inner.lock();
         st.check(Verb::Start)?;
-        if st.deadline_ns.is_some()
+        if st.deadline.at_ns.is_some()
             && let Err(e) = timer::ensure_running()
         {
             // Refused rather than run without its deadline; still CREATED.
@@ -51,7 +51,7 @@ impl Job {
                 let launch = match submitted {
                     Submitted::Running(launch) => Some(launch),
                     Submitted::Queued(ticket) => {
-                        st.queued = Some((ticket, slot));
+                        st.work.queued = Some((ticket, slot));
                         None
                     }
                 };
@@ -64,8 +64,8 @@ impl Job {
             }
             Err((e, task)) => {
                 st.life = Life::Created;
-                st.started_ns = None;
-                st.worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                st.clock.started_ns = None;
+                st.work.worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 drop(st);
                 // Holds only a clone of this job and the (now empty) slot.
                 drop(task);
@@ -82,7 +82,7 @@ impl Job {
     /// unless `Created`, or while another thread is cancelling it.
     pub(super) fn begin_start(&self, st: &mut St) -> Result<WorkerFn, Error> {
         st.check(Verb::Start)?;
-        let Some(worker) = st.worker.take() else {
+        let Some(worker) = st.work.worker.take() else {
             // Being cancelled by another thread right now.
             return Err(Error::NotAllowed {
                 verb: Verb::Start,
@@ -90,7 +90,7 @@ impl Job {
             });
         };
         st.life = Life::Running;
-        st.started_ns = Some(self.0.now_ns());
+        st.clock.started_ns = Some(self.0.now_ns());
         Ok(worker)
     }
 
@@ -114,7 +114,11 @@ impl Job {
     pub fn discard(&self) {
         let owned = {
             let mut st = self.0.lock();
-            (st.worker.take(), st.completion.take(), st.result.take())
+            (
+                st.work.worker.take(),
+                st.completion.take(),
+                st.result.take(),
+            )
         };
         drop(owned);
     }
@@ -128,29 +132,28 @@ impl Job {
         // published: a waiter that wakes sees the free done.
         // A panic payload is user data: turned into a message and dropped here,
         // before the job's lock is taken.
-        let result = catch_unwind(AssertUnwindSafe(|| worker(&w))).map_err(|payload| {
-            JobError::new(EIO, format!("worker panicked: {}", panic_message(&payload)))
-        });
+        let returned = match catch_unwind(AssertUnwindSafe(|| worker(&w))) {
+            Ok(r) => Returned::Value(r),
+            Err(payload) => Returned::Panicked(JobError::new(
+                EIO,
+                format!("worker panicked: {}", panic_message(&payload)),
+            )),
+        };
         drop(scope);
         // Children the worker left running are killed and reaped before the
         // job ends: none outlives it, none is left a zombie.
-        let children = self.0.lock().children.take().unwrap_or_default();
+        let children = self.0.lock().work.children.take().unwrap_or_default();
         for child in children.into_values() {
             child.reap_now();
         }
         let (life, error) = {
             let st = self.0.lock();
-            let result = match (st.finish_status, result) {
-                (_, Err(panicked)) => Err(panicked),
-                (Some(0), Ok(_)) => Ok(()),
-                (Some(code), Ok(_)) => Err(JobError::new(code, "")),
-                (None, Ok(r)) => r,
-            };
-            match result {
-                Ok(()) => (State::Completed, None),
-                Err(e) if st.cancel_requested => (State::Cancelled, Some(e)),
-                Err(e) => (State::Failed, Some(e)),
-            }
+            outcome::worker_outcome(
+                returned,
+                st.end.finish_status,
+                st.end.declared,
+                st.cancel.requested,
+            )
         };
         self.worker_done(life, error, true);
     }
@@ -170,23 +173,23 @@ impl Job {
             // running, once anyone can see the job's work done.
             let mut hooks = Vec::new();
             loop {
-                hooks.extend(st.hooks.drain(..));
-                if !st.hook_busy_elsewhere() {
+                hooks.extend(st.cancel.hooks.drain(..));
+                if !st.cancel.hook_busy_elsewhere() {
                     break;
                 }
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             let now = inner.now_ns();
             inner.end_user_pause(&mut st, now);
-            st.disarm_deadline();
-            st.finished_ns = Some(now);
-            st.pending = Some((outcome, error));
+            st.deadline.disarm();
+            st.clock.finished_ns = Some(now);
+            st.finalize.pending = Some((outcome, error));
             st.life = Life::Waiting;
             inner.set_attention(ATTN_DONE);
-            let txn = st.txn.clone();
+            let txn = st.finalize.txn.clone();
             let finalize_now = txn.is_none()
-                && (outcome != State::Completed || !st.manual_finalize)
-                && !std::mem::replace(&mut st.finalizing, true);
+                && (outcome != State::Completed || !st.finalize.manual)
+                && !std::mem::replace(&mut st.finalize.claimed, true);
             (hooks, txn, finalize_now)
         };
         drop(unused_hooks);
@@ -195,7 +198,7 @@ impl Job {
         if let Some(txn) = txn {
             txn.member_done(self, outcome, worker_of);
         } else if finalize_now {
-            let abort = (outcome != State::Completed).then_some(CancelCause::None);
+            let abort = outcome::group_abort(outcome, CancelCause::None);
             finalize_group(vec![self.clone()], abort, worker_of);
         }
     }
@@ -214,34 +217,17 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         inner.end_user_pause(&mut st, now);
-        st.disarm_deadline();
+        st.deadline.disarm();
         // Internal pauses still in force can never be balanced now (the verb
         // table refuses them once the job has ended): they end with it.
-        st.pause_count = 0;
-        st.finished_ns.get_or_insert(now);
+        st.pauses.internal = 0;
+        st.clock.finished_ns.get_or_insert(now);
         let state = match life {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
         };
-        if let Some(returned) = error {
-            // An error the worker recorded with set_error wins as a whole (code
-            // and message), over the bare value it returned; a panic's own
-            // message wins over both.
-            let recorded = st.error.take();
-            let mut e = match recorded {
-                Some(recorded) if returned.message.is_empty() => recorded,
-                _ => returned,
-            };
-            if e.message.is_empty() {
-                e.message = match state {
-                    State::Cancelled => "cancelled".to_owned(),
-                    _ => format!("worker failed with code {}", e.code),
-                };
-            }
-            st.error = Some(e);
-        } else if state == State::Cancelled && st.error.is_none() {
-            st.error = Some(JobError::new(0, "cancelled before start"));
-        }
+        let recorded = st.end.error.take();
+        st.end.error = outcome::final_error(state, error, recorded);
         st.life = life;
         inner.set_attention(ATTN_DONE);
         // A context completion is queued in the same step that makes the job
@@ -324,11 +310,11 @@ impl Job {
     /// cancel. False if it had been requested already.
     pub(in crate::core) fn mark_cancelled_waiting(&self, cause: CancelCause) -> bool {
         let mut st = self.0.lock();
-        if st.cancel_requested {
+        if st.cancel.requested {
             return false;
         }
-        st.cancel_requested = true;
-        st.cancel_cause = cause;
+        st.cancel.requested = true;
+        st.cancel.cause = cause;
         self.0.set_attention(ATTN_CANCEL);
         true
     }
@@ -336,18 +322,18 @@ impl Job {
     /// For [`Txn::add`]: makes a created job a member of `txn`.
     pub(in crate::core) fn join_txn(&self, txn: &Txn) -> Result<(), Error> {
         let mut st = self.0.lock();
-        if st.life != Life::Created || st.cancel_requested {
+        if st.life != Life::Created || st.cancel.requested {
             return Err(Error::NotAllowed {
                 verb: Verb::Start,
                 state: st.state(),
             });
         }
-        if st.txn.is_some() {
+        if st.finalize.txn.is_some() {
             return Err(Error::InvalidArgument(
                 "the job is in a transaction already",
             ));
         }
-        st.txn = Some(txn.clone());
+        st.finalize.txn = Some(txn.clone());
         Ok(())
     }
 
@@ -359,21 +345,23 @@ impl Job {
     pub fn finalize(&self) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check(Verb::Finalize)?;
-        if let Some(txn) = st.txn.clone() {
+        if let Some(txn) = st.finalize.txn.clone() {
             drop(st);
             return txn.finalize();
         }
         let state = st.state();
-        if std::mem::replace(&mut st.finalizing, true) {
+        if std::mem::replace(&mut st.finalize.claimed, true) {
             return Err(Error::NotAllowed {
                 verb: Verb::Finalize,
                 state,
             });
         }
-        let abort = match st.pending {
-            Some((State::Completed, _)) => None,
-            _ => Some(st.cancel_cause),
-        };
+        let outcome = st
+            .finalize
+            .pending
+            .as_ref()
+            .map_or(State::Cancelled, |p| p.0);
+        let abort = outcome::group_abort(outcome, st.cancel.cause);
         drop(st);
         finalize_group(vec![self.clone()], abort, None);
         Ok(())
@@ -390,7 +378,7 @@ impl Job {
         let mut st = inner.lock();
         // The job does not end while one of its hooks runs: from inside one
         // this would wait for itself.
-        if st.in_own_hook() {
+        if st.cancel.in_own_hook() {
             return Err(Error::OwnWorker);
         }
         loop {
@@ -441,7 +429,7 @@ impl Job {
                 // closure), so the wait in Release::drop is short. From inside
                 // one of the hooks that cancel is calling, the job ends when
                 // the hook returns: waiting here would never end.
-                None => release.wait = !st.in_own_hook(),
+                None => release.wait = !st.cancel.in_own_hook(),
             }
         }
         Ok(release)
@@ -450,13 +438,13 @@ impl Job {
     /// Marks a created job cancelled and takes its worker, so no start can run
     /// it; [`Job::end_unstarted`] finishes the job with no lock held.
     pub(super) fn take_unstarted(&self, st: &mut St) -> Option<WorkerFn> {
-        st.cancel_requested = true;
-        if st.cancel_cause == CancelCause::None {
-            st.cancel_cause = CancelCause::Caller;
+        st.cancel.requested = true;
+        if st.cancel.cause == CancelCause::None {
+            st.cancel.cause = CancelCause::Caller;
         }
         st.sync_wake();
         self.0.set_attention(ATTN_CANCEL);
-        st.worker.take()
+        st.work.worker.take()
     }
 
     pub(super) fn end_unstarted(&self, worker: WorkerFn) {
@@ -487,17 +475,17 @@ impl Job {
             let mut st = inner.lock();
             st.check(Verb::Detach)?;
             st.detached = true;
-            st.manual_finalize = false;
+            st.finalize.manual = false;
             // With cancel, the cancel undoes the pauses (and the worker sees
             // the cancel, not a resume, at its pause point).
             if !cancel && !st.state().is_terminal() {
                 inner.end_user_pause(&mut st, now);
-                st.pause_count = 0;
+                st.pauses.internal = 0;
                 inner.repause(&mut st, now);
                 st.sync_wake();
                 self.arm_deadline(&mut st);
             }
-            (st.state().is_terminal(), st.txn.clone())
+            (st.state().is_terminal(), st.finalize.txn.clone())
         };
         inner.cv.notify_all();
         if ended {
@@ -548,7 +536,7 @@ pub(in crate::core) fn finalize_group(
     for m in &members {
         let (run, unused) = {
             let mut st = m.0.lock();
-            let (commit, abort_fn) = (st.commit.take(), st.abort.take());
+            let (commit, abort_fn) = (st.finalize.commit.take(), st.finalize.abort.take());
             if abort.is_some() {
                 (abort_fn, commit)
             } else {
@@ -559,7 +547,7 @@ pub(in crate::core) fn finalize_group(
         call(m, run);
     }
     for m in &members {
-        let clean = m.0.lock().clean.take();
+        let clean = m.0.lock().finalize.clean.take();
         call(m, clean);
     }
     let mut own = None;
@@ -573,31 +561,15 @@ pub(in crate::core) fn finalize_group(
             // without a transaction until `settle` below is refused, instead
             // of finalizing it again on its own (a second end, and a
             // completion before its siblings end).
-            st.txn = None;
-            st.finalizing = true;
-            let (outcome, error) = st.pending.take().unwrap_or((State::Cancelled, None));
-            match (abort, outcome) {
-                (None, _) => (State::Completed, None),
-                (Some(_), State::Failed) => (State::Failed, error),
-                (Some(_), State::Cancelled) => (State::Cancelled, error),
-                (Some(cause), _) => {
-                    st.cancel_requested = true;
-                    if st.cancel_cause == CancelCause::None {
-                        st.cancel_cause = match cause {
-                            CancelCause::None => CancelCause::Transaction,
-                            c => c,
-                        };
-                    }
-                    m.0.set_attention(ATTN_CANCEL);
-                    let message = match st.cancel_cause {
-                        CancelCause::Transaction => {
-                            "cancelled: another member of its transaction failed or was cancelled"
-                        }
-                        _ => "cancelled before it was finalized",
-                    };
-                    (State::Cancelled, Some(JobError::new(ECANCELED, message)))
-                }
+            st.finalize.txn = None;
+            st.finalize.claimed = true;
+            let end = outcome::member_end(st.finalize.pending.take(), abort, st.cancel.cause);
+            if let Some(cause) = end.cancelled_with {
+                st.cancel.requested = true;
+                st.cancel.cause = cause;
+                m.0.set_attention(ATTN_CANCEL);
             }
+            (end.state, end.error)
         };
         if let Some(run) = m.settle(Life::Done(state), error) {
             if worker_of == Some(&m) {

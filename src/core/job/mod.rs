@@ -10,14 +10,14 @@
 use super::atomic::{AtomicU8, Ordering};
 use super::child::{self, Child, ChildExit};
 use super::context::Context;
-use super::errno::{ECANCELED, EIO, ENOSPC};
+use super::errno::{EIO, ENOSPC};
 use super::log;
+use super::outcome::{self, Declared, Returned};
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
 use super::sync::{Mutex, MutexGuard, Signal, ThreadId, current_thread_id};
 use super::threads::{Pool, Submitted, Ticket};
 use super::timer::{self, TimerId};
-use super::txn::Txn;
 use crate::sys::{self, EventFd};
 use std::collections::HashMap;
 use std::fmt;
@@ -30,12 +30,16 @@ mod builder;
 mod cancel;
 mod lifecycle;
 mod pause;
+mod st;
+mod txn;
 mod types;
 mod update;
 mod waits;
 
 pub use builder::Builder;
 pub(super) use lifecycle::finalize_group;
+use st::{Life, St, WorkerSlot};
+pub use txn::Txn;
 pub use types::*;
 pub use update::Worker;
 
@@ -125,194 +129,6 @@ const ATTN_PAUSE: u8 = 2;
 /// Set once the job is terminal, so updates after the end take the slow path and
 /// are refused by the verb table.
 const ATTN_DONE: u8 = 4;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Life {
-    Created,
-    Running,
-    /// The worker has returned (or never will run); its outcome waits for the
-    /// rest of its transaction, or for a manual finalize.
-    Waiting,
-    Done(State),
-}
-
-struct St {
-    life: Life,
-    cancel_requested: bool,
-    /// A user pause is in force (QEMU's `user_paused`).
-    user_paused: bool,
-    /// Internal pauses in force (QEMU's `pause_count` without the user's).
-    pause_count: u32,
-    /// Job-clock time the job stopped running (user or internal pause);
-    /// `Some` exactly while it is halted.
-    halted_since_ns: Option<i64>,
-    iostatus: IoStatus,
-    error_policy: ErrorPolicy,
-    manual_finalize: bool,
-    /// The transaction the job belongs to.
-    txn: Option<Txn>,
-    /// Commit, abort and clean callbacks (run once, at finalization).
-    commit: Option<HookFn>,
-    abort: Option<HookFn>,
-    clean: Option<HookFn>,
-    /// The worker's outcome while the job is `Waiting`.
-    pending: Option<(State, Option<JobError>)>,
-    /// A job on its own: its finalization has been claimed (once).
-    finalizing: bool,
-    /// Job-clock time the worker started.
-    started_ns: Option<i64>,
-    /// Total time spent in finished user pauses.
-    paused_ns: i64,
-    finished_ns: Option<i64>,
-    error: Option<JobError>,
-    /// A status recorded with [`Job::finish`] before the worker returned.
-    finish_status: Option<i32>,
-    /// The outcome the worker declared once, before returning
-    /// ([`Job::declare`]): it is the job's end, whatever comes after.
-    declared: Option<State>,
-    worker: Option<WorkerFn>,
-    /// Taken (once) when the job settles.
-    completion: Option<(Option<Context>, CompleteFn)>,
-    result: Option<ResultValue>,
-    /// Cancellation hooks in registration order.
-    hooks: std::collections::VecDeque<(HookId, HookFn)>,
-    next_hook: HookId,
-    /// The hooks being called right now, each with the thread calling it (id
-    /// 0: one that ran at once as it was added). The worker's end waits until
-    /// this is empty, so no hook runs once the job is seen done.
-    busy_hooks: Vec<(HookId, ThreadId)>,
-    /// Detached: nobody holds a handle that could resume it, so a pause that
-    /// raced the detach (a caller who looked the job up just before) is refused.
-    detached: bool,
-    /// Started but waiting for a slot under the pool's cap: the queue ticket and
-    /// the worker's slot, so a cancel can take it back unrun.
-    queued: Option<(Ticket, WorkerSlot)>,
-    cancel_cause: CancelCause,
-    /// Readable while cancel is requested or a user pause is pending; made on
-    /// first use ([`Job::wake_fd`]).
-    wake: Option<Arc<EventFd>>,
-    /// Active time at which the job is cancelled with cause `Timeout`.
-    deadline_ns: Option<i64>,
-    /// The armed deadline timer, and the generation that names the current
-    /// arming (a timer that fires for an older one does nothing).
-    deadline_timer: Option<TimerId>,
-    deadline_gen: u64,
-    /// Child processes bound to the job, by pid; `None` once the worker has
-    /// returned (its children were reaped, no new one may be bound).
-    children: Option<HashMap<i32, Arc<Child>>>,
-}
-
-/// Where a started job's worker waits for its thread.
-type WorkerSlot = Arc<Mutex<Option<WorkerFn>>>;
-
-impl St {
-    fn state(&self) -> State {
-        match self.life {
-            Life::Created => State::Created,
-            Life::Running if self.user_paused => State::Paused,
-            Life::Running => State::Running,
-            Life::Waiting => State::Waiting,
-            Life::Done(s) => s,
-        }
-    }
-
-    fn user_paused(&self) -> bool {
-        self.user_paused
-    }
-
-    /// The worker may not run: a user or an internal pause is in force.
-    fn halted(&self) -> bool {
-        self.user_paused || self.pause_count > 0
-    }
-
-    /// Starts or stops the job's clock as the pauses say (paused time is not
-    /// active time).
-    fn reclock(&mut self, now: i64) {
-        match (self.halted(), self.halted_since_ns) {
-            (true, None) => self.halted_since_ns = Some(now),
-            (false, Some(since)) => {
-                self.halted_since_ns = None;
-                if let Some(started) = self.started_ns {
-                    self.paused_ns += now - since.max(started);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Active (unpaused) time at job-clock `now`.
-    fn active_ns(&self, now: i64) -> i64 {
-        let Some(started) = self.started_ns else {
-            return 0;
-        };
-        let end = self.finished_ns.unwrap_or(now);
-        // A pause that began after `now` was read (while waiting for the lock) has
-        // not taken any of it yet.
-        let current_pause = self
-            .halted_since_ns
-            .map_or(0, |p| (end - p.max(started)).max(0));
-        (end - started - self.paused_ns - current_pause).max(0)
-    }
-
-    /// Whether the calling thread is inside one of this job's cancellation
-    /// hooks (called by its own cancel).
-    fn in_own_hook(&self) -> bool {
-        let me = current_thread_id();
-        self.busy_hooks.iter().any(|&(_, t)| t == me)
-    }
-
-    /// Whether a hook is being called on a thread other than this one.
-    fn hook_busy_elsewhere(&self) -> bool {
-        let me = current_thread_id();
-        self.busy_hooks.iter().any(|&(_, t)| t != me)
-    }
-
-    /// Brings the wake fd (if there is one) in line with the job: readable
-    /// while cancel is requested or a user pause is pending.
-    fn sync_wake(&self) {
-        if let Some(w) = &self.wake {
-            if self.cancel_requested || self.halted() {
-                w.signal();
-            } else {
-                w.clear();
-            }
-        }
-    }
-
-    fn disarm_deadline(&mut self) {
-        self.deadline_gen += 1;
-        if let Some(id) = self.deadline_timer.take() {
-            timer::cancel(id);
-        }
-    }
-
-    /// Worker-side calls (waits, children, error reports) need a running
-    /// worker: refused (as an update) in every other state.
-    fn check_running(&self) -> Result<(), Error> {
-        if self.life == Life::Running {
-            Ok(())
-        } else {
-            Err(Error::NotAllowed {
-                verb: Verb::Update,
-                state: self.state(),
-            })
-        }
-    }
-
-    /// Active time left before `target` (`None`: no limit), at job-clock `now`.
-    fn left_ns(&self, target: Option<i64>, now: i64) -> Option<i64> {
-        target.map(|t| t.saturating_sub(self.active_ns(now)).max(0))
-    }
-
-    fn check(&self, verb: Verb) -> Result<(), Error> {
-        let state = self.state();
-        if verb_allowed(verb, state) {
-            Ok(())
-        } else {
-            Err(Error::NotAllowed { verb, state })
-        }
-    }
-}
 
 struct Inner {
     id: u64,
@@ -433,8 +249,8 @@ impl Inner {
     /// Ends the user pause (if any) and resets the error status with it: the
     /// error status is not OK only while user-paused (QEMU's block jobs).
     fn end_user_pause(&self, st: &mut St, now: i64) {
-        st.user_paused = false;
-        st.iostatus = IoStatus::Ok;
+        st.pauses.user = false;
+        st.pauses.iostatus = IoStatus::Ok;
         self.repause(st, now);
     }
 

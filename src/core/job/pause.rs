@@ -12,12 +12,13 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check(Verb::Drain)?;
-        st.pause_count = st
-            .pause_count
+        st.pauses.internal = st
+            .pauses
+            .internal
             .checked_add(1)
             .ok_or(Error::InvalidArgument("too many internal pauses"))?;
         inner.repause(&mut st, now);
-        st.disarm_deadline();
+        st.deadline.disarm();
         Ok(())
     }
 
@@ -28,13 +29,13 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check(Verb::Drain)?;
-        if st.pause_count == 0 {
+        if st.pauses.internal == 0 {
             return Err(Error::NotAllowed {
                 verb: Verb::Drain,
                 state: st.state(),
             });
         }
-        st.pause_count -= 1;
+        st.pauses.internal -= 1;
         inner.repause(&mut st, now);
         self.arm_deadline(&mut st);
         drop(st);
@@ -46,7 +47,7 @@ impl Job {
     pub fn set_error_policy(&self, policy: ErrorPolicy) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
-        st.error_policy = policy;
+        st.pauses.error_policy = policy;
         Ok(())
     }
 
@@ -68,21 +69,21 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check_running()?;
-        let stop = match st.error_policy {
+        let stop = match st.pauses.error_policy {
             ErrorPolicy::Report => false,
             ErrorPolicy::Ignore => return Ok(ErrorAction::Ignore),
             ErrorPolicy::Stop => true,
             ErrorPolicy::Enospc => code == ENOSPC,
         };
-        if stop && !st.cancel_requested && !st.detached {
-            st.user_paused = true;
-            st.iostatus = if code == ENOSPC {
+        if stop && !st.cancel.requested && !st.detached {
+            st.pauses.user = true;
+            st.pauses.iostatus = if code == ENOSPC {
                 IoStatus::NoSpace
             } else {
                 IoStatus::Failed
             };
             inner.repause(&mut st, now);
-            st.disarm_deadline();
+            st.deadline.disarm();
             drop(st);
             log::debug(format_args!(
                 "job {} stopped by I/O error {code}: {message}",
@@ -90,7 +91,7 @@ impl Job {
             ));
             return Ok(ErrorAction::Stop);
         }
-        st.error = Some(JobError::new(code, message));
+        st.end.error = Some(JobError::new(code, message));
         Ok(ErrorAction::Report)
     }
 
@@ -101,7 +102,7 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check(Verb::Pause)?;
-        if st.cancel_requested || st.detached {
+        if st.cancel.requested || st.detached {
             // A cancelled job is winding down (QEMU's ABORTING): its pause points
             // no longer park, so a pause would only stop the clock. A detached
             // one could never be resumed: it would stay paused forever.
@@ -110,9 +111,9 @@ impl Job {
                 state: st.state(),
             });
         }
-        st.user_paused = true;
+        st.pauses.user = true;
         inner.repause(&mut st, now);
-        st.disarm_deadline();
+        st.deadline.disarm();
         drop(st);
         log::debug(format_args!("job {} paused", inner.id));
         Ok(())
@@ -141,10 +142,10 @@ impl Job {
             return Ok(());
         }
         let mut st = inner.lock();
-        while st.halted() && !st.cancel_requested {
+        while st.halted() && !st.cancel.requested {
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        if st.cancel_requested {
+        if st.cancel.requested {
             Err(Error::Cancelled)
         } else {
             Ok(())

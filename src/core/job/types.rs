@@ -1,6 +1,8 @@
 //! The public value types of jobs: errors, policies, causes, snapshots.
 
 use super::*;
+pub use crate::core::error::Error;
+pub use crate::core::outcome::{CancelCause, Declare, JobError};
 
 /// Bounded jobs know (or estimate) how much work there is and report a
 /// percentage; unbounded jobs report only elapsed time and units done.
@@ -11,89 +13,6 @@ pub enum JobType {
     Bounded,
     /// Has no known end.
     Unbounded,
-}
-
-/// Why a job failed: an errno-style code chosen by the worker and a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobError {
-    /// Non-zero, worker-defined (an errno value is usual).
-    pub code: i32,
-    /// Human-readable; may be empty.
-    pub message: String,
-}
-
-impl JobError {
-    /// An error with this code and message.
-    pub fn new(code: i32, message: impl Into<String>) -> JobError {
-        JobError {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for JobError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (code {})", self.message, self.code)
-    }
-}
-
-impl std::error::Error for JobError {}
-
-/// Why a verb was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Error {
-    /// The verb is not allowed in the job's current state (see the verb table).
-    NotAllowed {
-        /// What was asked.
-        verb: Verb,
-        /// The state the job was in.
-        state: State,
-    },
-    /// No thread could be started (EAGAIN); nothing was left behind.
-    TryAgain,
-    /// A wait ran out of time.
-    TimedOut,
-    /// The job was cancelled (returned by pause points and waits).
-    Cancelled,
-    /// An argument was out of range; nothing was changed.
-    InvalidArgument(&'static str),
-    /// The job's own worker asked to wait for the job: it would wait forever.
-    OwnWorker,
-    /// An operating-system call failed with this errno (spawning a child,
-    /// making an fd, polling).
-    System(i32),
-    /// No such item (a child pid the job does not watch).
-    NotFound,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::NotAllowed { verb, state } => {
-                write!(f, "{verb} is not allowed in state {state}")
-            }
-            Error::TryAgain => f.write_str("no thread could be started; try again"),
-            Error::TimedOut => f.write_str("timed out"),
-            Error::Cancelled => f.write_str("cancelled"),
-            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
-            Error::OwnWorker => f.write_str("a job's worker cannot wait for its own job"),
-            Error::System(errno) => {
-                write!(f, "{}", std::io::Error::from_raw_os_error(*errno))
-            }
-            Error::NotFound => f.write_str("not found"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Error {
-        // Errors without an errno (std's own, e.g. an argument with a NUL) are
-        // argument errors in practice; EINVAL says so.
-        Error::System(e.raw_os_error().unwrap_or(22))
-    }
 }
 
 /// What a job does when its worker reports an I/O error
@@ -148,20 +67,6 @@ pub struct FdEvents {
     pub error: bool,
     /// Found only: the other end hung up (`POLLHUP`).
     pub hangup: bool,
-}
-
-/// Why cancel was requested (shown by [`Job::info`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CancelCause {
-    /// Cancel was not requested.
-    #[default]
-    None,
-    /// A caller cancelled it (cancel, destroy of a created job, detach).
-    Caller,
-    /// Its deadline passed ([`Builder::deadline`], [`Job::set_deadline`]).
-    Timeout,
-    /// Another member of its transaction failed or was cancelled.
-    Transaction,
 }
 
 /// Which race a cancel request met (libxl's abort contract).
@@ -258,19 +163,6 @@ pub enum HookRemoved {
     /// No such hook waiting: it ran (and has finished, unless this is its own
     /// thread calling from inside it), or the id is unknown.
     NotFound,
-}
-
-/// An outcome a worker declares once before it returns ([`Job::declare`]):
-/// the libvirt virJob proposal's finish calls.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Declare {
-    /// Success: the job completes, even after a cancel request.
-    Success,
-    /// Failure with this error: the job fails — or, if cancel was requested,
-    /// ends cancelled (a cancelled job that did not succeed).
-    Failure(JobError),
-    /// Cancelled, if cancel was requested; otherwise nothing is declared.
-    IfCancelled,
 }
 
 /// A result value a worker leaves for the caller ([`Job::set_result`]).

@@ -16,13 +16,17 @@ impl Job {
             let st = inner.lock();
             (state, cancel_requested, pause_requested, active) = (
                 st.state(),
-                st.cancel_requested,
-                st.user_paused(),
+                st.cancel.requested,
+                st.pauses.user,
                 st.active_ns(now),
             );
-            error_code = st.error.as_ref().map_or(0, |e| e.code);
-            cancel_cause = st.cancel_cause;
-            (pause_count, iostatus, error_policy) = (st.pause_count, st.iostatus, st.error_policy);
+            error_code = st.end.error.as_ref().map_or(0, |e| e.code);
+            cancel_cause = st.cancel.cause;
+            (pause_count, iostatus, error_policy) = (
+                st.pauses.internal,
+                st.pauses.iostatus,
+                st.pauses.error_policy,
+            );
         }
         let f = inner.progress.snapshot();
         let bounded = inner.job_type == JobType::Bounded;
@@ -65,7 +69,7 @@ impl Job {
 
     /// The job's error, if it has one: set by the worker, or given at its end.
     pub fn error(&self) -> Option<JobError> {
-        self.0.lock().error.clone()
+        self.0.lock().end.error.clone()
     }
 
     /// The phase name the worker set last ("" before any).
@@ -166,7 +170,7 @@ impl Job {
         }
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
-        st.error = Some(JobError::new(code, message));
+        st.end.error = Some(JobError::new(code, message));
         Ok(())
     }
 
@@ -176,7 +180,7 @@ impl Job {
     pub fn finish(&self, status: i32) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check_running()?;
-        st.finish_status = Some(status);
+        st.end.finish_status = Some(status);
         Ok(())
     }
 
@@ -191,30 +195,20 @@ impl Job {
     pub fn declare(&self, declare: Declare) -> Result<Option<State>, Error> {
         let mut st = self.0.lock();
         st.check_running()?;
-        if st.declared.is_some() {
+        if st.end.declared.is_some() {
             return Err(Error::NotAllowed {
                 verb: Verb::Update,
                 state: st.state(),
             });
         }
-        let (state, status) = match declare {
-            Declare::Success => (State::Completed, 0),
-            Declare::IfCancelled if !st.cancel_requested => return Ok(None),
-            Declare::IfCancelled => (State::Cancelled, ECANCELED),
-            Declare::Failure(error) => {
-                let code = error.code;
-                let state = if st.cancel_requested {
-                    State::Cancelled
-                } else {
-                    st.error = Some(error);
-                    State::Failed
-                };
-                (state, code)
-            }
+        let Some((declared, recorded)) = outcome::declare(declare, st.cancel.requested) else {
+            return Ok(None);
         };
-        st.finish_status = Some(status);
-        st.declared = Some(state);
-        Ok(Some(state))
+        if recorded.is_some() {
+            st.end.error = recorded;
+        }
+        st.end.declared = Some(declared);
+        Ok(Some(declared.state))
     }
 
     /// The outcome decided so far: the final state once the job has ended,
@@ -223,7 +217,7 @@ impl Job {
         let st = self.0.lock();
         match st.life {
             Life::Done(s) => Some(s),
-            _ => st.declared,
+            _ => st.end.declared.map(|d| d.state),
         }
     }
 

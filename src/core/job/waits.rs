@@ -14,7 +14,7 @@ impl Job {
         let wanted = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
         let target = st.active_ns(inner.now_ns()).saturating_add(wanted);
         loop {
-            if st.cancel_requested {
+            if st.cancel.requested {
                 return Err(Error::Cancelled);
             }
             if st.halted() {
@@ -74,7 +74,7 @@ impl Job {
             self.log_no_timer(&e);
             return Err(Error::TryAgain);
         }
-        st.deadline_ns = after.map(duration_ns);
+        st.deadline.at_ns = after.map(duration_ns);
         self.arm_deadline(&mut st);
         Ok(())
     }
@@ -98,11 +98,11 @@ impl Job {
     /// The timer task holds the job weakly: the timer thread never holds the
     /// last reference to a job.
     pub(super) fn arm_deadline(&self, st: &mut St) {
-        st.disarm_deadline();
-        let Some(deadline) = st.deadline_ns else {
+        st.deadline.disarm();
+        let Some(deadline) = st.deadline.at_ns else {
             return;
         };
-        if st.life != Life::Running || st.halted() || st.cancel_requested {
+        if st.life != Life::Running || st.halted() || st.cancel.requested {
             return;
         }
         let left = st.left_ns(Some(deadline), self.0.now_ns()).unwrap_or(0);
@@ -111,7 +111,7 @@ impl Job {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100));
         let fire = DeadlineFire {
             job: Arc::downgrade(&self.0),
-            arming: st.deadline_gen,
+            arming: st.deadline.generation,
             pool: self.0.pool,
             name: self.0.name.clone(),
             stack_size: self.0.stack_size,
@@ -120,20 +120,20 @@ impl Job {
         // (start) once the timer thread runs in this process, and it runs for
         // the life of the process. (Only a job carried into a forked child, whose
         // worker does not run there, could see it fail.)
-        st.deadline_timer = timer::schedule(at, move || fire.fire()).ok();
+        st.deadline.timer = timer::schedule(at, move || fire.fire()).ok();
     }
 
     /// The deadline timer fired (on a pool thread, with no lock held).
     pub(super) fn deadline_due(&self, arming: u64) {
         let mut st = self.0.lock();
-        if st.deadline_gen != arming {
+        if st.deadline.generation != arming {
             return;
         }
-        st.deadline_timer = None;
-        let Some(deadline) = st.deadline_ns else {
+        st.deadline.timer = None;
+        let Some(deadline) = st.deadline.at_ns else {
             return;
         };
-        if st.life != Life::Running || st.halted() || st.cancel_requested {
+        if st.life != Life::Running || st.halted() || st.cancel.requested {
             return;
         }
         if st.active_ns(self.0.now_ns()) < deadline {
@@ -154,7 +154,7 @@ impl Job {
         let mut st = inner.lock();
         loop {
             st.check_running()?;
-            if st.cancel_requested {
+            if st.cancel.requested {
                 return Err(Error::Cancelled);
             }
             if !st.halted() {
@@ -246,6 +246,7 @@ impl Job {
         if self
             .0
             .lock()
+            .work
             .children
             .as_ref()
             .is_some_and(|c| c.contains_key(&pid))
@@ -265,7 +266,7 @@ impl Job {
             let mut st = self.0.lock();
             let state = st.state();
             let running = st.life == Life::Running;
-            match st.children.as_mut() {
+            match st.work.children.as_mut() {
                 Some(children) if running => {
                     children.insert(pid, child.clone());
                 }
@@ -306,7 +307,8 @@ impl Job {
         let child = {
             let st = self.0.lock();
             st.check_running()?;
-            st.children
+            st.work
+                .children
                 .as_ref()
                 .and_then(|c| c.get(&pid))
                 .cloned()
@@ -319,7 +321,7 @@ impl Job {
         child.end_wait(io);
         let status = waited?;
         // Reaped: the job lets go of it.
-        if let Some(children) = self.0.lock().children.as_mut() {
+        if let Some(children) = self.0.lock().work.children.as_mut() {
             children.remove(&pid);
         }
         if let Some(hook) = child.done() {
@@ -340,7 +342,7 @@ impl Job {
         target: Option<i64>,
     ) -> Result<i32, Error> {
         loop {
-            if let Some(status) = child.step(self, io)? {
+            if let Some(status) = child.step(io)? {
                 return Ok(status);
             }
             // A cancel does not end this wait: the hook has signalled the

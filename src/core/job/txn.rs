@@ -9,9 +9,10 @@
 //! never the other way round (job code clones the [`Txn`] out of its own
 //! state and lets go before calling in here).
 
-use super::job::{CancelCause, CancelStatus, Error, Job, finalize_group};
-use super::log;
-use super::state::{State, Verb};
+use super::{CancelCause, CancelStatus, Error, Job, finalize_group};
+use crate::core::log;
+use crate::core::outcome;
+use crate::core::state::{State, Verb};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A transaction. Clones refer to the same one; members keep it alive, so a
@@ -193,20 +194,19 @@ impl Txn {
     /// A member was detached: its owner can no longer finalize the group, so
     /// a manual-finalize transaction finalizes by itself once every member is
     /// done (at once if they are).
-    pub(super) fn finalize_on_its_own(&self) {
+    pub(in crate::core) fn finalize_on_its_own(&self) {
         let _ = self.finalize();
     }
 
     /// A member's work is done with `outcome`; `worker_of` is the member
     /// itself when this is its worker thread.
-    pub(super) fn member_done(&self, job: &Job, outcome: State, worker_of: Option<&Job>) {
+    pub(in crate::core) fn member_done(&self, job: &Job, outcome: State, worker_of: Option<&Job>) {
         let (others, group) = {
             let mut st = self.lock();
             st.done += 1;
-            let others = if outcome != State::Completed {
-                st.begin_abort(CancelCause::Transaction, Some(job))
-            } else {
-                Vec::new()
+            let others = match outcome::group_abort(outcome, CancelCause::Transaction) {
+                Some(cause) => st.begin_abort(cause, Some(job)),
+                None => Vec::new(),
             };
             (others, st.try_claim(self.0.manual_finalize))
         };
@@ -218,7 +218,11 @@ impl Txn {
 
     /// Cancel of a member whose work is done (it waits for the others, or for
     /// a manual finalize): the transaction aborts.
-    pub(super) fn cancel_waiting_member(&self, job: &Job, cause: CancelCause) -> CancelStatus {
+    pub(in crate::core) fn cancel_waiting_member(
+        &self,
+        job: &Job,
+        cause: CancelCause,
+    ) -> CancelStatus {
         let (others, group) = {
             let mut st = self.lock();
             if st.finalized {

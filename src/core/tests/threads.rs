@@ -1,4 +1,4 @@
-//! Jobs under a concurrency cap: queued jobs are RUNNING, start in FIFO order
+//! Jobs on the thread pool. Under a concurrency cap: queued jobs are RUNNING, start in FIFO order
 //! when a slot frees, and a cancel ends a queued job CANCELLED without running
 //! its worker.
 
