@@ -17,6 +17,7 @@
 //! group gets SIGKILL at once. A child spawned to survive cancel (a cleanup
 //! step: `lvremove`, a hook script) is not signalled by cancel at all.
 
+use super::errno::ECHILD;
 use super::error::Error;
 use super::timer::{self, TimerId};
 use crate::sys::{self, PollFd, Process};
@@ -426,7 +427,7 @@ impl Child {
         // first wait. One that has already exited is reaped here and its status
         // kept for the wait.
         match child.try_reap() {
-            Err(Error::System(10)) => {
+            Err(Error::System(ECHILD)) => {
                 Err(Error::InvalidArgument("pid is not a child of this process"))
             }
             Err(e) => Err(e),

@@ -7,6 +7,8 @@
 pub(crate) const ESRCH: i32 = 3;
 /// An I/O error: the code of a worker that panicked.
 pub(crate) const EIO: i32 = 5;
+/// No child processes: waitid on a pid that is not our child.
+pub(crate) const ECHILD: i32 = 10;
 /// Invalid argument: an OS error std reports without an errno.
 pub(crate) const EINVAL: i32 = 22;
 /// No space left on device: what the ENOSPC error policy stops on.

@@ -612,6 +612,7 @@ mod tests {
         assert_eq!(errno::ESRCH, libc::ESRCH);
         assert_eq!(errno::EIO, libc::EIO);
         assert_eq!(errno::EINVAL, libc::EINVAL);
+        assert_eq!(errno::ECHILD, libc::ECHILD);
         assert_eq!(errno::ENOSPC, libc::ENOSPC);
         assert_eq!(errno::ECANCELED, libc::ECANCELED);
     }
