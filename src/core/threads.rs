@@ -9,10 +9,25 @@
 //! next one straight from it (GLib's GThreadPool and QEMU's thread pool work the
 //! same way). A failed thread start (EAGAIN) is returned to the caller, who leaves
 //! nothing behind.
+//!
+//! A burst of short jobs must not pay a futex wake and a context switch per
+//! job. A thread whose job ended lists itself idle and, before it parks, looks
+//! for work for a short while ([`SPIN_FOR`], at most one such thread per CPU the
+//! process may run on): handing a job to a thread that is still looking is a
+//! store and an atomic swap, no system call. Only when no thread is looking is
+//! a parked one woken (GLib's GThreadPool, Go's and Tokio's schedulers follow
+//! the same rule: wake a thread only if none is already looking for work). The
+//! promise above is unchanged: every job still gets a thread of its own at
+//! submit time, looking, parked or new, never a place behind a running job.
+//!
+//! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
+//! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
+//! thousand jobs blocked in their own waits would share its few chains.
 
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -20,6 +35,78 @@ use std::time::{Duration, Instant};
 /// An idle thread keeps the last job's name this long before it renames itself
 /// "bgjob-idle": a burst of jobs with one name renames nothing.
 const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
+
+/// How long a thread whose job ended looks for its next one before it parks.
+/// A burst hands jobs out faster than this; an idle thread costs this much CPU
+/// (mostly in sched_yield, which gives way to any thread that wants the CPU)
+/// once per job, then nothing.
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// How many of the last listed idle threads a submitter checks for one still
+/// looking for work.
+const LOOKING_SCAN: usize = 8;
+
+/// Threads looking for work now (all pools): at most one per CPU the process
+/// may run on, so looking never takes a CPU a submitter needs.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Pool threads alive now (all pools).
+static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// (live threads, futex hash slots): once that many pool threads live, the
+/// process's private futex hash gets that many buckets (about four per
+/// thread, as the kernel's own sizing, which stops at 4 per CPU).
+pub(crate) const FUTEX_HASH_STEPS: [(usize, u64); 2] = [(256, 1024), (4096, 16384)];
+
+/// The largest futex hash asked for so far.
+static FUTEX_HASH_ASKED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a pool thread alive while it is held.
+struct LiveThread;
+
+impl LiveThread {
+    fn enter() -> LiveThread {
+        let n = LIVE_THREADS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= FUTEX_HASH_STEPS[0].0 {
+            grow_futex_hash(n);
+        }
+        LiveThread
+    }
+}
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        LIVE_THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Enlarges the futex hash for `threads` live threads, once per step. A
+/// kernel without `PR_FUTEX_HASH` (before 6.16), or one that refuses the size,
+/// keeps its hash: a slower wake, never an error.
+pub(crate) fn grow_futex_hash(threads: usize) {
+    let Some(&(_, slots)) = FUTEX_HASH_STEPS.iter().rev().find(|(at, _)| threads >= *at) else {
+        return;
+    };
+    if FUTEX_HASH_ASKED.fetch_max(slots, Ordering::Relaxed) >= slots {
+        return;
+    }
+    set_futex_hash(slots);
+}
+
+/// Asks for a futex hash of `slots` buckets; a refusal is logged and ignored.
+pub(crate) fn set_futex_hash(slots: u64) {
+    if let Err(e) = crate::sys::set_futex_hash_slots(slots) {
+        crate::core::log::debug(format_args!(
+            "futex hash of {slots} buckets not set (kept the kernel's): {e}"
+        ));
+    }
+}
+
+/// CPUs this process may run on (read once).
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
 /// thread with an unrepresentable stack size and panics instead of failing.
@@ -66,17 +153,56 @@ type Message = (Work, bool);
 /// thread to unpark (no allocation per hand-off, no spinning, one futex wake).
 struct Handoff {
     slot: Mutex<Option<Message>>,
+    /// Whether `slot` holds a message; changed under its lock, read without
+    /// it by a thread looking for work (a hint: the slot decides).
+    full: AtomicBool,
+    /// Whether the thread is looking for work now (in `spin`): a submitter
+    /// prefers it, as handing it a job wakes no one.
+    looking: AtomicBool,
     thread: Thread,
 }
 
 impl Handoff {
+    /// Stores the message and unparks the thread: a system call only if it
+    /// is parked, none while it looks for work (`spin`).
     fn send(&self, message: Message) {
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(message);
+            self.full.store(true, Ordering::Release);
+        }
         self.thread.unpark();
     }
 
     fn take(&self) -> Option<Message> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        self.full.store(false, Ordering::Relaxed);
+        slot.take()
+    }
+
+    /// Looks for a message for up to `budget`, without parking: true once one
+    /// is there. Spins briefly, then yields the CPU between looks, so on a
+    /// busy (or single) CPU the thread that will send gets to run.
+    fn spin(&self, budget: Duration) -> bool {
+        let start = Instant::now();
+        let mut looks = 0u32;
+        self.looking.store(true, Ordering::Relaxed);
+        loop {
+            if self.full.load(Ordering::Acquire) {
+                self.looking.store(false, Ordering::Relaxed);
+                return true;
+            }
+            looks += 1;
+            if looks < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+                if looks % 8 == 0 && start.elapsed() >= budget {
+                    self.looking.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
     }
 
     /// Waits for a message until `deadline` (`None`: forever).
@@ -351,10 +477,18 @@ impl Pool {
         let (idle, id) = {
             let mut g = self.lock();
             g.next_id += 1;
-            let idle = g
+            // A thread still looking for work first (no wake needed), among
+            // the last few listed; else the one listed last.
+            let fits = |i: &Idle| i.stack_size == work.stack_size;
+            let looking = g
                 .idle
                 .iter()
-                .rposition(|i| i.stack_size == work.stack_size)
+                .rev()
+                .take(LOOKING_SCAN)
+                .position(|i| fits(i) && i.handoff.looking.load(Ordering::Relaxed))
+                .map(|back| g.idle.len() - 1 - back);
+            let idle = looking
+                .or_else(|| g.idle.iter().rposition(fits))
                 .map(|pos| g.idle.swap_remove(pos));
             (idle, g.next_id)
         };
@@ -375,6 +509,7 @@ impl Pool {
         let slot = Arc::new(Mutex::new(Some(message)));
         let thread_slot = slot.clone();
         let spawned = builder.spawn(move || {
+            let _live = LiveThread::enter();
             let first = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((work, capped)) = first {
                 self.thread_main(id, stack_size, work, capped);
@@ -414,6 +549,8 @@ impl Pool {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff {
             slot: Mutex::new(None),
+            full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
             thread: std::thread::current(),
         });
         let mut named = thread_name(&first.name);
@@ -459,6 +596,12 @@ impl Pool {
                 }
                 None => {}
             }
+            // Listed idle: look for the next job a short while before parking,
+            // so a burst hands jobs over without waking anyone.
+            if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() {
+                handoff.spin(SPIN_FOR);
+            }
+            SPINNING.fetch_sub(1, Ordering::Relaxed);
             let start = Instant::now();
             let keep_alive = start + self.config.keep_alive;
             let mut message = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
