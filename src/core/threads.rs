@@ -197,7 +197,7 @@ impl Handoff {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
-                if looks % 8 == 0 && start.elapsed() >= budget {
+                if looks.is_multiple_of(8) && start.elapsed() >= budget {
                     self.looking.store(false, Ordering::Relaxed);
                     return false;
                 }

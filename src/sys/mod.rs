@@ -61,8 +61,10 @@ const PR_FUTEX_HASH_GET_SLOTS: libc::c_ulong = 2;
 /// walks one. Fails with EINVAL on older kernels (the option is unknown) and
 /// for a size the kernel refuses; callers treat it as a hint and ignore that.
 pub(crate) fn set_futex_hash_slots(slots: u64) -> std::io::Result<()> {
-    let slots = libc::c_ulong::try_from(slots)
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // The kernel reads the size as 32 bits: a larger one would be cut (1 << 32
+    // to 0, which means "the global hash"), so it is refused here.
+    let slots = u32::try_from(slots).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?
+        as libc::c_ulong;
     // SAFETY: PR_FUTEX_HASH takes integers only (no pointers); an unknown
     // option or a refused size returns -1 with errno and changes nothing.
     let r = unsafe {

@@ -628,3 +628,4 @@ fn a_worker_waiting_for_its_own_job_is_refused() {
 }
 
 mod cancel;
+mod pool;
