@@ -66,6 +66,7 @@ struct LiveThread;
 
 impl LiveThread {
     fn enter() -> LiveThread {
+        forget_parent_threads();
         let n = LIVE_THREADS.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= FUTEX_HASH_STEPS[0].0 {
             grow_futex_hash(n);
@@ -76,7 +77,7 @@ impl LiveThread {
 
 impl Drop for LiveThread {
     fn drop(&mut self) {
-        LIVE_THREADS.fetch_sub(1, Ordering::Relaxed);
+        decrement(&LIVE_THREADS);
     }
 }
 
@@ -102,10 +103,55 @@ pub(crate) fn set_futex_hash(slots: u64) {
     }
 }
 
-/// CPUs this process may run on (read once).
+/// CPUs this process may run on (read once; an atomic, not a `OnceLock`, so
+/// fork() never finds it half made).
 fn cpus() -> usize {
-    static CPUS: OnceLock<usize> = OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    static CPUS: AtomicUsize = AtomicUsize::new(0);
+    let n = CPUS.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    CPUS.store(n, Ordering::Relaxed);
+    n
+}
+
+/// Counts the calling thread among those looking for work if fewer than one
+/// per CPU are; then it must call [`stop_looking`]. A forked child starts
+/// with none (the parent's lookers are not its threads).
+fn start_looking() -> bool {
+    forget_parent_threads();
+    if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() {
+        return true;
+    }
+    stop_looking();
+    false
+}
+
+/// Uncounts a thread [`start_looking`] counted.
+fn stop_looking() {
+    decrement(&SPINNING);
+}
+
+/// Takes one off a count, never below zero (a thread counted before a
+/// fork's reset may uncount itself after it).
+fn decrement(count: &AtomicUsize) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        Some(n.saturating_sub(1))
+    });
+}
+
+/// In a forked child, the first call starts the counts of threads afresh:
+/// the parent's threads are not the child's, and the child's futex hash is
+/// the kernel's default again.
+fn forget_parent_threads() {
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+    let forks = crate::sys::fork_generation();
+    if FORKS.load(Ordering::Relaxed) != forks && FORKS.swap(forks, Ordering::Relaxed) != forks {
+        SPINNING.store(0, Ordering::Relaxed);
+        LIVE_THREADS.store(0, Ordering::Relaxed);
+        FUTEX_HASH_ASKED.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
@@ -598,10 +644,10 @@ impl Pool {
             }
             // Listed idle: look for the next job a short while before parking,
             // so a burst hands jobs over without waking anyone.
-            if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() {
+            if start_looking() {
                 handoff.spin(SPIN_FOR);
+                stop_looking();
             }
-            SPINNING.fetch_sub(1, Ordering::Relaxed);
             let start = Instant::now();
             let keep_alive = start + self.config.keep_alive;
             let mut message = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
