@@ -24,12 +24,17 @@
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
 //! thousand jobs blocked in their own waits would share its few chains.
 
+use crate::core::atomic::AtomicBool;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::Thread;
+// The hand-off is loom's under --cfg loom (`make loom` models it).
+#[cfg(loom)]
+use loom::thread::{Thread, current as current_thread, park, yield_now};
+#[cfg(not(loom))]
+use std::thread::{Thread, current as current_thread, park, yield_now};
 use std::time::{Duration, Instant};
 
 /// An idle thread keeps the last job's name this long before it renames itself
@@ -196,9 +201,17 @@ struct Work {
 type Message = (Work, bool);
 
 /// Where an idle thread waits for its next work: a one-message slot and the
-/// thread to unpark (no allocation per hand-off, no spinning, one futex wake).
-struct Handoff {
-    slot: Mutex<Option<Message>>,
+/// thread to unpark (no allocation per hand-off; one futex wake if the thread
+/// is parked, none while it still looks for work).
+///
+/// Why no hand-off is lost: the message is stored and `full` set under the
+/// slot's lock, then the thread is unparked. A looking thread that sees `full`
+/// takes the message under the lock; one that stops looking takes under the
+/// lock too before it parks, and an unpark that comes after that take leaves
+/// the park token set, so the park returns at once. `make loom` checks it
+/// (`pool_handoff_*` in loom_tests.rs).
+pub(crate) struct Handoff {
+    slot: crate::core::sync::Mutex<Option<Message>>,
     /// Whether `slot` holds a message; changed under its lock, read without
     /// it by a thread looking for work (a hint: the slot decides).
     full: AtomicBool,
@@ -239,10 +252,18 @@ impl Handoff {
                 return true;
             }
             looks += 1;
-            if looks < 64 {
+            // Under loom a look is a yield and the budget two looks: a model
+            // must end, and time does not pass there.
+            if cfg!(loom) {
+                yield_now();
+                if looks >= 2 {
+                    self.looking.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            } else if looks < 64 {
                 std::hint::spin_loop();
             } else {
-                std::thread::yield_now();
+                yield_now();
                 if looks.is_multiple_of(8) && start.elapsed() >= budget {
                     self.looking.store(false, Ordering::Relaxed);
                     return false;
@@ -258,16 +279,56 @@ impl Handoff {
                 return Some(message);
             }
             match deadline {
-                None => std::thread::park(),
+                None => park(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
+                    #[cfg(loom)]
+                    park();
+                    #[cfg(not(loom))]
                     std::thread::park_timeout(d - now);
                 }
             }
         }
+    }
+}
+
+/// For `make loom`: a hand-off as a pool thread uses it, carrying a task.
+#[cfg(all(loom, test))]
+impl Handoff {
+    /// The calling thread's hand-off.
+    pub(crate) fn for_model() -> Handoff {
+        Handoff {
+            slot: crate::core::sync::Mutex::new(None),
+            full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
+            thread: current_thread(),
+        }
+    }
+
+    /// Whether the thread says it looks for work now.
+    pub(crate) fn is_looking_for_model(&self) -> bool {
+        self.looking.load(Ordering::Relaxed)
+    }
+
+    /// A submitter handing over `task` (as dropping a `Launch` does).
+    pub(crate) fn send_for_model(&self, task: Task) {
+        let work = Work {
+            name: String::new(),
+            stack_size: 0,
+            task,
+        };
+        self.send((work, false));
+    }
+
+    /// The idle thread: looks for work, then parks until it comes (as
+    /// `thread_main` does, without the keep-alive); runs the task it got.
+    pub(crate) fn wait_for_model(&self) {
+        self.spin(SPIN_FOR);
+        let (work, _) = self.recv(None).expect("woken without a message");
+        (work.task)();
     }
 }
 
@@ -594,10 +655,10 @@ impl Pool {
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff {
-            slot: Mutex::new(None),
+            slot: crate::core::sync::Mutex::new(None),
             full: AtomicBool::new(false),
             looking: AtomicBool::new(false),
-            thread: std::thread::current(),
+            thread: current_thread(),
         });
         let mut named = thread_name(&first.name);
         let mut next = Some((first.task, capped));
