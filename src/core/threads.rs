@@ -20,7 +20,7 @@
 //! thread running no job for it (`Lane::free`), else a new thread is started
 //! for it at submit time, so every ready task is backed by its own thread and
 //! never waits for a job to end. An idle thread also keeps looking for a wake
-//! a short while ([`SPIN_FOR`], at most one such thread per CPU) before it
+//! a short while ([`SPIN_FOR`], at most one such thread per CPU but one) before it
 //! parks, so even a wake is then a store without a system call.
 //!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
@@ -51,7 +51,7 @@ const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
 
 /// Threads looking for work now (all pools): at most one per CPU the process
-/// may run on, so looking never takes a CPU a submitter needs.
+/// may run on but one, so looking never takes the CPU a submitter needs.
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
 
 /// Pool threads alive now (all pools).
@@ -121,11 +121,12 @@ fn cpus() -> usize {
 }
 
 /// Counts the calling thread among those looking for work if fewer than one
-/// per CPU are; then it must call [`stop_looking`]. A forked child starts
+/// per CPU but one are (so looking never takes the last CPU, and a process
+/// bound to one CPU never looks); then it must call [`stop_looking`]. A forked child starts
 /// with none (the parent's lookers are not its threads).
 fn start_looking() -> bool {
     forget_parent_threads();
-    if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() {
+    if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() - 1 {
         return true;
     }
     stop_looking();
