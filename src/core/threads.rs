@@ -11,17 +11,14 @@
 //! nothing behind.
 //!
 //! A burst of short jobs must not pay a futex wake and a context switch per
-//! job. Work handed to threads goes through a ready queue per stack size (a
-//! "lane"), and a thread is woken only if none is already awake to take it:
-//! the first wake makes a thread the lane's searcher; a searcher (or a thread
-//! whose job just ended) that takes a task wakes the next idle thread only if
-//! more is ready and no other searcher is awake (Go's and Tokio's rule). The
-//! promise above still holds: a task enters a lane only if the lane has a
-//! thread running no job for it (`Lane::free`), else a new thread is started
-//! for it at submit time, so every ready task is backed by its own thread and
-//! never waits for a job to end. An idle thread also keeps looking for a wake
-//! a short while ([`SPIN_FOR`], at most one such thread per CPU but one) before it
-//! parks, so even a wake is then a store without a system call.
+//! job. A thread whose job ended lists itself idle and, before it parks, looks
+//! for work for a short while ([`SPIN_FOR`], at most one such thread per CPU the
+//! process may run on but one): handing a job to a thread that is still looking is a
+//! store and an atomic swap, no system call. Only when no thread is looking is
+//! a parked one woken (GLib's GThreadPool, Go's and Tokio's schedulers follow
+//! the same rule: wake a thread only if none is already looking for work). The
+//! promise above is unchanged: every job still gets a thread of its own at
+//! submit time, looking, parked or new, never a place behind a running job.
 //!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
@@ -49,6 +46,10 @@ const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 /// (mostly in sched_yield, which gives way to any thread that wants the CPU)
 /// once per job, then nothing.
 pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// How many of the last listed idle threads a submitter checks for one still
+/// looking for work.
+const LOOKING_SCAN: usize = 8;
 
 /// Threads looking for work now (all pools): at most one per CPU the process
 /// may run on but one, so looking never takes the CPU a submitter needs.
@@ -200,10 +201,6 @@ struct Work {
 /// What an idle thread is handed: the work, and whether it holds a cap slot.
 type Message = (Work, bool);
 
-/// Why an idle thread is woken: to take the oldest ready work of its stack
-/// size (the thread was made its lane's searcher).
-struct Wake;
-
 /// Where an idle thread waits for its next work: a one-message slot and the
 /// thread to unpark (no allocation per hand-off; one futex wake if the thread
 /// is parked, none while it still looks for work).
@@ -215,17 +212,20 @@ struct Wake;
 /// the park token set, so the park returns at once. `make loom` checks it
 /// (`pool_handoff_*` in loom_tests.rs).
 pub(crate) struct Handoff {
-    slot: crate::core::sync::Mutex<Option<Wake>>,
+    slot: crate::core::sync::Mutex<Option<Message>>,
     /// Whether `slot` holds a message; changed under its lock, read without
     /// it by a thread looking for work (a hint: the slot decides).
     full: AtomicBool,
+    /// Whether the thread is looking for work now (in `spin`): a submitter
+    /// prefers it, as handing it a job wakes no one.
+    looking: AtomicBool,
     thread: Thread,
 }
 
 impl Handoff {
     /// Stores the message and unparks the thread: a system call only if it
     /// is parked, none while it looks for work (`spin`).
-    fn send(&self, message: Wake) {
+    fn send(&self, message: Message) {
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             *slot = Some(message);
@@ -234,7 +234,7 @@ impl Handoff {
         self.thread.unpark();
     }
 
-    fn take(&self) -> Option<Wake> {
+    fn take(&self) -> Option<Message> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         self.full.store(false, Ordering::Relaxed);
         slot.take()
@@ -246,8 +246,10 @@ impl Handoff {
     fn spin(&self, budget: Duration) -> bool {
         let start = Instant::now();
         let mut looks = 0u32;
+        self.looking.store(true, Ordering::Relaxed);
         loop {
             if self.full.load(Ordering::Acquire) {
+                self.looking.store(false, Ordering::Relaxed);
                 return true;
             }
             looks += 1;
@@ -256,6 +258,7 @@ impl Handoff {
             if cfg!(loom) {
                 yield_now();
                 if looks >= 2 {
+                    self.looking.store(false, Ordering::Relaxed);
                     return false;
                 }
             } else if looks < 64 {
@@ -263,6 +266,7 @@ impl Handoff {
             } else {
                 yield_now();
                 if looks.is_multiple_of(8) && start.elapsed() >= budget {
+                    self.looking.store(false, Ordering::Relaxed);
                     return false;
                 }
             }
@@ -270,7 +274,7 @@ impl Handoff {
     }
 
     /// Waits for a message until `deadline` (`None`: forever).
-    fn recv(&self, deadline: Option<Instant>) -> Option<Wake> {
+    fn recv(&self, deadline: Option<Instant>) -> Option<Message> {
         loop {
             if let Some(message) = self.take() {
                 return Some(message);
@@ -292,7 +296,7 @@ impl Handoff {
     }
 }
 
-/// For `make loom`: a hand-off as a pool thread uses it.
+/// For `make loom`: a hand-off as a pool thread uses it, carrying a task.
 #[cfg(all(loom, test))]
 impl Handoff {
     /// The calling thread's hand-off.
@@ -300,68 +304,43 @@ impl Handoff {
         Handoff {
             slot: crate::core::sync::Mutex::new(None),
             full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
             thread: current_thread(),
         }
     }
 
-    /// A waker making the thread its lane's searcher (as `deliver` does).
-    pub(crate) fn wake_for_model(&self) {
-        self.send(Wake);
+    /// Whether the thread says it looks for work now.
+    pub(crate) fn is_looking_for_model(&self) -> bool {
+        self.looking.load(Ordering::Relaxed)
     }
 
-    /// The idle thread: looks for a wake, then parks until it comes (as
-    /// `thread_main` does, without the keep-alive). True if the wake came
-    /// while it was still looking.
-    pub(crate) fn wait_for_model(&self) -> bool {
-        let looking = self.spin(SPIN_FOR);
-        let Wake = self.recv(None).expect("woken without a wake");
-        looking
+    /// A submitter handing over `task` (as dropping a `Launch` does).
+    pub(crate) fn send_for_model(&self, task: Task) {
+        let work = Work {
+            name: String::new(),
+            stack_size: 0,
+            task,
+        };
+        self.send((work, false));
+    }
+
+    /// The idle thread: looks for work, then parks until it comes (as
+    /// `thread_main` does, without the keep-alive); runs the task it got.
+    pub(crate) fn wait_for_model(&self) {
+        self.spin(SPIN_FOR);
+        let (work, _) = self.recv(None).expect("woken without a message");
+        (work.task)();
     }
 }
 
 struct Idle {
     id: u64,
+    stack_size: usize,
     handoff: Arc<Handoff>,
 }
 
-/// The threads of one stack size that run no job, and the work handed to
-/// them. Each ready task is backed by one of them: `idle.len() + searching >=
-/// ready.len() + reserved` always holds, and while work is ready a searcher
-/// is awake (or being woken) to take it, so no task waits for a job to end.
-/// A submitter wakes a thread only when no searcher is awake; a searcher that
-/// takes a task wakes the next one if more is ready (Go's and Tokio's rule).
-struct Lane {
-    stack_size: usize,
-    /// Handed-over tasks, oldest first.
-    ready: VecDeque<Message>,
-    /// Parked (or still looking) threads, last listed last.
-    idle: Vec<Idle>,
-    /// Threads woken to take ready work, not yet back in the lock.
-    searching: usize,
-    /// Tasks promised a thread of this lane whose `Launch` is not dropped yet.
-    reserved: usize,
-}
-
-impl Lane {
-    /// Threads of the lane not yet promised to a task.
-    fn free(&self) -> usize {
-        (self.idle.len() + self.searching).saturating_sub(self.ready.len() + self.reserved)
-    }
-
-    /// If work is ready and no searcher is awake, makes the last listed idle
-    /// thread the searcher: the caller wakes it after letting go of the lock.
-    fn searcher_to_wake(&mut self) -> Option<Arc<Handoff>> {
-        if self.searching != 0 || self.ready.is_empty() {
-            return None;
-        }
-        let idle = self.idle.pop()?;
-        self.searching += 1;
-        Some(idle.handoff)
-    }
-}
-
 struct Shared {
-    lanes: Vec<Lane>,
+    idle: Vec<Idle>,
     next_id: u64,
     /// The fork generation the threads belong to; after fork() the child has
     /// none of them.
@@ -376,27 +355,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn lane(&mut self, stack_size: usize) -> &mut Lane {
-        let pos = match self.lanes.iter().position(|l| l.stack_size == stack_size) {
-            Some(pos) => pos,
-            None => {
-                self.lanes.push(Lane {
-                    stack_size,
-                    ready: VecDeque::new(),
-                    idle: Vec::new(),
-                    searching: 0,
-                    reserved: 0,
-                });
-                self.lanes.len() - 1
-            }
-        };
-        &mut self.lanes[pos]
-    }
-
-    fn idle_count(&self) -> usize {
-        self.lanes.iter().map(|l| l.idle.len()).sum()
-    }
-
     /// Whether one more capped task may run now.
     fn has_room(&self) -> bool {
         self.max_running == 0 || self.running < self.max_running
@@ -423,12 +381,12 @@ pub(crate) enum Submitted {
 /// (the thread is reserved, or was started) and wake the thread after letting
 /// go of that lock, so the thread does not run into it.
 #[must_use = "dropping the Launch is what hands the task to its thread"]
-pub(crate) struct Launch(Option<(&'static Pool, Message)>);
+pub(crate) struct Launch(Option<(Arc<Handoff>, Message)>);
 
 impl Drop for Launch {
     fn drop(&mut self) {
-        if let Some((pool, message)) = self.0.take() {
-            pool.deliver(message);
+        if let Some((handoff, message)) = self.0.take() {
+            handoff.send(message);
         }
     }
 }
@@ -445,7 +403,7 @@ impl Pool {
         Pool {
             config,
             shared: Mutex::new(Shared {
-                lanes: Vec::new(),
+                idle: Vec::new(),
                 next_id: 0,
                 forks: crate::sys::fork_generation(),
                 running: 0,
@@ -464,7 +422,7 @@ impl Pool {
 
     /// Idle threads waiting for work now.
     pub fn idle_threads(&self) -> usize {
-        self.lock().idle_count()
+        self.lock().idle.len()
     }
 
     /// Held across fork() (see `crate::ffi::fork`), so no parent thread is
@@ -514,10 +472,7 @@ impl Pool {
             // A forked child inherits the lists but not the threads behind them.
             // The queued tasks belong to the parent's jobs: they must never run
             // here, and dropping them would call the parent's free functions.
-            // The ready tasks too are the parent's jobs.
-            for lane in std::mem::take(&mut g.lanes) {
-                std::mem::forget(lane.ready);
-            }
+            g.idle.clear();
             g.running = 0;
             std::mem::forget(std::mem::take(&mut g.queue));
             g.forks = forks;
@@ -624,21 +579,34 @@ impl Pool {
         g.queue.push_front((ticket, work));
     }
 
-    /// Promises `work` a thread of its stack size that runs no job (it gets
-    /// it when the returned [`Launch`] is dropped), or starts one with it.
+    /// Reserves an idle thread with `work`'s stack size (handed the work when
+    /// the returned [`Launch`] is dropped), or starts one with it.
     fn launch(&'static self, work: Work, capped: bool) -> Result<Launch, (io::Error, Work)> {
-        let id = {
+        let (idle, id) = {
             let mut g = self.lock();
             g.next_id += 1;
-            let id = g.next_id;
-            let lane = g.lane(work.stack_size);
-            if lane.free() > 0 {
-                lane.reserved += 1;
-                return Ok(Launch(Some((self, (work, capped)))));
-            }
-            id
+            // A thread still looking for work first (no wake needed), among
+            // the last few listed; else the one listed last.
+            let fits = |i: &Idle| i.stack_size == work.stack_size;
+            let looking = g
+                .idle
+                .iter()
+                .rev()
+                .take(LOOKING_SCAN)
+                .position(|i| fits(i) && i.handoff.looking.load(Ordering::Relaxed))
+                .map(|back| g.idle.len() - 1 - back);
+            let idle = looking
+                .or_else(|| g.idle.iter().rposition(fits))
+                .map(|pos| g.idle.swap_remove(pos));
+            (idle, g.next_id)
         };
         let message = (work, capped);
+        if let Some(idle) = idle {
+            // Taken off the list, the thread is either waiting for work, or timed
+            // out, found itself gone from the list, and waits for exactly this
+            // message; either way it gets it.
+            return Ok(Launch(Some((idle.handoff, message))));
+        }
         let stack_size = message.0.stack_size;
         let mut builder = std::thread::Builder::new().name(thread_name(&message.0.name));
         if stack_size > 0 {
@@ -665,68 +633,23 @@ impl Pool {
         }
     }
 
-    /// Hands promised work to its lane (a `Launch` dropped): wakes a thread
-    /// only if no searcher is awake.
-    fn deliver(&self, message: Message) {
-        let wake = {
-            let mut g = self.lock();
-            let lane = g.lane(message.0.stack_size);
-            lane.reserved = lane.reserved.saturating_sub(1);
-            lane.ready.push_back(message);
-            lane.searcher_to_wake()
-        };
-        if let Some(handoff) = wake {
-            handoff.send(Wake);
-        }
-    }
-
-    /// Takes the oldest ready work of the lane (waking the next searcher if
-    /// more is ready), or lists this thread idle in it, unless `max_idle`
-    /// threads are: then `Err`, and the thread ends.
-    fn next_or_idle(
+    /// Lists this thread as idle, unless `max_idle` are already: then false,
+    /// and the thread ends.
+    fn list_idle(
         &self,
-        mut g: MutexGuard<'_, Shared>,
+        g: &mut Shared,
         id: u64,
         stack_size: usize,
         handoff: &Arc<Handoff>,
-    ) -> Result<Option<Message>, ()> {
-        let idle_count = g.idle_count();
-        let lane = g.lane(stack_size);
-        if let Some(message) = lane.ready.pop_front() {
-            let wake = lane.searcher_to_wake();
-            drop(g);
-            if let Some(next) = wake {
-                next.send(Wake);
-            }
-            return Ok(Some(message));
+    ) -> bool {
+        if g.idle.len() >= self.config.max_idle {
+            return false;
         }
-        // Past `max_idle` the thread ends, unless the lane needs it to back
-        // work promised to it.
-        if idle_count >= self.config.max_idle
-            && lane.idle.len() + lane.searching >= lane.ready.len() + lane.reserved
-        {
-            return Err(());
-        }
-        lane.idle.push(Idle {
+        g.idle.push(Idle {
             id,
+            stack_size,
             handoff: handoff.clone(),
         });
-        Ok(None)
-    }
-
-    /// An idle thread whose keep-alive passed leaves its lane, unless a
-    /// waker took it off the list (it waits for that wake then), or the lane
-    /// needs it to back its ready work. True: the thread ends.
-    fn expire(&self, id: u64, stack_size: usize) -> bool {
-        let mut g = self.lock();
-        let lane = g.lane(stack_size);
-        let Some(pos) = lane.idle.iter().position(|i| i.id == id) else {
-            return false;
-        };
-        if lane.idle.len() - 1 + lane.searching < lane.ready.len() + lane.reserved {
-            return false;
-        }
-        lane.idle.swap_remove(pos);
         true
     }
 
@@ -735,86 +658,85 @@ impl Pool {
         let handoff = Arc::new(Handoff {
             slot: crate::core::sync::Mutex::new(None),
             full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
             thread: current_thread(),
         });
         let mut named = thread_name(&first.name);
-        let mut next = Some((first, capped));
-        loop {
-            while let Some((work, capped)) = next.take() {
-                rename(&mut named, &work.name);
-                // A panicking Rust completion must not kill the thread with its
-                // slot counted; C callbacks cannot unwind.
-                let _ = catch_unwind(AssertUnwindSafe(work.task));
-                // One hold of the pool's lock frees the slot (or passes it
-                // straight to the oldest queued task), takes ready work or lists
-                // the thread idle (or ends it): thousands of threads ending at
-                // once contend for it.
+        let mut next = Some((first.task, capped));
+        while let Some((task, capped)) = next.take() {
+            // A panicking Rust completion must not kill the thread with its slot
+            // counted; C callbacks cannot unwind.
+            let _ = catch_unwind(AssertUnwindSafe(task));
+            // One hold of the pool's lock frees the slot (or passes it straight
+            // to the oldest queued task) and lists the thread idle (or ends it):
+            // thousands of threads ending at once contend for it.
+            let queued = {
                 let mut g = self.lock();
+                let mut work = None;
                 if capped {
-                    let mut queued = None;
                     if g.max_running == 0 || g.running <= g.max_running {
-                        queued = g.queue.pop_front();
+                        work = g.queue.pop_front();
                     }
-                    match queued {
-                        // Runs here when the stack fits, else on a thread that
-                        // has it.
-                        Some((_, work)) if work.stack_size == stack_size => {
-                            next = Some((work, true));
-                            continue;
-                        }
-                        Some((_, work)) => {
-                            drop(g);
-                            match self.launch(work, true) {
-                                Ok(launch) => drop(launch),
-                                Err((_, work)) => self.requeue(work),
-                            }
-                            g = self.lock();
-                        }
-                        None => g.running -= 1,
+                    if work.is_none() {
+                        g.running -= 1;
                     }
                 }
-                match self.next_or_idle(g, id, stack_size, &handoff) {
-                    Ok(Some(message)) => next = Some(message),
-                    Ok(None) => {}
-                    Err(()) => return,
+                if work.is_none() && !self.list_idle(&mut g, id, stack_size, &handoff) {
+                    return;
                 }
+                work
+            };
+            match queued {
+                // Runs here when the stack fits, else on a thread that has it.
+                Some((_, work)) if work.stack_size == stack_size => {
+                    rename(&mut named, &work.name);
+                    next = Some((work.task, true));
+                    continue;
+                }
+                Some((_, work)) => {
+                    match self.launch(work, true) {
+                        Ok(launch) => drop(launch),
+                        Err((_, work)) => self.requeue(work),
+                    }
+                    if !self.list_idle(&mut self.lock(), id, stack_size, &handoff) {
+                        return;
+                    }
+                }
+                None => {}
             }
-            // Listed idle: look for a wake a short while before parking, so a
-            // burst's next wake costs no system call.
+            // Listed idle: look for the next job a short while before parking,
+            // so a burst hands jobs over without waking anyone.
             if start_looking() {
                 handoff.spin(SPIN_FOR);
                 stop_looking();
             }
             let start = Instant::now();
             let keep_alive = start + self.config.keep_alive;
-            let mut wake = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
-            if wake.is_none() && keep_alive > start + IDLE_NAME_AFTER {
+            let mut message = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
+            if message.is_none() && keep_alive > start + IDLE_NAME_AFTER {
                 rename(&mut named, "bgjob-idle");
-                wake = handoff.recv(Some(keep_alive));
+                message = handoff.recv(Some(keep_alive));
             }
-            let wake = match wake {
-                Some(wake) => wake,
-                None => loop {
-                    if self.expire(id, stack_size) {
+            let message = match message {
+                Some(message) => message,
+                None => {
+                    let mut g = self.lock();
+                    if let Some(pos) = g.idle.iter().position(|i| i.id == id) {
+                        g.idle.swap_remove(pos);
                         return;
                     }
-                    // Taken off the list by a waker (who is about to send), or
-                    // needed by the lane: wait on.
-                    if let Some(wake) = handoff.recv(Some(Instant::now() + self.config.keep_alive))
-                    {
-                        break wake;
+                    drop(g);
+                    // A spawner took this thread off the list just now and is
+                    // about to send; wait for its work.
+                    match handoff.recv(None) {
+                        Some(message) => message,
+                        None => return,
                     }
-                },
+                }
             };
-            let Wake = wake;
-            let mut g = self.lock();
-            let lane = g.lane(stack_size);
-            lane.searching = lane.searching.saturating_sub(1);
-            match self.next_or_idle(g, id, stack_size, &handoff) {
-                Ok(Some(message)) => next = Some(message),
-                Ok(None) => {}
-                Err(()) => return,
-            }
+            let (work, capped) = message;
+            rename(&mut named, &work.name);
+            next = Some((work.task, capped));
         }
     }
 }
