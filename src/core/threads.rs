@@ -12,9 +12,9 @@
 //!
 //! A burst of short jobs must not pay a futex wake and a context switch per
 //! job. A thread whose job ended lists itself idle and, before it parks, looks
-//! for work for a short while ([`SPIN_FOR`], at most one such thread per CPU the
-//! process may run on but one): handing a job to a thread that is still looking is a
-//! store and an atomic swap, no system call. Only when no thread is looking is
+//! for work for a short while ([`SPIN_FOR`], at most one such thread per CPU
+//! the process may run on but one): handing a job to a thread that is still
+//! looking is a store and an atomic swap, no system call. Only when no thread is looking is
 //! a parked one woken (GLib's GThreadPool, Go's and Tokio's schedulers follow
 //! the same rule: wake a thread only if none is already looking for work). The
 //! promise above is unchanged: every job still gets a thread of its own at

@@ -30,8 +30,8 @@ fn submit(p: &'static Pool, stack_size: usize, task: Box<dyn FnOnce() + Send>) {
 /// started (while another job blocks its thread) can only all finish if none
 /// was put behind another's running thread. Stack sizes alternate, so a
 /// looking thread of the wrong size must not take a job either. With
-/// `max_idle` 1 most threads end as soon as their job does, unless work
-/// promised to their stack size needs them.
+/// `max_idle` 1 most threads end as soon as their job does, so new threads
+/// start mid-round too.
 #[test]
 fn uncapped_no_job_waits_behind_a_running_one_while_threads_look_for_work() {
     const N: usize = 8;
