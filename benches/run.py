@@ -25,14 +25,16 @@ import sys
 TARGETS = [
     ("roundtrip.bgjob.p50", "roundtrip.gtask.p50", "<=", 0.7),
     ("roundtrip.bgjob.p50", "roundtrip.pthread.p50", "<=", 0.5),
-    ("burst.bgjob_capped.jobs_per_s", "burst.gtask.jobs_per_s", ">=", 1.0),
-    ("burst.bgjob.jobs_per_s", "burst.gtask.jobs_per_s", ">=", 0.5),
+    ("burst.bgjob_capped.jobs_per_s", "burst.gtask.jobs_per_s", ">=", 1.5),
+    ("burst.bgjob.jobs_per_s", "burst.gtask.jobs_per_s", ">=", 1.5),
     ("cancel.bgjob.p50", "cancel.gcancellable_fd.p50", "<=", 1.2),
     ("progress.bgjob.polled", "progress.mutex.polled", "<=", 0.1),
     ("progress.bgjob.polled", "progress.atomic.polled", "<=", 3.0),
     ("dispatch.bgjob.p50", "dispatch.eventfd.p50", "<=", 1.2),
     ("dispatch.bgjob.p50", "dispatch.gmain_invoke.p50", "<=", 0.6),
     ("scale.bgjob.create_cancel_reap_ms", "scale.pthread.create_cancel_reap_ms", "<=", 1.5),
+    ("scale.bgjob.cancel_ms", "scale.pthread.cancel_ms", "<=", 1.2),
+    ("scale.bgjob.cancel_reverse_ms", "scale.pthread.cancel_reverse_ms", "<=", 0.5),
     ("scale.bgjob.mem_kib_per_job", "scale.pthread.mem_kib_per_job", "<=", 1.5),
 ]
 

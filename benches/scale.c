@@ -12,7 +12,9 @@
  *            pthread_join
  *
  * Each subject runs in a child process of its own, so neither sees the
- * other's threads or memory.
+ * other's threads or memory; each runs once more cancelling in reverse
+ * creation order (cancel_reverse_ms): the last-created waiter sits at the far
+ * end of its futex hash chain, so a wake that walks chains shows there.
  */
 #include "bench.h"
 
@@ -28,6 +30,9 @@
 #define STACK (64 * 1024)
 
 static atomic_long entered;
+
+/* Cancel the newest job first (and report only that cancel time). */
+static bool reverse;
 
 /* A field of /proc/self/status or /proc/meminfo, in kB. */
 static long kb_field(const char *path, const char *key)
@@ -67,6 +72,12 @@ struct times {
 static void report(const char *who, const struct times *t, size_t n)
 {
     char name[96];
+
+    if (reverse) {
+        snprintf(name, sizeof name, "scale.%s.cancel_reverse_ms", who);
+        fig(name, (double)t->cancel / 1e6, "ms");
+        return;
+    }
 
 #define SCALE_FIG(field, value, unit)                                             \
     do {                                                                          \
@@ -119,7 +130,7 @@ static void run_bgjob(size_t n)
     t.getinfo = now_ns() - t0;
     t0 = now_ns();
     for (size_t i = 0; i < n; i++)
-        BENCH_CHECK(bgjob_job_cancel(jobs[i], NULL) == BGJOB_RESULT_OK);
+        BENCH_CHECK(bgjob_job_cancel(jobs[reverse ? n - 1 - i : i], NULL) == BGJOB_RESULT_OK);
     t.cancel = now_ns() - t0;
     t0 = now_ns();
     for (size_t i = 0; i < n; i++) {
@@ -184,10 +195,12 @@ static void run_pthread(size_t n)
     t.getinfo = now_ns() - t0;
     t0 = now_ns();
     for (size_t i = 0; i < n; i++) {
-        pthread_mutex_lock(&raws[i].mu);
-        raws[i].cancel = true;
-        pthread_cond_signal(&raws[i].cv);
-        pthread_mutex_unlock(&raws[i].mu);
+        struct raw *r = &raws[reverse ? n - 1 - i : i];
+
+        pthread_mutex_lock(&r->mu);
+        r->cancel = true;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->mu);
     }
     t.cancel = now_ns() - t0;
     t0 = now_ns();
@@ -206,13 +219,14 @@ int main(int argc, char **argv)
     const size_t n = bench_n(10000, 300);
     void (*const subjects[])(size_t) = {run_bgjob, run_pthread};
 
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < 4; i++) {
         pid_t pid = fork();
         int status;
 
         BENCH_CHECK(pid >= 0);
         if (pid == 0) {
-            subjects[i](n);
+            reverse = i >= 2;
+            subjects[i % 2](n);
             fflush(stdout);
             _exit(0);
         }

@@ -356,3 +356,45 @@ fn canary_catches_a_lost_wakeup() {
         waiter.join().unwrap();
     });
 }
+
+static HANDOFF: Seen = Seen::new();
+
+/// A pool thread whose job ended looks for work a while, then parks; a
+/// submitter hands it a job (stores it, unparks the thread) at any point of
+/// that: while it looks, as it gives up, as it parks, after it parked. The
+/// thread always gets the job and runs it exactly once (a lost hand-off is a
+/// deadlock, which loom reports). The real `Handoff` of `threads.rs` runs.
+#[test]
+fn pool_handoff_to_a_looking_or_parked_thread() {
+    use super::threads::Handoff;
+    HANDOFF.reset();
+    explore(
+        "pool: hand-off to a thread looking for work or parked",
+        || {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = loom::sync::mpsc::channel();
+            let idle = {
+                let ran = ran.clone();
+                thread::spawn(move || {
+                    let handoff = Arc::new(Handoff::for_model());
+                    tx.send(handoff.clone()).unwrap();
+                    handoff.wait_for_model();
+                    assert_eq!(ran.load(SeqCst), 1, "the task did not run on this thread");
+                })
+            };
+            let handoff = rx.recv().unwrap();
+            let (r, looked) = (ran.clone(), handoff.is_looking_for_model());
+            handoff.send_for_model(Box::new(move || {
+                r.fetch_add(1, SeqCst);
+            }));
+            idle.join().unwrap();
+            assert_eq!(ran.load(SeqCst), 1, "the task ran other than once");
+            HANDOFF.note(if looked {
+                "sent while looking"
+            } else {
+                "sent otherwise"
+            });
+        },
+    );
+    HANDOFF.require("pool hand-off", &["sent while looking", "sent otherwise"]);
+}

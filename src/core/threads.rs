@@ -9,17 +9,156 @@
 //! next one straight from it (GLib's GThreadPool and QEMU's thread pool work the
 //! same way). A failed thread start (EAGAIN) is returned to the caller, who leaves
 //! nothing behind.
+//!
+//! A burst of short jobs must not pay a futex wake and a context switch per
+//! job. A thread whose job ended lists itself idle and, before it parks, looks
+//! for work for a short while ([`SPIN_FOR`], at most one such thread per CPU
+//! the process may run on but one): handing a job to a thread that is still
+//! looking is a store and an atomic swap, no system call. Only when no thread is looking is
+//! a parked one woken (GLib's GThreadPool, Go's and Tokio's schedulers follow
+//! the same rule: wake a thread only if none is already looking for work). The
+//! promise above is unchanged: every job still gets a thread of its own at
+//! submit time, looking, parked or new, never a place behind a running job.
+//!
+//! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
+//! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
+//! thousand jobs blocked in their own waits would share its few chains.
 
+use crate::core::atomic::AtomicBool;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::Thread;
+// The hand-off is loom's under --cfg loom (`make loom` models it).
+#[cfg(loom)]
+use loom::thread::{Thread, current as current_thread, park, yield_now};
+#[cfg(not(loom))]
+use std::thread::{Thread, current as current_thread, park, yield_now};
 use std::time::{Duration, Instant};
 
 /// An idle thread keeps the last job's name this long before it renames itself
 /// "bgjob-idle": a burst of jobs with one name renames nothing.
 const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
+
+/// How long a thread whose job ended looks for its next one before it parks.
+/// A burst hands jobs out faster than this; an idle thread costs this much CPU
+/// (mostly in sched_yield, which gives way to any thread that wants the CPU)
+/// once per job, then nothing.
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// How many of the last listed idle threads a submitter checks for one still
+/// looking for work.
+const LOOKING_SCAN: usize = 8;
+
+/// Threads looking for work now (all pools): at most one per CPU the process
+/// may run on but one, so looking never takes the CPU a submitter needs.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Pool threads alive now (all pools).
+static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// (live threads, futex hash slots): once that many pool threads live, the
+/// process's private futex hash gets that many buckets (about four per
+/// thread, as the kernel's own sizing, which stops at 4 per CPU).
+pub(crate) const FUTEX_HASH_STEPS: [(usize, u64); 2] = [(256, 1024), (4096, 16384)];
+
+/// The largest futex hash asked for so far.
+static FUTEX_HASH_ASKED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a pool thread alive while it is held.
+struct LiveThread;
+
+impl LiveThread {
+    fn enter() -> LiveThread {
+        forget_parent_threads();
+        let n = LIVE_THREADS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= FUTEX_HASH_STEPS[0].0 {
+            grow_futex_hash(n);
+        }
+        LiveThread
+    }
+}
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        decrement(&LIVE_THREADS);
+    }
+}
+
+/// Enlarges the futex hash for `threads` live threads, once per step. A
+/// kernel without `PR_FUTEX_HASH` (before 6.16), or one that refuses the size,
+/// keeps its hash: a slower wake, never an error.
+pub(crate) fn grow_futex_hash(threads: usize) {
+    let Some(&(_, slots)) = FUTEX_HASH_STEPS.iter().rev().find(|(at, _)| threads >= *at) else {
+        return;
+    };
+    if FUTEX_HASH_ASKED.fetch_max(slots, Ordering::Relaxed) >= slots {
+        return;
+    }
+    set_futex_hash(slots);
+}
+
+/// Asks for a futex hash of `slots` buckets; a refusal is logged and ignored.
+pub(crate) fn set_futex_hash(slots: u64) {
+    if let Err(e) = crate::sys::set_futex_hash_slots(slots) {
+        crate::core::log::debug(format_args!(
+            "futex hash of {slots} buckets not set (kept the kernel's): {e}"
+        ));
+    }
+}
+
+/// CPUs this process may run on (read once; an atomic, not a `OnceLock`, so
+/// fork() never finds it half made).
+fn cpus() -> usize {
+    static CPUS: AtomicUsize = AtomicUsize::new(0);
+    let n = CPUS.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    CPUS.store(n, Ordering::Relaxed);
+    n
+}
+
+/// Counts the calling thread among those looking for work if fewer than one
+/// per CPU but one are (so looking never takes the last CPU, and a process
+/// bound to one CPU never looks); then it must call [`stop_looking`]. A forked child starts
+/// with none (the parent's lookers are not its threads).
+fn start_looking() -> bool {
+    forget_parent_threads();
+    if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() - 1 {
+        return true;
+    }
+    stop_looking();
+    false
+}
+
+/// Uncounts a thread [`start_looking`] counted.
+fn stop_looking() {
+    decrement(&SPINNING);
+}
+
+/// Takes one off a count, never below zero (a thread counted before a
+/// fork's reset may uncount itself after it).
+fn decrement(count: &AtomicUsize) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        Some(n.saturating_sub(1))
+    });
+}
+
+/// In a forked child, the first call starts the counts of threads afresh:
+/// the parent's threads are not the child's, and the child's futex hash is
+/// the kernel's default again.
+fn forget_parent_threads() {
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+    let forks = crate::sys::fork_generation();
+    if FORKS.load(Ordering::Relaxed) != forks && FORKS.swap(forks, Ordering::Relaxed) != forks {
+        SPINNING.store(0, Ordering::Relaxed);
+        LIVE_THREADS.store(0, Ordering::Relaxed);
+        FUTEX_HASH_ASKED.store(0, Ordering::Relaxed);
+    }
+}
 
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
 /// thread with an unrepresentable stack size and panics instead of failing.
@@ -63,20 +202,75 @@ struct Work {
 type Message = (Work, bool);
 
 /// Where an idle thread waits for its next work: a one-message slot and the
-/// thread to unpark (no allocation per hand-off, no spinning, one futex wake).
-struct Handoff {
-    slot: Mutex<Option<Message>>,
+/// thread to unpark (no allocation per hand-off; one futex wake if the thread
+/// is parked, none while it still looks for work).
+///
+/// Why no hand-off is lost: the message is stored and `full` set under the
+/// slot's lock, then the thread is unparked. A looking thread that sees `full`
+/// takes the message under the lock; one that stops looking takes under the
+/// lock too before it parks, and an unpark that comes after that take leaves
+/// the park token set, so the park returns at once. `make loom` checks it
+/// (`pool_handoff_*` in loom_tests.rs).
+pub(crate) struct Handoff {
+    slot: crate::core::sync::Mutex<Option<Message>>,
+    /// Whether `slot` holds a message; changed under its lock, read without
+    /// it by a thread looking for work (a hint: the slot decides).
+    full: AtomicBool,
+    /// Whether the thread is looking for work now (in `spin`): a submitter
+    /// prefers it, as handing it a job wakes no one.
+    looking: AtomicBool,
     thread: Thread,
 }
 
 impl Handoff {
+    /// Stores the message and unparks the thread: a system call only if it
+    /// is parked, none while it looks for work (`spin`).
     fn send(&self, message: Message) {
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(message);
+            self.full.store(true, Ordering::Release);
+        }
         self.thread.unpark();
     }
 
     fn take(&self) -> Option<Message> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        self.full.store(false, Ordering::Relaxed);
+        slot.take()
+    }
+
+    /// Looks for a message for up to `budget`, without parking: true once one
+    /// is there. Spins briefly, then yields the CPU between looks, so on a
+    /// busy (or single) CPU the thread that will send gets to run.
+    fn spin(&self, budget: Duration) -> bool {
+        let start = Instant::now();
+        let mut looks = 0u32;
+        self.looking.store(true, Ordering::Relaxed);
+        loop {
+            if self.full.load(Ordering::Acquire) {
+                self.looking.store(false, Ordering::Relaxed);
+                return true;
+            }
+            looks += 1;
+            // Under loom a look is a yield and the budget two looks: a model
+            // must end, and time does not pass there.
+            if cfg!(loom) {
+                yield_now();
+                if looks >= 2 {
+                    self.looking.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            } else if looks < 64 {
+                std::hint::spin_loop();
+            } else {
+                yield_now();
+                if looks.is_multiple_of(8) && start.elapsed() >= budget {
+                    self.looking.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
     }
 
     /// Waits for a message until `deadline` (`None`: forever).
@@ -86,16 +280,56 @@ impl Handoff {
                 return Some(message);
             }
             match deadline {
-                None => std::thread::park(),
+                None => park(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
+                    #[cfg(loom)]
+                    park();
+                    #[cfg(not(loom))]
                     std::thread::park_timeout(d - now);
                 }
             }
         }
+    }
+}
+
+/// For `make loom`: a hand-off as a pool thread uses it, carrying a task.
+#[cfg(all(loom, test))]
+impl Handoff {
+    /// The calling thread's hand-off.
+    pub(crate) fn for_model() -> Handoff {
+        Handoff {
+            slot: crate::core::sync::Mutex::new(None),
+            full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
+            thread: current_thread(),
+        }
+    }
+
+    /// Whether the thread says it looks for work now.
+    pub(crate) fn is_looking_for_model(&self) -> bool {
+        self.looking.load(Ordering::Relaxed)
+    }
+
+    /// A submitter handing over `task` (as dropping a `Launch` does).
+    pub(crate) fn send_for_model(&self, task: Task) {
+        let work = Work {
+            name: String::new(),
+            stack_size: 0,
+            task,
+        };
+        self.send((work, false));
+    }
+
+    /// The idle thread: looks for work, then parks until it comes (as
+    /// `thread_main` does, without the keep-alive); runs the task it got.
+    pub(crate) fn wait_for_model(&self) {
+        self.spin(SPIN_FOR);
+        let (work, _) = self.recv(None).expect("woken without a message");
+        (work.task)();
     }
 }
 
@@ -351,10 +585,18 @@ impl Pool {
         let (idle, id) = {
             let mut g = self.lock();
             g.next_id += 1;
-            let idle = g
+            // A thread still looking for work first (no wake needed), among
+            // the last few listed; else the one listed last.
+            let fits = |i: &Idle| i.stack_size == work.stack_size;
+            let looking = g
                 .idle
                 .iter()
-                .rposition(|i| i.stack_size == work.stack_size)
+                .rev()
+                .take(LOOKING_SCAN)
+                .position(|i| fits(i) && i.handoff.looking.load(Ordering::Relaxed))
+                .map(|back| g.idle.len() - 1 - back);
+            let idle = looking
+                .or_else(|| g.idle.iter().rposition(fits))
                 .map(|pos| g.idle.swap_remove(pos));
             (idle, g.next_id)
         };
@@ -375,6 +617,7 @@ impl Pool {
         let slot = Arc::new(Mutex::new(Some(message)));
         let thread_slot = slot.clone();
         let spawned = builder.spawn(move || {
+            let _live = LiveThread::enter();
             let first = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((work, capped)) = first {
                 self.thread_main(id, stack_size, work, capped);
@@ -413,8 +656,10 @@ impl Pool {
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff {
-            slot: Mutex::new(None),
-            thread: std::thread::current(),
+            slot: crate::core::sync::Mutex::new(None),
+            full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
+            thread: current_thread(),
         });
         let mut named = thread_name(&first.name);
         let mut next = Some((first.task, capped));
@@ -458,6 +703,12 @@ impl Pool {
                     }
                 }
                 None => {}
+            }
+            // Listed idle: look for the next job a short while before parking,
+            // so a burst hands jobs over without waking anyone.
+            if start_looking() {
+                handoff.spin(SPIN_FOR);
+                stop_looking();
             }
             let start = Instant::now();
             let keep_alive = start + self.config.keep_alive;

@@ -47,6 +47,63 @@ pub(crate) fn set_current_thread_name(name: &str) {
     }
 }
 
+/// `prctl(PR_FUTEX_HASH, …)` (Linux 6.16, include/uapi/linux/prctl.h): the
+/// process's private futex hash. libc does not name these yet.
+const PR_FUTEX_HASH: i32 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
+#[cfg(test)]
+const PR_FUTEX_HASH_GET_SLOTS: libc::c_ulong = 2;
+
+/// Gives this process a private futex hash of `slots` buckets (a power of
+/// two; 0 = the kernel's global hash). Since Linux 6.16 a process gets a
+/// private hash sized by its CPUs (16 buckets on 2 vCPUs), so thousands of
+/// threads blocked on their own futexes share a few chains, and every wake
+/// walks one. Fails with EINVAL on older kernels (the option is unknown) and
+/// for a size the kernel refuses; callers treat it as a hint and ignore that.
+pub(crate) fn set_futex_hash_slots(slots: u64) -> std::io::Result<()> {
+    // The kernel reads the size as 32 bits: a larger one would be cut (1 << 32
+    // to 0, which means "the global hash"), so it is refused here.
+    let slots = u32::try_from(slots).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?
+        as libc::c_ulong;
+    // SAFETY: PR_FUTEX_HASH takes integers only (no pointers); an unknown
+    // option or a refused size returns -1 with errno and changes nothing.
+    let r = unsafe {
+        libc::prctl(
+            PR_FUTEX_HASH,
+            PR_FUTEX_HASH_SET_SLOTS,
+            slots,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The private futex hash's size (0: the global hash), or the error of a
+/// kernel without `PR_FUTEX_HASH`.
+#[cfg(test)]
+pub(crate) fn futex_hash_slots() -> std::io::Result<u64> {
+    // SAFETY: integers only, as above; GET_SLOTS only reads.
+    let r = unsafe {
+        libc::prctl(
+            PR_FUTEX_HASH,
+            PR_FUTEX_HASH_GET_SLOTS,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
+    }
+}
+
 /// Registers fork handlers (pthread_atfork): `prepare` runs in the forking
 /// thread just before fork(), `parent` after it in the parent, `child` in the
 /// child. Returns false if they could not be registered (ENOMEM).
