@@ -1,0 +1,211 @@
+//! Tests of the pool's own rules (the job-level ones are in core/tests).
+use super::*;
+use std::sync::mpsc;
+
+/// The spawn result without the (non-Debug) task, for unwrap.
+fn started(r: Result<(), (io::Error, Task)>) -> io::Result<()> {
+    r.map_err(|(e, _)| e)
+}
+
+fn pool(keep_alive_ms: u64) -> &'static Pool {
+    Box::leak(Box::new(Pool::new(PoolConfig {
+        keep_alive: Duration::from_millis(keep_alive_ms),
+        max_idle: 4,
+        max_running: 0,
+    })))
+}
+
+fn capped_pool(max_running: usize) -> &'static Pool {
+    Box::leak(Box::new(Pool::new(PoolConfig {
+        keep_alive: Duration::from_millis(5_000),
+        max_idle: 4,
+        max_running,
+    })))
+}
+
+/// Submits a task that blocks until the returned sender sends (or drops).
+fn blocker(p: &'static Pool, stack_size: usize) -> (mpsc::Sender<()>, Submitted) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let s = p
+        .submit(
+            "blocker",
+            stack_size,
+            Box::new(move || {
+                let _ = rx.recv();
+            }),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    (tx, s)
+}
+
+fn submit_ok(p: &'static Pool, task: Task) -> Submitted {
+    p.submit("task", 0, task).map_err(|(e, _)| e).unwrap()
+}
+
+#[test]
+fn a_cap_queues_tasks_and_runs_them_in_order() {
+    let p = capped_pool(2);
+    let (release1, s1) = blocker(p, 0);
+    let (release2, s2) = blocker(p, 0);
+    assert!(matches!(s1, Submitted::Running(_)));
+    assert!(matches!(s2, Submitted::Running(_)));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, done_rx) = mpsc::channel();
+    for i in 0..3 {
+        let (order, done) = (order.clone(), done_tx.clone());
+        let s = submit_ok(
+            p,
+            Box::new(move || {
+                order.lock().unwrap().push(i);
+                done.send(()).unwrap();
+            }),
+        );
+        assert!(matches!(s, Submitted::Queued(_)), "task {i}: {s:?}");
+    }
+    assert_eq!((p.running(), p.queued()), (2, 3));
+    assert!(order.lock().unwrap().is_empty(), "ran past the cap");
+    // One slot frees: its thread runs the queue, oldest first, one at a time.
+    release1.send(()).unwrap();
+    for _ in 0..3 {
+        done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    release2.send(()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while p.running() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!((p.running(), p.queued()), (0, 0));
+}
+
+#[test]
+fn a_withdrawn_task_never_runs() {
+    let p = capped_pool(1);
+    let (release, _) = blocker(p, 0);
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = ran.clone();
+    let Submitted::Queued(ticket) = submit_ok(
+        p,
+        Box::new(move || r.store(true, std::sync::atomic::Ordering::SeqCst)),
+    ) else {
+        panic!("not queued at the cap");
+    };
+    let task = p.withdraw(ticket).expect("still queued");
+    assert!(p.withdraw(ticket).is_none(), "withdrawn twice");
+    assert_eq!(p.queued(), 0);
+    drop(task);
+    release.send(()).unwrap();
+    // The freed slot finds nothing queued; a later task still runs.
+    let (tx, rx) = mpsc::channel();
+    submit_ok(p, Box::new(move || tx.send(()).unwrap()));
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
+fn raising_the_cap_starts_queued_tasks() {
+    let p = capped_pool(1);
+    let (release, _) = blocker(p, 0);
+    let (tx, rx) = mpsc::channel();
+    // A different stack size: it needs a thread of its own.
+    let s = p
+        .submit("queued", 256 * 1024, Box::new(move || tx.send(()).unwrap()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert!(matches!(s, Submitted::Queued(_)));
+    p.set_max_running(2);
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the queued task ran while the blocker still holds its slot");
+    assert_eq!(p.max_running(), 2);
+    release.send(()).unwrap();
+}
+
+#[test]
+fn a_queued_task_with_another_stack_size_runs_when_a_slot_frees() {
+    let p = capped_pool(1);
+    let (release, _) = blocker(p, 0);
+    let (tx, rx) = mpsc::channel();
+    let s = p
+        .submit("big", 512 * 1024, Box::new(move || tx.send(()).unwrap()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert!(matches!(s, Submitted::Queued(_)));
+    release.send(()).unwrap();
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn threads_are_named_and_reused() {
+    let p = pool(5_000);
+    let (tx, rx) = mpsc::channel();
+    let t = tx.clone();
+    started(p.spawn(
+        "first-job",
+        0,
+        Box::new(move || {
+            let me = std::thread::current();
+            t.send((me.id(), me.name().map(str::to_owned))).unwrap();
+        }),
+    ))
+    .unwrap();
+    let (first_id, first_name) = rx.recv().unwrap();
+    assert_eq!(first_name.as_deref(), Some("first-job"));
+    while p.idle_threads() == 0 {
+        std::thread::yield_now();
+    }
+    started(p.spawn(
+        "second",
+        0,
+        Box::new(move || {
+            tx.send((std::thread::current().id(), None)).unwrap();
+        }),
+    ))
+    .unwrap();
+    let (second_id, _) = rx.recv().unwrap();
+    assert_eq!(first_id, second_id, "the idle thread should be reused");
+}
+
+#[test]
+fn no_job_waits_behind_another() {
+    let p = pool(5_000);
+    let (block_tx, block_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    started(p.spawn(
+        "blocker",
+        0,
+        Box::new(move || {
+            block_rx.recv().unwrap();
+        }),
+    ))
+    .unwrap();
+    started(p.spawn("free", 0, Box::new(move || done_tx.send(()).unwrap()))).unwrap();
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("second job ran while the first was blocked");
+    block_tx.send(()).unwrap();
+}
+
+#[test]
+fn idle_threads_expire() {
+    let p = pool(20);
+    let (tx, rx) = mpsc::channel();
+    started(p.spawn("short", 0, Box::new(move || tx.send(()).unwrap()))).unwrap();
+    rx.recv().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.idle_threads() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        p.idle_threads(),
+        0,
+        "the idle thread outlived its keep-alive"
+    );
+}
+
+#[test]
+fn long_names_are_cut_on_a_char_boundary() {
+    assert_eq!(thread_name("copy-disk-image-vda"), "copy-disk-image");
+    assert_eq!(thread_name("ééééééééé"), "ééééééé");
+    assert_eq!(thread_name("a\0b"), "ab");
+}
