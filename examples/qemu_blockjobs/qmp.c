@@ -111,11 +111,23 @@ int qmp_take_reply(struct qmp *q, uint64_t id, json_t **reply_out)
     for (size_t i = 0; i < q->rep_count; i++) {
         if (q->rep[i].id == id) {
             *reply_out = q->rep[i].obj;
-            q->rep[i] = q->rep[--q->rep_count];
+            memmove(q->rep + i, q->rep + i + 1, (q->rep_count - i - 1) * sizeof *q->rep);
+            q->rep_count--;
             return 1;
         }
     }
     return 0;
+}
+
+int qmp_take_any_reply(struct qmp *q, uint64_t *id_out, json_t **reply_out)
+{
+    if (q->rep_count == 0)
+        return 0;
+    *id_out = q->rep[0].id;
+    *reply_out = q->rep[0].obj;
+    memmove(q->rep, q->rep + 1, (q->rep_count - 1) * sizeof *q->rep);
+    q->rep_count--;
+    return 1;
 }
 
 /* One line of QMP: an event, a reply (with our numeric id), or the greeting. */

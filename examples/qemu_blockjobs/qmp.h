@@ -60,6 +60,11 @@ int qmp_send(struct qmp *q, const char *cmd, json_t *args, uint64_t *id_out);
  * whole reply object, with "return" or "error"), 0 when not yet. */
 int qmp_take_reply(struct qmp *q, uint64_t id, json_t **reply_out);
 
+/* Any reply that came (the oldest first): 1 with *id_out and *reply_out (a
+ * new reference), 0 when none waits. For a loop that keeps a table of the
+ * commands it sent. */
+int qmp_take_any_reply(struct qmp *q, uint64_t *id_out, json_t **reply_out);
+
 /* The oldest queued event (a new reference) or NULL. */
 json_t *qmp_next_event(struct qmp *q);
 

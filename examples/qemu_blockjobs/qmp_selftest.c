@@ -25,6 +25,7 @@
 #include "qsd.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -600,37 +601,82 @@ static int step4_transaction(void)
     return 0;
 }
 
+/* A deadline, driven the way the bgjob glue will be: one poll loop on the
+ * QMP socket (qmp_fd + qmp_process), commands sent without waiting
+ * (qmp_send) and their replies matched by id, a progress tick, and at the
+ * deadline a job-cancel; the loop ends when QEMU has dismissed the job. */
 static int step5_deadline(void)
 {
     CHECK(node_add("t5", 0, true) == 0, "target t5");
-    int64_t deadline = qmp_now_ms() + 1500;
-    CHECK(run("blockdev-mirror", mirror_args("m5", "t5", 1 * MIB), NULL) == 0, "blockdev-mirror");
-    /* A poll loop: progress every 500 ms, events as they come, cancel at the
-     * deadline. */
-    int64_t next_print = 0;
-    for (;;) {
+    int64_t start = qmp_now_ms();
+    int64_t deadline = start + 1500;
+    uint64_t mirror_id = 0, cancel_id = 0, query_id = 0;
+    CHECK(qmp_send(q, "blockdev-mirror", mirror_args("m5", "t5", 1 * MIB), &mirror_id) == QMP_OK, "send");
+    int64_t next_tick = start;
+    bool cancelled = false, dismissed = false, mirror_ok = false, cancel_ok = false;
+    long long at = -1, len = -1;
+    while (!dismissed) {
         int64_t now = qmp_now_ms();
-        if (now >= deadline)
-            break;
-        if (now >= next_print) {
-            print_progress("m5");
-            next_print = now + 500;
+        CHECK(now < deadline + STEP_MS, "m5 not over %d ms after its deadline", STEP_MS);
+        if (!cancel_id && now >= deadline) {
+            printf("    m5   deadline reached: cancelling\n");
+            CHECK(qmp_send(q, "job-cancel", json_pack("{s:s}", "id", "m5"), &cancel_id) == QMP_OK, "send");
         }
-        json_t *ev;
-        int64_t wake = deadline < next_print ? deadline : next_print;
-        if (qmp_wait_any_event(q, (int)(wake - now), &ev) == QMP_OK) {
+        if (now >= next_tick) {
+            if (!query_id && !cancel_id)
+                CHECK(qmp_send(q, "query-jobs", NULL, &query_id) == QMP_OK, "send");
+            next_tick = now + 500;
+        }
+        int64_t wake = next_tick;
+        if (!cancel_id && deadline < wake)
+            wake = deadline;
+        struct pollfd p = {.fd = qmp_fd(q), .events = POLLIN};
+        int n = poll(&p, 1, wake > now ? (int)(wake - now) : 0);
+        CHECK(n >= 0 || errno == EINTR, "poll: %s", strerror(errno));
+        if (n <= 0)
+            continue;
+        int rc = qmp_process(q);
+        CHECK(rc == QMP_OK, "%s", qmp_error(q));
+        uint64_t id;
+        json_t *reply, *ev;
+        while (qmp_take_any_reply(q, &id, &reply)) {
+            bool ok = json_object_get(reply, "return") != NULL;
+            if (id == mirror_id)
+                mirror_ok = ok;
+            else if (id == cancel_id)
+                cancel_ok = ok;
+            else if (id == query_id) {
+                query_id = 0;
+                size_t i;
+                json_t *e;
+                json_array_foreach(json_object_get(reply, "return"), i, e)
+                {
+                    if (strcmp(jstr(e, "id"), "m5") == 0)
+                        printf("    m5   %-9s %6.1f / %.1f MiB\n", jstr(e, "status"),
+                               (double)jint(e, "current-progress") / MIB, (double)jint(e, "total-progress") / MIB);
+                }
+            }
+            json_decref(reply);
+        }
+        while ((ev = qmp_next_event(q))) {
             note_event(ev);
+            const char *name = jstr(ev, "event");
+            json_t *data = json_object_get(ev, "data");
+            if (strcmp(name, "BLOCK_JOB_CANCELLED") == 0 && strcmp(jstr(data, "device"), "m5") == 0) {
+                cancelled = true;
+                at = jint(data, "offset");
+                len = jint(data, "len");
+            }
+            if (strcmp(name, "JOB_STATUS_CHANGE") == 0 && strcmp(jstr(data, "id"), "m5") == 0 &&
+                strcmp(jstr(data, "status"), "null") == 0)
+                dismissed = true;
             json_decref(ev);
         }
-        CHECK(!qmp_disconnected(q), "daemon gone");
     }
-    printf("    m5   deadline reached: cancelling\n");
-    CHECK(run("job-cancel", json_pack("{s:s}", "id", "m5"), NULL) == 0, "job-cancel");
-    json_t *data = NULL;
-    CHECK(wait_event("BLOCK_JOB_CANCELLED", "m5", NULL, STEP_MS, &data) == 0, "m5 CANCELLED");
-    CHECK(jint(data, "offset") < jint(data, "len"), "m5 had finished");
-    json_decref(data);
-    CHECK(wait_status("m5", "null") == 0, "m5 dismissed");
+    CHECK(mirror_ok && cancel_ok, "blockdev-mirror %s, job-cancel %s", mirror_ok ? "ok" : "failed",
+          cancel_ok ? "ok" : "failed");
+    CHECK(cancelled && at < len, "m5 not cancelled mid-way (%lld of %lld)", at, len);
+    printf("    m5   cancelled at %.1f / %.1f MiB\n", (double)at / MIB, (double)len / MIB);
     CHECK(node_del("t5", true) == 0, "remove t5");
     return 0;
 }
