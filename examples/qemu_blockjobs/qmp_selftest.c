@@ -440,6 +440,43 @@ static int step1b_soft_cancel(void)
     return 0;
 }
 
+/* The verbs' edges the glue must know: job-complete before READY is refused;
+ * a pause of a READY mirror is STANDBY; a second job-pause is refused (QEMU
+ * keeps one user pause, bgjob's pauses nest); the speed set shows in
+ * query-block-jobs. */
+static int step1c_verb_edges(void)
+{
+    CHECK(node_add("t1c", 0, true) == 0, "target t1c");
+    CHECK(run("blockdev-mirror", mirror_args("m1c", "t1c", 8 * MIB), NULL) == 0, "blockdev-mirror");
+    CHECK(wait_status("m1c", "running") == 0, "m1c running");
+    int rc = qmp_execute(q, "job-complete", json_pack("{s:s}", "id", "m1c"), CMD_MS, NULL);
+    CHECK(rc == QMP_ECOMMAND, "job-complete before READY: rc %d", rc);
+    printf("    before READY: %s\n", qmp_error(q));
+    CHECK(run("block-job-set-speed", json_pack("{s:s, s:i}", "device", "m1c", "speed", 0), NULL) == 0, "set-speed");
+    json_t *bj = query_block_job("m1c");
+    CHECK(bj && jint(bj, "speed") == 0, "speed %lld after set-speed 0", bj ? jint(bj, "speed") : -1);
+    json_decref(bj);
+    CHECK(wait_event("BLOCK_JOB_READY", "m1c", NULL, STEP_MS, NULL) == 0, "m1c READY");
+    CHECK(run("job-pause", json_pack("{s:s}", "id", "m1c"), NULL) == 0, "job-pause");
+    CHECK(wait_status("m1c", "standby") == 0, "m1c standby");
+    rc = qmp_execute(q, "job-pause", json_pack("{s:s}", "id", "m1c"), CMD_MS, NULL);
+    CHECK(rc == QMP_ECOMMAND, "second job-pause: rc %d", rc);
+    printf("    second pause: %s\n", qmp_error(q));
+    CHECK(run("job-resume", json_pack("{s:s}", "id", "m1c"), NULL) == 0, "job-resume");
+    CHECK(wait_status("m1c", "ready") == 0, "m1c ready again");
+    rc = qmp_execute(q, "job-resume", json_pack("{s:s}", "id", "m1c"), CMD_MS, NULL);
+    CHECK(rc == QMP_ECOMMAND, "resume of a running job: rc %d", rc);
+    printf("    resume when not paused: %s\n", qmp_error(q));
+    CHECK(run("job-cancel", json_pack("{s:s}", "id", "m1c"), NULL) == 0, "job-cancel");
+    CHECK(wait_event("BLOCK_JOB_CANCELLED", "m1c", NULL, STEP_MS, NULL) == 0, "m1c CANCELLED");
+    CHECK(wait_status("m1c", "null") == 0, "m1c dismissed");
+    rc = qmp_execute(q, "job-cancel", json_pack("{s:s}", "id", "m1c"), CMD_MS, NULL);
+    CHECK(rc == QMP_ECOMMAND, "cancel of a dismissed job: rc %d", rc);
+    printf("    cancel after the end: %s\n", qmp_error(q));
+    CHECK(node_del("t1c", true) == 0, "remove t1c");
+    return 0;
+}
+
 static int step2_cancel(void)
 {
     CHECK(node_add("t2", 0, true) == 0, "target t2");
@@ -493,6 +530,10 @@ static int error_stop(const char *job, const char *target, int err_no, const cha
     json_t *j = query_job(job);
     CHECK(j && strcmp(jstr(j, "status"), "paused") == 0, "query-jobs status %s", j ? jstr(j, "status") : "-");
     json_decref(j);
+    /* The error stop is a user pause in QEMU: a job-pause now is refused. */
+    int rc = qmp_execute(q, "job-pause", json_pack("{s:s}", "id", job), CMD_MS, NULL);
+    CHECK(rc == QMP_ECOMMAND, "job-pause of an error-stopped job: rc %d", rc);
+    printf("    %-4s pause while stopped: %s\n", job, qmp_error(q));
 
     CHECK(run("job-resume", json_pack("{s:s}", "id", job), NULL) == 0, "job-resume");
     CHECK(wait_event("BLOCK_JOB_READY", job, NULL, STEP_MS, NULL) == 0, "%s READY after resume", job);
@@ -764,18 +805,27 @@ static int setup(void)
     return node_add("src", 0, false);
 }
 
+/* Every file the test may leave in its directory, spelled out at start so
+ * that remove_dir is async-signal-safe (unlink and rmdir only): it runs at
+ * exit and from qsd.c's signal handlers too. */
+#define MAX_FILES 16
+static char scratch[MAX_FILES][128];
+
+static void plan_cleanup(void)
+{
+    const char *names[] = {"src", "t1", "t1b", "t1c", "t2", "t3", "t3b", "t3c", "t4a", "t4b", "t4c", "t5", "t6", NULL};
+    int n = 0;
+    for (int i = 0; names[i] && n < MAX_FILES - 2; i++)
+        path_of(scratch[n++], sizeof scratch[0], names[i]);
+    snprintf(scratch[n++], sizeof scratch[0], "%s/qmp.sock", dir);
+    snprintf(scratch[n++], sizeof scratch[0], "%s/qsd.log", dir);
+}
+
 static void remove_dir(void)
 {
-    char path[128];
-    const char *names[] = {"src", "t1", "t1b", "t2", "t3", "t3b", "t3c", "t4a", "t4b", "t4c", "t5", "t6", NULL};
-    for (int i = 0; names[i]; i++) {
-        path_of(path, sizeof path, names[i]);
-        unlink(path);
-    }
-    snprintf(path, sizeof path, "%s/qmp.sock", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/qsd.log", dir);
-    unlink(path);
+    for (int i = 0; i < MAX_FILES; i++)
+        if (scratch[i][0])
+            unlink(scratch[i]);
     rmdir(dir);
 }
 
@@ -795,6 +845,8 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
+    plan_cleanup();
+    qsd_set_exit_hook(remove_dir);
     int64_t t0 = qmp_now_ms();
     if (setup() != 0) {
         fprintf(stderr, "qmp_selftest: setup failed\n");
@@ -810,6 +862,7 @@ int main(void)
         {"0 client errors", step0_client_errors},
         {"1 mirror", step1_mirror},
         {"1b soft cancel of a ready mirror", step1b_soft_cancel},
+        {"1c verbs at their edges", step1c_verb_edges},
         {"2 cancel mid-way", step2_cancel},
         {"3 EIO, stop policy", step3_eio},
         {"3b ENOSPC, stop policy", step3b_enospc},

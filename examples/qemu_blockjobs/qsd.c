@@ -49,6 +49,10 @@ static void kill_all(void)
     }
 }
 
+static void (*volatile exit_hook)(void);
+
+void qsd_set_exit_hook(void (*hook)(void)) { exit_hook = hook; }
+
 static void at_exit(void)
 {
     kill_all();
@@ -59,11 +63,15 @@ static void at_exit(void)
             live_pids[i] = 0;
         }
     }
+    if (exit_hook)
+        exit_hook();
 }
 
 static void on_signal(int sig)
 {
     kill_all();
+    if (exit_hook)
+        exit_hook();
     signal(sig, SIG_DFL);
     raise(sig);
 }

@@ -26,6 +26,10 @@ struct qsd {
 /* Installs the atexit and signal handlers (once; later calls do nothing). */
 void qsd_install_cleanup(void);
 
+/* A function the exit and signal handlers call after killing the daemons
+ * (e.g. removing scratch files); it must be async-signal-safe. */
+void qsd_set_exit_hook(void (*hook)(void));
+
 /* Starts qemu-storage-daemon with a QMP monitor on dir/qmp.sock (dir must be
  * short: the socket path is at most 107 bytes) and waits up to timeout_ms for
  * the socket to accept connections. On failure err says why (with the tail of
