@@ -590,6 +590,50 @@ static int step3c_report(void)
     return 0;
 }
 
+/* The two other policies: enospc reports an EIO (the job fails); ignore
+ * carries on past it (the mirror retries the area) to READY, and the copy is
+ * whole. */
+static int step3d_other_policies(void)
+{
+    CHECK(node_add("t3d", 5, true) == 0, "target t3d");
+    json_t *a = mirror_args("m3d", "t3d", 0);
+    json_object_set_new(a, "on-target-error", json_string("enospc"));
+    CHECK(run("blockdev-mirror", a, NULL) == 0, "blockdev-mirror");
+    json_t *data = NULL;
+    CHECK(wait_event("BLOCK_JOB_ERROR", "m3d", NULL, STEP_MS, &data) == 0, "m3d ERROR");
+    CHECK(strcmp(jstr(data, "action"), "report") == 0, "enospc policy, EIO: action %s", jstr(data, "action"));
+    json_decref(data);
+    CHECK(wait_event("BLOCK_JOB_COMPLETED", "m3d", NULL, STEP_MS, &data) == 0, "m3d COMPLETED");
+    CHECK(json_object_get(data, "error"), "m3d completed without error");
+    json_decref(data);
+    CHECK(wait_status("m3d", "null") == 0, "m3d dismissed");
+    CHECK(node_del("t3d", true) == 0, "remove t3d");
+
+    CHECK(node_add("t3e", 5, true) == 0, "target t3e");
+    a = mirror_args("m3e", "t3e", 0);
+    json_object_set_new(a, "on-target-error", json_string("ignore"));
+    CHECK(run("blockdev-mirror", a, NULL) == 0, "blockdev-mirror");
+    CHECK(wait_event("BLOCK_JOB_ERROR", "m3e", NULL, STEP_MS, &data) == 0, "m3e ERROR");
+    CHECK(strcmp(jstr(data, "action"), "ignore") == 0, "ignore policy: action %s", jstr(data, "action"));
+    json_decref(data);
+    CHECK(wait_event("BLOCK_JOB_READY", "m3e", NULL, STEP_MS, NULL) == 0, "m3e READY");
+    CHECK(run("job-complete", json_pack("{s:s}", "id", "m3e"), NULL) == 0, "job-complete");
+    CHECK(wait_event("BLOCK_JOB_COMPLETED", "m3e", NULL, STEP_MS, &data) == 0, "m3e COMPLETED");
+    CHECK(!json_object_get(data, "error"), "m3e error %s", jstr(data, "error"));
+    json_decref(data);
+    CHECK(wait_status("m3e", "null") == 0, "m3e dismissed");
+    CHECK(node_del("t3e", false) == 0, "close t3e");
+    char a_path[128], b_path[128], out[512], err[256];
+    path_of(a_path, sizeof a_path, "src");
+    path_of(b_path, sizeof b_path, "t3e");
+    char *argv[] = {"qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", a_path, b_path, NULL};
+    int rc = run_cmd(argv, 10000, out, sizeof out, err, sizeof err);
+    printf("    ignore policy, qemu-img compare: %s", rc < 0 ? err : out);
+    CHECK(rc == 0, "qemu-img compare after an ignored error: exit %d", rc);
+    unlink(b_path);
+    return 0;
+}
+
 /* A transaction QEMU rejects (its second action names a node that does not
  * exist): the command fails, yet the job of the first action was created and
  * reports its status changes on the way to null. A driver must not take those
@@ -808,12 +852,12 @@ static int setup(void)
 /* Every file the test may leave in its directory, spelled out at start so
  * that remove_dir is async-signal-safe (unlink and rmdir only): it runs at
  * exit and from qsd.c's signal handlers too. */
-#define MAX_FILES 16
+#define MAX_FILES 20
 static char scratch[MAX_FILES][128];
 
 static void plan_cleanup(void)
 {
-    const char *names[] = {"src", "t1", "t1b", "t1c", "t2", "t3", "t3b", "t3c", "t4a", "t4b", "t4c", "t5", "t6", NULL};
+    const char *names[] = {"src", "t1", "t1b", "t1c", "t2", "t3", "t3b", "t3c", "t3d", "t3e", "t4a", "t4b", "t4c", "t5", "t6", NULL};
     int n = 0;
     for (int i = 0; names[i] && n < MAX_FILES - 2; i++)
         path_of(scratch[n++], sizeof scratch[0], names[i]);
@@ -867,6 +911,7 @@ int main(void)
         {"3 EIO, stop policy", step3_eio},
         {"3b ENOSPC, stop policy", step3b_enospc},
         {"3c EIO, report policy", step3c_report},
+        {"3d EIO, enospc and ignore policies", step3d_other_policies},
         {"4 grouped transaction", step4_transaction},
         {"4b rejected transaction", step4b_rejected_transaction},
         {"5 deadline", step5_deadline},
