@@ -77,8 +77,10 @@ size_t qmp_pending_events(const struct qmp *q);
  * qmp_error(). */
 int qmp_execute(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_out);
 
-/* Waits up to timeout_ms for some event, reading the socket as needed; events
- * already queued come first. 0 (QMP_OK) and *ev_out, or QMP_ETIMEDOUT... */
+/* Waits up to timeout_ms (-1: no bound) for some event, reading the socket as
+ * needed; events already queued come first, even after a disconnect. QMP_OK
+ * with *ev_out (a new reference); QMP_ETIMEDOUT; QMP_EDISCONNECTED once the
+ * queue is empty and the daemon is gone; another QMP_E* code on an error. */
 int qmp_wait_any_event(struct qmp *q, int timeout_ms, json_t **ev_out);
 
 /* The message of the last failure. */
