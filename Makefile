@@ -72,7 +72,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
-.PHONY: all lib deps deps-glib deps-libvirt demo demo-python test test-rust test-c test-examples test-python test-python-all python-typecheck python-venv bench bench-smoke check-header check-virjob-header check-py-enums py-enums check-outside-refs check-install fmt-check clippy install uninstall clean \
+.PHONY: all lib deps deps-glib deps-libvirt deps-jansson deps-qemu demo demo-python test test-rust test-c test-examples test-python test-python-all python-typecheck python-venv bench bench-smoke check-header check-virjob-header check-py-enums py-enums check-outside-refs check-install fmt-check clippy install uninstall clean \
 	check-asan check-valgrind stress fuzz loom
 
 all: lib
@@ -127,7 +127,7 @@ dev_pkg = @pkg-config --exists $(1) 2>/dev/null || { \
 	    echo "bgjob: $(2) is missing ($(3)); run: sudo apt-get install -y $(2)" >&2; exit 1; \
 	  fi; }
 
-deps: deps-glib deps-libvirt
+deps: deps-glib deps-libvirt deps-jansson deps-qemu
 
 deps-glib:
 	$(call need,pkg-config,pkg-config)
@@ -136,6 +136,33 @@ deps-glib:
 deps-libvirt:
 	$(call need,pkg-config,pkg-config)
 	$(call dev_pkg,libvirt,libvirt-dev,libvirt's headers for the virjob.h tests and example)
+
+deps-jansson:
+	$(call need,pkg-config,pkg-config)
+	$(call dev_pkg,jansson,libjansson-dev,the JSON parser of the QEMU block-job example's QMP client)
+
+# qemu-storage-daemon, qemu-img and qemu-io (Debian: qemu-utils) for the QEMU
+# block-job example. Never fails: without them the example says SKIPPED and why.
+deps-qemu:
+	@command -v qemu-storage-daemon >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "bgjob: installing qemu-utils (qemu-storage-daemon for the QEMU block-job example)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils >/dev/null \
+	      || echo "bgjob: could not install qemu-utils; the QEMU block-job example will be skipped" >&2; \
+	  else \
+	    echo "bgjob: qemu-storage-daemon is missing; run: sudo apt-get install -y qemu-utils" >&2; \
+	  fi; }
+
+# The QEMU block-job example (examples/qemu_blockjobs/): a QMP client (qmp.c),
+# qemu-storage-daemon's lifecycle and the image helpers (qsd.c), and a
+# self-test that runs the example's block-job scenarios over plain QMP.
+QEMU_BJ      := examples/qemu_blockjobs
+QEMU_BJ_SRCS := $(QEMU_BJ)/qmp.c $(QEMU_BJ)/qsd.c
+QEMU_BJ_HDRS := $(QEMU_BJ)/qmp.h $(QEMU_BJ)/qsd.h
+
+$(OUT)/examples/qmp_selftest: $(QEMU_BJ)/qmp_selftest.c $(QEMU_BJ_SRCS) $(QEMU_BJ_HDRS) | deps-jansson
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags jansson) -o $@ $< $(QEMU_BJ_SRCS) $$(pkg-config --libs jansson)
 
 $(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps-glib
 	@mkdir -p $(@D)
@@ -175,16 +202,20 @@ test-rust:
 	$(CARGO) test --release
 
 # The examples check their own behaviour and exit non-zero on failure.
-# qemu_img_convert exits 77 (and says why) where qemu-img is missing: skipped.
+# qemu_img_convert and qmp_selftest exit 77 (and say why) where qemu-img /
+# qemu-storage-daemon are missing (deps-qemu installs them when it can): skipped.
 # The virJob driver runs built with libvirt's headers and without them.
 test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart \
-               $(OUT)/examples/qemu_img_convert \
-               $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types
+               $(OUT)/examples/qemu_img_convert $(OUT)/examples/qmp_selftest \
+               $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types | deps-qemu
 	$(OUT)/examples/poll_loop
 	$(OUT)/examples/glib_loop
 	$(OUT)/examples/quickstart >/dev/null && echo "quickstart: ok"
 	@rc=0; $(OUT)/examples/qemu_img_convert || rc=$$?; \
 	  if [ $$rc = 77 ]; then echo "qemu_img_convert: SKIPPED (see the reason above)"; \
+	  elif [ $$rc != 0 ]; then exit $$rc; fi
+	@rc=0; $(OUT)/examples/qmp_selftest || rc=$$?; \
+	  if [ $$rc = 77 ]; then echo "qmp_selftest: SKIPPED (see the reason above)"; \
 	  elif [ $$rc != 0 ]; then exit $$rc; fi
 	@for p in virjob_test_driver virjob_test_driver-own-types; do \
 	  dir=$$(mktemp -d "$${TMPDIR:-/tmp}/bgjob-virjob.XXXXXX") || exit 1; \
