@@ -253,8 +253,10 @@ static void *load_main(void *p)
         CHECK_RC(bgjob_job_add_cancel_hook(job, load_hook, (void *)(uintptr_t)i, load_hook_free,
                                            NULL),
                  BGJOB_RESULT_OK);
-        atomic_store(&load_jobs[i], job);
+        /* Published once started: another job's hook cancels whatever it
+         * finds here, and a created job it cancelled could not start. */
         CHECK_RC(bgjob_job_start(job), BGJOB_RESULT_OK);
+        atomic_store(&load_jobs[i], job);
         if (i % 3 == 0) {
             /* Pauses stop the deadline's clock; the result may be NOT_ALLOWED
              * if the deadline won the race. */
