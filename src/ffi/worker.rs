@@ -2,7 +2,8 @@
 //! error and finish. Usually called by the job's own worker, once per block; any
 //! thread may call them. On the worker's own thread a handle lookup touches no
 //! shared lock (see `handles`), and the progress calls park while the job is
-//! paused. Progress calls do not report a cancel (an update is not a failure);
+//! paused — unless the job was created with `BGJOB_CREATE_UPDATES_NEVER_PARK`
+//! (then only pause points and cancellable waits park). Progress calls do not report a cancel (an update is not a failure);
 //! `bgjob_job_check_cancel` and `bgjob_job_pause_point` do.
 
 use super::handles::with_job;
@@ -55,7 +56,9 @@ pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_res
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_total(total)))
@@ -68,7 +71,9 @@ pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) ->
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go
 /// backwards; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_current(current)))
@@ -80,7 +85,9 @@ pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.add_units(units)))
@@ -95,7 +102,9 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
 /// (nothing changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
 /// once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32) -> bgjob_result {
     boundary(|| update(job, |j| j.set_percent(percent)))
@@ -108,7 +117,9 @@ pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_eta(remaining_ms)))

@@ -24,9 +24,22 @@ impl Job {
             return CancelStatus::AlreadyFinished;
         }
         if st.cancel.requested {
+            if st.cancel.soft && st.life == Life::Running {
+                // A force cancel after a soft one: the worker is told (soft
+                // is cleared) and the hooks it skipped are called now.
+                st.cancel.soft = false;
+                let has_hooks = !st.cancel.hooks.is_empty();
+                drop(st);
+                inner.cv.notify_all();
+                log::debug(format_args!("job {} soft cancel made force", inner.id));
+                if has_hooks {
+                    self.run_cancel_hooks();
+                }
+                return CancelStatus::Requested;
+            }
             return CancelStatus::AlreadyRequested;
         }
-        if st.life == Life::Waiting {
+        if matches!(st.life, Life::Waiting | Life::Pending) {
             // The work is done; the cancel turns a pending success into an
             // abort (QEMU cancels PENDING jobs the same way).
             if let Some(txn) = st.finalize.txn.clone() {
