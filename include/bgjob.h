@@ -648,7 +648,8 @@ typedef struct bgjob_txn bgjob_txn;
  *   it on that worker thread, last, every other member on a bgjob thread of
  *   its own — never on a sibling's worker thread;
  * - a job ended by a call (a cancel of a job that never ran, destroy,
- *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+ *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
+ *   PENDING, a
  *   detach): a bgjob thread of its own.
  *
  * Never inside the call that ended the job (create, start, cancel, destroy,
@@ -1302,23 +1303,23 @@ bgjob_result bgjob_job_cancel(struct bgjob_job *job, bgjob_cancel_status *status
  * time stops counting.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (so pausing twice is
- * refused).
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (it becomes PAUSED) or
+ * READY (it becomes STANDBY), so pausing twice is refused.
  */
 bgjob_result bgjob_job_pause(struct bgjob_job *job);
 
 /**
- * Resumes a paused job.
+ * Resumes a paused job: PAUSED becomes RUNNING, STANDBY becomes READY.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED.
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED or STANDBY.
  */
 bgjob_result bgjob_job_resume(struct bgjob_job *job);
 
 /**
  * Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
- * forever; 0: just look). WAITING is not an end: a job waiting for
- * its transaction or for a manual finalize keeps this waiting (and a finite
+ * forever; 0: just look). WAITING and PENDING are not an end: a job waiting
+ * for its transaction or for a manual finalize keeps this waiting (and a finite
  * wait times out) until it is finalized. When it returns OK the job is terminal, its
  * userdata has been freed, and a completion bound to a context is already
  * queued there (one delivered on the worker thread may still be running). The
@@ -1341,7 +1342,8 @@ bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, bgjob_sta
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
  * destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
- * PAUSED, WAITING): wait for it, or use `bgjob_job_detach`.
+ * PAUSED, READY, STANDBY) or the job waits for its end (WAITING, PENDING):
+ * wait for it, or use `bgjob_job_detach`.
  *
  * Threads: of two threads destroying the same handle, one succeeds and the other
  * gets INVALID_HANDLE.
@@ -1357,7 +1359,7 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  *
  * A detached job always reaches a terminal state by itself and runs its
  * completion, commit/abort and clean exactly once: nobody can finalize it
- * now, so a manual-finalize job (one WAITING already included) finalizes as
+ * now, so a manual-finalize job (one PENDING already included) finalizes as
  * soon as its work is done — committing if its worker succeeded, even after
  * the cancel — and a manual-finalize transaction with a detached member
  * finalizes by itself once every member is done.
@@ -1461,8 +1463,11 @@ bgjob_result bgjob_job_check_cancel(struct bgjob_job *job);
  * A pause point: while the job is paused, the calling worker parks here until
  * it is resumed or cancelled.
  *
- * Returns: `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
- * requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+ * Returns: `BGJOB_RESULT_OK` to carry on (for a READY job's worker woken by
+ * the wake fd, `bgjob_job_complete_requested` tells whether complete was
+ * requested); `BGJOB_RESULT_CANCELLED` once cancel was requested (the worker
+ * should stop and return; `bgjob_job_cancel_is_soft` tells a soft cancel);
+ * `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * Threads: meant for the job's worker thread; another thread calling it would park
  * there instead.
@@ -2033,7 +2038,9 @@ bgjob_result bgjob_job_cancel_is_soft(struct bgjob_job *job, bool *soft_out);
  * member's commit callback runs if all succeeded, else its abort callback;
  * then each one's clean callback; then the members end (a member that failed
  * ends FAILED, every other one of an aborted transaction CANCELLED) and their
- * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
+ * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE` (then, once
+ * every member's work is done and succeeded, every member turns
+ * `BGJOB_STATE_PENDING` and the group waits for `bgjob_txn_finalize`).
  *
  * Returns: `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT`
  * for a NULL `txn_out` or unknown flags.

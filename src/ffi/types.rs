@@ -138,7 +138,8 @@ pub struct bgjob_txn {
 ///   it on that worker thread, last, every other member on a bgjob thread of
 ///   its own — never on a sibling's worker thread;
 /// - a job ended by a call (a cancel of a job that never ran, destroy,
-///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
+///   PENDING, a
 ///   detach): a bgjob thread of its own.
 ///
 /// Never inside the call that ended the job (create, start, cancel, destroy,

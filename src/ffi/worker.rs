@@ -40,8 +40,11 @@ pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_re
 /// A pause point: while the job is paused, the calling worker parks here until
 /// it is resumed or cancelled.
 ///
-/// Returns: `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
-/// requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+/// Returns: `BGJOB_RESULT_OK` to carry on (for a READY job's worker woken by
+/// the wake fd, `bgjob_job_complete_requested` tells whether complete was
+/// requested); `BGJOB_RESULT_CANCELLED` once cancel was requested (the worker
+/// should stop and return; `bgjob_job_cancel_is_soft` tells a soft cancel);
+/// `BGJOB_RESULT_INVALID_HANDLE`.
 ///
 /// Threads: meant for the job's worker thread; another thread calling it would park
 /// there instead.
