@@ -14,7 +14,7 @@
  * - soft cancel of a READY job: the worker sees a cancel with soft set, no
  *   hook runs, it returns 0 and the job completes with cancel_requested;
  *   outside READY a soft cancel is a cancel; a force cancel after a soft one
- *   clears soft and calls the hooks.
+ *   clears soft and calls the hooks (also those added after the soft one).
  * - PENDING: manual finalize alone (straight to PENDING) and in a
  *   transaction (WAITING while a sibling runs, then PENDING).
  * - the verb table's COMPLETE row over every state.
@@ -415,14 +415,20 @@ static bool test_force_after_soft(void)
     CHECK_RC(bgjob_job_cancel_soft(job, &status), BGJOB_RESULT_OK);
     CHECK_EQ(status, BGJOB_CANCEL_STATUS_ALREADY_REQUESTED);
     CHECK_EQ(atomic_load(&w.hooks), 0);
+    /* A hook added after a soft cancel is kept for the force cancel, not run
+     * at once (BGJOB_RESULT_CANCELLED) as after a force cancel. */
+    CHECK_RC(bgjob_job_add_cancel_hook(job, count_hook, &w, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&w.hooks), 0);
     CHECK_RC(bgjob_job_cancel(job, &status), BGJOB_RESULT_OK);
     CHECK_EQ(status, BGJOB_CANCEL_STATUS_REQUESTED); /* made force */
-    CHECK_EQ(atomic_load(&w.hooks), 1);
+    CHECK_EQ(atomic_load(&w.hooks), 2);
+    CHECK_RC(bgjob_job_add_cancel_hook(job, count_hook, &w, NULL, NULL), BGJOB_RESULT_CANCELLED);
+    CHECK_EQ(atomic_load(&w.hooks), 3);
     CHECK_RC(bgjob_job_cancel_is_soft(job, &soft), BGJOB_RESULT_OK);
     CHECK(!soft);
     CHECK_RC(bgjob_job_cancel(job, &status), BGJOB_RESULT_OK);
     CHECK_EQ(status, BGJOB_CANCEL_STATUS_ALREADY_REQUESTED);
-    CHECK_EQ(atomic_load(&w.hooks), 1);
+    CHECK_EQ(atomic_load(&w.hooks), 3);
     CHECK_RC(bgjob_job_cancel_is_soft(job, NULL), BGJOB_RESULT_INVALID_ARGUMENT);
     gate_open(&w.go);
     CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);

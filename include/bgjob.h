@@ -1619,7 +1619,9 @@ bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
  * hooks run one at a time in registration order. (A deadline's cancel calls
  * them on a bgjob thread named after the job, never on the timer thread.) If
  * cancel was already requested, the hook runs at once on this thread before
- * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so —
+ * unless it was a soft cancel (`bgjob_job_cancel_soft`): then the hook is
+ * registered for a later force cancel. Hooks
  * still registered when the job's worker returns are removed without being
  * called, and the job does not end while one of its hooks runs (see
  * `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
@@ -1769,7 +1771,9 @@ bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_
  * `bgjob_job_wait_child`, which also delivers captured output. A child still
  * bound when the worker returns is killed with its group and reaped before
  * the job ends, so none outlives its job and none is left a zombie. Once
- * cancel has been requested, only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
+ * cancel has been requested (not counting a soft cancel,
+ * `bgjob_job_cancel_soft`, which lets the worker finish its work, children
+ * included), only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
  * is started (a cleanup step); any other is refused with
  * `BGJOB_RESULT_CANCELLED` and nothing runs, as a program started only to be
  * killed at once may leave half its work done.
@@ -1812,7 +1816,8 @@ bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
  * this process that nobody has waited for; from now on only bgjob waits for
  * it. Signals go to its process group as well if it leads one when bound
  * (the worker made it with `setpgid(0, 0)` or `setsid`), else to it alone. A
- * child bound after cancel was requested is signalled at once: cancel cannot
+ * child bound after a (force) cancel was requested is signalled at once; one
+ * bound after a soft cancel is signalled by a later force cancel: cancel cannot
  * spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
  * that).
  *

@@ -15,7 +15,9 @@ use std::time::Duration;
 /// hooks run one at a time in registration order. (A deadline's cancel calls
 /// them on a bgjob thread named after the job, never on the timer thread.) If
 /// cancel was already requested, the hook runs at once on this thread before
-/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so —
+/// unless it was a soft cancel (`bgjob_job_cancel_soft`): then the hook is
+/// registered for a later force cancel. Hooks
 /// still registered when the job's worker returns are removed without being
 /// called, and the job does not end while one of its hooks runs (see
 /// `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its

@@ -139,7 +139,9 @@ impl Job {
     /// Registers a cancellation hook: anything the worker waits on (a timer, a
     /// child process, an fd) registers one, and cancel calls it once, on the
     /// cancelling thread, with no lock held. If cancel was already requested it
-    /// runs at once on this thread instead, and [`HookAdded::RanAtOnce`] says so.
+    /// runs at once on this thread instead, and [`HookAdded::RanAtOnce`] says so
+    /// — unless the request is a soft one ([`Job::cancel_soft`]): then it is
+    /// registered, for a later force cancel to call.
     /// Hooks still registered when the job ends are dropped, not called.
     /// Refused once the job has ended.
     pub fn add_cancel_hook<F>(&self, hook: F) -> Result<HookAdded, Error>
@@ -148,7 +150,7 @@ impl Job {
     {
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
-        if st.cancel.requested {
+        if st.cancel.requested && !st.cancel.soft {
             // Listed while it runs, as the cancel's own calls are: the job
             // does not end under it.
             st.cancel.busy_hooks.push((0, current_thread_id()));

@@ -236,14 +236,15 @@ impl Job {
     /// is killed and reaped. Refused unless the job is running. Returns its
     /// pid.
     ///
-    /// Once cancel has been requested only a child that survives cancel
+    /// Once cancel has been requested (a force cancel: a soft one lets the
+    /// worker finish, children included) only a child that survives cancel
     /// ([`child::Spawn::survives_cancel`]) is started; any other is refused
     /// with [`Error::Cancelled`] before anything runs — starting a program
     /// only to kill it at once could leave half its work done. (A cancel that
     /// comes while the call runs meets the child as it meets any running one.)
     pub fn spawn_child(&self, spec: child::Spawn) -> Result<i32, Error> {
         self.check_running()?;
-        if !spec.survives_cancel && self.is_cancel_requested() {
+        if !spec.survives_cancel && self.is_cancel_requested() && !self.cancel_is_soft() {
             return Err(Error::Cancelled);
         }
         self.bind_child(Child::spawn(spec)?)
