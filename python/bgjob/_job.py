@@ -397,8 +397,8 @@ class Worker:
     # cancellable waits and child processes
     @property
     def wake_fd(self) -> int:
-        """An fd readable once cancel was requested (and while a pause is
-        pending), for a worker with its own ``select``/``poll``: when it turns
+        """An fd readable once cancel was requested (and while a pause or an
+        unacknowledged complete request is pending), for a worker with its own ``select``/``poll``: when it turns
         readable, call ``pause_point()``. bgjob owns it: do not close it."""
         fd = c_int32()
         check(lib.bgjob_job_get_wake_fd(self._h, byref(fd)), "wake_fd")
@@ -408,7 +408,9 @@ class Worker:
         """Waits until ``fd`` (a number or an object with ``fileno()``) is ready
         for ``events`` (``bgjob.FD_READABLE``/``FD_WRITABLE``), for at most
         ``timeout`` seconds of active time; returns the ``FD_*`` bits that
-        happened. Raises ``Cancelled`` at once on cancel, ``TimedOut``."""
+        happened, or 0 when a complete request (``Job.complete``) woke it
+        (check ``complete_requested``). Raises ``Cancelled`` at once on
+        cancel, ``TimedOut``."""
         fileno = fd if isinstance(fd, int) else fd.fileno()
         revents = ctypes.c_uint32()
         r = lib.bgjob_job_wait_fd(self._h, fileno, int(events), _ms(timeout, "wait_fd"), byref(revents))
