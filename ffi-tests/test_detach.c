@@ -126,7 +126,7 @@ static bool test_detached_manual_finalize_job_ends(void)
 }
 
 /* The same, with the cancel requested first and the detach coming while the
- * job already waits (WAITING) for its finalize. */
+ * job already waits (PENDING) for its finalize. */
 static bool test_detached_waiting_job_ends(void)
 {
     bool ok = true;
@@ -139,7 +139,7 @@ static bool test_detached_waiting_job_ends(void)
         uint64_t id = id_of(job);
         CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
         atomic_store(&e.go, true);
-        REQUIRE(poll_state(job, BGJOB_STATE_WAITING));
+        REQUIRE(poll_state(job, BGJOB_STATE_PENDING));
         CHECK_RC(bgjob_job_detach(job, with_cancel ? BGJOB_DETACH_CANCEL : 0), BGJOB_RESULT_OK);
         CHECK(ended_by_itself(&e, id, BGJOB_STATE_COMPLETED, true));
     }

@@ -487,7 +487,7 @@ static bool test_bad_args(void)
     return ok;
 }
 
-/* WAITING (manual finalize, work done): the worker is gone; a report is
+/* PENDING (manual finalize, work done): the worker is gone; a report is
  * refused and the policy can no longer change. */
 static bool test_not_running_waiting(void)
 {
@@ -500,11 +500,11 @@ static bool test_not_running_waiting(void)
              BGJOB_RESULT_OK);
     REQUIRE(job != NULL);
     atomic_store(&c.finish, 1);
-    CHECK(poll_state(job, BGJOB_STATE_WAITING));
+    CHECK(poll_state(job, BGJOB_STATE_PENDING));
     CHECK_RC(bgjob_job_report_io_error(job, EIO, NULL, &action), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_EQ(action, 77);
     CHECK_RC(bgjob_job_set_error_policy(job, BGJOB_ERROR_POLICY_IGNORE), BGJOB_RESULT_NOT_ALLOWED);
-    CHECK_STATE(state_of(job), BGJOB_STATE_WAITING);
+    CHECK_STATE(state_of(job), BGJOB_STATE_PENDING);
     CHECK_RC(bgjob_job_finalize(job), BGJOB_RESULT_OK);
     CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);

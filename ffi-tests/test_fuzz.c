@@ -24,13 +24,13 @@
  *              bgjob_job_wait; a class of its own because, where the
  *              completion-thread bug stands, it deadlocks and the watchdog
  *              ends the run
- *   finalize   manual-finalize jobs: finalize, cancel while WAITING, destroy
- *              refused and wait timing out while WAITING, detach with and
- *              without cancel while running or WAITING, a cancel then detach,
+ *   finalize   manual-finalize jobs: finalize, cancel while PENDING, destroy
+ *              refused and wait timing out while PENDING, detach with and
+ *              without cancel while running or PENDING, a cancel then detach,
  *              workers that succeed despite a cancel
  *   detach     detach with and without cancel of running, user-paused,
  *              internally paused (once, twice), user+internally paused,
- *              error-stopped and WAITING jobs
+ *              error-stopped and PENDING jobs
  *   errpolicy  report_io_error under every policy with EIO and ENOSPC; the
  *              answer checked against the policy; stops resumed (after
  *              set_error_policy), cancelled or detached; iostatus only while
@@ -104,7 +104,7 @@
  *                                          bgjob_job_wait on a worker thread
  *       FUZZ_ONLY=finalize FUZZ_SEED=1     detached-vanished (detach+cancel
  *                                          while running; cancel, then
- *                                          detach+cancel while WAITING)
+ *                                          detach+cancel while PENDING)
  *       FUZZ_ONLY=detach FUZZ_SEED=1       detached-never-ended (internally
  *                                          paused, with or without a user pause)
  *       FUZZ_ONLY=txn FUZZ_SEED=1          detached-never-ended ("manual
@@ -964,7 +964,7 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
     } else if (atomic_load(&r->runs) > 0) {
         /* Without a context: a job whose worker's return ended it gets it on
          * its worker's thread, right after the worker returned; one ended by
-         * a call (manual finalize: finalize, a cancel while WAITING, detach)
+         * a call (manual finalize: finalize, a cancel while PENDING, detach)
          * on a bgjob thread of its own -- never on a caller's thread. */
         bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
         bool bgjob_thread = r->manual && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER);
@@ -1353,7 +1353,7 @@ static int32_t poll_until(struct rec *r, int32_t want)
     bgjob_job *h = atomic_load(&r->h);
     int32_t st = -1;
 
-    step(want == BGJOB_STATE_WAITING ? "poll for WAITING" : "poll for a state", r);
+    step(want == BGJOB_STATE_PENDING ? "poll for PENDING" : "poll for a state", r);
     for (;;) {
         bool was = atomic_load(&r->observed);
         int32_t rc = API(bgjob_job_get_state(h, &st));
@@ -1750,20 +1750,20 @@ static void scn_txn(uint64_t *rng)
         expect(NULL, "txn_destroy", API(bgjob_txn_destroy(tx->t)), RC(OK));
         tx->t = NULL;
     }
-    /* Manual finalize: once every kept member is WAITING (or ended). */
+    /* Manual finalize: once every kept member is PENDING (or ended). */
     if (tx->manual) {
         struct rec *kept = NULL;
         for (int i = 0; i < tx->n; i++) {
             if (atomic_load(&tx->m[i]->release_claim))
                 continue;
             kept = tx->m[i];
-            poll_until(tx->m[i], BGJOB_STATE_WAITING);
+            poll_until(tx->m[i], BGJOB_STATE_PENDING);
         }
         if (chance(rng, 6) && kept != NULL) {
             int32_t st = -1;
-            expect(kept, "wait (WAITING member, 0 ms)", API(bgjob_job_wait(atomic_load(&kept->h), 0, &st)),
+            expect(kept, "wait (PENDING member, 0 ms)", API(bgjob_job_wait(atomic_load(&kept->h), 0, &st)),
                    RC(OK) | RC(TIMED_OUT));
-            /* Refused while WAITING; allowed if it ended meanwhile. */
+            /* Refused while PENDING; allowed if it ended meanwhile. */
             release_job(kept, false, 0);
             if (atomic_load(&kept->released))
                 kept = NULL;
@@ -1801,11 +1801,11 @@ static void scn_finalize(uint64_t *rng)
     struct mk m = {BGJOB_CREATE_MANUAL_FINALIZE, 0, 0};
     unsigned how = below(rng, 9);
     static const char *const hows[] = {
-        "finalize when WAITING", "cancel when WAITING, then finalize",
-        "detach+cancel while running", "cancel when WAITING, then detach",
-        "detach when WAITING", "detach+cancel when WAITING", "detach while running",
-        "destroy refused when WAITING, then finalize",
-        "cancel while running, detach when WAITING",
+        "finalize when PENDING", "cancel when PENDING, then finalize",
+        "detach+cancel while running", "cancel when PENDING, then detach",
+        "detach when PENDING", "detach+cancel when PENDING", "detach while running",
+        "destroy refused when PENDING, then finalize",
+        "cancel while running, detach when PENDING",
     };
     uint32_t dflags = chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0;
     bgjob_job *h;
@@ -1838,7 +1838,7 @@ static void scn_finalize(uint64_t *rng)
     default:
         break;
     }
-    if (poll_until(r, BGJOB_STATE_WAITING) == BGJOB_STATE_WAITING) {
+    if (poll_until(r, BGJOB_STATE_PENDING) == BGJOB_STATE_PENDING) {
         switch (how) {
         case 8:
             detach_now(r, dflags);
@@ -1859,8 +1859,8 @@ static void scn_finalize(uint64_t *rng)
             return;
         case 7: {
             int32_t st = -1;
-            expect(r, "wait 0 (WAITING)", API(bgjob_job_wait(h, 0, &st)), RC(TIMED_OUT) | RC(OK));
-            /* Refused while WAITING; a cancel from a callback may have ended it. */
+            expect(r, "wait 0 (PENDING)", API(bgjob_job_wait(h, 0, &st)), RC(TIMED_OUT) | RC(OK));
+            /* Refused while PENDING; a cancel from a callback may have ended it. */
             release_job(r, false, 0);
             if (atomic_load(&r->released))
                 return;
@@ -1884,7 +1884,7 @@ static void scn_detach(uint64_t *rng)
     unsigned state = below(rng, 7);
     static const char *const states[] = {
         "running", "user-paused", "internally paused", "internally paused twice",
-        "user- and internally paused", "error-stopped", "WAITING (manual finalize)",
+        "user- and internally paused", "error-stopped", "PENDING (manual finalize)",
     };
     uint32_t flags = chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0;
     bgjob_job *h;
@@ -1941,7 +1941,7 @@ static void scn_detach(uint64_t *rng)
         }
         break;
     case 6:
-        poll_until(r, BGJOB_STATE_WAITING);
+        poll_until(r, BGJOB_STATE_PENDING);
         break;
     default:
         break;

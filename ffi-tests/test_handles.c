@@ -175,6 +175,19 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
     i32 = SENTINEL32;
     CALL_INVALID(bgjob_job_report_io_error(h, 5, "x", &i32));
     CHECK_EQ(i32, SENTINEL32);
+    CALL_INVALID(bgjob_job_set_ready(h));
+    CALL_INVALID(bgjob_job_complete(h));
+    {
+        bool flag = true;
+        CALL_INVALID(bgjob_job_complete_requested(h, &flag));
+        CHECK(flag);
+        CALL_INVALID(bgjob_job_cancel_is_soft(h, &flag));
+        CHECK(flag);
+        i32 = SENTINEL32;
+        CALL_INVALID(bgjob_job_cancel_soft(h, &i32));
+        CHECK_EQ(i32, SENTINEL32);
+        CALL_INVALID(bgjob_job_cancel_soft(h, NULL));
+    }
     {
         bgjob_txn *txn = NULL;
         CHECK_RC(bgjob_txn_create(0, &txn), BGJOB_RESULT_OK);
@@ -555,7 +568,9 @@ static const char *const job_functions[] = {
     "bgjob_job_wait_fd",     "bgjob_job_set_deadline", "bgjob_job_spawn_child",
     "bgjob_job_watch_child", "bgjob_job_wait_child", "bgjob_job_finalize",
     "bgjob_job_pause_internal", "bgjob_job_resume_internal", "bgjob_job_set_error_policy",
-    "bgjob_job_report_io_error", "bgjob_txn_add",
+    "bgjob_job_report_io_error", "bgjob_txn_add", "bgjob_job_set_ready",
+    "bgjob_job_complete", "bgjob_job_complete_requested", "bgjob_job_cancel_soft",
+    "bgjob_job_cancel_is_soft",
 };
 
 /* The functions expect_invalid_context_everywhere calls. */

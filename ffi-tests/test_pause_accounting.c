@@ -347,19 +347,19 @@ static bool test_internal_pause_by_state(void)
     CHECK_EQ(atomic_load(&t.frees), 1);
     CHECK_EQ(atomic_load(&t.runs), 0);
 
-    /* WAITING (manual finalize, work done). */
+    /* PENDING (manual finalize, work done). */
     tracker_init(&t);
     t.rc = 0;
     CHECK_RC(job_create(&t, worker_return, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_JOB_TYPE_BOUNDED,
                         NULL, &job),
              BGJOB_RESULT_OK);
     REQUIRE(job != NULL);
-    CHECK(poll_state(job, BGJOB_STATE_WAITING));
+    CHECK(poll_state(job, BGJOB_STATE_PENDING));
     CHECK_RC(bgjob_job_pause_internal(job), BGJOB_RESULT_OK);
-    CHECK(pauses_are(job, BGJOB_STATE_WAITING, false, 1));
+    CHECK(pauses_are(job, BGJOB_STATE_PENDING, false, 1));
     CHECK_RC(bgjob_job_resume_internal(job), BGJOB_RESULT_OK);
     CHECK_RC(bgjob_job_resume_internal(job), BGJOB_RESULT_NOT_ALLOWED);
-    CHECK(pauses_are(job, BGJOB_STATE_WAITING, false, 0));
+    CHECK(pauses_are(job, BGJOB_STATE_PENDING, false, 0));
     CHECK_RC(bgjob_job_finalize(job), BGJOB_RESULT_OK);
     CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
 
@@ -382,7 +382,8 @@ static bool test_internal_pause_by_state(void)
     const int32_t expect[BGJOB_STATE_COUNT] = {
         [BGJOB_STATE_CREATED] = 1,   [BGJOB_STATE_RUNNING] = 1, [BGJOB_STATE_PAUSED] = 1,
         [BGJOB_STATE_WAITING] = 1,   [BGJOB_STATE_COMPLETED] = 0, [BGJOB_STATE_FAILED] = 0,
-        [BGJOB_STATE_CANCELLED] = 0,
+        [BGJOB_STATE_CANCELLED] = 0, [BGJOB_STATE_READY] = 1,     [BGJOB_STATE_STANDBY] = 1,
+        [BGJOB_STATE_PENDING] = 1,
     };
     for (int32_t s = 0; s < BGJOB_STATE_COUNT; s++) {
         CHECK_RC(bgjob_verb_allowed(BGJOB_VERB_DRAIN, s, &allowed), BGJOB_RESULT_OK);

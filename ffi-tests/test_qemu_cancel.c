@@ -18,7 +18,7 @@
  *   (none)         PAUSED by its error policy (STOP, iostatus FAILED / NOSPACE)
  *   ready          RUNNING, work converged (100 %), waiting to be completed
  *   standby        ready + user pause
- *   pending        WAITING (worker returned 0, not finalized)
+ *   pending        PENDING (worker returned 0, not finalized)
  *   concluded      COMPLETED (finalized)
  *
  * Each ends where QEMU's ends: CANCELLED, with abort and clean run once (in
@@ -468,8 +468,8 @@ static bool test_cancel_standby(void)
     return ok;
 }
 
-/* Completes the worker of a running job and waits for WAITING (QEMU's
- * PENDING): the work is done, nothing finalized yet. */
+/* Completes the worker of a running job and waits for PENDING (as QEMU's):
+ * the work is done, nothing finalized yet. */
 static bool reach_waiting(struct qcase *c, bgjob_job *job)
 {
     bool ok = true;
@@ -478,23 +478,23 @@ static bool reach_waiting(struct qcase *c, bgjob_job *job)
     atomic_store(&c->converge, 1);
     CHECK(poll_int_eq(&c->ready, 1));
     atomic_store(&c->complete, 1);
-    CHECK(poll_state(job, BGJOB_STATE_WAITING));
+    CHECK(poll_state(job, BGJOB_STATE_PENDING));
     /* The worker has returned and its userdata is freed; nothing else ran. */
     CHECK(poll_int_eq(&c->t.frees, 1));
     CHECK_EQ(atomic_load(&c->t.returns), 1);
     sleep_ms(50);
-    CHECK_STATE(state_of(job), BGJOB_STATE_WAITING);
+    CHECK_STATE(state_of(job), BGJOB_STATE_PENDING);
     CHECK_EQ(atomic_load(&c->commits), 0);
     CHECK_EQ(atomic_load(&c->aborts), 0);
     CHECK_EQ(atomic_load(&c->cleans), 0);
     CHECK_EQ(atomic_load(&c->completions), 0);
     CHECK_EQ(atomic_load(&c->fin.frees), 0);
     if (info_of(job, &info)) {
-        CHECK_STATE(info.state, BGJOB_STATE_WAITING);
+        CHECK_STATE(info.state, BGJOB_STATE_PENDING);
         CHECK(!info.cancel_requested);
         CHECK_EQ(info.iostatus, BGJOB_IOSTATUS_OK);
     }
-    /* WAITING: the worker may still be finalized, not destroyed. */
+    /* PENDING: the worker may still be finalized, not destroyed. */
     CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_RC(bgjob_job_start(job), BGJOB_RESULT_NOT_ALLOWED);

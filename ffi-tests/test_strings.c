@@ -356,11 +356,12 @@ static bool test_result_names(void)
 
 static bool test_state_and_verb_names(void)
 {
-    static const char *const states[] = { "created",   "running", "paused",   "waiting",
-                                          "completed", "failed",  "cancelled" };
+    static const char *const states[] = { "created", "running", "paused",    "waiting",
+                                          "completed", "failed", "cancelled", "ready",
+                                          "standby", "pending" };
     static const char *const verbs[] = { "start",   "cancel", "pause",  "resume",
                                          "destroy", "detach", "update", "result", "drain",
-                                         "finalize" };
+                                         "finalize", "complete" };
     static const int32_t unknown[] = { -1, 100, INT32_MIN, INT32_MAX };
     bool ok = true;
 

@@ -391,11 +391,13 @@ static bool test_manual_finalize(void)
             atomic_store(&m[i].go, true);
         }
         CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+        /* Every member's work is done: the group waits for its finalize,
+         * and every member says so (PENDING, no longer WAITING). */
         for (int i = 0; i < 2; i++)
-            REQUIRE(poll_state(m[i].job, BGJOB_STATE_WAITING));
+            REQUIRE(poll_state(m[i].job, BGJOB_STATE_PENDING));
         sleep_ms(20);
         CHECK_EQ(atomic_load(&ev_count), 0); /* nothing committed yet */
-        CHECK_STATE(state_of(m[0].job), BGJOB_STATE_WAITING);
+        CHECK_STATE(state_of(m[0].job), BGJOB_STATE_PENDING);
         int32_t st = -1;
         CHECK_RC(bgjob_job_wait(m[0].job, 20, &st), BGJOB_RESULT_TIMED_OUT);
         CHECK_RC(bgjob_job_destroy(m[0].job), BGJOB_RESULT_NOT_ALLOWED);
@@ -422,7 +424,7 @@ static bool test_manual_finalize(void)
     REQUIRE(member_create(&one, 0, 0, BGJOB_CREATE_MANUAL_FINALIZE));
     atomic_store(&one.go, true);
     CHECK_RC(bgjob_job_start(one.job), BGJOB_RESULT_OK);
-    REQUIRE(poll_state(one.job, BGJOB_STATE_WAITING));
+    REQUIRE(poll_state(one.job, BGJOB_STATE_PENDING));
     CHECK_EQ(atomic_load(&ev_count), 0);
     CHECK_RC(bgjob_job_finalize(one.job), BGJOB_RESULT_OK);
     CHECK_RC(bgjob_job_finalize(one.job), BGJOB_RESULT_NOT_ALLOWED);

@@ -284,7 +284,7 @@ static bool path_completion_userdata(void)
         tracker_init(&tw);
         tracker_init(&tc);
         bgjob_job_options_init(&o, sizeof o);
-        o.flags = 8;
+        o.flags = 1u << 31; /* no such flag */
         o.completion = completion_count;
         o.completion_userdata = ud_new(&tc);
         o.completion_free = free_fn;

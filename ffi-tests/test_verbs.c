@@ -2,8 +2,9 @@
  * test_verbs.c: the verb × state table. bgjob_verb_allowed is walked over the
  * whole BGJOB_VERB_COUNT × BGJOB_STATE_COUNT matrix against the table written
  * here (from the header and docs/design.md); out-of-range verbs and states are
- * refused. Then, for every state (WAITING through manual finalize), each
- * verb is actually applied to a
+ * refused. Then, for every state (WAITING through a transaction sibling,
+ * PENDING through manual finalize, READY and STANDBY through
+ * bgjob_job_set_ready), each verb is actually applied to a
  * fresh job in that state: allowed verbs succeed, refused ones return
  * BGJOB_RESULT_NOT_ALLOWED and change nothing.
  */
@@ -17,30 +18,35 @@
 #define N false
 
 /* Rows: verbs; columns: states (created, running, paused, waiting, completed,
- * failed, cancelled). */
+ * failed, cancelled, ready, standby, pending). READY and STANDBY accept what
+ * RUNNING and PAUSED accept, plus COMPLETE in READY; PENDING accepts what
+ * WAITING accepts. */
 static const bool expected[BGJOB_VERB_COUNT][BGJOB_STATE_COUNT] = {
-    [BGJOB_VERB_START] = { Y, N, N, N, N, N, N },
+    /*                      cre run pau wai com fai can rdy stb pen */
+    [BGJOB_VERB_START] = { Y, N, N, N, N, N, N, N, N, N },
     /* Allowed everywhere; on an ended job it reports ALREADY_FINISHED. */
-    [BGJOB_VERB_CANCEL] = { Y, Y, Y, Y, Y, Y, Y },
-    [BGJOB_VERB_PAUSE] = { N, Y, N, N, N, N, N },
-    [BGJOB_VERB_RESUME] = { N, N, Y, N, N, N, N },
+    [BGJOB_VERB_CANCEL] = { Y, Y, Y, Y, Y, Y, Y, Y, Y, Y },
+    [BGJOB_VERB_PAUSE] = { N, Y, N, N, N, N, N, Y, N, N },
+    [BGJOB_VERB_RESUME] = { N, N, Y, N, N, N, N, N, Y, N },
     /* Refused while the worker may still run. */
-    [BGJOB_VERB_DESTROY] = { Y, N, N, N, Y, Y, Y },
+    [BGJOB_VERB_DESTROY] = { Y, N, N, N, Y, Y, Y, N, N, N },
     /* A CREATED job would never run. */
-    [BGJOB_VERB_DETACH] = { N, Y, Y, Y, Y, Y, Y },
-    [BGJOB_VERB_UPDATE] = { Y, Y, Y, N, N, N, N },
+    [BGJOB_VERB_DETACH] = { N, Y, Y, Y, Y, Y, Y, Y, Y, Y },
+    [BGJOB_VERB_UPDATE] = { Y, Y, Y, N, N, N, N, Y, Y, N },
     /* Results are read once the job has ended. */
-    [BGJOB_VERB_RESULT] = { N, N, N, N, Y, Y, Y },
+    [BGJOB_VERB_RESULT] = { N, N, N, N, Y, Y, Y, N, N, N },
     /* Internal pauses may be taken and released until the job ends. */
-    [BGJOB_VERB_DRAIN] = { Y, Y, Y, Y, N, N, N },
+    [BGJOB_VERB_DRAIN] = { Y, Y, Y, Y, N, N, N, Y, Y, Y },
     /* Only a job whose work is done and waits for it. */
-    [BGJOB_VERB_FINALIZE] = { N, N, N, Y, N, N, N },
+    [BGJOB_VERB_FINALIZE] = { N, N, N, Y, N, N, N, N, N, Y },
+    /* QEMU's job-complete: only a READY job. */
+    [BGJOB_VERB_COMPLETE] = { N, N, N, N, N, N, N, Y, N, N },
 };
 
 /* The table above has one row per verb this file knows; a new verb must be
  * added here (and to apply_verb) before this file compiles. */
-_Static_assert(BGJOB_VERB_COUNT == 10, "a verb was added: extend `expected` and apply_verb");
-_Static_assert(BGJOB_STATE_COUNT == 7, "a state was added: extend `expected` and make_job");
+_Static_assert(BGJOB_VERB_COUNT == 11, "a verb was added: extend `expected` and apply_verb");
+_Static_assert(BGJOB_STATE_COUNT == 10, "a state was added: extend `expected` and make_job");
 
 static bool test_matrix(void)
 {
@@ -98,6 +104,11 @@ struct subject {
     struct gate *g;
     bgjob_job *job;
     bool handle_gone; /* destroyed or detached by the verb */
+    /* WAITING only: a transaction sibling still held by its own gate. */
+    struct tracker *sib_t;
+    struct gate *sib_g;
+    bgjob_job *sib;
+    bgjob_txn *txn;
 };
 
 /* Puts a fresh job in `state`. */
@@ -105,7 +116,8 @@ static bool make_job(struct subject *sub, int32_t state)
 {
     bool ok = true;
     uint32_t flags = state == BGJOB_STATE_CREATED   ? BGJOB_CREATE_DEFER_START
-                     : state == BGJOB_STATE_WAITING ? BGJOB_CREATE_MANUAL_FINALIZE
+                     : state == BGJOB_STATE_WAITING ? BGJOB_CREATE_DEFER_START
+                     : state == BGJOB_STATE_PENDING ? BGJOB_CREATE_MANUAL_FINALIZE
                                                     : 0;
 
     sub->t = malloc(sizeof(*sub->t));
@@ -118,9 +130,28 @@ static bool make_job(struct subject *sub, int32_t state)
     sub->t->rc = state == BGJOB_STATE_FAILED ? 5 : 0;
     sub->job = NULL;
     sub->handle_gone = false;
+    sub->sib_t = NULL;
+    sub->sib_g = NULL;
+    sub->sib = NULL;
+    sub->txn = NULL;
     CHECK_RC(job_create(sub->t, worker_gated, flags, BGJOB_JOB_TYPE_BOUNDED, NULL, &sub->job),
              BGJOB_RESULT_OK);
     REQUIRE(sub->job != NULL);
+    if (state == BGJOB_STATE_WAITING) {
+        sub->sib_t = malloc(sizeof(*sub->sib_t));
+        sub->sib_g = malloc(sizeof(*sub->sib_g));
+        if (sub->sib_t == NULL || sub->sib_g == NULL)
+            abort();
+        tracker_init(sub->sib_t);
+        gate_init(sub->sib_g);
+        sub->sib_t->gate = sub->sib_g;
+        REQUIRE(job_create(sub->sib_t, worker_gated, BGJOB_CREATE_DEFER_START,
+                           BGJOB_JOB_TYPE_BOUNDED, NULL, &sub->sib) == BGJOB_RESULT_OK);
+        REQUIRE(bgjob_txn_create(0, &sub->txn) == BGJOB_RESULT_OK);
+        REQUIRE(bgjob_txn_add(sub->txn, sub->job) == BGJOB_RESULT_OK);
+        REQUIRE(bgjob_txn_add(sub->txn, sub->sib) == BGJOB_RESULT_OK);
+        REQUIRE(bgjob_txn_start(sub->txn) == BGJOB_RESULT_OK);
+    }
     switch (state) {
     case BGJOB_STATE_CREATED:
     case BGJOB_STATE_RUNNING:
@@ -129,9 +160,21 @@ static bool make_job(struct subject *sub, int32_t state)
         CHECK_RC(bgjob_job_pause(sub->job), BGJOB_RESULT_OK);
         break;
     case BGJOB_STATE_WAITING:
-        /* Manual finalize: the work is done and waits for bgjob_job_finalize. */
+        /* Its work is done; its sibling's is not. */
         gate_open(sub->g);
         REQUIRE(poll_state(sub->job, BGJOB_STATE_WAITING));
+        break;
+    case BGJOB_STATE_PENDING:
+        /* Manual finalize: the work is done and waits for bgjob_job_finalize. */
+        gate_open(sub->g);
+        REQUIRE(poll_state(sub->job, BGJOB_STATE_PENDING));
+        break;
+    case BGJOB_STATE_READY:
+        CHECK_RC(bgjob_job_set_ready(sub->job), BGJOB_RESULT_OK);
+        break;
+    case BGJOB_STATE_STANDBY:
+        CHECK_RC(bgjob_job_set_ready(sub->job), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_pause(sub->job), BGJOB_RESULT_OK);
         break;
     case BGJOB_STATE_COMPLETED:
     case BGJOB_STATE_FAILED:
@@ -211,6 +254,9 @@ static bool apply_verb(struct subject *sub, int32_t verb, bool *allowed)
     case BGJOB_VERB_FINALIZE:
         r[n++] = bgjob_job_finalize(job);
         break;
+    case BGJOB_VERB_COMPLETE:
+        r[n++] = bgjob_job_complete(job);
+        break;
     default:
         tap_diag("no call for verb %d", verb);
         return false;
@@ -236,12 +282,26 @@ static bool cleanup(struct subject *sub)
     bool ok = true;
 
     gate_open(sub->g);
+    if (sub->sib != NULL) {
+        gate_open(sub->sib_g);
+        CHECK(wait_end(sub->sib) >= BGJOB_STATE_COMPLETED);
+        CHECK_RC(bgjob_job_destroy(sub->sib), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_txn_destroy(sub->txn), BGJOB_RESULT_OK);
+        if (!poll_int_eq(&sub->sib_t->frees, 1)) {
+            tap_diag("sibling userdata never freed; leaking its tracker");
+            return false;
+        }
+        gate_destroy(sub->sib_g);
+        free(sub->sib_g);
+        free(sub->sib_t);
+    }
     if (!sub->handle_gone) {
         int32_t s = state_of(sub->job);
         /* A worker let go by the gate may end while still paused. */
-        if (s == BGJOB_STATE_PAUSED && bgjob_job_resume(sub->job) != BGJOB_RESULT_OK)
-            CHECK(state_of(sub->job) != BGJOB_STATE_PAUSED);
-        if (s == BGJOB_STATE_WAITING)
+        if ((s == BGJOB_STATE_PAUSED || s == BGJOB_STATE_STANDBY) &&
+            bgjob_job_resume(sub->job) != BGJOB_RESULT_OK)
+            CHECK(state_of(sub->job) != s);
+        if (s == BGJOB_STATE_PENDING)
             CHECK_RC(bgjob_job_finalize(sub->job), BGJOB_RESULT_OK);
         /* A job that never started is not waited for: destroy ends it. */
         if (s != BGJOB_STATE_CREATED)
@@ -263,7 +323,8 @@ static bool test_calls_agree_with_matrix(void)
 {
     static const int32_t reachable[] = {
         BGJOB_STATE_CREATED,   BGJOB_STATE_RUNNING, BGJOB_STATE_PAUSED,    BGJOB_STATE_WAITING,
-        BGJOB_STATE_COMPLETED, BGJOB_STATE_FAILED,  BGJOB_STATE_CANCELLED,
+        BGJOB_STATE_COMPLETED, BGJOB_STATE_FAILED,  BGJOB_STATE_CANCELLED, BGJOB_STATE_READY,
+        BGJOB_STATE_STANDBY,   BGJOB_STATE_PENDING,
     };
     bool ok = true;
 
@@ -298,9 +359,10 @@ static bool test_names(void)
 {
     static const char *const verbs[] = { "start",   "cancel", "pause",  "resume",
                                          "destroy", "detach", "update", "result",
-                                         "drain",   "finalize" };
-    static const char *const states[] = { "created",   "running", "paused",   "waiting",
-                                          "completed", "failed",  "cancelled" };
+                                         "drain",   "finalize", "complete" };
+    static const char *const states[] = { "created",   "running", "paused",  "waiting",
+                                          "completed", "failed",  "cancelled", "ready",
+                                          "standby",   "pending" };
     bool ok = true;
 
     for (int32_t v = 0; v < BGJOB_VERB_COUNT; v++)

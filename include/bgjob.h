@@ -119,12 +119,12 @@
 /**
  * Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
  */
-#define BGJOB_STATE_COUNT 7
+#define BGJOB_STATE_COUNT 10
 
 /**
  * Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
  */
-#define BGJOB_VERB_COUNT 10
+#define BGJOB_VERB_COUNT 11
 
 /**
  * `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
@@ -134,12 +134,25 @@
 
 /**
  * `bgjob_job_options.flags`: QEMU's `JOB_MANUAL_FINALIZE`. Once its work is
- * done and succeeded, the job waits in `BGJOB_STATE_WAITING` until
+ * done and succeeded, the job waits in `BGJOB_STATE_PENDING` until
  * `bgjob_job_finalize`; only then do its commit and clean callbacks run and
  * the job end. A failed or cancelled job is finalized at once. For a job in a
  * transaction, the transaction's setting applies instead.
  */
 #define BGJOB_CREATE_MANUAL_FINALIZE 2
+
+/**
+ * `bgjob_job_options.flags`: progress calls on the worker's own thread never
+ * park it. Without it, `bgjob_job_set_total`, `_set_current`,
+ * `_add_units`, `_set_percent`, `_set_eta` and `_set_phase` made by the
+ * worker are pause points: while the job is paused the worker parks inside
+ * them. With it they only record and return, and the worker parks only where
+ * it asks to: `bgjob_job_pause_point`, `bgjob_job_sleep`, `bgjob_job_wait_fd`
+ * and `bgjob_job_wait_child`. Use it when the worker reports progress while
+ * holding a lock of its own that the caller's resume path needs (a domain
+ * lock): parked with the lock held, it would deadlock the resume.
+ */
+#define BGJOB_CREATE_UPDATES_NEVER_PARK 8
 
 /**
  * `bgjob_txn_create` flag: the transaction finalizes manually (see
@@ -308,6 +321,16 @@ typedef int32_t bgjob_result;
 
 /**
  * Job states. Terminal: COMPLETED, FAILED, CANCELLED.
+ *
+ * ```text
+ * CREATED → RUNNING ⇄ PAUSED
+ *              ↓ set_ready (PAUSED → STANDBY)
+ *            READY ⇄ STANDBY
+ * RUNNING/PAUSED/READY/STANDBY → (WAITING) → (PENDING) → COMPLETED | FAILED | CANCELLED
+ * ```
+ * WAITING: the worker returned, other members of its transaction have not;
+ * PENDING: the work of the job and its whole transaction succeeded, a
+ * manual finalize is awaited.
  */
 enum bgjob_state
 #ifdef __cplusplus
@@ -327,7 +350,8 @@ enum bgjob_state
      */
     BGJOB_STATE_PAUSED = 2,
     /**
-     * The worker finished; its transaction is not settled yet.
+     * The worker finished; other members of its transaction have not yet
+     * (or the group is being finalized right now).
      */
     BGJOB_STATE_WAITING = 3,
     /**
@@ -342,6 +366,21 @@ enum bgjob_state
      * Cancelled before start, or the worker saw the cancel and did not succeed.
      */
     BGJOB_STATE_CANCELLED = 6,
+    /**
+     * The worker said the job is ready (`bgjob_job_set_ready`: a mirror has
+     * converged); it keeps running until `bgjob_job_complete` or a cancel.
+     */
+    BGJOB_STATE_READY = 7,
+    /**
+     * READY and user-paused (as PAUSED is RUNNING paused).
+     */
+    BGJOB_STATE_STANDBY = 8,
+    /**
+     * The work of the job (and of its whole transaction) is done and
+     * succeeded; it waits for `bgjob_job_finalize` / `bgjob_txn_finalize`
+     * (manual finalize).
+     */
+    BGJOB_STATE_PENDING = 9,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_state;
@@ -560,6 +599,10 @@ enum bgjob_verb
      * `bgjob_job_finalize` (manual finalize).
      */
     BGJOB_VERB_FINALIZE = 9,
+    /**
+     * `bgjob_job_complete` (allowed only in READY).
+     */
+    BGJOB_VERB_COMPLETE = 10,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_verb;
@@ -605,7 +648,8 @@ typedef struct bgjob_txn bgjob_txn;
  *   it on that worker thread, last, every other member on a bgjob thread of
  *   its own — never on a sibling's worker thread;
  * - a job ended by a call (a cancel of a job that never ran, destroy,
- *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+ *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
+ *   PENDING, a
  *   detach): a bgjob thread of its own.
  *
  * Never inside the call that ended the job (create, start, cancel, destroy,
@@ -746,7 +790,9 @@ typedef struct bgjob_job_options {
  * The worker may call every bgjob function on its own handle; `bgjob_job_wait`
  * and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
  * wait for itself; the job is running). Progress
- * calls made here park the worker while the job is paused. It must not
+ * calls made here park the worker while the job is paused, unless the job
+ * was created with `BGJOB_CREATE_UPDATES_NEVER_PARK` (then it parks only in
+ * `bgjob_job_pause_point` and the cancellable waits). It must not
  * `longjmp` out of the call or throw a C++ exception through it.
  */
 typedef int32_t (*bgjob_worker_callback)(void *userdata, struct bgjob_job *job);
@@ -835,6 +881,15 @@ typedef struct bgjob_info {
      * The job's error policy.
      */
     bgjob_error_policy error_policy;
+    /**
+     * Whether complete was requested (`bgjob_job_complete`).
+     */
+    bool complete_requested;
+    /**
+     * Whether the cancel request is a soft one (`bgjob_job_cancel_soft`; a
+     * later force cancel clears it).
+     */
+    bool cancel_soft;
 } bgjob_info;
 
 /**
@@ -1248,23 +1303,23 @@ bgjob_result bgjob_job_cancel(struct bgjob_job *job, bgjob_cancel_status *status
  * time stops counting.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (so pausing twice is
- * refused).
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (it becomes PAUSED) or
+ * READY (it becomes STANDBY), so pausing twice is refused.
  */
 bgjob_result bgjob_job_pause(struct bgjob_job *job);
 
 /**
- * Resumes a paused job.
+ * Resumes a paused job: PAUSED becomes RUNNING, STANDBY becomes READY.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED.
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED or STANDBY.
  */
 bgjob_result bgjob_job_resume(struct bgjob_job *job);
 
 /**
  * Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
- * forever; 0: just look). WAITING is not an end: a job waiting for
- * its transaction or for a manual finalize keeps this waiting (and a finite
+ * forever; 0: just look). WAITING and PENDING are not an end: a job waiting
+ * for its transaction or for a manual finalize keeps this waiting (and a finite
  * wait times out) until it is finalized. When it returns OK the job is terminal, its
  * userdata has been freed, and a completion bound to a context is already
  * queued there (one delivered on the worker thread may still be running). The
@@ -1287,7 +1342,8 @@ bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, bgjob_sta
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
  * destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
- * PAUSED, WAITING): wait for it, or use `bgjob_job_detach`.
+ * PAUSED, READY, STANDBY) or the job waits for its end (WAITING, PENDING):
+ * wait for it, or use `bgjob_job_detach`.
  *
  * Threads: of two threads destroying the same handle, one succeeds and the other
  * gets INVALID_HANDLE.
@@ -1303,7 +1359,7 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  *
  * A detached job always reaches a terminal state by itself and runs its
  * completion, commit/abort and clean exactly once: nobody can finalize it
- * now, so a manual-finalize job (one WAITING already included) finalizes as
+ * now, so a manual-finalize job (one PENDING already included) finalizes as
  * soon as its work is done — committing if its worker succeeded, even after
  * the cancel — and a manual-finalize transaction with a detached member
  * finalizes by itself once every member is done.
@@ -1407,8 +1463,11 @@ bgjob_result bgjob_job_check_cancel(struct bgjob_job *job);
  * A pause point: while the job is paused, the calling worker parks here until
  * it is resumed or cancelled.
  *
- * Returns: `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
- * requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+ * Returns: `BGJOB_RESULT_OK` to carry on (for a READY job's worker woken by
+ * the wake fd, `bgjob_job_complete_requested` tells whether complete was
+ * requested); `BGJOB_RESULT_CANCELLED` once cancel was requested (the worker
+ * should stop and return; `bgjob_job_cancel_is_soft` tells a soft cancel);
+ * `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * Threads: meant for the job's worker thread; another thread calling it would park
  * there instead.
@@ -1422,7 +1481,9 @@ bgjob_result bgjob_job_pause_point(struct bgjob_job *job);
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
  *
- * Threads: any thread; on the job's worker thread it is a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point (it
+ * parks while the job is paused), unless the job was created with
+ * `BGJOB_CREATE_UPDATES_NEVER_PARK`.
  */
 bgjob_result bgjob_job_set_total(struct bgjob_job *job, uint64_t total);
 
@@ -1434,7 +1495,9 @@ bgjob_result bgjob_job_set_total(struct bgjob_job *job, uint64_t total);
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go
  * backwards; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
  *
- * Threads: any thread; on the job's worker thread it is a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point (it
+ * parks while the job is paused), unless the job was created with
+ * `BGJOB_CREATE_UPDATES_NEVER_PARK`.
  */
 bgjob_result bgjob_job_set_current(struct bgjob_job *job, uint64_t current);
 
@@ -1445,7 +1508,9 @@ bgjob_result bgjob_job_set_current(struct bgjob_job *job, uint64_t current);
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_NOT_ALLOWED` once ended.
  *
- * Threads: any thread; on the job's worker thread it is a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point (it
+ * parks while the job is paused), unless the job was created with
+ * `BGJOB_CREATE_UPDATES_NEVER_PARK`.
  */
 bgjob_result bgjob_job_add_units(struct bgjob_job *job, uint64_t units);
 
@@ -1459,7 +1524,9 @@ bgjob_result bgjob_job_add_units(struct bgjob_job *job, uint64_t units);
  * (nothing changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
  * once ended.
  *
- * Threads: any thread; on the job's worker thread it is a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point (it
+ * parks while the job is paused), unless the job was created with
+ * `BGJOB_CREATE_UPDATES_NEVER_PARK`.
  */
 bgjob_result bgjob_job_set_percent(struct bgjob_job *job, int32_t percent);
 
@@ -1471,7 +1538,9 @@ bgjob_result bgjob_job_set_percent(struct bgjob_job *job, int32_t percent);
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
  *
- * Threads: any thread; on the job's worker thread it is a pause point.
+ * Threads: any thread; on the job's worker thread it is a pause point (it
+ * parks while the job is paused), unless the job was created with
+ * `BGJOB_CREATE_UPDATES_NEVER_PARK`.
  */
 bgjob_result bgjob_job_set_eta(struct bgjob_job *job, int64_t remaining_ms);
 
@@ -1550,7 +1619,9 @@ bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
  * hooks run one at a time in registration order. (A deadline's cancel calls
  * them on a bgjob thread named after the job, never on the timer thread.) If
  * cancel was already requested, the hook runs at once on this thread before
- * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+ * this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so —
+ * unless it was a soft cancel (`bgjob_job_cancel_soft`): then the hook is
+ * registered for a later force cancel. Hooks
  * still registered when the job's worker returns are removed without being
  * called, and the job does not end while one of its hooks runs (see
  * `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
@@ -1587,8 +1658,14 @@ bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_i
  * time, or at once when cancel is requested. While the job is paused the worker
  * parks here and the paused time does not count; spurious wake-ups never
  * shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
+ * A complete request (`bgjob_job_complete`) ends it early with
+ * `BGJOB_RESULT_OK` (at once while the worker has not acknowledged it with
+ * `bgjob_job_complete_requested`): after an OK, a worker of a READY job
+ * asks `bgjob_job_complete_requested` whether the time passed or it was told
+ * to finish.
  *
- * Returns: `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+ * Returns: `BGJOB_RESULT_OK` when the time has passed (or complete was
+ * requested); `BGJOB_RESULT_CANCELLED`;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
  * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
  * running.
@@ -1599,10 +1676,12 @@ bgjob_result bgjob_job_sleep(struct bgjob_job *job, int64_t ms);
 
 /**
  * Gives the job's wake fd, for a worker with its own `poll` loop: readable
- * once cancel was requested (it stays so) and while a user pause is pending
- * (until resume). When it turns readable, call `bgjob_job_pause_point`: it
- * parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
- * cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
+ * once cancel was requested (it stays so), while a user pause is pending
+ * (until resume), and while a complete request's wake is pending (until the
+ * worker calls `bgjob_job_complete_requested`). When it turns readable, call
+ * `bgjob_job_pause_point`: it parks while the job is paused and returns
+ * `BGJOB_RESULT_CANCELLED` once cancel was requested; on OK, a READY job's
+ * worker asks `bgjob_job_complete_requested`. bgjob owns the fd (close-on-exec, non-blocking; do
  * not read, write or close it); it lives until the job is destroyed.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
@@ -1615,11 +1694,14 @@ bgjob_result bgjob_job_get_wake_fd(struct bgjob_job *job, int32_t *fd_out);
  * `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
  * `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
  * once when cancel is requested. While the job is paused the worker parks
- * here and the paused time does not count.
+ * here and the paused time does not count. A complete request
+ * (`bgjob_job_complete`) ends it early with `BGJOB_RESULT_OK` and
+ * `*revents_out` 0 (at once while the worker has not acknowledged it with
+ * `bgjob_job_complete_requested`).
  *
  * Returns: `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what
  * happened: `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP`
- * alone; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+ * alone, or 0 for a complete request's wake; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
  * `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM` if
@@ -1689,7 +1771,9 @@ bgjob_result bgjob_child_options_init(struct bgjob_child_options *options, size_
  * `bgjob_job_wait_child`, which also delivers captured output. A child still
  * bound when the worker returns is killed with its group and reaped before
  * the job ends, so none outlives its job and none is left a zombie. Once
- * cancel has been requested, only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
+ * cancel has been requested (not counting a soft cancel,
+ * `bgjob_job_cancel_soft`, which lets the worker finish its work, children
+ * included), only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
  * is started (a cleanup step); any other is refused with
  * `BGJOB_RESULT_CANCELLED` and nothing runs, as a program started only to be
  * killed at once may leave half its work done.
@@ -1732,7 +1816,8 @@ bgjob_result bgjob_job_spawn_child(struct bgjob_job *job,
  * this process that nobody has waited for; from now on only bgjob waits for
  * it. Signals go to its process group as well if it leads one when bound
  * (the worker made it with `setpgid(0, 0)` or `setsid`), else to it alone. A
- * child bound after cancel was requested is signalled at once: cancel cannot
+ * child bound after a (force) cancel was requested is signalled at once; one
+ * bound after a soft cancel is signalled by a later force cancel: cancel cannot
  * spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
  * that).
  *
@@ -1782,7 +1867,8 @@ bgjob_result bgjob_job_wait_child(struct bgjob_job *job,
  * it finalizes the transaction (as soon as every member is done).
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
- * `BGJOB_STATE_WAITING` (and not already being finalized);
+ * `BGJOB_STATE_PENDING` or `BGJOB_STATE_WAITING` (and not already being
+ * finalized);
  * `BGJOB_RESULT_INVALID_HANDLE`.
  */
 bgjob_result bgjob_job_finalize(struct bgjob_job *job);
@@ -1861,6 +1947,91 @@ bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
                                        const char *message,
                                        bgjob_error_action *action_out);
 
+/**
+ * Says the job is ready (QEMU's `job_transition_to_ready`: a mirror has
+ * converged and keeps mirroring): RUNNING becomes `BGJOB_STATE_READY`,
+ * PAUSED becomes `BGJOB_STATE_STANDBY`. The worker keeps running until
+ * `bgjob_job_complete` (or a cancel) asks it to finish. A READY job accepts
+ * every verb a RUNNING one does (STANDBY: a PAUSED one), plus complete.
+ *
+ * Returns: `BGJOB_RESULT_OK`, also when the job is READY or STANDBY already;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless its worker is running (RUNNING, PAUSED),
+ * and once its worker declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * Threads: any thread (usually the worker); it never parks.
+ */
+bgjob_result bgjob_job_set_ready(struct bgjob_job *job);
+
+/**
+ * Asks a READY job to finish (QEMU's `job_complete`; a mirror pivots). It
+ * sets "complete requested" (`bgjob_job_complete_requested`,
+ * `bgjob_info.complete_requested`; it stays set) and wakes the worker as a
+ * cancel does:
+ * - the wake fd (`bgjob_job_get_wake_fd`) becomes readable;
+ * - `bgjob_job_sleep` returns `BGJOB_RESULT_OK` early (before its time);
+ * - `bgjob_job_wait_fd` returns `BGJOB_RESULT_OK` with `*events_out` 0 (no
+ *   event: the wake was the complete request);
+ * - `bgjob_job_pause_point` returns `BGJOB_RESULT_OK` (it never parks for
+ *   it).
+ *
+ * The wake lasts until the worker calls `bgjob_job_complete_requested` on
+ * its own thread: until then the wake fd stays readable and every sleep and
+ * fd wait returns at once, so a worker that wakes early should ask. The
+ * worker then finishes and returns 0 (the job ends COMPLETED, through
+ * PENDING with manual finalize). `bgjob_job_wait_child` does not end early
+ * for it. Asking again wakes again.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+ * READY (so also in STANDBY: resume first), and while cancel is requested,
+ * an internal pause (`bgjob_job_pause_internal`) is in force or the worker
+ * declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_complete(struct bgjob_job *job);
+
+/**
+ * Tells whether complete was requested (`bgjob_job_complete`); once true it
+ * stays true. Called on the job's worker thread it also acknowledges the
+ * wake the request gave (see `bgjob_job_complete`): the wake fd is no longer
+ * readable for it, and sleeps and fd waits no longer return early for it.
+ * On any other thread it only reads.
+ *
+ * Returns: `BGJOB_RESULT_OK` with `*requested_out` set;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `requested_out`;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_complete_requested(struct bgjob_job *job, bool *requested_out);
+
+/**
+ * Soft cancel (QEMU's `block-job-cancel` without force on a ready job): on a
+ * READY or STANDBY job, cancel is requested with "soft" set. The worker sees
+ * the cancel as usual (`bgjob_job_check_cancel`, pause points and waits
+ * return `BGJOB_RESULT_CANCELLED`; a STANDBY job is resumed), reads
+ * `bgjob_job_cancel_is_soft`, and is meant to finish without pivoting and
+ * return 0: the job then ends COMPLETED (with `cancel_requested` true).
+ * A soft cancel calls no cancellation hooks and signals no child process
+ * (they abort what the worker waits on); a later `bgjob_job_cancel` makes it
+ * a force cancel: soft is cleared, the hooks are called, and that call gets
+ * `BGJOB_CANCEL_STATUS_REQUESTED`. In every other state this is
+ * `bgjob_job_cancel`.
+ *
+ * `status_out` (may be NULL) gets which race this call met, as for
+ * `bgjob_job_cancel`.
+ *
+ * Returns: `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_cancel_soft(struct bgjob_job *job, bgjob_cancel_status *status_out);
+
+/**
+ * Tells the worker whether the cancel request is a soft one
+ * (`bgjob_job_cancel_soft`; false when cancel was not requested, and after a
+ * force cancel).
+ *
+ * Returns: `BGJOB_RESULT_OK` with `*soft_out` set;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `soft_out`;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_cancel_is_soft(struct bgjob_job *job, bool *soft_out);
+
 /* ---- Transactions ---- */
 
 /**
@@ -1872,7 +2043,9 @@ bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
  * member's commit callback runs if all succeeded, else its abort callback;
  * then each one's clean callback; then the members end (a member that failed
  * ends FAILED, every other one of an aborted transaction CANCELLED) and their
- * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
+ * completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE` (then, once
+ * every member's work is done and succeeded, every member turns
+ * `BGJOB_STATE_PENDING` and the group waits for `bgjob_txn_finalize`).
  *
  * Returns: `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT`
  * for a NULL `txn_out` or unknown flags.

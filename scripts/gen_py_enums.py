@@ -64,7 +64,7 @@ PY_EXTRAS = {
     "State": '''
     @property
     def terminal(self) -> bool:
-        return self >= State.COMPLETED
+        return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
 ''',
     "CancelStatus": '''
     def __bool__(self) -> bool:

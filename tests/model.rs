@@ -14,9 +14,12 @@
 //! Besides the plain verbs it covers the intricate rules: internal pauses
 //! (counted, balanced, invisible in the state), I/O error reports under each
 //! error policy (a STOP is a user pause with an error status that resume
-//! resets), manual finalize (a successful job waits in WAITING for finalize,
-//! cancel or detach) and transactions (a member whose work is done waits in
-//! WAITING for its sibling; a sibling's failure cancels it).
+//! resets), manual finalize (a successful job waits in PENDING for finalize,
+//! cancel or detach), transactions (a member whose work is done waits in
+//! WAITING for its sibling, then both in PENDING under manual finalize; a
+//! sibling's failure cancels it), and QEMU's ready model: set_ready (RUNNING
+//! → READY, PAUSED → STANDBY), complete (READY only), soft cancel (READY and
+//! STANDBY: no hooks; a later force cancel calls them).
 
 use bgjob::core::{
     CancelCause, CancelStatus, Context, Error, ErrorAction, ErrorPolicy, HookAdded, HookRemoved,
@@ -51,6 +54,9 @@ enum Op {
     ResumeInternal,
     SetPolicy(ErrorPolicy),
     Finalize,
+    SetReady,
+    Complete,
+    CancelSoft,
     /// The transaction sibling's worker returns (0: success).
     SiblingReturn(i32),
     // Worker side: only applied while the worker is running and not parked.
@@ -106,6 +112,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::ResumeInternal),
         1 => policy().prop_map(Op::SetPolicy),
         2 => Just(Op::Finalize),
+        2 => Just(Op::SetReady),
+        2 => Just(Op::Complete),
+        2 => Just(Op::CancelSoft),
         1 => prop_oneof![Just(0), Just(7)].prop_map(Op::SiblingReturn),
         3 => Just(Op::PausePoint),
         1 => prop_oneof![Just(0), 1i32..5].prop_map(Op::Finish),
@@ -204,17 +213,48 @@ struct Model {
     results_set: usize,
     result_present: bool,
     hooks: Vec<Hook>,
+    /// set_ready was called while the worker ran.
+    ready: bool,
+    complete_requested: bool,
+    /// The cancel request is a soft one.
+    soft: bool,
 }
 
 impl Model {
     fn state(&self) -> State {
         match self.life {
             Life::Created => State::Created,
-            Life::Running if self.paused => State::Paused,
-            Life::Running => State::Running,
+            Life::Running => match (self.ready, self.paused) {
+                (false, false) => State::Running,
+                (false, true) => State::Paused,
+                (true, false) => State::Ready,
+                (true, true) => State::Standby,
+            },
+            Life::Waiting if self.group_done() => State::Pending,
             Life::Waiting => State::Waiting,
             Life::Done(s) => s,
         }
+    }
+
+    /// Every member's work is done and succeeded, and a manual finalize is
+    /// awaited (a job on its own waits only for that).
+    fn group_done(&self) -> bool {
+        match self.sibling {
+            None => true,
+            Some(Life::Waiting) => !self.group_aborted,
+            Some(_) => false,
+        }
+    }
+
+    /// The sibling's state as the model sees it.
+    fn sibling_state(&self) -> Option<State> {
+        self.sibling.map(|l| match l {
+            Life::Running => State::Running,
+            Life::Waiting if self.life == Life::Waiting && self.group_done() => State::Pending,
+            Life::Waiting => State::Waiting,
+            Life::Created => State::Created,
+            Life::Done(s) => s,
+        })
     }
 
     /// A pause point parks: a user or an internal pause, and no cancel.
@@ -374,6 +414,9 @@ fn make(setup: Setup) -> (Real, Model) {
         results_set: 0,
         result_present: false,
         hooks: Vec::new(),
+        ready: false,
+        complete_requested: false,
+        soft: false,
     };
     (real, model)
 }
@@ -453,7 +496,11 @@ fn abort_group(r: &Real, m: &mut Model, by_main: bool) -> Result<(), TestCaseErr
         }
         return Ok(());
     }
-    // The sibling's end cancels the main job.
+    // The sibling's end cancels the main job (a soft cancel becomes force).
+    if !m.terminal() && m.cancel && m.soft && m.life == Life::Running {
+        m.soft = false;
+        m.run_hooks();
+    }
     if m.terminal() || m.cancel {
         return Ok(());
     }
@@ -517,6 +564,12 @@ fn cancel_model(
 ) -> Result<CancelStatus, TestCaseError> {
     Ok(match m.life {
         Life::Done(_) => CancelStatus::AlreadyFinished,
+        // A force cancel after a soft one: soft cleared, the hooks called.
+        Life::Running if m.cancel && m.soft => {
+            m.soft = false;
+            m.run_hooks();
+            CancelStatus::Requested
+        }
         _ if m.cancel => CancelStatus::AlreadyRequested,
         Life::Created => {
             m.cancel = true;
@@ -584,12 +637,7 @@ fn settled(r: &Real, m: &Model) -> Result<(), TestCaseError> {
     loop {
         let i = r.job.info();
         let sib = r.sibling.as_ref().map(|(s, _)| s.state());
-        let sib_want = m.sibling.map(|l| match l {
-            Life::Running => State::Running,
-            Life::Waiting => State::Waiting,
-            Life::Created => State::Created,
-            Life::Done(s) => s,
-        });
+        let sib_want = m.sibling_state();
         let hooks = m
             .hooks
             .iter()
@@ -661,6 +709,8 @@ fn check_info(r: &Real, m: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(i.pause_count, m.internal);
     prop_assert_eq!(i.iostatus, m.iostatus);
     prop_assert_eq!(i.error_policy, m.policy);
+    prop_assert_eq!(i.complete_requested, m.complete_requested);
+    prop_assert_eq!(i.cancel_soft, m.soft);
     let code = if m.terminal() {
         m.error_code
     } else {
@@ -800,6 +850,42 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, Err(not_allowed(Verb::Finalize, m)));
             }
         }
+        Op::SetReady => {
+            let got = r.job.set_ready();
+            if m.life == Life::Running {
+                prop_assert_eq!(got, Ok(()));
+                m.ready = true;
+            } else {
+                prop_assert_eq!(got, Err(not_allowed(Verb::Update, m)));
+            }
+        }
+        Op::Complete => {
+            let got = r.job.complete();
+            if m.state() == State::Ready && !m.cancel && m.internal == 0 {
+                prop_assert_eq!(got, Ok(()));
+                m.complete_requested = true;
+            } else {
+                prop_assert_eq!(got, Err(not_allowed(Verb::Complete, m)));
+            }
+        }
+        Op::CancelSoft => {
+            let got = r.job.cancel_soft();
+            let want = match m.state() {
+                State::Ready | State::Standby if m.cancel => CancelStatus::AlreadyRequested,
+                State::Ready | State::Standby => {
+                    // No hooks: they abort what the worker waits on.
+                    m.cancel = true;
+                    m.soft = true;
+                    m.cause = CancelCause::Caller;
+                    m.unpause();
+                    unpark(r, m, Err(Error::Cancelled))?;
+                    CancelStatus::Requested
+                }
+                _ => cancel_model(r, m, CancelCause::Caller)?,
+            };
+            prop_assert_eq!(got, want);
+            settled(r, m)?;
+        }
         Op::SiblingReturn(rc) => sibling_return(r, m, rc)?,
         Op::Release => release(r, m)?,
         Op::Detach(with_cancel) => detach(r, m, with_cancel)?,
@@ -830,12 +916,21 @@ fn apply(r: &mut Real, m: &mut Model, op: Op) -> Result<(), TestCaseError> {
             });
             let working = matches!(m.life, Life::Created | Life::Running);
             let (id, state) = match got {
+                // A soft cancel keeps hooks for a later force cancel.
                 Ok(HookAdded::Registered(id)) => {
-                    prop_assert!(working && !m.cancel, "registered on {:?}", m.life);
+                    prop_assert!(
+                        working && (!m.cancel || m.soft),
+                        "registered on {:?}",
+                        m.life
+                    );
                     (Some(id), HookState::Registered)
                 }
                 Ok(HookAdded::RanAtOnce) => {
-                    prop_assert!(working && m.cancel, "ran at once on {:?}", m.life);
+                    prop_assert!(
+                        working && m.cancel && !m.soft,
+                        "ran at once on {:?}",
+                        m.life
+                    );
                     (None, HookState::Ran)
                 }
                 Err(e) => {

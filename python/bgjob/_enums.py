@@ -57,10 +57,13 @@ class State(_Named):
     COMPLETED = 4
     FAILED = 5
     CANCELLED = 6
+    READY = 7
+    STANDBY = 8
+    PENDING = 9
 
     @property
     def terminal(self) -> bool:
-        return self >= State.COMPLETED
+        return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
 
 
 class JobType(_Named):
@@ -130,3 +133,4 @@ class Verb(_Named):
     RESULT = 7
     DRAIN = 8
     FINALIZE = 9
+    COMPLETE = 10

@@ -32,6 +32,7 @@ SONAME = f"libbgjob.so.{ABI_VERSION}"
 # Constants of bgjob.h (checked against the header by the tests).
 CREATE_DEFER_START = 1
 CREATE_MANUAL_FINALIZE = 2
+CREATE_UPDATES_NEVER_PARK = 8
 TXN_MANUAL_FINALIZE = 1
 DETACH_CANCEL = 1
 MAX_STACK_SIZE = 1 << 30
@@ -101,6 +102,8 @@ class bgjob_info(ctypes.Structure):
         ("pause_count", c_uint32),
         ("iostatus", c_int32),
         ("error_policy", c_int32),
+        ("complete_requested", c_bool),
+        ("cancel_soft", c_bool),
     ]
 
 
@@ -208,6 +211,11 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     ),
     "bgjob_job_start": (R, (JobPtr,)),
     "bgjob_job_cancel": (R, (JobPtr, POINTER(c_int32))),
+    "bgjob_job_cancel_soft": (R, (JobPtr, POINTER(c_int32))),
+    "bgjob_job_cancel_is_soft": (R, (JobPtr, POINTER(c_bool))),
+    "bgjob_job_set_ready": (R, (JobPtr,)),
+    "bgjob_job_complete": (R, (JobPtr,)),
+    "bgjob_job_complete_requested": (R, (JobPtr, POINTER(c_bool))),
     "bgjob_job_pause": (R, (JobPtr,)),
     "bgjob_job_resume": (R, (JobPtr,)),
     "bgjob_job_wait": (R, (JobPtr, c_int64, POINTER(c_int32))),

@@ -216,6 +216,10 @@ class Info:
     #: Not OK only while paused by the error policy.
     iostatus: IoStatus
     error_policy: ErrorPolicy
+    #: Whether complete was requested (``Job.complete``).
+    complete_requested: bool = False
+    #: Whether the cancel request is a soft one (``Job.cancel(soft=True)``).
+    cancel_soft: bool = False
     #: The phase name ("copying", "cleaning up"), read right after the rest
     #: (bgjob's snapshot struct has no room for text).
     phase: str = ""
@@ -241,6 +245,8 @@ class Info:
             pause_count=c.pause_count,
             iostatus=IoStatus(c.iostatus),
             error_policy=ErrorPolicy(c.error_policy),
+            complete_requested=c.complete_requested,
+            cancel_soft=c.cancel_soft,
         )
 
 
@@ -271,7 +277,9 @@ class Worker:
     """What a Python worker gets as its first argument: progress, phase,
     cancellation checks, a cancellable sleep and cancellation hooks for its own
     job. Every progress call is also a pause point: while the job is paused the
-    worker parks there (with the GIL released)."""
+    worker parks there (with the GIL released) -- unless the job was made with
+    ``updates_never_park=True``: then only ``pause_point``, ``sleep`` and the
+    waits park."""
 
     __slots__ = ("_h", "name")
 
@@ -319,8 +327,35 @@ class Worker:
 
     def sleep(self, seconds: float) -> None:
         """Sleeps for ``seconds`` of active time (paused time does not count);
-        a cancel ends it at once with ``Cancelled``."""
+        a cancel ends it at once with ``Cancelled``; a complete request
+        (``Job.complete``) ends it early without an error (check
+        ``complete_requested``)."""
         self._check(lib.bgjob_job_sleep(self._h, _ms(seconds, "sleep")), "sleep")
+
+    # READY and complete (QEMU's block-job model)
+    def set_ready(self) -> None:
+        """Says the job is ready (a mirror converged): RUNNING becomes READY
+        (PAUSED: STANDBY). It keeps running until ``Job.complete()`` or a
+        cancel. Idempotent."""
+        check(lib.bgjob_job_set_ready(self._h), "set_ready")
+
+    @property
+    def complete_requested(self) -> bool:
+        """Whether complete was requested; reading it here (on the worker's
+        thread) acknowledges the wake, so sleeps and fd waits stop returning
+        early for it."""
+        out = c_bool()
+        check(lib.bgjob_job_complete_requested(self._h, byref(out)), "complete_requested")
+        return out.value
+
+    @property
+    def cancel_is_soft(self) -> bool:
+        """Whether the cancel request is a soft one (``Job.cancel(soft=True)``
+        on a READY job): finish without pivoting and return normally, and the
+        job completes."""
+        out = c_bool()
+        check(lib.bgjob_job_cancel_is_soft(self._h, byref(out)), "cancel_is_soft")
+        return out.value
 
     def add_cancel_hook(self, fn: Callable[[], Any]) -> int | None:
         """Registers ``fn()`` to be called at most once, on the cancelling
@@ -362,8 +397,8 @@ class Worker:
     # cancellable waits and child processes
     @property
     def wake_fd(self) -> int:
-        """An fd readable once cancel was requested (and while a pause is
-        pending), for a worker with its own ``select``/``poll``: when it turns
+        """An fd readable once cancel was requested (and while a pause or an
+        unacknowledged complete request is pending), for a worker with its own ``select``/``poll``: when it turns
         readable, call ``pause_point()``. bgjob owns it: do not close it."""
         fd = c_int32()
         check(lib.bgjob_job_get_wake_fd(self._h, byref(fd)), "wake_fd")
@@ -373,7 +408,9 @@ class Worker:
         """Waits until ``fd`` (a number or an object with ``fileno()``) is ready
         for ``events`` (``bgjob.FD_READABLE``/``FD_WRITABLE``), for at most
         ``timeout`` seconds of active time; returns the ``FD_*`` bits that
-        happened. Raises ``Cancelled`` at once on cancel, ``TimedOut``."""
+        happened, or 0 when a complete request (``Job.complete``) woke it
+        (check ``complete_requested``). Raises ``Cancelled`` at once on
+        cancel, ``TimedOut``."""
         fileno = fd if isinstance(fd, int) else fd.fileno()
         revents = ctypes.c_uint32()
         r = lib.bgjob_job_wait_fd(self._h, fileno, int(events), _ms(timeout, "wait_fd"), byref(revents))
@@ -746,6 +783,7 @@ class Job(Generic[T]):
         on_commit: Callable[[Job[T]], Any] | None = None,
         on_abort: Callable[[Job[T]], Any] | None = None,
         on_clean: Callable[[Job[T]], Any] | None = None,
+        updates_never_park: bool = False,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
@@ -784,6 +822,8 @@ class Job(Generic[T]):
         opts.flags = _ffi.CREATE_DEFER_START
         if manual_finalize:
             opts.flags |= _ffi.CREATE_MANUAL_FINALIZE
+        if updates_never_park:
+            opts.flags |= _ffi.CREATE_UPDATES_NEVER_PARK
         if deadline is not None:
             opts.deadline_ms = max(1, _ms(deadline, "deadline"))
         opts.error_policy = ErrorPolicy(error_policy)
@@ -997,11 +1037,37 @@ class Job(Generic[T]):
         if lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CREATED:
             self._ref.strong = None
 
-    def cancel(self) -> CancelStatus:
-        """Requests cancellation and returns at once; says which race it met."""
+    def cancel(self, soft: bool = False) -> CancelStatus:
+        """Requests cancellation and returns at once; says which race it met.
+        With ``soft=True`` on a READY or STANDBY job it is a soft cancel
+        (QEMU's ``block-job-cancel`` without force): the worker sees the
+        cancel, ``Worker.cancel_is_soft`` is true, no cancel hooks run, and a
+        worker that returns normally completes the job; a later plain cancel
+        makes it a force cancel. In other states ``soft`` changes nothing."""
         status = c_int32()
-        self._call(lib.bgjob_job_cancel(self._h, byref(status)), "cancel")
+        if soft:
+            self._call(lib.bgjob_job_cancel_soft(self._h, byref(status)), "cancel")
+        else:
+            self._call(lib.bgjob_job_cancel(self._h, byref(status)), "cancel")
         return CancelStatus(status.value)
+
+    def set_ready(self) -> None:
+        """Says the job is ready (the owner's side of ``Worker.set_ready``)."""
+        self._call(lib.bgjob_job_set_ready(self._h), "set_ready")
+
+    def complete(self) -> None:
+        """Asks a READY job to finish (QEMU's ``job-complete``): wakes its
+        worker, whose sleeps and fd waits return early, and sets
+        ``complete_requested``. Raises ``NotAllowed`` outside READY."""
+        self._call(lib.bgjob_job_complete(self._h), "complete")
+
+    @property
+    def complete_requested(self) -> bool:
+        """Whether complete was requested (read only: it does not
+        acknowledge the worker's wake)."""
+        out = c_bool()
+        self._call(lib.bgjob_job_complete_requested(self._h, byref(out)), "complete_requested")
+        return out.value
 
     def pause(self) -> None:
         """Pauses a RUNNING job: its worker parks at its next pause point."""
@@ -1032,7 +1098,7 @@ class Job(Generic[T]):
         self._call(lib.bgjob_job_set_error_policy(self._h, int(policy)), "set_error_policy")
 
     def finalize(self) -> None:
-        """Finalizes a ``manual_finalize`` job that is WAITING: its
+        """Finalizes a ``manual_finalize`` job that is PENDING: its
         ``on_commit`` (or ``on_abort``) and ``on_clean`` run on this thread,
         then it ends."""
         self._call(lib.bgjob_job_finalize(self._h), "finalize")

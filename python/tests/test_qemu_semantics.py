@@ -226,10 +226,10 @@ def test_manual_finalize_runs_commit_and_clean():
         on_abort=lambda j: calls.append("abort"),
         on_clean=lambda j: calls.append("clean"),
     )
-    eventually(lambda: job.state == State.WAITING, "work done, waiting for finalize")
+    eventually(lambda: job.state == State.PENDING, "work done, waiting for finalize")
     assert calls == []
     job.finalize()
-    assert calls == [("commit", State.WAITING), "clean"]
+    assert calls == [("commit", State.PENDING), "clean"]
     assert job.wait(LONG) == State.COMPLETED
     assert job.result() == "work done"
     job.close()

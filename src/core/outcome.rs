@@ -106,7 +106,10 @@ pub(crate) fn declare(
 /// overrides the return value (0 success, else an error with that code);
 /// then success completes, an error fails — or cancels, when cancel was
 /// requested. The error returned carries the bare code; [`final_error`]
-/// gives it its message.
+/// gives it its message. A soft cancel (QEMU's cancel of a ready job without
+/// force) is a cancel request here like any other: a worker that finishes
+/// successfully completes, one that fails ends cancelled — "soft" only tells
+/// the worker which of the two to aim for, so it adds no row.
 pub(crate) fn worker_outcome(
     returned: Returned,
     finish_status: Option<i32>,

@@ -10,8 +10,10 @@ use std::fmt;
 
 /// The state of a job as a caller sees it.
 ///
-/// `Created → Running ⇄ Paused → (Waiting) → Completed | Failed | Cancelled`.
-/// The last three are terminal: a job reaches exactly one of them, once.
+/// `Created → Running ⇄ Paused → (Waiting) → (Pending) → Completed | Failed |
+/// Cancelled`, with `Running → Ready ⇄ Standby` for a job whose worker said it
+/// is ready (`Paused → Standby` likewise). The three last are terminal: a job
+/// reaches exactly one of them, once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
     /// Made, not started; the worker has not run.
@@ -20,7 +22,8 @@ pub enum State {
     Running,
     /// Paused by the user; the worker parks at its next pause point.
     Paused,
-    /// The worker has finished; the job waits for its transaction to settle.
+    /// The worker has finished; the job waits for the other members of its
+    /// transaction to finish theirs.
     Waiting,
     /// The worker succeeded.
     Completed,
@@ -28,12 +31,20 @@ pub enum State {
     Failed,
     /// Cancelled: before start, or the worker saw the cancel and did not succeed.
     Cancelled,
+    /// The worker said the job is ready (a mirror has converged); it keeps
+    /// running until completed ([`Verb::Complete`]) or cancelled.
+    Ready,
+    /// Ready and paused by the user (as `Paused` is `Running` paused).
+    Standby,
+    /// The work is done (the job's and its whole transaction's); the job waits
+    /// for a manual finalize.
+    Pending,
 }
 
 impl State {
     /// Every state, in the order of the verb table's columns (the C numbers
     /// live in `ffi`, tied to these by its conversions).
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 10] = [
         State::Created,
         State::Running,
         State::Paused,
@@ -41,6 +52,9 @@ impl State {
         State::Completed,
         State::Failed,
         State::Cancelled,
+        State::Ready,
+        State::Standby,
+        State::Pending,
     ];
 
     /// True for `Completed`, `Failed` and `Cancelled`.
@@ -58,6 +72,9 @@ impl State {
             State::Completed => "completed",
             State::Failed => "failed",
             State::Cancelled => "cancelled",
+            State::Ready => "ready",
+            State::Standby => "standby",
+            State::Pending => "pending",
         }
     }
 }
@@ -95,11 +112,14 @@ pub enum Verb {
     /// Finalize a job (or its transaction) created with manual finalize, once
     /// its work is done: commit or abort, clean, then the end.
     Finalize,
+    /// Ask a ready job to finish (QEMU's `job-complete`): allowed only in
+    /// `Ready`.
+    Complete,
 }
 
 impl Verb {
     /// Every verb, in the order of the verb table's rows.
-    pub const ALL: [Verb; 10] = [
+    pub const ALL: [Verb; 11] = [
         Verb::Start,
         Verb::Cancel,
         Verb::Pause,
@@ -110,6 +130,7 @@ impl Verb {
         Verb::Result,
         Verb::Drain,
         Verb::Finalize,
+        Verb::Complete,
     ];
 
     /// A stable lower-case name.
@@ -125,6 +146,7 @@ impl Verb {
             Verb::Result => "result",
             Verb::Drain => "drain",
             Verb::Finalize => "finalize",
+            Verb::Complete => "complete",
         }
     }
 }
@@ -139,18 +161,23 @@ const Y: bool = true;
 const N: bool = false;
 
 /// Rows are verbs, columns are states, both in numeric order:
-/// created, running, paused, waiting, completed, failed, cancelled.
-const TABLE: [[bool; 7]; 10] = [
-    /* start   */ [Y, N, N, N, N, N, N],
-    /* cancel  */ [Y, Y, Y, Y, Y, Y, Y],
-    /* pause   */ [N, Y, N, N, N, N, N],
-    /* resume  */ [N, N, Y, N, N, N, N],
-    /* destroy */ [Y, N, N, N, Y, Y, Y],
-    /* detach  */ [N, Y, Y, Y, Y, Y, Y],
-    /* update  */ [Y, Y, Y, N, N, N, N],
-    /* result  */ [N, N, N, N, Y, Y, Y],
-    /* drain   */ [Y, Y, Y, Y, N, N, N],
-    /* finalize*/ [N, N, N, Y, N, N, N],
+/// created, running, paused, waiting, completed, failed, cancelled, ready,
+/// standby, pending. Ready and standby accept what running and paused accept
+/// (plus complete in ready); pending accepts what waiting accepts.
+const TABLE: [[bool; 10]; 11] = [
+    //              cr run pau wai com fai can rdy stb pen
+    /* start   */
+    [Y, N, N, N, N, N, N, N, N, N],
+    /* cancel  */ [Y, Y, Y, Y, Y, Y, Y, Y, Y, Y],
+    /* pause   */ [N, Y, N, N, N, N, N, Y, N, N],
+    /* resume  */ [N, N, Y, N, N, N, N, N, Y, N],
+    /* destroy */ [Y, N, N, N, Y, Y, Y, N, N, N],
+    /* detach  */ [N, Y, Y, Y, Y, Y, Y, Y, Y, Y],
+    /* update  */ [Y, Y, Y, N, N, N, N, Y, Y, N],
+    /* result  */ [N, N, N, N, Y, Y, Y, N, N, N],
+    /* drain   */ [Y, Y, Y, Y, N, N, N, Y, Y, Y],
+    /* finalize*/ [N, N, N, Y, N, N, N, N, N, Y],
+    /* complete*/ [N, N, N, N, N, N, N, Y, N, N],
 ];
 
 /// Whether `verb` may be applied to a job in `state`.
@@ -198,5 +225,38 @@ mod tests {
         assert!(!verb_allowed(Verb::Destroy, State::Running));
         assert!(!verb_allowed(Verb::Destroy, State::Paused));
         assert!(!verb_allowed(Verb::Destroy, State::Waiting));
+        assert!(!verb_allowed(Verb::Destroy, State::Ready));
+        assert!(!verb_allowed(Verb::Destroy, State::Standby));
+        assert!(!verb_allowed(Verb::Destroy, State::Pending));
+    }
+
+    /// Ready and standby are running and paused with the ready mark: they
+    /// accept the same verbs, plus complete in ready only; pending accepts
+    /// what waiting does.
+    #[test]
+    fn ready_standby_pending_mirror_their_plain_states() {
+        for v in Verb::ALL {
+            let extra = v == Verb::Complete;
+            assert_eq!(
+                verb_allowed(v, State::Ready),
+                verb_allowed(v, State::Running) || extra,
+                "{v} in ready"
+            );
+            assert_eq!(
+                verb_allowed(v, State::Standby),
+                verb_allowed(v, State::Paused),
+                "{v} in standby"
+            );
+            assert_eq!(
+                verb_allowed(v, State::Pending),
+                verb_allowed(v, State::Waiting),
+                "{v} in pending"
+            );
+        }
+        let complete: Vec<State> = State::ALL
+            .into_iter()
+            .filter(|&s| verb_allowed(Verb::Complete, s))
+            .collect();
+        assert_eq!(complete, vec![State::Ready]);
     }
 }

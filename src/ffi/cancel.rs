@@ -15,7 +15,9 @@ use std::time::Duration;
 /// hooks run one at a time in registration order. (A deadline's cancel calls
 /// them on a bgjob thread named after the job, never on the timer thread.) If
 /// cancel was already requested, the hook runs at once on this thread before
-/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so. Hooks
+/// this returns, and the call returns `BGJOB_RESULT_CANCELLED` to say so —
+/// unless it was a soft cancel (`bgjob_job_cancel_soft`): then the hook is
+/// registered for a later force cancel. Hooks
 /// still registered when the job's worker returns are removed without being
 /// called, and the job does not end while one of its hooks runs (see
 /// `bgjob_cancel_hook_callback`): once any call has seen the job end, none of its
@@ -84,8 +86,14 @@ pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
 /// time, or at once when cancel is requested. While the job is paused the worker
 /// parks here and the paused time does not count; spurious wake-ups never
 /// shorten it. −1 sleeps until cancel is requested; 0 only checks for it.
+/// A complete request (`bgjob_job_complete`) ends it early with
+/// `BGJOB_RESULT_OK` (at once while the worker has not acknowledged it with
+/// `bgjob_job_complete_requested`): after an OK, a worker of a READY job
+/// asks `bgjob_job_complete_requested` whether the time passed or it was told
+/// to finish.
 ///
-/// Returns: `BGJOB_RESULT_OK` when the time has passed; `BGJOB_RESULT_CANCELLED`;
+/// Returns: `BGJOB_RESULT_OK` when the time has passed (or complete was
+/// requested); `BGJOB_RESULT_CANCELLED`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for an `ms` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// running.
@@ -101,10 +109,12 @@ pub unsafe extern "C" fn bgjob_job_sleep(job: *mut bgjob_job, ms: i64) -> bgjob_
 }
 
 /// Gives the job's wake fd, for a worker with its own `poll` loop: readable
-/// once cancel was requested (it stays so) and while a user pause is pending
-/// (until resume). When it turns readable, call `bgjob_job_pause_point`: it
-/// parks while the job is paused and returns `BGJOB_RESULT_CANCELLED` once
-/// cancel was requested. bgjob owns the fd (close-on-exec, non-blocking; do
+/// once cancel was requested (it stays so), while a user pause is pending
+/// (until resume), and while a complete request's wake is pending (until the
+/// worker calls `bgjob_job_complete_requested`). When it turns readable, call
+/// `bgjob_job_pause_point`: it parks while the job is paused and returns
+/// `BGJOB_RESULT_CANCELLED` once cancel was requested; on OK, a READY job's
+/// worker asks `bgjob_job_complete_requested`. bgjob owns the fd (close-on-exec, non-blocking; do
 /// not read, write or close it); it lives until the job is destroyed.
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `fd_out`;
@@ -127,11 +137,14 @@ pub unsafe extern "C" fn bgjob_job_get_wake_fd(
 /// `events` (`BGJOB_FD_READABLE`, `BGJOB_FD_WRITABLE` or both), for at most
 /// `timeout_ms` of active time (−1: no limit; 0: just look), and returns at
 /// once when cancel is requested. While the job is paused the worker parks
-/// here and the paused time does not count.
+/// here and the paused time does not count. A complete request
+/// (`bgjob_job_complete`) ends it early with `BGJOB_RESULT_OK` and
+/// `*revents_out` 0 (at once while the worker has not acknowledged it with
+/// `bgjob_job_complete_requested`).
 ///
 /// Returns: `BGJOB_RESULT_OK` with `*revents_out` (may be NULL) set to what
 /// happened: `BGJOB_FD_*` bits, possibly `BGJOB_FD_ERROR` or `BGJOB_FD_HANGUP`
-/// alone; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
+/// alone, or 0 for a complete request's wake; `BGJOB_RESULT_TIMED_OUT`; `BGJOB_RESULT_CANCELLED`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a negative or closed fd, no or unknown
 /// `events` bits, or a timeout below −1; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running; `BGJOB_RESULT_SYSTEM` if

@@ -210,7 +210,9 @@ unsafe fn read_child_options(
 /// `bgjob_job_wait_child`, which also delivers captured output. A child still
 /// bound when the worker returns is killed with its group and reaped before
 /// the job ends, so none outlives its job and none is left a zombie. Once
-/// cancel has been requested, only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
+/// cancel has been requested (not counting a soft cancel,
+/// `bgjob_job_cancel_soft`, which lets the worker finish its work, children
+/// included), only a child with `BGJOB_CHILD_SURVIVES_CANCEL`
 /// is started (a cleanup step); any other is refused with
 /// `BGJOB_RESULT_CANCELLED` and nothing runs, as a program started only to be
 /// killed at once may leave half its work done.
@@ -263,7 +265,8 @@ pub unsafe extern "C" fn bgjob_job_spawn_child(
 /// this process that nobody has waited for; from now on only bgjob waits for
 /// it. Signals go to its process group as well if it leads one when bound
 /// (the worker made it with `setpgid(0, 0)` or `setsid`), else to it alone. A
-/// child bound after cancel was requested is signalled at once: cancel cannot
+/// child bound after a (force) cancel was requested is signalled at once; one
+/// bound after a soft cancel is signalled by a later force cancel: cancel cannot
 /// spare a watched child (spawn one with `BGJOB_CHILD_SURVIVES_CANCEL` for
 /// that).
 ///

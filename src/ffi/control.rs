@@ -41,25 +41,25 @@ pub unsafe extern "C" fn bgjob_job_cancel(
 /// time stops counting.
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (so pausing twice is
-/// refused).
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is RUNNING (it becomes PAUSED) or
+/// READY (it becomes STANDBY), so pausing twice is refused.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_pause(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.pause())?.map_err(Into::into))
 }
 
-/// Resumes a paused job.
+/// Resumes a paused job: PAUSED becomes RUNNING, STANDBY becomes READY.
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
-/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED.
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is PAUSED or STANDBY.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_resume(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.resume())?.map_err(Into::into))
 }
 
 /// Waits until the job has ended, for at most `timeout_ms` milliseconds (−1:
-/// forever; 0: just look). WAITING is not an end: a job waiting for
-/// its transaction or for a manual finalize keeps this waiting (and a finite
+/// forever; 0: just look). WAITING and PENDING are not an end: a job waiting
+/// for its transaction or for a manual finalize keeps this waiting (and a finite
 /// wait times out) until it is finalized. When it returns OK the job is terminal, its
 /// userdata has been freed, and a completion bound to a context is already
 /// queued there (one delivered on the worker thread may still be running). The
@@ -93,7 +93,8 @@ pub unsafe extern "C" fn bgjob_job_wait(
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
 /// destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
-/// PAUSED, WAITING): wait for it, or use `bgjob_job_detach`.
+/// PAUSED, READY, STANDBY) or the job waits for its end (WAITING, PENDING):
+/// wait for it, or use `bgjob_job_detach`.
 ///
 /// Threads: of two threads destroying the same handle, one succeeds and the other
 /// gets INVALID_HANDLE.
@@ -121,7 +122,7 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 ///
 /// A detached job always reaches a terminal state by itself and runs its
 /// completion, commit/abort and clean exactly once: nobody can finalize it
-/// now, so a manual-finalize job (one WAITING already included) finalizes as
+/// now, so a manual-finalize job (one PENDING already included) finalizes as
 /// soon as its work is done — committing if its worker succeeded, even after
 /// the cancel — and a manual-finalize transaction with a detached member
 /// finalizes by itself once every member is done.

@@ -69,6 +69,8 @@ pub unsafe extern "C" fn bgjob_job_get_info(
             pause_count: i.pause_count,
             iostatus: super::bgjob_iostatus::from(i.iostatus),
             error_policy: super::bgjob_error_policy::from(i.error_policy),
+            complete_requested: i.complete_requested,
+            cancel_soft: i.cancel_soft,
         };
         // SAFETY: the caller's struct holds `size` bytes by contract.
         unsafe { versioned::write(info_out, size, out) }

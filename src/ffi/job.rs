@@ -36,6 +36,7 @@ pub(crate) unsafe fn create(
     }
     b = b
         .manual_finalize(opts.manual_finalize)
+        .updates_never_park(opts.updates_never_park)
         .error_policy(opts.error_policy);
     b = opts.finalizers.attach(b, h);
     if let Some(c) = opts.completion {

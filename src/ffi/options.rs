@@ -4,9 +4,9 @@ use super::context::Completion;
 use super::handles::to_ptr;
 use super::versioned::{self, Versioned, size_ending_at};
 use super::{
-    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_MAX_STACK_SIZE, UserData,
-    bgjob_error_policy, bgjob_finalize_callback, bgjob_free_callback, bgjob_job_options,
-    bgjob_job_type, bgjob_result, boundary, c_str, need,
+    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_CREATE_UPDATES_NEVER_PARK,
+    BGJOB_MAX_STACK_SIZE, UserData, bgjob_error_policy, bgjob_finalize_callback,
+    bgjob_free_callback, bgjob_job_options, bgjob_job_type, bgjob_result, boundary, c_str, need,
 };
 use crate::core::{self, JobType};
 use std::mem::{offset_of, size_of};
@@ -74,6 +74,7 @@ pub(crate) struct Options {
     pub(crate) completion: Option<Completion>,
     pub(crate) deadline: Option<std::time::Duration>,
     pub(crate) manual_finalize: bool,
+    pub(crate) updates_never_park: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
 }
@@ -138,7 +139,9 @@ pub(crate) unsafe fn read_options(
     let completion = Completion::from_options(&opts)?;
     let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
     let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
-    if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
+    let known_flags =
+        BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE | BGJOB_CREATE_UPDATES_NEVER_PARK;
+    if opts.flags & !known_flags != 0
         || opts.stack_size > BGJOB_MAX_STACK_SIZE
         || opts.deadline_ms < -1
     {
@@ -159,6 +162,7 @@ pub(crate) unsafe fn read_options(
         deadline: (opts.deadline_ms > 0)
             .then(|| std::time::Duration::from_millis(opts.deadline_ms as u64)),
         manual_finalize: opts.flags & BGJOB_CREATE_MANUAL_FINALIZE != 0,
+        updates_never_park: opts.flags & BGJOB_CREATE_UPDATES_NEVER_PARK != 0,
         error_policy,
         finalizers,
     })

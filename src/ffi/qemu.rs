@@ -3,7 +3,8 @@
 
 use super::handles::with_job;
 use super::{
-    bgjob_error_action, bgjob_error_policy_in, bgjob_job, bgjob_result, boundary, c_str, need, put,
+    bgjob_cancel_status, bgjob_error_action, bgjob_error_policy_in, bgjob_job, bgjob_result,
+    boundary, c_str, need, put,
 };
 
 /// Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
@@ -12,7 +13,8 @@ use super::{
 /// it finalizes the transaction (as soon as every member is done).
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
-/// `BGJOB_STATE_WAITING` (and not already being finalized);
+/// `BGJOB_STATE_PENDING` or `BGJOB_STATE_WAITING` (and not already being
+/// finalized);
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_finalize(job: *mut bgjob_job) -> bgjob_result {
@@ -114,6 +116,122 @@ pub unsafe extern "C" fn bgjob_job_report_io_error(
         let action = bgjob_error_action::from(action);
         // SAFETY: checked non-NULL, writable by contract.
         unsafe { put(action_out, action) };
+        Ok(())
+    })
+}
+
+/// Says the job is ready (QEMU's `job_transition_to_ready`: a mirror has
+/// converged and keeps mirroring): RUNNING becomes `BGJOB_STATE_READY`,
+/// PAUSED becomes `BGJOB_STATE_STANDBY`. The worker keeps running until
+/// `bgjob_job_complete` (or a cancel) asks it to finish. A READY job accepts
+/// every verb a RUNNING one does (STANDBY: a PAUSED one), plus complete.
+///
+/// Returns: `BGJOB_RESULT_OK`, also when the job is READY or STANDBY already;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless its worker is running (RUNNING, PAUSED),
+/// and once its worker declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// Threads: any thread (usually the worker); it never parks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_ready(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.set_ready())?.map_err(bgjob_result::from))
+}
+
+/// Asks a READY job to finish (QEMU's `job_complete`; a mirror pivots). It
+/// sets "complete requested" (`bgjob_job_complete_requested`,
+/// `bgjob_info.complete_requested`; it stays set) and wakes the worker as a
+/// cancel does:
+/// - the wake fd (`bgjob_job_get_wake_fd`) becomes readable;
+/// - `bgjob_job_sleep` returns `BGJOB_RESULT_OK` early (before its time);
+/// - `bgjob_job_wait_fd` returns `BGJOB_RESULT_OK` with `*events_out` 0 (no
+///   event: the wake was the complete request);
+/// - `bgjob_job_pause_point` returns `BGJOB_RESULT_OK` (it never parks for
+///   it).
+///
+/// The wake lasts until the worker calls `bgjob_job_complete_requested` on
+/// its own thread: until then the wake fd stays readable and every sleep and
+/// fd wait returns at once, so a worker that wakes early should ask. The
+/// worker then finishes and returns 0 (the job ends COMPLETED, through
+/// PENDING with manual finalize). `bgjob_job_wait_child` does not end early
+/// for it. Asking again wakes again.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
+/// READY (so also in STANDBY: resume first), and while cancel is requested,
+/// an internal pause (`bgjob_job_pause_internal`) is in force or the worker
+/// declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_complete(job: *mut bgjob_job) -> bgjob_result {
+    boundary(|| with_job(job, |j, _| j.complete())?.map_err(bgjob_result::from))
+}
+
+/// Tells whether complete was requested (`bgjob_job_complete`); once true it
+/// stays true. Called on the job's worker thread it also acknowledges the
+/// wake the request gave (see `bgjob_job_complete`): the wake fd is no longer
+/// readable for it, and sleeps and fd waits no longer return early for it.
+/// On any other thread it only reads.
+///
+/// Returns: `BGJOB_RESULT_OK` with `*requested_out` set;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `requested_out`;
+/// `BGJOB_RESULT_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_complete_requested(
+    job: *mut bgjob_job,
+    requested_out: *mut bool,
+) -> bgjob_result {
+    boundary(|| {
+        need(requested_out)?;
+        let requested = with_job(job, |j, _| j.complete_requested())?;
+        // SAFETY: checked non-NULL, writable by contract.
+        unsafe { put(requested_out, requested) };
+        Ok(())
+    })
+}
+
+/// Soft cancel (QEMU's `block-job-cancel` without force on a ready job): on a
+/// READY or STANDBY job, cancel is requested with "soft" set. The worker sees
+/// the cancel as usual (`bgjob_job_check_cancel`, pause points and waits
+/// return `BGJOB_RESULT_CANCELLED`; a STANDBY job is resumed), reads
+/// `bgjob_job_cancel_is_soft`, and is meant to finish without pivoting and
+/// return 0: the job then ends COMPLETED (with `cancel_requested` true).
+/// A soft cancel calls no cancellation hooks and signals no child process
+/// (they abort what the worker waits on); a later `bgjob_job_cancel` makes it
+/// a force cancel: soft is cleared, the hooks are called, and that call gets
+/// `BGJOB_CANCEL_STATUS_REQUESTED`. In every other state this is
+/// `bgjob_job_cancel`.
+///
+/// `status_out` (may be NULL) gets which race this call met, as for
+/// `bgjob_job_cancel`.
+///
+/// Returns: `BGJOB_RESULT_OK` (in every state); `BGJOB_RESULT_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_cancel_soft(
+    job: *mut bgjob_job,
+    status_out: *mut bgjob_cancel_status,
+) -> bgjob_result {
+    boundary(|| {
+        let status = with_job(job, |j, _| j.cancel_soft())?;
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(status_out, bgjob_cancel_status::from(status)) };
+        Ok(())
+    })
+}
+
+/// Tells the worker whether the cancel request is a soft one
+/// (`bgjob_job_cancel_soft`; false when cancel was not requested, and after a
+/// force cancel).
+///
+/// Returns: `BGJOB_RESULT_OK` with `*soft_out` set;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `soft_out`;
+/// `BGJOB_RESULT_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_cancel_is_soft(
+    job: *mut bgjob_job,
+    soft_out: *mut bool,
+) -> bgjob_result {
+    boundary(|| {
+        need(soft_out)?;
+        let soft = with_job(job, |j, _| j.cancel_is_soft())?;
+        // SAFETY: checked non-NULL, writable by contract.
+        unsafe { put(soft_out, soft) };
         Ok(())
     })
 }

@@ -16,7 +16,9 @@ fn txn_of(p: *mut bgjob_txn) -> Result<Txn, bgjob_result> {
 /// member's commit callback runs if all succeeded, else its abort callback;
 /// then each one's clean callback; then the members end (a member that failed
 /// ends FAILED, every other one of an aborted transaction CANCELLED) and their
-/// completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE`.
+/// completions run. `flags`: 0 or `BGJOB_TXN_MANUAL_FINALIZE` (then, once
+/// every member's work is done and succeeded, every member turns
+/// `BGJOB_STATE_PENDING` and the group waits for `bgjob_txn_finalize`).
 ///
 /// Returns: `BGJOB_RESULT_OK` with `*txn_out` set; `BGJOB_RESULT_INVALID_ARGUMENT`
 /// for a NULL `txn_out` or unknown flags.

@@ -11,20 +11,31 @@ pub const BGJOB_ABI_VERSION: u32 = 0;
 pub const BGJOB_RESULT_COUNT: i32 = 10;
 
 /// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
-pub const BGJOB_STATE_COUNT: i32 = 7;
+pub const BGJOB_STATE_COUNT: i32 = 10;
 /// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
-pub const BGJOB_VERB_COUNT: i32 = 10;
+pub const BGJOB_VERB_COUNT: i32 = 11;
 
 /// `bgjob_job_options.flags`: create the job in `BGJOB_STATE_CREATED` and do not
 /// start it; `bgjob_job_start` starts it (lets the caller configure it first).
 pub const BGJOB_CREATE_DEFER_START: u32 = 1;
 
 /// `bgjob_job_options.flags`: QEMU's `JOB_MANUAL_FINALIZE`. Once its work is
-/// done and succeeded, the job waits in `BGJOB_STATE_WAITING` until
+/// done and succeeded, the job waits in `BGJOB_STATE_PENDING` until
 /// `bgjob_job_finalize`; only then do its commit and clean callbacks run and
 /// the job end. A failed or cancelled job is finalized at once. For a job in a
 /// transaction, the transaction's setting applies instead.
 pub const BGJOB_CREATE_MANUAL_FINALIZE: u32 = 2;
+
+/// `bgjob_job_options.flags`: progress calls on the worker's own thread never
+/// park it. Without it, `bgjob_job_set_total`, `_set_current`,
+/// `_add_units`, `_set_percent`, `_set_eta` and `_set_phase` made by the
+/// worker are pause points: while the job is paused the worker parks inside
+/// them. With it they only record and return, and the worker parks only where
+/// it asks to: `bgjob_job_pause_point`, `bgjob_job_sleep`, `bgjob_job_wait_fd`
+/// and `bgjob_job_wait_child`. Use it when the worker reports progress while
+/// holding a lock of its own that the caller's resume path needs (a domain
+/// lock): parked with the lock held, it would deadlock the resume.
+pub const BGJOB_CREATE_UPDATES_NEVER_PARK: u32 = 8;
 
 /// `bgjob_txn_create` flag: the transaction finalizes manually (see
 /// `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
@@ -127,7 +138,8 @@ pub struct bgjob_txn {
 ///   it on that worker thread, last, every other member on a bgjob thread of
 ///   its own — never on a sibling's worker thread;
 /// - a job ended by a call (a cancel of a job that never ran, destroy,
-///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
+///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
+///   PENDING, a
 ///   detach): a bgjob thread of its own.
 ///
 /// Never inside the call that ended the job (create, start, cancel, destroy,
@@ -208,7 +220,9 @@ pub type bgjob_line_callback = Option<
 /// The worker may call every bgjob function on its own handle; `bgjob_job_wait`
 /// and `bgjob_job_destroy` are refused with `BGJOB_RESULT_NOT_ALLOWED` (it would
 /// wait for itself; the job is running). Progress
-/// calls made here park the worker while the job is paused. It must not
+/// calls made here park the worker while the job is paused, unless the job
+/// was created with `BGJOB_CREATE_UPDATES_NEVER_PARK` (then it parks only in
+/// `bgjob_job_pause_point` and the cancellable waits). It must not
 /// `longjmp` out of the call or throw a C++ exception through it.
 pub type bgjob_worker_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job) -> i32>;
@@ -219,6 +233,16 @@ pub type bgjob_worker_callback =
 pub type bgjob_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
 /// Job states. Terminal: COMPLETED, FAILED, CANCELLED.
+///
+/// ```text
+/// CREATED → RUNNING ⇄ PAUSED
+///              ↓ set_ready (PAUSED → STANDBY)
+///            READY ⇄ STANDBY
+/// RUNNING/PAUSED/READY/STANDBY → (WAITING) → (PENDING) → COMPLETED | FAILED | CANCELLED
+/// ```
+/// WAITING: the worker returned, other members of its transaction have not;
+/// PENDING: the work of the job and its whole transaction succeeded, a
+/// manual finalize is awaited.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum bgjob_state {
@@ -228,7 +252,8 @@ pub enum bgjob_state {
     Running = 1,
     /// User-paused; the worker parks at its next pause point.
     Paused = 2,
-    /// The worker finished; its transaction is not settled yet.
+    /// The worker finished; other members of its transaction have not yet
+    /// (or the group is being finalized right now).
     Waiting = 3,
     /// The worker succeeded.
     Completed = 4,
@@ -236,6 +261,15 @@ pub enum bgjob_state {
     Failed = 5,
     /// Cancelled before start, or the worker saw the cancel and did not succeed.
     Cancelled = 6,
+    /// The worker said the job is ready (`bgjob_job_set_ready`: a mirror has
+    /// converged); it keeps running until `bgjob_job_complete` or a cancel.
+    Ready = 7,
+    /// READY and user-paused (as PAUSED is RUNNING paused).
+    Standby = 8,
+    /// The work of the job (and of its whole transaction) is done and
+    /// succeeded; it waits for `bgjob_job_finalize` / `bgjob_txn_finalize`
+    /// (manual finalize).
+    Pending = 9,
 }
 
 /// Verbs of the verb × state table (`bgjob_verb_allowed`).
@@ -264,6 +298,8 @@ pub enum bgjob_verb {
     Drain = 8,
     /// `bgjob_job_finalize` (manual finalize).
     Finalize = 9,
+    /// `bgjob_job_complete` (allowed only in READY).
+    Complete = 10,
 }
 
 /// Bounded jobs have a total (units or percent); unbounded ones do not.
@@ -394,6 +430,9 @@ mirror!(bgjob_state <=> State {
     Completed <=> Completed,
     Failed <=> Failed,
     Cancelled <=> Cancelled,
+    Ready <=> Ready,
+    Standby <=> Standby,
+    Pending <=> Pending,
 });
 mirror!(bgjob_verb <=> Verb {
     Start <=> Start,
@@ -406,6 +445,7 @@ mirror!(bgjob_verb <=> Verb {
     Result <=> Result,
     Drain <=> Drain,
     Finalize <=> Finalize,
+    Complete <=> Complete,
 });
 mirror!(bgjob_job_type <=> JobType {
     Bounded <=> Bounded,
@@ -569,6 +609,11 @@ pub struct bgjob_info {
     pub iostatus: bgjob_iostatus,
     /// The job's error policy.
     pub error_policy: bgjob_error_policy,
+    /// Whether complete was requested (`bgjob_job_complete`).
+    pub complete_requested: bool,
+    /// Whether the cancel request is a soft one (`bgjob_job_cancel_soft`; a
+    /// later force cancel clears it).
+    pub cancel_soft: bool,
 }
 
 /// One descriptor passed to a child (`bgjob_child_options.fds`).
@@ -663,10 +708,10 @@ mod tests {
             let n = bgjob_verb::from(v) as i32;
             assert_eq!(bgjob_verb::try_from(n).map(core::Verb::from), Ok(v));
         }
-        for n in [-1, 7, i32::MIN, i32::MAX] {
+        for n in [-1, 10, i32::MIN, i32::MAX] {
             assert_eq!(bgjob_state::try_from(n), Err(bgjob_result::InvalidArgument));
         }
-        assert_eq!(bgjob_verb::try_from(10), Err(bgjob_result::InvalidArgument));
+        assert_eq!(bgjob_verb::try_from(11), Err(bgjob_result::InvalidArgument));
         assert_eq!(
             bgjob_error_policy::try_from(4),
             Err(bgjob_result::InvalidArgument)

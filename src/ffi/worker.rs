@@ -2,7 +2,8 @@
 //! error and finish. Usually called by the job's own worker, once per block; any
 //! thread may call them. On the worker's own thread a handle lookup touches no
 //! shared lock (see `handles`), and the progress calls park while the job is
-//! paused. Progress calls do not report a cancel (an update is not a failure);
+//! paused — unless the job was created with `BGJOB_CREATE_UPDATES_NEVER_PARK`
+//! (then only pause points and cancellable waits park). Progress calls do not report a cancel (an update is not a failure);
 //! `bgjob_job_check_cancel` and `bgjob_job_pause_point` do.
 
 use super::handles::with_job;
@@ -39,8 +40,11 @@ pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_re
 /// A pause point: while the job is paused, the calling worker parks here until
 /// it is resumed or cancelled.
 ///
-/// Returns: `BGJOB_RESULT_OK` to carry on; `BGJOB_RESULT_CANCELLED` once cancel was
-/// requested (the worker should stop and return); `BGJOB_RESULT_INVALID_HANDLE`.
+/// Returns: `BGJOB_RESULT_OK` to carry on (for a READY job's worker woken by
+/// the wake fd, `bgjob_job_complete_requested` tells whether complete was
+/// requested); `BGJOB_RESULT_CANCELLED` once cancel was requested (the worker
+/// should stop and return; `bgjob_job_cancel_is_soft` tells a soft cancel);
+/// `BGJOB_RESULT_INVALID_HANDLE`.
 ///
 /// Threads: meant for the job's worker thread; another thread calling it would park
 /// there instead.
@@ -55,7 +59,9 @@ pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_res
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_total(total)))
@@ -68,7 +74,9 @@ pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) ->
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if it would go
 /// backwards; `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_current(current)))
@@ -80,7 +88,9 @@ pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
     boundary(|| update(job, |j| j.add_units(units)))
@@ -95,7 +105,9 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
 /// (nothing changed); `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED`
 /// once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32) -> bgjob_result {
     boundary(|| update(job, |j| j.set_percent(percent)))
@@ -108,7 +120,9 @@ pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` below −1;
 /// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_NOT_ALLOWED` once ended.
 ///
-/// Threads: any thread; on the job's worker thread it is a pause point.
+/// Threads: any thread; on the job's worker thread it is a pause point (it
+/// parks while the job is paused), unless the job was created with
+/// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i64) -> bgjob_result {
     boundary(|| update(job, |j| j.set_eta(remaining_ms)))

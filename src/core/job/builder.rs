@@ -13,6 +13,7 @@ pub struct Builder {
     deadline: Option<Duration>,
     error_policy: ErrorPolicy,
     manual_finalize: bool,
+    updates_never_park: bool,
     commit: Option<HookFn>,
     abort: Option<HookFn>,
     clean: Option<HookFn>,
@@ -87,6 +88,16 @@ impl Builder {
         self
     }
 
+    /// Progress, phase and ETA updates made on the worker's own thread never
+    /// park it (default: they are pause points, so a paused worker parks in
+    /// them). With this the worker parks only where it asks to: pause points
+    /// and cancellable waits. For a worker that updates progress while
+    /// holding a lock of its own which the caller's resume path needs.
+    pub fn updates_never_park(mut self, yes: bool) -> Builder {
+        self.updates_never_park = yes;
+        self
+    }
+
     /// Runs once at finalization if the job (and every member of its
     /// transaction) succeeded, before clean and before the job ends.
     pub fn on_commit<F: FnOnce(&Job) + Send + 'static>(mut self, f: F) -> Builder {
@@ -119,6 +130,7 @@ impl Builder {
             name: self.name.unwrap_or_else(|| format!("job-{id}")),
             job_type: self.job_type,
             stack_size: self.stack_size,
+            updates_never_park: self.updates_never_park,
             pool: self.pool.unwrap_or_else(Pool::global),
             epoch: Instant::now(),
             attention: AtomicU8::new(0),

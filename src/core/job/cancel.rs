@@ -24,9 +24,22 @@ impl Job {
             return CancelStatus::AlreadyFinished;
         }
         if st.cancel.requested {
+            if st.cancel.soft && st.life == Life::Running {
+                // A force cancel after a soft one: the worker is told (soft
+                // is cleared) and the hooks it skipped are called now.
+                st.cancel.soft = false;
+                let has_hooks = !st.cancel.hooks.is_empty();
+                drop(st);
+                inner.cv.notify_all();
+                log::debug(format_args!("job {} soft cancel made force", inner.id));
+                if has_hooks {
+                    self.run_cancel_hooks();
+                }
+                return CancelStatus::Requested;
+            }
             return CancelStatus::AlreadyRequested;
         }
-        if st.life == Life::Waiting {
+        if matches!(st.life, Life::Waiting | Life::Pending) {
             // The work is done; the cancel turns a pending success into an
             // abort (QEMU cancels PENDING jobs the same way).
             if let Some(txn) = st.finalize.txn.clone() {
@@ -126,7 +139,9 @@ impl Job {
     /// Registers a cancellation hook: anything the worker waits on (a timer, a
     /// child process, an fd) registers one, and cancel calls it once, on the
     /// cancelling thread, with no lock held. If cancel was already requested it
-    /// runs at once on this thread instead, and [`HookAdded::RanAtOnce`] says so.
+    /// runs at once on this thread instead, and [`HookAdded::RanAtOnce`] says so
+    /// — unless the request is a soft one ([`Job::cancel_soft`]): then it is
+    /// registered, for a later force cancel to call.
     /// Hooks still registered when the job ends are dropped, not called.
     /// Refused once the job has ended.
     pub fn add_cancel_hook<F>(&self, hook: F) -> Result<HookAdded, Error>
@@ -135,7 +150,7 @@ impl Job {
     {
         let mut st = self.0.lock();
         st.check(Verb::Update)?;
-        if st.cancel.requested {
+        if st.cancel.requested && !st.cancel.soft {
             // Listed while it runs, as the cancel's own calls are: the job
             // does not end under it.
             st.cancel.busy_hooks.push((0, current_thread_id()));

@@ -184,12 +184,19 @@ impl Job {
             st.deadline.disarm();
             st.clock.finished_ns = Some(now);
             st.finalize.pending = Some((outcome, error));
-            st.life = Life::Waiting;
-            inner.set_attention(ATTN_DONE);
             let txn = st.finalize.txn.clone();
-            let finalize_now = txn.is_none()
-                && (outcome != State::Completed || !st.finalize.manual)
-                && !std::mem::replace(&mut st.finalize.claimed, true);
+            // On its own, a success waiting for a manual finalize is PENDING
+            // at once; a member is WAITING until its transaction says the
+            // whole group is done (Txn::member_done).
+            let manual_wait = txn.is_none() && outcome == State::Completed && st.finalize.manual;
+            st.life = if manual_wait {
+                Life::Pending
+            } else {
+                Life::Waiting
+            };
+            inner.set_attention(ATTN_DONE);
+            let finalize_now =
+                txn.is_none() && !manual_wait && !std::mem::replace(&mut st.finalize.claimed, true);
             (hooks, txn, finalize_now)
         };
         drop(unused_hooks);
@@ -319,6 +326,19 @@ impl Job {
         true
     }
 
+    /// For a transaction whose every member's work is done and succeeded,
+    /// waiting for a manual finalize: the member turns from `Waiting` to
+    /// `Pending`. Called under the transaction's lock (its lock, then the
+    /// member's: the documented order).
+    pub(in crate::core) fn mark_pending(&self) {
+        let mut st = self.0.lock();
+        if st.life == Life::Waiting {
+            st.life = Life::Pending;
+        }
+        drop(st);
+        self.0.cv.notify_all();
+    }
+
     /// For [`Txn::add`]: makes a created job a member of `txn`.
     pub(in crate::core) fn join_txn(&self, txn: &Txn) -> Result<(), Error> {
         let mut st = self.0.lock();
@@ -341,7 +361,7 @@ impl Job {
     /// every member's), commit (or abort) and clean run on this thread and the
     /// job ends. Called on a member whose transaction is still running, it
     /// asks for the transaction to be finalized as soon as it can be. Allowed
-    /// only in `Waiting`.
+    /// only in `Pending` and `Waiting`.
     pub fn finalize(&self) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check(Verb::Finalize)?;
@@ -501,7 +521,7 @@ impl Job {
         // work done) waits for a finalize nobody will call: it finalizes now.
         // Refused harmlessly when the cancel finalized it, or when it is
         // already being finalized.
-        if inner.lock().life == Life::Waiting {
+        if matches!(inner.lock().life, Life::Waiting | Life::Pending) {
             let _ = self.finalize();
         }
         log::debug(format_args!("job {} detached", self.0.id));

@@ -30,6 +30,7 @@ mod builder;
 mod cancel;
 mod lifecycle;
 mod pause;
+mod ready;
 mod st;
 mod txn;
 mod types;
@@ -126,8 +127,8 @@ pub type WorkerFn = Box<dyn FnOnce(&Worker<'_>) -> Result<(), JobError> + Send +
 
 const ATTN_CANCEL: u8 = 1;
 const ATTN_PAUSE: u8 = 2;
-/// Set once the job is terminal, so updates after the end take the slow path and
-/// are refused by the verb table.
+/// Set once the job is terminal or its worker declared its outcome, so
+/// updates after either take the slow path and are refused.
 const ATTN_DONE: u8 = 4;
 
 struct Inner {
@@ -135,6 +136,9 @@ struct Inner {
     name: String,
     job_type: JobType,
     stack_size: usize,
+    /// Progress updates on the worker's thread are not pause points
+    /// ([`Builder::updates_never_park`]).
+    updates_never_park: bool,
     pool: &'static Pool,
     epoch: Instant,
     /// ATTN_* bits: the worker's fast path reads only this.

@@ -10,8 +10,12 @@ pub(super) enum Life {
     Created,
     Running,
     /// The worker has returned (or never will run); its outcome waits for the
-    /// rest of its transaction, or for a manual finalize.
+    /// rest of its transaction (or, only for as long as the finalization
+    /// takes, for nothing).
     Waiting,
+    /// The work of the job and of its whole transaction is done and
+    /// succeeded; the job waits for a manual finalize.
+    Pending,
     Done(State),
 }
 
@@ -36,6 +40,9 @@ pub(super) struct St {
     pub(super) finalize: Finalize,
     /// The active-time deadline and its timer.
     pub(super) deadline: Deadline,
+    /// READY and the complete verb (QEMU's `job_transition_to_ready`,
+    /// `job_complete`).
+    pub(super) ready: Ready,
     /// Detached: nobody holds a handle that could resume it, so a pause that
     /// raced the detach (a caller who looked the job up just before) is refused.
     pub(super) detached: bool,
@@ -81,6 +88,10 @@ pub(super) struct Pauses {
 
 pub(super) struct Cancel {
     pub(super) requested: bool,
+    /// The request is a soft one (QEMU's `block-job-cancel` without force on
+    /// a ready job): the worker finishes without pivoting; its hooks were not
+    /// called. A later force cancel clears it.
+    pub(super) soft: bool,
     pub(super) cause: CancelCause,
     /// Cancellation hooks in registration order.
     pub(super) hooks: std::collections::VecDeque<(HookId, HookFn)>,
@@ -115,6 +126,17 @@ pub(super) struct Finalize {
     /// Its finalization has been claimed (once): by the job on its own, or by
     /// its transaction as the group settles.
     pub(super) claimed: bool,
+}
+
+pub(super) struct Ready {
+    /// The worker (or owner) said the job is ready; it stays so until the end.
+    pub(super) ready: bool,
+    /// Complete was requested (sticky: read with [`Job::complete_requested`]).
+    pub(super) complete_requested: bool,
+    /// The wake a complete request gives the worker, pending until a sleep,
+    /// fd wait or pause point returns early for it, or the worker reads
+    /// [`Job::complete_requested`]: the wake fd is readable meanwhile.
+    pub(super) complete_wake: bool,
 }
 
 pub(super) struct Deadline {
@@ -155,6 +177,7 @@ impl St {
             },
             cancel: Cancel {
                 requested: false,
+                soft: false,
                 cause: CancelCause::None,
                 hooks: std::collections::VecDeque::new(),
                 next_hook: 0,
@@ -171,6 +194,11 @@ impl St {
                 timer: None,
                 generation: 0,
             },
+            ready: Ready {
+                ready: false,
+                complete_requested: false,
+                complete_wake: false,
+            },
             detached: false,
             wake: None,
             completion,
@@ -181,9 +209,14 @@ impl St {
     pub(super) fn state(&self) -> State {
         match self.life {
             Life::Created => State::Created,
-            Life::Running if self.pauses.user => State::Paused,
-            Life::Running => State::Running,
+            Life::Running => match (self.ready.ready, self.pauses.user) {
+                (false, false) => State::Running,
+                (false, true) => State::Paused,
+                (true, false) => State::Ready,
+                (true, true) => State::Standby,
+            },
             Life::Waiting => State::Waiting,
+            Life::Pending => State::Pending,
             Life::Done(s) => s,
         }
     }
@@ -206,10 +239,11 @@ impl St {
     }
 
     /// Brings the wake fd (if there is one) in line with the job: readable
-    /// while cancel is requested or a pause is in force.
+    /// while cancel is requested, a pause is in force, or a complete request's
+    /// wake is pending.
     pub(super) fn sync_wake(&self) {
         if let Some(w) = &self.wake {
-            if self.cancel.requested || self.halted() {
+            if self.cancel.requested || self.halted() || self.ready.complete_wake {
                 w.signal();
             } else {
                 w.clear();
@@ -242,6 +276,21 @@ impl St {
         } else {
             Err(Error::NotAllowed { verb, state })
         }
+    }
+
+    /// A worker-side update (progress, phase, ETA, error, ready): allowed as
+    /// the verb table says, and refused once the worker has declared its
+    /// outcome ([`Job::declare`]) — the job is as good as ended then, and
+    /// what a reader sees must not move any more.
+    pub(super) fn check_worker_update(&self) -> Result<(), Error> {
+        self.check(Verb::Update)?;
+        if self.end.declared.is_some() {
+            return Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state: self.state(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -57,6 +57,15 @@ impl St {
         Some((std::mem::take(&mut self.members), self.abort))
     }
 
+    /// Every member's work is done, nothing aborts, and the group has not
+    /// settled: it waits for a manual finalize.
+    fn all_done_awaiting_finalize(&self) -> bool {
+        !self.finalized
+            && !self.members.is_empty()
+            && self.done == self.members.len()
+            && self.abort.is_none()
+    }
+
     /// Starts the abort (once) with `cause`: the members other than `except`
     /// are returned, to be cancelled with the group's cause. Empty when the
     /// group was aborting already (whoever began it cancels them).
@@ -88,7 +97,8 @@ use std::fmt;
 
 impl Txn {
     /// A new, empty transaction. With `manual_finalize`, a transaction whose
-    /// members all succeeded waits in `Waiting` for [`Txn::finalize`] (or
+    /// members all succeeded waits in `Pending` (each member `Waiting` until
+    /// the last is done) for [`Txn::finalize`] (or
     /// [`Job::finalize`] on any member).
     pub fn new(manual_finalize: bool) -> Txn {
         Txn(Arc::new(Inner {
@@ -208,7 +218,15 @@ impl Txn {
                 Some(cause) => st.begin_abort(cause, Some(job)),
                 None => Vec::new(),
             };
-            (others, st.try_claim(self.0.manual_finalize))
+            let group = st.try_claim(self.0.manual_finalize);
+            if group.is_none() && st.all_done_awaiting_finalize() {
+                // Every member's work is done and succeeded: the group waits
+                // for its manual finalize, and its members say so (PENDING).
+                for m in &st.members {
+                    m.mark_pending();
+                }
+            }
+            (others, group)
         };
         self.abort_others(job, others);
         if let Some((members, abort)) = group {

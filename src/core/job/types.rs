@@ -117,6 +117,10 @@ pub struct Info {
     pub error_code: i32,
     /// Why cancel was requested ([`CancelCause::None`] if it was not).
     pub cancel_cause: CancelCause,
+    /// Whether complete was requested ([`Job::complete`]).
+    pub complete_requested: bool,
+    /// Whether the cancel request is a soft one ([`Job::cancel_soft`]).
+    pub cancel_soft: bool,
 }
 
 /// A live job, as listed by [`list`].

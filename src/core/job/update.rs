@@ -12,6 +12,7 @@ impl Job {
         let now = inner.now_ns();
         let (state, cancel_requested, pause_requested, active, error_code, cancel_cause);
         let (pause_count, iostatus, error_policy);
+        let (complete_requested, cancel_soft);
         {
             let st = inner.lock();
             (state, cancel_requested, pause_requested, active) = (
@@ -27,6 +28,7 @@ impl Job {
                 st.pauses.iostatus,
                 st.pauses.error_policy,
             );
+            (complete_requested, cancel_soft) = (st.ready.complete_requested, st.cancel.soft);
         }
         let f = inner.progress.snapshot();
         let bounded = inner.job_type == JobType::Bounded;
@@ -64,6 +66,8 @@ impl Job {
             pause_count,
             iostatus,
             error_policy,
+            complete_requested,
+            cancel_soft,
         }
     }
 
@@ -81,8 +85,12 @@ impl Job {
             .clone()
     }
 
-    pub(super) fn check_update(&self) -> Result<(), Error> {
-        self.0.lock().check(Verb::Update)
+    /// Whether a worker-side update (progress, phase, ETA, error, ready)
+    /// would be accepted now: as the verb table says for [`Verb::Update`],
+    /// and never once the worker has declared its outcome ([`Job::declare`]).
+    /// The layers above ask this rather than deciding it themselves.
+    pub fn check_update(&self) -> Result<(), Error> {
+        self.0.lock().check_worker_update()
     }
 
     pub(super) fn update(
@@ -145,6 +153,7 @@ impl Job {
         }
         let active = {
             let st = self.0.lock();
+            st.check_worker_update()?;
             st.active_ns(self.0.now_ns())
         };
         self.update(|f| {
@@ -169,7 +178,7 @@ impl Job {
             return Err(Error::InvalidArgument("an error code must be non-zero"));
         }
         let mut st = self.0.lock();
-        st.check(Verb::Update)?;
+        st.check_worker_update()?;
         st.end.error = Some(JobError::new(code, message));
         Ok(())
     }
@@ -208,6 +217,8 @@ impl Job {
             st.end.error = recorded;
         }
         st.end.declared = Some(declared);
+        // Updates from now on take the slow path, which refuses them.
+        self.0.set_attention(ATTN_DONE);
         Ok(Some(declared.state))
     }
 
@@ -236,10 +247,14 @@ impl Job {
 
     /// The rule for every layer, after a progress update: on the job's own
     /// worker thread an update is a pause point too (docs/design.md, "Pause"),
-    /// so a paused worker parks here; on any other thread it never blocks. A
-    /// cancel does not fail the update; the worker sees it at its next check.
-    /// One atomic load when nothing is pending.
+    /// so a paused worker parks here — unless the job was made with
+    /// [`Builder::updates_never_park`], whose updates never park; on any other
+    /// thread it never blocks. A cancel does not fail the update; the worker
+    /// sees it at its next check. One atomic load when nothing is pending.
     pub fn after_update(&self) {
+        if self.0.updates_never_park {
+            return;
+        }
         if self.0.attention.load(Ordering::Acquire) != 0 && self.on_own_worker() {
             let _ = self.pause_point();
         }
@@ -286,13 +301,24 @@ impl Worker<'_> {
         self.job.pause_point()
     }
 
+    /// See [`Job::set_ready`].
+    pub fn set_ready(&self) -> Result<(), Error> {
+        self.job.set_ready()
+    }
+
+    /// See [`Job::complete_requested`] (read here, it acknowledges the wake).
+    pub fn complete_requested(&self) -> bool {
+        self.job.complete_requested()
+    }
+
     fn after_update(&self, r: Result<(), Error>) -> Result<(), Error> {
         r?;
         self.job.after_update();
         Ok(())
     }
 
-    /// See [`Job::set_total`]; parks if paused.
+    /// See [`Job::set_total`]; parks if paused (unless the job never parks
+    /// in updates).
     pub fn set_total(&self, total: u64) -> Result<(), Error> {
         self.after_update(self.job.set_total(total))
     }

@@ -6,7 +6,9 @@ impl Job {
     /// A cancellable sleep for the worker: returns `Ok` once `duration` of active
     /// time has passed, `Cancelled` as soon as cancel is requested. While the job
     /// is paused the worker parks here and the paused time does not count;
-    /// spurious wake-ups never shorten it. Refused unless the job is running.
+    /// spurious wake-ups never shorten it. A complete request ([`Job::complete`])
+    /// ends it early with `Ok` (at once while its wake is not acknowledged: see
+    /// [`Job::complete_requested`]). Refused unless the job is running.
     pub fn sleep(&self, duration: Duration) -> Result<(), Error> {
         let inner = &self.0;
         let mut st = inner.lock();
@@ -20,6 +22,9 @@ impl Job {
             if st.halted() {
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
+            }
+            if st.ready.complete_wake {
+                return Ok(());
             }
             let active = st.active_ns(inner.now_ns());
             if active >= target {
@@ -148,8 +153,9 @@ impl Job {
 
     /// The worker side of a cancellable wait: parks while user-paused, fails
     /// with `Cancelled` once cancel is requested, and gives the active time
-    /// left before `target` (`None`: no limit).
-    pub(super) fn wait_round(&self, target: Option<i64>) -> Result<Option<i64>, Error> {
+    /// left before `target` (`None`: no limit) and whether a complete
+    /// request's wake is pending.
+    pub(super) fn wait_round(&self, target: Option<i64>) -> Result<(Option<i64>, bool), Error> {
         let inner = &self.0;
         let mut st = inner.lock();
         loop {
@@ -162,7 +168,7 @@ impl Job {
             }
             st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        Ok(st.left_ns(target, inner.now_ns()))
+        Ok((st.left_ns(target, inner.now_ns()), st.ready.complete_wake))
     }
 
     pub(super) fn active_target(&self, timeout: Option<Duration>) -> Option<i64> {
@@ -174,8 +180,10 @@ impl Job {
     /// (of `events`, plus error and hang-up) once it is ready; `TimedOut` after
     /// `timeout` of active time (`None` = no limit); `Cancelled` as soon as
     /// cancel is requested. While the job is paused the worker parks here and
-    /// the time does not count. Refused unless the job is running; an fd that
-    /// is not open is `InvalidArgument`.
+    /// the time does not count. A complete request ([`Job::complete`]) ends it
+    /// early with no events (empty [`FdEvents`]; at once while its wake is not
+    /// acknowledged: see [`Job::complete_requested`]). Refused unless the job
+    /// is running; an fd that is not open is `InvalidArgument`.
     pub fn wait_fd(
         &self,
         fd: i32,
@@ -195,7 +203,10 @@ impl Job {
         let wake = self.wake()?;
         let target = self.active_target(timeout);
         loop {
-            let left = self.wait_round(target)?;
+            let (left, completing) = self.wait_round(target)?;
+            if completing {
+                return Ok(FdEvents::default());
+            }
             let mut set = [
                 sys::PollFd::new(fd, events),
                 sys::PollFd::new(wake.raw(), sys::POLLIN),
@@ -225,14 +236,15 @@ impl Job {
     /// is killed and reaped. Refused unless the job is running. Returns its
     /// pid.
     ///
-    /// Once cancel has been requested only a child that survives cancel
+    /// Once cancel has been requested (a force cancel: a soft one lets the
+    /// worker finish, children included) only a child that survives cancel
     /// ([`child::Spawn::survives_cancel`]) is started; any other is refused
     /// with [`Error::Cancelled`] before anything runs — starting a program
     /// only to kill it at once could leave half its work done. (A cancel that
     /// comes while the call runs meets the child as it meets any running one.)
     pub fn spawn_child(&self, spec: child::Spawn) -> Result<i32, Error> {
         self.check_running()?;
-        if !spec.survives_cancel && self.is_cancel_requested() {
+        if !spec.survives_cancel && self.is_cancel_requested() && !self.cancel_is_soft() {
             return Err(Error::Cancelled);
         }
         self.bind_child(Child::spawn(spec)?)
@@ -348,8 +360,15 @@ impl Job {
             // A cancel does not end this wait: the hook has signalled the
             // child, which ends within its grace period. The wake fd then stays
             // readable, so it leaves the poll set.
+            // A pending complete wake keeps the wake fd readable: it leaves
+            // the poll set too (the wait does not end for it), and a pause
+            // that comes meanwhile is seen within COMPLETE_WAKE_ROUND.
             let (left, watch_wake) = match self.wait_round(target) {
-                Ok(left) => (left, true),
+                Ok((left, false)) => (left, true),
+                Ok((left, true)) => {
+                    let round = duration_ns(COMPLETE_WAKE_ROUND);
+                    (Some(left.map_or(round, |l| l.min(round))), false)
+                }
                 Err(Error::Cancelled) => {
                     let left = self.0.lock().left_ns(target, self.0.now_ns());
                     (left, false)
@@ -376,6 +395,10 @@ fn poll_ms(left: Option<i64>) -> i32 {
         Some(ns) => i32::try_from((ns + 999_999) / 1_000_000).unwrap_or(i32::MAX),
     }
 }
+
+/// How long a child wait polls at most per round while a complete request's
+/// wake is pending (the wake fd is then out of its poll set).
+const COMPLETE_WAKE_ROUND: Duration = Duration::from_millis(50);
 
 /// How long a deadline whose cancel found no thread to run on (EAGAIN) waits
 /// before it tries again.

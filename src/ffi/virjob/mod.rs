@@ -245,8 +245,10 @@ fn worker_returned(job: &core::Job) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Runs a worker-side update: refused (-1) for a bad handle or once the job
-/// has finished; on the job's own worker thread it is a pause point.
+/// Runs a worker-side update: refused (-1) for a bad handle, and whenever
+/// core refuses a worker update (the job has ended, or its worker declared
+/// its outcome: core's rule, not decided here); on the job's own worker
+/// thread it is a pause point.
 fn update(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<(), ()>) -> c_int {
     boundary_or(-1, || {
         let Some(vj) = lookup(job) else {
@@ -254,10 +256,9 @@ fn update(job: virJobPtr, f: impl FnOnce(&VirJob, &mut Extra) -> Result<(), ()>)
         };
         let r = {
             let mut x = vj.shared.lock();
-            if vj.job.decided_outcome().is_some() {
-                Err(())
-            } else {
-                f(&vj, &mut x)
+            match vj.job.check_update() {
+                Err(_) => Err(()),
+                Ok(()) => f(&vj, &mut x),
             }
         };
         if r.is_ok() {
