@@ -11,8 +11,10 @@
 //! once per pass over every free slot, and retirement is rare: it costs one
 //! entry of a few bytes per 2^28 − 1 reuses of one slot.
 //!
-//! Every table registers itself with the fork handling (`super::fork`) the
-//! first time it makes a handle: a table cannot be added and forgotten there.
+//! Every table adds itself to [`TABLES`], the one list of tables, the first time
+//! it makes a handle: a table cannot be added and forgotten by the fork handling
+//! (`super::fork`), which reaches the tables only through that list (this module
+//! never calls the fork handling).
 //!
 //! A worker calls progress functions once per block, so the worker thread keeps
 //! its own job in a thread-local while its callback runs: a lookup of that handle
@@ -24,7 +26,7 @@ use super::{bgjob_job, bgjob_result};
 use crate::core::{Context, Job};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("bgjob's handle encoding assumes 64-bit pointers");
@@ -61,6 +63,29 @@ pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
 pub(crate) const VIRJOB_TAG: u8 = 3;
 /// Tag 4: `bgjob_txn *`.
 pub(crate) static TXNS: Table<crate::core::Txn> = Table::new(4);
+
+/// Every handle table that has made a handle, in tag order (the order fork
+/// takes their locks in).
+static TABLES: Mutex<Vec<&'static dyn ForkTable>> = Mutex::new(Vec::new());
+
+/// The list of tables, locked (for the fork handling, which holds it across
+/// fork() so no table adds itself mid-fork).
+pub(crate) fn tables() -> MutexGuard<'static, Vec<&'static dyn ForkTable>> {
+    TABLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds a handle table to [`TABLES`]. Called by the table itself before it
+/// makes its first handle; a second call for the same table changes nothing.
+fn register_table(table: &'static dyn ForkTable) {
+    let mut t = tables();
+    let known = t
+        .iter()
+        .any(|&x| std::ptr::addr_eq(x as *const dyn ForkTable, table as *const dyn ForkTable));
+    if !known {
+        t.push(table);
+        t.sort_by_key(|x| x.tag());
+    }
+}
 
 /// Generations use 28 bits; the 4 above them hold the table's tag.
 const GENERATION_MASK: u32 = 0x0fff_ffff;
@@ -133,7 +158,7 @@ impl<T: Clone> Table<T> {
         if !self.registered.load(Ordering::Acquire) {
             // Before this table's lock is taken: the fork handling takes the
             // list's lock and then the tables'.
-            super::fork::register_table(self);
+            register_table(self);
             self.registered.store(true, Ordering::Release);
         }
         let mut t = self.write();
