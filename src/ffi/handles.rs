@@ -46,6 +46,9 @@ struct Entry<T> {
 /// `bgjob_context *`, `TXNS` for `bgjob_txn *`.
 pub(crate) struct Table<T> {
     tag: u8,
+    /// Told (under the table's write lock) when a slot starts (+1) or stops
+    /// (−1) naming an object: the job table counts each job's handles.
+    on_count: Option<fn(&T, isize)>,
     inner: RwLock<Inner<T>>,
     /// Set once the table is in the fork handling's list.
     registered: AtomicBool,
@@ -57,7 +60,24 @@ struct Inner<T> {
     free: VecDeque<u32>,
 }
 
-pub(crate) static JOBS: Table<Job> = Table::new(1);
+/// Each job counts the handles (slots) naming it: a job may have several
+/// (`bgjob_job_ref`, `bgjob_job_lookup`), and only the last one's destroy or
+/// detach acts on the job.
+pub(crate) static JOBS: Table<Job> = Table::counted(1, count_job_handle);
+
+fn count_job_handle(job: &Job, delta: isize) {
+    let n = job.c_handles();
+    if delta > 0 {
+        n.fetch_add(1, Ordering::Relaxed);
+    } else {
+        n.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many handles name `job` (read under the table's lock to be exact).
+pub(crate) fn job_handle_count(job: &Job) -> usize {
+    job.c_handles().load(Ordering::Relaxed)
+}
 pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
 /// Tag 3 is `virJobPtr` (`super::virjob::VIRJOBS`): every table needs its own tag.
 pub(crate) const VIRJOB_TAG: u8 = 3;
@@ -131,8 +151,19 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 
 impl<T: Clone> Table<T> {
     pub(crate) const fn new(tag: u8) -> Table<T> {
+        Self::make(tag, None)
+    }
+
+    /// A table that tells `on_count` when a slot starts or stops naming an
+    /// object.
+    pub(crate) const fn counted(tag: u8, on_count: fn(&T, isize)) -> Table<T> {
+        Self::make(tag, Some(on_count))
+    }
+
+    const fn make(tag: u8, on_count: Option<fn(&T, isize)>) -> Table<T> {
         Table {
             tag,
+            on_count,
             inner: RwLock::new(Inner {
                 entries: Vec::new(),
                 free: VecDeque::new(),
@@ -155,14 +186,29 @@ impl<T: Clone> Table<T> {
     where
         T: Send + Sync + 'static,
     {
+        self.ensure_listed();
+        let mut t = self.write();
+        let index = Self::take_slot(&mut t);
+        let e = &mut t.entries[index as usize];
+        e.slot = Slot::Reserved;
+        encode(self.tag, index, e.generation)
+    }
+
+    fn ensure_listed(&'static self)
+    where
+        T: Send + Sync + 'static,
+    {
         if !self.registered.load(Ordering::Acquire) {
             // Before this table's lock is taken: the fork handling takes the
             // list's lock and then the tables'.
             register_table(self);
             self.registered.store(true, Ordering::Release);
         }
-        let mut t = self.write();
-        let index = match t.free.pop_front() {
+    }
+
+    /// A free slot's index (a new one if none is free).
+    fn take_slot(t: &mut Inner<T>) -> u32 {
+        match t.free.pop_front() {
             Some(i) => i,
             None => {
                 // Below u32::MAX, so `index + 1` fits the handle's low 32 bits.
@@ -176,10 +222,7 @@ impl<T: Clone> Table<T> {
                 });
                 i
             }
-        };
-        let e = &mut t.entries[index as usize];
-        e.slot = Slot::Reserved;
-        encode(self.tag, index, e.generation)
+        }
     }
 
     /// Puts the object behind a reserved handle.
@@ -190,6 +233,9 @@ impl<T: Clone> Table<T> {
             && e.generation == g
             && matches!(e.slot, Slot::Reserved)
         {
+            if let Some(f) = self.on_count {
+                f(&value, 1);
+            }
             e.slot = Slot::Live(value);
         }
     }
@@ -234,7 +280,71 @@ impl<T: Clone> Table<T> {
             unreachable!("only live slots get here");
         };
         t.release(i as u32);
+        if let Some(f) = self.on_count {
+            f(&v, -1);
+        }
         Ok(v)
+    }
+
+    /// A new handle (its own slot) for the object behind `h`, made under one
+    /// hold of the write lock, so `h` cannot be removed in between.
+    pub(crate) fn share(&'static self, h: usize) -> Option<usize>
+    where
+        T: Send + Sync + 'static,
+    {
+        let (i, g) = decode(self.tag, h)?;
+        let value = {
+            let t = self.read();
+            match t.entries.get(i) {
+                Some(Entry {
+                    generation,
+                    slot: Slot::Live(v),
+                }) if *generation == g => v.clone(),
+                _ => return None,
+            }
+        };
+        self.insert_if(value, |_, t| {
+            matches!(
+                t.entries.get(i),
+                Some(Entry { generation, slot: Slot::Live(_) }) if *generation == g
+            )
+        })
+    }
+
+    /// A new handle for `value` if `check` (run under the write lock, with the
+    /// table as it is) agrees.
+    fn insert_if(
+        &'static self,
+        value: T,
+        check: impl FnOnce(&T, &Inner<T>) -> bool,
+    ) -> Option<usize>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.ensure_listed();
+        let mut t = self.write();
+        if !check(&value, &t) {
+            return None;
+        }
+        let index = Self::take_slot(&mut t);
+        let e = &mut t.entries[index as usize];
+        if let Some(f) = self.on_count {
+            f(&value, 1);
+        }
+        e.slot = Slot::Live(value);
+        Some(encode(self.tag, index, e.generation))
+    }
+
+    /// A new handle for `value` if `check` (run under the write lock) agrees.
+    pub(crate) fn insert_checked(
+        &'static self,
+        value: T,
+        check: impl FnOnce(&T) -> bool,
+    ) -> Option<usize>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.insert_if(value, |v, _| check(v))
     }
 
     /// A clone of the object behind `h`.
@@ -301,6 +411,25 @@ impl<T> HeldTable for TableHold<T> {
 /// cannot reach it.
 pub(crate) fn forget_current_after_fork() {
     crate::core::job::forget_worker_thread_after_fork();
+}
+
+/// Runs `f` with a handle of `job` valid for the whole call, for a callback
+/// bgjob makes (completion, commit/abort/clean): the creator's handle `h`
+/// while it still names the job, else one made for the call and released
+/// after it (the creator released or detached theirs; another owner's handle
+/// is never lent, as its owner may release it meanwhile).
+pub(crate) fn with_call_handle(job: &Job, h: usize, f: impl FnOnce(usize)) {
+    if JOBS.get(h).is_some_and(|j| j == *job) {
+        return f(h);
+    }
+    match JOBS.insert_checked(job.clone(), |_| true) {
+        Some(temp) => {
+            f(temp);
+            // The callback may have destroyed it itself.
+            JOBS.remove(temp);
+        }
+        None => f(h),
+    }
 }
 
 /// Runs `f` with the job behind `p`. `on_worker` tells `f` whether the caller is

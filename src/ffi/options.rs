@@ -30,6 +30,7 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        parent: std::ptr::null_mut(),
     }
 }
 
@@ -76,6 +77,8 @@ pub(crate) struct Options {
     pub(crate) manual_finalize: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    /// `bgjob_job_options.parent`, resolved by create.
+    pub(crate) parent: *mut super::bgjob_job,
 }
 
 /// The commit, abort and clean callbacks with their shared userdata, freed
@@ -92,10 +95,12 @@ impl Finalizers {
         let make = |cb: bgjob_finalize_callback| {
             cb.map(|cb| {
                 let data = self.userdata.clone();
-                move |_: &core::Job| {
-                    // SAFETY: the caller's callback with its own userdata and
-                    // the job's handle.
-                    unsafe { cb(data.ptr, to_ptr(h)) };
+                move |job: &core::Job| {
+                    super::handles::with_call_handle(job, h, |h| {
+                        // SAFETY: the caller's callback with its own userdata
+                        // and a handle of the job valid for the call.
+                        unsafe { cb(data.ptr, to_ptr(h)) };
+                    });
                 }
             })
         };
@@ -161,5 +166,6 @@ pub(crate) unsafe fn read_options(
         manual_finalize: opts.flags & BGJOB_CREATE_MANUAL_FINALIZE != 0,
         error_policy,
         finalizers,
+        parent: opts.parent,
     })
 }

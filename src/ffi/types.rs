@@ -334,6 +334,9 @@ pub enum bgjob_cancel_cause {
     Timeout = 2,
     /// Another member of its transaction failed or was cancelled.
     Transaction = 3,
+    /// Its parent job was cancelled (`bgjob_job_options.parent`); passed down
+    /// to its own children too.
+    Parent = 4,
 }
 
 /// What `bgjob_job_cancel` found (libxl's abort contract).
@@ -432,6 +435,7 @@ mirror!(bgjob_cancel_cause <=> CancelCause {
     Caller <=> Caller,
     Timeout <=> Timeout,
     Transaction <=> Transaction,
+    Parent <=> Parent,
 });
 mirror!(bgjob_cancel_status <=> CancelStatus {
     Requested <=> Requested,
@@ -519,6 +523,18 @@ pub struct bgjob_job_options {
     /// Frees `finalize_userdata` exactly once, after the last of those
     /// callbacks (or when none will run). May be NULL.
     pub finalize_free: bgjob_free_callback,
+    /// A job handle (NULL: none): the new job is its sub-job. Cancelling the
+    /// parent cancels the child (cause `BGJOB_CANCEL_CAUSE_PARENT`, passed on
+    /// to the child's own children); the parent does not end while the child
+    /// has not ended — after its worker returned it stays WAITING, then ends
+    /// with its own outcome (a child's failure does not fail it). The parent
+    /// must be CREATED, RUNNING or PAUSED (its worker not returned), else
+    /// create fails with `BGJOB_RESULT_NOT_ALLOWED`; a bad handle is
+    /// `BGJOB_RESULT_INVALID_HANDLE`. Under a parent whose cancel was requested
+    /// already, the child is born cancelled: its worker runs with the cancel
+    /// requested (cause PARENT). Only the link is kept: the parent's handle may
+    /// be released at once.
+    pub parent: *mut bgjob_job,
 }
 
 /// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -644,6 +660,9 @@ pub struct bgjob_job_entry {
     pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],
     /// The phase, NUL-terminated, cut to fit.
     pub phase: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+    /// The parent job's id (`bgjob_job_options.parent`), 0 for none: the
+    /// listing's tree.
+    pub parent_id: u64,
 }
 
 #[cfg(test)]
