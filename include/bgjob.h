@@ -16,6 +16,10 @@
  *   the process lives: a table slot whose generation would wrap is retired,
  *   never reused. Verbs refused in the job's state get BGJOB_RESULT_NOT_ALLOWED
  *   (bgjob_verb_allowed() exports the table).
+ * - A job may have several handles (bgjob_job_ref, bgjob_job_lookup), each its
+ *   own reference: releasing one never invalidates another, and only the job's
+ *   last handle's destroy or detach acts on the job (the others just release
+ *   themselves). A handle a callback receives is valid for that call.
  * - Userdata is always given with a free function (which may be NULL); bgjob
  *   calls it exactly once, after the last callback that uses the userdata, on
  *   every path, including a failed create.

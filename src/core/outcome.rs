@@ -242,6 +242,13 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_is_held_while_a_child_lives() {
+        assert!(!held_for_children(0));
+        assert!(held_for_children(1));
+        assert!(held_for_children(usize::MAX));
+    }
+
+    #[test]
     fn declare_table() {
         let boom = e(5, "boom");
         // (declare, cancel requested) → (state, code, recorded error) or nothing
