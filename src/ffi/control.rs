@@ -182,9 +182,9 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
 /// for every call (verbs, info, waits) in every state.
 ///
 /// Completion and commit/abort/clean callbacks get the creator's handle while
-/// the creator holds it; once the creator has released theirs, a handle valid
-/// for the duration of the callback (take a reference inside it to keep the
-/// job longer). The worker always gets the creator's handle, valid on its own
+/// the creator holds it; once the creator has released theirs while another
+/// reference lives, a handle valid for the duration of the callback (take a
+/// reference inside it to keep the job longer). The worker always gets the creator's handle, valid on its own
 /// thread until it returns. After fork() every reference is invalid in the
 /// child, like any handle.
 ///

@@ -413,13 +413,15 @@ pub(crate) fn forget_current_after_fork() {
     crate::core::job::forget_worker_thread_after_fork();
 }
 
-/// Runs `f` with a handle of `job` valid for the whole call, for a callback
-/// bgjob makes (completion, commit/abort/clean): the creator's handle `h`
-/// while it still names the job, else one made for the call and released
-/// after it (the creator released or detached theirs; another owner's handle
-/// is never lent, as its owner may release it meanwhile).
+/// Runs `f` with the handle a callback bgjob makes (completion,
+/// commit/abort/clean) gets: the creator's handle `h` while it still names
+/// the job, or while no other reference does (as before references existed:
+/// the creator destroyed or detached it, and the callback gets that value);
+/// else — the creator released theirs while another owner holds one — a
+/// handle made for the call and released after it (another owner's handle is
+/// never lent: its owner may release it meanwhile).
 pub(crate) fn with_call_handle(job: &Job, h: usize, f: impl FnOnce(usize)) {
-    if JOBS.get(h).is_some_and(|j| j == *job) {
+    if JOBS.get(h).is_some_and(|j| j == *job) || job_handle_count(job) == 0 {
         return f(h);
     }
     match JOBS.insert_checked(job.clone(), |_| true) {

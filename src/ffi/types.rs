@@ -117,6 +117,10 @@ pub struct bgjob_txn {
 /// Called exactly once when a job that has one has ended: `state` is its
 /// terminal `bgjob_state`, and `job` its handle, still valid during the call
 /// (read its error or result here) unless the caller destroyed it earlier.
+/// With shared references (`bgjob_job_ref`, `bgjob_job_lookup`): the
+/// creator's handle while the creator holds it; once the creator released it
+/// while another reference lives, a handle bgjob holds for the call (valid
+/// until the callback returns; take `bgjob_job_ref` to keep the job longer).
 ///
 /// Thread: with a context, the thread that calls `bgjob_context_dispatch`.
 /// Without one:
