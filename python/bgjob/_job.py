@@ -730,6 +730,8 @@ class Job(Generic[T]):
     for, then the handle is released. ``close()`` does the same, once.
     """
 
+    _h: Any  # the C handle (a JobPtr)
+
     def __init__(
         self,
         fn: Callable[..., T],
