@@ -74,6 +74,7 @@ static bool test_stale_handle_never_releases_another_ref(void)
 
 struct refs_arg {
     bgjob_job *job;
+    uint64_t id;
     atomic_int failures;
 };
 
@@ -82,7 +83,9 @@ static void *ref_and_release(void *p)
     struct refs_arg *a = p;
     for (int i = 0; i < 2000; i++) {
         bgjob_job *r = NULL;
-        if (bgjob_job_ref(a->job, &r) != BGJOB_RESULT_OK || r == a->job) {
+        /* Half by reference, half by id. */
+        bgjob_result got = i % 2 ? bgjob_job_lookup(a->id, &r) : bgjob_job_ref(a->job, &r);
+        if (got != BGJOB_RESULT_OK || r == a->job) {
             atomic_fetch_add(&a->failures, 1);
             continue;
         }
@@ -106,6 +109,7 @@ static bool test_refs_from_many_threads(void)
     t.gate = &g;
     struct refs_arg a = {0};
     REQUIRE(job_create(&t, worker_gated, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &a.job) == BGJOB_RESULT_OK);
+    a.id = id_of(a.job);
     pthread_t th[4];
     for (int i = 0; i < 4; i++)
         REQUIRE(pthread_create(&th[i], NULL, ref_and_release, &a) == 0);
