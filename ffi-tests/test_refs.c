@@ -125,6 +125,51 @@ static bool test_refs_from_many_threads(void)
     return ok;
 }
 
+struct racer {
+    bgjob_job *h;
+    pthread_barrier_t *start;
+    bgjob_result rc;
+};
+
+static void *destroy_racer(void *p)
+{
+    struct racer *r = p;
+    pthread_barrier_wait(r->start);
+    r->rc = bgjob_job_destroy(r->h);
+    return NULL;
+}
+
+/* Two owners release their handles of an ended job at the same moment: both
+ * succeed (whichever is last releases the job), and the job is gone. */
+static bool test_racing_releases_of_two_refs(void)
+{
+    bool ok = true;
+    for (int round = 0; round < 200 && ok; round++) {
+        struct tracker t;
+        tracker_init(&t);
+        bgjob_job *a = NULL, *b = NULL;
+        REQUIRE(job_create(&t, worker_return, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &a) ==
+                BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_ref(a, &b), BGJOB_RESULT_OK);
+        uint64_t id = id_of(a);
+        CHECK_STATE(wait_end(a), BGJOB_STATE_COMPLETED);
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 2);
+        struct racer r[2] = {{a, &start, -1}, {b, &start, -1}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            REQUIRE(pthread_create(&th[i], NULL, destroy_racer, &r[i]) == 0);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&start);
+        CHECK_RC(r[0].rc, BGJOB_RESULT_OK);
+        CHECK_RC(r[1].rc, BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_lookup(id, &b), BGJOB_RESULT_INVALID_ARGUMENT);
+        CHECK(poll_unlisted(id));
+    }
+    return ok;
+}
+
 static bool test_lookup_by_id(void)
 {
     bool ok = true;
@@ -311,6 +356,7 @@ int main(void)
         TAP_TEST(test_ref_is_a_new_handle_for_the_same_job),
         TAP_TEST(test_stale_handle_never_releases_another_ref),
         TAP_TEST(test_refs_from_many_threads),
+        TAP_TEST(test_racing_releases_of_two_refs),
         TAP_TEST(test_lookup_by_id),
         TAP_TEST(test_lookup_of_a_detached_job),
         TAP_TEST(test_detach_of_a_non_last_handle_is_a_release),
