@@ -515,6 +515,34 @@ mod tests {
         }
     }
 
+    /// A shared reference is a slot of its own: the count follows the slots,
+    /// and a released reference's value never reaches the job again, even
+    /// once its slot is reused for another reference.
+    #[test]
+    fn shared_references_are_slots_of_their_own() {
+        let j = job();
+        let a = JOBS.insert(j.clone());
+        let b = JOBS.share(a).expect("a is live");
+        assert_ne!(a, b);
+        assert_eq!(job_handle_count(&j), 2);
+        assert!(JOBS.remove(b).is_some());
+        assert_eq!(job_handle_count(&j), 1);
+        let mut stale = vec![b];
+        for _ in 0..4 {
+            let c = JOBS.share(a).expect("a is live");
+            for &s in &stale {
+                assert_ne!(s, c);
+                assert!(JOBS.get(s).is_none());
+            }
+            assert!(JOBS.remove(c).is_some());
+            stale.push(c);
+        }
+        assert!(JOBS.share(b).is_none(), "a stale handle shares nothing");
+        assert!(JOBS.remove(a).is_some());
+        assert_eq!(job_handle_count(&j), 0);
+        assert!(JOBS.share(a).is_none());
+    }
+
     #[test]
     fn freed_slots_are_reused_oldest_first() {
         let table: &'static Table<u32> = Box::leak(Box::new(Table::new(12)));
