@@ -100,6 +100,7 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
 
     CALL_INVALID(bgjob_job_detach(h, 0));
     CALL_INVALID(bgjob_job_detach(h, BGJOB_DETACH_CANCEL));
+    CALL_INVALID(bgjob_job_ref(h, &(bgjob_job *){NULL}));
 
     CALL_INVALID(bgjob_job_check_cancel(h));
     CALL_INVALID(bgjob_job_pause_point(h));
@@ -559,7 +560,7 @@ static const char *const job_functions[] = {
     "bgjob_job_get_error",   "bgjob_job_get_phase",   "bgjob_job_get_name",
     "bgjob_job_start",       "bgjob_job_cancel",      "bgjob_job_pause",
     "bgjob_job_resume",      "bgjob_job_wait",        "bgjob_job_destroy",
-    "bgjob_job_detach",      "bgjob_job_check_cancel", "bgjob_job_pause_point",
+    "bgjob_job_detach",      "bgjob_job_ref",         "bgjob_job_check_cancel", "bgjob_job_pause_point",
     "bgjob_job_set_total",   "bgjob_job_set_current", "bgjob_job_add_units",
     "bgjob_job_set_percent", "bgjob_job_set_eta",     "bgjob_job_set_phase",
     "bgjob_job_set_error",   "bgjob_job_finish",      "bgjob_job_set_result",
@@ -583,7 +584,7 @@ static const char *const context_functions[] = {
  * another one. */
 static const char *const other_functions[] = {
     "bgjob_version",      "bgjob_abi_version",  "bgjob_result_str", "bgjob_set_log_callback",
-    "bgjob_list_jobs",    "bgjob_verb_allowed", "bgjob_state_str",  "bgjob_verb_str",
+    "bgjob_list_jobs",    "bgjob_job_lookup",   "bgjob_verb_allowed", "bgjob_state_str",  "bgjob_verb_str",
     "bgjob_job_options_init", "bgjob_job_create", "bgjob_context_create",
     "bgjob_pool_set_max_running", "bgjob_pool_get_status",
     "bgjob_child_options_init",

@@ -460,8 +460,13 @@ static bool test_options_init_size(void)
         CHECK(big.tail[i] == 0xab);
     bgjob_job_options small;
     memset(&small, 0xcd, sizeof small);
-    CHECK_RC(bgjob_job_options_init(&small, sizeof small - 1), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_options_init(&small, OPTIONS_V1_SIZE - 1), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(((unsigned char *)&small)[0] == 0xcd);
+    /* A caller built against the first version: its size is accepted and
+     * nothing past it is written. */
+    CHECK_RC(bgjob_job_options_init(&small, OPTIONS_V1_SIZE), BGJOB_RESULT_OK);
+    CHECK_EQ(small.struct_size, OPTIONS_V1_SIZE);
+    CHECK(((unsigned char *)&small)[OPTIONS_V1_SIZE] == 0xcd);
     return ok;
 }
 

@@ -156,6 +156,11 @@ char *read_first_file(const char *const *paths, size_t n);
 /* Whether `name` is one of `names[0..n)`. */
 bool name_listed(const char *name, const char *const *names, size_t n);
 
+/* The first released size of bgjob_job_options (64-bit; pinned in
+ * src/ffi/versioned.rs): the smallest struct_size accepted. Later fields are
+ * appended after it, so "one byte short" means one short of this. */
+#define OPTIONS_V1_SIZE ((size_t)120)
+
 /* Compares two bgjob results and prints both with their names on mismatch. */
 #define CHECK_RC(expr, want)                                                      \
     do {                                                                          \

@@ -16,6 +16,10 @@
  *   the process lives: a table slot whose generation would wrap is retired,
  *   never reused. Verbs refused in the job's state get BGJOB_RESULT_NOT_ALLOWED
  *   (bgjob_verb_allowed() exports the table).
+ * - A job may have several handles (bgjob_job_ref, bgjob_job_lookup), each its
+ *   own reference: releasing one never invalidates another, and only the job's
+ *   last handle's destroy or detach acts on the job (the others just release
+ *   themselves). A handle a callback receives is valid for that call.
  * - Userdata is always given with a free function (which may be NULL); bgjob
  *   calls it exactly once, after the last callback that uses the userdata, on
  *   every path, including a failed create.
@@ -433,6 +437,11 @@ enum bgjob_cancel_cause
      * Another member of its transaction failed or was cancelled.
      */
     BGJOB_CANCEL_CAUSE_TRANSACTION = 3,
+    /**
+     * Its parent job was cancelled (`bgjob_job_options.parent`); passed down
+     * to its own children too.
+     */
+    BGJOB_CANCEL_CAUSE_PARENT = 4,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_cancel_cause;
@@ -638,6 +647,10 @@ typedef struct bgjob_txn bgjob_txn;
  * Called exactly once when a job that has one has ended: `state` is its
  * terminal `bgjob_state`, and `job` its handle, still valid during the call
  * (read its error or result here) unless the caller destroyed it earlier.
+ * With shared references (`bgjob_job_ref`, `bgjob_job_lookup`): the
+ * creator's handle while the creator holds it; once the creator released it
+ * while another reference lives, a handle bgjob holds for the call (valid
+ * until the callback returns; take `bgjob_job_ref` to keep the job longer).
  *
  * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
  * Without one:
@@ -776,6 +789,20 @@ typedef struct bgjob_job_options {
      * callbacks (or when none will run). May be NULL.
      */
     bgjob_free_callback finalize_free;
+    /**
+     * A job handle (NULL: none): the new job is its sub-job. Cancelling the
+     * parent cancels the child (cause `BGJOB_CANCEL_CAUSE_PARENT`, passed on
+     * to the child's own children); the parent does not end while the child
+     * has not ended — after its worker returned it stays WAITING, then ends
+     * with its own outcome (a child's failure does not fail it). The parent
+     * must be CREATED, RUNNING or PAUSED (its worker not returned), else
+     * create fails with `BGJOB_RESULT_NOT_ALLOWED`; a bad handle is
+     * `BGJOB_RESULT_INVALID_HANDLE`. Under a parent whose cancel was requested
+     * already, the child is born cancelled: its worker runs with the cancel
+     * requested (cause PARENT). Only the link is kept: the parent's handle may
+     * be released at once.
+     */
+    struct bgjob_job *parent;
 } bgjob_job_options;
 
 /**
@@ -920,6 +947,11 @@ typedef struct bgjob_job_entry {
      * The phase, NUL-terminated, cut to fit.
      */
     char phase[BGJOB_ENTRY_TEXT_SIZE];
+    /**
+     * The parent job's id (`bgjob_job_options.parent`), 0 for none: the
+     * listing's tree.
+     */
+    uint64_t parent_id;
 } bgjob_job_entry;
 
 /**
@@ -1340,10 +1372,16 @@ bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, bgjob_sta
  * it has one and nobody took it, is freed now too. The handle and every copy
  * of it are invalid afterwards.
  *
+ * Shared references (`bgjob_job_ref`, `bgjob_job_lookup`): on a handle that is
+ * not the job's last one, destroy releases that reference only, in any state
+ * (always OK; the job runs on, the other handles stay valid). Only the last
+ * handle's destroy has the meaning above. On a detached job (a handle from
+ * `bgjob_job_lookup`), even the last handle's destroy only releases it.
+ *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
- * destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
- * PAUSED, READY, STANDBY) or the job waits for its end (WAITING, PENDING):
- * wait for it, or use `bgjob_job_detach`.
+ * destroy); `BGJOB_RESULT_NOT_ALLOWED` on the last handle while the worker may
+ * still run (RUNNING, PAUSED, READY, STANDBY) or the job waits for its end
+ * (WAITING, PENDING): wait for it, or use `bgjob_job_detach`.
  *
  * Threads: of two threads destroying the same handle, one succeeds and the other
  * gets INVALID_HANDLE.
@@ -1367,11 +1405,56 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * afterwards for the caller (the job's own worker may keep using it until it
  * returns).
  *
+ * Shared references: detaching a handle that is not the job's last one (or a
+ * handle of a job already detached) releases that reference only; with
+ * `BGJOB_DETACH_CANCEL` the job is cancelled too. The job is detached when
+ * its last handle is.
+ *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
  * for a CREATED job (it would never run: start or destroy it instead).
  */
 bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
+
+/**
+ * Takes a new reference to a job: `*job_out` is a new handle value naming the
+ * same job (GTask's `g_object_ref`, QIOTask holding its source). Each handle
+ * is its own reference: releasing one (`bgjob_job_destroy`,
+ * `bgjob_job_detach`) never invalidates another, and a released handle's
+ * value stays invalid for ever, so one owner's stale handle can never release
+ * another owner's reference. The job's last handle keeps the usual meaning of
+ * destroy and detach; the others only release themselves. Every handle works
+ * for every call (verbs, info, waits) in every state.
+ *
+ * Completion and commit/abort/clean callbacks get the creator's handle while
+ * the creator holds it; once the creator has released theirs while another
+ * reference lives, a handle valid for the duration of the callback (take a
+ * reference inside it to keep the job longer). The worker always gets the creator's handle, valid on its own
+ * thread until it returns. After fork() every reference is invalid in the
+ * child, like any handle.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` if `job_out` is NULL.
+ */
+bgjob_result bgjob_job_ref(struct bgjob_job *job,
+                           struct bgjob_job **job_out);
+
+/**
+ * Finds a job by id (`bgjob_info.id`, `bgjob_job_entry.id`) and gives a new
+ * handle for it, a reference as `bgjob_job_ref` makes: release it with
+ * `bgjob_job_destroy` or `bgjob_job_detach`.
+ *
+ * Found: any job some handle still names, in any state, and a detached job
+ * that has not ended (QIOTask/GTask let a listing reach a task nobody else
+ * holds). A detached job stays detached: destroy or detach of a looked-up
+ * handle only releases that handle, and the job still frees itself when it
+ * ends. Not found: ids never given, jobs whose last handle was released, and
+ * detached jobs that have ended.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `job_out` is
+ * NULL or no such job is found.
+ */
+bgjob_result bgjob_job_lookup(uint64_t id, struct bgjob_job **job_out);
 
 /* ---- Completion contexts ---- */
 

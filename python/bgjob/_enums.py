@@ -80,6 +80,7 @@ class CancelCause(_Named):
     CALLER = 1
     TIMEOUT = 2
     TRANSACTION = 3
+    PARENT = 4
 
 
 class IoStatus(_Named):

@@ -115,6 +115,7 @@ class bgjob_job_entry(ctypes.Structure):
         ("since_progress_ms", c_int64),
         ("name", c_char * ENTRY_TEXT_SIZE),
         ("phase", c_char * ENTRY_TEXT_SIZE),
+        ("parent_id", c_uint64),
     ]
 
 
@@ -136,6 +137,7 @@ class bgjob_job_options(ctypes.Structure):
         ("clean", bgjob_finalize_callback),
         ("finalize_userdata", c_void_p),
         ("finalize_free", bgjob_free_callback),
+        ("parent", JobPtr),
     ]
 
 
@@ -221,6 +223,8 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_wait": (R, (JobPtr, c_int64, POINTER(c_int32))),
     "bgjob_job_destroy": (R, (JobPtr,)),
     "bgjob_job_detach": (R, (JobPtr, c_uint32)),
+    "bgjob_job_ref": (R, (JobPtr, POINTER(JobPtr))),
+    "bgjob_job_lookup": (R, (c_uint64, POINTER(JobPtr))),
     # results
     "bgjob_job_set_result": (R, (JobPtr, c_void_p, bgjob_free_callback)),
     "bgjob_job_get_result": (R, (JobPtr, POINTER(c_void_p))),

@@ -268,6 +268,8 @@ class JobEntry:
     phase: str
     age: float
     since_progress: float | None
+    parent_id: int = 0
+    """The parent job's id (``Job(..., parent=...)``), 0 for none."""
 
 
 # ---------------------------------------------------------------- workers
@@ -765,6 +767,8 @@ class Job(Generic[T]):
     for, then the handle is released. ``close()`` does the same, once.
     """
 
+    _h: Any  # the C handle (a JobPtr)
+
     def __init__(
         self,
         fn: Callable[..., T],
@@ -784,6 +788,7 @@ class Job(Generic[T]):
         on_abort: Callable[[Job[T]], Any] | None = None,
         on_clean: Callable[[Job[T]], Any] | None = None,
         updates_never_park: bool = False,
+        parent: Job[Any] | JobHandle | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
@@ -836,6 +841,10 @@ class Job(Generic[T]):
         opts.stack_size = int(stack_size)
         if context is not None:
             opts.context = context._handle("create")
+        if parent is not None:
+            if not isinstance(parent, (Job, JobHandle)):
+                raise TypeError(f"bgjob: parent must be a Job or JobHandle, not {type(parent).__name__}")
+            opts.parent = parent._h
         opts.completion = _complete_cb
         opts.completion_free = _free_cb
         handle = JobPtr()
@@ -1233,6 +1242,14 @@ class Job(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def ref(self) -> JobHandle:
+        """A new reference to this job (``bgjob_job_ref``): a ``JobHandle`` of
+        its own, valid until its ``close()`` whatever happens to this Job's
+        handle."""
+        out = JobPtr()
+        self._call(lib.bgjob_job_ref(self._h, byref(out)), "ref")
+        return JobHandle(out)
 
     def __enter__(self) -> Job[T]:
         return self
@@ -1881,6 +1898,99 @@ def verb_allowed(verb: Verb | int, state: State | int) -> bool:
     return allowed.value
 
 
+class JobHandle:
+    """A shared reference to a job (``Job.ref()``, ``lookup(id)``): reads it,
+    cancels, pauses, resumes and waits for it, and can be a ``parent=``. It
+    owns no worker, result or callback: those stay with the job's creator.
+    ``close()`` releases this reference only; if it was the job's last handle
+    and the job still runs, the job is detached (it frees itself when it
+    ends). Use it in ``with``."""
+
+    def __init__(self, handle: Any):
+        self._h = handle
+        self._closed = False
+        id_ = c_uint64()
+        check(lib.bgjob_job_get_id(handle, byref(id_)), "get_id")
+        self.id = id_.value
+
+    def __repr__(self) -> str:
+        return f"<bgjob.JobHandle {self.id}{' closed' if self._closed else ''}>"
+
+    def _call(self, r: int, what: str) -> None:
+        if r != Result.OK:
+            if r == Result.INVALID_HANDLE and self._closed:
+                raise InvalidHandle(f"{what}: job handle {self.id} is closed")
+            raise error_for(r, what)
+
+    @property
+    def state(self) -> State:
+        st = c_int32()
+        self._call(lib.bgjob_job_get_state(self._h, byref(st)), "state")
+        return State(st.value)
+
+    @property
+    def info(self) -> Info:
+        c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
+        self._call(lib.bgjob_job_get_info(self._h, byref(c)), "info")
+        return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info"))
+
+    def cancel(self) -> CancelStatus:
+        status = c_int32()
+        self._call(lib.bgjob_job_cancel(self._h, byref(status)), "cancel")
+        return CancelStatus(status.value)
+
+    def pause(self) -> None:
+        self._call(lib.bgjob_job_pause(self._h), "pause")
+
+    def resume(self) -> None:
+        self._call(lib.bgjob_job_resume(self._h), "resume")
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Waits until the job has ended (``TimedOut`` after ``timeout``
+        seconds); the GIL is released while waiting."""
+        st = c_int32()
+        self._call(lib.bgjob_job_wait(self._h, _ms(timeout, "wait"), byref(st)), "wait")
+        return State(st.value)
+
+    def ref(self) -> JobHandle:
+        out = JobPtr()
+        self._call(lib.bgjob_job_ref(self._h, byref(out)), "ref")
+        return JobHandle(out)
+
+    def close(self) -> None:
+        """Releases this reference (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if lib.bgjob_job_destroy(self._h) == Result.NOT_ALLOWED:
+            # The last handle of a job that still runs: it runs on by itself.
+            lib.bgjob_job_detach(self._h, 0)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> JobHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except BaseException:
+            pass
+
+
+def lookup(job_id: int) -> JobHandle:
+    """A new reference to the live job with this id (``bgjob_job_lookup``);
+    ``InvalidArgument`` if there is none."""
+    out = JobPtr()
+    check(lib.bgjob_job_lookup(_u64(job_id, "lookup"), byref(out)), "lookup")
+    return JobHandle(out)
+
+
 def list_jobs() -> list[JobEntry]:
     """Every job that exists now (C and Python ones), in id order."""
     capacity = 16
@@ -1897,6 +2007,7 @@ def list_jobs() -> list[JobEntry]:
                     phase=e.phase.decode("utf-8", "replace"),
                     age=e.age_ms / 1000.0,
                     since_progress=_seconds(e.since_progress_ms),
+                    parent_id=e.parent_id,
                 )
                 for e in entries[: count.value]
             ]

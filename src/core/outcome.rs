@@ -50,6 +50,15 @@ pub enum CancelCause {
     Timeout,
     /// Another member of its transaction failed or was cancelled.
     Transaction,
+    /// Its parent job was cancelled ([`crate::core::Job::set_parent`]).
+    Parent,
+}
+
+/// Sub-jobs: a job whose worker has returned is held (WAITING) while
+/// `live_children` of its children are not terminal, and then ends with its
+/// own outcome: a child's end, failure included, never changes the parent's.
+pub fn held_for_children(live_children: usize) -> bool {
+    live_children > 0
 }
 
 /// An outcome a worker declares once before it returns
@@ -233,6 +242,13 @@ mod tests {
 
     fn e(code: i32, m: &str) -> JobError {
         JobError::new(code, m)
+    }
+
+    #[test]
+    fn a_parent_is_held_while_a_child_lives() {
+        assert!(!held_for_children(0));
+        assert!(held_for_children(1));
+        assert!(held_for_children(usize::MAX));
     }
 
     #[test]

@@ -180,8 +180,11 @@ impl Completion {
         b.on_complete(context, move |job| {
             let (userdata, release) = (userdata, release);
             let state = bgjob_state::from(job.state());
-            // SAFETY: the caller's callback with its own userdata and the handle.
-            unsafe { callback(userdata.ptr, to_ptr(h), state) };
+            super::handles::with_call_handle(job, h, |h| {
+                // SAFETY: the caller's callback with its own userdata and a
+                // handle of the job valid for the call.
+                unsafe { callback(userdata.ptr, to_ptr(h), state) };
+            });
             drop(userdata);
             drop(release);
         })

@@ -1,6 +1,6 @@
 //! Control of a job from outside: cancel, pause, resume, wait, destroy, detach.
 
-use super::handles::{JOBS, with_job};
+use super::handles::{JOBS, job_handle_count, to_ptr, with_job};
 use super::{
     BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, boundary, put,
     timeout_arg,
@@ -91,10 +91,16 @@ pub unsafe extern "C" fn bgjob_job_wait(
 /// it has one and nobody took it, is freed now too. The handle and every copy
 /// of it are invalid afterwards.
 ///
+/// Shared references (`bgjob_job_ref`, `bgjob_job_lookup`): on a handle that is
+/// not the job's last one, destroy releases that reference only, in any state
+/// (always OK; the job runs on, the other handles stay valid). Only the last
+/// handle's destroy has the meaning above. On a detached job (a handle from
+/// `bgjob_job_lookup`), even the last handle's destroy only releases it.
+///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE` (also for a double
-/// destroy); `BGJOB_RESULT_NOT_ALLOWED` while the worker may still run (RUNNING,
-/// PAUSED, READY, STANDBY) or the job waits for its end (WAITING, PENDING):
-/// wait for it, or use `bgjob_job_detach`.
+/// destroy); `BGJOB_RESULT_NOT_ALLOWED` on the last handle while the worker may
+/// still run (RUNNING, PAUSED, READY, STANDBY) or the job waits for its end
+/// (WAITING, PENDING): wait for it, or use `bgjob_job_detach`.
 ///
 /// Threads: of two threads destroying the same handle, one succeeds and the other
 /// gets INVALID_HANDLE.
@@ -106,6 +112,10 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
         // only after the table lock is gone.
         let mut release = None;
         JOBS.remove_if(job.addr(), |j| {
+            // The count only changes under the table's lock, held here.
+            if job_handle_count(j) > 1 || j.is_detached() {
+                return Ok(());
+            }
             release = Some(j.begin_release()?);
             Ok(())
         })?;
@@ -130,6 +140,11 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// afterwards for the caller (the job's own worker may keep using it until it
 /// returns).
 ///
+/// Shared references: detaching a handle that is not the job's last one (or a
+/// handle of a job already detached) releases that reference only; with
+/// `BGJOB_DETACH_CANCEL` the job is cancelled too. The job is detached when
+/// its last handle is.
+///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
 /// for a CREATED job (it would never run: start or destroy it instead).
@@ -139,10 +154,82 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
         if flags & !BGJOB_DETACH_CANCEL != 0 {
             return Err(bgjob_result::InvalidArgument);
         }
+        let mut last = false;
         let j = JOBS.remove_if(job.addr(), |j| {
+            if job_handle_count(j) > 1 || j.is_detached() {
+                return Ok(());
+            }
+            last = true;
             j.check(core::Verb::Detach).map_err(bgjob_result::from)
         })?;
+        if !last {
+            if flags & BGJOB_DETACH_CANCEL != 0 {
+                j.cancel();
+            }
+            return Ok(());
+        }
         j.detach(flags & BGJOB_DETACH_CANCEL != 0)
             .map_err(Into::into)
+    })
+}
+
+/// Takes a new reference to a job: `*job_out` is a new handle value naming the
+/// same job (GTask's `g_object_ref`, QIOTask holding its source). Each handle
+/// is its own reference: releasing one (`bgjob_job_destroy`,
+/// `bgjob_job_detach`) never invalidates another, and a released handle's
+/// value stays invalid for ever, so one owner's stale handle can never release
+/// another owner's reference. The job's last handle keeps the usual meaning of
+/// destroy and detach; the others only release themselves. Every handle works
+/// for every call (verbs, info, waits) in every state.
+///
+/// Completion and commit/abort/clean callbacks get the creator's handle while
+/// the creator holds it; once the creator has released theirs while another
+/// reference lives, a handle valid for the duration of the callback (take a
+/// reference inside it to keep the job longer). The worker always gets the creator's handle, valid on its own
+/// thread until it returns. After fork() every reference is invalid in the
+/// child, like any handle.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` if `job_out` is NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_ref(
+    job: *mut bgjob_job,
+    job_out: *mut *mut bgjob_job,
+) -> bgjob_result {
+    boundary(|| {
+        super::need(job_out)?;
+        let h = JOBS.share(job.addr()).ok_or(bgjob_result::InvalidHandle)?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { job_out.write(to_ptr(h)) };
+        Ok(())
+    })
+}
+
+/// Finds a job by id (`bgjob_info.id`, `bgjob_job_entry.id`) and gives a new
+/// handle for it, a reference as `bgjob_job_ref` makes: release it with
+/// `bgjob_job_destroy` or `bgjob_job_detach`.
+///
+/// Found: any job some handle still names, in any state, and a detached job
+/// that has not ended (QIOTask/GTask let a listing reach a task nobody else
+/// holds). A detached job stays detached: destroy or detach of a looked-up
+/// handle only releases that handle, and the job still frees itself when it
+/// ends. Not found: ids never given, jobs whose last handle was released, and
+/// detached jobs that have ended.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `job_out` is
+/// NULL or no such job is found.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_lookup(id: u64, job_out: *mut *mut bgjob_job) -> bgjob_result {
+    boundary(|| {
+        super::need(job_out)?;
+        let job = core::job::lookup(id).ok_or(bgjob_result::InvalidArgument)?;
+        let h = JOBS
+            .insert_checked(job, |j| {
+                job_handle_count(j) > 0 || (j.is_detached() && !j.state().is_terminal())
+            })
+            .ok_or(bgjob_result::InvalidArgument)?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { job_out.write(to_ptr(h)) };
+        Ok(())
     })
 }

@@ -18,27 +18,24 @@
 //!   through `sys::fork_generation`). Parent handles then get
 //!   `BGJOB_RESULT_INVALID_HANDLE`; new objects of every type work as usual.
 //!
-//! Nothing here lists the handle tables by hand: a table registers itself the
-//! first time it makes a handle ([`register_table`]), so a new table cannot be
-//! forgotten. The process-wide locks outside the tables are the ones in
+//! Nothing here lists the handle tables by hand: a table adds itself to the one
+//! list in `super::handles` the first time it makes a handle, so a new table
+//! cannot be forgotten. The process-wide locks outside the tables are the ones in
 //! [`Held`]; the test `every_process_wide_lock_is_held_across_fork` fails when a
 //! `static` lock appears in the sources without being named in
 //! [`PROCESS_LOCKS`] (and so, by review, here).
 //!
-//! The handlers are registered the first time a handle is made, so a program
-//! that never uses the C API pays nothing.
+//! The handlers are registered when the library is loaded (an ELF constructor)
+//! and do nothing but take and release the table list while that list is
+//! empty, so a program that never makes a handle pays one uncontended lock per
+//! fork.
 
-use super::handles::{ForkTable, HeldTable, forget_current_after_fork};
+use super::handles::{ForkTable, HeldTable, forget_current_after_fork, tables};
 use crate::core::threads::{Pool, PoolHold};
 use crate::core::timer::{self, TimerHold};
 use crate::core::{job::RegistryHold, log};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
-
-/// Every handle table that has made a handle, in tag order (the order fork
-/// takes their locks in).
-static TABLES: Mutex<Vec<&'static dyn ForkTable>> = Mutex::new(Vec::new());
+use std::sync::MutexGuard;
 
 /// The `static` items outside the handle tables that hold a process-wide lock
 /// (a mutex, or a `OnceLock`'s one-time initialisation), each held across fork
@@ -51,28 +48,15 @@ const PROCESS_LOCKS: &[&str] = &[
     "REGISTRY", "GLOBAL", "SINK", "ENV", "TIMER", "NAMES", "TABLES",
 ];
 
-fn tables() -> MutexGuard<'static, Vec<&'static dyn ForkTable>> {
-    TABLES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Adds a handle table to the fork handling (and registers the fork handlers).
-/// Called by the table itself before it makes its first handle; a second call
-/// for the same table changes nothing.
-pub(crate) fn register_table(table: &'static dyn ForkTable) {
-    register();
-    let mut t = tables();
-    let known = t
-        .iter()
-        .any(|&x| std::ptr::addr_eq(x as *const dyn ForkTable, table as *const dyn ForkTable));
-    if !known {
-        t.push(table);
-        t.sort_by_key(|x| x.tag());
-    }
-}
-
 struct Held {
     /// Kept locked so no table registers itself mid-fork.
     list: MutexGuard<'static, Vec<&'static dyn ForkTable>>,
+    /// `None` while no table has made a handle: nothing of bgjob's C API
+    /// exists to protect yet.
+    rest: Option<Rest>,
+}
+
+struct Rest {
     tables: Vec<Box<dyn HeldTable>>,
     registry: RegistryHold,
     pool: PoolHold,
@@ -86,20 +70,17 @@ thread_local! {
     static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
 
-/// Registers the fork handlers, once per process.
-fn register() {
-    // Not a `Once`: a fork while another thread is inside it would leave it
-    // running for ever in the child, and the child's first handle would hang.
-    // A thread that loses the race goes on without waiting for the winner's
-    // registration (a fork in that window of the first handle treats the
-    // child as one forked before any handle existed).
-    static REGISTERED: AtomicBool = AtomicBool::new(false);
-    if !REGISTERED.load(Ordering::Acquire) && !REGISTERED.swap(true, Ordering::AcqRel) {
-        // Without handlers (ENOMEM at startup) the child is as safe as before:
-        // fine for fork-then-exec.
-        let _ = crate::sys::at_fork(prepare, parent, child);
-    }
+/// Registers the fork handlers when the library is loaded: before any thread of
+/// the library exists, so no fork can race the registration.
+extern "C" fn register_at_load() {
+    // Without handlers (ENOMEM at startup) the child is as safe as before:
+    // fine for fork-then-exec.
+    let _ = crate::sys::at_fork(prepare, parent, child);
 }
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static REGISTER_AT_LOAD: extern "C" fn() = register_at_load;
 
 /// A panic must not unwind into libc's fork(); it cannot happen here (only lock
 /// calls, which recover from poisoning), but if it did, aborting is the only
@@ -120,14 +101,20 @@ unsafe extern "C" fn prepare() {
         // the fork would never finish in the child.
         super::info::static_name(None);
         let list = tables();
+        if list.is_empty() {
+            HELD.with(|h| *h.borrow_mut() = Some(Held { list, rest: None }));
+            return;
+        }
         let tables = list.iter().map(|t| t.hold_for_fork()).collect();
         let held = Held {
             list,
-            tables,
-            registry: RegistryHold::take(),
-            pool: Pool::global().hold_for_fork(),
-            sink: log::hold_for_fork(),
-            timer: timer::hold_for_fork(),
+            rest: Some(Rest {
+                tables,
+                registry: RegistryHold::take(),
+                pool: Pool::global().hold_for_fork(),
+                sink: log::hold_for_fork(),
+                timer: timer::hold_for_fork(),
+            }),
         };
         HELD.with(|h| *h.borrow_mut() = Some(held));
     });
@@ -142,14 +129,17 @@ unsafe extern "C" fn child() {
         let Some(held) = HELD.with(|h| h.borrow_mut().take()) else {
             return;
         };
-        let Held {
-            list,
+        let Held { list, rest } = held;
+        let Some(Rest {
             tables,
             registry,
             pool,
             sink,
             timer,
-        } = held;
+        }) = rest
+        else {
+            return;
+        };
         for t in tables {
             t.forget_all();
         }
@@ -247,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn a_table_registers_itself_when_it_makes_a_handle() {
+    fn a_table_lists_itself_when_it_makes_a_handle() {
         let table: &'static super::super::handles::Table<u32> =
             Box::leak(Box::new(super::super::handles::Table::new(14)));
         let registered = || {

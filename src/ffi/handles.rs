@@ -11,8 +11,10 @@
 //! once per pass over every free slot, and retirement is rare: it costs one
 //! entry of a few bytes per 2^28 − 1 reuses of one slot.
 //!
-//! Every table registers itself with the fork handling (`super::fork`) the
-//! first time it makes a handle: a table cannot be added and forgotten there.
+//! Every table adds itself to [`TABLES`], the one list of tables, the first time
+//! it makes a handle: a table cannot be added and forgotten by the fork handling
+//! (`super::fork`), which reaches the tables only through that list (this module
+//! never calls the fork handling).
 //!
 //! A worker calls progress functions once per block, so the worker thread keeps
 //! its own job in a thread-local while its callback runs: a lookup of that handle
@@ -24,7 +26,7 @@ use super::{bgjob_job, bgjob_result};
 use crate::core::{Context, Job};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("bgjob's handle encoding assumes 64-bit pointers");
@@ -44,6 +46,9 @@ struct Entry<T> {
 /// `bgjob_context *`, `TXNS` for `bgjob_txn *`.
 pub(crate) struct Table<T> {
     tag: u8,
+    /// Told (under the table's write lock) when a slot starts (+1) or stops
+    /// (−1) naming an object: the job table counts each job's handles.
+    on_count: Option<fn(&T, isize)>,
     inner: RwLock<Inner<T>>,
     /// Set once the table is in the fork handling's list.
     registered: AtomicBool,
@@ -55,12 +60,52 @@ struct Inner<T> {
     free: VecDeque<u32>,
 }
 
-pub(crate) static JOBS: Table<Job> = Table::new(1);
+/// Each job counts the handles (slots) naming it: a job may have several
+/// (`bgjob_job_ref`, `bgjob_job_lookup`), and only the last one's destroy or
+/// detach acts on the job.
+pub(crate) static JOBS: Table<Job> = Table::counted(1, count_job_handle);
+
+fn count_job_handle(job: &Job, delta: isize) {
+    let n = job.c_handles();
+    if delta > 0 {
+        n.fetch_add(1, Ordering::Relaxed);
+    } else {
+        n.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many handles name `job` (read under the table's lock to be exact).
+pub(crate) fn job_handle_count(job: &Job) -> usize {
+    job.c_handles().load(Ordering::Relaxed)
+}
 pub(crate) static CONTEXTS: Table<Context> = Table::new(2);
 /// Tag 3 is `virJobPtr` (`super::virjob::VIRJOBS`): every table needs its own tag.
 pub(crate) const VIRJOB_TAG: u8 = 3;
 /// Tag 4: `bgjob_txn *`.
 pub(crate) static TXNS: Table<crate::core::Txn> = Table::new(4);
+
+/// Every handle table that has made a handle, in tag order (the order fork
+/// takes their locks in).
+static TABLES: Mutex<Vec<&'static dyn ForkTable>> = Mutex::new(Vec::new());
+
+/// The list of tables, locked (for the fork handling, which holds it across
+/// fork() so no table adds itself mid-fork).
+pub(crate) fn tables() -> MutexGuard<'static, Vec<&'static dyn ForkTable>> {
+    TABLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds a handle table to [`TABLES`]. Called by the table itself before it
+/// makes its first handle; a second call for the same table changes nothing.
+fn register_table(table: &'static dyn ForkTable) {
+    let mut t = tables();
+    let known = t
+        .iter()
+        .any(|&x| std::ptr::addr_eq(x as *const dyn ForkTable, table as *const dyn ForkTable));
+    if !known {
+        t.push(table);
+        t.sort_by_key(|x| x.tag());
+    }
+}
 
 /// Generations use 28 bits; the 4 above them hold the table's tag.
 const GENERATION_MASK: u32 = 0x0fff_ffff;
@@ -106,8 +151,19 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 
 impl<T: Clone> Table<T> {
     pub(crate) const fn new(tag: u8) -> Table<T> {
+        Self::make(tag, None)
+    }
+
+    /// A table that tells `on_count` when a slot starts or stops naming an
+    /// object.
+    pub(crate) const fn counted(tag: u8, on_count: fn(&T, isize)) -> Table<T> {
+        Self::make(tag, Some(on_count))
+    }
+
+    const fn make(tag: u8, on_count: Option<fn(&T, isize)>) -> Table<T> {
         Table {
             tag,
+            on_count,
             inner: RwLock::new(Inner {
                 entries: Vec::new(),
                 free: VecDeque::new(),
@@ -130,14 +186,29 @@ impl<T: Clone> Table<T> {
     where
         T: Send + Sync + 'static,
     {
+        self.ensure_listed();
+        let mut t = self.write();
+        let index = Self::take_slot(&mut t);
+        let e = &mut t.entries[index as usize];
+        e.slot = Slot::Reserved;
+        encode(self.tag, index, e.generation)
+    }
+
+    fn ensure_listed(&'static self)
+    where
+        T: Send + Sync + 'static,
+    {
         if !self.registered.load(Ordering::Acquire) {
             // Before this table's lock is taken: the fork handling takes the
             // list's lock and then the tables'.
-            super::fork::register_table(self);
+            register_table(self);
             self.registered.store(true, Ordering::Release);
         }
-        let mut t = self.write();
-        let index = match t.free.pop_front() {
+    }
+
+    /// A free slot's index (a new one if none is free).
+    fn take_slot(t: &mut Inner<T>) -> u32 {
+        match t.free.pop_front() {
             Some(i) => i,
             None => {
                 // Below u32::MAX, so `index + 1` fits the handle's low 32 bits.
@@ -151,10 +222,7 @@ impl<T: Clone> Table<T> {
                 });
                 i
             }
-        };
-        let e = &mut t.entries[index as usize];
-        e.slot = Slot::Reserved;
-        encode(self.tag, index, e.generation)
+        }
     }
 
     /// Puts the object behind a reserved handle.
@@ -165,6 +233,9 @@ impl<T: Clone> Table<T> {
             && e.generation == g
             && matches!(e.slot, Slot::Reserved)
         {
+            if let Some(f) = self.on_count {
+                f(&value, 1);
+            }
             e.slot = Slot::Live(value);
         }
     }
@@ -209,7 +280,71 @@ impl<T: Clone> Table<T> {
             unreachable!("only live slots get here");
         };
         t.release(i as u32);
+        if let Some(f) = self.on_count {
+            f(&v, -1);
+        }
         Ok(v)
+    }
+
+    /// A new handle (its own slot) for the object behind `h`, made under one
+    /// hold of the write lock, so `h` cannot be removed in between.
+    pub(crate) fn share(&'static self, h: usize) -> Option<usize>
+    where
+        T: Send + Sync + 'static,
+    {
+        let (i, g) = decode(self.tag, h)?;
+        let value = {
+            let t = self.read();
+            match t.entries.get(i) {
+                Some(Entry {
+                    generation,
+                    slot: Slot::Live(v),
+                }) if *generation == g => v.clone(),
+                _ => return None,
+            }
+        };
+        self.insert_if(value, |_, t| {
+            matches!(
+                t.entries.get(i),
+                Some(Entry { generation, slot: Slot::Live(_) }) if *generation == g
+            )
+        })
+    }
+
+    /// A new handle for `value` if `check` (run under the write lock, with the
+    /// table as it is) agrees.
+    fn insert_if(
+        &'static self,
+        value: T,
+        check: impl FnOnce(&T, &Inner<T>) -> bool,
+    ) -> Option<usize>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.ensure_listed();
+        let mut t = self.write();
+        if !check(&value, &t) {
+            return None;
+        }
+        let index = Self::take_slot(&mut t);
+        let e = &mut t.entries[index as usize];
+        if let Some(f) = self.on_count {
+            f(&value, 1);
+        }
+        e.slot = Slot::Live(value);
+        Some(encode(self.tag, index, e.generation))
+    }
+
+    /// A new handle for `value` if `check` (run under the write lock) agrees.
+    pub(crate) fn insert_checked(
+        &'static self,
+        value: T,
+        check: impl FnOnce(&T) -> bool,
+    ) -> Option<usize>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.insert_if(value, |v, _| check(v))
     }
 
     /// A clone of the object behind `h`.
@@ -276,6 +411,27 @@ impl<T> HeldTable for TableHold<T> {
 /// cannot reach it.
 pub(crate) fn forget_current_after_fork() {
     crate::core::job::forget_worker_thread_after_fork();
+}
+
+/// Runs `f` with the handle a callback bgjob makes (completion,
+/// commit/abort/clean) gets: the creator's handle `h` while it still names
+/// the job, or while no other reference does (as before references existed:
+/// the creator destroyed or detached it, and the callback gets that value);
+/// else — the creator released theirs while another owner holds one — a
+/// handle made for the call and released after it (another owner's handle is
+/// never lent: its owner may release it meanwhile).
+pub(crate) fn with_call_handle(job: &Job, h: usize, f: impl FnOnce(usize)) {
+    if JOBS.get(h).is_some_and(|j| j == *job) || job_handle_count(job) == 0 {
+        return f(h);
+    }
+    match JOBS.insert_checked(job.clone(), |_| true) {
+        Some(temp) => {
+            f(temp);
+            // The callback may have destroyed it itself.
+            JOBS.remove(temp);
+        }
+        None => f(h),
+    }
 }
 
 /// Runs `f` with the job behind `p`. `on_worker` tells `f` whether the caller is
@@ -357,6 +513,34 @@ mod tests {
             assert_eq!(table.remove(h), Some(n));
             stale.push(h);
         }
+    }
+
+    /// A shared reference is a slot of its own: the count follows the slots,
+    /// and a released reference's value never reaches the job again, even
+    /// once its slot is reused for another reference.
+    #[test]
+    fn shared_references_are_slots_of_their_own() {
+        let j = job();
+        let a = JOBS.insert(j.clone());
+        let b = JOBS.share(a).expect("a is live");
+        assert_ne!(a, b);
+        assert_eq!(job_handle_count(&j), 2);
+        assert!(JOBS.remove(b).is_some());
+        assert_eq!(job_handle_count(&j), 1);
+        let mut stale = vec![b];
+        for _ in 0..4 {
+            let c = JOBS.share(a).expect("a is live");
+            for &s in &stale {
+                assert_ne!(s, c);
+                assert!(JOBS.get(s).is_none());
+            }
+            assert!(JOBS.remove(c).is_some());
+            stale.push(c);
+        }
+        assert!(JOBS.share(b).is_none(), "a stale handle shares nothing");
+        assert!(JOBS.remove(a).is_some());
+        assert_eq!(job_handle_count(&j), 0);
+        assert!(JOBS.share(a).is_none());
     }
 
     #[test]

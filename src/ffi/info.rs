@@ -230,6 +230,7 @@ pub unsafe extern "C" fn bgjob_list_jobs(
                 since_progress_ms: l.since_progress_ms,
                 name: [0; BGJOB_ENTRY_TEXT_SIZE],
                 phase: [0; BGJOB_ENTRY_TEXT_SIZE],
+                parent_id: l.parent_id,
             };
             fill_text(&mut e.name, &l.name);
             fill_text(&mut e.phase, &l.phase);

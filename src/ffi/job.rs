@@ -55,6 +55,17 @@ pub(crate) unsafe fn create(
         }
     });
     JOBS.fill(h, job.clone());
+    if !opts.parent.is_null() {
+        let linked = with_job(opts.parent, |p, _| {
+            job.set_parent(p).map_err(bgjob_result::from)
+        })
+        .and_then(|r| r);
+        if let Err(e) = linked {
+            JOBS.remove(h);
+            job.discard();
+            return Err(e);
+        }
+    }
     if !opts.defer_start
         && let Err(e) = job.start()
     {

@@ -30,6 +30,7 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        parent: std::ptr::null_mut(),
     }
 }
 
@@ -77,6 +78,8 @@ pub(crate) struct Options {
     pub(crate) updates_never_park: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    /// `bgjob_job_options.parent`, resolved by create.
+    pub(crate) parent: *mut super::bgjob_job,
 }
 
 /// The commit, abort and clean callbacks with their shared userdata, freed
@@ -93,10 +96,12 @@ impl Finalizers {
         let make = |cb: bgjob_finalize_callback| {
             cb.map(|cb| {
                 let data = self.userdata.clone();
-                move |_: &core::Job| {
-                    // SAFETY: the caller's callback with its own userdata and
-                    // the job's handle.
-                    unsafe { cb(data.ptr, to_ptr(h)) };
+                move |job: &core::Job| {
+                    super::handles::with_call_handle(job, h, |h| {
+                        // SAFETY: the caller's callback with its own userdata
+                        // and a handle of the job valid for the call.
+                        unsafe { cb(data.ptr, to_ptr(h)) };
+                    });
                 }
             })
         };
@@ -165,5 +170,6 @@ pub(crate) unsafe fn read_options(
         updates_never_park: opts.flags & BGJOB_CREATE_UPDATES_NEVER_PARK != 0,
         error_policy,
         finalizers,
+        parent: opts.parent,
     })
 }

@@ -128,6 +128,10 @@ pub struct bgjob_txn {
 /// Called exactly once when a job that has one has ended: `state` is its
 /// terminal `bgjob_state`, and `job` its handle, still valid during the call
 /// (read its error or result here) unless the caller destroyed it earlier.
+/// With shared references (`bgjob_job_ref`, `bgjob_job_lookup`): the
+/// creator's handle while the creator holds it; once the creator released it
+/// while another reference lives, a handle bgjob holds for the call (valid
+/// until the callback returns; take `bgjob_job_ref` to keep the job longer).
 ///
 /// Thread: with a context, the thread that calls `bgjob_context_dispatch`.
 /// Without one:
@@ -370,6 +374,9 @@ pub enum bgjob_cancel_cause {
     Timeout = 2,
     /// Another member of its transaction failed or was cancelled.
     Transaction = 3,
+    /// Its parent job was cancelled (`bgjob_job_options.parent`); passed down
+    /// to its own children too.
+    Parent = 4,
 }
 
 /// What `bgjob_job_cancel` found (libxl's abort contract).
@@ -472,6 +479,7 @@ mirror!(bgjob_cancel_cause <=> CancelCause {
     Caller <=> Caller,
     Timeout <=> Timeout,
     Transaction <=> Transaction,
+    Parent <=> Parent,
 });
 mirror!(bgjob_cancel_status <=> CancelStatus {
     Requested <=> Requested,
@@ -559,6 +567,18 @@ pub struct bgjob_job_options {
     /// Frees `finalize_userdata` exactly once, after the last of those
     /// callbacks (or when none will run). May be NULL.
     pub finalize_free: bgjob_free_callback,
+    /// A job handle (NULL: none): the new job is its sub-job. Cancelling the
+    /// parent cancels the child (cause `BGJOB_CANCEL_CAUSE_PARENT`, passed on
+    /// to the child's own children); the parent does not end while the child
+    /// has not ended — after its worker returned it stays WAITING, then ends
+    /// with its own outcome (a child's failure does not fail it). The parent
+    /// must be CREATED, RUNNING or PAUSED (its worker not returned), else
+    /// create fails with `BGJOB_RESULT_NOT_ALLOWED`; a bad handle is
+    /// `BGJOB_RESULT_INVALID_HANDLE`. Under a parent whose cancel was requested
+    /// already, the child is born cancelled: its worker runs with the cancel
+    /// requested (cause PARENT). Only the link is kept: the parent's handle may
+    /// be released at once.
+    pub parent: *mut bgjob_job,
 }
 
 /// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to
@@ -689,6 +709,9 @@ pub struct bgjob_job_entry {
     pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],
     /// The phase, NUL-terminated, cut to fit.
     pub phase: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+    /// The parent job's id (`bgjob_job_options.parent`), 0 for none: the
+    /// listing's tree.
+    pub parent_id: u64,
 }
 
 #[cfg(test)]

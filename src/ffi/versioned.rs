@@ -89,27 +89,51 @@ mod tests {
         assert_eq!(bgjob_child_options::V1_SIZE, 64);
     }
 
+    /// A versioned struct of this test only (the module's tests must not name
+    /// the modules that use it): `a` ends the first version, `b` came later.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Demo {
+        struct_size: u32,
+        a: u32,
+        b: u64,
+    }
+
+    // SAFETY: repr(C), the size first, plain integers, V1_SIZE below the size.
+    unsafe impl Versioned for Demo {
+        const V1_SIZE: usize = size_ending_at::<Demo>(std::mem::offset_of!(Demo, b));
+        fn set_struct_size(&mut self, n: u32) {
+            self.struct_size = n;
+        }
+    }
+
+    fn demo() -> Demo {
+        Demo {
+            struct_size: size_of::<Demo>() as u32,
+            a: 0,
+            b: 0,
+        }
+    }
+
     /// A caller compiled against the first version: its struct is read with
     /// the later fields at their defaults, and a write stops at its size.
     #[test]
     fn an_old_size_struct_is_read_and_written_within_its_size() {
-        let mut defaults = crate::ffi::child::default_child_options();
-        defaults.fd_count = 7; // a later field: an old caller cannot set it
-        let mut old = crate::ffi::child::default_child_options();
-        old.struct_size = bgjob_child_options::V1_SIZE as u32;
-        old.grace_ms = 1234;
-        old.fd_count = 99; // past the old size: must not be read
+        let mut defaults = demo();
+        defaults.b = 7; // a later field: an old caller cannot set it
+        let mut old = demo();
+        old.struct_size = Demo::V1_SIZE as u32;
+        old.a = 1234;
+        old.b = 99; // past the old size: must not be read
         // SAFETY: `old` is a whole struct.
         let got = unsafe { read(&raw const old, defaults) }.expect("old size accepted");
-        assert_eq!(got.grace_ms, 1234);
-        assert_eq!(got.fd_count, 7);
+        assert_eq!(got.a, 1234);
+        assert_eq!(got.b, 7);
 
-        let mut buf = [0xA5u8; 512];
-        let value = crate::ffi::child::default_child_options();
-        let size = bgjob_child_options::V1_SIZE;
-        // SAFETY: `buf` has 512 writable bytes, more than `size`.
-        unsafe { write(buf.as_mut_ptr().cast::<bgjob_child_options>(), size, value) }
-            .expect("old size accepted");
+        let mut buf = [0xA5u8; 64];
+        let size = Demo::V1_SIZE;
+        // SAFETY: `buf` has 64 writable bytes, more than `size`.
+        unsafe { write(buf.as_mut_ptr().cast::<Demo>(), size, demo()) }.expect("old size accepted");
         assert_eq!(
             u32::from_ne_bytes(buf[..4].try_into().unwrap()),
             size as u32
@@ -119,13 +143,7 @@ mod tests {
             "wrote past the caller's size"
         );
         // SAFETY: as above.
-        let too_small = unsafe {
-            write(
-                buf.as_mut_ptr().cast::<bgjob_child_options>(),
-                size - 1,
-                value,
-            )
-        };
+        let too_small = unsafe { write(buf.as_mut_ptr().cast::<Demo>(), size - 1, demo()) };
         assert_eq!(too_small, Err(bgjob_result::InvalidArgument));
     }
 }

@@ -152,6 +152,7 @@ impl Builder {
                 self.deadline.map(duration_ns),
             )),
             cv: Signal::new(),
+            c_handles: std::sync::atomic::AtomicUsize::new(0),
         });
         registry()
             .lock()

@@ -15,12 +15,30 @@ impl Job {
     /// [`Job::cancel`], recording why (shown by [`Job::info`]). The first
     /// request's cause is kept.
     pub fn cancel_with(&self, cause: CancelCause) -> CancelStatus {
+        let status = self.cancel_one(cause);
+        // Sub-jobs: the children are cancelled too, whatever this job's own
+        // answer (a parent held for its children after its worker returned
+        // still passes the cancel down).
+        self.cancel_children();
+        status
+    }
+
+    fn cancel_one(&self, cause: CancelCause) -> CancelStatus {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut st = inner.lock();
         // A declared outcome is the job's end: a cancel after it finds the job
         // finished (the worker may still be on its way out).
         if matches!(st.life, Life::Done(_)) || st.end.declared.is_some() {
+            return CancelStatus::AlreadyFinished;
+        }
+        if st.family.held.is_some() {
+            // Its worker has returned: the cancel is recorded and passed to
+            // the children; the job's outcome stays its worker's.
+            if std::mem::replace(&mut st.cancel.requested, true) {
+                return CancelStatus::AlreadyRequested;
+            }
+            st.cancel.cause = cause;
             return CancelStatus::AlreadyFinished;
         }
         if st.cancel.requested {

@@ -113,6 +113,8 @@ impl Job {
     /// create must free everything before it returns.
     pub fn discard(&self) {
         let owned = {
+            let link = family::take_link(&mut self.0.lock().family);
+            family::resume_parent(family::leave(link));
             let mut st = self.0.lock();
             (
                 st.work.worker.take(),
@@ -164,6 +166,18 @@ impl Job {
     /// finalized at once.
     pub(super) fn worker_done(&self, outcome: State, error: Option<JobError>, on_worker: bool) {
         let inner = &self.0;
+        {
+            let mut st = inner.lock();
+            if outcome::held_for_children(st.family.live_children) {
+                // Sub-jobs: WAITING until the last child is terminal; that
+                // child's end calls this again with the same outcome.
+                st.family.held = Some((outcome, error));
+                st.life = Life::Waiting;
+                drop(st);
+                inner.cv.notify_all();
+                return;
+            }
+        }
         let (unused_hooks, txn, finalize_now) = {
             let mut st = inner.lock();
             // The one place a job's hooks end. Those nobody called are taken
@@ -365,6 +379,13 @@ impl Job {
     pub fn finalize(&self) -> Result<(), Error> {
         let mut st = self.0.lock();
         st.check(Verb::Finalize)?;
+        if st.family.held.is_some() {
+            // Waiting for its children, not for a finalize.
+            return Err(Error::NotAllowed {
+                verb: Verb::Finalize,
+                state: st.state(),
+            });
+        }
         if let Some(txn) = st.finalize.txn.clone() {
             drop(st);
             return txn.finalize();
@@ -469,6 +490,8 @@ impl Job {
 
     pub(super) fn end_unstarted(&self, worker: WorkerFn) {
         drop(worker);
+        // Its cancel reaches its children as any cancel does.
+        self.cancel_children();
         log::debug(format_args!("job {} cancelled before start", self.0.id));
         self.worker_done(State::Cancelled, None, false);
     }
@@ -572,6 +595,7 @@ pub(in crate::core) fn finalize_group(
     }
     let mut own = None;
     let mut others = Vec::new();
+    let settled = members.clone();
     for m in members {
         let (state, error) = {
             let mut st = m.0.lock();
@@ -604,6 +628,10 @@ pub(in crate::core) fn finalize_group(
     }
     if let Some(run) = own {
         run();
+    }
+    // Sub-jobs: a parent held for these children may end now (after them).
+    for m in settled {
+        m.leave_parent();
     }
 }
 

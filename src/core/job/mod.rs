@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 mod builder;
 mod cancel;
+mod family;
 mod lifecycle;
 mod pause;
 mod ready;
@@ -38,6 +39,7 @@ mod update;
 mod waits;
 
 pub use builder::Builder;
+pub use family::lookup;
 pub(super) use lifecycle::finalize_group;
 use st::{Life, St, WorkerSlot};
 pub use txn::Txn;
@@ -147,10 +149,17 @@ struct Inner {
     phase: Mutex<Arc<str>>,
     st: Mutex<St>,
     cv: Signal,
+    /// How many C handles (table slots) name this job: kept by the ffi layer
+    /// under its handle table's lock, never read by core.
+    c_handles: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // A child dropped without ever ending (a created job nobody started)
+        // no longer holds its parent.
+        let link = family::take_link(&mut self.lock().family);
+        family::resume_parent(family::leave(link));
         registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -199,6 +208,7 @@ pub fn list() -> Vec<Listing> {
                 phase: j.phase().to_string(),
                 age_ms: ms(j.0.now_ns()),
                 since_progress_ms: info.since_progress_ms,
+                parent_id: j.parent_id(),
             }
         })
         .collect();

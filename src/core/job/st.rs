@@ -46,6 +46,8 @@ pub(super) struct St {
     /// Detached: nobody holds a handle that could resume it, so a pause that
     /// raced the detach (a caller who looked the job up just before) is refused.
     pub(super) detached: bool,
+    /// Parent and children (sub-jobs).
+    pub(super) family: super::family::Family,
     /// Readable while cancel is requested or a pause is in force; made on
     /// first use ([`Job::wake_fd`]).
     pub(super) wake: Option<Arc<EventFd>>,
@@ -200,6 +202,7 @@ impl St {
                 complete_wake: false,
             },
             detached: false,
+            family: super::family::Family::default(),
             wake: None,
             completion,
             result: None,

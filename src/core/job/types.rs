@@ -138,6 +138,8 @@ pub struct Listing {
     pub age_ms: i64,
     /// Time since the last progress update in ms, or −1.
     pub since_progress_ms: i64,
+    /// The parent job's id ([`Job::set_parent`]), 0 for none.
+    pub parent_id: u64,
 }
 
 /// Runs once when a job has ended; see [`Builder::on_complete`].

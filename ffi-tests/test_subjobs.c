@@ -1,0 +1,298 @@
+/* Sub-jobs (bgjob_job_options.parent): cancel flows down with cause PARENT,
+ * recursively; a parent whose worker returned stays WAITING until every child
+ * has ended, then ends with its own outcome; a child's failure does not fail
+ * the parent; a detached parent still waits for its children and then frees
+ * itself; the listing shows the tree. */
+#include "tap.h"
+#include "util.h"
+
+#include <bgjob.h>
+
+#include <stdatomic.h>
+#include <string.h>
+
+static bgjob_result create_child(struct tracker *t, bgjob_worker_callback w, bgjob_job *parent,
+                                 uint32_t flags, bgjob_job **out)
+{
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    o.parent = parent;
+    o.flags = flags;
+    return bgjob_job_create(&o, w, ud_new(t), ud_free, out);
+}
+
+static int32_t cause_of(bgjob_job *job)
+{
+    bgjob_info info;
+    return info_of(job, &info) ? info.cancel_cause : -1;
+}
+
+static bool test_cancel_flows_down_with_cause_parent(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_until_cancel, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &p) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_until_cancel, p, 0, &c) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(p, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(cause_of(c), BGJOB_CANCEL_CAUSE_PARENT);
+    CHECK_EQ(cause_of(p), BGJOB_CANCEL_CAUSE_CALLER);
+    CHECK_EQ(atomic_load(&tc.saw_cancel), 1);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_cancelling_a_child_leaves_the_parent_alone(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_until_cancel, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &p) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_until_cancel, p, 0, &c) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(c, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(state_of(p), BGJOB_STATE_RUNNING);
+    CHECK_EQ(cause_of(p), BGJOB_CANCEL_CAUSE_NONE);
+    CHECK_RC(bgjob_job_cancel(p, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_parent_waits_for_a_running_child(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    struct gate g;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    gate_init(&g);
+    tc.gate = &g;
+    bgjob_job *p = NULL, *c = NULL;
+    /* The parent is created deferred so the child is linked before its
+     * worker can return. */
+    REQUIRE(job_create(&tp, worker_return, BGJOB_CREATE_DEFER_START, BGJOB_JOB_TYPE_BOUNDED, NULL,
+                       &p) == BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_gated, p, 0, &c) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_start(p), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&tp.frees, 1)); /* its worker has returned */
+    CHECK(poll_state(p, BGJOB_STATE_WAITING));
+    CHECK_RC(bgjob_job_wait(p, 0, NULL), BGJOB_RESULT_TIMED_OUT);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(bgjob_job_finalize(p), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_STATE(state_of(c), BGJOB_STATE_RUNNING);
+    gate_open(&g);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_COMPLETED);
+    /* The parent ended, so its child had ended before. */
+    CHECK_STATE(state_of(c), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    gate_destroy(&g);
+    return ok;
+}
+
+static bool test_child_failure_leaves_parent_completed(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    struct gate g;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    gate_init(&g);
+    tp.gate = &g;
+    tc.rc = 5;
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_gated, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &p) == BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_return, p, 0, &c) == BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_FAILED);
+    gate_open(&g);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    gate_destroy(&g);
+    return ok;
+}
+
+static bool test_nested_three_levels(void)
+{
+    bool ok = true;
+    struct tracker t[3];
+    bgjob_job *j[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++)
+        tracker_init(&t[i]);
+    REQUIRE(job_create(&t[0], worker_until_cancel, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &j[0]) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(create_child(&t[1], worker_until_cancel, j[0], 0, &j[1]) == BGJOB_RESULT_OK);
+    REQUIRE(create_child(&t[2], worker_until_cancel, j[1], 0, &j[2]) == BGJOB_RESULT_OK);
+    /* The listing shows the tree. */
+    bgjob_job_entry e[64];
+    size_t n = 0;
+    CHECK_RC(bgjob_list_jobs(e, 64, &n), BGJOB_RESULT_OK);
+    int found = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        if (e[i].id == id_of(j[0]))
+            found += e[i].parent_id == 0;
+        if (e[i].id == id_of(j[1]))
+            found += e[i].parent_id == id_of(j[0]);
+        if (e[i].id == id_of(j[2]))
+            found += e[i].parent_id == id_of(j[1]);
+    }
+    CHECK_EQ(found, 3);
+    /* Cancelling the middle one reaches its child, not its parent. */
+    CHECK_RC(bgjob_job_cancel(j[1], NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(j[1]), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(state_of(j[2]), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(cause_of(j[2]), BGJOB_CANCEL_CAUSE_PARENT);
+    CHECK_STATE(state_of(j[0]), BGJOB_STATE_RUNNING);
+    CHECK_RC(bgjob_job_cancel(j[0], NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(j[0]), BGJOB_STATE_CANCELLED);
+    for (int i = 2; i >= 0; i--)
+        CHECK_RC(bgjob_job_destroy(j[i]), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_cancel_of_the_top_reaches_the_grandchild(void)
+{
+    bool ok = true;
+    struct tracker t[3];
+    bgjob_job *j[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++)
+        tracker_init(&t[i]);
+    REQUIRE(job_create(&t[0], worker_until_cancel, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &j[0]) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(create_child(&t[1], worker_until_cancel, j[0], 0, &j[1]) == BGJOB_RESULT_OK);
+    REQUIRE(create_child(&t[2], worker_until_cancel, j[1], 0, &j[2]) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(j[0], NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(j[0]), BGJOB_STATE_CANCELLED);
+    /* The top ended last: both below had ended already. */
+    CHECK_STATE(state_of(j[1]), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(state_of(j[2]), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(cause_of(j[1]), BGJOB_CANCEL_CAUSE_PARENT);
+    CHECK_EQ(cause_of(j[2]), BGJOB_CANCEL_CAUSE_PARENT);
+    for (int i = 0; i < 3; i++)
+        CHECK_RC(bgjob_job_destroy(j[i]), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_detached_parent_waits_then_frees_itself(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    struct gate g;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    gate_init(&g);
+    tc.gate = &g;
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_return, BGJOB_CREATE_DEFER_START, BGJOB_JOB_TYPE_BOUNDED, NULL,
+                       &p) == BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_gated, p, 0, &c) == BGJOB_RESULT_OK);
+    uint64_t pid = id_of(p);
+    CHECK_RC(bgjob_job_start(p), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&tp.frees, 1));
+    CHECK_RC(bgjob_job_detach(p, 0), BGJOB_RESULT_OK);
+    /* Still there, held for its child. */
+    bgjob_job *look = NULL;
+    CHECK_RC(bgjob_job_lookup(pid, &look), BGJOB_RESULT_OK);
+    CHECK_STATE(state_of(look), BGJOB_STATE_WAITING);
+    CHECK_RC(bgjob_job_destroy(look), BGJOB_RESULT_OK);
+    gate_open(&g);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_COMPLETED);
+    CHECK(poll_unlisted(pid));
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    gate_destroy(&g);
+    return ok;
+}
+
+static bool test_bad_parents_are_refused(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_return, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &p) == BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_COMPLETED);
+    long frees = atomic_load(&util_total_frees);
+    CHECK_RC(create_child(&tc, worker_return, p, 0, &c), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(create_child(&tc, worker_return, (bgjob_job *)(uintptr_t)0x1234, 0, &c),
+             BGJOB_RESULT_INVALID_HANDLE);
+    /* Both refused creates freed their userdata. */
+    CHECK_EQ(atomic_load(&util_total_frees), frees + 2);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&tc.runs), 0);
+    return ok;
+}
+
+static bool test_child_of_a_cancelled_parent_is_born_cancelled(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    struct gate g;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    gate_init(&g);
+    tp.gate = &g;
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_gated, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &p) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(p, NULL), BGJOB_RESULT_OK);
+    /* Still running (its worker waits on the gate), cancel requested. */
+    CHECK_RC(create_child(&tc, worker_until_cancel, p, 0, &c), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(atomic_load(&tc.runs), 1);
+    CHECK_EQ(atomic_load(&tc.saw_cancel), 1);
+    CHECK_EQ(cause_of(c), BGJOB_CANCEL_CAUSE_PARENT);
+    gate_open(&g);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    gate_destroy(&g);
+    return ok;
+}
+
+static bool test_deferred_child_of_a_cancelled_parent_ends_unrun(void)
+{
+    bool ok = true;
+    struct tracker tp, tc;
+    tracker_init(&tp);
+    tracker_init(&tc);
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(job_create(&tp, worker_until_cancel, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &p) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_return, p, BGJOB_CREATE_DEFER_START, &c) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(p, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(state_of(c), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(atomic_load(&tc.runs), 0);
+    CHECK_EQ(atomic_load(&tc.frees), 1);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    return ok;
+}
+
+int main(void)
+{
+    static const struct tap_test tests[] = {
+        TAP_TEST(test_cancel_flows_down_with_cause_parent),
+        TAP_TEST(test_cancelling_a_child_leaves_the_parent_alone),
+        TAP_TEST(test_parent_waits_for_a_running_child),
+        TAP_TEST(test_child_failure_leaves_parent_completed),
+        TAP_TEST(test_nested_three_levels),
+        TAP_TEST(test_cancel_of_the_top_reaches_the_grandchild),
+        TAP_TEST(test_detached_parent_waits_then_frees_itself),
+        TAP_TEST(test_bad_parents_are_refused),
+        TAP_TEST(test_child_of_a_cancelled_parent_is_born_cancelled),
+        TAP_TEST(test_deferred_child_of_a_cancelled_parent_ends_unrun),
+    };
+    return tap_run(tests, TAP_COUNT(tests));
+}

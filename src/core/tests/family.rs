@@ -1,0 +1,81 @@
+//! Sub-jobs through the Rust API: cancel flows down, the parent is held for
+//! its children, links never keep a job alive for ever.
+
+use super::*;
+use crate::core::job::CancelCause;
+use std::sync::mpsc;
+
+fn until_cancel() -> Job {
+    Job::builder().create(|w| {
+        while !w.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(JobError::new(125, "cancelled"))
+    })
+}
+
+#[test]
+fn cancel_reaches_children_and_grandchildren_with_cause_parent() {
+    let a = until_cancel();
+    let b = until_cancel();
+    let c = until_cancel();
+    b.set_parent(&a).unwrap();
+    c.set_parent(&b).unwrap();
+    assert_eq!(b.parent_id(), a.id());
+    for j in [&a, &b, &c] {
+        j.start().unwrap();
+    }
+    a.cancel();
+    assert_eq!(a.wait(None).unwrap(), State::Cancelled);
+    // The top ended, so both below had ended first.
+    assert_eq!(b.state(), State::Cancelled);
+    assert_eq!(c.state(), State::Cancelled);
+    assert_eq!(b.info().cancel_cause, CancelCause::Parent);
+    assert_eq!(c.info().cancel_cause, CancelCause::Parent);
+    assert_eq!(a.info().cancel_cause, CancelCause::Caller);
+}
+
+#[test]
+fn a_parent_is_waiting_until_its_child_ends_and_keeps_its_outcome() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let parent = Job::builder().create(|_| Ok(()));
+    let child = Job::builder().create(move |_| {
+        rx.recv().ok();
+        Err(JobError::new(5, "child failed"))
+    });
+    child.set_parent(&parent).unwrap();
+    child.start().unwrap();
+    parent.start().unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while parent.state() != State::Waiting {
+        assert!(Instant::now() < end, "the parent never waited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        parent.wait(Some(Duration::ZERO)),
+        Err(Error::TimedOut),
+        "ended while its child runs"
+    );
+    tx.send(()).unwrap();
+    assert_eq!(parent.wait(None).unwrap(), State::Completed);
+    assert_eq!(child.state(), State::Failed);
+}
+
+#[test]
+fn bad_links_are_refused() {
+    let a = Job::builder().create(|_| Ok(()));
+    let b = Job::builder().create(|_| Ok(()));
+    assert!(matches!(a.set_parent(&a), Err(Error::InvalidArgument(_))));
+    b.set_parent(&a).unwrap();
+    assert!(matches!(b.set_parent(&a), Err(Error::InvalidArgument(_))));
+    a.start().unwrap();
+    // b, still created, holds a: a is waiting for it.
+    let done = Job::builder().create(|_| Ok(()));
+    done.start().unwrap();
+    assert_eq!(done.wait(None).unwrap(), State::Completed);
+    let c = Job::builder().create(|_| Ok(()));
+    assert!(matches!(c.set_parent(&done), Err(Error::NotAllowed { .. })));
+    // Dropping the never-started child frees its parent to end.
+    drop(b);
+    assert_eq!(a.wait(None).unwrap(), State::Completed);
+}
