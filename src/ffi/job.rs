@@ -38,6 +38,9 @@ pub(crate) unsafe fn create(
         .manual_finalize(opts.manual_finalize)
         .error_policy(opts.error_policy);
     b = opts.finalizers.attach(b, h);
+    if let Some(e) = opts.events {
+        b = e.attach(b, h);
+    }
     if let Some(c) = opts.completion {
         b = c.attach(b, h, auto_release);
     }

@@ -30,6 +30,9 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        event: None,
+        event_userdata: std::ptr::null_mut(),
+        event_free: None,
     }
 }
 
@@ -76,6 +79,7 @@ pub(crate) struct Options {
     pub(crate) manual_finalize: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    pub(crate) events: Option<super::events::Events>,
 }
 
 /// The commit, abort and clean callbacks with their shared userdata, freed
@@ -135,7 +139,10 @@ pub(crate) unsafe fn read_options(
         clean: opts.clean,
         userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
     };
+    // Owned before any check can fail, like the completion's.
+    let events = super::events::Events::take(&opts);
     let completion = Completion::from_options(&opts)?;
+    let events = events.with_context(&opts)?;
     let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
     let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
     if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
@@ -161,5 +168,6 @@ pub(crate) unsafe fn read_options(
         manual_finalize: opts.flags & BGJOB_CREATE_MANUAL_FINALIZE != 0,
         error_policy,
         finalizers,
+        events,
     })
 }
