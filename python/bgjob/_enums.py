@@ -63,19 +63,21 @@ class State(_Named):
         return self >= State.COMPLETED
 
 
-class Verb(_Named):
-    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
+class EventKind(_Named):
+    """``bgjob_event_kind``: what an ``Event`` reports (``Job(on_event=...)``)."""
 
-    START = 0
-    CANCEL = 1
-    PAUSE = 2
-    RESUME = 3
-    DESTROY = 4
-    DETACH = 5
-    UPDATE = 6
-    RESULT = 7
-    DRAIN = 8
-    FINALIZE = 9
+    STATE_CHANGED = 0
+    IO_ERROR = 1
+    READY = 2
+    END = 3
+
+
+class ErrorAction(_Named):
+    """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
 
 
 class JobType(_Named):
@@ -83,6 +85,32 @@ class JobType(_Named):
 
     BOUNDED = 0
     UNBOUNDED = 1
+
+
+class CancelCause(_Named):
+    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+
+    NONE = 0
+    CALLER = 1
+    TIMEOUT = 2
+    TRANSACTION = 3
+
+
+class IoStatus(_Named):
+    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+
+    OK = 0
+    FAILED = 1
+    NOSPACE = 2
+
+
+class ErrorPolicy(_Named):
+    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+    ENOSPC = 3
 
 
 class CancelStatus(_Named):
@@ -98,35 +126,16 @@ class CancelStatus(_Named):
         return self != CancelStatus.ALREADY_FINISHED
 
 
-class CancelCause(_Named):
-    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+class Verb(_Named):
+    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
 
-    NONE = 0
-    CALLER = 1
-    TIMEOUT = 2
-    TRANSACTION = 3
-
-
-class ErrorPolicy(_Named):
-    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
-
-    REPORT = 0
-    IGNORE = 1
-    STOP = 2
-    ENOSPC = 3
-
-
-class ErrorAction(_Named):
-    """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
-
-    REPORT = 0
-    IGNORE = 1
-    STOP = 2
-
-
-class IoStatus(_Named):
-    """``bgjob_iostatus``: not OK only while paused by the error policy."""
-
-    OK = 0
-    FAILED = 1
-    NOSPACE = 2
+    START = 0
+    CANCEL = 1
+    PAUSE = 2
+    RESUME = 3
+    DESTROY = 4
+    DETACH = 5
+    UPDATE = 6
+    RESULT = 7
+    DRAIN = 8
+    FINALIZE = 9
