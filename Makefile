@@ -178,10 +178,11 @@ test-rust:
 # qemu_img_convert exits 77 (and says why) where qemu-img is missing: skipped.
 # The virJob driver runs built with libvirt's headers and without them.
 test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart \
-               $(OUT)/examples/qemu_img_convert \
+               $(OUT)/examples/qemu_img_convert $(OUT)/examples/events_loop \
                $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types
 	$(OUT)/examples/poll_loop
 	$(OUT)/examples/glib_loop
+	$(OUT)/examples/events_loop
 	$(OUT)/examples/quickstart >/dev/null && echo "quickstart: ok"
 	@rc=0; $(OUT)/examples/qemu_img_convert || rc=$$?; \
 	  if [ $$rc = 77 ]; then echo "qemu_img_convert: SKIPPED (see the reason above)"; \
