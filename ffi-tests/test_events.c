@@ -539,7 +539,7 @@ static bool test_old_options_size(void)
 {
     bool ok = true;
     bgjob_job_options o;
-    size_t v1 = offsetof(bgjob_job_options, finalize_free) + sizeof(bgjob_free_callback);
+    size_t v1 = OPTIONS_V1_SIZE;
     REQUIRE(bgjob_job_options_init(&o, v1) == BGJOB_RESULT_OK);
     CHECK_EQ(o.struct_size, v1);
     struct work w = {.go = true};
@@ -547,6 +547,24 @@ static bool test_old_options_size(void)
     REQUIRE(bgjob_job_create(&o, worker_until_go, &w, NULL, &job) == BGJOB_RESULT_OK);
     CHECK_EQ(wait_end(job), BGJOB_STATE_COMPLETED);
     CHECK_EQ(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+
+    /* A struct_size that cuts the event pointer in two: the field is not
+     * half read (no call through a torn pointer); the event fields stay
+     * the caller's. */
+    struct evlog *l = evlog_new();
+    struct token *t = token_new(l);
+    REQUIRE(bgjob_job_options_init(&o, sizeof o) == BGJOB_RESULT_OK);
+    o.event = on_event;
+    o.event_userdata = t;
+    o.event_free = token_free;
+    o.struct_size = (uint32_t)(v1 + 4);
+    REQUIRE(bgjob_job_create(&o, worker_until_go, &w, NULL, &job) == BGJOB_RESULT_OK);
+    CHECK_EQ(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    CHECK_EQ(l->total, 0);
+    CHECK_EQ(atomic_load(&l->frees), 0);
+    token_free(t);
+    evlog_delete(l);
     return ok;
 }
 

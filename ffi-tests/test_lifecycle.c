@@ -460,7 +460,7 @@ static bool test_options_init_size(void)
         CHECK(big.tail[i] == 0xab);
     bgjob_job_options small;
     memset(&small, 0xcd, sizeof small);
-    CHECK_RC(bgjob_job_options_init(&small, sizeof small - 1), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK_RC(bgjob_job_options_init(&small, OPTIONS_V1_SIZE - 1), BGJOB_RESULT_INVALID_ARGUMENT);
     CHECK(((unsigned char *)&small)[0] == 0xcd);
     return ok;
 }

@@ -225,7 +225,7 @@ static bool path_failed_creates(void)
     bgjob_job_options_init(&o, sizeof o);
     o.struct_size = 0;
     CHECK(failed_create("struct_size 0", &o, worker_return, false, BGJOB_RESULT_INVALID_ARGUMENT));
-    o.struct_size = sizeof(o) - 1;
+    o.struct_size = OPTIONS_V1_SIZE - 1;
     CHECK(failed_create("struct_size one short", &o, worker_return, false,
                         BGJOB_RESULT_INVALID_ARGUMENT));
 

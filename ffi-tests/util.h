@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* How long a poll or wait for something that must happen may take before the
@@ -33,6 +34,11 @@
 
 /* The code the stock workers return when they saw a cancel (ECANCELED). */
 #define WORKER_CANCELLED_RC 125
+
+/* The first released size of bgjob_job_options (it ended with
+ * finalize_free): the smallest struct_size bgjob accepts. */
+#define OPTIONS_V1_SIZE                                                           \
+    (offsetof(bgjob_job_options, finalize_free) + sizeof(bgjob_free_callback))
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
 int64_t now_ms(void);

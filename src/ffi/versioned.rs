@@ -40,15 +40,13 @@ pub(crate) unsafe fn read<T: Versioned>(p: *const T, mut defaults: T) -> Result<
     if size < T::V1_SIZE {
         return Err(bgjob_result::InvalidArgument);
     }
-    // SAFETY: the caller's struct holds `size` bytes by contract; at most
-    // ours is copied over our defaults.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            p.cast::<u8>(),
-            (&raw mut defaults).cast::<u8>(),
-            size.min(size_of::<T>()),
-        )
-    };
+    // Whole alignment units only: a size that cuts a later field (a pointer,
+    // a callback) in two leaves it at its default instead of half-copied. A
+    // real layout's size is always a multiple of the alignment.
+    let n = size.min(size_of::<T>()) / align_of::<T>() * align_of::<T>();
+    // SAFETY: the caller's struct holds `size` >= n bytes by contract; at
+    // most ours is copied over our defaults.
+    unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&raw mut defaults).cast::<u8>(), n) };
     Ok(defaults)
 }
 
@@ -127,5 +125,32 @@ mod tests {
             )
         };
         assert_eq!(too_small, Err(bgjob_result::InvalidArgument));
+    }
+
+    /// A size that ends inside a later field (here the first pointer after
+    /// the first version) leaves that field at its default, not half read.
+    #[test]
+    fn a_size_that_cuts_a_field_leaves_it_default() {
+        unsafe extern "C" fn cb(_: *mut std::ffi::c_void) {}
+        unsafe extern "C" fn ev(
+            _: *mut std::ffi::c_void,
+            _: *mut crate::ffi::bgjob_job,
+            _: *const crate::ffi::bgjob_event,
+        ) {
+        }
+        let mut opts = crate::ffi::options::default_options();
+        opts.event = Some(ev);
+        opts.event_userdata = std::ptr::dangling_mut();
+        opts.completion_free = Some(cb);
+        opts.struct_size = (bgjob_job_options::V1_SIZE + 4) as u32;
+        let defaults = crate::ffi::options::default_options();
+        // SAFETY: `opts` is a whole struct.
+        let got = unsafe { read(&raw const opts, defaults) }.expect("accepted");
+        assert!(got.event.is_none());
+        assert!(got.event_userdata.is_null());
+        assert!(
+            got.completion_free.is_some(),
+            "first-version fields are read"
+        );
     }
 }
