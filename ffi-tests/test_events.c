@@ -36,6 +36,9 @@ struct evlog {
     atomic_bool end_before_completion;
     /* Re-entrance: pause the job from the event into RUNNING. */
     bool pause_on_running;
+    /* Destroy the job from its END event. */
+    bool destroy_on_end;
+    atomic_int destroy_rc;
     atomic_int reentrant_pause_rc;
     atomic_int reentrant_info_rc;
 };
@@ -101,6 +104,8 @@ static void on_event(void *ud, bgjob_job *job, const bgjob_event *ev)
         atomic_store(&l->reentrant_info_rc, bgjob_job_get_info(job, &info));
         atomic_store(&l->reentrant_pause_rc, bgjob_job_pause(job));
     }
+    if (l->destroy_on_end && ev->kind == BGJOB_EVENT_KIND_END)
+        atomic_store(&l->destroy_rc, bgjob_job_destroy(job));
     atomic_fetch_sub(&l->inside, 1);
 }
 
@@ -467,6 +472,27 @@ static bool test_reentrant_pause_context(void)
     return reentrant_case(true);
 }
 
+/* Destroying the job from its END event: allowed; the completion still
+ * runs once (with the handle invalid), after it; the userdata freed once. */
+static bool test_destroy_from_end(void)
+{
+    bool ok = true;
+    struct evlog *l = evlog_new();
+    l->destroy_on_end = true;
+    atomic_init(&l->destroy_rc, -1);
+    struct work w = {.go = true};
+    bgjob_job *job = NULL;
+    REQUIRE(create_job(l, &w, NULL, 0, true, &job) == BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&l->completions, 1));
+    CHECK(poll_int_eq(&l->frees, 1));
+    CHECK_EQ(atomic_load(&l->destroy_rc), BGJOB_RESULT_OK);
+    CHECK(atomic_load(&l->end_before_completion));
+    CHECK_EQ(bgjob_job_destroy(job), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK(sequence_ok(l));
+    evlog_delete(l);
+    return ok;
+}
+
 /* The event userdata is freed exactly once on every path. */
 static bool test_free_exactly_once(void)
 {
@@ -578,6 +604,7 @@ int main(void)
         TAP_TEST(test_undispatched_is_bounded),
         TAP_TEST(test_reentrant_pause),
         TAP_TEST(test_reentrant_pause_context),
+        TAP_TEST(test_destroy_from_end),
         TAP_TEST(test_free_exactly_once),
         TAP_TEST(test_old_options_size),
     };

@@ -200,7 +200,9 @@ pub struct bgjob_event {
 /// this thread) and on others. It must not wait for this job's end or its
 /// completion (`bgjob_job_wait` from an event callback without a context
 /// may wait for itself), must not destroy the job before its END event, and
-/// must not `longjmp` out.
+/// must not `longjmp` out. It may destroy the job from its END event (the
+/// completion that follows then gets the handle already invalid, as after any
+/// earlier destroy).
 pub type bgjob_event_callback = Option<
     unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, ev: *const bgjob_event),
 >;
