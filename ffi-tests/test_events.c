@@ -29,6 +29,7 @@ struct evlog {
     atomic_int calls_after_free;
     atomic_int inside;     /* callbacks of this job running now */
     atomic_int overlapped; /* a callback began while another ran */
+    atomic_int info_failures; /* bgjob_job_get_info from a callback failed */
     /* Completion: how many events had been seen when it ran, and whether
      * the last of them was END. */
     atomic_int completions;
@@ -88,6 +89,14 @@ static void on_event(void *ud, bgjob_job *job, const bgjob_event *ev)
         atomic_fetch_add(&l->calls_after_free, 1);
     if (atomic_fetch_add(&l->inside, 1) != 0)
         atomic_fetch_add(&l->overlapped, 1);
+    /* Every event may read its job: no bgjob lock is held here (a job lock
+     * held would deadlock this call). */
+    bgjob_info now;
+    memset(&now, 0, sizeof now);
+    now.struct_size = sizeof now;
+    bgjob_result info_rc = bgjob_job_get_info(job, &now);
+    if (info_rc != BGJOB_RESULT_OK && info_rc != BGJOB_RESULT_INVALID_HANDLE)
+        atomic_fetch_add(&l->info_failures, 1);
     pthread_mutex_lock(&l->mu);
     if (l->n < LOG_CAP) {
         l->evs[l->n] = *ev;
@@ -198,6 +207,7 @@ static bool sequence_ok(struct evlog *l)
     }
     CHECK_EQ(ends, 1);
     CHECK_EQ(atomic_load(&l->overlapped), 0);
+    CHECK_EQ(atomic_load(&l->info_failures), 0);
     return ok;
 }
 
