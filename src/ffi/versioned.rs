@@ -126,31 +126,4 @@ mod tests {
         };
         assert_eq!(too_small, Err(bgjob_result::InvalidArgument));
     }
-
-    /// A size that ends inside a later field (here the first pointer after
-    /// the first version) leaves that field at its default, not half read.
-    #[test]
-    fn a_size_that_cuts_a_field_leaves_it_default() {
-        unsafe extern "C" fn cb(_: *mut std::ffi::c_void) {}
-        unsafe extern "C" fn ev(
-            _: *mut std::ffi::c_void,
-            _: *mut crate::ffi::bgjob_job,
-            _: *const crate::ffi::bgjob_event,
-        ) {
-        }
-        let mut opts = crate::ffi::options::default_options();
-        opts.event = Some(ev);
-        opts.event_userdata = std::ptr::dangling_mut();
-        opts.completion_free = Some(cb);
-        opts.struct_size = (bgjob_job_options::V1_SIZE + 4) as u32;
-        let defaults = crate::ffi::options::default_options();
-        // SAFETY: `opts` is a whole struct.
-        let got = unsafe { read(&raw const opts, defaults) }.expect("accepted");
-        assert!(got.event.is_none());
-        assert!(got.event_userdata.is_null());
-        assert!(
-            got.completion_free.is_some(),
-            "first-version fields are read"
-        );
-    }
 }
