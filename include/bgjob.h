@@ -807,8 +807,10 @@ typedef struct bgjob_job_options {
      */
     bgjob_free_callback completion_free;
     /**
-     * Deliver the completion through this context (on the thread that
-     * dispatches it). Default NULL: on the worker thread.
+     * Deliver the completion (and the events, if `event` is set) through
+     * this context, on the thread that dispatches it. Default NULL: the
+     * completion on the worker thread, events on the thread that made each
+     * change.
      */
     struct bgjob_context *context;
     /**
@@ -869,9 +871,10 @@ typedef struct bgjob_job_options {
     void *event_userdata;
     /**
      * Frees `event_userdata` exactly once, after the last event call: after
-     * END was delivered, or when no further event will be (the create
-     * failed; the context was destroyed with events still undelivered: on
-     * the job's next event or when the job is freed). May be NULL.
+     * END was delivered, or when no further event will be — the create
+     * failed (before it returns); the context was destroyed (at once if it
+     * held undelivered events of the job, else at the job's next change or
+     * when the job is freed). May be NULL.
      */
     bgjob_free_callback event_free;
 } bgjob_job_options;

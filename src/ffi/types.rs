@@ -575,8 +575,10 @@ pub struct bgjob_job_options {
     /// when it never will (the create failed, or its context was destroyed
     /// first). May be NULL.
     pub completion_free: bgjob_free_callback,
-    /// Deliver the completion through this context (on the thread that
-    /// dispatches it). Default NULL: on the worker thread.
+    /// Deliver the completion (and the events, if `event` is set) through
+    /// this context, on the thread that dispatches it. Default NULL: the
+    /// completion on the worker thread, events on the thread that made each
+    /// change.
     pub context: *mut bgjob_context,
     /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
     /// many ms of active time: from start, paused time not counted. Default −1:
@@ -617,9 +619,10 @@ pub struct bgjob_job_options {
     /// Passed to `event`. Ownership passes to bgjob with `bgjob_job_create`.
     pub event_userdata: *mut c_void,
     /// Frees `event_userdata` exactly once, after the last event call: after
-    /// END was delivered, or when no further event will be (the create
-    /// failed; the context was destroyed with events still undelivered: on
-    /// the job's next event or when the job is freed). May be NULL.
+    /// END was delivered, or when no further event will be — the create
+    /// failed (before it returns); the context was destroyed (at once if it
+    /// held undelivered events of the job, else at the job's next change or
+    /// when the job is freed). May be NULL.
     pub event_free: bgjob_free_callback,
 }
 
