@@ -206,10 +206,11 @@ test-rust:
 # qemu-storage-daemon are missing (deps-qemu installs them when it can): skipped.
 # The virJob driver runs built with libvirt's headers and without them.
 test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart \
-               $(OUT)/examples/qemu_img_convert $(OUT)/examples/qmp_selftest \
+               $(OUT)/examples/qemu_img_convert $(OUT)/examples/qmp_selftest $(OUT)/examples/events_loop \
                $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types | deps-qemu
 	$(OUT)/examples/poll_loop
 	$(OUT)/examples/glib_loop
+	$(OUT)/examples/events_loop
 	$(OUT)/examples/quickstart >/dev/null && echo "quickstart: ok"
 	@rc=0; $(OUT)/examples/qemu_img_convert || rc=$$?; \
 	  if [ $$rc = 77 ]; then echo "qemu_img_convert: SKIPPED (see the reason above)"; \

@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* How long a poll or wait for something that must happen may take before the
@@ -33,6 +34,13 @@
 
 /* The code the stock workers return when they saw a cancel (ECANCELED). */
 #define WORKER_CANCELLED_RC 125
+
+/* The first released size of bgjob_job_options (it ended with
+ * finalize_free; 120 on 64-bit, pinned in src/ffi/versioned.rs): the smallest
+ * struct_size bgjob accepts. Later fields are appended after it, so "one byte
+ * short" means one short of this. */
+#define OPTIONS_V1_SIZE                                                           \
+    (offsetof(bgjob_job_options, finalize_free) + sizeof(bgjob_free_callback))
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
 int64_t now_ms(void);
@@ -156,10 +164,6 @@ char *read_first_file(const char *const *paths, size_t n);
 /* Whether `name` is one of `names[0..n)`. */
 bool name_listed(const char *name, const char *const *names, size_t n);
 
-/* The first released size of bgjob_job_options (64-bit; pinned in
- * src/ffi/versioned.rs): the smallest struct_size accepted. Later fields are
- * appended after it, so "one byte short" means one short of this. */
-#define OPTIONS_V1_SIZE ((size_t)120)
 
 /* Compares two bgjob results and prints both with their names on mismatch. */
 #define CHECK_RC(expr, want)                                                      \

@@ -107,6 +107,11 @@
 #define BGJOB_VERSION_STRING "0.1.0"
 
 
+/**
+ * Queued events per job past which consecutive state changes merge.
+ */
+#define QUEUE_BOUND 64
+
 /* ---- Constants and types ---- */
 
 /**
@@ -174,6 +179,12 @@
  * Largest stack a job may ask for (1 GiB).
  */
 #define BGJOB_MAX_STACK_SIZE (1 << 30)
+
+/**
+ * Events queued for one job past which consecutive state changes merge
+ * (see `bgjob_event.coalesced`).
+ */
+#define BGJOB_EVENT_QUEUE_BOUND 64
 
 /**
  * `bgjob_job_wait_fd` events (and the events it reports): the fd is readable.
@@ -391,6 +402,67 @@ typedef int32_t bgjob_state;
 #endif // __cplusplus
 
 /**
+ * What a `bgjob_event` reports (`bgjob_event.kind`).
+ */
+enum bgjob_event_kind
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * The state changed from `old_state` to `new_state` (possibly several
+     * changes merged: see `bgjob_event.coalesced`).
+     */
+    BGJOB_EVENT_KIND_STATE_CHANGED = 0,
+    /**
+     * The worker reported an I/O error (`bgjob_job_report_io_error`):
+     * `action` is what it was told to do, `error_code` the error. With
+     * action STOP, the change to PAUSED follows as its own event.
+     */
+    BGJOB_EVENT_KIND_IO_ERROR = 1,
+    /**
+     * The job became ready: right after the STATE_CHANGED event into
+     * `BGJOB_STATE_READY`.
+     */
+    BGJOB_EVENT_KIND_READY = 2,
+    /**
+     * The job ended in `new_state` (terminal). The last event of the job,
+     * delivered before its completion callback.
+     */
+    BGJOB_EVENT_KIND_END = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_event_kind;
+#endif // __cplusplus
+
+/**
+ * What `bgjob_job_report_io_error` tells the worker to do.
+ */
+enum bgjob_error_action
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Give up: return the error (it is recorded as the job's error).
+     */
+    BGJOB_ERROR_ACTION_REPORT = 0,
+    /**
+     * Carry on.
+     */
+    BGJOB_ERROR_ACTION_IGNORE = 1,
+    /**
+     * The job is now paused with an error status: call
+     * `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
+     * then retry the operation.
+     */
+    BGJOB_ERROR_ACTION_STOP = 2,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_error_action;
+#endif // __cplusplus
+
+/**
  * Bounded jobs have a total (units or percent); unbounded ones do not.
  */
 enum bgjob_job_type
@@ -532,33 +604,6 @@ typedef int32_t bgjob_cancel_status;
 #endif // __cplusplus
 
 /**
- * What `bgjob_job_report_io_error` tells the worker to do.
- */
-enum bgjob_error_action
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-    /**
-     * Give up: return the error (it is recorded as the job's error).
-     */
-    BGJOB_ERROR_ACTION_REPORT = 0,
-    /**
-     * Carry on.
-     */
-    BGJOB_ERROR_ACTION_IGNORE = 1,
-    /**
-     * The job is now paused with an error status: call
-     * `bgjob_job_pause_point` (it parks until resume, or returns CANCELLED),
-     * then retry the operation.
-     */
-    BGJOB_ERROR_ACTION_STOP = 2,
-};
-#ifndef __cplusplus
-typedef int32_t bgjob_error_action;
-#endif // __cplusplus
-
-/**
  * Verbs of the verb × state table (`bgjob_verb_allowed`).
  */
 enum bgjob_verb
@@ -695,6 +740,85 @@ typedef void (*bgjob_free_callback)(void *userdata);
 typedef void (*bgjob_finalize_callback)(void *userdata, struct bgjob_job *job);
 
 /**
+ * One event of a job, as its event callback gets it (valid during the call
+ * only). Later versions may append fields: read `struct_size` before any.
+ */
+typedef struct bgjob_event {
+    /**
+     * `sizeof(bgjob_event)` of the library that wrote it.
+     */
+    uint32_t struct_size;
+    /**
+     * What happened.
+     */
+    bgjob_event_kind kind;
+    /**
+     * The state before the change; for IO_ERROR the state it happened in.
+     */
+    bgjob_state old_state;
+    /**
+     * The state after the change; for END the terminal state; for
+     * IO_ERROR the state it happened in.
+     */
+    bgjob_state new_state;
+    /**
+     * IO_ERROR only: what the worker was told to do (REPORT otherwise).
+     */
+    bgjob_error_action action;
+    /**
+     * IO_ERROR only: the error code reported; 0 otherwise.
+     */
+    int32_t error_code;
+    /**
+     * Per job, from 1, one number per change: events arrive with `seq`
+     * strictly increasing. A merged event carries the number of the last
+     * change it holds, so `seq` grows by `coalesced + 1`.
+     */
+    uint64_t seq;
+    /**
+     * STATE_CHANGED only: how many later state changes were merged into
+     * this one (0 normally). More than `BGJOB_EVENT_QUEUE_BOUND` events
+     * queued for a job that nobody delivers (its context not dispatched)
+     * merge consecutive state changes: `old_state` of the first, `new_state`
+     * of the last. IO_ERROR, READY and END are never merged or dropped.
+     */
+    uint32_t coalesced;
+} bgjob_event;
+
+/**
+ * A job's event callback (`bgjob_job_options.event`): called with each
+ * event of the job, in order — every state change (old → new), every I/O
+ * error its worker reports, READY, and END last, before the completion
+ * callback. `job` is the job's handle, valid during the call (unless the
+ * caller destroyed it: an event caused by `bgjob_job_destroy` itself gets
+ * the handle already invalid, and calls on it return
+ * `BGJOB_RESULT_INVALID_HANDLE`); `ev` is valid during the call only.
+ *
+ * Thread: with `bgjob_job_options.context`, the thread that calls
+ * `bgjob_context_dispatch`, like the completion (same fd). Without one, the
+ * thread that made the change (a caller's pause, cancel or start; the
+ * worker's own return, error report or update; a bgjob thread for a
+ * deadline), after it let go of every bgjob lock — unless another thread is
+ * delivering the same job's events at that moment: that thread then
+ * delivers this one too, after the one it is in. So one job's events never
+ * run at once and never out of order; different jobs' events may run
+ * concurrently. The completion without a context waits until the job's
+ * events (END included) have been delivered.
+ *
+ * It may call bgjob functions on this job (get_info, pause, resume,
+ * cancel: the events those cause are delivered after this call returns, on
+ * this thread) and on others. It must not wait for this job's end or its
+ * completion (`bgjob_job_wait` from an event callback without a context
+ * may wait for itself), must not destroy the job before its END event, and
+ * must not `longjmp` out. It may destroy the job from its END event (the
+ * completion that follows then gets the handle already invalid, as after any
+ * earlier destroy).
+ */
+typedef void (*bgjob_event_callback)(void *userdata,
+                                     struct bgjob_job *job,
+                                     const struct bgjob_event *ev);
+
+/**
  * Options for `bgjob_job_create`. Fill with
  * `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
  * fields at the end, and bgjob reads no more than `struct_size` bytes, giving
@@ -740,8 +864,10 @@ typedef struct bgjob_job_options {
      */
     bgjob_free_callback completion_free;
     /**
-     * Deliver the completion through this context (on the thread that
-     * dispatches it). Default NULL: on the worker thread.
+     * Deliver the completion (and the events, if `event` is set) through
+     * this context, on the thread that dispatches it. Default NULL: the
+     * completion on the worker thread, events on the thread that made each
+     * change.
      */
     struct bgjob_context *context;
     /**
@@ -789,6 +915,25 @@ typedef struct bgjob_job_options {
      * callbacks (or when none will run). May be NULL.
      */
     bgjob_free_callback finalize_free;
+    /**
+     * Called with every event of the job, in order (see
+     * `bgjob_event_callback`). Through `context` when one is set (an event
+     * callback alone makes a context allowed without a completion). Default
+     * NULL: no events.
+     */
+    bgjob_event_callback event;
+    /**
+     * Passed to `event`. Ownership passes to bgjob with `bgjob_job_create`.
+     */
+    void *event_userdata;
+    /**
+     * Frees `event_userdata` exactly once, after the last event call: after
+     * END was delivered, or when no further event will be — the create
+     * failed (before it returns); the context was destroyed (at once if it
+     * held undelivered events of the job, else at the job's next change or
+     * when the job is freed). May be NULL.
+     */
+    bgjob_free_callback event_free;
     /**
      * A job handle (NULL: none): the new job is its sub-job. Cancelling the
      * parent cancels the child (cause `BGJOB_CANCEL_CAUSE_PARENT`, passed on
@@ -1122,13 +1267,18 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * a new one is started, so a job never waits behind another unless the caller
  * set a cap (`bgjob_pool_set_max_running`: the job then queues, RUNNING). With
  * `options->completion` set, that callback runs once when the job has ended,
- * on the worker thread or through `options->context`.
+ * on the worker thread or through `options->context`. With `options->event`
+ * set, that callback gets every event of the job, in order, END before the
+ * completion (see `bgjob_event_callback`); the RUNNING event of a job started
+ * here is delivered before this function returns when there is no context.
  *
  * Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
  * NULL) is called exactly once: after the worker has returned, or when a job that
  * never ran is cancelled or destroyed, or before this function returns if it
  * fails. The same holds for `options->completion_userdata` and
- * `options->completion_free` (after the completion callback), except when
+ * `options->completion_free` (after the completion callback), and for
+ * `options->event_userdata` and `options->event_free` (after the last event
+ * call: see `bgjob_job_options.event_free`), except when
  * `options->struct_size` is too small for bgjob to read them. On success
  * `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
  * has ended) or `bgjob_job_detach`.
@@ -1138,7 +1288,7 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
  * `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
  * `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
- * context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
+ * context without a completion or event callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
  * `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be started —
  * the worker's, or for a job with a deadline bgjob's timer thread (nothing is left
  * behind).

@@ -43,6 +43,7 @@ PUBLIC = (
     "ErrorPolicy",
     "ErrorAction",
     "IoStatus",
+    "EventKind",
 )
 
 # Python class name -> its docstring (what a Python user reads in help());
@@ -57,6 +58,7 @@ PY_DOCS = {
     "ErrorPolicy": "{c}: what an I/O error reported by the worker does.",
     "ErrorAction": "{c}: what ``Worker.report_io_error`` tells the worker.",
     "IoStatus": "{c}: not OK only while paused by the error policy.",
+    "EventKind": "{c}: what an ``Event`` reports (``Job(on_event=...)``).",
 }
 
 # Python class name -> methods the binding adds (source text, class-body indent).

@@ -29,7 +29,7 @@ package, then the system's ``libbgjob.so.0``; importing fails with a clear
 message when it is missing or has another ABI.
 """
 
-from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, Verb
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, EventKind, IoStatus, JobType, Result, State, Verb
 from ._errors import (
     BgjobError,
     CallbackErrors,
@@ -50,12 +50,14 @@ from ._errors import (
 from ._ffi import ABI_VERSION, FD_ERROR, FD_HANGUP, FD_READABLE, FD_WRITABLE, LIBRARY
 from ._job import (
     ALL_COMPLETED,
+    EVENT_QUEUE_BOUND,
     EXCEPTION_CODE,
     FIRST_COMPLETED,
     FIRST_EXCEPTION,
     DoneAndNotDone,
     Context,
     ErrorInfo,
+    Event,
     Executor,
     Info,
     Job,
@@ -99,6 +101,9 @@ __all__ = [
     "CancelCause",
     "CancelStatus",
     "ErrorAction",
+    "Event",
+    "EventKind",
+    "EVENT_QUEUE_BOUND",
     "ErrorPolicy",
     "FD_ERROR",
     "FD_HANGUP",

@@ -66,6 +66,23 @@ class State(_Named):
         return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
 
 
+class EventKind(_Named):
+    """``bgjob_event_kind``: what an ``Event`` reports (``Job(on_event=...)``)."""
+
+    STATE_CHANGED = 0
+    IO_ERROR = 1
+    READY = 2
+    END = 3
+
+
+class ErrorAction(_Named):
+    """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+
+
 class JobType(_Named):
     """``bgjob_job_type``: bounded jobs have a total, unbounded ones do not."""
 
@@ -111,14 +128,6 @@ class CancelStatus(_Named):
         """True when cancel is requested (now or before): ``if job.cancel():``.
         False when the job had already finished."""
         return self != CancelStatus.ALREADY_FINISHED
-
-
-class ErrorAction(_Named):
-    """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
-
-    REPORT = 0
-    IGNORE = 1
-    STOP = 2
 
 
 class Verb(_Named):

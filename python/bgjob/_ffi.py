@@ -37,6 +37,7 @@ TXN_MANUAL_FINALIZE = 1
 DETACH_CANCEL = 1
 MAX_STACK_SIZE = 1 << 30
 ENTRY_TEXT_SIZE = 64
+EVENT_QUEUE_BOUND = 64
 FD_READABLE = 1
 FD_WRITABLE = 2
 FD_ERROR = 4
@@ -80,6 +81,22 @@ bgjob_completion_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32)
 bgjob_cancel_hook_callback = CFUNCTYPE(None, c_void_p, JobPtr)
 bgjob_finalize_callback = CFUNCTYPE(None, c_void_p, JobPtr)
 bgjob_line_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32, c_char_p, c_size_t)
+
+
+class bgjob_event(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("kind", c_int32),
+        ("old_state", c_int32),
+        ("new_state", c_int32),
+        ("action", c_int32),
+        ("error_code", c_int32),
+        ("seq", c_uint64),
+        ("coalesced", c_uint32),
+    ]
+
+
+bgjob_event_callback = CFUNCTYPE(None, c_void_p, JobPtr, POINTER(bgjob_event))
 
 
 class bgjob_info(ctypes.Structure):
@@ -137,6 +154,9 @@ class bgjob_job_options(ctypes.Structure):
         ("clean", bgjob_finalize_callback),
         ("finalize_userdata", c_void_p),
         ("finalize_free", bgjob_free_callback),
+        ("event", bgjob_event_callback),
+        ("event_userdata", c_void_p),
+        ("event_free", bgjob_free_callback),
         ("parent", JobPtr),
     ]
 

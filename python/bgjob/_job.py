@@ -38,7 +38,7 @@ from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
 from typing import Any, Callable, Generator, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar, cast
 
 from . import _ffi
-from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, EventKind, IoStatus, JobType
 from ._enums import Result, State, Verb
 from ._errors import BgjobError, CallbackErrors, Cancelled, DeadlineExceeded, InvalidArgument, InvalidHandle
 from ._errors import JobError, JobFailed, NotAllowed
@@ -692,6 +692,66 @@ class _JobRef:
         return self.strong if self.strong is not None else self.weak()
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One event of a job, as ``Job(on_event=fn)`` gets it: ``fn(job, event)``.
+
+    ``kind`` says what happened: STATE_CHANGED (``old_state`` to
+    ``new_state``), IO_ERROR (``action`` and ``error_code`` set; a STOP is
+    followed by the change to PAUSED), READY, END (last, ``new_state`` the
+    terminal state, before ``on_complete``). ``seq`` counts the job's
+    changes from 1; when nobody delivers a job's events for a while (its
+    context is not dispatched), consecutive state changes past the bound
+    (``EVENT_QUEUE_BOUND``) merge into one, ``coalesced`` counting the extra
+    changes it holds (``seq`` then grows by ``coalesced + 1``)."""
+
+    kind: EventKind
+    old_state: State
+    new_state: State
+    seq: int
+    coalesced: int = 0
+    action: ErrorAction | None = None
+    error_code: int = 0
+
+
+#: Queued events per job past which consecutive state changes merge.
+EVENT_QUEUE_BOUND = _ffi.EVENT_QUEUE_BOUND
+
+
+class _EventSink:
+    """A job's event callback and its Job (weakly until started, like the
+    completion's)."""
+
+    __slots__ = ("ref", "fn")
+
+    def __init__(self, ref: _JobRef, fn: Callable[..., Any]):
+        self.ref, self.fn = ref, fn
+
+
+def _event(key: int, handle: Any, ev: Any) -> None:
+    try:
+        sink = _keep[key][0]
+        job = sink.ref.get()
+        e = ev.contents
+        kind = EventKind(e.kind)
+        event = Event(
+            kind=kind,
+            old_state=State(e.old_state),
+            new_state=State(e.new_state),
+            seq=e.seq,
+            coalesced=e.coalesced,
+            action=ErrorAction(e.action) if kind == EventKind.IO_ERROR else None,
+            error_code=e.error_code,
+        )
+        if job is not None:
+            sink.fn(job, event)
+    except BaseException as exc:
+        _user_error(exc)
+
+
+_event_cb = _ffi.bgjob_event_callback(_event)
+
+
 class _Finalizers:
     """A job's commit/abort/clean callables, called with its Job."""
 
@@ -763,6 +823,13 @@ class Job(Generic[T]):
     when the job is created inside a running asyncio loop, which then gets it
     through that loop's own context (``loop_context``).
 
+    ``on_event(job, event)`` gets every ``Event`` of the job in order (each
+    state change, I/O errors, READY, END before ``on_complete``): through the
+    same context as the completion when there is one, else on the thread that
+    made the change (a caller's ``pause()`` runs it inside that call); never
+    two of one job's at once. An exception from it is raised by the
+    ``Context.dispatch`` running it, or reported like a thread's.
+
     Use it in ``with``: on exit a job still running is cancelled and waited
     for, then the handle is released. ``close()`` does the same, once.
     """
@@ -789,6 +856,7 @@ class Job(Generic[T]):
         on_clean: Callable[[Job[T]], Any] | None = None,
         updates_never_park: bool = False,
         parent: Job[Any] | JobHandle | None = None,
+        on_event: Callable[[Job[T], Event], Any] | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
@@ -801,6 +869,8 @@ class Job(Generic[T]):
                 "is a plain function run on the job's thread (await a coroutine in an asyncio task "
                 "instead, or call asyncio.run inside a plain worker)"
             )
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"bgjob: on_event must be callable, not {type(on_event).__name__}")
         if context is _NO_CONTEXT:
             context = None
         elif context is None:
@@ -857,6 +927,10 @@ class Job(Generic[T]):
             opts.finalize_userdata = _hold(
                 _Finalizers(self._ref, on_commit, on_abort, on_clean), tracked=True
             )
+        if on_event is not None:
+            opts.event = _event_cb
+            opts.event_free = _free_cb
+            opts.event_userdata = _hold(_EventSink(self._ref, on_event), tracked=True)
         r = lib.bgjob_job_create(
             byref(opts), _worker_cb, _hold(self._run, tracked=True), _free_cb, byref(handle)
         )

@@ -65,6 +65,7 @@ BASE = {
     "bgjob_cancel_cause": c_int32,
     "bgjob_error_policy": c_int32,
     "bgjob_error_action": c_int32,
+    "bgjob_event_kind": c_int32,
     "bgjob_iostatus": c_int32,
 }
 
@@ -183,6 +184,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum], str]] = {
     "bgjob_cancel_cause": (bgjob.CancelCause, "BGJOB_CANCEL_CAUSE_"),
     "bgjob_error_policy": (bgjob.ErrorPolicy, "BGJOB_ERROR_POLICY_"),
     "bgjob_error_action": (bgjob.ErrorAction, "BGJOB_ERROR_ACTION_"),
+    "bgjob_event_kind": (bgjob.EventKind, "BGJOB_EVENT_KIND_"),
     "bgjob_iostatus": (bgjob.IoStatus, "BGJOB_IOSTATUS_"),
 }
 
@@ -199,6 +201,7 @@ DEFINES = {
     "BGJOB_DETACH_CANCEL": _ffi.DETACH_CANCEL,
     "BGJOB_MAX_STACK_SIZE": _ffi.MAX_STACK_SIZE,
     "BGJOB_ENTRY_TEXT_SIZE": _ffi.ENTRY_TEXT_SIZE,
+    "BGJOB_EVENT_QUEUE_BOUND": _ffi.EVENT_QUEUE_BOUND,
     "BGJOB_FD_READABLE": _ffi.FD_READABLE,
     "BGJOB_FD_WRITABLE": _ffi.FD_WRITABLE,
     "BGJOB_FD_ERROR": _ffi.FD_ERROR,

@@ -10,7 +10,7 @@ use crate::core::{self, Context};
 use std::ffi::c_void;
 
 /// The context behind a handle, or `InvalidHandle`.
-fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
+pub(crate) fn context_of(context: *mut bgjob_context) -> Result<Context, bgjob_result> {
     CONTEXTS
         .get(context.addr())
         .ok_or(bgjob_result::InvalidHandle)
@@ -162,7 +162,9 @@ impl Completion {
                 context,
             })),
             // A context without a callback would deliver nothing.
-            (None, Some(_)) => Err(bgjob_result::InvalidArgument),
+            // (An event callback alone may use the context.)
+            (None, Some(_)) if o.event.is_none() => Err(bgjob_result::InvalidArgument),
+            (None, Some(_)) => Ok(None),
             (None, None) => Ok(None),
         }
     }

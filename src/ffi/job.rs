@@ -39,6 +39,9 @@ pub(crate) unsafe fn create(
         .updates_never_park(opts.updates_never_park)
         .error_policy(opts.error_policy);
     b = opts.finalizers.attach(b, h);
+    if let Some(e) = opts.events {
+        b = e.attach(b, h);
+    }
     if let Some(c) = opts.completion {
         b = c.attach(b, h, auto_release);
     }
@@ -85,13 +88,18 @@ pub(crate) unsafe fn create(
 /// a new one is started, so a job never waits behind another unless the caller
 /// set a cap (`bgjob_pool_set_max_running`: the job then queues, RUNNING). With
 /// `options->completion` set, that callback runs once when the job has ended,
-/// on the worker thread or through `options->context`.
+/// on the worker thread or through `options->context`. With `options->event`
+/// set, that callback gets every event of the job, in order, END before the
+/// completion (see `bgjob_event_callback`); the RUNNING event of a job started
+/// here is delivered before this function returns when there is no context.
 ///
 /// Ownership: `userdata` passes to bgjob on every path. `userdata_free` (may be
 /// NULL) is called exactly once: after the worker has returned, or when a job that
 /// never ran is cancelled or destroyed, or before this function returns if it
 /// fails. The same holds for `options->completion_userdata` and
-/// `options->completion_free` (after the completion callback), except when
+/// `options->completion_free` (after the completion callback), and for
+/// `options->event_userdata` and `options->event_free` (after the last event
+/// call: see `bgjob_job_options.event_free`), except when
 /// `options->struct_size` is too small for bgjob to read them. On success
 /// `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
 /// has ended) or `bgjob_job_detach`.
@@ -101,7 +109,7 @@ pub(crate) unsafe fn create(
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
 /// `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
 /// `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
-/// context without a completion callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
+/// context without a completion or event callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
 /// `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be started —
 /// the worker's, or for a job with a deadline bgjob's timer thread (nothing is left
 /// behind).

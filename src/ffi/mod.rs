@@ -20,6 +20,7 @@
 
 // Shared machinery: no exports.
 mod boundary;
+mod events;
 mod versioned;
 // Handle tables, and the fork handling that walks them.
 pub(crate) mod fork;

@@ -30,6 +30,9 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        event: None,
+        event_userdata: std::ptr::null_mut(),
+        event_free: None,
         parent: std::ptr::null_mut(),
     }
 }
@@ -78,6 +81,7 @@ pub(crate) struct Options {
     pub(crate) updates_never_park: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    pub(crate) events: Option<super::events::Events>,
     /// `bgjob_job_options.parent`, resolved by create.
     pub(crate) parent: *mut super::bgjob_job,
 }
@@ -141,7 +145,10 @@ pub(crate) unsafe fn read_options(
         clean: opts.clean,
         userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
     };
+    // Owned before any check can fail, like the completion's.
+    let events = super::events::Events::take(&opts);
     let completion = Completion::from_options(&opts)?;
+    let events = events.with_context(&opts)?;
     let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
     let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
     let known_flags =
@@ -170,6 +177,41 @@ pub(crate) unsafe fn read_options(
         updates_never_park: opts.flags & BGJOB_CREATE_UPDATES_NEVER_PARK != 0,
         error_policy,
         finalizers,
+        events,
         parent: opts.parent,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A size that ends inside a later field (here the first pointer after
+    /// the first version) leaves that field at its default, not half read.
+    #[test]
+    fn a_size_that_cuts_a_field_leaves_it_default() {
+        unsafe extern "C" fn cb(_: *mut std::ffi::c_void) {}
+        unsafe extern "C" fn ev(
+            _: *mut std::ffi::c_void,
+            _: *mut crate::ffi::bgjob_job,
+            _: *const crate::ffi::bgjob_event,
+        ) {
+        }
+        let mut opts = default_options();
+        opts.event = Some(ev);
+        opts.event_userdata = std::ptr::dangling_mut();
+        opts.completion_free = Some(cb);
+        opts.struct_size =
+            (<bgjob_job_options as crate::ffi::versioned::Versioned>::V1_SIZE + 4) as u32;
+        let defaults = default_options();
+        // SAFETY: `opts` is a whole struct.
+        let got =
+            unsafe { crate::ffi::versioned::read(&raw const opts, defaults) }.expect("accepted");
+        assert!(got.event.is_none());
+        assert!(got.event_userdata.is_null());
+        assert!(
+            got.completion_free.is_some(),
+            "first-version fields are read"
+        );
+    }
 }

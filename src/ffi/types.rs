@@ -47,6 +47,10 @@ pub const BGJOB_DETACH_CANCEL: u32 = 1;
 
 /// Largest stack a job may ask for (1 GiB).
 pub const BGJOB_MAX_STACK_SIZE: usize = 1 << 30;
+
+/// Events queued for one job past which consecutive state changes merge
+/// (see `bgjob_event.coalesced`).
+pub const BGJOB_EVENT_QUEUE_BOUND: u32 = 64;
 const _: () = assert!(BGJOB_MAX_STACK_SIZE == core::threads::MAX_STACK_SIZE);
 
 /// `bgjob_job_wait_fd` events (and the events it reports): the fd is readable.
@@ -157,6 +161,67 @@ pub struct bgjob_txn {
 /// `BGJOB_RESULT_NOT_ALLOWED`. It must not `longjmp` out.
 pub type bgjob_completion_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, state: bgjob_state)>;
+
+/// One event of a job, as its event callback gets it (valid during the call
+/// only). Later versions may append fields: read `struct_size` before any.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bgjob_event {
+    /// `sizeof(bgjob_event)` of the library that wrote it.
+    pub struct_size: u32,
+    /// What happened.
+    pub kind: bgjob_event_kind,
+    /// The state before the change; for IO_ERROR the state it happened in.
+    pub old_state: bgjob_state,
+    /// The state after the change; for END the terminal state; for
+    /// IO_ERROR the state it happened in.
+    pub new_state: bgjob_state,
+    /// IO_ERROR only: what the worker was told to do (REPORT otherwise).
+    pub action: bgjob_error_action,
+    /// IO_ERROR only: the error code reported; 0 otherwise.
+    pub error_code: i32,
+    /// Per job, from 1, one number per change: events arrive with `seq`
+    /// strictly increasing. A merged event carries the number of the last
+    /// change it holds, so `seq` grows by `coalesced + 1`.
+    pub seq: u64,
+    /// STATE_CHANGED only: how many later state changes were merged into
+    /// this one (0 normally). More than `BGJOB_EVENT_QUEUE_BOUND` events
+    /// queued for a job that nobody delivers (its context not dispatched)
+    /// merge consecutive state changes: `old_state` of the first, `new_state`
+    /// of the last. IO_ERROR, READY and END are never merged or dropped.
+    pub coalesced: u32,
+}
+
+/// A job's event callback (`bgjob_job_options.event`): called with each
+/// event of the job, in order — every state change (old → new), every I/O
+/// error its worker reports, READY, and END last, before the completion
+/// callback. `job` is the job's handle, valid during the call (unless the
+/// caller destroyed it: an event caused by `bgjob_job_destroy` itself gets
+/// the handle already invalid, and calls on it return
+/// `BGJOB_RESULT_INVALID_HANDLE`); `ev` is valid during the call only.
+///
+/// Thread: with `bgjob_job_options.context`, the thread that calls
+/// `bgjob_context_dispatch`, like the completion (same fd). Without one, the
+/// thread that made the change (a caller's pause, cancel or start; the
+/// worker's own return, error report or update; a bgjob thread for a
+/// deadline), after it let go of every bgjob lock — unless another thread is
+/// delivering the same job's events at that moment: that thread then
+/// delivers this one too, after the one it is in. So one job's events never
+/// run at once and never out of order; different jobs' events may run
+/// concurrently. The completion without a context waits until the job's
+/// events (END included) have been delivered.
+///
+/// It may call bgjob functions on this job (get_info, pause, resume,
+/// cancel: the events those cause are delivered after this call returns, on
+/// this thread) and on others. It must not wait for this job's end or its
+/// completion (`bgjob_job_wait` from an event callback without a context
+/// may wait for itself), must not destroy the job before its END event, and
+/// must not `longjmp` out. It may destroy the job from its END event (the
+/// completion that follows then gets the handle already invalid, as after any
+/// earlier destroy).
+pub type bgjob_event_callback = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, ev: *const bgjob_event),
+>;
 
 /// A cancellation hook (libxl's design): anything a worker waits on (a timer,
 /// a child process, an fd) registers one, and `bgjob_job_cancel` calls it.
@@ -392,6 +457,25 @@ pub enum bgjob_cancel_status {
     AlreadyFinished = 2,
 }
 
+/// What a `bgjob_event` reports (`bgjob_event.kind`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_event_kind {
+    /// The state changed from `old_state` to `new_state` (possibly several
+    /// changes merged: see `bgjob_event.coalesced`).
+    StateChanged = 0,
+    /// The worker reported an I/O error (`bgjob_job_report_io_error`):
+    /// `action` is what it was told to do, `error_code` the error. With
+    /// action STOP, the change to PAUSED follows as its own event.
+    IoError = 1,
+    /// The job became ready: right after the STATE_CHANGED event into
+    /// `BGJOB_STATE_READY`.
+    Ready = 2,
+    /// The job ended in `new_state` (terminal). The last event of the job,
+    /// delivered before its completion callback.
+    End = 3,
+}
+
 /// Ties each C enum to its core enum. The C numbers are written once, in the
 /// C enums above (which cbindgen turns into the header); core's enums carry no
 /// numbers. For each pair this generates the conversions both ways as
@@ -429,6 +513,12 @@ macro_rules! mirror {
     };
 }
 
+mirror!(bgjob_event_kind <=> EventKind {
+    StateChanged <=> StateChanged,
+    IoError <=> IoError,
+    Ready <=> Ready,
+    End <=> End,
+});
 mirror!(bgjob_state <=> State {
     Created <=> Created,
     Running <=> Running,
@@ -533,8 +623,10 @@ pub struct bgjob_job_options {
     /// when it never will (the create failed, or its context was destroyed
     /// first). May be NULL.
     pub completion_free: bgjob_free_callback,
-    /// Deliver the completion through this context (on the thread that
-    /// dispatches it). Default NULL: on the worker thread.
+    /// Deliver the completion (and the events, if `event` is set) through
+    /// this context, on the thread that dispatches it. Default NULL: the
+    /// completion on the worker thread, events on the thread that made each
+    /// change.
     pub context: *mut bgjob_context,
     /// Cancel the job (cause `BGJOB_CANCEL_CAUSE_TIMEOUT`) once it has run this
     /// many ms of active time: from start, paused time not counted. Default −1:
@@ -567,6 +659,19 @@ pub struct bgjob_job_options {
     /// Frees `finalize_userdata` exactly once, after the last of those
     /// callbacks (or when none will run). May be NULL.
     pub finalize_free: bgjob_free_callback,
+    /// Called with every event of the job, in order (see
+    /// `bgjob_event_callback`). Through `context` when one is set (an event
+    /// callback alone makes a context allowed without a completion). Default
+    /// NULL: no events.
+    pub event: bgjob_event_callback,
+    /// Passed to `event`. Ownership passes to bgjob with `bgjob_job_create`.
+    pub event_userdata: *mut c_void,
+    /// Frees `event_userdata` exactly once, after the last event call: after
+    /// END was delivered, or when no further event will be — the create
+    /// failed (before it returns); the context was destroyed (at once if it
+    /// held undelivered events of the job, else at the job's next change or
+    /// when the job is freed). May be NULL.
+    pub event_free: bgjob_free_callback,
     /// A job handle (NULL: none): the new job is its sub-job. Cancelling the
     /// parent cancels the child (cause `BGJOB_CANCEL_CAUSE_PARENT`, passed on
     /// to the child's own children); the parent does not end while the child

@@ -40,15 +40,13 @@ pub(crate) unsafe fn read<T: Versioned>(p: *const T, mut defaults: T) -> Result<
     if size < T::V1_SIZE {
         return Err(bgjob_result::InvalidArgument);
     }
-    // SAFETY: the caller's struct holds `size` bytes by contract; at most
-    // ours is copied over our defaults.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            p.cast::<u8>(),
-            (&raw mut defaults).cast::<u8>(),
-            size.min(size_of::<T>()),
-        )
-    };
+    // Whole alignment units only: a size that cuts a later field (a pointer,
+    // a callback) in two leaves it at its default instead of half-copied. A
+    // real layout's size is always a multiple of the alignment.
+    let n = size.min(size_of::<T>()) / align_of::<T>() * align_of::<T>();
+    // SAFETY: the caller's struct holds `size` >= n bytes by contract; at
+    // most ours is copied over our defaults.
+    unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&raw mut defaults).cast::<u8>(), n) };
     Ok(defaults)
 }
 

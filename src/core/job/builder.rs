@@ -17,6 +17,7 @@ pub struct Builder {
     commit: Option<HookFn>,
     abort: Option<HookFn>,
     clean: Option<HookFn>,
+    events: Option<(Option<Context>, EventFn)>,
 }
 
 impl Builder {
@@ -118,6 +119,22 @@ impl Builder {
         self
     }
 
+    /// Calls `f` with every event of the job, in order ([`Event`]): each
+    /// state change, each I/O error its worker reports, READY and the end
+    /// (last, before the completion). Through `context` on the thread that
+    /// dispatches it, or with `None` on the thread that made the change
+    /// (never with a lock held; while another thread delivers the job's
+    /// events, that thread delivers it). `f` is dropped after its last call
+    /// (after END), or when the job is freed or discarded, or its context
+    /// closed, first.
+    pub fn on_event<F>(mut self, context: Option<Context>, f: F) -> Builder
+    where
+        F: Fn(&Job, &Event) + Send + Sync + 'static,
+    {
+        self.events = Some((context, Box::new(f)));
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -151,9 +168,12 @@ impl Builder {
                 self.error_policy,
                 self.deadline.map(duration_ns),
             )),
-            cv: Signal::new(),
+            cv: JobSignal::new(),
             c_handles: std::sync::atomic::AtomicUsize::new(0),
         });
+        if let Some((context, f)) = self.events {
+            inner.raw_lock().events = Some(Events::new(Arc::downgrade(&inner), context, f));
+        }
         registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -56,9 +56,12 @@ impl Job {
                     }
                 };
                 self.arm_deadline(&mut st);
+                // The RUNNING event is delivered once the thread is awake.
+                let defer = events::DeferScope::enter();
                 drop(st);
                 // Wakes the thread only now, so it never runs into our lock.
                 drop(launch);
+                drop(defer);
                 log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
                 Ok(())
             }
@@ -120,6 +123,7 @@ impl Job {
                 st.work.worker.take(),
                 st.completion.take(),
                 st.result.take(),
+                st.events.as_mut().and_then(Events::close),
             )
         };
         drop(owned);
@@ -257,7 +261,11 @@ impl Job {
         let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
-            let run: Box<dyn FnOnce() + Send> = Box::new(move || f(&job));
+            // The job's events (END last) are delivered before it.
+            let run: Box<dyn FnOnce() + Send> = Box::new(move || {
+                job.deliver_pending_events();
+                f(&job)
+            });
             let Some(ctx) = context else {
                 return Some(Undelivered::Direct(run));
             };

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 mod builder;
 mod cancel;
+mod events;
 mod family;
 mod lifecycle;
 mod pause;
@@ -39,6 +40,8 @@ mod update;
 mod waits;
 
 pub use builder::Builder;
+pub use events::{Event, EventFn, EventKind, QUEUE_BOUND};
+use events::{Events, JobSignal, StGuard};
 pub use family::lookup;
 pub(super) use lifecycle::finalize_group;
 use st::{Life, St, WorkerSlot};
@@ -148,7 +151,7 @@ struct Inner {
     progress: Progress,
     phase: Mutex<Arc<str>>,
     st: Mutex<St>,
-    cv: Signal,
+    cv: JobSignal,
     /// How many C handles (table slots) name this job: kept by the ffi layer
     /// under its handle table's lock, never read by core.
     c_handles: std::sync::atomic::AtomicUsize,
@@ -244,8 +247,10 @@ impl Inner {
         i64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(i64::MAX)
     }
 
-    fn lock(&self) -> MutexGuard<'_, St> {
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    /// The job's lock; its guard queues the events of the state change the
+    /// hold made (see [`events`]).
+    fn lock(&self) -> StGuard<'_> {
+        StGuard::new(self.st.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// After a change to the pauses: the clock, the worker's attention bit and

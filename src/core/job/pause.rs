@@ -71,11 +71,16 @@ impl Job {
         st.check_running()?;
         let stop = match st.pauses.error_policy {
             ErrorPolicy::Report => false,
-            ErrorPolicy::Ignore => return Ok(ErrorAction::Ignore),
+            ErrorPolicy::Ignore => {
+                st.io_error_event(ErrorAction::Ignore, code);
+                return Ok(ErrorAction::Ignore);
+            }
             ErrorPolicy::Stop => true,
             ErrorPolicy::Enospc => code == ENOSPC,
         };
         if stop && !st.cancel.requested && !st.detached {
+            // Queued before the change to PAUSED below (QEMU's order).
+            st.io_error_event(ErrorAction::Stop, code);
             st.pauses.user = true;
             st.pauses.iostatus = if code == ENOSPC {
                 IoStatus::NoSpace
@@ -91,6 +96,7 @@ impl Job {
             ));
             return Ok(ErrorAction::Stop);
         }
+        st.io_error_event(ErrorAction::Report, code);
         st.end.error = Some(JobError::new(code, message));
         Ok(ErrorAction::Report)
     }

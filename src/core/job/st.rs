@@ -54,6 +54,8 @@ pub(super) struct St {
     /// Taken (once) when the job settles.
     pub(super) completion: Option<(Option<Context>, CompleteFn)>,
     pub(super) result: Option<ResultValue>,
+    /// The event callback and its queue ([`super::events`]), if the job has one.
+    pub(super) events: Option<super::Events>,
 }
 
 pub(super) struct Work {
@@ -206,6 +208,7 @@ impl St {
             wake: None,
             completion,
             result: None,
+            events: None,
         }
     }
 
