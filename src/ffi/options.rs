@@ -30,6 +30,8 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        operation: std::ptr::null(),
+        owner: std::ptr::null(),
     }
 }
 
@@ -76,6 +78,8 @@ pub(crate) struct Options {
     pub(crate) manual_finalize: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    pub(crate) operation: String,
+    pub(crate) owner: String,
 }
 
 /// The commit, abort and clean callbacks with their shared userdata, freed
@@ -150,7 +154,11 @@ pub(crate) unsafe fn read_options(
         // SAFETY: a NUL-terminated string by contract.
         Some(unsafe { c_str(opts.name) }?.to_owned())
     };
+    // SAFETY: NULL or NUL-terminated strings by contract.
+    let (operation, owner) = unsafe { (opt_str(opts.operation)?, opt_str(opts.owner)?) };
     Ok(Options {
+        operation,
+        owner,
         name,
         job_type,
         defer_start: opts.flags & BGJOB_CREATE_DEFER_START != 0,
@@ -162,4 +170,17 @@ pub(crate) unsafe fn read_options(
         error_policy,
         finalizers,
     })
+}
+
+/// A C string option: NULL is "".
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn opt_str(p: *const std::ffi::c_char) -> Result<String, bgjob_result> {
+    if p.is_null() {
+        Ok(String::new())
+    } else {
+        // SAFETY: NUL-terminated by contract.
+        Ok(unsafe { c_str(p) }?.to_owned())
+    }
 }

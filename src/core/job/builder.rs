@@ -16,6 +16,8 @@ pub struct Builder {
     commit: Option<HookFn>,
     abort: Option<HookFn>,
     clean: Option<HookFn>,
+    operation: String,
+    owner: String,
 }
 
 impl Builder {
@@ -107,6 +109,19 @@ impl Builder {
         self
     }
 
+    /// The operation name ("mirror", "save", "migrate"): shown in the
+    /// listing and the debug log. Default "".
+    pub fn operation(mut self, operation: impl Into<String>) -> Builder {
+        self.operation = operation.into();
+        self
+    }
+
+    /// The owner tag ("domain vm1"): shown in the listing. Default "".
+    pub fn owner(mut self, owner: impl Into<String>) -> Builder {
+        self.owner = owner.into();
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -140,12 +155,19 @@ impl Builder {
                 self.deadline.map(duration_ns),
             )),
             cv: Signal::new(),
+            stats: Default::default(),
+            operation: self.operation,
+            owner: self.owner,
         });
         registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::downgrade(&inner));
-        log::debug(format_args!("job {id} '{}' created", inner.name));
+        log::debug(format_args!(
+            "job {id} '{}'{} created",
+            inner.name,
+            op_label(&inner.operation)
+        ));
         Job(inner)
     }
 
