@@ -435,6 +435,14 @@ mod tests {
     use super::*;
     use std::ffi::CStr;
 
+    /// The first released entry, as a 64-bit C compiler laid it out: fields
+    /// added to `bgjob_job_entry` must not change it.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn first_entry_size_is_pinned() {
+        assert_eq!(ENTRY_V1_SIZE, 160);
+    }
+
     #[test]
     fn names_are_static_and_unknown_is_handled() {
         // SAFETY: the functions return static NUL-terminated strings.
