@@ -43,6 +43,7 @@ PUBLIC = (
     "ErrorPolicy",
     "ErrorAction",
     "IoStatus",
+    "StatType",
 )
 
 # Python class name -> its docstring (what a Python user reads in help());
@@ -57,6 +58,7 @@ PY_DOCS = {
     "ErrorPolicy": "{c}: what an I/O error reported by the worker does.",
     "ErrorAction": "{c}: what ``Worker.report_io_error`` tells the worker.",
     "IoStatus": "{c}: not OK only while paused by the error policy.",
+    "StatType": "{c}: the type of a job statistic (``Job.add_stat``).",
 }
 
 # Python class name -> methods the binding adds (source text, class-body indent).

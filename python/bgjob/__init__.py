@@ -29,7 +29,7 @@ package, then the system's ``libbgjob.so.0``; importing fails with a clear
 message when it is missing or has another ABI.
 """
 
-from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, Verb
+from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, StatType, Verb
 from ._errors import (
     BgjobError,
     CallbackErrors,
@@ -62,6 +62,7 @@ from ._job import (
     JobEntry,
     JobFuture,
     PoolStatus,
+    Stat,
     Transaction,
     Worker,
     abi_version,
@@ -125,6 +126,8 @@ __all__ = [
     "NotFound",
     "Result",
     "State",
+    "Stat",
+    "StatType",
     "TimedOut",
     "TryAgain",
     "Verb",

@@ -63,26 +63,37 @@ class State(_Named):
         return self >= State.COMPLETED
 
 
-class Verb(_Named):
-    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
-
-    START = 0
-    CANCEL = 1
-    PAUSE = 2
-    RESUME = 3
-    DESTROY = 4
-    DETACH = 5
-    UPDATE = 6
-    RESULT = 7
-    DRAIN = 8
-    FINALIZE = 9
-
-
 class JobType(_Named):
     """``bgjob_job_type``: bounded jobs have a total, unbounded ones do not."""
 
     BOUNDED = 0
     UNBOUNDED = 1
+
+
+class CancelCause(_Named):
+    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+
+    NONE = 0
+    CALLER = 1
+    TIMEOUT = 2
+    TRANSACTION = 3
+
+
+class IoStatus(_Named):
+    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+
+    OK = 0
+    FAILED = 1
+    NOSPACE = 2
+
+
+class ErrorPolicy(_Named):
+    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+    ENOSPC = 3
 
 
 class CancelStatus(_Named):
@@ -98,22 +109,13 @@ class CancelStatus(_Named):
         return self != CancelStatus.ALREADY_FINISHED
 
 
-class CancelCause(_Named):
-    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+class StatType(_Named):
+    """``bgjob_stat_type``: the type of a job statistic (``Job.add_stat``)."""
 
-    NONE = 0
-    CALLER = 1
-    TIMEOUT = 2
-    TRANSACTION = 3
-
-
-class ErrorPolicy(_Named):
-    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
-
-    REPORT = 0
-    IGNORE = 1
-    STOP = 2
-    ENOSPC = 3
+    U64 = 0
+    I64 = 1
+    DOUBLE = 2
+    STRING = 3
 
 
 class ErrorAction(_Named):
@@ -124,9 +126,16 @@ class ErrorAction(_Named):
     STOP = 2
 
 
-class IoStatus(_Named):
-    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+class Verb(_Named):
+    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
 
-    OK = 0
-    FAILED = 1
-    NOSPACE = 2
+    START = 0
+    CANCEL = 1
+    PAUSE = 2
+    RESUME = 3
+    DESTROY = 4
+    DETACH = 5
+    UPDATE = 6
+    RESULT = 7
+    DRAIN = 8
+    FINALIZE = 9
