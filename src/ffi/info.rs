@@ -323,7 +323,7 @@ pub unsafe extern "C" fn bgjob_list_jobs_sized(
         need(count_out)?;
         if (entries.is_null() && capacity > 0)
             || entry_size < ENTRY_V1_SIZE
-            || entry_size % std::mem::align_of::<bgjob_job_entry>() != 0
+            || !entry_size.is_multiple_of(std::mem::align_of::<bgjob_job_entry>())
             || capacity.checked_mul(entry_size).is_none()
         {
             return Err(bgjob_result::InvalidArgument);
