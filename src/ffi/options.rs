@@ -184,3 +184,28 @@ unsafe fn opt_str(p: *const std::ffi::c_char) -> Result<String, bgjob_result> {
         Ok(unsafe { c_str(p) }?.to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller built before `operation` and `owner` existed passes the first
+    /// version's size: whatever lies past it is not read, and both are "".
+    #[test]
+    fn an_old_size_struct_has_no_operation_or_owner() {
+        let mut o = default_options();
+        o.struct_size = bgjob_job_options::V1_SIZE as u32;
+        o.operation = c"mirror".as_ptr();
+        o.owner = c"domain vm1".as_ptr();
+        // SAFETY: a whole struct, larger than its struct_size.
+        let got = unsafe { read_options(&raw const o) }.unwrap_or_else(|_| panic!("refused"));
+        assert_eq!((got.operation.as_str(), got.owner.as_str()), ("", ""));
+        o.struct_size = size_of::<bgjob_job_options>() as u32;
+        // SAFETY: as above.
+        let got = unsafe { read_options(&raw const o) }.unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(
+            (got.operation.as_str(), got.owner.as_str()),
+            ("mirror", "domain vm1")
+        );
+    }
+}
