@@ -3,12 +3,15 @@
  * internal pause count, cancel state and cause, parent id — and the
  * operation and owner readers; bgjob_list_jobs_sized writes entries of the
  * caller's size at the caller's stride (an older, shorter entry) and refuses
- * sizes below the first version's.
+ * sizes below the first version's; the debug log's lifecycle lines name the
+ * operation.
  */
 
 #include "util.h"
 
+#include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,6 +213,51 @@ static bool test_sized_listing(void)
     return ok;
 }
 
+/* The debug log's lifecycle lines name the operation: "job N 'name' (op) ...". */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[16384];
+
+static void log_collect(void *userdata, const char *line)
+{
+    (void)userdata;
+    pthread_mutex_lock(&log_mu);
+    size_t used = strlen(log_text);
+    snprintf(log_text + used, sizeof log_text - used, "%s\n", line);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static bool log_has(const char *needle)
+{
+    pthread_mutex_lock(&log_mu);
+    bool found = strstr(log_text, needle) != NULL;
+    pthread_mutex_unlock(&log_mu);
+    return found;
+}
+
+static bool test_log_lines_name_the_operation(void)
+{
+    bool ok = true;
+    struct tracker t;
+    bgjob_job *job = NULL;
+
+    CHECK_RC(bgjob_set_log_callback(log_collect, NULL, NULL), BGJOB_RESULT_OK);
+    REQUIRE(create_tagged(&t, "mirror", "domain vm1", &job) == BGJOB_RESULT_OK);
+    CHECK(log_has("'listed' (mirror) created"));
+    CHECK_RC(bgjob_job_start(job), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    int64_t give_up = now_ms() + 10000;
+    while (!(log_has("'listed' (mirror) started") && log_has("'listed' (mirror) completed")) &&
+           now_ms() < give_up)
+        sleep_ms(5);
+    CHECK(log_has("'listed' (mirror) started"));
+    CHECK(log_has("'listed' (mirror) completed"));
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
+    if (!ok)
+        tap_diag("log: %s", log_text);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -217,6 +265,7 @@ int main(void)
         TAP_TEST(test_operation_and_owner_readers),
         TAP_TEST(test_long_owner_cut_in_entry),
         TAP_TEST(test_sized_listing),
+        TAP_TEST(test_log_lines_name_the_operation),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
