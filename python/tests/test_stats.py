@@ -122,3 +122,13 @@ def test_operation_owner_and_listing():
         assert entry.cancel_requested and entry.cancel_cause == CancelCause.CALLER
     with bgjob.Job(lambda w: None, start=False) as plain:
         assert plain.operation == "" and plain.owner == ""
+
+
+def test_more_stats_than_the_first_buffer_holds():
+    # The binding reads 16 at first; a job with more is read whole.
+    names = {f"s{i:02}": StatType.U64 for i in range(40)}
+    with bgjob.Job(lambda w: None, start=False, stats=names) as job:
+        job.set_stats({f"s{i:02}": i for i in range(40)})
+        assert job.stats() == {f"s{i:02}": i for i in range(40)}
+        info, stats = job.info_and_stats()
+        assert info.state == State.CREATED and len(stats) == 40
