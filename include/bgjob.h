@@ -904,7 +904,9 @@ typedef struct bgjob_info {
 } bgjob_info;
 
 /**
- * One live job, as listed by `bgjob_list_jobs`.
+ * One live job, as listed by `bgjob_list_jobs`. Later versions add fields
+ * at the end only; `bgjob_list_jobs_sized` lets a program built against an
+ * older, shorter entry keep working.
  */
 typedef struct bgjob_job_entry {
     /**

@@ -658,7 +658,9 @@ pub struct bgjob_child_options {
     pub fd_count: usize,
 }
 
-/// One live job, as listed by `bgjob_list_jobs`.
+/// One live job, as listed by `bgjob_list_jobs`. Later versions add fields
+/// at the end only; `bgjob_list_jobs_sized` lets a program built against an
+/// older, shorter entry keep working.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct bgjob_job_entry {
