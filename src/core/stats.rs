@@ -248,15 +248,11 @@ impl Stats {
         Ok(())
     }
 
-    /// The declared types, in index order.
-    pub fn types(&self) -> Vec<StatType> {
-        self.table.get().map_or_else(Vec::new, |t| {
-            let n = t.count.load(Ordering::Acquire) as usize;
-            t.types[..n]
-                .iter()
-                .map(|x| StatType::from_code(x.load(Ordering::Relaxed)))
-                .collect()
-        })
+    /// The declared type of statistic `index`, if there is one.
+    pub fn stat_type(&self, index: u32) -> Option<StatType> {
+        let t = self.table.get()?;
+        (u64::from(index) < t.count.load(Ordering::Acquire))
+            .then(|| StatType::from_code(t.types[index as usize].load(Ordering::Relaxed)))
     }
 
     /// Waits out a writer mid-update and returns the (even) sequence.

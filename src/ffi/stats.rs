@@ -216,11 +216,10 @@ pub unsafe extern "C" fn bgjob_job_set_stats(
         // SAFETY: non-NULL, `count` elements by contract.
         let updates = unsafe { std::slice::from_raw_parts(updates, count) };
         update(job, |j| {
-            let stats = j.stats_types();
             let mut values = Vec::with_capacity(updates.len());
             for u in updates {
-                let t = stats
-                    .get(u.index as usize)
+                let t = j
+                    .stat_type(u.index)
                     .ok_or(core::Error::InvalidArgument("no such stat"))?;
                 // SAFETY: reading the member of the statistic's declared type.
                 let v = unsafe {

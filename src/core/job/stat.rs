@@ -58,9 +58,9 @@ impl Job {
         self.0.stats.set_many(values)
     }
 
-    /// The declared types, in index order.
-    pub fn stats_types(&self) -> Vec<StatType> {
-        self.0.stats.types()
+    /// The declared type of statistic `index`, if the job has one.
+    pub fn stat_type(&self, index: u32) -> Option<StatType> {
+        self.0.stats.stat_type(index)
     }
 
     /// Every statistic in declaration order, as one published set. Readable
