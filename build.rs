@@ -64,6 +64,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "bgjob_job_check_cancel",
         "Worker side: checks, progress, error, outcome",
     ),
+    (
+        "bgjob_job_add_stat",
+        "Statistics: declare, set, read with the snapshot",
+    ),
     ("bgjob_job_set_result", "Results"),
     (
         "bgjob_job_add_cancel_hook",

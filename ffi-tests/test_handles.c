@@ -198,6 +198,27 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
     i32 = SENTINEL32;
     CALL_INVALID(bgjob_job_wait_child(h, 1, 0, &i32));
     CHECK_EQ(i32, SENTINEL32);
+    {
+        /* Statistics, operation and owner. */
+        uint32_t u32 = SENTINEL32;
+        char sbuf[8] = "zzzzzzz";
+        bgjob_stat st;
+        bgjob_stat_update su = {.index = 0, .value.u64 = 1};
+        size_t sn = SENTINEL_SIZE;
+        CALL_INVALID(bgjob_job_add_stat(h, "s", BGJOB_STAT_TYPE_U64, NULL, &u32));
+        CHECK_EQ(u32, SENTINEL32);
+        CALL_INVALID(bgjob_job_set_stat_u64(h, 0, 1));
+        CALL_INVALID(bgjob_job_set_stat_i64(h, 0, 1));
+        CALL_INVALID(bgjob_job_set_stat_double(h, 0, 1.0));
+        CALL_INVALID(bgjob_job_set_stat_string(h, 0, "x"));
+        CALL_INVALID(bgjob_job_set_stats(h, &su, 1));
+        CALL_INVALID(bgjob_job_get_stats(h, NULL, &st, 1, &sn));
+        CHECK_EQ(sn, SENTINEL_SIZE);
+        CALL_INVALID(bgjob_job_get_operation(h, sbuf, sizeof sbuf, &sn));
+        CALL_INVALID(bgjob_job_get_owner(h, sbuf, sizeof sbuf, &sn));
+        CHECK_EQ(sn, SENTINEL_SIZE);
+        CHECK_STR(sbuf, "zzzzzzz");
+    }
 
     CALL_INVALID(bgjob_job_destroy(h));
 
@@ -572,6 +593,9 @@ static const char *const job_functions[] = {
     "bgjob_job_report_io_error", "bgjob_txn_add", "bgjob_job_set_ready",
     "bgjob_job_complete", "bgjob_job_complete_requested", "bgjob_job_cancel_soft",
     "bgjob_job_cancel_is_soft",
+    "bgjob_job_add_stat", "bgjob_job_set_stat_u64", "bgjob_job_set_stat_i64",
+    "bgjob_job_set_stat_double", "bgjob_job_set_stat_string", "bgjob_job_set_stats",
+    "bgjob_job_get_stats", "bgjob_job_get_operation", "bgjob_job_get_owner",
 };
 
 /* The functions expect_invalid_context_everywhere calls. */
@@ -591,6 +615,8 @@ static const char *const other_functions[] = {
     /* Transaction handles: invalid ones are tested in test_txn.c. */
     "bgjob_txn_create", "bgjob_txn_destroy", "bgjob_txn_start", "bgjob_txn_cancel",
     "bgjob_txn_finalize",
+    /* Tested in test_list.c. */
+    "bgjob_list_jobs_sized",
 };
 
 static char *read_header(void)

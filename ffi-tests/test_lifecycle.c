@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+#include <stddef.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

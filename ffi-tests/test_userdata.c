@@ -9,6 +9,8 @@
 
 #include "util.h"
 
+#include <stddef.h>
+
 #include <stdlib.h>
 #include <string.h>
 

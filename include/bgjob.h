@@ -112,6 +112,21 @@
  */
 #define QUEUE_BOUND 64
 
+/**
+ * Most statistics one job may declare.
+ */
+#define MAX_STATS 64
+
+/**
+ * Longest name, in bytes (a C reader's array holds it with its NUL).
+ */
+#define MAX_NAME_LEN 63
+
+/**
+ * Longest unit, in bytes.
+ */
+#define MAX_UNIT_LEN 15
+
 /* ---- Constants and types ---- */
 
 /**
@@ -275,6 +290,16 @@
  * Capacity of the name and phase arrays in `bgjob_job_entry`, NUL included.
  */
 #define BGJOB_ENTRY_TEXT_SIZE 64
+
+/**
+ * Most statistics one job may declare.
+ */
+#define BGJOB_MAX_STATS 64
+
+/**
+ * Capacity of `bgjob_stat.unit`, NUL included: a unit is at most 15 bytes.
+ */
+#define BGJOB_STAT_UNIT_SIZE 16
 
 /**
  * The result of every call that can fail. 0 is success; the numbers are stable
@@ -604,6 +629,35 @@ typedef int32_t bgjob_cancel_status;
 #endif // __cplusplus
 
 /**
+ * The type of a job statistic (`bgjob_job_add_stat`).
+ */
+enum bgjob_stat_type
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * `uint64_t`, in `bgjob_stat_value.u64`.
+     */
+    BGJOB_STAT_TYPE_U64 = 0,
+    /**
+     * `int64_t`, in `bgjob_stat_value.i64`.
+     */
+    BGJOB_STAT_TYPE_I64 = 1,
+    /**
+     * `double`, in `bgjob_stat_value.f64`.
+     */
+    BGJOB_STAT_TYPE_DOUBLE = 2,
+    /**
+     * A UTF-8 string, in `bgjob_stat.text`.
+     */
+    BGJOB_STAT_TYPE_STRING = 3,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_stat_type;
+#endif // __cplusplus
+
+/**
  * Verbs of the verb × state table (`bgjob_verb_allowed`).
  */
 enum bgjob_verb
@@ -916,6 +970,18 @@ typedef struct bgjob_job_options {
      */
     bgjob_free_callback finalize_free;
     /**
+     * The operation, UTF-8, copied ("mirror", "save", "migrate"): shown by
+     * `bgjob_job_get_operation`, `bgjob_list_jobs` and the debug log.
+     * Default NULL: none ("").
+     */
+    const char *operation;
+    /**
+     * An owner tag, UTF-8, copied ("domain vm1"), so a listing tells whose
+     * job it is: shown by `bgjob_job_get_owner` and `bgjob_list_jobs`.
+     * Default NULL: none ("").
+     */
+    const char *owner;
+    /**
      * Called with every event of the job, in order (see
      * `bgjob_event_callback`). Through `context` when one is set (an event
      * callback alone makes a context allowed without a completion). Default
@@ -1065,7 +1131,9 @@ typedef struct bgjob_info {
 } bgjob_info;
 
 /**
- * One live job, as listed by `bgjob_list_jobs`.
+ * One live job, as listed by `bgjob_list_jobs`. Later versions add fields
+ * at the end only; `bgjob_list_jobs_sized` lets a program built against an
+ * older, shorter entry keep working.
  */
 typedef struct bgjob_job_entry {
     /**
@@ -1093,11 +1161,97 @@ typedef struct bgjob_job_entry {
      */
     char phase[BGJOB_ENTRY_TEXT_SIZE];
     /**
+     * The operation (`bgjob_job_options.operation`; "" for none),
+     * NUL-terminated, cut to fit.
+     */
+    char operation[BGJOB_ENTRY_TEXT_SIZE];
+    /**
+     * The owner tag (`bgjob_job_options.owner`; "" for none),
+     * NUL-terminated, cut to fit.
+     */
+    char owner[BGJOB_ENTRY_TEXT_SIZE];
+    /**
+     * Internal pauses in force (as `bgjob_info.pause_count`).
+     */
+    uint32_t pause_count;
+    /**
+     * Whether cancel was requested.
+     */
+    bool cancel_requested;
+    /**
+     * Why cancel was requested (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+     */
+    bgjob_cancel_cause cancel_cause;
+    /**
      * The parent job's id (`bgjob_job_options.parent`), 0 for none: the
      * listing's tree.
      */
     uint64_t parent_id;
 } bgjob_job_entry;
+
+/**
+ * A number-typed statistic's value: the member its `bgjob_stat_type` names
+ * (`u64`, `i64` or `f64`; unused for a string).
+ */
+typedef union bgjob_stat_value {
+    /**
+     * For `BGJOB_STAT_TYPE_U64`.
+     */
+    uint64_t u64;
+    /**
+     * For `BGJOB_STAT_TYPE_I64`.
+     */
+    int64_t i64;
+    /**
+     * For `BGJOB_STAT_TYPE_DOUBLE`.
+     */
+    double f64;
+} bgjob_stat_value;
+
+/**
+ * One value of a batch (`bgjob_job_set_stats`).
+ */
+typedef struct bgjob_stat_update {
+    /**
+     * The statistic's index (from `bgjob_job_add_stat`).
+     */
+    uint32_t index;
+    /**
+     * The value for a number: the member of the statistic's declared type.
+     */
+    union bgjob_stat_value value;
+    /**
+     * The value for a string, UTF-8, copied; ignored for a number.
+     */
+    const char *text;
+} bgjob_stat_update;
+
+/**
+ * One statistic as read by `bgjob_job_get_stats`.
+ */
+typedef struct bgjob_stat {
+    /**
+     * Its name, NUL-terminated (never cut: names are at most 63 bytes).
+     */
+    char name[BGJOB_ENTRY_TEXT_SIZE];
+    /**
+     * Its unit ("" for none), NUL-terminated.
+     */
+    char unit[BGJOB_STAT_UNIT_SIZE];
+    /**
+     * Its type: which of `value` and `text` holds it.
+     */
+    bgjob_stat_type type;
+    /**
+     * A number's value (0 until set).
+     */
+    union bgjob_stat_value value;
+    /**
+     * A string's value ("" until set), NUL-terminated, cut to 63 bytes on a
+     * UTF-8 character boundary; "" for a number.
+     */
+    char text[BGJOB_ENTRY_TEXT_SIZE];
+} bgjob_stat;
 
 /**
  * A cancellation hook (libxl's design): anything a worker waits on (a timer,
@@ -1419,13 +1573,37 @@ bgjob_result bgjob_job_get_phase(struct bgjob_job *job, char *buf, size_t len, s
 bgjob_result bgjob_job_get_name(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
 
 /**
+ * Reads the job's operation name (`bgjob_job_options.operation`; empty for
+ * none) into `buf`, snprintf-style like `bgjob_job_get_error`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+ */
+bgjob_result bgjob_job_get_operation(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
+
+/**
+ * Reads the job's owner tag (`bgjob_job_options.owner`; empty for none) into
+ * `buf`, snprintf-style like `bgjob_job_get_error`.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+ */
+bgjob_result bgjob_job_get_owner(struct bgjob_job *job, char *buf, size_t len, size_t *len_out);
+
+/**
  * Lists the jobs that exist now (with a handle, a running worker, or both —
  * detached jobs included), in id order, so a stuck job can be found: its state,
- * phase, age and time since its last progress.
+ * phase, age, time since its last progress, operation, owner, pauses and
+ * cancel state.
  *
  * Fills at most `capacity` entries of `entries` and writes the number of live
  * jobs to `*count_out` (which may exceed `capacity`: call again with a larger
  * array). `entries` may be NULL when `capacity` is 0, to count only.
+ *
+ * `bgjob_job_entry` grows at the end in later versions; this call writes
+ * entries of the size this header declares. A program that must keep
+ * working with a later library without being rebuilt calls
+ * `bgjob_list_jobs_sized` with `sizeof(bgjob_job_entry)` instead.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is
  * NULL, or `entries` is NULL with a non-zero `capacity`.
@@ -1433,6 +1611,24 @@ bgjob_result bgjob_job_get_name(struct bgjob_job *job, char *buf, size_t len, si
  * `entries` is valid for `capacity` elements.
  */
 bgjob_result bgjob_list_jobs(struct bgjob_job_entry *entries, size_t capacity, size_t *count_out);
+
+/**
+ * `bgjob_list_jobs` for entries of `entry_size` bytes each: pass
+ * `sizeof(bgjob_job_entry)` as compiled. bgjob writes the first
+ * `entry_size` bytes of each entry (at most its own entry's size) at a stride
+ * of `entry_size`, so a program built against an older, shorter entry keeps
+ * working with a later library.
+ *
+ * Returns: as `bgjob_list_jobs`; also `BGJOB_RESULT_INVALID_ARGUMENT` if
+ * `entry_size` is smaller than the first version of the entry or not a
+ * multiple of its alignment (8).
+ *
+ * `entries` is valid for `capacity * entry_size` bytes.
+ */
+bgjob_result bgjob_list_jobs_sized(struct bgjob_job_entry *entries,
+                                   size_t entry_size,
+                                   size_t capacity,
+                                   size_t *count_out);
 
 /**
  * Answers whether `verb` (a `bgjob_verb`) may be applied to a job in `state`
@@ -1807,6 +2003,131 @@ bgjob_result bgjob_job_set_error(struct bgjob_job *job, int32_t code, const char
  * `BGJOB_RESULT_NOT_ALLOWED` unless the worker is running.
  */
 bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
+
+/* ---- Statistics: declare, set, read with the snapshot ---- */
+
+/**
+ * Declares a statistic of the job: a name (UTF-8, 1 to 63 bytes, unique in
+ * the job), a type and an optional unit (UTF-8, at most 15 bytes; NULL or ""
+ * for none). `*index_out` gets its index, 0, 1, 2… in declaration order,
+ * which the setters take. At most `BGJOB_MAX_STATS` per job. Until set, a
+ * number reads 0 and a string "".
+ *
+ * Only while the job is CREATED (create it with `BGJOB_CREATE_DEFER_START`,
+ * declare, then start): the set of statistics is fixed while it runs.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the job has started;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL, empty, too long or non-UTF-8
+ * name, a name the job already has, an unknown type, a too long or non-UTF-8
+ * unit, a NULL `index_out`, or a job that already has `BGJOB_MAX_STATS`
+ * (nothing is declared).
+ */
+bgjob_result bgjob_job_add_stat(struct bgjob_job *job,
+                                const char *name,
+                                bgjob_stat_type type,
+                                const char *unit,
+                                uint32_t *index_out);
+
+/**
+ * Sets a `BGJOB_STAT_TYPE_U64` statistic. As cheap as `bgjob_job_add_units`:
+ * an atomic compare-and-swap and two stores, no lock, no system call — meant
+ * for once per block.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for an index the job did not declare or a
+ * statistic of another type; `BGJOB_RESULT_NOT_ALLOWED` once the job has
+ * ended (its statistics are final).
+ *
+ * Threads: any thread; on the job's worker thread it follows the rule of the
+ * progress calls (a pause point there).
+ */
+bgjob_result bgjob_job_set_stat_u64(struct bgjob_job *job, uint32_t index, uint64_t value);
+
+/**
+ * Sets a `BGJOB_STAT_TYPE_I64` statistic; as `bgjob_job_set_stat_u64`.
+ *
+ * Returns: as `bgjob_job_set_stat_u64`.
+ *
+ * Threads: as `bgjob_job_set_stat_u64`.
+ */
+bgjob_result bgjob_job_set_stat_i64(struct bgjob_job *job, uint32_t index, int64_t value);
+
+/**
+ * Sets a `BGJOB_STAT_TYPE_DOUBLE` statistic; as `bgjob_job_set_stat_u64`.
+ *
+ * Returns: as `bgjob_job_set_stat_u64`.
+ *
+ * Threads: as `bgjob_job_set_stat_u64`.
+ */
+bgjob_result bgjob_job_set_stat_double(struct bgjob_job *job, uint32_t index, double value);
+
+/**
+ * Sets a `BGJOB_STAT_TYPE_STRING` statistic to a copy of `value` (UTF-8; a
+ * reader gets at most its first 63 bytes). Unlike the number setters it
+ * allocates and takes a short per-job lock.
+ *
+ * Returns: as `bgjob_job_set_stat_u64`; also `BGJOB_RESULT_INVALID_ARGUMENT`
+ * for a NULL or non-UTF-8 `value`.
+ *
+ * Threads: as `bgjob_job_set_stat_u64`.
+ */
+bgjob_result bgjob_job_set_stat_string(struct bgjob_job *job, uint32_t index, const char *value);
+
+/**
+ * Sets `count` statistics as one update: a reader (`bgjob_job_get_stats`)
+ * sees all of them or none, never some old and some new. Each entry names a
+ * statistic and gives a value of its declared type (`value` for a number,
+ * `text` for a string). Every entry is checked first: on an error nothing is
+ * set. Without a string it takes no lock, like the single setters.
+ *
+ * Returns: `BGJOB_RESULT_OK` (also for `count` 0); `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `updates` with non-zero `count`,
+ * an undeclared index, or a NULL or non-UTF-8 `text` for a string;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
+ *
+ * Threads: as `bgjob_job_set_stat_u64` (one pause point for the batch).
+ *
+ * `updates` is valid for `count` elements.
+ */
+bgjob_result bgjob_job_set_stats(struct bgjob_job *job,
+                                 const struct bgjob_stat_update *updates,
+                                 size_t count);
+
+/**
+ * Reads every statistic of the job, in declaration order, together with its
+ * snapshot: fills at most `capacity` entries of `stats_out`, writes the
+ * number the job has to `*count_out` (which may exceed `capacity`: the
+ * entries written are the first ones; call again with a larger array, as
+ * with `bgjob_list_jobs`), and, when `info_out` is not NULL, fills it as
+ * `bgjob_job_get_info` does.
+ *
+ * Consistent: the statistics read are one set the setters published — a
+ * batch (`bgjob_job_set_stats`) is seen whole or not at all — and no
+ * statistic was set between the start of the snapshot and the statistics'
+ * read, so `*info_out` and the statistics describe the same moment as far as
+ * statistics go. (Should statistics be set so often that 16 attempts in a row
+ * each overlap a set, the statistics are read right after the snapshot: still
+ * one published set.) Progress and statistics are separate: a worker that
+ * wants a reader to see them in step sets progress first.
+ *
+ * Readable in every state, also after the job ended (the values it ended
+ * with: setters are refused then) until it is destroyed. Never waits on the
+ * worker.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `count_out`, a NULL `stats_out`
+ * with non-zero `capacity`, or an `info_out` whose `struct_size` is smaller
+ * than the first version's.
+ *
+ * `stats_out` is valid for `capacity` elements; `info_out`, when not NULL,
+ * for its `struct_size` bytes.
+ */
+bgjob_result bgjob_job_get_stats(struct bgjob_job *job,
+                                 struct bgjob_info *info_out,
+                                 struct bgjob_stat *stats_out,
+                                 size_t capacity,
+                                 size_t *count_out);
 
 /* ---- Results ---- */
 

@@ -44,6 +44,7 @@ PUBLIC = (
     "ErrorAction",
     "IoStatus",
     "EventKind",
+    "StatType",
 )
 
 # Python class name -> its docstring (what a Python user reads in help());
@@ -59,6 +60,7 @@ PY_DOCS = {
     "ErrorAction": "{c}: what ``Worker.report_io_error`` tells the worker.",
     "IoStatus": "{c}: not OK only while paused by the error policy.",
     "EventKind": "{c}: what an ``Event`` reports (``Job(on_event=...)``).",
+    "StatType": "{c}: the type of a job statistic (``Job.add_stat``).",
 }
 
 # Python class name -> methods the binding adds (source text, class-body indent).

@@ -29,7 +29,19 @@ package, then the system's ``libbgjob.so.0``; importing fails with a clear
 message when it is missing or has another ABI.
 """
 
-from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, EventKind, IoStatus, JobType, Result, State, Verb
+from ._enums import (
+    CancelCause,
+    CancelStatus,
+    ErrorAction,
+    ErrorPolicy,
+    EventKind,
+    IoStatus,
+    JobType,
+    Result,
+    State,
+    StatType,
+    Verb,
+)
 from ._errors import (
     BgjobError,
     CallbackErrors,
@@ -65,6 +77,7 @@ from ._job import (
     JobFuture,
     JobHandle,
     PoolStatus,
+    Stat,
     Transaction,
     Worker,
     abi_version,
@@ -132,6 +145,8 @@ __all__ = [
     "NotFound",
     "Result",
     "State",
+    "Stat",
+    "StatType",
     "TimedOut",
     "TryAgain",
     "Verb",

@@ -130,6 +130,15 @@ class CancelStatus(_Named):
         return self != CancelStatus.ALREADY_FINISHED
 
 
+class StatType(_Named):
+    """``bgjob_stat_type``: the type of a job statistic (``Job.add_stat``)."""
+
+    U64 = 0
+    I64 = 1
+    DOUBLE = 2
+    STRING = 3
+
+
 class Verb(_Named):
     """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
 

@@ -132,7 +132,42 @@ class bgjob_job_entry(ctypes.Structure):
         ("since_progress_ms", c_int64),
         ("name", c_char * ENTRY_TEXT_SIZE),
         ("phase", c_char * ENTRY_TEXT_SIZE),
+        ("operation", c_char * ENTRY_TEXT_SIZE),
+        ("owner", c_char * ENTRY_TEXT_SIZE),
+        ("pause_count", c_uint32),
+        ("cancel_requested", c_bool),
+        ("cancel_cause", c_int32),
         ("parent_id", c_uint64),
+    ]
+
+
+STAT_UNIT_SIZE = 16
+MAX_STATS = 64
+
+
+class bgjob_stat_value(ctypes.Union):
+    _fields_ = [
+        ("u64", c_uint64),
+        ("i64", c_int64),
+        ("f64", c_double),
+    ]
+
+
+class bgjob_stat(ctypes.Structure):
+    _fields_ = [
+        ("name", c_char * ENTRY_TEXT_SIZE),
+        ("unit", c_char * STAT_UNIT_SIZE),
+        ("type", c_int32),
+        ("value", bgjob_stat_value),
+        ("text", c_char * ENTRY_TEXT_SIZE),
+    ]
+
+
+class bgjob_stat_update(ctypes.Structure):
+    _fields_ = [
+        ("index", c_uint32),
+        ("value", bgjob_stat_value),
+        ("text", c_char_p),
     ]
 
 
@@ -154,6 +189,8 @@ class bgjob_job_options(ctypes.Structure):
         ("clean", bgjob_finalize_callback),
         ("finalize_userdata", c_void_p),
         ("finalize_free", bgjob_free_callback),
+        ("operation", c_char_p),
+        ("owner", c_char_p),
         ("event", bgjob_event_callback),
         ("event_userdata", c_void_p),
         ("event_free", bgjob_free_callback),
@@ -197,6 +234,7 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_verb_allowed": (R, (c_int32, c_int32, POINTER(c_bool))),
     "bgjob_set_log_callback": (R, (bgjob_log_callback, c_void_p, bgjob_free_callback)),
     "bgjob_list_jobs": (R, (POINTER(bgjob_job_entry), c_size_t, POINTER(c_size_t))),
+    "bgjob_list_jobs_sized": (R, (POINTER(bgjob_job_entry), c_size_t, c_size_t, POINTER(c_size_t))),
     "bgjob_pool_set_max_running": (R, (c_uint32,)),
     "bgjob_pool_get_status": (R, (POINTER(c_uint32), POINTER(c_size_t), POINTER(c_size_t))),
     # contexts
@@ -263,6 +301,19 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_get_error": (R, (JobPtr, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t))),
     "bgjob_job_get_phase": (R, (JobPtr, c_char_p, c_size_t, POINTER(c_size_t))),
     "bgjob_job_get_name": (R, (JobPtr, c_char_p, c_size_t, POINTER(c_size_t))),
+    "bgjob_job_get_operation": (R, (JobPtr, c_char_p, c_size_t, POINTER(c_size_t))),
+    "bgjob_job_get_owner": (R, (JobPtr, c_char_p, c_size_t, POINTER(c_size_t))),
+    # statistics
+    "bgjob_job_add_stat": (R, (JobPtr, c_char_p, c_int32, c_char_p, POINTER(c_uint32))),
+    "bgjob_job_set_stat_u64": (R, (JobPtr, c_uint32, c_uint64)),
+    "bgjob_job_set_stat_i64": (R, (JobPtr, c_uint32, c_int64)),
+    "bgjob_job_set_stat_double": (R, (JobPtr, c_uint32, c_double)),
+    "bgjob_job_set_stat_string": (R, (JobPtr, c_uint32, c_char_p)),
+    "bgjob_job_set_stats": (R, (JobPtr, POINTER(bgjob_stat_update), c_size_t)),
+    "bgjob_job_get_stats": (
+        R,
+        (JobPtr, POINTER(bgjob_info), POINTER(bgjob_stat), c_size_t, POINTER(c_size_t)),
+    ),
     # worker side
     "bgjob_job_check_cancel": (R, (JobPtr,)),
     "bgjob_job_pause_point": (R, (JobPtr,)),

@@ -34,12 +34,12 @@ import threading
 import time
 import traceback
 import weakref
-from ctypes import byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p, sizeof
-from typing import Any, Callable, Generator, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar, cast
+from ctypes import byref, c_bool, c_int32, c_size_t, c_uint32, c_uint64, c_void_p, sizeof
+from typing import Any, Callable, Generator, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar, Union, cast
 
 from . import _ffi
 from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, EventKind, IoStatus, JobType
-from ._enums import Result, State, Verb
+from ._enums import Result, StatType, State, Verb
 from ._errors import BgjobError, CallbackErrors, Cancelled, DeadlineExceeded, InvalidArgument, InvalidHandle
 from ._errors import JobError, JobFailed, NotAllowed
 from ._errors import TimedOut, check, error_for
@@ -182,6 +182,112 @@ def _seconds(ms: int) -> float | None:
     return None if ms < 0 else ms / 1000.0
 
 
+#: A statistic's value as Python reads it.
+StatValue = Union[int, float, str]
+
+_STAT_SETTERS = {
+    StatType.U64: ("bgjob_job_set_stat_u64", "u64"),
+    StatType.I64: ("bgjob_job_set_stat_i64", "i64"),
+    StatType.DOUBLE: ("bgjob_job_set_stat_double", "f64"),
+}
+
+
+def _stat_index(decls: Mapping[str, tuple[int, StatType]], key: str | int, what: str) -> tuple[int, StatType]:
+    """The index and type of a declared statistic, by name or index."""
+    if isinstance(key, str):
+        if key not in decls:
+            raise InvalidArgument(f"{what}: no statistic named {key!r}")
+        return decls[key]
+    for index, t in decls.values():
+        if index == key:
+            return index, t
+    raise InvalidArgument(f"{what}: no statistic with index {key!r}")
+
+
+def _set_stat(h: Any, decls: Mapping[str, tuple[int, StatType]], key: str | int, value: StatValue) -> int:
+    index, t = _stat_index(decls, key, "set_stat")
+    if t == StatType.STRING:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"set_stat: statistic {key!r} is a string, not {type(value).__name__}")
+        return int(lib.bgjob_job_set_stat_string(h, index, value.encode()))
+    fn, _ = _STAT_SETTERS[t]
+    if t == StatType.DOUBLE:
+        v: Any = float(value)
+    else:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidArgument(f"set_stat: statistic {key!r} takes an int, not {type(value).__name__}")
+        lo, hi = (0, _U64_MAX) if t == StatType.U64 else (-(2**63), 2**63 - 1)
+        if not lo <= value <= hi:
+            raise InvalidArgument(f"set_stat: {value} does not fit statistic {key!r} ({t})")
+        v = value
+    return int(getattr(lib, fn)(h, index, v))
+
+
+def _set_stats(h: Any, decls: Mapping[str, tuple[int, StatType]], values: Mapping[str | int, StatValue]) -> int:
+    """One batch: a reader sees all of ``values`` or none."""
+    updates = (_ffi.bgjob_stat_update * max(1, len(values)))()
+    keep = []
+    for u, (key, value) in zip(updates, values.items()):
+        index, t = _stat_index(decls, key, "set_stats")
+        u.index = index
+        if t == StatType.STRING:
+            if not isinstance(value, str):
+                raise InvalidArgument(f"set_stats: statistic {key!r} is a string")
+            b = value.encode()
+            keep.append(b)
+            u.text = b
+        elif t == StatType.DOUBLE:
+            u.value.f64 = float(value)
+        else:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgument(f"set_stats: statistic {key!r} takes an int")
+            lo, hi = (0, _U64_MAX) if t == StatType.U64 else (-(2**63), 2**63 - 1)
+            if not lo <= value <= hi:
+                raise InvalidArgument(f"set_stats: {value} does not fit statistic {key!r} ({t})")
+            if t == StatType.U64:
+                u.value.u64 = value
+            else:
+                u.value.i64 = value
+    return int(lib.bgjob_job_set_stats(h, updates, len(values)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """One statistic as read (``Job.stat_list()``)."""
+
+    name: str
+    type: StatType
+    unit: str
+    value: StatValue
+
+
+def _read_stats(h: Any, what: str, with_info: bool) -> tuple[_ffi.bgjob_info | None, list[Stat]]:
+    """Every statistic (and the snapshot, read with them) in one C call."""
+    capacity = 16
+    while True:
+        out = (_ffi.bgjob_stat * capacity)()
+        count = c_size_t()
+        info = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info)) if with_info else None
+        r = lib.bgjob_job_get_stats(h, byref(info) if info is not None else None, out, capacity, byref(count))
+        check(r, what)
+        if count.value <= capacity:
+            stats = []
+            for c in out[: count.value]:
+                t = StatType(c.type)
+                v: StatValue
+                if t == StatType.STRING:
+                    v = c.text.decode("utf-8", "replace")
+                elif t == StatType.DOUBLE:
+                    v = c.value.f64
+                elif t == StatType.I64:
+                    v = c.value.i64
+                else:
+                    v = c.value.u64
+                stats.append(Stat(c.name.decode("utf-8", "replace"), t, c.unit.decode("utf-8", "replace"), v))
+            return info, stats
+        capacity = count.value
+
+
 # ---------------------------------------------------------------- snapshots
 
 
@@ -268,6 +374,11 @@ class JobEntry:
     phase: str
     age: float
     since_progress: float | None
+    operation: str = ""
+    owner: str = ""
+    pause_count: int = 0
+    cancel_requested: bool = False
+    cancel_cause: CancelCause = CancelCause.NONE
     parent_id: int = 0
     """The parent job's id (``Job(..., parent=...)``), 0 for none."""
 
@@ -283,11 +394,12 @@ class Worker:
     ``updates_never_park=True``: then only ``pause_point``, ``sleep`` and the
     waits park."""
 
-    __slots__ = ("_h", "name")
+    __slots__ = ("_h", "name", "_stats")
 
-    def __init__(self, handle: Any, name: str):
+    def __init__(self, handle: Any, name: str, stats: Mapping[str, tuple[int, StatType]] | None = None):
         self._h = handle
         self.name = name
+        self._stats = stats if stats is not None else {}
 
     def __repr__(self) -> str:
         try:
@@ -539,11 +651,21 @@ class Worker:
     def phase(self, phase: str) -> None:
         self._check(lib.bgjob_job_set_phase(self._h, phase.encode()), "set_phase")
 
+    # statistics
+    def set_stat(self, stat: str | int, value: StatValue) -> None:
+        """Sets one declared statistic (by name or index) to a value of its
+        type. Like a progress call, a pause point on the job's own thread."""
+        self._check(_set_stat(self._h, self._stats, stat, value), "set_stat")
+
+    def set_stats(self, values: Mapping[str | int, StatValue]) -> None:
+        """Sets several statistics as one update: a reader sees all or none."""
+        self._check(_set_stats(self._h, self._stats, values), "set_stats")
+
 
 class _Run:
     """A Python worker: what the job's thread runs, and what it left."""
 
-    __slots__ = ("fn", "args", "kwargs", "context", "name", "job_id", "exception", "thread")
+    __slots__ = ("fn", "args", "kwargs", "context", "name", "job_id", "exception", "thread", "stats")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str):
         self.fn = fn
@@ -556,9 +678,11 @@ class _Run:
         self.job_id = 0
         self.exception: BaseException | None = None
         self.thread: int | None = None  # while the worker runs
+        # Declared statistics, name -> (index, type); fixed once started.
+        self.stats: dict[str, tuple[int, StatType]] = {}
 
     def __call__(self, handle: Any) -> int:
-        worker = Worker(handle, self.name)
+        worker = Worker(handle, self.name, self.stats)
         self.thread = threading.get_ident()
         # The thread is named after the job while the worker runs, for
         # logging's %(threadName)s (the OS thread already is).
@@ -857,6 +981,9 @@ class Job(Generic[T]):
         updates_never_park: bool = False,
         parent: Job[Any] | JobHandle | None = None,
         on_event: Callable[[Job[T], Event], Any] | None = None,
+        operation: str | None = None,
+        owner: str | None = None,
+        stats: Mapping[str, StatType | tuple[StatType, str]] | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
@@ -908,6 +1035,10 @@ class Job(Generic[T]):
             opts.finalize_free = _free_cb
         name_b = name.encode() if name is not None else None
         opts.name = name_b
+        operation_b = operation.encode() if operation is not None else None
+        owner_b = owner.encode() if owner is not None else None
+        opts.operation = operation_b
+        opts.owner = owner_b
         opts.stack_size = int(stack_size)
         if context is not None:
             opts.context = context._handle("create")
@@ -946,6 +1077,9 @@ class Job(Generic[T]):
         try:
             if total is not None:
                 check(lib.bgjob_job_set_total(handle, _u64(total, "total")), "set_total")
+            for stat_name, spec in (stats or {}).items():
+                t, unit = spec if isinstance(spec, tuple) else (spec, "")
+                self.add_stat(stat_name, t, unit)
             if start:
                 self.start()
         except BaseException:
@@ -993,6 +1127,64 @@ class Job(Generic[T]):
         if self._closed:
             self._call(Result.INVALID_HANDLE, "phase")
         return _text(lib.bgjob_job_get_phase, self._h, "phase")
+
+    @property
+    def operation(self) -> str:
+        """The operation given at create ("mirror", "save"; "" for none)."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "operation")
+        return _text(lib.bgjob_job_get_operation, self._h, "operation")
+
+    @property
+    def owner(self) -> str:
+        """The owner tag given at create ("domain vm1"; "" for none)."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "owner")
+        return _text(lib.bgjob_job_get_owner, self._h, "owner")
+
+    # -- statistics
+    def add_stat(self, name: str, type: StatType, unit: str = "") -> int:
+        """Declares a statistic (only before start: ``start=False``, or the
+        ``stats=`` option); returns its index. Names are unique per job."""
+        index = c_uint32()
+        self._call(
+            lib.bgjob_job_add_stat(self._h, name.encode(), int(StatType(type)), unit.encode(), byref(index)),
+            "add_stat",
+        )
+        self._run.stats[name] = (index.value, StatType(type))
+        return index.value
+
+    def set_stat(self, stat: str | int, value: StatValue) -> None:
+        """Sets a statistic from the owner's side (never parks)."""
+        self._call(_set_stat(self._h, self._run.stats, stat, value), "set_stat")
+
+    def set_stats(self, values: Mapping[str | int, StatValue]) -> None:
+        """Sets several statistics as one update: a reader sees all or none."""
+        self._call(_set_stats(self._h, self._run.stats, values), "set_stats")
+
+    def stats(self) -> dict[str, StatValue]:
+        """Every statistic, name -> value, in declaration order: one
+        consistent read (a batch is seen whole), also after the job ended."""
+        return {s.name: s.value for s in self.stat_list()}
+
+    def stat_units(self) -> dict[str, str]:
+        """Every statistic's unit, name -> unit ("" for none)."""
+        return {s.name: s.unit for s in self.stat_list()}
+
+    def stat_list(self) -> list[Stat]:
+        """Every statistic with its type and unit."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "stats")
+        return _read_stats(self._h, "stats", False)[1]
+
+    def info_and_stats(self) -> tuple[Info, dict[str, StatValue]]:
+        """The snapshot and the statistics read together, in one C call (see
+        ``bgjob_job_get_stats`` for what consistent means)."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "stats")
+        c, stats = _read_stats(self._h, "stats", True)
+        assert c is not None
+        return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info")), {s.name: s.value for s in stats}
 
     @property
     def error(self) -> ErrorInfo | None:
@@ -2081,6 +2273,11 @@ def list_jobs() -> list[JobEntry]:
                     phase=e.phase.decode("utf-8", "replace"),
                     age=e.age_ms / 1000.0,
                     since_progress=_seconds(e.since_progress_ms),
+                    operation=e.operation.decode("utf-8", "replace"),
+                    owner=e.owner.decode("utf-8", "replace"),
+                    pause_count=e.pause_count,
+                    cancel_requested=bool(e.cancel_requested),
+                    cancel_cause=CancelCause(e.cancel_cause),
                     parent_id=e.parent_id,
                 )
                 for e in entries[: count.value]

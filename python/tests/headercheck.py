@@ -67,6 +67,7 @@ BASE = {
     "bgjob_error_action": c_int32,
     "bgjob_event_kind": c_int32,
     "bgjob_iostatus": c_int32,
+    "bgjob_stat_type": c_int32,
 }
 
 
@@ -86,7 +87,7 @@ class UnknownType(Exception):
 
 def ctype_of(decl: str, names: dict[str, Any]) -> Any:
     """The ctypes type for a C type such as ``const struct bgjob_job **``."""
-    decl = re.sub(r"\b(const|struct|enum)\b", " ", decl)
+    decl = re.sub(r"\b(const|struct|enum|union)\b", " ", decl)
     stars = decl.count("*")
     base = decl.replace("*", " ").split()
     if len(base) != 1:
@@ -181,6 +182,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum], str]] = {
     "bgjob_verb": (bgjob.Verb, "BGJOB_VERB_"),
     "bgjob_job_type": (bgjob.JobType, "BGJOB_JOB_TYPE_"),
     "bgjob_cancel_status": (bgjob.CancelStatus, "BGJOB_CANCEL_STATUS_"),
+    "bgjob_stat_type": (bgjob.StatType, "BGJOB_STAT_TYPE_"),
     "bgjob_cancel_cause": (bgjob.CancelCause, "BGJOB_CANCEL_CAUSE_"),
     "bgjob_error_policy": (bgjob.ErrorPolicy, "BGJOB_ERROR_POLICY_"),
     "bgjob_error_action": (bgjob.ErrorAction, "BGJOB_ERROR_ACTION_"),
@@ -202,6 +204,8 @@ DEFINES = {
     "BGJOB_MAX_STACK_SIZE": _ffi.MAX_STACK_SIZE,
     "BGJOB_ENTRY_TEXT_SIZE": _ffi.ENTRY_TEXT_SIZE,
     "BGJOB_EVENT_QUEUE_BOUND": _ffi.EVENT_QUEUE_BOUND,
+    "BGJOB_MAX_STATS": _ffi.MAX_STATS,
+    "BGJOB_STAT_UNIT_SIZE": _ffi.STAT_UNIT_SIZE,
     "BGJOB_FD_READABLE": _ffi.FD_READABLE,
     "BGJOB_FD_WRITABLE": _ffi.FD_WRITABLE,
     "BGJOB_FD_ERROR": _ffi.FD_ERROR,

@@ -17,6 +17,7 @@ pub mod log;
 pub(crate) mod outcome;
 pub(crate) mod progress;
 pub mod state;
+pub mod stats;
 pub(crate) mod sync;
 pub mod threads;
 pub(crate) mod timer;
@@ -29,6 +30,7 @@ pub use job::{
     Job, JobError, JobType, Listing, Release, ResultValue, Txn, Worker, WorkerFn, list,
 };
 pub use state::{State, Verb, verb_allowed};
+pub use stats::{Stat, StatType, StatValue};
 pub use threads::{Pool, PoolConfig};
 
 #[cfg(all(test, loom))]

@@ -43,13 +43,41 @@ pub unsafe extern "C" fn bgjob_job_get_info(
     info_out: *mut bgjob_info,
 ) -> bgjob_result {
     boundary(|| {
-        need(info_out)?;
-        // SAFETY: non-NULL; the first field is always present.
-        let size = unsafe { (*info_out).struct_size } as usize;
-        if size < bgjob_info::V1_SIZE {
-            return Err(bgjob_result::InvalidArgument);
-        }
+        // SAFETY: by this function's contract.
+        let size = unsafe { info_size(info_out) }?;
         let i = with_job(job, |j, _| j.info())?;
+        // SAFETY: checked; `size` writable bytes by contract.
+        unsafe { write_info(info_out, size, i) }
+    })
+}
+
+/// The `struct_size` of a caller's `bgjob_info`, checked: non-NULL and at
+/// least the first version's.
+///
+/// # Safety
+/// `info_out` is NULL or points to a `bgjob_info` of at least its
+/// `struct_size` bytes.
+pub(super) unsafe fn info_size(info_out: *mut bgjob_info) -> Result<usize, bgjob_result> {
+    need(info_out)?;
+    // SAFETY: non-NULL; the first field is always present.
+    let size = unsafe { (*info_out).struct_size } as usize;
+    if size < bgjob_info::V1_SIZE {
+        return Err(bgjob_result::InvalidArgument);
+    }
+    Ok(size)
+}
+
+/// Writes snapshot `i` into a caller's `bgjob_info` of `size` bytes
+/// (checked by [`info_size`]).
+///
+/// # Safety
+/// `info_out` points to at least `size` writable bytes.
+pub(super) unsafe fn write_info(
+    info_out: *mut bgjob_info,
+    size: usize,
+    i: core::Info,
+) -> Result<(), bgjob_result> {
+    {
         let out = bgjob_info {
             struct_size: size_of::<bgjob_info>() as u32,
             job_type: bgjob_job_type::from(i.job_type),
@@ -74,7 +102,7 @@ pub unsafe extern "C" fn bgjob_job_get_info(
         };
         // SAFETY: the caller's struct holds `size` bytes by contract.
         unsafe { versioned::write(info_out, size, out) }
-    })
+    }
 }
 
 /// Writes the job's current `bgjob_state` to `*state_out`.
@@ -187,8 +215,51 @@ pub unsafe extern "C" fn bgjob_job_get_name(
     })
 }
 
-fn fill_text(dst: &mut [c_char; BGJOB_ENTRY_TEXT_SIZE], s: &str) {
-    let mut n = s.len().min(BGJOB_ENTRY_TEXT_SIZE - 1);
+/// Reads the job's operation name (`bgjob_job_options.operation`; empty for
+/// none) into `buf`, snprintf-style like `bgjob_job_get_error`.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_operation(
+    job: *mut bgjob_job,
+    buf: *mut c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        check_buf(buf, len)?;
+        let op = with_job(job, |j, _| j.operation().to_owned())?;
+        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
+        unsafe { copy_out(&op, buf, len, len_out) };
+        Ok(())
+    })
+}
+
+/// Reads the job's owner tag (`bgjob_job_options.owner`; empty for none) into
+/// `buf`, snprintf-style like `bgjob_job_get_error`.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `buf` with non-zero `len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_owner(
+    job: *mut bgjob_job,
+    buf: *mut c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        check_buf(buf, len)?;
+        let owner = with_job(job, |j, _| j.owner().to_owned())?;
+        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
+        unsafe { copy_out(&owner, buf, len, len_out) };
+        Ok(())
+    })
+}
+
+/// Copies `s` into a fixed array, cut on a UTF-8 boundary, NUL-terminated.
+pub(super) fn fill_text<const N: usize>(dst: &mut [c_char; N], s: &str) {
+    let mut n = s.len().min(N - 1);
     while !s.is_char_boundary(n) {
         n -= 1;
     }
@@ -200,11 +271,17 @@ fn fill_text(dst: &mut [c_char; BGJOB_ENTRY_TEXT_SIZE], s: &str) {
 
 /// Lists the jobs that exist now (with a handle, a running worker, or both —
 /// detached jobs included), in id order, so a stuck job can be found: its state,
-/// phase, age and time since its last progress.
+/// phase, age, time since its last progress, operation, owner, pauses and
+/// cancel state.
 ///
 /// Fills at most `capacity` entries of `entries` and writes the number of live
 /// jobs to `*count_out` (which may exceed `capacity`: call again with a larger
 /// array). `entries` may be NULL when `capacity` is 0, to count only.
+///
+/// `bgjob_job_entry` grows at the end in later versions; this call writes
+/// entries of the size this header declares. A program that must keep
+/// working with a later library without being rebuilt calls
+/// `bgjob_list_jobs_sized` with `sizeof(bgjob_job_entry)` instead.
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` if `count_out` is
 /// NULL, or `entries` is NULL with a non-zero `capacity`.
@@ -216,12 +293,45 @@ pub unsafe extern "C" fn bgjob_list_jobs(
     capacity: usize,
     count_out: *mut usize,
 ) -> bgjob_result {
+    // SAFETY: by this function's contract.
+    unsafe { bgjob_list_jobs_sized(entries, size_of::<bgjob_job_entry>(), capacity, count_out) }
+}
+
+/// Size of the first released `bgjob_job_entry` (ending with `phase`): the
+/// smallest `entry_size` accepted.
+pub(crate) const ENTRY_V1_SIZE: usize = super::versioned::size_ending_at::<bgjob_job_entry>(
+    std::mem::offset_of!(bgjob_job_entry, phase) + BGJOB_ENTRY_TEXT_SIZE,
+);
+
+/// `bgjob_list_jobs` for entries of `entry_size` bytes each: pass
+/// `sizeof(bgjob_job_entry)` as compiled. bgjob writes the first
+/// `entry_size` bytes of each entry (at most its own entry's size) at a stride
+/// of `entry_size`, so a program built against an older, shorter entry keeps
+/// working with a later library.
+///
+/// Returns: as `bgjob_list_jobs`; also `BGJOB_RESULT_INVALID_ARGUMENT` if
+/// `entry_size` is smaller than the first version of the entry or not a
+/// multiple of its alignment (8).
+///
+/// `entries` is valid for `capacity * entry_size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_list_jobs_sized(
+    entries: *mut bgjob_job_entry,
+    entry_size: usize,
+    capacity: usize,
+    count_out: *mut usize,
+) -> bgjob_result {
     boundary(|| {
         need(count_out)?;
-        if entries.is_null() && capacity > 0 {
+        if (entries.is_null() && capacity > 0)
+            || entry_size < ENTRY_V1_SIZE
+            || !entry_size.is_multiple_of(std::mem::align_of::<bgjob_job_entry>())
+            || capacity.checked_mul(entry_size).is_none()
+        {
             return Err(bgjob_result::InvalidArgument);
         }
         let jobs = core::list();
+        let n = entry_size.min(size_of::<bgjob_job_entry>());
         for (i, l) in jobs.iter().take(capacity).enumerate() {
             let mut e = bgjob_job_entry {
                 id: l.id,
@@ -230,12 +340,26 @@ pub unsafe extern "C" fn bgjob_list_jobs(
                 since_progress_ms: l.since_progress_ms,
                 name: [0; BGJOB_ENTRY_TEXT_SIZE],
                 phase: [0; BGJOB_ENTRY_TEXT_SIZE],
+                operation: [0; BGJOB_ENTRY_TEXT_SIZE],
+                owner: [0; BGJOB_ENTRY_TEXT_SIZE],
+                pause_count: l.pause_count,
+                cancel_requested: l.cancel_requested,
+                cancel_cause: super::bgjob_cancel_cause::from(l.cancel_cause),
                 parent_id: l.parent_id,
             };
             fill_text(&mut e.name, &l.name);
             fill_text(&mut e.phase, &l.phase);
-            // SAFETY: i < capacity, and `entries` holds `capacity` elements.
-            unsafe { entries.add(i).write(e) };
+            fill_text(&mut e.operation, &l.operation);
+            fill_text(&mut e.owner, &l.owner);
+            // SAFETY: i < capacity, and `entries` holds `capacity * entry_size`
+            // bytes; at most `entry_size` bytes of a whole entry are copied.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&raw const e).cast::<u8>(),
+                    entries.cast::<u8>().add(i * entry_size),
+                    n,
+                )
+            };
         }
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { count_out.write(jobs.len()) };
@@ -312,6 +436,14 @@ pub extern "C" fn bgjob_verb_str(verb: bgjob_verb_in) -> *const c_char {
 mod tests {
     use super::*;
     use std::ffi::CStr;
+
+    /// The first released entry, as a 64-bit C compiler laid it out: fields
+    /// added to `bgjob_job_entry` must not change it.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn first_entry_size_is_pinned() {
+        assert_eq!(ENTRY_V1_SIZE, 160);
+    }
 
     #[test]
     fn names_are_static_and_unknown_is_handled() {

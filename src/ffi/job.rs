@@ -27,7 +27,9 @@ pub(crate) unsafe fn create(
     let h = JOBS.reserve();
     let mut b = core::Builder::new()
         .job_type(opts.job_type)
-        .stack_size(opts.stack_size);
+        .stack_size(opts.stack_size)
+        .operation(opts.operation)
+        .owner(opts.owner);
     if let Some(name) = opts.name {
         b = b.name(name);
     }

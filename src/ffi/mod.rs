@@ -41,6 +41,8 @@ pub mod control;
 pub mod context;
 // Worker side: checks, progress, error, outcome.
 pub mod worker;
+// Statistics.
+pub mod stats;
 // Results.
 pub mod job_result;
 // Cancellation and waits.
@@ -62,4 +64,5 @@ pub mod virjob;
 pub(crate) use boundary::*;
 pub use library::bgjob_log_callback;
 pub use result::bgjob_result;
+pub use stats::{bgjob_stat, bgjob_stat_update, bgjob_stat_value};
 pub use types::*;

@@ -30,6 +30,8 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        operation: std::ptr::null(),
+        owner: std::ptr::null(),
         event: None,
         event_userdata: std::ptr::null_mut(),
         event_free: None,
@@ -81,6 +83,8 @@ pub(crate) struct Options {
     pub(crate) updates_never_park: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    pub(crate) operation: String,
+    pub(crate) owner: String,
     pub(crate) events: Option<super::events::Events>,
     /// `bgjob_job_options.parent`, resolved by create.
     pub(crate) parent: *mut super::bgjob_job,
@@ -165,7 +169,11 @@ pub(crate) unsafe fn read_options(
         // SAFETY: a NUL-terminated string by contract.
         Some(unsafe { c_str(opts.name) }?.to_owned())
     };
+    // SAFETY: NULL or NUL-terminated strings by contract.
+    let (operation, owner) = unsafe { (opt_str(opts.operation)?, opt_str(opts.owner)?) };
     Ok(Options {
+        operation,
+        owner,
         name,
         job_type,
         defer_start: opts.flags & BGJOB_CREATE_DEFER_START != 0,
@@ -180,6 +188,19 @@ pub(crate) unsafe fn read_options(
         events,
         parent: opts.parent,
     })
+}
+
+/// A C string option: NULL is "".
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn opt_str(p: *const std::ffi::c_char) -> Result<String, bgjob_result> {
+    if p.is_null() {
+        Ok(String::new())
+    } else {
+        // SAFETY: NUL-terminated by contract.
+        Ok(unsafe { c_str(p) }?.to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +233,26 @@ mod tests {
         assert!(
             got.completion_free.is_some(),
             "first-version fields are read"
+        );
+    }
+
+    /// A caller built before `operation` and `owner` existed passes the first
+    /// version's size: whatever lies past it is not read, and both are "".
+    #[test]
+    fn an_old_size_struct_has_no_operation_or_owner() {
+        let mut o = default_options();
+        o.struct_size = bgjob_job_options::V1_SIZE as u32;
+        o.operation = c"mirror".as_ptr();
+        o.owner = c"domain vm1".as_ptr();
+        // SAFETY: a whole struct, larger than its struct_size.
+        let got = unsafe { read_options(&raw const o) }.unwrap_or_else(|_| panic!("refused"));
+        assert_eq!((got.operation.as_str(), got.owner.as_str()), ("", ""));
+        o.struct_size = size_of::<bgjob_job_options>() as u32;
+        // SAFETY: as above.
+        let got = unsafe { read_options(&raw const o) }.unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(
+            (got.operation.as_str(), got.owner.as_str()),
+            ("mirror", "domain vm1")
         );
     }
 }

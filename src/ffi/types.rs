@@ -476,6 +476,20 @@ pub enum bgjob_event_kind {
     End = 3,
 }
 
+/// The type of a job statistic (`bgjob_job_add_stat`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_stat_type {
+    /// `uint64_t`, in `bgjob_stat_value.u64`.
+    U64 = 0,
+    /// `int64_t`, in `bgjob_stat_value.i64`.
+    I64 = 1,
+    /// `double`, in `bgjob_stat_value.f64`.
+    Double = 2,
+    /// A UTF-8 string, in `bgjob_stat.text`.
+    String = 3,
+}
+
 /// Ties each C enum to its core enum. The C numbers are written once, in the
 /// C enums above (which cbindgen turns into the header); core's enums carry no
 /// numbers. For each pair this generates the conversions both ways as
@@ -576,6 +590,12 @@ mirror!(bgjob_cancel_status <=> CancelStatus {
     AlreadyRequested <=> AlreadyRequested,
     AlreadyFinished <=> AlreadyFinished,
 });
+mirror!(bgjob_stat_type <=> StatType {
+    U64 <=> U64,
+    I64 <=> I64,
+    Double <=> Double,
+    String <=> String,
+});
 
 /// An enum as C passes it *in* (an argument or an input struct field): the raw
 /// `int32_t`, parsed with `TryFrom<i32>` before use, so no number from C ever
@@ -593,6 +613,8 @@ pub type bgjob_job_type_in = i32;
 pub type bgjob_error_policy_in = i32;
 /// See [`bgjob_state_in`].
 pub type bgjob_result_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_stat_type_in = i32;
 
 /// Options for `bgjob_job_create`. Fill with
 /// `bgjob_job_options_init(&opts, sizeof opts)` first: later versions only add
@@ -659,6 +681,14 @@ pub struct bgjob_job_options {
     /// Frees `finalize_userdata` exactly once, after the last of those
     /// callbacks (or when none will run). May be NULL.
     pub finalize_free: bgjob_free_callback,
+    /// The operation, UTF-8, copied ("mirror", "save", "migrate"): shown by
+    /// `bgjob_job_get_operation`, `bgjob_list_jobs` and the debug log.
+    /// Default NULL: none ("").
+    pub operation: *const c_char,
+    /// An owner tag, UTF-8, copied ("domain vm1"), so a listing tells whose
+    /// job it is: shown by `bgjob_job_get_owner` and `bgjob_list_jobs`.
+    /// Default NULL: none ("").
+    pub owner: *const c_char,
     /// Called with every event of the job, in order (see
     /// `bgjob_event_callback`). Through `context` when one is set (an event
     /// callback alone makes a context allowed without a completion). Default
@@ -798,7 +828,9 @@ pub struct bgjob_child_options {
     pub fd_count: usize,
 }
 
-/// One live job, as listed by `bgjob_list_jobs`.
+/// One live job, as listed by `bgjob_list_jobs`. Later versions add fields
+/// at the end only; `bgjob_list_jobs_sized` lets a program built against an
+/// older, shorter entry keep working.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct bgjob_job_entry {
@@ -814,6 +846,18 @@ pub struct bgjob_job_entry {
     pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],
     /// The phase, NUL-terminated, cut to fit.
     pub phase: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+    /// The operation (`bgjob_job_options.operation`; "" for none),
+    /// NUL-terminated, cut to fit.
+    pub operation: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+    /// The owner tag (`bgjob_job_options.owner`; "" for none),
+    /// NUL-terminated, cut to fit.
+    pub owner: [c_char; BGJOB_ENTRY_TEXT_SIZE],
+    /// Internal pauses in force (as `bgjob_info.pause_count`).
+    pub pause_count: u32,
+    /// Whether cancel was requested.
+    pub cancel_requested: bool,
+    /// Why cancel was requested (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
+    pub cancel_cause: bgjob_cancel_cause,
     /// The parent job's id (`bgjob_job_options.parent`), 0 for none: the
     /// listing's tree.
     pub parent_id: u64,

@@ -18,6 +18,8 @@ pub struct Builder {
     abort: Option<HookFn>,
     clean: Option<HookFn>,
     events: Option<(Option<Context>, EventFn)>,
+    operation: String,
+    owner: String,
 }
 
 impl Builder {
@@ -135,6 +137,19 @@ impl Builder {
         self
     }
 
+    /// The operation name ("mirror", "save", "migrate"): shown in the
+    /// listing and the debug log. Default "".
+    pub fn operation(mut self, operation: impl Into<String>) -> Builder {
+        self.operation = operation.into();
+        self
+    }
+
+    /// The owner tag ("domain vm1"): shown in the listing. Default "".
+    pub fn owner(mut self, owner: impl Into<String>) -> Builder {
+        self.owner = owner.into();
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -170,6 +185,9 @@ impl Builder {
             )),
             cv: JobSignal::new(),
             c_handles: std::sync::atomic::AtomicUsize::new(0),
+            stats: Default::default(),
+            operation: self.operation,
+            owner: self.owner,
         });
         if let Some((context, f)) = self.events {
             inner.raw_lock().events = Some(Events::new(Arc::downgrade(&inner), context, f));
@@ -178,7 +196,11 @@ impl Builder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::downgrade(&inner));
-        log::debug(format_args!("job {id} '{}' created", inner.name));
+        log::debug(format_args!(
+            "job {id} '{}'{} created",
+            inner.name,
+            op_label(&inner.operation)
+        ));
         Job(inner)
     }
 

@@ -62,7 +62,12 @@ impl Job {
                 // Wakes the thread only now, so it never runs into our lock.
                 drop(launch);
                 drop(defer);
-                log::debug(format_args!("job {} '{}' started", inner.id, inner.name));
+                log::debug(format_args!(
+                    "job {} '{}'{} started",
+                    inner.id,
+                    inner.name,
+                    op_label(&inner.operation)
+                ));
                 Ok(())
             }
             Err((e, task)) => {
@@ -282,7 +287,12 @@ impl Job {
         // woken at once, does not run into the job's or the queue's lock.
         drop(wake);
         inner.cv.notify_all();
-        log::debug(format_args!("job {} '{}' {state}", inner.id, inner.name));
+        log::debug(format_args!(
+            "job {} '{}'{} {state}",
+            inner.id,
+            inner.name,
+            op_label(&inner.operation)
+        ));
         match pending {
             // Its context was closed: dropped unrun, its free functions run here.
             Some(Undelivered::Dropped(run)) => {

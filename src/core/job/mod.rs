@@ -15,6 +15,7 @@ use super::log;
 use super::outcome::{self, Declared, Returned};
 use super::progress::{self, Fields, Progress};
 use super::state::{State, Verb, verb_allowed};
+use super::stats::Stats;
 use super::sync::{Mutex, MutexGuard, Signal, ThreadId, current_thread_id};
 use super::threads::{Pool, Submitted, Ticket};
 use super::timer::{self, TimerId};
@@ -34,6 +35,7 @@ mod lifecycle;
 mod pause;
 mod ready;
 mod st;
+mod stat;
 mod txn;
 mod types;
 mod update;
@@ -155,6 +157,12 @@ struct Inner {
     /// How many C handles (table slots) name this job: kept by the ffi layer
     /// under its handle table's lock, never read by core.
     c_handles: std::sync::atomic::AtomicUsize,
+    /// Typed statistics ([`Job::add_stat`]).
+    stats: Stats,
+    /// The operation name ("mirror"; "" if none).
+    operation: String,
+    /// The owner tag ("domain vm1"; "" if none).
+    owner: String,
 }
 
 impl Drop for Inner {
@@ -167,7 +175,12 @@ impl Drop for Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
-        log::debug(format_args!("job {} '{}' freed", self.id, self.name));
+        log::debug(format_args!(
+            "job {} '{}'{} freed",
+            self.id,
+            self.name,
+            op_label(&self.operation)
+        ));
     }
 }
 
@@ -211,6 +224,11 @@ pub fn list() -> Vec<Listing> {
                 phase: j.phase().to_string(),
                 age_ms: ms(j.0.now_ns()),
                 since_progress_ms: info.since_progress_ms,
+                operation: j.0.operation.clone(),
+                owner: j.0.owner.clone(),
+                pause_count: info.pause_count,
+                cancel_requested: info.cancel_requested,
+                cancel_cause: info.cancel_cause,
                 parent_id: j.parent_id(),
             }
         })
@@ -275,6 +293,15 @@ impl Inner {
 
     fn set_attention(&self, bit: u8) {
         self.attention.fetch_or(bit, Ordering::Release);
+    }
+}
+
+/// " (mirror)" for the debug log, "" without an operation.
+fn op_label(operation: &str) -> String {
+    if operation.is_empty() {
+        String::new()
+    } else {
+        format!(" ({operation})")
     }
 }
 

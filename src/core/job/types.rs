@@ -138,6 +138,16 @@ pub struct Listing {
     pub age_ms: i64,
     /// Time since the last progress update in ms, or −1.
     pub since_progress_ms: i64,
+    /// The operation name ("" if none).
+    pub operation: String,
+    /// The owner tag ("" if none).
+    pub owner: String,
+    /// Internal pauses in force.
+    pub pause_count: u32,
+    /// Whether cancel was requested.
+    pub cancel_requested: bool,
+    /// Why cancel was requested.
+    pub cancel_cause: CancelCause,
     /// The parent job's id ([`Job::set_parent`]), 0 for none.
     pub parent_id: u64,
 }
