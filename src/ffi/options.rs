@@ -4,9 +4,10 @@ use super::context::Completion;
 use super::handles::to_ptr;
 use super::versioned::{self, Versioned, size_ending_at};
 use super::{
-    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_MAX_STACK_SIZE, UserData,
-    bgjob_error_policy, bgjob_finalize_callback, bgjob_free_callback, bgjob_job_options,
-    bgjob_job_type, bgjob_result, boundary, c_str, need,
+    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_EXTERNAL, BGJOB_CREATE_MANUAL_FINALIZE,
+    BGJOB_MAX_STACK_SIZE, UserData, bgjob_control, bgjob_control_callback, bgjob_error_policy,
+    bgjob_finalize_callback, bgjob_free_callback, bgjob_job_options, bgjob_job_type, bgjob_result,
+    boundary, c_str, need,
 };
 use crate::core::{self, JobType};
 use std::mem::{offset_of, size_of};
@@ -30,6 +31,9 @@ pub(crate) fn default_options() -> bgjob_job_options {
         clean: None,
         finalize_userdata: std::ptr::null_mut(),
         finalize_free: None,
+        control: None,
+        control_userdata: std::ptr::null_mut(),
+        control_free: None,
     }
 }
 
@@ -76,6 +80,30 @@ pub(crate) struct Options {
     pub(crate) manual_finalize: bool,
     pub(crate) error_policy: core::ErrorPolicy,
     pub(crate) finalizers: Finalizers,
+    pub(crate) external: bool,
+    pub(crate) control: Control,
+}
+
+/// The control callback with its userdata, freed after its last call (or
+/// when none will come).
+pub(crate) struct Control {
+    callback: bgjob_control_callback,
+    userdata: UserData,
+}
+
+impl Control {
+    pub(crate) fn attach(self, b: core::Builder, h: usize) -> core::Builder {
+        let Some(cb) = self.callback else {
+            return b;
+        };
+        let userdata = self.userdata;
+        b.on_control(move |_, what, arg| {
+            let userdata = &userdata;
+            // SAFETY: the caller's callback with its own userdata and the
+            // job's handle.
+            unsafe { cb(userdata.ptr, to_ptr(h), bgjob_control::from(what), arg) };
+        })
+    }
 }
 
 /// The commit, abort and clean callbacks with their shared userdata, freed
@@ -135,10 +163,16 @@ pub(crate) unsafe fn read_options(
         clean: opts.clean,
         userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
     };
+    let control = Control {
+        callback: opts.control,
+        userdata: UserData::new(opts.control_userdata, opts.control_free),
+    };
     let completion = Completion::from_options(&opts)?;
     let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
     let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
-    if opts.flags & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE) != 0
+    if opts.flags
+        & !(BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE | BGJOB_CREATE_EXTERNAL)
+        != 0
         || opts.stack_size > BGJOB_MAX_STACK_SIZE
         || opts.deadline_ms < -1
     {
@@ -161,5 +195,7 @@ pub(crate) unsafe fn read_options(
         manual_finalize: opts.flags & BGJOB_CREATE_MANUAL_FINALIZE != 0,
         error_policy,
         finalizers,
+        external: opts.flags & BGJOB_CREATE_EXTERNAL != 0,
+        control,
     })
 }

@@ -26,6 +26,14 @@ pub const BGJOB_CREATE_DEFER_START: u32 = 1;
 /// transaction, the transaction's setting applies instead.
 pub const BGJOB_CREATE_MANUAL_FINALIZE: u32 = 2;
 
+/// `bgjob_job_options.flags`: an external job. It has no worker and no
+/// thread: pass a NULL `worker` to `bgjob_job_create` (a worker with this flag
+/// is refused). Started (at once, or by `bgjob_job_start`), it is RUNNING and
+/// its owner drives it from any thread — progress, phase, errors, result —
+/// and ends it with `bgjob_job_end`. Verbs reach the owner through
+/// `bgjob_job_options.control`. See `bgjob_job_end`.
+pub const BGJOB_CREATE_EXTERNAL: u32 = 4;
+
 /// `bgjob_txn_create` flag: the transaction finalizes manually (see
 /// `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
 /// `bgjob_job_finalize` on any member finalizes it.
@@ -167,6 +175,40 @@ pub type bgjob_completion_callback =
 /// It must not `longjmp` out.
 pub type bgjob_cancel_hook_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
+
+/// A job's control callback (`bgjob_job_options.control`): tells the job's
+/// owner that a verb took effect, so it can forward it to whatever does the
+/// work (QMP's `job-cancel`, `job-pause`, a signal to a child process).
+/// `what` says which; `arg` is 1 (force) or 0 (soft) for
+/// `BGJOB_CONTROL_CANCEL`, the new speed in bytes/s for
+/// `BGJOB_CONTROL_SET_SPEED`, 0 otherwise. `job` is the job's handle, valid
+/// during the call.
+///
+/// When: once per verb call that changed something, after the change took
+/// effect — the first cancel (not one that finds it ALREADY_REQUESTED or
+/// finished); a pause that stops the job (user pause, or the first internal
+/// pause) and a resume that lets it run again (the last pause gone; also a
+/// detach that undoes the pauses); a speed change; a complete. Only while
+/// the job's work is not done: never for a job that never started (a
+/// CREATED job's cancel ends it at once), never once `bgjob_job_end` has
+/// been called (or a threaded job's worker has returned). A pause made by the
+/// owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
+/// resume is. A cancel of a paused job ends the pause: CANCEL then also means
+/// "go on, and wind down".
+///
+/// Thread: the one that called the verb, with no bgjob lock held — a
+/// deadline's cancel: a bgjob thread (named "bgjob-deadline" for an external
+/// job, which runs no job); a transaction's abort: the thread whose call or
+/// worker's return failed the sibling. Calls may come on several threads at
+/// once (a pause on one, a cancel on another). The job's end
+/// (`bgjob_job_end`, a worker's return) waits for a call running on another
+/// thread to return, so none runs once the end has been seen; the callback
+/// therefore must not wait for the job's end itself. It may call any other
+/// bgjob function, on this job too: read it, cancel it again, end it (from
+/// inside CANCEL, say). It must not `longjmp` out.
+pub type bgjob_control_callback = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, what: bgjob_control, arg: i64),
+>;
 
 /// A finalization callback (`bgjob_job_options.commit`, `.abort`, `.clean`;
 /// QEMU's job driver callbacks of the same names), called at most once with
@@ -349,6 +391,24 @@ pub enum bgjob_cancel_status {
     AlreadyFinished = 2,
 }
 
+/// What a control callback is told (`bgjob_control_callback`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum bgjob_control {
+    /// Cancel was requested; `arg` 1 = force, 0 = soft (a READY job asked
+    /// to finish without completing).
+    Cancel = 0,
+    /// The job is paused: stop the work.
+    Pause = 1,
+    /// The job may run again: go on with the work.
+    Resume = 2,
+    /// Complete was requested (a READY job).
+    Complete = 3,
+    /// The speed limit changed; `arg` is the new one in bytes/s (0 =
+    /// unlimited).
+    SetSpeed = 4,
+}
+
 /// Ties each C enum to its core enum. The C numbers are written once, in the
 /// C enums above (which cbindgen turns into the header); core's enums carry no
 /// numbers. For each pair this generates the conversions both ways as
@@ -432,6 +492,13 @@ mirror!(bgjob_cancel_cause <=> CancelCause {
     Caller <=> Caller,
     Timeout <=> Timeout,
     Transaction <=> Transaction,
+});
+mirror!(bgjob_control <=> Control {
+    Cancel <=> Cancel,
+    Pause <=> Pause,
+    Resume <=> Resume,
+    Complete <=> Complete,
+    SetSpeed <=> SetSpeed,
 });
 mirror!(bgjob_cancel_status <=> CancelStatus {
     Requested <=> Requested,
@@ -519,6 +586,18 @@ pub struct bgjob_job_options {
     /// Frees `finalize_userdata` exactly once, after the last of those
     /// callbacks (or when none will run). May be NULL.
     pub finalize_free: bgjob_free_callback,
+    /// Told of each verb that took effect while the job's work is not
+    /// done (see `bgjob_control_callback`): how the owner of an external job
+    /// hears of cancel, pause, resume, complete and speed changes. Works for
+    /// threaded jobs too. Default NULL.
+    pub control: bgjob_control_callback,
+    /// Passed to `control`. Ownership passes to bgjob with `bgjob_job_create`.
+    pub control_userdata: *mut c_void,
+    /// Frees `control_userdata` exactly once, after the last call of
+    /// `control`: when the job's work is done (`bgjob_job_end`, the worker's
+    /// return), when a job that never ran is cancelled or destroyed, or before
+    /// `bgjob_job_create` returns if it fails. May be NULL.
+    pub control_free: bgjob_free_callback,
 }
 
 /// A consistent snapshot of a job (`bgjob_job_get_info`). Set `struct_size` to

@@ -16,6 +16,8 @@ pub struct Builder {
     commit: Option<HookFn>,
     abort: Option<HookFn>,
     clean: Option<HookFn>,
+    pub(super) external: bool,
+    pub(super) control: Option<ControlFn>,
 }
 
 impl Builder {
@@ -119,6 +121,7 @@ impl Builder {
             name: self.name.unwrap_or_else(|| format!("job-{id}")),
             job_type: self.job_type,
             stack_size: self.stack_size,
+            external: self.external,
             pool: self.pool.unwrap_or_else(Pool::global),
             epoch: Instant::now(),
             attention: AtomicU8::new(0),
@@ -141,6 +144,7 @@ impl Builder {
             )),
             cv: Signal::new(),
         });
+        inner.lock().control = self.control;
         registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -55,6 +55,8 @@ impl Job {
         }
         st.cancel.requested = true;
         inner.set_attention(ATTN_CANCEL);
+        // The owner hears of it only while the work is not done.
+        let tell_owner = st.control.is_some();
         // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
         st.deadline.disarm();
@@ -82,6 +84,9 @@ impl Job {
             if let Some(worker) = worker {
                 self.end_unstarted(worker);
             }
+        }
+        if tell_owner {
+            self.control(Control::Cancel, 1);
         }
         CancelStatus::Requested
     }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 mod builder;
 mod cancel;
+mod external;
 mod lifecycle;
 mod pause;
 mod st;
@@ -37,6 +38,7 @@ mod update;
 mod waits;
 
 pub use builder::Builder;
+pub use external::{Control, ControlFn};
 pub(super) use lifecycle::finalize_group;
 use st::{Life, St, WorkerSlot};
 pub use txn::Txn;
@@ -135,6 +137,8 @@ struct Inner {
     name: String,
     job_type: JobType,
     stack_size: usize,
+    /// No worker thread: the owner drives the job and ends it ([`Job::end`]).
+    external: bool,
     pool: &'static Pool,
     epoch: Instant,
     /// ATTN_* bits: the worker's fast path reads only this.

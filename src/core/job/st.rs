@@ -45,6 +45,13 @@ pub(super) struct St {
     /// Taken (once) when the job settles.
     pub(super) completion: Option<(Option<Context>, CompleteFn)>,
     pub(super) result: Option<ResultValue>,
+    /// The control callback; dropped once the job's work is done (after the
+    /// last call: the worker's end waits for calls on other threads).
+    pub(super) control: Option<ControlFn>,
+    /// The threads calling the control callback right now.
+    pub(super) control_busy: Vec<ThreadId>,
+    /// The speed limit (bytes/s, 0 = unlimited), forwarded as SET_SPEED.
+    pub(super) speed: u64,
 }
 
 pub(super) struct Work {
@@ -100,6 +107,8 @@ pub(super) struct End {
     /// The error recorded by the worker (set_error, an I/O error report), and
     /// once the job has ended, its final error.
     pub(super) error: Option<JobError>,
+    /// An external job's owner has ended it ([`Job::end`]).
+    pub(super) external_ended: bool,
 }
 
 pub(super) struct Finalize {
@@ -164,6 +173,7 @@ impl St {
                 finish_status: None,
                 declared: None,
                 error: None,
+                external_ended: false,
             },
             finalize,
             deadline: Deadline {
@@ -175,6 +185,9 @@ impl St {
             wake: None,
             completion,
             result: None,
+            control: None,
+            control_busy: Vec::new(),
+            speed: 0,
         }
     }
 

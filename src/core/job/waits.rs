@@ -8,6 +8,7 @@ impl Job {
     /// is paused the worker parks here and the paused time does not count;
     /// spurious wake-ups never shorten it. Refused unless the job is running.
     pub fn sleep(&self, duration: Duration) -> Result<(), Error> {
+        self.refuse_external()?;
         let inner = &self.0;
         let mut st = inner.lock();
         st.check_running()?;
@@ -113,7 +114,13 @@ impl Job {
             job: Arc::downgrade(&self.0),
             arming: st.deadline.generation,
             pool: self.0.pool,
-            name: self.0.name.clone(),
+            // An external job has no thread named after it, not even for
+            // the moment its deadline's cancel runs.
+            name: if self.0.external {
+                "bgjob-deadline".to_owned()
+            } else {
+                self.0.name.clone()
+            },
             stack_size: self.0.stack_size,
         };
         // Cannot fail: a deadline is only set (set_deadline) or started with
@@ -150,6 +157,7 @@ impl Job {
     /// with `Cancelled` once cancel is requested, and gives the active time
     /// left before `target` (`None`: no limit).
     pub(super) fn wait_round(&self, target: Option<i64>) -> Result<Option<i64>, Error> {
+        self.refuse_external()?;
         let inner = &self.0;
         let mut st = inner.lock();
         loop {
@@ -182,6 +190,7 @@ impl Job {
         want: FdEvents,
         timeout: Option<Duration>,
     ) -> Result<FdEvents, Error> {
+        self.refuse_external()?;
         if fd < 0 {
             return Err(Error::InvalidArgument("fd must not be negative"));
         }
@@ -257,6 +266,7 @@ impl Job {
     }
 
     pub(super) fn check_running(&self) -> Result<(), Error> {
+        self.refuse_external()?;
         self.0.lock().check_running()
     }
 
@@ -304,6 +314,7 @@ impl Job {
     /// running). `NotFound` for a pid the job does not hold (never bound, or
     /// already waited for).
     pub fn wait_child(&self, pid: i32, timeout: Option<Duration>) -> Result<ChildExit, Error> {
+        self.refuse_external()?;
         let child = {
             let st = self.0.lock();
             st.check_running()?;

@@ -629,4 +629,5 @@ fn a_worker_waiting_for_its_own_job_is_refused() {
 
 mod cancel;
 mod child;
+mod external;
 mod threads;
