@@ -43,6 +43,7 @@ PUBLIC = (
     "ErrorPolicy",
     "ErrorAction",
     "IoStatus",
+    "Control",
 )
 
 # Python class name -> its docstring (what a Python user reads in help());
@@ -57,6 +58,7 @@ PY_DOCS = {
     "ErrorPolicy": "{c}: what an I/O error reported by the worker does.",
     "ErrorAction": "{c}: what ``Worker.report_io_error`` tells the worker.",
     "IoStatus": "{c}: not OK only while paused by the error policy.",
+    "Control": "{c}: what a job's ``control`` callable is told (a verb took effect).",
 }
 
 # Python class name -> methods the binding adds (source text, class-body indent).

@@ -29,7 +29,7 @@ package, then the system's ``libbgjob.so.0``; importing fails with a clear
 message when it is missing or has another ABI.
 """
 
-from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, Verb
+from ._enums import CancelCause, CancelStatus, Control, ErrorAction, ErrorPolicy, IoStatus, JobType, Result, State, Verb
 from ._errors import (
     BgjobError,
     CallbackErrors,
@@ -103,6 +103,7 @@ __all__ = [
     "FD_READABLE",
     "FD_WRITABLE",
     "IoStatus",
+    "Control",
     "SystemCallFailed",
     "Transaction",
     "Cancelled",

@@ -63,19 +63,14 @@ class State(_Named):
         return self >= State.COMPLETED
 
 
-class Verb(_Named):
-    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
+class Control(_Named):
+    """``bgjob_control``: what a job's ``control`` callable is told (a verb took effect)."""
 
-    START = 0
-    CANCEL = 1
-    PAUSE = 2
-    RESUME = 3
-    DESTROY = 4
-    DETACH = 5
-    UPDATE = 6
-    RESULT = 7
-    DRAIN = 8
-    FINALIZE = 9
+    CANCEL = 0
+    PAUSE = 1
+    RESUME = 2
+    COMPLETE = 3
+    SET_SPEED = 4
 
 
 class JobType(_Named):
@@ -83,6 +78,32 @@ class JobType(_Named):
 
     BOUNDED = 0
     UNBOUNDED = 1
+
+
+class CancelCause(_Named):
+    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
+
+    NONE = 0
+    CALLER = 1
+    TIMEOUT = 2
+    TRANSACTION = 3
+
+
+class IoStatus(_Named):
+    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+
+    OK = 0
+    FAILED = 1
+    NOSPACE = 2
+
+
+class ErrorPolicy(_Named):
+    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
+
+    REPORT = 0
+    IGNORE = 1
+    STOP = 2
+    ENOSPC = 3
 
 
 class CancelStatus(_Named):
@@ -98,24 +119,6 @@ class CancelStatus(_Named):
         return self != CancelStatus.ALREADY_FINISHED
 
 
-class CancelCause(_Named):
-    """``bgjob_cancel_cause``: why cancel was requested (``Info.cancel_cause``)."""
-
-    NONE = 0
-    CALLER = 1
-    TIMEOUT = 2
-    TRANSACTION = 3
-
-
-class ErrorPolicy(_Named):
-    """``bgjob_error_policy``: what an I/O error reported by the worker does."""
-
-    REPORT = 0
-    IGNORE = 1
-    STOP = 2
-    ENOSPC = 3
-
-
 class ErrorAction(_Named):
     """``bgjob_error_action``: what ``Worker.report_io_error`` tells the worker."""
 
@@ -124,9 +127,16 @@ class ErrorAction(_Named):
     STOP = 2
 
 
-class IoStatus(_Named):
-    """``bgjob_iostatus``: not OK only while paused by the error policy."""
+class Verb(_Named):
+    """``bgjob_verb``: the rows of the verb x state table (``verb_allowed``)."""
 
-    OK = 0
-    FAILED = 1
-    NOSPACE = 2
+    START = 0
+    CANCEL = 1
+    PAUSE = 2
+    RESUME = 3
+    DESTROY = 4
+    DETACH = 5
+    UPDATE = 6
+    RESULT = 7
+    DRAIN = 8
+    FINALIZE = 9

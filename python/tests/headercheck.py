@@ -66,6 +66,7 @@ BASE = {
     "bgjob_error_policy": c_int32,
     "bgjob_error_action": c_int32,
     "bgjob_iostatus": c_int32,
+    "bgjob_control": c_int32,
 }
 
 
@@ -184,6 +185,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum], str]] = {
     "bgjob_error_policy": (bgjob.ErrorPolicy, "BGJOB_ERROR_POLICY_"),
     "bgjob_error_action": (bgjob.ErrorAction, "BGJOB_ERROR_ACTION_"),
     "bgjob_iostatus": (bgjob.IoStatus, "BGJOB_IOSTATUS_"),
+    "bgjob_control": (bgjob.Control, "BGJOB_CONTROL_"),
 }
 
 # #define name -> the binding's value.
@@ -193,6 +195,7 @@ DEFINES = {
     "BGJOB_STATE_COUNT": len(bgjob.State),
     "BGJOB_VERB_COUNT": len(bgjob.Verb),
     "BGJOB_CREATE_DEFER_START": _ffi.CREATE_DEFER_START,
+    "BGJOB_CREATE_EXTERNAL": _ffi.CREATE_EXTERNAL,
     "BGJOB_CREATE_MANUAL_FINALIZE": _ffi.CREATE_MANUAL_FINALIZE,
     "BGJOB_TXN_MANUAL_FINALIZE": _ffi.TXN_MANUAL_FINALIZE,
     "BGJOB_DETACH_CANCEL": _ffi.DETACH_CANCEL,

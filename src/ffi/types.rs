@@ -176,40 +176,6 @@ pub type bgjob_completion_callback =
 pub type bgjob_cancel_hook_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
-/// A job's control callback (`bgjob_job_options.control`): tells the job's
-/// owner that a verb took effect, so it can forward it to whatever does the
-/// work (QMP's `job-cancel`, `job-pause`, a signal to a child process).
-/// `what` says which; `arg` is 1 (force) or 0 (soft) for
-/// `BGJOB_CONTROL_CANCEL`, the new speed in bytes/s for
-/// `BGJOB_CONTROL_SET_SPEED`, 0 otherwise. `job` is the job's handle, valid
-/// during the call.
-///
-/// When: once per verb call that changed something, after the change took
-/// effect — the first cancel (not one that finds it ALREADY_REQUESTED or
-/// finished); a pause that stops the job (user pause, or the first internal
-/// pause) and a resume that lets it run again (the last pause gone; also a
-/// detach that undoes the pauses); a speed change; a complete. Only while
-/// the job's work is not done: never for a job that never started (a
-/// CREATED job's cancel ends it at once), never once `bgjob_job_end` has
-/// been called (or a threaded job's worker has returned). A pause made by the
-/// owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
-/// resume is. A cancel of a paused job ends the pause: CANCEL then also means
-/// "go on, and wind down".
-///
-/// Thread: the one that called the verb, with no bgjob lock held — a
-/// deadline's cancel: a bgjob thread (named "bgjob-deadline" for an external
-/// job, which runs no job); a transaction's abort: the thread whose call or
-/// worker's return failed the sibling. Calls may come on several threads at
-/// once (a pause on one, a cancel on another). The job's end
-/// (`bgjob_job_end`, a worker's return) waits for a call running on another
-/// thread to return, so none runs once the end has been seen; the callback
-/// therefore must not wait for the job's end itself. It may call any other
-/// bgjob function, on this job too: read it, cancel it again, end it (from
-/// inside CANCEL, say). It must not `longjmp` out.
-pub type bgjob_control_callback = Option<
-    unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, what: bgjob_control, arg: i64),
->;
-
 /// A finalization callback (`bgjob_job_options.commit`, `.abort`, `.clean`;
 /// QEMU's job driver callbacks of the same names), called at most once with
 /// the options' `finalize_userdata` and the job's handle, after the work of
@@ -408,6 +374,40 @@ pub enum bgjob_control {
     /// unlimited).
     SetSpeed = 4,
 }
+
+/// A job's control callback (`bgjob_job_options.control`): tells the job's
+/// owner that a verb took effect, so it can forward it to whatever does the
+/// work (QMP's `job-cancel`, `job-pause`, a signal to a child process).
+/// `what` says which; `arg` is 1 (force) or 0 (soft) for
+/// `BGJOB_CONTROL_CANCEL`, the new speed in bytes/s for
+/// `BGJOB_CONTROL_SET_SPEED`, 0 otherwise. `job` is the job's handle, valid
+/// during the call.
+///
+/// When: once per verb call that changed something, after the change took
+/// effect — the first cancel (not one that finds it ALREADY_REQUESTED or
+/// finished); a pause that stops the job (user pause, or the first internal
+/// pause) and a resume that lets it run again (the last pause gone; also a
+/// detach that undoes the pauses); a speed change; a complete. Only while
+/// the job's work is not done: never for a job that never started (a
+/// CREATED job's cancel ends it at once), never once `bgjob_job_end` has
+/// been called (or a threaded job's worker has returned). A pause made by the
+/// owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
+/// resume is. A cancel of a paused job ends the pause: CANCEL then also means
+/// "go on, and wind down".
+///
+/// Thread: the one that called the verb, with no bgjob lock held — a
+/// deadline's cancel: a bgjob thread (named "bgjob-deadline" for an external
+/// job, which runs no job); a transaction's abort: the thread whose call or
+/// worker's return failed the sibling. Calls may come on several threads at
+/// once (a pause on one, a cancel on another). The job's end
+/// (`bgjob_job_end`, a worker's return) waits for a call running on another
+/// thread to return, so none runs once the end has been seen; the callback
+/// therefore must not wait for the job's end itself. It may call any other
+/// bgjob function, on this job too: read it, cancel it again, end it (from
+/// inside CANCEL, say). It must not `longjmp` out.
+pub type bgjob_control_callback = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job, what: bgjob_control, arg: i64),
+>;
 
 /// Ties each C enum to its core enum. The C numbers are written once, in the
 /// C enums above (which cbindgen turns into the header); core's enums carry no
