@@ -1068,6 +1068,17 @@ class Job(Generic[T]):
         """Resumes a PAUSED job."""
         self._call(lib.bgjob_job_resume(self._h), "resume")
 
+    @property
+    def owner(self) -> Worker:
+        """The worker side of the job, for an external job's owner: progress
+        (``set_total``, ``add``, ``set_percent``...), ``phase``,
+        ``report_io_error``, cancel hooks -- from any thread, never parking.
+        Calls that need a worker thread (``pause_point``, ``sleep``,
+        ``wait_fd``, child processes) raise ``NotAllowed`` on an external job."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "owner")
+        return Worker(self._h, self._run.name)
+
     def end(self, code: int = 0, message: str | None = None) -> None:
         """Ends an external job (``external=True``) as a worker's return
         would: ``code`` 0 completes it; any other fails it with that code and

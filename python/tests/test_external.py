@@ -20,6 +20,14 @@ def test_external_job_runs_without_a_thread_and_ends_with_end():
     assert not job.cancelled()
     assert threading.active_count() == before
     assert job.info.total == 10
+    owner = job.owner
+    owner.add(4)
+    owner.phase = "copying"
+    assert job.info.current == 4 and job.phase == "copying"
+    with pytest.raises(bgjob.NotAllowed):
+        owner.pause_point()
+    with pytest.raises(bgjob.NotAllowed):
+        owner.sleep(0.01)
     job.end()
     # The completion ran on this thread, inside end().
     assert done == [State.COMPLETED]
