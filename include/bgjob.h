@@ -649,12 +649,16 @@ typedef struct bgjob_txn bgjob_txn;
  *   for a sibling); the member whose worker's return settled the group gets
  *   it on that worker thread, last, every other member on a bgjob thread of
  *   its own — never on a sibling's worker thread;
+ * - an external job (`BGJOB_CREATE_EXTERNAL`): `bgjob_job_end` is its
+ *   worker's return, so the rules above hold with "its worker thread" read
+ *   as "the thread calling `bgjob_job_end`, before that call returns";
  * - a job ended by a call (a cancel of a job that never ran, destroy,
  *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING, a
  *   detach): a bgjob thread of its own.
  *
  * Never inside the call that ended the job (create, start, cancel, destroy,
- * detach, finalize), never with a bgjob lock held. The one exception: when
+ * detach, finalize) — `bgjob_job_end`, being a worker's return, is not such
+ * a call — never with a bgjob lock held. The one exception: when
  * no thread can be started (EAGAIN) for a callback that needs one of its
  * own, it runs at the end of the call that ended the job, rather than never.
  *
