@@ -168,6 +168,13 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
         CHECK_EQ(atomic_load(&lt.frees), 1);
     }
     CALL_INVALID(bgjob_job_watch_child(h, 1, 0));
+    CALL_INVALID(bgjob_job_end(h, 0, NULL));
+    CALL_INVALID(bgjob_job_set_speed(h, 1));
+    {
+        uint64_t speed = SENTINEL64;
+        CALL_INVALID(bgjob_job_get_speed(h, &speed));
+        CHECK_EQ(speed, SENTINEL64);
+    }
     CALL_INVALID(bgjob_job_finalize(h));
     CALL_INVALID(bgjob_job_pause_internal(h));
     CALL_INVALID(bgjob_job_resume_internal(h));
@@ -555,7 +562,8 @@ static const char *const job_functions[] = {
     "bgjob_job_wait_fd",     "bgjob_job_set_deadline", "bgjob_job_spawn_child",
     "bgjob_job_watch_child", "bgjob_job_wait_child", "bgjob_job_finalize",
     "bgjob_job_pause_internal", "bgjob_job_resume_internal", "bgjob_job_set_error_policy",
-    "bgjob_job_report_io_error", "bgjob_txn_add",
+    "bgjob_job_report_io_error", "bgjob_txn_add", "bgjob_job_end", "bgjob_job_set_speed",
+    "bgjob_job_get_speed",
 };
 
 /* The functions expect_invalid_context_everywhere calls. */
