@@ -207,8 +207,10 @@ test-rust:
 # The virJob driver runs built with libvirt's headers and without them.
 test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart \
                $(OUT)/examples/qemu_img_convert $(OUT)/examples/qmp_selftest $(OUT)/examples/events_loop \
+               $(OUT)/examples/external_poll \
                $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types | deps-qemu
 	$(OUT)/examples/poll_loop
+	$(OUT)/examples/external_poll
 	$(OUT)/examples/glib_loop
 	$(OUT)/examples/events_loop
 	$(OUT)/examples/quickstart >/dev/null && echo "quickstart: ok"

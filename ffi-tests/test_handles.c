@@ -169,6 +169,13 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
         CHECK_EQ(atomic_load(&lt.frees), 1);
     }
     CALL_INVALID(bgjob_job_watch_child(h, 1, 0));
+    CALL_INVALID(bgjob_job_end(h, 0, NULL));
+    CALL_INVALID(bgjob_job_set_speed(h, 1));
+    {
+        uint64_t speed = SENTINEL64;
+        CALL_INVALID(bgjob_job_get_speed(h, &speed));
+        CHECK_EQ(speed, SENTINEL64);
+    }
     CALL_INVALID(bgjob_job_finalize(h));
     CALL_INVALID(bgjob_job_pause_internal(h));
     CALL_INVALID(bgjob_job_resume_internal(h));
@@ -596,6 +603,8 @@ static const char *const job_functions[] = {
     "bgjob_job_add_stat", "bgjob_job_set_stat_u64", "bgjob_job_set_stat_i64",
     "bgjob_job_set_stat_double", "bgjob_job_set_stat_string", "bgjob_job_set_stats",
     "bgjob_job_get_stats", "bgjob_job_get_operation", "bgjob_job_get_owner",
+"bgjob_job_end", "bgjob_job_set_speed",
+    "bgjob_job_get_speed",
 };
 
 /* The functions expect_invalid_context_everywhere calls. */

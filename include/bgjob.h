@@ -179,6 +179,16 @@
 #define BGJOB_CREATE_UPDATES_NEVER_PARK 8
 
 /**
+ * `bgjob_job_options.flags`: an external job. It has no worker and no
+ * thread: pass a NULL `worker` to `bgjob_job_create` (a worker with this flag
+ * is refused). Started (at once, or by `bgjob_job_start`), it is RUNNING and
+ * its owner drives it from any thread — progress, phase, errors, result —
+ * and ends it with `bgjob_job_end`. Verbs reach the owner through
+ * `bgjob_job_options.control`. See `bgjob_job_end`.
+ */
+#define BGJOB_CREATE_EXTERNAL 4
+
+/**
  * `bgjob_txn_create` flag: the transaction finalizes manually (see
  * `BGJOB_CREATE_MANUAL_FINALIZE`); `bgjob_txn_finalize` or
  * `bgjob_job_finalize` on any member finalizes it.
@@ -424,6 +434,41 @@ enum bgjob_state
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_state;
+#endif // __cplusplus
+
+/**
+ * What a control callback is told (`bgjob_control_callback`).
+ */
+enum bgjob_control
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+    /**
+     * Cancel was requested; `arg` 1 = force, 0 = soft (a READY job asked
+     * to finish without completing).
+     */
+    BGJOB_CONTROL_CANCEL = 0,
+    /**
+     * The job is paused: stop the work.
+     */
+    BGJOB_CONTROL_PAUSE = 1,
+    /**
+     * The job may run again: go on with the work.
+     */
+    BGJOB_CONTROL_RESUME = 2,
+    /**
+     * Complete was requested (a READY job).
+     */
+    BGJOB_CONTROL_COMPLETE = 3,
+    /**
+     * The speed limit changed; `arg` is the new one in bytes/s (0 =
+     * unlimited).
+     */
+    BGJOB_CONTROL_SET_SPEED = 4,
+};
+#ifndef __cplusplus
+typedef int32_t bgjob_control;
 #endif // __cplusplus
 
 /**
@@ -759,13 +804,17 @@ typedef struct bgjob_txn bgjob_txn;
  *   for a sibling); the member whose worker's return settled the group gets
  *   it on that worker thread, last, every other member on a bgjob thread of
  *   its own — never on a sibling's worker thread;
+ * - an external job (`BGJOB_CREATE_EXTERNAL`): `bgjob_job_end` is its
+ *   worker's return, so the rules above hold with "its worker thread" read
+ *   as "the thread calling `bgjob_job_end`, before that call returns";
  * - a job ended by a call (a cancel of a job that never ran, destroy,
  *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
  *   PENDING, a
  *   detach): a bgjob thread of its own.
  *
  * Never inside the call that ended the job (create, start, cancel, destroy,
- * detach, finalize), never with a bgjob lock held. The one exception: when
+ * detach, finalize) — `bgjob_job_end`, being a worker's return, is not such
+ * a call — never with a bgjob lock held. The one exception: when
  * no thread can be started (EAGAIN) for a callback that needs one of its
  * own, it runs at the end of the call that ended the job, rather than never.
  *
@@ -792,6 +841,43 @@ typedef void (*bgjob_free_callback)(void *userdata);
  * thread. It runs with no bgjob lock held. It must not `longjmp` out.
  */
 typedef void (*bgjob_finalize_callback)(void *userdata, struct bgjob_job *job);
+
+/**
+ * A job's control callback (`bgjob_job_options.control`): tells the job's
+ * owner that a verb took effect, so it can forward it to whatever does the
+ * work (QMP's `job-cancel`, `job-pause`, a signal to a child process).
+ * `what` says which; `arg` is 1 (force) or 0 (soft) for
+ * `BGJOB_CONTROL_CANCEL`, the new speed in bytes/s for
+ * `BGJOB_CONTROL_SET_SPEED`, 0 otherwise. `job` is the job's handle, valid
+ * during the call.
+ *
+ * When: once per verb call that changed something, after the change took
+ * effect — the first cancel (not one that finds it ALREADY_REQUESTED or
+ * finished); a pause that stops the job (user pause, or the first internal
+ * pause) and a resume that lets it run again (the last pause gone; also a
+ * detach that undoes the pauses); a speed change; a complete. Only while
+ * the job's work is not done: never for a job that never started (a
+ * CREATED job's cancel ends it at once), never once `bgjob_job_end` has
+ * been called (or a threaded job's worker has returned). A pause made by the
+ * owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
+ * resume is. A cancel of a paused job ends the pause: CANCEL then also means
+ * "go on, and wind down".
+ *
+ * Thread: the one that called the verb, with no bgjob lock held — a
+ * deadline's cancel: a bgjob thread (named "bgjob-deadline" for an external
+ * job, which runs no job); a transaction's abort: the thread whose call or
+ * worker's return failed the sibling. Calls may come on several threads at
+ * once (a pause on one, a cancel on another). The job's end
+ * (`bgjob_job_end`, a worker's return) waits for a call running on another
+ * thread to return, so none runs once the end has been seen; the callback
+ * therefore must not wait for the job's end itself. It may call any other
+ * bgjob function, on this job too: read it, cancel it again, end it (from
+ * inside CANCEL, say). It must not `longjmp` out.
+ */
+typedef void (*bgjob_control_callback)(void *userdata,
+                                       struct bgjob_job *job,
+                                       bgjob_control what,
+                                       int64_t arg);
 
 /**
  * One event of a job, as its event callback gets it (valid during the call
@@ -981,6 +1067,24 @@ typedef struct bgjob_job_options {
      * Default NULL: none ("").
      */
     const char *owner;
+    /**
+     * Told of each verb that took effect while the job's work is not
+     * done (see `bgjob_control_callback`): how the owner of an external job
+     * hears of cancel, pause, resume, complete and speed changes. Works for
+     * threaded jobs too. Default NULL.
+     */
+    bgjob_control_callback control;
+    /**
+     * Passed to `control`. Ownership passes to bgjob with `bgjob_job_create`.
+     */
+    void *control_userdata;
+    /**
+     * Frees `control_userdata` exactly once, after the last call of
+     * `control`: when the job's work is done (`bgjob_job_end`, the worker's
+     * return), when a job that never ran is cancelled or destroyed, or before
+     * `bgjob_job_create` returns if it fails. May be NULL.
+     */
+    bgjob_free_callback control_free;
     /**
      * Called with every event of the job, in order (see
      * `bgjob_event_callback`). Through `context` when one is set (an event
@@ -1437,10 +1541,18 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
  * has ended) or `bgjob_job_detach`.
  *
- * `options` may be NULL (all defaults); `worker` and `job_out` may not.
+ * `options` may be NULL (all defaults); `job_out` may not; `worker` must be
+ * NULL exactly when `options->flags` has `BGJOB_CREATE_EXTERNAL` (an external
+ * job has no worker and no thread: see `bgjob_job_end`; its `userdata` is
+ * freed when its owner ends it, or when it is cancelled or destroyed
+ * unstarted).
  *
- * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
- * `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
+ * The control callback's userdata (`options->control_userdata`) is freed
+ * exactly once as well: after its last call, when the job's work is done,
+ * or before this function returns if it fails.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker
+ * without `BGJOB_CREATE_EXTERNAL` (or a worker with it), a NULL `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
  * `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
  * context without a completion or event callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
  * `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be started —
@@ -1756,6 +1868,12 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * `BGJOB_DETACH_CANCEL` the job is cancelled too. The job is detached when
  * its last handle is.
  *
+ * An external job (`BGJOB_CREATE_EXTERNAL`) whose owner has not ended it
+ * yet is the exception: its owner still drives it by this handle, so the
+ * handle stays valid until `bgjob_job_end` returns, which releases it (with
+ * `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
+ * usual). Pause is refused from then on, as for any detached job.
+ *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
  * for a CREATED job (it would never run: start or destroy it instead).
@@ -1801,6 +1919,28 @@ bgjob_result bgjob_job_ref(struct bgjob_job *job,
  * NULL or no such job is found.
  */
 bgjob_result bgjob_job_lookup(uint64_t id, struct bgjob_job **job_out);
+
+/**
+ * Sets the job's speed limit in bytes per second (0 = unlimited; QEMU's
+ * `job-set-speed`). bgjob only stores it (`bgjob_job_get_speed`) and, when
+ * it changed, tells the job's control callback (`BGJOB_CONTROL_SET_SPEED`
+ * with the new value), on this thread, before this returns; the worker or
+ * owner applies it.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a speed over `INT64_MAX`;
+ * `BGJOB_RESULT_NOT_ALLOWED` once the job's work is done (WAITING or ended).
+ */
+bgjob_result bgjob_job_set_speed(struct bgjob_job *job, uint64_t bytes_per_second);
+
+/**
+ * Reads the speed limit last set with `bgjob_job_set_speed` (0 = unlimited,
+ * the default) into `*bytes_per_second_out`. Readable until destroy.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `bytes_per_second_out`.
+ */
+bgjob_result bgjob_job_get_speed(struct bgjob_job *job, uint64_t *bytes_per_second_out);
 
 /* ---- Completion contexts ---- */
 
@@ -2003,6 +2143,44 @@ bgjob_result bgjob_job_set_error(struct bgjob_job *job, int32_t code, const char
  * `BGJOB_RESULT_NOT_ALLOWED` unless the worker is running.
  */
 bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
+
+/**
+ * Ends an external job (`BGJOB_CREATE_EXTERNAL`) as a worker's return ends a
+ * threaded one: `code` 0 is success (COMPLETED); any other is failure with
+ * that code and `message` (copied; NULL means none) — FAILED, or CANCELLED
+ * after a cancel request. A status recorded with `bgjob_job_finish` wins, as
+ * for a worker. Transactions (the job waits in WAITING for its siblings),
+ * manual finalize, commit/abort/clean and the completion follow as for a
+ * threaded job. The job's `userdata` and its control callback's are freed
+ * during this call, before the end is published; a control callback running
+ * on another thread is waited for first (see `bgjob_control_callback`).
+ *
+ * This call is the job's worker's return: a completion without a context
+ * runs on this thread, before it returns (after the commit or abort and
+ * clean; in a transaction, only once every member has ended — the member
+ * whose end settled the group gets its completion here, the others on
+ * bgjob threads of their own). With a context it is queued there. A
+ * detached external job's handle stays valid for its owner until this call
+ * returns, and is released by it (see `bgjob_job_detach`).
+ *
+ * Calls that need a worker thread — `bgjob_job_pause_point`,
+ * `bgjob_job_sleep`, `bgjob_job_wait_fd`, `bgjob_job_spawn_child`,
+ * `bgjob_job_watch_child`, `bgjob_job_wait_child` — are refused with
+ * `BGJOB_RESULT_NOT_ALLOWED` on an external job: nothing of bgjob ever parks
+ * its owner. Progress, phase, ETA, errors (`bgjob_job_report_io_error`:
+ * policy STOP pauses the job; the owner learns of the resume through
+ * `BGJOB_CONTROL_RESUME`), results and cancel hooks work from any thread.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+ * `BGJOB_RESULT_INVALID_ARGUMENT` for a message that is not UTF-8;
+ * `BGJOB_RESULT_NOT_ALLOWED` for a threaded job, one not started (CREATED),
+ * and once ended (a second `bgjob_job_end`: exactly one of two racing calls
+ * succeeds).
+ *
+ * Threads: any thread, the control callback included (to end the job from
+ * inside its `BGJOB_CONTROL_CANCEL`).
+ */
+bgjob_result bgjob_job_end(struct bgjob_job *job, int32_t code, const char *message);
 
 /* ---- Statistics: declare, set, read with the snapshot ---- */
 

@@ -45,6 +45,7 @@ PUBLIC = (
     "IoStatus",
     "EventKind",
     "StatType",
+    "Control",
 )
 
 # Python class name -> its docstring (what a Python user reads in help());
@@ -61,6 +62,7 @@ PY_DOCS = {
     "IoStatus": "{c}: not OK only while paused by the error policy.",
     "EventKind": "{c}: what an ``Event`` reports (``Job(on_event=...)``).",
     "StatType": "{c}: the type of a job statistic (``Job.add_stat``).",
+    "Control": "{c}: what a job's ``control`` callable is told (a verb took effect).",
 }
 
 # Python class name -> methods the binding adds (source text, class-body indent).

@@ -32,6 +32,7 @@ message when it is missing or has another ABI.
 from ._enums import (
     CancelCause,
     CancelStatus,
+    Control,
     ErrorAction,
     ErrorPolicy,
     EventKind,
@@ -123,6 +124,7 @@ __all__ = [
     "FD_READABLE",
     "FD_WRITABLE",
     "IoStatus",
+    "Control",
     "SystemCallFailed",
     "Transaction",
     "Cancelled",

@@ -66,6 +66,16 @@ class State(_Named):
         return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
 
 
+class Control(_Named):
+    """``bgjob_control``: what a job's ``control`` callable is told (a verb took effect)."""
+
+    CANCEL = 0
+    PAUSE = 1
+    RESUME = 2
+    COMPLETE = 3
+    SET_SPEED = 4
+
+
 class EventKind(_Named):
     """``bgjob_event_kind``: what an ``Event`` reports (``Job(on_event=...)``)."""
 

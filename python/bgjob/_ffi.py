@@ -32,6 +32,7 @@ SONAME = f"libbgjob.so.{ABI_VERSION}"
 # Constants of bgjob.h (checked against the header by the tests).
 CREATE_DEFER_START = 1
 CREATE_MANUAL_FINALIZE = 2
+CREATE_EXTERNAL = 4
 CREATE_UPDATES_NEVER_PARK = 8
 TXN_MANUAL_FINALIZE = 1
 DETACH_CANCEL = 1
@@ -81,6 +82,7 @@ bgjob_completion_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32)
 bgjob_cancel_hook_callback = CFUNCTYPE(None, c_void_p, JobPtr)
 bgjob_finalize_callback = CFUNCTYPE(None, c_void_p, JobPtr)
 bgjob_line_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32, c_char_p, c_size_t)
+bgjob_control_callback = CFUNCTYPE(None, c_void_p, JobPtr, c_int32, c_int64)
 
 
 class bgjob_event(ctypes.Structure):
@@ -191,6 +193,9 @@ class bgjob_job_options(ctypes.Structure):
         ("finalize_free", bgjob_free_callback),
         ("operation", c_char_p),
         ("owner", c_char_p),
+        ("control", bgjob_control_callback),
+        ("control_userdata", c_void_p),
+        ("control_free", bgjob_free_callback),
         ("event", bgjob_event_callback),
         ("event_userdata", c_void_p),
         ("event_free", bgjob_free_callback),
@@ -283,6 +288,8 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_detach": (R, (JobPtr, c_uint32)),
     "bgjob_job_ref": (R, (JobPtr, POINTER(JobPtr))),
     "bgjob_job_lookup": (R, (c_uint64, POINTER(JobPtr))),
+    "bgjob_job_set_speed": (R, (JobPtr, c_uint64)),
+    "bgjob_job_get_speed": (R, (JobPtr, POINTER(c_uint64))),
     # results
     "bgjob_job_set_result": (R, (JobPtr, c_void_p, bgjob_free_callback)),
     "bgjob_job_get_result": (R, (JobPtr, POINTER(c_void_p))),
@@ -325,6 +332,7 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_set_phase": (R, (JobPtr, c_char_p)),
     "bgjob_job_set_error": (R, (JobPtr, c_int32, c_char_p)),
     "bgjob_job_finish": (R, (JobPtr, c_int32)),
+    "bgjob_job_end": (R, (JobPtr, c_int32, c_char_p)),
     # cancellable waits, deadlines
     "bgjob_job_get_wake_fd": (R, (JobPtr, POINTER(c_int32))),
     "bgjob_job_wait_fd": (R, (JobPtr, c_int32, c_uint32, c_int64, POINTER(c_uint32))),

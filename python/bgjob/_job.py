@@ -38,7 +38,7 @@ from ctypes import byref, c_bool, c_int32, c_size_t, c_uint32, c_uint64, c_void_
 from typing import Any, Callable, Generator, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar, Union, cast
 
 from . import _ffi
-from ._enums import CancelCause, CancelStatus, ErrorAction, ErrorPolicy, EventKind, IoStatus, JobType
+from ._enums import CancelCause, CancelStatus, Control, ErrorAction, ErrorPolicy, EventKind, IoStatus, JobType
 from ._enums import Result, StatType, State, Verb
 from ._errors import BgjobError, CallbackErrors, Cancelled, DeadlineExceeded, InvalidArgument, InvalidHandle
 from ._errors import JobError, JobFailed, NotAllowed
@@ -852,6 +852,16 @@ class _EventSink:
         self.ref, self.fn = ref, fn
 
 
+class _ControlFn:
+    """A job's ``control`` callable, called with its Job, the Control and
+    the argument."""
+
+    __slots__ = ("ref", "fn")
+
+    def __init__(self, ref: _JobRef, fn: Callable[..., Any]):
+        self.ref, self.fn = ref, fn
+
+
 def _event(key: int, handle: Any, ev: Any) -> None:
     try:
         sink = _keep[key][0]
@@ -874,6 +884,26 @@ def _event(key: int, handle: Any, ev: Any) -> None:
 
 
 _event_cb = _ffi.bgjob_event_callback(_event)
+
+
+def _control(key: int, handle: Any, what: int, arg: int) -> None:
+    try:
+        c = _keep[key][0]
+        job = c.ref.get()
+        if job is not None:
+            c.fn(job, Control(what), arg)
+    except BaseException as e:
+        _report(e)
+
+
+_control_cb = _ffi.bgjob_control_callback(_control)
+
+
+def _no_worker(worker: Any) -> None:
+    """Stands in for an external job's worker (never called)."""
+
+
+_NO_WORKER = _ffi.bgjob_worker_callback()
 
 
 class _Finalizers:
@@ -956,13 +986,22 @@ class Job(Generic[T]):
 
     Use it in ``with``: on exit a job still running is cancelled and waited
     for, then the handle is released. ``close()`` does the same, once.
+
+    ``Job(None, external=True)`` makes an external job: no worker and no
+    thread; its owner (an event loop, say) drives it from any thread -- the
+    progress and phase setters, ``set_error`` -- and ends it with
+    ``end(code, message)``. ``control(job, what, arg)``, a callable, is told
+    of each verb that took effect (``Control.CANCEL`` with arg 1,
+    ``PAUSE``, ``RESUME``, ``SET_SPEED`` with the speed), on the thread that
+    called the verb, with no bgjob lock held, never after the end; it works
+    for threaded jobs too.
     """
 
     _h: Any  # the C handle (a JobPtr)
 
     def __init__(
         self,
-        fn: Callable[..., T],
+        fn: Callable[..., T] | None,
         *args: Any,
         kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
@@ -984,11 +1023,17 @@ class Job(Generic[T]):
         operation: str | None = None,
         owner: str | None = None,
         stats: Mapping[str, StatType | tuple[StatType, str]] | None = None,
+        external: bool = False,
+        control: Callable[[Job[T], Control, int], Any] | None = None,
     ):
         self._closed = True  # until the handle exists (for __del__)
         if _shutting_down:
             raise RuntimeError("bgjob: the interpreter is shutting down; no new jobs")
-        if not callable(fn):
+        if external:
+            if fn is not None:
+                raise TypeError("bgjob: an external job has no worker: pass None as fn")
+            fn = _no_worker
+        elif not callable(fn):
             raise TypeError(f"bgjob: the worker must be callable, not {type(fn).__name__}")
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(
@@ -1026,6 +1071,12 @@ class Job(Generic[T]):
             opts.flags |= _ffi.CREATE_MANUAL_FINALIZE
         if updates_never_park:
             opts.flags |= _ffi.CREATE_UPDATES_NEVER_PARK
+        if external:
+            opts.flags |= _ffi.CREATE_EXTERNAL
+        if control is not None and not callable(control):
+            raise TypeError(f"bgjob: control must be callable, not {type(control).__name__}")
+        if control is not None:
+            opts.control, opts.control_free = _control_cb, _free_cb
         if deadline is not None:
             opts.deadline_ms = max(1, _ms(deadline, "deadline"))
         opts.error_policy = ErrorPolicy(error_policy)
@@ -1062,8 +1113,14 @@ class Job(Generic[T]):
             opts.event = _event_cb
             opts.event_free = _free_cb
             opts.event_userdata = _hold(_EventSink(self._ref, on_event), tracked=True)
+        if control is not None:
+            opts.control_userdata = _hold(_ControlFn(self._ref, control), tracked=True)
         r = lib.bgjob_job_create(
-            byref(opts), _worker_cb, _hold(self._run, tracked=True), _free_cb, byref(handle)
+            byref(opts),
+            _NO_WORKER if external else _worker_cb,
+            _hold(self._run, tracked=True),
+            _free_cb,
+            byref(handle),
         )
         check(r, "create")
         self._h = handle
@@ -1351,6 +1408,38 @@ class Job(Generic[T]):
     def resume(self) -> None:
         """Resumes a PAUSED job."""
         self._call(lib.bgjob_job_resume(self._h), "resume")
+
+    @property
+    def driver(self) -> Worker:
+        """The worker side of the job, for an external job's owner: progress
+        (``set_total``, ``add``, ``set_percent``...), ``phase``,
+        ``report_io_error``, cancel hooks -- from any thread, never parking.
+        Calls that need a worker thread (``pause_point``, ``sleep``,
+        ``wait_fd``, child processes) raise ``NotAllowed`` on an external job."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, "driver")
+        return Worker(self._h, self._run.name)
+
+    def end(self, code: int = 0, message: str | None = None) -> None:
+        """Ends an external job (``external=True``) as a worker's return
+        would: ``code`` 0 completes it; any other fails it with that code and
+        ``message`` -- or cancels it, after a cancel request. Any thread. An
+        ``on_complete`` without a context runs here, before this returns.
+        ``NotAllowed`` for a threaded job, one not started, and once ended."""
+        msg = None if message is None else message.encode()
+        self._call(lib.bgjob_job_end(self._h, int(code), msg), "end")
+
+    @property
+    def speed(self) -> int:
+        """The speed limit in bytes/s (0: unlimited). Setting it tells the
+        job's ``control`` callable (``Control.SET_SPEED``) when it changed."""
+        out = c_uint64()
+        self._call(lib.bgjob_job_get_speed(self._h, byref(out)), "speed")
+        return out.value
+
+    @speed.setter
+    def speed(self, bytes_per_second: int) -> None:
+        self._call(lib.bgjob_job_set_speed(self._h, _u64(bytes_per_second, "speed")), "speed")
 
     def set_deadline(self, seconds: float | None) -> None:
         """Cancels the job (cause TIMEOUT) once it has run ``seconds`` of active

@@ -68,6 +68,7 @@ BASE = {
     "bgjob_event_kind": c_int32,
     "bgjob_iostatus": c_int32,
     "bgjob_stat_type": c_int32,
+    "bgjob_control": c_int32,
 }
 
 
@@ -188,6 +189,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum], str]] = {
     "bgjob_error_action": (bgjob.ErrorAction, "BGJOB_ERROR_ACTION_"),
     "bgjob_event_kind": (bgjob.EventKind, "BGJOB_EVENT_KIND_"),
     "bgjob_iostatus": (bgjob.IoStatus, "BGJOB_IOSTATUS_"),
+    "bgjob_control": (bgjob.Control, "BGJOB_CONTROL_"),
 }
 
 # #define name -> the binding's value.
@@ -197,6 +199,7 @@ DEFINES = {
     "BGJOB_STATE_COUNT": len(bgjob.State),
     "BGJOB_VERB_COUNT": len(bgjob.Verb),
     "BGJOB_CREATE_DEFER_START": _ffi.CREATE_DEFER_START,
+    "BGJOB_CREATE_EXTERNAL": _ffi.CREATE_EXTERNAL,
     "BGJOB_CREATE_MANUAL_FINALIZE": _ffi.CREATE_MANUAL_FINALIZE,
     "BGJOB_CREATE_UPDATES_NEVER_PARK": _ffi.CREATE_UPDATES_NEVER_PARK,
     "BGJOB_TXN_MANUAL_FINALIZE": _ffi.TXN_MANUAL_FINALIZE,

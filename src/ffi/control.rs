@@ -2,8 +2,8 @@
 
 use super::handles::{JOBS, job_handle_count, to_ptr, with_job};
 use super::{
-    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, boundary, put,
-    timeout_arg,
+    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, boundary, need,
+    put, timeout_arg,
 };
 use crate::core;
 
@@ -145,6 +145,12 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// `BGJOB_DETACH_CANCEL` the job is cancelled too. The job is detached when
 /// its last handle is.
 ///
+/// An external job (`BGJOB_CREATE_EXTERNAL`) whose owner has not ended it
+/// yet is the exception: its owner still drives it by this handle, so the
+/// handle stays valid until `bgjob_job_end` returns, which releases it (with
+/// `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
+/// usual). Pause is refused from then on, as for any detached job.
+///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
 /// for a CREATED job (it would never run: start or destroy it instead).
@@ -153,6 +159,17 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
     boundary(|| {
         if flags & !BGJOB_DETACH_CANCEL != 0 {
             return Err(bgjob_result::InvalidArgument);
+        }
+        let j = with_job(job, |j, _| j.clone())?;
+        if j.is_external() && !j.work_done() && job_handle_count(&j) <= 1 && !j.is_detached() {
+            // Its last handle: its owner still drives it by this handle and ends it: the
+            // handle is released by `bgjob_job_end` (or here, if the end came
+            // first).
+            j.detach(flags & BGJOB_DETACH_CANCEL != 0)?;
+            if j.work_done() {
+                JOBS.remove(job.addr());
+            }
+            return Ok(());
         }
         let mut last = false;
         let j = JOBS.remove_if(job.addr(), |j| {
@@ -230,6 +247,47 @@ pub unsafe extern "C" fn bgjob_job_lookup(id: u64, job_out: *mut *mut bgjob_job)
             .ok_or(bgjob_result::InvalidArgument)?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { job_out.write(to_ptr(h)) };
+        Ok(())
+    })
+}
+
+/// Sets the job's speed limit in bytes per second (0 = unlimited; QEMU's
+/// `job-set-speed`). bgjob only stores it (`bgjob_job_get_speed`) and, when
+/// it changed, tells the job's control callback (`BGJOB_CONTROL_SET_SPEED`
+/// with the new value), on this thread, before this returns; the worker or
+/// owner applies it.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a speed over `INT64_MAX`;
+/// `BGJOB_RESULT_NOT_ALLOWED` once the job's work is done (WAITING or ended).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_set_speed(
+    job: *mut bgjob_job,
+    bytes_per_second: u64,
+) -> bgjob_result {
+    boundary(|| {
+        if i64::try_from(bytes_per_second).is_err() {
+            return Err(bgjob_result::InvalidArgument);
+        }
+        with_job(job, |j, _| j.set_speed(bytes_per_second))?.map_err(Into::into)
+    })
+}
+
+/// Reads the speed limit last set with `bgjob_job_set_speed` (0 = unlimited,
+/// the default) into `*bytes_per_second_out`. Readable until destroy.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL `bytes_per_second_out`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_speed(
+    job: *mut bgjob_job,
+    bytes_per_second_out: *mut u64,
+) -> bgjob_result {
+    boundary(|| {
+        need(bytes_per_second_out)?;
+        let speed = with_job(job, |j, _| j.speed())?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { bytes_per_second_out.write(speed) };
         Ok(())
     })
 }

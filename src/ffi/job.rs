@@ -23,7 +23,15 @@ pub(crate) unsafe fn create(
 ) -> Result<usize, bgjob_result> {
     // SAFETY: by this function's contract.
     let opts = unsafe { read_options(options) }?;
-    let worker = worker.ok_or(bgjob_result::InvalidArgument)?;
+    if opts.external && worker.is_some() {
+        return Err(bgjob_result::InvalidArgument);
+    }
+    let external = opts.external;
+    let worker = if external {
+        None
+    } else {
+        Some(worker.ok_or(bgjob_result::InvalidArgument)?)
+    };
     let h = JOBS.reserve();
     let mut b = core::Builder::new()
         .job_type(opts.job_type)
@@ -41,6 +49,10 @@ pub(crate) unsafe fn create(
         .updates_never_park(opts.updates_never_park)
         .error_policy(opts.error_policy);
     b = opts.finalizers.attach(b, h);
+    b = opts.control.attach(b, h);
+    if external {
+        b = b.external();
+    }
     if let Some(e) = opts.events {
         b = e.attach(b, h);
     }
@@ -50,6 +62,11 @@ pub(crate) unsafe fn create(
     let job = b.create(move |_| {
         // Moved in so it drops (and frees) at the end of this call.
         let userdata = userdata;
+        // An external job's closure is never called: dropped (freeing the
+        // userdata) when its owner ends it, or when it is released unrun.
+        let Some(worker) = worker else {
+            return Ok(());
+        };
         core::job::tag_worker_thread(h);
         // SAFETY: the caller's worker with its own userdata and handle.
         let rc = unsafe { worker(userdata.ptr, to_ptr(h)) };
@@ -106,10 +123,18 @@ pub(crate) unsafe fn create(
 /// `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
 /// has ended) or `bgjob_job_detach`.
 ///
-/// `options` may be NULL (all defaults); `worker` and `job_out` may not.
+/// `options` may be NULL (all defaults); `job_out` may not; `worker` must be
+/// NULL exactly when `options->flags` has `BGJOB_CREATE_EXTERNAL` (an external
+/// job has no worker and no thread: see `bgjob_job_end`; its `userdata` is
+/// freed when its owner ends it, or when it is cancelled or destroyed
+/// unstarted).
 ///
-/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker or
-/// `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
+/// The control callback's userdata (`options->control_userdata`) is freed
+/// exactly once as well: after its last call, when the job's work is done,
+/// or before this function returns if it fails.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL worker
+/// without `BGJOB_CREATE_EXTERNAL` (or a worker with it), a NULL `job_out`, an unknown type or flag, a name that is not UTF-8, a stack size over
 /// `BGJOB_MAX_STACK_SIZE`, a `struct_size` smaller than this version's, or a
 /// context without a completion or event callback; `BGJOB_RESULT_INVALID_HANDLE` for a bad
 /// `options->context`; `BGJOB_RESULT_TRY_AGAIN` when no thread could be started —

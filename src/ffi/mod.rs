@@ -27,8 +27,10 @@ pub(crate) mod fork;
 pub mod handles;
 // Constants and types.
 pub mod result;
-// (enums, handles, callbacks, structs)
+// (enums, handles, callbacks)
 pub mod types;
+// (options, info, child options, listing entry)
+pub mod structs;
 // Create and run.
 pub mod options;
 // (create, start, run_in_thread)
@@ -65,4 +67,5 @@ pub(crate) use boundary::*;
 pub use library::bgjob_log_callback;
 pub use result::bgjob_result;
 pub use stats::{bgjob_stat, bgjob_stat_update, bgjob_stat_value};
+pub use structs::*;
 pub use types::*;

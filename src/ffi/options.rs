@@ -4,9 +4,10 @@ use super::context::Completion;
 use super::handles::to_ptr;
 use super::versioned::{self, Versioned, size_ending_at};
 use super::{
-    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_MANUAL_FINALIZE, BGJOB_CREATE_UPDATES_NEVER_PARK,
-    BGJOB_MAX_STACK_SIZE, UserData, bgjob_error_policy, bgjob_finalize_callback,
-    bgjob_free_callback, bgjob_job_options, bgjob_job_type, bgjob_result, boundary, c_str, need,
+    BGJOB_CREATE_DEFER_START, BGJOB_CREATE_EXTERNAL, BGJOB_CREATE_MANUAL_FINALIZE,
+    BGJOB_CREATE_UPDATES_NEVER_PARK, BGJOB_MAX_STACK_SIZE, UserData, bgjob_control,
+    bgjob_control_callback, bgjob_error_policy, bgjob_finalize_callback, bgjob_free_callback,
+    bgjob_job_options, bgjob_job_type, bgjob_result, boundary, c_str, need,
 };
 use crate::core::{self, JobType};
 use std::mem::{offset_of, size_of};
@@ -32,6 +33,9 @@ pub(crate) fn default_options() -> bgjob_job_options {
         finalize_free: None,
         operation: std::ptr::null(),
         owner: std::ptr::null(),
+        control: None,
+        control_userdata: std::ptr::null_mut(),
+        control_free: None,
         event: None,
         event_userdata: std::ptr::null_mut(),
         event_free: None,
@@ -88,6 +92,34 @@ pub(crate) struct Options {
     pub(crate) events: Option<super::events::Events>,
     /// `bgjob_job_options.parent`, resolved by create.
     pub(crate) parent: *mut super::bgjob_job,
+    pub(crate) external: bool,
+    pub(crate) control: Control,
+}
+
+/// The control callback with its userdata, freed after its last call (or
+/// when none will come).
+pub(crate) struct Control {
+    callback: bgjob_control_callback,
+    userdata: UserData,
+}
+
+impl Control {
+    pub(crate) fn attach(self, b: core::Builder, h: usize) -> core::Builder {
+        let Some(cb) = self.callback else {
+            return b;
+        };
+        let userdata = self.userdata;
+        b.on_control(move |job, what, arg| {
+            let userdata = &userdata;
+            // The completion's handle rule: the creator's handle, or one made
+            // for the call when only other references remain.
+            super::handles::with_call_handle(job, h, |h| {
+                // SAFETY: the caller's callback with its own userdata and a
+                // handle of the job valid for the call.
+                unsafe { cb(userdata.ptr, to_ptr(h), bgjob_control::from(what), arg) };
+            });
+        })
+    }
 }
 
 /// The commit, abort and clean callbacks with their shared userdata, freed
@@ -151,12 +183,18 @@ pub(crate) unsafe fn read_options(
     };
     // Owned before any check can fail, like the completion's.
     let events = super::events::Events::take(&opts);
+    let control = Control {
+        callback: opts.control,
+        userdata: UserData::new(opts.control_userdata, opts.control_free),
+    };
     let completion = Completion::from_options(&opts)?;
     let events = events.with_context(&opts)?;
     let error_policy = bgjob_error_policy::try_from(opts.error_policy)?.into();
     let job_type = bgjob_job_type::try_from(opts.job_type)?.into();
-    let known_flags =
-        BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE | BGJOB_CREATE_UPDATES_NEVER_PARK;
+    let known_flags = BGJOB_CREATE_DEFER_START
+        | BGJOB_CREATE_MANUAL_FINALIZE
+        | BGJOB_CREATE_UPDATES_NEVER_PARK
+        | BGJOB_CREATE_EXTERNAL;
     if opts.flags & !known_flags != 0
         || opts.stack_size > BGJOB_MAX_STACK_SIZE
         || opts.deadline_ms < -1
@@ -187,6 +225,8 @@ pub(crate) unsafe fn read_options(
         finalizers,
         events,
         parent: opts.parent,
+        external: opts.flags & BGJOB_CREATE_EXTERNAL != 0,
+        control,
     })
 }
 

@@ -180,3 +180,64 @@ pub unsafe extern "C" fn bgjob_job_set_error(
 pub unsafe extern "C" fn bgjob_job_finish(job: *mut bgjob_job, status: i32) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.finish(status))?.map_err(Into::into))
 }
+
+/// Ends an external job (`BGJOB_CREATE_EXTERNAL`) as a worker's return ends a
+/// threaded one: `code` 0 is success (COMPLETED); any other is failure with
+/// that code and `message` (copied; NULL means none) — FAILED, or CANCELLED
+/// after a cancel request. A status recorded with `bgjob_job_finish` wins, as
+/// for a worker. Transactions (the job waits in WAITING for its siblings),
+/// manual finalize, commit/abort/clean and the completion follow as for a
+/// threaded job. The job's `userdata` and its control callback's are freed
+/// during this call, before the end is published; a control callback running
+/// on another thread is waited for first (see `bgjob_control_callback`).
+///
+/// This call is the job's worker's return: a completion without a context
+/// runs on this thread, before it returns (after the commit or abort and
+/// clean; in a transaction, only once every member has ended — the member
+/// whose end settled the group gets its completion here, the others on
+/// bgjob threads of their own). With a context it is queued there. A
+/// detached external job's handle stays valid for its owner until this call
+/// returns, and is released by it (see `bgjob_job_detach`).
+///
+/// Calls that need a worker thread — `bgjob_job_pause_point`,
+/// `bgjob_job_sleep`, `bgjob_job_wait_fd`, `bgjob_job_spawn_child`,
+/// `bgjob_job_watch_child`, `bgjob_job_wait_child` — are refused with
+/// `BGJOB_RESULT_NOT_ALLOWED` on an external job: nothing of bgjob ever parks
+/// its owner. Progress, phase, ETA, errors (`bgjob_job_report_io_error`:
+/// policy STOP pauses the job; the owner learns of the resume through
+/// `BGJOB_CONTROL_RESUME`), results and cancel hooks work from any thread.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
+/// `BGJOB_RESULT_INVALID_ARGUMENT` for a message that is not UTF-8;
+/// `BGJOB_RESULT_NOT_ALLOWED` for a threaded job, one not started (CREATED),
+/// and once ended (a second `bgjob_job_end`: exactly one of two racing calls
+/// succeeds).
+///
+/// Threads: any thread, the control callback included (to end the job from
+/// inside its `BGJOB_CONTROL_CANCEL`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_end(
+    job: *mut bgjob_job,
+    code: i32,
+    message: *const c_char,
+) -> bgjob_result {
+    boundary(|| {
+        let message = if message.is_null() {
+            ""
+        } else {
+            // SAFETY: NUL-terminated by contract.
+            unsafe { c_str(message) }?
+        };
+        let result = if code == 0 {
+            Ok(())
+        } else {
+            Err(core::JobError::new(code, message))
+        };
+        let detached = with_job(job, |j, _| j.end(result).map(|()| j.is_detached()))??;
+        if detached {
+            // A detached external job's handle lived for its owner until now.
+            super::handles::JOBS.remove(job.addr());
+        }
+        Ok(())
+    })
+}

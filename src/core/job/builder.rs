@@ -20,6 +20,8 @@ pub struct Builder {
     events: Option<(Option<Context>, EventFn)>,
     operation: String,
     owner: String,
+    pub(super) external: bool,
+    pub(super) control: Option<ControlFn>,
 }
 
 impl Builder {
@@ -163,6 +165,7 @@ impl Builder {
             job_type: self.job_type,
             stack_size: self.stack_size,
             updates_never_park: self.updates_never_park,
+            external: self.external,
             pool: self.pool.unwrap_or_else(Pool::global),
             epoch: Instant::now(),
             attention: AtomicU8::new(0),
@@ -189,6 +192,7 @@ impl Builder {
             operation: self.operation,
             owner: self.owner,
         });
+        inner.raw_lock().control = self.control;
         if let Some((context, f)) = self.events {
             inner.raw_lock().events = Some(Events::new(Arc::downgrade(&inner), context, f));
         }

@@ -53,6 +53,8 @@ impl Job {
                 if has_hooks {
                     self.run_cancel_hooks();
                 }
+                // The owner hears the cancel is now a force one.
+                self.control(Control::Cancel, 1);
                 return CancelStatus::Requested;
             }
             return CancelStatus::AlreadyRequested;
@@ -86,6 +88,8 @@ impl Job {
         }
         st.cancel.requested = true;
         inner.set_attention(ATTN_CANCEL);
+        // The owner hears of it only while the work is not done.
+        let tell_owner = st.control.is_some();
         // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
         st.deadline.disarm();
@@ -113,6 +117,9 @@ impl Job {
             if let Some(worker) = worker {
                 self.end_unstarted(worker);
             }
+        }
+        if tell_owner {
+            self.control(Control::Cancel, 1);
         }
         CancelStatus::Requested
     }

@@ -31,6 +31,18 @@ impl Job {
             return Err(Error::TryAgain);
         }
         let worker = self.begin_start(&mut st)?;
+        if inner.external {
+            // No thread: the owner drives the job from here on.
+            self.arm_deadline(&mut st);
+            // Kept (never called) until the owner's end drops it.
+            st.work.worker = Some(worker);
+            drop(st);
+            log::debug(format_args!(
+                "job {} '{}' started (external)",
+                inner.id, inner.name
+            ));
+            return Ok(());
+        }
         // The slot lets a failed spawn give the worker itself back (the task that
         // comes back is opaque).
         let slot: WorkerSlot = Arc::new(Mutex::new(Some(worker)));
@@ -129,6 +141,7 @@ impl Job {
                 st.completion.take(),
                 st.result.take(),
                 st.events.as_mut().and_then(Events::close),
+                st.control.take(),
             )
         };
         drop(owned);
@@ -187,7 +200,7 @@ impl Job {
                 return;
             }
         }
-        let (unused_hooks, txn, finalize_now) = {
+        let (unused_hooks, txn, finalize_now, control) = {
             let mut st = inner.lock();
             // The one place a job's hooks end. Those nobody called are taken
             // (and dropped uncalled, with no lock held); one being called on
@@ -197,7 +210,9 @@ impl Job {
             let mut hooks = Vec::new();
             loop {
                 hooks.extend(st.cancel.hooks.drain(..));
-                if !st.cancel.hook_busy_elsewhere() {
+                // A control call on another thread is waited for too: none
+                // comes after the end has been seen.
+                if !st.cancel.hook_busy_elsewhere() && !Job::control_busy_elsewhere(&st) {
                     break;
                 }
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -220,9 +235,12 @@ impl Job {
             inner.set_attention(ATTN_DONE);
             let finalize_now =
                 txn.is_none() && !manual_wait && !std::mem::replace(&mut st.finalize.claimed, true);
-            (hooks, txn, finalize_now)
+            (hooks, txn, finalize_now, st.control.take())
         };
         drop(unused_hooks);
+        // The control callback's userdata is freed here, after its last call
+        // (one still running on this thread holds it until it returns).
+        drop(control);
         inner.cv.notify_all();
         let worker_of = on_worker.then_some(self);
         if let Some(txn) = txn {
@@ -532,6 +550,7 @@ impl Job {
     pub fn detach(&self, cancel: bool) -> Result<(), Error> {
         let inner = &self.0;
         let now = inner.now_ns();
+        let mut resumed = false;
         let (ended, txn) = {
             let mut st = inner.lock();
             st.check(Verb::Detach)?;
@@ -540,6 +559,7 @@ impl Job {
             // With cancel, the cancel undoes the pauses (and the worker sees
             // the cancel, not a resume, at its pause point).
             if !cancel && !st.state().is_terminal() {
+                resumed = st.halted();
                 inner.end_user_pause(&mut st, now);
                 st.pauses.internal = 0;
                 inner.repause(&mut st, now);
@@ -551,6 +571,9 @@ impl Job {
         inner.cv.notify_all();
         if ended {
             return self.release();
+        }
+        if resumed {
+            self.control(Control::Resume, 0);
         }
         if let Some(txn) = txn {
             txn.finalize_on_its_own();

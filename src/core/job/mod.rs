@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 mod builder;
 mod cancel;
 mod events;
+mod external;
 mod family;
 mod lifecycle;
 mod pause;
@@ -44,6 +45,7 @@ mod waits;
 pub use builder::Builder;
 pub use events::{Event, EventFn, EventKind, QUEUE_BOUND};
 use events::{Events, JobSignal, StGuard};
+pub use external::{Control, ControlFn};
 pub use family::lookup;
 pub(super) use lifecycle::finalize_group;
 use st::{Life, St, WorkerSlot};
@@ -146,6 +148,8 @@ struct Inner {
     /// Progress updates on the worker's thread are not pause points
     /// ([`Builder::updates_never_park`]).
     updates_never_park: bool,
+    /// No worker thread: the owner drives the job and ends it ([`Job::end`]).
+    external: bool,
     pool: &'static Pool,
     epoch: Instant,
     /// ATTN_* bits: the worker's fast path reads only this.

@@ -17,8 +17,13 @@ impl Job {
             .internal
             .checked_add(1)
             .ok_or(Error::InvalidArgument("too many internal pauses"))?;
+        let was_halted = st.halted();
         inner.repause(&mut st, now);
         st.deadline.disarm();
+        drop(st);
+        if !was_halted {
+            self.control(Control::Pause, 0);
+        }
         Ok(())
     }
 
@@ -38,8 +43,12 @@ impl Job {
         st.pauses.internal -= 1;
         inner.repause(&mut st, now);
         self.arm_deadline(&mut st);
+        let resumed = !st.halted();
         drop(st);
         inner.cv.notify_all();
+        if resumed {
+            self.control(Control::Resume, 0);
+        }
         Ok(())
     }
 
@@ -117,11 +126,15 @@ impl Job {
                 state: st.state(),
             });
         }
+        let was_halted = st.halted();
         st.pauses.user = true;
         inner.repause(&mut st, now);
         st.deadline.disarm();
         drop(st);
         log::debug(format_args!("job {} paused", inner.id));
+        if !was_halted {
+            self.control(Control::Pause, 0);
+        }
         Ok(())
     }
 
@@ -134,9 +147,13 @@ impl Job {
         inner.end_user_pause(&mut st, now);
         st.sync_wake();
         self.arm_deadline(&mut st);
+        let resumed = !st.halted();
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} resumed", inner.id));
+        if resumed {
+            self.control(Control::Resume, 0);
+        }
         Ok(())
     }
 
@@ -144,6 +161,9 @@ impl Job {
     /// cancel was requested. One atomic load when nothing is pending.
     pub fn pause_point(&self) -> Result<(), Error> {
         let inner = &self.0;
+        if inner.external {
+            return self.refuse_external();
+        }
         if inner.attention.load(Ordering::Acquire) == 0 {
             return Ok(());
         }

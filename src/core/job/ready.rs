@@ -47,6 +47,7 @@ impl Job {
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} complete requested", inner.id));
+        self.control(Control::Complete, 0);
         Ok(())
     }
 
@@ -93,6 +94,7 @@ impl Job {
         drop(st);
         inner.cv.notify_all();
         log::debug(format_args!("job {} soft cancel requested", inner.id));
+        self.control(Control::Cancel, 0);
         CancelStatus::Requested
     }
 

@@ -56,6 +56,13 @@ pub(super) struct St {
     pub(super) result: Option<ResultValue>,
     /// The event callback and its queue ([`super::events`]), if the job has one.
     pub(super) events: Option<super::Events>,
+    /// The control callback; dropped once the job's work is done (after the
+    /// last call: the worker's end waits for calls on other threads).
+    pub(super) control: Option<ControlFn>,
+    /// The threads calling the control callback right now.
+    pub(super) control_busy: Vec<ThreadId>,
+    /// The speed limit (bytes/s, 0 = unlimited), forwarded as SET_SPEED.
+    pub(super) speed: u64,
 }
 
 pub(super) struct Work {
@@ -115,6 +122,8 @@ pub(super) struct End {
     /// The error recorded by the worker (set_error, an I/O error report), and
     /// once the job has ended, its final error.
     pub(super) error: Option<JobError>,
+    /// An external job's owner has ended it ([`Job::end`]).
+    pub(super) external_ended: bool,
 }
 
 pub(super) struct Finalize {
@@ -191,6 +200,7 @@ impl St {
                 finish_status: None,
                 declared: None,
                 error: None,
+                external_ended: false,
             },
             finalize,
             deadline: Deadline {
@@ -209,6 +219,9 @@ impl St {
             completion,
             result: None,
             events: None,
+            control: None,
+            control_busy: Vec::new(),
+            speed: 0,
         }
     }
 

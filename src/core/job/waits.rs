@@ -10,6 +10,7 @@ impl Job {
     /// ends it early with `Ok` (at once while its wake is not acknowledged: see
     /// [`Job::complete_requested`]). Refused unless the job is running.
     pub fn sleep(&self, duration: Duration) -> Result<(), Error> {
+        self.refuse_external()?;
         let inner = &self.0;
         let mut st = inner.lock();
         st.check_running()?;
@@ -118,7 +119,13 @@ impl Job {
             job: Arc::downgrade(&self.0),
             arming: st.deadline.generation,
             pool: self.0.pool,
-            name: self.0.name.clone(),
+            // An external job has no thread named after it, not even for
+            // the moment its deadline's cancel runs.
+            name: if self.0.external {
+                "bgjob-deadline".to_owned()
+            } else {
+                self.0.name.clone()
+            },
             stack_size: self.0.stack_size,
         };
         // Cannot fail: a deadline is only set (set_deadline) or started with
@@ -156,6 +163,7 @@ impl Job {
     /// left before `target` (`None`: no limit) and whether a complete
     /// request's wake is pending.
     pub(super) fn wait_round(&self, target: Option<i64>) -> Result<(Option<i64>, bool), Error> {
+        self.refuse_external()?;
         let inner = &self.0;
         let mut st = inner.lock();
         loop {
@@ -190,6 +198,7 @@ impl Job {
         want: FdEvents,
         timeout: Option<Duration>,
     ) -> Result<FdEvents, Error> {
+        self.refuse_external()?;
         if fd < 0 {
             return Err(Error::InvalidArgument("fd must not be negative"));
         }
@@ -269,6 +278,7 @@ impl Job {
     }
 
     pub(super) fn check_running(&self) -> Result<(), Error> {
+        self.refuse_external()?;
         self.0.lock().check_running()
     }
 
@@ -316,6 +326,7 @@ impl Job {
     /// running). `NotFound` for a pid the job does not hold (never bound, or
     /// already waited for).
     pub fn wait_child(&self, pid: i32, timeout: Option<Duration>) -> Result<ChildExit, Error> {
+        self.refuse_external()?;
         let child = {
             let st = self.0.lock();
             st.check_running()?;

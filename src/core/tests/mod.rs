@@ -629,6 +629,7 @@ fn a_worker_waiting_for_its_own_job_is_refused() {
 
 mod cancel;
 mod child;
+mod external;
 mod family;
 mod pool;
 mod ready;
