@@ -1032,7 +1032,7 @@ class Job(Generic[T]):
         if external:
             if fn is not None:
                 raise TypeError("bgjob: an external job has no worker: pass None as fn")
-            fn = _no_worker
+            fn = cast("Callable[..., T]", _no_worker)
         elif not callable(fn):
             raise TypeError(f"bgjob: the worker must be callable, not {type(fn).__name__}")
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -1060,7 +1060,7 @@ class Job(Generic[T]):
         # on_complete, then add_done_callback's: run by the job's completion.
         self._callbacks: list[Callable[[Job[T]], Any]] = [] if on_complete is None else [on_complete]
         self._context = context  # kept alive while its completion may come
-        self._run = _Run(fn, args, kwargs or {}, name or "")
+        self._run = _Run(cast("Callable[..., Any]", fn), args, kwargs or {}, name or "")
 
         opts = _ffi.bgjob_job_options()
         check(lib.bgjob_job_options_init(byref(opts), sizeof(opts)), "options_init")
