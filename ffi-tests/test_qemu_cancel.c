@@ -16,8 +16,8 @@
  *   running        RUNNING
  *   paused         PAUSED (user pause)
  *   (none)         PAUSED by its error policy (STOP, iostatus FAILED / NOSPACE)
- *   ready          RUNNING, work converged (100 %), waiting to be completed
- *   standby        ready + user pause
+ *   ready          READY (bgjob_job_set_ready; bgjob_job_complete ends it)
+ *   standby        STANDBY (READY + user pause)
  *   pending        PENDING (worker returned 0, not finalized)
  *   concluded      COMPLETED (finalized)
  *
@@ -29,14 +29,25 @@
  * returns ECANCELED when it sees the cancel, as bgjob's contract asks.
  * Every case ends with each userdata freed exactly once, the iostatus OK, no
  * user pause left, and the job gone from bgjob_list_jobs after destroy.
+ *
+ * Every case runs twice: with a worker thread, and as an external job
+ * (BGJOB_CREATE_EXTERNAL) whose owner -- a thread of the test standing in for
+ * QEMU -- runs the same loop, learns of pauses and cancels from the job's
+ * snapshot, reports its I/O errors and ends it with bgjob_job_end. Both must
+ * end the same way: a driver may mix them in one transaction.
  */
 
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The cases run as external jobs driven by an owner thread (else with a
+ * worker thread). */
+static bool external_mode;
 
 /* How many loop turns a worker may still make after a pause returned (the one
  * in progress and one that read the flag just before it was set). */
@@ -48,7 +59,6 @@ struct qcase {
     struct tracker comp; /* the completion's userdata */
     atomic_int converge; /* worker: reach 100 % ("ready") and keep going */
     atomic_int ready;    /* worker: converged */
-    atomic_int complete; /* worker: return 0 */
     atomic_int inject;   /* worker: report this errno once (0: none) */
     atomic_int io_action;
     atomic_int seq;
@@ -83,19 +93,36 @@ static void case_init(struct qcase *c)
     atomic_init(&c->completion_at, -1);
 }
 
-/* QEMU's cancel_job_run: sleep in small steps until cancelled, converge when
- * asked, return once completed; plus one injected I/O error on request. */
-static int32_t qworker(void *ud, bgjob_job *job)
+/* An external job's owner stands still while the job is paused (user,
+ * error-policy or internal pause); false once cancel is requested. */
+static bool owner_may_run(bgjob_job *job)
 {
-    struct qcase *c = case_of_worker(ud);
+    for (;;) {
+        bgjob_info info = {.struct_size = sizeof info};
+        if (bgjob_job_get_info(job, &info) != BGJOB_RESULT_OK || info.cancel_requested)
+            return false;
+        if (!info.pause_requested && info.pause_count == 0)
+            return true;
+        sleep_ms(1);
+    }
+}
+
+/* QEMU's cancel_job_run: sleep in small steps until cancelled, converge
+ * (READY) when told to, return once completed; plus one injected I/O error
+ * on request. A worker's pause points are bgjob's; an external job's owner
+ * has its own (owner_may_run). */
+static int32_t qloop(struct qcase *c, bgjob_job *job, bool external)
+{
     int32_t rc = 0;
 
     atomic_fetch_add(&c->t.runs, 1);
     atomic_store(&c->t.job_seen, job);
     bgjob_job_set_total(job, 100);
     for (;;) {
+        bool complete = false;
+
         atomic_fetch_add(&c->t.iterations, 1);
-        if (atomic_load(&c->complete)) {
+        if (bgjob_job_complete_requested(job, &complete) == BGJOB_RESULT_OK && complete) {
             bgjob_job_set_current(job, 100);
             rc = 0;
             break;
@@ -113,10 +140,19 @@ static int32_t qworker(void *ud, bgjob_job *job)
         }
         if (atomic_load(&c->converge) && !atomic_load(&c->ready)) {
             bgjob_job_set_current(job, 100);
+            bgjob_job_set_ready(job);
             atomic_store(&c->ready, 1);
         }
-        if (bgjob_job_pause_point(job) == BGJOB_RESULT_CANCELLED ||
-            bgjob_job_sleep(job, 1) == BGJOB_RESULT_CANCELLED) {
+        bool cancelled;
+        if (external) {
+            cancelled = !owner_may_run(job);
+            if (!cancelled)
+                sleep_ms(1);
+        } else {
+            cancelled = bgjob_job_pause_point(job) == BGJOB_RESULT_CANCELLED ||
+                        bgjob_job_sleep(job, 1) == BGJOB_RESULT_CANCELLED;
+        }
+        if (cancelled) {
             atomic_store(&c->t.saw_cancel, 1);
             rc = WORKER_CANCELLED_RC;
             break;
@@ -124,6 +160,21 @@ static int32_t qworker(void *ud, bgjob_job *job)
     }
     atomic_fetch_add(&c->t.returns, 1);
     return rc;
+}
+
+static int32_t qworker(void *ud, bgjob_job *job)
+{
+    return qloop(case_of_worker(ud), job, false);
+}
+
+/* The owner of an external job: the same loop, then the end it decided. */
+static void *qowner(void *arg)
+{
+    struct qcase *c = arg;
+    bgjob_job *job = atomic_load(&c->job);
+    int32_t rc = qloop(c, job, true);
+    bgjob_job_end(job, rc, rc == 0 ? NULL : "ended by its owner");
+    return NULL;
 }
 
 static void record(struct qcase *c, bgjob_job *job, atomic_int *count, atomic_int *at)
@@ -170,6 +221,8 @@ static bgjob_result create_common(struct qcase *c, int32_t policy, bgjob_job **o
     if (r != BGJOB_RESULT_OK)
         return r;
     o.flags = BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE;
+    if (external_mode)
+        o.flags |= BGJOB_CREATE_EXTERNAL;
     o.name = "Steve";
     o.error_policy = policy;
     o.commit = on_commit;
@@ -180,7 +233,7 @@ static bgjob_result create_common(struct qcase *c, int32_t policy, bgjob_job **o
     o.completion = on_complete;
     o.completion_userdata = ud_new(&c->comp);
     o.completion_free = ud_free;
-    r = bgjob_job_create(&o, qworker, ud_new(&c->t), ud_free, out);
+    r = bgjob_job_create(&o, external_mode ? NULL : qworker, ud_new(&c->t), ud_free, out);
     if (r == BGJOB_RESULT_OK)
         atomic_store(&c->job, *out);
     return r;
@@ -192,6 +245,11 @@ static bool start_running(struct qcase *c, bgjob_job *job)
     bool ok = true;
 
     CHECK_RC(bgjob_job_start(job), BGJOB_RESULT_OK);
+    if (external_mode) {
+        pthread_t owner;
+        REQUIRE(pthread_create(&owner, NULL, qowner, c) == 0);
+        pthread_detach(owner);
+    }
     CHECK(poll_long_ge(&c->t.iterations, 1));
     CHECK_STATE(state_of(job), BGJOB_STATE_RUNNING);
     return ok;
@@ -440,7 +498,7 @@ static bool test_cancel_ready(void)
     REQUIRE(start_running(&c, job));
     atomic_store(&c.converge, 1);
     CHECK(poll_int_eq(&c.ready, 1));
-    CHECK_STATE(state_of(job), BGJOB_STATE_RUNNING);
+    CHECK_STATE(state_of(job), BGJOB_STATE_READY);
     if (info_of(job, &info))
         CHECK_EQ(info.percent, 100);
     CHECK(cancel_requested(job));
@@ -461,7 +519,7 @@ static bool test_cancel_standby(void)
     atomic_store(&c.converge, 1);
     CHECK(poll_int_eq(&c.ready, 1));
     CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
-    CHECK_STATE(state_of(job), BGJOB_STATE_PAUSED);
+    CHECK_STATE(state_of(job), BGJOB_STATE_STANDBY);
     CHECK(settle_parked(&c));
     CHECK(cancel_requested(job));
     CHECK(end_common(&c, job, &cancelled_after_run));
@@ -477,7 +535,8 @@ static bool reach_waiting(struct qcase *c, bgjob_job *job)
 
     atomic_store(&c->converge, 1);
     CHECK(poll_int_eq(&c->ready, 1));
-    atomic_store(&c->complete, 1);
+    CHECK_STATE(state_of(job), BGJOB_STATE_READY);
+    CHECK_RC(bgjob_job_complete(job), BGJOB_RESULT_OK);
     CHECK(poll_state(job, BGJOB_STATE_PENDING));
     /* The worker has returned and its userdata is freed; nothing else ran. */
     CHECK(poll_int_eq(&c->t.frees, 1));
@@ -575,6 +634,26 @@ static bool test_cancel_twice(void)
     return ok;
 }
 
+/* The same case, as an external job driven by an owner thread. */
+#define EXTERNAL(name)                                                          \
+    static bool external_##name(void)                                         \
+    {                                                                           \
+        external_mode = true;                                                   \
+        bool ok = name();                                                       \
+        external_mode = false;                                                  \
+        return ok;                                                              \
+    }
+EXTERNAL(test_cancel_created)
+EXTERNAL(test_cancel_running)
+EXTERNAL(test_cancel_paused)
+EXTERNAL(test_cancel_error_stopped)
+EXTERNAL(test_cancel_error_stopped_nospace)
+EXTERNAL(test_cancel_ready)
+EXTERNAL(test_cancel_standby)
+EXTERNAL(test_cancel_pending)
+EXTERNAL(test_cancel_concluded)
+EXTERNAL(test_cancel_twice)
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -588,6 +667,16 @@ int main(void)
         TAP_TEST(test_cancel_pending),
         TAP_TEST(test_cancel_concluded),
         TAP_TEST(test_cancel_twice),
+        TAP_TEST(external_test_cancel_created),
+        TAP_TEST(external_test_cancel_running),
+        TAP_TEST(external_test_cancel_paused),
+        TAP_TEST(external_test_cancel_error_stopped),
+        TAP_TEST(external_test_cancel_error_stopped_nospace),
+        TAP_TEST(external_test_cancel_ready),
+        TAP_TEST(external_test_cancel_standby),
+        TAP_TEST(external_test_cancel_pending),
+        TAP_TEST(external_test_cancel_concluded),
+        TAP_TEST(external_test_cancel_twice),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
