@@ -2,7 +2,9 @@
  * the scenarios of QEMU's tests/unit/test-blockjob-txn.c (single job success,
  * failure, cancel; pairs in both orders; the fail-vs-cancel race; the
  * transaction reference dropped early), commit/abort/clean order, random
- * finish orders over many iterations, manual finalize, and misuse. */
+ * finish orders over many iterations, manual finalize, and misuse. The QEMU
+ * scenarios run again with external members (BGJOB_CREATE_EXTERNAL, ended by
+ * an owner thread with bgjob_job_end), alone and mixed with threaded ones. */
 #include "tap.h"
 #include "util.h"
 
@@ -49,7 +51,12 @@ struct member {
      * returns are dropped uncalled). */
     atomic_int *hold_until;
     bgjob_job *job;
+    bool has_owner;      /* external: `owner` drives the job */
+    pthread_t owner;
 };
+
+/* Members whose bit is set here are external jobs (bit i: member i). */
+static unsigned external_mask;
 
 static int32_t member_worker(void *userdata, bgjob_job *job)
 {
@@ -62,6 +69,35 @@ static int32_t member_worker(void *userdata, bgjob_job *job)
         }
     }
     return m->rc;
+}
+
+/* An external member's owner: the worker's loop, learning of the cancel
+ * from the snapshot, ending the job with bgjob_job_end. */
+static void *member_owner(void *arg)
+{
+    struct member *m = arg;
+    bgjob_job *job = m->job;
+    for (;;) {
+        bgjob_info info = {.struct_size = sizeof info};
+        if (bgjob_job_get_info(job, &info) != BGJOB_RESULT_OK)
+            return NULL;
+        if (info.state != BGJOB_STATE_CREATED && info.state != BGJOB_STATE_RUNNING &&
+            info.state != BGJOB_STATE_PAUSED)
+            return NULL; /* ended (or its work done) without its owner */
+        if (info.state != BGJOB_STATE_CREATED) {
+            if (info.cancel_requested) {
+                if (m->hold_until)
+                    poll_int_eq(m->hold_until, 1);
+                bgjob_job_end(job, 125, "cancelled");
+                return NULL;
+            }
+            if (atomic_load(&m->go)) {
+                bgjob_job_end(job, m->rc, m->rc ? "failed" : NULL);
+                return NULL;
+            }
+        }
+        sleep_ms(1);
+    }
 }
 
 static void on_commit(void *userdata, bgjob_job *job)
@@ -108,8 +144,10 @@ static bool member_create(struct member *m, int index, int32_t rc, uint32_t flag
     atomic_init(&m->final_state, -1);
     m->job = NULL;
     m->hold_until = NULL;
+    m->has_owner = false;
+    bool external = (external_mask >> index) & 1;
     CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
-    o.flags = BGJOB_CREATE_DEFER_START | flags;
+    o.flags = BGJOB_CREATE_DEFER_START | flags | (external ? BGJOB_CREATE_EXTERNAL : 0);
     o.commit = on_commit;
     o.abort = on_abort;
     o.clean = on_clean;
@@ -117,7 +155,12 @@ static bool member_create(struct member *m, int index, int32_t rc, uint32_t flag
     o.finalize_free = finalize_free;
     o.completion = on_done;
     o.completion_userdata = m;
-    CHECK_RC(bgjob_job_create(&o, member_worker, m, NULL, &m->job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_create(&o, external ? NULL : member_worker, m, NULL, &m->job),
+             BGJOB_RESULT_OK);
+    if (ok && m->job != NULL && external) {
+        CHECK(pthread_create(&m->owner, NULL, member_owner, m) == 0);
+        m->has_owner = ok;
+    }
     return ok && m->job != NULL;
 }
 
@@ -126,6 +169,12 @@ static bool member_finish(struct member *m, int32_t want, int32_t want_cause)
 {
     bool ok = true;
     CHECK_STATE(wait_end(m->job), want);
+    if (m->has_owner) {
+        /* The owner returns once the job ended (it reads `m`: joined before
+         * the caller's members go). */
+        pthread_join(m->owner, NULL);
+        m->has_owner = false;
+    }
     bgjob_info info;
     if (info_of(m->job, &info))
         CHECKF(info.cancel_cause == want_cause, "member %d: cancel cause %d, expected %d",
@@ -662,6 +711,25 @@ static bool test_refused_add_ends_on_its_own(void)
     return ok;
 }
 
+/* The QEMU scenarios with external members: all of them, then mixed with
+ * threaded ones (members 0 and 2 external, 1 threaded). */
+#define WITH_EXTERNAL(name, mask, suffix)                                       \
+    static bool name##_##suffix(void)                                         \
+    {                                                                           \
+        external_mask = (mask);                                                 \
+        bool ok = name();                                                       \
+        external_mask = 0;                                                      \
+        return ok;                                                              \
+    }
+WITH_EXTERNAL(test_single_job, ~0u, all_external)
+WITH_EXTERNAL(test_single_job, 5u, mixed)
+WITH_EXTERNAL(test_pair_jobs, ~0u, all_external)
+WITH_EXTERNAL(test_pair_jobs, 5u, mixed)
+WITH_EXTERNAL(test_pair_fail_cancel_race, ~0u, all_external)
+WITH_EXTERNAL(test_pair_fail_cancel_race, 5u, mixed)
+WITH_EXTERNAL(test_random_orders, ~0u, all_external)
+WITH_EXTERNAL(test_random_orders, 5u, mixed)
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -674,6 +742,14 @@ int main(void)
         TAP_TEST(test_txn_cancel_gives_every_member_cause_caller),
         TAP_TEST(test_misuse),
         TAP_TEST(test_refused_add_ends_on_its_own),
+        TAP_TEST(test_single_job_all_external),
+        TAP_TEST(test_single_job_mixed),
+        TAP_TEST(test_pair_jobs_all_external),
+        TAP_TEST(test_pair_jobs_mixed),
+        TAP_TEST(test_pair_fail_cancel_race_all_external),
+        TAP_TEST(test_pair_fail_cancel_race_mixed),
+        TAP_TEST(test_random_orders_all_external),
+        TAP_TEST(test_random_orders_mixed),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }
