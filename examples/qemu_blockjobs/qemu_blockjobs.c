@@ -215,8 +215,11 @@ static void run_for(int ms)
 }
 
 /* No thread of this process is named after a job: no bgjob thread per QEMU job. */
+static char thread_names[256];
+
 static int threads_named(const char *const names[], int *nthreads)
 {
+    thread_names[0] = 0;
     int found = 0;
     *nthreads = 0;
     DIR *dp = opendir("/proc/self/task");
@@ -233,6 +236,8 @@ static int threads_named(const char *const names[], int *nthreads)
             comm[strcspn(comm, "\n")] = 0;
         fclose(f);
         (*nthreads)++;
+        size_t used = strlen(thread_names);
+        snprintf(thread_names + used, sizeof thread_names - used, "%s%s", used ? ", " : "", comm);
         for (int i = 0; names[i]; i++)
             if (!strcmp(comm, names[i]) || !strncmp(comm, "job-", 4))
                 found++;
@@ -256,7 +261,7 @@ static int step1_mirror(void)
     const char *names[] = {"m1", NULL};
     int nthreads;
     int named = threads_named(names, &nthreads);
-    printf("    threads while m1 runs: %d, named after a job: %d\n", nthreads, named);
+    printf("    threads while m1 runs: %d (%s), named after a job: %d\n", nthreads, thread_names, named);
     CHECK(named == 0, "a thread is named after the job");
 
     CHECK(bgjob_job_pause(j) == BGJOB_RESULT_OK, "bgjob_job_pause");
@@ -426,7 +431,7 @@ static int step6_daemon_killed(void)
     const char *names[] = {"m6a", "b6b", NULL};
     int nthreads;
     int named = threads_named(names, &nthreads);
-    printf("    threads while m6a and b6b run: %d, named after a job: %d\n", nthreads, named);
+    printf("    threads while m6a and b6b run: %d (%s), named after a job: %d\n", nthreads, thread_names, named);
     CHECK(named == 0, "a thread is named after a job");
     pid_t pid = qdrv_daemon_pid(drv);
     printf("    killing qemu-storage-daemon (pid %d) with SIGKILL\n", (int)pid);
