@@ -337,6 +337,10 @@ static int error_stop(const char *name, const char *target, int err_no, bgjob_io
                                                  : "OK",
            i.pause_requested, qdrv_qstatus(drv, j));
     CHECK(i.iostatus == want && i.pause_requested, "%s iostatus %d", name, i.iostatus);
+    /* The stop is the job's one user pause, in bgjob as in QEMU. */
+    bgjob_result pr = bgjob_job_pause(j);
+    printf("    %-4s bgjob_job_pause while stopped: %s\n", name, bgjob_result_str(pr));
+    CHECK(pr == BGJOB_RESULT_NOT_ALLOWED, "%s second pause accepted", name);
     CHECK(bgjob_job_resume(j) == BGJOB_RESULT_OK, "resume %s", name);
     CHECK(info_of(j).iostatus == BGJOB_IOSTATUS_OK, "%s iostatus not reset by resume", name);
     CHECK(qdrv_run_until_state(drv, j, S(BGJOB_STATE_READY), 8000) == 0, "%s READY", name);
