@@ -35,6 +35,8 @@ struct qjob {
     char qstatus[16];
     bool ended;      /* bgjob_job_end called */
     bool cmd_failed; /* the start command was refused: ignore QEMU's events */
+    bool start_pending; /* the start command's reply has not come yet */
+    bool null_early;    /* QEMU dropped the job before that reply (a refused transaction) */
     enum outcome outcome;
     char error[256];
     uint32_t st_bytes, st_total, st_speed, st_qstatus;
@@ -128,6 +130,11 @@ static int send_cmd(struct qdrv *d, const char *cmd, json_t *args, enum sent_kin
         return -1;
     }
     remember(d, id, kind, a, b, cmd);
+    if (kind == SENT_START) {
+        a->start_pending = true;
+        if (b)
+            b->start_pending = true;
+    }
     return 0;
 }
 
@@ -266,6 +273,12 @@ static void finish(struct qdrv *d, struct qjob *qj)
         end_job(qj, ECANCELED, "cancelled by QEMU (BLOCK_JOB_CANCELLED)");
         break;
     default:
+        /* A refused transaction still shows its first job created and torn
+         * down, before the error reply: let the reply give the reason. */
+        if (qj->start_pending) {
+            qj->null_early = true;
+            return;
+        }
         end_job(qj, EIO, "the QEMU job went away without an outcome");
     }
 }
@@ -278,7 +291,8 @@ static void on_status(struct qdrv *d, struct qjob *qj, const char *st)
     bgjob_job_set_stat_string(qj->job, qj->st_qstatus, st);
     if (!strcmp(st, "ready")) {
         bgjob_job_set_ready(qj->job);
-    } else if (!strcmp(st, "concluded")) {
+    } else if (!strcmp(st, "concluded") && !qj->start_pending) {
+        /* (a job of a refused command is dismissed by QEMU itself) */
         send_cmd(d, "job-dismiss", json_pack("{s:s}", "id", qj->name), SENT_OTHER, qj, NULL);
     } else if (!strcmp(st, "null")) {
         finish(d, qj);
@@ -391,6 +405,9 @@ static void on_reply(struct qdrv *d, uint64_t id, json_t *reply)
     json_t *ret = json_object_get(reply, "return");
     switch (s.kind) {
     case SENT_START:
+        for (int k = 0; k < 2; k++)
+            if (s.qj[k])
+                s.qj[k]->start_pending = false;
         if (err) {
             char msg[300];
             snprintf(msg, sizeof msg, "%s refused: %s", s.what, jstr(err, "desc") ? jstr(err, "desc") : "?");
@@ -400,6 +417,10 @@ static void on_reply(struct qdrv *d, uint64_t id, json_t *reply)
                     end_job(s.qj[k], EINVAL, msg);
                 }
             }
+        } else {
+            for (int k = 0; k < 2; k++)
+                if (s.qj[k] && s.qj[k]->null_early)
+                    finish(d, s.qj[k]);
         }
         break;
     case SENT_CTL:

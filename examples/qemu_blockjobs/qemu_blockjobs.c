@@ -389,6 +389,36 @@ static int step4_transaction(void)
     return 0;
 }
 
+/* QEMU refuses the transaction (a target that does not exist): both bgjob jobs
+ * end at once, the events QEMU still sends for the first job are ignored. */
+static int step4b_rejected(void)
+{
+    char fa[128], fb[128];
+    struct qdrv_spec s[2] = {spec("backup", "b4c", "t4c", 0, BGJOB_ERROR_POLICY_REPORT, fa, sizeof fa),
+                             spec("backup", "b4d", "nonexistent", 0, BGJOB_ERROR_POLICY_REPORT, fb, sizeof fb)};
+    s[0].target_file = s[1].target_file = NULL;
+    CHECK(node_add("t4c", 0, true) == 0, "target t4c");
+    bgjob_job *j[2];
+    CHECK(qdrv_group_start(drv, s, 2, j) == 0, "group start");
+    for (int k = 0; k < 2; k++) {
+        CHECK(qdrv_run_until_ended(drv, j[k], 5000) == 0, "%s end", s[k].name);
+        char msg[256] = "";
+        int32_t code = 0;
+        size_t len;
+        bgjob_job_get_error(j[k], &code, msg, sizeof msg, &len);
+        bgjob_info i = info_of(j[k]);
+        printf("    %-4s %s%s: error %d \"%.70s\"\n", s[k].name, bgjob_state_str(i.state),
+               i.cancel_cause == BGJOB_CANCEL_CAUSE_TRANSACTION ? " (cause TRANSACTION)" : "", code, msg);
+        CHECK(k == 0 ? i.state == BGJOB_STATE_FAILED
+                     : i.state == BGJOB_STATE_CANCELLED && i.cancel_cause == BGJOB_CANCEL_CAUSE_TRANSACTION,
+              "%s ended %s", s[k].name, bgjob_state_str(i.state));
+        CHECK(code == EINVAL && strstr(msg, "transaction refused"), "%s error", s[k].name);
+    }
+    run_for(200); /* QEMU's created/aborting/concluded/null for b4c: ignored */
+    node_del("t4c", true);
+    return 0;
+}
+
 static int step5_deadline(void)
 {
     char f[128];
@@ -461,7 +491,7 @@ static char scratch[MAX_FILES][128];
 
 static void plan_cleanup(void)
 {
-    const char *n[] = {"src", "s6", "t1", "t2", "t3", "t3b", "t4a", "t4b", "t5", "t6a", "t6b", NULL};
+    const char *n[] = {"src", "s6", "t1", "t2", "t3", "t3b", "t4a", "t4b", "t4c", "t5", "t6a", "t6b", NULL};
     int k = 0;
     for (int i = 0; n[i]; i++)
         path_of(scratch[k++], sizeof scratch[0], n[i]);
@@ -519,6 +549,7 @@ int main(void)
         {"3 EIO with the stop policy", step3_eio},
         {"3b ENOSPC with the stop policy", step3b_enospc},
         {"4 grouped transaction, one backup fails", step4_transaction},
+        {"4b transaction refused by QEMU", step4b_rejected},
         {"5 deadline on a throttled mirror", step5_deadline},
         {"6 daemon killed mid-job", step6_daemon_killed},
     };
