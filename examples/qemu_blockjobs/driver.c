@@ -181,9 +181,12 @@ static void on_control(void *userdata, bgjob_job *job, bgjob_control what, int64
     struct qdrv *d = qj->d;
     pthread_mutex_lock(&d->ctl_lock);
     pthread_getname_np(pthread_self(), qj->ctl_thread, sizeof qj->ctl_thread);
-    if (d->nctl < MAX_CTL)
+    bool queued = d->nctl < MAX_CTL;
+    if (queued)
         d->ctl[d->nctl++] = (struct ctl_req){qj, what, arg};
     pthread_mutex_unlock(&d->ctl_lock);
+    if (!queued)
+        fprintf(stderr, "    [driver] %s: control queue full, verb %d dropped\n", qj->name, (int)what);
     uint64_t one = 1;
     if (write(d->ctl_fd, &one, sizeof one) < 0) {
         /* the counter cannot overflow here; nothing else to do */
