@@ -164,6 +164,11 @@ $(OUT)/examples/qmp_selftest: $(QEMU_BJ)/qmp_selftest.c $(QEMU_BJ_SRCS) $(QEMU_B
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags jansson) -o $@ $< $(QEMU_BJ_SRCS) $$(pkg-config --libs jansson)
 
+# The driver: each QEMU block job a bgjob external job (driver.c), issue 18's steps.
+$(OUT)/examples/qemu_blockjobs: $(QEMU_BJ)/qemu_blockjobs.c $(QEMU_BJ)/driver.c $(QEMU_BJ)/driver.h $(QEMU_BJ_SRCS) $(QEMU_BJ_HDRS) include/bgjob.h $(RELEASE)/$(SONAME) | deps-jansson
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags jansson) -o $@ $< $(QEMU_BJ)/driver.c $(QEMU_BJ_SRCS) $$(pkg-config --libs jansson) $(LDLIBS)
+
 $(OUT)/examples/glib_loop: examples/glib_loop.c include/bgjob.h $(RELEASE)/$(SONAME) | deps-glib
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags glib-2.0) -o $@ $< $(LDLIBS) $$(pkg-config --libs glib-2.0)
@@ -206,7 +211,7 @@ test-rust:
 # qemu-storage-daemon are missing (deps-qemu installs them when it can): skipped.
 # The virJob driver runs built with libvirt's headers and without them.
 test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/examples/quickstart \
-               $(OUT)/examples/qemu_img_convert $(OUT)/examples/qmp_selftest $(OUT)/examples/events_loop \
+               $(OUT)/examples/qemu_img_convert $(OUT)/examples/qmp_selftest $(OUT)/examples/qemu_blockjobs $(OUT)/examples/events_loop \
                $(OUT)/examples/external_poll \
                $(OUT)/examples/virjob_test_driver $(OUT)/examples/virjob_test_driver-own-types | deps-qemu
 	$(OUT)/examples/poll_loop
@@ -219,6 +224,9 @@ test-examples: $(OUT)/examples/poll_loop $(OUT)/examples/glib_loop $(OUT)/exampl
 	  elif [ $$rc != 0 ]; then exit $$rc; fi
 	@rc=0; $(OUT)/examples/qmp_selftest || rc=$$?; \
 	  if [ $$rc = 77 ]; then echo "qmp_selftest: SKIPPED (see the reason above)"; \
+	  elif [ $$rc != 0 ]; then exit $$rc; fi
+	@rc=0; $(OUT)/examples/qemu_blockjobs || rc=$$?; \
+	  if [ $$rc = 77 ]; then echo "qemu_blockjobs: SKIPPED (see the reason above)"; \
 	  elif [ $$rc != 0 ]; then exit $$rc; fi
 	@for p in virjob_test_driver virjob_test_driver-own-types; do \
 	  dir=$$(mktemp -d "$${TMPDIR:-/tmp}/bgjob-virjob.XXXXXX") || exit 1; \
