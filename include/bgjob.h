@@ -400,8 +400,12 @@ enum bgjob_state
      */
     BGJOB_STATE_PAUSED = 2,
     /**
-     * The worker finished; other members of its transaction have not yet
-     * (or the group is being finalized right now).
+     * The worker finished (an external job: `bgjob_job_end` was called);
+     * other members of its transaction have not yet, or its sub-jobs have
+     * not ended, or its end is being finalized right now (commit/abort and
+     * clean running). A job alone passes through it briefly on the way to
+     * its terminal state, as QEMU's jobs pass through "waiting": an event
+     * callback sees RUNNING → WAITING → COMPLETED.
      */
     BGJOB_STATE_WAITING = 3,
     /**
@@ -2178,7 +2182,12 @@ bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
  * succeeds).
  *
  * Threads: any thread, the control callback included (to end the job from
- * inside its `BGJOB_CONTROL_CANCEL`).
+ * inside its `BGJOB_CONTROL_CANCEL`). A failure ended here aborts the job's
+ * transaction inside this call: the siblings' control callbacks hear
+ * `BGJOB_CONTROL_CANCEL` on this thread before it returns, so a driver whose
+ * callback talks to the hypervisor should queue the verb for its loop rather
+ * than send it from the callback (it would re-enter the loop that called
+ * `bgjob_job_end`).
  */
 bgjob_result bgjob_job_end(struct bgjob_job *job, int32_t code, const char *message);
 
@@ -2672,7 +2681,10 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, bgjob_error_polic
  * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
  * `BGJOB_RESULT_INVALID_HANDLE`.
  *
- * Threads: meant for the job's worker thread.
+ * Threads: the job's worker thread; for an external job (no worker), its
+ * owner on any thread — a STOP then pauses the job without calling its
+ * control callback, and the resume that follows is one
+ * `BGJOB_CONTROL_RESUME`.
  */
 bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
                                        int32_t code,

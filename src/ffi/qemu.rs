@@ -96,7 +96,10 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
 /// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 ///
-/// Threads: meant for the job's worker thread.
+/// Threads: the job's worker thread; for an external job (no worker), its
+/// owner on any thread — a STOP then pauses the job without calling its
+/// control callback, and the resume that follows is one
+/// `BGJOB_CONTROL_RESUME`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_report_io_error(
     job: *mut bgjob_job,

@@ -333,8 +333,12 @@ pub enum bgjob_state {
     Running = 1,
     /// User-paused; the worker parks at its next pause point.
     Paused = 2,
-    /// The worker finished; other members of its transaction have not yet
-    /// (or the group is being finalized right now).
+    /// The worker finished (an external job: `bgjob_job_end` was called);
+    /// other members of its transaction have not yet, or its sub-jobs have
+    /// not ended, or its end is being finalized right now (commit/abort and
+    /// clean running). A job alone passes through it briefly on the way to
+    /// its terminal state, as QEMU's jobs pass through "waiting": an event
+    /// callback sees RUNNING → WAITING → COMPLETED.
     Waiting = 3,
     /// The worker succeeded.
     Completed = 4,

@@ -214,7 +214,12 @@ pub unsafe extern "C" fn bgjob_job_finish(job: *mut bgjob_job, status: i32) -> b
 /// succeeds).
 ///
 /// Threads: any thread, the control callback included (to end the job from
-/// inside its `BGJOB_CONTROL_CANCEL`).
+/// inside its `BGJOB_CONTROL_CANCEL`). A failure ended here aborts the job's
+/// transaction inside this call: the siblings' control callbacks hear
+/// `BGJOB_CONTROL_CANCEL` on this thread before it returns, so a driver whose
+/// callback talks to the hypervisor should queue the verb for its loop rather
+/// than send it from the callback (it would re-enter the loop that called
+/// `bgjob_job_end`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_end(
     job: *mut bgjob_job,
