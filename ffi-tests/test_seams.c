@@ -823,12 +823,12 @@ static bool end_in_event_case(int mode)
     return ok;
 }
 
-__attribute__((unused)) static bool test_end_from_event_callback(void)
+static bool test_end_from_event_callback(void)
 {
     return end_in_event_case(0);
 }
 
-__attribute__((unused)) static bool test_cancel_from_event_ends_in_control(void)
+static bool test_cancel_from_event_ends_in_control(void)
 {
     return end_in_event_case(1);
 }
@@ -846,6 +846,8 @@ int main(void)
         TAP_TEST(test_end_race_exactly_once),
         TAP_TEST(test_cancel_chain_through_external),
         TAP_TEST(test_fork_with_external_jobs),
+        TAP_TEST(test_end_from_event_callback),
+        TAP_TEST(test_cancel_from_event_ends_in_control),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
