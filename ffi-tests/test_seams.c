@@ -833,6 +833,95 @@ static bool test_cancel_from_event_ends_in_control(void)
     return end_in_event_case(1);
 }
 
+/* "The parent does not end while a child runs", against manual finalize: an
+ * external MANUAL_FINALIZE parent ended with success while its threaded child
+ * runs; a finalize then must not end it before the child has ended. */
+static bool test_manual_finalize_parent_waits_for_child(void)
+{
+    bool ok = true;
+    struct obs *po = obs_new(), *co = obs_new();
+    struct tracker ct;
+    tracker_init(&ct);
+    struct gate cg;
+    gate_init(&cg);
+    ct.gate = &cg;
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(make_external(po, BGJOB_CREATE_MANUAL_FINALIZE, NULL, NULL, &p) == BGJOB_RESULT_OK);
+    REQUIRE(make_threaded(co, &ct, worker_gated, 0, p, &c) == BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&ct.runs, 1));
+    CHECK_RC(bgjob_job_end(p, 0, NULL), BGJOB_RESULT_OK);
+    int32_t s1 = state_of(p);
+    CHECKF(s1 == BGJOB_STATE_WAITING, "parent %s after its end while a child runs",
+           bgjob_state_str(s1));
+    bgjob_result fr = bgjob_job_finalize(p);
+    int32_t s2 = state_of(p);
+    CHECKF(s2 != BGJOB_STATE_COMPLETED && s2 != BGJOB_STATE_FAILED && s2 != BGJOB_STATE_CANCELLED,
+           "finalize (%s) ended the parent (%s) while its child runs", bgjob_result_str(fr),
+           bgjob_state_str(s2));
+    CHECK_EQ(atomic_load(&po->ends), 0);
+    gate_open(&cg);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_COMPLETED);
+    if (fr != BGJOB_RESULT_OK) {
+        CHECK(poll_state(p, BGJOB_STATE_PENDING));
+        CHECK_RC(bgjob_job_finalize(p), BGJOB_RESULT_OK);
+    }
+    CHECK_STATE(wait_end(p), BGJOB_STATE_COMPLETED);
+    CHECK_EVENTS(co, BGJOB_STATE_COMPLETED);
+    CHECK_EVENTS(po, BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    CHECK(all_freed(po) && all_freed(co));
+    gate_destroy(&cg);
+    obs_delete(po);
+    obs_delete(co);
+    return ok;
+}
+
+/* A threaded parent whose worker returned waits (WAITING) for its external
+ * child; a cancel of the parent then reaches the child's owner (CONTROL_CANCEL,
+ * cause PARENT) and must not end the parent before the child ends; the last
+ * handle's destroy is refused meanwhile. */
+static bool test_cancel_waiting_parent(void)
+{
+    bool ok = true;
+    struct obs *po = obs_new(), *co = obs_new();
+    struct tracker pt;
+    tracker_init(&pt);
+    bgjob_job *p = NULL, *c = NULL;
+    struct gate pg;
+    gate_init(&pg);
+    pt.gate = &pg;
+    REQUIRE(make_threaded(po, &pt, worker_gated, 0, NULL, &p) == BGJOB_RESULT_OK);
+    REQUIRE(make_external(co, 0, p, NULL, &c) == BGJOB_RESULT_OK);
+    gate_open(&pg);
+    CHECK(poll_int_eq(&pt.returns, 1));
+    CHECK(poll_state(p, BGJOB_STATE_WAITING));
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_NOT_ALLOWED);
+    bgjob_cancel_status st;
+    CHECK_RC(bgjob_job_cancel(p, &st), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&co->ctl_cancel, 1));
+    bgjob_info info;
+    if (info_of(c, &info))
+        CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_PARENT);
+    int32_t ps = state_of(p);
+    CHECKF(ps == BGJOB_STATE_WAITING, "parent %s after its cancel while its child runs",
+           bgjob_state_str(ps));
+    CHECK_EQ(atomic_load(&po->ends), 0);
+    CHECK_RC(bgjob_job_end(c, WORKER_CANCELLED_RC, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    int32_t pe = wait_end(p);
+    CHECK(pe == BGJOB_STATE_COMPLETED || pe == BGJOB_STATE_CANCELLED);
+    CHECK_EVENTS(co, BGJOB_STATE_CANCELLED);
+    CHECK_EVENTS(po, pe);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    CHECK(all_freed(po) && all_freed(co));
+    gate_destroy(&pg);
+    obs_delete(po);
+    obs_delete(co);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -848,6 +937,8 @@ int main(void)
         TAP_TEST(test_fork_with_external_jobs),
         TAP_TEST(test_end_from_event_callback),
         TAP_TEST(test_cancel_from_event_ends_in_control),
+        TAP_TEST(test_manual_finalize_parent_waits_for_child),
+        TAP_TEST(test_cancel_waiting_parent),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
