@@ -922,6 +922,94 @@ static bool test_cancel_waiting_parent(void)
     return ok;
 }
 
+/* Callbacks that call back in with references: the control callback reads,
+ * refs, looks up and releases its job (never under a lock; a handle valid
+ * during the call); the completion of a detached external job (no handle
+ * left with the caller) takes a ref and a lookup, which both work, and
+ * releases them. With DETACH_CANCEL the owner hears CANCEL and ends the job
+ * from inside it; the detached handle stays valid until that end returns. */
+struct ctl_reenter {
+    struct obs o;
+    atomic_int bad;
+    atomic_int comp_ref_rc;
+    atomic_int comp_lookup_rc;
+    uint64_t id;
+};
+
+static void ctl_reenter_cb(void *ud, bgjob_job *job, bgjob_control what, int64_t arg)
+{
+    struct ctl_reenter *x = ud;
+    bgjob_info info = {.struct_size = sizeof info};
+    if (bgjob_job_get_info(job, &info) != BGJOB_RESULT_OK || info.id != x->id)
+        atomic_fetch_add(&x->bad, 1);
+    bgjob_job *r = NULL, *l = NULL;
+    if (bgjob_job_ref(job, &r) != BGJOB_RESULT_OK)
+        atomic_fetch_add(&x->bad, 1);
+    if (bgjob_job_lookup(x->id, &l) != BGJOB_RESULT_OK)
+        atomic_fetch_add(&x->bad, 1);
+    if (r && bgjob_job_destroy(r) != BGJOB_RESULT_OK)
+        atomic_fetch_add(&x->bad, 1);
+    if (l && bgjob_job_destroy(l) != BGJOB_RESULT_OK)
+        atomic_fetch_add(&x->bad, 1);
+    on_control(&x->o, job, what, arg);
+}
+
+static void comp_reenter_cb(void *ud, bgjob_job *job, bgjob_state state)
+{
+    struct ctl_reenter *x = ud;
+    bgjob_job *r = NULL, *l = NULL;
+    atomic_store(&x->comp_ref_rc, bgjob_job_ref(job, &r));
+    atomic_store(&x->comp_lookup_rc, bgjob_job_lookup(x->id, &l));
+    if (r)
+        bgjob_job_destroy(r);
+    if (l)
+        bgjob_job_destroy(l);
+    on_completion(&x->o, job, state);
+}
+
+static bool test_control_and_completion_reenter_detached(void)
+{
+    bool ok = true;
+    struct ctl_reenter *x = calloc(1, sizeof *x);
+    REQUIRE(x != NULL);
+    pthread_mutex_init(&x->o.mu, NULL);
+    atomic_init(&x->o.completion_info_rc, -1);
+    atomic_init(&x->o.completion_state, -1);
+    atomic_init(&x->o.end_from_cancel_rc, -1);
+    atomic_init(&x->comp_ref_rc, -1);
+    atomic_init(&x->comp_lookup_rc, -1);
+    x->o.end_from_cancel = true;
+    bgjob_job_options op = opts_for(&x->o, BGJOB_CREATE_EXTERNAL | BGJOB_CREATE_DEFER_START, NULL);
+    op.control = ctl_reenter_cb;
+    op.control_userdata = x;
+    op.completion = comp_reenter_cb;
+    op.completion_userdata = x;
+    bgjob_job *e = NULL;
+    REQUIRE(bgjob_job_create(&op, NULL, NULL, NULL, &e) == BGJOB_RESULT_OK);
+    x->id = id_of(e);
+    CHECK_RC(bgjob_job_start(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_pause(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_resume(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_set_speed(e, 1000), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&x->o.ctl_calls), 3);
+    CHECK_RC(bgjob_job_detach(e, BGJOB_DETACH_CANCEL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&x->o.ctl_cancel), 1);
+    CHECK_RC(atomic_load(&x->o.end_from_cancel_rc), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&x->o.comp_frees, 1));
+    CHECK_EQ(atomic_load(&x->bad), 0);
+    CHECK_RC(atomic_load(&x->comp_ref_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&x->comp_lookup_rc), BGJOB_RESULT_OK);
+    CHECK_EVENTS(&x->o, BGJOB_STATE_CANCELLED);
+    CHECK(poll_unlisted(x->id));
+    bgjob_job *l = NULL;
+    CHECK_RC(bgjob_job_lookup(x->id, &l), BGJOB_RESULT_INVALID_ARGUMENT);
+    CHECK(poll_int_eq(&x->o.ev_frees, 1));
+    CHECK_EQ(atomic_load(&x->o.ctl_frees), 1);
+    pthread_mutex_destroy(&x->o.mu);
+    free(x);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -939,6 +1027,7 @@ int main(void)
         TAP_TEST(test_cancel_from_event_ends_in_control),
         TAP_TEST(test_manual_finalize_parent_waits_for_child),
         TAP_TEST(test_cancel_waiting_parent),
+        TAP_TEST(test_control_and_completion_reenter_detached),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
