@@ -1010,6 +1010,122 @@ static bool test_control_and_completion_reenter_detached(void)
     return ok;
 }
 
+/* The end-from-event seam inside a transaction: the external member is ended
+ * from its own event callback (on its IO_ERROR event, as an owner reacting to
+ * an error would) after its threaded sibling finished, so that end settles
+ * the group on the delivering thread. Every member: END before completion,
+ * each exactly once; the sibling's completion never on this thread. */
+struct txn_end {
+    struct obs o;
+    atomic_int rc;
+};
+
+static void txn_end_ev(void *ud, bgjob_job *job, const bgjob_event *ev)
+{
+    struct txn_end *x = ud;
+    on_event(&x->o, job, ev);
+    if (ev->kind == BGJOB_EVENT_KIND_IO_ERROR)
+        atomic_store(&x->rc, bgjob_job_end(job, 5, "io"));
+}
+
+static bool test_txn_settled_from_event_callback(void)
+{
+    bool ok = true;
+    struct txn_end *x = calloc(1, sizeof *x);
+    REQUIRE(x != NULL);
+    pthread_mutex_init(&x->o.mu, NULL);
+    atomic_init(&x->o.completion_info_rc, -1);
+    atomic_init(&x->o.completion_state, -1);
+    atomic_init(&x->rc, -1);
+    struct obs *to = obs_new();
+    struct tracker tt;
+    tracker_init(&tt);
+    bgjob_job_options op = opts_for(&x->o, BGJOB_CREATE_EXTERNAL | BGJOB_CREATE_DEFER_START, NULL);
+    op.event = txn_end_ev;
+    op.event_userdata = x;
+    bgjob_job *e = NULL, *t = NULL;
+    bgjob_txn *txn = NULL;
+    REQUIRE(bgjob_job_create(&op, NULL, NULL, NULL, &e) == BGJOB_RESULT_OK);
+    REQUIRE(make_threaded(to, &tt, worker_return, BGJOB_CREATE_DEFER_START, NULL, &t) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(bgjob_txn_create(0, &txn) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, t), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+    CHECK(poll_state(t, BGJOB_STATE_WAITING));
+    bgjob_error_action act;
+    CHECK_RC(bgjob_job_report_io_error(e, 5, "io", &act), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&x->rc), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&x->o.completions), 1); /* on this thread, after the event */
+    CHECK_STATE(wait_end(e), BGJOB_STATE_FAILED);
+    CHECK_STATE(wait_end(t), BGJOB_STATE_CANCELLED);
+    CHECK_EVENTS(&x->o, BGJOB_STATE_FAILED);
+    CHECK_EVENTS(to, BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(t), BGJOB_RESULT_OK);
+    CHECK(all_freed(&x->o) && all_freed(to));
+    pthread_mutex_destroy(&x->o.mu);
+    free(x);
+    obs_delete(to);
+    return ok;
+}
+
+/* An event callback dispatched through a context destroys that context
+ * mid-stream (the job keeps changing): no event or completion after their
+ * frees, each free exactly once, the job still ends. */
+struct ctx_kill {
+    struct obs o;
+    bgjob_context *ctx;
+    atomic_int killed;
+};
+
+static void ctx_kill_ev(void *ud, bgjob_job *job, const bgjob_event *ev)
+{
+    struct ctx_kill *x = ud;
+    on_event(&x->o, job, ev);
+    if (ev->kind == BGJOB_EVENT_KIND_STATE_CHANGED && ev->new_state == BGJOB_STATE_PAUSED &&
+        atomic_fetch_add(&x->killed, 1) == 0)
+        bgjob_context_destroy(x->ctx);
+}
+
+static bool test_event_destroys_its_context(void)
+{
+    bool ok = true;
+    struct ctx_kill *x = calloc(1, sizeof *x);
+    REQUIRE(x != NULL);
+    pthread_mutex_init(&x->o.mu, NULL);
+    atomic_init(&x->o.completion_info_rc, -1);
+    atomic_init(&x->o.completion_state, -1);
+    REQUIRE(bgjob_context_create(&x->ctx) == BGJOB_RESULT_OK);
+    bgjob_job_options op = opts_for(&x->o, BGJOB_CREATE_EXTERNAL, x->ctx);
+    op.event = ctx_kill_ev;
+    op.event_userdata = x;
+    bgjob_job *e = NULL;
+    REQUIRE(bgjob_job_create(&op, NULL, NULL, NULL, &e) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_pause(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_resume(e), BGJOB_RESULT_OK);
+    size_t ran = 0;
+    CHECK_RC(bgjob_context_dispatch(x->ctx, 0, &ran), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&x->killed), 1);
+    CHECK_RC(bgjob_context_dispatch(x->ctx, 0, &ran), BGJOB_RESULT_INVALID_HANDLE);
+    for (int i = 0; i < 10; i++) {
+        CHECK_RC(bgjob_job_pause(e), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_resume(e), BGJOB_RESULT_OK);
+    }
+    CHECK_RC(bgjob_job_end(e, 0, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(e), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(e), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&x->o.ev_frees), 1);
+    CHECK_EQ(atomic_load(&x->o.comp_frees), 1);
+    CHECK_EQ(atomic_load(&x->o.completions), 0);
+    CHECK_EQ(atomic_load(&x->o.calls_after_free), 0);
+    CHECK_EQ(atomic_load(&x->o.bad_order), 0);
+    pthread_mutex_destroy(&x->o.mu);
+    free(x);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -1028,6 +1144,8 @@ int main(void)
         TAP_TEST(test_manual_finalize_parent_waits_for_child),
         TAP_TEST(test_cancel_waiting_parent),
         TAP_TEST(test_control_and_completion_reenter_detached),
+        TAP_TEST(test_txn_settled_from_event_callback),
+        TAP_TEST(test_event_destroys_its_context),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
