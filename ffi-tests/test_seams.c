@@ -1126,6 +1126,57 @@ static bool test_event_destroys_its_context(void)
     return ok;
 }
 
+/* A transaction's abort flows into a member's sub-job: threaded parent P and
+ * external sibling S in a transaction, external child C under P. S fails:
+ * P is cancelled (TRANSACTION), C too (PARENT, its owner told), and P does
+ * not end before C; the transaction settles once P does. */
+static bool test_txn_abort_reaches_member_subjob(void)
+{
+    bool ok = true;
+    struct obs *po = obs_new(), *so = obs_new(), *co = obs_new();
+    struct tracker pt;
+    tracker_init(&pt);
+    bgjob_job *p = NULL, *s_ = NULL, *c = NULL;
+    bgjob_txn *txn = NULL;
+    REQUIRE(make_threaded(po, &pt, worker_until_cancel, BGJOB_CREATE_DEFER_START, NULL, &p) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(make_external(so, BGJOB_CREATE_DEFER_START, NULL, NULL, &s_) == BGJOB_RESULT_OK);
+    REQUIRE(bgjob_txn_create(0, &txn) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, p), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_add(txn, s_), BGJOB_RESULT_OK);
+    REQUIRE(make_external(co, 0, p, NULL, &c) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&pt.runs, 1));
+    CHECK_RC(bgjob_job_end(s_, 3, "sibling failed"), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&co->ctl_cancel, 1));
+    bgjob_info info;
+    if (info_of(p, &info))
+        CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TRANSACTION);
+    if (info_of(c, &info))
+        CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_PARENT);
+    CHECK(poll_int_eq(&pt.returns, 1));
+    int32_t ps = state_of(p);
+    CHECKF(ps == BGJOB_STATE_WAITING, "parent %s while its child runs", bgjob_state_str(ps));
+    CHECK_EQ(atomic_load(&po->ends), 0);
+    CHECK_EQ(atomic_load(&so->completions), 0); /* the group has not settled */
+    CHECK_RC(bgjob_job_end(c, WORKER_CANCELLED_RC, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(wait_end(s_), BGJOB_STATE_FAILED);
+    CHECK_EVENTS(po, BGJOB_STATE_CANCELLED);
+    CHECK_EVENTS(so, BGJOB_STATE_FAILED);
+    CHECK_EVENTS(co, BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(s_), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    CHECK(all_freed(po) && all_freed(so) && all_freed(co));
+    obs_delete(po);
+    obs_delete(so);
+    obs_delete(co);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -1146,6 +1197,7 @@ int main(void)
         TAP_TEST(test_control_and_completion_reenter_detached),
         TAP_TEST(test_txn_settled_from_event_callback),
         TAP_TEST(test_event_destroys_its_context),
+        TAP_TEST(test_txn_abort_reaches_member_subjob),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
