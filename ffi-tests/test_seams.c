@@ -1177,6 +1177,55 @@ static bool test_txn_abort_reaches_member_subjob(void)
     return ok;
 }
 
+/* READY/STANDBY, soft then force cancel on an external job, seen by its
+ * owner: READY and STANDBY come as events in order; the soft cancel of a
+ * STANDBY job reaches the owner as CANCEL with arg 0, the later force cancel
+ * (REQUESTED again, per the header) as CANCEL with arg 1; the owner ends it
+ * with success and it ends COMPLETED (soft) or CANCELLED (force). */
+static bool test_soft_then_force_cancel_external(void)
+{
+    bool ok = true;
+    struct obs *o = obs_new();
+    bgjob_job *e = NULL;
+    REQUIRE(make_external(o, 0, NULL, NULL, &e) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_set_ready(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_pause(e), BGJOB_RESULT_OK);
+    CHECK_STATE(state_of(e), BGJOB_STATE_STANDBY);
+    bgjob_cancel_status st = -1;
+    CHECK_RC(bgjob_job_cancel_soft(e, &st), BGJOB_RESULT_OK);
+    CHECK_EQ(st, BGJOB_CANCEL_STATUS_REQUESTED);
+    CHECK_EQ(atomic_load(&o->ctl_cancel), 1);
+    CHECK_EQ(atomic_load(&o->ctl_last_arg), 0);
+    st = -1;
+    CHECK_RC(bgjob_job_cancel(e, &st), BGJOB_RESULT_OK);
+    CHECK_EQ(st, BGJOB_CANCEL_STATUS_REQUESTED);
+    CHECKF(atomic_load(&o->ctl_cancel) == 2,
+           "the owner was not told the soft cancel became a force one (%d CANCEL calls)",
+           atomic_load(&o->ctl_cancel));
+    CHECK_EQ(atomic_load(&o->ctl_last_arg), 1);
+    bool soft = true;
+    CHECK_RC(bgjob_job_cancel_is_soft(e, &soft), BGJOB_RESULT_OK);
+    CHECK(!soft);
+    CHECK_RC(bgjob_job_end(e, WORKER_CANCELLED_RC, NULL), BGJOB_RESULT_OK);
+    atomic_store(&o->end_returned, 1);
+    CHECK_STATE(wait_end(e), BGJOB_STATE_CANCELLED);
+    CHECK_EVENTS(o, BGJOB_STATE_CANCELLED);
+    bool saw_ready = false, saw_standby = false;
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->evs[i].kind == BGJOB_EVENT_KIND_READY)
+            saw_ready = true;
+        if (o->evs[i].kind == BGJOB_EVENT_KIND_STATE_CHANGED &&
+            o->evs[i].new_state == BGJOB_STATE_STANDBY)
+            saw_standby = saw_ready;
+    }
+    CHECK(saw_ready && saw_standby);
+    CHECK_RC(bgjob_job_destroy(e), BGJOB_RESULT_OK);
+    CHECK(all_freed(o));
+    CHECK_EQ(atomic_load(&o->ctl_frees), 1);
+    obs_delete(o);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -1198,6 +1247,7 @@ int main(void)
         TAP_TEST(test_txn_settled_from_event_callback),
         TAP_TEST(test_event_destroys_its_context),
         TAP_TEST(test_txn_abort_reaches_member_subjob),
+        TAP_TEST(test_soft_then_force_cancel_external),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
