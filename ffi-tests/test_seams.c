@@ -1226,6 +1226,71 @@ static bool test_soft_then_force_cancel_external(void)
     return ok;
 }
 
+/* A deadline on an external parent: its cancel (cause TIMEOUT) runs on a
+ * bgjob thread named "bgjob-deadline", where the owner ends the job from
+ * inside CONTROL_CANCEL; its threaded child is cancelled (PARENT) and the
+ * parent waits for it; events and completions still in order, once. */
+struct deadline_obs {
+    struct obs o;
+    char thread_name[32];
+    atomic_int named;
+};
+
+static void deadline_ctl(void *ud, bgjob_job *job, bgjob_control what, int64_t arg)
+{
+    struct deadline_obs *x = ud;
+    if (what == BGJOB_CONTROL_CANCEL && atomic_load(&x->named) == 0) {
+        pthread_getname_np(pthread_self(), x->thread_name, sizeof x->thread_name);
+        atomic_store(&x->named, 1);
+    }
+    on_control(&x->o, job, what, arg);
+}
+
+static bool test_deadline_on_external_parent(void)
+{
+    bool ok = true;
+    struct deadline_obs *x = calloc(1, sizeof *x);
+    REQUIRE(x != NULL);
+    pthread_mutex_init(&x->o.mu, NULL);
+    atomic_init(&x->o.completion_info_rc, -1);
+    atomic_init(&x->o.completion_state, -1);
+    atomic_init(&x->o.end_from_cancel_rc, -1);
+    x->o.end_from_cancel = true;
+    struct obs *co = obs_new();
+    struct tracker ct;
+    tracker_init(&ct);
+    bgjob_job_options op = opts_for(&x->o, BGJOB_CREATE_EXTERNAL | BGJOB_CREATE_DEFER_START, NULL);
+    op.control = deadline_ctl;
+    op.control_userdata = x;
+    op.deadline_ms = 1;
+    bgjob_job *p = NULL, *c = NULL;
+    REQUIRE(bgjob_job_create(&op, NULL, NULL, NULL, &p) == BGJOB_RESULT_OK);
+    REQUIRE(make_threaded(co, &ct, worker_until_cancel, 0, p, &c) == BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&ct.runs, 1));
+    CHECK_RC(bgjob_job_start(p), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&x->named, 1));
+    CHECK_STR(x->thread_name, "bgjob-deadline");
+    CHECK(poll_int_eq(&x->o.comp_frees, 1));
+    CHECK_RC(atomic_load(&x->o.end_from_cancel_rc), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(wait_end(p), BGJOB_STATE_CANCELLED);
+    bgjob_info info;
+    if (info_of(p, &info))
+        CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_TIMEOUT);
+    if (info_of(c, &info))
+        CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_PARENT);
+    CHECK_EVENTS(&x->o, BGJOB_STATE_CANCELLED);
+    CHECK_EVENTS(co, BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    CHECK(all_freed(&x->o) && all_freed(co));
+    CHECK_EQ(atomic_load(&x->o.ctl_frees), 1);
+    pthread_mutex_destroy(&x->o.mu);
+    free(x);
+    obs_delete(co);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -1248,6 +1313,7 @@ int main(void)
         TAP_TEST(test_event_destroys_its_context),
         TAP_TEST(test_txn_abort_reaches_member_subjob),
         TAP_TEST(test_soft_then_force_cancel_external),
+        TAP_TEST(test_deadline_on_external_parent),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
