@@ -664,7 +664,9 @@ static bool test_cancel_chain_through_external(void)
     if (info_of(c, &info))
         CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_PARENT);
     CHECK(poll_int_eq(&pt.returns, 1));
-    /* The external child has not ended: the parent must not be terminal. */
+    /* The external child has not ended: the parent must not be terminal
+     * (`returns` counts just before the worker's return: poll for WAITING). */
+    CHECK(poll_state(p, BGJOB_STATE_WAITING));
     int32_t ps = state_of(p);
     CHECKF(ps == BGJOB_STATE_WAITING, "parent state %d (%s) while its external child runs", ps,
            bgjob_state_str(ps));
@@ -1155,6 +1157,8 @@ static bool test_txn_abort_reaches_member_subjob(void)
     if (info_of(c, &info))
         CHECK_EQ(info.cancel_cause, BGJOB_CANCEL_CAUSE_PARENT);
     CHECK(poll_int_eq(&pt.returns, 1));
+    /* `returns` counts just before the worker's return: poll for WAITING. */
+    CHECK(poll_state(p, BGJOB_STATE_WAITING));
     int32_t ps = state_of(p);
     CHECKF(ps == BGJOB_STATE_WAITING, "parent %s while its child runs", bgjob_state_str(ps));
     CHECK_EQ(atomic_load(&po->ends), 0);
