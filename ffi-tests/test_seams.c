@@ -1295,6 +1295,55 @@ static bool test_deadline_on_external_parent(void)
     return ok;
 }
 
+/* fork() from inside an event callback (this thread is the job's event
+ * deliverer): in the child, a new external job ended from its own event
+ * callback still completes (END first), and the parent's job still ends. */
+static bool fork_in_event_body(void)
+{
+    return end_in_event_case(0) && end_in_event_case(1);
+}
+
+struct fork_in_event {
+    struct obs o;
+    atomic_int forked;
+    atomic_int child_ok;
+};
+
+static void fork_in_event_cb(void *ud, bgjob_job *job, const bgjob_event *ev)
+{
+    struct fork_in_event *x = ud;
+    on_event(&x->o, job, ev);
+    if (ev->kind == BGJOB_EVENT_KIND_STATE_CHANGED && ev->new_state == BGJOB_STATE_PAUSED &&
+        atomic_fetch_add(&x->forked, 1) == 0)
+        atomic_store(&x->child_ok, in_child(60, fork_in_event_body) ? 1 : 2);
+}
+
+static bool test_fork_inside_event_callback(void)
+{
+    bool ok = true;
+    struct fork_in_event *x = calloc(1, sizeof *x);
+    REQUIRE(x != NULL);
+    pthread_mutex_init(&x->o.mu, NULL);
+    atomic_init(&x->o.completion_info_rc, -1);
+    atomic_init(&x->o.completion_state, -1);
+    bgjob_job_options op = opts_for(&x->o, BGJOB_CREATE_EXTERNAL, NULL);
+    op.event = fork_in_event_cb;
+    op.event_userdata = x;
+    bgjob_job *e = NULL;
+    REQUIRE(bgjob_job_create(&op, NULL, NULL, NULL, &e) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_pause(e), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&x->child_ok), 1);
+    CHECK_RC(bgjob_job_resume(e), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_end(e, 0, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(e), BGJOB_STATE_COMPLETED);
+    CHECK_EVENTS(&x->o, BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(e), BGJOB_RESULT_OK);
+    CHECK(all_freed(&x->o));
+    pthread_mutex_destroy(&x->o.mu);
+    free(x);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -1318,6 +1367,7 @@ int main(void)
         TAP_TEST(test_txn_abort_reaches_member_subjob),
         TAP_TEST(test_soft_then_force_cancel_external),
         TAP_TEST(test_deadline_on_external_parent),
+        TAP_TEST(test_fork_inside_event_callback),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
