@@ -810,7 +810,9 @@ typedef struct bgjob_txn bgjob_txn;
  *   its own — never on a sibling's worker thread;
  * - an external job (`BGJOB_CREATE_EXTERNAL`): `bgjob_job_end` is its
  *   worker's return, so the rules above hold with "its worker thread" read
- *   as "the thread calling `bgjob_job_end`, before that call returns";
+ *   as "the thread calling `bgjob_job_end`, before that call returns"
+ *   (called from inside the job's own event callback: on that thread once
+ *   the event callback returned and END was delivered);
  * - a job ended by a call (a cancel of a job that never ran, destroy,
  *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
  *   PENDING, a
@@ -2163,8 +2165,12 @@ bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
  * runs on this thread, before it returns (after the commit or abort and
  * clean; in a transaction, only once every member has ended — the member
  * whose end settled the group gets its completion here, the others on
- * bgjob threads of their own). With a context it is queued there. A
- * detached external job's handle stays valid for its owner until this call
+ * bgjob threads of their own). Called from inside one of the job's own
+ * event callbacks (directly, or from its control callback's CANCEL), the
+ * completion must follow the END event that this end queues: it then runs
+ * on this thread right after that event callback returns and END was
+ * delivered, not before this call returns. With a context it is queued
+ * there. A detached external job's handle stays valid for its owner until this call
  * returns, and is released by it (see `bgjob_job_detach`).
  *
  * Calls that need a worker thread — `bgjob_job_pause_point`,

@@ -155,7 +155,9 @@ pub struct bgjob_txn {
 ///   its own — never on a sibling's worker thread;
 /// - an external job (`BGJOB_CREATE_EXTERNAL`): `bgjob_job_end` is its
 ///   worker's return, so the rules above hold with "its worker thread" read
-///   as "the thread calling `bgjob_job_end`, before that call returns";
+///   as "the thread calling `bgjob_job_end`, before that call returns"
+///   (called from inside the job's own event callback: on that thread once
+///   the event callback returned and END was delivered);
 /// - a job ended by a call (a cancel of a job that never ran, destroy,
 ///   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
 ///   PENDING, a

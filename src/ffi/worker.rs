@@ -195,8 +195,12 @@ pub unsafe extern "C" fn bgjob_job_finish(job: *mut bgjob_job, status: i32) -> b
 /// runs on this thread, before it returns (after the commit or abort and
 /// clean; in a transaction, only once every member has ended — the member
 /// whose end settled the group gets its completion here, the others on
-/// bgjob threads of their own). With a context it is queued there. A
-/// detached external job's handle stays valid for its owner until this call
+/// bgjob threads of their own). Called from inside one of the job's own
+/// event callbacks (directly, or from its control callback's CANCEL), the
+/// completion must follow the END event that this end queues: it then runs
+/// on this thread right after that event callback returns and END was
+/// delivered, not before this call returns. With a context it is queued
+/// there. A detached external job's handle stays valid for its owner until this call
 /// returns, and is released by it (see `bgjob_job_detach`).
 ///
 /// Calls that need a worker thread — `bgjob_job_pause_point`,

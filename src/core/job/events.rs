@@ -239,6 +239,33 @@ thread_local! {
     static HELD: Cell<u32> = const { Cell::new(0) };
     /// Jobs whose events this thread must deliver once it holds no lock.
     static DEFERRED: RefCell<Vec<Job>> = const { RefCell::new(Vec::new()) };
+    /// Jobs whose events this thread is delivering now (innermost last), each
+    /// with what must run once its queue is empty: a completion that came due
+    /// inside one of its event callbacks (an external job ended from it).
+    static DRAINING: RefCell<Vec<(usize, Vec<AfterEvents>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Work that must follow a job's events (its completion).
+pub(super) type AfterEvents = Box<dyn FnOnce() + Send>;
+
+fn job_key(job: &Job) -> usize {
+    Arc::as_ptr(&job.0) as usize
+}
+
+/// Leaves the deliverer's role of `job` on this thread and runs what waited
+/// for its events, with no lock held.
+fn end_drain(job: &Job) {
+    let key = job_key(job);
+    let after = DRAINING.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.iter().rposition(|e| e.0 == key) {
+            Some(i) => d.remove(i).1,
+            None => Vec::new(),
+        }
+    });
+    for f in after {
+        f();
+    }
 }
 
 fn enter() {
@@ -390,10 +417,13 @@ impl JobSignal {
 /// Delivers `job`'s queued events on this thread, the caller having made
 /// itself the deliverer; then lets go of that role.
 fn drain(job: &Job) {
+    DRAINING.with(|d| d.borrow_mut().push((job_key(job), Vec::new())));
     loop {
         let (ev, sink, last) = {
             let mut st = job.0.raw_lock();
             let Some(events) = st.events.as_mut() else {
+                drop(st);
+                end_drain(job);
                 return;
             };
             match events.queue.pop_front() {
@@ -401,6 +431,7 @@ fn drain(job: &Job) {
                     events.delivering = false;
                     drop(st);
                     job.0.cv.notify_all();
+                    end_drain(job);
                     return;
                 }
                 Some(ev) => {
@@ -434,6 +465,29 @@ impl Inner {
 }
 
 impl Job {
+    /// Runs `f` once this job's queued events (END included) have been
+    /// delivered: at once after delivering them here, or — when this thread
+    /// is delivering them right now, `f` being due inside one of the job's
+    /// event callbacks — right after that delivery ends, on this thread
+    /// (waiting for itself would hang).
+    pub(super) fn after_events(&self, f: AfterEvents) {
+        let key = job_key(self);
+        let f = DRAINING.with(|d| {
+            let mut d = d.borrow_mut();
+            match d.iter_mut().rev().find(|e| e.0 == key) {
+                Some(e) => {
+                    e.1.push(f);
+                    None
+                }
+                None => Some(f),
+            }
+        });
+        if let Some(f) = f {
+            self.deliver_pending_events();
+            f();
+        }
+    }
+
     /// Delivers every event still queued for this job on this thread (or
     /// waits while another thread delivers them). A completion calls it
     /// first, so END comes before it.

@@ -284,10 +284,12 @@ impl Job {
         let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
             let job = self.clone();
-            // The job's events (END last) are delivered before it.
+            // The job's events (END last) are delivered before it; due
+            // inside one of its own event callbacks (an external job ended
+            // there), it runs once that delivery is over.
             let run: Box<dyn FnOnce() + Send> = Box::new(move || {
-                job.deliver_pending_events();
-                f(&job)
+                let j = job.clone();
+                job.after_events(Box::new(move || f(&j)));
             });
             let Some(ctx) = context else {
                 return Some(Undelivered::Direct(run));
