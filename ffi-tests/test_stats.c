@@ -308,9 +308,10 @@ static bool test_reader_never_sees_a_torn_batch(void)
     CHECK_RC(bgjob_job_start(job), BGJOB_RESULT_OK);
     REQUIRE(poll_long_ge(&b.rounds, 1));
     /* Read until many distinct batches were seen: the reader really ran
-     * while the writer wrote, however the threads were scheduled. */
-    int64_t give_up = now_ms() + 60000;
-    while ((reads < 20000 || changes < 2000) && now_ms() < give_up) {
+     * while the writer wrote, however the threads were scheduled. The end is
+     * a count, not a clock (under valgrind, which runs one thread at a time,
+     * a minute gave ~660 batches); a hang is left to the TAP timeout. */
+    while (reads < 5000 || changes < 300) {
         memset(&info, 0, sizeof info);
         info.struct_size = sizeof info;
         if (bgjob_job_get_stats(job, &info, s, 4, &n) != BGJOB_RESULT_OK || n != 4) {
@@ -337,7 +338,6 @@ static bool test_reader_never_sees_a_torn_batch(void)
         last = a;
     }
     CHECK_EQ(torn, 0);
-    CHECKF(changes >= 2000, "only %ld distinct batches in %ld reads", changes, reads);
     tap_diag("%ld reads, %ld distinct batches, %ld rounds", reads, changes,
              atomic_load(&b.rounds));
     bgjob_cancel_status cs;
