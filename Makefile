@@ -248,7 +248,7 @@ $(VENV)/.ready:
 	  fi; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest tqdm
 	@touch $@
 
 $(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS) $(SO)
