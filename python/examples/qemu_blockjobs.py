@@ -27,6 +27,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
@@ -300,20 +301,19 @@ class Driver:
     def _on_control(self, qj: QJob, what: Control, arg: int) -> None:
         # On the verb's thread, no bgjob lock held: never QMP from here,
         # only a hand-over to the loop (which may be this very thread).
-        import threading
-
         qj.control_threads.append(threading.current_thread().name)
         self.loop.call_soon_threadsafe(self._forward, qj, what, arg)
 
     def _forward(self, qj: QJob, what: Control, arg: int) -> None:
         if qj.ended or self.gone:
             return
+        args: Dict[str, Any] = {"id": qj.name}
         if what == Control.PAUSE:
-            cmd, args = "job-pause", {"id": qj.name}
+            cmd = "job-pause"
         elif what == Control.RESUME:
-            cmd, args = "job-resume", {"id": qj.name}
+            cmd = "job-resume"
         elif what == Control.COMPLETE:
-            cmd, args = "job-complete", {"id": qj.name}
+            cmd = "job-complete"
         elif what == Control.CANCEL:
             if qj.qstatus in ("aborting", "concluded", "null"):
                 return  # QEMU is already winding it down
@@ -523,7 +523,7 @@ class Display:
 class TqdmDisplay(Display):
     def __init__(self) -> None:
         super().__init__()
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         self._tqdm = tqdm
         self.write = lambda msg: tqdm.write(msg, file=sys.stdout)
@@ -557,7 +557,12 @@ class TqdmDisplay(Display):
 class RichDisplay(Display):
     def __init__(self) -> None:
         super().__init__()
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+        from rich.progress import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+        )
 
         self._progress = Progress(
             TextColumn("    {task.description}"), BarColumn(), DownloadColumn(binary_units=True),
