@@ -332,7 +332,8 @@ class Driver:
         try:
             await self.qmp.execute(cmd, args)
         except (QMPError, Disconnected, asyncio.TimeoutError) as e:
-            say(f"    [driver] {qj.name}: {cmd} refused by QEMU: {e}")
+            if not self.gone:  # (while stopping, the daemon's end says it all)
+                say(f"    [driver] {qj.name}: {cmd} refused by QEMU: {e}")
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -570,7 +571,7 @@ class RichDisplay(Display):
         )
         self._progress.start()
         console = self._progress.console
-        self.write = lambda msg: console.print(msg, markup=False, highlight=False)
+        self.write = lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True)
         self._tasks: Dict[str, Any] = {}
 
     def show(self, job: bgjob.Job[None], info: bgjob.Info, qstatus: str) -> None:

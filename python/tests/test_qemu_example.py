@@ -51,7 +51,7 @@ def importable(mod: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("display", ["plain", "tqdm"])
+@pytest.mark.parametrize("display", ["plain", "tqdm", "rich"])
 def test_steps_1_to_3_behave(display: str) -> None:
     if display != "plain" and not importable(display):
         pytest.skip(f"{display} is not installed here (the plain display is tested)")
