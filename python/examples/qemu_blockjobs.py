@@ -191,15 +191,6 @@ class Daemon:
                 await asyncio.wait_for(self.proc.wait(), timeout)
         return self.proc.returncode
 
-    def kill_now(self) -> None:
-        """For exits where no loop runs any more: kill the group, reap if we can."""
-        if self.proc.returncode is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                os.waitpid(self.proc.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-
 
 async def run_cmd(argv: List[str], timeout: float = 10.0) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
