@@ -248,7 +248,7 @@ $(VENV)/.ready:
 	  fi; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check pytest tqdm
 	@touch $@
 
 $(VENV)/.bgjob-installed: $(VENV)/.ready $(PY_SRCS) $(SO)
@@ -263,7 +263,7 @@ test-python: lib $(VENV)/.bgjob-installed
 	BGJOB_LIBRARY=$(abspath $(SO)) BGJOB_HEADER=$(abspath include/bgjob.h) \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider python/tests
 
-# mypy --strict over the package (the demo included) and tests/typing_check.py,
+# mypy --strict over the package (the demo included), the QEMU example and tests/typing_check.py,
 # which pins a job's result type through `result` and `await`. In a venv of
 # its own.
 MYPY_VENV := target/venv-mypy
@@ -275,7 +275,7 @@ $(MYPY_VENV)/.ready:
 
 python-typecheck: $(MYPY_VENV)/.ready
 	cd python && ../$(MYPY_VENV)/bin/mypy --strict --cache-dir=../target/mypy-cache \
-	  --python-version 3.11 bgjob tests/typing_check.py
+	  --python-version 3.11 bgjob tests/typing_check.py examples/qemu_blockjobs.py
 	@# 3.10's branches too (3.9 is below what mypy still checks).
 	cd python && ../$(MYPY_VENV)/bin/mypy --strict --cache-dir=../target/mypy-cache \
 	  --python-version 3.10 bgjob
