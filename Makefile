@@ -164,7 +164,7 @@ $(OUT)/examples/qmp_selftest: $(QEMU_BJ)/qmp_selftest.c $(QEMU_BJ_SRCS) $(QEMU_B
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags jansson) -o $@ $< $(QEMU_BJ_SRCS) $$(pkg-config --libs jansson)
 
-# The driver: each QEMU block job a bgjob external job (driver.c), issue 18's steps.
+# The driver: each QEMU block job a bgjob external job (driver.c), run through six scenarios.
 $(OUT)/examples/qemu_blockjobs: $(QEMU_BJ)/qemu_blockjobs.c $(QEMU_BJ)/driver.c $(QEMU_BJ)/driver.h $(QEMU_BJ_SRCS) $(QEMU_BJ_HDRS) include/bgjob.h $(RELEASE)/$(SONAME) | deps-jansson
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $$(pkg-config --cflags jansson) -o $@ $< $(QEMU_BJ)/driver.c $(QEMU_BJ_SRCS) $$(pkg-config --libs jansson) $(LDLIBS)

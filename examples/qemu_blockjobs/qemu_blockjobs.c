@@ -1,5 +1,5 @@
 /*
- * qemu_blockjobs.c: issue 18's steps 1-6, real QEMU block jobs run through
+ * qemu_blockjobs.c: six block-job scenarios, real QEMU block jobs run through
  * bgjob by driver.c (each QEMU job a bgjob external job), self-checking.
  * Exit 0 when every step behaved, 1 otherwise, 77 (SKIPPED) when
  * qemu-storage-daemon, qemu-img or qemu-io is missing.
