@@ -186,13 +186,8 @@ pub unsafe extern "C" fn bgjob_job_get_phase(
     len: usize,
     len_out: *mut usize,
 ) -> bgjob_result {
-    boundary(|| {
-        check_buf(buf, len)?;
-        let phase = with_job(job, |j, _| j.phase())?;
-        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
-        unsafe { copy_out(&phase, buf, len, len_out) };
-        Ok(())
-    })
+    // SAFETY: `buf`/`len` and `len_out` as the caller passed them (checked there).
+    unsafe { text_out(job, buf, len, len_out, |j| j.phase().to_string()) }
 }
 
 /// Reads the job's name into `buf`, snprintf-style like `bgjob_job_get_error`.
@@ -206,13 +201,8 @@ pub unsafe extern "C" fn bgjob_job_get_name(
     len: usize,
     len_out: *mut usize,
 ) -> bgjob_result {
-    boundary(|| {
-        check_buf(buf, len)?;
-        let name = with_job(job, |j, _| j.name().to_owned())?;
-        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
-        unsafe { copy_out(&name, buf, len, len_out) };
-        Ok(())
-    })
+    // SAFETY: `buf`/`len` and `len_out` as the caller passed them (checked there).
+    unsafe { text_out(job, buf, len, len_out, |j| j.name().to_string()) }
 }
 
 /// Reads the job's operation name (`bgjob_job_options.operation`; empty for
@@ -227,13 +217,8 @@ pub unsafe extern "C" fn bgjob_job_get_operation(
     len: usize,
     len_out: *mut usize,
 ) -> bgjob_result {
-    boundary(|| {
-        check_buf(buf, len)?;
-        let op = with_job(job, |j, _| j.operation().to_owned())?;
-        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
-        unsafe { copy_out(&op, buf, len, len_out) };
-        Ok(())
-    })
+    // SAFETY: `buf`/`len` and `len_out` as the caller passed them (checked there).
+    unsafe { text_out(job, buf, len, len_out, |j| j.operation().to_string()) }
 }
 
 /// Reads the job's owner tag (`bgjob_job_options.owner`; empty for none) into
@@ -248,13 +233,8 @@ pub unsafe extern "C" fn bgjob_job_get_owner(
     len: usize,
     len_out: *mut usize,
 ) -> bgjob_result {
-    boundary(|| {
-        check_buf(buf, len)?;
-        let owner = with_job(job, |j, _| j.owner().to_owned())?;
-        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
-        unsafe { copy_out(&owner, buf, len, len_out) };
-        Ok(())
-    })
+    // SAFETY: `buf`/`len` and `len_out` as the caller passed them (checked there).
+    unsafe { text_out(job, buf, len, len_out, |j| j.owner().to_string()) }
 }
 
 /// Copies `s` into a fixed array, cut on a UTF-8 boundary, NUL-terminated.
@@ -429,6 +409,27 @@ pub extern "C" fn bgjob_verb_str(verb: bgjob_verb_in) -> *const c_char {
                 .ok()
                 .map(|v| Verb::from(v).name()),
         )
+    })
+}
+
+/// The shape every text reader shares: check the buffer, read the text from
+/// the job, copy it out snprintf-style.
+///
+/// # Safety
+/// `buf` is NULL or writable for `len` bytes; `len_out` NULL or writable.
+unsafe fn text_out(
+    job: *mut bgjob_job,
+    buf: *mut c_char,
+    len: usize,
+    len_out: *mut usize,
+    read: impl FnOnce(&core::Job) -> String,
+) -> bgjob_result {
+    boundary(|| {
+        check_buf(buf, len)?;
+        let text = with_job(job, |j, _| read(j))?;
+        // SAFETY: buffer checked above; `len_out` NULL or writable by contract.
+        unsafe { copy_out(&text, buf, len, len_out) };
+        Ok(())
     })
 }
 
