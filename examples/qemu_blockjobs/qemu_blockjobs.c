@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SKIP 77
 #define MIB (1024ULL * 1024ULL)
 #define S(st) (1u << (st))
 #define TERMINAL (S(BGJOB_STATE_COMPLETED) | S(BGJOB_STATE_FAILED) | S(BGJOB_STATE_CANCELLED))
@@ -486,45 +485,13 @@ static int step6_daemon_killed(void)
 }
 
 /* Files the run may leave, named up front so the exit hook is async-signal-safe. */
-#define MAX_FILES 20
-static char scratch[MAX_FILES][128];
-
-static void plan_cleanup(void)
-{
-    const char *n[] = {"src", "s6", "t1", "t2", "t3", "t3b", "t4a", "t4b", "t4c", "t5", "t6a", "t6b", NULL};
-    int k = 0;
-    for (int i = 0; n[i]; i++)
-        path_of(scratch[k++], sizeof scratch[0], n[i]);
-    snprintf(scratch[k++], sizeof scratch[0], "%s/qmp.sock", dir);
-    snprintf(scratch[k++], sizeof scratch[0], "%s/qsd.log", dir);
-}
-
-static void remove_dir(void)
-{
-    for (int i = 0; i < MAX_FILES; i++)
-        if (scratch[i][0])
-            unlink(scratch[i]);
-    rmdir(dir);
-}
-
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *need[] = {"qemu-storage-daemon", "qemu-img", "qemu-io", NULL};
-    for (int i = 0; need[i]; i++) {
-        if (!have_program(need[i])) {
-            printf("qemu_blockjobs: SKIPPED: %s is not installed (Debian: apt-get install qemu-utils)\n", need[i]);
-            return SKIP;
-        }
-    }
-    qsd_install_cleanup();
-    snprintf(dir, sizeof dir, "/tmp/qbj.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
-    plan_cleanup();
-    qsd_set_exit_hook(remove_dir);
+    static const char *const images[] = {"src", "s6", "t1", "t2", "t3", "t3b", "t4a", "t4b", "t4c", "t5", "t6a", "t6b", NULL};
+    int rc = qsd_scratch_open("qemu_blockjobs", dir, sizeof dir, images);
+    if (rc != 0)
+        return rc;
     int64_t t0 = qmp_now_ms();
     char src[128], err[512];
     path_of(src, sizeof src, "src");
@@ -533,7 +500,7 @@ int main(void)
         node_add("src", 0, false) != 0) {
         fprintf(stderr, "qemu_blockjobs: setup failed: %s\n", err);
         qdrv_stop(drv);
-        remove_dir();
+        qsd_scratch_remove();
         return 1;
     }
     pid_t pid = qdrv_daemon_pid(drv);
@@ -573,7 +540,7 @@ int main(void)
     }
     qdrv_stop(drv);
     bool left = pid > 0 && qsd_pid_alive(pid);
-    remove_dir();
+    qsd_scratch_remove();
     bool ok = failed == 0 && !left;
     printf("qemu_blockjobs: %s (%d failed step(s), %d failed check(s)), %.2f s, no daemon left: %s\n",
            ok ? "ok" : "FAILED", failed, failures, (double)(qmp_now_ms() - t0) / 1000.0, left ? "NO" : "yes");

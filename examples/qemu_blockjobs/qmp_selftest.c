@@ -35,7 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SKIP 77
 #define MIB (1024LL * 1024LL)
 #define IMAGE_MIB 64
 #define CMD_MS 5000  /* bound on one QMP command */
@@ -849,54 +848,22 @@ static int setup(void)
     return node_add("src", 0, false);
 }
 
-/* Every file the test may leave in its directory, spelled out at start so
- * that remove_dir is async-signal-safe (unlink and rmdir only): it runs at
- * exit and from qsd.c's signal handlers too. */
-#define MAX_FILES 20
-static char scratch[MAX_FILES][128];
-
-static void plan_cleanup(void)
-{
-    const char *names[] = {"src", "t1", "t1b", "t1c", "t2", "t3", "t3b", "t3c", "t3d", "t3e", "t4a", "t4b", "t4c", "t5", "t6", NULL};
-    int n = 0;
-    for (int i = 0; names[i] && n < MAX_FILES - 2; i++)
-        path_of(scratch[n++], sizeof scratch[0], names[i]);
-    snprintf(scratch[n++], sizeof scratch[0], "%s/qmp.sock", dir);
-    snprintf(scratch[n++], sizeof scratch[0], "%s/qsd.log", dir);
-}
-
-static void remove_dir(void)
-{
-    for (int i = 0; i < MAX_FILES; i++)
-        if (scratch[i][0])
-            unlink(scratch[i]);
-    rmdir(dir);
-}
-
+/* Every image the test may leave in its directory is named at start
+ * (`images`), so the removal is async-signal-safe (unlink and rmdir only): it
+ * runs at exit and from qsd.c's signal handlers too. */
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *need[] = {"qemu-storage-daemon", "qemu-img", "qemu-io", NULL};
-    for (int i = 0; need[i]; i++) {
-        if (!have_program(need[i])) {
-            printf("qmp_selftest: SKIPPED: %s is not installed (Debian: apt-get install qemu-utils)\n", need[i]);
-            return SKIP;
-        }
-    }
-    qsd_install_cleanup();
-    snprintf(dir, sizeof dir, "/tmp/qbj.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
-    plan_cleanup();
-    qsd_set_exit_hook(remove_dir);
+    static const char *const images[] = {"src", "t1", "t1b", "t1c", "t2", "t3", "t3b", "t3c", "t3d", "t3e", "t4a", "t4b", "t4c", "t5", "t6", NULL};
+    int rc = qsd_scratch_open("qmp_selftest", dir, sizeof dir, images);
+    if (rc != 0)
+        return rc;
     int64_t t0 = qmp_now_ms();
     if (setup() != 0) {
         fprintf(stderr, "qmp_selftest: setup failed\n");
         qmp_close(q);
         qsd_stop(&qsd, SIGKILL, 2000);
-        remove_dir();
+        qsd_scratch_remove();
         return 1;
     }
     struct {
@@ -934,7 +901,7 @@ int main(void)
     qmp_close(q);
     qsd_stop(&qsd, SIGKILL, 2000);
     bool left = pid > 0 && qsd_pid_alive(pid);
-    remove_dir();
+    qsd_scratch_remove();
     printf("qmp_selftest: %s (%d failed step(s), %d failed check(s)), %.2f s, no daemon left: %s\n",
            failed_steps == 0 && !left ? "ok" : "FAILED", failed_steps, failures,
            (double)(qmp_now_ms() - t0) / 1000.0, left ? "NO" : "yes");

@@ -349,3 +349,42 @@ done:
     }
     return rc;
 }
+
+#define SCRATCH_FILES 24
+static char scratch_dir[64];
+static char scratch[SCRATCH_FILES][128];
+
+void qsd_scratch_remove(void)
+{
+    for (int i = 0; i < SCRATCH_FILES; i++)
+        if (scratch[i][0])
+            unlink(scratch[i]);
+    if (scratch_dir[0])
+        rmdir(scratch_dir);
+}
+
+int qsd_scratch_open(const char *prog, char *dir, size_t dirlen, const char *const *images)
+{
+    const char *need[] = {"qemu-storage-daemon", "qemu-img", "qemu-io", NULL};
+    for (int i = 0; need[i]; i++) {
+        if (!have_program(need[i])) {
+            printf("%s: SKIPPED: %s is not installed (Debian: apt-get install qemu-utils)\n", prog, need[i]);
+            return 77;
+        }
+    }
+    qsd_install_cleanup();
+    snprintf(scratch_dir, sizeof scratch_dir, "/tmp/qbj.XXXXXX");
+    if (!mkdtemp(scratch_dir)) {
+        perror("mkdtemp");
+        scratch_dir[0] = '\0';
+        return 1;
+    }
+    snprintf(dir, dirlen, "%s", scratch_dir);
+    int n = 0;
+    for (int i = 0; images[i] && n < SCRATCH_FILES - 2; i++)
+        snprintf(scratch[n++], sizeof scratch[0], "%s/%s.qcow2", scratch_dir, images[i]);
+    snprintf(scratch[n++], sizeof scratch[0], "%s/qmp.sock", scratch_dir);
+    snprintf(scratch[n++], sizeof scratch[0], "%s/qsd.log", scratch_dir);
+    qsd_set_exit_hook(qsd_scratch_remove);
+    return 0;
+}

@@ -55,4 +55,15 @@ int run_cmd(char *const argv[], int timeout_ms, char *out, size_t outlen, char *
 /* True when an executable of this name is in PATH. */
 bool have_program(const char *name);
 
+/* What both QEMU programs do first: 77 (after printing "prog: SKIPPED: why")
+ * when qemu-storage-daemon, qemu-img or qemu-io is missing; else installs the
+ * exit handlers, makes a short scratch directory /tmp/qbj.XXXXXX into dir
+ * (dirlen >= 16) and registers the removal of dir/<image>.qcow2 for each of
+ * the NULL-terminated images, dir/qmp.sock, dir/qsd.log and dir itself with
+ * the exit hook. Returns 0, 77, or 1 (mkdtemp failed, perror said why). */
+int qsd_scratch_open(const char *prog, char *dir, size_t dirlen, const char *const *images);
+
+/* Removes what qsd_scratch_open registered (also run by the exit hook). */
+void qsd_scratch_remove(void);
+
 #endif
