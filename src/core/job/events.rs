@@ -179,6 +179,11 @@ enum Deliver {
 /// at the start of the hold, if the job had events then) and decide who
 /// delivers.
 fn after_hold(st: &mut St, before: Option<State>) -> Deliver {
+    // A job without an event callback (most jobs; every getinfo takes this
+    // lock) pays no state computation here.
+    if st.events.is_none() {
+        return Deliver::Nothing;
+    }
     let now = st.state();
     let Some(ev) = st.events.as_mut() else {
         return Deliver::Nothing;
