@@ -1,6 +1,6 @@
 //! The atomics core's own lock-free protocols are built from: std's, or loom's
 //! when built with `--cfg loom`, so `make loom` can model-check those protocols
-//! (the progress seqlock, a job's attention bits, a pool thread's hand-off) under every interleaving and
+//! (the progress and statistics seqlocks, a job's attention bits, a pool thread's hand-off) under every interleaving and
 //! every reordering the C11 memory model allows. Only code whose correctness rests on its own use of
 //! atomics imports from here; everything else uses std.
 

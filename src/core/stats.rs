@@ -407,3 +407,72 @@ mod tests {
         reader.join().unwrap();
     }
 }
+
+/// `make loom`: the statistics seqlock under every interleaving and reordering
+/// loom explores. As in the progress models, readers run on spawned threads
+/// and a writer on the model's main thread (see `progress::loom_tests`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::core::testing::explore;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    fn two_numbers() -> Arc<Stats> {
+        let s = Arc::new(Stats::default());
+        assert_eq!(s.declare("a", StatType::U64, "").unwrap(), 0);
+        assert_eq!(s.declare("b", StatType::U64, "").unwrap(), 1);
+        s
+    }
+
+    fn batch(s: &Stats, v: u64) {
+        s.set_many(&[(0, StatValue::U64(v)), (1, StatValue::U64(v))])
+            .unwrap();
+    }
+
+    fn values(s: &Stats) -> (u64, u64) {
+        let (stats, _) = s.read();
+        match (&stats[0].value, &stats[1].value) {
+            (StatValue::U64(a), StatValue::U64(b)) => (*a, *b),
+            other => panic!("wrong types read: {other:?}"),
+        }
+    }
+
+    /// A reader sees a batch whole or not at all, and never a value no batch
+    /// published.
+    #[test]
+    fn batch_is_never_seen_half_applied() {
+        explore("stats: batch vs reader", || {
+            let s = two_numbers();
+            batch(&s, 1);
+            let reader = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    let (a, b) = values(&s);
+                    assert_eq!(a, b, "half a batch seen: {a} {b}");
+                    assert!((1..=2).contains(&a), "never published: {a}");
+                })
+            };
+            batch(&s, 2);
+            reader.join().unwrap();
+            assert_eq!(values(&s), (2, 2));
+        });
+    }
+
+    /// Two writers exclude each other: their batches never interleave, so the
+    /// end is one batch's values, not a mix.
+    #[test]
+    fn batches_from_two_writers_never_mix() {
+        explore("stats: two writers", || {
+            let s = two_numbers();
+            let other = {
+                let s = s.clone();
+                thread::spawn(move || batch(&s, 7))
+            };
+            batch(&s, 9);
+            other.join().unwrap();
+            let (a, b) = values(&s);
+            assert_eq!(a, b, "two batches mixed: {a} {b}");
+        });
+    }
+}
