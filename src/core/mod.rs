@@ -25,6 +25,7 @@ pub(crate) mod timer;
 pub use child::{ChildExit, Output, Spawn, Stream};
 pub use context::{Completion, Context, DispatchError};
 pub use job::{
+    report_allowed,
     Builder, CancelCause, CancelStatus, CompleteFn, Control, ControlFn, Declare, Error,
     ErrorAction, ErrorPolicy, Event, EventFn, EventKind, FdEvents, HookAdded, HookFn, HookId,
     HookRemoved, Info, IoStatus, Job, JobError, JobType, Listing, Release, ResultValue, Txn,

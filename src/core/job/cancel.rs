@@ -32,6 +32,10 @@ impl Job {
         if matches!(st.life, Life::Done(_)) || st.end.declared.is_some() {
             return CancelStatus::AlreadyFinished;
         }
+        if Job::owner_aborting(&st) {
+            // The owner said the work is being aborted already.
+            return CancelStatus::AlreadyFinished;
+        }
         if st.family.held.is_some() {
             // Its worker has returned: the cancel is recorded and passed to
             // the children; the job's outcome stays its worker's.

@@ -415,6 +415,10 @@ impl Job {
     /// asks for the transaction to be finalized as soon as it can be. Allowed
     /// only in `Pending` and `Waiting`.
     pub fn finalize(&self) -> Result<(), Error> {
+        // An external job its owner reported PENDING: forwarded (owner.rs).
+        if let Some(r) = self.finalize_external() {
+            return r;
+        }
         let mut st = self.0.lock();
         st.check(Verb::Finalize)?;
         if st.family.held.is_some() {
