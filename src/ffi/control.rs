@@ -2,8 +2,8 @@
 
 use super::handles::{JOBS, job_handle_count, to_ptr, with_job};
 use super::{
-    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state,
-    bgjob_state_in, boundary, need, put, timeout_arg,
+    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, bgjob_state_in,
+    boundary, need, put, timeout_arg,
 };
 use crate::core;
 

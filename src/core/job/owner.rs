@@ -93,6 +93,9 @@ impl Job {
                 return Ok(());
             }
             st.owner.reported = Some(to);
+            // Updates now take the slow path, where the verb table refuses
+            // them (the work is over).
+            inner.set_attention(ATTN_DONE);
             inner.end_user_pause(&mut st, now);
             st.deadline.disarm();
             let mut forward = false;
