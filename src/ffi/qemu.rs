@@ -274,8 +274,9 @@ pub unsafe extern "C" fn bgjob_job_cancel_is_soft(
 /// owner is not told RESUME), the deadline no longer fires, progress and
 /// other updates are refused (the verb table's WAITING/PENDING/ABORTING
 /// columns), cancel is forwarded as `BGJOB_CONTROL_CANCEL` (QEMU cancels a
-/// WAITING or PENDING job) — in ABORTING it reports
-/// `BGJOB_CANCEL_STATUS_ALREADY_FINISHED` and forwards nothing — and in
+/// WAITING or PENDING job) — in ABORTING it is recorded (the owner's failing
+/// end then ends the job CANCELLED, with the cancel's cause: a transaction
+/// QEMU aborts as a group keeps its causes) but not forwarded — and in
 /// PENDING a finalize of a manual-finalize job (or transaction) is forwarded
 /// as `BGJOB_CONTROL_FINALIZE`, also when it was asked earlier, in WAITING.
 /// Ending the job then passes through WAITING while its commit/abort and clean

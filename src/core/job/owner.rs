@@ -127,7 +127,8 @@ impl Job {
     }
 
     /// Whether the owner reported the job `Aborting` and has not ended it
-    /// (a cancel then has nothing left to ask).
+    /// (a cancel is then recorded, so the owner's failure ends it
+    /// `Cancelled`, but not told: there is nothing left to ask).
     pub(super) fn owner_aborting(st: &St) -> bool {
         st.life == Life::Running && st.owner.reported == Some(State::Aborting)
     }
