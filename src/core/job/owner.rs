@@ -286,3 +286,30 @@ impl Job {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The owner's transitions, every pair: only WAITING, PENDING and
+    /// ABORTING are ever reached, never backwards, and only from a job whose
+    /// work may still run (or a reported state).
+    #[test]
+    fn report_table() {
+        use State::*;
+        let running = [Running, Paused, Ready, Standby];
+        for from in State::ALL {
+            for to in State::ALL {
+                let want = match to {
+                    Waiting => running.contains(&from) || from == Waiting,
+                    Pending => running.contains(&from) || matches!(from, Waiting | Pending),
+                    Aborting => {
+                        running.contains(&from) || matches!(from, Waiting | Pending | Aborting)
+                    }
+                    _ => false,
+                };
+                assert_eq!(report_allowed(from, to), want, "{from} -> {to}");
+            }
+        }
+    }
+}
