@@ -733,6 +733,37 @@ static bool test_reports_race_from_several_threads(void)
     return ok;
 }
 
+/* A detached job ends by itself: its manual finalize, which nobody can ask
+ * any more, is told to the owner (at once in PENDING, else when it reports
+ * PENDING), and the owner's end ends it. */
+static bool test_detach_forwards_the_finalize(void)
+{
+    bool ok = true;
+    for (int reported_first = 0; reported_first < 2; reported_first++) {
+        struct owner o;
+        bgjob_job *job = NULL;
+        owner_init(&o);
+        REQUIRE(ext_create(&o, BGJOB_CREATE_MANUAL_FINALIZE, &job) == BGJOB_RESULT_OK);
+        if (reported_first)
+            CHECK_RC(bgjob_job_report_state(job, BGJOB_STATE_PENDING), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_detach(job, 0), BGJOB_RESULT_OK);
+        CHECK_EQ(atomic_load(&o.calls[BGJOB_CONTROL_FINALIZE]), reported_first);
+        if (!reported_first) {
+            CHECK_RC(bgjob_job_report_state(job, BGJOB_STATE_WAITING), BGJOB_RESULT_OK);
+            CHECK_EQ(atomic_load(&o.calls[BGJOB_CONTROL_FINALIZE]), 0);
+            CHECK_RC(bgjob_job_report_state(job, BGJOB_STATE_PENDING), BGJOB_RESULT_OK);
+            CHECK_EQ(atomic_load(&o.calls[BGJOB_CONTROL_FINALIZE]), 1);
+        }
+        /* The owner's handle stays valid until its end, which ends the job. */
+        CHECK_RC(bgjob_job_end(job, 0, NULL), BGJOB_RESULT_OK);
+        CHECK(poll_int_eq(&o.completions, 1));
+        CHECK_EQ(atomic_load(&o.completion_state), BGJOB_STATE_COMPLETED);
+        CHECK(poll_int_eq(&o.frees, 1));
+        CHECK_EQ(atomic_load(&o.ends), 1);
+    }
+    return ok;
+}
+
 struct later {
     bgjob_job *job;
     int what; /* 0: set_ready, 1: report PENDING, 2: end */
@@ -801,6 +832,7 @@ int main(void)
         TAP_TEST(test_calls_back_in_from_the_control_callback),
         TAP_TEST(test_transaction_of_external_jobs_with_manual_finalize),
         TAP_TEST(test_reports_race_from_several_threads),
+        TAP_TEST(test_detach_forwards_the_finalize),
         TAP_TEST(test_wait_state),
     };
     return tap_run(tests, TAP_COUNT(tests));

@@ -179,7 +179,10 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// yet is the exception: its owner still drives it by this handle, so the
 /// handle stays valid until `bgjob_job_end` returns, which releases it (with
 /// `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
-/// usual). Pause is refused from then on, as for any detached job.
+/// usual). Pause is refused from then on, as for any detached job. Its manual
+/// finalize, which nobody can ask any more, is told to the owner as
+/// `BGJOB_CONTROL_FINALIZE`: at once if the owner reported it PENDING
+/// (`bgjob_job_report_state`), else when it does.
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`

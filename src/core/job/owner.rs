@@ -168,6 +168,34 @@ impl Job {
         Some(Ok(()))
     }
 
+    /// A detached manual-finalize external job finalizes by itself, as every
+    /// detached job does: the finalize nobody can ask any more is told to
+    /// the owner now if it reported `Pending`, else when it does. A member's
+    /// is its transaction's (`Txn::finalize_on_its_own`).
+    pub(super) fn finalize_on_detach(&self) {
+        let send = {
+            let mut st = self.0.lock();
+            if !self.0.external
+                || st.life != Life::Running
+                || st.end.external_ended
+                || st.finalize.txn.is_some()
+                || st.owner.finalize != Forward::None
+            {
+                return;
+            }
+            let pending = st.owner.reported == Some(State::Pending);
+            st.owner.finalize = if pending {
+                Forward::Sent
+            } else {
+                Forward::Wanted
+            };
+            pending
+        };
+        if send {
+            self.control(Control::Finalize, 0);
+        }
+    }
+
     /// The owner says `what`, which its control callback was told, failed
     /// (`code` non-zero, errno-style; QEMU refused the command). It is
     /// recorded ([`Job::control_error`]) and a [`EventKind::ControlFailed`]
