@@ -397,6 +397,10 @@ static bool test_aborting(void)
     CHECK_RC(bgjob_job_finalize(job), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_RC(bgjob_job_resume(job), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_RC(bgjob_job_set_total(job, 10), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(bgjob_job_set_ready(job), BGJOB_RESULT_NOT_ALLOWED);
+    bgjob_error_action act = BGJOB_ERROR_ACTION_IGNORE;
+    CHECK_RC(bgjob_job_report_io_error(job, 5, "late", &act), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_EQ(act, BGJOB_ERROR_ACTION_IGNORE);
     CHECK_RC(bgjob_job_report_state(job, BGJOB_STATE_PENDING), BGJOB_RESULT_NOT_ALLOWED);
     CHECK_RC(bgjob_job_end(job, 5, "target write failed"), BGJOB_RESULT_OK);
     CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);

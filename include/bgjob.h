@@ -2747,7 +2747,8 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, bgjob_error_polic
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
  * `action_out`, a zero code or a message that is not UTF-8;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running (an external job:
+ * also once its owner reported WAITING, PENDING or ABORTING);
  * `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * Threads: the job's worker thread; for an external job (no worker), its
@@ -2769,7 +2770,8 @@ bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
  *
  * Returns: `BGJOB_RESULT_OK`, also when the job is READY or STANDBY already;
  * `BGJOB_RESULT_NOT_ALLOWED` unless its worker is running (RUNNING, PAUSED),
- * and once its worker declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+ * once its worker declared its outcome, and once an external job's owner
+ * reported WAITING, PENDING or ABORTING; `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * Threads: any thread (usually the worker); it never parks.
  */

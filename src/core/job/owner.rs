@@ -56,6 +56,20 @@ pub fn report_allowed(from: State, to: State) -> bool {
     )
 }
 
+impl St {
+    /// Refused (`NotAllowed`) once the owner reported a state: the work is
+    /// over for the calls that need it running.
+    pub(super) fn check_owner_running(&self) -> Result<(), Error> {
+        match self.owner.reported {
+            Some(state) => Err(Error::NotAllowed {
+                verb: Verb::Update,
+                state,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Job {
     /// The owner of an external job reports a state bgjob cannot infer:
     /// `Waiting` (its work is done, it waits for its transaction), `Pending`
