@@ -185,6 +185,16 @@ static void expect_invalid_everywhere(bgjob_job *h, const char *what, bool *okp)
     CHECK_EQ(i32, SENTINEL32);
     CALL_INVALID(bgjob_job_set_ready(h));
     CALL_INVALID(bgjob_job_complete(h));
+    CALL_INVALID(bgjob_job_report_state(h, BGJOB_STATE_PENDING));
+    CALL_INVALID(bgjob_job_control_failed(h, BGJOB_CONTROL_PAUSE, 5, "x"));
+    i32 = SENTINEL32;
+    CALL_INVALID(bgjob_job_wait_state(h, BGJOB_STATE_READY, 0, &i32));
+    CHECK_EQ(i32, SENTINEL32);
+    {
+        bool found = true;
+        CALL_INVALID(bgjob_job_get_control_error(h, &found, NULL, NULL, NULL, 0, NULL));
+        CHECK(found);
+    }
     {
         bool flag = true;
         CALL_INVALID(bgjob_job_complete_requested(h, &flag));
@@ -599,7 +609,8 @@ static const char *const job_functions[] = {
     "bgjob_job_pause_internal", "bgjob_job_resume_internal", "bgjob_job_set_error_policy",
     "bgjob_job_report_io_error", "bgjob_txn_add", "bgjob_job_set_ready",
     "bgjob_job_complete", "bgjob_job_complete_requested", "bgjob_job_cancel_soft",
-    "bgjob_job_cancel_is_soft",
+    "bgjob_job_cancel_is_soft", "bgjob_job_report_state", "bgjob_job_control_failed",
+    "bgjob_job_wait_state", "bgjob_job_get_control_error",
     "bgjob_job_add_stat", "bgjob_job_set_stat_u64", "bgjob_job_set_stat_i64",
     "bgjob_job_set_stat_double", "bgjob_job_set_stat_string", "bgjob_job_set_stats",
     "bgjob_job_get_stats", "bgjob_job_get_operation", "bgjob_job_get_owner",

@@ -383,7 +383,7 @@ static bool test_internal_pause_by_state(void)
         [BGJOB_STATE_CREATED] = 1,   [BGJOB_STATE_RUNNING] = 1, [BGJOB_STATE_PAUSED] = 1,
         [BGJOB_STATE_WAITING] = 1,   [BGJOB_STATE_COMPLETED] = 0, [BGJOB_STATE_FAILED] = 0,
         [BGJOB_STATE_CANCELLED] = 0, [BGJOB_STATE_READY] = 1,     [BGJOB_STATE_STANDBY] = 1,
-        [BGJOB_STATE_PENDING] = 1,
+        [BGJOB_STATE_PENDING] = 1,   [BGJOB_STATE_ABORTING] = 1,
     };
     for (int32_t s = 0; s < BGJOB_STATE_COUNT; s++) {
         CHECK_RC(bgjob_verb_allowed(BGJOB_VERB_DRAIN, s, &allowed), BGJOB_RESULT_OK);

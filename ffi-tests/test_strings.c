@@ -358,7 +358,7 @@ static bool test_state_and_verb_names(void)
 {
     static const char *const states[] = { "created", "running", "paused",    "waiting",
                                           "completed", "failed", "cancelled", "ready",
-                                          "standby", "pending" };
+                                          "standby", "pending", "aborting" };
     static const char *const verbs[] = { "start",   "cancel", "pause",  "resume",
                                          "destroy", "detach", "update", "result", "drain",
                                          "finalize", "complete" };

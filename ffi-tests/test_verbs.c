@@ -18,35 +18,37 @@
 #define N false
 
 /* Rows: verbs; columns: states (created, running, paused, waiting, completed,
- * failed, cancelled, ready, standby, pending). READY and STANDBY accept what
- * RUNNING and PAUSED accept, plus COMPLETE in READY; PENDING accepts what
- * WAITING accepts. */
+ * failed, cancelled, ready, standby, pending, aborting). READY and STANDBY
+ * accept what RUNNING and PAUSED accept, plus COMPLETE in READY; PENDING
+ * accepts what WAITING accepts; ABORTING (an external job's owner reports it)
+ * what WAITING accepts but FINALIZE. */
 static const bool expected[BGJOB_VERB_COUNT][BGJOB_STATE_COUNT] = {
-    /*                      cre run pau wai com fai can rdy stb pen */
-    [BGJOB_VERB_START] = { Y, N, N, N, N, N, N, N, N, N },
+    /*                      cre run pau wai com fai can rdy stb pen abo */
+    [BGJOB_VERB_START] = { Y, N, N, N, N, N, N, N, N, N, N },
     /* Allowed everywhere; on an ended job it reports ALREADY_FINISHED. */
-    [BGJOB_VERB_CANCEL] = { Y, Y, Y, Y, Y, Y, Y, Y, Y, Y },
-    [BGJOB_VERB_PAUSE] = { N, Y, N, N, N, N, N, Y, N, N },
-    [BGJOB_VERB_RESUME] = { N, N, Y, N, N, N, N, N, Y, N },
+    [BGJOB_VERB_CANCEL] = { Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y },
+    [BGJOB_VERB_PAUSE] = { N, Y, N, N, N, N, N, Y, N, N, N },
+    [BGJOB_VERB_RESUME] = { N, N, Y, N, N, N, N, N, Y, N, N },
     /* Refused while the worker may still run. */
-    [BGJOB_VERB_DESTROY] = { Y, N, N, N, Y, Y, Y, N, N, N },
+    [BGJOB_VERB_DESTROY] = { Y, N, N, N, Y, Y, Y, N, N, N, N },
     /* A CREATED job would never run. */
-    [BGJOB_VERB_DETACH] = { N, Y, Y, Y, Y, Y, Y, Y, Y, Y },
-    [BGJOB_VERB_UPDATE] = { Y, Y, Y, N, N, N, N, Y, Y, N },
+    [BGJOB_VERB_DETACH] = { N, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y },
+    [BGJOB_VERB_UPDATE] = { Y, Y, Y, N, N, N, N, Y, Y, N, N },
     /* Results are read once the job has ended. */
-    [BGJOB_VERB_RESULT] = { N, N, N, N, Y, Y, Y, N, N, N },
+    [BGJOB_VERB_RESULT] = { N, N, N, N, Y, Y, Y, N, N, N, N },
     /* Internal pauses may be taken and released until the job ends. */
-    [BGJOB_VERB_DRAIN] = { Y, Y, Y, Y, N, N, N, Y, Y, Y },
+    [BGJOB_VERB_DRAIN] = { Y, Y, Y, Y, N, N, N, Y, Y, Y, Y },
     /* Only a job whose work is done and waits for it. */
-    [BGJOB_VERB_FINALIZE] = { N, N, N, Y, N, N, N, N, N, Y },
+    [BGJOB_VERB_FINALIZE] = { N, N, N, Y, N, N, N, N, N, Y, N },
     /* QEMU's job-complete: only a READY job. */
-    [BGJOB_VERB_COMPLETE] = { N, N, N, N, N, N, N, Y, N, N },
+    [BGJOB_VERB_COMPLETE] = { N, N, N, N, N, N, N, Y, N, N, N },
 };
 
 /* The table above has one row per verb this file knows; a new verb must be
  * added here (and to apply_verb) before this file compiles. */
 _Static_assert(BGJOB_VERB_COUNT == 11, "a verb was added: extend `expected` and apply_verb");
-_Static_assert(BGJOB_STATE_COUNT == 10, "a state was added: extend `expected` and make_job");
+/* ABORTING is only an external job's (test_external_states applies verbs there). */
+_Static_assert(BGJOB_STATE_COUNT == 11, "a state was added: extend `expected` and make_job");
 
 static bool test_matrix(void)
 {
@@ -362,7 +364,7 @@ static bool test_names(void)
                                          "drain",   "finalize", "complete" };
     static const char *const states[] = { "created",   "running", "paused",  "waiting",
                                           "completed", "failed",  "cancelled", "ready",
-                                          "standby",   "pending" };
+                                          "standby",   "pending", "aborting" };
     bool ok = true;
 
     for (int32_t v = 0; v < BGJOB_VERB_COUNT; v++)

@@ -143,7 +143,7 @@
 /**
  * Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
  */
-#define BGJOB_STATE_COUNT 10
+#define BGJOB_STATE_COUNT 11
 
 /**
  * Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
@@ -380,7 +380,8 @@ typedef int32_t bgjob_result;
  * ```
  * WAITING: the worker returned, other members of its transaction have not;
  * PENDING: the work of the job and its whole transaction succeeded, a
- * manual finalize is awaited.
+ * manual finalize is awaited. An external job's owner reports WAITING,
+ * PENDING and ABORTING itself (`bgjob_job_report_state`).
  */
 enum bgjob_state
 #ifdef __cplusplus
@@ -435,6 +436,13 @@ enum bgjob_state
      * (manual finalize).
      */
     BGJOB_STATE_PENDING = 9,
+    /**
+     * Only an external job, only reported by its owner
+     * (`bgjob_job_report_state`): its work failed or was cancelled and the
+     * abort is under way (QEMU's ABORTING); it ends when the owner calls
+     * `bgjob_job_end`. It accepts what WAITING accepts, but finalize.
+     */
+    BGJOB_STATE_ABORTING = 10,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_state;
@@ -470,6 +478,17 @@ enum bgjob_control
      * unlimited).
      */
     BGJOB_CONTROL_SET_SPEED = 4,
+    /**
+     * Finalize was requested (`bgjob_job_finalize`, `bgjob_txn_finalize`)
+     * for an external job created with `BGJOB_CREATE_MANUAL_FINALIZE` (or a
+     * member of a manual-finalize transaction) that its owner reported
+     * `BGJOB_STATE_PENDING` (`bgjob_job_report_state`): send QEMU's
+     * `job-finalize`, then end the job with `bgjob_job_end` when it
+     * concludes. A transaction's finalize is told to one member only (the
+     * one finalized, else the first pending one), as QEMU's `job-finalize`
+     * of one member finalizes its whole transaction.
+     */
+    BGJOB_CONTROL_FINALIZE = 5,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_control;
@@ -504,6 +523,14 @@ enum bgjob_event_kind
      * delivered before its completion callback.
      */
     BGJOB_EVENT_KIND_END = 3,
+    /**
+     * The job's owner said a verb it was told through its control callback
+     * failed (`bgjob_job_control_failed`: QEMU refused the command):
+     * `error_code` is the owner's code; `bgjob_job_get_control_error` gives
+     * the verb and the message. A state change the failure undid (a refused
+     * pause: PAUSED back to RUNNING) follows as its own event.
+     */
+    BGJOB_EVENT_KIND_CONTROL_FAILED = 4,
 };
 #ifndef __cplusplus
 typedef int32_t bgjob_event_kind;
@@ -861,8 +888,11 @@ typedef void (*bgjob_finalize_callback)(void *userdata, struct bgjob_job *job);
  * effect — the first cancel (not one that finds it ALREADY_REQUESTED or
  * finished); a pause that stops the job (user pause, or the first internal
  * pause) and a resume that lets it run again (the last pause gone; also a
- * detach that undoes the pauses); a speed change; a complete. Only while
- * the job's work is not done: never for a job that never started (a
+ * detach that undoes the pauses); a speed change; a complete; a finalize.
+ * A verb the owner could not carry out is reported back with
+ * `bgjob_job_control_failed`. Only while
+ * the job's work is not done: a finalize (FINALIZE) only for an external
+ * job in a state its owner reported (`bgjob_job_report_state`); never for a job that never started (a
  * CREATED job's cancel ends it at once), never once `bgjob_job_end` has
  * been called (or a threaded job's worker has returned). A pause made by the
  * owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
@@ -1831,6 +1861,26 @@ bgjob_result bgjob_job_resume(struct bgjob_job *job);
 bgjob_result bgjob_job_wait(struct bgjob_job *job, int64_t timeout_ms, bgjob_state *state_out);
 
 /**
+ * Waits until the job is in `state` (any `bgjob_state`, e.g.
+ * `BGJOB_STATE_READY` or `BGJOB_STATE_PENDING`) or has ended, for at most
+ * `timeout_ms` milliseconds (−1: forever; 0: just look). `*state_out` (may be
+ * NULL) gets the state found: `state`, or the terminal state the job ended
+ * in instead. A state the job passed through between two looks may be
+ * missed (READY then COMPLETED at once gives COMPLETED); the event callback
+ * sees every change. The job's state changes wake it; a change that does
+ * not is seen within 20 ms.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`;
+ * `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT` for an
+ * unknown state or a `timeout_ms` below −1; `BGJOB_RESULT_NOT_ALLOWED` when
+ * called from the job's own worker.
+ */
+bgjob_result bgjob_job_wait_state(struct bgjob_job *job,
+                                  bgjob_state state,
+                                  int64_t timeout_ms,
+                                  bgjob_state *state_out);
+
+/**
  * Releases a job that has ended, or one that never started (which is cancelled
  * first: its worker never runs and its userdata is freed now). Its result, if
  * it has one and nobody took it, is freed now too. The handle and every copy
@@ -1878,7 +1928,10 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * yet is the exception: its owner still drives it by this handle, so the
  * handle stays valid until `bgjob_job_end` returns, which releases it (with
  * `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
- * usual). Pause is refused from then on, as for any detached job.
+ * usual). Pause is refused from then on, as for any detached job. Its manual
+ * finalize, which nobody can ask any more, is told to the owner as
+ * `BGJOB_CONTROL_FINALIZE`: at once if the owner reported it PENDING
+ * (`bgjob_job_report_state`), else when it does.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`
@@ -2613,9 +2666,19 @@ bgjob_result bgjob_job_wait_child(struct bgjob_job *job,
  * callbacks run on this thread, then it ends. For a member of a transaction
  * it finalizes the transaction (as soon as every member is done).
  *
+ * An external job whose owner reported it WAITING or PENDING
+ * (`bgjob_job_report_state`: QEMU runs the job) is not finalized here: the
+ * request is forwarded to its owner as `BGJOB_CONTROL_FINALIZE` (at once in
+ * PENDING, when the owner reports PENDING if asked in WAITING), which sends
+ * QEMU's `job-finalize` and ends the job with `bgjob_job_end` when it
+ * concludes; that end then finalizes at once (no second call). Refused for
+ * such a job without `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU finalizes it by
+ * itself) and in ABORTING. A failed forward (`bgjob_job_control_failed`)
+ * drops the request: finalize may be called again.
+ *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
  * `BGJOB_STATE_PENDING` or `BGJOB_STATE_WAITING` (and not already being
- * finalized);
+ * finalized, nor its finalize already forwarded);
  * `BGJOB_RESULT_INVALID_HANDLE`.
  */
 bgjob_result bgjob_job_finalize(struct bgjob_job *job);
@@ -2684,7 +2747,8 @@ bgjob_result bgjob_job_set_error_policy(struct bgjob_job *job, bgjob_error_polic
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
  * `action_out`, a zero code or a message that is not UTF-8;
- * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
+ * `BGJOB_RESULT_NOT_ALLOWED` unless the job is running (an external job:
+ * also once its owner reported WAITING, PENDING or ABORTING);
  * `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * Threads: the job's worker thread; for an external job (no worker), its
@@ -2706,7 +2770,8 @@ bgjob_result bgjob_job_report_io_error(struct bgjob_job *job,
  *
  * Returns: `BGJOB_RESULT_OK`, also when the job is READY or STANDBY already;
  * `BGJOB_RESULT_NOT_ALLOWED` unless its worker is running (RUNNING, PAUSED),
- * and once its worker declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+ * once its worker declared its outcome, and once an external job's owner
+ * reported WAITING, PENDING or ABORTING; `BGJOB_RESULT_INVALID_HANDLE`.
  *
  * Threads: any thread (usually the worker); it never parks.
  */
@@ -2781,6 +2846,103 @@ bgjob_result bgjob_job_cancel_soft(struct bgjob_job *job, bgjob_cancel_status *s
  * `BGJOB_RESULT_INVALID_HANDLE`.
  */
 bgjob_result bgjob_job_cancel_is_soft(struct bgjob_job *job, bool *soft_out);
+
+/**
+ * For an external job's owner: reports a state of the work that bgjob
+ * cannot infer (the QEMU job's `JOB_STATUS_CHANGE`): `BGJOB_STATE_WAITING`
+ * (the work is done, the job waits for the other members of its
+ * transaction), `BGJOB_STATE_PENDING` (done and succeeded, a finalize is
+ * awaited) or `BGJOB_STATE_ABORTING` (failed or cancelled, the abort under
+ * way). The job shows that state until the owner ends it with
+ * `bgjob_job_end` (the end is still the owner's: it passes the outcome QEMU
+ * concluded with). Each change fires a STATE_CHANGED event as any other.
+ *
+ * Allowed transitions (from the job's current state; reporting the state the
+ * job is in is OK and changes nothing; every other pair is refused with
+ * `BGJOB_RESULT_NOT_ALLOWED` and changes nothing):
+ *
+ * | from \ to                          | WAITING | PENDING | ABORTING |
+ * |------------------------------------|---------|---------|----------|
+ * | RUNNING, PAUSED, READY, STANDBY    | yes     | yes     | yes      |
+ * | WAITING                            | (same)  | yes     | yes      |
+ * | PENDING                            | no      | (same)  | yes      |
+ * | ABORTING                           | no      | no      | (same)   |
+ * | CREATED, ended (`bgjob_job_end` called), terminal | no | no | no |
+ *
+ * In a reported state: a user pause has ended (the work no longer runs; the
+ * owner is not told RESUME), the deadline no longer fires, progress and
+ * other updates are refused (the verb table's WAITING/PENDING/ABORTING
+ * columns), cancel is forwarded as `BGJOB_CONTROL_CANCEL` (QEMU cancels a
+ * WAITING or PENDING job) — in ABORTING it is recorded (the owner's failing
+ * end then ends the job CANCELLED, with the cancel's cause: a transaction
+ * QEMU aborts as a group keeps its causes) but not forwarded — and in
+ * PENDING a finalize of a manual-finalize job (or transaction) is forwarded
+ * as `BGJOB_CONTROL_FINALIZE`, also when it was asked earlier, in WAITING.
+ * Ending the job then passes through WAITING while its commit/abort and clean
+ * callbacks run, as every job does.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for any other
+ * state (the others have calls of their own: `bgjob_job_set_ready`,
+ * `bgjob_job_end`, the verbs); `BGJOB_RESULT_NOT_ALLOWED` for a threaded job
+ * and for a refused transition (above); `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * Threads: any thread, the control callback included (it never waits).
+ */
+bgjob_result bgjob_job_report_state(struct bgjob_job *job, bgjob_state state);
+
+/**
+ * For a job's owner: a verb its control callback was told failed (QEMU
+ * answered the `job-pause`, `job-complete`… with an error). `what` is the
+ * `bgjob_control` it was told, `code` a non-zero errno-style code, `message`
+ * (may be NULL) QEMU's text. The failure becomes visible to the user: a
+ * `BGJOB_EVENT_CONTROL_FAILED` event (`error_code` = `code`) and
+ * `bgjob_job_get_control_error` (the last one, readable until destroy). What
+ * the verb set is undone where bgjob can undo it:
+ *
+ * | `what`     | undone                                                        |
+ * |------------|---------------------------------------------------------------|
+ * | PAUSE      | the user pause, if in force and not an I/O-error stop: PAUSED → RUNNING, STANDBY → READY (a STATE_CHANGED event follows) |
+ * | COMPLETE   | "complete requested" is cleared: complete may be asked again |
+ * | SET_SPEED  | the speed goes back to its value before the last change      |
+ * | FINALIZE   | the finalize request is dropped: the job (its transaction) stays PENDING and may be finalized again |
+ * | CANCEL     | nothing: the cancel stays requested (its hooks and sub-jobs were told) |
+ * | RESUME     | nothing: a refused resume means the work was not paused       |
+ *
+ * No control call is made for the undo (the owner knows).
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown
+ * `what`, a zero `code` or a `message` that is not UTF-8;
+ * `BGJOB_RESULT_NOT_ALLOWED` (nothing recorded) for a job with no control
+ * callback, and once its work is done — `bgjob_job_end` was called, a
+ * threaded job's worker returned — or it never started;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ *
+ * Threads: any thread, the control callback included.
+ */
+bgjob_result bgjob_job_control_failed(struct bgjob_job *job,
+                                      bgjob_control what,
+                                      int32_t code,
+                                      const char *message);
+
+/**
+ * Reads the last failure the owner reported with `bgjob_job_control_failed`:
+ * `*found_out` true and `*what_out`, `*code_out`, `buf` (snprintf-style, like
+ * `bgjob_job_get_error`; `*len_out` the full length) set, or `*found_out`
+ * false (the others untouched) when none was reported. Readable until
+ * destroy. `what_out`, `code_out` and `len_out` may be NULL; `buf` may be
+ * NULL when `len` is 0.
+ *
+ * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
+ * `found_out` or a NULL `buf` with non-zero `len`;
+ * `BGJOB_RESULT_INVALID_HANDLE`.
+ */
+bgjob_result bgjob_job_get_control_error(struct bgjob_job *job,
+                                         bool *found_out,
+                                         bgjob_control *what_out,
+                                         int32_t *code_out,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *len_out);
 
 /* ---- Transactions ---- */
 

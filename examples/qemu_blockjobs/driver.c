@@ -37,6 +37,7 @@ struct qjob {
     bool cmd_failed; /* the start command was refused: ignore QEMU's events */
     bool start_pending; /* the start command's reply has not come yet */
     bool null_early;    /* QEMU dropped the job before that reply (a refused transaction) */
+    bool reported;      /* a state was reported (waiting, pending, aborting): progress is final */
     enum outcome outcome;
     char error[256];
     uint32_t st_bytes, st_total, st_speed, st_qstatus;
@@ -50,6 +51,7 @@ struct sent {
     enum sent_kind kind;
     struct qjob *qj[2];
     char what[32];
+    bgjob_control verb; /* SENT_CTL: the verb forwarded */
 };
 
 struct ctl_req {
@@ -115,6 +117,19 @@ static void remember(struct qdrv *d, uint64_t id, enum sent_kind kind, struct qj
         }
     }
     fprintf(stderr, "    [driver] too many commands in flight; reply to %s dropped\n", what);
+}
+
+static int send_cmd(struct qdrv *d, const char *cmd, json_t *args, enum sent_kind kind, struct qjob *a,
+                    struct qjob *b);
+
+/* A verb forwarded to QEMU: its refusal goes back to bgjob. */
+static void send_verb(struct qdrv *d, const char *cmd, json_t *args, struct qjob *qj, bgjob_control verb)
+{
+    if (send_cmd(d, cmd, args, SENT_CTL, qj, NULL) != 0)
+        return;
+    for (size_t i = 0; i < MAX_SENT; i++)
+        if (d->sent[i].kind == SENT_CTL && d->sent[i].qj[0] == qj && !strcmp(d->sent[i].what, cmd))
+            d->sent[i].verb = verb;
 }
 
 static int send_cmd(struct qdrv *d, const char *cmd, json_t *args, enum sent_kind kind, struct qjob *a,
@@ -212,13 +227,18 @@ static void drain_controls(struct qdrv *d)
         json_t *id = json_pack("{s:s}", "id", qj->name);
         switch (reqs[i].what) {
         case BGJOB_CONTROL_PAUSE:
-            send_cmd(d, "job-pause", id, SENT_CTL, qj, NULL);
+            send_verb(d, "job-pause", id, qj, BGJOB_CONTROL_PAUSE);
             break;
         case BGJOB_CONTROL_RESUME:
-            send_cmd(d, "job-resume", id, SENT_CTL, qj, NULL);
+            send_verb(d, "job-resume", id, qj, BGJOB_CONTROL_RESUME);
             break;
         case BGJOB_CONTROL_COMPLETE:
-            send_cmd(d, "job-complete", id, SENT_CTL, qj, NULL);
+            send_verb(d, "job-complete", id, qj, BGJOB_CONTROL_COMPLETE);
+            break;
+        case BGJOB_CONTROL_FINALIZE:
+            /* One member of a transaction is told: QEMU finalizes the group. */
+            printf("    [driver] %s: FINALIZE -> job-finalize\n", qj->name);
+            send_verb(d, "job-finalize", id, qj, BGJOB_CONTROL_FINALIZE);
             break;
         case BGJOB_CONTROL_CANCEL:
             json_decref(id);
@@ -227,15 +247,15 @@ static void drain_controls(struct qdrv *d)
                 printf("    [driver] %s: cancel not forwarded, QEMU has it %s\n", qj->name, qs);
                 break;
             }
-            send_cmd(d, "block-job-cancel", json_pack("{s:s, s:b}", "device", qj->name, "force", reqs[i].arg != 0),
-                     SENT_CTL, qj, NULL);
+            send_verb(d, "block-job-cancel", json_pack("{s:s, s:b}", "device", qj->name, "force", reqs[i].arg != 0),
+                      qj, BGJOB_CONTROL_CANCEL);
             break;
         case BGJOB_CONTROL_SET_SPEED:
             json_decref(id);
             bgjob_job_set_stat_u64(qj->job, qj->st_speed, (uint64_t)reqs[i].arg);
-            send_cmd(d, "block-job-set-speed", json_pack("{s:s, s:I}", "device", qj->name, "speed",
-                                                         (json_int_t)reqs[i].arg),
-                     SENT_CTL, qj, NULL);
+            send_verb(d, "block-job-set-speed",
+                      json_pack("{s:s, s:I}", "device", qj->name, "speed", (json_int_t)reqs[i].arg), qj,
+                      BGJOB_CONTROL_SET_SPEED);
             break;
         default:
             json_decref(id);
@@ -247,7 +267,6 @@ static void drain_controls(struct qdrv *d)
 
 static void cleanup_target(struct qdrv *d, struct qjob *qj)
 {
-    bgjob_job_set_phase(qj->job, "cleaning up");
     char node[48];
     qdrv_cmd(d, "blockdev-del", json_pack("{s:s}", "node-name", qj->target), NULL);
     snprintf(node, sizeof node, "%s-dbg", qj->target);
@@ -286,6 +305,29 @@ static void finish(struct qdrv *d, struct qjob *qj)
     }
 }
 
+static void on_progress(struct qdrv *d, json_t *list);
+
+/* QEMU's waiting, pending and aborting: reported to bgjob, which cannot infer
+ * them. Progress is final from the first of them on (bgjob refuses updates
+ * then), so it is read once, synchronously, before. */
+static void report_state(struct qdrv *d, struct qjob *qj, bgjob_state st)
+{
+    if (!qj->reported) {
+        json_t *ret = NULL;
+        if (qdrv_cmd(d, "query-jobs", NULL, &ret) == 0)
+            on_progress(d, ret);
+        json_decref(ret);
+        qj->reported = true;
+    }
+    /* The last update too: a cancelled job's partial target goes at the end. */
+    if (st == BGJOB_STATE_ABORTING && qj->target_file[0])
+        bgjob_job_set_phase(qj->job, "cleaning up");
+    bgjob_result r = bgjob_job_report_state(qj->job, st);
+    if (r != BGJOB_RESULT_OK)
+        fprintf(stderr, "    [driver] %s: bgjob_job_report_state(%s): %s\n", qj->name, bgjob_state_str(st),
+                bgjob_result_str(r));
+}
+
 static void on_status(struct qdrv *d, struct qjob *qj, const char *st)
 {
     snprintf(qj->qstatus, sizeof qj->qstatus, "%s", st);
@@ -302,8 +344,12 @@ static void on_status(struct qdrv *d, struct qjob *qj, const char *st)
         return;
     }
     /* running, paused, standby: bgjob's own state already says it */
-    if (!strcmp(st, "waiting") || !strcmp(st, "pending") || !strcmp(st, "aborting"))
-        bgjob_job_set_phase(qj->job, st);
+    if (!strcmp(st, "waiting"))
+        report_state(d, qj, BGJOB_STATE_WAITING);
+    else if (!strcmp(st, "pending"))
+        report_state(d, qj, BGJOB_STATE_PENDING);
+    else if (!strcmp(st, "aborting"))
+        report_state(d, qj, BGJOB_STATE_ABORTING);
 }
 
 static void on_event(struct qdrv *d, json_t *ev)
@@ -332,11 +378,7 @@ static void on_event(struct qdrv *d, json_t *ev)
             bgjob_job_report_io_error(qj->job, EIO, "write error (ignored)", &a);
         }
     } else if (!strcmp(name, "BLOCK_JOB_COMPLETED") || !strcmp(name, "BLOCK_JOB_CANCELLED")) {
-        json_int_t off = json_integer_value(json_object_get(data, "offset"));
-        json_int_t len = json_integer_value(json_object_get(data, "len"));
-        bgjob_job_set_total(qj->job, (uint64_t)len);
-        bgjob_job_set_current(qj->job, (uint64_t)off);
-        bgjob_job_set_stat_u64(qj->job, qj->st_bytes, (uint64_t)off);
+        /* (progress was read when QEMU said waiting or aborting) */
         if (name[10] == 'C' && name[11] == 'A') {
             qj->outcome = OUT_CANCELLED;
         } else if (jstr(data, "error")) {
@@ -369,7 +411,7 @@ static void on_io_status(struct qjob *qj, json_t *list)
                qj->name, ios, code == ENOSPC ? "ENOSPC" : "EIO", bgjob_result_str(r),
                action == BGJOB_ERROR_ACTION_STOP ? "STOP" : action == BGJOB_ERROR_ACTION_IGNORE ? "IGNORE" : "REPORT");
         if (r == BGJOB_RESULT_OK && action == BGJOB_ERROR_ACTION_REPORT)
-            send_cmd(qj->d, "job-cancel", json_pack("{s:s}", "id", qj->name), SENT_CTL, qj, NULL);
+            send_cmd(qj->d, "job-cancel", json_pack("{s:s}", "id", qj->name), SENT_OTHER, qj, NULL);
         return;
     }
 }
@@ -381,7 +423,7 @@ static void on_progress(struct qdrv *d, json_t *list)
     json_array_foreach(list, i, e)
     {
         struct qjob *qj = find_qjob(d, jstr(e, "id"));
-        if (!qj || qj->ended || qj->cmd_failed)
+        if (!qj || qj->ended || qj->cmd_failed || qj->reported)
             continue;
         uint64_t cur = (uint64_t)json_integer_value(json_object_get(e, "current-progress"));
         uint64_t tot = (uint64_t)json_integer_value(json_object_get(e, "total-progress"));
@@ -427,6 +469,15 @@ static void on_reply(struct qdrv *d, uint64_t id, json_t *reply)
         }
         break;
     case SENT_CTL:
+        if (err && s.qj[0] && !s.qj[0]->ended) {
+            /* QEMU refused a forwarded verb: bgjob undoes what it set and
+             * tells the user (an event, bgjob_job_get_control_error). */
+            const char *desc = jstr(err, "desc") ? jstr(err, "desc") : "?";
+            bgjob_result r = bgjob_job_control_failed(s.qj[0]->job, s.verb, EINVAL, desc);
+            printf("    [driver] %s %s refused by QEMU: %s -> bgjob_job_control_failed: %s\n", s.what,
+                   s.qj[0]->name, desc, bgjob_result_str(r));
+        }
+        break;
     case SENT_OTHER:
         if (err)
             printf("    [driver] %s %s refused by QEMU: %s\n", s.what, s.qj[0] ? s.qj[0]->name : "",
@@ -579,7 +630,8 @@ static struct qjob *job_create(struct qdrv *d, const struct qdrv_spec *s)
     snprintf(owner, sizeof owner, "qemu-storage-daemon pid %d", (int)d->daemon.pid);
     bgjob_job_options o;
     bgjob_job_options_init(&o, sizeof o);
-    o.flags = BGJOB_CREATE_EXTERNAL | BGJOB_CREATE_DEFER_START;
+    /* QEMU runs with auto-finalize off: bgjob's finalize is forwarded. */
+    o.flags = BGJOB_CREATE_EXTERNAL | BGJOB_CREATE_DEFER_START | BGJOB_CREATE_MANUAL_FINALIZE;
     o.name = s->name;
     o.operation = s->kind;
     o.owner = owner;
@@ -607,9 +659,9 @@ static struct qjob *job_create(struct qdrv *d, const struct qdrv_spec *s)
 
 static json_t *job_args(const struct qdrv_spec *s)
 {
-    json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:b}", "job-id", s->name, "device", s->device, "target",
-                          s->target, "sync", "full", "speed", (json_int_t)s->speed, "on-target-error",
-                          policy_str(s->policy), "auto-dismiss", 0);
+    json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:b}", "job-id", s->name, "device", s->device,
+                          "target", s->target, "sync", "full", "speed", (json_int_t)s->speed, "on-target-error",
+                          policy_str(s->policy), "auto-finalize", 0, "auto-dismiss", 0);
     if (!strcmp(s->kind, "mirror"))
         json_object_set_new(a, "buf-size", json_integer(1024 * 1024));
     return a;
@@ -633,7 +685,7 @@ int qdrv_group_start(struct qdrv *d, const struct qdrv_spec *specs, size_t n, bg
     if (n != 2)
         return -1;
     bgjob_txn *txn;
-    if (bgjob_txn_create(0, &txn) != BGJOB_RESULT_OK)
+    if (bgjob_txn_create(BGJOB_TXN_MANUAL_FINALIZE, &txn) != BGJOB_RESULT_OK)
         return -1;
     struct qjob *qj[2] = {0};
     json_t *actions = json_array();

@@ -53,9 +53,9 @@ static void seq_add(const char *fmt, ...)
 
 static const char *lc_state(bgjob_state st)
 {
-    static const char *n[] = {"created", "running", "paused", "waiting", "completed",
-                              "failed",  "cancelled", "ready", "standby", "pending"};
-    return st >= 0 && st < 10 ? n[st] : "?";
+    static const char *n[] = {"created", "running", "paused", "waiting", "completed", "failed",
+                              "cancelled", "ready", "standby", "pending", "aborting"};
+    return st >= 0 && st < 11 ? n[st] : "?";
 }
 
 /* bgjob's events for the job, on the loop's thread (through the context). */
@@ -77,6 +77,9 @@ static void on_event(void *ud, bgjob_job *job, const bgjob_event *ev)
         break;
     case BGJOB_EVENT_KIND_END:
         seq_add("%s:END", name);
+        break;
+    case BGJOB_EVENT_KIND_CONTROL_FAILED:
+        seq_add("%s:CONTROL_FAILED(%d)", name, ev->error_code);
         break;
     }
 }
@@ -246,6 +249,22 @@ static int threads_named(const char *const names[], int *nthreads)
     return found;
 }
 
+/* QEMU runs the jobs with auto-finalize off: once the driver reports
+ * PENDING, the user's bgjob_job_finalize is forwarded (job-finalize). */
+static int finalize_when_pending(bgjob_job *job)
+{
+    if (qdrv_run_until_state(drv, job, S(BGJOB_STATE_PENDING) | TERMINAL, 8000) != 0)
+        return -1;
+    if (info_of(job).state != BGJOB_STATE_PENDING)
+        return -1;
+    bgjob_result r = bgjob_job_finalize(job);
+    char name[32] = "";
+    size_t len;
+    bgjob_job_get_name(job, name, sizeof name, &len);
+    printf("    %-4s PENDING -> bgjob_job_finalize: %s\n", name, bgjob_result_str(r));
+    return r == BGJOB_RESULT_OK ? 0 : -1;
+}
+
 /* Steps -------------------------------------------------------------------- */
 
 static int step1_mirror(void)
@@ -278,6 +297,7 @@ static int step1_mirror(void)
     printf("    m1   bgjob_job_set_speed 64 MiB/s\n");
     CHECK(qdrv_run_until_state(drv, j, S(BGJOB_STATE_READY), 10000) == 0, "m1 READY");
     CHECK(bgjob_job_complete(j) == BGJOB_RESULT_OK, "bgjob_job_complete");
+    CHECK(finalize_when_pending(j) == 0, "m1 finalize");
     CHECK(qdrv_run_until_ended(drv, j, 8000) == 0, "m1 end");
     bgjob_info i = info_of(j);
     CHECK(i.state == BGJOB_STATE_COMPLETED, "m1 ended %s", bgjob_state_str(i.state));
@@ -346,6 +366,7 @@ static int error_stop(const char *name, const char *target, int err_no, bgjob_io
     printf("    %-4s resumed -> READY\n", name);
     if (err_no == ENOSPC) {
         CHECK(bgjob_job_cancel_soft(j, NULL) == BGJOB_RESULT_OK, "cancel_soft");
+        CHECK(finalize_when_pending(j) == 0, "%s finalize", name);
         CHECK(qdrv_run_until_ended(drv, j, 8000) == 0, "%s end", name);
         printf("    %-4s soft cancel at READY -> %s (no pivot)\n", name, bgjob_state_str(info_of(j).state));
         CHECK(info_of(j).state == BGJOB_STATE_COMPLETED, "%s soft cancel", name);
@@ -484,11 +505,60 @@ static int step6_daemon_killed(void)
     return 0;
 }
 
+/* A verb QEMU refuses: another QMP client (an operator's qmp-shell, played
+ * here by a direct job-pause) paused the READY mirror behind the driver's
+ * back, so QEMU has it in standby while bgjob still says READY. The user's
+ * pause is forwarded, QEMU answers with an error (the job is paused already),
+ * the driver reports it with bgjob_job_control_failed: bgjob undoes the pause
+ * (STANDBY back to READY) and the user sees the CONTROL_FAILED event and
+ * QEMU's message. Once QEMU is resumed, complete goes through to the end. */
+static int step5b_refused_verb(void)
+{
+    char f[128];
+    struct qdrv_spec s = spec("mirror", "m7", "t7", 0, BGJOB_ERROR_POLICY_REPORT, f, sizeof f);
+    CHECK(node_add("t7", 0, true) == 0, "target t7");
+    bgjob_job *j = qdrv_job_start(drv, &s);
+    CHECK(j, "start m7");
+    CHECK(qdrv_run_until_state(drv, j, S(BGJOB_STATE_READY), 8000) == 0, "m7 READY");
+    CHECK(qdrv_cmd(drv, "job-pause", json_pack("{s:s}", "id", "m7"), NULL) == 0, "direct job-pause");
+    CHECK(qdrv_run_until_qstatus(drv, j, "standby", 5000) == 0, "QEMU standby");
+    printf("    m7   paused behind the driver's back: QEMU %s, bgjob %s\n", qdrv_qstatus(drv, j),
+           bgjob_state_str(info_of(j).state));
+    CHECK(bgjob_job_pause(j) == BGJOB_RESULT_OK, "bgjob_job_pause");
+    int64_t end = qmp_now_ms() + 5000;
+    bool found = false;
+    bgjob_control what = BGJOB_CONTROL_CANCEL;
+    int32_t code = 0;
+    char msg[256] = "";
+    size_t len;
+    while (!found && qmp_now_ms() < end) {
+        qdrv_run(drv, 50);
+        bgjob_job_get_control_error(j, &found, &what, &code, msg, sizeof msg, &len);
+    }
+    CHECK(found, "the refusal never reached bgjob");
+    qdrv_run(drv, 0); /* deliver the events */
+    printf("    m7   bgjob_job_get_control_error: %s, code %d, \"%s\"; bgjob %s\n",
+           what == BGJOB_CONTROL_PAUSE ? "PAUSE" : "other", code, msg, bgjob_state_str(info_of(j).state));
+    CHECK(what == BGJOB_CONTROL_PAUSE && code == EINVAL && info_of(j).state == BGJOB_STATE_READY,
+          "m7 refusal not visible or the pause not undone");
+    CHECK(strstr(seq, "m7:CONTROL_FAILED") != NULL, "no CONTROL_FAILED event");
+    CHECK(qdrv_cmd(drv, "job-resume", json_pack("{s:s}", "id", "m7"), NULL) == 0, "direct job-resume");
+    CHECK(qdrv_run_until_qstatus(drv, j, "ready", 5000) == 0, "QEMU ready again");
+    CHECK(bgjob_job_complete(j) == BGJOB_RESULT_OK, "bgjob_job_complete");
+    CHECK(finalize_when_pending(j) == 0, "m7 finalize");
+    CHECK(qdrv_run_until_ended(drv, j, 8000) == 0, "m7 end");
+    printf("    m7   resumed by QMP, complete -> %s\n", bgjob_state_str(info_of(j).state));
+    CHECK(info_of(j).state == BGJOB_STATE_COMPLETED, "m7 not COMPLETED");
+    node_del("t7", true);
+    return 0;
+}
+
 /* Files the run may leave, named up front so the exit hook is async-signal-safe. */
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    static const char *const images[] = {"src", "s6", "t1", "t2", "t3", "t3b", "t4a", "t4b", "t4c", "t5", "t6a", "t6b", NULL};
+    static const char *const images[] = {"src", "s6",  "t1", "t2", "t3",  "t3b", "t4a",
+                                         "t4b", "t4c", "t5", "t7", "t6a", "t6b", NULL};
     int rc = qsd_scratch_open("qemu_blockjobs", dir, sizeof dir, images);
     if (rc != 0)
         return rc;
@@ -518,6 +588,7 @@ int main(void)
         {"4 grouped transaction, one backup fails", step4_transaction},
         {"4b transaction refused by QEMU", step4b_rejected},
         {"5 deadline on a throttled mirror", step5_deadline},
+        {"5b a verb QEMU refuses reaches the bgjob user", step5b_refused_verb},
         {"6 daemon killed mid-job", step6_daemon_killed},
     };
     int failed = 0;

@@ -60,6 +60,7 @@ class State(_Named):
     READY = 7
     STANDBY = 8
     PENDING = 9
+    ABORTING = 10
 
     @property
     def terminal(self) -> bool:
@@ -74,6 +75,7 @@ class Control(_Named):
     RESUME = 2
     COMPLETE = 3
     SET_SPEED = 4
+    FINALIZE = 5
 
 
 class EventKind(_Named):
@@ -83,6 +85,7 @@ class EventKind(_Named):
     IO_ERROR = 1
     READY = 2
     END = 3
+    CONTROL_FAILED = 4
 
 
 class ErrorAction(_Named):

@@ -348,6 +348,13 @@ FUNCTIONS: dict[str, tuple[object, tuple[object, ...]]] = {
     "bgjob_job_set_error_policy": (R, (JobPtr, c_int32)),
     "bgjob_job_report_io_error": (R, (JobPtr, c_int32, c_char_p, POINTER(c_int32))),
     "bgjob_job_finalize": (R, (JobPtr,)),
+    "bgjob_job_report_state": (R, (JobPtr, c_int32)),
+    "bgjob_job_control_failed": (R, (JobPtr, c_int32, c_int32, c_char_p)),
+    "bgjob_job_get_control_error": (
+        R,
+        (JobPtr, POINTER(c_bool), POINTER(c_int32), POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)),
+    ),
+    "bgjob_job_wait_state": (R, (JobPtr, c_int32, c_int64, POINTER(c_int32))),
     "bgjob_txn_create": (R, (c_uint32, POINTER(TxnPtr))),
     "bgjob_txn_destroy": (R, (TxnPtr,)),
     "bgjob_txn_add": (R, (TxnPtr, JobPtr)),

@@ -534,7 +534,16 @@ class Worker:
     def report_io_error(self, error: OSError | int, message: str | None = None) -> ErrorAction:
         """Reports an I/O error (an ``OSError`` or an errno) to the job's error
         policy and returns what to do: REPORT (give up: raise), IGNORE (carry
-        on) or STOP (the job is now paused: call ``pause_point()``, then retry)."""
+        on) or STOP (the job is now paused).
+
+        A worker calls it on its own thread; after STOP it calls
+        ``pause_point()`` (which parks until a resume), then retries. An
+        external job's owner (``Job.driver``) calls it from any thread, as a
+        QEMU driver does on ``BLOCK_JOB_ERROR``: STOP then pauses the job
+        (PAUSED, ``iostatus`` FAILED or NOSPACE) without telling the job's
+        ``control`` callable, and the resume that follows is one
+        ``Control.RESUME``; REPORT records the error as the job's, to end it
+        with. Raises ``NotAllowed`` unless the job is running."""
         if isinstance(error, OSError):
             code = error.errno or EXCEPTION_CODE
             message = message if message is not None else str(error)
@@ -822,8 +831,10 @@ class Event:
 
     ``kind`` says what happened: STATE_CHANGED (``old_state`` to
     ``new_state``), IO_ERROR (``action`` and ``error_code`` set; a STOP is
-    followed by the change to PAUSED), READY, END (last, ``new_state`` the
-    terminal state, before ``on_complete``). ``seq`` counts the job's
+    followed by the change to PAUSED), READY, CONTROL_FAILED (the owner said
+    a forwarded verb failed: ``error_code`` set, ``Job.control_error`` has
+    the rest), END (last, ``new_state`` the terminal state, before
+    ``on_complete``). ``seq`` counts the job's
     changes from 1; when nobody delivers a job's events for a while (its
     context is not dispatched), consecutive state changes past the bound
     (``EVENT_QUEUE_BOUND``) merge into one, ``coalesced`` counting the extra
@@ -836,6 +847,14 @@ class Event:
     coalesced: int = 0
     action: ErrorAction | None = None
     error_code: int = 0
+
+
+class ControlError(NamedTuple):
+    """A forwarded verb the job's owner said failed (``Job.control_error``)."""
+
+    what: Control
+    code: int
+    message: str
 
 
 #: Queued events per job past which consecutive state changes merge.
@@ -1464,8 +1483,112 @@ class Job(Generic[T]):
     def finalize(self) -> None:
         """Finalizes a ``manual_finalize`` job that is PENDING: its
         ``on_commit`` (or ``on_abort``) and ``on_clean`` run on this thread,
-        then it ends."""
+        then it ends. An external job whose owner reported PENDING
+        (``report_state``) is not finalized here: its ``control`` callable is
+        told ``Control.FINALIZE`` (QEMU's ``job-finalize``) and the owner's
+        ``end()`` then finalizes it."""
         self._call(lib.bgjob_job_finalize(self._h), "finalize")
+
+    def report_state(self, state: State) -> None:
+        """For an external job's owner: reports WAITING, PENDING or ABORTING,
+        the states of the work bgjob cannot infer (QEMU's
+        ``JOB_STATUS_CHANGE``). Allowed from RUNNING, PAUSED, READY and
+        STANDBY to any of the three, from WAITING to PENDING or ABORTING,
+        from PENDING to ABORTING; the state the job is in again changes
+        nothing. Raises ``NotAllowed`` (nothing changes) for any other
+        transition, a threaded job and once ``end()`` was called,
+        ``InvalidArgument`` for another state. Any thread, the ``control``
+        callable included."""
+        self._call(lib.bgjob_job_report_state(self._h, int(state)), "report_state")
+
+    def control_failed(self, what: Control, error: OSError | int, message: str | None = None) -> None:
+        """For a job's owner: the verb ``what`` its ``control`` callable was
+        told failed (QEMU answered with an error; ``error`` an ``OSError`` or
+        a non-zero errno). The user sees it: an event
+        ``EventKind.CONTROL_FAILED`` and ``control_error``. What the verb set
+        is undone where bgjob can: PAUSE ends the user pause, COMPLETE clears
+        ``complete_requested``, SET_SPEED restores the speed before the last
+        change, FINALIZE drops the finalize request; CANCEL and RESUME change
+        nothing. Raises ``NotAllowed`` once the job's work is done (``end()``
+        called) or when it has no ``control`` callable."""
+        if isinstance(error, OSError):
+            code = error.errno or EXCEPTION_CODE
+            message = message if message is not None else str(error)
+        else:
+            code = int(error)
+        text = message.encode("utf-8", "replace") if message is not None else None
+        self._call(lib.bgjob_job_control_failed(self._h, int(what), code, text), "control_failed")
+
+    @property
+    def control_error(self) -> ControlError | None:
+        """The last failure reported with ``control_failed`` (``what``,
+        ``code``, ``message``), or None. Readable until the job is closed."""
+        found = c_bool()
+        what = c_int32()
+        code = c_int32()
+        need = ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(256)
+        self._call(
+            lib.bgjob_job_get_control_error(
+                self._h, byref(found), byref(what), byref(code), buf, len(buf), byref(need)
+            ),
+            "control_error",
+        )
+        if not found.value:
+            return None
+        if need.value >= len(buf):
+            buf = ctypes.create_string_buffer(need.value + 1)
+            self._call(
+                lib.bgjob_job_get_control_error(self._h, byref(found), None, None, buf, len(buf), None),
+                "control_error",
+            )
+        return ControlError(Control(what.value), code.value, buf.value.decode("utf-8", "replace"))
+
+    def wait_state(self, state: State, timeout: float | None = None) -> State:
+        """Waits until the job is in ``state`` (READY, PENDING, any state)
+        or has ended, and returns the state found: ``state``, or the
+        terminal state it ended in instead (a state passed through between
+        two looks may be missed; ``on_event`` sees every change). Raises
+        ``TimedOut`` after ``timeout`` seconds. The GIL is released while
+        waiting, and Ctrl-C interrupts it."""
+        limit = _ms(timeout, "wait_state")
+        deadline = None if timeout is None else time.monotonic() + limit / 1000.0
+        on_main = threading.current_thread() is threading.main_thread()
+        out = c_int32()
+        while True:
+            if deadline is None:
+                ms = _SLICE_MS if on_main else -1
+            else:
+                ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+                if on_main:
+                    ms = min(ms, _SLICE_MS)
+            r = lib.bgjob_job_wait_state(self._h, int(state), ms, byref(out))
+            if r == Result.OK:
+                return State(out.value)
+            if r != Result.TIMED_OUT:
+                self._call(r, "wait_state")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimedOut(f"wait_state: job {self._run.name!r} not {state.name} after {timeout} s")
+
+    async def wait_state_async(self, state: State, timeout: float | None = None) -> State:
+        """``await job.wait_state_async(State.READY)``: ``wait_state`` without
+        blocking the loop. It looks at the job without waiting, then sleeps on
+        the loop between looks (1 ms at first, growing to 20 ms), so a task
+        cancelled meanwhile leaves nothing behind."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.001
+        out = c_int32()
+        while True:
+            r = lib.bgjob_job_wait_state(self._h, int(state), 0, byref(out))
+            if r == Result.OK:
+                return State(out.value)
+            if r != Result.TIMED_OUT:
+                self._call(r, "wait_state_async")
+            if deadline is not None and loop.time() >= deadline:
+                raise TimedOut(f"wait_state_async: job {self._run.name!r} not {state.name} after {timeout} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def wait(self, timeout: float | None = None) -> State:
         """Waits until the job has ended and returns its final state; raises

@@ -4,7 +4,10 @@ Starts ``qemu-storage-daemon``, speaks QMP over ``asyncio.open_unix_connection``
 and runs three steps, each QEMU block job a bgjob external job (no thread):
 
 1. a mirror paused and resumed (verbs forwarded from the control callable),
-   READY seen as bgjob READY, completed, the copy checked with ``qemu-img compare``;
+   READY seen as bgjob READY (``await job.wait_state_async(State.READY)``),
+   completed, PENDING reported by the driver and finalized by the user
+   (``Control.FINALIZE`` -> ``job-finalize``: QEMU runs with auto-finalize
+   off), the copy checked with ``qemu-img compare``;
 2. a mirror cancelled mid-way: CANCELLED, its partial target removed;
 3. a one-shot EIO on the target with the stop policy: the job stops PAUSED
    with iostatus FAILED, a resume takes it to READY; the same with ENOSPC
@@ -220,6 +223,7 @@ class QJob:
         self.outcome = ""  # ok, error, cancelled
         self.error = ""
         self.control_threads: List[str] = []
+        self.reported = False  # waiting/pending/aborting reported: progress is final
 
 
 class Driver:
@@ -259,6 +263,7 @@ class Driver:
                 "qemu_status": StatType.STRING,
             },
             error_policy=policy,
+            manual_finalize=True,  # QEMU's auto-finalize is off: finalize is forwarded
             on_event=on_event,
             control=lambda job, what, arg: self._on_control(qj, what, arg),
             context=bgjob.loop_context(self.loop),
@@ -270,7 +275,8 @@ class Driver:
         qj.job.start()
         args = {
             "job-id": name, "device": "src", "target": target, "sync": "full", "speed": speed,
-            "on-target-error": policy.name.lower(), "auto-dismiss": False, "buf-size": MIB,
+            "on-target-error": policy.name.lower(), "auto-finalize": False, "auto-dismiss": False,
+            "buf-size": MIB,
         }
         self._spawn(self._start_cmd(qj, "blockdev-mirror", self.qmp.send("blockdev-mirror", args)))
         return qj.job
@@ -305,6 +311,8 @@ class Driver:
             cmd = "job-resume"
         elif what == Control.COMPLETE:
             cmd = "job-complete"
+        elif what == Control.FINALIZE:
+            cmd = "job-finalize"
         elif what == Control.CANCEL:
             if qj.qstatus in ("aborting", "concluded", "null"):
                 return  # QEMU is already winding it down
@@ -317,14 +325,18 @@ class Driver:
             cmd, args = "block-job-set-speed", {"device": qj.name, "speed": arg}
         else:
             return
-        self._spawn(self._ctl_cmd(qj, cmd, args))
+        self._spawn(self._ctl_cmd(qj, cmd, args, what))
 
-    async def _ctl_cmd(self, qj: QJob, cmd: str, args: Dict[str, Any]) -> None:
+    async def _ctl_cmd(self, qj: QJob, cmd: str, args: Dict[str, Any], verb: Optional[Control] = None) -> None:
         try:
             await self.qmp.execute(cmd, args)
         except (QMPError, Disconnected, asyncio.TimeoutError) as e:
-            if not self.gone:  # (while stopping, the daemon's end says it all)
-                say(f"    [driver] {qj.name}: {cmd} refused by QEMU: {e}")
+            if self.gone:  # (while stopping, the daemon's end says it all)
+                return
+            say(f"    [driver] {qj.name}: {cmd} refused by QEMU: {e}")
+            if verb is not None and isinstance(e, QMPError) and not qj.ended:
+                # bgjob undoes what the verb set and tells the user.
+                qj.job.control_failed(verb, errno.EINVAL, str(e))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -341,7 +353,7 @@ class Driver:
                 return
             try:
                 await self._on_event(ev)
-            except (QMPError, Disconnected, asyncio.TimeoutError) as e:
+            except (QMPError, Disconnected, asyncio.TimeoutError, bgjob.BgjobError) as e:
                 say(f"    [driver] handling {ev.get('event')}: {e}")
 
     async def _on_event(self, ev: Dict[str, Any]) -> None:
@@ -354,11 +366,12 @@ class Driver:
             qj.qstatus = status = data.get("status", "?")
             if qj.ended:
                 return
-            qj.job.set_stat("qemu_status", status)
+            if not qj.reported:  # (from waiting or aborting on, the job's numbers are final)
+                qj.job.set_stat("qemu_status", status)
             if status == "ready":
                 qj.job.set_ready()
             elif status in ("waiting", "pending", "aborting"):
-                qj.job.driver.phase = status
+                await self._report(qj, status)
             elif status == "concluded":
                 self._spawn(self._ctl_cmd(qj, "job-dismiss", {"id": qj.name}))
             elif status == "null":
@@ -382,16 +395,29 @@ class Driver:
         elif name == "BLOCK_JOB_ERROR" and data.get("action") == "ignore":
             qj.job.driver.report_io_error(errno.EIO, "write error (ignored)")
         elif name in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
-            drv = qj.job.driver
-            drv.set_total(data.get("len", 0))
-            drv.set_current(data.get("offset", 0))
-            qj.job.set_stat("bytes", data.get("offset", 0))
+            # (the progress was read when QEMU said waiting or aborting)
             if name == "BLOCK_JOB_CANCELLED":
                 qj.outcome = "cancelled"
             elif "error" in data:
                 qj.outcome, qj.error = "error", f"mirror: {data['error']}"
             else:
                 qj.outcome = "ok"
+
+    async def _report(self, qj: QJob, status: str) -> None:
+        """QEMU's waiting, pending, aborting: states bgjob cannot infer. The
+        progress is final from the first of them on (bgjob refuses updates
+        then): it is read once before."""
+        if not qj.reported:
+            for e in await self.qmp.execute("query-jobs"):
+                if e.get("id") == qj.name:
+                    cur, tot = e.get("current-progress", 0), e.get("total-progress", 0)
+                    qj.job.driver.set_total(tot)
+                    qj.job.driver.set_current(cur)
+                    qj.job.set_stats({"bytes": cur, "total_bytes": tot})
+            qj.reported = True
+        if status == "aborting" and qj.target_file:
+            qj.job.driver.phase = "cleaning up"  # the partial target goes at the end
+        qj.job.report_state({"waiting": State.WAITING, "pending": State.PENDING}.get(status, State.ABORTING))
 
     async def _finish(self, qj: QJob) -> None:
         """QEMU dismissed the job: its outcome is final."""
@@ -401,7 +427,6 @@ class Driver:
             self._end(qj, errno.ENOSPC if "No space" in qj.error else errno.EIO, qj.error)
         elif qj.outcome == "cancelled":
             if qj.target_file:
-                qj.job.driver.phase = "cleaning up"
                 await self.del_node(qj.target)
                 os.unlink(qj.target_file)
                 say(f"    [driver] {qj.name}: cleaning up: partial target {qj.target} removed")
@@ -419,7 +444,7 @@ class Driver:
                     return
                 for e in reply:
                     qj = self.jobs.get(e.get("id", ""))
-                    if qj is None or qj.ended:
+                    if qj is None or qj.ended or qj.reported:
                         continue
                     cur, tot = e.get("current-progress", 0), e.get("total-progress", 0)
                     qj.job.driver.set_total(tot)
@@ -625,6 +650,8 @@ class Run:
             self.seq.append(f"{job.name}:IO_ERROR({code},{ev.action.name.lower() if ev.action else '?'})")
         elif ev.kind == EventKind.READY:
             self.seq.append(f"{job.name}:READY")
+        elif ev.kind == EventKind.CONTROL_FAILED:
+            self.seq.append(f"{job.name}:CONTROL_FAILED({ev.error_code})")
         elif ev.kind == EventKind.END:
             self.seq.append(f"{job.name}:END")
             self.drv.display.done(job)
@@ -645,6 +672,14 @@ class Run:
         rc, out = await run_cmd(["qemu-img", "create", "-q", "-f", "qcow2", self.path(node), str(IMAGE_SIZE)])
         self.check(rc == 0, f"qemu-img create {node}: {out}")
         await self.drv.add_node(node, self.path(node), inject_errno)
+
+    async def finalize_when_pending(self, job: bgjob.Job[None]) -> None:
+        """QEMU runs the jobs with auto-finalize off: once the driver reports
+        PENDING, the user's finalize is forwarded (``job-finalize``)."""
+        state = await job.wait_state_async(State.PENDING, timeout=8)
+        self.check(state == State.PENDING, f"{job.name} ended {state} before PENDING")
+        job.finalize()
+        say(f"    {job.name:<4} PENDING -> finalize (Control.FINALIZE -> job-finalize)")
 
     async def step1_mirror(self) -> None:
         await self.target("t1")
@@ -670,8 +705,9 @@ class Run:
         await self.until(lambda: job.info.current > 8 * MIB, "m1 past 8 MiB")
         job.speed = 0
         say("    m1   speed 0 (unlimited) -> block-job-set-speed")
-        await self.until(lambda: job.state == State.READY, "m1 READY")
+        self.check(await job.wait_state_async(State.READY, timeout=8) == State.READY, "m1 READY")
         job.complete()
+        await self.finalize_when_pending(job)
         await self.until(lambda: job.done(), "m1 ended")
         info = job.info
         self.check(info.state == State.COMPLETED, f"m1 ended {info.state}")
@@ -717,10 +753,11 @@ class Run:
         self.check(refused == "NotAllowed", f"{name}: second pause accepted")
         job.resume()
         self.check(job.info.iostatus == IoStatus.OK, f"{name}: iostatus not reset by resume")
-        await self.until(lambda: job.state == State.READY, f"{name} READY")
+        self.check(await job.wait_state_async(State.READY, timeout=8) == State.READY, f"{name} READY")
         say(f"    {name:<4} resumed -> READY")
         if code == errno.ENOSPC:
             job.cancel(soft=True)  # block-job-cancel force=false: completes, no pivot
+            await self.finalize_when_pending(job)
             await self.until(lambda: job.done(), f"{name} ended")
             say(f"    {name:<4} soft cancel at READY -> {job.state} (no pivot)")
             self.check(job.state == State.COMPLETED, f"{name} soft cancel")

@@ -28,7 +28,7 @@ pub use job::{
     Builder, CancelCause, CancelStatus, CompleteFn, Control, ControlFn, Declare, Error,
     ErrorAction, ErrorPolicy, Event, EventFn, EventKind, FdEvents, HookAdded, HookFn, HookId,
     HookRemoved, Info, IoStatus, Job, JobError, JobType, Listing, Release, ResultValue, Txn,
-    Worker, WorkerFn, list,
+    Worker, WorkerFn, list, report_allowed,
 };
 pub use state::{State, Verb, verb_allowed};
 pub use stats::{Stat, StatType, StatValue};

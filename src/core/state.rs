@@ -11,7 +11,8 @@ use std::fmt;
 /// The state of a job as a caller sees it.
 ///
 /// `Created → Running ⇄ Paused → (Waiting) → (Pending) → Completed | Failed |
-/// Cancelled`, with `Running → Ready ⇄ Standby` for a job whose worker said it
+/// Cancelled` (an external job's owner may also report `Aborting`), with
+/// `Running → Ready ⇄ Standby` for a job whose worker said it
 /// is ready (`Paused → Standby` likewise). The three last are terminal: a job
 /// reaches exactly one of them, once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,12 +40,15 @@ pub enum State {
     /// The work is done (the job's and its whole transaction's); the job waits
     /// for a manual finalize.
     Pending,
+    /// An external job's owner said its work failed or was cancelled and the
+    /// abort is under way (QEMU's ABORTING); it ends when the owner ends it.
+    Aborting,
 }
 
 impl State {
     /// Every state, in the order of the verb table's columns (the C numbers
     /// live in `ffi`, tied to these by its conversions).
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Created,
         State::Running,
         State::Paused,
@@ -55,6 +59,7 @@ impl State {
         State::Ready,
         State::Standby,
         State::Pending,
+        State::Aborting,
     ];
 
     /// True for `Completed`, `Failed` and `Cancelled`.
@@ -75,6 +80,7 @@ impl State {
             State::Ready => "ready",
             State::Standby => "standby",
             State::Pending => "pending",
+            State::Aborting => "aborting",
         }
     }
 }
@@ -162,22 +168,23 @@ const N: bool = false;
 
 /// Rows are verbs, columns are states, both in numeric order:
 /// created, running, paused, waiting, completed, failed, cancelled, ready,
-/// standby, pending. Ready and standby accept what running and paused accept
-/// (plus complete in ready); pending accepts what waiting accepts.
-const TABLE: [[bool; 10]; 11] = [
-    //              cr run pau wai com fai can rdy stb pen
+/// standby, pending, aborting. Ready and standby accept what running and
+/// paused accept (plus complete in ready); pending accepts what waiting
+/// accepts; aborting what waiting accepts but finalize.
+const TABLE: [[bool; 11]; 11] = [
+    //              cr run pau wai com fai can rdy stb pen abo
     /* start   */
-    [Y, N, N, N, N, N, N, N, N, N],
-    /* cancel  */ [Y, Y, Y, Y, Y, Y, Y, Y, Y, Y],
-    /* pause   */ [N, Y, N, N, N, N, N, Y, N, N],
-    /* resume  */ [N, N, Y, N, N, N, N, N, Y, N],
-    /* destroy */ [Y, N, N, N, Y, Y, Y, N, N, N],
-    /* detach  */ [N, Y, Y, Y, Y, Y, Y, Y, Y, Y],
-    /* update  */ [Y, Y, Y, N, N, N, N, Y, Y, N],
-    /* result  */ [N, N, N, N, Y, Y, Y, N, N, N],
-    /* drain   */ [Y, Y, Y, Y, N, N, N, Y, Y, Y],
-    /* finalize*/ [N, N, N, Y, N, N, N, N, N, Y],
-    /* complete*/ [N, N, N, N, N, N, N, Y, N, N],
+    [Y, N, N, N, N, N, N, N, N, N, N],
+    /* cancel  */ [Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y],
+    /* pause   */ [N, Y, N, N, N, N, N, Y, N, N, N],
+    /* resume  */ [N, N, Y, N, N, N, N, N, Y, N, N],
+    /* destroy */ [Y, N, N, N, Y, Y, Y, N, N, N, N],
+    /* detach  */ [N, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y],
+    /* update  */ [Y, Y, Y, N, N, N, N, Y, Y, N, N],
+    /* result  */ [N, N, N, N, Y, Y, Y, N, N, N, N],
+    /* drain   */ [Y, Y, Y, Y, N, N, N, Y, Y, Y, Y],
+    /* finalize*/ [N, N, N, Y, N, N, N, N, N, Y, N],
+    /* complete*/ [N, N, N, N, N, N, N, Y, N, N, N],
 ];
 
 /// Whether `verb` may be applied to a job in `state`.
@@ -228,6 +235,20 @@ mod tests {
         assert!(!verb_allowed(Verb::Destroy, State::Ready));
         assert!(!verb_allowed(Verb::Destroy, State::Standby));
         assert!(!verb_allowed(Verb::Destroy, State::Pending));
+        assert!(!verb_allowed(Verb::Destroy, State::Aborting));
+    }
+
+    /// Aborting accepts what waiting accepts, but finalize: the work failed
+    /// or was cancelled, there is nothing to commit.
+    #[test]
+    fn aborting_is_waiting_without_finalize() {
+        for v in Verb::ALL {
+            assert_eq!(
+                verb_allowed(v, State::Aborting),
+                verb_allowed(v, State::Waiting) && v != Verb::Finalize,
+                "{v} in aborting"
+            );
+        }
     }
 
     /// Ready and standby are running and paused with the ready mark: they

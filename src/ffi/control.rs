@@ -2,8 +2,8 @@
 
 use super::handles::{JOBS, job_handle_count, to_ptr, with_job};
 use super::{
-    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, boundary, need,
-    put, timeout_arg,
+    BGJOB_DETACH_CANCEL, bgjob_cancel_status, bgjob_job, bgjob_result, bgjob_state, bgjob_state_in,
+    boundary, need, put, timeout_arg,
 };
 use crate::core;
 
@@ -86,6 +86,36 @@ pub unsafe extern "C" fn bgjob_job_wait(
     })
 }
 
+/// Waits until the job is in `state` (any `bgjob_state`, e.g.
+/// `BGJOB_STATE_READY` or `BGJOB_STATE_PENDING`) or has ended, for at most
+/// `timeout_ms` milliseconds (−1: forever; 0: just look). `*state_out` (may be
+/// NULL) gets the state found: `state`, or the terminal state the job ended
+/// in instead. A state the job passed through between two looks may be
+/// missed (READY then COMPLETED at once gives COMPLETED); the event callback
+/// sees every change. The job's state changes wake it; a change that does
+/// not is seen within 20 ms.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_TIMED_OUT`;
+/// `BGJOB_RESULT_INVALID_HANDLE`; `BGJOB_RESULT_INVALID_ARGUMENT` for an
+/// unknown state or a `timeout_ms` below −1; `BGJOB_RESULT_NOT_ALLOWED` when
+/// called from the job's own worker.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_wait_state(
+    job: *mut bgjob_job,
+    state: bgjob_state_in,
+    timeout_ms: i64,
+    state_out: *mut bgjob_state,
+) -> bgjob_result {
+    boundary(|| {
+        let want = bgjob_state::try_from(state)?.into();
+        let timeout = timeout_arg(timeout_ms)?;
+        let found = with_job(job, |j, _| j.wait_state(want, timeout))??;
+        // SAFETY: NULL or writable by contract.
+        unsafe { put(state_out, bgjob_state::from(found)) };
+        Ok(())
+    })
+}
+
 /// Releases a job that has ended, or one that never started (which is cancelled
 /// first: its worker never runs and its userdata is freed now). Its result, if
 /// it has one and nobody took it, is freed now too. The handle and every copy
@@ -149,7 +179,10 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// yet is the exception: its owner still drives it by this handle, so the
 /// handle stays valid until `bgjob_job_end` returns, which releases it (with
 /// `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
-/// usual). Pause is refused from then on, as for any detached job.
+/// usual). Pause is refused from then on, as for any detached job. Its manual
+/// finalize, which nobody can ask any more, is told to the owner as
+/// `BGJOB_CONTROL_FINALIZE`: at once if the owner reported it PENDING
+/// (`bgjob_job_report_state`), else when it does.
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown flag; `BGJOB_RESULT_NOT_ALLOWED`

@@ -12,9 +12,19 @@ use super::{
 /// callbacks run on this thread, then it ends. For a member of a transaction
 /// it finalizes the transaction (as soon as every member is done).
 ///
+/// An external job whose owner reported it WAITING or PENDING
+/// (`bgjob_job_report_state`: QEMU runs the job) is not finalized here: the
+/// request is forwarded to its owner as `BGJOB_CONTROL_FINALIZE` (at once in
+/// PENDING, when the owner reports PENDING if asked in WAITING), which sends
+/// QEMU's `job-finalize` and ends the job with `bgjob_job_end` when it
+/// concludes; that end then finalizes at once (no second call). Refused for
+/// such a job without `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU finalizes it by
+/// itself) and in ABORTING. A failed forward (`bgjob_job_control_failed`)
+/// drops the request: finalize may be called again.
+///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_NOT_ALLOWED` unless the job is
 /// `BGJOB_STATE_PENDING` or `BGJOB_STATE_WAITING` (and not already being
-/// finalized);
+/// finalized, nor its finalize already forwarded);
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_finalize(job: *mut bgjob_job) -> bgjob_result {
@@ -93,7 +103,8 @@ pub unsafe extern "C" fn bgjob_job_set_error_policy(
 ///
 /// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
 /// `action_out`, a zero code or a message that is not UTF-8;
-/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running;
+/// `BGJOB_RESULT_NOT_ALLOWED` unless the job is running (an external job:
+/// also once its owner reported WAITING, PENDING or ABORTING);
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 ///
 /// Threads: the job's worker thread; for an external job (no worker), its
@@ -131,7 +142,8 @@ pub unsafe extern "C" fn bgjob_job_report_io_error(
 ///
 /// Returns: `BGJOB_RESULT_OK`, also when the job is READY or STANDBY already;
 /// `BGJOB_RESULT_NOT_ALLOWED` unless its worker is running (RUNNING, PAUSED),
-/// and once its worker declared its outcome; `BGJOB_RESULT_INVALID_HANDLE`.
+/// once its worker declared its outcome, and once an external job's owner
+/// reported WAITING, PENDING or ABORTING; `BGJOB_RESULT_INVALID_HANDLE`.
 ///
 /// Threads: any thread (usually the worker); it never parks.
 #[unsafe(no_mangle)]
@@ -235,6 +247,139 @@ pub unsafe extern "C" fn bgjob_job_cancel_is_soft(
         let soft = with_job(job, |j, _| j.cancel_is_soft())?;
         // SAFETY: checked non-NULL, writable by contract.
         unsafe { put(soft_out, soft) };
+        Ok(())
+    })
+}
+
+/// For an external job's owner: reports a state of the work that bgjob
+/// cannot infer (the QEMU job's `JOB_STATUS_CHANGE`): `BGJOB_STATE_WAITING`
+/// (the work is done, the job waits for the other members of its
+/// transaction), `BGJOB_STATE_PENDING` (done and succeeded, a finalize is
+/// awaited) or `BGJOB_STATE_ABORTING` (failed or cancelled, the abort under
+/// way). The job shows that state until the owner ends it with
+/// `bgjob_job_end` (the end is still the owner's: it passes the outcome QEMU
+/// concluded with). Each change fires a STATE_CHANGED event as any other.
+///
+/// Allowed transitions (from the job's current state; reporting the state the
+/// job is in is OK and changes nothing; every other pair is refused with
+/// `BGJOB_RESULT_NOT_ALLOWED` and changes nothing):
+///
+/// | from \ to                          | WAITING | PENDING | ABORTING |
+/// |------------------------------------|---------|---------|----------|
+/// | RUNNING, PAUSED, READY, STANDBY    | yes     | yes     | yes      |
+/// | WAITING                            | (same)  | yes     | yes      |
+/// | PENDING                            | no      | (same)  | yes      |
+/// | ABORTING                           | no      | no      | (same)   |
+/// | CREATED, ended (`bgjob_job_end` called), terminal | no | no | no |
+///
+/// In a reported state: a user pause has ended (the work no longer runs; the
+/// owner is not told RESUME), the deadline no longer fires, progress and
+/// other updates are refused (the verb table's WAITING/PENDING/ABORTING
+/// columns), cancel is forwarded as `BGJOB_CONTROL_CANCEL` (QEMU cancels a
+/// WAITING or PENDING job) — in ABORTING it is recorded (the owner's failing
+/// end then ends the job CANCELLED, with the cancel's cause: a transaction
+/// QEMU aborts as a group keeps its causes) but not forwarded — and in
+/// PENDING a finalize of a manual-finalize job (or transaction) is forwarded
+/// as `BGJOB_CONTROL_FINALIZE`, also when it was asked earlier, in WAITING.
+/// Ending the job then passes through WAITING while its commit/abort and clean
+/// callbacks run, as every job does.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for any other
+/// state (the others have calls of their own: `bgjob_job_set_ready`,
+/// `bgjob_job_end`, the verbs); `BGJOB_RESULT_NOT_ALLOWED` for a threaded job
+/// and for a refused transition (above); `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// Threads: any thread, the control callback included (it never waits).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_report_state(
+    job: *mut bgjob_job,
+    state: super::bgjob_state_in,
+) -> bgjob_result {
+    boundary(|| {
+        let state = super::bgjob_state::try_from(state)?.into();
+        with_job(job, |j, _| j.report_state(state))?.map_err(bgjob_result::from)
+    })
+}
+
+/// For a job's owner: a verb its control callback was told failed (QEMU
+/// answered the `job-pause`, `job-complete`… with an error). `what` is the
+/// `bgjob_control` it was told, `code` a non-zero errno-style code, `message`
+/// (may be NULL) QEMU's text. The failure becomes visible to the user: a
+/// `BGJOB_EVENT_CONTROL_FAILED` event (`error_code` = `code`) and
+/// `bgjob_job_get_control_error` (the last one, readable until destroy). What
+/// the verb set is undone where bgjob can undo it:
+///
+/// | `what`     | undone                                                        |
+/// |------------|---------------------------------------------------------------|
+/// | PAUSE      | the user pause, if in force and not an I/O-error stop: PAUSED → RUNNING, STANDBY → READY (a STATE_CHANGED event follows) |
+/// | COMPLETE   | "complete requested" is cleared: complete may be asked again |
+/// | SET_SPEED  | the speed goes back to its value before the last change      |
+/// | FINALIZE   | the finalize request is dropped: the job (its transaction) stays PENDING and may be finalized again |
+/// | CANCEL     | nothing: the cancel stays requested (its hooks and sub-jobs were told) |
+/// | RESUME     | nothing: a refused resume means the work was not paused       |
+///
+/// No control call is made for the undo (the owner knows).
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for an unknown
+/// `what`, a zero `code` or a `message` that is not UTF-8;
+/// `BGJOB_RESULT_NOT_ALLOWED` (nothing recorded) for a job with no control
+/// callback, and once its work is done — `bgjob_job_end` was called, a
+/// threaded job's worker returned — or it never started;
+/// `BGJOB_RESULT_INVALID_HANDLE`.
+///
+/// Threads: any thread, the control callback included.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_control_failed(
+    job: *mut bgjob_job,
+    what: super::bgjob_control_in,
+    code: i32,
+    message: *const std::ffi::c_char,
+) -> bgjob_result {
+    boundary(|| {
+        let what = super::bgjob_control::try_from(what)?.into();
+        let message = if message.is_null() {
+            ""
+        } else {
+            // SAFETY: NUL-terminated by contract.
+            unsafe { c_str(message) }?
+        };
+        with_job(job, |j, _| j.control_failed(what, code, message))?.map_err(bgjob_result::from)
+    })
+}
+
+/// Reads the last failure the owner reported with `bgjob_job_control_failed`:
+/// `*found_out` true and `*what_out`, `*code_out`, `buf` (snprintf-style, like
+/// `bgjob_job_get_error`; `*len_out` the full length) set, or `*found_out`
+/// false (the others untouched) when none was reported. Readable until
+/// destroy. `what_out`, `code_out` and `len_out` may be NULL; `buf` may be
+/// NULL when `len` is 0.
+///
+/// Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL
+/// `found_out` or a NULL `buf` with non-zero `len`;
+/// `BGJOB_RESULT_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bgjob_job_get_control_error(
+    job: *mut bgjob_job,
+    found_out: *mut bool,
+    what_out: *mut super::bgjob_control,
+    code_out: *mut i32,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> bgjob_result {
+    boundary(|| {
+        need(found_out)?;
+        super::check_buf(buf, len)?;
+        let e = with_job(job, |j, _| j.control_error())?;
+        // SAFETY: checked above; outputs NULL or writable by contract.
+        unsafe {
+            put(found_out, e.is_some());
+            if let Some((what, e)) = e {
+                put(what_out, super::bgjob_control::from(what));
+                put(code_out, e.code);
+                super::copy_out(&e.message, buf, len, len_out);
+            }
+        }
         Ok(())
     })
 }

@@ -11,7 +11,7 @@ pub const BGJOB_ABI_VERSION: u32 = 0;
 pub const BGJOB_RESULT_COUNT: i32 = 10;
 
 /// Number of states (`bgjob_state` values are 0 .. BGJOB_STATE_COUNT-1).
-pub const BGJOB_STATE_COUNT: i32 = 10;
+pub const BGJOB_STATE_COUNT: i32 = 11;
 /// Number of verbs (`bgjob_verb` values are 0 .. BGJOB_VERB_COUNT-1).
 pub const BGJOB_VERB_COUNT: i32 = 11;
 
@@ -325,7 +325,8 @@ pub type bgjob_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void
 /// ```
 /// WAITING: the worker returned, other members of its transaction have not;
 /// PENDING: the work of the job and its whole transaction succeeded, a
-/// manual finalize is awaited.
+/// manual finalize is awaited. An external job's owner reports WAITING,
+/// PENDING and ABORTING itself (`bgjob_job_report_state`).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum bgjob_state {
@@ -357,6 +358,11 @@ pub enum bgjob_state {
     /// succeeded; it waits for `bgjob_job_finalize` / `bgjob_txn_finalize`
     /// (manual finalize).
     Pending = 9,
+    /// Only an external job, only reported by its owner
+    /// (`bgjob_job_report_state`): its work failed or was cancelled and the
+    /// abort is under way (QEMU's ABORTING); it ends when the owner calls
+    /// `bgjob_job_end`. It accepts what WAITING accepts, but finalize.
+    Aborting = 10,
 }
 
 /// Verbs of the verb × state table (`bgjob_verb_allowed`).
@@ -492,6 +498,12 @@ pub enum bgjob_event_kind {
     /// The job ended in `new_state` (terminal). The last event of the job,
     /// delivered before its completion callback.
     End = 3,
+    /// The job's owner said a verb it was told through its control callback
+    /// failed (`bgjob_job_control_failed`: QEMU refused the command):
+    /// `error_code` is the owner's code; `bgjob_job_get_control_error` gives
+    /// the verb and the message. A state change the failure undid (a refused
+    /// pause: PAUSED back to RUNNING) follows as its own event.
+    ControlFailed = 4,
 }
 
 /// The type of a job statistic (`bgjob_job_add_stat`).
@@ -524,6 +536,15 @@ pub enum bgjob_control {
     /// The speed limit changed; `arg` is the new one in bytes/s (0 =
     /// unlimited).
     SetSpeed = 4,
+    /// Finalize was requested (`bgjob_job_finalize`, `bgjob_txn_finalize`)
+    /// for an external job created with `BGJOB_CREATE_MANUAL_FINALIZE` (or a
+    /// member of a manual-finalize transaction) that its owner reported
+    /// `BGJOB_STATE_PENDING` (`bgjob_job_report_state`): send QEMU's
+    /// `job-finalize`, then end the job with `bgjob_job_end` when it
+    /// concludes. A transaction's finalize is told to one member only (the
+    /// one finalized, else the first pending one), as QEMU's `job-finalize`
+    /// of one member finalizes its whole transaction.
+    Finalize = 5,
 }
 
 /// A job's control callback (`bgjob_job_options.control`): tells the job's
@@ -538,8 +559,11 @@ pub enum bgjob_control {
 /// effect — the first cancel (not one that finds it ALREADY_REQUESTED or
 /// finished); a pause that stops the job (user pause, or the first internal
 /// pause) and a resume that lets it run again (the last pause gone; also a
-/// detach that undoes the pauses); a speed change; a complete. Only while
-/// the job's work is not done: never for a job that never started (a
+/// detach that undoes the pauses); a speed change; a complete; a finalize.
+/// A verb the owner could not carry out is reported back with
+/// `bgjob_job_control_failed`. Only while
+/// the job's work is not done: a finalize (FINALIZE) only for an external
+/// job in a state its owner reported (`bgjob_job_report_state`); never for a job that never started (a
 /// CREATED job's cancel ends it at once), never once `bgjob_job_end` has
 /// been called (or a threaded job's worker has returned). A pause made by the
 /// owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
@@ -602,6 +626,7 @@ mirror!(bgjob_event_kind <=> EventKind {
     IoError <=> IoError,
     Ready <=> Ready,
     End <=> End,
+    ControlFailed <=> ControlFailed,
 });
 mirror!(bgjob_state <=> State {
     Created <=> Created,
@@ -614,6 +639,7 @@ mirror!(bgjob_state <=> State {
     Ready <=> Ready,
     Standby <=> Standby,
     Pending <=> Pending,
+    Aborting <=> Aborting,
 });
 mirror!(bgjob_verb <=> Verb {
     Start <=> Start,
@@ -661,6 +687,7 @@ mirror!(bgjob_control <=> Control {
     Resume <=> Resume,
     Complete <=> Complete,
     SetSpeed <=> SetSpeed,
+    Finalize <=> Finalize,
 });
 mirror!(bgjob_cancel_status <=> CancelStatus {
     Requested <=> Requested,
@@ -692,6 +719,8 @@ pub type bgjob_error_policy_in = i32;
 pub type bgjob_result_in = i32;
 /// See [`bgjob_state_in`].
 pub type bgjob_stat_type_in = i32;
+/// See [`bgjob_state_in`].
+pub type bgjob_control_in = i32;
 
 #[cfg(test)]
 mod tests {
@@ -710,7 +739,7 @@ mod tests {
             let n = bgjob_verb::from(v) as i32;
             assert_eq!(bgjob_verb::try_from(n).map(core::Verb::from), Ok(v));
         }
-        for n in [-1, 10, i32::MIN, i32::MAX] {
+        for n in [-1, 11, i32::MIN, i32::MAX] {
             assert_eq!(bgjob_state::try_from(n), Err(bgjob_result::InvalidArgument));
         }
         assert_eq!(bgjob_verb::try_from(11), Err(bgjob_result::InvalidArgument));

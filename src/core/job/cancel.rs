@@ -88,8 +88,9 @@ impl Job {
         }
         st.cancel.requested = true;
         inner.set_attention(ATTN_CANCEL);
-        // The owner hears of it only while the work is not done.
-        let tell_owner = st.control.is_some();
+        // The owner hears of it only while the work is not done, and not
+        // once it said the work is being aborted (recorded: its end cancels).
+        let tell_owner = st.control.is_some() && !Job::owner_aborting(&st);
         // QEMU's block jobs: cancel undoes a user pause so the worker can see it.
         inner.end_user_pause(&mut st, now);
         st.deadline.disarm();

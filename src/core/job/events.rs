@@ -40,6 +40,9 @@ pub enum EventKind {
     Ready,
     /// The job ended in `new_state`; the last event, before the completion.
     End,
+    /// The owner said a forwarded verb failed ([`Job::control_failed`]);
+    /// `error_code` is its code.
+    ControlFailed,
 }
 
 /// One event, as the callback gets it.
@@ -153,6 +156,11 @@ impl Events {
     /// Queues an I/O-error report made in state `state`.
     pub(super) fn io_error(&mut self, state: State, action: ErrorAction, code: i32) {
         self.push(EventKind::IoError, state, state, Some(action), code);
+    }
+
+    /// Queues a control failure reported in state `state`.
+    pub(super) fn control_failed(&mut self, state: State, code: i32) {
+        self.push(EventKind::ControlFailed, state, state, None, code);
     }
 
     /// Drops the queue and the callback (taken out, to be dropped by the

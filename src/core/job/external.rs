@@ -21,6 +21,9 @@ pub enum Control {
     Complete,
     /// The speed limit changed ([`Job::set_speed`]).
     SetSpeed,
+    /// Finalize was requested for an external job its owner reported
+    /// `Pending` ([`Job::report_state`], [`Job::finalize`]).
+    Finalize,
 }
 
 /// A control callback: called with no lock held, on the thread whose verb
@@ -122,7 +125,11 @@ impl Job {
         let changed = {
             let mut st = self.0.lock();
             st.check(Verb::Update)?;
-            std::mem::replace(&mut st.speed, bytes_per_second) != bytes_per_second
+            let before = std::mem::replace(&mut st.speed, bytes_per_second);
+            if before != bytes_per_second {
+                st.owner.speed_before = before;
+            }
+            before != bytes_per_second
         };
         if changed {
             self.control(

@@ -415,6 +415,10 @@ impl Job {
     /// asks for the transaction to be finalized as soon as it can be. Allowed
     /// only in `Pending` and `Waiting`.
     pub fn finalize(&self) -> Result<(), Error> {
+        // An external job its owner reported PENDING: forwarded (owner.rs).
+        if let Some(r) = self.finalize_external() {
+            return r;
+        }
         let mut st = self.0.lock();
         st.check(Verb::Finalize)?;
         if st.family.held.is_some() {
@@ -553,11 +557,11 @@ impl Job {
         let inner = &self.0;
         let now = inner.now_ns();
         let mut resumed = false;
-        let (ended, txn) = {
+        let (ended, txn, was_manual) = {
             let mut st = inner.lock();
             st.check(Verb::Detach)?;
             st.detached = true;
-            st.finalize.manual = false;
+            let was_manual = std::mem::replace(&mut st.finalize.manual, false);
             // With cancel, the cancel undoes the pauses (and the worker sees
             // the cancel, not a resume, at its pause point).
             if !cancel && !st.state().is_terminal() {
@@ -568,11 +572,19 @@ impl Job {
                 st.sync_wake();
                 self.arm_deadline(&mut st);
             }
-            (st.state().is_terminal(), st.finalize.txn.clone())
+            (
+                st.state().is_terminal(),
+                st.finalize.txn.clone(),
+                was_manual,
+            )
         };
         inner.cv.notify_all();
         if ended {
             return self.release();
+        }
+        if was_manual {
+            // An external job's finalize is its owner's to make (owner.rs).
+            self.finalize_on_detach();
         }
         if resumed {
             self.control(Control::Resume, 0);

@@ -78,6 +78,9 @@ impl Job {
         let now = inner.now_ns();
         let mut st = inner.lock();
         st.check_running()?;
+        // An external job its owner reported WAITING, PENDING or ABORTING:
+        // the work is over, nothing can stop on an error any more.
+        st.check_owner_running()?;
         let stop = match st.pauses.error_policy {
             ErrorPolicy::Report => false,
             ErrorPolicy::Ignore => {

@@ -7,10 +7,13 @@ impl Job {
     /// The worker (or owner) says the job is ready: `Running` becomes
     /// `Ready`, `Paused` becomes `Standby`. It keeps running until completed
     /// ([`Job::complete`]) or cancelled. Idempotent once ready. Refused
-    /// (`NotAllowed`) unless the worker is running, and once its outcome is
-    /// declared.
+    /// (`NotAllowed`) unless the worker is running, once its outcome is
+    /// declared, and once an external job's owner reported a state
+    /// ([`Job::report_state`]).
     pub fn set_ready(&self) -> Result<(), Error> {
         let mut st = self.0.lock();
+        // Reported WAITING, PENDING or ABORTING by its owner: too late.
+        st.check_owner_running()?;
         if st.ready.ready && st.life == Life::Running {
             return Ok(());
         }

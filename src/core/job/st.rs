@@ -63,6 +63,9 @@ pub(super) struct St {
     pub(super) control_busy: Vec<ThreadId>,
     /// The speed limit (bytes/s, 0 = unlimited), forwarded as SET_SPEED.
     pub(super) speed: u64,
+    /// What an external job's owner reported (WAITING, PENDING, ABORTING),
+    /// the finalize forwarded to it, and the last verb it said failed.
+    pub(super) owner: super::owner::Owner,
 }
 
 pub(super) struct Work {
@@ -222,12 +225,16 @@ impl St {
             control: None,
             control_busy: Vec::new(),
             speed: 0,
+            owner: super::owner::Owner::default(),
         }
     }
 
     pub(super) fn state(&self) -> State {
         match self.life {
             Life::Created => State::Created,
+            Life::Running if self.owner.reported.is_some() => {
+                self.owner.reported.unwrap_or(State::Running)
+            }
             Life::Running => match (self.ready.ready, self.pauses.user) {
                 (false, false) => State::Running,
                 (false, true) => State::Paused,

@@ -9,7 +9,7 @@
 //! never the other way round (job code clones the [`Txn`] out of its own
 //! state and lets go before calling in here).
 
-use super::{CancelCause, CancelStatus, Error, Job, finalize_group};
+use super::{CancelCause, CancelStatus, Control, Error, Job, finalize_group};
 use crate::core::log;
 use crate::core::outcome;
 use crate::core::state::{State, Verb};
@@ -38,6 +38,9 @@ struct St {
     /// Members whose work is done.
     done: usize,
     finalize_requested: bool,
+    /// The finalize was told to an external member's owner (once; undone
+    /// when the owner says it failed).
+    forwarded: bool,
     finalized: bool,
 }
 
@@ -109,6 +112,7 @@ impl Txn {
                 abort: None,
                 done: 0,
                 finalize_requested: false,
+                forwarded: false,
                 finalized: false,
             }),
         }))
@@ -182,8 +186,19 @@ impl Txn {
 
     /// Asks for a manual-finalize transaction to be finalized: at once if every
     /// member is done, else as soon as the last one is. Refused once settled.
+    ///
+    /// With external members, the request is told to one of their owners as
+    /// [`Control::Finalize`] (QEMU's `job-finalize` of one member finalizes
+    /// its whole transaction): the member finalized if its owner reported it
+    /// `Pending`, else the first such member, else the first whose owner
+    /// reports `Pending` later.
     pub fn finalize(&self) -> Result<(), Error> {
-        let group = {
+        self.finalize_from(None)
+    }
+
+    /// [`Txn::finalize`], asked through `from`'s [`Job::finalize`].
+    pub(in crate::core) fn finalize_from(&self, from: Option<&Job>) -> Result<(), Error> {
+        let (group, forward) = {
             let mut st = self.lock();
             if st.finalized {
                 return Err(Error::NotAllowed {
@@ -192,15 +207,49 @@ impl Txn {
                 });
             }
             st.finalize_requested = true;
-            st.try_claim(self.0.manual_finalize)
+            let group = st.try_claim(self.0.manual_finalize);
+            let mut forward = None;
+            if group.is_none() && self.0.manual_finalize && !st.forwarded {
+                // Lock order: the transaction's, then a member's.
+                forward = from
+                    .filter(|j| j.owner_pending())
+                    .cloned()
+                    .or_else(|| st.members.iter().find(|m| m.owner_pending()).cloned());
+                st.forwarded = forward.is_some();
+            }
+            (group, forward)
         };
+        if let Some(m) = forward {
+            m.control(Control::Finalize, 0);
+        }
         if let Some((members, abort)) = group {
             finalize_group(members, abort, None);
         }
         Ok(())
     }
 
-    /// A member's work is done with `outcome`.
+    /// An external member's owner reported it `Pending`: whether the
+    /// finalize asked for earlier is to be told to it now (once).
+    pub(in crate::core) fn claim_forward(&self) -> bool {
+        let mut st = self.lock();
+        let claim = self.0.manual_finalize && st.finalize_requested && !st.forwarded;
+        if claim && !st.finalized {
+            st.forwarded = true;
+            return true;
+        }
+        false
+    }
+
+    /// The owner told of the finalize said it failed: the transaction waits
+    /// for another finalize.
+    pub(in crate::core) fn finalize_refused(&self) {
+        let mut st = self.lock();
+        if !st.finalized {
+            st.finalize_requested = false;
+            st.forwarded = false;
+        }
+    }
+
     /// A member was detached: its owner can no longer finalize the group, so
     /// a manual-finalize transaction finalizes by itself once every member is
     /// done (at once if they are).
