@@ -209,3 +209,48 @@ fn long_names_are_cut_on_a_char_boundary() {
     assert_eq!(thread_name("ééééééééé"), "ééééééé");
     assert_eq!(thread_name("a\0b"), "ab");
 }
+
+/// A lane with ready work for `ready` tasks and `searching` searchers woken
+/// for it (no threads behind them: only the rule is under test).
+fn lane(ready: usize, searching: usize) -> Lane {
+    let mut lane = Lane {
+        stack_size: 0,
+        ready: VecDeque::new(),
+        idle: Vec::new(),
+        searching,
+        reserved: 0,
+    };
+    for i in 0..ready {
+        let work = Work {
+            name: format!("t{i}"),
+            stack_size: 0,
+            task: Box::new(|| {}),
+        };
+        lane.ready.push_back((work, false));
+    }
+    lane
+}
+
+/// A thread whose job ended takes only ready work no searcher was woken for
+/// (the oldest of it): what a searcher is on its way to stays the
+/// searcher's, so two tasks handed out together never run one after the
+/// other on one thread, and a thread never takes what its own task handed
+/// out just before it ended (a searcher was woken for that).
+#[test]
+fn a_thread_whose_job_ended_leaves_the_searchers_work_to_them() {
+    assert!(lane(1, 1).take_unclaimed().is_none());
+    assert!(lane(2, 2).take_unclaimed().is_none());
+    let mut l = lane(3, 1);
+    let (work, _) = l.take_unclaimed().expect("t1 has no searcher");
+    assert_eq!(work.name, "t1");
+    assert_eq!(l.ready.front().map(|(w, _)| w.name.as_str()), Some("t0"));
+    assert_eq!(
+        l.take_unclaimed().map(|(w, _)| w.name),
+        Some("t2".to_owned())
+    );
+    assert!(l.take_unclaimed().is_none());
+    assert_eq!(
+        lane(1, 0).take_unclaimed().map(|(w, _)| w.name),
+        Some("t0".to_owned())
+    );
+}
