@@ -176,6 +176,11 @@ impl Handoff {
                     self.looking.store(false, Ordering::Relaxed);
                     return false;
                 }
+            } else if looks == 1 {
+                // The CPU first goes to whoever the job's end woke here (its
+                // context's dispatcher, most often: a wake-up lands on the
+                // waker's CPU), then the look goes on.
+                yield_now();
             } else if looks < 64 {
                 std::hint::spin_loop();
             } else {
