@@ -193,8 +193,8 @@ impl Job {
     /// `finalize_group` and `settle` would do for it in seven holds, three
     /// clock reads and a `Vec`, done at once, with the same outcome rules:
     /// it becomes terminal, its completion is queued (or run here last, when
-    /// it has no context), waiters are woken, and the context's fd is
-    /// signalled last, so the thread parks right after the dispatcher wakes.
+    /// it has no context), the context's fd is signalled as soon as the lock
+    /// is let go, then waiters are woken.
     /// It never shows `Waiting` (nothing could be seen there: no event
     /// callback, nothing to wait for). Any other job gets `returned` back,
     /// for the general path.
@@ -245,6 +245,9 @@ impl Job {
         inner.set_attention(ATTN_DONE);
         let (wake, pending) = self.queue_completion(&mut st);
         drop(st);
+        // The fd first: the dispatcher wakes while this thread wakes waiters
+        // (free when none wait) and goes back to its pool to park.
+        drop(wake);
         inner.cv.notify_all();
         log::debug(format_args!(
             "job {} '{}'{} {}",
@@ -253,7 +256,6 @@ impl Job {
             op_label(&inner.operation),
             end.state
         ));
-        drop(wake);
         match pending {
             Some(Undelivered::Dropped(run)) => drop(run),
             // No context: its own worker thread runs it, last.

@@ -785,8 +785,12 @@ pub(crate) struct PoolHold {
     _guard: MutexGuard<'static, Shared>,
 }
 
-/// Renames the calling thread unless it already has that (cut) name.
+/// Renames the calling thread unless it already has that (cut) name. The
+/// usual case, a burst of jobs of one name, compares without allocating.
 fn rename(current: &mut String, name: &str) {
+    if !name.contains('\0') && current.as_str() == &name[..cut_at(name)] {
+        return;
+    }
     let wanted = thread_name(name);
     if *current != wanted {
         crate::sys::set_current_thread_name(&wanted);
@@ -796,11 +800,16 @@ fn rename(current: &mut String, name: &str) {
 
 /// Linux keeps 15 bytes of a thread name; cut on a character boundary.
 fn thread_name(name: &str) -> String {
+    name[..cut_at(name)].replace('\0', "")
+}
+
+/// Where [`thread_name`] cuts `name`.
+fn cut_at(name: &str) -> usize {
     let mut end = name.len().min(15);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].replace('\0', "")
+    end
 }
 
 #[cfg(test)]

@@ -210,6 +210,24 @@ fn long_names_are_cut_on_a_char_boundary() {
     assert_eq!(thread_name("a\0b"), "ab");
 }
 
+/// The rename a thread does before each job: the cut name is what it keeps,
+/// whether or not the compare could skip the allocation.
+#[test]
+fn rename_keeps_the_cut_name() {
+    let mut current = String::from("bgjob-idle");
+    rename(&mut current, "copy-disk-image-vda");
+    assert_eq!(current, "copy-disk-image");
+    rename(&mut current, "copy-disk-image-vdb");
+    assert_eq!(current, "copy-disk-image", "same cut name: nothing to do");
+    rename(&mut current, "copy-disk-imag\0e");
+    assert_eq!(
+        current, "copy-disk-imag",
+        "cut at 15 bytes, then the NUL dropped"
+    );
+    rename(&mut current, "ééééééééé");
+    assert_eq!(current, "ééééééé");
+}
+
 /// A lane with ready work for `ready` tasks and `searching` searchers woken
 /// for it (no threads behind them: only the rule is under test).
 fn lane(ready: usize, searching: usize) -> Lane {
