@@ -10,10 +10,12 @@ fn uncapped_pool() -> &'static Pool {
     pool_keeping(64)
 }
 
+/// A pool whose threads past `max_idle` exit as soon as they find no work.
 fn pool_keeping(max_idle: usize) -> &'static Pool {
     Box::leak(Box::new(Pool::new(PoolConfig {
         keep_alive: Duration::from_secs(5),
         max_idle,
+        linger: Duration::ZERO,
         max_running: 0,
     })))
 }

@@ -58,7 +58,11 @@ const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 /// once per job, then nothing.
 pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
 
-/// How many of the last listed idle threads a submitter checks for one still
+/// How long a thread past `max_idle` stays idle by default
+/// ([`PoolConfig::linger`]).
+pub const LINGER: Duration = Duration::from_millis(50);
+
+/// How many of the last listed idle threads a waker checks for one still
 /// looking for work.
 const LOOKING_SCAN: usize = 8;
 
@@ -77,8 +81,13 @@ pub(crate) type Ticket = u64;
 pub struct PoolConfig {
     /// How long a thread whose job ended waits for another before it exits.
     pub keep_alive: Duration,
-    /// At most this many idle threads are kept; the others exit at once.
+    /// At most this many idle threads are kept; the others exit once they
+    /// found no work for `linger` (at once when it is zero).
     pub max_idle: usize,
+    /// How long a thread past `max_idle` waits for work before it exits:
+    /// back-to-back bursts larger than `max_idle` then reuse their threads
+    /// instead of starting new ones on the submitter's time.
+    pub linger: Duration,
     /// At most this many capped tasks (job workers) run at once; 0 = no cap.
     pub max_running: usize,
 }
@@ -88,6 +97,7 @@ impl Default for PoolConfig {
         PoolConfig {
             keep_alive: Duration::from_secs(5),
             max_idle: 256,
+            linger: LINGER,
             max_running: 0,
         }
     }
@@ -630,9 +640,10 @@ impl Pool {
 
     /// Takes ready work of the lane — a searcher the oldest, a thread whose
     /// job ended the oldest no searcher is on its way to — waking the next
-    /// searcher if more is ready; or lists this thread idle in the lane,
-    /// unless `max_idle` threads are and the lane does not need it: then
-    /// `Err`, and the thread ends.
+    /// searcher if more is ready; or lists this thread idle in the lane:
+    /// `Ok(None)` to wait the keep-alive, `Err(true)` to wait only the
+    /// linger (`max_idle` threads are idle and the lane does not need it),
+    /// or `Err(false)`, and the thread ends (the same with no linger).
     fn next_or_idle(
         &self,
         mut g: MutexGuard<'_, Shared>,
@@ -640,7 +651,7 @@ impl Pool {
         stack_size: usize,
         handoff: &Arc<Handoff>,
         searcher: bool,
-    ) -> Result<Option<Message>, ()> {
+    ) -> Result<Option<Message>, bool> {
         let idle_count = g.idle_count();
         let lane = g.lane(stack_size);
         let taken = if searcher {
@@ -656,12 +667,12 @@ impl Pool {
             }
             return Ok(Some(message));
         }
-        // Past `max_idle` the thread ends, unless the lane needs it to back
-        // work promised to it.
-        if idle_count >= self.config.max_idle
-            && lane.idle.len() + lane.searching >= lane.ready.len() + lane.reserved
-        {
-            return Err(());
+        // Past `max_idle` the thread ends (after the linger), unless the
+        // lane needs it to back work promised to it.
+        let surplus = idle_count >= self.config.max_idle
+            && lane.idle.len() + lane.searching >= lane.ready.len() + lane.reserved;
+        if surplus && self.config.linger.is_zero() {
+            return Err(false);
         }
         lane.idle.push(Idle {
             id,
@@ -674,7 +685,7 @@ impl Pool {
         if let Some(next) = wake {
             next.send(Wake);
         }
-        Ok(None)
+        if surplus { Err(true) } else { Ok(None) }
     }
 
     /// An idle thread whose keep-alive passed leaves its lane, unless a
@@ -698,6 +709,8 @@ impl Pool {
         let handoff = Arc::new(Handoff::new());
         let mut named = thread_name(&first.name);
         let mut next = Some((first, capped));
+        // Listed idle past `max_idle`: it waits only the linger.
+        let mut lingering = false;
         loop {
             while let Some((work, capped)) = next.take() {
                 rename(&mut named, &work.name);
@@ -734,8 +747,9 @@ impl Pool {
                 }
                 match self.next_or_idle(g, id, stack_size, &handoff, false) {
                     Ok(Some(message)) => next = Some(message),
-                    Ok(None) => {}
-                    Err(()) => return,
+                    Ok(None) => lingering = false,
+                    Err(true) => lingering = true,
+                    Err(false) => return,
                 }
             }
             // Listed idle: look for a wake a short while before parking, so a
@@ -745,7 +759,12 @@ impl Pool {
                 stop_looking();
             }
             let start = Instant::now();
-            let keep_alive = start + self.config.keep_alive;
+            let keep_alive = start
+                + if lingering {
+                    self.config.linger.min(self.config.keep_alive)
+                } else {
+                    self.config.keep_alive
+                };
             let mut wake = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
             if wake.is_none() && keep_alive > start + IDLE_NAME_AFTER {
                 rename(&mut named, "bgjob-idle");
@@ -771,8 +790,9 @@ impl Pool {
             lane.searching = lane.searching.saturating_sub(1);
             match self.next_or_idle(g, id, stack_size, &handoff, true) {
                 Ok(Some(message)) => next = Some(message),
-                Ok(None) => {}
-                Err(()) => return,
+                Ok(None) => lingering = false,
+                Err(true) => lingering = true,
+                Err(false) => return,
             }
         }
     }

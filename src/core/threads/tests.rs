@@ -11,6 +11,7 @@ fn pool(keep_alive_ms: u64) -> &'static Pool {
     Box::leak(Box::new(Pool::new(PoolConfig {
         keep_alive: Duration::from_millis(keep_alive_ms),
         max_idle: 4,
+        linger: LINGER,
         max_running: 0,
     })))
 }
@@ -19,6 +20,7 @@ fn capped_pool(max_running: usize) -> &'static Pool {
     Box::leak(Box::new(Pool::new(PoolConfig {
         keep_alive: Duration::from_millis(5_000),
         max_idle: 4,
+        linger: LINGER,
         max_running,
     })))
 }
@@ -271,4 +273,28 @@ fn a_thread_whose_job_ended_leaves_the_searchers_work_to_them() {
         lane(1, 0).take_unclaimed().map(|(w, _)| w.name),
         Some("t0".to_owned())
     );
+}
+
+/// Threads past `max_idle` stay idle for the linger (a burst right after
+/// reuses them), then exit; the others stay for the keep-alive.
+#[test]
+fn threads_past_max_idle_linger_then_exit() {
+    for (linger_ms, lingers) in [(60_000, true), (20, false)] {
+        let p: &'static Pool = Box::leak(Box::new(Pool::new(PoolConfig {
+            keep_alive: Duration::from_secs(60),
+            max_idle: 1,
+            linger: Duration::from_millis(linger_ms),
+            max_running: 0,
+        })));
+        let (release1, _) = blocker(p, 0);
+        let (release2, _) = blocker(p, 0);
+        release1.send(()).unwrap();
+        release2.send(()).unwrap();
+        let want = if lingers { 2 } else { 1 };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.idle_threads() != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.idle_threads(), want, "linger {linger_ms} ms");
+    }
 }
