@@ -7,12 +7,21 @@
  *                 unless an idle one is free)
  *   bgjob_capped  the same under bgjob_pool_set_max_running(GTASK_POOL_SIZE)
  *   gtask         g_task_run_in_thread; callbacks in the default GMainContext
+ *
+ * Each subject also reports its context switches per job (voluntary and
+ * involuntary, all threads of the process, from getrusage): a burst that
+ * wakes a parked thread per job pays about two. BURST_ONLY=bgjob, capped or
+ * gtask runs that subject alone (for `perf stat` or `strace -c -f`).
  */
 #include "bench.h"
 
 #include <bgjob.h>
 #include <gio/gio.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 
 /* GLib's GTask thread pool size (G_TASK_POOL_SIZE in gio/gtask.c). */
 #define GTASK_POOL_SIZE 10
@@ -77,6 +86,22 @@ static double burst_gtask(size_t jobs)
     return (double)jobs * 1e9 / (double)(now_ns() - t0);
 }
 
+/* Context switches of the whole process so far. */
+static double ctxsw(void)
+{
+    struct rusage u;
+
+    BENCH_CHECK(getrusage(RUSAGE_SELF, &u) == 0);
+    return (double)u.ru_nvcsw + (double)u.ru_nivcsw;
+}
+
+/* Whether BURST_ONLY (if set) names `subject`. */
+static bool runs(const char *subject)
+{
+    const char *only = getenv("BURST_ONLY");
+    return !only || !*only || strcmp(only, subject) == 0;
+}
+
 int main(int argc, char **argv)
 {
     bench_init(argc, argv);
@@ -89,23 +114,45 @@ int main(int argc, char **argv)
     BENCH_CHECK(b && c && g);
     BENCH_CHECK(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
     BENCH_CHECK(bgjob_context_get_fd(ctx, &fd) == BGJOB_RESULT_OK);
+    double sw[3] = {0, 0, 0};
     for (size_t r = 0; r < warm + rounds; r++) {
-        double vb, vc, vg;
+        double vb = 0, vc = 0, vg = 0, s0, s1, s2, s3;
 
-        vb = burst_bgjob(ctx, fd, jobs);
-        BENCH_CHECK(bgjob_pool_set_max_running(GTASK_POOL_SIZE) == BGJOB_RESULT_OK);
-        vc = burst_bgjob(ctx, fd, jobs);
-        BENCH_CHECK(bgjob_pool_set_max_running(0) == BGJOB_RESULT_OK);
-        vg = burst_gtask(jobs);
+        s0 = ctxsw();
+        if (runs("bgjob"))
+            vb = burst_bgjob(ctx, fd, jobs);
+        s1 = ctxsw();
+        if (runs("capped")) {
+            BENCH_CHECK(bgjob_pool_set_max_running(GTASK_POOL_SIZE) == BGJOB_RESULT_OK);
+            vc = burst_bgjob(ctx, fd, jobs);
+            BENCH_CHECK(bgjob_pool_set_max_running(0) == BGJOB_RESULT_OK);
+        }
+        s2 = ctxsw();
+        if (runs("gtask"))
+            vg = burst_gtask(jobs);
+        s3 = ctxsw();
         if (r >= warm) {
             b[r - warm] = vb;
             c[r - warm] = vc;
             g[r - warm] = vg;
+            sw[0] += s1 - s0;
+            sw[1] += s2 - s1;
+            sw[2] += s3 - s2;
         }
     }
-    fig("burst.bgjob.jobs_per_s", median_f64(b, rounds), "jobs/s");
-    fig("burst.bgjob_capped.jobs_per_s", median_f64(c, rounds), "jobs/s");
-    fig("burst.gtask.jobs_per_s", median_f64(g, rounds), "jobs/s");
+    const char *names[3] = {"bgjob", "bgjob_capped", "gtask"};
+    const char *only[3] = {"bgjob", "capped", "gtask"};
+    double *v[3] = {b, c, g};
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+
+        if (!runs(only[i]))
+            continue;
+        snprintf(name, sizeof name, "burst.%s.jobs_per_s", names[i]);
+        fig(name, median_f64(v[i], rounds), "jobs/s");
+        snprintf(name, sizeof name, "burst.%s.ctxsw_per_job", names[i]);
+        fig(name, sw[i] / (double)(rounds * jobs), "ctxsw");
+    }
     bgjob_context_destroy(ctx);
     free(b);
     free(c);

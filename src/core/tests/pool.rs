@@ -1,5 +1,6 @@
-//! The pool's promises under its hand-off rule (a thread still looking for
-//! work is handed a job without a wake) and its futex hash sizing.
+//! The pool's promises under its lane rule (a parked thread is woken only
+//! when no thread is on its way to the work, and a thread whose job ended
+//! takes work no searcher was woken for) and its futex hash sizing.
 
 use super::*;
 use crate::core::threads::{self, Pool, PoolConfig, Submitted};
@@ -9,10 +10,12 @@ fn uncapped_pool() -> &'static Pool {
     pool_keeping(64)
 }
 
+/// A pool whose threads past `max_idle` exit as soon as they find no work.
 fn pool_keeping(max_idle: usize) -> &'static Pool {
     Box::leak(Box::new(Pool::new(PoolConfig {
         keep_alive: Duration::from_secs(5),
         max_idle,
+        linger: Duration::ZERO,
         max_running: 0,
     })))
 }
@@ -131,6 +134,41 @@ fn a_refused_futex_hash_size_is_ignored_and_the_steps_grow_it() {
         assert!(
             now >= slots,
             "hash of {now} buckets after the first step (was {b})"
+        );
+    }
+}
+
+/// Work a pool thread hands out while its task runs (a transaction member's
+/// worker spawning its siblings' completions) runs on another thread, even
+/// when the giver's task ends before anyone took it: a thread whose task
+/// ended takes only ready work no searcher was woken for, and the giver's
+/// hand-out always has one. Taking it would run it after the giver's task,
+/// on the giver's thread (test_txn's member-completion test checks the same
+/// through the C API). A race a broken rule loses only now and then (the
+/// woken searcher is usually quicker); `threads::tests` checks the rule
+/// itself deterministically.
+#[test]
+fn work_handed_out_runs_on_another_thread_than_the_givers() {
+    let p = uncapped_pool();
+    for round in 0..300 {
+        let (giver_tx, giver_rx) = mpsc::channel();
+        let (taker_tx, taker_rx) = mpsc::channel();
+        submit(
+            p,
+            0,
+            Box::new(move || {
+                giver_tx.send(std::thread::current().id()).unwrap();
+                let taker = Box::new(move || taker_tx.send(std::thread::current().id()).unwrap());
+                if let Err((e, _)) = p.spawn("given", 0, taker) {
+                    panic!("no thread: {e}");
+                }
+            }),
+        );
+        let giver = giver_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let taker = taker_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_ne!(
+            giver, taker,
+            "round {round}: the giver's thread took its own hand-out"
         );
     }
 }

@@ -11,14 +11,20 @@
 //! nothing behind.
 //!
 //! A burst of short jobs must not pay a futex wake and a context switch per
-//! job. A thread whose job ended lists itself idle and, before it parks, looks
-//! for work for a short while ([`SPIN_FOR`], at most one such thread per CPU
-//! the process may run on but one): handing a job to a thread that is still
-//! looking is a store and an atomic swap, no system call. Only when no thread is looking is
-//! a parked one woken (GLib's GThreadPool, Go's and Tokio's schedulers follow
-//! the same rule: wake a thread only if none is already looking for work). The
-//! promise above is unchanged: every job still gets a thread of its own at
-//! submit time, looking, parked or new, never a place behind a running job.
+//! job. Work handed to threads goes through a ready queue per stack size (a
+//! "lane"), and a parked thread is woken only if no thread is already awake
+//! to take it (Go's and Tokio's rule): the woken thread is the lane's
+//! searcher; a searcher that takes a task wakes the next idle thread only if
+//! more is ready. A thread whose job just ended takes ready work too, but
+//! only work no searcher is on its way to: a task a searcher was woken for is
+//! that searcher's, so two jobs started together never end up one after the
+//! other on one thread. The promise above still holds: a task enters a lane
+//! only if the lane has a thread running no job for it ([`Lane::free`]),
+//! else a new thread is started for it at submit time, so every ready task is
+//! backed by a thread of its own and never waits for a job to end. An idle
+//! thread also looks for a wake a short while ([`SPIN_FOR`], at most one such
+//! thread per CPU but one) before it parks, and a waker prefers it: waking it
+//! is a store, no system call.
 //!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
@@ -52,7 +58,11 @@ const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 /// once per job, then nothing.
 pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
 
-/// How many of the last listed idle threads a submitter checks for one still
+/// How long a thread past `max_idle` stays idle by default
+/// ([`PoolConfig::linger`]).
+pub const LINGER: Duration = Duration::from_millis(50);
+
+/// How many of the last listed idle threads a waker checks for one still
 /// looking for work.
 const LOOKING_SCAN: usize = 8;
 
@@ -71,8 +81,13 @@ pub(crate) type Ticket = u64;
 pub struct PoolConfig {
     /// How long a thread whose job ended waits for another before it exits.
     pub keep_alive: Duration,
-    /// At most this many idle threads are kept; the others exit at once.
+    /// At most this many idle threads are kept; the others exit once they
+    /// found no work for `linger` (at once when it is zero).
     pub max_idle: usize,
+    /// How long a thread past `max_idle` waits for work before it exits:
+    /// back-to-back bursts larger than `max_idle` then reuse their threads
+    /// instead of starting new ones on the submitter's time.
+    pub linger: Duration,
     /// At most this many capped tasks (job workers) run at once; 0 = no cap.
     pub max_running: usize,
 }
@@ -82,6 +97,7 @@ impl Default for PoolConfig {
         PoolConfig {
             keep_alive: Duration::from_secs(5),
             max_idle: 256,
+            linger: LINGER,
             max_running: 0,
         }
     }
@@ -94,34 +110,47 @@ struct Work {
     task: Task,
 }
 
-/// What an idle thread is handed: the work, and whether it holds a cap slot.
+/// Ready work: the work, and whether it holds a cap slot.
 type Message = (Work, bool);
 
-/// Where an idle thread waits for its next work: a one-message slot and the
-/// thread to unpark (no allocation per hand-off; one futex wake if the thread
-/// is parked, none while it still looks for work).
+/// Why an idle thread is woken: to take the oldest ready work of its lane
+/// (the thread was made the lane's searcher).
+pub(crate) struct Wake;
+
+/// Where an idle thread waits to be woken: a one-message slot and the thread
+/// to unpark (no allocation per wake; one futex wake if the thread is
+/// parked, none while it still looks for work).
 ///
-/// Why no hand-off is lost: the message is stored and `full` set under the
+/// Why no wake is lost: the message is stored and `full` set under the
 /// slot's lock, then the thread is unparked. A looking thread that sees `full`
 /// takes the message under the lock; one that stops looking takes under the
 /// lock too before it parks, and an unpark that comes after that take leaves
 /// the park token set, so the park returns at once. `make loom` checks it
 /// (`pool_handoff_*` in loom_tests.rs).
 pub(crate) struct Handoff {
-    slot: crate::core::sync::Mutex<Option<Message>>,
+    slot: crate::core::sync::Mutex<Option<Wake>>,
     /// Whether `slot` holds a message; changed under its lock, read without
     /// it by a thread looking for work (a hint: the slot decides).
     full: AtomicBool,
-    /// Whether the thread is looking for work now (in `spin`): a submitter
-    /// prefers it, as handing it a job wakes no one.
+    /// Whether the thread is looking for work now (in `spin`): a waker
+    /// prefers it, as waking it is a store.
     looking: AtomicBool,
     thread: Thread,
 }
 
 impl Handoff {
+    fn new() -> Handoff {
+        Handoff {
+            slot: crate::core::sync::Mutex::new(None),
+            full: AtomicBool::new(false),
+            looking: AtomicBool::new(false),
+            thread: current_thread(),
+        }
+    }
+
     /// Stores the message and unparks the thread: a system call only if it
     /// is parked, none while it looks for work (`spin`).
-    fn send(&self, message: Message) {
+    fn send(&self, message: Wake) {
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             *slot = Some(message);
@@ -130,7 +159,7 @@ impl Handoff {
         self.thread.unpark();
     }
 
-    fn take(&self) -> Option<Message> {
+    fn take(&self) -> Option<Wake> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         self.full.store(false, Ordering::Relaxed);
         slot.take()
@@ -157,6 +186,11 @@ impl Handoff {
                     self.looking.store(false, Ordering::Relaxed);
                     return false;
                 }
+            } else if looks == 1 {
+                // The CPU first goes to whoever the job's end woke here (its
+                // context's dispatcher, most often: a wake-up lands on the
+                // waker's CPU), then the look goes on.
+                yield_now();
             } else if looks < 64 {
                 std::hint::spin_loop();
             } else {
@@ -170,7 +204,7 @@ impl Handoff {
     }
 
     /// Waits for a message until `deadline` (`None`: forever).
-    fn recv(&self, deadline: Option<Instant>) -> Option<Message> {
+    fn recv(&self, deadline: Option<Instant>) -> Option<Wake> {
         loop {
             if let Some(message) = self.take() {
                 return Some(message);
@@ -192,17 +226,12 @@ impl Handoff {
     }
 }
 
-/// For `make loom`: a hand-off as a pool thread uses it, carrying a task.
+/// For `make loom`: a hand-off as a pool thread uses it.
 #[cfg(all(loom, test))]
 impl Handoff {
     /// The calling thread's hand-off.
     pub(crate) fn for_model() -> Handoff {
-        Handoff {
-            slot: crate::core::sync::Mutex::new(None),
-            full: AtomicBool::new(false),
-            looking: AtomicBool::new(false),
-            thread: current_thread(),
-        }
+        Handoff::new()
     }
 
     /// Whether the thread says it looks for work now.
@@ -210,33 +239,87 @@ impl Handoff {
         self.looking.load(Ordering::Relaxed)
     }
 
-    /// A submitter handing over `task` (as dropping a `Launch` does).
-    pub(crate) fn send_for_model(&self, task: Task) {
-        let work = Work {
-            name: String::new(),
-            stack_size: 0,
-            task,
-        };
-        self.send((work, false));
+    /// A waker making the thread its lane's searcher (as `deliver` does).
+    pub(crate) fn wake_for_model(&self) {
+        self.send(Wake);
     }
 
-    /// The idle thread: looks for work, then parks until it comes (as
-    /// `thread_main` does, without the keep-alive); runs the task it got.
+    /// The idle thread: looks for a wake, then parks until it comes (as
+    /// `thread_main` does, without the keep-alive).
     pub(crate) fn wait_for_model(&self) {
         self.spin(SPIN_FOR);
-        let (work, _) = self.recv(None).expect("woken without a message");
-        (work.task)();
+        let Wake = self.recv(None).expect("woken without a wake");
     }
 }
 
 struct Idle {
     id: u64,
-    stack_size: usize,
     handoff: Arc<Handoff>,
 }
 
-struct Shared {
+/// The threads of one stack size that run no job, and the work handed to
+/// them. Each ready task is backed by one of them:
+/// `idle.len() + searching >= ready.len() + reserved` always holds, and while work is ready a
+/// searcher is awake (or being woken) to take it, so no task waits for a job
+/// to end. The first `searching` ready tasks are the searchers': a thread
+/// whose job ended takes only those after them.
+struct Lane {
+    stack_size: usize,
+    /// Handed-over tasks, oldest first.
+    ready: VecDeque<Message>,
+    /// Parked (or still looking) threads, last listed last.
     idle: Vec<Idle>,
+    /// Threads woken to take ready work, not yet back in the lock.
+    searching: usize,
+    /// Tasks promised a thread of this lane whose `Launch` is not dropped yet.
+    reserved: usize,
+}
+
+impl Lane {
+    /// Threads of the lane not yet promised to a task.
+    fn free(&self) -> usize {
+        (self.idle.len() + self.searching).saturating_sub(self.ready.len() + self.reserved)
+    }
+
+    /// The idle thread to wake for ready work no searcher is on its way to,
+    /// if any: the caller wakes it after letting go of the lock. A parked
+    /// thread only when no searcher is awake at all (one at a time drains
+    /// the lane, each waking the next); a thread still looking for work
+    /// whenever work is left over, as waking it costs no system call.
+    fn searcher_to_wake(&mut self) -> Option<Arc<Handoff>> {
+        if self.ready.len() <= self.searching {
+            return None;
+        }
+        let looking = self
+            .idle
+            .iter()
+            .rev()
+            .take(LOOKING_SCAN)
+            .position(|i| i.handoff.looking.load(Ordering::Relaxed))
+            .map(|back| self.idle.len() - 1 - back);
+        let pos = match looking {
+            Some(pos) => pos,
+            None if self.searching == 0 => self.idle.len().checked_sub(1)?,
+            None => return None,
+        };
+        let idle = self.idle.swap_remove(pos);
+        self.searching += 1;
+        Some(idle.handoff)
+    }
+
+    /// The ready task a thread whose job ended may take: the oldest no
+    /// searcher is on its way to.
+    fn take_unclaimed(&mut self) -> Option<Message> {
+        if self.ready.len() > self.searching {
+            self.ready.remove(self.searching)
+        } else {
+            None
+        }
+    }
+}
+
+struct Shared {
+    lanes: Vec<Lane>,
     next_id: u64,
     /// The fork generation the threads belong to; after fork() the child has
     /// none of them.
@@ -251,6 +334,27 @@ struct Shared {
 }
 
 impl Shared {
+    fn lane(&mut self, stack_size: usize) -> &mut Lane {
+        let pos = match self.lanes.iter().position(|l| l.stack_size == stack_size) {
+            Some(pos) => pos,
+            None => {
+                self.lanes.push(Lane {
+                    stack_size,
+                    ready: VecDeque::new(),
+                    idle: Vec::new(),
+                    searching: 0,
+                    reserved: 0,
+                });
+                self.lanes.len() - 1
+            }
+        };
+        &mut self.lanes[pos]
+    }
+
+    fn idle_count(&self) -> usize {
+        self.lanes.iter().map(|l| l.idle.len()).sum()
+    }
+
     /// Whether one more capped task may run now.
     fn has_room(&self) -> bool {
         self.max_running == 0 || self.running < self.max_running
@@ -272,17 +376,17 @@ pub(crate) enum Submitted {
     Queued(Ticket),
 }
 
-/// A task bound to a thread that has not been handed it yet: dropping this
+/// A task promised a thread that has not been handed it yet: dropping this
 /// hands it over. It cannot fail, so a caller may decide under its own lock
-/// (the thread is reserved, or was started) and wake the thread after letting
-/// go of that lock, so the thread does not run into it.
+/// (a thread is promised, or was started) and hand it over after letting go
+/// of that lock, so the thread does not run into it.
 #[must_use = "dropping the Launch is what hands the task to its thread"]
-pub(crate) struct Launch(Option<(Arc<Handoff>, Message)>);
+pub(crate) struct Launch(Option<(&'static Pool, Message)>);
 
 impl Drop for Launch {
     fn drop(&mut self) {
-        if let Some((handoff, message)) = self.0.take() {
-            handoff.send(message);
+        if let Some((pool, message)) = self.0.take() {
+            pool.deliver(message);
         }
     }
 }
@@ -299,7 +403,7 @@ impl Pool {
         Pool {
             config,
             shared: Mutex::new(Shared {
-                idle: Vec::new(),
+                lanes: Vec::new(),
                 next_id: 0,
                 forks: crate::sys::fork_generation(),
                 running: 0,
@@ -318,7 +422,7 @@ impl Pool {
 
     /// Idle threads waiting for work now.
     pub fn idle_threads(&self) -> usize {
-        self.lock().idle.len()
+        self.lock().idle_count()
     }
 
     /// Held across fork() (see `crate::ffi::fork`), so no parent thread is
@@ -366,9 +470,12 @@ impl Pool {
         let forks = crate::sys::fork_generation();
         if g.forks != forks {
             // A forked child inherits the lists but not the threads behind them.
-            // The queued tasks belong to the parent's jobs: they must never run
-            // here, and dropping them would call the parent's free functions.
-            g.idle.clear();
+            // The queued and ready tasks belong to the parent's jobs: they must
+            // never run here, and dropping them would call the parent's free
+            // functions.
+            for lane in std::mem::take(&mut g.lanes) {
+                std::mem::forget(lane.ready);
+            }
             g.running = 0;
             std::mem::forget(std::mem::take(&mut g.queue));
             g.forks = forks;
@@ -475,34 +582,21 @@ impl Pool {
         g.queue.push_front((ticket, work));
     }
 
-    /// Reserves an idle thread with `work`'s stack size (handed the work when
-    /// the returned [`Launch`] is dropped), or starts one with it.
+    /// Promises `work` a thread of its stack size that runs no job (it gets
+    /// it when the returned [`Launch`] is dropped), or starts one with it.
     fn launch(&'static self, work: Work, capped: bool) -> Result<Launch, (io::Error, Work)> {
-        let (idle, id) = {
+        let id = {
             let mut g = self.lock();
             g.next_id += 1;
-            // A thread still looking for work first (no wake needed), among
-            // the last few listed; else the one listed last.
-            let fits = |i: &Idle| i.stack_size == work.stack_size;
-            let looking = g
-                .idle
-                .iter()
-                .rev()
-                .take(LOOKING_SCAN)
-                .position(|i| fits(i) && i.handoff.looking.load(Ordering::Relaxed))
-                .map(|back| g.idle.len() - 1 - back);
-            let idle = looking
-                .or_else(|| g.idle.iter().rposition(fits))
-                .map(|pos| g.idle.swap_remove(pos));
-            (idle, g.next_id)
+            let id = g.next_id;
+            let lane = g.lane(work.stack_size);
+            if lane.free() > 0 {
+                lane.reserved += 1;
+                return Ok(Launch(Some((self, (work, capped)))));
+            }
+            id
         };
         let message = (work, capped);
-        if let Some(idle) = idle {
-            // Taken off the list, the thread is either waiting for work, or timed
-            // out, found itself gone from the list, and waits for exactly this
-            // message; either way it gets it.
-            return Ok(Launch(Some((idle.handoff, message))));
-        }
         let stack_size = message.0.stack_size;
         let mut builder = std::thread::Builder::new().name(thread_name(&message.0.name));
         if stack_size > 0 {
@@ -529,110 +623,177 @@ impl Pool {
         }
     }
 
-    /// Lists this thread as idle, unless `max_idle` are already: then false,
-    /// and the thread ends.
-    fn list_idle(
+    /// Hands promised work to its lane (a `Launch` dropped): wakes a thread
+    /// only if no searcher is on its way to it.
+    fn deliver(&self, message: Message) {
+        let wake = {
+            let mut g = self.lock();
+            let lane = g.lane(message.0.stack_size);
+            lane.reserved = lane.reserved.saturating_sub(1);
+            lane.ready.push_back(message);
+            lane.searcher_to_wake()
+        };
+        if let Some(handoff) = wake {
+            handoff.send(Wake);
+        }
+    }
+
+    /// Takes ready work of the lane — a searcher the oldest, a thread whose
+    /// job ended the oldest no searcher is on its way to — waking the next
+    /// searcher if more is ready; or lists this thread idle in the lane:
+    /// `Ok(None)` to wait the keep-alive, `Err(true)` to wait only the
+    /// linger (`max_idle` threads are idle and the lane does not need it),
+    /// or `Err(false)`, and the thread ends (the same with no linger).
+    fn next_or_idle(
         &self,
-        g: &mut Shared,
+        mut g: MutexGuard<'_, Shared>,
         id: u64,
         stack_size: usize,
         handoff: &Arc<Handoff>,
-    ) -> bool {
-        if g.idle.len() >= self.config.max_idle {
-            return false;
+        searcher: bool,
+    ) -> Result<Option<Message>, bool> {
+        let idle_count = g.idle_count();
+        let lane = g.lane(stack_size);
+        let taken = if searcher {
+            lane.ready.pop_front()
+        } else {
+            lane.take_unclaimed()
+        };
+        if let Some(message) = taken {
+            let wake = lane.searcher_to_wake();
+            drop(g);
+            if let Some(next) = wake {
+                next.send(Wake);
+            }
+            return Ok(Some(message));
         }
-        g.idle.push(Idle {
+        // Past `max_idle` the thread ends (after the linger), unless the
+        // lane needs it to back work promised to it.
+        let surplus = idle_count >= self.config.max_idle
+            && lane.idle.len() + lane.searching >= lane.ready.len() + lane.reserved;
+        if surplus && self.config.linger.is_zero() {
+            return Err(false);
+        }
+        lane.idle.push(Idle {
             id,
-            stack_size,
             handoff: handoff.clone(),
         });
+        // Work no searcher is on its way to (and no thread awake to take):
+        // this thread is it.
+        let wake = lane.searcher_to_wake();
+        drop(g);
+        if let Some(next) = wake {
+            next.send(Wake);
+        }
+        if surplus { Err(true) } else { Ok(None) }
+    }
+
+    /// An idle thread whose keep-alive passed leaves its lane, unless a
+    /// waker took it off the list (it waits for that wake then), or the lane
+    /// needs it to back its ready work. True: the thread ends.
+    fn expire(&self, id: u64, stack_size: usize) -> bool {
+        let mut g = self.lock();
+        let lane = g.lane(stack_size);
+        let Some(pos) = lane.idle.iter().position(|i| i.id == id) else {
+            return false;
+        };
+        if lane.idle.len() - 1 + lane.searching < lane.ready.len() + lane.reserved {
+            return false;
+        }
+        lane.idle.swap_remove(pos);
         true
     }
 
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
-        let handoff = Arc::new(Handoff {
-            slot: crate::core::sync::Mutex::new(None),
-            full: AtomicBool::new(false),
-            looking: AtomicBool::new(false),
-            thread: current_thread(),
-        });
+        let handoff = Arc::new(Handoff::new());
         let mut named = thread_name(&first.name);
-        let mut next = Some((first.task, capped));
-        while let Some((task, capped)) = next.take() {
-            // A panicking Rust completion must not kill the thread with its slot
-            // counted; C callbacks cannot unwind.
-            let _ = catch_unwind(AssertUnwindSafe(task));
-            // One hold of the pool's lock frees the slot (or passes it straight
-            // to the oldest queued task) and lists the thread idle (or ends it):
-            // thousands of threads ending at once contend for it.
-            let queued = {
+        let mut next = Some((first, capped));
+        // Listed idle past `max_idle`: it waits only the linger.
+        let mut lingering = false;
+        loop {
+            while let Some((work, capped)) = next.take() {
+                rename(&mut named, &work.name);
+                // A panicking Rust completion must not kill the thread with its
+                // slot counted; C callbacks cannot unwind.
+                let _ = catch_unwind(AssertUnwindSafe(work.task));
+                // One hold of the pool's lock frees the slot (or passes it
+                // straight to the oldest queued task), takes ready work or
+                // lists the thread idle (or ends it): thousands of threads
+                // ending at once contend for it.
                 let mut g = self.lock();
-                let mut work = None;
                 if capped {
+                    let mut queued = None;
                     if g.max_running == 0 || g.running <= g.max_running {
-                        work = g.queue.pop_front();
+                        queued = g.queue.pop_front();
                     }
-                    if work.is_none() {
-                        g.running -= 1;
-                    }
-                }
-                if work.is_none() && !self.list_idle(&mut g, id, stack_size, &handoff) {
-                    return;
-                }
-                work
-            };
-            match queued {
-                // Runs here when the stack fits, else on a thread that has it.
-                Some((_, work)) if work.stack_size == stack_size => {
-                    rename(&mut named, &work.name);
-                    next = Some((work.task, true));
-                    continue;
-                }
-                Some((_, work)) => {
-                    match self.launch(work, true) {
-                        Ok(launch) => drop(launch),
-                        Err((_, work)) => self.requeue(work),
-                    }
-                    if !self.list_idle(&mut self.lock(), id, stack_size, &handoff) {
-                        return;
+                    match queued {
+                        // Runs here when the stack fits, else on a thread that
+                        // has it.
+                        Some((_, work)) if work.stack_size == stack_size => {
+                            next = Some((work, true));
+                            continue;
+                        }
+                        Some((_, work)) => {
+                            drop(g);
+                            match self.launch(work, true) {
+                                Ok(launch) => drop(launch),
+                                Err((_, work)) => self.requeue(work),
+                            }
+                            g = self.lock();
+                        }
+                        None => g.running -= 1,
                     }
                 }
-                None => {}
+                match self.next_or_idle(g, id, stack_size, &handoff, false) {
+                    Ok(Some(message)) => next = Some(message),
+                    Ok(None) => lingering = false,
+                    Err(true) => lingering = true,
+                    Err(false) => return,
+                }
             }
-            // Listed idle: look for the next job a short while before parking,
-            // so a burst hands jobs over without waking anyone.
+            // Listed idle: look for a wake a short while before parking, so a
+            // burst's next wake costs no system call.
             if start_looking() {
                 handoff.spin(SPIN_FOR);
                 stop_looking();
             }
             let start = Instant::now();
-            let keep_alive = start + self.config.keep_alive;
-            let mut message = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
-            if message.is_none() && keep_alive > start + IDLE_NAME_AFTER {
+            let keep_alive = start
+                + if lingering {
+                    self.config.linger.min(self.config.keep_alive)
+                } else {
+                    self.config.keep_alive
+                };
+            let mut wake = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
+            if wake.is_none() && keep_alive > start + IDLE_NAME_AFTER {
                 rename(&mut named, "bgjob-idle");
-                message = handoff.recv(Some(keep_alive));
+                wake = handoff.recv(Some(keep_alive));
             }
-            let message = match message {
-                Some(message) => message,
-                None => {
-                    let mut g = self.lock();
-                    if let Some(pos) = g.idle.iter().position(|i| i.id == id) {
-                        g.idle.swap_remove(pos);
+            let wake = match wake {
+                Some(wake) => wake,
+                None => loop {
+                    if self.expire(id, stack_size) {
                         return;
                     }
-                    drop(g);
-                    // A spawner took this thread off the list just now and is
-                    // about to send; wait for its work.
-                    match handoff.recv(None) {
-                        Some(message) => message,
-                        None => return,
+                    // Taken off the list by a waker (who is about to send), or
+                    // needed by the lane: wait on.
+                    if let Some(wake) = handoff.recv(Some(Instant::now() + self.config.keep_alive))
+                    {
+                        break wake;
                     }
-                }
+                },
             };
-            let (work, capped) = message;
-            rename(&mut named, &work.name);
-            next = Some((work.task, capped));
+            let Wake = wake;
+            let mut g = self.lock();
+            let lane = g.lane(stack_size);
+            lane.searching = lane.searching.saturating_sub(1);
+            match self.next_or_idle(g, id, stack_size, &handoff, true) {
+                Ok(Some(message)) => next = Some(message),
+                Ok(None) => lingering = false,
+                Err(true) => lingering = true,
+                Err(false) => return,
+            }
         }
     }
 }
@@ -644,8 +805,12 @@ pub(crate) struct PoolHold {
     _guard: MutexGuard<'static, Shared>,
 }
 
-/// Renames the calling thread unless it already has that (cut) name.
+/// Renames the calling thread unless it already has that (cut) name. The
+/// usual case, a burst of jobs of one name, compares without allocating.
 fn rename(current: &mut String, name: &str) {
+    if !name.contains('\0') && current.as_str() == &name[..cut_at(name)] {
+        return;
+    }
     let wanted = thread_name(name);
     if *current != wanted {
         crate::sys::set_current_thread_name(&wanted);
@@ -655,11 +820,16 @@ fn rename(current: &mut String, name: &str) {
 
 /// Linux keeps 15 bytes of a thread name; cut on a character boundary.
 fn thread_name(name: &str) -> String {
+    name[..cut_at(name)].replace('\0', "")
+}
+
+/// Where [`thread_name`] cuts `name`.
+fn cut_at(name: &str) -> usize {
     let mut end = name.len().min(15);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].replace('\0', "")
+    end
 }
 
 #[cfg(test)]

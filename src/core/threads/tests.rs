@@ -11,6 +11,7 @@ fn pool(keep_alive_ms: u64) -> &'static Pool {
     Box::leak(Box::new(Pool::new(PoolConfig {
         keep_alive: Duration::from_millis(keep_alive_ms),
         max_idle: 4,
+        linger: LINGER,
         max_running: 0,
     })))
 }
@@ -19,6 +20,7 @@ fn capped_pool(max_running: usize) -> &'static Pool {
     Box::leak(Box::new(Pool::new(PoolConfig {
         keep_alive: Duration::from_millis(5_000),
         max_idle: 4,
+        linger: LINGER,
         max_running,
     })))
 }
@@ -208,4 +210,91 @@ fn long_names_are_cut_on_a_char_boundary() {
     assert_eq!(thread_name("copy-disk-image-vda"), "copy-disk-image");
     assert_eq!(thread_name("ééééééééé"), "ééééééé");
     assert_eq!(thread_name("a\0b"), "ab");
+}
+
+/// The rename a thread does before each job: the cut name is what it keeps,
+/// whether or not the compare could skip the allocation.
+#[test]
+fn rename_keeps_the_cut_name() {
+    let mut current = String::from("bgjob-idle");
+    rename(&mut current, "copy-disk-image-vda");
+    assert_eq!(current, "copy-disk-image");
+    rename(&mut current, "copy-disk-image-vdb");
+    assert_eq!(current, "copy-disk-image", "same cut name: nothing to do");
+    rename(&mut current, "copy-disk-imag\0e");
+    assert_eq!(
+        current, "copy-disk-imag",
+        "cut at 15 bytes, then the NUL dropped"
+    );
+    rename(&mut current, "ééééééééé");
+    assert_eq!(current, "ééééééé");
+}
+
+/// A lane with ready work for `ready` tasks and `searching` searchers woken
+/// for it (no threads behind them: only the rule is under test).
+fn lane(ready: usize, searching: usize) -> Lane {
+    let mut lane = Lane {
+        stack_size: 0,
+        ready: VecDeque::new(),
+        idle: Vec::new(),
+        searching,
+        reserved: 0,
+    };
+    for i in 0..ready {
+        let work = Work {
+            name: format!("t{i}"),
+            stack_size: 0,
+            task: Box::new(|| {}),
+        };
+        lane.ready.push_back((work, false));
+    }
+    lane
+}
+
+/// A thread whose job ended takes only ready work no searcher was woken for
+/// (the oldest of it): what a searcher is on its way to stays the
+/// searcher's, so two tasks handed out together never run one after the
+/// other on one thread, and a thread never takes what its own task handed
+/// out just before it ended (a searcher was woken for that).
+#[test]
+fn a_thread_whose_job_ended_leaves_the_searchers_work_to_them() {
+    assert!(lane(1, 1).take_unclaimed().is_none());
+    assert!(lane(2, 2).take_unclaimed().is_none());
+    let mut l = lane(3, 1);
+    let (work, _) = l.take_unclaimed().expect("t1 has no searcher");
+    assert_eq!(work.name, "t1");
+    assert_eq!(l.ready.front().map(|(w, _)| w.name.as_str()), Some("t0"));
+    assert_eq!(
+        l.take_unclaimed().map(|(w, _)| w.name),
+        Some("t2".to_owned())
+    );
+    assert!(l.take_unclaimed().is_none());
+    assert_eq!(
+        lane(1, 0).take_unclaimed().map(|(w, _)| w.name),
+        Some("t0".to_owned())
+    );
+}
+
+/// Threads past `max_idle` stay idle for the linger (a burst right after
+/// reuses them), then exit; the others stay for the keep-alive.
+#[test]
+fn threads_past_max_idle_linger_then_exit() {
+    for (linger_ms, lingers) in [(60_000, true), (20, false)] {
+        let p: &'static Pool = Box::leak(Box::new(Pool::new(PoolConfig {
+            keep_alive: Duration::from_secs(60),
+            max_idle: 1,
+            linger: Duration::from_millis(linger_ms),
+            max_running: 0,
+        })));
+        let (release1, _) = blocker(p, 0);
+        let (release2, _) = blocker(p, 0);
+        release1.send(()).unwrap();
+        release2.send(()).unwrap();
+        let want = if lingers { 2 } else { 1 };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.idle_threads() != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.idle_threads(), want, "linger {linger_ms} ms");
+    }
 }
