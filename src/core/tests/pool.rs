@@ -138,37 +138,3 @@ fn a_refused_futex_hash_size_is_ignored_and_the_steps_grow_it() {
     }
 }
 
-/// Work a pool thread hands out while its task runs (a transaction member's
-/// worker spawning its siblings' completions) runs on another thread, even
-/// when the giver's task ends before anyone took it: a thread whose task
-/// ended takes only ready work no searcher was woken for, and the giver's
-/// hand-out always has one. Taking it would run it after the giver's task,
-/// on the giver's thread (test_txn's member-completion test checks the same
-/// through the C API). A race a broken rule loses only now and then (the
-/// woken searcher is usually quicker); `threads::tests` checks the rule
-/// itself deterministically.
-#[test]
-fn work_handed_out_runs_on_another_thread_than_the_givers() {
-    let p = uncapped_pool();
-    for round in 0..300 {
-        let (giver_tx, giver_rx) = mpsc::channel();
-        let (taker_tx, taker_rx) = mpsc::channel();
-        submit(
-            p,
-            0,
-            Box::new(move || {
-                giver_tx.send(std::thread::current().id()).unwrap();
-                let taker = Box::new(move || taker_tx.send(std::thread::current().id()).unwrap());
-                if let Err((e, _)) = p.spawn("given", 0, taker) {
-                    panic!("no thread: {e}");
-                }
-            }),
-        );
-        let giver = giver_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        let taker = taker_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert_ne!(
-            giver, taker,
-            "round {round}: the giver's thread took its own hand-out"
-        );
-    }
-}
