@@ -1076,7 +1076,10 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
         violation(V_EVENT, "job %" PRIu64 " [%s]: completion (%s) after %d END events, not 1", r->serial,
                   r->what, bgjob_state_str(state), atomic_load(&r->ev_ends));
     check_kids_ended(r, "its completion");
-    if (tl_call_rec == r || (tx != NULL && tl_call_txn == tx))
+    /* bgjob_job_end is the worker's return, not a call that ends the job:
+     * made from a callback run inside another call on the job (an event or
+     * control callback inside a cancel), the completion follows there. */
+    if ((tl_call_rec == r && !(r->ext && is_ender(r))) || (tx != NULL && tl_call_txn == tx))
         violation(V_COMPLETION_THREAD,
                   "job %" PRIu64 " [%s]: completion ran inside the call that ended the job",
                   r->serial, r->what);
@@ -1116,20 +1119,20 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: completion (no context) ran on %s, not a bgjob thread",
                       r->serial, r->what, role_names[tl_role]);
+    } else if (atomic_load(&r->nkids) > 0) {
+        /* A parent ended by its last sub-job's end: the header names no
+         * thread for its completion (see the report); only never inside a
+         * call on it (checked above). */
     } else if (r->ext) {
         /* bgjob_job_end is the worker's return: its caller's thread (or,
          * ended from an event callback, that thread after it returned);
          * a job that never started: a bgjob thread. */
         bool ender = is_ender(r);
         atomic_store(&r->comp_ender, ender ? 1 : 2); /* checked at the end, once end_ok is known */
-        if (!ender && tl_role != ROLE_NONE)
+        if (!ender && tl_role != ROLE_NONE && tl_role != ROLE_WORKER)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: external job's completion (no context) ran on %s, which "
                       "never called bgjob_job_end on it", r->serial, r->what, role_names[tl_role]);
-    } else if (atomic_load(&r->nkids) > 0) {
-        /* A parent ended by its last sub-job's end: the header names no
-         * thread for its completion (see the report); only never inside a
-         * call on it (checked above). */
     } else if (atomic_load(&r->runs) > 0) {
         /* Without a context: a job whose worker's return ended it gets it on
          * its worker's thread, right after the worker returned; one ended by
@@ -2130,7 +2133,8 @@ static void do_info(struct rec *r)
         return;
     observe(r, info.state, "get_info");
     observe_nonterminal(r, info.state, was, "get_info");
-    if (info.iostatus != BGJOB_IOSTATUS_OK && info.state != BGJOB_STATE_PAUSED)
+    if (info.iostatus != BGJOB_IOSTATUS_OK && info.state != BGJOB_STATE_PAUSED &&
+        info.state != BGJOB_STATE_STANDBY) /* STANDBY: READY and user-paused */
         violation(V_IOSTATUS, "job %" PRIu64 " [%s]: iostatus %d in state %s", r->serial, r->what,
                   info.iostatus, bgjob_state_str(info.state));
     if (info.cancel_requested && info.cancel_cause == BGJOB_CANCEL_CAUSE_NONE)
@@ -3341,6 +3345,8 @@ static void scn_refs(uint64_t *rng)
     }
 }
 
+static bool listed_in(const bgjob_job_entry *e, size_t n, uint64_t id, int32_t *state);
+
 /* After a cancel of x returned: every sub-job below it that has not ended
  * has its cancel requested, with cause PARENT unless cancelled itself. */
 static void check_flow(struct rec *x, int depth)
@@ -3448,11 +3454,15 @@ static void scn_subjobs(uint64_t *rng)
         case 2:
             node_end(node[x], rng);
             break;
-        case 3:
-            expect(node[x], "pause", API(bgjob_job_pause(xh)), RC(OK) | RC(NOT_ALLOWED));
+        case 3: {
+            int32_t rc = API(bgjob_job_pause(xh));
+            expect(node[x], "pause", rc, RC(OK) | RC(NOT_ALLOWED));
+            if (rc == BGJOB_RESULT_OK)
+                atomic_fetch_add(&node[x]->pauses_ok, 1);
             sleep_us(below(rng, 300));
             expect(node[x], "resume", API(bgjob_job_resume(xh)), RC(OK) | RC(NOT_ALLOWED));
             break;
+        }
         default: {
             /* The listing shows the tree. */
             size_t cnt = 0, cap;
@@ -3467,10 +3477,18 @@ static void scn_subjobs(uint64_t *rng)
                     for (int j = 0; j < n; j++)
                         if (e[k].id == node[j]->id) {
                             uint64_t want = node[j]->parent ? node[j]->parent->id : 0;
-                            if (e[k].parent_id != want)
-                                violation(V_FAMILY, "job %" PRIu64 " [%s]: listed with parent id %" PRIu64
-                                          ", not %" PRIu64, node[j]->serial, node[j]->what,
-                                          e[k].parent_id, want);
+                            int32_t pst = -1;
+                            bool plisted = want != 0 && listed_in(e, cnt < cap ? cnt : cap, want, &pst);
+                            /* A parent freed (it ended, detached) is listed as 0: the
+                             * header does not say so (see the report); accepted. */
+                            if (e[k].parent_id != want && !(e[k].parent_id == 0 && !plisted))
+                                violation(V_FAMILY, "job %" PRIu64 " [%s]: listed %s with parent id %" PRIu64
+                                          ", not %" PRIu64 " (the parent %s%s%s, %d of its sub-jobs)",
+                                          node[j]->serial, node[j]->what, bgjob_state_str(e[k].state),
+                                          e[k].parent_id, want, plisted ? "listed " : "not listed",
+                                          plisted ? bgjob_state_str(pst) : "",
+                                          atomic_load(&node[j]->parent->detached) ? ", detached" : "",
+                                          atomic_load(&node[j]->parent->nkids));
                             check_entry(&e[k], "list_jobs_sized (tree)");
                         }
             free(e);
@@ -3480,13 +3498,15 @@ static void scn_subjobs(uint64_t *rng)
         sleep_us(below(rng, 300));
     }
     /* Every node's work ends, in a random order; a parent then waits for its children. */
+    /* (A detached external root's handle stays valid for its owner until
+     * bgjob_job_end returns.) */
     for (int k = 0; k < n; k++) {
         int j = (int)below(rng, (unsigned)n);
-        if (!(j == 0 && detach_root))
+        if (!(j == 0 && detach_root && !node[0]->ext))
             node_end(node[j], rng);
     }
     for (int j = 0; j < n; j++)
-        if (!(j == 0 && detach_root))
+        if (!(j == 0 && detach_root && !node[0]->ext))
             node_end(node[j], rng); /* a second end of an external node: NOT_ALLOWED */
     for (int j = 0; j < n; j++) {
         struct rec *r = node[j];
@@ -4156,7 +4176,7 @@ static void check_rec(struct rec *r)
     if (r->ext && !r->never_started && atomic_load(&r->end_ok) != 1)
         violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded %d times", r->serial, r->what,
                   atomic_load(&r->end_ok));
-    if (r->ext && r->has_comp && !r->comp_ctx && atomic_load(&r->end_ok) == 1 &&
+    if (r->ext && r->has_comp && !r->comp_ctx && atomic_load(&r->end_ok) == 1 && atomic_load(&r->nkids) == 0 &&
         atomic_load(&r->n_enders) <= 8 && atomic_load(&r->comp_ender) == 2)
         violation(V_COMPLETION_THREAD, "job %" PRIu64 " [%s]: ended by bgjob_job_end, its completion (no "
                   "context) ran on a thread that never called it", r->serial, r->what);
