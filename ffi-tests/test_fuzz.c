@@ -305,6 +305,7 @@ static _Thread_local struct txnrec *tl_call_txn; /* inside txn_cancel/start/dest
 static _Thread_local struct rec *tl_ctl_rec;
 static _Thread_local int tl_ctl_n;
 static _Thread_local bool tl_ctl_ended;
+static _Thread_local const char *tl_ctl_step = ""; /* what the innermost control call is doing */
 
 /* A thread the watchdog watches: it must beat at least every stall_ms. */
 struct watched {
@@ -394,7 +395,7 @@ struct rec {
     atomic_int started_thread_set;
     pthread_t wthread;
 
-    atomic_int comp_calls, comp_frees, comp_inside;
+    atomic_int comp_calls, comp_frees, comp_inside, comp_done;
     atomic_int commits, aborts, cleans, fin_frees, fin_inside;
     atomic_int hooks_inside, hook_regs, hook_calls;
     atomic_int observed, terminal;
@@ -417,6 +418,7 @@ struct rec {
     bool ev_reenter;        /* the event callback reads the job, lists, ends or cancels it */
     bool never_started;     /* destroyed or cancelled while CREATED */
     int ready_at;           /* P_READY: iteration that calls set_ready */
+    atomic_int ctl_last;
     atomic_int ctl_calls[5], ctl_inside, ctl_ending, ctl_frees, ctl_force, ctl_soft;
     atomic_int end_ok, end_done;   /* bgjob_job_end succeeded / a successful one returned */
     atomic_int comp_ender;         /* completion ran on a thread that called end: 1, not: 2 */
@@ -681,6 +683,8 @@ static void expect(struct rec *r, const char *what, int32_t rc, unsigned allowed
     }
 }
 
+static const char *ctl_name(int what);
+
 /* Some call saw the job terminal. From now on no hook or finalizer of it may
  * run or still be running. (Dekker order: the flag is set before the inside
  * counters are read; the callbacks raise their counter before reading it.) */
@@ -706,8 +710,10 @@ static void observe(struct rec *r, int32_t state, const char *by)
      * the job from inside itself (ctl_ending) may still be returning. */
     int ending = atomic_load(&r->ctl_ending);
     if (atomic_load(&r->ctl_inside) - ending > 0)
-        violation(V_CONTROL, "job %" PRIu64 " [%s]: %s saw it %s while its control callback was running",
-                  r->serial, r->what, by, bgjob_state_str(state));
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: %s saw it %s while its control callback was running "
+                  "(last told: %s; %d of its calls on this thread, %s, which is in '%s')",
+                  r->serial, r->what, by, bgjob_state_str(state), ctl_name(atomic_load(&r->ctl_last)),
+                  tl_ctl_rec == r ? tl_ctl_n : 0, role_names[tl_role], tl_ctl_rec == r ? tl_ctl_step : "-");
 }
 
 /* A non-terminal state read by a call that began after the job was seen terminal. */
@@ -782,7 +788,8 @@ static void check_entry(const bgjob_job_entry *e, const char *by)
 static void list_sized(uint64_t x)
 {
     enum { N = 12, PAD = 24 };
-    static _Thread_local uint64_t buf[N * (sizeof(bgjob_job_entry) + PAD) / 8 + 1];
+    uint64_t buf[N * (sizeof(bgjob_job_entry) + PAD) / 8 + 1]; /* not static: a log callback
+                                                                  * run inside the call lists too */
     size_t es = sizeof(bgjob_job_entry), stride = es + 8 * (x % 4), n = 0;
     unsigned char *b = (unsigned char *)buf;
     int32_t rc;
@@ -1203,6 +1210,7 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             cancel_own_txn(r);
     }
     atomic_fetch_sub(&r->comp_inside, 1);
+    atomic_store(&r->comp_done, 1);
     if (r->self_destroy) {
         /* The completion may come before create returned the handle. */
         bgjob_job *none = NULL;
@@ -1396,6 +1404,27 @@ static void check_cb_thread(struct rec *r, const char *what)
     }
 }
 
+/* A cancel made inside this thread's control calls of r may end the job
+ * right here (a job still queued under the cap ends at once, unrun): those
+ * calls then run on after the end, on the thread that ended it, as after an
+ * end from inside CANCEL. Counted as such when the job is terminal after it. */
+static void cancel_from_cb(struct rec *r, bgjob_job *job, const char *by)
+{
+    bool in_ctl = tl_ctl_rec == r && tl_ctl_n > 0 && !tl_ctl_ended;
+    int32_t st = -1;
+
+    if (in_ctl)
+        atomic_fetch_add(&r->ctl_ending, tl_ctl_n);
+    atomic_fetch_add(&r->cancels, 1);
+    expect(r, by, API(bgjob_job_cancel(job, NULL)), RC(OK));
+    if (in_ctl) {
+        if (API(bgjob_job_get_state(job, &st)) == BGJOB_RESULT_OK && is_terminal(st))
+            tl_ctl_ended = true;
+        else
+            atomic_fetch_sub(&r->ctl_ending, tl_ctl_n);
+    }
+}
+
 static void ctl_cb(void *userdata, bgjob_job *job, bgjob_control what, int64_t arg)
 {
     struct token *t = userdata;
@@ -1412,9 +1441,11 @@ static void ctl_cb(void *userdata, bgjob_job *job, bgjob_control what, int64_t a
     }
     tl_ctl_n++;
     tl_depth++;
+    tl_ctl_step = "checks";
     if (tl_ctl_ended) /* a call after this thread ended it: a violation below; keep the count even */
         atomic_fetch_add(&r->ctl_ending, 1);
     atomic_fetch_add(&r->ctl_inside, 1);
+    atomic_store(&r->ctl_last, (int)what);
     if (atomic_load(&r->ctl_frees))
         violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after its userdata was freed",
                   r->serial, r->what, ctl_name(what));
@@ -1465,21 +1496,25 @@ static void ctl_cb(void *userdata, bgjob_job *job, bgjob_control what, int64_t a
     if (r->ctl_reenter && !tl_ctl_ended) {
         /* No bgjob lock is held here: each of these would deadlock otherwise. */
         bgjob_info info = {.struct_size = sizeof info};
+        tl_ctl_step = "get_info";
         int32_t rc = API(bgjob_job_get_info(job, &info));
         if (rc != BGJOB_RESULT_OK)
             violation(V_CONTROL, "job %" PRIu64 " [%s]: get_info in its control callback (%s) returned %s",
                       r->serial, r->what, ctl_name(what), bgjob_result_str(rc));
+        tl_ctl_step = "ref";
         if (chance(&rng, 2))
             ref_roundtrip(r, job, "in its control callback");
+        tl_ctl_step = "list";
         if (chance(&rng, 3))
             list_all();
-        if (chance(&rng, 4)) {
-            atomic_fetch_add(&r->cancels, 1);
-            expect(r, "cancel (in its control callback)", API(bgjob_job_cancel(job, NULL)), RC(OK));
-        }
+        tl_ctl_step = "cancel";
+        if (chance(&rng, 4))
+            cancel_from_cb(r, job, "cancel (in its control callback)");
+        tl_ctl_step = "poke";
         if (chance(&rng, 4))
             poke_other(&rng, false);
     }
+    tl_ctl_step = "returning";
     atomic_fetch_sub(&r->ctl_inside, 1);
     if (tl_ctl_ended)
         atomic_fetch_sub(&r->ctl_ending, 1);
@@ -1575,8 +1610,7 @@ static void ev_cb(void *userdata, bgjob_job *job, const bgjob_event *ev)
             int32_t rc = ext_end(r, job, chance(&rng, 2) ? 0 : 23, "bgjob_job_end (in its event callback)");
             (void)rc;
         } else if (chance(&rng, 16)) {
-            atomic_fetch_add(&r->cancels, 1);
-            expect(r, "cancel (in its event callback)", API(bgjob_job_cancel(job, NULL)), RC(OK));
+            cancel_from_cb(r, job, "cancel (in its event callback)");
         }
     }
     atomic_fetch_sub(&r->ev_inside, 1);
@@ -3321,8 +3355,9 @@ static void scn_refs(uint64_t *rng)
     }
     wait_end_rec(r);
     /* Handles left for a completion that ran before they were left. */
+    /* (Its own reference, taken inside, is gone once it returned.) */
     step("wait for the completion", r);
-    while (r->has_comp && atomic_load(&r->comp_calls) == 0)
+    while (r->has_comp && atomic_load(&r->comp_done) == 0)
         sleep_us(100);
     for (int i = 0; i < atomic_load(&r->nstash); i++) {
         bgjob_job *sh = atomic_exchange(&r->stash[i], NULL);
