@@ -47,11 +47,46 @@
  *              callback, workers) list jobs (taking every job's lock), read
  *              and cancel other jobs, create jobs, destroy or detach jobs
  *              another callback made, and a completion destroys its own job
+ *   external   external jobs (BGJOB_CREATE_EXTERNAL, no worker) driven by the
+ *              actor as an event loop would: pause, resume, set_speed,
+ *              set_ready, complete, soft and force cancel, progress, owner
+ *              report_io_error, references taken and dropped, detach; ended
+ *              with bgjob_job_end by the actor, by the canceller thread at a
+ *              random moment, from inside the control callback's CANCEL or
+ *              from the event callback (racing ends: one succeeds); deferred
+ *              starts, destroyed or cancelled while CREATED, deadlines. The
+ *              control callback re-enters (get_info, ref, list, cancel)
+ *   events     threaded jobs that become READY (STANDBY when paused), are
+ *              completed or soft/force cancelled, with an event callback and
+ *              often a control callback, both re-entering; with this class on,
+ *              a quarter of the jobs of every other class get an event
+ *              callback too (through their context, or on the causing thread)
+ *   refs       1-4 more handles per job (bgjob_job_ref, bgjob_job_lookup),
+ *              used for verbs, then released in random orders by the actor,
+ *              the canceller thread and the job's completion (destroy, detach,
+ *              detach+cancel) while one kept handle stays; lookups of ids
+ *              never given, and after the last handle went
+ *   subjobs    trees of 2-3 levels (up to 7 jobs, threaded and external
+ *              nodes, options.parent), a parent cancelled before a child is
+ *              made, cancels, pauses and ends at random levels, the root's
+ *              handle detached at once, the listing's parent ids, a child
+ *              refused under an ended parent
+ *   stats      statistics declared while CREATED (1-5 in a batch group, 0-2
+ *              single ones, every type), batches written by the worker (or
+ *              owner), the actor and the canceller thread at once, refused
+ *              batches, wrong types and indexes, reads all along and after
+ *              the end
  *   cap        the chaos thread sets a concurrency cap of 1-8 and lifts it,
  *              over and over, under load
  *   log        the chaos thread installs, replaces and removes a log callback
+ *   list       half of every listing (actors and callbacks) is
+ *              bgjob_list_jobs_sized with a stride past the entry, checked for
+ *              bytes written past each entry, plus refused entry sizes; every
+ *              entry's cancel cause, operation and owner checked
  *
- * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all);
+ * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all;
+ * external, events, refs, subjobs and stats make jobs of their own, list
+ * changes how everyone lists);
  * FUZZ_SKIP=... leaves some out; FUZZ_OPS (default 20000) is how many API calls
  * the actors make (workers and callbacks make more; STRESS_OPS is read when
  * FUZZ_OPS is unset); FUZZ_SEED (or STRESS_SEED) replays a run's choices (the
@@ -86,6 +121,40 @@
  *   no completion stays queued;
  * - handles: a released handle is INVALID_HANDLE for its owner; wrong-type
  *   handles get INVALID_HANDLE; get_info through a handle gives its job;
+ * - control (external, events): the control callback is never called after
+ *   bgjob_job_end returned, after any call saw the job end, after its
+ *   userdata was freed, or for a job that never started; none is running
+ *   (on another thread than the one that ended the job) when the end is
+ *   seen; CANCEL at most once force and once soft, with cancel_requested
+ *   set; PAUSE, RESUME, COMPLETE, SET_SPEED no more often than the verbs
+ *   that took effect (RESUME: pauses plus error stops), SET_SPEED with a
+ *   speed set on that job; bgjob_job_end succeeds exactly once per started
+ *   external job; both userdata are freed before a wait sees the end; a
+ *   completion without a context runs on a thread that called
+ *   bgjob_job_end (never on a caller's thread that did not); after the end
+ *   set_speed, pause and a second end are refused;
+ * - event: one job's events never overlap, seq grows by 1 + coalesced,
+ *   each state change starts where the previous ended, READY follows a
+ *   change into READY, END exactly once, terminal, in the last state, and
+ *   before the completion; no event after END, after the completion or
+ *   after its userdata was freed (exactly once); through a context only on
+ *   the dispatcher;
+ * - ref: ref and lookup give a new handle value naming the same id; the
+ *   release of a handle that is not the last is OK in every state, and the
+ *   released value is INVALID_HANDLE for get_state, get_id, cancel, ref and
+ *   destroy (never another job's); lookup of an id never given, or after the
+ *   last handle was released, is INVALID_ARGUMENT;
+ * - subjob: a parent is never seen ended (its wait, completion, END event)
+ *   while a sub-job is not terminal; after a cancel returns, every sub-job
+ *   below that has not ended has cancel requested, cause PARENT unless
+ *   cancelled itself; a child made under a cancelled parent is born
+ *   cancelled; a parent ends with its own worker's outcome; the listing
+ *   shows each child's parent id; create under an ended parent is refused;
+ * - stats: a batch is never seen torn (every batch statistic equal), a
+ *   refused batch never seen at all; count, types and the snapshot's job as
+ *   declared; after the end setters are refused and reads are final;
+ * - list: no byte past an entry written at a longer stride; cancel_requested
+ *   exactly when the cause is not NONE; operation and owner as given;
  * - no deadlock: a watchdog watches every actor and service thread; one that
  *   makes no progress for FUZZ_STALL_S seconds fails the run after printing
  *   what each stuck thread was doing and to which job, the live jobs, and
