@@ -88,6 +88,15 @@
  *              thread, so two such hooks (the worker's and a caller's) wait
  *              for each other for ever: FUZZ_ONLY=hooks,reenter,hook0 stalls
  *              within a few seeds (first seen as FUZZ_SEED=404, all classes)
+ *   evtxn      (off unless named in FUZZ_ONLY: it hangs today) with events, the
+ *              event callbacks of transaction members cancel their job too.
+ *              A manual-finalize transaction's members turn PENDING inside
+ *              the settling member's worker return (Txn::member_done ->
+ *              mark_pending) with the transaction's lock held, and their
+ *              events are delivered right there: "never under a lock" is
+ *              broken, and a callback that cancels its PENDING member waits
+ *              for that lock for ever (FUZZ_ONLY=txn,events,evtxn; first
+ *              seen as FUZZ_SEED=404, all classes)
  *   list       half of every listing (actors and callbacks) is
  *              bgjob_list_jobs_sized with a stride past the entry, checked for
  *              bytes written past each entry, plus refused entry sizes; every
@@ -253,13 +262,14 @@ enum scn {
     S_TXNWAIT,
     S_LIST,
     S_HOOK0,
+    S_EVTXN,
     S_COUNT
 };
 
 static const char *const scn_names[S_COUNT] = {
     "hooks", "txn", "finalize", "detach", "errpolicy", "deadline", "child",
     "rit", "wrongtype", "reenter", "external", "events", "refs", "subjobs", "stats",
-    "cap", "log", "txnwait", "list", "hook0",
+    "cap", "log", "txnwait", "list", "hook0", "evtxn",
 };
 
 /* Scenarios an actor picks from (the last two are background threads). */
@@ -1710,7 +1720,10 @@ static void ev_cb(void *userdata, bgjob_job *job, const bgjob_event *ev)
             ev->new_state != BGJOB_STATE_WAITING && ev->new_state != BGJOB_STATE_PENDING && chance(&rng, 6)) {
             int32_t rc = ext_end(r, job, chance(&rng, 2) ? 0 : 23, "bgjob_job_end (in its event callback)");
             (void)rc;
-        } else if (chance(&rng, 16)) {
+        } else if ((r->txn == NULL || enabled[S_EVTXN]) &&
+                   (chance(&rng, 16) || (r->txn != NULL && ev->new_state == BGJOB_STATE_PENDING))) {
+            /* (A transaction member's event may run under the transaction's
+             * lock, where this cancel hangs: see evtxn.) */
             cancel_from_cb(r, job, "cancel (in its event callback)");
         }
     }
@@ -2083,9 +2096,10 @@ static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
     o.parent = m->parent;
     o.flags = m->flags | (r->ext ? BGJOB_CREATE_EXTERNAL : 0);
     /* Events on jobs of every class (their own class drives them harder). */
-    if (enabled[S_EVENTS] && !r->has_ev && !r->nested && chance(rng, 4)) {
+    if (enabled[S_EVENTS] && !r->has_ev && !r->nested &&
+        (chance(rng, 4) || (enabled[S_EVTXN] && r->txn != NULL))) {
         r->has_ev = true;
-        r->ev_reenter = chance(rng, 2);
+        r->ev_reenter = chance(rng, 2) || (enabled[S_EVTXN] && r->txn != NULL);
         if (!r->has_comp && chance(rng, 3))
             r->comp_ctx = true;
     }
@@ -4374,7 +4388,7 @@ static bool parse_classes(void)
     const char *skip = getenv("FUZZ_SKIP");
 
     for (int i = 0; i < S_COUNT; i++)
-        enabled[i] = (only == NULL || *only == '\0') && i != S_HOOK0; /* hook0: a known hang, opt-in */
+        enabled[i] = (only == NULL || *only == '\0') && i != S_HOOK0 && i != S_EVTXN; /* known hangs: opt-in */
     for (int pass = 0; pass < 2; pass++) {
         const char *list = pass == 0 ? only : skip;
         for (const char *p = list; p != NULL && *p != '\0';) {
