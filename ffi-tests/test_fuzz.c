@@ -602,6 +602,7 @@ struct token {
 
 static atomic_long log_installs, log_frees, log_lines, log_lines_internal, n_line_late;
 static atomic_long n_subjob_comp_elsewhere;
+static char subjob_comp_example[400];
 
 static struct token *token_new(int kind, struct rec *r, struct hookrec *hk)
 {
@@ -1257,7 +1258,16 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
          * worker's (about 1 in 5,000 such jobs; see the report): counted,
          * not failed, until it is explained. */
         if (!own && r->scn == S_SUBJOBS && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER)) {
-            atomic_fetch_add(&n_subjob_comp_elsewhere, 1);
+            if (atomic_fetch_add(&n_subjob_comp_elsewhere, 1) == 0) {
+                char tname[32] = "?";
+                pthread_getname_np(pthread_self(), tname, sizeof tname);
+                snprintf(subjob_comp_example, sizeof subjob_comp_example,
+                         "job %" PRIu64 " [%s] on '%s': %s, %s, cancels %d, pauses %d, %d sub-jobs, "
+                         "%d creates under it refused", r->serial, r->what, tname,
+                         bgjob_state_str(state), atomic_load(&r->detached) ? "detached" : "kept",
+                         atomic_load(&r->cancels), atomic_load(&r->pauses_ok), atomic_load(&r->nkids),
+                         atomic_load(&r->kid_refused));
+            }
             bgjob_thread = true;
         }
         if (!own && !bgjob_thread) {
@@ -4571,6 +4581,8 @@ int main(void)
                  "%ld sub-job completions (no context) on a bgjob thread not their worker's",
                  per[S_EXTERNAL], per[S_EVENTS], per[S_REFS], per[S_SUBJOBS], per[S_STATS], ctl, ends, evs,
                  with_ev, atomic_load(&n_subjob_comp_elsewhere));
+        if (atomic_load(&n_subjob_comp_elsewhere))
+            tap_diag("fuzz: the first: %s", subjob_comp_example);
         tap_diag("fuzz: %ld API calls in %" PRId64 " ms; jobs by scenario: hooks %ld, txn %ld, "
                  "finalize %ld, detach %ld, errpolicy %ld, deadline %ld, child %ld, rit %ld, "
                  "wrongtype %ld, reenter %ld (%ld made inside callbacks, %ld released by another "
