@@ -508,6 +508,7 @@ struct rec {
     bool ctl_end_on_cancel; /* the control callback ends the job from inside CANCEL */
     bool ctl_reenter;       /* ... and reads, refs, cancels it again, lists */
     bool ev_reenter;        /* the event callback reads the job, lists, ends or cancels it */
+    bool ev_destroy;        /* the END event destroys the job (its last handle) */
     bool never_started;     /* destroyed or cancelled while CREATED */
     int ready_at;           /* P_READY: iteration that calls set_ready */
     atomic_int ctl_last;
@@ -601,7 +602,7 @@ struct token {
 };
 
 static atomic_long log_installs, log_frees, log_lines, log_lines_internal, n_line_late;
-static atomic_long n_subjob_comp_elsewhere;
+static atomic_long n_subjob_comp_elsewhere, n_end_destroys;
 static char subjob_comp_example[400];
 
 static struct token *token_new(int kind, struct rec *r, struct hookrec *hk)
@@ -1700,6 +1701,12 @@ static void ev_cb(void *userdata, bgjob_job *job, const bgjob_event *ev)
         observe(r, ev->new_state, "its END event");
         check_kids_ended(r, "its END event");
         atomic_fetch_add(&r->ev_ends, 1);
+        /* Allowed from END: the completion then gets the handle invalid. */
+        if (r->ev_destroy && atomic_load(&r->created) && !atomic_load(&r->release_claim)) {
+            release_job(r, false, 0);
+            if (atomic_load(&r->destroyed))
+                atomic_fetch_add(&n_end_destroys, 1);
+        }
         break;
     case BGJOB_EVENT_KIND_READY:
         if (st != BGJOB_STATE_READY)
@@ -3357,13 +3364,14 @@ static void scn_events(uint64_t *rng)
     r->ev_reenter = chance(rng, 2);
     r->has_ctl = chance(rng, 3) != 0;
     r->ctl_reenter = chance(rng, 2);
+    r->ev_destroy = chance(rng, 4);
     set_completion(r, rng);
     if (!r->has_comp && chance(rng, 3))
         r->comp_ctx = true; /* events alone through a context */
     if (chance(rng, 3))
         m.flags |= BGJOB_CREATE_UPDATES_NEVER_PARK;
-    describe(r, "READY at %d of %d, %u verbs%s", r->ready_at, r->iters, nact,
-             r->has_ctl ? ", control callback" : "");
+    describe(r, "READY at %d of %d, %u verbs%s%s", r->ready_at, r->iters, nact,
+             r->has_ctl ? ", control callback" : "", r->ev_destroy ? ", END destroys it" : "");
     if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
         return;
     h = atomic_load(&r->h);
@@ -3377,7 +3385,7 @@ static void scn_events(uint64_t *rng)
     step("resume until it ends", r);
     for (;;) {
         int32_t st = -1;
-        if (API(bgjob_job_get_state(h, &st)) != BGJOB_RESULT_OK || is_terminal(st) ||
+        if (atomic_load(&r->release_claim) || API(bgjob_job_get_state(h, &st)) != BGJOB_RESULT_OK || is_terminal(st) ||
             st == BGJOB_STATE_WAITING || st == BGJOB_STATE_PENDING)
             break;
         if (st == BGJOB_STATE_PAUSED || st == BGJOB_STATE_STANDBY)
@@ -4577,10 +4585,11 @@ int main(void)
             with_ev += all_recs[i]->has_ev;
         }
         tap_diag("fuzz: driver model: external %ld, events %ld, refs %ld, subjobs %ld, stats %ld jobs; "
-                 "%ld control calls, %ld bgjob_job_end, %ld events to %ld jobs with an event callback; "
-                 "%ld sub-job completions (no context) on a bgjob thread not their worker's",
+                 "%ld control calls, %ld bgjob_job_end, %ld events to %ld jobs with an event callback "
+                 "(%ld destroyed from their END event); %ld sub-job completions (no context) on a bgjob "
+                 "thread not their worker's",
                  per[S_EXTERNAL], per[S_EVENTS], per[S_REFS], per[S_SUBJOBS], per[S_STATS], ctl, ends, evs,
-                 with_ev, atomic_load(&n_subjob_comp_elsewhere));
+                 with_ev, atomic_load(&n_end_destroys), atomic_load(&n_subjob_comp_elsewhere));
         if (atomic_load(&n_subjob_comp_elsewhere))
             tap_diag("fuzz: the first: %s", subjob_comp_example);
         tap_diag("fuzz: %ld API calls in %" PRId64 " ms; jobs by scenario: hooks %ld, txn %ld, "
