@@ -58,7 +58,8 @@
  *              control callback re-enters (get_info, ref, list, cancel)
  *   events     threaded jobs that become READY (STANDBY when paused), are
  *              completed or soft/force cancelled, with an event callback and
- *              often a control callback, both re-entering; with this class on,
+ *              often a control callback, both re-entering (a quarter destroy
+ *              the job from its END event, as allowed); with this class on,
  *              a quarter of the jobs of every other class get an event
  *              callback too (through their context, or on the causing thread)
  *   refs       1-4 more handles per job (bgjob_job_ref, bgjob_job_lookup),
