@@ -47,11 +47,68 @@
  *              callback, workers) list jobs (taking every job's lock), read
  *              and cancel other jobs, create jobs, destroy or detach jobs
  *              another callback made, and a completion destroys its own job
+ *   external   external jobs (BGJOB_CREATE_EXTERNAL, no worker) driven by the
+ *              actor as an event loop would: pause, resume, set_speed,
+ *              set_ready, complete, soft and force cancel, progress, owner
+ *              report_io_error, references taken and dropped, detach; ended
+ *              with bgjob_job_end by the actor, by the canceller thread at a
+ *              random moment, from inside the control callback's CANCEL or
+ *              from the event callback (racing ends: one succeeds); deferred
+ *              starts, destroyed or cancelled while CREATED, deadlines. The
+ *              control callback re-enters (get_info, ref, list, cancel)
+ *   events     threaded jobs that become READY (STANDBY when paused), are
+ *              completed or soft/force cancelled, with an event callback and
+ *              often a control callback, both re-entering (a quarter destroy
+ *              the job from its END event, as allowed); with this class on,
+ *              a quarter of the jobs of every other class get an event
+ *              callback too (through their context, or on the causing thread)
+ *   refs       1-4 more handles per job (bgjob_job_ref, bgjob_job_lookup),
+ *              used for verbs, then released in random orders by the actor,
+ *              the canceller thread and the job's completion (destroy, detach,
+ *              detach+cancel) while one kept handle stays; lookups of ids
+ *              never given, and after the last handle went
+ *   subjobs    trees of 2-3 levels (up to 7 jobs, threaded and external
+ *              nodes, options.parent), a parent cancelled before a child is
+ *              made, cancels, pauses and ends at random levels, the root's
+ *              handle detached at once, the listing's parent ids, a child
+ *              refused under an ended parent
+ *   stats      statistics declared while CREATED (1-5 in a batch group, 0-2
+ *              single ones, every type), batches written by the worker (or
+ *              owner), the actor and the canceller thread at once, refused
+ *              batches, wrong types and indexes, reads all along and after
+ *              the end
  *   cap        the chaos thread sets a concurrency cap of 1-8 and lifts it,
  *              over and over, under load
  *   log        the chaos thread installs, replaces and removes a log callback
+ *   hook0      (off unless named in FUZZ_ONLY: it hangs today) with reenter, a
+ *              cancel hook run at once by add_cancel_hook (cancel already
+ *              requested, so its id is not known yet and reads 0) removes
+ *              "itself" with bgjob_job_remove_cancel_hook(job, 0). 0 is an id
+ *              bgjob never gives, which must be NOT_FOUND at once; instead it
+ *              waits for every at-once hook of the job running on another
+ *              thread, so two such hooks (the worker's and a caller's) wait
+ *              for each other for ever (hook0 also makes the hooks scenario
+ *              cancel before both add their hook): FUZZ_ONLY=hooks,reenter,
+ *              hook0 stalls at FUZZ_SEED=1, 2 and 3 (first seen as
+ *              FUZZ_SEED=404 with all classes)
+ *   evtxn      (off unless named in FUZZ_ONLY: it hangs today) with events, the
+ *              event callbacks of transaction members cancel their job too.
+ *              A manual-finalize transaction's members turn PENDING inside
+ *              the settling member's worker return (Txn::member_done ->
+ *              mark_pending) with the transaction's lock held, and their
+ *              events are delivered right there: "never under a lock" is
+ *              broken, and a callback that cancels its PENDING member waits
+ *              for that lock for ever (FUZZ_ONLY=txn,events,evtxn stalls
+ *              at FUZZ_SEED=1, 2 and 3; first seen as FUZZ_SEED=404 with all
+ *              classes)
+ *   list       half of every listing (actors and callbacks) is
+ *              bgjob_list_jobs_sized with a stride past the entry, checked for
+ *              bytes written past each entry, plus refused entry sizes; every
+ *              entry's cancel cause, operation and owner checked
  *
- * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all);
+ * Environment: FUZZ_ONLY=hooks,txn,... runs only those classes (default all;
+ * external, events, refs, subjobs and stats make jobs of their own, list
+ * changes how everyone lists);
  * FUZZ_SKIP=... leaves some out; FUZZ_OPS (default 20000) is how many API calls
  * the actors make (workers and callbacks make more; STRESS_OPS is read when
  * FUZZ_OPS is unset); FUZZ_SEED (or STRESS_SEED) replays a run's choices (the
@@ -86,6 +143,45 @@
  *   no completion stays queued;
  * - handles: a released handle is INVALID_HANDLE for its owner; wrong-type
  *   handles get INVALID_HANDLE; get_info through a handle gives its job;
+ * - control (external, events): the control callback is never called after
+ *   bgjob_job_end returned, after any call saw the job end, after its
+ *   userdata was freed, or for a job that never started; none is running
+ *   (on another thread than the one that ended the job) when the end is
+ *   seen; CANCEL at most once force and once soft, with cancel_requested
+ *   set; PAUSE, RESUME, COMPLETE, SET_SPEED no more often than the verbs
+ *   that took effect (RESUME: pauses plus error stops), SET_SPEED with a
+ *   speed set on that job; bgjob_job_end succeeds exactly once per started
+ *   external job; both userdata are freed before a wait sees the end; a
+ *   completion without a context runs on a thread that called
+ *   bgjob_job_end (never on a caller's thread that did not); after the end
+ *   set_speed, pause and a second end are refused;
+ * - event: one job's events never overlap, seq grows by 1 + coalesced,
+ *   each state change starts where the previous ended, READY follows a
+ *   change into READY, END exactly once, terminal, in the last state, and
+ *   before the completion; no event after END, after the completion or
+ *   after its userdata was freed (exactly once); through a context only on
+ *   the dispatcher;
+ * - ref: ref and lookup give a new handle value naming the same id; the
+ *   release of a handle that is not the last is OK in every state, and the
+ *   released value is INVALID_HANDLE for get_state, get_id, cancel, ref and
+ *   destroy (never another job's); lookup of an id never given, or after the
+ *   last handle was released, is INVALID_ARGUMENT. Known gap, counted in the
+ *   summary rather than failed: a callback (control, event, completion) is
+ *   lent the creator's handle while the creator holds it, and the creator's
+ *   release of it during the call (allowed: another reference lives) makes
+ *   it INVALID_HANDLE mid-call, although the header says a callback's handle
+ *   is valid for the call;
+ * - subjob: a parent is never seen ended (its wait, completion, END event)
+ *   while a sub-job is not terminal; after a cancel returns, every sub-job
+ *   below that has not ended has cancel requested, cause PARENT unless
+ *   cancelled itself; a child made under a cancelled parent is born
+ *   cancelled; a parent ends with its own worker's outcome; the listing
+ *   shows each child's parent id; create under an ended parent is refused;
+ * - stats: a batch is never seen torn (every batch statistic equal), a
+ *   refused batch never seen at all; count, types and the snapshot's job as
+ *   declared; after the end setters are refused and reads are final;
+ * - list: no byte past an entry written at a longer stride; cancel_requested
+ *   exactly when the cause is not NONE; operation and owner as given;
  * - no deadlock: a watchdog watches every actor and service thread; one that
  *   makes no progress for FUZZ_STALL_S seconds fails the run after printing
  *   what each stuck thread was doing and to which job, the live jobs, and
@@ -165,15 +261,24 @@ enum scn {
     S_RIT,
     S_WRONGTYPE,
     S_REENTER,
+    S_EXTERNAL,
+    S_EVENTS,
+    S_REFS,
+    S_SUBJOBS,
+    S_STATS,
     S_CAP,
     S_LOG,
     S_TXNWAIT,
+    S_LIST,
+    S_HOOK0,
+    S_EVTXN,
     S_COUNT
 };
 
 static const char *const scn_names[S_COUNT] = {
     "hooks", "txn", "finalize", "detach", "errpolicy", "deadline", "child",
-    "rit", "wrongtype", "reenter", "cap", "log", "txnwait",
+    "rit", "wrongtype", "reenter", "external", "events", "refs", "subjobs", "stats",
+    "cap", "log", "txnwait", "list", "hook0", "evtxn",
 };
 
 /* Scenarios an actor picks from (the last two are background threads). */
@@ -197,6 +302,12 @@ enum vclass {
     V_IOSTATUS,
     V_HANDLE,
     V_LEFT,
+    V_CONTROL,
+    V_EVENT,
+    V_REF,
+    V_FAMILY,
+    V_STATS,
+    V_LIST,
     V_COUNT
 };
 
@@ -214,6 +325,12 @@ static const char *const vclass_names[V_COUNT] = {
     "iostatus",
     "wrong-type-handle",
     "job-left",
+    "control",
+    "event",
+    "ref",
+    "subjob",
+    "stats",
+    "list",
 };
 
 static atomic_long violations;
@@ -280,6 +397,13 @@ static _Thread_local int tl_depth;          /* inside one of our callbacks */
 static _Thread_local long tl_ops;           /* API calls made on this thread */
 static _Thread_local struct rec *tl_call_rec;   /* inside cancel/destroy/... of this job */
 static _Thread_local struct txnrec *tl_call_txn; /* inside txn_cancel/start/destroy */
+/* Control calls of one job nested on this thread, and whether this thread
+ * ended that job from inside them: the end waits for control calls on
+ * other threads only. */
+static _Thread_local struct rec *tl_ctl_rec;
+static _Thread_local int tl_ctl_n;
+static _Thread_local bool tl_ctl_ended;
+static _Thread_local const char *tl_ctl_step = ""; /* what the innermost control call is doing */
 
 /* A thread the watchdog watches: it must beat at least every stall_ms. */
 struct watched {
@@ -328,6 +452,8 @@ enum plan {
     P_HOOKS,   /* register hooks, spin on check_cancel, return at once on cancel */
     P_IOERR,   /* report_io_error and act on the answer */
     P_CHILD,   /* spawn a child and wait for it */
+    P_READY,   /* set_ready, then loop until complete or cancel (soft: succeed) */
+    P_STATS,   /* statistics batches and single sets, pause points */
 };
 
 struct txnrec;
@@ -367,7 +493,7 @@ struct rec {
     atomic_int started_thread_set;
     pthread_t wthread;
 
-    atomic_int comp_calls, comp_frees, comp_inside;
+    atomic_int comp_calls, comp_frees, comp_inside, comp_done;
     atomic_int commits, aborts, cleans, fin_frees, fin_inside;
     atomic_int hooks_inside, hook_regs, hook_calls;
     atomic_int observed, terminal;
@@ -379,6 +505,42 @@ struct rec {
     atomic_int stuck; /* reported as never ended: its other checks would only repeat it */
     struct hookrec *wh[MAX_HOOKS]; /* hooks its worker registered (worker only) */
     int nwh;
+
+    /* The driver-grade model: external jobs, control and event callbacks,
+     * references, sub-jobs, statistics. */
+    bool ext;               /* BGJOB_CREATE_EXTERNAL: no worker, ended by bgjob_job_end */
+    bool has_ctl, has_ev;   /* a control / an event callback */
+    bool ev_ctx;            /* its events come through a context */
+    bool ctl_end_on_cancel; /* the control callback ends the job from inside CANCEL */
+    bool ctl_reenter;       /* ... and reads, refs, cancels it again, lists */
+    bool ev_reenter;        /* the event callback reads the job, lists, ends or cancels it */
+    bool ev_destroy;        /* the END event destroys the job (its last handle) */
+    bool never_started;     /* destroyed or cancelled while CREATED */
+    int ready_at;           /* P_READY: iteration that calls set_ready */
+    atomic_int ctl_last;
+    atomic_int ctl_calls[5], ctl_inside, ctl_ending, ctl_frees, ctl_force, ctl_soft;
+    atomic_int end_ok, end_done;   /* bgjob_job_end succeeded / a successful one returned */
+    atomic_int comp_ender;         /* completion ran on a thread that called end: 1, not: 2 */
+    _Atomic pthread_t enders[8];   /* threads that called bgjob_job_end on it */
+    atomic_int n_enders;
+    atomic_int pauses_ok, completes_ok, speeds_ok, io_stops, speed_k;
+    atomic_int ev_calls, ev_inside, ev_frees, ev_ends, ev_state;
+    _Atomic uint64_t ev_seq;
+    /* refs: extra handles released elsewhere (the completion releases stash[]) */
+    int nrefs;
+    atomic_int refs_released;
+    atomic_int creator_going; /* the creator's handle is being released (not the keeper) */
+    _Atomic(bgjob_job *) stash[5];
+    atomic_int nstash;
+    /* subjobs */
+    struct rec *parent;
+    struct rec *kids[3];
+    atomic_int nkids;
+    atomic_int kid_tries, kid_refused; /* creates under it, and those refused */
+    /* stats: batch statistics 0..nbatch-1, single ones after */
+    int nbatch, nsingle;
+    int32_t stype[8];
+    atomic_int batches;
 };
 
 struct hookrec {
@@ -435,7 +597,7 @@ static void cancel_own_txn(struct rec *r)
                   r->serial, r->what, bgjob_result_str(rc));
 }
 
-enum token_kind { TK_WORKER = 1, TK_COMPLETION, TK_FIN, TK_HOOK, TK_LINE, TK_LOG };
+enum token_kind { TK_WORKER = 1, TK_COMPLETION, TK_FIN, TK_HOOK, TK_LINE, TK_LOG, TK_CONTROL, TK_EVENT };
 #define TOKEN_MAGIC 0x667a7a21u /* "fzz!" */
 
 struct token {
@@ -446,6 +608,8 @@ struct token {
 };
 
 static atomic_long log_installs, log_frees, log_lines, log_lines_internal, n_line_late;
+static atomic_long n_subjob_comp_elsewhere, n_end_destroys;
+static char subjob_comp_example[400];
 
 static struct token *token_new(int kind, struct rec *r, struct hookrec *hk)
 {
@@ -497,6 +661,18 @@ static void token_free(void *p)
         break;
     case TK_LOG:
         atomic_fetch_add(&log_frees, 1);
+        break;
+    case TK_CONTROL:
+        if (atomic_load(&t->r->ctl_inside))
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: control userdata freed while the control "
+                      "callback runs", t->r->serial, t->r->what);
+        atomic_fetch_add(&t->r->ctl_frees, 1);
+        break;
+    case TK_EVENT:
+        if (atomic_load(&t->r->ev_inside))
+            violation(V_EVENT, "job %" PRIu64 " [%s]: event userdata freed while the event "
+                      "callback runs", t->r->serial, t->r->what);
+        atomic_fetch_add(&t->r->ev_frees, 1);
         break;
     default:
         violation(V_ONCE, "token of unknown kind %d", t->kind);
@@ -595,6 +771,21 @@ static bool invalid_ok(struct rec *r)
     return atomic_load(&r->release_claim) || atomic_load(&r->released) || atomic_load(&r->detached);
 }
 
+/* A callback of a job with references gets the creator's handle while the
+ * creator holds it; the creator may release it during the call (a non-last
+ * release is allowed in every state), and the handle dies mid-call although
+ * the header says a callback's handle is valid for the call (see the
+ * report). Counted, not failed. */
+static atomic_long n_lent_handle_died;
+
+static bool lent_handle_died(struct rec *r, int32_t rc)
+{
+    if (rc != BGJOB_RESULT_INVALID_HANDLE || !atomic_load(&r->creator_going))
+        return false;
+    atomic_fetch_add(&n_lent_handle_died, 1);
+    return true;
+}
+
 #define RC(x) (1u << (BGJOB_RESULT_##x))
 
 static void expect(struct rec *r, const char *what, int32_t rc, unsigned allowed)
@@ -609,6 +800,8 @@ static void expect(struct rec *r, const char *what, int32_t rc, unsigned allowed
             violation(V_RESULT, "%s returned %d (%s)", what, rc, bgjob_result_str(rc));
     }
 }
+
+static const char *ctl_name(int what);
 
 /* Some call saw the job terminal. From now on no hook or finalizer of it may
  * run or still be running. (Dekker order: the flag is set before the inside
@@ -631,6 +824,14 @@ static void observe(struct rec *r, int32_t state, const char *by)
         violation(V_FIN_AFTER_END,
                   "job %" PRIu64 " [%s]: %s saw it %s while its commit/abort/clean was running",
                   r->serial, r->what, by, bgjob_state_str(state));
+    /* The end waits for a control call on another thread; one that ended
+     * the job from inside itself (ctl_ending) may still be returning. */
+    int ending = atomic_load(&r->ctl_ending);
+    if (atomic_load(&r->ctl_inside) - ending > 0)
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: %s saw it %s while its control callback was running "
+                  "(last told: %s; %d of its calls on this thread, %s, which is in '%s')",
+                  r->serial, r->what, by, bgjob_state_str(state), ctl_name(atomic_load(&r->ctl_last)),
+                  tl_ctl_rec == r ? tl_ctl_n : 0, role_names[tl_role], tl_ctl_rec == r ? tl_ctl_step : "-");
 }
 
 /* A non-terminal state read by a call that began after the job was seen terminal. */
@@ -678,17 +879,88 @@ static struct rec *reg_pick(void)
     return r;
 }
 
+static void check_entry(const bgjob_job_entry *e, const char *by)
+{
+    if (e->state < 0 || e->state >= BGJOB_STATE_COUNT)
+        violation(V_LIST, "%s gave state %d", by, e->state);
+    if (e->cancel_requested != (e->cancel_cause != BGJOB_CANCEL_CAUSE_NONE))
+        violation(V_LIST, "%s: job %" PRIu64 " ('%s'): cancel_requested %d with cause %d", by, e->id,
+                  e->name, e->cancel_requested, e->cancel_cause);
+    if (memchr(e->name, '\0', sizeof e->name) == NULL || memchr(e->phase, '\0', sizeof e->phase) == NULL ||
+        memchr(e->operation, '\0', sizeof e->operation) == NULL || memchr(e->owner, '\0', sizeof e->owner) == NULL)
+        violation(V_LIST, "%s: job %" PRIu64 ": a text field is not NUL-terminated", by, e->id);
+    /* Our jobs carry their class as the operation and "fz-owner-<serial>". */
+    if (strncmp(e->name, "fz-", 3) == 0 && strncmp(e->name, "fz-rit", 6) != 0) {
+        const char *dash = strchr(e->name + 3, '-');
+        size_t digits = dash != NULL ? (size_t)(dash - e->name - 3) : 0;
+        if (dash != NULL && strcmp(dash + 1, e->operation) != 0)
+            violation(V_LIST, "%s: job '%s' listed with operation '%s'", by, e->name, e->operation);
+        if (dash != NULL && (strncmp(e->owner, "fz-owner-", 9) != 0 ||
+                             strncmp(e->owner + 9, e->name + 3, digits) != 0 || e->owner[9 + digits] != '\0'))
+            violation(V_LIST, "%s: job '%s' listed with owner '%s'", by, e->name, e->owner);
+    }
+}
+
+/* bgjob_list_jobs_sized with a stride longer than the entry: the bytes
+ * past it stay untouched; sizes it cannot use are refused. */
+static void list_sized(uint64_t x)
+{
+    enum { N = 12, PAD = 24 };
+    uint64_t buf[N * (sizeof(bgjob_job_entry) + PAD) / 8 + 1]; /* not static: a log callback
+                                                                  * run inside the call lists too */
+    size_t es = sizeof(bgjob_job_entry), stride = es + 8 * (x % 4), n = 0;
+    unsigned char *b = (unsigned char *)buf;
+    int32_t rc;
+
+    memset(buf, 0xa5, sizeof buf);
+    rc = API(bgjob_list_jobs_sized((bgjob_job_entry *)(void *)buf, stride, N, &n));
+    expect(NULL, "list_jobs_sized", rc, RC(OK));
+    for (size_t i = 0; rc == BGJOB_RESULT_OK && i < n && i < N; i++) {
+        check_entry((const bgjob_job_entry *)(const void *)(b + i * stride), "list_jobs_sized");
+        for (size_t k = es; k < stride; k++)
+            if (b[i * stride + k] != 0xa5) {
+                violation(V_LIST, "list_jobs_sized (stride %zu) wrote byte %zu of entry %zu, past the "
+                          "entry's %zu bytes", stride, k, i, es);
+                break;
+            }
+    }
+    if (n < N)
+        for (size_t k = n * stride; k < N * stride; k++)
+            if (b[k] != 0xa5) {
+                violation(V_LIST, "list_jobs_sized wrote past its %zu entries (byte %zu)", n, k);
+                break;
+            }
+    if ((x >> 3) % 4 == 0) {
+        rc = API(bgjob_list_jobs_sized((bgjob_job_entry *)(void *)buf, es + 4, N, &n));
+        expect(NULL, "list_jobs_sized (an entry size not a multiple of 8)", rc, RC(INVALID_ARGUMENT));
+        rc = API(bgjob_list_jobs_sized((bgjob_job_entry *)(void *)buf, 8, N, &n));
+        expect(NULL, "list_jobs_sized (an entry of 8 bytes)", rc, RC(INVALID_ARGUMENT));
+        rc = API(bgjob_list_jobs_sized(NULL, es, 0, &n));
+        expect(NULL, "list_jobs_sized (count only)", rc, RC(OK));
+    }
+}
+
 /* Lists every job: takes each job's lock inside bgjob. */
 static void list_all(void)
 {
     bgjob_job_entry e[16];
     size_t n = 0;
+    static atomic_ullong lx = 1;
+    uint64_t x = atomic_fetch_add(&lx, 0x9e3779b97f4a7c15ull);
+
+    if (enabled[S_LIST] && (splitmix(&x) & 1)) {
+        list_sized(splitmix(&x));
+        return;
+    }
     int32_t rc = API(bgjob_list_jobs(e, 16, &n));
 
     expect(NULL, "list_jobs", rc, RC(OK));
-    for (size_t i = 0; i < n && i < 16; i++)
+    for (size_t i = 0; i < n && i < 16; i++) {
         if (e[i].state < 0 || e[i].state >= BGJOB_STATE_COUNT)
             violation(V_STATE, "list_jobs gave state %d", e[i].state);
+        if (enabled[S_LIST])
+            check_entry(&e[i], "list_jobs");
+    }
 }
 
 /* A callback touches some other job: reads it, maybe cancels it. */
@@ -809,6 +1081,15 @@ static void hook_fn(void *userdata, bgjob_job *job)
             cancel_own_txn(r);
             break;
         default: {
+            /* A hook run at once by add_cancel_hook (cancel already
+             * requested) does not know its id yet: 0, one bgjob never gives.
+             * Two such hooks of one job on two threads each removing "0"
+             * wait for each other for ever (a library bug, see hook0 in the
+             * header comment): only with hook0 on. */
+            if (atomic_load(&hk->id) == 0 && !enabled[S_HOOK0])
+                break;
+            if (atomic_load(&hk->id) == 0)
+                sleep_us(2000); /* hook0: let the other at-once hook get here too */
             int32_t rc = API(bgjob_job_remove_cancel_hook(job, atomic_load(&hk->id)));
             if (rc != BGJOB_RESULT_NOT_FOUND && rc != BGJOB_RESULT_INVALID_HANDLE)
                 expect(r, "remove_cancel_hook (from inside itself)", rc, RC(NOT_FOUND));
@@ -832,6 +1113,7 @@ static struct hookrec *add_hook(struct rec *r, bgjob_job *job)
     hk->r = r;
     PUSH(all_hooks, n_hookrecs, cap_hookrecs, hk);
     atomic_fetch_add(&r->hook_regs, 1);
+    step("add_cancel_hook (it may run at once)", r);
     rc = API(bgjob_job_add_cancel_hook(job, hook_fn, token_new(TK_HOOK, r, hk), token_free, &id));
     atomic_store(&hk->id, id);
     expect(r, "add_cancel_hook", rc, RC(OK) | RC(CANCELLED) | RC(NOT_ALLOWED));
@@ -905,6 +1187,10 @@ static void abort_cb(void *ud, bgjob_job *job) { fin_cb(((struct token *)ud)->r,
 static void clean_cb(void *ud, bgjob_job *job) { fin_cb(((struct token *)ud)->r, job, 2); }
 
 static void release_job(struct rec *r, bool detach, uint32_t flags);
+static void check_kids_ended(struct rec *r, const char *by);
+static bool is_ender(struct rec *r);
+static void ref_roundtrip(struct rec *r, bgjob_job *h, const char *where);
+static void release_ref(struct rec *r, bgjob_job *h, int how, const char *where);
 
 static void completion(void *userdata, bgjob_job *job, int32_t state)
 {
@@ -921,7 +1207,14 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
         violation(V_STATE, "job %" PRIu64 " [%s]: completion with non-terminal state %s", r->serial,
                   r->what, bgjob_state_str(state));
     observe(r, state, "its completion");
-    if (tl_call_rec == r || (tx != NULL && tl_call_txn == tx))
+    if (r->has_ev && atomic_load(&r->ev_ends) != 1)
+        violation(V_EVENT, "job %" PRIu64 " [%s]: completion (%s) after %d END events, not 1", r->serial,
+                  r->what, bgjob_state_str(state), atomic_load(&r->ev_ends));
+    check_kids_ended(r, "its completion");
+    /* bgjob_job_end is the worker's return, not a call that ends the job:
+     * made from a callback run inside another call on the job (an event or
+     * control callback inside a cancel), the completion follows there. */
+    if ((tl_call_rec == r && !(r->ext && is_ender(r))) || (tx != NULL && tl_call_txn == tx))
         violation(V_COMPLETION_THREAD,
                   "job %" PRIu64 " [%s]: completion ran inside the call that ended the job",
                   r->serial, r->what);
@@ -961,6 +1254,20 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: completion (no context) ran on %s, not a bgjob thread",
                       r->serial, r->what, role_names[tl_role]);
+    } else if (atomic_load(&r->nkids) > 0) {
+        /* A parent ended by its last sub-job's end: the header names no
+         * thread for its completion (see the report); only never inside a
+         * call on it (checked above). */
+    } else if (r->ext) {
+        /* bgjob_job_end is the worker's return: its caller's thread (or,
+         * ended from an event callback, that thread after it returned);
+         * a job that never started: a bgjob thread. */
+        bool ender = is_ender(r);
+        atomic_store(&r->comp_ender, ender ? 1 : 2); /* checked at the end, once end_ok is known */
+        if (!ender && tl_role != ROLE_NONE && tl_role != ROLE_WORKER)
+            violation(V_COMPLETION_THREAD,
+                      "job %" PRIu64 " [%s]: external job's completion (no context) ran on %s, which "
+                      "never called bgjob_job_end on it", r->serial, r->what, role_names[tl_role]);
     } else if (atomic_load(&r->runs) > 0) {
         /* Without a context: a job whose worker's return ended it gets it on
          * its worker's thread, right after the worker returned; one ended by
@@ -968,13 +1275,35 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
          * on a bgjob thread of its own -- never on a caller's thread. */
         bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
         bool bgjob_thread = r->manual && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER);
-        if (!own && !bgjob_thread)
+        /* A sub-job tree's node, even one that never had a child, now and
+         * then gets it on a bgjob thread named after it that is not its
+         * worker's (about 1 in 5,000 such jobs; see the report): counted,
+         * not failed, until it is explained. */
+        if (!own && r->scn == S_SUBJOBS && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER)) {
+            if (atomic_fetch_add(&n_subjob_comp_elsewhere, 1) == 0) {
+                char tname[32] = "?";
+                pthread_getname_np(pthread_self(), tname, sizeof tname);
+                snprintf(subjob_comp_example, sizeof subjob_comp_example,
+                         "job %" PRIu64 " [%s] on '%s': %s, %s, cancels %d, pauses %d, %d sub-jobs, "
+                         "%d creates under it refused", r->serial, r->what, tname,
+                         bgjob_state_str(state), atomic_load(&r->detached) ? "detached" : "kept",
+                         atomic_load(&r->cancels), atomic_load(&r->pauses_ok), atomic_load(&r->nkids),
+                         atomic_load(&r->kid_refused));
+            }
+            bgjob_thread = true;
+        }
+        if (!own && !bgjob_thread) {
+            char tname[32] = "?";
+            pthread_getname_np(pthread_self(), tname, sizeof tname);
             violation(V_COMPLETION_THREAD,
-                      "job %" PRIu64 " [%s]: completion (no context) ran on %s, not on its own "
-                      "worker's thread%s",
+                      "job %" PRIu64 " [%s]: completion (no context) ran on %s ('%s'), not on its own "
+                      "worker's thread%s (cancel requested %d times, %d sub-jobs made, %d creates under "
+                      "it refused, parent %" PRIu64 ")",
                       r->serial, r->what,
-                      tl_role == ROLE_WORKER ? "another job's worker thread" : role_names[tl_role],
-                      r->manual ? " nor a bgjob thread" : "");
+                      tl_role == ROLE_WORKER ? "another job's worker thread" : role_names[tl_role], tname,
+                      r->manual ? " nor a bgjob thread" : "", atomic_load(&r->cancels),
+                      atomic_load(&r->nkids), atomic_load(&r->kid_refused), r->parent ? r->parent->serial : 0);
+        }
     }
     if (r->has_fin && atomic_load(&r->runs) > 0 &&
         (atomic_load(&r->commits) + atomic_load(&r->aborts) != 1 || atomic_load(&r->cleans) != 1))
@@ -987,7 +1316,8 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
     {
         int32_t st = -1;
         int32_t rc = API(bgjob_job_get_state(job, &st));
-        expect(r, "get_state (in its completion)", rc, RC(OK));
+        if (!lent_handle_died(r, rc))
+            expect(r, "get_state (in its completion)", rc, RC(OK));
         if (rc == BGJOB_RESULT_OK && st != state)
             violation(V_STATE, "job %" PRIu64 " [%s]: completion says %s, get_state %s", r->serial,
                       r->what, bgjob_state_str(state), bgjob_state_str(st));
@@ -1006,6 +1336,18 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
                 expect(sib, "wait (for a sibling, in a completion)", rc, RC(OK));
         }
     }
+    /* References: the handle is valid for the call (the creator's, or one
+     * made for it); the other owners' handles left here are released now
+     * (each not the last: the actor keeps one until all are). */
+    if (r->scn == S_REFS) {
+        ref_roundtrip(r, job, "in its completion");
+        int ns = atomic_load(&r->nstash);
+        for (int i = 0; i < ns; i++) {
+            bgjob_job *sh = atomic_exchange(&r->stash[i], NULL);
+            if (sh != NULL)
+                release_ref(r, sh, (int)below(&rng, 3) == 2 ? 1 : 0, "in its completion");
+        }
+    }
     if (enabled[S_REENTER] && !r->nested) {
         if (chance(&rng, 2))
             list_all();
@@ -1019,6 +1361,7 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             cancel_own_txn(r);
     }
     atomic_fetch_sub(&r->comp_inside, 1);
+    atomic_store(&r->comp_done, 1);
     if (r->self_destroy) {
         /* The completion may come before create returned the handle. */
         bgjob_job *none = NULL;
@@ -1038,6 +1381,531 @@ static void line_cb(void *ud, bgjob_job *job, int32_t stream, const char *line, 
     else if (stream != BGJOB_CHILD_STDOUT || len == 0 || line[len] != '\0')
         violation(V_RESULT, "job %" PRIu64 ": line callback stream %d len %zu", t->r->serial,
                   stream, len);
+}
+
+/* ---- the driver-grade model: control and event callbacks, handles, statistics ----- */
+
+static const char *ctl_name(int what)
+{
+    static const char *const names[] = {"CANCEL", "PAUSE", "RESUME", "COMPLETE", "SET_SPEED"};
+    return what >= 0 && what < 5 ? names[what] : "unknown";
+}
+
+static int ctl_total(struct rec *r)
+{
+    int n = 0;
+
+    for (int i = 0; i < 5; i++)
+        n += atomic_load(&r->ctl_calls[i]);
+    return n;
+}
+
+/* The threads that called bgjob_job_end on r: a completion without a
+ * context runs on one of them (it is the worker's return). */
+static bool is_ender(struct rec *r)
+{
+    int n = atomic_load(&r->n_enders);
+
+    for (int i = 0; i < n && i < 8; i++)
+        if (pthread_equal(atomic_load(&r->enders[i]), pthread_self()))
+            return true;
+    return false;
+}
+
+static void add_ender(struct rec *r)
+{
+    if (is_ender(r))
+        return;
+    int i = atomic_fetch_add(&r->n_enders, 1);
+    if (i < 8)
+        atomic_store(&r->enders[i], pthread_self());
+}
+
+/* bgjob_job_end by the owner (any thread, callbacks included): exactly one
+ * success per job. Not a call that "ended the job" for the completion's
+ * rule: it is the worker's return, so the completion may run inside it. */
+static int32_t ext_end(struct rec *r, bgjob_job *h, int32_t code, const char *by)
+{
+    struct rec *saved = tl_call_rec;
+    int32_t rc;
+
+    bool in_ctl = tl_ctl_rec == r && tl_ctl_n > 0 && !tl_ctl_ended;
+
+    add_ender(r);
+    /* Ending from inside its own control calls: those (on this thread) may
+     * still run when the end is seen. Counted before the end is published. */
+    if (in_ctl) {
+        atomic_fetch_add(&r->ctl_ending, tl_ctl_n);
+        tl_ctl_ended = true;
+    }
+    tl_call_rec = NULL;
+    step("bgjob_job_end", r);
+    rc = API(bgjob_job_end(h, code, code == 0 ? NULL : "fuzz: ended by its owner"));
+    tl_call_rec = saved;
+    if (in_ctl && rc != BGJOB_RESULT_OK) {
+        atomic_fetch_sub(&r->ctl_ending, tl_ctl_n);
+        tl_ctl_ended = false;
+    }
+    if (rc == BGJOB_RESULT_OK) {
+        if (atomic_fetch_add(&r->end_ok, 1) != 0)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded twice (the second: %s)",
+                      r->serial, r->what, by);
+        atomic_store(&r->end_done, 1);
+    } else {
+        expect(r, by, rc, RC(NOT_ALLOWED));
+    }
+    return rc;
+}
+
+/* A released handle: every call on it is INVALID_HANDLE, whatever other
+ * references of the job (or later jobs) live. */
+static void stale_check(struct rec *r, bgjob_job *h, const char *how)
+{
+    int32_t st = -1, rc;
+    uint64_t id = 0;
+    bgjob_job *x = NULL;
+
+#define STALE(call, call_name)                                                                   \
+    do {                                                                                         \
+        rc = API(call);                                                                          \
+        if (rc != BGJOB_RESULT_INVALID_HANDLE)                                                   \
+            violation(V_REF, "job %" PRIu64 " [%s]: %s on a handle released by %s returned %s", \
+                      r->serial, r->what, call_name, how, bgjob_result_str(rc));                 \
+    } while (0)
+    STALE(bgjob_job_get_state(h, &st), "get_state");
+    STALE(bgjob_job_get_id(h, &id), "get_id");
+    STALE(bgjob_job_cancel(h, NULL), "cancel");
+    STALE(bgjob_job_ref(h, &x), "ref");
+    STALE(bgjob_job_destroy(h), "destroy");
+#undef STALE
+    if (x != NULL && rc == BGJOB_RESULT_OK)
+        bgjob_job_destroy(x);
+}
+
+/* Releases a handle that is not the job's last one: OK in every state. */
+static void release_ref(struct rec *r, bgjob_job *h, int how, const char *where)
+{
+    int32_t rc;
+    char by[96];
+
+    if (how == 2)
+        atomic_fetch_add(&r->cancels, 1);
+    rc = how == 0 ? API(bgjob_job_destroy(h)) : API(bgjob_job_detach(h, how == 2 ? BGJOB_DETACH_CANCEL : 0));
+    snprintf(by, sizeof by, "%s %s", how == 0 ? "destroy" : how == 1 ? "detach" : "detach+cancel", where);
+    if (rc != BGJOB_RESULT_OK)
+        violation(V_REF, "job %" PRIu64 " [%s]: %s of a handle that is not the last returned %s",
+                  r->serial, r->what, by, bgjob_result_str(rc));
+    else
+        stale_check(r, h, by);
+    atomic_fetch_add(&r->refs_released, 1);
+}
+
+/* Takes a reference and releases it at once: a new handle naming the same job. */
+static void ref_roundtrip(struct rec *r, bgjob_job *h, const char *where)
+{
+    bgjob_job *x = NULL;
+    uint64_t id = 0;
+    int32_t rc = API(bgjob_job_ref(h, &x));
+
+    if (rc != BGJOB_RESULT_OK) {
+        /* A callback gets the creator's handle while the creator holds it:
+         * the creator's release during the call invalidates it. */
+        if (!(rc == BGJOB_RESULT_INVALID_HANDLE && invalid_ok(r)) && !lent_handle_died(r, rc))
+            violation(V_REF, "job %" PRIu64 " [%s]: bgjob_job_ref %s returned %s", r->serial, r->what,
+                      where, bgjob_result_str(rc));
+        return;
+    }
+    if (x == h)
+        violation(V_REF, "job %" PRIu64 " [%s]: bgjob_job_ref %s gave the same handle value", r->serial,
+                  r->what, where);
+    if (API(bgjob_job_get_id(x, &id)) != BGJOB_RESULT_OK || (r->id != 0 && id != r->id))
+        violation(V_REF, "job %" PRIu64 " [%s]: a reference taken %s names id %" PRIu64 ", not %" PRIu64,
+                  r->serial, r->what, where, id, r->id);
+    rc = API(bgjob_job_destroy(x));
+    if (rc != BGJOB_RESULT_OK)
+        violation(V_REF, "job %" PRIu64 " [%s]: destroy of a reference taken %s (not the last handle) "
+                  "returned %s", r->serial, r->what, where, bgjob_result_str(rc));
+}
+
+/* A parent is never seen ended while one of its sub-jobs is not. */
+static void check_kids_ended(struct rec *r, const char *by)
+{
+    int n = atomic_load(&r->nkids);
+
+    for (int i = 0; i < n; i++) {
+        struct rec *k = r->kids[i];
+        bgjob_job *kh = atomic_load(&k->h);
+        int32_t st = -1;
+        if (kh == NULL || API(bgjob_job_get_state(kh, &st)) != BGJOB_RESULT_OK)
+            continue;
+        if (!is_terminal(st))
+            violation(V_FAMILY, "job %" PRIu64 " [%s]: seen ended by %s while its sub-job %" PRIu64
+                      " [%s] is %s", r->serial, r->what, by, k->serial, k->what, bgjob_state_str(st));
+    }
+}
+
+/* User code on a thread of bgjob's own: the timer never; "bgjob-deadline"
+ * only for an external job's deadline (the header names it). */
+static void check_cb_thread(struct rec *r, const char *what)
+{
+    if (tl_role == ROLE_NONE && tl_depth <= 1) {
+        char name[32] = "?";
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        if (strncmp(name, "fz-", 3) != 0 && !(r->ext && strcmp(name, "bgjob-deadline") == 0))
+            violation(V_INTERNAL_THREAD, "job %" PRIu64 " [%s]: its %s ran on bgjob-internal thread '%s'",
+                      r->serial, r->what, what, name);
+    }
+}
+
+/* A cancel made inside this thread's control calls of r may end the job
+ * right here (a job still queued under the cap ends at once, unrun): those
+ * calls then run on after the end, on the thread that ended it, as after an
+ * end from inside CANCEL. Counted as such when the job is terminal after it. */
+static void cancel_from_cb(struct rec *r, bgjob_job *job, const char *by)
+{
+    bool in_ctl = tl_ctl_rec == r && tl_ctl_n > 0 && !tl_ctl_ended;
+    int32_t st = -1;
+
+    if (in_ctl)
+        atomic_fetch_add(&r->ctl_ending, tl_ctl_n);
+    atomic_fetch_add(&r->cancels, 1);
+    int32_t rc = API(bgjob_job_cancel(job, NULL));
+    if (!lent_handle_died(r, rc))
+        expect(r, by, rc, RC(OK));
+    if (in_ctl) {
+        if (API(bgjob_job_get_state(job, &st)) == BGJOB_RESULT_OK && is_terminal(st))
+            tl_ctl_ended = true;
+        else
+            atomic_fetch_sub(&r->ctl_ending, tl_ctl_n);
+    }
+}
+
+static void ctl_cb(void *userdata, bgjob_job *job, bgjob_control what, int64_t arg)
+{
+    struct token *t = userdata;
+    struct rec *r = t->r;
+    uint64_t rng = r->rng_seed ^ ((uint64_t)ctl_total(r) << 32) ^ (uint64_t)what ^ 0x5151ull;
+    struct rec *saved_rec = tl_ctl_rec;
+    int saved_n = tl_ctl_n;
+    bool saved_ended = tl_ctl_ended;
+
+    if (tl_ctl_rec != r) {
+        tl_ctl_rec = r;
+        tl_ctl_n = 0;
+        tl_ctl_ended = false;
+    }
+    tl_ctl_n++;
+    tl_depth++;
+    tl_ctl_step = "checks";
+    if (tl_ctl_ended) /* a call after this thread ended it: a violation below; keep the count even */
+        atomic_fetch_add(&r->ctl_ending, 1);
+    atomic_fetch_add(&r->ctl_inside, 1);
+    atomic_store(&r->ctl_last, (int)what);
+    if (atomic_load(&r->ctl_frees))
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after its userdata was freed",
+                  r->serial, r->what, ctl_name(what));
+    if (atomic_load(&r->end_done))
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after bgjob_job_end returned",
+                  r->serial, r->what, ctl_name(what));
+    if (atomic_load(&r->observed))
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after the job was seen %s",
+                  r->serial, r->what, ctl_name(what), bgjob_state_str(atomic_load(&r->terminal)));
+    if (r->never_started)
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) for a job that never started",
+                  r->serial, r->what, ctl_name(what));
+    check_cb_thread(r, "control callback");
+    switch (what) {
+    case BGJOB_CONTROL_CANCEL: {
+        bgjob_info info = {.struct_size = sizeof info};
+        if (arg != 0 && arg != 1)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: CANCEL with arg %" PRId64, r->serial, r->what, arg);
+        else if (atomic_fetch_add(arg ? &r->ctl_force : &r->ctl_soft, 1) != 0)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: told CANCEL (%s) twice", r->serial, r->what,
+                      arg ? "force" : "soft");
+        if (API(bgjob_job_get_info(job, &info)) == BGJOB_RESULT_OK && !info.cancel_requested)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: told CANCEL, but get_info says no cancel requested",
+                      r->serial, r->what);
+        if (r->ext && r->ctl_end_on_cancel)
+            ext_end(r, job, CANCELLED_RC, "bgjob_job_end (inside its control callback's CANCEL)");
+        break;
+    }
+    case BGJOB_CONTROL_PAUSE:
+    case BGJOB_CONTROL_RESUME:
+    case BGJOB_CONTROL_COMPLETE:
+        if (arg != 0)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: %s with arg %" PRId64, r->serial, r->what,
+                      ctl_name(what), arg);
+        break;
+    case BGJOB_CONTROL_SET_SPEED:
+        if (arg <= 0 || ((uint64_t)arg >> 16) != (r->serial & 0xffffffffu))
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: SET_SPEED %" PRId64 ", a speed never set on it",
+                      r->serial, r->what, arg);
+        break;
+    default:
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback with unknown verb %d", r->serial,
+                  r->what, what);
+        break;
+    }
+    if (what >= 0 && what < 5)
+        atomic_fetch_add(&r->ctl_calls[what], 1);
+    if (r->ctl_reenter && !tl_ctl_ended) {
+        /* No bgjob lock is held here: each of these would deadlock otherwise. */
+        bgjob_info info = {.struct_size = sizeof info};
+        tl_ctl_step = "get_info";
+        int32_t rc = API(bgjob_job_get_info(job, &info));
+        if (rc != BGJOB_RESULT_OK && !lent_handle_died(r, rc))
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: get_info in its control callback (%s) returned %s",
+                      r->serial, r->what, ctl_name(what), bgjob_result_str(rc));
+        tl_ctl_step = "ref";
+        if (chance(&rng, 2))
+            ref_roundtrip(r, job, "in its control callback");
+        tl_ctl_step = "list";
+        if (chance(&rng, 3))
+            list_all();
+        tl_ctl_step = "cancel";
+        if (chance(&rng, 4))
+            cancel_from_cb(r, job, "cancel (in its control callback)");
+        tl_ctl_step = "poke";
+        if (chance(&rng, 4))
+            poke_other(&rng, false);
+    }
+    tl_ctl_step = "returning";
+    atomic_fetch_sub(&r->ctl_inside, 1);
+    if (tl_ctl_ended)
+        atomic_fetch_sub(&r->ctl_ending, 1);
+    tl_depth--;
+    if (saved_rec != r) {
+        tl_ctl_rec = saved_rec;
+        tl_ctl_n = saved_n;
+        tl_ctl_ended = saved_ended;
+    } else {
+        tl_ctl_n--;
+        if (tl_ctl_n == 0)
+            tl_ctl_ended = false;
+    }
+}
+
+static void ev_cb(void *userdata, bgjob_job *job, const bgjob_event *ev)
+{
+    struct token *t = userdata;
+    struct rec *r = t->r;
+    uint64_t prev = atomic_load(&r->ev_seq);
+    uint64_t rng = r->rng_seed ^ (ev->seq * 0x9e3779b97f4a7c15ull);
+    int32_t st = atomic_load(&r->ev_state);
+
+    tl_depth++;
+    if (atomic_fetch_add(&r->ev_inside, 1) != 0)
+        violation(V_EVENT, "job %" PRIu64 " [%s]: two of its event callbacks run at once", r->serial, r->what);
+    atomic_fetch_add(&r->ev_calls, 1);
+    if (atomic_load(&r->ev_frees))
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event after its userdata was freed", r->serial, r->what);
+    if (atomic_load(&r->comp_calls))
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event (kind %d, seq %" PRIu64 ") after its completion",
+                  r->serial, r->what, ev->kind, ev->seq);
+    if (atomic_load(&r->ev_ends))
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event (kind %d) after its END", r->serial, r->what, ev->kind);
+    if (ev->struct_size < sizeof *ev)
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event struct_size %u", r->serial, r->what, ev->struct_size);
+    if (ev->seq != prev + 1 + ev->coalesced)
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event seq %" PRIu64 " (+%u merged) after %" PRIu64,
+                  r->serial, r->what, ev->seq, ev->coalesced, prev);
+    atomic_store(&r->ev_seq, ev->seq);
+    switch (ev->kind) {
+    case BGJOB_EVENT_KIND_STATE_CHANGED:
+        if (ev->old_state != st || (ev->new_state == ev->old_state && ev->coalesced == 0))
+            violation(V_EVENT, "job %" PRIu64 " [%s]: state change %s -> %s after one into %s", r->serial,
+                      r->what, bgjob_state_str(ev->old_state), bgjob_state_str(ev->new_state),
+                      bgjob_state_str(st));
+        atomic_store(&r->ev_state, ev->new_state);
+        break;
+    case BGJOB_EVENT_KIND_END:
+        if (!is_terminal(ev->new_state) || ev->new_state != st)
+            violation(V_EVENT, "job %" PRIu64 " [%s]: END in %s after a change into %s", r->serial, r->what,
+                      bgjob_state_str(ev->new_state), bgjob_state_str(st));
+        observe(r, ev->new_state, "its END event");
+        check_kids_ended(r, "its END event");
+        atomic_fetch_add(&r->ev_ends, 1);
+        /* Allowed from END: the completion then gets the handle invalid. */
+        if (r->ev_destroy && atomic_load(&r->created) && !atomic_load(&r->release_claim)) {
+            release_job(r, false, 0);
+            if (atomic_load(&r->destroyed))
+                atomic_fetch_add(&n_end_destroys, 1);
+        }
+        break;
+    case BGJOB_EVENT_KIND_READY:
+        if (st != BGJOB_STATE_READY)
+            violation(V_EVENT, "job %" PRIu64 " [%s]: READY event after a change into %s", r->serial,
+                      r->what, bgjob_state_str(st));
+        break;
+    case BGJOB_EVENT_KIND_IO_ERROR:
+        break;
+    default:
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event of unknown kind %d", r->serial, r->what, ev->kind);
+    }
+    if (ev->kind != BGJOB_EVENT_KIND_STATE_CHANGED && ev->coalesced != 0)
+        violation(V_EVENT, "job %" PRIu64 " [%s]: event kind %d merged %u", r->serial, r->what, ev->kind,
+                  ev->coalesced);
+    if (r->ev_ctx) {
+        if (tl_role != ROLE_DISPATCHER)
+            violation(V_EVENT, "job %" PRIu64 " [%s]: event (context) on %s, not the dispatcher", r->serial,
+                      r->what, role_names[tl_role]);
+    } else {
+        check_cb_thread(r, "event callback");
+    }
+    if (r->ev_reenter && ev->kind != BGJOB_EVENT_KIND_END) {
+        if (chance(&rng, 3)) {
+            bgjob_info info = {.struct_size = sizeof info};
+            int32_t rc = API(bgjob_job_get_info(job, &info));
+            if (rc == BGJOB_RESULT_OK && atomic_load(&r->created) && info.id != r->id)
+                violation(V_HANDLE, "job %" PRIu64 " [%s]: get_info in its event callback gave id %" PRIu64,
+                          r->serial, r->what, info.id);
+            else if (rc != BGJOB_RESULT_OK && !lent_handle_died(r, rc))
+                expect(r, "get_info (in its event callback)", rc, RC(OK));
+        }
+        if (chance(&rng, 8))
+            list_all();
+        if (chance(&rng, 8))
+            poke_other(&rng, false);
+        if (r->ext && ev->kind == BGJOB_EVENT_KIND_STATE_CHANGED && !is_terminal(ev->new_state) &&
+            ev->new_state != BGJOB_STATE_WAITING && ev->new_state != BGJOB_STATE_PENDING && chance(&rng, 6)) {
+            int32_t rc = ext_end(r, job, chance(&rng, 2) ? 0 : 23, "bgjob_job_end (in its event callback)");
+            (void)rc;
+        } else if ((r->txn == NULL || enabled[S_EVTXN]) &&
+                   (chance(&rng, 16) || (r->txn != NULL && ev->new_state == BGJOB_STATE_PENDING))) {
+            /* (A transaction member's event may run under the transaction's
+             * lock, where this cancel hangs: see evtxn.) */
+            cancel_from_cb(r, job, "cancel (in its event callback)");
+        }
+    }
+    atomic_fetch_sub(&r->ev_inside, 1);
+    tl_depth--;
+}
+
+/* ---- statistics --------------------------------------------------------------------- */
+
+#define STAT_REFUSED (1ull << 47) /* a value only refused batches carry */
+
+/* A batch: every batch statistic gets the same value (unique per batch). */
+static void stats_batch(struct rec *r, bgjob_job *h, unsigned tag, bool refused)
+{
+    bgjob_stat_update u[9];
+    char text[8][24];
+    uint64_t v = ((r->serial & 0xfffffu) << 27) | ((uint64_t)tag << 24) |
+                 ((uint64_t)atomic_fetch_add(&r->batches, 1) & 0xffffffu);
+    size_t n = (size_t)r->nbatch;
+    int32_t rc;
+
+    if (refused)
+        v |= STAT_REFUSED;
+    for (int i = 0; i < r->nbatch; i++) {
+        u[i].index = (uint32_t)i;
+        u[i].text = NULL;
+        switch (r->stype[i]) {
+        case BGJOB_STAT_TYPE_U64:
+            u[i].value.u64 = v;
+            break;
+        case BGJOB_STAT_TYPE_I64:
+            u[i].value.i64 = (int64_t)v;
+            break;
+        case BGJOB_STAT_TYPE_DOUBLE:
+            u[i].value.f64 = (double)v;
+            break;
+        default:
+            snprintf(text[i], sizeof text[i], "%" PRIu64, v);
+            u[i].value.u64 = 0;
+            u[i].text = text[i];
+            break;
+        }
+    }
+    if (refused) /* an undeclared index: the whole batch is refused */
+        u[n++] = (bgjob_stat_update){.index = 60, .value.u64 = v, .text = "x"};
+    rc = API(bgjob_job_set_stats(h, u, n));
+    if (refused)
+        expect(r, "set_stats (an undeclared index)", rc, RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+    else
+        expect(r, "set_stats", rc, RC(OK) | RC(NOT_ALLOWED));
+}
+
+static void stats_single(struct rec *r, bgjob_job *h, uint64_t *rng)
+{
+    uint32_t i;
+    uint64_t v = splitmix(rng) & 0xffffffffu;
+    int32_t rc;
+
+    if (r->nsingle == 0)
+        return;
+    i = (uint32_t)(r->nbatch + (int)below(rng, (unsigned)r->nsingle));
+    switch (r->stype[i]) {
+    case BGJOB_STAT_TYPE_U64:
+        rc = API(bgjob_job_set_stat_u64(h, i, v));
+        break;
+    case BGJOB_STAT_TYPE_I64:
+        rc = API(bgjob_job_set_stat_i64(h, i, -(int64_t)v));
+        break;
+    case BGJOB_STAT_TYPE_DOUBLE:
+        rc = API(bgjob_job_set_stat_double(h, i, (double)v / 7.0));
+        break;
+    default: {
+        char text[24];
+        snprintf(text, sizeof text, "s%" PRIu64, v);
+        rc = API(bgjob_job_set_stat_string(h, i, text));
+        break;
+    }
+    }
+    expect(r, "set_stat (single)", rc, RC(OK) | RC(NOT_ALLOWED));
+}
+
+static uint64_t stat_as_u64(const bgjob_stat *s)
+{
+    switch (s->type) {
+    case BGJOB_STAT_TYPE_U64:
+        return s->value.u64;
+    case BGJOB_STAT_TYPE_I64:
+        return (uint64_t)s->value.i64;
+    case BGJOB_STAT_TYPE_DOUBLE:
+        return (uint64_t)s->value.f64;
+    default:
+        return strtoull(s->text, NULL, 10);
+    }
+}
+
+/* One read: the batch statistics all equal (never torn), no refused value,
+ * the declared types, the snapshot of the same job. Returns false when the
+ * handle is gone. */
+static bool stats_read(struct rec *r, bgjob_job *h, bgjob_stat *out, const char *by)
+{
+    bgjob_stat st[8];
+    bgjob_info info = {.struct_size = sizeof info};
+    size_t cnt = 0, want = (size_t)(r->nbatch + r->nsingle);
+    int32_t rc;
+
+    memset(st, 0, sizeof st);
+    rc = API(bgjob_job_get_stats(h, &info, st, 8, &cnt));
+    if (rc != BGJOB_RESULT_OK) {
+        expect(r, "get_stats", rc, RC(OK));
+        return false;
+    }
+    if (cnt != want)
+        violation(V_STATS, "job %" PRIu64 " [%s]: get_stats (%s) counted %zu statistics, %zu declared",
+                  r->serial, r->what, by, cnt, want);
+    if (atomic_load(&r->created) && info.id != r->id)
+        violation(V_HANDLE, "job %" PRIu64 " [%s]: get_stats' snapshot is of job id %" PRIu64, r->serial,
+                  r->what, info.id);
+    for (size_t i = 0; i < want && i < 8; i++) {
+        if (st[i].type != r->stype[i])
+            violation(V_STATS, "job %" PRIu64 " [%s]: statistic %zu read as type %d, declared %d", r->serial,
+                      r->what, i, st[i].type, r->stype[i]);
+        if ((int)i < r->nbatch && (stat_as_u64(&st[i]) & STAT_REFUSED))
+            violation(V_STATS, "job %" PRIu64 " [%s]: statistic %zu shows a value of a refused batch (%s)",
+                      r->serial, r->what, i, by);
+        if ((int)i < r->nbatch && i > 0 && stat_as_u64(&st[i]) != stat_as_u64(&st[0]))
+            violation(V_STATS, "job %" PRIu64 " [%s]: torn batch (%s, state %s): statistic 0 = %#" PRIx64
+                      ", statistic %zu = %#" PRIx64, r->serial, r->what, by, bgjob_state_str(info.state),
+                      stat_as_u64(&st[0]), i, stat_as_u64(&st[i]));
+    }
+    if (out != NULL)
+        memcpy(out, st, sizeof st);
+    return true;
 }
 
 /* ---- workers ------------------------------------------------------------------------ */
@@ -1166,6 +2034,8 @@ static int32_t fz_worker(void *userdata, bgjob_job *job)
         }
         break;
     case P_HOOKS:
+        if (enabled[S_HOOK0]) /* register as the actor cancels and adds its own */
+            sleep_us(below(&rng, 1500));
         for (int i = 0; i < r->nhooks && i < MAX_HOOKS; i++) {
             struct hookrec *hk = add_hook(r, job);
             if (hk != NULL)
@@ -1204,6 +2074,39 @@ static int32_t fz_worker(void *userdata, bgjob_job *job)
     case P_CHILD:
         rc = worker_child(r, job, &rng);
         break;
+    case P_READY:
+        for (int i = 0; i < r->iters && !atomic_load(&r->go); i++) {
+            bool req = false, soft = false;
+            if (API(bgjob_job_pause_point(job)) == BGJOB_RESULT_CANCELLED) {
+                /* A soft cancel of a READY job finishes without pivoting: success. */
+                API(bgjob_job_cancel_is_soft(job, &soft));
+                rc = soft || r->succeed_anyway ? 0 : CANCELLED_RC;
+                break;
+            }
+            if (i == r->ready_at)
+                expect(r, "set_ready (worker)", API(bgjob_job_set_ready(job)), RC(OK) | RC(NOT_ALLOWED));
+            if (API(bgjob_job_complete_requested(job, &req)) == BGJOB_RESULT_OK && req) {
+                rc = 0;
+                break;
+            }
+            if (r->nbatch > 0 && chance(&rng, 3))
+                stats_batch(r, job, 1, false);
+            API(bgjob_job_add_units(job, 1));
+            sleep_us(50 + below(&rng, 150));
+        }
+        break;
+    case P_STATS:
+        for (int i = 0; i < r->iters && !atomic_load(&r->go); i++) {
+            if (API(bgjob_job_pause_point(job)) == BGJOB_RESULT_CANCELLED) {
+                rc = r->succeed_anyway ? 0 : CANCELLED_RC;
+                break;
+            }
+            stats_batch(r, job, 1, false);
+            if (chance(&rng, 3))
+                stats_single(r, job, &rng);
+            sleep_us(20 + below(&rng, 100));
+        }
+        break;
     default:
         break;
     }
@@ -1224,20 +2127,47 @@ struct mk {
     uint32_t flags;
     int64_t deadline_ms;
     int32_t policy;
+    bgjob_job *parent;  /* a sub-job of this job */
+    bool may_refuse;    /* create may be NOT_ALLOWED / INVALID_HANDLE (a parent that ended) */
 };
 
 /* Creates the job for `r` (plan already set). Returns the create result. */
 static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
 {
     bgjob_job_options o;
-    char name[48];
+    char name[48], owner[48];
     bgjob_job *h = NULL;
     int32_t rc;
 
     bgjob_job_options_init(&o, sizeof o);
     snprintf(name, sizeof name, "fz-%" PRIu64 "-%s", r->serial, scn_names[r->scn]);
+    snprintf(owner, sizeof owner, "fz-owner-%" PRIu64, r->serial);
     o.name = name;
-    o.flags = m->flags;
+    o.operation = scn_names[r->scn];
+    o.owner = owner;
+    o.parent = m->parent;
+    o.flags = m->flags | (r->ext ? BGJOB_CREATE_EXTERNAL : 0);
+    /* Events on jobs of every class (their own class drives them harder). */
+    if (enabled[S_EVENTS] && !r->has_ev && !r->nested &&
+        (chance(rng, 4) || (enabled[S_EVTXN] && r->txn != NULL))) {
+        r->has_ev = true;
+        r->ev_reenter = chance(rng, 2) || (enabled[S_EVTXN] && r->txn != NULL);
+        if (!r->has_comp && chance(rng, 3))
+            r->comp_ctx = true;
+    }
+    if (r->has_ctl) {
+        o.control = ctl_cb;
+        o.control_userdata = token_new(TK_CONTROL, r, NULL);
+        o.control_free = token_free;
+    }
+    if (r->has_ev) {
+        o.event = ev_cb;
+        o.event_userdata = token_new(TK_EVENT, r, NULL);
+        o.event_free = token_free;
+        r->ev_ctx = r->comp_ctx;
+        if (r->ev_ctx && !r->has_comp)
+            o.context = contexts[below(rng, N_CONTEXTS)];
+    }
     o.deadline_ms = m->deadline_ms;
     o.error_policy = m->policy;
     o.job_type = chance(rng, 5) ? BGJOB_JOB_TYPE_UNBOUNDED : BGJOB_JOB_TYPE_BOUNDED;
@@ -1257,10 +2187,12 @@ static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
         o.finalize_userdata = token_new(TK_FIN, r, NULL);
         o.finalize_free = token_free;
     }
-    describe(r, "completion %s%s", !r->has_comp ? "none" : r->comp_ctx ? "via context" : "on worker",
-             m->flags & BGJOB_CREATE_MANUAL_FINALIZE ? ", manual finalize" : "");
+    describe(r, "completion %s%s%s%s", !r->has_comp ? "none" : r->comp_ctx ? "via context" : "on worker",
+             m->flags & BGJOB_CREATE_MANUAL_FINALIZE ? ", manual finalize" : "",
+             r->has_ev ? (r->ev_ctx ? ", events via context" : ", events") : "",
+             r->has_ev && r->ev_reenter ? " (re-entering)" : "");
     step("create", r);
-    rc = API(bgjob_job_create(&o, fz_worker, token_new(TK_WORKER, r, NULL), token_free, &h));
+    rc = API(bgjob_job_create(&o, r->ext ? NULL : fz_worker, token_new(TK_WORKER, r, NULL), token_free, &h));
     if (rc == BGJOB_RESULT_OK) {
         uint64_t id = 0;
         int32_t x = API(bgjob_job_get_id(h, &id));
@@ -1273,9 +2205,10 @@ static int32_t make_job(struct rec *r, uint64_t *rng, const struct mk *m)
         if (!r->self_destroy)
             reg_add(r);
     } else {
-        expect(r, "create", rc, RC(TRY_AGAIN));
+        expect(r, "create", rc, RC(TRY_AGAIN) | (m->may_refuse ? RC(NOT_ALLOWED) | RC(INVALID_HANDLE) : 0));
         if (atomic_load(&r->wfrees) != 1 || (r->has_comp && atomic_load(&r->comp_frees) != 1) ||
-            (r->has_fin && atomic_load(&r->fin_frees) != 1))
+            (r->has_fin && atomic_load(&r->fin_frees) != 1) ||
+            (r->has_ctl && atomic_load(&r->ctl_frees) != 1) || (r->has_ev && atomic_load(&r->ev_frees) != 1))
             violation(V_ONCE, "job %" PRIu64 " [%s]: a failed create did not free every userdata",
                       r->serial, r->what);
     }
@@ -1304,8 +2237,11 @@ static void release_job(struct rec *r, bool detach, uint32_t flags)
         if (!detach)
             atomic_store(&r->destroyed, 1);
         atomic_store(&r->released, 1);
-        /* The handle is invalid for the caller from now on. */
+        /* The handle is invalid for the caller from now on (a detached
+         * external job's stays valid for its owner until bgjob_job_end). */
         int32_t st;
+        if (detach && r->ext && !atomic_load(&r->end_done))
+            return;
         int32_t x = API(bgjob_job_get_state(h, &st));
         if (x != BGJOB_RESULT_INVALID_HANDLE)
             violation(V_HANDLE, "job %" PRIu64 " [%s]: get_state after %s returned %s", r->serial,
@@ -1344,6 +2280,13 @@ static int32_t wait_end_rec(struct rec *r)
     if (r->has_fin && atomic_load(&r->runs) && atomic_load(&r->cleans) != 1)
         violation(V_TXN, "job %" PRIu64 " [%s]: wait returned %s before its clean ran", r->serial,
                   r->what, bgjob_state_str(st));
+    /* bgjob_job_end frees both userdata before it publishes the end. */
+    if (r->ext && atomic_load(&r->end_ok) &&
+        (atomic_load(&r->wfrees) != 1 || (r->has_ctl && atomic_load(&r->ctl_frees) != 1)))
+        violation(V_ONCE, "job %" PRIu64 " [%s]: wait returned before the external job's userdata (%d) "
+                  "and control userdata (%d) were freed", r->serial, r->what, atomic_load(&r->wfrees),
+                  atomic_load(&r->ctl_frees));
+    check_kids_ended(r, "bgjob_job_wait");
     return st;
 }
 
@@ -1391,7 +2334,8 @@ static void do_info(struct rec *r)
         return;
     observe(r, info.state, "get_info");
     observe_nonterminal(r, info.state, was, "get_info");
-    if (info.iostatus != BGJOB_IOSTATUS_OK && info.state != BGJOB_STATE_PAUSED)
+    if (info.iostatus != BGJOB_IOSTATUS_OK && info.state != BGJOB_STATE_PAUSED &&
+        info.state != BGJOB_STATE_STANDBY) /* STANDBY: READY and user-paused */
         violation(V_IOSTATUS, "job %" PRIu64 " [%s]: iostatus %d in state %s", r->serial, r->what,
                   info.iostatus, bgjob_state_str(info.state));
     if (info.cancel_requested && info.cancel_cause == BGJOB_CANCEL_CAUSE_NONE)
@@ -1405,9 +2349,17 @@ static void detach_now(struct rec *r, uint32_t flags)
     release_job(r, true, flags);
 }
 
+/* What the canceller thread does for an actor: cancel (the default), or, as
+ * another owner would, end an external job, release a reference, write a
+ * statistics batch. */
+enum { A_CANCEL, A_END, A_RELEASE, A_STATS };
+
 struct cancel_req {
     struct rec *r;
     int delay_us;
+    int action;
+    bgjob_job *h; /* A_RELEASE: the handle */
+    int32_t arg;  /* A_END: the code; A_RELEASE: 0 destroy, 1 detach, 2 detach+cancel */
 };
 
 #define CQ 256
@@ -1419,20 +2371,56 @@ static size_t cq_head, cq_tail;
 /* Asks the canceller thread to cancel r (after delay_us). */
 static void do_cancel(struct rec *r);
 
-static void cancel_elsewhere(struct rec *r, int delay_us)
+static void svc_run(struct cancel_req *q);
+
+static void svc_request(struct rec *r, int delay_us, int action, bgjob_job *h, int32_t arg)
 {
+    struct cancel_req q = {r, delay_us, action, h, arg};
     bool queued = false;
 
     pthread_mutex_lock(&cq_mu);
     if (cq_tail - cq_head < CQ) {
-        cq[cq_tail % CQ] = (struct cancel_req){r, delay_us};
+        cq[cq_tail % CQ] = q;
         cq_tail++;
         queued = true;
         pthread_cond_signal(&cq_cv);
     }
     pthread_mutex_unlock(&cq_mu);
-    if (!queued) /* never drop it: a paused job would wait for ever */
-        do_cancel(r);
+    if (!queued) { /* never drop it: a paused job would wait for ever */
+        q.delay_us = 0;
+        svc_run(&q);
+    }
+}
+
+static void cancel_elsewhere(struct rec *r, int delay_us)
+{
+    svc_request(r, delay_us, A_CANCEL, NULL, 0);
+}
+
+static void svc_run(struct cancel_req *q)
+{
+    bgjob_job *h = atomic_load(&q->r->h);
+    struct rec *saved = tl_call_rec;
+
+    switch (q->action) {
+    case A_END:
+        ext_end(q->r, h, q->arg, "bgjob_job_end (canceller thread)");
+        break;
+    case A_RELEASE:
+        release_ref(q->r, q->h, q->arg, "on the canceller thread");
+        break;
+    case A_STATS:
+        stats_batch(q->r, h, 3, false);
+        break;
+    default: {
+        int32_t st = -1;
+        atomic_fetch_add(&q->r->cancels, 1);
+        tl_call_rec = q->r;
+        int32_t rc = API(bgjob_job_cancel(h, &st));
+        tl_call_rec = saved;
+        expect(q->r, "cancel (canceller thread)", rc, RC(OK));
+    }
+    }
 }
 
 static void *canceller_main(void *arg)
@@ -1468,13 +2456,7 @@ static void *canceller_main(void *arg)
         beat("cancel (hooks run here)", q.r);
         if (q.delay_us > 0)
             sleep_us(q.delay_us);
-        bgjob_job *h = atomic_load(&q.r->h);
-        int32_t st = -1;
-        atomic_fetch_add(&q.r->cancels, 1);
-        tl_call_rec = q.r;
-        int32_t rc = API(bgjob_job_cancel(h, &st));
-        tl_call_rec = NULL;
-        expect(q.r, "cancel (canceller thread)", rc, RC(OK));
+        svc_run(&q);
     }
     atomic_store(&svc_canceller.beat, 0);
     return NULL;
@@ -1515,7 +2497,7 @@ static atomic_long n_nested;
 static void nested_job(uint64_t *rng)
 {
     struct rec *r = rec_new(S_REENTER, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
 
     r->nested = true;
     r->plan = P_RETURN;
@@ -1553,7 +2535,7 @@ static void finish_kept(struct rec *r)
 static void scn_hooks(uint64_t *rng)
 {
     struct rec *r = rec_new(S_HOOKS, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
     unsigned how = below(rng, enabled[S_DEADLINE] ? 4 : 3);
 
     r->plan = P_HOOKS;
@@ -1572,8 +2554,13 @@ static void scn_hooks(uint64_t *rng)
         return;
     /* Let the worker register its hooks. */
     sleep_us(below(rng, 1500));
-    if (chance(rng, 4))
+    if (enabled[S_HOOK0] && how == 1) {
+        /* Cancel first: the caller's hook and the worker's run at once. */
+        do_cancel(r);
+        add_hook(r, atomic_load(&r->h));
+    } else if (chance(rng, 4)) {
         add_hook(r, atomic_load(&r->h)); /* a caller's hook too */
+    }
     switch (how) {
     case 0:
         cancel_elsewhere(r, (int)below(rng, 500));
@@ -1637,7 +2624,7 @@ static void scn_txn(uint64_t *rng)
     atomic_store(&tx->th, t);
     for (int i = 0; i < tx->n; i++) {
         struct rec *r = rec_new(S_TXN, rng);
-        struct mk m = {BGJOB_CREATE_DEFER_START, 0, 0};
+        struct mk m = {.flags = BGJOB_CREATE_DEFER_START, .deadline_ms = 0, .policy = 0};
         unsigned k = below(rng, 10);
 
         r->txn = tx;
@@ -1798,7 +2785,7 @@ static void scn_txn(uint64_t *rng)
 static void scn_finalize(uint64_t *rng)
 {
     struct rec *r = rec_new(S_FINALIZE, rng);
-    struct mk m = {BGJOB_CREATE_MANUAL_FINALIZE, 0, 0};
+    struct mk m = {.flags = BGJOB_CREATE_MANUAL_FINALIZE, .deadline_ms = 0, .policy = 0};
     unsigned how = below(rng, 9);
     static const char *const hows[] = {
         "finalize when PENDING", "cancel when PENDING, then finalize",
@@ -1880,7 +2867,7 @@ static void scn_finalize(uint64_t *rng)
 static void scn_detach(uint64_t *rng)
 {
     struct rec *r = rec_new(S_DETACH, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
     unsigned state = below(rng, 7);
     static const char *const states[] = {
         "running", "user-paused", "internally paused", "internally paused twice",
@@ -1956,7 +2943,7 @@ static void scn_detach(uint64_t *rng)
 static void scn_errpolicy(uint64_t *rng)
 {
     struct rec *r = rec_new(S_ERRPOLICY, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
     bgjob_job *h;
     unsigned what = below(rng, 4);
 
@@ -2012,7 +2999,7 @@ static void scn_errpolicy(uint64_t *rng)
 static void scn_deadline(uint64_t *rng)
 {
     struct rec *r = rec_new(S_DEADLINE, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
     bgjob_job *h;
     bool later = chance(rng, 2);
 
@@ -2050,7 +3037,7 @@ static void scn_deadline(uint64_t *rng)
 static void scn_child(uint64_t *rng)
 {
     struct rec *r = rec_new(S_CHILD, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
     unsigned what = below(rng, 4);
 
     r->plan = P_CHILD;
@@ -2128,7 +3115,7 @@ static void scn_rit(uint64_t *rng)
 static void scn_wrongtype(uint64_t *rng)
 {
     struct rec *r = rec_new(S_WRONGTYPE, rng);
-    struct mk m = {BGJOB_CREATE_DEFER_START, 0, 0};
+    struct mk m = {.flags = BGJOB_CREATE_DEFER_START, .deadline_ms = 0, .policy = 0};
     bgjob_txn *t = NULL;
     bgjob_context *c = contexts[below(rng, N_CONTEXTS)];
     bgjob_job *h;
@@ -2186,7 +3173,7 @@ static void scn_wrongtype(uint64_t *rng)
 static void scn_reenter(uint64_t *rng)
 {
     struct rec *r = rec_new(S_REENTER, rng);
-    struct mk m = {0, 0, 0};
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0};
     bgjob_job *h;
 
     r->plan = chance(rng, 2) ? P_RETURN : P_LOOP;
@@ -2222,16 +3209,684 @@ static void scn_reenter(uint64_t *rng)
         sleep_us(200);
 }
 
+/* ---- the driver-grade model's scenarios ------------------------------------------------- */
+
+static uint64_t next_speed(struct rec *r)
+{
+    return ((r->serial & 0xffffffffu) << 16) | (uint64_t)(atomic_fetch_add(&r->speed_k, 1) % 65535 + 1);
+}
+
+/* One verb or owner call on a running job, as a driver's loop would make it. */
+static void ext_verb(struct rec *r, bgjob_job *h, unsigned v, uint64_t *rng)
+{
+    int32_t rc;
+
+    switch (v) {
+    case 0:
+        rc = API(bgjob_job_pause(h));
+        expect(r, "pause", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc == BGJOB_RESULT_OK)
+            atomic_fetch_add(&r->pauses_ok, 1);
+        break;
+    case 1:
+        expect(r, "resume", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 2:
+        rc = API(bgjob_job_set_speed(h, next_speed(r)));
+        expect(r, "set_speed", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc == BGJOB_RESULT_OK)
+            atomic_fetch_add(&r->speeds_ok, 1);
+        break;
+    case 3:
+        expect(r, "set_ready", API(bgjob_job_set_ready(h)), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 4:
+        rc = API(bgjob_job_complete(h));
+        expect(r, "complete", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc == BGJOB_RESULT_OK)
+            atomic_fetch_add(&r->completes_ok, 1);
+        break;
+    case 5:
+        if (chance(rng, 2)) {
+            do_cancel(r);
+        } else {
+            struct rec *saved = tl_call_rec;
+            atomic_fetch_add(&r->cancels, 1);
+            tl_call_rec = r;
+            expect(r, "cancel_soft", API(bgjob_job_cancel_soft(h, NULL)), RC(OK));
+            tl_call_rec = saved;
+        }
+        break;
+    case 6:
+        if (!r->ext)
+            break;
+        expect(r, "set_total (owner)", API(bgjob_job_set_total(h, 100)), RC(OK) | RC(NOT_ALLOWED));
+        expect(r, "add_units (owner)", API(bgjob_job_add_units(h, 1)), RC(OK) | RC(NOT_ALLOWED));
+        expect(r, "set_phase (owner)", API(bgjob_job_set_phase(h, "mirroring")), RC(OK) | RC(NOT_ALLOWED));
+        break;
+    case 7: {
+        bgjob_error_action act = -1;
+        if (!r->ext)
+            break;
+        rc = API(bgjob_job_report_io_error(h, chance(rng, 2) ? EIO : ENOSPC, "fuzz io error", &act));
+        expect(r, "report_io_error (owner)", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc == BGJOB_RESULT_OK && act == BGJOB_ERROR_ACTION_STOP)
+            atomic_fetch_add(&r->io_stops, 1);
+        break;
+    }
+    case 8:
+        ref_roundtrip(r, h, "by its actor");
+        break;
+    case 9:
+        cancel_elsewhere(r, (int)below(rng, 500));
+        break;
+    case 10:
+        if (r->ext)
+            svc_request(r, (int)below(rng, 800), A_END, NULL, chance(rng, 2) ? 0 : 19);
+        break;
+    default:
+        do_info(r);
+        break;
+    }
+}
+
+/* External jobs: the actor drives them as an event loop would, the
+ * canceller thread (another owner) and callbacks end them at random
+ * moments while verbs reach the control callback. */
+static void scn_external(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_EXTERNAL, rng);
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0, .parent = NULL, .may_refuse = false};
+    unsigned nact = 2 + below(rng, 10);
+    bool detached = false;
+    bgjob_job *h;
+
+    r->ext = true;
+    r->has_ctl = true;
+    r->ctl_end_on_cancel = chance(rng, 3);
+    r->ctl_reenter = chance(rng, 2);
+    set_completion(r, rng);
+    if (enabled[S_EVENTS] && chance(rng, 2)) {
+        r->has_ev = true;
+        r->ev_reenter = chance(rng, 2);
+    }
+    m.flags = chance(rng, 3) ? BGJOB_CREATE_DEFER_START : 0;
+    if (chance(rng, 8))
+        m.deadline_ms = 1 + below(rng, 20);
+    m.policy = (int32_t)below(rng, 4);
+    describe(r, "%u verbs, control %s%s, policy %d%s", nact,
+             r->ctl_end_on_cancel ? "ends it on CANCEL" : "records", r->ctl_reenter ? " and re-enters" : "",
+             m.policy, m.deadline_ms ? ", deadline" : "");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    if (m.flags & BGJOB_CREATE_DEFER_START) {
+        if (chance(rng, 6)) {
+            /* Never started: its control callback is never called. */
+            r->never_started = true;
+            if (chance(rng, 2)) {
+                release_job(r, false, 0);
+                return;
+            }
+            do_cancel(r);
+            finish_kept(r);
+            return;
+        }
+        tl_call_rec = r;
+        int32_t rc = API(bgjob_job_start(h));
+        tl_call_rec = NULL;
+        expect(r, "start", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc != BGJOB_RESULT_OK) { /* a callback's poke cancelled it while CREATED */
+            r->never_started = true;
+            finish_kept(r);
+            return;
+        }
+    }
+    for (unsigned i = 0; i < nact; i++) {
+        if (chance(rng, 14)) {
+            detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+            detached = atomic_load(&r->released);
+            if (detached)
+                break;
+        }
+        ext_verb(r, h, below(rng, 12), rng);
+        sleep_us(below(rng, 300));
+    }
+    /* The owner ends it (if nobody did): success, a failure, or as cancelled. */
+    if (chance(rng, 3)) {
+        for (unsigned i = 0; i < 3; i++)
+            ext_verb(r, h, below(rng, 3), rng);
+    }
+    ext_end(r, h, chance(rng, 3) ? 0 : chance(rng, 2) ? 17 : CANCELLED_RC, "bgjob_job_end (actor)");
+    if (detached)
+        return;
+    if (wait_end_rec(r) >= 0) {
+        /* Its work is done: verbs that need it running are refused, the
+         * control callback hears nothing more. */
+        expect(r, "set_speed (ended)", API(bgjob_job_set_speed(h, next_speed(r))), RC(NOT_ALLOWED));
+        expect(r, "bgjob_job_end (ended)", API(bgjob_job_end(h, 0, NULL)), RC(NOT_ALLOWED));
+        expect(r, "pause (ended)", API(bgjob_job_pause(h)), RC(NOT_ALLOWED));
+    }
+    release_job(r, false, 0);
+}
+
+/* Events: a threaded job that becomes READY, paused (STANDBY), completed,
+ * soft- or force-cancelled, with an event and usually a control callback
+ * that re-enter. */
+static void scn_events(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_EVENTS, rng);
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0, .parent = NULL, .may_refuse = false};
+    unsigned nact = 2 + below(rng, 8);
+    bgjob_job *h;
+
+    r->plan = P_READY;
+    r->iters = 40 + (int)below(rng, 300);
+    r->ready_at = (int)below(rng, 20);
+    r->succeed_anyway = chance(rng, 5);
+    r->has_ev = true;
+    r->ev_reenter = chance(rng, 2);
+    r->has_ctl = chance(rng, 3) != 0;
+    r->ctl_reenter = chance(rng, 2);
+    r->ev_destroy = chance(rng, 4);
+    set_completion(r, rng);
+    if (!r->has_comp && chance(rng, 3))
+        r->comp_ctx = true; /* events alone through a context */
+    if (chance(rng, 3))
+        m.flags |= BGJOB_CREATE_UPDATES_NEVER_PARK;
+    describe(r, "READY at %d of %d, %u verbs%s%s", r->ready_at, r->iters, nact,
+             r->has_ctl ? ", control callback" : "", r->ev_destroy ? ", END destroys it" : "");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    for (unsigned i = 0; i < nact; i++) {
+        static const unsigned verbs[] = {0, 1, 2, 4, 5, 8, 9, 11, 0, 1, 4};
+        ext_verb(r, h, verbs[below(rng, sizeof verbs / sizeof verbs[0])], rng);
+        sleep_us(below(rng, 400));
+    }
+    /* Let it end: no pause stays (the error policy is REPORT). */
+    atomic_store(&r->go, 1);
+    step("resume until it ends", r);
+    for (;;) {
+        int32_t st = -1;
+        if (atomic_load(&r->release_claim) || API(bgjob_job_get_state(h, &st)) != BGJOB_RESULT_OK || is_terminal(st) ||
+            st == BGJOB_STATE_WAITING || st == BGJOB_STATE_PENDING)
+            break;
+        if (st == BGJOB_STATE_PAUSED || st == BGJOB_STATE_STANDBY)
+            expect(r, "resume", API(bgjob_job_resume(h)), RC(OK) | RC(NOT_ALLOWED));
+        sleep_us(200);
+    }
+    finish_kept(r);
+}
+
+/* References: N handles for one job across actors and threads, released in
+ * random orders and from its completion while one is kept; a released
+ * handle is refused everywhere; lookup finds the job until its last handle
+ * is gone. */
+static void scn_refs(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_REFS, rng);
+    struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0, .parent = NULL, .may_refuse = false};
+    bgjob_job *hs[5];
+    int n, keeper, pending = 0;
+    bool detach_keeper = chance(rng, 5);
+
+    r->ext = enabled[S_EXTERNAL] && chance(rng, 3);
+    r->has_ctl = r->ext;
+    r->ctl_reenter = chance(rng, 2);
+    r->plan = chance(rng, 3) ? P_HOOKS : P_LOOP;
+    r->iters = 10 + (int)below(rng, 200);
+    r->nhooks = 1;
+    r->has_comp = chance(rng, 4) != 0;
+    r->comp_ctx = chance(rng, 3);
+    n = 1 + (int)below(rng, 4);
+    keeper = (int)below(rng, (unsigned)n + 1);
+    r->nrefs = n;
+    describe(r, "%s, %d more handles, keeper %d%s", r->ext ? "external" : "threaded", n, keeper,
+             detach_keeper ? ", keeper detaches" : "");
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    hs[0] = atomic_load(&r->h);
+    for (int i = 1; i <= n; i++) {
+        uint64_t id = 0;
+        int32_t rc = chance(rng, 2) ? API(bgjob_job_ref(hs[below(rng, (unsigned)i)], &hs[i]))
+                                    : API(bgjob_job_lookup(r->id, &hs[i]));
+        if (rc != BGJOB_RESULT_OK) {
+            violation(V_REF, "job %" PRIu64 " [%s]: ref/lookup of a live job returned %s", r->serial, r->what,
+                      bgjob_result_str(rc));
+            n = i - 1;
+            r->nrefs = n;
+            if (keeper > n)
+                keeper = n;
+            break;
+        }
+        for (int j = 0; j < i; j++)
+            if (hs[j] == hs[i])
+                violation(V_REF, "job %" PRIu64 " [%s]: a new reference has the value of handle %d", r->serial,
+                          r->what, j);
+        if (API(bgjob_job_get_id(hs[i], &id)) != BGJOB_RESULT_OK || id != r->id)
+            violation(V_REF, "job %" PRIu64 " [%s]: reference %d names id %" PRIu64, r->serial, r->what, i, id);
+    }
+    {
+        bgjob_job *x = NULL;
+        expect(r, "lookup (an id never given)", API(bgjob_job_lookup(UINT64_MAX - below(rng, 1000), &x)),
+               RC(INVALID_ARGUMENT));
+        expect(r, "lookup (id 0)", API(bgjob_job_lookup(0, &x)), RC(INVALID_ARGUMENT));
+    }
+    /* The keeper becomes the record's handle (the others may go any time). */
+    atomic_store(&r->h, hs[keeper]);
+    for (int i = 0; i <= n; i++) {
+        unsigned way;
+        if (i == keeper)
+            continue;
+        /* Use it first: a verb through any handle acts on the one job. */
+        if (chance(rng, 3)) {
+            bgjob_info info = {.struct_size = sizeof info};
+            if (API(bgjob_job_get_info(hs[i], &info)) != BGJOB_RESULT_OK || info.id != r->id)
+                violation(V_REF, "job %" PRIu64 " [%s]: get_info through reference %d gave id %" PRIu64,
+                          r->serial, r->what, i, info.id);
+        }
+        if (chance(rng, 6)) {
+            atomic_fetch_add(&r->cancels, 1);
+            expect(r, "cancel (through a reference)", API(bgjob_job_cancel(hs[i], NULL)), RC(OK));
+        }
+        way = below(rng, r->has_comp ? 5 : 4);
+        if (i == 0 && way < 4)
+            atomic_store(&r->creator_going, 1);
+        switch (way) {
+        case 0:
+        case 1:
+            release_ref(r, hs[i], (int)below(rng, 3), "by the actor");
+            break;
+        case 2:
+        case 3:
+            svc_request(r, (int)below(rng, 300), A_RELEASE, hs[i], (int32_t)below(rng, 3));
+            break;
+        default:
+            atomic_store(&r->stash[atomic_fetch_add(&r->nstash, 1)], hs[i]);
+            pending++;
+            break;
+        }
+        sleep_us(below(rng, 200));
+    }
+    if (r->ext)
+        ext_end(r, hs[keeper], chance(rng, 2) ? 0 : 5, "bgjob_job_end (refs actor)");
+    else
+        atomic_store(&r->go, 1);
+    if (detach_keeper && pending == 0) {
+        /* The last handle's detach is the job's; a lookup may still find
+         * it until it ended, and that handle's release is only its own. */
+        step("wait for the other handles' release", r);
+        while (atomic_load(&r->refs_released) < n)
+            sleep_us(100);
+        detach_now(r, chance(rng, 2) ? BGJOB_DETACH_CANCEL : 0);
+        bgjob_job *x = NULL;
+        int32_t rc = API(bgjob_job_lookup(r->id, &x));
+        expect(r, "lookup (a detached job)", rc, RC(OK) | RC(INVALID_ARGUMENT));
+        if (rc == BGJOB_RESULT_OK && API(bgjob_job_destroy(x)) != BGJOB_RESULT_OK)
+            violation(V_REF, "job %" PRIu64 " [%s]: destroy of a looked-up handle of a detached job refused",
+                      r->serial, r->what);
+        return;
+    }
+    wait_end_rec(r);
+    /* Handles left for a completion that ran before they were left. */
+    /* (Its own reference, taken inside, is gone once it returned; so is the
+     * handle bgjob holds for an event call once the END event's userdata
+     * was freed.) */
+    step("wait for the completion and the last event", r);
+    while ((r->has_comp && atomic_load(&r->comp_done) == 0) || (r->has_ev && atomic_load(&r->ev_frees) == 0))
+        sleep_us(100);
+    for (int i = 0; i < atomic_load(&r->nstash); i++) {
+        bgjob_job *sh = atomic_exchange(&r->stash[i], NULL);
+        if (sh != NULL)
+            release_ref(r, sh, 0, "by the actor, after the completion");
+    }
+    step("wait for the other handles' release", r);
+    while (atomic_load(&r->refs_released) < n)
+        sleep_us(100);
+    release_job(r, false, 0);
+    if (atomic_load(&r->released)) {
+        bgjob_job *x = NULL;
+        int32_t rc = API(bgjob_job_lookup(r->id, &x));
+        if (rc != BGJOB_RESULT_INVALID_ARGUMENT)
+            violation(V_REF, "job %" PRIu64 " [%s]: lookup after its last handle was released returned %s",
+                      r->serial, r->what, bgjob_result_str(rc));
+        if (rc == BGJOB_RESULT_OK)
+            bgjob_job_destroy(x);
+        stale_check(r, hs[keeper], "the keeper's destroy");
+    }
+}
+
+static bool listed_in(const bgjob_job_entry *e, size_t n, uint64_t id, int32_t *state);
+
+/* After a cancel of x returned: every sub-job below it that has not ended
+ * has its cancel requested, with cause PARENT unless cancelled itself. */
+static void check_flow(struct rec *x, int depth)
+{
+    int n = atomic_load(&x->nkids);
+
+    for (int i = 0; i < n && depth < 4; i++) {
+        struct rec *d = x->kids[i];
+        bgjob_info info = {.struct_size = sizeof info};
+        bgjob_job *dh = atomic_load(&d->h);
+        if (dh != NULL && API(bgjob_job_get_info(dh, &info)) == BGJOB_RESULT_OK) {
+            bool running = info.state == BGJOB_STATE_CREATED || info.state == BGJOB_STATE_RUNNING ||
+                           info.state == BGJOB_STATE_PAUSED || info.state == BGJOB_STATE_READY ||
+                           info.state == BGJOB_STATE_STANDBY;
+            if (running && !info.cancel_requested)
+                violation(V_FAMILY, "job %" PRIu64 " [%s]: %s, not cancelled, after the cancel of its "
+                          "ancestor %" PRIu64 " returned", d->serial, d->what, bgjob_state_str(info.state),
+                          x->serial);
+            if (info.cancel_requested && atomic_load(&d->cancels) == 0 &&
+                info.cancel_cause != BGJOB_CANCEL_CAUSE_PARENT)
+                violation(V_FAMILY, "job %" PRIu64 " [%s]: cancelled only through its parent, cause %d",
+                          d->serial, d->what, info.cancel_cause);
+        }
+        check_flow(d, depth + 1);
+    }
+}
+
+static void node_end(struct rec *r, uint64_t *rng)
+{
+    if (r->ext)
+        ext_end(r, atomic_load(&r->h), chance(rng, 3) ? 13 : 0, "bgjob_job_end (sub-job owner)");
+    else
+        atomic_store(&r->go, 1);
+}
+
+/* Sub-jobs: trees of 2-3 levels, threaded and external nodes, cancels at
+ * random levels; parents stay WAITING until their children ended. */
+static void scn_subjobs(uint64_t *rng)
+{
+    struct rec *node[7];
+    bool cancelled[7] = {false};
+    int n = 0;
+    unsigned nact = 1 + below(rng, 5);
+    bool detach_root = chance(rng, 6);
+
+    for (int want = 1 + (int)below(rng, 6); n < want && n < 7;) {
+        int p = n == 0 ? -1 : (int)below(rng, (unsigned)n);
+        struct rec *r, *pr = p >= 0 ? node[p] : NULL;
+        struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0, .parent = NULL, .may_refuse = p >= 0};
+        int depth = 0;
+        for (struct rec *a = pr; a != NULL; a = a->parent)
+            depth++;
+        if (pr != NULL && (depth >= 3 || atomic_load(&pr->nkids) >= 3))
+            break;
+        if (pr != NULL && chance(rng, 10) && !cancelled[p]) {
+            do_cancel(pr); /* the child is born cancelled */
+            cancelled[p] = true;
+        }
+        r = rec_new(S_SUBJOBS, rng);
+        r->ext = enabled[S_EXTERNAL] && chance(rng, 3);
+        r->has_ctl = r->ext;
+        r->ctl_end_on_cancel = chance(rng, 2);
+        r->plan = P_LOOP;
+        r->iters = 400 + (int)below(rng, 1000);
+        r->rc_plan = chance(rng, 4) ? 11 : 0;
+        r->has_comp = chance(rng, 3) != 0;
+        r->comp_ctx = chance(rng, 3);
+        r->parent = pr;
+        describe(r, "node %d of a tree, under %" PRIu64 ", %s, rc %d", n, pr ? pr->serial : 0,
+                 r->ext ? "external" : "threaded", r->rc_plan);
+        m.parent = pr != NULL ? atomic_load(&pr->h) : NULL;
+        if (pr != NULL)
+            atomic_fetch_add(&pr->kid_tries, 1);
+        if (make_job(r, rng, &m) != BGJOB_RESULT_OK) {
+            if (pr != NULL)
+                atomic_fetch_add(&pr->kid_refused, 1);
+            break;
+        }
+        if (pr != NULL) {
+            pr->kids[atomic_load(&pr->nkids)] = r;
+            atomic_fetch_add(&pr->nkids, 1);
+            if (cancelled[p]) {
+                bgjob_info info = {.struct_size = sizeof info};
+                if (API(bgjob_job_get_info(atomic_load(&r->h), &info)) == BGJOB_RESULT_OK &&
+                    (!info.cancel_requested ||
+                     (atomic_load(&r->cancels) == 0 && info.cancel_cause != BGJOB_CANCEL_CAUSE_PARENT)))
+                    violation(V_FAMILY, "job %" PRIu64 " [%s]: made under a cancelled parent, cancel "
+                              "requested %d, cause %d", r->serial, r->what, info.cancel_requested,
+                              info.cancel_cause);
+            }
+        }
+        node[n++] = r;
+    }
+    if (n == 0)
+        return;
+    if (detach_root)
+        detach_now(node[0], 0); /* only the link is kept */
+    for (unsigned i = 0; i < nact; i++) {
+        int x = (int)below(rng, (unsigned)n);
+        bgjob_job *xh = atomic_load(&node[x]->h);
+        if (x == 0 && detach_root)
+            continue;
+        switch (below(rng, 5)) {
+        case 0:
+        case 1:
+            do_cancel(node[x]);
+            cancelled[x] = true;
+            check_flow(node[x], 0);
+            break;
+        case 2:
+            node_end(node[x], rng);
+            break;
+        case 3: {
+            int32_t rc = API(bgjob_job_pause(xh));
+            expect(node[x], "pause", rc, RC(OK) | RC(NOT_ALLOWED));
+            if (rc == BGJOB_RESULT_OK)
+                atomic_fetch_add(&node[x]->pauses_ok, 1);
+            sleep_us(below(rng, 300));
+            expect(node[x], "resume", API(bgjob_job_resume(xh)), RC(OK) | RC(NOT_ALLOWED));
+            break;
+        }
+        default: {
+            /* The listing shows the tree. */
+            size_t cnt = 0, cap;
+            bgjob_job_entry *e;
+            API(bgjob_list_jobs_sized(NULL, sizeof *e, 0, &cnt));
+            cap = cnt + 32;
+            e = calloc(cap, sizeof *e);
+            if (e == NULL)
+                abort();
+            if (API(bgjob_list_jobs_sized(e, sizeof *e, cap, &cnt)) == BGJOB_RESULT_OK)
+                for (size_t k = 0; k < cnt && k < cap; k++)
+                    for (int j = 0; j < n; j++)
+                        if (e[k].id == node[j]->id) {
+                            uint64_t want = node[j]->parent ? node[j]->parent->id : 0;
+                            int32_t pst = -1;
+                            bool plisted = want != 0 && listed_in(e, cnt < cap ? cnt : cap, want, &pst);
+                            /* A parent freed (it ended, detached) is listed as 0: the
+                             * header does not say so (see the report); accepted. */
+                            if (e[k].parent_id != want && !(e[k].parent_id == 0 && !plisted))
+                                violation(V_FAMILY, "job %" PRIu64 " [%s]: listed %s with parent id %" PRIu64
+                                          ", not %" PRIu64 " (the parent %s%s%s, %d of its sub-jobs)",
+                                          node[j]->serial, node[j]->what, bgjob_state_str(e[k].state),
+                                          e[k].parent_id, want, plisted ? "listed " : "not listed",
+                                          plisted ? bgjob_state_str(pst) : "",
+                                          atomic_load(&node[j]->parent->detached) ? ", detached" : "",
+                                          atomic_load(&node[j]->parent->nkids));
+                            check_entry(&e[k], "list_jobs_sized (tree)");
+                        }
+            free(e);
+            break;
+        }
+        }
+        sleep_us(below(rng, 300));
+    }
+    /* Every node's work ends, in a random order; a parent then waits for its children. */
+    /* (A detached external root's handle stays valid for its owner until
+     * bgjob_job_end returns.) */
+    for (int k = 0; k < n; k++) {
+        int j = (int)below(rng, (unsigned)n);
+        if (!(j == 0 && detach_root && !node[0]->ext))
+            node_end(node[j], rng);
+    }
+    for (int j = 0; j < n; j++)
+        if (!(j == 0 && detach_root && !node[0]->ext))
+            node_end(node[j], rng); /* a second end of an external node: NOT_ALLOWED */
+    for (int j = 0; j < n; j++) {
+        struct rec *r = node[j];
+        if (j == 0 && detach_root)
+            continue;
+        int32_t st = wait_end_rec(r); /* checks its children ended first */
+        bgjob_info info = {.struct_size = sizeof info};
+        if (st >= 0 && API(bgjob_job_get_info(atomic_load(&r->h), &info)) == BGJOB_RESULT_OK &&
+            !info.cancel_requested && !r->ext) {
+            /* Its own outcome: a child's failure does not fail it. */
+            int32_t want = r->rc_plan == 0 ? BGJOB_STATE_COMPLETED : BGJOB_STATE_FAILED;
+            if (st != want)
+                violation(V_FAMILY, "job %" PRIu64 " [%s]: ended %s, not %s (its worker's outcome)", r->serial,
+                          r->what, bgjob_state_str(st), bgjob_state_str(want));
+        }
+        if (j == 0 && st >= 0) {
+            /* A parent whose work is done takes no child. */
+            struct rec *c = rec_new(S_SUBJOBS, rng);
+            struct mk m = {.flags = 0, .deadline_ms = 0, .policy = 0, .parent = atomic_load(&r->h), .may_refuse = true};
+            int32_t rc;
+            c->plan = P_RETURN;
+            describe(c, "made under an ended parent");
+            rc = make_job(c, rng, &m);
+            if (rc == BGJOB_RESULT_OK) {
+                violation(V_FAMILY, "job %" PRIu64 " [%s]: create under an ended parent succeeded", c->serial,
+                          c->what);
+                finish_kept(c);
+            }
+        }
+    }
+    for (int j = n - 1; j >= 0; j--)
+        if (!(j == 0 && detach_root))
+            release_job(node[j], false, 0);
+}
+
+/* Statistics: batches written by the worker (or owner), the actor and the
+ * canceller thread at once, read by the actor: never torn, never a refused
+ * batch's value; final after the end. */
+static void scn_stats(uint64_t *rng)
+{
+    struct rec *r = rec_new(S_STATS, rng);
+    struct mk m = {.flags = BGJOB_CREATE_DEFER_START, .deadline_ms = 0, .policy = 0, .parent = NULL, .may_refuse = false};
+    unsigned reads = 5 + below(rng, 30);
+    bgjob_job *h;
+    uint32_t idx = 99;
+    int32_t rc;
+
+    r->ext = enabled[S_EXTERNAL] && chance(rng, 4);
+    r->has_ctl = r->ext;
+    r->plan = P_STATS;
+    r->iters = 50 + (int)below(rng, 400);
+    r->nbatch = 1 + (int)below(rng, 5);
+    r->nsingle = (int)below(rng, 3);
+    for (int i = 0; i < r->nbatch + r->nsingle; i++)
+        r->stype[i] = (int32_t)below(rng, 4);
+    set_completion(r, rng);
+    if (chance(rng, 2))
+        m.flags |= BGJOB_CREATE_UPDATES_NEVER_PARK;
+    describe(r, "%s, %d batch and %d single statistics, %u reads", r->ext ? "external" : "threaded",
+             r->nbatch, r->nsingle, reads);
+    if (make_job(r, rng, &m) != BGJOB_RESULT_OK)
+        return;
+    h = atomic_load(&r->h);
+    for (int i = 0; i < r->nbatch + r->nsingle; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%s%d", i < r->nbatch ? "b" : "s", i);
+        rc = API(bgjob_job_add_stat(h, name, r->stype[i], chance(rng, 2) ? "B" : NULL, &idx));
+        expect(r, "add_stat", rc, RC(OK) | RC(NOT_ALLOWED));
+        if (rc != BGJOB_RESULT_OK) { /* a poke cancelled it while CREATED */
+            r->nbatch = r->nsingle = 0;
+            finish_kept(r);
+            return;
+        }
+        if (idx != (uint32_t)i)
+            violation(V_STATS, "job %" PRIu64 " [%s]: statistic %d got index %u", r->serial, r->what, i, idx);
+    }
+    expect(r, "add_stat (a name it has)", API(bgjob_job_add_stat(h, "b0", BGJOB_STAT_TYPE_U64, NULL, &idx)),
+           RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+    expect(r, "add_stat (type 99)", API(bgjob_job_add_stat(h, "bad", 99, NULL, &idx)),
+           RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+    tl_call_rec = r;
+    rc = API(bgjob_job_start(h));
+    tl_call_rec = NULL;
+    expect(r, "start", rc, RC(OK) | RC(NOT_ALLOWED));
+    expect(r, "add_stat (started)", API(bgjob_job_add_stat(h, "late", BGJOB_STAT_TYPE_U64, NULL, &idx)),
+           RC(NOT_ALLOWED));
+    for (unsigned i = 0; i < reads; i++) {
+        switch (below(rng, 8)) {
+        case 0:
+        case 1:
+            stats_batch(r, h, 2, false);
+            break;
+        case 2:
+            svc_request(r, (int)below(rng, 300), A_STATS, NULL, 0);
+            break;
+        case 3:
+            stats_batch(r, h, 2, true);
+            break;
+        case 4:
+            stats_single(r, h, rng);
+            if (r->stype[0] != BGJOB_STAT_TYPE_DOUBLE)
+                expect(r, "set_stat_double (a statistic of another type)",
+                       API(bgjob_job_set_stat_double(h, 0, 1.5)), RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+            expect(r, "set_stat_u64 (an undeclared index)", API(bgjob_job_set_stat_u64(h, 63, 1)),
+                   RC(INVALID_ARGUMENT) | RC(NOT_ALLOWED));
+            break;
+        case 5: {
+            bgjob_stat one;
+            size_t cnt = 0;
+            rc = API(bgjob_job_get_stats(h, NULL, &one, 1, &cnt));
+            expect(r, "get_stats (capacity 1)", rc, RC(OK));
+            if (rc == BGJOB_RESULT_OK && cnt != (size_t)(r->nbatch + r->nsingle))
+                violation(V_STATS, "job %" PRIu64 " [%s]: get_stats with capacity 1 counted %zu", r->serial,
+                          r->what, cnt);
+            break;
+        }
+        case 6:
+            if (chance(rng, 4))
+                do_cancel(r);
+            break;
+        default:
+            break;
+        }
+        stats_read(r, h, NULL, "the actor's read");
+        sleep_us(below(rng, 200));
+    }
+    if (r->ext)
+        ext_end(r, h, chance(rng, 3) ? 7 : 0, "bgjob_job_end (stats owner)");
+    else
+        atomic_store(&r->go, 1);
+    if (wait_end_rec(r) >= 0) {
+        bgjob_stat a[8], b[8];
+        /* Final: setters refused, two reads the same. */
+        expect(r, "set_stats (ended)", API(bgjob_job_set_stats(h, NULL, 0)), RC(OK) | RC(NOT_ALLOWED));
+        stats_batch(r, h, 2, false);
+        if (stats_read(r, h, a, "a read after the end") && stats_read(r, h, b, "a read after the end") &&
+            memcmp(a, b, sizeof a) != 0)
+            violation(V_STATS, "job %" PRIu64 " [%s]: two reads after the end differ", r->serial, r->what);
+        if (r->nbatch > 0) {
+            uint64_t before = stat_as_u64(&a[0]);
+            stats_batch(r, h, 2, false);
+            stats_read(r, h, b, "a read after a refused set");
+            if (stat_as_u64(&b[0]) != before)
+                violation(V_STATS, "job %" PRIu64 " [%s]: a set after the end changed a statistic", r->serial,
+                          r->what);
+        }
+    }
+    release_job(r, false, 0);
+}
+
 typedef void (*scn_fn)(uint64_t *rng);
 
 static const scn_fn scn_fns[N_ACTOR_SCN] = {
     scn_hooks, scn_txn, scn_finalize, scn_detach, scn_errpolicy,
     scn_deadline, scn_child, scn_rit, scn_wrongtype, scn_reenter,
+    scn_external, scn_events, scn_refs, scn_subjobs, scn_stats,
 };
 
 static const unsigned scn_weight[N_ACTOR_SCN] = {
     /* hooks txn finalize detach errpolicy deadline child rit wrongtype reenter */
     6, 5, 5, 6, 3, 3, 2, 3, 1, 3,
+    /* external events refs subjobs stats */
+    4, 3, 3, 2, 2,
 };
 
 static long ops_per_actor;
@@ -2523,6 +4178,10 @@ static bool rec_settled(struct rec *r)
         return false;
     if (r->has_fin && atomic_load(&r->fin_frees) < 1)
         return false;
+    if (r->has_ctl && atomic_load(&r->ctl_frees) < 1)
+        return false;
+    if (r->has_ev && atomic_load(&r->ev_frees) < 1)
+        return false;
     return true;
 }
 
@@ -2719,6 +4378,42 @@ static void check_rec(struct rec *r)
     if (atomic_load(&r->line_frees) != atomic_load(&r->line_regs))
         violation(V_ONCE, "job %" PRIu64 " [%s]: %d child line userdata given, %d freed", r->serial,
                   r->what, atomic_load(&r->line_regs), atomic_load(&r->line_frees));
+    if (r->has_ctl && atomic_load(&r->ctl_frees) != 1)
+        violation(V_ONCE, "job %" PRIu64 " [%s]: control userdata freed %d times", r->serial, r->what,
+                  atomic_load(&r->ctl_frees));
+    if (r->has_ev) {
+        if (atomic_load(&r->ev_frees) != 1)
+            violation(V_ONCE, "job %" PRIu64 " [%s]: event userdata freed %d times", r->serial, r->what,
+                      atomic_load(&r->ev_frees));
+        if (atomic_load(&r->ev_ends) != 1)
+            violation(V_EVENT, "job %" PRIu64 " [%s]: %d END events (%d events in all, last state %s)",
+                      r->serial, r->what, atomic_load(&r->ev_ends), atomic_load(&r->ev_calls),
+                      bgjob_state_str(atomic_load(&r->ev_state)));
+    }
+    if (r->ext && !r->never_started && atomic_load(&r->end_ok) != 1)
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded %d times", r->serial, r->what,
+                  atomic_load(&r->end_ok));
+    if (r->ext && r->has_comp && !r->comp_ctx && atomic_load(&r->end_ok) == 1 && atomic_load(&r->nkids) == 0 &&
+        atomic_load(&r->n_enders) <= 8 && atomic_load(&r->comp_ender) == 2)
+        violation(V_COMPLETION_THREAD, "job %" PRIu64 " [%s]: ended by bgjob_job_end, its completion (no "
+                  "context) ran on a thread that never called it", r->serial, r->what);
+    if (r->has_ctl) {
+        int c = atomic_load(&r->ctl_calls[BGJOB_CONTROL_CANCEL]);
+        int p = atomic_load(&r->ctl_calls[BGJOB_CONTROL_PAUSE]);
+        int q = atomic_load(&r->ctl_calls[BGJOB_CONTROL_RESUME]);
+        int k = atomic_load(&r->ctl_calls[BGJOB_CONTROL_COMPLETE]);
+        int v = atomic_load(&r->ctl_calls[BGJOB_CONTROL_SET_SPEED]);
+        if (r->never_started && ctl_total(r) != 0)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: never started, control called %d times", r->serial,
+                      r->what, ctl_total(r));
+        if (p > atomic_load(&r->pauses_ok) || q > p + atomic_load(&r->io_stops) ||
+            k > atomic_load(&r->completes_ok) || v > atomic_load(&r->speeds_ok) || c > 2)
+            violation(V_CONTROL, "job %" PRIu64 " [%s]: control told CANCEL %d, PAUSE %d, RESUME %d, "
+                      "COMPLETE %d, SET_SPEED %d times for %d pauses, %d error stops, %d completes, %d "
+                      "speed changes that took effect", r->serial, r->what, c, p, q, k, v,
+                      atomic_load(&r->pauses_ok), atomic_load(&r->io_stops), atomic_load(&r->completes_ok),
+                      atomic_load(&r->speeds_ok));
+    }
 }
 
 static void check_txn(struct txnrec *tx)
@@ -2755,7 +4450,7 @@ static bool parse_classes(void)
     const char *skip = getenv("FUZZ_SKIP");
 
     for (int i = 0; i < S_COUNT; i++)
-        enabled[i] = only == NULL || *only == '\0';
+        enabled[i] = (only == NULL || *only == '\0') && i != S_HOOK0 && i != S_EVTXN; /* known hangs: opt-in */
     for (int pass = 0; pass < 2; pass++) {
         const char *list = pass == 0 ? only : skip;
         for (const char *p = list; p != NULL && *p != '\0';) {
@@ -2904,11 +4599,25 @@ int main(void)
            atomic_load(&n_ops));
 
     {
-        long per[S_COUNT] = {0}, hooks_called = 0;
+        long per[S_COUNT] = {0}, hooks_called = 0, ctl = 0, evs = 0, ends = 0, with_ev = 0;
         for (size_t i = 0; i < n_recs; i++) {
             per[all_recs[i]->scn]++;
             hooks_called += atomic_load(&all_recs[i]->hook_calls);
+            ctl += ctl_total(all_recs[i]);
+            evs += atomic_load(&all_recs[i]->ev_calls);
+            ends += atomic_load(&all_recs[i]->end_ok);
+            with_ev += all_recs[i]->has_ev;
         }
+        tap_diag("fuzz: driver model: external %ld, events %ld, refs %ld, subjobs %ld, stats %ld jobs; "
+                 "%ld control calls, %ld bgjob_job_end, %ld events to %ld jobs with an event callback "
+                 "(%ld destroyed from their END event); %ld sub-job completions (no context) on a bgjob "
+                 "thread not their worker's; %ld calls from a callback on a lent creator's handle that "
+                 "its creator released during the call",
+                 per[S_EXTERNAL], per[S_EVENTS], per[S_REFS], per[S_SUBJOBS], per[S_STATS], ctl, ends, evs,
+                 with_ev, atomic_load(&n_end_destroys), atomic_load(&n_subjob_comp_elsewhere),
+                 atomic_load(&n_lent_handle_died));
+        if (atomic_load(&n_subjob_comp_elsewhere))
+            tap_diag("fuzz: the first: %s", subjob_comp_example);
         tap_diag("fuzz: %ld API calls in %" PRId64 " ms; jobs by scenario: hooks %ld, txn %ld, "
                  "finalize %ld, detach %ld, errpolicy %ld, deadline %ld, child %ld, rit %ld, "
                  "wrongtype %ld, reenter %ld (%ld made inside callbacks, %ld released by another "
