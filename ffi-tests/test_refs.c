@@ -313,6 +313,92 @@ static bool test_completion_gets_a_valid_handle_after_the_creator_released(void)
     return ok;
 }
 
+/* The creator's handle lent to a callback stays the creator's: released on
+ * another thread while the callback runs, it is invalid for the rest of the
+ * call (INVALID_HANDLE, never another job's), and the other reference is
+ * untouched. */
+struct lent {
+    struct gate inside, released;
+    bgjob_job *creator;
+    atomic_int rc_before, rc_after, calls;
+    atomic_int same_as_creator;
+};
+
+static void on_done_lent(void *userdata, bgjob_job *job, int32_t state)
+{
+    struct lent *l = userdata;
+    (void)state;
+    int32_t st;
+    atomic_store(&l->same_as_creator, job == l->creator);
+    atomic_store(&l->rc_before, bgjob_job_get_state(job, &st));
+    gate_open(&l->inside);
+    gate_wait(&l->released);
+    atomic_store(&l->rc_after, bgjob_job_get_state(job, &st));
+    atomic_fetch_add(&l->calls, 1);
+}
+
+struct dispatcher {
+    bgjob_context *ctx;
+    atomic_int *calls;
+};
+
+static void *dispatch_until_called(void *p)
+{
+    struct dispatcher *d = p;
+    size_t n = 0;
+    for (int64_t end = now_ms() + LONG_MS; atomic_load(d->calls) == 0 && now_ms() < end;)
+        bgjob_context_dispatch(d->ctx, 100, &n);
+    return NULL;
+}
+
+static bool test_a_lent_handle_released_mid_call_is_invalid_for_the_rest_of_it(void)
+{
+    bool ok = true;
+    struct tracker t;
+    struct gate g;
+    struct lent l;
+    memset(&l, 0, sizeof l);
+    gate_init(&l.inside);
+    gate_init(&l.released);
+    tracker_init(&t);
+    gate_init(&g);
+    t.gate = &g;
+    bgjob_context *ctx = NULL;
+    REQUIRE(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    o.completion = on_done_lent;
+    o.completion_userdata = &l;
+    o.context = ctx;
+    bgjob_job *a = NULL, *b = NULL;
+    REQUIRE(bgjob_job_create(&o, worker_gated, ud_new(&t), ud_free, &a) == BGJOB_RESULT_OK);
+    l.creator = a;
+    CHECK_RC(bgjob_job_ref(a, &b), BGJOB_RESULT_OK);
+    gate_open(&g);
+    CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
+    struct dispatcher d = {ctx, &l.calls};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, dispatch_until_called, &d) == 0);
+    gate_wait(&l.inside);
+    /* The creator lets go while its handle is lent to the running callback. */
+    CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+    gate_open(&l.released);
+    pthread_join(th, NULL);
+    CHECK_EQ(atomic_load(&l.calls), 1);
+    CHECK_EQ(atomic_load(&l.same_as_creator), 1);
+    CHECK_RC(atomic_load(&l.rc_before), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&l.rc_after), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_STATE(state_of(b), BGJOB_STATE_COMPLETED);
+    uint64_t id = id_of(b);
+    CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+    CHECK(poll_unlisted(id));
+    bgjob_context_destroy(ctx);
+    gate_destroy(&g);
+    gate_destroy(&l.inside);
+    gate_destroy(&l.released);
+    return ok;
+}
+
 static bgjob_job *fork_refs[3];
 
 static bool child_sees_refs_invalid(void)
@@ -361,6 +447,7 @@ int main(void)
         TAP_TEST(test_lookup_of_a_detached_job),
         TAP_TEST(test_detach_of_a_non_last_handle_is_a_release),
         TAP_TEST(test_completion_gets_a_valid_handle_after_the_creator_released),
+        TAP_TEST(test_a_lent_handle_released_mid_call_is_invalid_for_the_rest_of_it),
         TAP_TEST(test_fork_invalidates_every_ref),
     };
     return tap_run(tests, TAP_COUNT(tests));

@@ -826,6 +826,10 @@ typedef struct bgjob_txn bgjob_txn;
  * creator's handle while the creator holds it; once the creator released it
  * while another reference lives, a handle bgjob holds for the call (valid
  * until the callback returns; take `bgjob_job_ref` to keep the job longer).
+ * The creator's handle stays the creator's while it is lent: released on
+ * another thread during the call, calls through it return
+ * `BGJOB_RESULT_INVALID_HANDLE` for the rest of the call (never another
+ * job's result).
  *
  * Thread: with a context, the thread that calls `bgjob_context_dispatch`.
  * Without one:
@@ -1952,15 +1956,17 @@ bgjob_result bgjob_job_detach(struct bgjob_job *job, uint32_t flags);
  * Completion and commit/abort/clean callbacks get the creator's handle while
  * the creator holds it; once the creator has released theirs while another
  * reference lives, a handle valid for the duration of the callback (take a
- * reference inside it to keep the job longer). The worker always gets the creator's handle, valid on its own
+ * reference inside it to keep the job longer). A lent creator's handle
+ * stays the creator's: released during the callback, it is invalid for the
+ * rest of the call too (calls through it return `BGJOB_RESULT_INVALID_HANDLE`).
+ * The worker always gets the creator's handle, valid on its own
  * thread until it returns. After fork() every reference is invalid in the
  * child, like any handle.
  *
  * Returns: `BGJOB_RESULT_OK`; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_INVALID_ARGUMENT` if `job_out` is NULL.
  */
-bgjob_result bgjob_job_ref(struct bgjob_job *job,
-                           struct bgjob_job **job_out);
+bgjob_result bgjob_job_ref(struct bgjob_job *job, struct bgjob_job **job_out);
 
 /**
  * Finds a job by id (`bgjob_info.id`, `bgjob_job_entry.id`) and gives a new

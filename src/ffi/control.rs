@@ -235,7 +235,10 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
 /// Completion and commit/abort/clean callbacks get the creator's handle while
 /// the creator holds it; once the creator has released theirs while another
 /// reference lives, a handle valid for the duration of the callback (take a
-/// reference inside it to keep the job longer). The worker always gets the creator's handle, valid on its own
+/// reference inside it to keep the job longer). A lent creator's handle
+/// stays the creator's: released during the callback, it is invalid for the
+/// rest of the call too (calls through it return `BGJOB_RESULT_INVALID_HANDLE`).
+/// The worker always gets the creator's handle, valid on its own
 /// thread until it returns. After fork() every reference is invalid in the
 /// child, like any handle.
 ///

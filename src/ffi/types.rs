@@ -144,6 +144,10 @@ pub struct bgjob_txn {
 /// creator's handle while the creator holds it; once the creator released it
 /// while another reference lives, a handle bgjob holds for the call (valid
 /// until the callback returns; take `bgjob_job_ref` to keep the job longer).
+/// The creator's handle stays the creator's while it is lent: released on
+/// another thread during the call, calls through it return
+/// `BGJOB_RESULT_INVALID_HANDLE` for the rest of the call (never another
+/// job's result).
 ///
 /// Thread: with a context, the thread that calls `bgjob_context_dispatch`.
 /// Without one:
