@@ -137,4 +137,3 @@ fn a_refused_futex_hash_size_is_ignored_and_the_steps_grow_it() {
         );
     }
 }
-
