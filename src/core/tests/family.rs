@@ -79,3 +79,19 @@ fn bad_links_are_refused() {
     drop(b);
     assert_eq!(a.wait(None).unwrap(), State::Completed);
 }
+
+#[test]
+fn a_child_names_its_parent_after_the_parent_was_freed() {
+    let a = until_cancel();
+    let b = until_cancel();
+    b.set_parent(&a).unwrap();
+    a.start().unwrap();
+    b.start().unwrap();
+    a.cancel();
+    assert_eq!(a.wait(None).unwrap(), State::Cancelled);
+    let pid = a.id();
+    drop(a);
+    // Freed: no handle, no child holding it (the child is terminal).
+    assert!(crate::core::job::lookup(pid).is_none());
+    assert_eq!(b.parent_id(), pid);
+}
