@@ -313,9 +313,9 @@ stress: $(OUT)/tests/test_stress $(OUT)/tests/test_fuzz
 # more), FUZZ_THREADS actors, FUZZ_SEED to replay a run's choices, FUZZ_ONLY
 # (or FUZZ_SKIP) a comma-separated list of scenario classes: hooks, txn,
 # txnwait, finalize, detach, errpolicy, deadline, child, rit, wrongtype,
-# reenter, cap, log, external, events, refs, subjobs, stats, list (and, named
-# only, hook0 and evtxn, which reproduce known library hangs). A stall of FUZZ_STALL_S seconds (default 20) fails the
-# run with every thread's stack. `make test` runs it briefly (FUZZ_OPS 20000, ~2 s).
+# reenter, cap, log, external, events, refs, subjobs, stats, list, hook0,
+# evtxn. A stall of FUZZ_STALL_S seconds (default 20) fails the run with every
+# thread's stack. `make test` runs it briefly (FUZZ_OPS 20000, ~2 s).
 FUZZ_OPS     ?= 1000000
 FUZZ_THREADS ?= 4
 fuzz: $(OUT)/tests/test_fuzz

@@ -80,27 +80,24 @@
  *   cap        the chaos thread sets a concurrency cap of 1-8 and lifts it,
  *              over and over, under load
  *   log        the chaos thread installs, replaces and removes a log callback
- *   hook0      (off unless named in FUZZ_ONLY: it hangs today) with reenter, a
- *              cancel hook run at once by add_cancel_hook (cancel already
- *              requested, so its id is not known yet and reads 0) removes
- *              "itself" with bgjob_job_remove_cancel_hook(job, 0). 0 is an id
- *              bgjob never gives, which must be NOT_FOUND at once; instead it
- *              waits for every at-once hook of the job running on another
- *              thread, so two such hooks (the worker's and a caller's) wait
- *              for each other for ever (hook0 also makes the hooks scenario
- *              cancel before both add their hook): FUZZ_ONLY=hooks,reenter,
- *              hook0 stalls at FUZZ_SEED=1, 2 and 3 (first seen as
- *              FUZZ_SEED=404 with all classes)
- *   evtxn      (off unless named in FUZZ_ONLY: it hangs today) with events, the
- *              event callbacks of transaction members cancel their job too.
- *              A manual-finalize transaction's members turn PENDING inside
- *              the settling member's worker return (Txn::member_done ->
- *              mark_pending) with the transaction's lock held, and their
- *              events are delivered right there: "never under a lock" is
- *              broken, and a callback that cancels its PENDING member waits
- *              for that lock for ever (FUZZ_ONLY=txn,events,evtxn stalls
- *              at FUZZ_SEED=1, 2 and 3; first seen as FUZZ_SEED=404 with all
- *              classes)
+ *   hook0      with reenter, a cancel hook run at once by add_cancel_hook
+ *              (cancel already requested, so its id is not known yet and
+ *              reads 0) removes "itself" with bgjob_job_remove_cancel_hook(
+ *              job, 0), which must be NOT_FOUND at once: 0 is never a hook's
+ *              id (hook0 also makes the hooks scenario cancel before both the
+ *              worker and the actor add their hook, so two such hooks of one
+ *              job run on two threads at once). Before the fix a remove of 0
+ *              waited for every at-once hook of the job on another thread,
+ *              and two of them waited for each other for ever
+ *              (FUZZ_ONLY=hooks,reenter,hook0 stalled at FUZZ_SEED=1, 2, 3)
+ *   evtxn      with events, the event callbacks of transaction members
+ *              cancel their job too, from the PENDING event in particular: a
+ *              manual-finalize transaction's members turn PENDING under the
+ *              transaction's lock, and their events must come after it is let
+ *              go ("never under a lock"). Before the fix they were delivered
+ *              under it, and a callback cancelling its PENDING member waited
+ *              for that lock for ever (FUZZ_ONLY=txn,events,evtxn stalled at
+ *              FUZZ_SEED=1, 2, 3)
  *   list       half of every listing (actors and callbacks) is
  *              bgjob_list_jobs_sized with a stride past the entry, checked for
  *              bytes written past each entry, plus refused entry sizes; every
@@ -1082,10 +1079,10 @@ static void hook_fn(void *userdata, bgjob_job *job)
             break;
         default: {
             /* A hook run at once by add_cancel_hook (cancel already
-             * requested) does not know its id yet: 0, one bgjob never gives.
-             * Two such hooks of one job on two threads each removing "0"
-             * wait for each other for ever (a library bug, see hook0 in the
-             * header comment): only with hook0 on. */
+             * requested) does not know its id yet: 0, one bgjob never gives,
+             * so NOT_FOUND at once. Two such hooks of one job on two threads
+             * each removing "0" once waited for each other for ever (see
+             * hook0 in the header comment): only with hook0 on. */
             if (atomic_load(&hk->id) == 0 && !enabled[S_HOOK0])
                 break;
             if (atomic_load(&hk->id) == 0)
@@ -1772,8 +1769,8 @@ static void ev_cb(void *userdata, bgjob_job *job, const bgjob_event *ev)
             (void)rc;
         } else if ((r->txn == NULL || enabled[S_EVTXN]) &&
                    (chance(&rng, 16) || (r->txn != NULL && ev->new_state == BGJOB_STATE_PENDING))) {
-            /* (A transaction member's event may run under the transaction's
-             * lock, where this cancel hangs: see evtxn.) */
+            /* (A transaction member's PENDING event once ran under the
+             * transaction's lock, where this cancel hung: see evtxn.) */
             cancel_from_cb(r, job, "cancel (in its event callback)");
         }
     }
@@ -3700,9 +3697,9 @@ static void scn_subjobs(uint64_t *rng)
                             uint64_t want = node[j]->parent ? node[j]->parent->id : 0;
                             int32_t pst = -1;
                             bool plisted = want != 0 && listed_in(e, cnt < cap ? cnt : cap, want, &pst);
-                            /* A parent freed (it ended, detached) is listed as 0: the
-                             * header does not say so (see the report); accepted. */
-                            if (e[k].parent_id != want && !(e[k].parent_id == 0 && !plisted))
+                            /* The parent's id, also once the parent was freed (it
+                             * ended, detached): it once read 0 then. */
+                            if (e[k].parent_id != want)
                                 violation(V_FAMILY, "job %" PRIu64 " [%s]: listed %s with parent id %" PRIu64
                                           ", not %" PRIu64 " (the parent %s%s%s, %d of its sub-jobs)",
                                           node[j]->serial, node[j]->what, bgjob_state_str(e[k].state),
@@ -4477,7 +4474,7 @@ static bool parse_classes(void)
     const char *skip = getenv("FUZZ_SKIP");
 
     for (int i = 0; i < S_COUNT; i++)
-        enabled[i] = (only == NULL || *only == '\0') && i != S_HOOK0 && i != S_EVTXN; /* known hangs: opt-in */
+        enabled[i] = only == NULL || *only == '\0';
     for (int pass = 0; pass < 2; pass++) {
         const char *list = pass == 0 ? only : skip;
         for (const char *p = list; p != NULL && *p != '\0';) {

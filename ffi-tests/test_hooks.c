@@ -371,6 +371,96 @@ static bool test_remove_and_cancel_inside_a_hook(void)
     return ok;
 }
 
+/* Id 0 is never a hook's: a hook run at once by add_cancel_hook (cancel
+ * already requested) has no id, and one that removes "itself" by the 0 it was
+ * left with gets NOT_FOUND at once. Two such hooks of one job, inside at the
+ * same time on two threads (a barrier), each remove 0: neither waits for the
+ * other. (They did: a remove of 0 waited for every at-once hook running on
+ * another thread, so these two waited for each other for ever; the bounded
+ * poll below then fails, leaving the stuck threads behind.) */
+struct at_once {
+    bgjob_job *job;
+    pthread_barrier_t *both_inside;
+    atomic_int *removed; /* removes of 0 that returned, over both hooks */
+    bgjob_result add_rc;
+    bgjob_result remove_rc;
+    uint64_t id;
+};
+
+static void hook_removes_zero(void *userdata, bgjob_job *job)
+{
+    struct at_once *a = userdata;
+    pthread_barrier_wait(a->both_inside);
+    a->remove_rc = bgjob_job_remove_cancel_hook(job, 0);
+    atomic_fetch_add(a->removed, 1);
+}
+
+static void *add_at_once(void *arg)
+{
+    struct at_once *a = arg;
+    a->add_rc = bgjob_job_add_cancel_hook(a->job, hook_removes_zero, a, NULL, &a->id);
+    return NULL;
+}
+
+static atomic_bool held_release;
+
+/* Ignores the cancel until released: the job stays running, so hooks added
+ * meanwhile run at once. */
+static int32_t held_worker(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    (void)job;
+    while (!atomic_load(&held_release))
+        sleep_ms(1);
+    return 125;
+}
+
+static bool test_remove_of_id_zero_never_waits(void)
+{
+    bool ok = true;
+    atomic_store(&held_release, false);
+    bgjob_job *job = NULL;
+    REQUIRE(bgjob_job_create(NULL, held_worker, NULL, NULL, &job) == BGJOB_RESULT_OK);
+    /* Before the cancel: 0 names no registered hook either. */
+    struct hook_rec h;
+    hook_rec_init(&h);
+    uint64_t id = 0;
+    CHECK_RC(bgjob_job_add_cancel_hook(job, hook_count, &h, hook_free, &id), BGJOB_RESULT_OK);
+    CHECK(id != 0);
+    CHECK_RC(bgjob_job_remove_cancel_hook(job, 0), BGJOB_RESULT_NOT_FOUND);
+    CHECK_EQ(atomic_load(&h.frees), 0); /* still registered */
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&h.calls), 1);
+
+    pthread_barrier_t both;
+    pthread_barrier_init(&both, NULL, 2);
+    atomic_int removed;
+    atomic_init(&removed, 0);
+    struct at_once a[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        a[i] = (struct at_once){.job = job, .both_inside = &both, .removed = &removed,
+                                .add_rc = -1, .remove_rc = -1, .id = 42};
+        REQUIRE(pthread_create(&t[i], NULL, add_at_once, &a[i]) == 0);
+    }
+    bool returned = poll_int_eq(&removed, 2);
+    CHECKF(returned, "the at-once hooks' removes of id 0 did not return (%d of 2)",
+           atomic_load(&removed));
+    if (!returned)
+        return false; /* the hooks are stuck inside bgjob: nothing to tear down */
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_RC(a[i].add_rc, BGJOB_RESULT_CANCELLED);
+        CHECK_RC(a[i].remove_rc, BGJOB_RESULT_NOT_FOUND);
+        CHECK_EQ(a[i].id, 42); /* not written: the hook ran at once */
+    }
+    pthread_barrier_destroy(&both);
+    atomic_store(&held_release, true);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
 /* getinfo never waits on a cancel in progress: while a hook is held inside its
  * call on the cancelling thread, the job can still be read (a blocked read
  * would hang here until the TAP watchdog fires). */
@@ -503,6 +593,7 @@ int main(void)
         TAP_TEST(test_no_hook_runs_once_the_job_is_seen_ended),
         TAP_TEST(test_remove_racing_cancel),
         TAP_TEST(test_remove_and_cancel_inside_a_hook),
+        TAP_TEST(test_remove_of_id_zero_never_waits),
         TAP_TEST(test_getinfo_during_a_long_cancel),
         TAP_TEST(test_long_sleep_cancelled_promptly),
         TAP_TEST(test_sleep_excludes_paused_time),

@@ -209,6 +209,20 @@ static bool test_detached_parent_waits_then_frees_itself(void)
     gate_open(&g);
     CHECK_STATE(wait_end(c), BGJOB_STATE_COMPLETED);
     CHECK(poll_unlisted(pid));
+    /* The parent is freed; the child's entry still names it (the header: the
+     * parent's id, 0 for none). It read 0 once the parent was gone. */
+    bgjob_job_entry e[64];
+    size_t n = 0;
+    uint64_t cid = id_of(c);
+    int seen = 0;
+    CHECK_RC(bgjob_list_jobs(e, 64, &n), BGJOB_RESULT_OK);
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (e[i].id == cid) {
+            seen++;
+            CHECKF(e[i].parent_id == pid, "the child lists parent id %llu, not %llu",
+                   (unsigned long long)e[i].parent_id, (unsigned long long)pid);
+        }
+    CHECK_EQ(seen, 1);
     CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
     gate_destroy(&g);
     return ok;

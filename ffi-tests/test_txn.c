@@ -53,7 +53,18 @@ struct member {
     bgjob_job *job;
     bool has_owner;      /* external: `owner` drives the job */
     pthread_t owner;
+    /* With member_events set: what the event callback saw and did. */
+    atomic_int pending_events; /* WAITING -> PENDING */
+    atomic_int end_events;
+    atomic_int ends_at_done;   /* end_events when the completion ran */
+    atomic_int acted;          /* the callback's verb returned */
+    bgjob_result act_rc;
+    int32_t act_status;
 };
+
+/* If set, member_create gives each member this event callback (userdata: the
+ * member). */
+static bgjob_event_callback member_events;
 
 /* Members whose bit is set here are external jobs (bit i: member i). */
 static unsigned external_mask;
@@ -128,6 +139,7 @@ static void on_done(void *userdata, bgjob_job *job, int32_t state)
     struct member *m = userdata;
     (void)job;
     ev_add(m->index, EV_DONE);
+    atomic_store(&m->ends_at_done, atomic_load(&m->end_events));
     atomic_store(&m->final_state, state);
     atomic_fetch_add(&m->completions, 1);
 }
@@ -145,6 +157,12 @@ static bool member_create(struct member *m, int index, int32_t rc, uint32_t flag
     m->job = NULL;
     m->hold_until = NULL;
     m->has_owner = false;
+    atomic_init(&m->pending_events, 0);
+    atomic_init(&m->end_events, 0);
+    atomic_init(&m->ends_at_done, -1);
+    atomic_init(&m->acted, 0);
+    m->act_rc = -1;
+    m->act_status = -1;
     bool external = (external_mask >> index) & 1;
     CHECK_RC(bgjob_job_options_init(&o, sizeof o), BGJOB_RESULT_OK);
     o.flags = BGJOB_CREATE_DEFER_START | flags | (external ? BGJOB_CREATE_EXTERNAL : 0);
@@ -155,6 +173,8 @@ static bool member_create(struct member *m, int index, int32_t rc, uint32_t flag
     o.finalize_free = finalize_free;
     o.completion = on_done;
     o.completion_userdata = m;
+    o.event = member_events;
+    o.event_userdata = m;
     CHECK_RC(bgjob_job_create(&o, external ? NULL : member_worker, m, NULL, &m->job),
              BGJOB_RESULT_OK);
     if (ok && m->job != NULL && external) {
@@ -576,6 +596,83 @@ static bool test_member_completion_may_wait_for_a_sibling(void)
     return ok;
 }
 
+/* Event callbacks run with no bgjob lock held, transaction members' too: a
+ * manual-finalize transaction's members turn PENDING when the last one's work
+ * is done, under the transaction's lock, and their WAITING -> PENDING events
+ * come after it is let go. So member 0's callback may cancel its job (round
+ * 0: the transaction aborts) or finalize it (round 1: it commits) from that
+ * event. (The events were delivered under the lock, on the last member's
+ * worker thread, and the callback's verb, taking the lock again, hung there:
+ * wait_end below then fails.) END still comes before each completion. */
+static int act_round;
+
+static void pending_acts(void *userdata, bgjob_job *job, const bgjob_event *ev)
+{
+    struct member *m = userdata;
+    if (ev->kind == BGJOB_EVENT_KIND_END)
+        atomic_fetch_add(&m->end_events, 1);
+    if (ev->kind != BGJOB_EVENT_KIND_STATE_CHANGED || ev->old_state != BGJOB_STATE_WAITING ||
+        ev->new_state != BGJOB_STATE_PENDING)
+        return;
+    atomic_fetch_add(&m->pending_events, 1);
+    if (m->index != 0)
+        return;
+    if (act_round == 0)
+        m->act_rc = bgjob_job_cancel(job, &m->act_status);
+    else
+        m->act_rc = bgjob_job_finalize(job);
+    atomic_store(&m->acted, 1);
+}
+
+static bool test_pending_event_may_cancel_or_finalize(void)
+{
+    bool ok = true;
+    member_events = pending_acts;
+    for (act_round = 0; act_round < 2; act_round++) {
+        bool cancel = act_round == 0;
+        struct member m[2];
+        ev_reset();
+        bgjob_txn *txn = NULL;
+        CHECK_RC(bgjob_txn_create(BGJOB_TXN_MANUAL_FINALIZE, &txn), BGJOB_RESULT_OK);
+        REQUIRE(txn != NULL);
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(member_create(&m[i], i, 0, 0));
+            CHECK_RC(bgjob_txn_add(txn, m[i].job), BGJOB_RESULT_OK);
+        }
+        CHECK_RC(bgjob_txn_start(txn), BGJOB_RESULT_OK);
+        /* Member 0 done first (WAITING); member 1's worker then settles the
+         * group on its own thread. */
+        atomic_store(&m[0].go, true);
+        CHECK(poll_state(m[0].job, BGJOB_STATE_WAITING));
+        atomic_store(&m[1].go, true);
+        int32_t s0 = wait_end(m[0].job);
+        CHECKF(s0 >= BGJOB_STATE_COMPLETED, "round %d: member 0 did not end (%s)", act_round,
+               s0 < 0 ? "the wait gave up" : bgjob_state_str(s0));
+        if (s0 < BGJOB_STATE_COMPLETED) {
+            member_events = NULL;
+            return false; /* a thread is stuck inside bgjob: nothing to tear down */
+        }
+        /* The job ends inside the verb, before it returns to the callback. */
+        CHECK(poll_int_eq(&m[0].acted, 1));
+        CHECK_RC(m[0].act_rc, BGJOB_RESULT_OK);
+        if (cancel)
+            CHECK_EQ(m[0].act_status, BGJOB_CANCEL_STATUS_REQUESTED);
+        CHECK(member_finish(&m[0], cancel ? BGJOB_STATE_CANCELLED : BGJOB_STATE_COMPLETED,
+                            cancel ? BGJOB_CANCEL_CAUSE_CALLER : BGJOB_CANCEL_CAUSE_NONE));
+        CHECK(member_finish(&m[1], cancel ? BGJOB_STATE_CANCELLED : BGJOB_STATE_COMPLETED,
+                            cancel ? BGJOB_CANCEL_CAUSE_TRANSACTION : BGJOB_CANCEL_CAUSE_NONE));
+        for (int i = 0; i < 2; i++) {
+            CHECK_EQ(atomic_load(&m[i].pending_events), 1);
+            CHECK_EQ(atomic_load(&m[i].end_events), 1);
+            CHECK_EQ(atomic_load(&m[i].ends_at_done), 1); /* END before the completion */
+        }
+        CHECK(check_events(2, !cancel));
+        CHECK_RC(bgjob_txn_destroy(txn), BGJOB_RESULT_OK);
+    }
+    member_events = NULL;
+    return ok;
+}
+
 /* bgjob_txn_cancel gives every member cause CALLER, whichever member's worker
  * sees the cancel and returns first (a member's end must not turn the others'
  * cause into TRANSACTION behind the caller's back). */
@@ -739,6 +836,7 @@ int main(void)
         TAP_TEST(test_random_orders),
         TAP_TEST(test_manual_finalize),
         TAP_TEST(test_member_completion_may_wait_for_a_sibling),
+        TAP_TEST(test_pending_event_may_cancel_or_finalize),
         TAP_TEST(test_txn_cancel_gives_every_member_cause_caller),
         TAP_TEST(test_misuse),
         TAP_TEST(test_refused_add_ends_on_its_own),

@@ -1328,7 +1328,8 @@ typedef struct bgjob_job_entry {
     bgjob_cancel_cause cancel_cause;
     /**
      * The parent job's id (`bgjob_job_options.parent`), 0 for none: the
-     * listing's tree.
+     * listing's tree. It stays the parent's id after the parent ended or was
+     * freed (then no entry of the listing has it).
      */
     uint64_t parent_id;
 } bgjob_job_entry;
@@ -2437,8 +2438,11 @@ bgjob_result bgjob_job_take_result(struct bgjob_job *job, void **result_out);
  * NULL) runs exactly once: after the hook ran, when it is removed, when the job
  * ends, or at once if this call fails.
  *
- * Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
- * `BGJOB_RESULT_CANCELLED` when the hook already ran;
+ * Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set to the hook's id, never 0
+ * (`hook_id_out` may be NULL); `BGJOB_RESULT_CANCELLED` when the hook already
+ * ran (`*hook_id_out` is not written: a hook run at once has no id, and one
+ * that removes "itself" by a 0 it was given gets `BGJOB_RESULT_NOT_FOUND` at
+ * once);
  * `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`;
  * `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
  */
@@ -2455,7 +2459,8 @@ bgjob_result bgjob_job_add_cancel_hook(struct bgjob_job *job,
  *
  * Returns: `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
  * `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller), or
- * the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+ * the id is unknown, or 0 (never a hook's id: at once, waiting for no hook);
+ * `BGJOB_RESULT_INVALID_HANDLE`.
  */
 bgjob_result bgjob_job_remove_cancel_hook(struct bgjob_job *job, uint64_t hook_id);
 

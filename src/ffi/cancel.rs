@@ -27,8 +27,11 @@ use std::time::Duration;
 /// NULL) runs exactly once: after the hook ran, when it is removed, when the job
 /// ends, or at once if this call fails.
 ///
-/// Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set (`hook_id_out` may be NULL);
-/// `BGJOB_RESULT_CANCELLED` when the hook already ran;
+/// Returns: `BGJOB_RESULT_OK` with `*hook_id_out` set to the hook's id, never 0
+/// (`hook_id_out` may be NULL); `BGJOB_RESULT_CANCELLED` when the hook already
+/// ran (`*hook_id_out` is not written: a hook run at once has no id, and one
+/// that removes "itself" by a 0 it was given gets `BGJOB_RESULT_NOT_FOUND` at
+/// once);
 /// `BGJOB_RESULT_INVALID_ARGUMENT` for a NULL hook; `BGJOB_RESULT_INVALID_HANDLE`;
 /// `BGJOB_RESULT_NOT_ALLOWED` once the job has ended.
 #[unsafe(no_mangle)]
@@ -68,7 +71,8 @@ pub unsafe extern "C" fn bgjob_job_add_cancel_hook(
 ///
 /// Returns: `BGJOB_RESULT_OK` if the hook had not run (its userdata is freed now);
 /// `BGJOB_RESULT_NOT_FOUND` if it already ran (or is this very call's caller), or
-/// the id is unknown; `BGJOB_RESULT_INVALID_HANDLE`.
+/// the id is unknown, or 0 (never a hook's id: at once, waiting for no hook);
+/// `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_remove_cancel_hook(
     job: *mut bgjob_job,

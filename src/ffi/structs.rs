@@ -260,6 +260,7 @@ pub struct bgjob_job_entry {
     /// Why cancel was requested (`BGJOB_CANCEL_CAUSE_NONE` if it was not).
     pub cancel_cause: bgjob_cancel_cause,
     /// The parent job's id (`bgjob_job_options.parent`), 0 for none: the
-    /// listing's tree.
+    /// listing's tree. It stays the parent's id after the parent ended or was
+    /// freed (then no entry of the listing has it).
     pub parent_id: u64,
 }

@@ -178,7 +178,8 @@ impl Job {
         st.check(Verb::Update)?;
         if st.cancel.requested && !st.cancel.soft {
             // Listed while it runs, as the cancel's own calls are: the job
-            // does not end under it.
+            // does not end under it. As id 0, which no remove waits for (the
+            // caller has no id to remove it by).
             st.cancel.busy_hooks.push((0, current_thread_id()));
             drop(st);
             self.call_hook(0, Box::new(hook));
@@ -193,8 +194,15 @@ impl Job {
     /// Removes a hook. When this returns, the hook is not running and will not
     /// run: a hook being called on another thread is waited for. Called from
     /// inside the hook itself (or from anything it calls on its thread), it
-    /// returns at once instead of waiting for itself.
+    /// returns at once instead of waiting for itself. Id 0 is never a hook's
+    /// (ids start at 1): `NotFound` at once.
     pub fn remove_cancel_hook(&self, id: HookId) -> HookRemoved {
+        // A hook run at once by `add_cancel_hook` is listed in `busy_hooks`
+        // as 0 (it never got an id): a remove of 0 must not wait for those,
+        // or two of them removing "themselves" wait for each other for ever.
+        if id == 0 {
+            return HookRemoved::NotFound;
+        }
         let inner = &self.0;
         let mut st = inner.lock();
         if let Some(pos) = st.cancel.hooks.iter().position(|(i, _)| *i == id) {

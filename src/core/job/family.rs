@@ -6,7 +6,8 @@
 //!
 //! A parent lists its children by `Weak`; a child holds its parent strongly
 //! only until the child is terminal (so a detached parent held for its
-//! children stays alive), then by `Weak`: no reference cycle at any time. Lock order: a parent's lock, then
+//! children stays alive), then keeps only its id: no reference cycle at any
+//! time. Lock order: a parent's lock, then
 //! its child's (only in [`Job::set_parent`]); everything else takes one job's
 //! lock at a time.
 
@@ -14,7 +15,9 @@ use super::*;
 
 #[derive(Default)]
 pub(in crate::core) struct Family {
-    pub(super) parent: Option<Weak<Inner>>,
+    /// The parent's id, 0 for none. An id, not a link: it stays the parent's
+    /// after the parent was freed (a detached parent that ended).
+    pub(super) parent: u64,
     /// The parent, while this job is counted in its `live_children`: until
     /// this job is terminal (or dropped unrun).
     pub(super) holds: Option<Arc<Inner>>,
@@ -75,7 +78,7 @@ impl Job {
             });
         }
         let mut st = self.0.lock();
-        if st.family.parent.is_some() {
+        if st.family.parent != 0 {
             return Err(Error::InvalidArgument("the job has a parent already"));
         }
         if st.life != Life::Created {
@@ -87,7 +90,7 @@ impl Job {
         pst.family.children.retain(|w| w.strong_count() > 0);
         pst.family.children.push(Arc::downgrade(&self.0));
         pst.family.live_children += 1;
-        st.family.parent = Some(Arc::downgrade(&parent.0));
+        st.family.parent = parent.0.id;
         st.family.holds = Some(parent.0.clone());
         if pst.cancel.requested && !st.cancel.requested {
             st.cancel.requested = true;
@@ -98,14 +101,9 @@ impl Job {
         Ok(())
     }
 
-    /// The parent's id, 0 for none (or a parent already freed).
+    /// The parent's id, 0 for none; still the parent's once it was freed.
     pub fn parent_id(&self) -> u64 {
-        let st = self.0.lock();
-        st.family
-            .parent
-            .as_ref()
-            .and_then(Weak::upgrade)
-            .map_or(0, |p| p.id)
+        self.0.lock().family.parent
     }
 
     /// Cancels every child (cause `Parent`); each passes it to its own.

@@ -8,11 +8,19 @@
 //! Lock order: a transaction's lock may be held while taking a member's lock,
 //! never the other way round (job code clones the [`Txn`] out of its own
 //! state and lets go before calling in here).
+//!
+//! Events: a member's state may change under the transaction's lock (it
+//! turns `Pending`, or its cancel is recorded); the events of such changes
+//! are queued there but delivered only once that lock is let go (the
+//! guard holds a [`DeferScope`]), so an event callback never runs under it
+//! and may cancel or finalize its job.
 
+use super::events::DeferScope;
 use super::{CancelCause, CancelStatus, Control, Error, Job, finalize_group};
 use crate::core::log;
 use crate::core::outcome;
 use crate::core::state::{State, Verb};
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A transaction. Clones refer to the same one; members keep it alive, so a
@@ -42,6 +50,28 @@ struct St {
     /// when the owner says it failed).
     forwarded: bool,
     finalized: bool,
+}
+
+/// A hold of a transaction's lock. Events of the members' state changes
+/// made under it are delivered after it is let go: the fields drop in order,
+/// the lock first, then the scope (whose end delivers, if this thread holds
+/// no job lock either).
+struct TxnGuard<'a> {
+    g: MutexGuard<'a, St>,
+    _defer: DeferScope,
+}
+
+impl Deref for TxnGuard<'_> {
+    type Target = St;
+    fn deref(&self) -> &St {
+        &self.g
+    }
+}
+
+impl DerefMut for TxnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut St {
+        &mut self.g
+    }
 }
 
 impl St {
@@ -118,8 +148,14 @@ impl Txn {
         }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, St> {
-        self.0.st.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> TxnGuard<'_> {
+        // Entered before the lock is taken: deferred events are delivered
+        // only after it is let go.
+        let defer = DeferScope::enter();
+        TxnGuard {
+            g: self.0.st.lock().unwrap_or_else(|e| e.into_inner()),
+            _defer: defer,
+        }
     }
 
     /// Adds a job that has not started. Refused (`NotAllowed`) for a job that
@@ -271,6 +307,7 @@ impl Txn {
             if group.is_none() && st.all_done_awaiting_finalize() {
                 // Every member's work is done and succeeded: the group waits
                 // for its manual finalize, and its members say so (PENDING).
+                // Their events wait for this lock to be let go (`TxnGuard`).
                 for m in &st.members {
                     m.mark_pending();
                 }

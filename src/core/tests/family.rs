@@ -79,3 +79,27 @@ fn bad_links_are_refused() {
     drop(b);
     assert_eq!(a.wait(None).unwrap(), State::Completed);
 }
+
+#[test]
+fn a_child_names_its_parent_after_the_parent_was_freed() {
+    let a = until_cancel();
+    let b = until_cancel();
+    b.set_parent(&a).unwrap();
+    a.start().unwrap();
+    b.start().unwrap();
+    a.cancel();
+    assert_eq!(a.wait(None).unwrap(), State::Cancelled);
+    let pid = a.id();
+    drop(a);
+    // Freed once its worker thread lets go of it too (no handle, and the
+    // child, terminal, no longer holds it).
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while crate::core::job::lookup(pid).is_some() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the parent was never freed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(b.parent_id(), pid);
+}
