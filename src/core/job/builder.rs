@@ -159,6 +159,21 @@ impl Builder {
     {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let st = St::new(
+            Box::new(worker),
+            self.completion,
+            st::Finalize {
+                manual: self.manual_finalize,
+                txn: None,
+                commit: self.commit,
+                abort: self.abort,
+                clean: self.clean,
+                pending: None,
+                claimed: false,
+            },
+            self.error_policy,
+            self.deadline.map(duration_ns),
+        );
         let inner = Arc::new(Inner {
             id,
             name: self.name.unwrap_or_else(|| format!("job-{id}")),
@@ -171,21 +186,8 @@ impl Builder {
             attention: AtomicU8::new(0),
             progress: Progress::default(),
             phase: Mutex::new(Arc::from("")),
-            st: Mutex::new(St::new(
-                Box::new(worker),
-                self.completion,
-                st::Finalize {
-                    manual: self.manual_finalize,
-                    txn: None,
-                    commit: self.commit,
-                    abort: self.abort,
-                    clean: self.clean,
-                    pending: None,
-                    claimed: false,
-                },
-                self.error_policy,
-                self.deadline.map(duration_ns),
-            )),
+            status: info::StatusLine::new(&info::Status::of(&st)),
+            st: Mutex::new(st),
             cv: JobSignal::new(),
             c_handles: std::sync::atomic::AtomicUsize::new(0),
             stats: Default::default(),
