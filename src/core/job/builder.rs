@@ -174,6 +174,13 @@ impl Builder {
             self.error_policy,
             self.deadline.map(duration_ns),
         );
+        let epoch = Instant::now();
+        let status = info::StatusLine::new(
+            &info::Status::of(&st),
+            id,
+            self.job_type,
+            info::monotonic_ns(),
+        );
         let inner = Arc::new(Inner {
             id,
             name: self.name.unwrap_or_else(|| format!("job-{id}")),
@@ -182,11 +189,11 @@ impl Builder {
             updates_never_park: self.updates_never_park,
             external: self.external,
             pool: self.pool.unwrap_or_else(Pool::global),
-            epoch: Instant::now(),
+            epoch,
             attention: AtomicU8::new(0),
             progress: Progress::default(),
             phase: Mutex::new(Arc::from("")),
-            status: info::StatusLine::new(&info::Status::of(&st)),
+            status,
             st: Mutex::new(st),
             cv: JobSignal::new(),
             c_handles: std::sync::atomic::AtomicUsize::new(0),

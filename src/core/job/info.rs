@@ -185,7 +185,10 @@ fn policy_of(c: u8) -> ErrorPolicy {
 }
 
 /// The status line: a single-writer sequence lock (the writer holds the
-/// job's lock) over the [`Status`] words, on a cache line of its own.
+/// job's lock) over the [`Status`] words, on a cache line of its own, with
+/// the job's constants a snapshot needs (id, type, clock origin), so a
+/// snapshot reads this line and the progress line and nothing else of the
+/// job.
 #[repr(C, align(64))]
 pub(super) struct StatusLine {
     seq: AtomicU64,
@@ -193,17 +196,32 @@ pub(super) struct StatusLine {
     counts: AtomicU64,
     base: AtomicI64,
     since: AtomicI64,
+    id: u64,
+    job_type: JobType,
+    /// The job clock's origin on `CLOCK_MONOTONIC`, in ns (read just after
+    /// the job's `Instant` epoch: at most a few ns later).
+    epoch_ns: i64,
 }
 
+pub(super) use crate::sys::monotonic_ns;
+
 impl StatusLine {
-    pub(super) fn new(s: &Status) -> StatusLine {
+    pub(super) fn new(s: &Status, id: u64, job_type: JobType, epoch_ns: i64) -> StatusLine {
         StatusLine {
             seq: AtomicU64::new(0),
             flags: AtomicU64::new(s.flags()),
             counts: AtomicU64::new(s.counts()),
             base: AtomicI64::new(s.active_base_ns),
             since: AtomicI64::new(s.running_since_ns),
+            id,
+            job_type,
+            epoch_ns,
         }
+    }
+
+    /// Job-clock time now (ns since the job was made), never negative.
+    fn now_ns(&self) -> i64 {
+        (monotonic_ns() - self.epoch_ns).max(0)
     }
 
     /// Publishes `s` if it differs from what is published. Only with the
@@ -256,14 +274,15 @@ impl Job {
     /// (see the module docs).
     pub fn info(&self) -> Info {
         let inner = &self.0;
-        let s = inner.status.snapshot();
+        let line = &inner.status;
+        let s = line.snapshot();
         let f = inner.progress.snapshot();
         // Read after both: an update or resume published before it is never
         // in the future.
-        let now = inner.now_ns();
+        let now = line.now_ns();
         let state = s.state;
         let active = s.active_ns(now);
-        let bounded = inner.job_type == JobType::Bounded;
+        let bounded = line.job_type == JobType::Bounded;
         let percent = match (bounded, state) {
             (false, _) => -1,
             (true, State::Completed) => 100,
@@ -280,8 +299,8 @@ impl Job {
             remaining(&f, bounded, active, rate)
         };
         Info {
-            id: inner.id,
-            job_type: inner.job_type,
+            id: line.id,
+            job_type: line.job_type,
             state,
             cancel_requested: s.cancel_requested,
             pause_requested: s.pause_requested,
