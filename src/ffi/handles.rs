@@ -660,10 +660,7 @@ pub(crate) mod fast {
                 // SAFETY: our hazard record names the slot and the slot was
                 // live after it was published: its value stays until we
                 // clear the record (module docs).
-                match unsafe { &*s.value.get() } {
-                    Some(v) => Some(f(v)),
-                    None => None,
-                }
+                unsafe { &*s.value.get() }.as_ref().map(f)
             } else {
                 None
             };

@@ -417,10 +417,11 @@ mod tests {
                 active_base_ns: i as i64 * 7,
                 running_since_ns: -1 + i as i64,
             };
-            let line = StatusLine::new(&Status {
+            let first = Status {
                 state: State::Created,
                 ..s
-            });
+            };
+            let line = StatusLine::new(&first, 1, JobType::Bounded, 0);
             line.publish(&s);
             assert_eq!(line.snapshot(), s);
         }
