@@ -492,14 +492,13 @@ pub(crate) fn with_job_read<R>(
     f: impl FnOnce(&Job) -> R,
 ) -> Result<R, bgjob_result> {
     let mut f = Some(f);
-    match JOBS.read_fast(p.addr(), |j| f.take().map(|f| f(j))) {
-        Some(Some(Some(r))) => Ok(r),
-        Some(_) => Err(bgjob_result::InvalidHandle),
-        None => {
-            let f = f.ok_or(bgjob_result::Panic)?;
-            with_job(p, |j, _| f(j))
-        }
+    if let Some(Some(Some(r))) = JOBS.read_fast(p.addr(), |j| f.take().map(|f| f(j))) {
+        return Ok(r);
     }
+    // Not live in the mirror, or the mirror cannot answer: the table decides
+    // (and a worker's own handle stays readable on its thread after a detach).
+    let f = f.ok_or(bgjob_result::Panic)?;
+    with_job(p, |j, _| f(j))
 }
 
 /// Runs `f` with the job behind `p`. `on_worker` tells `f` whether the caller is
@@ -877,6 +876,51 @@ mod tests {
             decode(12, c).unwrap().0,
             decode(12, a).unwrap().0,
             "the slot freed first is reused first"
+        );
+    }
+
+    /// getinfo's lock-free lookup agrees with the table: live handles
+    /// read, removed, stale and made-up ones are refused, a reused slot's
+    /// old handle never reaches the new job, and a worker's own handle stays
+    /// readable on its thread after removal.
+    #[test]
+    fn the_mirror_agrees_with_the_table() {
+        let j = job();
+        let h = JOBS.insert(j.clone());
+        let r = JOBS.share(h).expect("live");
+        assert_eq!(JOBS.read_fast(h, Job::id), Some(Some(j.id())));
+        assert_eq!(JOBS.read_fast(r, Job::id), Some(Some(j.id())));
+        assert!(JOBS.remove(r).is_some());
+        assert_eq!(JOBS.read_fast(r, Job::id), Some(None));
+        assert_eq!(
+            with_job_read(to_ptr(r), Job::id),
+            Err(bgjob_result::InvalidHandle)
+        );
+        assert_eq!(JOBS.read_fast(h, Job::id), Some(Some(j.id())));
+        let other = job();
+        let mut stale = vec![r];
+        for _ in 0..8 {
+            let n = JOBS.insert(other.clone());
+            for &s in &stale {
+                assert_eq!(JOBS.read_fast(s, Job::id), Some(None));
+            }
+            JOBS.remove(n);
+            stale.push(n);
+        }
+        for bogus in [0usize, 1, usize::MAX, 0xdead_beef_0000_0000, h + (1 << 32)] {
+            assert_eq!(
+                with_job_read(to_ptr(bogus), Job::id),
+                Err(bgjob_result::InvalidHandle)
+            );
+        }
+        let scope = crate::core::job::WorkerScope::enter(&j);
+        crate::core::job::tag_worker_thread(h);
+        JOBS.remove(h);
+        assert_eq!(with_job_read(to_ptr(h), Job::id), Ok(j.id()));
+        drop(scope);
+        assert_eq!(
+            with_job_read(to_ptr(h), Job::id),
+            Err(bgjob_result::InvalidHandle)
         );
     }
 

@@ -427,3 +427,89 @@ mod tests {
         }
     }
 }
+
+/// `make loom`: the status line's protocol under every interleaving and
+/// reordering loom explores. The writer publishes on the model's main
+/// thread (the job's lock keeps writers apart, so one writer is the whole
+/// protocol); the reader runs on a spawned thread (see `progress`'s models
+/// for why that way round).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::core::testing::explore;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Status `n`: every word says `n` its own way, so a snapshot mixing two
+    /// versions shows.
+    fn status(n: u32) -> Status {
+        let paused = n % 2 == 1;
+        Status {
+            state: if paused {
+                State::Paused
+            } else {
+                State::Running
+            },
+            cancel_requested: false,
+            pause_requested: paused,
+            complete_requested: false,
+            cancel_soft: false,
+            cancel_cause: CancelCause::None,
+            iostatus: IoStatus::Ok,
+            error_policy: ErrorPolicy::Report,
+            pause_count: n,
+            error_code: n as i32,
+            active_base_ns: i64::from(n) * 10,
+            running_since_ns: i64::from(n) * 100,
+        }
+    }
+
+    fn version(s: &Status) -> u32 {
+        assert_eq!(
+            s.pause_requested,
+            s.state == State::Paused,
+            "state and flags from two versions: {s:?}"
+        );
+        let n = s.pause_count;
+        assert_eq!(*s, status(n), "a torn status: {s:?}");
+        n
+    }
+
+    /// A reader sees only whole published versions, in order.
+    #[test]
+    fn status_line_is_never_torn() {
+        explore("status line: writer vs reader", || {
+            let line = Arc::new(StatusLine::new(&status(0), 1, JobType::Bounded, 0));
+            let reader = {
+                let line = line.clone();
+                thread::spawn(move || {
+                    let a = version(&line.snapshot());
+                    let b = version(&line.snapshot());
+                    assert!(b >= a, "went back from {a} to {b}");
+                })
+            };
+            line.publish(&status(1));
+            reader.join().unwrap();
+            assert_eq!(version(&line.snapshot()), 1);
+        });
+    }
+
+    /// A publish of what is already published writes nothing: a reader
+    /// racing it and a real change sees the old version or the new one.
+    #[test]
+    fn republishing_changes_nothing() {
+        explore("status line: republish, then a change, vs reader", || {
+            let line = Arc::new(StatusLine::new(&status(3), 1, JobType::Bounded, 0));
+            let reader = {
+                let line = line.clone();
+                thread::spawn(move || {
+                    let v = version(&line.snapshot());
+                    assert!(v == 3 || v == 4, "never published: {v}");
+                })
+            };
+            line.publish(&status(3));
+            line.publish(&status(4));
+            reader.join().unwrap();
+        });
+    }
+}
