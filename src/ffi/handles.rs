@@ -52,6 +52,9 @@ pub(crate) struct Table<T> {
     inner: RwLock<Inner<T>>,
     /// Set once the table is in the fork handling's list.
     registered: AtomicBool,
+    /// The lock-free copy of the live slots ([`fast`]), if the table keeps
+    /// one (the job table: getinfo reads through it).
+    mirror: Option<fast::Mirror<T>>,
 }
 
 struct Inner<T> {
@@ -63,7 +66,7 @@ struct Inner<T> {
 /// Each job counts the handles (slots) naming it: a job may have several
 /// (`bgjob_job_ref`, `bgjob_job_lookup`), and only the last one's destroy or
 /// detach acts on the job.
-pub(crate) static JOBS: Table<Job> = Table::counted(1, count_job_handle);
+pub(crate) static JOBS: Table<Job> = Table::counted_mirrored(1, count_job_handle);
 
 fn count_job_handle(job: &Job, delta: isize) {
     let n = job.c_handles();
@@ -151,16 +154,20 @@ pub(crate) fn to_ptr<P>(h: usize) -> *mut P {
 
 impl<T: Clone> Table<T> {
     pub(crate) const fn new(tag: u8) -> Table<T> {
-        Self::make(tag, None)
+        Self::make(tag, None, None)
     }
 
     /// A table that tells `on_count` when a slot starts or stops naming an
-    /// object.
-    pub(crate) const fn counted(tag: u8, on_count: fn(&T, isize)) -> Table<T> {
-        Self::make(tag, Some(on_count))
+    /// object, and keeps a lock-free mirror for [`Table::read_fast`].
+    const fn counted_mirrored(tag: u8, on_count: fn(&T, isize)) -> Table<T> {
+        Self::make(tag, Some(on_count), Some(fast::Mirror::new()))
     }
 
-    const fn make(tag: u8, on_count: Option<fn(&T, isize)>) -> Table<T> {
+    const fn make(
+        tag: u8,
+        on_count: Option<fn(&T, isize)>,
+        mirror: Option<fast::Mirror<T>>,
+    ) -> Table<T> {
         Table {
             tag,
             on_count,
@@ -169,7 +176,37 @@ impl<T: Clone> Table<T> {
                 free: VecDeque::new(),
             }),
             registered: AtomicBool::new(false),
+            mirror,
         }
+    }
+
+    /// Tells the mirror slot `i` now names `value` under `generation`.
+    fn mirror_live(&self, i: u32, generation: u32, value: &T) {
+        if let Some(m) = &self.mirror {
+            m.set_live(i as usize, generation, value.clone());
+        }
+    }
+
+    /// Tells the mirror slot `i` names nothing any more; returns the
+    /// mirror's copy, to be dropped with no table lock held.
+    fn mirror_dead(&self, i: u32) -> Option<T> {
+        self.mirror
+            .as_ref()
+            .and_then(|m| m.set_dead(self.tag, i as usize))
+    }
+
+    /// Runs `f` on the object behind `h` with no lock and no reference
+    /// count, through the mirror: `Some(Some(r))`; `Some(None)` for a handle
+    /// that names nothing; `None` when the mirror cannot answer (no mirror,
+    /// a slot beyond it, no hazard record for this thread): ask the table.
+    /// `f` must be short and must not look handles up (it runs while this
+    /// thread's hazard record names the slot, and a destroy of it waits).
+    pub(crate) fn read_fast<R>(&self, h: usize, f: impl FnOnce(&T) -> R) -> Option<Option<R>> {
+        let m = self.mirror.as_ref()?;
+        let Some((i, g)) = decode(self.tag, h) else {
+            return Some(None);
+        };
+        m.read(self.tag, i, g, f)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner<T>> {
@@ -236,6 +273,7 @@ impl<T: Clone> Table<T> {
             if let Some(f) = self.on_count {
                 f(&value, 1);
             }
+            self.mirror_live(i as u32, g, &value);
             e.slot = Slot::Live(value);
         }
     }
@@ -279,10 +317,15 @@ impl<T: Clone> Table<T> {
         let Slot::Live(v) = std::mem::replace(&mut e.slot, Slot::Free) else {
             unreachable!("only live slots get here");
         };
+        // Before the generation moves on: the mirror's slot is dead (and no
+        // reader is inside it) before the table's can be reused.
+        let copy = self.mirror_dead(i as u32);
         t.release(i as u32);
         if let Some(f) = self.on_count {
             f(&v, -1);
         }
+        drop(t);
+        drop(copy);
         Ok(v)
     }
 
@@ -331,6 +374,7 @@ impl<T: Clone> Table<T> {
         if let Some(f) = self.on_count {
             f(&value, 1);
         }
+        self.mirror_live(index, e.generation, &value);
         e.slot = Slot::Live(value);
         Some(encode(self.tag, index, e.generation))
     }
@@ -384,14 +428,20 @@ impl<T: Clone + Send + Sync + 'static> ForkTable for Table<T> {
     }
 
     fn hold_for_fork(&'static self) -> Box<dyn HeldTable> {
-        Box::new(TableHold(self.write()))
+        Box::new(TableHold(self.write(), self))
     }
 }
 
-struct TableHold<T: 'static>(RwLockWriteGuard<'static, Inner<T>>);
+struct TableHold<T: 'static>(RwLockWriteGuard<'static, Inner<T>>, &'static Table<T>);
 
 impl<T> HeldTable for TableHold<T> {
     fn forget_all(mut self: Box<Self>) {
+        if let Some(m) = &self.1.mirror {
+            // No reader runs in the child (only the forking thread does,
+            // and it is not inside a read): the parent's readers' hazard
+            // records and the mirror's copies are forgotten.
+            m.forget_all_after_fork();
+        }
         let t = &mut *self.0;
         for i in 0..t.entries.len() {
             // A free slot (queued or retired) names no live object: its
@@ -434,6 +484,23 @@ pub(crate) fn with_call_handle(job: &Job, h: usize, f: impl FnOnce(usize)) {
     }
 }
 
+/// Runs `f` on the job behind `p` with no lock and no reference count (the
+/// job table's lock-free mirror, [`fast`]), else as [`with_job`] does. For
+/// short reads that look no handle up (getinfo).
+pub(crate) fn with_job_read<R>(
+    p: *mut bgjob_job,
+    f: impl FnOnce(&Job) -> R,
+) -> Result<R, bgjob_result> {
+    let mut f = Some(f);
+    if let Some(Some(Some(r))) = JOBS.read_fast(p.addr(), |j| f.take().map(|f| f(j))) {
+        return Ok(r);
+    }
+    // Not live in the mirror, or the mirror cannot answer: the table decides
+    // (and a worker's own handle stays readable on its thread after a detach).
+    let f = f.ok_or(bgjob_result::Panic)?;
+    with_job(p, |j, _| f(j))
+}
+
 /// Runs `f` with the job behind `p`. `on_worker` tells `f` whether the caller is
 /// that job's own worker thread (whose progress calls park while paused).
 pub(crate) fn with_job<R>(
@@ -451,6 +518,260 @@ pub(crate) fn with_job<R>(
     let job = JOBS.get(h).ok_or(bgjob_result::InvalidHandle)?;
     let f = f.ok_or(bgjob_result::Panic)?;
     Ok(f(&job, false))
+}
+
+/// The lock-free mirror of a handle table, for getinfo: a handle lookup that
+/// takes no lock and no reference count.
+///
+/// The mirror's slots live in chunks that are never freed, so a reader can
+/// always touch the slot a handle names, whatever became of the object. A
+/// slot holds a word (`generation << 1 | live`) and, while live, a copy of
+/// the table's value (a clone of the job: the mirror's own reference). Every
+/// change is made under the table's write lock, in the same hold as the
+/// table's own change.
+///
+/// A reader announces the slot it is about to read in its thread's hazard
+/// record, then (after a full fence) checks that the slot is live with the
+/// handle's generation, and only then reads the copy. A removal marks the
+/// slot dead, and (after a full fence) waits until no hazard record names
+/// the slot before it takes the copy out. By the two fences, either the
+/// reader sees the slot dead (and touches nothing) or the removal sees the
+/// reader's record (and waits for it): a destroyed handle is refused, and a
+/// job is never freed under a reader. Readers never wait; a removal waits at
+/// most for the reads in flight on that slot.
+///
+/// Hazard records are a fixed array of cache lines, one claimed per reading
+/// thread for its life (released by a thread-local destructor). A thread
+/// that finds none free, or a handle beyond the mirror, is told to ask the
+/// table (the locked path).
+pub(crate) mod fast {
+    use std::cell::{Cell, UnsafeCell};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
+
+    /// Slots per chunk, and chunks: 4 Mi slots mirrored.
+    const CHUNK: usize = 4096;
+    const DIR: usize = 1024;
+
+    struct Slot<T> {
+        /// `generation << 1 | 1` while live; 0 while dead.
+        word: AtomicU64,
+        /// Written only under the table's write lock, while the slot is dead
+        /// and no hazard record names it; read only by a reader whose hazard
+        /// record names it and who saw it live afterwards.
+        value: UnsafeCell<Option<T>>,
+    }
+
+    pub(crate) struct Mirror<T> {
+        dir: [AtomicPtr<Slot<T>>; DIR],
+    }
+
+    // SAFETY: the values are shared between threads only as the protocol in
+    // the module docs says (written under the table's lock while no reader
+    // can see them, read as `&T` by readers): T must be Send + Sync.
+    unsafe impl<T: Send + Sync> Sync for Mirror<T> {}
+
+    fn live(generation: u32) -> u64 {
+        u64::from(generation) << 1 | 1
+    }
+
+    impl<T> Mirror<T> {
+        pub(crate) const fn new() -> Mirror<T> {
+            Mirror {
+                dir: [const { AtomicPtr::new(std::ptr::null_mut()) }; DIR],
+            }
+        }
+
+        /// The slot `i`, if its chunk exists.
+        fn slot(&self, i: usize) -> Option<&Slot<T>> {
+            let chunk = self.dir.get(i / CHUNK)?.load(Ordering::Acquire);
+            // SAFETY: a non-null chunk is a leaked array of CHUNK slots,
+            // never freed.
+            (!chunk.is_null()).then(|| unsafe { &*chunk.add(i % CHUNK) })
+        }
+
+        /// The slot `i`, its chunk made if needed. Under the table's write
+        /// lock. `None` beyond the mirror.
+        fn slot_or_make(&self, i: usize) -> Option<&Slot<T>> {
+            let d = self.dir.get(i / CHUNK)?;
+            if d.load(Ordering::Acquire).is_null() {
+                let chunk: Box<[Slot<T>]> = (0..CHUNK)
+                    .map(|_| Slot {
+                        word: AtomicU64::new(0),
+                        value: UnsafeCell::new(None),
+                    })
+                    .collect();
+                // Never freed: readers may touch any slot at any time.
+                let p = Box::leak(chunk).as_mut_ptr();
+                d.store(p, Ordering::Release);
+            }
+            self.slot(i)
+        }
+
+        /// Slot `i` now names `value` under `generation` (table write lock
+        /// held; the slot is dead and unread, see [`Mirror::set_dead`]).
+        pub(crate) fn set_live(&self, i: usize, generation: u32, value: T) {
+            let Some(s) = self.slot_or_make(i) else {
+                return;
+            };
+            // SAFETY: dead, and no reader reads a dead slot's value (module
+            // docs); writers are serialised by the table's lock.
+            unsafe { *s.value.get() = Some(value) };
+            s.word.store(live(generation), Ordering::Release);
+        }
+
+        /// Slot `i` names nothing any more: marked dead, and once no reader
+        /// is inside it, its value is taken out (to be dropped by the caller
+        /// with no lock held). Table write lock held.
+        pub(crate) fn set_dead(&self, tag: u8, i: usize) -> Option<T> {
+            let s = self.slot(i)?;
+            s.word.store(0, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            wait_unnamed(hazard_key(tag, i));
+            // SAFETY: dead, and no hazard record names it: no reader reads
+            // the value now or will (a later one sees it dead).
+            unsafe { (*s.value.get()).take() }
+        }
+
+        /// Runs `f` on the value handle (`i`, `generation`) names; see
+        /// [`super::Table::read_fast`].
+        pub(crate) fn read<R>(
+            &self,
+            tag: u8,
+            i: usize,
+            generation: u32,
+            f: impl FnOnce(&T) -> R,
+        ) -> Option<Option<R>> {
+            if i / CHUNK >= DIR {
+                return None;
+            }
+            let Some(s) = self.slot(i) else {
+                // No chunk: no slot in it was ever live.
+                return Some(None);
+            };
+            let want = live(generation);
+            if s.word.load(Ordering::Relaxed) != want {
+                return Some(None);
+            }
+            let hazard = Hazard::mine()?;
+            hazard.slot.store(hazard_key(tag, i), Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let r = if s.word.load(Ordering::Acquire) == want {
+                // SAFETY: our hazard record names the slot and the slot was
+                // live after it was published: its value stays until we
+                // clear the record (module docs).
+                unsafe { &*s.value.get() }.as_ref().map(f)
+            } else {
+                None
+            };
+            hazard.slot.store(0, Ordering::Release);
+            Some(r)
+        }
+
+        /// In a forked child: every slot dead, its value forgotten (never
+        /// dropped: it belongs to the parent's threads), every hazard record
+        /// cleared (their threads do not exist here).
+        pub(crate) fn forget_all_after_fork(&self) {
+            for d in &self.dir {
+                let chunk = d.load(Ordering::Acquire);
+                if chunk.is_null() {
+                    continue;
+                }
+                for k in 0..CHUNK {
+                    // SAFETY: a leaked chunk of CHUNK slots; only this thread
+                    // runs in the child.
+                    let s = unsafe { &*chunk.add(k) };
+                    s.word.store(0, Ordering::Relaxed);
+                    // SAFETY: as above: no reader exists.
+                    std::mem::forget(unsafe { (*s.value.get()).take() });
+                }
+            }
+            for h in HAZARDS.iter() {
+                h.slot.store(0, Ordering::Relaxed);
+                h.owned.store(false, Ordering::Relaxed);
+            }
+            HAZARD_HIGH.store(0, Ordering::Relaxed);
+            MINE.set(0);
+        }
+    }
+
+    fn hazard_key(tag: u8, i: usize) -> usize {
+        (usize::from(tag) << 60) | (i + 1)
+    }
+
+    /// One reading thread's hazard record, on a cache line of its own.
+    #[repr(align(64))]
+    struct Hazard {
+        /// The mirror slot this thread is reading (`hazard_key`), or 0.
+        slot: AtomicUsize,
+        owned: AtomicBool,
+    }
+
+    const HAZARD_RECORDS: usize = 256;
+    static HAZARDS: [Hazard; HAZARD_RECORDS] = [const {
+        Hazard {
+            slot: AtomicUsize::new(0),
+            owned: AtomicBool::new(false),
+        }
+    }; HAZARD_RECORDS];
+    /// Records ever claimed are below this: a removal scans only those.
+    static HAZARD_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+    thread_local! {
+        /// This thread's record, index + 1 (0: none yet).
+        static MINE: Cell<usize> = const { Cell::new(0) };
+        /// Releases the record when the thread ends.
+        static RELEASE: Release = const { Release };
+    }
+
+    struct Release;
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let k = MINE.try_with(|m| m.replace(0)).unwrap_or(0);
+            if k != 0 {
+                HAZARDS[k - 1].slot.store(0, Ordering::Relaxed);
+                HAZARDS[k - 1].owned.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    impl Hazard {
+        /// This thread's record, claimed on first use; `None` when every
+        /// record is taken or the thread is ending.
+        fn mine() -> Option<&'static Hazard> {
+            let k = MINE.try_with(Cell::get).ok()?;
+            if k != 0 {
+                return Some(&HAZARDS[k - 1]);
+            }
+            // Registers the destructor that gives the record back.
+            RELEASE.try_with(|_| ()).ok()?;
+            let k = HAZARDS.iter().position(|h| {
+                h.owned
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })?;
+            HAZARD_HIGH.fetch_max(k + 1, Ordering::AcqRel);
+            MINE.set(k + 1);
+            Some(&HAZARDS[k])
+        }
+    }
+
+    /// Waits until no hazard record names `key` (after the caller's full
+    /// fence). Readers hold a record for the length of one short read.
+    fn wait_unnamed(key: usize) {
+        let high = HAZARD_HIGH.load(Ordering::Acquire);
+        for h in &HAZARDS[..high] {
+            let mut spins = 0u32;
+            while h.slot.load(Ordering::Acquire) == key {
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -555,6 +876,51 @@ mod tests {
             decode(12, c).unwrap().0,
             decode(12, a).unwrap().0,
             "the slot freed first is reused first"
+        );
+    }
+
+    /// getinfo's lock-free lookup agrees with the table: live handles
+    /// read, removed, stale and made-up ones are refused, a reused slot's
+    /// old handle never reaches the new job, and a worker's own handle stays
+    /// readable on its thread after removal.
+    #[test]
+    fn the_mirror_agrees_with_the_table() {
+        let j = job();
+        let h = JOBS.insert(j.clone());
+        let r = JOBS.share(h).expect("live");
+        assert_eq!(JOBS.read_fast(h, Job::id), Some(Some(j.id())));
+        assert_eq!(JOBS.read_fast(r, Job::id), Some(Some(j.id())));
+        assert!(JOBS.remove(r).is_some());
+        assert_eq!(JOBS.read_fast(r, Job::id), Some(None));
+        assert_eq!(
+            with_job_read(to_ptr(r), Job::id),
+            Err(bgjob_result::InvalidHandle)
+        );
+        assert_eq!(JOBS.read_fast(h, Job::id), Some(Some(j.id())));
+        let other = job();
+        let mut stale = vec![r];
+        for _ in 0..8 {
+            let n = JOBS.insert(other.clone());
+            for &s in &stale {
+                assert_eq!(JOBS.read_fast(s, Job::id), Some(None));
+            }
+            JOBS.remove(n);
+            stale.push(n);
+        }
+        for bogus in [0usize, 1, usize::MAX, 0xdead_beef_0000_0000, h + (1 << 32)] {
+            assert_eq!(
+                with_job_read(to_ptr(bogus), Job::id),
+                Err(bgjob_result::InvalidHandle)
+            );
+        }
+        let scope = crate::core::job::WorkerScope::enter(&j);
+        crate::core::job::tag_worker_thread(h);
+        JOBS.remove(h);
+        assert_eq!(with_job_read(to_ptr(h), Job::id), Ok(j.id()));
+        drop(scope);
+        assert_eq!(
+            with_job_read(to_ptr(h), Job::id),
+            Err(bgjob_result::InvalidHandle)
         );
     }
 

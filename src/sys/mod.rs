@@ -660,6 +660,20 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
     n == 1 && p.revents & libc::POLLIN != 0
 }
 
+/// `CLOCK_MONOTONIC` in ns: the clock `std::time::Instant` reads, without its
+/// `Duration` arithmetic (getinfo's clock, `core::job::info`).
+pub(crate) fn monotonic_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
 #[cfg(test)]
 mod tests {
     /// Core names the errno values it uses without libc: each is libc's.

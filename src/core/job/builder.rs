@@ -159,6 +159,28 @@ impl Builder {
     {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let st = St::new(
+            Box::new(worker),
+            self.completion,
+            st::Finalize {
+                manual: self.manual_finalize,
+                txn: None,
+                commit: self.commit,
+                abort: self.abort,
+                clean: self.clean,
+                pending: None,
+                claimed: false,
+            },
+            self.error_policy,
+            self.deadline.map(duration_ns),
+        );
+        let epoch = Instant::now();
+        let status = info::StatusLine::new(
+            &info::Status::of(&st),
+            id,
+            self.job_type,
+            info::monotonic_ns(),
+        );
         let inner = Arc::new(Inner {
             id,
             name: self.name.unwrap_or_else(|| format!("job-{id}")),
@@ -167,25 +189,12 @@ impl Builder {
             updates_never_park: self.updates_never_park,
             external: self.external,
             pool: self.pool.unwrap_or_else(Pool::global),
-            epoch: Instant::now(),
+            epoch,
             attention: AtomicU8::new(0),
             progress: Progress::default(),
             phase: Mutex::new(Arc::from("")),
-            st: Mutex::new(St::new(
-                Box::new(worker),
-                self.completion,
-                st::Finalize {
-                    manual: self.manual_finalize,
-                    txn: None,
-                    commit: self.commit,
-                    abort: self.abort,
-                    clean: self.clean,
-                    pending: None,
-                    claimed: false,
-                },
-                self.error_policy,
-                self.deadline.map(duration_ns),
-            )),
+            status,
+            st: Mutex::new(st),
             cv: JobSignal::new(),
             c_handles: std::sync::atomic::AtomicUsize::new(0),
             stats: Default::default(),

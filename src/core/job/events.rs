@@ -322,20 +322,39 @@ impl Drop for DeferScope {
 
 /// The guard of a job's lock: derefs to [`St`]; on release queues the state
 /// change the hold made and delivers (see the module docs).
+///
+/// It also publishes the job's status line ([`super::info`]) as the lock is
+/// let go (and before a wait lets go of it), if the hold asked for the state
+/// mutably: every change made under the lock is visible to a lock-free
+/// getinfo before anyone else can take the lock.
 pub(super) struct StGuard<'a> {
     g: Option<MutexGuard<'a, St>>,
     before: Option<State>,
+    status: &'a super::info::StatusLine,
+    /// The hold took `&mut St`: the status line may need a new version.
+    dirty: bool,
 }
 
 impl<'a> StGuard<'a> {
-    pub(super) fn new(g: MutexGuard<'a, St>) -> StGuard<'a> {
+    pub(super) fn new(g: MutexGuard<'a, St>, status: &'a super::info::StatusLine) -> StGuard<'a> {
         enter();
         let before = g.events.as_ref().map(|_| g.state());
-        StGuard { g: Some(g), before }
+        StGuard {
+            g: Some(g),
+            before,
+            status,
+            dirty: false,
+        }
     }
 
+    /// Takes the guard out, publishing the status line first if the hold
+    /// may have changed it (the lock is still held).
     fn finish(&mut self) -> Option<MutexGuard<'a, St>> {
-        self.g.take()
+        let g = self.g.take()?;
+        if self.dirty {
+            self.status.publish(&super::info::Status::of(&g));
+        }
+        Some(g)
     }
 }
 
@@ -348,6 +367,7 @@ impl Deref for StGuard<'_> {
 
 impl DerefMut for StGuard<'_> {
     fn deref_mut(&mut self) -> &mut St {
+        self.dirty = true;
         self.g.as_mut().expect("a live guard")
     }
 }
@@ -386,8 +406,9 @@ impl JobSignal {
         self.0.notify_all();
     }
 
-    fn pre_wait<'a>(guard: StGuard<'a>) -> MutexGuard<'a, St> {
+    fn pre_wait<'a>(guard: StGuard<'a>) -> (MutexGuard<'a, St>, &'a super::info::StatusLine) {
         let mut guard = guard;
+        let status = guard.status;
         let before = guard.before;
         let mut g = guard.finish().expect("a live guard");
         if let Some(b) = before {
@@ -399,18 +420,23 @@ impl JobSignal {
         // The hold continues after the wait: no leave() here, the guard
         // rebuilt afterwards takes over the count.
         std::mem::forget(guard);
-        g
+        (g, status)
     }
 
-    fn post_wait(g: MutexGuard<'_, St>) -> StGuard<'_> {
+    fn post_wait<'a>(g: MutexGuard<'a, St>, status: &'a super::info::StatusLine) -> StGuard<'a> {
         let before = g.events.as_ref().map(|_| g.state());
-        StGuard { g: Some(g), before }
+        StGuard {
+            g: Some(g),
+            before,
+            status,
+            dirty: false,
+        }
     }
 
     pub(super) fn wait<'a>(&self, guard: StGuard<'a>) -> std::sync::LockResult<StGuard<'a>> {
-        let g = JobSignal::pre_wait(guard);
+        let (g, status) = JobSignal::pre_wait(guard);
         let g = self.0.wait(g).unwrap_or_else(|e| e.into_inner());
-        Ok(JobSignal::post_wait(g))
+        Ok(JobSignal::post_wait(g, status))
     }
 
     pub(super) fn wait_timeout<'a>(
@@ -418,12 +444,12 @@ impl JobSignal {
         guard: StGuard<'a>,
         timeout: Duration,
     ) -> std::sync::LockResult<(StGuard<'a>, super::super::sync::WaitTimeoutResult)> {
-        let g = JobSignal::pre_wait(guard);
+        let (g, status) = JobSignal::pre_wait(guard);
         let (g, r) = self
             .0
             .wait_timeout(g, timeout)
             .unwrap_or_else(|e| e.into_inner());
-        Ok((JobSignal::post_wait(g), r))
+        Ok((JobSignal::post_wait(g, status), r))
     }
 }
 

@@ -32,6 +32,7 @@ mod cancel;
 mod events;
 mod external;
 mod family;
+mod info;
 mod lifecycle;
 mod owner;
 mod pause;
@@ -157,6 +158,9 @@ struct Inner {
     /// ATTN_* bits: the worker's fast path reads only this.
     attention: AtomicU8,
     progress: Progress,
+    /// The status line getinfo reads with no lock ([`info`]); written as
+    /// the job's lock is let go.
+    status: info::StatusLine,
     phase: Mutex<Arc<str>>,
     st: Mutex<St>,
     cv: JobSignal,
@@ -274,7 +278,10 @@ impl Inner {
     /// The job's lock; its guard queues the events of the state change the
     /// hold made (see [`events`]).
     fn lock(&self) -> StGuard<'_> {
-        StGuard::new(self.st.lock().unwrap_or_else(|e| e.into_inner()))
+        StGuard::new(
+            self.st.lock().unwrap_or_else(|e| e.into_inner()),
+            &self.status,
+        )
     }
 
     /// After a change to the pauses: the clock, the worker's attention bit and

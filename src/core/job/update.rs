@@ -4,73 +4,6 @@
 use super::*;
 
 impl Job {
-    /// One consistent snapshot; never waits on the worker.
-    pub fn info(&self) -> Info {
-        let inner = &self.0;
-        // One clock reading serves the active time and the time since progress
-        // (an update landing after it counts as "just now", never negative).
-        let now = inner.now_ns();
-        let (state, cancel_requested, pause_requested, active, error_code, cancel_cause);
-        let (pause_count, iostatus, error_policy);
-        let (complete_requested, cancel_soft);
-        {
-            let st = inner.lock();
-            (state, cancel_requested, pause_requested, active) = (
-                st.state(),
-                st.cancel.requested,
-                st.pauses.user,
-                st.active_ns(now),
-            );
-            error_code = st.end.error.as_ref().map_or(0, |e| e.code);
-            cancel_cause = st.cancel.cause;
-            (pause_count, iostatus, error_policy) = (
-                st.pauses.internal,
-                st.pauses.iostatus,
-                st.pauses.error_policy,
-            );
-            (complete_requested, cancel_soft) = (st.ready.complete_requested, st.cancel.soft);
-        }
-        let f = inner.progress.snapshot();
-        let bounded = inner.job_type == JobType::Bounded;
-        let percent = match (bounded, state) {
-            (false, _) => -1,
-            (true, State::Completed) => 100,
-            (true, _) => progress::percent(&f),
-        };
-        let active_ms = ms(active);
-        let rate = if active > 0 && f.current > 0 {
-            f.current as f64 * 1e9 / active as f64
-        } else {
-            -1.0
-        };
-        let remaining_ms = if state.is_terminal() {
-            0
-        } else {
-            remaining(&f, bounded, active, rate)
-        };
-        Info {
-            id: inner.id,
-            job_type: inner.job_type,
-            state,
-            cancel_requested,
-            pause_requested,
-            elapsed_ms: active_ms,
-            remaining_ms,
-            percent,
-            current: f.current,
-            total: f.total,
-            rate,
-            since_progress_ms: inner.progress.since_last_ns(&f, now).map_or(-1, ms),
-            error_code,
-            cancel_cause,
-            pause_count,
-            iostatus,
-            error_policy,
-            complete_requested,
-            cancel_soft,
-        }
-    }
-
     /// The job's error, if it has one: set by the worker, or given at its end.
     pub fn error(&self) -> Option<JobError> {
         self.0.lock().end.error.clone()
@@ -259,25 +192,6 @@ impl Job {
             let _ = self.pause_point();
         }
     }
-}
-
-fn remaining(f: &Fields, bounded: bool, active_ns: i64, rate: f64) -> i64 {
-    if f.eta_ms >= 0 {
-        let spent = ms(active_ns - f.eta_set_active_ns).max(0);
-        return (f.eta_ms - spent).max(0);
-    }
-    if !bounded {
-        return -1;
-    }
-    if f.percent < 0 && f.total > 0 && rate > 0.0 {
-        let left = f.total.saturating_sub(f.current) as f64;
-        return (left / rate * 1000.0).min(i64::MAX as f64) as i64;
-    }
-    let p = progress::percent(f);
-    if (1..100).contains(&p) && f.percent >= 0 {
-        return ms(active_ns) * i64::from(100 - p) / i64::from(p);
-    }
-    if p == 100 { 0 } else { -1 }
 }
 
 /// What a worker gets: its job, plus the calls that park at pause points.
