@@ -93,17 +93,26 @@ impl Job {
         self.0.lock().check_worker_update()
     }
 
+    #[inline]
     pub(super) fn update(
         &self,
         f: impl FnOnce(&mut Fields) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let inner = &*self.0;
         // The state check is one uncontended read of the attention bits in the
         // common case; the lock is only taken when something happened to the job
         // (cancel, pause, or its end).
-        if self.0.attention.load(Ordering::Acquire) != 0 {
+        if inner.attention.load(Ordering::Acquire) != 0 {
             self.check_update()?;
         }
-        self.0.progress.update(|| self.0.now_ns(), f)
+        // The time is read before the record's write window, so a reader
+        // never waits on a clock read.
+        let now = inner.progress.stamp(inner.epoch);
+        if is_current_worker(inner) {
+            inner.progress.update_own(now, f)
+        } else {
+            inner.progress.update(now, f)
+        }
     }
 
     /// Sets the number of units in all (may move either way; 0 = unknown).
@@ -126,6 +135,7 @@ impl Job {
     }
 
     /// Adds to the units done (saturating).
+    #[inline]
     pub fn add_units(&self, n: u64) -> Result<(), Error> {
         self.update(|f| {
             f.current = f.current.saturating_add(n);
@@ -237,12 +247,9 @@ impl Job {
         self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
     }
 
-    /// Whether the calling thread is this job's worker.
+    /// Whether the calling thread is this job's worker. One thread-local read.
     pub fn on_own_worker(&self) -> bool {
-        CURRENT_WORKER.with(|c| {
-            c.try_borrow()
-                .is_ok_and(|cur| matches!(&*cur, Some((j, _)) if j == self))
-        })
+        is_current_worker(&self.0)
     }
 
     /// The rule for every layer, after a progress update: on the job's own
@@ -251,6 +258,7 @@ impl Job {
     /// [`Builder::updates_never_park`], whose updates never park; on any other
     /// thread it never blocks. A cancel does not fail the update; the worker
     /// sees it at its next check. One atomic load when nothing is pending.
+    #[inline]
     pub fn after_update(&self) {
         if self.0.updates_never_park {
             return;
