@@ -774,6 +774,169 @@ mod loom_tests {
         });
     }
 
+    fn bump(p: &Progress, own: bool) {
+        let f = |f: &mut Fields| -> Result<(), ()> {
+            f.current += 1;
+            f.total = f.current * 2;
+            Ok(())
+        };
+        if own {
+            p.update_own(0, f).unwrap();
+        } else {
+            p.update(0, f).unwrap();
+        }
+    }
+
+    /// The solo/shared switch: the worker (inside its run) writes solo
+    /// while another thread's first update switches the record to shared
+    /// and a reader polls. No update is lost (each read-modify-write saw
+    /// the other's whole result), no snapshot is torn or goes backwards,
+    /// and the record ends shared. The membarrier is modelled as a
+    /// sequentially consistent fence on both sides (what it guarantees).
+    #[test]
+    fn solo_worker_vs_switching_writer() {
+        explore("progress: solo worker vs switch", || {
+            let p = Arc::new(Progress::default());
+            p.worker_enter();
+            let other = {
+                let p = p.clone();
+                thread::spawn(move || bump(&p, false))
+            };
+            let reader = {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let a = p.snapshot();
+                    check(&a);
+                    let b = p.snapshot();
+                    check(&b);
+                    assert!(b.current >= a.current, "went backwards: {a:?} then {b:?}");
+                })
+            };
+            bump(&p, true);
+            bump(&p, true);
+            other.join().unwrap();
+            reader.join().unwrap();
+            let end = p.snapshot();
+            assert_eq!((end.current, end.total), (3, 6), "an update was lost");
+            assert!(p.is_shared());
+        });
+    }
+
+    /// A switch before the worker enters its run needs no barrier: the
+    /// worker's arrival and the switch are ordered by SeqCst fences, so
+    /// either the switcher sees the worker inside (and waits for its
+    /// window) or the worker sees the switch (and takes the shared path).
+    #[test]
+    fn switch_racing_the_worker_entering() {
+        explore("progress: switch vs worker entering", || {
+            let p = Arc::new(Progress::default());
+            let other = {
+                let p = p.clone();
+                thread::spawn(move || bump(&p, false))
+            };
+            p.worker_enter();
+            bump(&p, true);
+            other.join().unwrap();
+            let end = p.snapshot();
+            check(&end);
+            assert_eq!(end.current, 2, "an update was lost");
+        });
+    }
+
+    /// Two other threads switch at once while the worker writes solo: the
+    /// second waits for the first's switch to finish before writing.
+    #[test]
+    fn two_switchers_and_the_worker() {
+        explore("progress: two switchers vs worker", || {
+            let p = Arc::new(Progress::default());
+            p.worker_enter();
+            let others: Vec<_> = (0..2)
+                .map(|_| {
+                    let p = p.clone();
+                    thread::spawn(move || bump(&p, false))
+                })
+                .collect();
+            bump(&p, true);
+            for o in others {
+                o.join().unwrap();
+            }
+            let end = p.snapshot();
+            check(&end);
+            assert_eq!(end.current, 3, "an update was lost");
+        });
+    }
+
+    /// The switch protocol with the worker's light barrier left out (no
+    /// fence between its `busy` store and its `mode` load) and none on the
+    /// switcher's side: the worker may read the old mode while the switcher
+    /// reads `busy` as 0, and both write at once. Loom must find the lost
+    /// update, so the models above would show a protocol that lost its
+    /// barrier.
+    #[derive(Default)]
+    struct NoBarrier {
+        seq: AtomicU64,
+        current: AtomicU64,
+        mode: AtomicU8,
+        busy: AtomicU8,
+    }
+
+    impl NoBarrier {
+        fn solo_bump(&self) {
+            self.busy.store(1, Ordering::Relaxed);
+            if self.mode.load(Ordering::Relaxed) != SOLO {
+                self.busy.store(0, Ordering::Release);
+                return self.shared_bump();
+            }
+            let c = self.current.load(Ordering::Relaxed);
+            let s = self.seq.load(Ordering::Relaxed);
+            self.seq.store(s + 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            self.current.store(c + 1, Ordering::Relaxed);
+            self.seq.store(s + 2, Ordering::Release);
+            self.busy.store(0, Ordering::Release);
+        }
+
+        fn shared_bump(&self) {
+            if self.mode.swap(SHARED, Ordering::Relaxed) != SHARED {
+                let mut spins = 0;
+                while self.busy.load(Ordering::Acquire) != 0 {
+                    backoff(&mut spins);
+                }
+            }
+            let mut spins = 0;
+            let s = loop {
+                let s = self.seq.load(Ordering::Relaxed);
+                if s & 1 == 0
+                    && self
+                        .seq
+                        .compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    break s;
+                }
+                backoff(&mut spins);
+            };
+            let c = self.current.load(Ordering::Relaxed);
+            self.current.store(c + 1, Ordering::Relaxed);
+            self.seq.store(s + 2, Ordering::Release);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "lost")]
+    fn canary_catches_a_missing_barrier() {
+        loom::model(|| {
+            let p = Arc::new(NoBarrier::default());
+            let other = {
+                let p = p.clone();
+                thread::spawn(move || p.shared_bump())
+            };
+            p.solo_bump();
+            other.join().unwrap();
+            assert_eq!(p.current.load(Ordering::Relaxed), 2, "lost an update");
+        });
+    }
+
     /// The same protocol as [`Progress`] for two fields, but the reader lacks
     /// its acquire fence: a relaxed field load may then see the new value while
     /// the second sequence load still sees the old one. Loom must find it.
