@@ -134,13 +134,33 @@ impl Job {
         })
     }
 
-    /// Adds to the units done (saturating).
+    /// Adds to the units done (saturating). The copy loop's call: on the
+    /// job's own worker it stores only the units and the time.
     #[inline]
     pub fn add_units(&self, n: u64) -> Result<(), Error> {
-        self.update(|f| {
-            f.current = f.current.saturating_add(n);
+        self.add_units_from(false, n)
+    }
+
+    /// [`Job::add_units`] for a caller that already knows it runs on this
+    /// job's worker thread (`on_worker`; the C API learns it from the handle
+    /// lookup), saving a second thread-local read. `false` means "not
+    /// known": it is then checked.
+    #[inline]
+    pub(crate) fn add_units_from(&self, on_worker: bool, n: u64) -> Result<(), Error> {
+        let inner = &*self.0;
+        if inner.attention.load(Ordering::Acquire) != 0 {
+            self.check_update()?;
+        }
+        let now = inner.progress.stamp(inner.epoch);
+        if on_worker || is_current_worker(inner) {
+            inner.progress.add_own(now, n);
             Ok(())
-        })
+        } else {
+            inner.progress.update(now, |f| {
+                f.current = f.current.saturating_add(n);
+                Ok(())
+            })
+        }
     }
 
     /// Sets a percentage directly, for workers that count in percent.
