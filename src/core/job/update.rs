@@ -376,3 +376,71 @@ impl Worker<'_> {
         self.job.set_phase(phase)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// The worker adds units solo while another thread adds units to the
+    /// same job through `Job::add_units` (switching the record to shared
+    /// mid-run) and reads snapshots: nothing is lost, nothing goes back.
+    #[test]
+    fn worker_and_another_thread_add_units_together() {
+        const EACH: u64 = 100_000;
+        let halfway = Arc::new(AtomicBool::new(false));
+        let other_done = Arc::new(AtomicBool::new(false));
+        let (seen, done) = (halfway.clone(), other_done.clone());
+        let job = Job::builder().create(move |w| {
+            for i in 0..EACH {
+                w.add_units(1).unwrap();
+                if i == EACH / 4 {
+                    seen.store(true, Ordering::Release);
+                }
+            }
+            // Updates after the job's end are refused: it ends after the
+            // other thread's last one.
+            while !done.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            Ok(())
+        });
+        job.start().unwrap();
+        while !halfway.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let mut last = 0;
+        for _ in 0..EACH {
+            job.add_units(1).unwrap();
+            let now = job.info().current;
+            assert!(now >= last, "progress went back: {last} then {now}");
+            last = now;
+        }
+        other_done.store(true, Ordering::Release);
+        assert_eq!(job.wait(None).unwrap(), State::Completed);
+        assert_eq!(job.info().current, 2 * EACH, "an update was lost");
+        assert!(job.0.progress.is_shared());
+    }
+
+    /// A worker whose job nobody else updates keeps writing solo, and its
+    /// updates are dated (the time since progress is known).
+    #[test]
+    fn a_worker_alone_stays_solo() {
+        let job = Job::builder().create(|w| {
+            for _ in 0..1000 {
+                w.add_units(3)?;
+            }
+            w.set_total(3000)?;
+            Ok(())
+        });
+        job.start().unwrap();
+        assert_eq!(job.wait(None).unwrap(), State::Completed);
+        let info = job.info();
+        assert_eq!((info.current, info.total), (3000, 3000));
+        assert!(info.since_progress_ms >= 0);
+        // membarrier may be unavailable (then every record starts shared).
+        if crate::sys::clock::membarrier_register() {
+            assert!(!job.0.progress.is_shared(), "nobody else updated it");
+        }
+    }
+}
