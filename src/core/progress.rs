@@ -26,9 +26,12 @@
 //! for `busy` to drop. After the barrier the worker either had its `busy` flag
 //! visible (the switcher waits for its window to close) or its next check of
 //! `mode` sees the switch (it takes the shared path). Where membarrier is not
-//! available (old kernels, seccomp) no record is ever solo. Before the worker
-//! starts or after it left, a switch needs no barrier: the worker's arrival
-//! and the switch are ordered by sequentially consistent fences. The loom
+//! available (old kernels, seccomp) no record is ever solo. After the worker
+//! left, a switch needs no barrier. Before the worker starts, another
+//! thread's update does not switch at all: it counts itself in `outside`
+//! and writes on the CAS path, and the worker's arrival waits for that count
+//! to drop (the arrival and the count are ordered by sequentially
+//! consistent operations), so a total set before the start costs nothing. The loom
 //! models below run every interleaving of that protocol with the barrier
 //! modelled as a pair of sequentially consistent fences.
 //!
@@ -105,6 +108,9 @@ pub(crate) struct Progress {
     last_ns: AtomicI64,
     eta_ms: AtomicI64,
     eta_set_active_ns: AtomicI64,
+    /// What [`Progress::stamp`] subtracts from the raw coarse clock (computed
+    /// once per job; `i64::MIN` until then). Not part of the protocol.
+    base: std::sync::atomic::AtomicI64,
     percent: AtomicI32,
     /// SOLO, SWITCHING or SHARED; written by the switching thread.
     mode: AtomicU8,
@@ -112,9 +118,9 @@ pub(crate) struct Progress {
     busy: AtomicU8,
     /// NOT_YET, INSIDE or LEFT; written by the worker only.
     worker: AtomicU8,
-    /// What [`Progress::stamp`] subtracts from the raw coarse clock (computed
-    /// once per job; `i64::MIN` until then). Not part of the protocol.
-    base: std::sync::atomic::AtomicI64,
+    /// Other threads writing (the CAS path) before the worker entered its
+    /// run, without switching: the worker's arrival waits for them.
+    outside: AtomicU8,
 }
 
 impl Default for Progress {
@@ -131,6 +137,7 @@ impl Default for Progress {
             mode: AtomicU8::new(if barrier::available() { SOLO } else { SHARED }),
             busy: AtomicU8::new(0),
             worker: AtomicU8::new(NOT_YET),
+            outside: AtomicU8::new(0),
             base: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
@@ -164,7 +171,13 @@ impl Progress {
         self.worker.store(INSIDE, Ordering::SeqCst);
         // Pairs with the switcher's fence: either it sees INSIDE (and uses
         // the barrier), or this thread's later checks of `mode` see its switch.
+        // Likewise with a writer from outside: either it sees INSIDE (and
+        // switches), or this thread sees it counted and waits for it.
         fence(Ordering::SeqCst);
+        let mut spins = 0u32;
+        while self.outside.load(Ordering::Acquire) != 0 {
+            backoff(&mut spins);
+        }
     }
 
     /// The worker's run is over: it never writes solo again.
@@ -261,8 +274,51 @@ impl Progress {
         f: impl FnOnce(&mut Fields) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.mode.load(Ordering::Acquire) != SHARED {
+            if self.enter_outside() {
+                // The worker has not entered its run: the record stays solo
+                // for it (a total set before the job starts costs the worker
+                // nothing later).
+                let r = self.cas_write(now, f);
+                self.outside.fetch_sub(1, Ordering::Release);
+                return r;
+            }
             self.make_shared();
         }
+        self.cas_write(now, f)
+    }
+
+    /// Counts this thread in `outside` if the worker has not entered its
+    /// run yet (then it cannot until this thread leaves); `false` otherwise.
+    fn enter_outside(&self) -> bool {
+        let mut v = self.outside.load(Ordering::Relaxed);
+        loop {
+            if v == u8::MAX {
+                return false;
+            }
+            match self
+                .outside
+                .compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        // Pairs with the fence in `worker_enter` (a fence on both sides: what
+        // loom models, and what C11 needs for a store-then-load race).
+        fence(Ordering::SeqCst);
+        if self.worker.load(Ordering::SeqCst) == NOT_YET {
+            return true;
+        }
+        self.outside.fetch_sub(1, Ordering::Release);
+        false
+    }
+
+    /// The CAS path's write (see [`Progress::update`]).
+    fn cas_write<E>(
+        &self,
+        now: i64,
+        f: impl FnOnce(&mut Fields) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut spins = 0u32;
         let seq = loop {
             let s = self.seq.load(Ordering::Relaxed);
@@ -674,6 +730,26 @@ mod tests {
         assert!(p.is_shared());
     }
 
+    /// Updates from another thread before the worker's run do not make the
+    /// record shared: the worker still writes solo, and sees them.
+    #[test]
+    fn updates_before_the_worker_starts_keep_it_solo() {
+        let p = Progress::default();
+        let solo = !p.is_shared();
+        p.update::<()>(1, |f| {
+            f.total = 100;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(p.is_shared(), !solo, "an update before the start switched");
+        p.worker_enter();
+        p.add_own(2, 5);
+        let f = p.snapshot();
+        assert_eq!((f.current, f.total, f.last_ns), (5, 100, 2));
+        assert_eq!(p.is_shared(), !solo);
+        p.worker_leave();
+    }
+
     /// A refused solo update publishes nothing and leaves the worker able
     /// to write.
     #[test]
@@ -751,7 +827,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::core::testing::explore;
+    use crate::core::testing::{Seen, explore};
     use loom::sync::Arc;
     use loom::thread;
 
@@ -906,12 +982,14 @@ mod loom_tests {
         });
     }
 
-    /// A switch before the worker enters its run needs no barrier: the
-    /// worker's arrival and the switch are ordered by SeqCst fences, so
-    /// either the switcher sees the worker inside (and waits for its
-    /// window) or the worker sees the switch (and takes the shared path).
+    /// Another thread's update racing the worker's arrival: either it sees
+    /// the worker outside (writes without switching; the arrival waits for
+    /// it) or inside (switches, with the barrier). Both happen, and no
+    /// update is lost either way.
     #[test]
     fn switch_racing_the_worker_entering() {
+        static SEEN: Seen = Seen::new();
+        SEEN.reset();
         explore("progress: switch vs worker entering", || {
             let p = Arc::new(Progress::default());
             let other = {
@@ -924,7 +1002,16 @@ mod loom_tests {
             let end = p.snapshot();
             check(&end);
             assert_eq!(end.current, 2, "an update was lost");
+            SEEN.note(if p.is_shared() {
+                "switched"
+            } else {
+                "stayed solo"
+            });
         });
+        SEEN.require(
+            "progress: switch vs worker entering",
+            &["switched", "stayed solo"],
+        );
     }
 
     /// Two other threads switch at once (the worker inside its run, not

@@ -443,4 +443,24 @@ mod tests {
             assert!(!job.0.progress.is_shared(), "nobody else updated it");
         }
     }
+
+    /// A total set by the creator before the start does not cost the worker
+    /// its solo path.
+    #[test]
+    fn a_total_set_before_the_start_keeps_the_worker_solo() {
+        let job = Job::builder().create(|w| {
+            for _ in 0..100 {
+                w.add_units(1)?;
+            }
+            Ok(())
+        });
+        job.set_total(100).unwrap();
+        job.start().unwrap();
+        assert_eq!(job.wait(None).unwrap(), State::Completed);
+        let info = job.info();
+        assert_eq!((info.current, info.total), (100, 100));
+        if crate::sys::clock::membarrier_register() {
+            assert!(!job.0.progress.is_shared(), "the early total switched it");
+        }
+    }
 }
