@@ -1240,6 +1240,9 @@ typedef struct bgjob_info {
     double rate;
     /**
      * Time since the last progress update in ms; −1 if there was none.
+     * Never more than the true time (a stall is never reported early), up
+     * to two ticks of `CLOCK_MONOTONIC_COARSE` less (`clock_getres`; 8 ms
+     * with a 250 Hz tick): updates read that clock, not the precise one.
      */
     int64_t since_progress_ms;
     /**
@@ -1293,7 +1296,9 @@ typedef struct bgjob_job_entry {
      */
     int64_t age_ms;
     /**
-     * Time since the last progress update in ms; −1 if none.
+     * Time since the last progress update in ms; −1 if none. As in
+     * `bgjob_info`: never more than the truth, up to two coarse-clock ticks
+     * less.
      */
     int64_t since_progress_ms;
     /**

@@ -153,6 +153,9 @@ pub struct bgjob_info {
     /// Units per second of active time; −1 when unknown.
     pub rate: f64,
     /// Time since the last progress update in ms; −1 if there was none.
+    /// Never more than the true time (a stall is never reported early), up
+    /// to two ticks of `CLOCK_MONOTONIC_COARSE` less (`clock_getres`; 8 ms
+    /// with a 250 Hz tick): updates read that clock, not the precise one.
     pub since_progress_ms: i64,
     /// The job's process-unique id.
     pub id: u64,
@@ -241,7 +244,9 @@ pub struct bgjob_job_entry {
     pub state: bgjob_state,
     /// Time since creation in ms.
     pub age_ms: i64,
-    /// Time since the last progress update in ms; −1 if none.
+    /// Time since the last progress update in ms; −1 if none. As in
+    /// `bgjob_info`: never more than the truth, up to two coarse-clock ticks
+    /// less.
     pub since_progress_ms: i64,
     /// The name, NUL-terminated, cut to fit.
     pub name: [c_char; BGJOB_ENTRY_TEXT_SIZE],

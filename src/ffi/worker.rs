@@ -12,14 +12,22 @@ use crate::core::{self, Job};
 use std::ffi::c_char;
 
 /// Applies an update, then core's after-update rule (a pause point on the
-/// job's own worker thread).
-fn update(job: *mut bgjob_job, f: impl FnOnce(&Job) -> Result<(), core::Error>) -> Res {
-    with_job(job, |j, _| {
-        f(j)?;
-        j.after_update();
-        Ok::<(), core::Error>(())
-    })?
-    .map_err(Into::into)
+/// job's own worker thread). The result is made a `bgjob_result` inside the
+/// lookup, so what travels back through the layers is 4 bytes, not a core
+/// error (copying that through each layer was a measurable part of an
+/// update: docs/performance.md, "Progress updates").
+#[inline(always)]
+fn update(job: *mut bgjob_job, f: impl FnOnce(&Job, bool) -> Result<(), core::Error>) -> Res {
+    match with_job(job, |j, on_worker| match f(j, on_worker) {
+        Ok(()) => {
+            j.after_update();
+            bgjob_result::Ok
+        }
+        Err(e) => e.into(),
+    })? {
+        bgjob_result::Ok => Ok(()),
+        e => Err(e),
+    }
 }
 
 /// Tells a worker whether cancel was requested. Never blocks.
@@ -64,7 +72,7 @@ pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_res
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) -> bgjob_result {
-    boundary(|| update(job, |j| j.set_total(total)))
+    boundary(|| update(job, |j, _| j.set_total(total)))
 }
 
 /// Sets the units done. Progress only grows: a smaller value than the current one
@@ -79,7 +87,7 @@ pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) ->
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64) -> bgjob_result {
-    boundary(|| update(job, |j| j.set_current(current)))
+    boundary(|| update(job, |j, _| j.set_current(current)))
 }
 
 /// Adds `units` to the units done (saturating). The cheapest progress call:
@@ -93,7 +101,7 @@ pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
-    boundary(|| update(job, |j| j.add_units(units)))
+    boundary(|| update(job, |j, on_worker| j.add_units_from(on_worker, units)))
 }
 
 /// Sets the percent done directly, for workers that count in percent rather
@@ -110,7 +118,7 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32) -> bgjob_result {
-    boundary(|| update(job, |j| j.set_percent(percent)))
+    boundary(|| update(job, |j, _| j.set_percent(percent)))
 }
 
 /// Sets the remaining time as the worker estimates it, in ms. It counts down
@@ -125,7 +133,7 @@ pub unsafe extern "C" fn bgjob_job_set_percent(job: *mut bgjob_job, percent: i32
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_eta(job: *mut bgjob_job, remaining_ms: i64) -> bgjob_result {
-    boundary(|| update(job, |j| j.set_eta(remaining_ms)))
+    boundary(|| update(job, |j, _| j.set_eta(remaining_ms)))
 }
 
 /// Sets the phase name ("copying", "cleaning up"), copied; readable with

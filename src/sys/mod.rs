@@ -1,6 +1,7 @@
 //! Safe wrappers for the few OS calls std does not offer. Besides `ffi`, this is
 //! the only module with `unsafe`; each call's safety argument is next to it.
 
+pub(crate) mod clock;
 pub(crate) mod spawn;
 pub(crate) use spawn::{SpawnArgs, Stdio, spawn};
 

@@ -58,32 +58,65 @@ pub use update::Worker;
 
 /// The job whose worker runs on this thread, with the tag the layer above
 /// named it by (ffi: the handle its worker was given; 0 until tagged). The one
-/// record, for every layer, of "this thread is that job's worker".
-type WorkerThread = std::cell::RefCell<Option<(Job, usize)>>;
+/// record, for every layer, of "this thread is that job's worker". Progress
+/// calls read it once per update: `inner` (identity only, never dereferenced)
+/// and `tag` are plain cells, so that read is a load and a compare.
+struct WorkerThread {
+    job: std::cell::RefCell<Option<Job>>,
+    inner: std::cell::Cell<*const Inner>,
+    tag: std::cell::Cell<usize>,
+}
 
 #[cfg(not(loom))]
 thread_local! {
-    static CURRENT_WORKER: WorkerThread = const { std::cell::RefCell::new(None) };
+    static CURRENT_WORKER: WorkerThread = const {
+        WorkerThread {
+            job: std::cell::RefCell::new(None),
+            inner: std::cell::Cell::new(std::ptr::null()),
+            tag: std::cell::Cell::new(0),
+        }
+    };
 }
 #[cfg(loom)]
 loom::thread_local! {
-    static CURRENT_WORKER: WorkerThread = std::cell::RefCell::new(None);
+    static CURRENT_WORKER: WorkerThread = WorkerThread {
+        job: std::cell::RefCell::new(None),
+        inner: std::cell::Cell::new(std::ptr::null()),
+        tag: std::cell::Cell::new(0),
+    };
 }
 
-/// Marks the calling thread as `job`'s worker until dropped.
-pub(crate) struct WorkerScope(());
+/// Marks the calling thread as `job`'s worker until dropped; the job's
+/// progress record knows its worker runs (solo updates, see `progress`).
+pub(crate) struct WorkerScope(Job);
 
 impl WorkerScope {
     pub(crate) fn enter(job: &Job) -> WorkerScope {
-        CURRENT_WORKER.with(|c| *c.borrow_mut() = Some((job.clone(), 0)));
-        WorkerScope(())
+        job.0.progress.worker_enter();
+        CURRENT_WORKER.with(|w| {
+            *w.job.borrow_mut() = Some(job.clone());
+            w.inner.set(Arc::as_ptr(&job.0));
+            w.tag.set(0);
+        });
+        WorkerScope(job.clone())
     }
 }
 
 impl Drop for WorkerScope {
     fn drop(&mut self) {
         // Taken out first so the job reference drops after the borrow ends.
-        let old = CURRENT_WORKER.with(|c| c.borrow_mut().take());
+        let old = CURRENT_WORKER.with(|w| {
+            // Forgotten after fork: the parent's job is not touched.
+            if !std::ptr::eq(w.inner.get(), Arc::as_ptr(&self.0.0)) {
+                return None;
+            }
+            w.inner.set(std::ptr::null());
+            w.tag.set(0);
+            w.job.borrow_mut().take()
+        });
+        if old.is_some() {
+            self.0.0.progress.worker_leave();
+        }
         drop(old);
     }
 }
@@ -92,11 +125,9 @@ impl Drop for WorkerScope {
 /// handle for it), so [`with_tagged_worker`] finds it without a lookup. Does
 /// nothing on a thread that runs no worker.
 pub fn tag_worker_thread(tag: usize) {
-    CURRENT_WORKER.with(|c| {
-        if let Ok(mut cur) = c.try_borrow_mut()
-            && let Some((_, t)) = cur.as_mut()
-        {
-            *t = tag;
+    CURRENT_WORKER.with(|w| {
+        if !w.inner.get().is_null() {
+            w.tag.set(tag);
         }
     });
 }
@@ -104,22 +135,31 @@ pub fn tag_worker_thread(tag: usize) {
 /// Runs `f` on the job whose worker runs on this thread if it was tagged
 /// `tag` (non-zero); `None` (and `f` not called) otherwise. No lock, no
 /// reference count.
+#[inline]
 pub fn with_tagged_worker<R>(tag: usize, f: impl FnOnce(&Job) -> R) -> Option<R> {
-    CURRENT_WORKER.with(|c| {
-        let cur = c.try_borrow().ok()?;
-        match &*cur {
-            Some((job, t)) if *t == tag && tag != 0 => Some(f(job)),
-            _ => None,
+    CURRENT_WORKER.with(|w| {
+        if w.tag.get() != tag || tag == 0 {
+            return None;
         }
+        let cur = w.job.try_borrow().ok()?;
+        cur.as_ref().map(f)
     })
+}
+
+/// Whether `inner` is the job whose worker runs on this thread: one
+/// thread-local load.
+fn is_current_worker(inner: &Inner) -> bool {
+    CURRENT_WORKER.with(|w| std::ptr::eq(w.inner.get(), inner))
 }
 
 /// In a forked child: the parent's worker that ran on this thread does not run
 /// here; its record is forgotten (not dropped: the job's memory belongs to
 /// the parent's threads) so nothing can reach it.
 pub fn forget_worker_thread_after_fork() {
-    CURRENT_WORKER.with(|c| {
-        if let Ok(mut cur) = c.try_borrow_mut() {
+    CURRENT_WORKER.with(|w| {
+        w.inner.set(std::ptr::null());
+        w.tag.set(0);
+        if let Ok(mut cur) = w.job.try_borrow_mut() {
             std::mem::forget(cur.take());
         }
     });

@@ -26,17 +26,26 @@ impl Job {
         self.0.lock().check_worker_update()
     }
 
+    #[inline]
     pub(super) fn update(
         &self,
         f: impl FnOnce(&mut Fields) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let inner = &*self.0;
         // The state check is one uncontended read of the attention bits in the
         // common case; the lock is only taken when something happened to the job
         // (cancel, pause, or its end).
-        if self.0.attention.load(Ordering::Acquire) != 0 {
+        if inner.attention.load(Ordering::Acquire) != 0 {
             self.check_update()?;
         }
-        self.0.progress.update(|| self.0.now_ns(), f)
+        // The time is read before the record's write window, so a reader
+        // never waits on a clock read.
+        let now = inner.progress.stamp(inner.epoch);
+        if is_current_worker(inner) {
+            inner.progress.update_own(now, f)
+        } else {
+            inner.progress.update(now, f)
+        }
     }
 
     /// Sets the number of units in all (may move either way; 0 = unknown).
@@ -58,12 +67,33 @@ impl Job {
         })
     }
 
-    /// Adds to the units done (saturating).
+    /// Adds to the units done (saturating). The copy loop's call: on the
+    /// job's own worker it stores only the units and the time.
+    #[inline]
     pub fn add_units(&self, n: u64) -> Result<(), Error> {
-        self.update(|f| {
-            f.current = f.current.saturating_add(n);
+        self.add_units_from(false, n)
+    }
+
+    /// [`Job::add_units`] for a caller that already knows it runs on this
+    /// job's worker thread (`on_worker`; the C API learns it from the handle
+    /// lookup), saving a second thread-local read. `false` means "not
+    /// known": it is then checked.
+    #[inline]
+    pub(crate) fn add_units_from(&self, on_worker: bool, n: u64) -> Result<(), Error> {
+        let inner = &*self.0;
+        if inner.attention.load(Ordering::Acquire) != 0 {
+            self.check_update()?;
+        }
+        let now = inner.progress.stamp(inner.epoch);
+        if on_worker || is_current_worker(inner) {
+            inner.progress.add_own(now, n);
             Ok(())
-        })
+        } else {
+            inner.progress.update(now, |f| {
+                f.current = f.current.saturating_add(n);
+                Ok(())
+            })
+        }
     }
 
     /// Sets a percentage directly, for workers that count in percent.
@@ -170,12 +200,9 @@ impl Job {
         self.0.attention.load(Ordering::Acquire) & ATTN_CANCEL != 0
     }
 
-    /// Whether the calling thread is this job's worker.
+    /// Whether the calling thread is this job's worker. One thread-local read.
     pub fn on_own_worker(&self) -> bool {
-        CURRENT_WORKER.with(|c| {
-            c.try_borrow()
-                .is_ok_and(|cur| matches!(&*cur, Some((j, _)) if j == self))
-        })
+        is_current_worker(&self.0)
     }
 
     /// The rule for every layer, after a progress update: on the job's own
@@ -184,6 +211,7 @@ impl Job {
     /// [`Builder::updates_never_park`], whose updates never park; on any other
     /// thread it never blocks. A cancel does not fail the update; the worker
     /// sees it at its next check. One atomic load when nothing is pending.
+    #[inline]
     pub fn after_update(&self) {
         if self.0.updates_never_park {
             return;
@@ -260,5 +288,93 @@ impl Worker<'_> {
     /// See [`Job::set_phase`].
     pub fn set_phase(&self, phase: &str) -> Result<(), Error> {
         self.job.set_phase(phase)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// The worker adds units solo while another thread adds units to the
+    /// same job through `Job::add_units` (switching the record to shared
+    /// mid-run) and reads snapshots: nothing is lost, nothing goes back.
+    #[test]
+    fn worker_and_another_thread_add_units_together() {
+        const EACH: u64 = 100_000;
+        let halfway = Arc::new(AtomicBool::new(false));
+        let other_done = Arc::new(AtomicBool::new(false));
+        let (seen, done) = (halfway.clone(), other_done.clone());
+        let job = Job::builder().create(move |w| {
+            for i in 0..EACH {
+                w.add_units(1).unwrap();
+                if i == EACH / 4 {
+                    seen.store(true, Ordering::Release);
+                }
+            }
+            // Updates after the job's end are refused: it ends after the
+            // other thread's last one.
+            while !done.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            Ok(())
+        });
+        job.start().unwrap();
+        while !halfway.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let mut last = 0;
+        for _ in 0..EACH {
+            job.add_units(1).unwrap();
+            let now = job.info().current;
+            assert!(now >= last, "progress went back: {last} then {now}");
+            last = now;
+        }
+        other_done.store(true, Ordering::Release);
+        assert_eq!(job.wait(None).unwrap(), State::Completed);
+        assert_eq!(job.info().current, 2 * EACH, "an update was lost");
+        assert!(job.0.progress.is_shared());
+    }
+
+    /// A worker whose job nobody else updates keeps writing solo, and its
+    /// updates are dated (the time since progress is known).
+    #[test]
+    fn a_worker_alone_stays_solo() {
+        let job = Job::builder().create(|w| {
+            for _ in 0..1000 {
+                w.add_units(3)?;
+            }
+            w.set_total(3000)?;
+            Ok(())
+        });
+        job.start().unwrap();
+        assert_eq!(job.wait(None).unwrap(), State::Completed);
+        let info = job.info();
+        assert_eq!((info.current, info.total), (3000, 3000));
+        assert!(info.since_progress_ms >= 0);
+        // membarrier may be unavailable (then every record starts shared).
+        if crate::sys::clock::membarrier_register() {
+            assert!(!job.0.progress.is_shared(), "nobody else updated it");
+        }
+    }
+
+    /// A total set by the creator before the start does not cost the worker
+    /// its solo path.
+    #[test]
+    fn a_total_set_before_the_start_keeps_the_worker_solo() {
+        let job = Job::builder().create(|w| {
+            for _ in 0..100 {
+                w.add_units(1)?;
+            }
+            Ok(())
+        });
+        job.set_total(100).unwrap();
+        job.start().unwrap();
+        assert_eq!(job.wait(None).unwrap(), State::Completed);
+        let info = job.info();
+        assert_eq!((info.current, info.total), (100, 100));
+        if crate::sys::clock::membarrier_register() {
+            assert!(!job.0.progress.is_shared(), "the early total switched it");
+        }
     }
 }
