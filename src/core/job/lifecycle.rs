@@ -239,23 +239,7 @@ impl Job {
             st.cancel.cause = cause;
             inner.set_attention(ATTN_CANCEL);
         }
-        let recorded = st.end.error.take();
-        st.end.error = outcome::final_error(end.state, end.error, recorded);
-        st.life = Life::Done(end.state);
-        inner.set_attention(ATTN_DONE);
-        let (wake, pending) = self.queue_completion(&mut st);
-        drop(st);
-        // The fd first: the dispatcher wakes while this thread wakes waiters
-        // (free when none wait) and goes back to its pool to park.
-        drop(wake);
-        inner.cv.notify_all();
-        log::debug(format_args!(
-            "job {} '{}'{} {}",
-            inner.id,
-            inner.name,
-            op_label(&inner.operation),
-            end.state
-        ));
+        let pending = self.publish_end(st, end.state, end.error);
         match pending {
             Some(Undelivered::Dropped(run)) => drop(run),
             // No context: its own worker thread runs it, last.
@@ -357,22 +341,7 @@ impl Job {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
         };
-        let recorded = st.end.error.take();
-        st.end.error = outcome::final_error(state, error, recorded);
-        st.life = life;
-        inner.set_attention(ATTN_DONE);
-        let (wake, pending) = self.queue_completion(&mut st);
-        drop(st);
-        // The context's fd is signalled with no lock held, so its dispatcher,
-        // woken at once, does not run into the job's or the queue's lock.
-        drop(wake);
-        inner.cv.notify_all();
-        log::debug(format_args!(
-            "job {} '{}'{} {state}",
-            inner.id,
-            inner.name,
-            op_label(&inner.operation)
-        ));
+        let pending = self.publish_end(st, state, error);
         match pending {
             // Its context was closed: dropped unrun, its free functions run here.
             Some(Undelivered::Dropped(run)) => {
@@ -382,6 +351,36 @@ impl Job {
             Some(Undelivered::Direct(run)) => Some(run),
             None => None,
         }
+    }
+
+    /// The last step of every end, in the hold `st` that made it: the final
+    /// error and terminal state written, the completion taken (see
+    /// [`Self::queue_completion`]), then the lock let go, the context's fd
+    /// signalled with no lock held (its dispatcher, woken at once, runs into
+    /// neither the job's nor the queue's lock, while this thread wakes
+    /// waiters — free when none wait), and the end logged.
+    fn publish_end(
+        &self,
+        mut st: StGuard<'_>,
+        state: State,
+        error: Option<JobError>,
+    ) -> Option<Undelivered> {
+        let inner = &self.0;
+        let recorded = st.end.error.take();
+        st.end.error = outcome::final_error(state, error, recorded);
+        st.life = Life::Done(state);
+        inner.set_attention(ATTN_DONE);
+        let (wake, pending) = self.queue_completion(&mut st);
+        drop(st);
+        drop(wake);
+        inner.cv.notify_all();
+        log::debug(format_args!(
+            "job {} '{}'{} {state}",
+            inner.id,
+            inner.name,
+            op_label(&inner.operation)
+        ));
+        pending
     }
 
     /// Takes the completion of a job made terminal in this hold: queued on its
