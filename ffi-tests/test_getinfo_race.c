@@ -93,7 +93,7 @@ static void complain(const char *what, const bgjob_info *i)
 static void *consistency_reader(void *arg)
 {
     bgjob_job *job = arg;
-    bgjob_info prev;
+    bgjob_info prev = {.struct_size = sizeof prev};
     bool have_prev = false;
     long n = 0;
 
