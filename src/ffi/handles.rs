@@ -544,6 +544,7 @@ pub(crate) fn with_job<R>(
 /// thread for its life (released by a thread-local destructor). A thread
 /// that finds none free, or a handle beyond the mirror, is told to ask the
 /// table (the locked path).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod fast {
     // Under `--cfg loom` the protocol's atomics and the value cells are
     // loom's, so `make loom` checks this very code (`loom_tests` below).
@@ -808,7 +809,7 @@ pub(crate) mod fast {
         owned: AtomicBool,
     }
 
-    const HAZARD_RECORDS: usize = if cfg!(loom) { 2 } else { 256 };
+    pub(crate) const HAZARD_RECORDS: usize = if cfg!(loom) { 2 } else { 256 };
 
     /// The hazard records of every mirror's readers.
     pub(crate) struct Hazards {
@@ -1186,6 +1187,14 @@ mod tests {
         Job::builder().create(|_| Ok(()))
     }
 
+    /// Held by the tests that need a hazard record (they check the mirror
+    /// answers) and by the one that takes every record.
+    static RECORDS: Mutex<()> = Mutex::new(());
+
+    fn records() -> MutexGuard<'static, ()> {
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn stale_and_made_up_handles_are_refused() {
         let h = JOBS.insert(job());
@@ -1289,6 +1298,7 @@ mod tests {
     /// readable on its thread after removal.
     #[test]
     fn the_mirror_agrees_with_the_table() {
+        let _records = records();
         let j = job();
         let h = JOBS.insert(j.clone());
         let r = JOBS.share(h).expect("live");
@@ -1333,6 +1343,7 @@ mod tests {
     /// under the table's write lock.
     #[test]
     fn a_panic_inside_a_lock_free_read_unpublishes_its_record() {
+        let _records = records();
         let h = JOBS.insert(job());
         let (i, _) = decode(1, h).unwrap();
         let r = std::panic::catch_unwind(|| JOBS.read_fast(h, |_| panic!("in f")));
@@ -1346,6 +1357,7 @@ mod tests {
     /// on unprotected. The inner one asks the table now.
     #[test]
     fn a_read_inside_a_read_leaves_the_outer_one_protected() {
+        let _records = records();
         let a = JOBS.insert(job());
         let b = JOBS.insert(job());
         let (i, _) = decode(1, a).unwrap();
@@ -1371,6 +1383,7 @@ mod tests {
     /// fails loudly instead.
     #[test]
     fn a_destroy_inside_a_lock_free_read_of_it_panics_instead_of_hanging() {
+        let _records = records();
         // A table of its own: the panic poisons its lock.
         let table: &'static Table<Job> =
             Box::leak(Box::new(Table::counted_mirrored(14, count_job_handle)));
@@ -1380,6 +1393,68 @@ mod tests {
         let other = table.insert(job());
         assert!(table.read_fast(other, Job::id).is_some_and(|r| r.is_some()));
         table.remove(other);
+    }
+
+    /// A thread gives its hazard record back when it ends: more threads
+    /// than records, one after another, all read through the mirror.
+    #[test]
+    fn hazard_records_are_given_back_when_their_threads_end() {
+        let _records = records();
+        let j = job();
+        let h = JOBS.insert(j.clone());
+        for n in 0..fast::HAZARD_RECORDS + 44 {
+            let r = std::thread::spawn(move || JOBS.read_fast(h, Job::id))
+                .join()
+                .unwrap();
+            assert_eq!(r, Some(Some(j.id())), "thread {n} found no record");
+        }
+        JOBS.remove(h);
+    }
+
+    /// More threads reading at once than there are records: those with
+    /// none are told to ask the table, and getinfo's lookup still answers
+    /// (and refuses the handle once it is destroyed).
+    #[test]
+    fn readers_beyond_the_records_fall_back_to_the_table() {
+        let _records = records();
+        use std::sync::{Arc, Barrier};
+        let j = job();
+        let h = JOBS.insert(j.clone());
+        let n = fast::HAZARD_RECORDS + 44;
+        let all = Arc::new(Barrier::new(n + 1));
+        let read = Arc::new(Barrier::new(n + 1));
+        let destroyed = Arc::new(Barrier::new(n + 1));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (all, read, destroyed) = (all.clone(), read.clone(), destroyed.clone());
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(move || {
+                        // Claims a record (while there are any) and keeps it.
+                        let fast = JOBS.read_fast(h, Job::id);
+                        all.wait();
+                        let live = with_job_read(to_ptr(h), Job::id);
+                        read.wait();
+                        destroyed.wait();
+                        let dead = with_job_read(to_ptr(h), Job::id);
+                        (fast.is_none(), live, dead)
+                    })
+                    .unwrap()
+            })
+            .collect();
+        all.wait();
+        read.wait();
+        JOBS.remove(h);
+        destroyed.wait();
+        let mut without = 0;
+        for t in threads {
+            let (none, live, dead) = t.join().unwrap();
+            without += usize::from(none);
+            assert_eq!(live, Ok(j.id()));
+            assert_eq!(dead, Err(bgjob_result::InvalidHandle));
+        }
+        // All n threads were alive at once: at least 44 found no record.
+        assert!(without >= 44, "{without} threads without a record");
     }
 
     #[test]
