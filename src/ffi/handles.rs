@@ -1000,6 +1000,8 @@ pub(crate) mod fast {
         }
 
         static RUNS: StdCount = StdCount::new(0);
+        // (cfg(test) again for `ffi::fork`'s scan of process-wide locks.)
+        #[cfg(test)]
         static SEEN: StdMutex<Vec<&'static str>> = StdMutex::new(Vec::new());
 
         fn note(o: &'static str) {
@@ -1188,7 +1190,9 @@ mod tests {
     }
 
     /// Held by the tests that need a hazard record (they check the mirror
-    /// answers) and by the one that takes every record.
+    /// answers) and by the one that takes every record. (Test-only, so
+    /// not a lock fork must hold: `ffi::fork`'s scan skips it by the cfg.)
+    #[cfg(test)]
     static RECORDS: Mutex<()> = Mutex::new(());
 
     fn records() -> MutexGuard<'static, ()> {
