@@ -198,9 +198,12 @@ impl<T: Clone> Table<T> {
     /// Runs `f` on the object behind `h` with no lock and no reference
     /// count, through the mirror: `Some(Some(r))`; `Some(None)` for a handle
     /// that names nothing; `None` when the mirror cannot answer (no mirror,
-    /// a slot beyond it, no hazard record for this thread): ask the table.
-    /// `f` must be short and must not look handles up (it runs while this
-    /// thread's hazard record names the slot, and a destroy of it waits).
+    /// a slot beyond it, no hazard record for this thread, or a read already
+    /// in progress on this thread — `f` reading again): ask the table.
+    /// `f` must be short (it runs while this thread's hazard record names
+    /// the slot, and a destroy of it waits, under the table's lock) and must
+    /// not destroy the handle it reads (that panics: it could never end).
+    /// A panic in `f` clears the record.
     pub(crate) fn read_fast<R>(&self, h: usize, f: impl FnOnce(&T) -> R) -> Option<Option<R>> {
         let m = self.mirror.as_ref()?;
         let Some((i, g)) = decode(self.tag, h) else {
@@ -543,7 +546,11 @@ pub(crate) fn with_job<R>(
 /// Hazard records are a fixed array of cache lines, one claimed per reading
 /// thread for its life (released by a thread-local destructor). A thread
 /// that finds none free, or a handle beyond the mirror, is told to ask the
-/// table (the locked path).
+/// table (the locked path), and so is a read nested in a read on one thread
+/// (its one record already names the outer slot). The record is cleared when
+/// the read ends, also by a panic. `make loom` checks this protocol's code
+/// (`loom_tests` below: read vs destroy and reuse, a nested read, records
+/// running out, and a canary without the reader's fence that must fail).
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod fast {
     // Under `--cfg loom` the protocol's atomics and the value cells are
@@ -1140,9 +1147,9 @@ pub(crate) mod fast {
 
         /// The read without its fence: the destroyer's scan can miss the
         /// record while the reader's re-check misses the dead mark.
-        fn read_no_fence<'h, R>(
+        fn read_no_fence<R>(
             m: &Mirror<Val>,
-            hazard: &'h Hazard,
+            hazard: &Hazard,
             i: usize,
             generation: u32,
             f: impl FnOnce(&Val) -> R,
