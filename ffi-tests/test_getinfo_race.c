@@ -93,7 +93,7 @@ static void complain(const char *what, const bgjob_info *i)
 static void *consistency_reader(void *arg)
 {
     bgjob_job *job = arg;
-    bgjob_info prev = {.struct_size = sizeof prev};
+    bgjob_info prev = {0}; /* set before use (have_prev); zeroed for -O1 -Wmaybe-uninitialized */
     bool have_prev = false;
     long n = 0;
 

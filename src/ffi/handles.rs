@@ -183,7 +183,7 @@ impl<T: Clone> Table<T> {
     /// Tells the mirror slot `i` now names `value` under `generation`.
     fn mirror_live(&self, i: u32, generation: u32, value: &T) {
         if let Some(m) = &self.mirror {
-            m.set_live(i as usize, generation, value.clone());
+            m.set_live_here(i as usize, generation, value.clone());
         }
     }
 
@@ -192,21 +192,24 @@ impl<T: Clone> Table<T> {
     fn mirror_dead(&self, i: u32) -> Option<T> {
         self.mirror
             .as_ref()
-            .and_then(|m| m.set_dead(self.tag, i as usize))
+            .and_then(|m| m.set_dead_here(self.tag, i as usize))
     }
 
     /// Runs `f` on the object behind `h` with no lock and no reference
     /// count, through the mirror: `Some(Some(r))`; `Some(None)` for a handle
     /// that names nothing; `None` when the mirror cannot answer (no mirror,
-    /// a slot beyond it, no hazard record for this thread): ask the table.
-    /// `f` must be short and must not look handles up (it runs while this
-    /// thread's hazard record names the slot, and a destroy of it waits).
+    /// a slot beyond it, no hazard record for this thread, or a read already
+    /// in progress on this thread — `f` reading again): ask the table.
+    /// `f` must be short (it runs while this thread's hazard record names
+    /// the slot, and a destroy of it waits, under the table's lock) and must
+    /// not destroy the handle it reads (that panics: it could never end).
+    /// A panic in `f` clears the record.
     pub(crate) fn read_fast<R>(&self, h: usize, f: impl FnOnce(&T) -> R) -> Option<Option<R>> {
         let m = self.mirror.as_ref()?;
         let Some((i, g)) = decode(self.tag, h) else {
             return Some(None);
         };
-        m.read(self.tag, i, g, f)
+        m.read_here(self.tag, i, g, f)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner<T>> {
@@ -543,13 +546,44 @@ pub(crate) fn with_job<R>(
 /// Hazard records are a fixed array of cache lines, one claimed per reading
 /// thread for its life (released by a thread-local destructor). A thread
 /// that finds none free, or a handle beyond the mirror, is told to ask the
-/// table (the locked path).
+/// table (the locked path), and so is a read nested in a read on one thread
+/// (its one record already names the outer slot). The record is cleared when
+/// the read ends, also by a panic. `make loom` checks this protocol's code
+/// (`loom_tests` below: read vs destroy and reuse, a nested read, records
+/// running out, and a canary without the reader's fence that must fail).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod fast {
-    use std::cell::{Cell, UnsafeCell};
-    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
+    // Under `--cfg loom` the protocol's atomics and the value cells are
+    // loom's, so `make loom` checks this very code (`loom_tests` below).
+    #[cfg(loom)]
+    use loom::cell::UnsafeCell;
+    #[cfg(loom)]
+    use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+    use std::sync::atomic::AtomicPtr;
+    #[cfg(not(loom))]
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
-    /// Slots per chunk, and chunks: 4 Mi slots mirrored.
-    const CHUNK: usize = 4096;
+    /// std's cell with loom's access API (loom's tracks every access and
+    /// fails a model on a read or write not ordered with a write).
+    #[cfg(not(loom))]
+    struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(loom))]
+    impl<T> UnsafeCell<T> {
+        fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+        fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    /// Slots per chunk, and chunks: 4 Mi slots mirrored (a loom model
+    /// makes a chunk of its own: a small one).
+    const CHUNK: usize = if cfg!(loom) { 2 } else { 4096 };
     const DIR: usize = 1024;
 
     struct Slot<T> {
@@ -572,6 +606,17 @@ pub(crate) mod fast {
 
     fn live(generation: u32) -> u64 {
         u64::from(generation) << 1 | 1
+    }
+
+    /// Clears a hazard record when a read ends, also by a panic in `f`: a
+    /// record left naming a slot would make the slot's destroy wait forever
+    /// under the table's write lock.
+    struct Unpublish<'a>(&'a AtomicUsize);
+
+    impl Drop for Unpublish<'_> {
+        fn drop(&mut self) {
+            self.0.store(0, Ordering::Release);
+        }
     }
 
     impl<T> Mirror<T> {
@@ -615,27 +660,38 @@ pub(crate) mod fast {
             };
             // SAFETY: dead, and no reader reads a dead slot's value (module
             // docs); writers are serialised by the table's lock.
-            unsafe { *s.value.get() = Some(value) };
+            s.value.with_mut(|v| unsafe { *v = Some(value) });
             s.word.store(live(generation), Ordering::Release);
         }
 
         /// Slot `i` names nothing any more: marked dead, and once no reader
         /// is inside it, its value is taken out (to be dropped by the caller
-        /// with no lock held). Table write lock held.
-        pub(crate) fn set_dead(&self, tag: u8, i: usize) -> Option<T> {
+        /// with no lock held). Table write lock held. `own` is the calling
+        /// thread's hazard record, if it has one.
+        pub(crate) fn set_dead(
+            &self,
+            hazards: &Hazards,
+            own: Option<&Hazard>,
+            tag: u8,
+            i: usize,
+        ) -> Option<T> {
             let s = self.slot(i)?;
             s.word.store(0, Ordering::Relaxed);
+            // Pairs with the reader's fence (store-load: the dead mark
+            // before the scan, the reader's record before its re-check).
             fence(Ordering::SeqCst);
-            wait_unnamed(hazard_key(tag, i));
+            hazards.wait_unnamed(hazard_key(tag, i), own);
             // SAFETY: dead, and no hazard record names it: no reader reads
             // the value now or will (a later one sees it dead).
-            unsafe { (*s.value.get()).take() }
+            s.value.with_mut(|v| unsafe { (*v).take() })
         }
 
         /// Runs `f` on the value handle (`i`, `generation`) names; see
-        /// [`super::Table::read_fast`].
-        pub(crate) fn read<R>(
+        /// [`super::Table::read_fast`]. `mine` gives this thread's hazard
+        /// record (claiming it on first use), `None` if it has none.
+        pub(crate) fn read<'h, R>(
             &self,
+            mine: impl FnOnce() -> Option<&'h Hazard>,
             tag: u8,
             i: usize,
             generation: u32,
@@ -652,19 +708,25 @@ pub(crate) mod fast {
             if s.word.load(Ordering::Relaxed) != want {
                 return Some(None);
             }
-            let hazard = Hazard::mine()?;
+            let hazard = mine()?;
+            // A read inside a read on this thread (from `f`): the one record
+            // names the outer slot, and overwriting it (then clearing it)
+            // would leave the outer read unprotected. Ask the table.
+            if hazard.slot.load(Ordering::Relaxed) != 0 {
+                return None;
+            }
             hazard.slot.store(hazard_key(tag, i), Ordering::Relaxed);
+            let _unpublish = Unpublish(&hazard.slot);
+            // Pairs with the destroyer's fence: either it sees this record,
+            // or the re-check below sees its dead mark.
             fence(Ordering::SeqCst);
-            let r = if s.word.load(Ordering::Acquire) == want {
-                // SAFETY: our hazard record names the slot and the slot was
-                // live after it was published: its value stays until we
-                // clear the record (module docs).
-                unsafe { &*s.value.get() }.as_ref().map(f)
-            } else {
-                None
-            };
-            hazard.slot.store(0, Ordering::Release);
-            Some(r)
+            if s.word.load(Ordering::Acquire) != want {
+                return Some(None);
+            }
+            // SAFETY: our hazard record names the slot and the slot was live
+            // with our generation after it was published: its value stays
+            // until we clear the record (module docs).
+            Some(s.value.with(|v| unsafe { &*v }.as_ref().map(f)))
         }
 
         /// In a forked child: every slot dead, its value forgotten (never
@@ -682,15 +744,63 @@ pub(crate) mod fast {
                     let s = unsafe { &*chunk.add(k) };
                     s.word.store(0, Ordering::Relaxed);
                     // SAFETY: as above: no reader exists.
-                    std::mem::forget(unsafe { (*s.value.get()).take() });
+                    std::mem::forget(s.value.with_mut(|v| unsafe { (*v).take() }));
                 }
             }
-            for h in HAZARDS.iter() {
-                h.slot.store(0, Ordering::Relaxed);
-                h.owned.store(false, Ordering::Relaxed);
+            #[cfg(not(loom))]
+            {
+                HAZARDS.forget_all_after_fork();
+                MINE.set(0);
             }
-            HAZARD_HIGH.store(0, Ordering::Relaxed);
-            MINE.set(0);
+        }
+    }
+
+    /// The process's table of mirrors' readers (not under loom: a model
+    /// makes its own [`Hazards`]).
+    #[cfg(not(loom))]
+    impl<T> Mirror<T> {
+        /// [`Mirror::read`] with this thread's record.
+        pub(crate) fn read_here<R>(
+            &self,
+            tag: u8,
+            i: usize,
+            generation: u32,
+            f: impl FnOnce(&T) -> R,
+        ) -> Option<Option<R>> {
+            self.read(Hazard::mine, tag, i, generation, f)
+        }
+
+        /// [`Mirror::set_dead`] from this thread.
+        pub(crate) fn set_dead_here(&self, tag: u8, i: usize) -> Option<T> {
+            self.set_dead(&HAZARDS, Hazard::current(), tag, i)
+        }
+
+        /// [`Mirror::set_live`].
+        pub(crate) fn set_live_here(&self, i: usize, generation: u32, value: T) {
+            self.set_live(i, generation, value);
+        }
+    }
+
+    /// A `--cfg loom` build: the process's tables keep no mirror (loom's
+    /// atomics exist only inside a model); getinfo asks the table.
+    #[cfg(loom)]
+    impl<T> Mirror<T> {
+        pub(crate) fn read_here<R>(
+            &self,
+            _tag: u8,
+            _i: usize,
+            _generation: u32,
+            _f: impl FnOnce(&T) -> R,
+        ) -> Option<Option<R>> {
+            None
+        }
+
+        pub(crate) fn set_dead_here(&self, _tag: u8, _i: usize) -> Option<T> {
+            None
+        }
+
+        pub(crate) fn set_live_here(&self, _i: usize, _generation: u32, value: T) {
+            drop(value);
         }
     }
 
@@ -700,76 +810,380 @@ pub(crate) mod fast {
 
     /// One reading thread's hazard record, on a cache line of its own.
     #[repr(align(64))]
-    struct Hazard {
+    pub(crate) struct Hazard {
         /// The mirror slot this thread is reading (`hazard_key`), or 0.
         slot: AtomicUsize,
         owned: AtomicBool,
     }
 
-    const HAZARD_RECORDS: usize = 256;
-    static HAZARDS: [Hazard; HAZARD_RECORDS] = [const {
-        Hazard {
-            slot: AtomicUsize::new(0),
-            owned: AtomicBool::new(false),
-        }
-    }; HAZARD_RECORDS];
-    /// Records ever claimed are below this: a removal scans only those.
-    static HAZARD_HIGH: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) const HAZARD_RECORDS: usize = if cfg!(loom) { 2 } else { 256 };
 
-    thread_local! {
-        /// This thread's record, index + 1 (0: none yet).
-        static MINE: Cell<usize> = const { Cell::new(0) };
-        /// Releases the record when the thread ends.
-        static RELEASE: Release = const { Release };
+    /// The hazard records of every mirror's readers.
+    pub(crate) struct Hazards {
+        records: [Hazard; HAZARD_RECORDS],
+        /// Records ever claimed are below this: a removal scans only those.
+        high: AtomicUsize,
     }
 
-    struct Release;
-
-    impl Drop for Release {
-        fn drop(&mut self) {
-            let k = MINE.try_with(|m| m.replace(0)).unwrap_or(0);
-            if k != 0 {
-                HAZARDS[k - 1].slot.store(0, Ordering::Relaxed);
-                HAZARDS[k - 1].owned.store(false, Ordering::Release);
+    impl Hazards {
+        #[cfg(not(loom))]
+        const fn new() -> Hazards {
+            Hazards {
+                records: [const {
+                    Hazard {
+                        slot: AtomicUsize::new(0),
+                        owned: AtomicBool::new(false),
+                    }
+                }; HAZARD_RECORDS],
+                high: AtomicUsize::new(0),
             }
         }
-    }
 
-    impl Hazard {
-        /// This thread's record, claimed on first use; `None` when every
-        /// record is taken or the thread is ending.
-        fn mine() -> Option<&'static Hazard> {
-            let k = MINE.try_with(Cell::get).ok()?;
-            if k != 0 {
-                return Some(&HAZARDS[k - 1]);
+        #[cfg(loom)]
+        fn new() -> Hazards {
+            Hazards {
+                records: std::array::from_fn(|_| Hazard {
+                    slot: AtomicUsize::new(0),
+                    owned: AtomicBool::new(false),
+                }),
+                high: AtomicUsize::new(0),
             }
-            // Registers the destructor that gives the record back.
-            RELEASE.try_with(|_| ()).ok()?;
-            let k = HAZARDS.iter().position(|h| {
+        }
+
+        /// A free record's index, now owned by the caller; `None` when
+        /// every record is taken.
+        fn claim(&self) -> Option<usize> {
+            let k = self.records.iter().position(|h| {
                 h.owned
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             })?;
-            HAZARD_HIGH.fetch_max(k + 1, Ordering::AcqRel);
-            MINE.set(k + 1);
-            Some(&HAZARDS[k])
+            // Before the record's first publish (and so before that
+            // publish's fence): a removal that misses this misses the
+            // publish too, and then the reader sees the dead mark.
+            self.high.fetch_max(k + 1, Ordering::AcqRel);
+            Some(k)
+        }
+
+        /// Gives record `k` back (its thread is ending, not inside a read).
+        fn give_back(&self, k: usize) {
+            self.records[k].slot.store(0, Ordering::Relaxed);
+            self.records[k].owned.store(false, Ordering::Release);
+        }
+
+        /// Waits until no hazard record names `key` (after the caller's
+        /// full fence). Readers hold a record for the length of one short
+        /// read. `own` (the caller's record) naming it is a destroy from
+        /// inside a read of the same slot on this thread: waiting would
+        /// never end, and going on would free the value under that read.
+        fn wait_unnamed(&self, key: usize, own: Option<&Hazard>) {
+            if own.is_some_and(|o| o.slot.load(Ordering::Relaxed) == key) {
+                panic!("a handle destroyed from inside a lock-free read of it");
+            }
+            let high = self.high.load(Ordering::Acquire);
+            for h in &self.records[..high] {
+                let mut spins = 0u32;
+                while h.slot.load(Ordering::Acquire) == key {
+                    crate::core::atomic::backoff(&mut spins);
+                }
+            }
+        }
+
+        /// Whether a record names mirror slot `i` of table `tag`.
+        #[cfg(test)]
+        fn named(&self, tag: u8, i: usize) -> bool {
+            let key = hazard_key(tag, i);
+            self.records
+                .iter()
+                .any(|h| h.slot.load(Ordering::Relaxed) == key)
+        }
+
+        #[cfg(not(loom))]
+        fn forget_all_after_fork(&self) {
+            for h in &self.records {
+                h.slot.store(0, Ordering::Relaxed);
+                h.owned.store(false, Ordering::Relaxed);
+            }
+            self.high.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Waits until no hazard record names `key` (after the caller's full
-    /// fence). Readers hold a record for the length of one short read.
-    fn wait_unnamed(key: usize) {
-        let high = HAZARD_HIGH.load(Ordering::Acquire);
-        for h in &HAZARDS[..high] {
-            let mut spins = 0u32;
-            while h.slot.load(Ordering::Acquire) == key {
-                spins += 1;
-                if spins < 64 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+    #[cfg(not(loom))]
+    static HAZARDS: Hazards = Hazards::new();
+
+    #[cfg(not(loom))]
+    thread_local! {
+        /// This thread's record, index + 1 (0: none yet).
+        static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Releases the record when the thread ends.
+        static RELEASE: Release = const { Release };
+    }
+
+    #[cfg(not(loom))]
+    struct Release;
+
+    #[cfg(not(loom))]
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let k = MINE.try_with(|m| m.replace(0)).unwrap_or(0);
+            if k != 0 {
+                HAZARDS.give_back(k - 1);
             }
+        }
+    }
+
+    #[cfg(not(loom))]
+    impl Hazard {
+        /// This thread's record, claimed on first use; `None` when every
+        /// record is taken or the thread is ending.
+        fn mine() -> Option<&'static Hazard> {
+            if let Some(h) = Hazard::current() {
+                return Some(h);
+            }
+            // Registers the destructor that gives the record back.
+            RELEASE.try_with(|_| ()).ok()?;
+            let k = HAZARDS.claim()?;
+            MINE.set(k + 1);
+            Some(&HAZARDS.records[k])
+        }
+
+        /// This thread's record if it has claimed one.
+        fn current() -> Option<&'static Hazard> {
+            let k = MINE.try_with(std::cell::Cell::get).ok()?;
+            (k != 0).then(|| &HAZARDS.records[k - 1])
+        }
+    }
+
+    /// Whether a hazard record names mirror slot `i` of table `tag`.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn named(tag: u8, i: usize) -> bool {
+        HAZARDS.named(tag, i)
+    }
+
+    #[cfg(loom)]
+    /// The protocol under loom: a reader of slot 0 (generation 1) against a
+    /// destroy (dead mark, wait, take out, drop) and a reuse of the slot
+    /// under generation 2. A value's drop sets its `freed` flag, which the
+    /// reader checks inside `f`; loom's cell also fails any read of the
+    /// value not ordered with the take-out. The reader must get the live
+    /// value or `None`, never a freed one or the next generation's.
+    /// Readers run on spawned threads and the destroyer on the model's main
+    /// thread (see core/progress.rs on tokio-rs/loom#392).
+    /// `canary_catches_a_missing_fence` runs a copy of the read without its
+    /// fence, and must fail.
+    #[cfg(test)]
+    mod loom_tests {
+        use super::*;
+        use loom::sync::Arc;
+        use loom::thread;
+        use std::sync::Mutex as StdMutex;
+        use std::sync::atomic::AtomicBool as StdBool;
+        use std::sync::atomic::AtomicUsize as StdCount;
+        use std::sync::atomic::Ordering::SeqCst;
+
+        const TAG: u8 = 1;
+
+        struct Val {
+            id: u32,
+            freed: std::sync::Arc<StdBool>,
+        }
+
+        impl Drop for Val {
+            fn drop(&mut self) {
+                self.freed.store(true, SeqCst);
+            }
+        }
+
+        fn val(id: u32) -> Val {
+            Val {
+                id,
+                freed: std::sync::Arc::new(StdBool::new(false)),
+            }
+        }
+
+        fn use_val(v: &Val) -> u32 {
+            assert!(!v.freed.load(SeqCst), "read a freed value");
+            v.id
+        }
+
+        static RUNS: StdCount = StdCount::new(0);
+        // (cfg(test) again for `ffi::fork`'s scan of process-wide locks.)
+        #[cfg(test)]
+        static SEEN: StdMutex<Vec<&'static str>> = StdMutex::new(Vec::new());
+
+        fn note(o: &'static str) {
+            let mut s = SEEN.lock().unwrap();
+            if !s.contains(&o) {
+                s.push(o);
+            }
+        }
+
+        /// Every interleaving within the preemption bound (3 unless
+        /// LOOM_MAX_PREEMPTIONS says); returns the outcomes reached.
+        fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> Vec<&'static str> {
+            RUNS.store(0, SeqCst);
+            SEEN.lock().unwrap().clear();
+            let mut b = loom::model::Builder::new();
+            if b.preemption_bound.is_none() {
+                b.preemption_bound = Some(3);
+            }
+            b.check(move || {
+                RUNS.fetch_add(1, SeqCst);
+                f();
+            });
+            let n = RUNS.load(SeqCst);
+            println!("loom: {name}: {n} executions explored");
+            assert!(n > 1, "{name}: loom explored a single execution");
+            SEEN.lock().unwrap().clone()
+        }
+
+        fn record(h: &Hazards) -> Option<&Hazard> {
+            h.claim().map(|k| &h.records[k])
+        }
+
+        /// Destroy slot 0 and drop its value, then reuse it (generation 2).
+        fn destroy_and_reuse(m: &Mirror<Val>, hz: &Hazards) {
+            let old = m.set_dead(hz, None, TAG, 0);
+            assert_eq!(old.as_ref().map(|v| v.id), Some(1));
+            drop(old);
+            m.set_live(0, 2, val(2));
+        }
+
+        #[test]
+        fn a_reader_never_reads_a_freed_or_reused_value() {
+            let seen = explore("mirror: read vs destroy and reuse", || {
+                let m = Arc::new(Mirror::<Val>::new());
+                let hz = Arc::new(Hazards::new());
+                m.set_live(0, 1, val(1));
+                let reader = {
+                    let (m, hz) = (m.clone(), hz.clone());
+                    thread::spawn(move || {
+                        let r = m.read(|| record(&hz), TAG, 0, 1, use_val);
+                        match r {
+                            Some(Some(1)) => note("read"),
+                            Some(None) => note("refused"),
+                            other => panic!("reader got {other:?}"),
+                        }
+                    })
+                };
+                destroy_and_reuse(&m, &hz);
+                reader.join().unwrap();
+                // The new generation reads; the old one never again.
+                let rec = record(&hz);
+                assert_eq!(m.read(|| rec, TAG, 0, 1, use_val), Some(None));
+                assert_eq!(m.read(|| rec, TAG, 0, 2, use_val), Some(Some(2)));
+            });
+            for o in ["read", "refused"] {
+                assert!(seen.contains(&o), "no execution reached {o}: {seen:?}");
+            }
+        }
+
+        /// `f` reads another slot on the same thread (one hazard record):
+        /// the outer read must stay protected after the inner one ends.
+        #[test]
+        fn a_read_inside_a_read_keeps_the_outer_one_protected() {
+            let seen = explore("mirror: nested read vs destroy", || {
+                let m = Arc::new(Mirror::<Val>::new());
+                let hz = Arc::new(Hazards::new());
+                m.set_live(0, 1, val(1));
+                m.set_live(1, 1, val(7));
+                let reader = {
+                    let (m, hz) = (m.clone(), hz.clone());
+                    thread::spawn(move || {
+                        let rec = record(&hz);
+                        let r = m.read(
+                            || rec,
+                            TAG,
+                            0,
+                            1,
+                            |v| {
+                                // (With one record, the inner read is told
+                                // to ask the table.)
+                                let _ = m.read(|| rec, TAG, 1, 1, use_val);
+                                use_val(v)
+                            },
+                        );
+                        match r {
+                            Some(Some(1)) => note("read"),
+                            Some(None) => note("refused"),
+                            other => panic!("reader got {other:?}"),
+                        }
+                    })
+                };
+                destroy_and_reuse(&m, &hz);
+                reader.join().unwrap();
+            });
+            assert!(seen.contains(&"read"), "{seen:?}");
+        }
+
+        /// More readers than records: a reader with none is told to ask
+        /// the table (`None`), and reads nothing.
+        #[test]
+        fn a_reader_without_a_record_asks_the_table() {
+            let seen = explore("mirror: records run out", || {
+                let m = Arc::new(Mirror::<Val>::new());
+                let hz = Arc::new(Hazards::new());
+                m.set_live(0, 1, val(1));
+                let taken: Vec<_> = (0..HAZARD_RECORDS).map(|_| hz.claim()).collect();
+                assert!(taken.iter().all(Option::is_some));
+                let reader = {
+                    let (m, hz) = (m.clone(), hz.clone());
+                    thread::spawn(move || match m.read(|| record(&hz), TAG, 0, 1, use_val) {
+                        None => note("asked the table"),
+                        Some(None) => note("refused"),
+                        Some(Some(1)) => note("read"),
+                        other => panic!("reader got {other:?}"),
+                    })
+                };
+                // A record given back meanwhile may be claimed instead.
+                hz.give_back(0);
+                destroy_and_reuse(&m, &hz);
+                reader.join().unwrap();
+            });
+            for o in ["asked the table", "refused", "read"] {
+                assert!(seen.contains(&o), "no execution reached {o}: {seen:?}");
+            }
+        }
+
+        /// The read without its fence: the destroyer's scan can miss the
+        /// record while the reader's re-check misses the dead mark.
+        fn read_no_fence<R>(
+            m: &Mirror<Val>,
+            hazard: &Hazard,
+            i: usize,
+            generation: u32,
+            f: impl FnOnce(&Val) -> R,
+        ) -> Option<R> {
+            let s = m.slot(i)?;
+            let want = live(generation);
+            if s.word.load(Ordering::Relaxed) != want {
+                return None;
+            }
+            hazard.slot.store(hazard_key(TAG, i), Ordering::Relaxed);
+            let _unpublish = Unpublish(&hazard.slot);
+            if s.word.load(Ordering::Acquire) != want {
+                return None;
+            }
+            s.value.with(|v| unsafe { &*v }.as_ref().map(f))
+        }
+
+        #[test]
+        #[should_panic(expected = "Causality violation")]
+        fn canary_catches_a_missing_fence() {
+            loom::model(|| {
+                let m = Arc::new(Mirror::<Val>::new());
+                let hz = Arc::new(Hazards::new());
+                m.set_live(0, 1, val(1));
+                let reader = {
+                    let (m, hz) = (m.clone(), hz.clone());
+                    thread::spawn(move || {
+                        let rec = record(&hz).unwrap();
+                        read_no_fence(&m, rec, 0, 1, use_val);
+                    })
+                };
+                destroy_and_reuse(&m, &hz);
+                reader.join().unwrap();
+            });
         }
     }
 }
@@ -780,6 +1194,16 @@ mod tests {
 
     fn job() -> Job {
         Job::builder().create(|_| Ok(()))
+    }
+
+    /// Held by the tests that need a hazard record (they check the mirror
+    /// answers) and by the one that takes every record. (Test-only, so
+    /// not a lock fork must hold: `ffi::fork`'s scan skips it by the cfg.)
+    #[cfg(test)]
+    static RECORDS: Mutex<()> = Mutex::new(());
+
+    fn records() -> MutexGuard<'static, ()> {
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[test]
@@ -885,6 +1309,7 @@ mod tests {
     /// readable on its thread after removal.
     #[test]
     fn the_mirror_agrees_with_the_table() {
+        let _records = records();
         let j = job();
         let h = JOBS.insert(j.clone());
         let r = JOBS.share(h).expect("live");
@@ -922,6 +1347,129 @@ mod tests {
             with_job_read(to_ptr(h), Job::id),
             Err(bgjob_result::InvalidHandle)
         );
+    }
+
+    /// A panic inside a lock-free read used to leave the thread's hazard
+    /// record naming the slot: the handle's destroy then waited forever,
+    /// under the table's write lock.
+    // (A --cfg loom build's tables keep no mirror: `make loom` models it.)
+    #[cfg(not(loom))]
+    #[test]
+    fn a_panic_inside_a_lock_free_read_unpublishes_its_record() {
+        let _records = records();
+        let h = JOBS.insert(job());
+        let (i, _) = decode(1, h).unwrap();
+        let r = std::panic::catch_unwind(|| JOBS.read_fast(h, |_| panic!("in f")));
+        assert!(r.is_err());
+        assert!(!fast::named(1, i), "the record still names the slot");
+        assert!(JOBS.remove(h).is_some());
+    }
+
+    /// A read inside a read on one thread (one hazard record) used to
+    /// overwrite the outer read's record and clear it: the outer read went
+    /// on unprotected. The inner one asks the table now.
+    // (A --cfg loom build's tables keep no mirror: `make loom` models it.)
+    #[cfg(not(loom))]
+    #[test]
+    fn a_read_inside_a_read_leaves_the_outer_one_protected() {
+        let _records = records();
+        let a = JOBS.insert(job());
+        let b = JOBS.insert(job());
+        let (i, _) = decode(1, a).unwrap();
+        let inner = JOBS.read_fast(a, |_| {
+            let inner = JOBS.read_fast(b, Job::id);
+            assert!(fast::named(1, i), "the outer read lost its record");
+            inner
+        });
+        assert_eq!(inner, Some(Some(None)), "the inner read asks the table");
+        assert_eq!(
+            with_job_read(to_ptr(a), |_| with_job_read(to_ptr(b), Job::id)),
+            Ok(JOBS
+                .get(b)
+                .map(|j| j.id())
+                .ok_or(bgjob_result::InvalidHandle))
+        );
+        JOBS.remove(a);
+        JOBS.remove(b);
+    }
+
+    /// A destroy of a handle from inside a lock-free read of it would wait
+    /// for its own thread's record for ever (holding the table's lock): it
+    /// fails loudly instead.
+    #[test]
+    fn a_destroy_inside_a_lock_free_read_of_it_panics_instead_of_hanging() {
+        let _records = records();
+        // A table of its own: the panic poisons its lock.
+        let table: &'static Table<Job> =
+            Box::leak(Box::new(Table::counted_mirrored(14, count_job_handle)));
+        let h = table.insert(job());
+        let r = std::panic::catch_unwind(|| table.read_fast(h, |_| table.remove(h)));
+        assert!(r.is_err());
+        let other = table.insert(job());
+        assert!(table.read_fast(other, Job::id).is_some_and(|r| r.is_some()));
+        table.remove(other);
+    }
+
+    /// A thread gives its hazard record back when it ends: more threads
+    /// than records, one after another, all read through the mirror.
+    #[test]
+    fn hazard_records_are_given_back_when_their_threads_end() {
+        let _records = records();
+        let j = job();
+        let h = JOBS.insert(j.clone());
+        for n in 0..fast::HAZARD_RECORDS + 44 {
+            let r = std::thread::spawn(move || JOBS.read_fast(h, Job::id))
+                .join()
+                .unwrap();
+            assert_eq!(r, Some(Some(j.id())), "thread {n} found no record");
+        }
+        JOBS.remove(h);
+    }
+
+    /// More threads reading at once than there are records: those with
+    /// none are told to ask the table, and getinfo's lookup still answers
+    /// (and refuses the handle once it is destroyed).
+    #[test]
+    fn readers_beyond_the_records_fall_back_to_the_table() {
+        let _records = records();
+        use std::sync::{Arc, Barrier};
+        let j = job();
+        let h = JOBS.insert(j.clone());
+        let n = fast::HAZARD_RECORDS + 44;
+        let all = Arc::new(Barrier::new(n + 1));
+        let read = Arc::new(Barrier::new(n + 1));
+        let destroyed = Arc::new(Barrier::new(n + 1));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (all, read, destroyed) = (all.clone(), read.clone(), destroyed.clone());
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(move || {
+                        // Claims a record (while there are any) and keeps it.
+                        let fast = JOBS.read_fast(h, Job::id);
+                        all.wait();
+                        let live = with_job_read(to_ptr(h), Job::id);
+                        read.wait();
+                        destroyed.wait();
+                        let dead = with_job_read(to_ptr(h), Job::id);
+                        (fast.is_none(), live, dead)
+                    })
+                    .unwrap()
+            })
+            .collect();
+        all.wait();
+        read.wait();
+        JOBS.remove(h);
+        destroyed.wait();
+        let mut without = 0;
+        for t in threads {
+            let (none, live, dead) = t.join().unwrap();
+            without += usize::from(none);
+            assert_eq!(live, Ok(j.id()));
+            assert_eq!(dead, Err(bgjob_result::InvalidHandle));
+        }
+        // All n threads were alive at once: at least 44 found no record.
+        assert!(without >= 44, "{without} threads without a record");
     }
 
     #[test]
