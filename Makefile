@@ -327,9 +327,12 @@ fuzz: $(OUT)/tests/test_fuzz
 # and sync.rs swap std's atomics, mutex and condvar for loom's under --cfg
 # loom): every interleaving and memory-model reordering, within a preemption
 # bound (LOOM_MAX_PREEMPTIONS, default 3), of cancel vs a worker's end, hook
-# removal vs cancel, a parked worker vs resume and cancel, and the progress
-# seqlock. Each model prints how many executions it explored; two canaries (a
-# broken seqlock, a lost wake-up) must fail. Own target dir, so it never
+# removal vs cancel, a parked worker vs resume and cancel, a pool thread's
+# hand-off, the progress seqlock and its solo/shared switch, the statistics
+# seqlock, getinfo's status line, and the lock-free handle lookup (hazard
+# records vs destroy). Each model prints how many executions it explored;
+# its canaries (a seqlock or lookup without its fence, a switch without its
+# barrier, a lost wake-up) must fail. Own target dir, so it never
 # invalidates the normal build.
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib loom_tests \
