@@ -510,10 +510,18 @@ impl Job {
     /// only in `Pending` and `Waiting`.
     pub fn finalize(&self) -> Result<(), Error> {
         // An external job its owner reported PENDING: forwarded (owner.rs).
-        if let Some(r) = self.finalize_external() {
-            return r;
-        }
-        let mut st = self.0.lock();
+        let mut st = loop {
+            if let Some(r) = self.finalize_external() {
+                return r;
+            }
+            let st = self.0.lock();
+            // The owner may have reported a state since `finalize_external`
+            // let go of the lock (a report only moves forward): forward then,
+            // never finalize here a job whose owner has not ended it.
+            if !(self.0.external && st.life == Life::Running && st.owner.reported.is_some()) {
+                break st;
+            }
+        };
         st.check(Verb::Finalize)?;
         if st.family.held.is_some() {
             // Waiting for its children, not for a finalize.
