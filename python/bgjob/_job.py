@@ -1192,31 +1192,29 @@ class Job(Generic[T]):
         self._call(lib.bgjob_job_get_info(self._h, byref(c)), "info")
         return Info._from_c(c, _text(lib.bgjob_job_get_phase, self._h, "info"))
 
+    def _text(self, fn: Callable[..., int], what: str) -> str:
+        """One of the job's texts (name, phase, operation, owner)."""
+        if self._closed:
+            self._call(Result.INVALID_HANDLE, what)
+        return _text(fn, self._h, what)
+
     @property
     def name(self) -> str:
-        if self._closed:
-            self._call(Result.INVALID_HANDLE, "name")
-        return _text(lib.bgjob_job_get_name, self._h, "name")
+        return self._text(lib.bgjob_job_get_name, "name")
 
     @property
     def phase(self) -> str:
-        if self._closed:
-            self._call(Result.INVALID_HANDLE, "phase")
-        return _text(lib.bgjob_job_get_phase, self._h, "phase")
+        return self._text(lib.bgjob_job_get_phase, "phase")
 
     @property
     def operation(self) -> str:
         """The operation given at create ("mirror", "save"; "" for none)."""
-        if self._closed:
-            self._call(Result.INVALID_HANDLE, "operation")
-        return _text(lib.bgjob_job_get_operation, self._h, "operation")
+        return self._text(lib.bgjob_job_get_operation, "operation")
 
     @property
     def owner(self) -> str:
         """The owner tag given at create ("domain vm1"; "" for none)."""
-        if self._closed:
-            self._call(Result.INVALID_HANDLE, "owner")
-        return _text(lib.bgjob_job_get_owner, self._h, "owner")
+        return self._text(lib.bgjob_job_get_owner, "owner")
 
     # -- statistics
     def add_stat(self, name: str, type: StatType, unit: str = "") -> int:
