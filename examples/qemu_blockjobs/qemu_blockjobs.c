@@ -38,19 +38,6 @@ static char seq[2048]; /* the bgjob events of the step, short form */
         }                                                                                                  \
     } while (0)
 
-static void seq_add(const char *fmt, ...)
-{
-    size_t n = strlen(seq);
-    if (n + 2 >= sizeof seq)
-        return;
-    if (n > 0)
-        seq[n++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(seq + n, sizeof seq - n, fmt, ap);
-    va_end(ap);
-}
-
 static const char *lc_state(bgjob_state st)
 {
     static const char *n[] = {"created", "running", "paused", "waiting", "completed", "failed",
@@ -65,21 +52,21 @@ static void on_event(void *ud, bgjob_job *job, const bgjob_event *ev)
     const char *name = ud;
     switch (ev->kind) {
     case BGJOB_EVENT_KIND_STATE_CHANGED:
-        seq_add("%s:%s", name, lc_state(ev->new_state));
+        trail_add(seq, sizeof seq, "%s:%s", name, lc_state(ev->new_state));
         break;
     case BGJOB_EVENT_KIND_IO_ERROR:
-        seq_add("%s:IO_ERROR(%s,%s)", name, ev->error_code == ENOSPC ? "ENOSPC" : "EIO",
+        trail_add(seq, sizeof seq, "%s:IO_ERROR(%s,%s)", name, ev->error_code == ENOSPC ? "ENOSPC" : "EIO",
                 ev->action == BGJOB_ERROR_ACTION_STOP ? "stop" : ev->action == BGJOB_ERROR_ACTION_IGNORE ? "ignore"
                                                                                                      : "report");
         break;
     case BGJOB_EVENT_KIND_READY:
-        seq_add("%s:READY", name);
+        trail_add(seq, sizeof seq, "%s:READY", name);
         break;
     case BGJOB_EVENT_KIND_END:
-        seq_add("%s:END", name);
+        trail_add(seq, sizeof seq, "%s:END", name);
         break;
     case BGJOB_EVENT_KIND_CONTROL_FAILED:
-        seq_add("%s:CONTROL_FAILED(%d)", name, ev->error_code);
+        trail_add(seq, sizeof seq, "%s:CONTROL_FAILED(%d)", name, ev->error_code);
         break;
     }
 }

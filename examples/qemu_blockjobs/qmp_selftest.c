@@ -56,19 +56,6 @@ static void sleep_ms(int ms)
     }
 }
 
-static void seq_add(const char *fmt, ...)
-{
-    size_t n = strlen(seq);
-    if (n + 2 >= sizeof seq)
-        return;
-    if (n > 0)
-        seq[n++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(seq + n, sizeof seq - n, fmt, ap);
-    va_end(ap);
-}
-
 /* A failed check: says what and where, counts it; the step goes on only
  * where it can. */
 #define CHECK(cond, ...)                                                                        \
@@ -108,10 +95,10 @@ static void note_event(json_t *ev)
     if (!name)
         return;
     if (strcmp(name, "JOB_STATUS_CHANGE") == 0) {
-        seq_add("%s:%s", json_string_value(json_object_get(data, "id")),
+        trail_add(seq, sizeof seq, "%s:%s", json_string_value(json_object_get(data, "id")),
                 json_string_value(json_object_get(data, "status")));
     } else if (strcmp(name, "BLOCK_JOB_ERROR") == 0) {
-        seq_add("ERROR(%s,%s,%s)", json_string_value(json_object_get(data, "device")),
+        trail_add(seq, sizeof seq, "ERROR(%s,%s,%s)", json_string_value(json_object_get(data, "device")),
                 json_string_value(json_object_get(data, "operation")),
                 json_string_value(json_object_get(data, "action")));
     } else if (strncmp(name, "BLOCK_JOB_", 10) == 0) {
@@ -119,10 +106,10 @@ static void note_event(json_t *ev)
         const char *job = json_string_value(json_object_get(data, "device"));
         if (!job) /* BLOCK_JOB_PENDING names the job "id" */
             job = json_string_value(json_object_get(data, "id"));
-        seq_add("%s(%s%s%s)", name + 10, job ? job : "?",
+        trail_add(seq, sizeof seq, "%s(%s%s%s)", name + 10, job ? job : "?",
                 err ? ",error=" : "", err ? err : "");
     } else {
-        seq_add("%s", name);
+        trail_add(seq, sizeof seq, "%s", name);
     }
 }
 
@@ -793,7 +780,7 @@ static int step6_daemon_killed(void)
     CHECK(qsd_stop(&qsd, SIGKILL, 2000) == 0, "reap");
     CHECK(WIFSIGNALED(qsd.status) && WTERMSIG(qsd.status) == SIGKILL, "status 0x%x", qsd.status);
     CHECK(!qsd_pid_alive(pid), "daemon pid %d still alive", (int)pid);
-    seq_add("EOF");
+    trail_add(seq, sizeof seq, "EOF");
     return 0;
 }
 

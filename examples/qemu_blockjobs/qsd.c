@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,4 +388,17 @@ int qsd_scratch_open(const char *prog, char *dir, size_t dirlen, const char *con
     snprintf(scratch[n++], sizeof scratch[0], "%s/qsd.log", scratch_dir);
     qsd_set_exit_hook(qsd_scratch_remove);
     return 0;
+}
+
+void trail_add(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t n = strlen(buf);
+    if (n + 2 >= size)
+        return;
+    if (n > 0)
+        buf[n++] = ' ';
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, size - n, fmt, ap);
+    va_end(ap);
 }

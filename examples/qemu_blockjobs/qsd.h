@@ -66,4 +66,10 @@ int qsd_scratch_open(const char *prog, char *dir, size_t dirlen, const char *con
 /* Removes what qsd_scratch_open registered (also run by the exit hook). */
 void qsd_scratch_remove(void);
 
+/* Appends one space-separated item (printf-style) to the trail in `buf`
+ * (`size` bytes, NUL-terminated); a full trail stays as it is. The
+ * programs record each step's event sequence with it. */
+void trail_add(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif
