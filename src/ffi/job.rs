@@ -1,7 +1,7 @@
 //! Creating and starting jobs: `bgjob_job_create`, `bgjob_job_start`, and
 //! QIOTask-style `bgjob_run_in_thread` (create, start and deliver in one call).
 
-use super::handles::{JOBS, to_ptr, with_job};
+use super::handles::{JOBS, run_as_worker, to_ptr, with_job};
 use super::options::{default_options, read_options};
 use super::{
     UserData, bgjob_completion_callback, bgjob_context, bgjob_free_callback, bgjob_job,
@@ -59,7 +59,7 @@ pub(crate) unsafe fn create(
     if let Some(c) = opts.completion {
         b = c.attach(b, h, auto_release);
     }
-    let job = b.create(move |_| {
+    let job = b.create(move |w| {
         // Moved in so it drops (and frees) at the end of this call.
         let userdata = userdata;
         // An external job's closure is never called: dropped (freeing the
@@ -67,9 +67,8 @@ pub(crate) unsafe fn create(
         let Some(worker) = worker else {
             return Ok(());
         };
-        core::job::tag_worker_thread(h);
         // SAFETY: the caller's worker with its own userdata and handle.
-        let rc = unsafe { worker(userdata.ptr, to_ptr(h)) };
+        let rc = run_as_worker(h, w.job(), || unsafe { worker(userdata.ptr, to_ptr(h)) });
         if rc == 0 {
             Ok(())
         } else {

@@ -6,7 +6,7 @@
 //! (then only pause points and cancellable waits park). Progress calls do not report a cancel (an update is not a failure);
 //! `bgjob_job_check_cancel` and `bgjob_job_pause_point` do.
 
-use super::handles::with_job;
+use super::handles::{with_job, worker_job};
 use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
 use crate::core::{self, Job};
 use std::ffi::c_char;
@@ -72,7 +72,7 @@ pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_res
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) -> bgjob_result {
-    boundary(|| update(job, |j, _| j.set_total(total)))
+    boundary(|| update(job, |j, on_worker| j.set_total_from(on_worker, total)))
 }
 
 /// Sets the units done. Progress only grows: a smaller value than the current one
@@ -87,7 +87,7 @@ pub unsafe extern "C" fn bgjob_job_set_total(job: *mut bgjob_job, total: u64) ->
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64) -> bgjob_result {
-    boundary(|| update(job, |j, _| j.set_current(current)))
+    boundary(|| update(job, |j, on_worker| j.set_current_from(on_worker, current)))
 }
 
 /// Adds `units` to the units done (saturating). The cheapest progress call:
@@ -101,7 +101,17 @@ pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
-    boundary(|| update(job, |j, on_worker| j.add_units_from(on_worker, units)))
+    boundary(|| {
+        // The copy loop's call, from the job's worker with nothing pending:
+        // one thread-local read, no lookup and no result travelling back
+        // through the layers (docs/performance.md, "Progress updates").
+        if let Some(j) = worker_job(job)
+            && j.add_units_as_worker(units)
+        {
+            return Ok(());
+        }
+        update(job, |j, on_worker| j.add_units_from(on_worker, units))
+    })
 }
 
 /// Sets the percent done directly, for workers that count in percent rather

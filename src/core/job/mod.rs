@@ -56,33 +56,26 @@ pub use txn::Txn;
 pub use types::*;
 pub use update::Worker;
 
-/// The job whose worker runs on this thread, with the tag the layer above
-/// named it by (ffi: the handle its worker was given; 0 until tagged). The one
-/// record, for every layer, of "this thread is that job's worker". Progress
-/// calls read it once per update: `inner` (identity only, never dereferenced)
-/// and `tag` are plain cells, so that read is a load and a compare.
+/// The job whose worker runs on this thread: the one record, for every
+/// layer, of "this thread is that job's worker" (the C layer keeps its own
+/// record of the handle, for its lookups). `inner` (identity only, never
+/// dereferenced) is a plain cell, so the check is a load and a compare.
 struct WorkerThread {
-    job: std::cell::RefCell<Option<Job>>,
     inner: std::cell::Cell<*const Inner>,
-    tag: std::cell::Cell<usize>,
 }
 
 #[cfg(not(loom))]
 thread_local! {
     static CURRENT_WORKER: WorkerThread = const {
         WorkerThread {
-            job: std::cell::RefCell::new(None),
             inner: std::cell::Cell::new(std::ptr::null()),
-            tag: std::cell::Cell::new(0),
         }
     };
 }
 #[cfg(loom)]
 loom::thread_local! {
     static CURRENT_WORKER: WorkerThread = WorkerThread {
-        job: std::cell::RefCell::new(None),
         inner: std::cell::Cell::new(std::ptr::null()),
-        tag: std::cell::Cell::new(0),
     };
 }
 
@@ -93,57 +86,25 @@ pub(crate) struct WorkerScope(Job);
 impl WorkerScope {
     pub(crate) fn enter(job: &Job) -> WorkerScope {
         job.0.progress.worker_enter();
-        CURRENT_WORKER.with(|w| {
-            *w.job.borrow_mut() = Some(job.clone());
-            w.inner.set(Arc::as_ptr(&job.0));
-            w.tag.set(0);
-        });
+        CURRENT_WORKER.with(|w| w.inner.set(Arc::as_ptr(&job.0)));
         WorkerScope(job.clone())
     }
 }
 
 impl Drop for WorkerScope {
     fn drop(&mut self) {
-        // Taken out first so the job reference drops after the borrow ends.
-        let old = CURRENT_WORKER.with(|w| {
+        let mine = CURRENT_WORKER.with(|w| {
             // Forgotten after fork: the parent's job is not touched.
             if !std::ptr::eq(w.inner.get(), Arc::as_ptr(&self.0.0)) {
-                return None;
+                return false;
             }
             w.inner.set(std::ptr::null());
-            w.tag.set(0);
-            w.job.borrow_mut().take()
+            true
         });
-        if old.is_some() {
+        if mine {
             self.0.0.progress.worker_leave();
         }
-        drop(old);
     }
-}
-
-/// Names the worker running on this thread with `tag` (the layer above's
-/// handle for it), so [`with_tagged_worker`] finds it without a lookup. Does
-/// nothing on a thread that runs no worker.
-pub fn tag_worker_thread(tag: usize) {
-    CURRENT_WORKER.with(|w| {
-        if !w.inner.get().is_null() {
-            w.tag.set(tag);
-        }
-    });
-}
-
-/// Runs `f` on the job whose worker runs on this thread if it was tagged
-/// `tag` (non-zero); `None` (and `f` not called) otherwise. No lock, no
-/// reference count.
-#[inline]
-pub fn with_tagged_worker<R>(tag: usize, f: impl FnOnce(&Job) -> R) -> Option<R> {
-    CURRENT_WORKER.with(|w| {
-        if w.tag.get() != tag || tag == 0 {
-            return None;
-        }
-        let cur = w.job.try_borrow().ok()?;
-        cur.as_ref().map(f)
-    })
 }
 
 /// Whether `inner` is the job whose worker runs on this thread: one
@@ -153,16 +114,9 @@ fn is_current_worker(inner: &Inner) -> bool {
 }
 
 /// In a forked child: the parent's worker that ran on this thread does not run
-/// here; its record is forgotten (not dropped: the job's memory belongs to
-/// the parent's threads) so nothing can reach it.
+/// here; its record is forgotten so nothing can reach it.
 pub fn forget_worker_thread_after_fork() {
-    CURRENT_WORKER.with(|w| {
-        w.inner.set(std::ptr::null());
-        w.tag.set(0);
-        if let Ok(mut cur) = w.job.try_borrow_mut() {
-            std::mem::forget(cur.take());
-        }
-    });
+    CURRENT_WORKER.with(|w| w.inner.set(std::ptr::null()));
 }
 
 /// A completion that settle could not hand to a context queue.

@@ -31,6 +31,17 @@ impl Job {
         &self,
         f: impl FnOnce(&mut Fields) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        self.update_from(false, f)
+    }
+
+    /// [`Job::update`] for a caller that may already know it runs on this
+    /// job's worker thread (`on_worker`, as in [`Job::add_units_from`]).
+    #[inline]
+    pub(super) fn update_from(
+        &self,
+        on_worker: bool,
+        f: impl FnOnce(&mut Fields) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let inner = &*self.0;
         // The state check is one uncontended read of the attention bits in the
         // common case; the lock is only taken when something happened to the job
@@ -41,7 +52,7 @@ impl Job {
         // The time is read before the record's write window, so a reader
         // never waits on a clock read.
         let now = inner.progress.stamp(inner.epoch);
-        if is_current_worker(inner) {
+        if on_worker || is_current_worker(inner) {
             inner.progress.update_own(now, f)
         } else {
             inner.progress.update(now, f)
@@ -50,7 +61,13 @@ impl Job {
 
     /// Sets the number of units in all (may move either way; 0 = unknown).
     pub fn set_total(&self, total: u64) -> Result<(), Error> {
-        self.update(|f| {
+        self.set_total_from(false, total)
+    }
+
+    /// [`Job::set_total`] with the `on_worker` hint of [`Job::add_units_from`].
+    #[inline]
+    pub(crate) fn set_total_from(&self, on_worker: bool, total: u64) -> Result<(), Error> {
+        self.update_from(on_worker, |f| {
             f.total = total;
             Ok(())
         })
@@ -58,7 +75,13 @@ impl Job {
 
     /// Sets the units done. Refused (nothing changed) if it would go backwards.
     pub fn set_current(&self, current: u64) -> Result<(), Error> {
-        self.update(|f| {
+        self.set_current_from(false, current)
+    }
+
+    /// [`Job::set_current`] with the `on_worker` hint of [`Job::add_units_from`].
+    #[inline]
+    pub(crate) fn set_current_from(&self, on_worker: bool, current: u64) -> Result<(), Error> {
+        self.update_from(on_worker, |f| {
             if current < f.current {
                 return Err(Error::InvalidArgument("current progress may only grow"));
             }
@@ -94,6 +117,28 @@ impl Job {
                 Ok(())
             })
         }
+    }
+
+    /// [`Job::add_units`] by the job's own worker thread when nothing is
+    /// pending on the job (no cancel, pause or end): the attention bits, the
+    /// coarse clock and the solo window, with the after-update rule applied.
+    /// `false` (nothing done) when something is pending: the caller takes
+    /// the general path, which decides what the update does then. The C
+    /// layer's per-block call (it knows the caller is the worker from its own
+    /// thread-local record).
+    #[inline(always)]
+    pub(crate) fn add_units_as_worker(&self, n: u64) -> bool {
+        let inner = &*self.0;
+        if inner.attention.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let now = inner.progress.stamp(inner.epoch);
+        inner.progress.add_own(now, n);
+        // A pause or cancel that came during the update: as after any update.
+        if inner.attention.load(Ordering::Acquire) != 0 {
+            self.after_update();
+        }
+        true
     }
 
     /// Sets a percentage directly, for workers that count in percent.

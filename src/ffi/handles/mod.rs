@@ -17,10 +17,11 @@
 //! never calls the fork handling).
 //!
 //! A worker calls progress functions once per block, so the worker thread keeps
-//! its own job in a thread-local while its callback runs: a lookup of that handle
-//! from that thread touches no shared lock or counter. The thread-local holds a
-//! reference, so the job stays alive for the whole callback even if the caller
-//! detaches it meanwhile.
+//! its own job in a thread-local while its callback runs ([`run_as_worker`]): a
+//! lookup of that handle from that thread touches no shared lock or counter.
+//! The thread-local points at the reference the worker's own frame holds, so
+//! the job stays alive for the whole callback even if the caller detaches it
+//! meanwhile.
 
 use super::{bgjob_job, bgjob_result};
 use crate::core::{Context, Job};
@@ -463,7 +464,53 @@ impl<T> HeldTable for TableHold<T> {
 /// the parent's, which does not run here; core forgets it so the fast path
 /// cannot reach it.
 pub(crate) fn forget_current_after_fork() {
+    WORKER.with(|w| w.set(NO_WORKER));
     crate::core::job::forget_worker_thread_after_fork();
+}
+
+/// The handle of the job whose C worker runs on this thread, and that job
+/// (borrowed from the worker's frame, see [`run_as_worker`]); `NO_WORKER`
+/// elsewhere. Plain cells with no destructor, so a read is the thread-local's
+/// address, a load and a compare: the one read a progress call makes.
+type WorkerRecord = (usize, *const Job);
+const NO_WORKER: WorkerRecord = (0, std::ptr::null());
+
+thread_local! {
+    static WORKER: std::cell::Cell<WorkerRecord> = const { std::cell::Cell::new(NO_WORKER) };
+}
+
+/// Puts the record back as it was, also when the worker unwinds.
+struct WorkerRecordGuard(WorkerRecord);
+
+impl Drop for WorkerRecordGuard {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(self.0));
+    }
+}
+
+/// Runs `f` (a job's C worker) with this thread recorded as the worker of
+/// `job`, whose handle is `h`: until `f` returns, [`with_job`] and
+/// [`worker_job`] on `h` from this thread take the fast path. The record
+/// points at `job`, which outlives the call; it is restored afterwards.
+pub(crate) fn run_as_worker<R>(h: usize, job: &Job, f: impl FnOnce() -> R) -> R {
+    let _restore = WorkerRecordGuard(WORKER.with(|w| w.replace((h, job as *const Job))));
+    f()
+}
+
+/// The job handle `p` names when the caller is that job's C worker (inside
+/// [`run_as_worker`]); `None` otherwise. No lock, no reference count.
+#[inline(always)]
+pub(crate) fn worker_job<'a>(p: *mut bgjob_job) -> Option<&'a Job> {
+    let (h, job) = WORKER.with(std::cell::Cell::get);
+    if h == p.addr() && h != 0 {
+        // SAFETY: set by `run_as_worker` on this thread to a job its caller
+        // holds for the whole call, and cleared (restored) before that call
+        // returns; this read is inside it, on this thread. The reference is
+        // used only within the export that asked (never kept).
+        Some(unsafe { &*job })
+    } else {
+        None
+    }
 }
 
 /// Runs `f` with the handle a callback bgjob makes (completion,
@@ -510,16 +557,11 @@ pub(crate) fn with_job<R>(
     p: *mut bgjob_job,
     f: impl FnOnce(&Job, bool) -> R,
 ) -> Result<R, bgjob_result> {
-    let h = p.addr();
-    // On the job's own worker thread (tagged with its handle) no table lookup.
-    let mut f = Some(f);
-    if let Some(Some(r)) =
-        crate::core::job::with_tagged_worker(h, |job| f.take().map(|f| f(job, true)))
-    {
-        return Ok(r);
+    // On the job's own worker thread no table lookup.
+    if let Some(job) = worker_job(p) {
+        return Ok(f(job, true));
     }
-    let job = JOBS.get(h).ok_or(bgjob_result::InvalidHandle)?;
-    let f = f.ok_or(bgjob_result::Panic)?;
+    let job = JOBS.get(p.addr()).ok_or(bgjob_result::InvalidHandle)?;
     Ok(f(&job, false))
 }
 

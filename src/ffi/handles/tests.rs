@@ -147,9 +147,10 @@ fn the_mirror_agrees_with_the_table() {
         );
     }
     let scope = crate::core::job::WorkerScope::enter(&j);
-    crate::core::job::tag_worker_thread(h);
     JOBS.remove(h);
-    assert_eq!(with_job_read(to_ptr(h), Job::id), Ok(j.id()));
+    run_as_worker(h, &j, || {
+        assert_eq!(with_job_read(to_ptr(h), Job::id), Ok(j.id()));
+    });
     drop(scope);
     assert_eq!(
         with_job_read(to_ptr(h), Job::id),
@@ -285,9 +286,14 @@ fn worker_scope_is_the_fast_path_and_survives_removal() {
     let j = job();
     let h = JOBS.insert(j.clone());
     let scope = crate::core::job::WorkerScope::enter(&j);
-    crate::core::job::tag_worker_thread(h);
     JOBS.remove(h);
-    assert_eq!(with_job(to_ptr(h), |_, w| w), Ok(true));
+    run_as_worker(h, &j, || {
+        assert_eq!(with_job(to_ptr(h), |_, w| w), Ok(true));
+    });
+    assert_eq!(
+        with_job(to_ptr(h), |_, w| w),
+        Err(bgjob_result::InvalidHandle)
+    );
     drop(scope);
     assert_eq!(
         with_job(to_ptr(h), |_, w| w),

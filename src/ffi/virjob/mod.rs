@@ -14,7 +14,7 @@
 #![allow(non_snake_case, non_camel_case_types)]
 
 use super::control::bgjob_job_detach;
-use super::handles::{JOBS, Table, VIRJOB_TAG, to_ptr};
+use super::handles::{JOBS, Table, VIRJOB_TAG, run_as_worker, to_ptr};
 use super::{UserData, bgjob_job, boundary_or, c_str};
 use crate::core::{self, JobError, JobType, State};
 use std::cell::RefCell;
@@ -210,9 +210,8 @@ fn create(
             let data = data;
             let job = w.job();
             // bgjob_* calls through virJobGetBgjob's handle take the fast path.
-            core::job::tag_worker_thread(bh);
             // SAFETY: the caller's worker with its own data and this job's handle.
-            unsafe { worker(to_ptr(vh), data.ptr) };
+            run_as_worker(bh, job, || unsafe { worker(to_ptr(vh), data.ptr) });
             worker_returned(job)
         });
     JOBS.fill(bh, job.clone());
