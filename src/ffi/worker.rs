@@ -8,6 +8,7 @@
 
 use super::handles::{with_job, worker_job};
 use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
+use crate::core::job::WorkerUpdate;
 use crate::core::{self, Job};
 use std::ffi::c_char;
 
@@ -101,17 +102,23 @@ pub unsafe extern "C" fn bgjob_job_set_current(job: *mut bgjob_job, current: u64
 /// `BGJOB_CREATE_UPDATES_NEVER_PARK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
-    boundary(|| {
-        // The copy loop's call, from the job's worker with nothing pending:
-        // one thread-local read, no lookup and no result travelling back
-        // through the layers (docs/performance.md, "Progress updates").
-        if let Some(j) = worker_job(job)
-            && j.add_units_as_worker(units)
-        {
-            return Ok(());
+    // The copy loop's call, from the job's worker with nothing pending: one
+    // thread-local read, no lookup, no result travelling back through the
+    // layers, and (as nothing on it can panic) outside the panic catcher
+    // (docs/performance.md, "Progress updates").
+    if let Some(j) = worker_job(job) {
+        match j.add_units_as_worker(units) {
+            WorkerUpdate::Done => return bgjob_result::Ok,
+            WorkerUpdate::DoneThenAfterUpdate => {
+                return boundary(|| {
+                    j.after_update();
+                    Ok(())
+                });
+            }
+            WorkerUpdate::NotDone => {}
         }
-        update(job, |j, on_worker| j.add_units_from(on_worker, units))
-    })
+    }
+    boundary(|| update(job, |j, on_worker| j.add_units_from(on_worker, units)))
 }
 
 /// Sets the percent done directly, for workers that count in percent rather

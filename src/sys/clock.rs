@@ -158,7 +158,10 @@ mod tests {
             let before = read(libc::CLOCK_MONOTONIC_COARSE);
             let direct = coarse_ns();
             let after = read(libc::CLOCK_MONOTONIC_COARSE);
-            assert!(before <= direct && direct <= after, "{before} {direct} {after}");
+            assert!(
+                before <= direct && direct <= after,
+                "{before} {direct} {after}"
+            );
         }
     }
 }

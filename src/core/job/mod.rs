@@ -55,6 +55,7 @@ use st::{Life, St, WorkerSlot};
 pub use txn::Txn;
 pub use types::*;
 pub use update::Worker;
+pub(crate) use update::WorkerUpdate;
 
 /// The job whose worker runs on this thread: the one record, for every
 /// layer, of "this thread is that job's worker" (the C layer keeps its own

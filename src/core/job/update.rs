@@ -121,24 +121,23 @@ impl Job {
 
     /// [`Job::add_units`] by the job's own worker thread when nothing is
     /// pending on the job (no cancel, pause or end): the attention bits, the
-    /// coarse clock and the solo window, with the after-update rule applied.
-    /// `false` (nothing done) when something is pending: the caller takes
-    /// the general path, which decides what the update does then. The C
-    /// layer's per-block call (it knows the caller is the worker from its own
-    /// thread-local record).
+    /// coarse clock and the solo window. Nothing here can panic (the C layer
+    /// calls it outside its panic catcher). The C layer's per-block call (it
+    /// knows the caller is the worker from its own thread-local record).
     #[inline(always)]
-    pub(crate) fn add_units_as_worker(&self, n: u64) -> bool {
+    pub(crate) fn add_units_as_worker(&self, n: u64) -> WorkerUpdate {
         let inner = &*self.0;
         if inner.attention.load(Ordering::Acquire) != 0 {
-            return false;
+            return WorkerUpdate::NotDone;
         }
         let now = inner.progress.stamp(inner.epoch);
         inner.progress.add_own(now, n);
-        // A pause or cancel that came during the update: as after any update.
         if inner.attention.load(Ordering::Acquire) != 0 {
-            self.after_update();
+            // A pause or cancel came during the update.
+            WorkerUpdate::DoneThenAfterUpdate
+        } else {
+            WorkerUpdate::Done
         }
-        true
     }
 
     /// Sets a percentage directly, for workers that count in percent.
@@ -265,6 +264,17 @@ impl Job {
             let _ = self.pause_point();
         }
     }
+}
+
+/// What [`Job::add_units_as_worker`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkerUpdate {
+    /// Nothing: something is pending; take the general path.
+    NotDone,
+    /// The update is made and nothing more is due.
+    Done,
+    /// The update is made; [`Job::after_update`] is due (it may park).
+    DoneThenAfterUpdate,
 }
 
 /// What a worker gets: its job, plus the calls that park at pause points.
