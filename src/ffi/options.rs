@@ -128,7 +128,9 @@ pub(crate) struct Finalizers {
     commit: bgjob_finalize_callback,
     abort: bgjob_finalize_callback,
     clean: bgjob_finalize_callback,
-    userdata: std::sync::Arc<UserData>,
+    /// `None` when there is neither a userdata nor a free function (most
+    /// jobs): nothing to share, so nothing is allocated.
+    userdata: Option<std::sync::Arc<UserData>>,
 }
 
 impl Finalizers {
@@ -137,10 +139,11 @@ impl Finalizers {
             cb.map(|cb| {
                 let data = self.userdata.clone();
                 move |job: &core::Job| {
+                    let ptr = data.as_ref().map_or(std::ptr::null_mut(), |d| d.ptr);
                     super::handles::with_call_handle(job, h, |h| {
                         // SAFETY: the caller's callback with its own userdata
                         // and a handle of the job valid for the call.
-                        unsafe { cb(data.ptr, to_ptr(h)) };
+                        unsafe { cb(ptr, to_ptr(h)) };
                     });
                 }
             })
@@ -179,7 +182,9 @@ pub(crate) unsafe fn read_options(
         commit: opts.commit,
         abort: opts.abort,
         clean: opts.clean,
-        userdata: std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free)),
+        userdata: (!opts.finalize_userdata.is_null() || opts.finalize_free.is_some()).then(|| {
+            std::sync::Arc::new(UserData::new(opts.finalize_userdata, opts.finalize_free))
+        }),
     };
     // Owned before any check can fail, like the completion's.
     let events = super::events::Events::take(&opts);

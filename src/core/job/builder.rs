@@ -192,7 +192,7 @@ impl Builder {
             epoch,
             attention: AtomicU8::new(0),
             progress: Progress::default(),
-            phase: Mutex::new(Arc::from("")),
+            phase: Mutex::new(None),
             status,
             st: Mutex::new(st),
             cv: JobSignal::new(),

@@ -156,7 +156,8 @@ struct Inner {
     /// The status line getinfo reads with no lock ([`info`]); written as
     /// the job's lock is let go.
     status: info::StatusLine,
-    phase: Mutex<Arc<str>>,
+    /// `None` until the worker sets one (""): a job allocates nothing for it.
+    phase: Mutex<Option<Arc<str>>>,
     st: Mutex<St>,
     cv: JobSignal,
     /// How many C handles (table slots) name this job: kept by the ffi layer
@@ -191,7 +192,7 @@ impl Drop for Inner {
 
 /// Held across fork() (see `crate::ffi::fork`); in the child the parent's jobs
 /// are forgotten, so listing them there never waits on a parent thread.
-pub(crate) struct RegistryHold(std::sync::MutexGuard<'static, HashMap<u64, Weak<Inner>>>);
+pub(crate) struct RegistryHold(std::sync::MutexGuard<'static, Registry>);
 
 impl RegistryHold {
     pub(crate) fn take() -> RegistryHold {
@@ -203,10 +204,36 @@ impl RegistryHold {
     }
 }
 
+/// Every job by id.
+type Registry = HashMap<u64, Weak<Inner>, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The registry's hash: job ids are distinct values of one counter, so one
+/// multiply by an odd constant (Fibonacci hashing) spreads them over the
+/// table as well as SipHash does, at a fraction of its cost — paid under the
+/// registry's lock by every create and every free.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 // A std lock even under loom: it outlives every model execution.
-fn registry() -> &'static std::sync::Mutex<HashMap<u64, Weak<Inner>>> {
-    static REGISTRY: OnceLock<std::sync::Mutex<HashMap<u64, Weak<Inner>>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| std::sync::Mutex::new(HashMap::new()))
+fn registry() -> &'static std::sync::Mutex<Registry> {
+    static REGISTRY: OnceLock<std::sync::Mutex<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| std::sync::Mutex::new(Registry::default()))
 }
 
 /// Every job that still exists (has a handle, a running worker, or a clone).

@@ -11,11 +11,13 @@ impl Job {
 
     /// The phase name the worker set last ("" before any).
     pub fn phase(&self) -> Arc<str> {
-        self.0
+        let phase = self
+            .0
             .phase
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        phase.unwrap_or_else(|| Arc::from(""))
     }
 
     /// Whether a worker-side update (progress, phase, ETA, error, ready)
@@ -173,7 +175,7 @@ impl Job {
     /// Sets the phase name ("copying", "cleaning up").
     pub fn set_phase(&self, phase: &str) -> Result<(), Error> {
         self.check_update()?;
-        *self.0.phase.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(phase);
+        *self.0.phase.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(phase));
         log::debug(format_args!("job {} phase '{phase}'", self.0.id));
         Ok(())
     }
