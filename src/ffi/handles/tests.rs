@@ -281,6 +281,38 @@ fn readers_beyond_the_records_fall_back_to_the_table() {
     assert!(without >= 44, "{without} threads without a record");
 }
 
+/// The worker record names one job at a time, is put back as it was when the
+/// worker returns — nested, or unwinding from a panic — and never answers
+/// for another handle.
+#[test]
+fn the_worker_record_is_restored_nested_and_after_a_panic() {
+    let (a, b) = (job(), job());
+    let (ha, hb) = (JOBS.insert(a.clone()), JOBS.insert(b.clone()));
+    let id = |h: usize| worker_job(to_ptr(h)).map(Job::id);
+    assert_eq!((id(ha), id(hb)), (None, None));
+    run_as_worker(ha, &a, || {
+        assert_eq!((id(ha), id(hb)), (Some(a.id()), None));
+        run_as_worker(hb, &b, || {
+            assert_eq!((id(ha), id(hb)), (None, Some(b.id())));
+        });
+        assert_eq!((id(ha), id(hb)), (Some(a.id()), None));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_as_worker(hb, &b, || panic!("worker panicked"));
+        }));
+        assert!(unwound.is_err());
+        assert_eq!((id(ha), id(hb)), (Some(a.id()), None));
+    });
+    assert_eq!((id(ha), id(hb)), (None, None));
+    // Another thread never sees this thread's record.
+    run_as_worker(ha, &a, || {
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(worker_job(to_ptr(ha)).map(Job::id), None));
+        });
+    });
+    JOBS.remove(ha);
+    JOBS.remove(hb);
+}
+
 #[test]
 fn worker_scope_is_the_fast_path_and_survives_removal() {
     let j = job();
