@@ -3,6 +3,7 @@
 
 pub(crate) mod clock;
 pub(crate) mod spawn;
+pub(crate) mod tls;
 pub(crate) use spawn::{SpawnArgs, Stdio, spawn};
 
 use std::ffi::CString;

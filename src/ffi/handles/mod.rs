@@ -475,92 +475,24 @@ pub(crate) fn forget_current_after_fork() {
 type WorkerRecord = (usize, *const Job);
 const NO_WORKER: WorkerRecord = (0, std::ptr::null());
 
-/// Where the record lives: see [`record`].
+/// Where the record lives: two words of `sys::tls`, as cheap a thread-local
+/// as there is (no `__tls_get_addr` call on x86-64 Linux).
 mod record {
-    use super::WorkerRecord;
+    use super::{Job, WorkerRecord};
+    use crate::sys::tls::{self, Word};
 
-    /// On x86-64 Linux the record is a thread-local of the initial-exec
-    /// model, declared in assembly (stable Rust has no `#[thread_local]`):
-    /// reading it is one load of its offset from the GOT and two loads
-    /// relative to `%fs`, with no call. A `thread_local!` in a shared
-    /// library is the general-dynamic model: a call to `__tls_get_addr`
-    /// (~4 ns here, as much as the exported call itself), paid by every
-    /// progress update. The 16 bytes come from the static TLS block; a
-    /// library loaded later by `dlopen` (Python's ctypes) gets them from
-    /// the surplus glibc keeps for that.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
-    mod imp {
-        use super::WorkerRecord;
-
-        std::arch::global_asm!(
-            ".pushsection .tbss,\"awT\",@nobits",
-            ".p2align 4",
-            ".globl bgjob_worker_record",
-            ".hidden bgjob_worker_record",
-            ".type bgjob_worker_record, @object",
-            ".size bgjob_worker_record, 16",
-            "bgjob_worker_record:",
-            ".zero 16",
-            ".popsection",
-        );
-
-        #[inline(always)]
-        pub(in super::super) fn get() -> WorkerRecord {
-            let (h, job): (usize, usize);
-            // SAFETY: reads this thread's 16-byte record, whose offset from
-            // the thread pointer the dynamic linker put in the GOT; it is
-            // zero (no record) until `set` writes it.
-            unsafe {
-                std::arch::asm!(
-                    "mov {off}, qword ptr [rip + bgjob_worker_record@GOTTPOFF]",
-                    "mov {h}, qword ptr fs:[{off}]",
-                    "mov {job}, qword ptr fs:[{off} + 8]",
-                    off = out(reg) _,
-                    h = out(reg) h,
-                    job = out(reg) job,
-                    options(nostack, readonly, preserves_flags),
-                );
-            }
-            (h, job as *const _)
-        }
-
-        pub(in super::super) fn set(r: WorkerRecord) {
-            // SAFETY: writes this thread's record (see `get`).
-            unsafe {
-                std::arch::asm!(
-                    "mov {off}, qword ptr [rip + bgjob_worker_record@GOTTPOFF]",
-                    "mov qword ptr fs:[{off}], {h}",
-                    "mov qword ptr fs:[{off} + 8], {job}",
-                    off = out(reg) _,
-                    h = in(reg) r.0,
-                    job = in(reg) r.1 as usize,
-                    options(nostack, preserves_flags),
-                );
-            }
-        }
+    #[inline(always)]
+    pub(super) fn get() -> WorkerRecord {
+        (
+            tls::get(Word::WorkerHandle),
+            tls::get(Word::WorkerJob) as *const Job,
+        )
     }
 
-    /// Elsewhere, a plain `thread_local!` with no destructor.
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
-    mod imp {
-        use super::WorkerRecord;
-
-        thread_local! {
-            static WORKER: std::cell::Cell<WorkerRecord> =
-                const { std::cell::Cell::new(super::super::NO_WORKER) };
-        }
-
-        #[inline(always)]
-        pub(in super::super) fn get() -> WorkerRecord {
-            WORKER.with(std::cell::Cell::get)
-        }
-
-        pub(in super::super) fn set(r: WorkerRecord) {
-            WORKER.with(|w| w.set(r));
-        }
+    pub(super) fn set(r: WorkerRecord) {
+        tls::set(Word::WorkerHandle, r.0);
+        tls::set(Word::WorkerJob, r.1 as usize);
     }
-
-    pub(super) use imp::{get, set};
 }
 
 /// Puts the record back as it was, also when the worker unwinds.
