@@ -105,20 +105,33 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
     // The copy loop's call, from the job's worker with nothing pending: one
     // thread-local read, no lookup, no result travelling back through the
     // layers, and (as nothing on it can panic) outside the panic catcher
-    // (docs/performance.md, "Progress updates").
+    // (docs/performance.md, "Progress updates"). Everything else is out of
+    // line, so this path saves no more registers than it uses.
     if let Some(j) = worker_job(job) {
         match j.add_units_as_worker(units) {
             WorkerUpdate::Done => return bgjob_result::Ok,
-            WorkerUpdate::DoneThenAfterUpdate => {
-                return boundary(|| {
-                    j.after_update();
-                    Ok(())
-                });
-            }
+            WorkerUpdate::DoneThenAfterUpdate => return after_update(j),
             WorkerUpdate::NotDone => {}
         }
     }
+    add_units(job, units)
+}
+
+/// `bgjob_job_add_units`' general path.
+#[cold]
+#[inline(never)]
+fn add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
     boundary(|| update(job, |j, on_worker| j.add_units_from(on_worker, units)))
+}
+
+/// The pause point after an update on the worker's fast path.
+#[cold]
+#[inline(never)]
+fn after_update(j: &Job) -> bgjob_result {
+    boundary(|| {
+        j.after_update();
+        Ok(())
+    })
 }
 
 /// Sets the percent done directly, for workers that count in percent rather
