@@ -73,6 +73,7 @@ pub(super) unsafe fn info_size(info_out: *mut bgjob_info) -> Result<usize, bgjob
 ///
 /// # Safety
 /// `info_out` points to at least `size` writable bytes.
+#[inline]
 pub(super) unsafe fn write_info(
     info_out: *mut bgjob_info,
     size: usize,
@@ -101,6 +102,50 @@ pub(super) unsafe fn write_info(
             complete_requested: i.complete_requested,
             cancel_soft: i.cancel_soft,
         };
+        if size >= size_of::<bgjob_info>() {
+            // A caller built against this header (the common case): each
+            // field stored straight into the caller's struct. (A whole
+            // struct built on the stack and copied out read its two
+            // trailing bools back as one word: a store-forwarding stall
+            // that cost a fifth of the call.)
+            // A field added to `bgjob_info` (always at its end) must be
+            // added to the list below: this fails to build until it is.
+            const _: () = assert!(
+                size_ending_at::<bgjob_info>(
+                    std::mem::offset_of!(bgjob_info, cancel_soft) + size_of::<bool>()
+                ) == size_of::<bgjob_info>()
+            );
+            macro_rules! store {
+                ($($f:ident),*) => {$(
+                    // SAFETY: the caller's struct holds `size` bytes,
+                    // at least this field's end, by contract.
+                    unsafe { (&raw mut (*info_out).$f).write_unaligned(out.$f) };
+                )*};
+            }
+            store!(
+                struct_size,
+                job_type,
+                state,
+                cancel_requested,
+                pause_requested,
+                elapsed_ms,
+                remaining_ms,
+                percent,
+                error_code,
+                current,
+                total,
+                rate,
+                since_progress_ms,
+                id,
+                cancel_cause,
+                pause_count,
+                iostatus,
+                error_policy,
+                complete_requested,
+                cancel_soft
+            );
+            return Ok(());
+        }
         // SAFETY: the caller's struct holds `size` bytes by contract.
         unsafe { versioned::write(info_out, size, out) }
     }

@@ -74,6 +74,7 @@ impl Status {
     }
 
     /// Active (unpaused) time at job-clock `now`, in ns.
+    #[inline]
     pub(super) fn active_ns(&self, now: i64) -> i64 {
         if self.running_since_ns < 0 {
             self.active_base_ns
@@ -99,6 +100,7 @@ impl Status {
         u64::from(self.pause_count) << 32 | u64::from(self.error_code as u32)
     }
 
+    #[inline]
     fn from_words(flags: u64, counts: u64, base: i64, since: i64) -> Status {
         let byte = |shift: u32| (flags >> shift) as u8;
         let bit = |n: u32| flags >> n & 1 != 0;
@@ -123,6 +125,7 @@ fn state_code(s: State) -> u8 {
     State::ALL.iter().position(|&x| x == s).unwrap_or(0) as u8
 }
 
+#[inline]
 fn state_of(c: u8) -> State {
     State::ALL
         .get(usize::from(c))
@@ -140,6 +143,7 @@ fn cause_code(c: CancelCause) -> u8 {
     }
 }
 
+#[inline]
 fn cause_of(c: u8) -> CancelCause {
     match c {
         1 => CancelCause::Caller,
@@ -158,6 +162,7 @@ fn iostatus_code(s: IoStatus) -> u8 {
     }
 }
 
+#[inline]
 fn iostatus_of(c: u8) -> IoStatus {
     match c {
         1 => IoStatus::Failed,
@@ -175,6 +180,7 @@ fn policy_code(p: ErrorPolicy) -> u8 {
     }
 }
 
+#[inline]
 fn policy_of(c: u8) -> ErrorPolicy {
     match c {
         1 => ErrorPolicy::Ignore,
@@ -220,6 +226,7 @@ impl StatusLine {
     }
 
     /// Job-clock time now (ns since the job was made), never negative.
+    #[inline]
     fn now_ns(&self) -> i64 {
         (monotonic_ns() - self.epoch_ns).max(0)
     }
@@ -249,6 +256,7 @@ impl StatusLine {
     }
 
     /// One consistent status: spins only while a write is in progress.
+    #[inline]
     pub(super) fn snapshot(&self) -> Status {
         let mut spins = 0u32;
         loop {
@@ -272,6 +280,7 @@ impl StatusLine {
 impl Job {
     /// One consistent snapshot; takes no lock and never waits on the worker
     /// (see the module docs).
+    #[inline]
     pub fn info(&self) -> Info {
         let inner = &self.0;
         let line = &inner.status;
@@ -324,6 +333,7 @@ impl Job {
 
 /// [`progress::percent`] without its 128-bit division where 64 bits hold
 /// `current * 100` (every count below 2^57).
+#[inline]
 fn percent(f: &Fields) -> i32 {
     if f.percent < 0
         && f.total > 0
@@ -334,6 +344,7 @@ fn percent(f: &Fields) -> i32 {
     progress::percent(f)
 }
 
+#[inline]
 fn remaining(f: &Fields, bounded: bool, active_ns: i64, rate: f64) -> i64 {
     if f.eta_ms >= 0 {
         let spent = ms(active_ns - f.eta_set_active_ns).max(0);
