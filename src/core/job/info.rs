@@ -210,6 +210,7 @@ pub(super) struct StatusLine {
 }
 
 pub(super) use crate::sys::monotonic_ns;
+use crate::sys::prefetch;
 
 impl StatusLine {
     pub(super) fn new(s: &Status, id: u64, job_type: JobType, epoch_ns: i64) -> StatusLine {
@@ -284,11 +285,17 @@ impl Job {
     pub fn info(&self) -> Info {
         let inner = &self.0;
         let line = &inner.status;
+        // The two lines a snapshot reads, asked for before the clock so
+        // their cache misses (a manager polling many jobs finds every line
+        // cold) overlap the clock read instead of following it.
+        prefetch(line);
+        prefetch(&inner.progress);
+        // Read before both: an update or resume published after it is
+        // seen as happening now (the differences below are clamped at 0),
+        // never as being in the future.
+        let now = line.now_ns();
         let s = line.snapshot();
         let f = inner.progress.snapshot();
-        // Read after both: an update or resume published before it is never
-        // in the future.
-        let now = line.now_ns();
         let state = s.state;
         let active = s.active_ns(now);
         let bounded = line.job_type == JobType::Bounded;
