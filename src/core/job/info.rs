@@ -11,11 +11,14 @@
 //! writer's seqlock (two plain stores around the fields, no read-modify-write).
 //! A hold that changed nothing (one that only read) publishes nothing.
 //!
-//! A reader ([`Job::info`]) takes no lock: it reads the status line (retrying
-//! while a write is in progress, a handful of stores), then the progress
-//! seqlock, then the clock. All the status fields come from one hold of the
-//! job's lock (state and flags from the same instant); progress published
-//! before a terminal state is seen with it.
+//! A reader ([`Job::info`]) takes no lock: it asks for the status and
+//! progress lines, reads the clock while they come (a manager polling many
+//! jobs finds them cold), then reads the status line (retrying while a write
+//! is in progress, a handful of stores) and then the progress seqlock. Times
+//! are clamped so that a change published after the clock read counts from
+//! that read, never from the future. All the status fields come from one
+//! hold of the job's lock (state and flags from the same instant); progress
+//! published before a terminal state is seen with it.
 //!
 //! The active time is kept as a base and a running-since time: while the job
 //! runs, active time is `now - running_since`; while it is paused, not yet
