@@ -73,6 +73,7 @@ pub(super) unsafe fn info_size(info_out: *mut bgjob_info) -> Result<usize, bgjob
 ///
 /// # Safety
 /// `info_out` points to at least `size` writable bytes.
+#[inline]
 pub(super) unsafe fn write_info(
     info_out: *mut bgjob_info,
     size: usize,
@@ -101,6 +102,68 @@ pub(super) unsafe fn write_info(
             complete_requested: i.complete_requested,
             cancel_soft: i.cancel_soft,
         };
+        if size >= size_of::<bgjob_info>() {
+            // A caller built against this header (the common case): each
+            // field stored straight into the caller's struct. (A whole
+            // struct built on the stack and copied out read its two
+            // trailing bools back as one word: a store-forwarding stall
+            // that cost a fifth of the call.)
+            // Every field by name, no `..`: a field added to `bgjob_info`
+            // fails to build here until it is stored too (and a name left
+            // out of `store!` is an unused variable, which clippy refuses).
+            let bgjob_info {
+                struct_size,
+                job_type,
+                state,
+                cancel_requested,
+                pause_requested,
+                elapsed_ms,
+                remaining_ms,
+                percent,
+                error_code,
+                current,
+                total,
+                rate,
+                since_progress_ms,
+                id,
+                cancel_cause,
+                pause_count,
+                iostatus,
+                error_policy,
+                complete_requested,
+                cancel_soft,
+            } = out;
+            macro_rules! store {
+                ($($f:ident),*) => {$(
+                    // SAFETY: the caller's struct holds `size` bytes,
+                    // at least this field's end, by contract.
+                    unsafe { (&raw mut (*info_out).$f).write_unaligned($f) };
+                )*};
+            }
+            store!(
+                struct_size,
+                job_type,
+                state,
+                cancel_requested,
+                pause_requested,
+                elapsed_ms,
+                remaining_ms,
+                percent,
+                error_code,
+                current,
+                total,
+                rate,
+                since_progress_ms,
+                id,
+                cancel_cause,
+                pause_count,
+                iostatus,
+                error_policy,
+                complete_requested,
+                cancel_soft
+            );
+            return Ok(());
+        }
         // SAFETY: the caller's struct holds `size` bytes by contract.
         unsafe { versioned::write(info_out, size, out) }
     }
@@ -445,6 +508,50 @@ mod tests {
     #[test]
     fn first_entry_size_is_pinned() {
         assert_eq!(ENTRY_V1_SIZE, 160);
+    }
+
+    /// The full-size fast path (each field stored) writes what the
+    /// versioned copy writes: no field forgotten or swapped.
+    #[test]
+    fn a_full_size_write_stores_every_field() {
+        let i = core::Info {
+            id: 7,
+            job_type: core::JobType::Unbounded,
+            state: State::Paused,
+            cancel_requested: true,
+            pause_requested: true,
+            pause_count: 3,
+            iostatus: core::IoStatus::NoSpace,
+            error_policy: core::ErrorPolicy::Enospc,
+            elapsed_ms: 11,
+            remaining_ms: 13,
+            percent: 17,
+            current: 19,
+            total: 23,
+            rate: 29.5,
+            since_progress_ms: 31,
+            error_code: -37,
+            cancel_cause: core::CancelCause::Timeout,
+            complete_requested: true,
+            cancel_soft: true,
+        };
+        let n = size_of::<bgjob_info>();
+        // The last field ends before the struct's last byte (padding), so
+        // `n - 1` bytes take the versioned copy and still hold every field.
+        assert!(std::mem::offset_of!(bgjob_info, cancel_soft) < n - 1);
+        let write = |size: usize| {
+            let mut buf = [0u8; size_of::<bgjob_info>()];
+            let p = buf.as_mut_ptr().cast::<bgjob_info>();
+            // SAFETY: `buf` holds a whole `bgjob_info`; every field is
+            // written, and zero bytes are a valid value of every field.
+            unsafe {
+                (*p).struct_size = size as u32;
+                write_info(p, size, i.clone()).unwrap();
+                (*p).struct_size = 0;
+                format!("{:?}", p.read_unaligned())
+            }
+        };
+        assert_eq!(write(n), write(n - 1));
     }
 
     #[test]

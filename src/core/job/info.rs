@@ -11,11 +11,14 @@
 //! writer's seqlock (two plain stores around the fields, no read-modify-write).
 //! A hold that changed nothing (one that only read) publishes nothing.
 //!
-//! A reader ([`Job::info`]) takes no lock: it reads the status line (retrying
-//! while a write is in progress, a handful of stores), then the progress
-//! seqlock, then the clock. All the status fields come from one hold of the
-//! job's lock (state and flags from the same instant); progress published
-//! before a terminal state is seen with it.
+//! A reader ([`Job::info`]) takes no lock: it asks for the status and
+//! progress lines, reads the clock while they come (a manager polling many
+//! jobs finds them cold), then reads the status line (retrying while a write
+//! is in progress, a handful of stores) and then the progress seqlock. Times
+//! are clamped so that a change published after the clock read counts from
+//! that read, never from the future. All the status fields come from one
+//! hold of the job's lock (state and flags from the same instant); progress
+//! published before a terminal state is seen with it.
 //!
 //! The active time is kept as a base and a running-since time: while the job
 //! runs, active time is `now - running_since`; while it is paused, not yet
@@ -74,6 +77,7 @@ impl Status {
     }
 
     /// Active (unpaused) time at job-clock `now`, in ns.
+    #[inline]
     pub(super) fn active_ns(&self, now: i64) -> i64 {
         if self.running_since_ns < 0 {
             self.active_base_ns
@@ -99,6 +103,7 @@ impl Status {
         u64::from(self.pause_count) << 32 | u64::from(self.error_code as u32)
     }
 
+    #[inline]
     fn from_words(flags: u64, counts: u64, base: i64, since: i64) -> Status {
         let byte = |shift: u32| (flags >> shift) as u8;
         let bit = |n: u32| flags >> n & 1 != 0;
@@ -123,6 +128,7 @@ fn state_code(s: State) -> u8 {
     State::ALL.iter().position(|&x| x == s).unwrap_or(0) as u8
 }
 
+#[inline]
 fn state_of(c: u8) -> State {
     State::ALL
         .get(usize::from(c))
@@ -140,6 +146,7 @@ fn cause_code(c: CancelCause) -> u8 {
     }
 }
 
+#[inline]
 fn cause_of(c: u8) -> CancelCause {
     match c {
         1 => CancelCause::Caller,
@@ -158,6 +165,7 @@ fn iostatus_code(s: IoStatus) -> u8 {
     }
 }
 
+#[inline]
 fn iostatus_of(c: u8) -> IoStatus {
     match c {
         1 => IoStatus::Failed,
@@ -175,6 +183,7 @@ fn policy_code(p: ErrorPolicy) -> u8 {
     }
 }
 
+#[inline]
 fn policy_of(c: u8) -> ErrorPolicy {
     match c {
         1 => ErrorPolicy::Ignore,
@@ -204,6 +213,7 @@ pub(super) struct StatusLine {
 }
 
 pub(super) use crate::sys::monotonic_ns;
+use crate::sys::prefetch;
 
 impl StatusLine {
     pub(super) fn new(s: &Status, id: u64, job_type: JobType, epoch_ns: i64) -> StatusLine {
@@ -220,6 +230,7 @@ impl StatusLine {
     }
 
     /// Job-clock time now (ns since the job was made), never negative.
+    #[inline]
     fn now_ns(&self) -> i64 {
         (monotonic_ns() - self.epoch_ns).max(0)
     }
@@ -249,6 +260,7 @@ impl StatusLine {
     }
 
     /// One consistent status: spins only while a write is in progress.
+    #[inline]
     pub(super) fn snapshot(&self) -> Status {
         let mut spins = 0u32;
         loop {
@@ -272,14 +284,21 @@ impl StatusLine {
 impl Job {
     /// One consistent snapshot; takes no lock and never waits on the worker
     /// (see the module docs).
+    #[inline]
     pub fn info(&self) -> Info {
         let inner = &self.0;
         let line = &inner.status;
+        // The two lines a snapshot reads, asked for before the clock so
+        // their cache misses (a manager polling many jobs finds every line
+        // cold) overlap the clock read instead of following it.
+        prefetch(line);
+        prefetch(&inner.progress);
+        // Read before both: an update or resume published after it is
+        // seen as happening now (the differences below are clamped at 0),
+        // never as being in the future.
+        let now = line.now_ns();
         let s = line.snapshot();
         let f = inner.progress.snapshot();
-        // Read after both: an update or resume published before it is never
-        // in the future.
-        let now = line.now_ns();
         let state = s.state;
         let active = s.active_ns(now);
         let bounded = line.job_type == JobType::Bounded;
@@ -324,6 +343,7 @@ impl Job {
 
 /// [`progress::percent`] without its 128-bit division where 64 bits hold
 /// `current * 100` (every count below 2^57).
+#[inline]
 fn percent(f: &Fields) -> i32 {
     if f.percent < 0
         && f.total > 0
@@ -334,6 +354,7 @@ fn percent(f: &Fields) -> i32 {
     progress::percent(f)
 }
 
+#[inline]
 fn remaining(f: &Fields, bounded: bool, active_ns: i64, rate: f64) -> i64 {
     if f.eta_ms >= 0 {
         let spent = ms(active_ns - f.eta_set_active_ns).max(0);

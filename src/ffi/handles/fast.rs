@@ -44,6 +44,32 @@ pub(crate) struct Mirror<T> {
     dir: [AtomicPtr<Slot<T>>; DIR],
 }
 
+/// What a lock-free read did. The function is given back when it did not
+/// run, so the caller can run it on the table's answer (no `Option`
+/// juggling on the hot path).
+pub(crate) enum Fast<R, F> {
+    /// `f` ran on the live value and returned this.
+    Read(R),
+    /// The slot names nothing under this handle (destroyed, stale, made
+    /// up, or never live).
+    Dead(F),
+    /// The mirror cannot answer (a slot beyond it, no hazard record for
+    /// this thread, or a read already in progress on it): ask the table.
+    Ask(F),
+}
+
+impl<R, F> Fast<R, F> {
+    /// `Some(Some(r))` read, `Some(None)` dead, `None` ask the table.
+    #[cfg(test)]
+    pub(crate) fn outcome(self) -> Option<Option<R>> {
+        match self {
+            Fast::Read(r) => Some(Some(r)),
+            Fast::Dead(_) => Some(None),
+            Fast::Ask(_) => None,
+        }
+    }
+}
+
 // SAFETY: the values are shared between threads only as the protocol in
 // the module docs says (written under the table's lock while no reader
 // can see them, read as `&T` by readers): T must be Send + Sync.
@@ -134,31 +160,38 @@ impl<T> Mirror<T> {
     /// Runs `f` on the value handle (`i`, `generation`) names; see
     /// [`super::Table::read_fast`]. `mine` gives this thread's hazard
     /// record (claiming it on first use), `None` if it has none.
-    pub(crate) fn read<'h, R>(
+    #[inline]
+    pub(crate) fn read<'h, R, F: FnOnce(&T) -> R>(
         &self,
         mine: impl FnOnce() -> Option<&'h Hazard>,
         tag: u8,
         i: usize,
         generation: u32,
-        f: impl FnOnce(&T) -> R,
-    ) -> Option<Option<R>> {
-        if i / CHUNK >= DIR {
-            return None;
-        }
-        let Some(s) = self.slot(i) else {
-            // No chunk: no slot in it was ever live.
-            return Some(None);
+        f: F,
+    ) -> Fast<R, F> {
+        let Some(d) = self.dir.get(i / CHUNK) else {
+            return Fast::Ask(f);
         };
+        let chunk = d.load(Ordering::Acquire);
+        if chunk.is_null() {
+            // No chunk: no slot in it was ever live.
+            return Fast::Dead(f);
+        }
+        // SAFETY: a non-null chunk is a leaked array of CHUNK slots, never
+        // freed.
+        let s = unsafe { &*chunk.add(i % CHUNK) };
         let want = live(generation);
         if s.word.load(Ordering::Relaxed) != want {
-            return Some(None);
+            return Fast::Dead(f);
         }
-        let hazard = mine()?;
+        let Some(hazard) = mine() else {
+            return Fast::Ask(f);
+        };
         // A read inside a read on this thread (from `f`): the one record
         // names the outer slot, and overwriting it (then clearing it)
         // would leave the outer read unprotected. Ask the table.
         if hazard.slot.load(Ordering::Relaxed) != 0 {
-            return None;
+            return Fast::Ask(f);
         }
         hazard.slot.store(hazard_key(tag, i), Ordering::Relaxed);
         let _unpublish = Unpublish(&hazard.slot);
@@ -166,12 +199,15 @@ impl<T> Mirror<T> {
         // or the re-check below sees its dead mark.
         fence(Ordering::SeqCst);
         if s.word.load(Ordering::Acquire) != want {
-            return Some(None);
+            return Fast::Dead(f);
         }
         // SAFETY: our hazard record names the slot and the slot was live
         // with our generation after it was published: its value stays
         // until we clear the record (module docs).
-        Some(s.value.with(|v| unsafe { &*v }.as_ref().map(f)))
+        match s.value.with(|v| unsafe { &*v }.as_ref()) {
+            Some(v) => Fast::Read(f(v)),
+            None => Fast::Dead(f),
+        }
     }
 
     /// In a forked child: every slot dead, its value forgotten (never
@@ -205,13 +241,14 @@ impl<T> Mirror<T> {
 #[cfg(not(loom))]
 impl<T> Mirror<T> {
     /// [`Mirror::read`] with this thread's record.
-    pub(crate) fn read_here<R>(
+    #[inline]
+    pub(crate) fn read_here<R, F: FnOnce(&T) -> R>(
         &self,
         tag: u8,
         i: usize,
         generation: u32,
-        f: impl FnOnce(&T) -> R,
-    ) -> Option<Option<R>> {
+        f: F,
+    ) -> Fast<R, F> {
         self.read(Hazard::mine, tag, i, generation, f)
     }
 
@@ -230,14 +267,14 @@ impl<T> Mirror<T> {
 /// atomics exist only inside a model); getinfo asks the table.
 #[cfg(loom)]
 impl<T> Mirror<T> {
-    pub(crate) fn read_here<R>(
+    pub(crate) fn read_here<R, F: FnOnce(&T) -> R>(
         &self,
         _tag: u8,
         _i: usize,
         _generation: u32,
-        _f: impl FnOnce(&T) -> R,
-    ) -> Option<Option<R>> {
-        None
+        f: F,
+    ) -> Fast<R, F> {
+        Fast::Ask(f)
     }
 
     pub(crate) fn set_dead_here(&self, _tag: u8, _i: usize) -> Option<T> {
@@ -503,7 +540,7 @@ mod loom_tests {
             let reader = {
                 let (m, hz) = (m.clone(), hz.clone());
                 thread::spawn(move || {
-                    let r = m.read(|| record(&hz), TAG, 0, 1, use_val);
+                    let r = m.read(|| record(&hz), TAG, 0, 1, use_val).outcome();
                     match r {
                         Some(Some(1)) => note("read"),
                         Some(None) => note("refused"),
@@ -515,8 +552,8 @@ mod loom_tests {
             reader.join().unwrap();
             // The new generation reads; the old one never again.
             let rec = record(&hz);
-            assert_eq!(m.read(|| rec, TAG, 0, 1, use_val), Some(None));
-            assert_eq!(m.read(|| rec, TAG, 0, 2, use_val), Some(Some(2)));
+            assert_eq!(m.read(|| rec, TAG, 0, 1, use_val).outcome(), Some(None));
+            assert_eq!(m.read(|| rec, TAG, 0, 2, use_val).outcome(), Some(Some(2)));
         });
         for o in ["read", "refused"] {
             assert!(seen.contains(&o), "no execution reached {o}: {seen:?}");
@@ -536,18 +573,20 @@ mod loom_tests {
                 let (m, hz) = (m.clone(), hz.clone());
                 thread::spawn(move || {
                     let rec = record(&hz);
-                    let r = m.read(
-                        || rec,
-                        TAG,
-                        0,
-                        1,
-                        |v| {
-                            // (With one record, the inner read is told
-                            // to ask the table.)
-                            let _ = m.read(|| rec, TAG, 1, 1, use_val);
-                            use_val(v)
-                        },
-                    );
+                    let r = m
+                        .read(
+                            || rec,
+                            TAG,
+                            0,
+                            1,
+                            |v| {
+                                // (With one record, the inner read is told
+                                // to ask the table.)
+                                let _ = m.read(|| rec, TAG, 1, 1, use_val);
+                                use_val(v)
+                            },
+                        )
+                        .outcome();
                     match r {
                         Some(Some(1)) => note("read"),
                         Some(None) => note("refused"),
@@ -573,12 +612,14 @@ mod loom_tests {
             assert!(taken.iter().all(Option::is_some));
             let reader = {
                 let (m, hz) = (m.clone(), hz.clone());
-                thread::spawn(move || match m.read(|| record(&hz), TAG, 0, 1, use_val) {
-                    None => note("asked the table"),
-                    Some(None) => note("refused"),
-                    Some(Some(1)) => note("read"),
-                    other => panic!("reader got {other:?}"),
-                })
+                thread::spawn(
+                    move || match m.read(|| record(&hz), TAG, 0, 1, use_val).outcome() {
+                        None => note("asked the table"),
+                        Some(None) => note("refused"),
+                        Some(Some(1)) => note("read"),
+                        other => panic!("reader got {other:?}"),
+                    },
+                )
             };
             // A record given back meanwhile may be claimed instead.
             hz.give_back(0);

@@ -197,18 +197,23 @@ impl<T: Clone> Table<T> {
     }
 
     /// Runs `f` on the object behind `h` with no lock and no reference
-    /// count, through the mirror: `Some(Some(r))`; `Some(None)` for a handle
-    /// that names nothing; `None` when the mirror cannot answer (no mirror,
-    /// a slot beyond it, no hazard record for this thread, or a read already
-    /// in progress on this thread — `f` reading again): ask the table.
+    /// count, through the mirror: [`fast::Fast::Read`] with its result;
+    /// [`fast::Fast::Dead`] for a handle that names nothing there;
+    /// [`fast::Fast::Ask`] when the mirror cannot answer (no mirror, a slot
+    /// beyond it, no hazard record for this thread, or a read already in
+    /// progress on this thread — `f` reading again): ask the table. Both
+    /// give `f` back unrun.
     /// `f` must be short (it runs while this thread's hazard record names
     /// the slot, and a destroy of it waits, under the table's lock) and must
     /// not destroy the handle it reads (that panics: it could never end).
     /// A panic in `f` clears the record.
-    pub(crate) fn read_fast<R>(&self, h: usize, f: impl FnOnce(&T) -> R) -> Option<Option<R>> {
-        let m = self.mirror.as_ref()?;
+    #[inline]
+    pub(crate) fn read_fast<R, F: FnOnce(&T) -> R>(&self, h: usize, f: F) -> fast::Fast<R, F> {
+        let Some(m) = &self.mirror else {
+            return fast::Fast::Ask(f);
+        };
         let Some((i, g)) = decode(self.tag, h) else {
-            return Some(None);
+            return fast::Fast::Dead(f);
         };
         m.read_here(self.tag, i, g, f)
     }
@@ -554,17 +559,25 @@ pub(crate) fn with_call_handle(job: &Job, h: usize, f: impl FnOnce(usize)) {
 /// Runs `f` on the job behind `p` with no lock and no reference count (the
 /// job table's lock-free mirror, [`fast`]), else as [`with_job`] does. For
 /// short reads that look no handle up (getinfo).
+#[inline]
 pub(crate) fn with_job_read<R>(
     p: *mut bgjob_job,
     f: impl FnOnce(&Job) -> R,
 ) -> Result<R, bgjob_result> {
-    let mut f = Some(f);
-    if let Some(Some(Some(r))) = JOBS.read_fast(p.addr(), |j| f.take().map(|f| f(j))) {
-        return Ok(r);
+    match JOBS.read_fast(p.addr(), f) {
+        fast::Fast::Read(r) => Ok(r),
+        // Not live in the mirror, or the mirror cannot answer: the table
+        // decides (and a worker's own handle stays readable on its thread
+        // after a detach).
+        fast::Fast::Dead(f) | fast::Fast::Ask(f) => with_job_slow(p, f),
     }
-    // Not live in the mirror, or the mirror cannot answer: the table decides
-    // (and a worker's own handle stays readable on its thread after a detach).
-    let f = f.ok_or(bgjob_result::Panic)?;
+}
+
+/// [`with_job_read`]'s way when the mirror did not answer: out of line, so
+/// the hot path stays small.
+#[cold]
+#[inline(never)]
+fn with_job_slow<R>(p: *mut bgjob_job, f: impl FnOnce(&Job) -> R) -> Result<R, bgjob_result> {
     with_job(p, |j, _| f(j))
 }
 

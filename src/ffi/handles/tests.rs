@@ -121,21 +121,21 @@ fn the_mirror_agrees_with_the_table() {
     let j = job();
     let h = JOBS.insert(j.clone());
     let r = JOBS.share(h).expect("live");
-    assert_eq!(JOBS.read_fast(h, Job::id), Some(Some(j.id())));
-    assert_eq!(JOBS.read_fast(r, Job::id), Some(Some(j.id())));
+    assert_eq!(JOBS.read_fast(h, Job::id).outcome(), Some(Some(j.id())));
+    assert_eq!(JOBS.read_fast(r, Job::id).outcome(), Some(Some(j.id())));
     assert!(JOBS.remove(r).is_some());
-    assert_eq!(JOBS.read_fast(r, Job::id), Some(None));
+    assert_eq!(JOBS.read_fast(r, Job::id).outcome(), Some(None));
     assert_eq!(
         with_job_read(to_ptr(r), Job::id),
         Err(bgjob_result::InvalidHandle)
     );
-    assert_eq!(JOBS.read_fast(h, Job::id), Some(Some(j.id())));
+    assert_eq!(JOBS.read_fast(h, Job::id).outcome(), Some(Some(j.id())));
     let other = job();
     let mut stale = vec![r];
     for _ in 0..8 {
         let n = JOBS.insert(other.clone());
         for &s in &stale {
-            assert_eq!(JOBS.read_fast(s, Job::id), Some(None));
+            assert_eq!(JOBS.read_fast(s, Job::id).outcome(), Some(None));
         }
         JOBS.remove(n);
         stale.push(n);
@@ -185,11 +185,13 @@ fn a_read_inside_a_read_leaves_the_outer_one_protected() {
     let a = JOBS.insert(job());
     let b = JOBS.insert(job());
     let (i, _) = decode(1, a).unwrap();
-    let inner = JOBS.read_fast(a, |_| {
-        let inner = JOBS.read_fast(b, Job::id);
-        assert!(fast::named(1, i), "the outer read lost its record");
-        inner
-    });
+    let inner = JOBS
+        .read_fast(a, |_| {
+            let inner = JOBS.read_fast(b, Job::id).outcome();
+            assert!(fast::named(1, i), "the outer read lost its record");
+            inner
+        })
+        .outcome();
     assert_eq!(inner, Some(Some(None)), "the inner read asks the table");
     assert_eq!(
         with_job_read(to_ptr(a), |_| with_job_read(to_ptr(b), Job::id)),
@@ -215,7 +217,12 @@ fn a_destroy_inside_a_lock_free_read_of_it_panics_instead_of_hanging() {
     let r = std::panic::catch_unwind(|| table.read_fast(h, |_| table.remove(h)));
     assert!(r.is_err());
     let other = table.insert(job());
-    assert!(table.read_fast(other, Job::id).is_some_and(|r| r.is_some()));
+    assert!(
+        table
+            .read_fast(other, Job::id)
+            .outcome()
+            .is_some_and(|r| r.is_some())
+    );
     table.remove(other);
 }
 
@@ -227,7 +234,7 @@ fn hazard_records_are_given_back_when_their_threads_end() {
     let j = job();
     let h = JOBS.insert(j.clone());
     for n in 0..fast::HAZARD_RECORDS + 44 {
-        let r = std::thread::spawn(move || JOBS.read_fast(h, Job::id))
+        let r = std::thread::spawn(move || JOBS.read_fast(h, Job::id).outcome())
             .join()
             .unwrap();
         assert_eq!(r, Some(Some(j.id())), "thread {n} found no record");
@@ -255,7 +262,7 @@ fn readers_beyond_the_records_fall_back_to_the_table() {
                 .stack_size(64 << 10)
                 .spawn(move || {
                     // Claims a record (while there are any) and keeps it.
-                    let fast = JOBS.read_fast(h, Job::id);
+                    let fast = JOBS.read_fast(h, Job::id).outcome();
                     all.wait();
                     let live = with_job_read(to_ptr(h), Job::id);
                     read.wait();
