@@ -231,7 +231,7 @@ impl<T> Mirror<T> {
         #[cfg(not(loom))]
         {
             HAZARDS.forget_all_after_fork();
-            MINE.set(0);
+            tls::set(Word::Hazard, 0);
         }
     }
 }
@@ -394,10 +394,13 @@ impl Hazards {
 static HAZARDS: Hazards = Hazards::new();
 
 #[cfg(not(loom))]
+use crate::sys::tls::{self, Word};
+
+#[cfg(not(loom))]
 thread_local! {
-    /// This thread's record, index + 1 (0: none yet).
-    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// Releases the record when the thread ends.
+    /// Releases the record when the thread ends. (The record itself, index
+    /// + 1 or 0 for none yet, is the `sys::tls` word `Hazard`: read on every
+    /// lock-free read, so it is the cheap kind of thread-local.)
     static RELEASE: Release = const { Release };
 }
 
@@ -407,7 +410,8 @@ struct Release;
 #[cfg(not(loom))]
 impl Drop for Release {
     fn drop(&mut self) {
-        let k = MINE.try_with(|m| m.replace(0)).unwrap_or(0);
+        let k = tls::get(Word::Hazard);
+        tls::set(Word::Hazard, 0);
         if k != 0 {
             HAZARDS.give_back(k - 1);
         }
@@ -425,13 +429,13 @@ impl Hazard {
         // Registers the destructor that gives the record back.
         RELEASE.try_with(|_| ()).ok()?;
         let k = HAZARDS.claim()?;
-        MINE.set(k + 1);
+        tls::set(Word::Hazard, k + 1);
         Some(&HAZARDS.records[k])
     }
 
     /// This thread's record if it has claimed one.
     fn current() -> Option<&'static Hazard> {
-        let k = MINE.try_with(std::cell::Cell::get).ok()?;
+        let k = tls::get(Word::Hazard);
         (k != 0).then(|| &HAZARDS.records[k - 1])
     }
 }
