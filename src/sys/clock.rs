@@ -8,7 +8,36 @@ fn ns(ts: &libc::timespec) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
+/// Reads clock `id`: through the vDSO's own `clock_gettime` once
+/// [`resolve_vdso`] found it (glibc's wrapper around the same call costs
+/// about 3 ns a read on the machine of docs/performance.md), else through
+/// libc.
+#[inline]
 fn read(id: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let f = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
+    if f > VDSO_NONE {
+        // SAFETY: `f` is the vDSO's `clock_gettime` (resolved once by
+        // `resolve_vdso`; the vDSO stays mapped at that address for the life
+        // of the process and of its forked children), called as glibc calls
+        // it with a valid clock id and a timespec to fill.
+        unsafe {
+            let f: VdsoClockGettime = std::mem::transmute::<usize, VdsoClockGettime>(f);
+            f(id, &mut ts);
+        }
+    } else {
+        // SAFETY: a valid clock id and a timespec to fill; it cannot fail.
+        unsafe { libc::clock_gettime(id, &mut ts) };
+    }
+    ns(&ts)
+}
+
+/// Reads clock `id` through libc only (the tests' reference).
+#[cfg(all(test, not(loom)))]
+fn read_libc(id: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -19,35 +48,15 @@ fn read(id: libc::clockid_t) -> i64 {
 }
 
 /// `CLOCK_MONOTONIC` in ns: the clock `std::time::Instant` reads.
+#[inline]
 pub(crate) fn monotonic_ns() -> i64 {
     read(libc::CLOCK_MONOTONIC)
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in ns: the same clock as of its last tick.
-///
-/// Read through the vDSO's own `clock_gettime` when [`resolve_vdso`] found
-/// it: glibc's wrapper around the same call costs about a third of the read
-/// (about 3 ns of 12 on the machine of docs/performance.md), and a progress
-/// update makes this read once per block.
 #[inline]
 pub(crate) fn coarse_ns() -> i64 {
-    let f = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
-    if f <= VDSO_NONE {
-        return read(libc::CLOCK_MONOTONIC_COARSE);
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `f` is the vDSO's `clock_gettime` (resolved once by
-    // `resolve_vdso`; the vDSO stays mapped at that address for the life of
-    // the process and of its forked children), called as glibc calls it with
-    // a valid clock id and a timespec to fill.
-    unsafe {
-        let f: VdsoClockGettime = std::mem::transmute::<usize, VdsoClockGettime>(f);
-        f(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
-    }
-    ns(&ts)
+    read(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 type VdsoClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
@@ -145,7 +154,7 @@ mod tests {
     /// falls between two readings through libc. Run many times, so a wrong
     /// symbol (another clock, or garbage) cannot pass by chance.
     #[test]
-    fn the_vdso_read_is_the_coarse_clock() {
+    fn the_vdso_reads_are_libc_s_clocks() {
         resolve_vdso();
         let resolved = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
         assert_ne!(resolved, VDSO_UNKNOWN);
@@ -154,14 +163,16 @@ mod tests {
         if cfg!(target_arch = "x86_64") && mapped {
             assert!(resolved > VDSO_NONE, "the vDSO is mapped but not found");
         }
-        for _ in 0..10_000 {
-            let before = read(libc::CLOCK_MONOTONIC_COARSE);
-            let direct = coarse_ns();
-            let after = read(libc::CLOCK_MONOTONIC_COARSE);
-            assert!(
-                before <= direct && direct <= after,
-                "{before} {direct} {after}"
-            );
+        for id in [libc::CLOCK_MONOTONIC_COARSE, libc::CLOCK_MONOTONIC] {
+            for _ in 0..10_000 {
+                let before = read_libc(id);
+                let direct = read(id);
+                let after = read_libc(id);
+                assert!(
+                    before <= direct && direct <= after,
+                    "{before} {direct} {after}"
+                );
+            }
         }
     }
 }

@@ -681,15 +681,7 @@ pub(crate) fn prefetch<T>(p: &T) {
 /// `Duration` arithmetic (getinfo's clock, `core::job::info`).
 #[inline]
 pub(crate) fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-parameter; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec)
+    clock::monotonic_ns()
 }
 
 #[cfg(test)]
