@@ -53,7 +53,7 @@ impl Job {
         }
         // The time is read before the record's write window, so a reader
         // never waits on a clock read.
-        let now = inner.progress.stamp(inner.epoch);
+        let now = inner.progress.stamp(&inner.epoch);
         if on_worker || is_current_worker(inner) {
             inner.progress.update_own(now, f)
         } else {
@@ -109,7 +109,7 @@ impl Job {
         if inner.attention.load(Ordering::Acquire) != 0 {
             self.check_update()?;
         }
-        let now = inner.progress.stamp(inner.epoch);
+        let now = inner.progress.stamp(&inner.epoch);
         if on_worker || is_current_worker(inner) {
             inner.progress.add_own(now, n);
             Ok(())
@@ -132,7 +132,7 @@ impl Job {
         if inner.attention.load(Ordering::Acquire) != 0 {
             return WorkerUpdate::NotDone;
         }
-        let now = inner.progress.stamp(inner.epoch);
+        let now = inner.progress.stamp(&inner.epoch);
         inner.progress.add_own(now, n);
         if inner.attention.load(Ordering::Acquire) != 0 {
             // A pause or cancel came during the update.

@@ -148,7 +148,7 @@ impl Progress {
     /// zero is `epoch`: the coarse clock plus [`LATE_TICKS`] ticks, so never
     /// before now.
     #[inline]
-    pub fn stamp(&self, epoch: Instant) -> i64 {
+    pub fn stamp(&self, epoch: &Instant) -> i64 {
         let mut base = self.base.load(std::sync::atomic::Ordering::Relaxed);
         if base == i64::MIN {
             base = self.init_base(epoch);
@@ -159,8 +159,9 @@ impl Progress {
     /// Any thread may compute it: each value is a valid one (see
     /// `clock::base`), and the recorded time is `max`-ed anyway.
     #[cold]
-    fn init_base(&self, epoch: Instant) -> i64 {
-        let base = clock::base(epoch);
+    #[inline(never)]
+    fn init_base(&self, epoch: &Instant) -> i64 {
+        let base = clock::base(*epoch);
         self.base.store(base, std::sync::atomic::Ordering::Relaxed);
         base
     }

@@ -70,7 +70,7 @@ fn the_stamp_is_never_early_and_a_few_ticks_late_at_most() {
     for _ in 0..2000 {
         let lag = monotonic_ns() - coarse_ns();
         let before = duration_ns(epoch.elapsed());
-        let stamp = p.stamp(epoch);
+        let stamp = p.stamp(&epoch);
         let after = duration_ns(epoch.elapsed());
         if lag < LATE_TICKS * tick {
             checked += 1;
