@@ -485,9 +485,14 @@ mod record {
     /// relative to `%fs`, with no call. A `thread_local!` in a shared
     /// library is the general-dynamic model: a call to `__tls_get_addr`
     /// (~4 ns here, as much as the exported call itself), paid by every
-    /// progress update. The 16 bytes come from the static TLS block; a
-    /// library loaded later by `dlopen` (Python's ctypes) gets them from
-    /// the surplus glibc keeps for that.
+    /// progress update. The cost: the library is marked `STATIC_TLS`, so
+    /// its whole TLS block (every `thread_local!` in it with these 16 bytes:
+    /// 456 bytes in the x86-64 release build) comes from the static TLS
+    /// area; a library loaded later by `dlopen` (Python's ctypes) gets it
+    /// from the surplus glibc keeps for that, and that `dlopen` fails
+    /// ("cannot allocate memory in static TLS block") once other such
+    /// libraries used the surplus up (`GLIBC_TUNABLES=
+    /// glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1` shows it).
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
     mod imp {
         use super::WorkerRecord;
