@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #define CHILD_ALARM_S 20
-#define FORKS 300
+#define FORKS 150
 #define LOADERS 3
 
 /* A worker that reports progress once (the clock read the setup prepares). */
