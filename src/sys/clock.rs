@@ -71,9 +71,14 @@ const VDSO_NONE: usize = 1;
 /// Looks up the vDSO's `clock_gettime` once per process, so that
 /// [`coarse_ns`] can call it directly; until then, and where there is none
 /// (another architecture, or valgrind, which hides the vDSO), it goes
-/// through libc. Called where a job is made, before any progress update:
-/// the lookup (`dlopen` of the already-mapped vDSO with `RTLD_NOLOAD`, then
-/// `dlsym`) loads nothing.
+/// through libc. The lookup (`dlopen` of the already-mapped vDSO with
+/// `RTLD_NOLOAD`, then `dlsym`) loads nothing, but it takes the dynamic
+/// loader's lock, so it runs only as the library is loaded
+/// ([`RESOLVE_VDSO_AT_LOAD`]): never from a bgjob call, which may come from a
+/// thread a library constructor waits for (that constructor's `dlopen` holds
+/// the lock: a deadlock), or from a child forked while another thread was
+/// inside `dlopen` (the loader's state is half-changed there: glibc aborts).
+/// A copy of bgjob whose constructor did not run keeps the libc read.
 pub(crate) fn resolve_vdso() {
     if VDSO_CLOCK_GETTIME.load(Ordering::Relaxed) != VDSO_UNKNOWN {
         return;
@@ -81,6 +86,20 @@ pub(crate) fn resolve_vdso() {
     let found = lookup_vdso().unwrap_or(VDSO_NONE);
     VDSO_CLOCK_GETTIME.store(found, Ordering::Relaxed);
 }
+
+/// [`resolve_vdso`] as the library is loaded: for a program linked with
+/// it, before `main` (one thread, nobody else in the loader); for a `dlopen`
+/// (Python's ctypes), inside that `dlopen`, on the thread that already holds
+/// the loader's lock (which is recursive).
+#[cfg(all(target_os = "linux", not(loom)))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RESOLVE_VDSO_AT_LOAD: extern "C" fn() = {
+    extern "C" fn at_load() {
+        resolve_vdso();
+    }
+    at_load
+};
 
 fn lookup_vdso() -> Option<usize> {
     let (lib, sym): (&[u8], &[u8]) = if cfg!(target_arch = "x86_64") {
@@ -155,7 +174,7 @@ mod tests {
     /// symbol (another clock, or garbage) cannot pass by chance.
     #[test]
     fn the_vdso_reads_are_libc_s_clocks() {
-        resolve_vdso();
+        // Resolved as the library was loaded, not by a call.
         let resolved = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
         assert_ne!(resolved, VDSO_UNKNOWN);
         // SAFETY: getauxval reads the process's auxiliary vector.

@@ -456,9 +456,6 @@ mod barrier {
             1 => true,
             2 => false,
             _ => {
-                // The other once-per-process step before any update: the
-                // coarse clock read straight from the vDSO.
-                crate::sys::clock::resolve_vdso();
                 let ok = crate::sys::clock::membarrier_register();
                 READY.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
                 ok

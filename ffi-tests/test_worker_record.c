@@ -1,0 +1,469 @@
+/*
+ * test_worker_record.c: the worker's own-handle fast path, attacked from C.
+ *
+ * A worker's progress calls on its own handle skip the handle table (the
+ * library remembers, per thread, which job's worker runs there). These cases
+ * check that this shortcut answers exactly as the header says and never for
+ * anything else:
+ *
+ * - after the worker detaches its own handle, the worker may keep using it
+ *   until it returns, while every other thread gets INVALID_HANDLE;
+ * - a worker's call on ANOTHER job's handle is an ordinary call: it never
+ *   parks on that job's pause, and a destroyed one is INVALID_HANDLE;
+ * - updates are pause points on the worker's own thread (and are not with
+ *   BGJOB_CREATE_UPDATES_NEVER_PARK), counting the unit of the parked call;
+ * - a pool thread reused for a later job keeps nothing of the earlier one: the
+ *   earlier (destroyed) handle is INVALID_HANDLE there, never a shortcut to
+ *   freed memory;
+ * - a completion callback, run on the worker thread after the worker
+ *   returned, is not the worker: once it destroyed its own handle, calls on
+ *   that handle are INVALID_HANDLE;
+ * - a virJob worker's updates through virJobGetBgjob are refused once it
+ *   declared its outcome.
+ */
+
+#include "util.h"
+#include "virjob.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static long tid(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+static bgjob_job *start_job(bgjob_worker_callback worker, void *userdata, uint32_t flags)
+{
+    bgjob_job_options o;
+    bgjob_job *job = NULL;
+
+    if (bgjob_job_options_init(&o, sizeof o) != BGJOB_RESULT_OK)
+        return NULL;
+    o.flags = flags;
+    if (bgjob_job_create(&o, worker, userdata, NULL, &job) != BGJOB_RESULT_OK)
+        return NULL;
+    return job;
+}
+
+/* ---- the worker's own handle after it detached it -------------------------- */
+
+struct detacher {
+    struct gate detached, go;
+    atomic_int detach_rc, add_rc, total_rc, info_rc, cancel_rc, phase_rc;
+    _Atomic uint64_t current_seen;
+    atomic_int done;
+};
+
+static int32_t worker_detaches_itself(void *userdata, bgjob_job *job)
+{
+    struct detacher *d = userdata;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    atomic_store(&d->detach_rc, bgjob_job_detach(job, 0));
+    gate_open(&d->detached);
+    gate_wait(&d->go);
+    atomic_store(&d->total_rc, bgjob_job_set_total(job, 100));
+    atomic_store(&d->add_rc, bgjob_job_add_units(job, 7));
+    atomic_store(&d->phase_rc, bgjob_job_set_phase(job, "after detach"));
+    atomic_store(&d->cancel_rc, bgjob_job_check_cancel(job));
+    atomic_store(&d->info_rc, bgjob_job_get_info(job, &info));
+    atomic_store(&d->current_seen, info.current);
+    atomic_store(&d->done, 1);
+    return 0;
+}
+
+static bool test_own_handle_after_detach(void)
+{
+    static struct detacher d;
+    bool ok = true;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    memset(&d, 0, sizeof d);
+    gate_init(&d.detached);
+    gate_init(&d.go);
+    bgjob_job *job = start_job(worker_detaches_itself, &d, 0);
+    REQUIRE(job != NULL);
+    gate_wait(&d.detached);
+    CHECK_RC(atomic_load(&d.detach_rc), BGJOB_RESULT_OK);
+    /* Every other thread: the handle is gone, though its worker still runs. */
+    CHECK_RC(bgjob_job_add_units(job, 1), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_set_total(job, 5), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_check_cancel(job), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_get_info(job, &info), BGJOB_RESULT_INVALID_HANDLE);
+    gate_open(&d.go);
+    CHECK(poll_int_eq(&d.done, 1));
+    /* Its own thread: still its job. */
+    CHECK_RC(atomic_load(&d.total_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.add_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.phase_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.cancel_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.info_rc), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&d.current_seen), 7);
+    return ok;
+}
+
+/* ---- a worker's call on another job's handle --------------------------------- */
+
+struct other {
+    bgjob_job *victim;      /* the paused job whose handle the worker uses */
+    bgjob_job *dead;        /* a destroyed handle */
+    atomic_int add_rc, total_rc, dead_rc, dead_info_rc, own_rc;
+    atomic_int done;
+};
+
+static int32_t worker_uses_other_handles(void *userdata, bgjob_job *job)
+{
+    struct other *o = userdata;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    /* The victim is paused: on this thread (not its worker's) these never park. */
+    atomic_store(&o->add_rc, bgjob_job_add_units(o->victim, 3));
+    atomic_store(&o->total_rc, bgjob_job_set_total(o->victim, 10));
+    atomic_store(&o->dead_rc, bgjob_job_add_units(o->dead, 1));
+    atomic_store(&o->dead_info_rc, bgjob_job_get_info(o->dead, &info));
+    atomic_store(&o->own_rc, bgjob_job_add_units(job, 1));
+    atomic_store(&o->done, 1);
+    return 0;
+}
+
+static bool test_other_jobs_handle_from_a_worker(void)
+{
+    static struct other o;
+    struct tracker tv, td;
+    struct gate hold;
+    bool ok = true;
+    bgjob_job *dead = NULL;
+
+    memset(&o, 0, sizeof o);
+    tracker_init(&tv);
+    tracker_init(&td);
+    gate_init(&hold);
+    tv.gate = &hold;
+    CHECK_RC(job_create(&tv, worker_gated, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &o.victim),
+             BGJOB_RESULT_OK);
+    REQUIRE(o.victim != NULL);
+    CHECK(poll_int_eq(&tv.runs, 1));
+    CHECK_RC(bgjob_job_pause(o.victim), BGJOB_RESULT_OK);
+    CHECK_RC(job_create(&td, worker_return, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &dead),
+             BGJOB_RESULT_OK);
+    REQUIRE(dead != NULL);
+    CHECK_STATE(wait_end(dead), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(dead), BGJOB_RESULT_OK);
+    o.dead = dead;
+
+    bgjob_job *job = start_job(worker_uses_other_handles, &o, 0);
+    REQUIRE(job != NULL);
+    /* A hang here (the worker parked on the victim's pause) fails the poll. */
+    CHECK(poll_int_eq(&o.done, 1));
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_RC(atomic_load(&o.add_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&o.total_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&o.dead_rc), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(atomic_load(&o.dead_info_rc), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(atomic_load(&o.own_rc), BGJOB_RESULT_OK);
+    {
+        bgjob_info info;
+        if (info_of(o.victim, &info)) {
+            CHECK_EQ(info.current, 3);
+            CHECK_EQ(info.total, 10);
+        }
+        if (info_of(job, &info))
+            CHECK_EQ(info.current, 1);
+    }
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_resume(o.victim), BGJOB_RESULT_OK);
+    gate_open(&hold);
+    CHECK_STATE(wait_end(o.victim), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(o.victim), BGJOB_RESULT_OK);
+    gate_destroy(&hold);
+    return ok;
+}
+
+/* ---- add_units is a pause point on the worker's own thread ----------------- */
+
+struct looper {
+    atomic_long calls, returned;
+    atomic_int stop;
+};
+
+static int32_t worker_add_loop(void *userdata, bgjob_job *job)
+{
+    struct looper *l = userdata;
+
+    while (!atomic_load(&l->stop) && bgjob_job_check_cancel(job) == BGJOB_RESULT_OK) {
+        atomic_fetch_add(&l->calls, 1);
+        if (bgjob_job_add_units(job, 1) != BGJOB_RESULT_OK)
+            return 1;
+        atomic_fetch_add(&l->returned, 1);
+    }
+    return 0;
+}
+
+/* While paused, the worker sits inside one add_units call (and the unit of
+ * that call is counted); with UPDATES_NEVER_PARK it keeps going. */
+static bool pause_case(uint32_t flags, bool parks)
+{
+    static struct looper l;
+    bool ok = true;
+
+    memset(&l, 0, sizeof l);
+    bgjob_job *job = start_job(worker_add_loop, &l, flags);
+    REQUIRE(job != NULL);
+    CHECK(poll_long_ge(&l.returned, 1000));
+    CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
+    if (parks) {
+        /* The worker comes to rest inside one add_units call: started, not
+         * returned, and still so a while later. (The call in flight when the
+         * pause came may return once: the pause takes effect at the next
+         * pause point, so a single look could catch that one.) Without
+         * parking the counters never rest and the poll gives up. */
+        int64_t deadline = now_ms() + LONG_MS;
+        long c = 0, r = 0;
+        bool rested = false;
+        while (!rested && now_ms() < deadline) {
+            c = atomic_load(&l.calls);
+            r = atomic_load(&l.returned);
+            sleep_ms(50);
+            rested = c == r + 1 && atomic_load(&l.calls) == c && atomic_load(&l.returned) == r;
+        }
+        CHECKF(rested, "the worker never parked in add_units (calls %ld returned %ld)", c, r);
+        sleep_ms(100);
+        CHECKF(atomic_load(&l.returned) == r, "add_units returned while paused (%ld -> %ld)",
+               r, atomic_load(&l.returned));
+        bgjob_info info;
+        if (info_of(job, &info)) {
+            CHECK_STATE(info.state, BGJOB_STATE_PAUSED);
+            CHECK_EQ(info.current, (uint64_t)c);
+        }
+    } else {
+        long r = atomic_load(&l.returned);
+        CHECK(poll_long_ge(&l.returned, r + 1000));
+    }
+    CHECK_RC(bgjob_job_resume(job), BGJOB_RESULT_OK);
+    long r = atomic_load(&l.returned);
+    CHECK(poll_long_ge(&l.returned, r + 1000));
+    atomic_store(&l.stop, 1);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    {
+        bgjob_info info;
+        if (info_of(job, &info))
+            CHECK_EQ(info.current, (uint64_t)atomic_load(&l.returned));
+    }
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_add_units_parks_its_own_worker(void)
+{
+    return pause_case(0, true);
+}
+
+static bool test_add_units_never_parks_with_the_flag(void)
+{
+    return pause_case(BGJOB_CREATE_UPDATES_NEVER_PARK, false);
+}
+
+/* ---- a pool thread reused by a later job --------------------------------------- */
+
+struct reuse {
+    atomic_long tid;
+    bgjob_job *earlier; /* destroyed before the later job runs */
+    atomic_int add_rc, total_rc, info_rc, cancel_rc, pause_rc, phase_rc;
+};
+
+/* Polls until no job worker runs, then lets the last one's thread settle. */
+static void wait_pool_idle(void)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+    size_t running = 1;
+
+    while (bgjob_pool_get_status(NULL, &running, NULL) == BGJOB_RESULT_OK && running > 0 &&
+           now_ms() < deadline)
+        sleep_ms(1);
+    sleep_ms(5);
+}
+
+static int32_t worker_note_thread(void *userdata, bgjob_job *job)
+{
+    struct reuse *r = userdata;
+
+    (void)job;
+    atomic_store(&r->tid, tid());
+    return 0;
+}
+
+static int32_t worker_uses_earlier_handle(void *userdata, bgjob_job *job)
+{
+    struct reuse *r = userdata;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    (void)job;
+    atomic_store(&r->tid, tid());
+    atomic_store(&r->add_rc, bgjob_job_add_units(r->earlier, 1));
+    atomic_store(&r->total_rc, bgjob_job_set_total(r->earlier, 1));
+    atomic_store(&r->info_rc, bgjob_job_get_info(r->earlier, &info));
+    atomic_store(&r->cancel_rc, bgjob_job_check_cancel(r->earlier));
+    atomic_store(&r->pause_rc, bgjob_job_pause_point(r->earlier));
+    atomic_store(&r->phase_rc, bgjob_job_set_phase(r->earlier, "stale"));
+    return 0;
+}
+
+static bool test_reused_thread_forgets_the_earlier_job(void)
+{
+    static struct reuse first, second;
+    bool ok = true;
+    int reused = 0;
+
+    for (int i = 0; i < 40 && reused < 3; i++) {
+        memset(&first, 0, sizeof first);
+        memset(&second, 0, sizeof second);
+        bgjob_job *a = start_job(worker_note_thread, &first, 0);
+        REQUIRE(a != NULL);
+        CHECK_STATE(wait_end(a), BGJOB_STATE_COMPLETED);
+        CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+        /* Give a's thread time to go idle, so the pool may hand it b (the
+         * case needs a reuse, not any particular timing). */
+        wait_pool_idle();
+        second.earlier = a;
+        bgjob_job *b = start_job(worker_uses_earlier_handle, &second, 0);
+        REQUIRE(b != NULL);
+        CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
+        CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+        if (atomic_load(&first.tid) != atomic_load(&second.tid))
+            continue;
+        reused++;
+        CHECK_RC(atomic_load(&second.add_rc), BGJOB_RESULT_INVALID_HANDLE);
+        CHECK_RC(atomic_load(&second.total_rc), BGJOB_RESULT_INVALID_HANDLE);
+        CHECK_RC(atomic_load(&second.info_rc), BGJOB_RESULT_INVALID_HANDLE);
+        CHECK_RC(atomic_load(&second.cancel_rc), BGJOB_RESULT_INVALID_HANDLE);
+        CHECK_RC(atomic_load(&second.pause_rc), BGJOB_RESULT_INVALID_HANDLE);
+        CHECK_RC(atomic_load(&second.phase_rc), BGJOB_RESULT_INVALID_HANDLE);
+    }
+    CHECKF(reused > 0, "no pool thread was reused in 40 sequential pairs of jobs");
+    return ok;
+}
+
+/* ---- a completion run on the worker thread after the worker returned --------- */
+
+struct after {
+    atomic_long worker_tid, completion_tid;
+    atomic_int ended_rc, destroy_rc, gone_add_rc, gone_info_rc, gone_cancel_rc;
+    atomic_int done;
+};
+
+static int32_t worker_notes(void *userdata, bgjob_job *job)
+{
+    struct after *a = userdata;
+
+    atomic_store(&a->worker_tid, tid());
+    return bgjob_job_add_units(job, 1) == BGJOB_RESULT_OK ? 0 : 1;
+}
+
+static void completion_on_worker_thread(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    struct after *a = userdata;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    (void)state;
+    atomic_store(&a->completion_tid, tid());
+    /* The job has ended: an update is refused... */
+    atomic_store(&a->ended_rc, bgjob_job_add_units(job, 1));
+    /* ...and once this callback destroyed the handle, it names nothing. */
+    atomic_store(&a->destroy_rc, bgjob_job_destroy(job));
+    atomic_store(&a->gone_add_rc, bgjob_job_add_units(job, 1));
+    atomic_store(&a->gone_info_rc, bgjob_job_get_info(job, &info));
+    atomic_store(&a->gone_cancel_rc, bgjob_job_check_cancel(job));
+    atomic_store(&a->done, 1);
+}
+
+static bool test_completion_on_the_worker_thread_is_not_the_worker(void)
+{
+    static struct after a;
+    bool ok = true;
+    bgjob_job *job = NULL;
+
+    memset(&a, 0, sizeof a);
+    CHECK_RC(bgjob_run_in_thread(NULL, "after", worker_notes, &a, NULL,
+                                 completion_on_worker_thread, &a, NULL, &job),
+             BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&a.done, 1));
+    CHECKF(atomic_load(&a.worker_tid) == atomic_load(&a.completion_tid),
+           "the completion ran on thread %ld, the worker on %ld", atomic_load(&a.completion_tid),
+           atomic_load(&a.worker_tid));
+    CHECK_RC(atomic_load(&a.ended_rc), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(atomic_load(&a.destroy_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&a.gone_add_rc), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(atomic_load(&a.gone_info_rc), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(atomic_load(&a.gone_cancel_rc), BGJOB_RESULT_INVALID_HANDLE);
+    return ok;
+}
+
+/* ---- a virJob worker after it declared its outcome -------------------------- */
+
+struct vdecl {
+    atomic_int before_rc, finish_rc, after_rc, after_total_rc, after_phase_rc;
+    atomic_int done;
+};
+
+static void vworker_declares(virJobPtr vj, void *data)
+{
+    struct vdecl *v = data;
+    bgjob_job *b = virJobGetBgjob(vj);
+
+    atomic_store(&v->before_rc, bgjob_job_add_units(b, 4));
+    atomic_store(&v->finish_rc, virJobFinishSuccess(vj));
+    atomic_store(&v->after_rc, bgjob_job_add_units(b, 1));
+    atomic_store(&v->after_total_rc, bgjob_job_set_total(b, 9));
+    atomic_store(&v->after_phase_rc, bgjob_job_set_phase(b, "late"));
+    atomic_store(&v->done, 1);
+}
+
+static bool test_virjob_updates_refused_after_its_finish(void)
+{
+    static struct vdecl v;
+    static char conn;
+    bool ok = true;
+
+    memset(&v, 0, sizeof v);
+    virJobPtr vj = virJobCreate((virConnectPtr)(void *)&conn, NULL, vworker_declares, NULL, &v,
+                                VIR_JOB_BOUNDED);
+    REQUIRE(vj != NULL);
+    CHECK(poll_int_eq(&v.done, 1));
+    bgjob_job *b = virJobGetBgjob(vj);
+    REQUIRE(b != NULL);
+    CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
+    CHECK_RC(atomic_load(&v.before_rc), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&v.finish_rc), 0);
+    CHECK_RC(atomic_load(&v.after_rc), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(atomic_load(&v.after_total_rc), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(atomic_load(&v.after_phase_rc), BGJOB_RESULT_NOT_ALLOWED);
+    {
+        bgjob_info info;
+        if (info_of(b, &info)) {
+            CHECK_EQ(info.current, 4);
+            CHECK(info.total != 9);
+        }
+    }
+    CHECK_EQ(virJobDestroy(vj), 0);
+    return ok;
+}
+
+int main(void)
+{
+    static const struct tap_test tests[] = {
+        TAP_TEST(test_own_handle_after_detach),
+        TAP_TEST(test_other_jobs_handle_from_a_worker),
+        TAP_TEST(test_add_units_parks_its_own_worker),
+        TAP_TEST(test_add_units_never_parks_with_the_flag),
+        TAP_TEST(test_reused_thread_forgets_the_earlier_job),
+        TAP_TEST(test_completion_on_the_worker_thread_is_not_the_worker),
+        TAP_TEST(test_virjob_updates_refused_after_its_finish),
+    };
+
+    return tap_run(tests, TAP_COUNT(tests));
+}
