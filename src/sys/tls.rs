@@ -5,11 +5,14 @@
 //! access calls `__tls_get_addr` (~4 ns on the machine of docs/performance.md,
 //! as much as an exported call itself), and a per-block progress update or a
 //! getinfo pays it. On x86-64 Linux these words are instead one
-//! initial-exec thread-local, declared in assembly (stable Rust has no
-//! `#[thread_local]`): a read is a load of its offset from the GOT and a load
-//! relative to `%fs`, with no call. Its 32 bytes come from the static TLS
-//! block; a library loaded later by `dlopen` (Python's ctypes) gets them from
-//! the surplus glibc keeps for that purpose. Elsewhere the words are a plain
+//! thread-local declared in assembly (stable Rust has no
+//! `#[thread_local]`) and reached by a TLS descriptor: a call to a resolver
+//! that, for a block in static TLS, is a load and a return, then a load
+//! relative to `%fs`. (The initial-exec model would save that call, but it
+//! marks the library `STATIC_TLS`: all of its TLS, ~450 bytes with std's,
+//! must then come from glibc's small static surplus when the library is
+//! `dlopen`ed, and such a `dlopen` — Python's ctypes — fails once other
+//! libraries used that surplus up.) Elsewhere the words are a plain
 //! `thread_local!` with no destructor.
 //!
 //! Each word starts at 0 on every thread. The words are assigned in one
@@ -44,19 +47,44 @@ mod imp {
         ".popsection",
     );
 
+    /// The block's offset from this thread's thread pointer, by the TLS
+    /// descriptor sequence: the dynamic linker fills the descriptor, and
+    /// its resolver returns the offset in `rax`, preserving every other
+    /// register. For a block in static TLS (the library linked in, or
+    /// loaded while static TLS had room) the resolver is a load and a
+    /// return; otherwise glibc's dynamic resolver allocates the block for
+    /// the thread on first use. Unlike the initial-exec model it does not
+    /// mark the library `STATIC_TLS`, so a `dlopen` of it (Python's ctypes)
+    /// never fails for want of static TLS.
+    #[inline(always)]
+    fn offset() -> usize {
+        let off: usize;
+        // SAFETY: the standard x86-64 TLS descriptor call (GNU2 dialect):
+        // the resolver clobbers only `rax` and the flags; the asm may use
+        // the stack (no `nostack`), so the compiler keeps the red zone free
+        // and the stack aligned for the call.
+        unsafe {
+            std::arch::asm!(
+                "lea rax, [rip + bgjob_hot_tls@TLSDESC]",
+                "call qword ptr [rax + bgjob_hot_tls@TLSCALL]",
+                out("rax") off,
+                options(readonly),
+            );
+        }
+        off
+    }
+
     /// Reads word `i` (< `WORDS`) of this thread's block.
     #[inline(always)]
     pub(super) fn get(i: usize) -> usize {
+        let off = offset() + i * 8;
         let v: usize;
-        // SAFETY: reads this thread's own 32-byte block, whose offset from
-        // the thread pointer the dynamic linker put in the GOT; `i` is a
-        // `Word`, below `WORDS`.
+        // SAFETY: reads this thread's own 32-byte block at `off` from the
+        // thread pointer (`offset`); `i` is a `Word`, below `WORDS`.
         unsafe {
             std::arch::asm!(
-                "mov {off}, qword ptr [rip + bgjob_hot_tls@GOTTPOFF]",
-                "mov {v}, qword ptr fs:[{off} + {i} * 8]",
-                off = out(reg) _,
-                i = in(reg) i,
+                "mov {v}, qword ptr fs:[{off}]",
+                off = in(reg) off,
                 v = out(reg) v,
                 options(nostack, readonly, preserves_flags),
             );
@@ -67,13 +95,12 @@ mod imp {
     /// Writes word `i` (< `WORDS`) of this thread's block.
     #[inline(always)]
     pub(super) fn set(i: usize, v: usize) {
+        let off = offset() + i * 8;
         // SAFETY: as in `get`, a write to this thread's own block.
         unsafe {
             std::arch::asm!(
-                "mov {off}, qword ptr [rip + bgjob_hot_tls@GOTTPOFF]",
-                "mov qword ptr fs:[{off} + {i} * 8], {v}",
-                off = out(reg) _,
-                i = in(reg) i,
+                "mov qword ptr fs:[{off}], {v}",
+                off = in(reg) off,
                 v = in(reg) v,
                 options(nostack, preserves_flags),
             );
