@@ -9,6 +9,7 @@
 //! [`Context::dispatch`] when it is readable; the completions then run on that
 //! thread. Any number of completions between two dispatches make one readiness.
 
+use crate::core::job::{CompleteFn, Job};
 use crate::sys::EventFd;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -20,8 +21,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// it owns (the C layer's userdata free functions run from its captures' Drop).
 pub type Completion = Box<dyn FnOnce() + Send + 'static>;
 
+/// What a context queues: a job's completion, kept as the job and its
+/// callback (no allocation per completion), or any other completion.
+pub(crate) enum Item {
+    /// `f(&job)`, after the job's queued events (END last) when it has an
+    /// event callback (`events`); a job without one has none to wait for.
+    Job(Job, CompleteFn, bool),
+    /// Any other completion (a job's event delivery).
+    Other(Completion),
+}
+
+impl Item {
+    /// Runs it on this thread. Dropping an item unrun instead drops what it
+    /// captured (the C layer's userdata free functions run then).
+    pub(crate) fn run(self) {
+        match self {
+            Item::Job(job, f, events) => job.run_completion(f, events),
+            Item::Other(c) => c(),
+        }
+    }
+}
+
 struct Queue {
-    items: VecDeque<Completion>,
+    items: VecDeque<Item>,
     closed: bool,
     /// A post made the queue non-empty and signalled the fd (or is about to).
     armed: bool,
@@ -32,6 +54,20 @@ struct Queue {
 /// dispatcher woken at once must not find them held).
 #[must_use = "dropping the Wake is what makes the context's fd readable"]
 pub(crate) struct Wake(Option<Context>);
+
+impl Wake {
+    /// Makes the fd readable now, if this post is the one that has to (the
+    /// queue was not armed): true then.
+    pub(crate) fn signal(mut self) -> bool {
+        match self.0.take() {
+            Some(ctx) => {
+                ctx.0.fd.signal();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 impl Drop for Wake {
     fn drop(&mut self) {
@@ -116,6 +152,14 @@ impl Context {
     /// drop it (running its captures' free functions) with no lock held. Takes
     /// only the queue's lock, so a job may post while holding its own lock.
     pub(crate) fn post(&self, c: Completion) -> Result<Wake, Completion> {
+        self.post_item(Item::Other(c)).map_err(|item| match item {
+            Item::Other(c) => c,
+            Item::Job(..) => unreachable!("handed back what was given"),
+        })
+    }
+
+    /// [`Context::post`] for any [`Item`] (a job's completion, unboxed).
+    pub(crate) fn post_item(&self, c: Item) -> Result<Wake, Item> {
         let mut q = self.lock();
         if q.closed {
             return Err(c);
@@ -158,26 +202,30 @@ impl Context {
         let _leave = Leave(id);
         // Only what was queued when the call began (or `max` of it) runs; one
         // at a time, so a callback that closes the context stops the rest.
-        let budget = {
-            let mut q = self.lock();
-            if q.items.is_empty() && !q.closed {
-                // Readable with nothing queued: a signal that came after the
-                // dispatch that emptied the queue.
-                q.armed = false;
-                self.0.fd.clear();
-            }
-            if max == 0 {
-                q.items.len()
-            } else {
-                max.min(q.items.len())
-            }
-        };
         let mut ran = 0;
         let mut emptied = false;
-        while ran < budget {
+        let mut budget = usize::MAX;
+        loop {
+            if ran >= budget {
+                break;
+            }
             let next = {
                 let mut q = self.lock();
-                if q.closed {
+                if budget == usize::MAX {
+                    // The first hold also takes the budget.
+                    if q.items.is_empty() && !q.closed {
+                        // Readable with nothing queued: a signal that came
+                        // after the dispatch that emptied the queue.
+                        q.armed = false;
+                        self.0.fd.clear();
+                    }
+                    budget = if max == 0 {
+                        q.items.len()
+                    } else {
+                        max.min(q.items.len())
+                    };
+                }
+                if ran >= budget || q.closed {
                     break;
                 }
                 let next = q.items.pop_front();
@@ -191,7 +239,7 @@ impl Context {
             ran += 1;
             // A panicking Rust callback must not stop the ones after it; C
             // callbacks cannot unwind.
-            let _ = catch_unwind(AssertUnwindSafe(c));
+            let _ = catch_unwind(AssertUnwindSafe(|| c.run()));
         }
         if emptied {
             // Cleared after the callbacks ran (the first runs one read()
@@ -209,7 +257,7 @@ impl Context {
     /// they own is freed now), and completions posted later are dropped as they
     /// arrive. The fd stays open until the last clone is gone.
     pub fn close(&self) {
-        let dropped: Vec<Completion> = {
+        let dropped: Vec<Item> = {
             let mut q = self.lock();
             q.closed = true;
             q.armed = false;

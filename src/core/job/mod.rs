@@ -34,6 +34,7 @@ mod external;
 mod family;
 mod info;
 mod lifecycle;
+pub(crate) use lifecycle::release_held_end;
 mod owner;
 mod pause;
 mod ready;
@@ -168,9 +169,9 @@ pub fn forget_worker_thread_after_fork() {
 /// A completion that settle could not hand to a context queue.
 enum Undelivered {
     /// The context was closed: drop it unrun, outside the job's lock.
-    Dropped(Box<dyn FnOnce() + Send>),
+    Dropped(crate::core::context::Item),
     /// No context: run it on the worker (or a fresh) thread.
-    Direct(Box<dyn FnOnce() + Send>),
+    Direct(crate::core::context::Item),
 }
 
 /// The function a job runs. It gets a [`Worker`]; `Ok` completes the job, `Err`

@@ -70,6 +70,19 @@ const LOOKING_SCAN: usize = 8;
 /// thread with an unrepresentable stack size and panics instead of failing.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 
+thread_local! {
+    /// Set on a pool thread ([`Pool::thread_main`]): a job's end there holds
+    /// its context signal until the thread is idle or has its next work.
+    static HOLDS_END_SIGNALS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this is a pool thread, which lets the end of the job it ran
+/// signal its context only once it has listed itself idle (or taken its next
+/// work): see `job::release_held_end`.
+pub(crate) fn holds_end_signals() -> bool {
+    HOLDS_END_SIGNALS.with(std::cell::Cell::get)
+}
+
 /// A unit of work for one thread.
 pub(crate) type Task = Box<dyn FnOnce() + Send + 'static>;
 
@@ -707,6 +720,7 @@ impl Pool {
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff::new());
+        HOLDS_END_SIGNALS.with(|h| h.set(true));
         let mut named = thread_name(&first.name);
         let mut next = Some((first, capped));
         // Listed idle past `max_idle`: it waits only the linger.
@@ -731,6 +745,8 @@ impl Pool {
                         // Runs here when the stack fits, else on a thread that
                         // has it.
                         Some((_, work)) if work.stack_size == stack_size => {
+                            drop(g);
+                            crate::core::job::release_held_end();
                             next = Some((work, true));
                             continue;
                         }
@@ -745,7 +761,13 @@ impl Pool {
                         None => g.running -= 1,
                     }
                 }
-                match self.next_or_idle(g, id, stack_size, &handoff, false) {
+                let found = self.next_or_idle(g, id, stack_size, &handoff, false);
+                // Listed idle (or with its next work): the end of the job
+                // just run is signalled now, the dispatcher it wakes finds
+                // this thread idle for its next job, and the thread parks
+                // (or looks for work, yielding first) right after.
+                crate::core::job::release_held_end();
+                match found {
                     Ok(Some(message)) => next = Some(message),
                     Ok(None) => lingering = false,
                     Err(true) => lingering = true,
