@@ -26,6 +26,12 @@
 //! thread per CPU but one) before it parks, and a waker prefers it: waking it
 //! is a store, no system call.
 //!
+//! A job whose worker ended on a pool thread signals its context (and wakes
+//! its waiters) only once the thread has listed itself idle or taken its
+//! next work, then yields the CPU: the dispatcher that signal wakes most
+//! often shares the thread's CPU, so it runs at once and finds the thread
+//! idle for the job it starts next (see `job::release_held_end`).
+//!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
 //! thousand jobs blocked in their own waits would share its few chains.
