@@ -14,17 +14,20 @@ thread_local! {
 
 /// Signals the context and wakes the waiters of the job whose end this pool
 /// thread held back: called by the pool once the thread has listed itself
-/// idle (or taken its next work), before it parks, spins, runs anything else
-/// or exits.
-pub(crate) fn release_held_end() {
+/// idle (`idle`: then it also yields the CPU) or taken its next work, before
+/// it parks, spins, runs anything else or exits.
+pub(crate) fn release_held_end(idle: bool) {
     if let Some((wake, job)) = HELD_END.with(|h| h.borrow_mut().take()) {
         let signalled = wake.signal();
         job.0.cv.notify_all();
         drop(job);
-        if signalled {
+        if signalled && idle {
             // The dispatcher just woken most often shares this CPU (a wake-up
             // lands on the waker's): it runs now, and finds this thread idle
-            // for the next job it starts (waking it is then a store).
+            // for the next job it starts (waking it is then a store). Not
+            // when the thread has its next work: in a burst the fd wakes
+            // nobody (the dispatcher is busy), and a yield per job cost the
+            // pinned burst.
             std::thread::yield_now();
         }
     }
@@ -411,7 +414,7 @@ impl Job {
             // the next job the dispatcher starts.
             Some(wake) if own_end && crate::core::threads::holds_end_signals() => {
                 // One end a task; an earlier one still held goes first.
-                release_held_end();
+                release_held_end(false);
                 HELD_END.with(|h| *h.borrow_mut() = Some((wake, self.clone())));
             }
             wake => {

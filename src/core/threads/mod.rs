@@ -28,9 +28,10 @@
 //!
 //! A job whose worker ended on a pool thread signals its context (and wakes
 //! its waiters) only once the thread has listed itself idle or taken its
-//! next work, then yields the CPU: the dispatcher that signal wakes most
-//! often shares the thread's CPU, so it runs at once and finds the thread
-//! idle for the job it starts next (see `job::release_held_end`).
+//! next work; listed idle, it then yields the CPU: the dispatcher that
+//! signal wakes most often shares the thread's CPU, so it runs at once and
+//! finds the thread idle for the job it starts next (see
+//! `job::release_held_end`).
 //!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
@@ -752,7 +753,7 @@ impl Pool {
                         // has it.
                         Some((_, work)) if work.stack_size == stack_size => {
                             drop(g);
-                            crate::core::job::release_held_end();
+                            crate::core::job::release_held_end(false);
                             next = Some((work, true));
                             continue;
                         }
@@ -772,7 +773,8 @@ impl Pool {
                 // just run is signalled now, the dispatcher it wakes finds
                 // this thread idle for its next job, and the thread parks
                 // (or looks for work, yielding first) right after.
-                crate::core::job::release_held_end();
+                let idle = matches!(found, Ok(None) | Err(true));
+                crate::core::job::release_held_end(idle);
                 match found {
                     Ok(Some(message)) => next = Some(message),
                     Ok(None) => lingering = false,
