@@ -9,7 +9,6 @@
 //! [`Context::dispatch`] when it is readable; the completions then run on that
 //! thread. Any number of completions between two dispatches make one readiness.
 
-use crate::core::job::{CompleteFn, Job};
 use crate::sys::EventFd;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -21,29 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// it owns (the C layer's userdata free functions run from its captures' Drop).
 pub type Completion = Box<dyn FnOnce() + Send + 'static>;
 
-/// What a context queues: a job's completion, kept as the job and its
-/// callback (no allocation per completion), or any other completion.
-pub(crate) enum Item {
-    /// `f(&job)`, after the job's queued events (END last) when it has an
-    /// event callback (`events`); a job without one has none to wait for.
-    Job(Job, CompleteFn, bool),
-    /// Any other completion (a job's event delivery).
-    Other(Completion),
-}
-
-impl Item {
-    /// Runs it on this thread. Dropping an item unrun instead drops what it
-    /// captured (the C layer's userdata free functions run then).
-    pub(crate) fn run(self) {
-        match self {
-            Item::Job(job, f, events) => job.run_completion(f, events),
-            Item::Other(c) => c(),
-        }
-    }
-}
-
 struct Queue {
-    items: VecDeque<Item>,
+    items: VecDeque<Completion>,
     closed: bool,
     /// A post made the queue non-empty and signalled the fd (or is about to).
     armed: bool,
@@ -152,14 +130,6 @@ impl Context {
     /// drop it (running its captures' free functions) with no lock held. Takes
     /// only the queue's lock, so a job may post while holding its own lock.
     pub(crate) fn post(&self, c: Completion) -> Result<Wake, Completion> {
-        self.post_item(Item::Other(c)).map_err(|item| match item {
-            Item::Other(c) => c,
-            Item::Job(..) => unreachable!("handed back what was given"),
-        })
-    }
-
-    /// [`Context::post`] for any [`Item`] (a job's completion, unboxed).
-    pub(crate) fn post_item(&self, c: Item) -> Result<Wake, Item> {
         let mut q = self.lock();
         if q.closed {
             return Err(c);
@@ -239,7 +209,7 @@ impl Context {
             ran += 1;
             // A panicking Rust callback must not stop the ones after it; C
             // callbacks cannot unwind.
-            let _ = catch_unwind(AssertUnwindSafe(|| c.run()));
+            let _ = catch_unwind(AssertUnwindSafe(c));
         }
         if emptied {
             // Cleared after the callbacks ran (the first runs one read()
@@ -257,7 +227,7 @@ impl Context {
     /// they own is freed now), and completions posted later are dropped as they
     /// arrive. The fd stays open until the last clone is gone.
     pub fn close(&self) {
-        let dropped: Vec<Item> = {
+        let dropped: Vec<Completion> = {
             let mut q = self.lock();
             q.closed = true;
             q.armed = false;

@@ -2,7 +2,7 @@
 //! transactions' finalization), results, waits for the end, release, detach.
 
 use super::*;
-use crate::core::context::{Item, Wake};
+use crate::core::context::Wake;
 use std::cell::RefCell;
 
 thread_local! {
@@ -13,7 +13,8 @@ thread_local! {
 }
 
 /// Signals the context and wakes the waiters of the job whose end this pool
-/// thread held back: called by the pool once the thread has listed itself
+/// thread held back: called by the pool (the hook given to
+/// `threads::after_task`) once the thread has listed itself
 /// idle (`idle`: then it also yields the CPU) or taken its next work, before
 /// it parks, spins, runs anything else or exits.
 pub(crate) fn release_held_end(idle: bool) {
@@ -273,7 +274,7 @@ impl Job {
         match pending {
             Some(Undelivered::Dropped(run)) => drop(run),
             // No context: its own worker thread runs it, last.
-            Some(Undelivered::Direct(run)) => run.run(),
+            Some(Undelivered::Direct(run)) => run(),
             None => {}
         }
         Ok(())
@@ -378,7 +379,7 @@ impl Job {
                 drop(run);
                 None
             }
-            Some(Undelivered::Direct(run)) => Some(Box::new(move || run.run())),
+            Some(Undelivered::Direct(run)) => Some(run),
             None => None,
         }
     }
@@ -412,7 +413,7 @@ impl Job {
             // shares this CPU (a wake-up lands on the waker's), so it could
             // not run before then anyway, and the thread is then idle for
             // the next job the dispatcher starts.
-            Some(wake) if own_end && crate::core::threads::holds_end_signals() => {
+            Some(wake) if own_end && crate::core::threads::after_task(release_held_end) => {
                 // One end a task; an earlier one still held goes first.
                 release_held_end(false);
                 HELD_END.with(|h| *h.borrow_mut() = Some((wake, self.clone())));
@@ -444,14 +445,15 @@ impl Job {
     ) -> (Option<crate::core::context::Wake>, Option<Undelivered>) {
         let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
-            // No allocation: the queue holds the job and its callback. The
-            // job's events (END last) go first; a job with no event callback
-            // (none can be added once it exists) has none to wait for.
-            let run = Item::Job(self.clone(), f, st.events.is_some());
+            // The job's events (END last) go first; a job with no event
+            // callback (none can be added once it exists) has none to wait
+            // for, and runs it with no lock and no second box.
+            let (job, events) = (self.clone(), st.events.is_some());
+            let run: Box<dyn FnOnce() + Send> = Box::new(move || job.run_completion(f, events));
             let Some(ctx) = context else {
                 return Some(Undelivered::Direct(run));
             };
-            match ctx.post_item(run) {
+            match ctx.post(run) {
                 Ok(w) => {
                     wake = Some(w);
                     None
@@ -466,7 +468,7 @@ impl Job {
     /// job's queued events (END last) are delivered when it has an event
     /// callback (`events`) — and, when due inside one of its own event
     /// callbacks (an external job ended there), once that delivery is over.
-    pub(in crate::core) fn run_completion(self, f: CompleteFn, events: bool) {
+    fn run_completion(self, f: CompleteFn, events: bool) {
         if events {
             let j = self.clone();
             self.after_events(Box::new(move || f(&j)));

@@ -34,7 +34,6 @@ mod external;
 mod family;
 mod info;
 mod lifecycle;
-pub(crate) use lifecycle::release_held_end;
 mod owner;
 mod pause;
 mod ready;
@@ -169,9 +168,9 @@ pub fn forget_worker_thread_after_fork() {
 /// A completion that settle could not hand to a context queue.
 enum Undelivered {
     /// The context was closed: drop it unrun, outside the job's lock.
-    Dropped(crate::core::context::Item),
+    Dropped(Box<dyn FnOnce() + Send>),
     /// No context: run it on the worker (or a fresh) thread.
-    Direct(crate::core::context::Item),
+    Direct(Box<dyn FnOnce() + Send>),
 }
 
 /// The function a job runs. It gets a [`Worker`]; `Ok` completes the job, `Err`

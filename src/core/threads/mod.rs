@@ -38,6 +38,7 @@
 //! thousand jobs blocked in their own waits would share its few chains.
 
 use crate::core::atomic::AtomicBool;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -78,16 +79,30 @@ const LOOKING_SCAN: usize = 8;
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 
 thread_local! {
-    /// Set on a pool thread ([`Pool::thread_main`]): a job's end there holds
-    /// its context signal until the thread is idle or has its next work.
-    static HOLDS_END_SIGNALS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set on a pool thread ([`Pool::thread_main`]): a task may leave a step
+    /// for after the pool's bookkeeping ([`after_task`]).
+    static POOL_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// That step, taken and called by [`run_after_task`].
+    static AFTER_TASK: Cell<Option<fn(bool)>> = const { Cell::new(None) };
 }
 
-/// Whether this is a pool thread, which lets the end of the job it ran
-/// signal its context only once it has listed itself idle (or taken its next
-/// work): see `job::release_held_end`.
-pub(crate) fn holds_end_signals() -> bool {
-    HOLDS_END_SIGNALS.with(std::cell::Cell::get)
+/// On a pool thread, has `f` called once the thread has listed itself idle
+/// (`f(true)`) or taken its next work (`f(false)`), before it parks, spins,
+/// runs anything else or exits, and returns true; elsewhere returns false
+/// and does nothing. A job's end uses it to signal its context then (see
+/// `job::release_held_end`).
+pub(crate) fn after_task(f: fn(bool)) -> bool {
+    if !POOL_THREAD.with(Cell::get) {
+        return false;
+    }
+    AFTER_TASK.with(|a| a.set(Some(f)));
+    true
+}
+
+fn run_after_task(idle: bool) {
+    if let Some(f) = AFTER_TASK.with(Cell::take) {
+        f(idle);
+    }
 }
 
 /// A unit of work for one thread.
@@ -727,7 +742,7 @@ impl Pool {
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff::new());
-        HOLDS_END_SIGNALS.with(|h| h.set(true));
+        POOL_THREAD.with(|p| p.set(true));
         let mut named = thread_name(&first.name);
         let mut next = Some((first, capped));
         // Listed idle past `max_idle`: it waits only the linger.
@@ -753,7 +768,7 @@ impl Pool {
                         // has it.
                         Some((_, work)) if work.stack_size == stack_size => {
                             drop(g);
-                            crate::core::job::release_held_end(false);
+                            run_after_task(false);
                             next = Some((work, true));
                             continue;
                         }
@@ -774,7 +789,7 @@ impl Pool {
                 // this thread idle for its next job, and the thread parks
                 // (or looks for work, yielding first) right after.
                 let idle = matches!(found, Ok(None) | Err(true));
-                crate::core::job::release_held_end(idle);
+                run_after_task(idle);
                 match found {
                     Ok(Some(message)) => next = Some(message),
                     Ok(None) => lingering = false,
