@@ -9,6 +9,8 @@
 
 #include "util.h"
 
+#include <poll.h>
+
 /* The order in which workers of `order_worker` jobs ran. */
 static atomic_int order_next;
 
@@ -199,6 +201,71 @@ static bool test_detach_and_raising_the_cap(void)
     return ok;
 }
 
+/* Cap 1: the thread whose job A ended runs queued B straight away. A's
+ * completion reaches its context while B still runs: B waits for it (a pool
+ * thread signals its job's end once it is idle or has its next work, never
+ * after running that work). */
+static atomic_int a_completed;
+
+static void a_done(void *userdata, bgjob_job *job, int32_t state)
+{
+    (void)userdata;
+    (void)job;
+    atomic_store(&a_completed, state + 100);
+}
+
+static int32_t b_waits_for_a(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    (void)job;
+    for (int i = 0; i < 10000 && atomic_load(&a_completed) == 0; i++)
+        sleep_ms(1);
+    return atomic_load(&a_completed) == 0 ? 1 : 0;
+}
+
+static bool test_an_ended_job_is_signalled_before_the_queued_one_runs(void)
+{
+    bool ok = true;
+    struct gate gate;
+    struct tracker first;
+    bgjob_context *ctx = NULL;
+    bgjob_job *a = NULL, *b = NULL;
+    bgjob_job_options o;
+    int fd = -1;
+
+    gate_init(&gate);
+    tracker_init(&first);
+    first.gate = &gate;
+    atomic_store(&a_completed, 0);
+    CHECK_RC(bgjob_context_create(&ctx), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_context_get_fd(ctx, &fd), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_pool_set_max_running(1), BGJOB_RESULT_OK);
+    bgjob_job_options_init(&o, sizeof o);
+    o.name = "capped-a";
+    o.completion = a_done;
+    o.context = ctx;
+    CHECK_RC(bgjob_job_create(&o, worker_gated, ud_new(&first), ud_free, &a), BGJOB_RESULT_OK);
+    REQUIRE(a != NULL);
+    CHECK(poll_int_eq(&first.runs, 1));
+    bgjob_job_options_init(&o, sizeof o);
+    o.name = "capped-b";
+    CHECK_RC(bgjob_job_create(&o, b_waits_for_a, NULL, NULL, &b), BGJOB_RESULT_OK);
+    REQUIRE(b != NULL);
+    gate_open(&gate);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&p, 1, 10000) == 1);
+    CHECK_RC(bgjob_context_dispatch(ctx, 0, NULL), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&a_completed), BGJOB_STATE_COMPLETED + 100);
+    CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
+    CHECK_STATE(wait_end(a), BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_pool_set_max_running(0), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_context_destroy(ctx), BGJOB_RESULT_OK);
+    gate_destroy(&gate);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -206,6 +273,7 @@ int main(void)
         TAP_TEST(test_jobs_beyond_the_cap_queue_in_order),
         TAP_TEST(test_cancel_of_a_queued_job_ends_it_unrun),
         TAP_TEST(test_detach_and_raising_the_cap),
+        TAP_TEST(test_an_ended_job_is_signalled_before_the_queued_one_runs),
     };
 
     return tap_run(tests, TAP_COUNT(tests));

@@ -33,6 +33,20 @@ struct Queue {
 #[must_use = "dropping the Wake is what makes the context's fd readable"]
 pub(crate) struct Wake(Option<Context>);
 
+impl Wake {
+    /// Makes the fd readable now, if this post is the one that has to (the
+    /// queue was not armed): true then.
+    pub(crate) fn signal(mut self) -> bool {
+        match self.0.take() {
+            Some(ctx) => {
+                ctx.0.fd.signal();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Drop for Wake {
     fn drop(&mut self) {
         if let Some(ctx) = self.0.take() {
@@ -158,26 +172,30 @@ impl Context {
         let _leave = Leave(id);
         // Only what was queued when the call began (or `max` of it) runs; one
         // at a time, so a callback that closes the context stops the rest.
-        let budget = {
-            let mut q = self.lock();
-            if q.items.is_empty() && !q.closed {
-                // Readable with nothing queued: a signal that came after the
-                // dispatch that emptied the queue.
-                q.armed = false;
-                self.0.fd.clear();
-            }
-            if max == 0 {
-                q.items.len()
-            } else {
-                max.min(q.items.len())
-            }
-        };
         let mut ran = 0;
         let mut emptied = false;
-        while ran < budget {
+        let mut budget = usize::MAX;
+        loop {
+            if ran >= budget {
+                break;
+            }
             let next = {
                 let mut q = self.lock();
-                if q.closed {
+                if budget == usize::MAX {
+                    // The first hold also takes the budget.
+                    if q.items.is_empty() && !q.closed {
+                        // Readable with nothing queued: a signal that came
+                        // after the dispatch that emptied the queue.
+                        q.armed = false;
+                        self.0.fd.clear();
+                    }
+                    budget = if max == 0 {
+                        q.items.len()
+                    } else {
+                        max.min(q.items.len())
+                    };
+                }
+                if ran >= budget || q.closed {
                     break;
                 }
                 let next = q.items.pop_front();

@@ -2,6 +2,37 @@
 //! transactions' finalization), results, waits for the end, release, detach.
 
 use super::*;
+use crate::core::context::Wake;
+use std::cell::RefCell;
+
+thread_local! {
+    /// The context signal (and waiters' wake-up) of the job whose worker just
+    /// ended on this pool thread, until the pool lets it go
+    /// ([`release_held_end`]).
+    static HELD_END: RefCell<Option<(Wake, Job)>> = const { RefCell::new(None) };
+}
+
+/// Signals the context and wakes the waiters of the job whose end this pool
+/// thread held back: called by the pool (the hook given to
+/// `threads::after_task`) once the thread has listed itself
+/// idle (`idle`: then it also yields the CPU) or taken its next work, before
+/// it parks, spins, runs anything else or exits.
+pub(crate) fn release_held_end(idle: bool) {
+    if let Some((wake, job)) = HELD_END.with(|h| h.borrow_mut().take()) {
+        let signalled = wake.signal();
+        job.0.cv.notify_all();
+        drop(job);
+        if signalled && idle {
+            // The dispatcher just woken most often shares this CPU (a wake-up
+            // lands on the waker's): it runs now, and finds this thread idle
+            // for the next job it starts (waking it is then a store). Not
+            // when the thread has its next work: in a burst the fd wakes
+            // nobody (the dispatcher is busy), and a yield per job cost the
+            // pinned burst.
+            std::thread::yield_now();
+        }
+    }
+}
 
 impl Job {
     /// Starts the worker of a created job on a thread of the job's pool. Under
@@ -239,7 +270,7 @@ impl Job {
             st.cancel.cause = cause;
             inner.set_attention(ATTN_CANCEL);
         }
-        let pending = self.publish_end(st, end.state, end.error);
+        let pending = self.publish_end(st, end.state, end.error, true);
         match pending {
             Some(Undelivered::Dropped(run)) => drop(run),
             // No context: its own worker thread runs it, last.
@@ -341,7 +372,7 @@ impl Job {
             Life::Done(s) => s,
             _ => unreachable!("settle is only given terminal states"),
         };
-        let pending = self.publish_end(st, state, error);
+        let pending = self.publish_end(st, state, error, false);
         match pending {
             // Its context was closed: dropped unrun, its free functions run here.
             Some(Undelivered::Dropped(run)) => {
@@ -358,12 +389,15 @@ impl Job {
     /// [`Self::queue_completion`]), then the lock let go, the context's fd
     /// signalled with no lock held (its dispatcher, woken at once, runs into
     /// neither the job's nor the queue's lock, while this thread wakes
-    /// waiters — free when none wait), and the end logged.
+    /// waiters — free when none wait), and the end logged. `own_end`: the
+    /// worker's own end on its pool thread, whose signal and wake-up wait
+    /// until the thread is idle ([`release_held_end`]).
     fn publish_end(
         &self,
         mut st: StGuard<'_>,
         state: State,
         error: Option<JobError>,
+        own_end: bool,
     ) -> Option<Undelivered> {
         let inner = &self.0;
         let recorded = st.end.error.take();
@@ -372,8 +406,23 @@ impl Job {
         inner.set_attention(ATTN_DONE);
         let (wake, pending) = self.queue_completion(&mut st);
         drop(st);
-        drop(wake);
-        inner.cv.notify_all();
+        match wake {
+            // On a pool thread, the worker's own end: signalled (and waiters
+            // woken) once the thread has listed itself idle, right before it
+            // parks or takes its next work. The dispatcher woken most often
+            // shares this CPU (a wake-up lands on the waker's), so it could
+            // not run before then anyway, and the thread is then idle for
+            // the next job the dispatcher starts.
+            Some(wake) if own_end && crate::core::threads::after_task(release_held_end) => {
+                // One end a task; an earlier one still held goes first.
+                release_held_end(false);
+                HELD_END.with(|h| *h.borrow_mut() = Some((wake, self.clone())));
+            }
+            wake => {
+                drop(wake);
+                inner.cv.notify_all();
+            }
+        }
         log::debug(format_args!(
             "job {} '{}'{} {state}",
             inner.id,
@@ -396,14 +445,11 @@ impl Job {
     ) -> (Option<crate::core::context::Wake>, Option<Undelivered>) {
         let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
-            let job = self.clone();
-            // The job's events (END last) are delivered before it; due
-            // inside one of its own event callbacks (an external job ended
-            // there), it runs once that delivery is over.
-            let run: Box<dyn FnOnce() + Send> = Box::new(move || {
-                let j = job.clone();
-                job.after_events(Box::new(move || f(&j)));
-            });
+            // The job's events (END last) go first; a job with no event
+            // callback (none can be added once it exists) has none to wait
+            // for, and runs it with no lock and no second box.
+            let (job, events) = (self.clone(), st.events.is_some());
+            let run: Box<dyn FnOnce() + Send> = Box::new(move || job.run_completion(f, events));
             let Some(ctx) = context else {
                 return Some(Undelivered::Direct(run));
             };
@@ -416,6 +462,19 @@ impl Job {
             }
         });
         (wake, pending)
+    }
+
+    /// Runs the completion `f` of this ended job on this thread: after the
+    /// job's queued events (END last) are delivered when it has an event
+    /// callback (`events`) — and, when due inside one of its own event
+    /// callbacks (an external job ended there), once that delivery is over.
+    fn run_completion(self, f: CompleteFn, events: bool) {
+        if events {
+            let j = self.clone();
+            self.after_events(Box::new(move || f(&j)));
+        } else {
+            f(&self);
+        }
     }
 
     /// Runs a completion without a context on a bgjob thread of its own: the

@@ -26,11 +26,19 @@
 //! thread per CPU but one) before it parks, and a waker prefers it: waking it
 //! is a store, no system call.
 //!
+//! A job whose worker ended on a pool thread signals its context (and wakes
+//! its waiters) only once the thread has listed itself idle or taken its
+//! next work; listed idle, it then yields the CPU: the dispatcher that
+//! signal wakes most often shares the thread's CPU, so it runs at once and
+//! finds the thread idle for the job it starts next (see
+//! `job::release_held_end`).
+//!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
 //! thousand jobs blocked in their own waits would share its few chains.
 
 use crate::core::atomic::AtomicBool;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -69,6 +77,33 @@ const LOOKING_SCAN: usize = 8;
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
 /// thread with an unrepresentable stack size and panics instead of failing.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
+
+thread_local! {
+    /// Set on a pool thread ([`Pool::thread_main`]): a task may leave a step
+    /// for after the pool's bookkeeping ([`after_task`]).
+    static POOL_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// That step, taken and called by [`run_after_task`].
+    static AFTER_TASK: Cell<Option<fn(bool)>> = const { Cell::new(None) };
+}
+
+/// On a pool thread, has `f` called once the thread has listed itself idle
+/// (`f(true)`) or taken its next work (`f(false)`), before it parks, spins,
+/// runs anything else or exits, and returns true; elsewhere returns false
+/// and does nothing. A job's end uses it to signal its context then (see
+/// `job::release_held_end`).
+pub(crate) fn after_task(f: fn(bool)) -> bool {
+    if !POOL_THREAD.with(Cell::get) {
+        return false;
+    }
+    AFTER_TASK.with(|a| a.set(Some(f)));
+    true
+}
+
+fn run_after_task(idle: bool) {
+    if let Some(f) = AFTER_TASK.with(Cell::take) {
+        f(idle);
+    }
+}
 
 /// A unit of work for one thread.
 pub(crate) type Task = Box<dyn FnOnce() + Send + 'static>;
@@ -707,6 +742,7 @@ impl Pool {
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff::new());
+        POOL_THREAD.with(|p| p.set(true));
         let mut named = thread_name(&first.name);
         let mut next = Some((first, capped));
         // Listed idle past `max_idle`: it waits only the linger.
@@ -731,6 +767,8 @@ impl Pool {
                         // Runs here when the stack fits, else on a thread that
                         // has it.
                         Some((_, work)) if work.stack_size == stack_size => {
+                            drop(g);
+                            run_after_task(false);
                             next = Some((work, true));
                             continue;
                         }
@@ -745,7 +783,14 @@ impl Pool {
                         None => g.running -= 1,
                     }
                 }
-                match self.next_or_idle(g, id, stack_size, &handoff, false) {
+                let found = self.next_or_idle(g, id, stack_size, &handoff, false);
+                // Listed idle (or with its next work): the end of the job
+                // just run is signalled now, the dispatcher it wakes finds
+                // this thread idle for its next job, and the thread parks
+                // (or looks for work, yielding first) right after.
+                let idle = matches!(found, Ok(None) | Err(true));
+                run_after_task(idle);
+                match found {
                     Ok(Some(message)) => next = Some(message),
                     Ok(None) => lingering = false,
                     Err(true) => lingering = true,
