@@ -74,36 +74,47 @@ mod imp {
         off
     }
 
-    /// Reads word `i` (< `WORDS`) of this thread's block.
-    #[inline(always)]
-    pub(super) fn get(i: usize) -> usize {
-        let off = offset() + i * 8;
-        let v: usize;
-        // SAFETY: reads this thread's own 32-byte block at `off` from the
-        // thread pointer (`offset`); `i` is a `Word`, below `WORDS`.
-        unsafe {
-            std::arch::asm!(
-                "mov {v}, qword ptr fs:[{off}]",
-                off = in(reg) off,
-                v = out(reg) v,
-                options(nostack, readonly, preserves_flags),
-            );
-        }
-        v
-    }
+    /// This thread's block: found once, then read and written word by word.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Block(usize);
 
-    /// Writes word `i` (< `WORDS`) of this thread's block.
-    #[inline(always)]
-    pub(super) fn set(i: usize, v: usize) {
-        let off = offset() + i * 8;
-        // SAFETY: as in `get`, a write to this thread's own block.
-        unsafe {
-            std::arch::asm!(
-                "mov qword ptr fs:[{off}], {v}",
-                off = in(reg) off,
-                v = in(reg) v,
-                options(nostack, preserves_flags),
-            );
+    impl Block {
+        #[inline(always)]
+        pub(super) fn this_thread() -> Block {
+            Block(offset())
+        }
+
+        /// Reads word `i` (< `WORDS`).
+        #[inline(always)]
+        pub(super) fn get(self, i: usize) -> usize {
+            let off = self.0 + i * 8;
+            let v: usize;
+            // SAFETY: reads this thread's own 32-byte block at `off` from the
+            // thread pointer (`offset`); `i` is a `Word`, below `WORDS`.
+            unsafe {
+                std::arch::asm!(
+                    "mov {v}, qword ptr fs:[{off}]",
+                    off = in(reg) off,
+                    v = out(reg) v,
+                    options(nostack, readonly, preserves_flags),
+                );
+            }
+            v
+        }
+
+        /// Writes word `i` (< `WORDS`).
+        #[inline(always)]
+        pub(super) fn set(self, i: usize, v: usize) {
+            let off = self.0 + i * 8;
+            // SAFETY: as in `get`, a write to this thread's own block.
+            unsafe {
+                std::arch::asm!(
+                    "mov qword ptr fs:[{off}], {v}",
+                    off = in(reg) off,
+                    v = in(reg) v,
+                    options(nostack, preserves_flags),
+                );
+            }
         }
     }
 }
@@ -116,29 +127,63 @@ mod imp {
         static WORDS: [Cell<usize>; super::WORDS] = const { [const { Cell::new(0) }; super::WORDS] };
     }
 
-    #[inline(always)]
-    pub(super) fn get(i: usize) -> usize {
-        WORDS.with(|w| w[i].get())
-    }
+    /// This thread's block (a `thread_local!` here: each access finds it).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Block;
 
-    #[inline(always)]
-    pub(super) fn set(i: usize, v: usize) {
-        WORDS.with(|w| w[i].set(v));
+    impl Block {
+        #[inline(always)]
+        pub(super) fn this_thread() -> Block {
+            Block
+        }
+
+        #[inline(always)]
+        pub(super) fn get(self, i: usize) -> usize {
+            WORDS.with(|w| w[i].get())
+        }
+
+        #[inline(always)]
+        pub(super) fn set(self, i: usize, v: usize) {
+            WORDS.with(|w| w[i].set(v));
+        }
     }
 }
 
 const _: () = assert!((Word::Hazard as usize) < WORDS);
 
+pub(crate) use imp::Block;
+
+/// This thread's words: found once (on x86-64 Linux, the descriptor call),
+/// then each read or write is one access. Valid on this thread only.
+#[inline(always)]
+pub(crate) fn this_thread() -> Block {
+    Block::this_thread()
+}
+
+impl Block {
+    /// This thread's value of `w` (0 until set).
+    #[inline(always)]
+    pub(crate) fn read(self, w: Word) -> usize {
+        self.get(w as usize)
+    }
+
+    /// Sets this thread's value of `w`.
+    #[inline(always)]
+    pub(crate) fn write(self, w: Word, v: usize) {
+        self.set(w as usize, v);
+    }
+}
+
 /// This thread's value of `w` (0 until set).
 #[inline(always)]
 pub(crate) fn get(w: Word) -> usize {
-    imp::get(w as usize)
+    this_thread().read(w)
 }
 
 /// Sets this thread's value of `w`.
 #[inline(always)]
 pub(crate) fn set(w: Word, v: usize) {
-    imp::set(w as usize, v);
+    this_thread().write(w, v);
 }
 
 #[cfg(all(test, not(loom)))]

@@ -488,15 +488,17 @@ mod record {
 
     #[inline(always)]
     pub(super) fn get() -> WorkerRecord {
+        let words = tls::this_thread();
         (
-            tls::get(Word::WorkerHandle),
-            tls::get(Word::WorkerJob) as *const Job,
+            words.read(Word::WorkerHandle),
+            words.read(Word::WorkerJob) as *const Job,
         )
     }
 
     pub(super) fn set(r: WorkerRecord) {
-        tls::set(Word::WorkerHandle, r.0);
-        tls::set(Word::WorkerJob, r.1 as usize);
+        let words = tls::this_thread();
+        words.write(Word::WorkerHandle, r.0);
+        words.write(Word::WorkerJob, r.1 as usize);
     }
 }
 
