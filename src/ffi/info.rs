@@ -108,39 +108,19 @@ pub(super) unsafe fn write_info(
             // struct built on the stack and copied out read its two
             // trailing bools back as one word: a store-forwarding stall
             // that cost a fifth of the call.)
-            // Every field by name, no `..`: a field added to `bgjob_info`
-            // fails to build here until it is stored too (and a name left
-            // out of `store!` is an unused variable, which clippy refuses).
-            let bgjob_info {
-                struct_size,
-                job_type,
-                state,
-                cancel_requested,
-                pause_requested,
-                elapsed_ms,
-                remaining_ms,
-                percent,
-                error_code,
-                current,
-                total,
-                rate,
-                since_progress_ms,
-                id,
-                cancel_cause,
-                pause_count,
-                iostatus,
-                error_policy,
-                complete_requested,
-                cancel_soft,
-            } = out;
-            macro_rules! store {
-                ($($f:ident),*) => {$(
-                    // SAFETY: the caller's struct holds `size` bytes,
-                    // at least this field's end, by contract.
-                    unsafe { (&raw mut (*info_out).$f).write_unaligned($f) };
-                )*};
+            // Every field by name, once, and no `..`: a field added to
+            // `bgjob_info` fails to build here until it is stored too.
+            macro_rules! store_all {
+                ($($f:ident),*) => {
+                    let bgjob_info { $($f),* } = out;
+                    $(
+                        // SAFETY: the caller's struct holds `size` bytes,
+                        // at least this field's end, by contract.
+                        unsafe { (&raw mut (*info_out).$f).write_unaligned($f) };
+                    )*
+                };
             }
-            store!(
+            store_all!(
                 struct_size,
                 job_type,
                 state,
