@@ -357,6 +357,15 @@ ASAN_ENV    = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detec
               UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(abspath $(ASAN_OUT))/logs/ubsan \
               LSAN_OPTIONS=log_path=$(abspath $(ASAN_OUT))/logs/lsan
 
+# ASAN_SKIP_CASES (TAP_SKIP, as for valgrind below): the one case skipped forks
+# children while other threads load and unload a library, and the child must
+# be able to allocate. glibc's malloc is locked across fork; gcc 12's ASan
+# allocator is not: a child forked while a loader thread held one of its
+# size-class locks hangs in its first malloc (gdb: the child in
+# SizeClassAllocator64::GetFromAllocator, under bgjob's first Arc::new). It
+# runs natively and under valgrind.
+ASAN_SKIP_CASES := test_first_create_in_a_child_forked_during_dlopen
+
 $(ASAN_OUT)/tests/%: ffi-tests/%.c $(TEST_LIB) $(TEST_HDRS) include/bgjob.h $(RELEASE)/$(SONAME)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ $< $(TEST_LIB) $(LDLIBS)
@@ -388,7 +397,7 @@ check-asan: $(ASAN_TESTS) $(ASAN_OUT)/canary
 	done; echo "sanitizers: canaries for overflow, leak and UB all reported"
 	@rm -rf $(ASAN_OUT)/logs && mkdir -p $(ASAN_OUT)/logs && chmod 1777 $(ASAN_OUT)/logs
 	$(ASAN_ENV) STRESS_OPS=$${STRESS_OPS_ASAN:-50000} FUZZ_OPS=$${FUZZ_OPS_ASAN:-20000} \
-	  $(PROVE) --exec '' $(ASAN_TESTS)
+	  TAP_SKIP=$(ASAN_SKIP_CASES) $(PROVE) --exec '' $(ASAN_TESTS)
 	@n=$$(find $(ASAN_OUT)/logs -type f | wc -l); \
 	if [ "$$n" != 0 ]; then echo "sanitizers: $$n report file(s):" >&2; \
 	  head -n 40 $(ASAN_OUT)/logs/* >&2; exit 1; fi; \
