@@ -14,29 +14,27 @@ fn ns(ts: &libc::timespec) -> i64 {
 /// libc.
 #[inline]
 fn read(id: libc::clockid_t) -> i64 {
+    let f = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
+    if f <= VDSO_NONE {
+        return read_libc(id);
+    }
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    let f = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
-    if f > VDSO_NONE {
-        // SAFETY: `f` is the vDSO's `clock_gettime` (resolved once by
-        // `resolve_vdso`; the vDSO stays mapped at that address for the life
-        // of the process and of its forked children), called as glibc calls
-        // it with a valid clock id and a timespec to fill.
-        unsafe {
-            let f: VdsoClockGettime = std::mem::transmute::<usize, VdsoClockGettime>(f);
-            f(id, &mut ts);
-        }
-    } else {
-        // SAFETY: a valid clock id and a timespec to fill; it cannot fail.
-        unsafe { libc::clock_gettime(id, &mut ts) };
+    // SAFETY: `f` is the vDSO's `clock_gettime` (resolved once by
+    // `resolve_vdso`; the vDSO stays mapped at that address for the life of
+    // the process and of its forked children), called as glibc calls it with
+    // a valid clock id and a timespec to fill.
+    unsafe {
+        let f: VdsoClockGettime = std::mem::transmute::<usize, VdsoClockGettime>(f);
+        f(id, &mut ts);
     }
     ns(&ts)
 }
 
-/// Reads clock `id` through libc only (the tests' reference).
-#[cfg(all(test, not(loom)))]
+/// Reads clock `id` through libc (before the vDSO is found, or where there is
+/// none; the tests' reference).
 fn read_libc(id: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

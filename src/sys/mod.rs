@@ -677,13 +677,6 @@ pub(crate) fn prefetch<T>(p: &T) {
     let _ = p;
 }
 
-/// `CLOCK_MONOTONIC` in ns: the clock `std::time::Instant` reads, without its
-/// `Duration` arithmetic (getinfo's clock, `core::job::info`).
-#[inline]
-pub(crate) fn monotonic_ns() -> i64 {
-    clock::monotonic_ns()
-}
-
 #[cfg(test)]
 mod tests {
     /// Core names the errno values it uses without libc: each is libc's.

@@ -212,7 +212,7 @@ pub(super) struct StatusLine {
     epoch_ns: i64,
 }
 
-pub(super) use crate::sys::monotonic_ns;
+pub(super) use crate::sys::clock::monotonic_ns;
 use crate::sys::prefetch;
 
 impl StatusLine {
