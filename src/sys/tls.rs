@@ -174,18 +174,6 @@ impl Block {
     }
 }
 
-/// This thread's value of `w` (0 until set).
-#[inline(always)]
-pub(crate) fn get(w: Word) -> usize {
-    this_thread().read(w)
-}
-
-/// Sets this thread's value of `w`.
-#[inline(always)]
-pub(crate) fn set(w: Word, v: usize) {
-    this_thread().write(w, v);
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -199,19 +187,19 @@ mod tests {
             for t in 1..=4usize {
                 s.spawn(move || {
                     for w in words {
-                        assert_eq!(get(w), 0);
+                        assert_eq!(this_thread().read(w), 0);
                     }
                     for (k, w) in words.iter().enumerate() {
-                        set(*w, t * 100 + k);
+                        this_thread().write(*w, t * 100 + k);
                     }
                     for _ in 0..1000 {
                         for (k, w) in words.iter().enumerate() {
-                            assert_eq!(get(*w), t * 100 + k);
+                            assert_eq!(this_thread().read(*w), t * 100 + k);
                         }
                         std::thread::yield_now();
                     }
                     for w in words {
-                        set(w, 0);
+                        this_thread().write(w, 0);
                     }
                 });
             }

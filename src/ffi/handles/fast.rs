@@ -231,7 +231,7 @@ impl<T> Mirror<T> {
         #[cfg(not(loom))]
         {
             HAZARDS.forget_all_after_fork();
-            tls::set(Word::Hazard, 0);
+            tls::this_thread().write(Word::Hazard, 0);
         }
     }
 }
@@ -410,8 +410,9 @@ struct Release;
 #[cfg(not(loom))]
 impl Drop for Release {
     fn drop(&mut self) {
-        let k = tls::get(Word::Hazard);
-        tls::set(Word::Hazard, 0);
+        let words = tls::this_thread();
+        let k = words.read(Word::Hazard);
+        words.write(Word::Hazard, 0);
         if k != 0 {
             HAZARDS.give_back(k - 1);
         }
@@ -429,13 +430,13 @@ impl Hazard {
         // Registers the destructor that gives the record back.
         RELEASE.try_with(|_| ()).ok()?;
         let k = HAZARDS.claim()?;
-        tls::set(Word::Hazard, k + 1);
+        tls::this_thread().write(Word::Hazard, k + 1);
         Some(&HAZARDS.records[k])
     }
 
     /// This thread's record if it has claimed one.
     fn current() -> Option<&'static Hazard> {
-        let k = tls::get(Word::Hazard);
+        let k = tls::this_thread().read(Word::Hazard);
         (k != 0).then(|| &HAZARDS.records[k - 1])
     }
 }
