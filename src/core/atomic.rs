@@ -28,3 +28,47 @@ pub(crate) fn backoff(spins: &mut u32) {
         std::thread::yield_now();
     }
 }
+
+/// A sequence lock's writer side, for writers that may race: waits until
+/// `seq` is even, makes it odd with a compare-and-swap (excluding other
+/// writers) and returns the even value it had. The caller then stores its
+/// fields and publishes them with `seq.store(s + 2, Ordering::Release)` (or
+/// gives up with `seq.store(s, Ordering::Release)`). The fence keeps the
+/// field stores from becoming visible before the odd sequence.
+pub(crate) fn seq_write_begin(seq: &AtomicU64) -> u64 {
+    let mut spins = 0u32;
+    let s = loop {
+        let s = seq.load(Ordering::Relaxed);
+        if s & 1 == 0
+            && seq
+                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            break s;
+        }
+        backoff(&mut spins);
+    };
+    fence(Ordering::Release);
+    s
+}
+
+/// A sequence lock's reader side: runs `read` (relaxed loads of the fields)
+/// until it ran between two loads of `seq` that saw the same even value, and
+/// returns that result: a snapshot one writer published whole. Spins only
+/// while a writer is mid-update; never waits on a lock.
+#[inline(always)]
+pub(crate) fn seq_read<T>(seq: &AtomicU64, mut read: impl FnMut() -> T) -> T {
+    let mut spins = 0u32;
+    loop {
+        let s1 = seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            backoff(&mut spins);
+            continue;
+        }
+        let v = read();
+        fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) == s1 {
+            return v;
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //! half applied. A string setter takes the strings' mutex (and so does a
 //! reader, inside its retry loop).
 
-use super::atomic::{AtomicU8, AtomicU64, Ordering, backoff, fence};
+use super::atomic::{AtomicU8, AtomicU64, Ordering, backoff, fence, seq_write_begin};
 use super::error::Error;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -190,21 +190,7 @@ impl Stats {
     /// Makes the sequence odd (excluding other writers), runs `f`, makes it
     /// even again.
     fn write(&self, f: impl FnOnce()) {
-        let mut spins = 0u32;
-        let seq = loop {
-            let s = self.seq.load(Ordering::Relaxed);
-            if s & 1 == 0
-                && self
-                    .seq
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                break s;
-            }
-            backoff(&mut spins);
-        };
-        // Keeps the stores in `f` from becoming visible before the odd sequence.
-        fence(Ordering::Release);
+        let seq = seq_write_begin(&self.seq);
         f();
         self.seq.store(seq + 2, Ordering::Release);
     }

@@ -24,7 +24,7 @@
 //! runs, active time is `now - running_since`; while it is paused, not yet
 //! started or ended, it is the base, frozen.
 
-use super::super::atomic::{AtomicI64, AtomicU64, Ordering, backoff, fence};
+use super::super::atomic::{AtomicI64, AtomicU64, Ordering, fence, seq_read};
 use super::*;
 
 /// The status fields one snapshot holds (see the module docs).
@@ -262,22 +262,15 @@ impl StatusLine {
     /// One consistent status: spins only while a write is in progress.
     #[inline]
     pub(super) fn snapshot(&self) -> Status {
-        let mut spins = 0u32;
-        loop {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                backoff(&mut spins);
-                continue;
-            }
-            let flags = self.flags.load(Ordering::Relaxed);
-            let counts = self.counts.load(Ordering::Relaxed);
-            let base = self.base.load(Ordering::Relaxed);
-            let since = self.since.load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
-                return Status::from_words(flags, counts, base, since);
-            }
-        }
+        let (flags, counts, base, since) = seq_read(&self.seq, || {
+            (
+                self.flags.load(Ordering::Relaxed),
+                self.counts.load(Ordering::Relaxed),
+                self.base.load(Ordering::Relaxed),
+                self.since.load(Ordering::Relaxed),
+            )
+        });
+        Status::from_words(flags, counts, base, since)
     }
 }
 

@@ -44,7 +44,9 @@
 //! to two ticks (8 ms with a 250 Hz tick) short, never long. It is `max`-ed
 //! with the time already recorded, so it never goes back when writers race.
 
-use super::atomic::{AtomicI32, AtomicI64, AtomicU8, AtomicU64, Ordering, backoff, fence};
+use super::atomic::{
+    AtomicI32, AtomicI64, AtomicU8, AtomicU64, Ordering, backoff, fence, seq_read, seq_write_begin,
+};
 use std::time::Instant;
 
 /// How many coarse-clock ticks an update's recorded time is put ahead of the
@@ -320,21 +322,7 @@ impl Progress {
         now: i64,
         f: impl FnOnce(&mut Fields) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut spins = 0u32;
-        let seq = loop {
-            let s = self.seq.load(Ordering::Relaxed);
-            if s & 1 == 0
-                && self
-                    .seq
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                break s;
-            }
-            backoff(&mut spins);
-        };
-        // Keeps the field stores below from becoming visible before the odd sequence.
-        fence(Ordering::Release);
+        let seq = seq_write_begin(&self.seq);
         let old = self.load_fields();
         let mut fields = old;
         let result = f(&mut fields);
@@ -385,19 +373,7 @@ impl Progress {
     /// One consistent snapshot. Spins only while a writer is mid-update (a handful
     /// of stores); never waits on a lock.
     pub fn snapshot(&self) -> Fields {
-        let mut spins = 0u32;
-        loop {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                backoff(&mut spins);
-                continue;
-            }
-            let fields = self.load_fields();
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
-                return fields;
-            }
-        }
+        seq_read(&self.seq, || self.load_fields())
     }
 
     /// Time from the last update in `f` (a snapshot) to `now`, in ns (never
