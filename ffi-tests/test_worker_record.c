@@ -12,6 +12,9 @@
  *   parks on that job's pause, and a destroyed one is INVALID_HANDLE;
  * - updates are pause points on the worker's own thread (and are not with
  *   BGJOB_CREATE_UPDATES_NEVER_PARK), counting the unit of the parked call;
+ * - the worker's own cancel checks and pause points (answered from the record
+ *   while nothing is pending) still see a cancel and park on a pause, and on
+ *   another job's handle answer for that job, not the worker's;
  * - a pool thread reused for a later job keeps nothing of the earlier one: the
  *   earlier (destroyed) handle is INVALID_HANDLE there, never a shortcut to
  *   freed memory;
@@ -190,7 +193,26 @@ static bool test_other_jobs_handle_from_a_worker(void)
 struct looper {
     atomic_long calls, returned;
     atomic_int stop;
+    bool pause_points; /* loop on bgjob_job_pause_point, not add_units */
+    atomic_int last_rc;
 };
+
+/* Pause points until cancelled (each one counted before and after). */
+static int32_t worker_pause_point_loop(void *userdata, bgjob_job *job)
+{
+    struct looper *l = userdata;
+
+    while (!atomic_load(&l->stop)) {
+        atomic_fetch_add(&l->calls, 1);
+        bgjob_result rc = bgjob_job_pause_point(job);
+        atomic_store(&l->last_rc, rc);
+        if (rc != BGJOB_RESULT_OK)
+            return 1;
+        if (atomic_fetch_add(&l->returned, 1) % 64 == 63)
+            sched_yield();
+    }
+    return 0;
+}
 
 static int32_t worker_add_loop(void *userdata, bgjob_job *job)
 {
@@ -209,14 +231,18 @@ static int32_t worker_add_loop(void *userdata, bgjob_job *job)
 }
 
 /* While paused, the worker sits inside one add_units call (and the unit of
- * that call is counted); with UPDATES_NEVER_PARK it keeps going. */
-static bool pause_case(uint32_t flags, bool parks)
+ * that call is counted); with UPDATES_NEVER_PARK it keeps going. With
+ * `pause_points`, the worker loops on pause points instead (which park
+ * whatever the flags). */
+static bool pause_case(uint32_t flags, bool parks, bool pause_points)
 {
     static struct looper l;
     bool ok = true;
 
     memset(&l, 0, sizeof l);
-    bgjob_job *job = start_job(worker_add_loop, &l, flags);
+    l.pause_points = pause_points;
+    bgjob_job *job =
+        start_job(pause_points ? worker_pause_point_loop : worker_add_loop, &l, flags);
     REQUIRE(job != NULL);
     CHECK(poll_long_ge(&l.returned, 1000));
     CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
@@ -235,14 +261,15 @@ static bool pause_case(uint32_t flags, bool parks)
             sleep_ms(50);
             rested = c == r + 1 && atomic_load(&l.calls) == c && atomic_load(&l.returned) == r;
         }
-        CHECKF(rested, "the worker never parked in add_units (calls %ld returned %ld)", c, r);
+        CHECKF(rested, "the worker never parked (calls %ld returned %ld)", c, r);
         sleep_ms(100);
-        CHECKF(atomic_load(&l.returned) == r, "add_units returned while paused (%ld -> %ld)",
-               r, atomic_load(&l.returned));
+        CHECKF(atomic_load(&l.returned) == r, "the call returned while paused (%ld -> %ld)", r,
+               atomic_load(&l.returned));
         bgjob_info info;
         if (info_of(job, &info)) {
             CHECK_STATE(info.state, BGJOB_STATE_PAUSED);
-            CHECK_EQ(info.current, (uint64_t)c);
+            if (!pause_points)
+                CHECK_EQ(info.current, (uint64_t)c);
         }
     } else {
         long r = atomic_load(&l.returned);
@@ -251,6 +278,14 @@ static bool pause_case(uint32_t flags, bool parks)
     CHECK_RC(bgjob_job_resume(job), BGJOB_RESULT_OK);
     long r = atomic_load(&l.returned);
     CHECK(poll_long_ge(&l.returned, r + 1000));
+    if (pause_points) {
+        /* A cancel reaches the looping worker through its pause point. */
+        CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+        CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+        CHECK_RC(atomic_load(&l.last_rc), BGJOB_RESULT_CANCELLED);
+        CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+        return ok;
+    }
     atomic_store(&l.stop, 1);
     CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
     {
@@ -264,12 +299,111 @@ static bool pause_case(uint32_t flags, bool parks)
 
 static bool test_add_units_parks_its_own_worker(void)
 {
-    return pause_case(0, true);
+    return pause_case(0, true, false);
 }
 
 static bool test_add_units_never_parks_with_the_flag(void)
 {
-    return pause_case(BGJOB_CREATE_UPDATES_NEVER_PARK, false);
+    return pause_case(BGJOB_CREATE_UPDATES_NEVER_PARK, false, false);
+}
+
+static bool test_pause_point_parks_its_own_worker_and_sees_cancel(void)
+{
+    return pause_case(BGJOB_CREATE_UPDATES_NEVER_PARK, true, true);
+}
+
+/* ---- the worker's own cancel check sees a cancel -------------------------- */
+
+struct checker {
+    atomic_long checks;
+    atomic_int last_rc;
+};
+
+static int32_t worker_check_loop(void *userdata, bgjob_job *job)
+{
+    struct checker *c = userdata;
+    bgjob_result rc;
+
+    while ((rc = bgjob_job_check_cancel(job)) == BGJOB_RESULT_OK) {
+        if (atomic_fetch_add(&c->checks, 1) % 64 == 63)
+            sched_yield();
+    }
+    atomic_store(&c->last_rc, rc);
+    return 1;
+}
+
+static bool test_check_cancel_sees_a_cancel_on_its_own_worker(void)
+{
+    static struct checker c;
+    bool ok = true;
+
+    memset(&c, 0, sizeof c);
+    bgjob_job *job = start_job(worker_check_loop, &c, 0);
+    REQUIRE(job != NULL);
+    CHECK(poll_long_ge(&c.checks, 1000));
+    /* A pause is pending too: the check still answers "not cancelled"... */
+    CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
+    long n = atomic_load(&c.checks);
+    CHECK(poll_long_ge(&c.checks, n + 1000));
+    /* ...and after a cancel, "cancelled": the loop never ends otherwise. */
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_RC(atomic_load(&c.last_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+/* ---- a worker's cancel check and pause point on a cancelled job's handle --- */
+
+struct across {
+    bgjob_job *victim; /* running, cancel requested */
+    atomic_int victim_check_rc, victim_pause_rc, own_check_rc, own_pause_rc, done;
+};
+
+static int32_t worker_checks_other(void *userdata, bgjob_job *job)
+{
+    struct across *a = userdata;
+
+    atomic_store(&a->own_check_rc, bgjob_job_check_cancel(job));
+    atomic_store(&a->victim_check_rc, bgjob_job_check_cancel(a->victim));
+    atomic_store(&a->victim_pause_rc, bgjob_job_pause_point(a->victim));
+    atomic_store(&a->own_pause_rc, bgjob_job_pause_point(job));
+    atomic_store(&a->done, 1);
+    return 0;
+}
+
+static bool test_cancel_check_on_another_handle_answers_for_that_job(void)
+{
+    static struct across a;
+    struct tracker tv;
+    struct gate hold;
+    bool ok = true;
+
+    memset(&a, 0, sizeof a);
+    tracker_init(&tv);
+    gate_init(&hold);
+    tv.gate = &hold;
+    CHECK_RC(job_create(&tv, worker_gated, 0, BGJOB_JOB_TYPE_BOUNDED, NULL, &a.victim),
+             BGJOB_RESULT_OK);
+    REQUIRE(a.victim != NULL);
+    CHECK(poll_int_eq(&tv.runs, 1));
+    CHECK_RC(bgjob_job_cancel(a.victim, NULL), BGJOB_RESULT_OK);
+
+    bgjob_job *job = start_job(worker_checks_other, &a, 0);
+    REQUIRE(job != NULL);
+    CHECK(poll_int_eq(&a.done, 1));
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    /* The worker's own job has nothing pending; the victim was cancelled. */
+    CHECK_RC(atomic_load(&a.own_check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&a.own_pause_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&a.victim_check_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(atomic_load(&a.victim_pause_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    gate_open(&hold);
+    CHECK_STATE(wait_end(a.victim), BGJOB_STATE_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(a.victim), BGJOB_RESULT_OK);
+    gate_destroy(&hold);
+    return ok;
 }
 
 /* ---- a pool thread reused by a later job --------------------------------------- */
@@ -464,6 +598,9 @@ int main(void)
         TAP_TEST(test_other_jobs_handle_from_a_worker),
         TAP_TEST(test_add_units_parks_its_own_worker),
         TAP_TEST(test_add_units_never_parks_with_the_flag),
+        TAP_TEST(test_pause_point_parks_its_own_worker_and_sees_cancel),
+        TAP_TEST(test_check_cancel_sees_a_cancel_on_its_own_worker),
+        TAP_TEST(test_cancel_check_on_another_handle_answers_for_that_job),
         TAP_TEST(test_reused_thread_forgets_the_earlier_job),
         TAP_TEST(test_completion_on_the_worker_thread_is_not_the_worker),
         TAP_TEST(test_virjob_updates_refused_after_its_finish),

@@ -24,6 +24,7 @@ pub(crate) mod timer;
 
 pub use child::{ChildExit, Output, Spawn, Stream};
 pub use context::{Completion, Context, DispatchError};
+pub(crate) use job::Inner as JobHot;
 pub use job::{
     Builder, CancelCause, CancelStatus, CompleteFn, Control, ControlFn, Declare, Error,
     ErrorAction, ErrorPolicy, Event, EventFn, EventKind, FdEvents, HookAdded, HookFn, HookId,

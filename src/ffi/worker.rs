@@ -6,9 +6,8 @@
 //! (then only pause points and cancellable waits park). Progress calls do not report a cancel (an update is not a failure);
 //! `bgjob_job_check_cancel` and `bgjob_job_pause_point` do.
 
-use super::handles::{with_job, worker_job};
+use super::handles::{with_job, worker_hot};
 use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
-use crate::core::job::WorkerUpdate;
 use crate::core::{self, Job};
 use std::ffi::c_char;
 
@@ -37,6 +36,18 @@ fn update(job: *mut bgjob_job, f: impl FnOnce(&Job, bool) -> Result<(), core::Er
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_result {
+    // The worker's per-block check with nothing pending: one thread-local
+    // read and one load, outside the panic catcher (nothing here panics).
+    if worker_hot(job).is_some_and(|j| j.nothing_pending()) {
+        return bgjob_result::Ok;
+    }
+    check_cancel(job)
+}
+
+/// `bgjob_job_check_cancel`'s general path.
+#[cold]
+#[inline(never)]
+fn check_cancel(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| {
         if with_job(job, |j, _| j.is_cancel_requested())? {
             Err(bgjob_result::Cancelled)
@@ -59,6 +70,18 @@ pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_re
 /// there instead.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_result {
+    // As `bgjob_job_check_cancel`: the worker with nothing pending returns
+    // at once.
+    if worker_hot(job).is_some_and(|j| j.nothing_pending()) {
+        return bgjob_result::Ok;
+    }
+    pause_point(job)
+}
+
+/// `bgjob_job_pause_point`'s general path.
+#[cold]
+#[inline(never)]
+fn pause_point(job: *mut bgjob_job) -> bgjob_result {
     boundary(|| with_job(job, |j, _| j.pause_point())?.map_err(Into::into))
 }
 
@@ -107,12 +130,8 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
     // layers, and (as nothing on it can panic) outside the panic catcher
     // (docs/performance.md, "Progress updates"). Everything else is out of
     // line, so this path saves no more registers than it uses.
-    if let Some(j) = worker_job(job) {
-        match j.add_units_as_worker(units) {
-            WorkerUpdate::Done => return bgjob_result::Ok,
-            WorkerUpdate::DoneThenAfterUpdate => return after_update(j),
-            WorkerUpdate::NotDone => {}
-        }
+    if worker_hot(job).is_some_and(|j| j.add_units_as_worker(units)) {
+        return bgjob_result::Ok;
     }
     add_units(job, units)
 }
@@ -122,16 +141,6 @@ pub unsafe extern "C" fn bgjob_job_add_units(job: *mut bgjob_job, units: u64) ->
 #[inline(never)]
 fn add_units(job: *mut bgjob_job, units: u64) -> bgjob_result {
     boundary(|| update(job, |j, on_worker| j.add_units_from(on_worker, units)))
-}
-
-/// The pause point after an update on the worker's fast path.
-#[cold]
-#[inline(never)]
-fn after_update(j: &Job) -> bgjob_result {
-    boundary(|| {
-        j.after_update();
-        Ok(())
-    })
 }
 
 /// Sets the percent done directly, for workers that count in percent rather

@@ -14,27 +14,31 @@ fn ns(ts: &libc::timespec) -> i64 {
 /// libc.
 #[inline]
 fn read(id: libc::clockid_t) -> i64 {
-    let f = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
-    if f <= VDSO_NONE {
-        return read_libc(id);
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `f` is the vDSO's `clock_gettime` (resolved once by
-    // `resolve_vdso`; the vDSO stays mapped at that address for the life of
-    // the process and of its forked children), called as glibc calls it with
-    // a valid clock id and a timespec to fill.
+    let f = CLOCK_GETTIME.load(Ordering::Relaxed);
+    let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `f` is either [`libc_clock_gettime`] or the vDSO's
+    // `clock_gettime` (resolved once by `resolve_vdso`; the vDSO stays mapped
+    // at that address for the life of the process and of its forked
+    // children), both called as glibc calls the vDSO's: a valid clock id and
+    // a timespec to fill. Either fills it: the ids bgjob reads (monotonic,
+    // coarse monotonic) cannot fail.
     unsafe {
-        let f: VdsoClockGettime = std::mem::transmute::<usize, VdsoClockGettime>(f);
-        f(id, &mut ts);
+        let f: ClockGettime = std::mem::transmute::<*mut (), ClockGettime>(f);
+        f(id, ts.as_mut_ptr());
+        ns(&ts.assume_init())
     }
-    ns(&ts)
 }
 
-/// Reads clock `id` through libc (before the vDSO is found, or where there is
-/// none; the tests' reference).
+/// libc's `clock_gettime` with the vDSO function's signature: what
+/// [`CLOCK_GETTIME`] calls until (or unless) the vDSO's is found, so a read
+/// never checks which one it has.
+extern "C" fn libc_clock_gettime(id: libc::clockid_t, ts: *mut libc::timespec) -> libc::c_int {
+    // SAFETY: `read`'s valid clock id and timespec, passed through.
+    unsafe { libc::clock_gettime(id, ts) }
+}
+
+/// Reads clock `id` through libc: the tests' reference.
+#[cfg(test)]
 fn read_libc(id: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -57,14 +61,20 @@ pub(crate) fn coarse_ns() -> i64 {
     read(libc::CLOCK_MONOTONIC_COARSE)
 }
 
-type VdsoClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
+type ClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
-/// The vDSO's `clock_gettime`, or [`VDSO_UNKNOWN`] / [`VDSO_NONE`].
-static VDSO_CLOCK_GETTIME: AtomicUsize = AtomicUsize::new(VDSO_UNKNOWN);
-const VDSO_UNKNOWN: usize = 0;
-const VDSO_NONE: usize = 1;
+/// The `clock_gettime` [`read`] calls: the vDSO's once [`resolve_vdso`]
+/// found it, else [`libc_clock_gettime`].
+static CLOCK_GETTIME: AtomicPtr<()> = AtomicPtr::new(libc_clock_gettime as *mut ());
+/// Whether [`resolve_vdso`] looked: [`VDSO_UNKNOWN`], [`VDSO_NONE`] or
+/// [`VDSO_FOUND`].
+static VDSO: AtomicU8 = AtomicU8::new(VDSO_UNKNOWN);
+const VDSO_UNKNOWN: u8 = 0;
+const VDSO_NONE: u8 = 1;
+#[cfg_attr(not(test), allow(dead_code))]
+const VDSO_FOUND: u8 = 2;
 
 /// Looks up the vDSO's `clock_gettime` once per process, so that
 /// [`coarse_ns`] can call it directly; until then, and where there is none
@@ -78,11 +88,16 @@ const VDSO_NONE: usize = 1;
 /// inside `dlopen` (the loader's state is half-changed there: glibc aborts).
 /// A copy of bgjob whose constructor did not run keeps the libc read.
 pub(crate) fn resolve_vdso() {
-    if VDSO_CLOCK_GETTIME.load(Ordering::Relaxed) != VDSO_UNKNOWN {
+    if VDSO.load(Ordering::Relaxed) != VDSO_UNKNOWN {
         return;
     }
-    let found = lookup_vdso().unwrap_or(VDSO_NONE);
-    VDSO_CLOCK_GETTIME.store(found, Ordering::Relaxed);
+    match lookup_vdso() {
+        Some(f) => {
+            CLOCK_GETTIME.store(f, Ordering::Relaxed);
+            VDSO.store(VDSO_FOUND, Ordering::Relaxed);
+        }
+        None => VDSO.store(VDSO_NONE, Ordering::Relaxed),
+    }
 }
 
 /// [`resolve_vdso`] as the library is loaded: for a program linked with
@@ -99,7 +114,7 @@ static RESOLVE_VDSO_AT_LOAD: extern "C" fn() = {
     at_load
 };
 
-fn lookup_vdso() -> Option<usize> {
+fn lookup_vdso() -> Option<*mut ()> {
     let (lib, sym): (&[u8], &[u8]) = if cfg!(target_arch = "x86_64") {
         (b"linux-vdso.so.1\0", b"__vdso_clock_gettime\0")
     } else if cfg!(target_arch = "aarch64") {
@@ -117,8 +132,7 @@ fn lookup_vdso() -> Option<usize> {
         }
         libc::dlsym(h, sym.as_ptr().cast())
     };
-    let f = f as usize;
-    (f > VDSO_NONE).then_some(f)
+    (!f.is_null()).then_some(f.cast())
 }
 
 /// The tick of `CLOCK_MONOTONIC_COARSE` (`clock_getres`) in ns; `None` if
@@ -173,12 +187,16 @@ mod tests {
     #[test]
     fn the_vdso_reads_are_libc_s_clocks() {
         // Resolved as the library was loaded, not by a call.
-        let resolved = VDSO_CLOCK_GETTIME.load(Ordering::Relaxed);
+        let resolved = VDSO.load(Ordering::Relaxed);
         assert_ne!(resolved, VDSO_UNKNOWN);
         // SAFETY: getauxval reads the process's auxiliary vector.
         let mapped = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } != 0;
         if cfg!(target_arch = "x86_64") && mapped {
-            assert!(resolved > VDSO_NONE, "the vDSO is mapped but not found");
+            assert_eq!(resolved, VDSO_FOUND, "the vDSO is mapped but not found");
+            assert_ne!(
+                CLOCK_GETTIME.load(Ordering::Relaxed),
+                libc_clock_gettime as *mut ()
+            );
         }
         for id in [libc::CLOCK_MONOTONIC_COARSE, libc::CLOCK_MONOTONIC] {
             for _ in 0..10_000 {

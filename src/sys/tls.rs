@@ -29,6 +29,9 @@ pub(crate) enum Word {
     /// This thread's hazard record for lock-free handle reads, index + 1
     /// (`ffi::handles::fast`).
     Hazard = 2,
+    /// The shared state of the job whose C worker runs on this thread
+    /// (`ffi::handles`: its fast paths skip the load through the `Job`).
+    WorkerHot = 3,
 }
 
 const WORDS: usize = 4;

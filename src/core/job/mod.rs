@@ -55,7 +55,6 @@ use st::{Life, St, WorkerSlot};
 pub use txn::Txn;
 pub use types::*;
 pub use update::Worker;
-pub(crate) use update::WorkerUpdate;
 
 /// The job whose worker runs on this thread: the one record, for every
 /// layer, of "this thread is that job's worker" (the C layer keeps its own
@@ -138,7 +137,10 @@ const ATTN_PAUSE: u8 = 2;
 /// updates after either take the slow path and are refused.
 const ATTN_DONE: u8 = 4;
 
-struct Inner {
+/// A job's shared state. Only [`Job::hot`] lends it out of this module: for
+/// the C layer's worker record, which reaches the worker's fast paths through
+/// it with one load fewer than through a `&Job`.
+pub(crate) struct Inner {
     id: u64,
     name: String,
     job_type: JobType,
@@ -291,6 +293,15 @@ impl PartialEq for Job {
 }
 
 impl Eq for Job {}
+
+impl Job {
+    /// The job's shared state, for the worker's fast paths
+    /// ([`Inner::add_units_as_worker`], [`Inner::nothing_pending`]).
+    #[inline(always)]
+    pub(crate) fn hot(&self) -> &Inner {
+        &self.0
+    }
+}
 
 impl Inner {
     fn now_ns(&self) -> i64 {

@@ -121,27 +121,6 @@ impl Job {
         }
     }
 
-    /// [`Job::add_units`] by the job's own worker thread when nothing is
-    /// pending on the job (no cancel, pause or end): the attention bits, the
-    /// coarse clock and the solo window. Nothing here can panic (the C layer
-    /// calls it outside its panic catcher). The C layer's per-block call (it
-    /// knows the caller is the worker from its own thread-local record).
-    #[inline(always)]
-    pub(crate) fn add_units_as_worker(&self, n: u64) -> WorkerUpdate {
-        let inner = &*self.0;
-        if inner.attention.load(Ordering::Acquire) != 0 {
-            return WorkerUpdate::NotDone;
-        }
-        let now = inner.progress.stamp(&inner.epoch);
-        inner.progress.add_own(now, n);
-        if inner.attention.load(Ordering::Acquire) != 0 {
-            // A pause or cancel came during the update.
-            WorkerUpdate::DoneThenAfterUpdate
-        } else {
-            WorkerUpdate::Done
-        }
-    }
-
     /// Sets a percentage directly, for workers that count in percent.
     /// Refused outside 0–100; −1 goes back to units-based percent.
     pub fn set_percent(&self, percent: i32) -> Result<(), Error> {
@@ -268,15 +247,33 @@ impl Job {
     }
 }
 
-/// What [`Job::add_units_as_worker`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WorkerUpdate {
-    /// Nothing: something is pending; take the general path.
-    NotDone,
-    /// The update is made and nothing more is due.
-    Done,
-    /// The update is made; [`Job::after_update`] is due (it may park).
-    DoneThenAfterUpdate,
+impl Inner {
+    /// [`Job::add_units`] by the job's own worker thread when nothing is
+    /// pending on the job (no cancel, pause or end): the attention bits, the
+    /// coarse clock and the solo window. `false`: something is pending,
+    /// nothing was done; take the general path (which parks or refuses).
+    /// Nothing here can panic (the C layer calls it outside its panic
+    /// catcher). The C layer's per-block call (it knows the caller is the
+    /// worker from its own thread-local record).
+    ///
+    /// A pause or cancel requested while the update is being made is seen
+    /// at the worker's next call, as if it had come just after this one.
+    #[inline(always)]
+    pub(crate) fn add_units_as_worker(&self, n: u64) -> bool {
+        if !self.nothing_pending() {
+            return false;
+        }
+        let now = self.progress.stamp(&self.epoch);
+        self.progress.add_own(now, n);
+        true
+    }
+
+    /// No cancel, pause or end is pending: a pause point returns at once,
+    /// and a cancel check says "not cancelled". One atomic load.
+    #[inline(always)]
+    pub(crate) fn nothing_pending(&self) -> bool {
+        self.attention.load(Ordering::Acquire) == 0
+    }
 }
 
 /// What a worker gets: its job, plus the calls that park at pause points.

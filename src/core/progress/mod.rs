@@ -155,7 +155,10 @@ impl Progress {
         if base == i64::MIN {
             base = self.init_base(epoch);
         }
-        clock::coarse_ns().saturating_sub(base)
+        // Both are CLOCK_MONOTONIC-scale readings (ns since boot, far below
+        // 2^62), so the difference cannot wrap; `wrapping_sub` only keeps an
+        // overflow check (and a panic path) off the worker's fast path.
+        clock::coarse_ns().wrapping_sub(base)
     }
 
     /// Any thread may compute it: each value is a valid one (see

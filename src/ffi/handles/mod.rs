@@ -24,7 +24,7 @@
 //! meanwhile.
 
 use super::{bgjob_job, bgjob_result};
-use crate::core::{Context, Job};
+use crate::core::{Context, Job, JobHot};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -473,17 +473,18 @@ pub(crate) fn forget_current_after_fork() {
     crate::core::job::forget_worker_thread_after_fork();
 }
 
-/// The handle of the job whose C worker runs on this thread, and that job
-/// (borrowed from the worker's frame, see [`run_as_worker`]); `NO_WORKER`
-/// elsewhere. Plain cells with no destructor, so a read is the thread-local's
+/// The handle of the job whose C worker runs on this thread, that job
+/// (borrowed from the worker's frame, see [`run_as_worker`]) and its shared
+/// state ([`Job::hot`], for the fast paths: one load fewer); `NO_WORKER`
+/// elsewhere. Plain words with no destructor, so a read is the thread-local's
 /// address, a load and a compare: the one read a progress call makes.
-type WorkerRecord = (usize, *const Job);
-const NO_WORKER: WorkerRecord = (0, std::ptr::null());
+type WorkerRecord = (usize, *const Job, *const JobHot);
+const NO_WORKER: WorkerRecord = (0, std::ptr::null(), std::ptr::null());
 
-/// Where the record lives: two words of `sys::tls`, as cheap a thread-local
-/// as there is (no `__tls_get_addr` call on x86-64 Linux).
+/// Where the record lives: three words of `sys::tls`, as cheap a
+/// thread-local as there is (no `__tls_get_addr` call on x86-64 Linux).
 mod record {
-    use super::{Job, WorkerRecord};
+    use super::{Job, JobHot, WorkerRecord};
     use crate::sys::tls::{self, Word};
 
     #[inline(always)]
@@ -492,6 +493,17 @@ mod record {
         (
             words.read(Word::WorkerHandle),
             words.read(Word::WorkerJob) as *const Job,
+            words.read(Word::WorkerHot) as *const JobHot,
+        )
+    }
+
+    /// The handle and the shared state only (what the fast paths read).
+    #[inline(always)]
+    pub(super) fn get_hot() -> (usize, *const JobHot) {
+        let words = tls::this_thread();
+        (
+            words.read(Word::WorkerHandle),
+            words.read(Word::WorkerHot) as *const JobHot,
         )
     }
 
@@ -499,6 +511,7 @@ mod record {
         let words = tls::this_thread();
         words.write(Word::WorkerHandle, r.0);
         words.write(Word::WorkerJob, r.1 as usize);
+        words.write(Word::WorkerHot, r.2 as usize);
     }
 }
 
@@ -512,12 +525,13 @@ impl Drop for WorkerRecordGuard {
 }
 
 /// Runs `f` (a job's C worker) with this thread recorded as the worker of
-/// `job`, whose handle is `h`: until `f` returns, [`with_job`] and
-/// [`worker_job`] on `h` from this thread take the fast path. The record
-/// points at `job`, which outlives the call; it is restored afterwards.
+/// `job`, whose handle is `h`: until `f` returns, [`with_job`],
+/// [`worker_job`] and [`worker_hot`] on `h` from this thread take the fast
+/// path. The record points at `job`, which outlives the call; it is restored
+/// afterwards.
 pub(crate) fn run_as_worker<R>(h: usize, job: &Job, f: impl FnOnce() -> R) -> R {
     let _restore = WorkerRecordGuard(record::get());
-    record::set((h, job as *const Job));
+    record::set((h, job as *const Job, job.hot() as *const JobHot));
     f()
 }
 
@@ -525,13 +539,26 @@ pub(crate) fn run_as_worker<R>(h: usize, job: &Job, f: impl FnOnce() -> R) -> R 
 /// [`run_as_worker`]); `None` otherwise. No lock, no reference count.
 #[inline(always)]
 pub(crate) fn worker_job<'a>(p: *mut bgjob_job) -> Option<&'a Job> {
-    let (h, job) = record::get();
+    let (h, job, _) = record::get();
     if h == p.addr() && h != 0 {
         // SAFETY: set by `run_as_worker` on this thread to a job its caller
         // holds for the whole call, and cleared (restored) before that call
         // returns; this read is inside it, on this thread. The reference is
         // used only within the export that asked (never kept).
         Some(unsafe { &*job })
+    } else {
+        None
+    }
+}
+
+/// [`worker_job`]'s shared state, for the worker's fast paths.
+#[inline(always)]
+pub(crate) fn worker_hot<'a>(p: *mut bgjob_job) -> Option<&'a JobHot> {
+    let (h, hot) = record::get_hot();
+    if h == p.addr() && h != 0 {
+        // SAFETY: as in `worker_job`: the job it belongs to is held by the
+        // frame of the `run_as_worker` call this thread is inside.
+        Some(unsafe { &*hot })
     } else {
         None
     }
