@@ -36,12 +36,19 @@ fn update(job: *mut bgjob_job, f: impl FnOnce(&Job, bool) -> Result<(), core::Er
 /// `BGJOB_RESULT_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_check_cancel(job: *mut bgjob_job) -> bgjob_result {
-    // The worker's per-block check with nothing pending: one thread-local
-    // read and one load, outside the panic catcher (nothing here panics).
-    if worker_hot(job).is_some_and(|j| j.nothing_pending()) {
+    if on_worker_nothing_pending(job) {
         return bgjob_result::Ok;
     }
     check_cancel(job)
+}
+
+/// The caller is the worker of the job `job` names, and no cancel, pause or
+/// end is pending on it: a cancel check or pause point answers OK at once.
+/// The worker's per-block call: one thread-local read and one load, outside
+/// the panic catcher (nothing here panics).
+#[inline(always)]
+fn on_worker_nothing_pending(job: *mut bgjob_job) -> bool {
+    worker_hot(job).is_some_and(|j| j.nothing_pending())
 }
 
 /// `bgjob_job_check_cancel`'s general path.
@@ -70,9 +77,7 @@ fn check_cancel(job: *mut bgjob_job) -> bgjob_result {
 /// there instead.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bgjob_job_pause_point(job: *mut bgjob_job) -> bgjob_result {
-    // As `bgjob_job_check_cancel`: the worker with nothing pending returns
-    // at once.
-    if worker_hot(job).is_some_and(|j| j.nothing_pending()) {
+    if on_worker_nothing_pending(job) {
         return bgjob_result::Ok;
     }
     pause_point(job)
