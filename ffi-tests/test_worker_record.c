@@ -15,6 +15,14 @@
  * - the worker's own cancel checks and pause points (answered from the record
  *   while nothing is pending) still see a cancel and park on a pause, and on
  *   another job's handle answer for that job, not the worker's;
+ * - the first check, pause point or update after a cancel, a user pause or an
+ *   internal pause (ordered by gates, so nothing can be cached) reports the
+ *   cancel or parks; a READY worker woken by its wake fd parks for a pause
+ *   (STANDBY) and reports a (soft) cancel, and only a complete request is
+ *   answered OK at once;
+ * - the worker's handle released by its creator while a reference lives still
+ *   answers for its job on its own thread (pause and cancel seen), and is
+ *   INVALID_HANDLE elsewhere;
  * - a pool thread reused for a later job keeps nothing of the earlier one: the
  *   earlier (destroyed) handle is INVALID_HANDLE there, never a shortcut to
  *   freed memory;
@@ -28,6 +36,7 @@
 #include "util.h"
 #include "virjob.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -406,6 +415,389 @@ static bool test_cancel_check_on_another_handle_answers_for_that_job(void)
     return ok;
 }
 
+/* ---- the first call after a cancel or a pause, ordered by gates -------------- */
+
+/* The worker warms its fast path (nothing pending: every answer is taken from
+ * its record), tells the test, and waits; the test requests a cancel or a
+ * pause, which returns before the gate opens, so the worker's very next call
+ * comes strictly after it. An answer cached anywhere (or a pending bit the
+ * fast path does not look at) shows as an OK here, not as a later call's. */
+enum first_call { FIRST_PAUSE_POINT, FIRST_ADD_UNITS };
+
+struct firsts {
+    struct gate warm, go;
+    enum first_call kind;
+    atomic_int warm_rc;     /* OK if every warm-up call said OK */
+    atomic_int entered;     /* the ordered call was made */
+    atomic_int returned;    /* ...and returned */
+    atomic_int second_returned; /* the pause point after it returned */
+    atomic_int first_rc, check_rc, pause_rc, add_rc, check_again_rc;
+};
+
+static bgjob_result warm_up(bgjob_job *job)
+{
+    for (int i = 0; i < 100; i++) {
+        bgjob_result rc;
+        if ((rc = bgjob_job_check_cancel(job)) != BGJOB_RESULT_OK ||
+            (rc = bgjob_job_pause_point(job)) != BGJOB_RESULT_OK ||
+            (rc = bgjob_job_add_units(job, 1)) != BGJOB_RESULT_OK)
+            return rc;
+    }
+    return BGJOB_RESULT_OK;
+}
+
+/* After a cancel: the checks report it at once; an update still succeeds. */
+static int32_t worker_after_cancel(void *userdata, bgjob_job *job)
+{
+    struct firsts *f = userdata;
+
+    atomic_store(&f->warm_rc, warm_up(job));
+    gate_open(&f->warm);
+    gate_wait(&f->go);
+    atomic_store(&f->check_rc, bgjob_job_check_cancel(job));
+    atomic_store(&f->pause_rc, bgjob_job_pause_point(job));
+    atomic_store(&f->add_rc, bgjob_job_add_units(job, 1));
+    atomic_store(&f->check_again_rc, bgjob_job_check_cancel(job));
+    atomic_store(&f->returned, 1);
+    return 1;
+}
+
+static bool test_first_checks_after_a_cancel_report_it(void)
+{
+    static struct firsts f;
+    bool ok = true;
+
+    memset(&f, 0, sizeof f);
+    gate_init(&f.warm);
+    gate_init(&f.go);
+    bgjob_job *job = start_job(worker_after_cancel, &f, 0);
+    REQUIRE(job != NULL);
+    gate_wait(&f.warm);
+    CHECK_RC(atomic_load(&f.warm_rc), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+    gate_open(&f.go);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+    CHECK_EQ(atomic_load(&f.returned), 1);
+    CHECK_RC(atomic_load(&f.check_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(atomic_load(&f.pause_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(atomic_load(&f.add_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&f.check_again_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    gate_destroy(&f.warm);
+    gate_destroy(&f.go);
+    return ok;
+}
+
+/* After a pause: the first pause point (or, unless UPDATES_NEVER_PARK, the
+ * first update) parks; the check says "not cancelled" meanwhile. */
+static int32_t worker_after_pause(void *userdata, bgjob_job *job)
+{
+    struct firsts *f = userdata;
+    bgjob_result rc;
+
+    atomic_store(&f->warm_rc, warm_up(job));
+    gate_open(&f->warm);
+    gate_wait(&f->go);
+    atomic_store(&f->check_rc, bgjob_job_check_cancel(job));
+    atomic_store(&f->entered, 1);
+    rc = f->kind == FIRST_PAUSE_POINT ? bgjob_job_pause_point(job) : bgjob_job_add_units(job, 1);
+    atomic_store(&f->first_rc, rc);
+    atomic_store(&f->returned, 1);
+    /* With UPDATES_NEVER_PARK the update returned at once: the pause point
+     * after it parks instead. */
+    atomic_store(&f->pause_rc, bgjob_job_pause_point(job));
+    atomic_store(&f->second_returned, 1);
+    atomic_store(&f->check_again_rc, bgjob_job_check_cancel(job));
+    return 0;
+}
+
+/* Whether the worker stays inside its call (entered, not returned) a while. */
+static bool stays_parked(struct firsts *f, atomic_int *returned)
+{
+    if (!poll_int_eq(&f->entered, 1))
+        return false;
+    sleep_ms(150);
+    return atomic_load(returned) == 0;
+}
+
+static bool first_after_pause_case(enum first_call kind, uint32_t flags, bool internal)
+{
+    static struct firsts f;
+    bool ok = true;
+    bool update_parks = kind == FIRST_PAUSE_POINT || !(flags & BGJOB_CREATE_UPDATES_NEVER_PARK);
+    bgjob_info info;
+
+    memset(&f, 0, sizeof f);
+    f.kind = kind;
+    gate_init(&f.warm);
+    gate_init(&f.go);
+    bgjob_job *job = start_job(worker_after_pause, &f, flags);
+    REQUIRE(job != NULL);
+    gate_wait(&f.warm);
+    CHECK_RC(atomic_load(&f.warm_rc), BGJOB_RESULT_OK);
+    CHECK_RC(internal ? bgjob_job_pause_internal(job) : bgjob_job_pause(job), BGJOB_RESULT_OK);
+    gate_open(&f.go);
+    if (update_parks) {
+        CHECKF(stays_parked(&f, &f.returned),
+               "the first %s after the pause returned (rc %d) instead of parking",
+               kind == FIRST_PAUSE_POINT ? "pause point" : "add_units",
+               (int)atomic_load(&f.first_rc));
+    } else {
+        /* It returns; the pause point after it is where the worker parks. */
+        CHECK(poll_int_eq(&f.returned, 1));
+        CHECK_RC(atomic_load(&f.first_rc), BGJOB_RESULT_OK);
+        sleep_ms(150);
+        CHECKF(atomic_load(&f.second_returned) == 0,
+               "the pause point after the update did not park");
+    }
+    if (info_of(job, &info)) {
+        CHECK_STATE(info.state, internal ? BGJOB_STATE_RUNNING : BGJOB_STATE_PAUSED);
+        CHECK_EQ(info.pause_count, internal ? 1u : 0u);
+        CHECK_EQ(info.pause_requested, !internal);
+    }
+    CHECK_RC(internal ? bgjob_job_resume_internal(job) : bgjob_job_resume(job), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_RC(atomic_load(&f.check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&f.first_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&f.pause_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&f.check_again_rc), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    gate_destroy(&f.warm);
+    gate_destroy(&f.go);
+    return ok;
+}
+
+static bool test_first_pause_point_after_a_pause_parks(void)
+{
+    return first_after_pause_case(FIRST_PAUSE_POINT, 0, false);
+}
+
+static bool test_first_pause_point_after_an_internal_pause_parks(void)
+{
+    return first_after_pause_case(FIRST_PAUSE_POINT, 0, true);
+}
+
+static bool test_first_update_after_a_pause_parks(void)
+{
+    return first_after_pause_case(FIRST_ADD_UNITS, 0, false);
+}
+
+static bool test_first_update_after_an_internal_pause_parks(void)
+{
+    return first_after_pause_case(FIRST_ADD_UNITS, 0, true);
+}
+
+static bool test_first_update_after_a_pause_never_parks_with_the_flag(void)
+{
+    return first_after_pause_case(FIRST_ADD_UNITS, BGJOB_CREATE_UPDATES_NEVER_PARK, false);
+}
+
+/* ---- a READY job's worker woken by its wake fd ------------------------------- */
+
+/* The worker polls its wake fd and calls its pause point each time the fd
+ * turns readable, as the header says a poll loop should. The fd is readable
+ * for a pause (STANDBY), a cancel and a complete request alike; only the
+ * complete request may be answered OK at once: the pause point parks for the
+ * pause and reports the cancel. */
+enum ready_verb { READY_COMPLETE, READY_SOFT_CANCEL, READY_CANCEL };
+
+struct waker {
+    atomic_int ready_rc, fd_rc, poll_failed;
+    atomic_int entered, returned; /* wake-ups handled: pause point called, returned */
+    atomic_int rc[4], requested[4];
+    atomic_int soft;
+};
+
+static int32_t worker_polls_wake_fd(void *userdata, bgjob_job *job)
+{
+    struct waker *w = userdata;
+    int32_t fd = -1;
+
+    atomic_store(&w->ready_rc, bgjob_job_set_ready(job));
+    atomic_store(&w->fd_rc, bgjob_job_get_wake_fd(job, &fd));
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        bool requested = false, soft = false;
+
+        if (poll(&p, 1, LONG_MS) != 1) {
+            atomic_store(&w->poll_failed, 1);
+            return 2;
+        }
+        atomic_store(&w->entered, i + 1);
+        bgjob_result rc = bgjob_job_pause_point(job);
+        atomic_store(&w->rc[i], rc);
+        atomic_store(&w->returned, i + 1);
+        if (rc == BGJOB_RESULT_CANCELLED) {
+            bgjob_job_cancel_is_soft(job, &soft);
+            atomic_store(&w->soft, soft);
+            return soft ? 0 : 1;
+        }
+        if (rc != BGJOB_RESULT_OK)
+            return 4;
+        bgjob_job_complete_requested(job, &requested);
+        atomic_store(&w->requested[i], requested);
+        if (requested)
+            return 0;
+    }
+    return 3;
+}
+
+static bool ready_case(enum ready_verb verb)
+{
+    static struct waker w;
+    bool ok = true;
+
+    memset(&w, 0, sizeof w);
+    bgjob_job *job = start_job(worker_polls_wake_fd, &w, 0);
+    REQUIRE(job != NULL);
+    CHECK(poll_state(job, BGJOB_STATE_READY));
+    CHECK_RC(atomic_load(&w.ready_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&w.fd_rc), BGJOB_RESULT_OK);
+
+    /* A pause first: the fd wakes the worker, and its pause point parks. */
+    CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&w.entered, 1));
+    sleep_ms(150);
+    CHECKF(atomic_load(&w.returned) == 0,
+           "the pause point of a STANDBY job's worker returned %d instead of parking",
+           (int)atomic_load(&w.rc[0]));
+    CHECK_STATE(state_of(job), BGJOB_STATE_STANDBY);
+    CHECK_RC(bgjob_job_resume(job), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&w.returned, 1));
+    CHECK_RC(atomic_load(&w.rc[0]), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&w.requested[0]), 0);
+    CHECK_STATE(state_of(job), BGJOB_STATE_READY);
+
+    switch (verb) {
+    case READY_COMPLETE:
+        CHECK_RC(bgjob_job_complete(job), BGJOB_RESULT_OK);
+        CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+        CHECK_EQ(atomic_load(&w.returned), 2);
+        CHECK_RC(atomic_load(&w.rc[1]), BGJOB_RESULT_OK);
+        CHECK_EQ(atomic_load(&w.requested[1]), 1);
+        break;
+    case READY_SOFT_CANCEL:
+        CHECK_RC(bgjob_job_cancel_soft(job, NULL), BGJOB_RESULT_OK);
+        CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+        CHECK_EQ(atomic_load(&w.returned), 2);
+        CHECK_RC(atomic_load(&w.rc[1]), BGJOB_RESULT_CANCELLED);
+        CHECK_EQ(atomic_load(&w.soft), 1);
+        break;
+    case READY_CANCEL:
+        CHECK_RC(bgjob_job_cancel(job, NULL), BGJOB_RESULT_OK);
+        CHECK_STATE(wait_end(job), BGJOB_STATE_CANCELLED);
+        CHECK_EQ(atomic_load(&w.returned), 2);
+        CHECK_RC(atomic_load(&w.rc[1]), BGJOB_RESULT_CANCELLED);
+        CHECK_EQ(atomic_load(&w.soft), 0);
+        break;
+    }
+    CHECK_EQ(atomic_load(&w.poll_failed), 0);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
+static bool test_ready_worker_woken_for_complete(void)
+{
+    return ready_case(READY_COMPLETE);
+}
+
+static bool test_ready_worker_woken_for_soft_cancel(void)
+{
+    return ready_case(READY_SOFT_CANCEL);
+}
+
+static bool test_ready_worker_woken_for_cancel(void)
+{
+    return ready_case(READY_CANCEL);
+}
+
+/* ---- the worker's handle after its creator released it (a ref lives) ------- */
+
+/* "The worker always gets the creator's handle, valid on its own thread until
+ * it returns" (bgjob_job_ref): released by the creator while another
+ * reference lives, it still answers for the worker's job on the worker's
+ * thread, fast path or not (a cancel and a pause made through the other
+ * reference are seen), and is INVALID_HANDLE everywhere else. */
+struct released {
+    struct gate warm, go, paused_go;
+    atomic_int warm_rc, check_rc, entered, returned, pause_rc, add_rc, cancel_rc, point_rc;
+    atomic_int info_rc;
+    _Atomic uint64_t current_seen;
+};
+
+static int32_t worker_after_release(void *userdata, bgjob_job *job)
+{
+    struct released *r = userdata;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    atomic_store(&r->warm_rc, warm_up(job));
+    gate_open(&r->warm);
+    gate_wait(&r->go);
+    /* Released by now; a pause came through the other reference. */
+    atomic_store(&r->check_rc, bgjob_job_check_cancel(job));
+    atomic_store(&r->entered, 1);
+    atomic_store(&r->pause_rc, bgjob_job_pause_point(job));
+    atomic_store(&r->returned, 1);
+    atomic_store(&r->add_rc, bgjob_job_add_units(job, 5));
+    atomic_store(&r->info_rc, bgjob_job_get_info(job, &info));
+    atomic_store(&r->current_seen, info.current);
+    gate_wait(&r->paused_go);
+    /* A cancel came through the other reference. */
+    atomic_store(&r->cancel_rc, bgjob_job_check_cancel(job));
+    atomic_store(&r->point_rc, bgjob_job_pause_point(job));
+    return 1;
+}
+
+static bool test_worker_handle_released_by_its_creator(void)
+{
+    static struct released r;
+    bool ok = true;
+    bgjob_job *other = NULL;
+    bgjob_info info;
+
+    memset(&r, 0, sizeof r);
+    gate_init(&r.warm);
+    gate_init(&r.go);
+    gate_init(&r.paused_go);
+    bgjob_job *job = start_job(worker_after_release, &r, 0);
+    REQUIRE(job != NULL);
+    gate_wait(&r.warm);
+    CHECK_RC(atomic_load(&r.warm_rc), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_ref(job, &other), BGJOB_RESULT_OK);
+    REQUIRE(other != NULL);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    /* Here (not the worker's thread) the released handle names nothing. */
+    CHECK_RC(bgjob_job_check_cancel(job), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_pause_point(job), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_add_units(job, 1), BGJOB_RESULT_INVALID_HANDLE);
+    CHECK_RC(bgjob_job_pause(other), BGJOB_RESULT_OK);
+    gate_open(&r.go);
+    CHECK(poll_int_eq(&r.entered, 1));
+    sleep_ms(150);
+    CHECKF(atomic_load(&r.returned) == 0,
+           "the worker's pause point on its released handle returned %d instead of parking",
+           (int)atomic_load(&r.pause_rc));
+    CHECK_RC(bgjob_job_resume(other), BGJOB_RESULT_OK);
+    CHECK(poll_int_eq(&r.returned, 1));
+    CHECK_RC(bgjob_job_cancel(other, NULL), BGJOB_RESULT_OK);
+    gate_open(&r.paused_go);
+    CHECK_STATE(wait_end(other), BGJOB_STATE_CANCELLED);
+    CHECK_RC(atomic_load(&r.check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&r.pause_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&r.add_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&r.info_rc), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&r.current_seen), 105);
+    CHECK_RC(atomic_load(&r.cancel_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(atomic_load(&r.point_rc), BGJOB_RESULT_CANCELLED);
+    if (info_of(other, &info))
+        CHECK_EQ(info.current, 105);
+    CHECK_RC(bgjob_job_destroy(other), BGJOB_RESULT_OK);
+    gate_destroy(&r.warm);
+    gate_destroy(&r.go);
+    gate_destroy(&r.paused_go);
+    return ok;
+}
+
 /* ---- a pool thread reused by a later job --------------------------------------- */
 
 struct reuse {
@@ -601,6 +993,16 @@ int main(void)
         TAP_TEST(test_pause_point_parks_its_own_worker_and_sees_cancel),
         TAP_TEST(test_check_cancel_sees_a_cancel_on_its_own_worker),
         TAP_TEST(test_cancel_check_on_another_handle_answers_for_that_job),
+        TAP_TEST(test_first_checks_after_a_cancel_report_it),
+        TAP_TEST(test_first_pause_point_after_a_pause_parks),
+        TAP_TEST(test_first_pause_point_after_an_internal_pause_parks),
+        TAP_TEST(test_first_update_after_a_pause_parks),
+        TAP_TEST(test_first_update_after_an_internal_pause_parks),
+        TAP_TEST(test_first_update_after_a_pause_never_parks_with_the_flag),
+        TAP_TEST(test_ready_worker_woken_for_complete),
+        TAP_TEST(test_ready_worker_woken_for_soft_cancel),
+        TAP_TEST(test_ready_worker_woken_for_cancel),
+        TAP_TEST(test_worker_handle_released_by_its_creator),
         TAP_TEST(test_reused_thread_forgets_the_earlier_job),
         TAP_TEST(test_completion_on_the_worker_thread_is_not_the_worker),
         TAP_TEST(test_virjob_updates_refused_after_its_finish),
