@@ -23,6 +23,10 @@
  * - the worker's handle released by its creator while a reference lives still
  *   answers for its job on its own thread (pause and cancel seen), and is
  *   INVALID_HANDLE elsewhere;
+ * - a worker driving an external job gets that job's answers on its handle
+ *   (pause point refused, updates never parked, its own cancel), and the
+ *   external job's completion, run on the worker's thread, sees the worker's
+ *   job with nothing pending;
  * - a pool thread reused for a later job keeps nothing of the earlier one: the
  *   earlier (destroyed) handle is INVALID_HANDLE there, never a shortcut to
  *   freed memory;
@@ -816,6 +820,101 @@ static bool test_worker_handle_released_by_its_creator(void)
     return ok;
 }
 
+/* ---- a worker that drives an external job ------------------------------------ */
+
+/* A threaded job's worker is the owner of an external job (no worker of its
+ * own: "nothing of bgjob ever parks its owner"). On the external job's handle
+ * the worker's calls answer for that job, never from the worker's record:
+ * its pause point is refused, its update never parks on its pause, its
+ * cancel is its own. Its completion, run on this thread by bgjob_job_end,
+ * sees the worker's own job still running with nothing pending. */
+struct driver {
+    bgjob_job *own; /* the worker's handle, for the completion */
+    atomic_int create_rc, start_rc, ext_point_rc, ext_check_rc, ext_add_rc, pause_rc;
+    atomic_int paused_add_rc, cancel_rc, ext_cancelled_rc, own_check_rc, own_point_rc, end_rc;
+    atomic_int in_completion_check_rc, in_completion_point_rc, completion_state, completions;
+    _Atomic uint64_t ext_current, own_current;
+    atomic_int done;
+};
+
+static void ext_completion(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    struct driver *d = userdata;
+
+    (void)job;
+    atomic_store(&d->completion_state, (int)state);
+    atomic_store(&d->in_completion_check_rc, bgjob_job_check_cancel(d->own));
+    atomic_store(&d->in_completion_point_rc, bgjob_job_pause_point(d->own));
+    atomic_fetch_add(&d->completions, 1);
+}
+
+static int32_t worker_drives_external(void *userdata, bgjob_job *job)
+{
+    struct driver *d = userdata;
+    bgjob_job_options o;
+    bgjob_job *ext = NULL;
+    bgjob_info info = {.struct_size = sizeof info};
+
+    d->own = job;
+    bgjob_job_options_init(&o, sizeof o);
+    o.flags = BGJOB_CREATE_EXTERNAL;
+    o.completion = ext_completion;
+    o.completion_userdata = d;
+    atomic_store(&d->create_rc, bgjob_job_create(&o, NULL, NULL, NULL, &ext));
+    if (ext == NULL)
+        return 1;
+    atomic_store(&d->ext_point_rc, bgjob_job_pause_point(ext));
+    atomic_store(&d->ext_check_rc, bgjob_job_check_cancel(ext));
+    atomic_store(&d->ext_add_rc, bgjob_job_add_units(ext, 3));
+    atomic_store(&d->pause_rc, bgjob_job_pause(ext));
+    /* Paused, the external job's update still returns (this is its owner). */
+    atomic_store(&d->paused_add_rc, bgjob_job_add_units(ext, 4));
+    atomic_store(&d->cancel_rc, bgjob_job_cancel(ext, NULL));
+    atomic_store(&d->ext_cancelled_rc, bgjob_job_check_cancel(ext));
+    atomic_store(&d->own_check_rc, bgjob_job_check_cancel(job));
+    atomic_store(&d->own_point_rc, bgjob_job_pause_point(job));
+    if (bgjob_job_get_info(ext, &info) == BGJOB_RESULT_OK)
+        atomic_store(&d->ext_current, info.current);
+    if (bgjob_job_add_units(job, 1) == BGJOB_RESULT_OK &&
+        bgjob_job_get_info(job, &info) == BGJOB_RESULT_OK)
+        atomic_store(&d->own_current, info.current);
+    atomic_store(&d->end_rc, bgjob_job_end(ext, 1, NULL));
+    bgjob_job_destroy(ext);
+    atomic_store(&d->done, 1);
+    return 0;
+}
+
+static bool test_worker_driving_an_external_job(void)
+{
+    static struct driver d;
+    bool ok = true;
+
+    memset(&d, 0, sizeof d);
+    bgjob_job *job = start_job(worker_drives_external, &d, 0);
+    REQUIRE(job != NULL);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&d.done), 1);
+    CHECK_RC(atomic_load(&d.create_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.ext_point_rc), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(atomic_load(&d.ext_check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.ext_add_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.pause_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.paused_add_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.cancel_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.ext_cancelled_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(atomic_load(&d.own_check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.own_point_rc), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&d.ext_current), 7);
+    CHECK_EQ(atomic_load(&d.own_current), 1);
+    CHECK_RC(atomic_load(&d.end_rc), BGJOB_RESULT_OK);
+    CHECK_EQ(atomic_load(&d.completions), 1);
+    CHECK_STATE(atomic_load(&d.completion_state), BGJOB_STATE_CANCELLED);
+    CHECK_RC(atomic_load(&d.in_completion_check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&d.in_completion_point_rc), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
 /* ---- a pool thread reused by a later job --------------------------------------- */
 
 struct reuse {
@@ -1021,6 +1120,7 @@ int main(void)
         TAP_TEST(test_ready_worker_woken_for_soft_cancel),
         TAP_TEST(test_ready_worker_woken_for_cancel),
         TAP_TEST(test_worker_handle_released_by_its_creator),
+        TAP_TEST(test_worker_driving_an_external_job),
         TAP_TEST(test_reused_thread_forgets_the_earlier_job),
         TAP_TEST(test_completion_on_the_worker_thread_is_not_the_worker),
         TAP_TEST(test_virjob_updates_refused_after_its_finish),
