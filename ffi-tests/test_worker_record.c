@@ -22,7 +22,9 @@
  *   answered OK at once;
  * - the worker's handle released by its creator while a reference lives still
  *   answers for its job on its own thread (pause and cancel seen), and is
- *   INVALID_HANDLE elsewhere;
+ *   INVALID_HANDLE elsewhere; and once its table slot is given to a new job
+ *   (a handle that differs from it only in its generation), each of the two
+ *   answers for its own job on the worker's thread;
  * - a worker driving an external job gets that job's answers on its handle
  *   (pause point refused, updates never parked, its own cancel), and the
  *   external job's completion, run on the worker's thread, sees the worker's
@@ -820,6 +822,101 @@ static bool test_worker_handle_released_by_its_creator(void)
     return ok;
 }
 
+/* ---- the worker's released handle's slot, reused by another job -------------- */
+
+/* The worker's handle is released by its creator (a reference lives) and its
+ * table slot is given to a new job: the new handle differs from the worker's
+ * only in its generation, and the worker's thread-local record still holds
+ * the old value. On that thread each handle must answer for its own job: the
+ * new one (an external job, cancelled) for the new job, the old one for the
+ * worker's. */
+struct reslot {
+    struct gate warm, go;
+    bgjob_job *reused;
+    atomic_int warm_rc, new_check_rc, new_point_rc, new_add_rc, own_check_rc, own_add_rc;
+    atomic_int done;
+};
+
+static int32_t worker_meets_its_slot_reused(void *userdata, bgjob_job *job)
+{
+    struct reslot *r = userdata;
+
+    atomic_store(&r->warm_rc, warm_up(job));
+    gate_open(&r->warm);
+    gate_wait(&r->go);
+    atomic_store(&r->new_check_rc, bgjob_job_check_cancel(r->reused));
+    atomic_store(&r->new_point_rc, bgjob_job_pause_point(r->reused));
+    atomic_store(&r->new_add_rc, bgjob_job_add_units(r->reused, 9));
+    atomic_store(&r->own_check_rc, bgjob_job_check_cancel(job));
+    atomic_store(&r->own_add_rc, bgjob_job_add_units(job, 1));
+    atomic_store(&r->done, 1);
+    return 0;
+}
+
+/* The low 32 bits of a handle: its table slot (index + 1). */
+static uint32_t slot_of(bgjob_job *h)
+{
+    return (uint32_t)((uintptr_t)h & 0xffffffffu);
+}
+
+static bool test_worker_handle_slot_reused_by_another_job(void)
+{
+    static struct reslot r;
+    bool ok = true;
+    bgjob_job *other = NULL, *found = NULL;
+    bgjob_job_options o;
+    bgjob_info info;
+
+    memset(&r, 0, sizeof r);
+    gate_init(&r.warm);
+    gate_init(&r.go);
+    bgjob_job *job = start_job(worker_meets_its_slot_reused, &r, 0);
+    REQUIRE(job != NULL);
+    gate_wait(&r.warm);
+    CHECK_RC(atomic_load(&r.warm_rc), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_ref(job, &other), BGJOB_RESULT_OK);
+    REQUIRE(other != NULL);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    /* Freed slots are reused oldest first: make (and release) unstarted
+     * external jobs until one gets the worker's old slot. */
+    bgjob_job_options_init(&o, sizeof o);
+    o.flags = BGJOB_CREATE_EXTERNAL | BGJOB_CREATE_DEFER_START;
+    for (int i = 0; i < 100000 && found == NULL; i++) {
+        bgjob_job *h = NULL;
+        if (bgjob_job_create(&o, NULL, NULL, NULL, &h) != BGJOB_RESULT_OK || h == NULL)
+            break;
+        if (slot_of(h) == slot_of(job))
+            found = h;
+        else
+            CHECK_RC(bgjob_job_destroy(h), BGJOB_RESULT_OK);
+    }
+    REQUIRE(found != NULL);
+    CHECK(found != job);
+    CHECK_RC(bgjob_job_start(found), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_cancel(found, NULL), BGJOB_RESULT_OK);
+    r.reused = found;
+    gate_open(&r.go);
+    CHECK_STATE(wait_end(other), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&r.done), 1);
+    /* The new job's answers: cancelled, external (no pause point), its units. */
+    CHECK_RC(atomic_load(&r.new_check_rc), BGJOB_RESULT_CANCELLED);
+    CHECK_RC(atomic_load(&r.new_point_rc), BGJOB_RESULT_NOT_ALLOWED);
+    CHECK_RC(atomic_load(&r.new_add_rc), BGJOB_RESULT_OK);
+    /* The worker's own: nothing pending. */
+    CHECK_RC(atomic_load(&r.own_check_rc), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&r.own_add_rc), BGJOB_RESULT_OK);
+    if (info_of(found, &info))
+        CHECK_EQ(info.current, 9);
+    if (info_of(other, &info))
+        CHECK_EQ(info.current, 101);
+    CHECK_RC(bgjob_job_end(found, 1, NULL), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(found), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(other), BGJOB_RESULT_OK);
+    gate_destroy(&r.warm);
+    gate_destroy(&r.go);
+    return ok;
+}
+
 /* ---- a worker that drives an external job ------------------------------------ */
 
 /* A threaded job's worker is the owner of an external job (no worker of its
@@ -1120,6 +1217,7 @@ int main(void)
         TAP_TEST(test_ready_worker_woken_for_soft_cancel),
         TAP_TEST(test_ready_worker_woken_for_cancel),
         TAP_TEST(test_worker_handle_released_by_its_creator),
+        TAP_TEST(test_worker_handle_slot_reused_by_another_job),
         TAP_TEST(test_worker_driving_an_external_job),
         TAP_TEST(test_reused_thread_forgets_the_earlier_job),
         TAP_TEST(test_completion_on_the_worker_thread_is_not_the_worker),
