@@ -25,6 +25,8 @@
  *   INVALID_HANDLE elsewhere; and once its table slot is given to a new job
  *   (a handle that differs from it only in its generation), each of the two
  *   answers for its own job on the worker's thread;
+ * - on a worker's thread, NULL and made-up handles near its own (another
+ *   generation, another table's tag, the bare slot) are INVALID_HANDLE;
  * - a worker driving an external job gets that job's answers on its handle
  *   (pause point refused, updates never parked, its own cancel), and the
  *   external job's completion, run on the worker's thread, sees the worker's
@@ -917,6 +919,63 @@ static bool test_worker_handle_slot_reused_by_another_job(void)
     return ok;
 }
 
+/* ---- NULL and made-up handles on a worker's thread ---------------------------- */
+
+/* On a worker's thread the record holds a handle value; a NULL or made-up
+ * handle near it (another generation of its slot, another table's tag, its
+ * slot alone) is INVALID_HANDLE for the three calls the record answers,
+ * never the worker's job. */
+#define NEAR_HANDLES 4
+
+struct near {
+    atomic_int rc[NEAR_HANDLES][3];
+    atomic_int own_rc, done;
+};
+
+static int32_t worker_tries_near_handles(void *userdata, bgjob_job *job)
+{
+    struct near *n = userdata;
+    uintptr_t h = (uintptr_t)job;
+    bgjob_job *near[NEAR_HANDLES] = {
+        NULL,
+        (bgjob_job *)(h ^ ((uintptr_t)1 << 32)), /* another generation */
+        (bgjob_job *)((h & ~((uintptr_t)0xf << 60)) | ((uintptr_t)2 << 60)), /* a context's tag */
+        (bgjob_job *)(h & 0xffffffffu),          /* no tag, no generation */
+    };
+
+    for (int i = 0; i < NEAR_HANDLES; i++) {
+        atomic_store(&n->rc[i][0], bgjob_job_check_cancel(near[i]));
+        atomic_store(&n->rc[i][1], bgjob_job_pause_point(near[i]));
+        atomic_store(&n->rc[i][2], bgjob_job_add_units(near[i], 1));
+    }
+    atomic_store(&n->own_rc, bgjob_job_add_units(job, 1));
+    atomic_store(&n->done, 1);
+    return 0;
+}
+
+static bool test_made_up_handles_on_a_worker_thread(void)
+{
+    static struct near n;
+    bool ok = true;
+    bgjob_info info;
+
+    memset(&n, 0, sizeof n);
+    bgjob_job *job = start_job(worker_tries_near_handles, &n, 0);
+    REQUIRE(job != NULL);
+    CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&n.done), 1);
+    for (int i = 0; i < NEAR_HANDLES; i++)
+        for (int k = 0; k < 3; k++)
+            CHECKF(atomic_load(&n.rc[i][k]) == BGJOB_RESULT_INVALID_HANDLE,
+                   "made-up handle %d, call %d: %s", i, k,
+                   bgjob_result_str(atomic_load(&n.rc[i][k])));
+    CHECK_RC(atomic_load(&n.own_rc), BGJOB_RESULT_OK);
+    if (info_of(job, &info))
+        CHECK_EQ(info.current, 1);
+    CHECK_RC(bgjob_job_destroy(job), BGJOB_RESULT_OK);
+    return ok;
+}
+
 /* ---- a worker that drives an external job ------------------------------------ */
 
 /* A threaded job's worker is the owner of an external job (no worker of its
@@ -1218,6 +1277,7 @@ int main(void)
         TAP_TEST(test_ready_worker_woken_for_cancel),
         TAP_TEST(test_worker_handle_released_by_its_creator),
         TAP_TEST(test_worker_handle_slot_reused_by_another_job),
+        TAP_TEST(test_made_up_handles_on_a_worker_thread),
         TAP_TEST(test_worker_driving_an_external_job),
         TAP_TEST(test_reused_thread_forgets_the_earlier_job),
         TAP_TEST(test_completion_on_the_worker_thread_is_not_the_worker),
