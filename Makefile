@@ -7,6 +7,7 @@
 #   make bench      bgjob against GLib's GTask and raw pthreads (benches/, slow)
 #   make check-asan the C harness and stress built with ASan+UBSan; zero reports
 #   make check-valgrind  the C harness and stress under memcheck; zero errors/leaks
+#   make check-static    programs linked with libbgjob.a (its load-time constructors kept)
 #   make stress     the concurrent stress test and the fuzzer, long (STRESS_OPS, STRESS_SEED;
 #                   FUZZ_OPS, FUZZ_SEED, FUZZ_ONLY, FUZZ_THREADS)
 #   make fuzz       the adversarial scenario fuzzer alone, long (same FUZZ_* variables)
@@ -73,7 +74,7 @@ need = @command -v $(1) >/dev/null 2>&1 || { echo "bgjob: '$(1)' is missing; ins
 RUST_SRCS := $(shell find src -name '*.rs') build.rs cbindgen.toml cbindgen-virjob.toml Cargo.toml
 
 .PHONY: all lib deps deps-glib deps-libvirt deps-jansson deps-qemu demo demo-python test test-rust test-c test-examples test-python test-python-all python-typecheck python-venv bench bench-smoke check-header check-virjob-header check-py-enums py-enums check-outside-refs check-install fmt-check clippy install uninstall clean \
-	check-asan check-valgrind stress fuzz loom
+	check-asan check-valgrind check-static stress fuzz loom
 
 all: lib
 
@@ -298,6 +299,20 @@ test-python-all: lib
 test-c: $(TESTS) $(VIRJOB_TESTS) check-virjob-header
 	$(call need,$(PROVE),perl)
 	$(PROVE) --exec '' $(TESTS) $(VIRJOB_TESTS)
+
+# Programs linked with libbgjob.a instead of the .so (-rdynamic: static_link.c
+# names its .init_array entries with dladdr): static_link checks that bgjob's
+# load-time constructors (fork handlers, vDSO lookup) were linked in and run,
+# and test_worker_record runs as it does against the .so.
+STATIC_OUT   := $(OUT)/static
+STATIC_PROGS := $(STATIC_OUT)/static_link $(STATIC_OUT)/test_worker_record
+$(STATIC_OUT)/%: ffi-tests/%.c $(TEST_LIB) $(TEST_HDRS) include/bgjob.h include/virjob.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -rdynamic -o $@ $< $(TEST_LIB) $(STATIC) $(STATIC_LIBS)
+
+check-static: $(STATIC_PROGS)
+	$(call need,$(PROVE),perl)
+	$(PROVE) --exec '' $(STATIC_PROGS)
 
 # The long stress run: STRESS_OPS operations (default a million) over
 # STRESS_THREADS threads; STRESS_SEED replays a run's per-thread sequences.

@@ -217,6 +217,7 @@ static int32_t worker_forks(void *userdata, bgjob_job *job)
         alarm(CHILD_ALARM_S);
         _exit(bgjob_job_get_info(job, &info) == BGJOB_RESULT_INVALID_HANDLE &&
                       bgjob_job_add_units(job, 1) == BGJOB_RESULT_INVALID_HANDLE &&
+                      bgjob_job_check_cancel(job) == BGJOB_RESULT_INVALID_HANDLE &&
                       bgjob_job_pause_point(job) == BGJOB_RESULT_INVALID_HANDLE
                   ? 0
                   : 1);

@@ -210,4 +210,33 @@ mod tests {
             }
         }
     }
+
+    /// What [`read`] calls before the constructor found the vDSO (a copy
+    /// whose constructor never ran, valgrind, another architecture) is libc's
+    /// `clock_gettime` through the vDSO's signature: called as `read` calls
+    /// the pointer, it fills the timespec with the same clock. (In this test
+    /// process the constructor has run, so `read` itself never takes it.)
+    #[test]
+    fn the_fallback_before_the_vdso_is_found_reads_libc_s_clocks() {
+        // SAFETY: the cast `CLOCK_GETTIME` is initialised with, undone as
+        // `read` undoes it.
+        let f =
+            unsafe { std::mem::transmute::<*mut (), ClockGettime>(libc_clock_gettime as *mut ()) };
+        for id in [libc::CLOCK_MONOTONIC_COARSE, libc::CLOCK_MONOTONIC] {
+            for _ in 0..1_000 {
+                let before = read_libc(id);
+                let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
+                // SAFETY: a valid clock id and a timespec to fill.
+                let r = unsafe { f(id, ts.as_mut_ptr()) };
+                assert_eq!(r, 0);
+                // SAFETY: filled by the successful call.
+                let fallback = ns(&unsafe { ts.assume_init() });
+                let after = read_libc(id);
+                assert!(
+                    before <= fallback && fallback <= after,
+                    "{before} {fallback} {after}"
+                );
+            }
+        }
+    }
 }

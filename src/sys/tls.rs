@@ -152,7 +152,7 @@ mod imp {
     }
 }
 
-const _: () = assert!((Word::Hazard as usize) < WORDS);
+const _: () = assert!((Word::Hazard as usize) < WORDS && (Word::WorkerHot as usize) < WORDS);
 
 pub(crate) use imp::Block;
 
@@ -185,7 +185,12 @@ mod tests {
     /// overlap.
     #[test]
     fn words_are_per_thread_and_distinct() {
-        let words = [Word::WorkerHandle, Word::WorkerJob, Word::Hazard];
+        let words = [
+            Word::WorkerHandle,
+            Word::WorkerJob,
+            Word::Hazard,
+            Word::WorkerHot,
+        ];
         std::thread::scope(|s| {
             for t in 1..=4usize {
                 s.spawn(move || {

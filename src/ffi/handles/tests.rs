@@ -290,12 +290,30 @@ fn readers_beyond_the_records_fall_back_to_the_table() {
 
 /// The worker record names one job at a time, is put back as it was when the
 /// worker returns — nested, or unwinding from a panic — and never answers
-/// for another handle.
+/// for another handle. Both of its answers (the `Job` for the general calls,
+/// its shared state for the fast paths) name the same job: a fast path that
+/// answered from another job's state would take that job's pause and cancel
+/// for its own.
 #[test]
 fn the_worker_record_is_restored_nested_and_after_a_panic() {
     let (a, b) = (job(), job());
     let (ha, hb) = (JOBS.insert(a.clone()), JOBS.insert(b.clone()));
-    let id = |h: usize| worker_job(to_ptr(h)).map(Job::id);
+    let id = |h: usize| {
+        let by_job = worker_job(to_ptr(h)).map(Job::id);
+        let by_hot = worker_hot(to_ptr(h)).map(|i| i as *const JobHot);
+        let same = match (by_job, by_hot) {
+            (Some(x), Some(p)) => [&a, &b]
+                .iter()
+                .any(|j| j.id() == x && std::ptr::eq(j.hot(), p)),
+            (None, None) => true,
+            _ => false,
+        };
+        assert!(
+            same,
+            "handle {h:#x}: record's job {by_job:?}, its state {by_hot:?}"
+        );
+        by_job
+    };
     assert_eq!((id(ha), id(hb)), (None, None));
     run_as_worker(ha, &a, || {
         assert_eq!((id(ha), id(hb)), (Some(a.id()), None));
