@@ -20,11 +20,15 @@ fn read(id: libc::clockid_t) -> i64 {
     // `clock_gettime` (resolved once by `resolve_vdso`; the vDSO stays mapped
     // at that address for the life of the process and of its forked
     // children), both called as glibc calls the vDSO's: a valid clock id and
-    // a timespec to fill. Either fills it: the ids bgjob reads (monotonic,
-    // coarse monotonic) cannot fail.
+    // a timespec to fill, read only if the call says it filled it. The ids
+    // bgjob reads (monotonic, coarse monotonic) do not fail; should one ever
+    // (a seccomp filter that refuses the syscall fallback), the reading is 0,
+    // as it was before the timespec was left unzeroed.
     unsafe {
         let f: ClockGettime = std::mem::transmute::<*mut (), ClockGettime>(f);
-        f(id, ts.as_mut_ptr());
+        if f(id, ts.as_mut_ptr()) != 0 {
+            return 0;
+        }
         ns(&ts.assume_init())
     }
 }
