@@ -1,7 +1,6 @@
 //! A job's life: start, the worker's run, its end (the outcome rules,
 //! transactions' finalization), results, waits for the end, release, detach.
 
-use super::st::JobCompletion;
 use super::*;
 use crate::core::context::Wake;
 use crate::core::threads;
@@ -71,7 +70,6 @@ impl Job {
                     }
                 };
                 self.arm_deadline(&mut st);
-                self.box_completion(&mut st);
                 // The RUNNING event is delivered once the thread is awake.
                 let defer = events::DeferScope::enter();
                 drop(st);
@@ -422,12 +420,12 @@ impl Job {
     /// other way round.
     fn queue_completion(&self, st: &mut St) -> (Option<Wake>, Option<Undelivered>) {
         let mut wake = None;
-        let events = st.events.is_some();
-        let pending = st.completion.take().and_then(|(context, c)| {
-            let run = match c {
-                JobCompletion::Boxed(run) => run,
-                JobCompletion::Given(f) => self.completion_box(f, events),
-            };
+        let pending = st.completion.take().and_then(|(context, f)| {
+            // The job's events (END last) go first; a job with no event
+            // callback (none can be added once it exists) has none to wait
+            // for, and runs it with no lock and no second box.
+            let (job, events) = (self.clone(), st.events.is_some());
+            let run: Box<dyn FnOnce() + Send> = Box::new(move || job.run_completion(f, events));
             let Some(ctx) = context else {
                 return Some(Undelivered::Direct(run));
             };
@@ -440,27 +438,6 @@ impl Job {
             }
         });
         (wake, pending)
-    }
-
-    /// The completion `f` as queued on the context: run with this job. The
-    /// job's events (END last) go first; a job with no event callback (none
-    /// can be added once it exists) has none to wait for, and runs it with no
-    /// lock and no second box.
-    fn completion_box(&self, f: CompleteFn, events: bool) -> Box<dyn FnOnce() + Send> {
-        let job = self.clone();
-        Box::new(move || job.run_completion(f, events))
-    }
-
-    /// Boxes the completion of a job being started, on the starting thread:
-    /// its worker's end then allocates nothing (a cold `malloc` on a thread
-    /// whose frees of that size happen on the dispatcher's), and the box is
-    /// freed where the next one is made. The box holds the job until its end
-    /// takes it, as the running task does anyway.
-    fn box_completion(&self, st: &mut St) {
-        if let Some((context, JobCompletion::Given(f))) = st.completion.take() {
-            let run = self.completion_box(f, st.events.is_some());
-            st.completion = Some((context, JobCompletion::Boxed(run)));
-        }
     }
 
     /// Runs the completion `f` of this ended job on this thread: after the

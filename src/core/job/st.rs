@@ -52,7 +52,7 @@ pub(super) struct St {
     /// first use ([`Job::wake_fd`]).
     pub(super) wake: Option<Arc<EventFd>>,
     /// Taken (once) when the job settles.
-    pub(super) completion: Option<(Option<Context>, JobCompletion)>,
+    pub(super) completion: Option<(Option<Context>, CompleteFn)>,
     pub(super) result: Option<ResultValue>,
     /// The event callback and its queue ([`super::events`]), if the job has one.
     pub(super) events: Option<super::Events>,
@@ -66,14 +66,6 @@ pub(super) struct St {
     /// What an external job's owner reported (WAITING, PENDING, ABORTING),
     /// the finalize forwarded to it, and the last verb it said failed.
     pub(super) owner: super::owner::Owner,
-}
-
-/// A job's completion callback: as given, or already boxed with the job,
-/// ready to queue on its context (done as the job starts, on the starting
-/// thread: the worker's end then allocates nothing, see `Job::start`).
-pub(super) enum JobCompletion {
-    Given(CompleteFn),
-    Boxed(Box<dyn FnOnce() + Send>),
 }
 
 pub(super) struct Work {
@@ -227,7 +219,7 @@ impl St {
             detached: false,
             family: super::family::Family::default(),
             wake: None,
-            completion: completion.map(|(context, f)| (context, JobCompletion::Given(f))),
+            completion,
             result: None,
             events: None,
             control: None,
