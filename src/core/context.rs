@@ -9,8 +9,7 @@
 //! [`Context::dispatch`] when it is readable; the completions then run on that
 //! thread. Any number of completions between two dispatches make one readiness.
 
-use crate::sys::EventFd;
-use std::cell::RefCell;
+use crate::sys::{EventFd, thread_token};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,6 +24,37 @@ struct Queue {
     closed: bool,
     /// A post made the queue non-empty and signalled the fd (or is about to).
     armed: bool,
+    /// The threads dispatching this context now ([`thread_token`]s; 0 =
+    /// none), to refuse a nested dispatch from inside one of its callbacks
+    /// (bounded recursion). Kept here, under the lock the dispatch takes
+    /// anyway, rather than in a thread-local, which a shared library reaches
+    /// through a `__tls_get_addr` call: cold after the dispatcher's wait, it
+    /// cost a dispatch more than the rest of its way to the callback.
+    dispatching: usize,
+    /// More threads dispatching it at once (rare).
+    also_dispatching: Vec<usize>,
+}
+
+impl Queue {
+    fn is_dispatching(&self, token: usize) -> bool {
+        self.dispatching == token || self.also_dispatching.contains(&token)
+    }
+
+    fn enter(&mut self, token: usize) {
+        if self.dispatching == 0 {
+            self.dispatching = token;
+        } else {
+            self.also_dispatching.push(token);
+        }
+    }
+
+    fn leave(&mut self, token: usize) {
+        if self.dispatching == token {
+            self.dispatching = 0;
+        } else if let Some(i) = self.also_dispatching.iter().position(|t| *t == token) {
+            self.also_dispatching.swap_remove(i);
+        }
+    }
 }
 
 /// Signals a context's fd when dropped: [`Context::post`] hands it back so the
@@ -82,12 +112,6 @@ impl PartialEq for Context {
 
 impl Eq for Context {}
 
-thread_local! {
-    /// Contexts this thread is dispatching now, to refuse a nested dispatch of the
-    /// same context from inside one of its callbacks (bounded recursion).
-    static DISPATCHING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Why a dispatch was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DispatchError {
@@ -106,6 +130,8 @@ impl Context {
                 items: VecDeque::new(),
                 closed: false,
                 armed: false,
+                dispatching: 0,
+                also_dispatching: Vec::new(),
             }),
             fd: EventFd::new()?,
         })))
@@ -150,30 +176,31 @@ impl Context {
     /// Completions queued by those callbacks wait for the next dispatch; if one
     /// of them closes the context, the rest are not run (close drops them).
     pub fn dispatch(&self, max: usize) -> Result<usize, DispatchError> {
-        let id = self.0.id;
-        let nested = DISPATCHING.with(|d| {
-            let mut d = d.borrow_mut();
-            if d.contains(&id) {
-                true
-            } else {
-                d.push(id);
-                false
-            }
-        });
-        if nested {
-            return Err(DispatchError::Nested);
+        let token = thread_token();
+        /// Leaves the list of this context's dispatchers (also if a
+        /// callback unwinds through), and clears the fd if this dispatch
+        /// emptied the queue and nothing was posted since.
+        struct Leave<'a> {
+            ctx: &'a Context,
+            token: usize,
+            emptied: bool,
         }
-        struct Leave(u64);
-        impl Drop for Leave {
+        impl Drop for Leave<'_> {
             fn drop(&mut self) {
-                DISPATCHING.with(|d| d.borrow_mut().retain(|x| *x != self.0));
+                let mut q = self.ctx.lock();
+                q.leave(self.token);
+                // Cleared after the callbacks ran (the first runs one read()
+                // sooner), and only if nothing was posted meanwhile: a new
+                // post armed the queue again, and its signal must stay.
+                if self.emptied && !q.armed && q.items.is_empty() {
+                    self.ctx.0.fd.clear();
+                }
             }
         }
-        let _leave = Leave(id);
         // Only what was queued when the call began (or `max` of it) runs; one
         // at a time, so a callback that closes the context stops the rest.
         let mut ran = 0;
-        let mut emptied = false;
+        let mut leave: Option<Leave<'_>> = None;
         let mut budget = usize::MAX;
         loop {
             if ran >= budget {
@@ -181,8 +208,18 @@ impl Context {
             }
             let next = {
                 let mut q = self.lock();
-                if budget == usize::MAX {
-                    // The first hold also takes the budget.
+                if leave.is_none() {
+                    // The first hold refuses a nested dispatch, lists this
+                    // thread as a dispatcher and takes the budget.
+                    if q.is_dispatching(token) {
+                        return Err(DispatchError::Nested);
+                    }
+                    q.enter(token);
+                    leave = Some(Leave {
+                        ctx: self,
+                        token,
+                        emptied: false,
+                    });
                     if q.items.is_empty() && !q.closed {
                         // Readable with nothing queued: a signal that came
                         // after the dispatch that emptied the queue.
@@ -201,7 +238,9 @@ impl Context {
                 let next = q.items.pop_front();
                 if q.items.is_empty() {
                     q.armed = false;
-                    emptied = true;
+                    if let Some(l) = leave.as_mut() {
+                        l.emptied = true;
+                    }
                 }
                 next
             };
@@ -211,15 +250,7 @@ impl Context {
             // callbacks cannot unwind.
             let _ = catch_unwind(AssertUnwindSafe(c));
         }
-        if emptied {
-            // Cleared after the callbacks ran (the first runs one read()
-            // sooner), and only if nothing was posted meanwhile: a new post
-            // armed the queue again, and its signal must stay.
-            let q = self.lock();
-            if !q.armed && q.items.is_empty() {
-                self.0.fd.clear();
-            }
-        }
+        drop(leave);
         Ok(ran)
     }
 
@@ -290,6 +321,51 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), Some(Err(DispatchError::Nested)));
         assert_eq!(ctx.pending(), 1);
         assert!(readable(ctx.fd()));
+    }
+
+    #[test]
+    fn only_a_dispatch_of_the_same_context_on_the_same_thread_is_nested() {
+        let ctx = Context::new().unwrap();
+        let other = Context::new().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (inner, o, s) = (ctx.clone(), other.clone(), seen.clone());
+        let posted = ctx.post(Box::new(move || {
+            // Another thread dispatching it meanwhile is not nested, and is
+            // refused when it nests itself.
+            let c = inner.clone();
+            let on_other_thread = std::thread::spawn(move || {
+                let d = c.clone();
+                let nested = Arc::new(Mutex::new(None));
+                let n = nested.clone();
+                assert!(
+                    c.post(Box::new(move || *n.lock().unwrap() = Some(d.dispatch(0))))
+                        .is_ok()
+                );
+                let ran = c.dispatch(0);
+                (ran, nested.lock().unwrap().take())
+            })
+            .join()
+            .unwrap();
+            let mut s = s.lock().unwrap();
+            s.push(on_other_thread.0);
+            s.push(on_other_thread.1.unwrap());
+            // Another context on this thread is not nested; this one is.
+            s.push(o.dispatch(0));
+            s.push(inner.dispatch(0));
+        }));
+        assert!(posted.is_ok());
+        assert_eq!(ctx.dispatch(0), Ok(1));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Ok(1),
+                Err(DispatchError::Nested),
+                Ok(0),
+                Err(DispatchError::Nested)
+            ]
+        );
+        assert_eq!(ctx.dispatch(0), Ok(0), "left: not nested any more");
+        assert_eq!(ctx.pending(), 0);
     }
 
     #[test]

@@ -662,6 +662,17 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
     n == 1 && p.revents & libc::POLLIN != 0
 }
 
+/// A value naming the calling thread among the live threads of this
+/// process (its `pthread_self`): a load relative to the thread pointer, no
+/// thread-local lookup (`__tls_get_addr`) and no reference count, unlike
+/// `std::thread::current`. A value may name another thread once this one
+/// has exited.
+#[inline]
+pub(crate) fn thread_token() -> usize {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as usize }
+}
+
 /// Asks for the cache line holding `p` without waiting for it (getinfo asks
 /// for its two lines before its clock read, `core::job::info`).
 #[inline(always)]

@@ -3,36 +3,7 @@
 
 use super::*;
 use crate::core::context::Wake;
-use std::cell::RefCell;
-
-thread_local! {
-    /// The context signal (and waiters' wake-up) of the job whose worker just
-    /// ended on this pool thread, until the pool lets it go
-    /// ([`release_held_end`]).
-    static HELD_END: RefCell<Option<(Wake, Job)>> = const { RefCell::new(None) };
-}
-
-/// Signals the context and wakes the waiters of the job whose end this pool
-/// thread held back: called by the pool (the hook given to
-/// `threads::after_task`) once the thread has listed itself
-/// idle (`idle`: then it also yields the CPU) or taken its next work, before
-/// it parks, spins, runs anything else or exits.
-pub(crate) fn release_held_end(idle: bool) {
-    if let Some((wake, job)) = HELD_END.with(|h| h.borrow_mut().take()) {
-        let signalled = wake.signal();
-        job.0.cv.notify_all();
-        drop(job);
-        if signalled && idle {
-            // The dispatcher just woken most often shares this CPU (a wake-up
-            // lands on the waker's): it runs now, and finds this thread idle
-            // for the next job it starts (waking it is then a store). Not
-            // when the thread has its next work: in a burst the fd wakes
-            // nobody (the dispatcher is busy), and a yield per job cost the
-            // pinned burst.
-            std::thread::yield_now();
-        }
-    }
-}
+use crate::core::threads;
 
 impl Job {
     /// Starts the worker of a created job on a thread of the job's pool. Under
@@ -232,20 +203,23 @@ impl Job {
     fn end_plain(&self, returned: Returned) -> Result<(), Returned> {
         let inner = &self.0;
         let mut st = inner.lock();
+        // `&`, not `&&`: every field is read anyway, and one branch on the
+        // whole is cheaper than fourteen on a cold path (after a worker's
+        // sleep, little of this is cached or predicted).
         let plain = st.events.is_none()
-            && st.work.children.as_ref().is_none_or(HashMap::is_empty)
-            && st.family.live_children == 0
-            && st.family.holds.is_none()
-            && st.cancel.hooks.is_empty()
-            && st.cancel.busy_hooks.is_empty()
-            && st.control.is_none()
-            && st.control_busy.is_empty()
-            && st.finalize.txn.is_none()
-            && !st.finalize.manual
-            && !st.finalize.claimed
-            && st.finalize.commit.is_none()
-            && st.finalize.abort.is_none()
-            && st.finalize.clean.is_none();
+            & st.work.children.as_ref().is_none_or(HashMap::is_empty)
+            & (st.family.live_children == 0)
+            & st.family.holds.is_none()
+            & st.cancel.hooks.is_empty()
+            & st.cancel.busy_hooks.is_empty()
+            & st.control.is_none()
+            & st.control_busy.is_empty()
+            & st.finalize.txn.is_none()
+            & !st.finalize.manual
+            & !st.finalize.claimed
+            & st.finalize.commit.is_none()
+            & st.finalize.abort.is_none()
+            & st.finalize.clean.is_none();
         if !plain {
             return Err(returned);
         }
@@ -386,12 +360,12 @@ impl Job {
 
     /// The last step of every end, in the hold `st` that made it: the final
     /// error and terminal state written, the completion taken (see
-    /// [`Self::queue_completion`]), then the lock let go, the context's fd
-    /// signalled with no lock held (its dispatcher, woken at once, runs into
-    /// neither the job's nor the queue's lock, while this thread wakes
-    /// waiters — free when none wait), and the end logged. `own_end`: the
-    /// worker's own end on its pool thread, whose signal and wake-up wait
-    /// until the thread is idle ([`release_held_end`]).
+    /// [`Self::queue_completion`]), then the lock let go, the end logged, and
+    /// the context's fd signalled with no lock held (its dispatcher, woken at
+    /// once, runs into neither the job's nor the queue's lock, while this
+    /// thread wakes waiters — free when none wait). `own_end`: the worker's
+    /// own end on its pool thread, which settles the thread's task first
+    /// ([`threads::settle_task_now`]).
     fn publish_end(
         &self,
         mut st: StGuard<'_>,
@@ -406,29 +380,34 @@ impl Job {
         inner.set_attention(ATTN_DONE);
         let (wake, pending) = self.queue_completion(&mut st);
         drop(st);
-        match wake {
-            // On a pool thread, the worker's own end: signalled (and waiters
-            // woken) once the thread has listed itself idle, right before it
-            // parks or takes its next work. The dispatcher woken most often
-            // shares this CPU (a wake-up lands on the waker's), so it could
-            // not run before then anyway, and the thread is then idle for
-            // the next job the dispatcher starts.
-            Some(wake) if own_end && crate::core::threads::after_task(release_held_end) => {
-                // One end a task; an earlier one still held goes first.
-                release_held_end(false);
-                HELD_END.with(|h| *h.borrow_mut() = Some((wake, self.clone())));
-            }
-            wake => {
-                drop(wake);
-                inner.cv.notify_all();
-            }
-        }
         log::debug(format_args!(
             "job {} '{}'{} {state}",
             inner.id,
             inner.name,
             op_label(&inner.operation)
         ));
+        // On a pool thread, the worker's own end: the thread lists itself
+        // idle (or takes its next work) first, then signals (and wakes
+        // waiters). The dispatcher woken most often shares this CPU (a
+        // wake-up lands on the waker's), so it could not run before the
+        // thread gives the CPU up anyway; listed idle, the thread yields it
+        // at once, and the dispatcher finds it idle for the next job it
+        // starts (waking it is then a store). What is left of the task (its
+        // return, the drops of its captures) runs after. Not with a
+        // completion left to run here (no context) or to drop (a closed
+        // context): that is user code, which must not run on a thread
+        // listed idle. No yield when the thread has its next work: in a
+        // burst the fd wakes nobody (the dispatcher is busy), and a yield
+        // per job cost the pinned burst.
+        let idle = match &wake {
+            Some(_) if own_end => threads::settle_task_now(),
+            _ => None,
+        };
+        let signalled = wake.is_some_and(Wake::signal);
+        inner.cv.notify_all();
+        if signalled && idle == Some(true) {
+            std::thread::yield_now();
+        }
         pending
     }
 
@@ -439,10 +418,7 @@ impl Job {
     /// makes the job terminal, so a caller whose wait returned finds it
     /// queued. Lock order is job, then context queue; nothing takes them the
     /// other way round.
-    fn queue_completion(
-        &self,
-        st: &mut St,
-    ) -> (Option<crate::core::context::Wake>, Option<Undelivered>) {
+    fn queue_completion(&self, st: &mut St) -> (Option<Wake>, Option<Undelivered>) {
         let mut wake = None;
         let pending = st.completion.take().and_then(|(context, f)| {
             // The job's events (END last) go first; a job with no event

@@ -26,19 +26,20 @@
 //! thread per CPU but one) before it parks, and a waker prefers it: waking it
 //! is a store, no system call.
 //!
-//! A job whose worker ended on a pool thread signals its context (and wakes
-//! its waiters) only once the thread has listed itself idle or taken its
-//! next work; listed idle, it then yields the CPU: the dispatcher that
-//! signal wakes most often shares the thread's CPU, so it runs at once and
-//! finds the thread idle for the job it starts next (see
-//! `job::release_held_end`).
+//! A job whose worker ended on a pool thread settles the thread's task from
+//! inside it ([`settle_task_now`]): the thread lists itself idle or takes its
+//! next work, then the job signals its context (and wakes its waiters) and,
+//! listed idle, yields the CPU: the dispatcher that signal wakes most often
+//! shares the thread's CPU, so it runs at once and finds the thread idle for
+//! the job it starts next. What is left of the task (its return, the drops
+//! of what it captured) runs after that, off the dispatcher's path.
 //!
 //! Once many threads live, the futex hash is enlarged ([`FUTEX_HASH_STEPS`]):
 //! since Linux 6.16 a process has a private hash sized by its CPUs, and ten
 //! thousand jobs blocked in their own waits would share its few chains.
 
 use crate::core::atomic::AtomicBool;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -79,30 +80,80 @@ const LOOKING_SCAN: usize = 8;
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 
 thread_local! {
-    /// Set on a pool thread ([`Pool::thread_main`]): a task may leave a step
-    /// for after the pool's bookkeeping ([`after_task`]).
-    static POOL_THREAD: Cell<bool> = const { Cell::new(false) };
-    /// That step, taken and called by [`run_after_task`].
-    static AFTER_TASK: Cell<Option<fn(bool)>> = const { Cell::new(None) };
+    /// Set on a pool thread ([`Pool::thread_main`]): what settling its task
+    /// needs, and where that task stands.
+    static POOL_THREAD: RefCell<Option<PoolThread>> = const { RefCell::new(None) };
 }
 
-/// On a pool thread, has `f` called once the thread has listed itself idle
-/// (`f(true)`) or taken its next work (`f(false)`), before it parks, spins,
-/// runs anything else or exits, and returns true; elsewhere returns false
-/// and does nothing. A job's end uses it to signal its context then (see
-/// `job::release_held_end`).
-pub(crate) fn after_task(f: fn(bool)) -> bool {
-    if !POOL_THREAD.with(Cell::get) {
-        return false;
-    }
-    AFTER_TASK.with(|a| a.set(Some(f)));
-    true
+/// A pool thread's own record (see [`settle_task_now`]).
+struct PoolThread {
+    pool: &'static Pool,
+    id: u64,
+    stack_size: usize,
+    handoff: Arc<Handoff>,
+    task: TaskState,
 }
 
-fn run_after_task(idle: bool) {
-    if let Some(f) = AFTER_TASK.with(Cell::take) {
-        f(idle);
-    }
+enum TaskState {
+    /// Between tasks.
+    None,
+    /// A task runs; `capped`: it holds a cap slot.
+    Running { capped: bool },
+    /// The running task settled itself: what the thread does next.
+    Settled(Next),
+}
+
+/// What a thread does once its task is settled: run this work next
+/// (`Ok(Some)`), wait idle the keep-alive (`Ok(None)`) or only the linger
+/// (`Err(true)`), or end (`Err(false)`).
+type Next = Result<Option<Message>, bool>;
+
+/// Whether a thread whose task settled to `next` is listed idle.
+fn listed_idle(next: &Next) -> bool {
+    matches!(next, Ok(None) | Err(true))
+}
+
+/// Settles the task running on this pool thread now, from inside it, as the
+/// thread would once the task returns: its cap slot is freed (or passed to
+/// the oldest queued task, which this thread then runs next), and the thread
+/// takes ready work or lists itself idle. Returns whether it is listed idle;
+/// `None` (and does nothing) off a pool thread, outside a task, or if the
+/// task settled already. A job's end calls it right before it signals its
+/// context (see `job::Job::publish_end`): whatever the task still does after
+/// this must not block (no user code), as work may be handed to the thread
+/// meanwhile; it runs once the task returns.
+pub(crate) fn settle_task_now() -> Option<bool> {
+    POOL_THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        let t = t.as_mut()?;
+        let TaskState::Running { capped } = t.task else {
+            return None;
+        };
+        let next = t.pool.settle(t.id, t.stack_size, &t.handoff, capped);
+        let idle = listed_idle(&next);
+        t.task = TaskState::Settled(next);
+        Some(idle)
+    })
+}
+
+/// Marks the start of a task on this pool thread ([`settle_task_now`]).
+fn task_started(capped: bool) {
+    POOL_THREAD.with(|t| {
+        if let Some(t) = t.borrow_mut().as_mut() {
+            t.task = TaskState::Running { capped };
+        }
+    });
+}
+
+/// The settlement the task that just returned made itself, if it did.
+fn task_ended() -> Option<Next> {
+    POOL_THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        match std::mem::replace(&mut t.as_mut()?.task, TaskState::None) {
+            TaskState::Settled(next) => Some(next),
+            _ => None,
+        }
+    })
 }
 
 /// A unit of work for one thread.
@@ -739,10 +790,54 @@ impl Pool {
         true
     }
 
+    /// The bookkeeping after a task (see [`settle_task_now`]): one hold of
+    /// the pool's lock frees the task's cap slot (or passes it straight to
+    /// the oldest queued task: run next here when the stack fits, else on a
+    /// thread that has it), then takes ready work or lists the thread idle
+    /// (or ends it): thousands of threads ending at once contend for it.
+    fn settle(
+        &'static self,
+        id: u64,
+        stack_size: usize,
+        handoff: &Arc<Handoff>,
+        capped: bool,
+    ) -> Next {
+        let mut g = self.lock();
+        if capped {
+            let mut queued = None;
+            if g.max_running == 0 || g.running <= g.max_running {
+                queued = g.queue.pop_front();
+            }
+            match queued {
+                Some((_, work)) if work.stack_size == stack_size => {
+                    return Ok(Some((work, true)));
+                }
+                Some((_, work)) => {
+                    drop(g);
+                    match self.launch(work, true) {
+                        Ok(launch) => drop(launch),
+                        Err((_, work)) => self.requeue(work),
+                    }
+                    g = self.lock();
+                }
+                None => g.running -= 1,
+            }
+        }
+        self.next_or_idle(g, id, stack_size, handoff, false)
+    }
+
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff::new());
-        POOL_THREAD.with(|p| p.set(true));
+        POOL_THREAD.with(|t| {
+            *t.borrow_mut() = Some(PoolThread {
+                pool: self,
+                id,
+                stack_size,
+                handoff: handoff.clone(),
+                task: TaskState::None,
+            });
+        });
         let mut named = thread_name(&first.name);
         let mut next = Some((first, capped));
         // Listed idle past `max_idle`: it waits only the linger.
@@ -750,47 +845,17 @@ impl Pool {
         loop {
             while let Some((work, capped)) = next.take() {
                 rename(&mut named, &work.name);
+                task_started(capped);
                 // A panicking Rust completion must not kill the thread with its
                 // slot counted; C callbacks cannot unwind.
                 let _ = catch_unwind(AssertUnwindSafe(work.task));
-                // One hold of the pool's lock frees the slot (or passes it
-                // straight to the oldest queued task), takes ready work or
-                // lists the thread idle (or ends it): thousands of threads
-                // ending at once contend for it.
-                let mut g = self.lock();
-                if capped {
-                    let mut queued = None;
-                    if g.max_running == 0 || g.running <= g.max_running {
-                        queued = g.queue.pop_front();
-                    }
-                    match queued {
-                        // Runs here when the stack fits, else on a thread that
-                        // has it.
-                        Some((_, work)) if work.stack_size == stack_size => {
-                            drop(g);
-                            run_after_task(false);
-                            next = Some((work, true));
-                            continue;
-                        }
-                        Some((_, work)) => {
-                            drop(g);
-                            match self.launch(work, true) {
-                                Ok(launch) => drop(launch),
-                                Err((_, work)) => self.requeue(work),
-                            }
-                            g = self.lock();
-                        }
-                        None => g.running -= 1,
-                    }
-                }
-                let found = self.next_or_idle(g, id, stack_size, &handoff, false);
-                // Listed idle (or with its next work): the end of the job
-                // just run is signalled now, the dispatcher it wakes finds
-                // this thread idle for its next job, and the thread parks
-                // (or looks for work, yielding first) right after.
-                let idle = matches!(found, Ok(None) | Err(true));
-                run_after_task(idle);
-                match found {
+                // Settled here unless the task did it itself (a job's end
+                // does, right before it signals its context).
+                let settled = match task_ended() {
+                    Some(settled) => settled,
+                    None => self.settle(id, stack_size, &handoff, capped),
+                };
+                match settled {
                     Ok(Some(message)) => next = Some(message),
                     Ok(None) => lingering = false,
                     Err(true) => lingering = true,

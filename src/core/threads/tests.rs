@@ -298,3 +298,95 @@ fn threads_past_max_idle_linger_then_exit() {
         assert_eq!(p.idle_threads(), want, "linger {linger_ms} ms");
     }
 }
+
+#[test]
+fn a_task_that_settles_itself_is_idle_before_it_returns_and_gets_work_after() {
+    assert_eq!(settle_task_now(), None, "not on a pool thread");
+    let p = pool(5_000);
+    let first_returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (returned, tx1) = (first_returned.clone(), tx.clone());
+    submit_ok(
+        p,
+        Box::new(move || {
+            let settled = settle_task_now();
+            let again = settle_task_now();
+            let idle = p.idle_threads();
+            // Listed idle while still inside this task: the next task is
+            // handed to this thread, and runs once this one has returned.
+            let (returned2, tx2) = (returned.clone(), tx1.clone());
+            submit_ok(
+                p,
+                Box::new(move || {
+                    let after = returned2.load(Ordering::SeqCst);
+                    tx2.send((
+                        "second",
+                        std::thread::current().id(),
+                        (Some(after), None),
+                        0,
+                    ))
+                    .unwrap();
+                }),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            tx1.send(("first", std::thread::current().id(), (settled, again), idle))
+                .unwrap();
+            returned.store(true, Ordering::SeqCst);
+        }),
+    );
+    let (what1, t1, ok1, idle1) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (what2, t2, after2, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((what1, what2), ("first", "second"));
+    assert_eq!(
+        ok1,
+        (Some(true), None),
+        "settled idle once; a second call does nothing"
+    );
+    assert_eq!(idle1, 1, "listed idle from inside the task");
+    assert_eq!(t1, t2, "the work handed to it runs on it");
+    assert_eq!(after2.0, Some(true), "only once the first task returned");
+}
+
+#[test]
+fn a_capped_task_that_settles_itself_passes_its_slot_to_the_queued_one() {
+    let p = capped_pool(1);
+    let (go, wait) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let tx1 = tx.clone();
+    submit_ok(
+        p,
+        Box::new(move || {
+            let _ = wait.recv();
+            let settled = settle_task_now();
+            let running = p.running();
+            let queued = p.queued();
+            tx1.send((
+                "first",
+                std::thread::current().id(),
+                settled,
+                running,
+                queued,
+            ))
+            .unwrap();
+        }),
+    );
+    let s = submit_ok(
+        p,
+        Box::new(move || {
+            tx.send(("second", std::thread::current().id(), None, 0, 0))
+                .unwrap();
+        }),
+    );
+    assert!(matches!(s, Submitted::Queued(_)));
+    go.send(()).unwrap();
+    let (what1, t1, settled, running, queued) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (what2, t2, ..) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((what1, what2), ("first", "second"));
+    assert_eq!(settled, Some(false), "not idle: it has its next work");
+    assert_eq!(
+        (running, queued),
+        (1, 0),
+        "the slot went to the queued task"
+    );
+    assert_eq!(t1, t2, "which runs on this thread, after it");
+}
