@@ -32,21 +32,27 @@ pub(crate) enum Word {
     /// The shared state of the job whose C worker runs on this thread
     /// (`ffi::handles`: its fast paths skip the load through the `Job`).
     WorkerHot = 3,
+    /// How many job locks (and deferring scopes) this thread holds
+    /// (`core::job::events`: counted on every hold of a job's lock).
+    LocksHeld = 4,
+    /// Non-zero while this thread has jobs whose events it must deliver
+    /// once it holds no lock (`core::job::events`).
+    EventsDeferred = 5,
 }
 
-const WORDS: usize = 4;
+const WORDS: usize = 8;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
 mod imp {
     std::arch::global_asm!(
         ".pushsection .tbss,\"awT\",@nobits",
-        ".p2align 5",
+        ".p2align 6",
         ".globl bgjob_hot_tls",
         ".hidden bgjob_hot_tls",
         ".type bgjob_hot_tls, @object",
-        ".size bgjob_hot_tls, 32",
+        ".size bgjob_hot_tls, 64",
         "bgjob_hot_tls:",
-        ".zero 32",
+        ".zero 64",
         ".popsection",
     );
 
@@ -92,7 +98,7 @@ mod imp {
         pub(super) fn get(self, i: usize) -> usize {
             let off = self.0 + i * 8;
             let v: usize;
-            // SAFETY: reads this thread's own 32-byte block at `off` from the
+            // SAFETY: reads this thread's own 64-byte block at `off` from the
             // thread pointer (`offset`); `i` is a `Word`, below `WORDS`.
             unsafe {
                 std::arch::asm!(
@@ -152,7 +158,11 @@ mod imp {
     }
 }
 
-const _: () = assert!((Word::Hazard as usize) < WORDS && (Word::WorkerHot as usize) < WORDS);
+const _: () = assert!(
+    (Word::Hazard as usize) < WORDS
+        && (Word::WorkerHot as usize) < WORDS
+        && (Word::EventsDeferred as usize) < WORDS
+);
 
 pub(crate) use imp::Block;
 
@@ -190,6 +200,8 @@ mod tests {
             Word::WorkerJob,
             Word::Hazard,
             Word::WorkerHot,
+            Word::LocksHeld,
+            Word::EventsDeferred,
         ];
         std::thread::scope(|s| {
             for t in 1..=4usize {

@@ -20,7 +20,8 @@
 //! END events are never merged or dropped.
 
 use super::*;
-use std::cell::{Cell, RefCell};
+use crate::sys::tls::{self, Word};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
@@ -247,9 +248,12 @@ impl Drop for Unrun {
     }
 }
 
+// How many job locks (and [`DeferScope`]s) this thread holds, and whether
+// DEFERRED has anything, are words of `sys::tls` (`Word::LocksHeld`,
+// `Word::EventsDeferred`): every hold of a job's lock counts itself, and a
+// `thread_local!` in a shared library costs a `__tls_get_addr` call per
+// access (on a worker's cold end path, several of them).
 thread_local! {
-    /// Job locks (and [`DeferScope`]s) this thread holds now.
-    static HELD: Cell<u32> = const { Cell::new(0) };
     /// Jobs whose events this thread must deliver once it holds no lock.
     static DEFERRED: RefCell<Vec<Job>> = const { RefCell::new(Vec::new()) };
     /// Jobs whose events this thread is delivering now (innermost last), each
@@ -282,25 +286,38 @@ fn end_drain(job: &Job) {
 }
 
 fn enter() {
-    HELD.with(|h| h.set(h.get() + 1));
+    let words = tls::this_thread();
+    words.write(Word::LocksHeld, words.read(Word::LocksHeld) + 1);
 }
 
 /// Leaves one hold; at the outermost, delivers what was deferred.
 fn leave() {
-    let outermost = HELD.with(|h| {
-        let n = h.get().saturating_sub(1);
-        h.set(n);
-        n == 0
-    });
-    if outermost {
+    let words = tls::this_thread();
+    let n = words.read(Word::LocksHeld).saturating_sub(1);
+    words.write(Word::LocksHeld, n);
+    if n == 0 && words.read(Word::EventsDeferred) != 0 {
         loop {
-            let next = DEFERRED.with(|d| d.borrow_mut().pop());
+            let next = DEFERRED.with(|d| {
+                let mut d = d.borrow_mut();
+                let next = d.pop();
+                if d.is_empty() {
+                    // Delivering `next` may defer more: set again then.
+                    tls::this_thread().write(Word::EventsDeferred, 0);
+                }
+                next
+            });
             match next {
                 Some(job) => drain(&job),
                 None => break,
             }
         }
     }
+}
+
+/// Keeps `job`'s events for this thread to deliver once it holds no lock.
+fn defer(job: Job) {
+    DEFERRED.with(|d| d.borrow_mut().push(job));
+    tls::this_thread().write(Word::EventsDeferred, 1);
 }
 
 /// Holds back the delivery of events on this thread until dropped (for a
@@ -381,7 +398,7 @@ impl Drop for StGuard<'_> {
         drop(g);
         match deliver {
             Deliver::Nothing => {}
-            Deliver::Here(job) => DEFERRED.with(|d| d.borrow_mut().push(job)),
+            Deliver::Here(job) => defer(job),
             Deliver::Wake(w) => drop(w),
             Deliver::Drop(drain, sink) => {
                 drop(drain);

@@ -39,7 +39,6 @@
 //! thousand jobs blocked in their own waits would share its few chains.
 
 use crate::core::atomic::AtomicBool;
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -53,9 +52,11 @@ use std::thread::{Thread, current as current_thread, park, yield_now};
 use std::time::{Duration, Instant};
 
 mod census;
+mod settle;
 #[cfg(test)]
 pub(crate) use census::{FUTEX_HASH_STEPS, grow_futex_hash, set_futex_hash};
 use census::{LiveThread, start_looking, stop_looking};
+pub(crate) use settle::settle_task_now;
 
 /// An idle thread keeps the last job's name this long before it renames itself
 /// "bgjob-idle": a burst of jobs with one name renames nothing.
@@ -78,83 +79,6 @@ const LOOKING_SCAN: usize = 8;
 /// The largest worker stack a job may ask for (1 GiB); std cannot start a
 /// thread with an unrepresentable stack size and panics instead of failing.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
-
-thread_local! {
-    /// Set on a pool thread ([`Pool::thread_main`]): what settling its task
-    /// needs, and where that task stands.
-    static POOL_THREAD: RefCell<Option<PoolThread>> = const { RefCell::new(None) };
-}
-
-/// A pool thread's own record (see [`settle_task_now`]).
-struct PoolThread {
-    pool: &'static Pool,
-    id: u64,
-    stack_size: usize,
-    handoff: Arc<Handoff>,
-    task: TaskState,
-}
-
-enum TaskState {
-    /// Between tasks.
-    None,
-    /// A task runs; `capped`: it holds a cap slot.
-    Running { capped: bool },
-    /// The running task settled itself: what the thread does next.
-    Settled(Next),
-}
-
-/// What a thread does once its task is settled: run this work next
-/// (`Ok(Some)`), wait idle the keep-alive (`Ok(None)`) or only the linger
-/// (`Err(true)`), or end (`Err(false)`).
-type Next = Result<Option<Message>, bool>;
-
-/// Whether a thread whose task settled to `next` is listed idle.
-fn listed_idle(next: &Next) -> bool {
-    matches!(next, Ok(None) | Err(true))
-}
-
-/// Settles the task running on this pool thread now, from inside it, as the
-/// thread would once the task returns: its cap slot is freed (or passed to
-/// the oldest queued task, which this thread then runs next), and the thread
-/// takes ready work or lists itself idle. Returns whether it is listed idle;
-/// `None` (and does nothing) off a pool thread, outside a task, or if the
-/// task settled already. A job's end calls it right before it signals its
-/// context (see `job::Job::publish_end`): whatever the task still does after
-/// this must not block (no user code), as work may be handed to the thread
-/// meanwhile; it runs once the task returns.
-pub(crate) fn settle_task_now() -> Option<bool> {
-    POOL_THREAD.with(|t| {
-        let mut t = t.borrow_mut();
-        let t = t.as_mut()?;
-        let TaskState::Running { capped } = t.task else {
-            return None;
-        };
-        let next = t.pool.settle(t.id, t.stack_size, &t.handoff, capped);
-        let idle = listed_idle(&next);
-        t.task = TaskState::Settled(next);
-        Some(idle)
-    })
-}
-
-/// Marks the start of a task on this pool thread ([`settle_task_now`]).
-fn task_started(capped: bool) {
-    POOL_THREAD.with(|t| {
-        if let Some(t) = t.borrow_mut().as_mut() {
-            t.task = TaskState::Running { capped };
-        }
-    });
-}
-
-/// The settlement the task that just returned made itself, if it did.
-fn task_ended() -> Option<Next> {
-    POOL_THREAD.with(|t| {
-        let mut t = t.borrow_mut();
-        match std::mem::replace(&mut t.as_mut()?.task, TaskState::None) {
-            TaskState::Settled(next) => Some(next),
-            _ => None,
-        }
-    })
-}
 
 /// A unit of work for one thread.
 pub(crate) type Task = Box<dyn FnOnce() + Send + 'static>;
@@ -790,54 +714,10 @@ impl Pool {
         true
     }
 
-    /// The bookkeeping after a task (see [`settle_task_now`]): one hold of
-    /// the pool's lock frees the task's cap slot (or passes it straight to
-    /// the oldest queued task: run next here when the stack fits, else on a
-    /// thread that has it), then takes ready work or lists the thread idle
-    /// (or ends it): thousands of threads ending at once contend for it.
-    fn settle(
-        &'static self,
-        id: u64,
-        stack_size: usize,
-        handoff: &Arc<Handoff>,
-        capped: bool,
-    ) -> Next {
-        let mut g = self.lock();
-        if capped {
-            let mut queued = None;
-            if g.max_running == 0 || g.running <= g.max_running {
-                queued = g.queue.pop_front();
-            }
-            match queued {
-                Some((_, work)) if work.stack_size == stack_size => {
-                    return Ok(Some((work, true)));
-                }
-                Some((_, work)) => {
-                    drop(g);
-                    match self.launch(work, true) {
-                        Ok(launch) => drop(launch),
-                        Err((_, work)) => self.requeue(work),
-                    }
-                    g = self.lock();
-                }
-                None => g.running -= 1,
-            }
-        }
-        self.next_or_idle(g, id, stack_size, handoff, false)
-    }
-
     fn thread_main(&'static self, id: u64, stack_size: usize, first: Work, capped: bool) {
         // One hand-off slot for the thread's whole life.
         let handoff = Arc::new(Handoff::new());
-        POOL_THREAD.with(|t| {
-            *t.borrow_mut() = Some(PoolThread {
-                pool: self,
-                id,
-                stack_size,
-                handoff: handoff.clone(),
-                task: TaskState::None,
-            });
-        });
+        settle::enter_pool_thread(self, id, stack_size, &handoff);
         let mut named = thread_name(&first.name);
         let mut next = Some((first, capped));
         // Listed idle past `max_idle`: it waits only the linger.
@@ -845,13 +725,13 @@ impl Pool {
         loop {
             while let Some((work, capped)) = next.take() {
                 rename(&mut named, &work.name);
-                task_started(capped);
+                settle::task_started(capped);
                 // A panicking Rust completion must not kill the thread with its
                 // slot counted; C callbacks cannot unwind.
                 let _ = catch_unwind(AssertUnwindSafe(work.task));
                 // Settled here unless the task did it itself (a job's end
                 // does, right before it signals its context).
-                let settled = match task_ended() {
+                let settled = match settle::task_ended() {
                     Some(settled) => settled,
                     None => self.settle(id, stack_size, &handoff, capped),
                 };
