@@ -24,37 +24,14 @@ struct Queue {
     closed: bool,
     /// A post made the queue non-empty and signalled the fd (or is about to).
     armed: bool,
-    /// The threads dispatching this context now ([`thread_token`]s; 0 =
-    /// none), to refuse a nested dispatch from inside one of its callbacks
-    /// (bounded recursion). Kept here, under the lock the dispatch takes
-    /// anyway, rather than in a thread-local, which a shared library reaches
-    /// through a `__tls_get_addr` call: cold after the dispatcher's wait, it
-    /// cost a dispatch more than the rest of its way to the callback.
-    dispatching: usize,
-    /// More threads dispatching it at once (rare).
-    also_dispatching: Vec<usize>,
-}
-
-impl Queue {
-    fn is_dispatching(&self, token: usize) -> bool {
-        self.dispatching == token || self.also_dispatching.contains(&token)
-    }
-
-    fn enter(&mut self, token: usize) {
-        if self.dispatching == 0 {
-            self.dispatching = token;
-        } else {
-            self.also_dispatching.push(token);
-        }
-    }
-
-    fn leave(&mut self, token: usize) {
-        if self.dispatching == token {
-            self.dispatching = 0;
-        } else if let Some(i) = self.also_dispatching.iter().position(|t| *t == token) {
-            self.also_dispatching.swap_remove(i);
-        }
-    }
+    /// The threads dispatching this context now ([`thread_token`]s), to
+    /// refuse a nested dispatch from inside one of its callbacks (bounded
+    /// recursion). Kept here, under the lock the dispatch takes anyway,
+    /// rather than in a thread-local, which a shared library reaches through
+    /// a `__tls_get_addr` call: cold after the dispatcher's wait, it cost a
+    /// dispatch more than the rest of its way to the callback. (Its capacity
+    /// stays: only a context's first dispatch allocates.)
+    dispatching: Vec<usize>,
 }
 
 /// Signals a context's fd when dropped: [`Context::post`] hands it back so the
@@ -130,8 +107,7 @@ impl Context {
                 items: VecDeque::new(),
                 closed: false,
                 armed: false,
-                dispatching: 0,
-                also_dispatching: Vec::new(),
+                dispatching: Vec::new(),
             }),
             fd: EventFd::new()?,
         })))
@@ -188,7 +164,9 @@ impl Context {
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
                 let mut q = self.ctx.lock();
-                q.leave(self.token);
+                if let Some(i) = q.dispatching.iter().position(|t| *t == self.token) {
+                    q.dispatching.swap_remove(i);
+                }
                 // Cleared after the callbacks ran (the first runs one read()
                 // sooner), and only if nothing was posted meanwhile: a new
                 // post armed the queue again, and its signal must stay.
@@ -211,10 +189,10 @@ impl Context {
                 if leave.is_none() {
                     // The first hold refuses a nested dispatch, lists this
                     // thread as a dispatcher and takes the budget.
-                    if q.is_dispatching(token) {
+                    if q.dispatching.contains(&token) {
                         return Err(DispatchError::Nested);
                     }
-                    q.enter(token);
+                    q.dispatching.push(token);
                     leave = Some(Leave {
                         ctx: self,
                         token,
