@@ -33,6 +33,24 @@ int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+struct derived derive(uint64_t current, uint64_t total, int64_t started_ns, int64_t paused_ns)
+{
+    int64_t active = now_ns() - started_ns - paused_ns;
+    struct derived d = {.elapsed_ms = active / 1000000, .remaining_ms = -1, .percent = -1,
+                        .rate = -1.0};
+
+    if (total > 0 && current <= UINT64_MAX / 100)
+        d.percent = current >= total ? 100 : (int32_t)(current * 100 / total);
+    if (active > 0 && current > 0) {
+        d.rate = (double)current * 1e9 / (double)active;
+        if (total > current)
+            d.remaining_ms = (int64_t)((double)(total - current) / d.rate * 1000.0);
+        else
+            d.remaining_ms = 0;
+    }
+    return d;
+}
+
 void sleep_us(int64_t us)
 {
     struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};

@@ -42,6 +42,21 @@ void fig_latency(const char *name, int64_t *v, size_t n);
 double median_i64(int64_t *v, size_t n);
 double median_f64(double *v, size_t n);
 
+/* What a driver's own getinfo reports beside the raw record it copies under
+ * its mutex: the active time, read from CLOCK_MONOTONIC at the query (as
+ * libvirt's job info computes its elapsed time on each query), and the
+ * percent, rate and time left derived from it — what bgjob_job_get_info
+ * fills in. The "driver" peers of getinfo and scale do this after the
+ * mutex read, so bgjob's snapshot is also compared with the same work done
+ * by hand. */
+struct derived {
+    int64_t elapsed_ms, remaining_ms;
+    int32_t percent;
+    double rate;
+};
+
+struct derived derive(uint64_t current, uint64_t total, int64_t started_ns, int64_t paused_ns);
+
 /* Stops the program with a message when `cond` is false. */
 #define BENCH_CHECK(cond)                                                         \
     do {                                                                          \

@@ -9,6 +9,10 @@
  *            job's record (state, flags, progress, times); the reader locks,
  *            copies the record and unlocks; the writer locks, adds 1 and
  *            unlocks
+ *   driver   the same mutex read, then what the driver's getinfo reports from
+ *            it: the active time from CLOCK_MONOTONIC, percent, rate and
+ *            time left (bench.h's derive), as bgjob_job_get_info does; not a
+ *            target's peer, the same work done by hand beside it
  *
  * The reader makes a fixed number of reads; each figure is ns per read, the
  * median over interleaved rounds.
@@ -39,8 +43,8 @@ static struct {
     struct record r;
 } peer = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-enum subject { BGJOB, MUTEX };
-#define SUBJECTS 2
+enum subject { BGJOB, MUTEX, DRIVER };
+#define SUBJECTS 3
 
 static int32_t sleeping_worker(void *userdata, bgjob_job *job)
 {
@@ -82,6 +86,9 @@ static double measure(enum subject s, bool updating)
 
     atomic_store(&stop, 0);
     atomic_store(&writing, 0);
+    /* As bgjob's workers: the updating one sets the largest total, the
+     * sleeping one none. */
+    peer.r.total = updating ? UINT64_MAX : 0;
     if (s == BGJOB) {
         bgjob_job_options o;
         bgjob_job_options_init(&o, sizeof o);
@@ -103,13 +110,23 @@ static double measure(enum subject s, bool updating)
             bgjob_job_get_info(job, &info);
             sink += info.current + (uint64_t)info.state;
         }
-    } else {
+    } else if (s == MUTEX) {
         for (size_t i = 0; i < reads; i++) {
             struct record r;
             pthread_mutex_lock(&peer.mu);
             memcpy(&r, &peer.r, sizeof r);
             pthread_mutex_unlock(&peer.mu);
             sink += r.current + (uint64_t)r.state;
+        }
+    } else {
+        for (size_t i = 0; i < reads; i++) {
+            struct record r;
+            pthread_mutex_lock(&peer.mu);
+            memcpy(&r, &peer.r, sizeof r);
+            pthread_mutex_unlock(&peer.mu);
+            struct derived d = derive(r.current, r.total, r.started_ns, r.paused_ns);
+            sink += r.current + (uint64_t)r.state + (uint64_t)d.elapsed_ms +
+                    (uint64_t)d.percent;
         }
     }
     dt = now_ns() - t0;
@@ -129,8 +146,10 @@ static double measure(enum subject s, bool updating)
 
 int main(int argc, char **argv)
 {
-    static const char *const names[] = {"bgjob", "mutex"};
+    static const char *const names[] = {"bgjob", "mutex", "driver"};
     bench_init(argc, argv);
+    /* A running job's record, as the bgjob jobs below are: started now. */
+    peer.r.started_ns = now_ns();
     const size_t rounds = bench_n(7, 1);
     double alone[SUBJECTS][7], updating[SUBJECTS][7];
     char name[96];

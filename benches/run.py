@@ -183,6 +183,9 @@ def main(argv):
         if "target" in e:
             met = "/".join(("yes" if e.get(f"met_{p}") else "NO") for p in PLACEMENTS if p in e)
         print(f"{e['name']:58} {cells[0]} {cells[1]}  {e.get('target', ''):8} {met}")
+    if any(e["peer"].split(".")[1] == "driver" for e in ratios):
+        print("(driver: the peer's mutex read plus the clock read and the elapsed time, percent,\n"
+              " rate and time left bgjob's snapshot fills in, done by hand; no target)")
 
     print(f"\n{'target':58} {'free':>14} {'pinned':>14}  bound")
     by_pair = {(e["bgjob"], e["peer"]): e for e in ratios}

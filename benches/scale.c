@@ -10,6 +10,10 @@
  *   pthread  pthread_create (64 KiB stack), thread in pthread_cond_wait on its
  *            own condvar; a mutex-guarded progress read; flag + signal;
  *            pthread_join
+ *   driver   the pthread subject's read again, each followed by what a
+ *            driver's getinfo derives from it (bench.h's derive: the clock,
+ *            elapsed, percent, rate, time left), as bgjob_job_get_info
+ *            does: the same work by hand, not a target's peer
  *
  * Each subject runs in a child process of its own, so neither sees the
  * other's threads or memory; each runs once more cancelling in reverse
@@ -150,6 +154,7 @@ struct raw {
     pthread_cond_t cv;
     bool cancel;
     uint64_t current, total;
+    int64_t started_ns, paused_ns;
 };
 
 static void *raw_thread(void *arg)
@@ -180,6 +185,7 @@ static void run_pthread(size_t n)
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_init(&raws[i].mu, NULL);
         pthread_cond_init(&raws[i].cv, NULL);
+        raws[i].started_ns = now_ns();
         BENCH_CHECK(pthread_create(&raws[i].thread, &attr, raw_thread, &raws[i]) == 0);
     }
     t.create = now_ns() - t0;
@@ -193,6 +199,21 @@ static void run_pthread(size_t n)
         pthread_mutex_unlock(&raws[i].mu);
     }
     t.getinfo = now_ns() - t0;
+    if (!reverse) {
+        /* The driver's read, after the plain one (the same records, in
+         * the same order). */
+        t0 = now_ns();
+        for (size_t i = 0; i < n; i++) {
+            pthread_mutex_lock(&raws[i].mu);
+            uint64_t current = raws[i].current, total = raws[i].total;
+            int64_t started = raws[i].started_ns, paused = raws[i].paused_ns;
+            pthread_mutex_unlock(&raws[i].mu);
+            struct derived d = derive(current, total, started, paused);
+            /* Nothing counted yet: no progress, percent unknown (-1). */
+            sink += current + (uint64_t)(d.percent + 1);
+        }
+        fig("scale.driver.getinfo_ms", (double)(now_ns() - t0) / 1e6, "ms");
+    }
     t0 = now_ns();
     for (size_t i = 0; i < n; i++) {
         struct raw *r = &raws[reverse ? n - 1 - i : i];
