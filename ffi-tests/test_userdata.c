@@ -5,10 +5,16 @@
  * and without cancel), and every failed create (NULL worker or job_out, bad
  * options). The completion userdata follows the same rule. A free function may
  * call bgjob for other objects (no bgjob lock is held while it runs).
+ *
+ * No free function of a job runs on its worker's thread once the job's end
+ * has been delivered: by then the thread has listed itself idle, and a job
+ * handed to it would wait behind the free (test_frees_before_the_thread_is_free).
  */
 
 #include "util.h"
 
+#include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 
 #include <stdlib.h>
@@ -400,11 +406,148 @@ static bool test_every_path_reentrant_free(void)
     return ok;
 }
 
+/* test_frees_before_the_thread_is_free: which of a job's frees ran on its
+ * worker's thread after its completion began. */
+enum { LATE_USERDATA, LATE_COMPLETION, LATE_EVENT, LATE_CONTROL, LATE_FINALIZE, LATE_RESULT,
+       LATE_KINDS };
+static const char *const late_names[LATE_KINDS] = {"userdata", "completion", "event",
+                                                   "control",  "finalize",   "result"};
+static pthread_t late_worker;
+static atomic_int late_completion_began, late_frees;
+static int late_counts[LATE_KINDS];
+
+static void late_note(int kind)
+{
+    if (pthread_equal(pthread_self(), late_worker) && atomic_load(&late_completion_began))
+        late_counts[kind]++;
+    atomic_fetch_add(&late_frees, 1);
+}
+
+static void late_free_userdata(void *u) { (void)u; late_note(LATE_USERDATA); }
+static void late_free_completion(void *u) { (void)u; late_note(LATE_COMPLETION); }
+static void late_free_event(void *u) { (void)u; late_note(LATE_EVENT); }
+static void late_free_control(void *u) { (void)u; late_note(LATE_CONTROL); }
+static void late_free_finalize(void *u) { (void)u; late_note(LATE_FINALIZE); }
+static void late_free_result(void *u) { (void)u; late_note(LATE_RESULT); }
+
+static int32_t late_worker_fn(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    late_worker = pthread_self();
+    return bgjob_job_set_result(job, &late_worker, late_free_result) == BGJOB_RESULT_OK ? 0 : 1;
+}
+
+static void late_completion(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    (void)userdata;
+    (void)state;
+    atomic_store(&late_completion_began, 1);
+    bgjob_job_destroy(job);
+}
+
+static void late_event(void *u, bgjob_job *j, const bgjob_event *ev) { (void)u; (void)j; (void)ev; }
+static void late_control(void *u, bgjob_job *j, bgjob_control w, int64_t a)
+{
+    (void)u;
+    (void)j;
+    (void)w;
+    (void)a;
+}
+static void late_finalize(void *u, bgjob_job *j) { (void)u; (void)j; }
+
+/* Runs `n` jobs on `ctx` (with every callback and free function when `all`,
+ * else only a completion: a plain job's end), each destroyed by its
+ * completion; false if one did not end or did not free everything. */
+static bool late_rounds(bgjob_context *ctx, int fd, bool all, int n)
+{
+    bool ok = true;
+    int frees = all ? LATE_KINDS : 3;
+
+    for (int i = 0; i < n && ok; i++) {
+        bgjob_job_options o;
+        bgjob_job *job = NULL;
+        int64_t until = now_ms() + LONG_MS;
+
+        atomic_store(&late_completion_began, 0);
+        atomic_store(&late_frees, 0);
+        bgjob_job_options_init(&o, sizeof o);
+        o.context = ctx;
+        o.completion = late_completion;
+        o.completion_free = late_free_completion;
+        if (all) {
+            o.event = late_event;
+            o.event_free = late_free_event;
+            o.control = late_control;
+            o.control_free = late_free_control;
+            o.commit = late_finalize;
+            o.clean = late_finalize;
+            o.finalize_free = late_free_finalize;
+        }
+        CHECK_RC(bgjob_job_create(&o, late_worker_fn, NULL, late_free_userdata, &job),
+                 BGJOB_RESULT_OK);
+        REQUIRE(ok);
+        while (!atomic_load(&late_completion_began) && now_ms() < until) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            poll(&p, 1, 100);
+            CHECK_RC(bgjob_context_dispatch(ctx, 0, NULL), BGJOB_RESULT_OK);
+        }
+        CHECKF(atomic_load(&late_completion_began), "round %d: no completion", i);
+        while (atomic_load(&late_frees) < frees && now_ms() < until)
+            sched_yield();
+        CHECKF(atomic_load(&late_frees) == frees, "round %d: %d of %d frees", i,
+               atomic_load(&late_frees), frees);
+    }
+    return ok;
+}
+
+/* Every free function of a job whose worker returned runs before its end is
+ * delivered, or on another thread: never on the worker's thread after the
+ * completion began. By then the pool thread has listed itself idle (it does
+ * so inside the job's end, before the context is signalled), so a job started
+ * from the completion may be handed to it; a free still to run there would
+ * make that job wait behind it (a free that waits for it: never runs).
+ * Pinned to one CPU as well: there the worker's thread yields as soon as it
+ * has signalled, and the completion runs before the rest of its task does. */
+static bool test_frees_before_the_thread_is_free(void)
+{
+    bool ok = true;
+    bgjob_context *ctx = NULL;
+    int32_t fd = -1;
+    cpu_set_t saved, one;
+
+    REQUIRE(sched_getaffinity(0, sizeof saved, &saved) == 0);
+    CHECK_RC(bgjob_context_create(&ctx), BGJOB_RESULT_OK);
+    REQUIRE(ctx != NULL);
+    CHECK_RC(bgjob_context_get_fd(ctx, &fd), BGJOB_RESULT_OK);
+    for (int pinned = 0; pinned < 2; pinned++) {
+        if (pinned) {
+            /* The first CPU this process may run on. */
+            int cpu = 0;
+            while (!CPU_ISSET(cpu, &saved))
+                cpu++;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+        }
+        memset(late_counts, 0, sizeof late_counts);
+        CHECK(late_rounds(ctx, fd, true, 200));
+        CHECK(late_rounds(ctx, fd, false, 200));
+        for (int k = 0; k < LATE_KINDS; k++)
+            CHECKF(late_counts[k] == 0, "%s free ran on the worker's thread after the "
+                   "completion began, %d times (%s)", late_names[k], late_counts[k],
+                   pinned ? "pinned" : "free");
+    }
+    CHECK(sched_setaffinity(0, sizeof saved, &saved) == 0);
+    CHECK_RC(bgjob_context_destroy(ctx), BGJOB_RESULT_OK);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
         TAP_TEST(test_every_path),
         TAP_TEST(test_every_path_reentrant_free),
+        TAP_TEST(test_frees_before_the_thread_is_free),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
