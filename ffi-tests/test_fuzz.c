@@ -162,12 +162,12 @@
  *   release of a handle that is not the last is OK in every state, and the
  *   released value is INVALID_HANDLE for get_state, get_id, cancel, ref and
  *   destroy (never another job's); lookup of an id never given, or after the
- *   last handle was released, is INVALID_ARGUMENT. Known gap, counted in the
- *   summary rather than failed: a callback (control, event, completion) is
- *   lent the creator's handle while the creator holds it, and the creator's
- *   release of it during the call (allowed: another reference lives) makes
- *   it INVALID_HANDLE mid-call, although the header says a callback's handle
- *   is valid for the call;
+ *   last handle was released, is INVALID_ARGUMENT. A callback (control,
+ *   event, completion) is lent the creator's handle while the creator holds
+ *   it, and the creator's release of it during the call (allowed: another
+ *   reference lives) makes it INVALID_HANDLE mid-call, as the header says of
+ *   each of those callbacks: counted in the summary; any other result there
+ *   fails;
  * - subjob: a parent is never seen ended (its wait, completion, END event)
  *   while a sub-job is not terminal; after a cancel returns, every sub-job
  *   below that has not ended has cancel requested, cause PARENT unless
@@ -770,9 +770,9 @@ static bool invalid_ok(struct rec *r)
 
 /* A callback of a job with references gets the creator's handle while the
  * creator holds it; the creator may release it during the call (a non-last
- * release is allowed in every state), and the handle dies mid-call although
- * the header says a callback's handle is valid for the call (see the
- * report). Counted, not failed. */
+ * release is allowed in every state), and the handle then answers
+ * INVALID_HANDLE for the rest of the call, as the header says of the
+ * completion, event, control and finalize callbacks. Counted. */
 static atomic_long n_lent_handle_died;
 
 static bool lent_handle_died(struct rec *r, int32_t rc)

@@ -399,6 +399,120 @@ static bool test_a_lent_handle_released_mid_call_is_invalid_for_the_rest_of_it(v
     return ok;
 }
 
+/* The same lending for the control and the event callback: the handle they
+ * get is the creator's while the creator holds it, and the creator's release
+ * of it during the call makes it INVALID_HANDLE for the rest of the call. */
+static atomic_int lent_armed;
+
+static void lent_call(struct lent *l, bgjob_job *job)
+{
+    int32_t st;
+    if (!atomic_exchange(&lent_armed, 0))
+        return;
+    atomic_store(&l->same_as_creator, job == l->creator);
+    atomic_store(&l->rc_before, bgjob_job_get_state(job, &st));
+    gate_open(&l->inside);
+    gate_wait(&l->released);
+    atomic_store(&l->rc_after, bgjob_job_get_state(job, &st));
+    atomic_fetch_add(&l->calls, 1);
+}
+
+static void on_control_lent(void *userdata, bgjob_job *job, bgjob_control what, int64_t arg)
+{
+    (void)arg;
+    if (what == BGJOB_CONTROL_PAUSE)
+        lent_call(userdata, job);
+}
+
+static void on_event_lent(void *userdata, bgjob_job *job, const bgjob_event *ev)
+{
+    if (ev->kind == BGJOB_EVENT_KIND_STATE_CHANGED)
+        lent_call(userdata, job);
+}
+
+struct pauser {
+    bgjob_job *job;
+    atomic_int rc;
+};
+
+static void *pause_it(void *p)
+{
+    struct pauser *x = p;
+    atomic_store(&x->rc, bgjob_job_pause(x->job));
+    return NULL;
+}
+
+/* `control`: lent to the control callback of a pause made on another thread;
+ * else to the event callback of the job's first state change, dispatched on
+ * another thread. */
+static bool lent_to(bool control)
+{
+    bool ok = true;
+    struct tracker t;
+    struct gate g;
+    struct lent l;
+    memset(&l, 0, sizeof l);
+    gate_init(&l.inside);
+    gate_init(&l.released);
+    tracker_init(&t);
+    gate_init(&g);
+    t.gate = &g;
+    bgjob_context *ctx = NULL;
+    REQUIRE(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    if (control) {
+        o.control = on_control_lent;
+        o.control_userdata = &l;
+    } else {
+        o.event = on_event_lent;
+        o.event_userdata = &l;
+        o.context = ctx;
+    }
+    atomic_store(&lent_armed, 1);
+    bgjob_job *a = NULL, *b = NULL;
+    REQUIRE(bgjob_job_create(&o, worker_gated, ud_new(&t), ud_free, &a) == BGJOB_RESULT_OK);
+    l.creator = a;
+    CHECK_RC(bgjob_job_ref(a, &b), BGJOB_RESULT_OK);
+    pthread_t th;
+    struct pauser x = {.job = b};
+    struct dispatcher d = {ctx, &l.calls};
+    REQUIRE(pthread_create(&th, NULL, control ? pause_it : dispatch_until_called,
+                           control ? (void *)&x : (void *)&d) == 0);
+    gate_wait(&l.inside);
+    /* The creator lets go while its handle is lent to the running callback. */
+    CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+    gate_open(&l.released);
+    pthread_join(th, NULL);
+    CHECK_EQ(atomic_load(&l.calls), 1);
+    CHECK_EQ(atomic_load(&l.same_as_creator), 1);
+    CHECK_RC(atomic_load(&l.rc_before), BGJOB_RESULT_OK);
+    CHECK_RC(atomic_load(&l.rc_after), BGJOB_RESULT_INVALID_HANDLE);
+    if (control) {
+        CHECK_RC(atomic_load(&x.rc), BGJOB_RESULT_OK);
+        CHECK_RC(bgjob_job_resume(b), BGJOB_RESULT_OK);
+    }
+    gate_open(&g);
+    CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
+    uint64_t id = id_of(b);
+    CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+    /* The rest of the events (END) go with the context. */
+    bgjob_context_destroy(ctx);
+    CHECK(poll_unlisted(id));
+    gate_destroy(&g);
+    gate_destroy(&l.inside);
+    gate_destroy(&l.released);
+    return ok;
+}
+
+static bool test_a_lent_handle_in_control_and_event_callbacks(void)
+{
+    bool ok = true;
+    CHECKF(lent_to(true), "the control callback");
+    CHECKF(lent_to(false), "the event callback");
+    return ok;
+}
+
 static bgjob_job *fork_refs[3];
 
 static bool child_sees_refs_invalid(void)
@@ -448,6 +562,7 @@ int main(void)
         TAP_TEST(test_detach_of_a_non_last_handle_is_a_release),
         TAP_TEST(test_completion_gets_a_valid_handle_after_the_creator_released),
         TAP_TEST(test_a_lent_handle_released_mid_call_is_invalid_for_the_rest_of_it),
+        TAP_TEST(test_a_lent_handle_in_control_and_event_callbacks),
         TAP_TEST(test_fork_invalidates_every_ref),
     };
     return tap_run(tests, TAP_COUNT(tests));

@@ -216,7 +216,12 @@ pub struct bgjob_event {
 /// callback. `job` is the job's handle, valid during the call (unless the
 /// caller destroyed it: an event caused by `bgjob_job_destroy` itself gets
 /// the handle already invalid, and calls on it return
-/// `BGJOB_RESULT_INVALID_HANDLE`); `ev` is valid during the call only.
+/// `BGJOB_RESULT_INVALID_HANDLE`); `ev` is valid during the call only. With
+/// shared references it is the handle the completion would get (see
+/// `bgjob_completion_callback`): the creator's, lent while the creator holds
+/// it, so the creator's release of it on another thread during the call
+/// makes calls through it return `BGJOB_RESULT_INVALID_HANDLE` for the rest
+/// of the call (never another job's result).
 ///
 /// Thread: with `bgjob_job_options.context`, the thread that calls
 /// `bgjob_context_dispatch`, like the completion (same fd). Without one, the
@@ -272,7 +277,9 @@ pub type bgjob_cancel_hook_callback =
 /// the options' `finalize_userdata` and the job's handle, after the work of
 /// the job (and of its whole transaction) is done and before the job ends.
 /// See `bgjob_job_options.commit` for which runs, in what order and on which
-/// thread. It runs with no bgjob lock held. It must not `longjmp` out.
+/// thread. `job` is the handle the completion would get, lent as it is (see
+/// `bgjob_completion_callback`). It runs with no bgjob lock held. It must
+/// not `longjmp` out.
 pub type bgjob_finalize_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, job: *mut bgjob_job)>;
 
@@ -557,7 +564,11 @@ pub enum bgjob_control {
 /// `what` says which; `arg` is 1 (force) or 0 (soft) for
 /// `BGJOB_CONTROL_CANCEL`, the new speed in bytes/s for
 /// `BGJOB_CONTROL_SET_SPEED`, 0 otherwise. `job` is the job's handle, valid
-/// during the call.
+/// during the call; with shared references the handle the completion would
+/// get, lent as it is (see `bgjob_completion_callback`: the creator's
+/// release of the creator's handle on another thread during the call makes
+/// calls through it return `BGJOB_RESULT_INVALID_HANDLE`, never another
+/// job's result).
 ///
 /// When: once per verb call that changed something, after the change took
 /// effect — the first cancel (not one that finds it ALREADY_REQUESTED or
