@@ -1251,10 +1251,24 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
             violation(V_COMPLETION_THREAD,
                       "job %" PRIu64 " [%s]: completion (no context) ran on %s, not a bgjob thread",
                       r->serial, r->what, role_names[tl_role]);
-    } else if (atomic_load(&r->nkids) > 0) {
-        /* A parent ended by its last sub-job's end: the header names no
-         * thread for its completion (see the report); only never inside a
-         * call on it (checked above). */
+    } else if (atomic_load(&r->kid_tries) > 0 && r->ext) {
+        /* An external parent: the thread that ended it, or one of its own
+         * once its last sub-job ended; only never inside a call on it
+         * (checked above). */
+    } else if (atomic_load(&r->kid_tries) > 0) {
+        /* A parent (one that tried to make a sub-job: a child's create may
+         * link it and the child end before the create returns and is
+         * counted): on its worker's thread, or, when its last sub-job ended
+         * after its worker returned, a bgjob thread of its own named after it
+         * -- never a caller's thread. */
+        bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
+        char tname[32] = "?";
+        pthread_getname_np(pthread_self(), tname, sizeof tname);
+        if (!own && ((tl_role != ROLE_NONE && tl_role != ROLE_WORKER) || strncmp(tname, "fz-", 3) != 0))
+            violation(V_COMPLETION_THREAD,
+                      "job %" PRIu64 " [%s]: parent's completion (no context) ran on %s ('%s'), "
+                      "neither its worker's thread nor a bgjob thread of its own",
+                      r->serial, r->what, role_names[tl_role], tname);
     } else if (r->ext) {
         /* bgjob_job_end is the worker's return: its caller's thread (or,
          * ended from an event callback, that thread after it returned);
@@ -1272,10 +1286,11 @@ static void completion(void *userdata, bgjob_job *job, int32_t state)
          * on a bgjob thread of its own -- never on a caller's thread. */
         bool own = atomic_load(&r->started_thread_set) && pthread_equal(pthread_self(), r->wthread);
         bool bgjob_thread = r->manual && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER);
-        /* A sub-job tree's node, even one that never had a child, now and
-         * then gets it on a bgjob thread named after it that is not its
-         * worker's (about 1 in 5,000 such jobs; see the report): counted,
-         * not failed, until it is explained. */
+        /* A sub-job tree's node that never tried to make a child, on a
+         * bgjob thread not its worker's: none seen since parents are told
+         * by kid_tries (a child's create may link it, and the child end,
+         * before the create returns and nkids counts it); still counted
+         * rather than failed, and reported. */
         if (!own && r->scn == S_SUBJOBS && (tl_role == ROLE_NONE || tl_role == ROLE_WORKER)) {
             if (atomic_fetch_add(&n_subjob_comp_elsewhere, 1) == 0) {
                 char tname[32] = "?";
@@ -3809,6 +3824,8 @@ static void scn_stats(uint64_t *rng)
     rc = API(bgjob_job_start(h));
     tl_call_rec = NULL;
     expect(r, "start", rc, RC(OK) | RC(NOT_ALLOWED));
+    if (rc != BGJOB_RESULT_OK)
+        r->never_started = true; /* a callback's poke cancelled it while CREATED */
     expect(r, "add_stat (started)", API(bgjob_job_add_stat(h, "late", BGJOB_STAT_TYPE_U64, NULL, &idx)),
            RC(NOT_ALLOWED));
     for (unsigned i = 0; i < reads; i++) {

@@ -8,6 +8,7 @@
 
 #include <bgjob.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -294,6 +295,101 @@ static bool test_deferred_child_of_a_cancelled_parent_ends_unrun(void)
     return ok;
 }
 
+/* Where a parent's completion (no context) runs: on its worker's thread when
+ * its sub-jobs ended before its worker returned; else, once the last one has
+ * ended, on a bgjob thread of its own, named after the parent. */
+struct where {
+    struct gate *gate;       /* the worker waits here, if set */
+    pthread_t worker;        /* the worker's thread */
+    atomic_int worker_set;
+    pthread_t completion;    /* the completion's thread, and its name */
+    char completion_name[32];
+    atomic_int completed;
+};
+
+static int32_t where_worker(void *userdata, bgjob_job *job)
+{
+    struct where *w = userdata;
+    (void)job;
+    w->worker = pthread_self();
+    atomic_store(&w->worker_set, 1);
+    if (w->gate != NULL)
+        gate_wait(w->gate);
+    return 0;
+}
+
+static void where_completion(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    struct where *w = userdata;
+    (void)job;
+    (void)state;
+    w->completion = pthread_self();
+    pthread_getname_np(pthread_self(), w->completion_name, sizeof w->completion_name);
+    atomic_store(&w->completed, 1);
+}
+
+static bgjob_result where_create(struct where *w, const char *name, bgjob_job *parent,
+                                 uint32_t flags, bgjob_job **out)
+{
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    o.name = name;
+    o.parent = parent;
+    o.flags = flags;
+    o.completion = where_completion;
+    o.completion_userdata = w;
+    return bgjob_job_create(&o, where_worker, w, NULL, out);
+}
+
+/* `child_last`: the child ends after the parent's worker returned. */
+static bool parent_completion_thread(bool child_last)
+{
+    bool ok = true;
+    struct gate gp, gc;
+    struct where wp, wc;
+    bgjob_job *p = NULL, *c = NULL;
+    memset(&wp, 0, sizeof wp);
+    memset(&wc, 0, sizeof wc);
+    gate_init(&gp);
+    gate_init(&gc);
+    wp.gate = child_last ? NULL : &gp;
+    wc.gate = child_last ? &gc : NULL;
+    REQUIRE(where_create(&wp, "sj-parent", NULL, BGJOB_CREATE_DEFER_START, &p) ==
+            BGJOB_RESULT_OK);
+    REQUIRE(where_create(&wc, "sj-child", p, 0, &c) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_start(p), BGJOB_RESULT_OK);
+    if (child_last) {
+        CHECK(poll_state(p, BGJOB_STATE_WAITING));
+        gate_open(&gc);
+    } else {
+        CHECK_STATE(wait_end(c), BGJOB_STATE_COMPLETED);
+        gate_open(&gp);
+    }
+    CHECK_STATE(wait_end(p), BGJOB_STATE_COMPLETED);
+    CHECK(poll_int_eq(&wp.completed, 1));
+    CHECK(poll_int_eq(&wc.completed, 1));
+    CHECK_STR(wp.completion_name, "sj-parent");
+    CHECK(!pthread_equal(wp.completion, pthread_self()));
+    if (!child_last)
+        CHECKF(pthread_equal(wp.completion, wp.worker),
+               "the parent's completion ran off its worker's thread, its sub-job long ended");
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
+    gate_destroy(&gp);
+    gate_destroy(&gc);
+    return ok;
+}
+
+static bool test_where_a_parents_completion_runs(void)
+{
+    bool ok = true;
+    for (int i = 0; i < 20; i++) {
+        CHECKF(parent_completion_thread(true), "round %d, the sub-job ended last", i);
+        CHECKF(parent_completion_thread(false), "round %d, the parent's worker returned last", i);
+    }
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -307,6 +403,7 @@ int main(void)
         TAP_TEST(test_bad_parents_are_refused),
         TAP_TEST(test_child_of_a_cancelled_parent_is_born_cancelled),
         TAP_TEST(test_deferred_child_of_a_cancelled_parent_ends_unrun),
+        TAP_TEST(test_where_a_parents_completion_runs),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }

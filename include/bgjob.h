@@ -847,7 +847,10 @@ typedef struct bgjob_txn bgjob_txn;
  * - a job ended by a call (a cancel of a job that never ran, destroy,
  *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
  *   PENDING, a
- *   detach): a bgjob thread of its own.
+ *   detach): a bgjob thread of its own;
+ * - a parent whose worker returned before its last sub-job ended (it was
+ *   WAITING for it): once that sub-job has ended, a bgjob thread of its own
+ *   (named after the parent).
  *
  * Never inside the call that ended the job (create, start, cancel, destroy,
  * detach, finalize) — `bgjob_job_end`, being a worker's return, is not such
