@@ -517,6 +517,8 @@ struct rec {
     atomic_int ctl_last;
     atomic_int ctl_calls[5], ctl_inside, ctl_ending, ctl_frees, ctl_force, ctl_soft;
     atomic_int end_ok, end_done;   /* bgjob_job_end succeeded / a successful one returned */
+    _Atomic(const char *) end_by;  /* who made the successful bgjob_job_end (for reports) */
+    pthread_t end_thread;          /* and on which thread (set before end_done) */
     atomic_int comp_ender;         /* completion ran on a thread that called end: 1, not: 2 */
     _Atomic pthread_t enders[8];   /* threads that called bgjob_job_end on it */
     atomic_int n_enders;
@@ -1462,6 +1464,8 @@ static int32_t ext_end(struct rec *r, bgjob_job *h, int32_t code, const char *by
         if (atomic_fetch_add(&r->end_ok, 1) != 0)
             violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded twice (the second: %s)",
                       r->serial, r->what, by);
+        r->end_thread = pthread_self();
+        atomic_store(&r->end_by, by);
         atomic_store(&r->end_done, 1);
     } else {
         expect(r, by, rc, RC(NOT_ALLOWED));
@@ -1617,8 +1621,13 @@ static void ctl_cb(void *userdata, bgjob_job *job, bgjob_control what, int64_t a
         violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after its userdata was freed",
                   r->serial, r->what, ctl_name(what));
     if (atomic_load(&r->end_done))
-        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after bgjob_job_end returned",
-                  r->serial, r->what, ctl_name(what));
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s, arg %" PRId64 ") after "
+                  "bgjob_job_end returned (%s, on %s; this thread: %s, depth %d, %d control calls "
+                  "of it here, %s)",
+                  r->serial, r->what, ctl_name(what), arg, atomic_load(&r->end_by),
+                  pthread_equal(r->end_thread, pthread_self()) ? "this thread" : "another thread",
+                  role_names[tl_role], tl_depth, tl_ctl_n,
+                  tl_call_rec == r ? "inside a call on it" : "not inside a call on it");
     if (atomic_load(&r->observed))
         violation(V_CONTROL, "job %" PRIu64 " [%s]: control callback (%s) after the job was seen %s",
                   r->serial, r->what, ctl_name(what), bgjob_state_str(atomic_load(&r->terminal)));

@@ -390,6 +390,129 @@ static bool test_where_a_parents_completion_runs(void)
     return ok;
 }
 
+/* A parent whose worker returns (or whose owner ends it) while a sub-job
+ * still runs waits for it in WAITING; its work is done all the same, and the
+ * header's promises about the work's end hold there: bgjob_job_end (the
+ * worker's return) waits for a control call in progress on another thread,
+ * the control userdata is freed, and no control call comes after; hooks
+ * still registered are removed uncalled, and a later cancel (it reaches the
+ * sub-job) calls none. */
+struct held {
+    struct gate in_pause, let_go; /* the PAUSE call is in; it may return */
+    atomic_int pause_calls, calls_after_end, ctl_frees, ended;
+    atomic_int hook_calls, hook_frees;
+    atomic_int end_rc, end_returned;
+    bgjob_job *job;
+};
+
+static void held_control(void *userdata, bgjob_job *job, bgjob_control what, int64_t arg)
+{
+    struct held *h = userdata;
+    (void)job;
+    (void)arg;
+    if (atomic_load(&h->ended))
+        atomic_fetch_add(&h->calls_after_end, 1);
+    if (what == BGJOB_CONTROL_PAUSE && atomic_fetch_add(&h->pause_calls, 1) == 0) {
+        gate_open(&h->in_pause);
+        gate_wait(&h->let_go);
+    }
+}
+
+static void held_control_free(void *userdata)
+{
+    struct held *h = userdata;
+    atomic_fetch_add(&h->ctl_frees, 1);
+}
+
+static void *held_pause(void *p)
+{
+    struct held *h = p;
+    bgjob_job_pause(h->job);
+    return NULL;
+}
+
+static void *held_end(void *p)
+{
+    struct held *h = p;
+    atomic_store(&h->end_rc, bgjob_job_end(h->job, 0, NULL));
+    atomic_store(&h->ended, 1);
+    atomic_store(&h->end_returned, 1);
+    return NULL;
+}
+
+static void held_hook(void *userdata, bgjob_job *job)
+{
+    struct held *h = userdata;
+    (void)job;
+    atomic_fetch_add(&h->hook_calls, 1);
+}
+
+static void held_hook_free(void *userdata)
+{
+    struct held *h = userdata;
+    atomic_fetch_add(&h->hook_frees, 1);
+}
+
+static bool test_a_waiting_parent_ends_its_work_as_any_job(void)
+{
+    bool ok = true;
+    struct held h;
+    struct tracker tc;
+    bgjob_job *c = NULL;
+    pthread_t pauser, ender;
+    memset(&h, 0, sizeof h);
+    gate_init(&h.in_pause);
+    gate_init(&h.let_go);
+    tracker_init(&tc);
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    o.name = "sj-owner";
+    o.flags = BGJOB_CREATE_EXTERNAL;
+    o.control = held_control;
+    o.control_userdata = &h;
+    o.control_free = held_control_free;
+    REQUIRE(bgjob_job_create(&o, NULL, NULL, NULL, &h.job) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_add_cancel_hook(h.job, held_hook, &h, held_hook_free, NULL),
+             BGJOB_RESULT_OK);
+    REQUIRE(create_child(&tc, worker_until_cancel, h.job, 0, &c) == BGJOB_RESULT_OK);
+    /* A pause's control call is in progress on another thread... */
+    REQUIRE(pthread_create(&pauser, NULL, held_pause, &h) == 0);
+    gate_wait(&h.in_pause);
+    /* ...when the owner ends the job: the end waits for that call. */
+    REQUIRE(pthread_create(&ender, NULL, held_end, &h) == 0);
+    for (int i = 0; i < 50; i++) { /* 0.2 s: the end must still be waiting */
+        if (atomic_load(&h.end_returned))
+            break;
+        sleep_ms(4);
+    }
+    CHECKF(!atomic_load(&h.end_returned),
+           "bgjob_job_end returned while a control call ran on another thread");
+    gate_open(&h.let_go);
+    pthread_join(pauser, NULL);
+    pthread_join(ender, NULL);
+    CHECK_RC(atomic_load(&h.end_rc), BGJOB_RESULT_OK);
+    CHECK_STATE(state_of(h.job), BGJOB_STATE_WAITING);
+    /* Its work is done: the control userdata went with it, and the hook
+     * nobody called was removed. */
+    CHECK_EQ(atomic_load(&h.ctl_frees), 1);
+    CHECK_EQ(atomic_load(&h.hook_frees), 1);
+    /* A cancel still reaches the sub-job, but calls no hook and tells the
+     * owner nothing. */
+    CHECK_RC(bgjob_job_cancel(h.job, NULL), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(c), BGJOB_STATE_CANCELLED);
+    CHECK_STATE(wait_end(h.job), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&h.hook_calls), 0);
+    CHECK_EQ(atomic_load(&h.calls_after_end), 0);
+    CHECK_EQ(atomic_load(&h.pause_calls), 1);
+    CHECK_EQ(atomic_load(&h.ctl_frees), 1);
+    CHECK_EQ(atomic_load(&h.hook_frees), 1);
+    CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_job_destroy(h.job), BGJOB_RESULT_OK);
+    gate_destroy(&h.in_pause);
+    gate_destroy(&h.let_go);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -404,6 +527,7 @@ int main(void)
         TAP_TEST(test_child_of_a_cancelled_parent_is_born_cancelled),
         TAP_TEST(test_deferred_child_of_a_cancelled_parent_ends_unrun),
         TAP_TEST(test_where_a_parents_completion_runs),
+        TAP_TEST(test_a_waiting_parent_ends_its_work_as_any_job),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }

@@ -260,18 +260,6 @@ impl Job {
     /// finalized at once.
     pub(super) fn worker_done(&self, outcome: State, error: Option<JobError>, on_worker: bool) {
         let inner = &self.0;
-        {
-            let mut st = inner.lock();
-            if outcome::held_for_children(st.family.live_children) {
-                // Sub-jobs: WAITING until the last child is terminal; that
-                // child's end calls this again with the same outcome.
-                st.family.held = Some((outcome, error));
-                st.life = Life::Waiting;
-                drop(st);
-                inner.cv.notify_all();
-                return;
-            }
-        }
         let (unused_hooks, txn, finalize_now, control) = {
             let mut st = inner.lock();
             // The one place a job's hooks end. Those nobody called are taken
@@ -288,6 +276,21 @@ impl Job {
                     break;
                 }
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if outcome::held_for_children(st.family.live_children) {
+                // Sub-jobs: WAITING until the last child is terminal; that
+                // child's end calls this again with the same outcome. The
+                // work is done all the same: its hooks and control callback
+                // end here, as for any job (a later cancel still reaches the
+                // children, and calls neither).
+                st.family.held = Some((outcome, error));
+                st.life = Life::Waiting;
+                let control = st.control.take();
+                drop(st);
+                drop(hooks);
+                drop(control);
+                inner.cv.notify_all();
+                return;
             }
             let now = inner.now_ns();
             inner.end_user_pause(&mut st, now);
