@@ -519,6 +519,10 @@ struct rec {
     atomic_int end_ok, end_done;   /* bgjob_job_end succeeded / a successful one returned */
     _Atomic(const char *) end_by;  /* who made the successful bgjob_job_end (for reports) */
     pthread_t end_thread;          /* and on which thread (set before end_done) */
+    _Atomic(const char *) end_refused_by; /* the last refused bgjob_job_end, for reports */
+    atomic_int end_in_ctl;         /* the successful one was made inside its control call */
+    char trail[400];               /* what happened to it, for some reports (trail_add) */
+    atomic_int end_refused_state;  /* the job's state right after it */
     atomic_int comp_ender;         /* completion ran on a thread that called end: 1, not: 2 */
     _Atomic pthread_t enders[8];   /* threads that called bgjob_job_end on it */
     atomic_int n_enders;
@@ -740,6 +744,26 @@ static struct rec *rec_new(int scn, uint64_t *rng)
     snprintf(r->what, sizeof r->what, "%s", scn_names[scn]);
     PUSH(all_recs, n_recs, cap_recs, r);
     return r;
+}
+
+/* Appends a step to r's trail (under one lock for all jobs; the first 400
+ * characters are kept), for reports that need the order of events. */
+static pthread_mutex_t trail_mu = PTHREAD_MUTEX_INITIALIZER;
+static void trail_add(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void trail_add(struct rec *r, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&trail_mu);
+    size_t n = strlen(r->trail);
+    if (n + 2 < sizeof r->trail) {
+        va_start(ap, fmt);
+        vsnprintf(r->trail + n, sizeof r->trail - n, fmt, ap);
+        va_end(ap);
+        n = strlen(r->trail);
+        if (n + 1 < sizeof r->trail)
+            strcat(r->trail, ";");
+    }
+    pthread_mutex_unlock(&trail_mu);
 }
 
 static void describe(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1455,12 +1479,15 @@ static int32_t ext_end(struct rec *r, bgjob_job *h, int32_t code, const char *by
     tl_call_rec = NULL;
     step("bgjob_job_end", r);
     rc = API(bgjob_job_end(h, code, code == 0 ? NULL : "fuzz: ended by its owner"));
+    trail_add(r, "end by %s: %d", by, rc);
     tl_call_rec = saved;
     if (in_ctl && rc != BGJOB_RESULT_OK) {
         atomic_fetch_sub(&r->ctl_ending, tl_ctl_n);
         tl_ctl_ended = false;
     }
     if (rc == BGJOB_RESULT_OK) {
+        if (in_ctl)
+            atomic_store(&r->end_in_ctl, 1);
         if (atomic_fetch_add(&r->end_ok, 1) != 0)
             violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded twice (the second: %s)",
                       r->serial, r->what, by);
@@ -1468,7 +1495,11 @@ static int32_t ext_end(struct rec *r, bgjob_job *h, int32_t code, const char *by
         atomic_store(&r->end_by, by);
         atomic_store(&r->end_done, 1);
     } else {
+        int32_t st = -1;
         expect(r, by, rc, RC(NOT_ALLOWED));
+        bgjob_job_get_state(h, &st);
+        atomic_store(&r->end_refused_state, st);
+        atomic_store(&r->end_refused_by, by);
     }
     return rc;
 }
@@ -1537,7 +1568,9 @@ static void ref_roundtrip(struct rec *r, bgjob_job *h, const char *where)
     if (API(bgjob_job_get_id(x, &id)) != BGJOB_RESULT_OK || (r->id != 0 && id != r->id))
         violation(V_REF, "job %" PRIu64 " [%s]: a reference taken %s names id %" PRIu64 ", not %" PRIu64,
                   r->serial, r->what, where, id, r->id);
+    trail_add(r, "ref %s", where);
     rc = API(bgjob_job_destroy(x));
+    trail_add(r, "unref %s: %d", where, rc);
     if (rc != BGJOB_RESULT_OK)
         violation(V_REF, "job %" PRIu64 " [%s]: destroy of a reference taken %s (not the last handle) "
                   "returned %s", r->serial, r->what, where, bgjob_result_str(rc));
@@ -1613,6 +1646,7 @@ static void ctl_cb(void *userdata, bgjob_job *job, bgjob_control what, int64_t a
     tl_ctl_n++;
     tl_depth++;
     tl_ctl_step = "checks";
+    trail_add(r, "ctl %d/%" PRId64 " on %s", (int)what, arg, role_names[tl_role]);
     if (tl_ctl_ended) /* a call after this thread ended it: a violation below; keep the count even */
         atomic_fetch_add(&r->ctl_ending, 1);
     atomic_fetch_add(&r->ctl_inside, 1);
@@ -2254,6 +2288,7 @@ static void release_job(struct rec *r, bool detach, uint32_t flags)
     tl_call_rec = r;
     rc = detach ? API(bgjob_job_detach(h, flags)) : API(bgjob_job_destroy(h));
     tl_call_rec = saved;
+    trail_add(r, "%s %u: %d", detach ? "detach" : "destroy", flags, rc);
     if (rc == BGJOB_RESULT_OK) {
         if (!detach)
             atomic_store(&r->destroyed, 1);
@@ -2301,9 +2336,12 @@ static int32_t wait_end_rec(struct rec *r)
     if (r->has_fin && atomic_load(&r->runs) && atomic_load(&r->cleans) != 1)
         violation(V_TXN, "job %" PRIu64 " [%s]: wait returned %s before its clean ran", r->serial,
                   r->what, bgjob_state_str(st));
-    /* bgjob_job_end frees both userdata before it publishes the end. */
+    /* bgjob_job_end frees both userdata before it publishes the end (made
+     * inside a control call, the control userdata once that call returns:
+     * counted at the end of the run). */
     if (r->ext && atomic_load(&r->end_ok) &&
-        (atomic_load(&r->wfrees) != 1 || (r->has_ctl && atomic_load(&r->ctl_frees) != 1)))
+        (atomic_load(&r->wfrees) != 1 ||
+         (r->has_ctl && !atomic_load(&r->end_in_ctl) && atomic_load(&r->ctl_frees) != 1)))
         violation(V_ONCE, "job %" PRIu64 " [%s]: wait returned before the external job's userdata (%d) "
                   "and control userdata (%d) were freed", r->serial, r->what, atomic_load(&r->wfrees),
                   atomic_load(&r->ctl_frees));
@@ -3246,6 +3284,7 @@ static void ext_verb(struct rec *r, bgjob_job *h, unsigned v, uint64_t *rng)
 {
     int32_t rc;
 
+    trail_add(r, "verb %u", v);
     switch (v) {
     case 0:
         rc = API(bgjob_job_pause(h));
@@ -4441,8 +4480,13 @@ static void check_rec(struct rec *r)
                       bgjob_state_str(atomic_load(&r->ev_state)));
     }
     if (r->ext && !r->never_started && atomic_load(&r->end_ok) != 1)
-        violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded %d times", r->serial, r->what,
-                  atomic_load(&r->end_ok));
+        violation(V_CONTROL, "job %" PRIu64 " [%s]: bgjob_job_end succeeded %d times (the last refused: "
+                  "%s, the job then %s; cancels %d, detached %d)", r->serial, r->what,
+                  atomic_load(&r->end_ok), atomic_load(&r->end_refused_by) ? atomic_load(&r->end_refused_by) : "none",
+                  bgjob_state_str(atomic_load(&r->end_refused_state)), atomic_load(&r->cancels),
+                  atomic_load(&r->detached));
+    if (r->ext && !r->never_started && atomic_load(&r->end_ok) != 1)
+        tap_diag("fuzz: job %" PRIu64 "'s trail: %s", r->serial, r->trail);
     if (r->ext && r->has_comp && !r->comp_ctx && atomic_load(&r->end_ok) == 1 && atomic_load(&r->nkids) == 0 &&
         atomic_load(&r->n_enders) <= 8 && atomic_load(&r->comp_ender) == 2)
         violation(V_COMPLETION_THREAD, "job %" PRIu64 " [%s]: ended by bgjob_job_end, its completion (no "

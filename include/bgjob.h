@@ -1135,8 +1135,9 @@ typedef struct bgjob_job_options {
     /**
      * Frees `control_userdata` exactly once, after the last call of
      * `control`: when the job's work is done (`bgjob_job_end`, the worker's
-     * return), when a job that never ran is cancelled or destroyed, or before
-     * `bgjob_job_create` returns if it fails. May be NULL.
+     * return; a `bgjob_job_end` made inside a control call: once that call
+     * returns), when a job that never ran is cancelled or destroyed, or
+     * before `bgjob_job_create` returns if it fails. May be NULL.
      */
     bgjob_free_callback control_free;
     /**
@@ -1599,7 +1600,11 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * call: see `bgjob_job_options.event_free`), except when
  * `options->struct_size` is too small for bgjob to read them. On success
  * `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
- * has ended) or `bgjob_job_detach`.
+ * has ended) or `bgjob_job_detach`. The job can be reached before this
+ * call returns (`bgjob_job_lookup` of its id, its parent's cancel flowing
+ * down): a cancel that comes then does not make the create fail or end the
+ * job unrun; the job starts with its cancel requested, as a sub-job of a
+ * cancelled parent does.
  *
  * `options` may be NULL (all defaults); `job_out` may not; `worker` must be
  * NULL exactly when `options->flags` has `BGJOB_CREATE_EXTERNAL` (an external
@@ -2239,6 +2244,9 @@ bgjob_result bgjob_job_finish(struct bgjob_job *job, int32_t status);
  * threaded job. The job's `userdata` and its control callback's are freed
  * during this call, before the end is published; a control callback running
  * on another thread is waited for first (see `bgjob_control_callback`).
+ * Called from inside one of the job's own control calls, the control
+ * callback's userdata is in use: it is freed when that call returns, which
+ * may be after a waiter has seen the end.
  *
  * This call is the job's worker's return: a completion without a context
  * runs on this thread, before it returns (after the commit or abort and

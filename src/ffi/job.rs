@@ -53,6 +53,9 @@ pub(crate) unsafe fn create(
     if external {
         b = b.external();
     }
+    if !opts.defer_start {
+        b = b.start_at_once();
+    }
     if let Some(e) = opts.events {
         b = e.attach(b, h);
     }
@@ -120,7 +123,11 @@ pub(crate) unsafe fn create(
 /// call: see `bgjob_job_options.event_free`), except when
 /// `options->struct_size` is too small for bgjob to read them. On success
 /// `*job_out` is a new handle; release it with `bgjob_job_destroy` (once the job
-/// has ended) or `bgjob_job_detach`.
+/// has ended) or `bgjob_job_detach`. The job can be reached before this
+/// call returns (`bgjob_job_lookup` of its id, its parent's cancel flowing
+/// down): a cancel that comes then does not make the create fail or end the
+/// job unrun; the job starts with its cancel requested, as a sub-job of a
+/// cancelled parent does.
 ///
 /// `options` may be NULL (all defaults); `job_out` may not; `worker` must be
 /// NULL exactly when `options->flags` has `BGJOB_CREATE_EXTERNAL` (an external

@@ -87,8 +87,9 @@ pub struct bgjob_job_options {
     pub control_userdata: *mut c_void,
     /// Frees `control_userdata` exactly once, after the last call of
     /// `control`: when the job's work is done (`bgjob_job_end`, the worker's
-    /// return), when a job that never ran is cancelled or destroyed, or before
-    /// `bgjob_job_create` returns if it fails. May be NULL.
+    /// return; a `bgjob_job_end` made inside a control call: once that call
+    /// returns), when a job that never ran is cancelled or destroyed, or
+    /// before `bgjob_job_create` returns if it fails. May be NULL.
     pub control_free: bgjob_free_callback,
     /// Called with every event of the job, in order (see
     /// `bgjob_event_callback`). Through `context` when one is set (an event

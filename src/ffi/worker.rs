@@ -242,6 +242,9 @@ pub unsafe extern "C" fn bgjob_job_finish(job: *mut bgjob_job, status: i32) -> b
 /// threaded job. The job's `userdata` and its control callback's are freed
 /// during this call, before the end is published; a control callback running
 /// on another thread is waited for first (see `bgjob_control_callback`).
+/// Called from inside one of the job's own control calls, the control
+/// callback's userdata is in use: it is freed when that call returns, which
+/// may be after a waiter has seen the end.
 ///
 /// This call is the job's worker's return: a completion without a context
 /// runs on this thread, before it returns (after the commit or abort and

@@ -22,6 +22,7 @@ pub struct Builder {
     owner: String,
     pub(super) external: bool,
     pub(super) control: Option<ControlFn>,
+    start_at_once: bool,
 }
 
 impl Builder {
@@ -152,6 +153,17 @@ impl Builder {
         self
     }
 
+    /// The caller starts the job right after [`Builder::create`] (and after
+    /// linking it to a parent), as one step of its own create: a cancel
+    /// that reaches the job in between (it is visible to a lookup, and to
+    /// its parent's cancel, from its creation) is recorded and seen by the
+    /// worker, instead of ending the job unrun before that start. The start
+    /// then succeeds ([`Builder::spawn`] sets it).
+    pub fn start_at_once(mut self) -> Builder {
+        self.start_at_once = true;
+        self
+    }
+
     /// Makes the job in `Created`; [`Job::start`] runs it.
     pub fn create<F>(self, worker: F) -> Job
     where
@@ -159,7 +171,7 @@ impl Builder {
     {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let st = St::new(
+        let mut st = St::new(
             Box::new(worker),
             self.completion,
             st::Finalize {
@@ -174,6 +186,7 @@ impl Builder {
             self.error_policy,
             self.deadline.map(duration_ns),
         );
+        st.work.start_pending = self.start_at_once;
         let epoch = Instant::now();
         let status = info::StatusLine::new(
             &info::Status::of(&st),
@@ -223,7 +236,7 @@ impl Builder {
     where
         F: FnOnce(&Worker<'_>) -> Result<(), JobError> + Send + 'static,
     {
-        let job = self.create(worker);
+        let job = self.start_at_once().create(worker);
         if let Err(e) = job.start() {
             job.discard();
             return Err(e);

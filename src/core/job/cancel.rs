@@ -77,6 +77,21 @@ impl Job {
             return CancelStatus::Requested;
         }
         st.cancel.cause = cause;
+        if st.life == Life::Created && st.work.start_pending {
+            // Its create starts it next: the cancel is recorded for the
+            // worker to see (as for a job born under a cancelled parent),
+            // and its hooks run now; the create does not fail for it.
+            st.cancel.requested = true;
+            inner.set_attention(ATTN_CANCEL);
+            st.sync_wake();
+            let has_hooks = !st.cancel.hooks.is_empty();
+            drop(st);
+            inner.cv.notify_all();
+            if has_hooks {
+                self.run_cancel_hooks();
+            }
+            return CancelStatus::Requested;
+        }
         if st.life == Life::Created {
             let worker = self.take_unstarted(&mut st);
             drop(st);

@@ -112,6 +112,7 @@ impl Job {
             });
         };
         st.life = Life::Running;
+        st.work.start_pending = false;
         st.clock.started_ns = Some(self.0.now_ns());
         Ok(worker)
     }

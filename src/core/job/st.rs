@@ -74,6 +74,12 @@ pub(super) struct Work {
     /// Started but waiting for a slot under the pool's cap: the queue ticket and
     /// the worker's slot, so a cancel can take it back unrun.
     pub(super) queued: Option<(Ticket, WorkerSlot)>,
+    /// Its create starts it next ([`Builder::start_at_once`]): visible
+    /// already (a lookup, a parent's cancel flowing down), a cancel before
+    /// that start is recorded and the worker runs with it, as a job born
+    /// under a cancelled parent does; it does not end the job inside its
+    /// create. Cleared by the start.
+    pub(super) start_pending: bool,
     /// Child processes bound to the job, by pid; `None` once the worker has
     /// returned (its children were reaped, no new one may be bound).
     pub(super) children: Option<HashMap<i32, Arc<Child>>>,
@@ -177,6 +183,7 @@ impl St {
             work: Work {
                 worker: Some(worker),
                 queued: None,
+                start_pending: false,
                 children: Some(HashMap::new()),
             },
             clock: Clock {

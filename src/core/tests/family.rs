@@ -103,3 +103,53 @@ fn a_child_names_its_parent_after_the_parent_was_freed() {
     }
     assert_eq!(b.parent_id(), pid);
 }
+
+/// A job its create starts at once (the C layer's create: link it to its
+/// parent, then start it) may be reached by its parent's cancel, or by a
+/// lookup's, in between: the cancel is recorded, the start succeeds and the
+/// worker runs with the cancel requested (cause `Parent`), as a child born
+/// under a cancelled parent does. Before, that cancel ended the job unrun:
+/// the start failed, so the create failed, with the job's completion
+/// already run.
+#[test]
+fn a_cancel_between_a_creates_link_and_its_start_is_seen_by_the_worker() {
+    let parent = until_cancel();
+    parent.start().unwrap();
+    let completions = Arc::new(AtomicUsize::new(0));
+    let c = completions.clone();
+    let child = Job::builder()
+        .start_at_once()
+        .on_complete(None, move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .create(|w| {
+            if w.is_cancelled() {
+                Err(JobError::new(125, "cancelled"))
+            } else {
+                Ok(())
+            }
+        });
+    child.set_parent(&parent).unwrap();
+    parent.cancel();
+    assert_eq!(child.state(), State::Created, "ended inside its create");
+    assert!(child.info().cancel_requested);
+    child.start().expect("its create's start");
+    assert_eq!(child.wait(None).unwrap(), State::Cancelled);
+    assert_eq!(child.info().cancel_cause, CancelCause::Parent);
+    assert_eq!(parent.wait(None).unwrap(), State::Cancelled);
+    let end = Instant::now() + Duration::from_secs(30);
+    while completions.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < end, "no completion");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(completions.load(Ordering::SeqCst), 1);
+
+    // Without the mark (a deferred start), the same cancel ends it unrun.
+    let parent = until_cancel();
+    parent.start().unwrap();
+    let deferred = Job::builder().create(|_| Ok(()));
+    deferred.set_parent(&parent).unwrap();
+    parent.cancel();
+    assert_eq!(deferred.state(), State::Cancelled);
+    assert!(matches!(deferred.start(), Err(Error::NotAllowed { .. })));
+}
