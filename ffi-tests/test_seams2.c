@@ -1,0 +1,284 @@
+/* Seams of the worker's end on a pool thread: the thread lists itself idle
+ * (settles its task) from inside the job's end, before the end's last steps
+ * ran. Each case forces the unlucky order with one CPU, gates and many
+ * rounds, and turns a hang into a bounded failure. */
+#include "tap.h"
+#include "util.h"
+
+#include <bgjob.h>
+
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How long user code holding a worker's thread waits for a job started
+ * meanwhile to run before it gives up (a failure: the job waited behind it).
+ * A thread start takes microseconds; this is only the bound on a hang. */
+#define HOLD_MS 10000
+
+/* A stack size no other case uses: its jobs have a pool lane of their own,
+ * so the thread of the job just ended is the only idle one there. */
+#define LANE_STACK (512 * 1024 + 3 * 4096)
+
+/* ---- one CPU for the case's threads ------------------------------------ */
+
+struct pin {
+    cpu_set_t saved;
+    bool pinned;
+};
+
+/* Pins the calling thread (and the threads it starts from now on) to its
+ * first allowed CPU: a wake-up then never runs in parallel, so who runs
+ * first is decided by the scheduler's hand-offs, as on a loaded machine. */
+static void pin_one_cpu(struct pin *p)
+{
+    cpu_set_t one;
+
+    p->pinned = false;
+    if (sched_getaffinity(0, sizeof p->saved, &p->saved) != 0)
+        return;
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &p->saved)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    }
+    p->pinned = sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
+static void unpin(struct pin *p)
+{
+    if (p->pinned)
+        sched_setaffinity(0, sizeof p->saved, &p->saved);
+}
+
+/* ---- a flag with a bounded wait ----------------------------------------- */
+
+struct flag {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool set;
+};
+
+static void flag_init(struct flag *f)
+{
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->set = false;
+}
+
+static void flag_destroy(struct flag *f)
+{
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+}
+
+static void flag_set(struct flag *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->set = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* True once set; false if `ms` passed first. */
+static bool flag_wait(struct flag *f, int64_t ms)
+{
+    struct timespec ts;
+    bool set;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&f->mu);
+    while (!f->set) {
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) != 0)
+            break;
+    }
+    set = f->set;
+    pthread_mutex_unlock(&f->mu);
+    return set;
+}
+
+/* Polls the context's fd and dispatches until *done is set (or LONG_MS). */
+static bool dispatch_until(bgjob_context *ctx, atomic_int *done)
+{
+    int32_t fd = -1;
+    int64_t deadline = now_ms() + LONG_MS;
+
+    if (bgjob_context_get_fd(ctx, &fd) != BGJOB_RESULT_OK)
+        return false;
+    while (!atomic_load(done)) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+
+        if (now_ms() > deadline)
+            return false;
+        poll(&p, 1, 100);
+        if (bgjob_context_dispatch(ctx, 0, NULL) != BGJOB_RESULT_OK)
+            return false;
+    }
+    return true;
+}
+
+/* Polls until *v != not (true) or LONG_MS passes (false). */
+static bool poll_int_ne(atomic_int *v, int not)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+
+    while (atomic_load(v) == not) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+/* ---- user code run by a job's last release, on its worker's thread ------ */
+
+/* Where the line "job <id> ... freed" of the round's first job was logged. */
+enum { FREED_NOT_YET, FREED_ELSEWHERE, FREED_ON_WORKER };
+
+static struct {
+    atomic_ullong id;           /* the round's first job (0: none) */
+    _Atomic(pthread_t) worker;  /* the thread its worker ran on */
+    atomic_int freed_where;
+    atomic_int held_too_long;   /* the second job never ran while held */
+    atomic_int hold_done;
+    struct flag second_ran;
+} lr;
+
+/* The log callback: the round's first job's "freed" line, when logged on the
+ * thread its worker ran on, holds that thread (as a log callback may: it may
+ * call any bgjob function, bgjob_job_wait included) until the round's second
+ * job, started meanwhile, has run. */
+static void log_holds_thread(void *userdata, const char *line)
+{
+    char want[64];
+    unsigned long long id = atomic_load(&lr.id);
+
+    (void)userdata;
+    if (id == 0)
+        return;
+    snprintf(want, sizeof want, "job %llu '", id);
+    if (strncmp(line, want, strlen(want)) != 0 || strstr(line, " freed") == NULL)
+        return;
+    if (!pthread_equal(pthread_self(), atomic_load(&lr.worker))) {
+        atomic_store(&lr.freed_where, FREED_ELSEWHERE);
+        return;
+    }
+    atomic_store(&lr.freed_where, FREED_ON_WORKER);
+    if (!flag_wait(&lr.second_ran, HOLD_MS))
+        atomic_store(&lr.held_too_long, 1);
+    atomic_store(&lr.hold_done, 1);
+}
+
+static int32_t worker_notes_thread(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    (void)job;
+    atomic_store(&lr.worker, pthread_self());
+    return 0;
+}
+
+static int32_t worker_second(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    (void)job;
+    flag_set(&lr.second_ran);
+    return 0;
+}
+
+/* The completion releases the job's only handle, as a fire-and-forget
+ * caller does (bgjob_run_in_thread with no job_out does the same). */
+static void completion_destroys(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    (void)state;
+    if (bgjob_job_destroy(job) == BGJOB_RESULT_OK)
+        atomic_store((atomic_int *)userdata, 1);
+}
+
+/* "a job never waits behind another unless the caller set a cap": a job
+ * whose last reference its worker's thread drops (its completion, dispatched
+ * first, released the handle) runs user code there — the log callback's
+ * "freed" line. A job started while that line is being delivered must get a
+ * thread of its own, not the one still inside the log callback. */
+static bool test_job_never_waits_behind_the_last_release_of_another(void)
+{
+    bool ok = true;
+    struct pin pin;
+    bgjob_context *ctx = NULL;
+    int hits = 0, rounds = 0;
+
+    memset(&lr, 0, sizeof lr);
+    REQUIRE(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_set_log_callback(log_holds_thread, NULL, NULL), BGJOB_RESULT_OK);
+    pin_one_cpu(&pin);
+    for (; rounds < 300 && hits < 5 && ok; rounds++) {
+        atomic_int completed = 0;
+        bgjob_job_options o;
+        bgjob_job *first = NULL, *second = NULL;
+
+        flag_init(&lr.second_ran);
+        atomic_store(&lr.freed_where, FREED_NOT_YET);
+        atomic_store(&lr.held_too_long, 0);
+        atomic_store(&lr.hold_done, 0);
+        bgjob_job_options_init(&o, sizeof o);
+        o.flags = BGJOB_CREATE_DEFER_START;
+        o.stack_size = LANE_STACK;
+        o.context = ctx;
+        o.completion = completion_destroys;
+        o.completion_userdata = &completed;
+        CHECK_RC(bgjob_job_create(&o, worker_notes_thread, NULL, NULL, &first),
+                 BGJOB_RESULT_OK);
+        if (!ok)
+            break;
+        atomic_store(&lr.id, id_of(first));
+        CHECK_RC(bgjob_job_start(first), BGJOB_RESULT_OK);
+        CHECK(dispatch_until(ctx, &completed));
+        /* The handle is gone; the last reference goes on one thread or the
+         * other. */
+        CHECK(poll_int_ne(&lr.freed_where, FREED_NOT_YET));
+        if (atomic_load(&lr.freed_where) == FREED_ON_WORKER) {
+            hits++;
+            bgjob_job_options_init(&o, sizeof o);
+            o.stack_size = LANE_STACK;
+            CHECK_RC(bgjob_job_create(&o, worker_second, NULL, NULL, &second),
+                     BGJOB_RESULT_OK);
+            CHECK(poll_int_eq(&lr.hold_done, 1));
+            CHECKF(!atomic_load(&lr.held_too_long),
+                   "round %d: the job started while job %llu's last release ran user "
+                   "code on its worker's thread did not run in %d ms",
+                   rounds, (unsigned long long)atomic_load(&lr.id), HOLD_MS);
+            if (second) {
+                CHECK_STATE(wait_end(second), BGJOB_STATE_COMPLETED);
+                CHECK_RC(bgjob_job_destroy(second), BGJOB_RESULT_OK);
+            }
+        }
+        atomic_store(&lr.id, 0);
+        flag_destroy(&lr.second_ran);
+    }
+    unpin(&pin);
+    CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
+    CHECK_RC(bgjob_context_destroy(ctx), BGJOB_RESULT_OK);
+    tap_diag("%d of %d rounds released the job on its worker's thread", hits, rounds);
+    return ok;
+}
+
+int main(void)
+{
+    static const struct tap_test tests[] = {
+        TAP_TEST(test_job_never_waits_behind_the_last_release_of_another),
+    };
+
+    return tap_run(tests, TAP_COUNT(tests));
+}
