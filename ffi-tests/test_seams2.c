@@ -157,10 +157,23 @@ static struct {
     struct flag second_ran;
 } lr;
 
-/* The log callback: the round's first job's "freed" line, when logged on the
- * thread its worker ran on, holds that thread (as a log callback may: it may
- * call any bgjob function, bgjob_job_wait included) until the round's second
- * job, started meanwhile, has run. */
+/* User code the last release of the round's first job runs: on the thread
+ * its worker ran on, it holds that thread (as user code may: a log callback
+ * or a free function may call any bgjob function, bgjob_job_wait included)
+ * until the round's second job, started meanwhile, has run. */
+static void hold_if_on_worker(void)
+{
+    if (!pthread_equal(pthread_self(), atomic_load(&lr.worker))) {
+        atomic_store(&lr.freed_where, FREED_ELSEWHERE);
+        return;
+    }
+    atomic_store(&lr.freed_where, FREED_ON_WORKER);
+    if (!flag_wait(&lr.second_ran, HOLD_MS))
+        atomic_store(&lr.held_too_long, 1);
+    atomic_store(&lr.hold_done, 1);
+}
+
+/* The log callback: the round's first job's "freed" line. */
 static void log_holds_thread(void *userdata, const char *line)
 {
     char want[64];
@@ -172,21 +185,28 @@ static void log_holds_thread(void *userdata, const char *line)
     snprintf(want, sizeof want, "job %llu '", id);
     if (strncmp(line, want, strlen(want)) != 0 || strstr(line, " freed") == NULL)
         return;
-    if (!pthread_equal(pthread_self(), atomic_load(&lr.worker))) {
-        atomic_store(&lr.freed_where, FREED_ELSEWHERE);
-        return;
-    }
-    atomic_store(&lr.freed_where, FREED_ON_WORKER);
-    if (!flag_wait(&lr.second_ran, HOLD_MS))
-        atomic_store(&lr.held_too_long, 1);
-    atomic_store(&lr.hold_done, 1);
+    hold_if_on_worker();
+}
+
+/* The result's free function of a detached job: it runs when the job's last
+ * reference goes. */
+static void result_free_holds_thread(void *result)
+{
+    (void)result;
+    hold_if_on_worker();
 }
 
 static int32_t worker_notes_thread(void *userdata, bgjob_job *job)
 {
-    (void)userdata;
-    (void)job;
+    struct gate *gate = userdata;
+
     atomic_store(&lr.worker, pthread_self());
+    if (gate) {
+        /* Detached meanwhile: the result outlives every handle. */
+        gate_wait(gate);
+        if (bgjob_job_set_result(job, &lr, result_free_holds_thread) != BGJOB_RESULT_OK)
+            return 1;
+    }
     return 0;
 }
 
@@ -207,77 +227,125 @@ static void completion_destroys(void *userdata, bgjob_job *job, bgjob_state stat
         atomic_store((atomic_int *)userdata, 1);
 }
 
+/* The completion of a detached job (its handle is only lent). */
+static void completion_notes(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    (void)job;
+    if (state == BGJOB_STATE_COMPLETED)
+        atomic_store((atomic_int *)userdata, 1);
+}
+
+/* One round: a job of the lane ends through `ctx`, its completion is
+ * dispatched here, and its last reference goes on one thread or the other;
+ * when it goes on its worker's thread (held there by user code: the log
+ * callback, or with `detached` the result's free function), a second job of
+ * the lane is started and must run. Returns false on a failed check; *hit
+ * tells whether the round reached the worker's thread. */
+static bool one_round(bgjob_context *ctx, bool detached, int round, bool *hit)
+{
+    bool ok = true;
+    atomic_int completed = 0;
+    struct gate gate;
+    bgjob_job_options o;
+    bgjob_job *first = NULL, *second = NULL;
+
+    *hit = false;
+    gate_init(&gate);
+    flag_init(&lr.second_ran);
+    atomic_store(&lr.freed_where, FREED_NOT_YET);
+    atomic_store(&lr.held_too_long, 0);
+    atomic_store(&lr.hold_done, 0);
+    bgjob_job_options_init(&o, sizeof o);
+    o.flags = BGJOB_CREATE_DEFER_START;
+    o.stack_size = LANE_STACK;
+    o.context = ctx;
+    o.completion = detached ? completion_notes : completion_destroys;
+    o.completion_userdata = &completed;
+    CHECK_RC(bgjob_job_create(&o, worker_notes_thread, detached ? &gate : NULL, NULL, &first),
+             BGJOB_RESULT_OK);
+    REQUIRE(first != NULL);
+    atomic_store(&lr.id, id_of(first));
+    CHECK_RC(bgjob_job_start(first), BGJOB_RESULT_OK);
+    if (detached) {
+        CHECK_RC(bgjob_job_detach(first, 0), BGJOB_RESULT_OK);
+        gate_open(&gate);
+    }
+    CHECK(dispatch_until(ctx, &completed));
+    /* Every handle is gone; the last reference goes on one thread or the
+     * other. */
+    CHECK(poll_int_ne(&lr.freed_where, FREED_NOT_YET));
+    if (atomic_load(&lr.freed_where) == FREED_ON_WORKER) {
+        *hit = true;
+        bgjob_job_options_init(&o, sizeof o);
+        o.stack_size = LANE_STACK;
+        CHECK_RC(bgjob_job_create(&o, worker_second, NULL, NULL, &second), BGJOB_RESULT_OK);
+        CHECK(poll_int_eq(&lr.hold_done, 1));
+        CHECKF(!atomic_load(&lr.held_too_long),
+               "round %d: the job started while job %llu's last release ran user "
+               "code on its worker's thread did not run in %d ms",
+               round, (unsigned long long)atomic_load(&lr.id), HOLD_MS);
+        if (second) {
+            CHECK_STATE(wait_end(second), BGJOB_STATE_COMPLETED);
+            CHECK_RC(bgjob_job_destroy(second), BGJOB_RESULT_OK);
+        }
+    }
+    atomic_store(&lr.id, 0);
+    flag_destroy(&lr.second_ran);
+    gate_destroy(&gate);
+    return ok;
+}
+
+/* Rounds of one_round on one CPU, until five reached the worker's thread. */
+static bool rounds_on_one_cpu(bool detached)
+{
+    bool ok = true;
+    struct pin pin;
+    bgjob_context *ctx = NULL;
+    int hits = 0, round = 0;
+
+    memset(&lr, 0, sizeof lr);
+    REQUIRE(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
+    pin_one_cpu(&pin);
+    for (; round < 300 && hits < 5 && ok; round++) {
+        bool hit = false;
+
+        ok = one_round(ctx, detached, round, &hit);
+        hits += hit;
+    }
+    unpin(&pin);
+    CHECK_RC(bgjob_context_destroy(ctx), BGJOB_RESULT_OK);
+    tap_diag("%d of %d rounds released the job on its worker's thread", hits, round);
+    return ok;
+}
+
 /* "a job never waits behind another unless the caller set a cap": a job
  * whose last reference its worker's thread drops (its completion, dispatched
  * first, released the handle) runs user code there — the log callback's
  * "freed" line. A job started while that line is being delivered must get a
  * thread of its own, not the one still inside the log callback. */
-static bool test_job_never_waits_behind_the_last_release_of_another(void)
+static bool test_job_never_waits_behind_the_freed_line_of_another(void)
 {
     bool ok = true;
-    struct pin pin;
-    bgjob_context *ctx = NULL;
-    int hits = 0, rounds = 0;
 
-    memset(&lr, 0, sizeof lr);
-    REQUIRE(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
     CHECK_RC(bgjob_set_log_callback(log_holds_thread, NULL, NULL), BGJOB_RESULT_OK);
-    pin_one_cpu(&pin);
-    for (; rounds < 300 && hits < 5 && ok; rounds++) {
-        atomic_int completed = 0;
-        bgjob_job_options o;
-        bgjob_job *first = NULL, *second = NULL;
-
-        flag_init(&lr.second_ran);
-        atomic_store(&lr.freed_where, FREED_NOT_YET);
-        atomic_store(&lr.held_too_long, 0);
-        atomic_store(&lr.hold_done, 0);
-        bgjob_job_options_init(&o, sizeof o);
-        o.flags = BGJOB_CREATE_DEFER_START;
-        o.stack_size = LANE_STACK;
-        o.context = ctx;
-        o.completion = completion_destroys;
-        o.completion_userdata = &completed;
-        CHECK_RC(bgjob_job_create(&o, worker_notes_thread, NULL, NULL, &first),
-                 BGJOB_RESULT_OK);
-        if (!ok)
-            break;
-        atomic_store(&lr.id, id_of(first));
-        CHECK_RC(bgjob_job_start(first), BGJOB_RESULT_OK);
-        CHECK(dispatch_until(ctx, &completed));
-        /* The handle is gone; the last reference goes on one thread or the
-         * other. */
-        CHECK(poll_int_ne(&lr.freed_where, FREED_NOT_YET));
-        if (atomic_load(&lr.freed_where) == FREED_ON_WORKER) {
-            hits++;
-            bgjob_job_options_init(&o, sizeof o);
-            o.stack_size = LANE_STACK;
-            CHECK_RC(bgjob_job_create(&o, worker_second, NULL, NULL, &second),
-                     BGJOB_RESULT_OK);
-            CHECK(poll_int_eq(&lr.hold_done, 1));
-            CHECKF(!atomic_load(&lr.held_too_long),
-                   "round %d: the job started while job %llu's last release ran user "
-                   "code on its worker's thread did not run in %d ms",
-                   rounds, (unsigned long long)atomic_load(&lr.id), HOLD_MS);
-            if (second) {
-                CHECK_STATE(wait_end(second), BGJOB_STATE_COMPLETED);
-                CHECK_RC(bgjob_job_destroy(second), BGJOB_RESULT_OK);
-            }
-        }
-        atomic_store(&lr.id, 0);
-        flag_destroy(&lr.second_ran);
-    }
-    unpin(&pin);
+    CHECK(rounds_on_one_cpu(false));
     CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
-    CHECK_RC(bgjob_context_destroy(ctx), BGJOB_RESULT_OK);
-    tap_diag("%d of %d rounds released the job on its worker's thread", hits, rounds);
     return ok;
+}
+
+/* The same with no log callback: a job detached while it ran keeps its
+ * result until its last reference goes, and the result's free function is
+ * the user code its worker's thread may run there. */
+static bool test_job_never_waits_behind_the_result_free_of_another(void)
+{
+    return rounds_on_one_cpu(true);
 }
 
 int main(void)
 {
     static const struct tap_test tests[] = {
-        TAP_TEST(test_job_never_waits_behind_the_last_release_of_another),
+        TAP_TEST(test_job_never_waits_behind_the_freed_line_of_another),
+        TAP_TEST(test_job_never_waits_behind_the_result_free_of_another),
     };
 
     return tap_run(tests, TAP_COUNT(tests));

@@ -379,6 +379,14 @@ impl Job {
         st.life = Life::Done(state);
         inner.set_attention(ATTN_DONE);
         let (wake, pending) = self.queue_completion(&mut st);
+        // The task's last step may drop the job's last reference (its
+        // completion dispatched and its handle released first), and that
+        // drop runs user code when the job still holds a result (its free
+        // function) or a log sink is installed (the "freed" line): the thread
+        // must not be listed idle then, or a job handed to it would wait
+        // behind that code. (A sink installed after this check still gets
+        // that line there.)
+        let settle_early = own_end && st.result.is_none() && !log::has_sink();
         drop(st);
         log::debug(format_args!(
             "job {} '{}'{} {state}",
@@ -400,7 +408,7 @@ impl Job {
         // burst the fd wakes nobody (the dispatcher is busy), and a yield
         // per job cost the pinned burst.
         let idle = match &wake {
-            Some(_) if own_end => threads::settle_task_now(),
+            Some(_) if settle_early => threads::settle_task_now(),
             _ => None,
         };
         let signalled = wake.is_some_and(Wake::signal);
