@@ -143,31 +143,33 @@ static bool poll_int_ne(atomic_int *v, int not)
     return true;
 }
 
-/* ---- user code run by a job's last release, on its worker's thread ------ */
+/* ---- user code run by a job's last release ---------------------------- */
 
-/* Where the line "job <id> ... freed" of the round's first job was logged. */
-enum { FREED_NOT_YET, FREED_ELSEWHERE, FREED_ON_WORKER };
+/* Where the round's first job's last release ran user code: on the thread
+ * that dispatched its completion, or held on another (its worker's thread,
+ * or one the release was handed to). */
+enum { FREED_NOT_YET, FREED_ON_DISPATCHER, FREED_HELD };
 
 static struct {
     atomic_ullong id;           /* the round's first job (0: none) */
-    _Atomic(pthread_t) worker;  /* the thread its worker ran on */
+    pthread_t dispatcher;       /* the case's thread (it dispatches) */
     atomic_int freed_where;
     atomic_int held_too_long;   /* the second job never ran while held */
     atomic_int hold_done;
     struct flag second_ran;
 } lr;
 
-/* User code the last release of the round's first job runs: on the thread
- * its worker ran on, it holds that thread (as user code may: a log callback
+/* User code the last release of the round's first job runs: off the
+ * dispatching thread, it holds its thread (as user code may: a log callback
  * or a free function may call any bgjob function, bgjob_job_wait included)
  * until the round's second job, started meanwhile, has run. */
-static void hold_if_on_worker(void)
+static void hold_off_dispatcher(void)
 {
-    if (!pthread_equal(pthread_self(), atomic_load(&lr.worker))) {
-        atomic_store(&lr.freed_where, FREED_ELSEWHERE);
+    if (pthread_equal(pthread_self(), lr.dispatcher)) {
+        atomic_store(&lr.freed_where, FREED_ON_DISPATCHER);
         return;
     }
-    atomic_store(&lr.freed_where, FREED_ON_WORKER);
+    atomic_store(&lr.freed_where, FREED_HELD);
     if (!flag_wait(&lr.second_ran, HOLD_MS))
         atomic_store(&lr.held_too_long, 1);
     atomic_store(&lr.hold_done, 1);
@@ -185,7 +187,7 @@ static void log_holds_thread(void *userdata, const char *line)
     snprintf(want, sizeof want, "job %llu '", id);
     if (strncmp(line, want, strlen(want)) != 0 || strstr(line, " freed") == NULL)
         return;
-    hold_if_on_worker();
+    hold_off_dispatcher();
 }
 
 /* The result's free function of a detached job: it runs when the job's last
@@ -193,14 +195,13 @@ static void log_holds_thread(void *userdata, const char *line)
 static void result_free_holds_thread(void *result)
 {
     (void)result;
-    hold_if_on_worker();
+    hold_off_dispatcher();
 }
 
 static int32_t worker_notes_thread(void *userdata, bgjob_job *job)
 {
     struct gate *gate = userdata;
 
-    atomic_store(&lr.worker, pthread_self());
     if (gate) {
         /* Detached meanwhile: the result outlives every handle. */
         gate_wait(gate);
@@ -227,6 +228,14 @@ static void completion_destroys(void *userdata, bgjob_job *job, bgjob_state stat
         atomic_store((atomic_int *)userdata, 1);
 }
 
+/* The completion that installs the log callback (none was installed when
+ * the job ended), then releases the job's only handle. */
+static void completion_logs_then_destroys(void *userdata, bgjob_job *job, bgjob_state state)
+{
+    if (bgjob_set_log_callback(log_holds_thread, NULL, NULL) == BGJOB_RESULT_OK)
+        completion_destroys(userdata, job, state);
+}
+
 /* The completion of a detached job (its handle is only lent). */
 static void completion_notes(void *userdata, bgjob_job *job, bgjob_state state)
 {
@@ -235,14 +244,23 @@ static void completion_notes(void *userdata, bgjob_job *job, bgjob_state state)
         atomic_store((atomic_int *)userdata, 1);
 }
 
+/* What user code the first job's last release runs. */
+enum release {
+    RELEASE_LOGS,       /* the log callback (installed by the case) */
+    RELEASE_FREES,      /* a detached job's result free function */
+    RELEASE_LOGS_LATE,  /* the log callback, installed by the completion */
+};
+
 /* One round: a job of the lane ends through `ctx`, its completion is
- * dispatched here, and its last reference goes on one thread or the other;
- * when it goes on its worker's thread (held there by user code: the log
- * callback, or with `detached` the result's free function), a second job of
- * the lane is started and must run. Returns false on a failed check; *hit
- * tells whether the round reached the worker's thread. */
-static bool one_round(bgjob_context *ctx, bool detached, int round, bool *hit)
+ * dispatched here, and its last reference goes on this thread or another
+ * one; on another one (its worker's thread most often: the end yields to
+ * this dispatcher), user code of that release holds the thread, and a
+ * second job of the lane is started and must run meanwhile. Returns false
+ * on a failed check; *hit tells whether the release went off this thread. */
+
+static bool one_round(bgjob_context *ctx, enum release mode, int round, bool *hit)
 {
+    bool detached = mode == RELEASE_FREES;
     bool ok = true;
     atomic_int completed = 0;
     struct gate gate;
@@ -259,7 +277,9 @@ static bool one_round(bgjob_context *ctx, bool detached, int round, bool *hit)
     o.flags = BGJOB_CREATE_DEFER_START;
     o.stack_size = LANE_STACK;
     o.context = ctx;
-    o.completion = detached ? completion_notes : completion_destroys;
+    o.completion = detached                        ? completion_notes
+                   : mode == RELEASE_LOGS_LATE ? completion_logs_then_destroys
+                                               : completion_destroys;
     o.completion_userdata = &completed;
     CHECK_RC(bgjob_job_create(&o, worker_notes_thread, detached ? &gate : NULL, NULL, &first),
              BGJOB_RESULT_OK);
@@ -274,7 +294,7 @@ static bool one_round(bgjob_context *ctx, bool detached, int round, bool *hit)
     /* Every handle is gone; the last reference goes on one thread or the
      * other. */
     CHECK(poll_int_ne(&lr.freed_where, FREED_NOT_YET));
-    if (atomic_load(&lr.freed_where) == FREED_ON_WORKER) {
+    if (atomic_load(&lr.freed_where) == FREED_HELD) {
         *hit = true;
         bgjob_job_options_init(&o, sizeof o);
         o.stack_size = LANE_STACK;
@@ -282,7 +302,7 @@ static bool one_round(bgjob_context *ctx, bool detached, int round, bool *hit)
         CHECK(poll_int_eq(&lr.hold_done, 1));
         CHECKF(!atomic_load(&lr.held_too_long),
                "round %d: the job started while job %llu's last release ran user "
-               "code on its worker's thread did not run in %d ms",
+               "code off the dispatching thread did not run in %d ms",
                round, (unsigned long long)atomic_load(&lr.id), HOLD_MS);
         if (second) {
             CHECK_STATE(wait_end(second), BGJOB_STATE_COMPLETED);
@@ -290,13 +310,16 @@ static bool one_round(bgjob_context *ctx, bool detached, int round, bool *hit)
         }
     }
     atomic_store(&lr.id, 0);
+    if (mode == RELEASE_LOGS_LATE)
+        CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
     flag_destroy(&lr.second_ran);
     gate_destroy(&gate);
     return ok;
 }
 
-/* Rounds of one_round on one CPU, until five reached the worker's thread. */
-static bool rounds_on_one_cpu(bool detached)
+/* Rounds of one_round on one CPU, until five released the job off the
+ * dispatching thread. */
+static bool rounds_on_one_cpu(enum release mode)
 {
     bool ok = true;
     struct pin pin;
@@ -304,17 +327,18 @@ static bool rounds_on_one_cpu(bool detached)
     int hits = 0, round = 0;
 
     memset(&lr, 0, sizeof lr);
+    lr.dispatcher = pthread_self();
     REQUIRE(bgjob_context_create(&ctx) == BGJOB_RESULT_OK);
     pin_one_cpu(&pin);
     for (; round < 300 && hits < 5 && ok; round++) {
         bool hit = false;
 
-        ok = one_round(ctx, detached, round, &hit);
+        ok = one_round(ctx, mode, round, &hit);
         hits += hit;
     }
     unpin(&pin);
     CHECK_RC(bgjob_context_destroy(ctx), BGJOB_RESULT_OK);
-    tap_diag("%d of %d rounds released the job on its worker's thread", hits, round);
+    tap_diag("%d of %d rounds released the job off the dispatching thread", hits, round);
     return ok;
 }
 
@@ -328,7 +352,7 @@ static bool test_job_never_waits_behind_the_freed_line_of_another(void)
     bool ok = true;
 
     CHECK_RC(bgjob_set_log_callback(log_holds_thread, NULL, NULL), BGJOB_RESULT_OK);
-    CHECK(rounds_on_one_cpu(false));
+    CHECK(rounds_on_one_cpu(RELEASE_LOGS));
     CHECK_RC(bgjob_set_log_callback(NULL, NULL, NULL), BGJOB_RESULT_OK);
     return ok;
 }
@@ -338,7 +362,14 @@ static bool test_job_never_waits_behind_the_freed_line_of_another(void)
  * the user code its worker's thread may run there. */
 static bool test_job_never_waits_behind_the_result_free_of_another(void)
 {
-    return rounds_on_one_cpu(true);
+    return rounds_on_one_cpu(RELEASE_FREES);
+}
+
+/* The same with a log callback installed only after the job ended: by its
+ * completion, which then releases the handle. */
+static bool test_job_never_waits_behind_a_freed_line_logged_late(void)
+{
+    return rounds_on_one_cpu(RELEASE_LOGS_LATE);
 }
 
 int main(void)
@@ -346,6 +377,7 @@ int main(void)
     static const struct tap_test tests[] = {
         TAP_TEST(test_job_never_waits_behind_the_freed_line_of_another),
         TAP_TEST(test_job_never_waits_behind_the_result_free_of_another),
+        TAP_TEST(test_job_never_waits_behind_a_freed_line_logged_late),
     };
 
     return tap_run(tests, TAP_COUNT(tests));

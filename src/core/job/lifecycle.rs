@@ -58,6 +58,7 @@ impl Job {
                 if let Some(worker) = worker {
                     job.run(worker);
                 }
+                job.drop_on_worker();
             }),
         );
         match spawned {
@@ -97,6 +98,29 @@ impl Job {
                 ));
                 Err(Error::TryAgain)
             }
+        }
+    }
+
+    /// The worker task's last step: its reference to the job goes. When it
+    /// is the last one and the job's end listed the thread idle (or gave it
+    /// its next work: see `publish_end`), the job's drop runs on another pool
+    /// thread if it may run user code — the "freed" line to a log sink
+    /// installed since the end — so nothing handed to this thread waits
+    /// behind it (a result, whose free function is the other such code,
+    /// kept the end from settling early).
+    fn drop_on_worker(self) {
+        if !threads::task_settled_early() {
+            return;
+        }
+        let Some(inner) = Arc::into_inner(self.0) else {
+            return;
+        };
+        if !log::has_sink() {
+            return;
+        }
+        let (pool, name) = (inner.pool, inner.name.clone());
+        if let Err((_, task)) = pool.spawn(&name, 0, Box::new(move || drop(inner))) {
+            task();
         }
     }
 
