@@ -109,15 +109,14 @@ impl Job {
     /// behind it (a result, whose free function is the other such code,
     /// kept the end from settling early).
     fn drop_on_worker(self) {
-        if !threads::task_settled_early() {
+        // The sink first: one atomic load where the thread's record is a
+        // thread-local's lookup.
+        if !log::has_sink() || !threads::task_settled_early() {
             return;
         }
         let Some(inner) = Arc::into_inner(self.0) else {
             return;
         };
-        if !log::has_sink() {
-            return;
-        }
         let (pool, name) = (inner.pool, inner.name.clone());
         if let Err((_, task)) = pool.spawn(&name, 0, Box::new(move || drop(inner))) {
             task();
