@@ -211,6 +211,14 @@ static int32_t worker_notes_thread(void *userdata, bgjob_job *job)
     return 0;
 }
 
+/* A worker of bgjob_run_in_thread: its result lives until the job's last
+ * reference goes (the handle the completion borrows is only removed). */
+static int32_t worker_sets_result(void *userdata, bgjob_job *job)
+{
+    (void)userdata;
+    return bgjob_job_set_result(job, &lr, result_free_holds_thread) == BGJOB_RESULT_OK ? 0 : 1;
+}
+
 static int32_t worker_second(void *userdata, bgjob_job *job)
 {
     (void)userdata;
@@ -249,6 +257,7 @@ enum release {
     RELEASE_LOGS,       /* the log callback (installed by the case) */
     RELEASE_FREES,      /* a detached job's result free function */
     RELEASE_LOGS_LATE,  /* the log callback, installed by the completion */
+    RELEASE_RUN_IN_THREAD, /* the result free of bgjob_run_in_thread's job */
 };
 
 /* One round: a job of the lane ends through `ctx`, its completion is
@@ -261,6 +270,8 @@ enum release {
 static bool one_round(bgjob_context *ctx, enum release mode, int round, bool *hit)
 {
     bool detached = mode == RELEASE_FREES;
+    /* bgjob_run_in_thread's jobs have the default stack: its lane. */
+    size_t lane = mode == RELEASE_RUN_IN_THREAD ? 0 : LANE_STACK;
     bool ok = true;
     atomic_int completed = 0;
     struct gate gate;
@@ -281,11 +292,18 @@ static bool one_round(bgjob_context *ctx, enum release mode, int round, bool *hi
                    : mode == RELEASE_LOGS_LATE ? completion_logs_then_destroys
                                                : completion_destroys;
     o.completion_userdata = &completed;
-    CHECK_RC(bgjob_job_create(&o, worker_notes_thread, detached ? &gate : NULL, NULL, &first),
-             BGJOB_RESULT_OK);
-    REQUIRE(first != NULL);
-    atomic_store(&lr.id, id_of(first));
-    CHECK_RC(bgjob_job_start(first), BGJOB_RESULT_OK);
+    if (mode == RELEASE_RUN_IN_THREAD) {
+        CHECK_RC(bgjob_run_in_thread(ctx, "auto", worker_sets_result, NULL, NULL,
+                                     completion_notes, &completed, NULL, NULL),
+                 BGJOB_RESULT_OK);
+    } else {
+        CHECK_RC(bgjob_job_create(&o, worker_notes_thread, detached ? &gate : NULL, NULL,
+                                  &first),
+                 BGJOB_RESULT_OK);
+        REQUIRE(first != NULL);
+        atomic_store(&lr.id, id_of(first));
+        CHECK_RC(bgjob_job_start(first), BGJOB_RESULT_OK);
+    }
     if (detached) {
         CHECK_RC(bgjob_job_detach(first, 0), BGJOB_RESULT_OK);
         gate_open(&gate);
@@ -297,7 +315,7 @@ static bool one_round(bgjob_context *ctx, enum release mode, int round, bool *hi
     if (atomic_load(&lr.freed_where) == FREED_HELD) {
         *hit = true;
         bgjob_job_options_init(&o, sizeof o);
-        o.stack_size = LANE_STACK;
+        o.stack_size = lane;
         CHECK_RC(bgjob_job_create(&o, worker_second, NULL, NULL, &second), BGJOB_RESULT_OK);
         CHECK(poll_int_eq(&lr.hold_done, 1));
         CHECKF(!atomic_load(&lr.held_too_long),
@@ -365,6 +383,14 @@ static bool test_job_never_waits_behind_the_result_free_of_another(void)
     return rounds_on_one_cpu(RELEASE_FREES);
 }
 
+/* The same for the job of bgjob_run_in_thread with no job_out (QIOTask's
+ * way): the handle its completion gets is released after the callback, and
+ * the result its worker left goes with the job's last reference. */
+static bool test_job_never_waits_behind_the_result_free_of_a_run_in_thread(void)
+{
+    return rounds_on_one_cpu(RELEASE_RUN_IN_THREAD);
+}
+
 /* The same with a log callback installed only after the job ended: by its
  * completion, which then releases the handle. */
 static bool test_job_never_waits_behind_a_freed_line_logged_late(void)
@@ -378,6 +404,7 @@ int main(void)
         TAP_TEST(test_job_never_waits_behind_the_freed_line_of_another),
         TAP_TEST(test_job_never_waits_behind_the_result_free_of_another),
         TAP_TEST(test_job_never_waits_behind_a_freed_line_logged_late),
+        TAP_TEST(test_job_never_waits_behind_the_result_free_of_a_run_in_thread),
     };
 
     return tap_run(tests, TAP_COUNT(tests));
