@@ -35,6 +35,11 @@ pub fn set_sink(sink: Option<Sink>) {
     drop(old);
 }
 
+/// Whether a sink is installed: a line logged now may run user code.
+pub(crate) fn has_sink() -> bool {
+    HAS_SINK.load(Ordering::Acquire)
+}
+
 /// Logs one lifecycle line.
 pub(crate) fn debug(args: fmt::Arguments<'_>) {
     if HAS_SINK.load(Ordering::Acquire) {

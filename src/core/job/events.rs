@@ -692,6 +692,107 @@ mod tests {
         }
     }
 
+    /// Events deferred under nested holds (two jobs' changes, one job
+    /// changed twice) come once each, in each job's order, only once the
+    /// outermost hold is let go, with no hold counted while they run; one
+    /// job's event callback that changes the other job delivers that change
+    /// too; two jobs deferred together are both delivered. Fails when
+    /// `defer` does not set `Word::EventsDeferred`, when `leave` delivers at
+    /// an inner hold's end, or when it stops after one job.
+    #[test]
+    fn deferred_events_come_once_in_order_after_the_outermost_hold() {
+        use State::*;
+        type Seen = Arc<std::sync::Mutex<Vec<(char, State, State, usize)>>>;
+        let seen: Seen = Arc::default();
+        let record = |tag: char, seen: &Seen| {
+            let seen = seen.clone();
+            move |_: &Job, ev: &Event| {
+                let held = tls::this_thread().read(Word::LocksHeld);
+                let mut s = seen.lock().unwrap();
+                s.push((tag, ev.old_state, ev.new_state, held));
+            }
+        };
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (go_b_tx, go_b_rx) = mpsc::channel::<()>();
+        let b = Job::builder()
+            .on_event(None, record('b', &seen))
+            .create(move |_| {
+                go_b_rx.recv().unwrap();
+                Ok(())
+            });
+        // A's callback resumes B when A pauses: B's change is delivered
+        // by the same outermost release.
+        let (b2, rec_a) = (b.clone(), record('a', &seen));
+        let a = Job::builder()
+            .on_event(None, move |j, ev| {
+                rec_a(j, ev);
+                if ev.new_state == Paused {
+                    b2.resume().unwrap();
+                }
+            })
+            .create(move |_| {
+                go_rx.recv().unwrap();
+                Ok(())
+            });
+        a.start().unwrap();
+        b.start().unwrap();
+        seen.lock().unwrap().clear();
+        let outer = DeferScope::enter();
+        {
+            let _inner = DeferScope::enter();
+            b.pause().unwrap();
+            a.pause().unwrap();
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing delivered while a hold is left"
+        );
+        a.resume().unwrap();
+        assert!(seen.lock().unwrap().is_empty());
+        drop(outer);
+        let got = seen.lock().unwrap().clone();
+        let of = |tag| {
+            got.iter()
+                .filter(|e| e.0 == tag)
+                .map(|e| (e.1, e.2))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of('a'), vec![(Running, Paused), (Paused, Running)]);
+        assert_eq!(of('b'), vec![(Running, Paused), (Paused, Running)]);
+        assert!(
+            got.iter().all(|e| e.3 == 0),
+            "no hold while they ran: {got:?}"
+        );
+        assert_eq!(tls::this_thread().read(Word::EventsDeferred), 0);
+        // Two jobs deferred at once whose callbacks call nothing: the
+        // outermost release delivers both (none waits for a later hold).
+        let (go_c_tx, go_c_rx) = mpsc::channel::<()>();
+        let c = Job::builder()
+            .on_event(None, record('c', &seen))
+            .create(move |_| {
+                go_c_rx.recv().unwrap();
+                Ok(())
+            });
+        c.start().unwrap();
+        seen.lock().unwrap().clear();
+        let outer = DeferScope::enter();
+        b.pause().unwrap();
+        c.pause().unwrap();
+        drop(outer);
+        let got: Vec<_> = seen.lock().unwrap().drain(..).collect();
+        let mut tags: Vec<char> = got.iter().map(|e| e.0).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, vec!['b', 'c'], "each once: {got:?}");
+        b.resume().unwrap();
+        c.resume().unwrap();
+        go_tx.send(()).unwrap();
+        go_b_tx.send(()).unwrap();
+        go_c_tx.send(()).unwrap();
+        assert_eq!(a.wait(None), Ok(Completed));
+        assert_eq!(b.wait(None), Ok(Completed));
+        assert_eq!(c.wait(None), Ok(Completed));
+    }
+
     #[test]
     fn the_callback_is_dropped_once_after_the_end_or_on_discard() {
         struct D(Arc<std::sync::atomic::AtomicUsize>);

@@ -58,6 +58,7 @@ impl Job {
                 if let Some(worker) = worker {
                     job.run(worker);
                 }
+                job.drop_on_worker();
             }),
         );
         match spawned {
@@ -97,6 +98,28 @@ impl Job {
                 ));
                 Err(Error::TryAgain)
             }
+        }
+    }
+
+    /// The worker task's last step: its reference to the job goes. When it
+    /// is the last one and the job's end listed the thread idle (or gave it
+    /// its next work: see `publish_end`), the job's drop runs on another pool
+    /// thread if it may run user code — the "freed" line to a log sink
+    /// installed since the end — so nothing handed to this thread waits
+    /// behind it (a result, whose free function is the other such code,
+    /// kept the end from settling early).
+    fn drop_on_worker(self) {
+        // The sink first: one atomic load where the thread's record is a
+        // thread-local's lookup.
+        if !log::has_sink() || !threads::task_settled_early() {
+            return;
+        }
+        let Some(inner) = Arc::into_inner(self.0) else {
+            return;
+        };
+        let (pool, name) = (inner.pool, inner.name.clone());
+        if let Err((_, task)) = pool.spawn(&name, 0, Box::new(move || drop(inner))) {
+            task();
         }
     }
 
@@ -383,6 +406,14 @@ impl Job {
         st.life = Life::Done(state);
         inner.set_attention(ATTN_DONE);
         let (wake, pending) = self.queue_completion(&mut st);
+        // The task's last step may drop the job's last reference (its
+        // completion dispatched and its handle released first), and that
+        // drop runs user code when the job still holds a result (its free
+        // function) or a log sink is installed (the "freed" line): the thread
+        // must not be listed idle then, or a job handed to it would wait
+        // behind that code. (A sink installed after this check still gets
+        // that line there.)
+        let settle_early = own_end && st.result.is_none() && !log::has_sink();
         drop(st);
         log::debug(format_args!(
             "job {} '{}'{} {state}",
@@ -404,7 +435,7 @@ impl Job {
         // burst the fd wakes nobody (the dispatcher is busy), and a yield
         // per job cost the pinned burst.
         let idle = match &wake {
-            Some(_) if own_end => threads::settle_task_now(),
+            Some(_) if settle_early => threads::settle_task_now(),
             _ => None,
         };
         let signalled = wake.is_some_and(Wake::signal);

@@ -56,7 +56,7 @@ mod settle;
 #[cfg(test)]
 pub(crate) use census::{FUTEX_HASH_STEPS, grow_futex_hash, set_futex_hash};
 use census::{LiveThread, start_looking, stop_looking};
-pub(crate) use settle::settle_task_now;
+pub(crate) use settle::{settle_task_now, task_settled_early};
 
 /// An idle thread keeps the last job's name this long before it renames itself
 /// "bgjob-idle": a burst of jobs with one name renames nothing.

@@ -65,6 +65,18 @@ pub(crate) fn settle_task_now() -> Option<bool> {
     })
 }
 
+/// Whether the task running on this pool thread settled itself
+/// ([`settle_task_now`]) and the thread either is listed idle or has its next
+/// work: user code the task still runs would hold up work handed to it.
+pub(crate) fn task_settled_early() -> bool {
+    POOL_THREAD.with(|t| {
+        matches!(
+            t.borrow().as_ref().map(|t| &t.task),
+            Some(TaskState::Settled(Ok(_) | Err(true)))
+        )
+    })
+}
+
 /// Marks the start of a task on this pool thread ([`settle_task_now`]).
 pub(super) fn task_started(capped: bool) {
     POOL_THREAD.with(|t| {

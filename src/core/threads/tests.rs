@@ -390,3 +390,58 @@ fn a_capped_task_that_settles_itself_passes_its_slot_to_the_queued_one() {
     );
     assert_eq!(t1, t2, "which runs on this thread, after it");
 }
+
+/// `task_settled_early` (what a job's last drop on its worker's thread
+/// asks): false off a pool thread and before the task settles itself; true
+/// once it did and the thread has its next work or is listed idle — work
+/// may wait for it then; false when the thread is to end (nothing is handed
+/// to it). Fails when the next-work or the ending case is answered wrong.
+#[test]
+fn task_settled_early_says_whether_work_may_wait_for_the_thread() {
+    assert!(!task_settled_early(), "not on a pool thread");
+    let p = capped_pool(1);
+    let (go, wait) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let tx1 = tx.clone();
+    submit_ok(
+        p,
+        Box::new(move || {
+            let _ = wait.recv();
+            let before = task_settled_early();
+            let settled = settle_task_now();
+            tx1.send(("has next work", before, settled, task_settled_early()))
+                .unwrap();
+        }),
+    );
+    let s = submit_ok(
+        p,
+        Box::new(move || {
+            let before = task_settled_early();
+            let settled = settle_task_now();
+            tx.send(("listed idle", before, settled, task_settled_early()))
+                .unwrap();
+        }),
+    );
+    assert!(matches!(s, Submitted::Queued(_)));
+    go.send(()).unwrap();
+    let got = |rx: &mpsc::Receiver<_>| rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(got(&rx), ("has next work", false, Some(false), true));
+    assert_eq!(got(&rx), ("listed idle", false, Some(true), true));
+    // No idle thread kept and no linger: a settled thread is to end.
+    let ends = Box::leak(Box::new(Pool::new(PoolConfig {
+        keep_alive: Duration::from_millis(5_000),
+        max_idle: 0,
+        linger: Duration::ZERO,
+        max_running: 0,
+    })));
+    let (tx, rx) = mpsc::channel();
+    submit_ok(
+        ends,
+        Box::new(move || {
+            let settled = settle_task_now();
+            tx.send(("ends", false, settled, task_settled_early()))
+                .unwrap();
+        }),
+    );
+    assert_eq!(got(&rx), ("ends", false, Some(false), false));
+}
