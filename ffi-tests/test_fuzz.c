@@ -3872,8 +3872,15 @@ static void scn_stats(uint64_t *rng)
     rc = API(bgjob_job_start(h));
     tl_call_rec = NULL;
     expect(r, "start", rc, RC(OK) | RC(NOT_ALLOWED));
-    if (rc != BGJOB_RESULT_OK)
-        r->never_started = true; /* a callback's poke cancelled it while CREATED */
+    if (rc != BGJOB_RESULT_OK) {
+        /* A callback's poke cancelled it while CREATED: it never runs. Until
+         * that cancel has ended it, it is still CREATED, and another add_stat
+         * would be taken (seed 107). */
+        r->never_started = true;
+        r->nbatch = r->nsingle = 0;
+        finish_kept(r);
+        return;
+    }
     expect(r, "add_stat (started)", API(bgjob_job_add_stat(h, "late", BGJOB_STAT_TYPE_U64, NULL, &idx)),
            RC(NOT_ALLOWED));
     for (unsigned i = 0; i < reads; i++) {
