@@ -3595,10 +3595,12 @@ static void scn_refs(uint64_t *rng)
     wait_end_rec(r);
     /* Handles left for a completion that ran before they were left. */
     /* (Its own reference, taken inside, is gone once it returned; so is the
-     * handle bgjob holds for an event call once the END event's userdata
-     * was freed.) */
+     * handle bgjob holds for the call, made when the creator's was released
+     * first, once its userdata was freed -- not yet when the callback's last
+     * line ran (seed 128: a lookup then found that handle); the same for an
+     * event call once the END event's userdata was freed.) */
     step("wait for the completion and the last event", r);
-    while ((r->has_comp && atomic_load(&r->comp_done) == 0) || (r->has_ev && atomic_load(&r->ev_frees) == 0))
+    while ((r->has_comp && atomic_load(&r->comp_frees) == 0) || (r->has_ev && atomic_load(&r->ev_frees) == 0))
         sleep_us(100);
     for (int i = 0; i < atomic_load(&r->nstash); i++) {
         bgjob_job *sh = atomic_exchange(&r->stash[i], NULL);
