@@ -38,11 +38,17 @@ impl Job {
             self.arm_deadline(&mut st);
             // Kept (never called) until the owner's end drops it.
             st.work.worker = Some(worker);
+            // A cancel recorded before this start (born under a cancelled
+            // parent, or in its create's window) is told now, once.
+            let cancelled = st.cancel.requested;
             drop(st);
             log::debug(format_args!(
                 "job {} '{}' started (external)",
                 inner.id, inner.name
             ));
+            if cancelled {
+                self.control(Control::Cancel, 1);
+            }
             return Ok(());
         }
         // The slot lets a failed spawn give the worker itself back (the task that
@@ -158,18 +164,24 @@ impl Job {
     /// result) now, on this thread, whoever else holds a reference: a failed
     /// create must free everything before it returns.
     pub fn discard(&self) {
-        let owned = {
-            let link = family::take_link(&mut self.0.lock().family);
-            family::resume_parent(family::leave(link));
-            let mut st = self.0.lock();
-            (
-                st.work.worker.take(),
-                st.completion.take(),
-                st.result.take(),
-                st.events.as_mut().and_then(Events::close),
-                st.control.take(),
-            )
-        };
+        let link = family::take_link(&mut self.0.lock().family);
+        family::resume_parent(family::leave(link));
+        let mut st = self.0.lock();
+        let owned = (
+            st.work.worker.take(),
+            st.completion.take(),
+            st.result.take(),
+            st.events.as_mut().and_then(Events::close),
+            st.control.take(),
+        );
+        // It ends CANCELLED, unrun: a handle taken meanwhile (a lookup) can
+        // wait for it and release it (with nothing left to call).
+        if st.life == Life::Created {
+            st.work.start_pending = false;
+            drop(self.publish_end(st, State::Cancelled, None, false));
+        } else {
+            drop(st);
+        }
         drop(owned);
     }
 
@@ -309,6 +321,10 @@ impl Job {
                 // children, and calls neither).
                 st.family.held = Some((outcome, error));
                 st.life = Life::Waiting;
+                // A user pause ends with the work, and so does active time.
+                let now = inner.now_ns();
+                inner.end_user_pause(&mut st, now);
+                st.clock.finished_ns = Some(now);
                 let control = st.control.take();
                 drop(st);
                 drop(hooks);
@@ -319,7 +335,8 @@ impl Job {
             let now = inner.now_ns();
             inner.end_user_pause(&mut st, now);
             st.deadline.disarm();
-            st.clock.finished_ns = Some(now);
+            // A held parent's work ended at its first pass.
+            st.clock.finished_ns.get_or_insert(now);
             st.finalize.pending = Some((outcome, error));
             let txn = st.finalize.txn.clone();
             // On its own, a success waiting for a manual finalize is PENDING

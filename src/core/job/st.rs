@@ -335,7 +335,10 @@ impl Clock {
             (false, Some(since)) => {
                 self.halted_since_ns = None;
                 if let Some(started) = self.started_ns {
-                    self.paused_ns += now - since.max(started);
+                    // Time after the job's work ended was never active:
+                    // a pause there (a drain in WAITING) takes none of it.
+                    let end = self.finished_ns.map_or(now, |f| now.min(f));
+                    self.paused_ns += (end - since.max(started)).max(0);
                 }
             }
             _ => {}

@@ -1,0 +1,188 @@
+//! The two changes of this round seen from outside: a cancel that reaches a
+//! job between its create and the start its create makes (recorded, seen
+//! once it started), and a parent whose work is done while a sub-job runs
+//! (it ends its work as any job does, then waits in `Waiting`).
+
+use super::*;
+use crate::core::job::CancelCause;
+
+type Calls = Arc<Mutex<Vec<(Control, i64, State)>>>;
+
+/// An external job its create starts at once, whose control calls are
+/// recorded with the state the job was in.
+fn external_started_at_once() -> (Job, Calls) {
+    let calls: Calls = Arc::default();
+    let c = calls.clone();
+    let job = Job::builder()
+        .start_at_once()
+        .on_control(move |j, what, arg| c.lock().unwrap().push((what, arg, j.state())))
+        .create_external();
+    (job, calls)
+}
+
+/// "Verbs reach the owner through the control callback": an external job
+/// cancelled between its create and its create's start runs with its cancel
+/// requested, and its owner — who has no worker to poll it for him — is
+/// told CANCEL (force) once, as soon as it started. Before, nobody told it:
+/// the cancel came while the job was CREATED (no control call then), and
+/// every later cancel answered ALREADY_REQUESTED, so an owner waiting for
+/// CANCEL ran the cancelled job for ever. The same for an external sub-job
+/// born under a cancelled parent.
+#[test]
+fn an_external_job_cancelled_before_its_creates_start_is_told_cancel_once_started() {
+    let (job, calls) = external_started_at_once();
+    assert_eq!(job.cancel(), CancelStatus::Requested);
+    assert!(calls.lock().unwrap().is_empty(), "told while CREATED");
+    job.start().expect("its create's start");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![(Control::Cancel, 1, State::Running)],
+        "the owner was not told the cancel its job started with"
+    );
+    assert_eq!(job.cancel(), CancelStatus::AlreadyRequested);
+    job.end(Err(JobError::new(125, "cancelled"))).unwrap();
+    assert_eq!(job.wait(None).unwrap(), State::Cancelled);
+    assert_eq!(calls.lock().unwrap().len(), 1, "told twice");
+
+    // Born cancelled under a cancelled parent (set_parent, then start).
+    let parent = Job::builder().create_external();
+    parent.start().unwrap();
+    parent.cancel();
+    let (child, calls) = external_started_at_once();
+    child.set_parent(&parent).unwrap();
+    child.start().unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![(Control::Cancel, 1, State::Running)]
+    );
+    assert_eq!(child.info().cancel_cause, CancelCause::Parent);
+    child.end(Err(JobError::new(125, "cancelled"))).unwrap();
+    parent.end(Err(JobError::new(125, "cancelled"))).unwrap();
+    assert_eq!(parent.wait(None).unwrap(), State::Cancelled);
+}
+
+/// A child that runs until it is told to stop (a channel), not cancellable.
+fn held_child(parent: &Job) -> (Job, mpsc::Sender<()>) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let child = Job::builder().create(move |_| {
+        let _ = rx.recv();
+        Ok(())
+    });
+    child.set_parent(parent).unwrap();
+    child.start().unwrap();
+    (child, tx)
+}
+
+/// A user pause in force when a parent's work ends while a sub-job runs
+/// ends with that work, as it does for any job (a transaction member's, a
+/// job's on its own): the WAITING parent no longer reports a pause nobody
+/// can undo (resume is refused in WAITING), and its active time stops at
+/// its end of work whether it was paused or not. Before, the held path
+/// skipped that step: `pause_requested` stayed set while WAITING, and the
+/// elapsed time of a held parent was frozen when it was paused but went on
+/// counting the wait for its child when it was not.
+#[test]
+fn a_held_parent_ends_its_user_pause_and_its_active_time_with_its_work() {
+    for paused in [true, false] {
+        let parent = Job::builder().create_external();
+        parent.start().unwrap();
+        let (child, tx) = held_child(&parent);
+        if paused {
+            parent.pause().unwrap();
+            assert_eq!(parent.state(), State::Paused);
+        }
+        parent.end(Ok(())).unwrap();
+        assert_eq!(parent.state(), State::Waiting);
+        let info = parent.info();
+        assert!(
+            !info.pause_requested,
+            "paused {paused}: a WAITING parent reports a user pause"
+        );
+        assert!(matches!(parent.resume(), Err(Error::NotAllowed { .. })));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            parent.info().elapsed_ms,
+            info.elapsed_ms,
+            "paused {paused}: the held parent's active time went on after its work ended"
+        );
+        tx.send(()).unwrap();
+        assert_eq!(child.wait(None).unwrap(), State::Completed);
+        assert_eq!(parent.wait(None).unwrap(), State::Completed);
+        let done = parent.info();
+        assert!(!done.pause_requested);
+        assert_eq!(done.elapsed_ms, info.elapsed_ms, "paused {paused}");
+    }
+}
+
+/// An internal pause (QEMU's drain) is allowed in WAITING; made and undone
+/// there, after the job's work ended, it takes nothing off the job's active
+/// time — none of that time was active. Before, the pause's length was
+/// subtracted from the time the job had run (a WAITING transaction member,
+/// and a held parent once its active time stops at its end of work), so
+/// `elapsed_ms` went down, to 0 for a pause longer than the work.
+#[test]
+fn an_internal_pause_in_waiting_takes_nothing_off_the_active_time() {
+    // A held parent.
+    let parent = Job::builder().create_external();
+    parent.start().unwrap();
+    let (child, tx) = held_child(&parent);
+    std::thread::sleep(Duration::from_millis(30));
+    parent.end(Ok(())).unwrap();
+    // A transaction member waiting for its sibling.
+    let txn = Txn::new(false);
+    let member = Job::builder().create_external();
+    let sibling = Job::builder().create_external();
+    txn.add(&member).unwrap();
+    txn.add(&sibling).unwrap();
+    txn.start().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    member.end(Ok(())).unwrap();
+    for (what, job) in [("held parent", &parent), ("transaction member", &member)] {
+        assert_eq!(job.state(), State::Waiting, "{what}");
+        let before = job.info().elapsed_ms;
+        assert!(before >= 30, "{what}: ran {before} ms");
+        job.pause_internal().unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        job.resume_internal().unwrap();
+        assert_eq!(job.info().elapsed_ms, before, "{what}");
+    }
+    tx.send(()).unwrap();
+    assert_eq!(child.wait(None).unwrap(), State::Completed);
+    assert_eq!(parent.wait(None).unwrap(), State::Completed);
+    sibling.end(Ok(())).unwrap();
+    assert_eq!(member.wait(None).unwrap(), State::Completed);
+    assert_eq!(sibling.wait(None).unwrap(), State::Completed);
+}
+
+/// A job whose C create failed after it became visible (its parent refused
+/// the link, or its start found no thread) is discarded: its worker,
+/// completion and userdata are freed before the create returns. A handle
+/// another thread took in between (`bgjob_job_lookup` of its id: here a
+/// clone) must still be releasable: its release found a CREATED job with no
+/// worker, took it for one "being cancelled by another thread right now"
+/// and waited for its end, which never comes.
+#[test]
+fn a_job_discarded_by_a_failed_create_can_be_released_by_another_holder() {
+    for cancelled in [false, true] {
+        let job = Job::builder().start_at_once().create(|_| Ok(()));
+        let looked_up = job.clone();
+        if cancelled {
+            // A cancel in the create's window, before its failure.
+            assert_eq!(looked_up.cancel(), CancelStatus::Requested);
+        }
+        job.discard();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((looked_up.cancel(), looked_up.release()));
+        });
+        let (_, released) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("cancelled {cancelled}: release hung"));
+        assert!(released.is_ok(), "cancelled {cancelled}: {released:?}");
+        assert!(
+            job.state().is_terminal(),
+            "cancelled {cancelled}: {:?}",
+            job.state()
+        );
+    }
+}
