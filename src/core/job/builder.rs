@@ -158,7 +158,8 @@ impl Builder {
     /// that reaches the job in between (it is visible to a lookup, and to
     /// its parent's cancel, from its creation) is recorded and seen by the
     /// worker, instead of ending the job unrun before that start. The start
-    /// then succeeds ([`Builder::spawn`] sets it).
+    /// then succeeds ([`Builder::spawn`] sets it). That start is made on
+    /// the creating thread; another thread's, until then, is refused.
     pub fn start_at_once(mut self) -> Builder {
         self.start_at_once = true;
         self
@@ -186,7 +187,7 @@ impl Builder {
             self.error_policy,
             self.deadline.map(duration_ns),
         );
-        st.work.start_pending = self.start_at_once;
+        st.work.start_pending = self.start_at_once.then(current_thread_id);
         let epoch = Instant::now();
         let status = info::StatusLine::new(
             &info::Status::of(&st),

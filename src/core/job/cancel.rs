@@ -77,7 +77,7 @@ impl Job {
             return CancelStatus::Requested;
         }
         st.cancel.cause = cause;
-        if st.life == Life::Created && st.work.start_pending {
+        if st.life == Life::Created && st.work.start_pending.is_some() {
             // Its create starts it next: the cancel is recorded for the
             // worker to see (as for a job born under a cancelled parent),
             // and its hooks run now; the create does not fail for it.

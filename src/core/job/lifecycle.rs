@@ -133,6 +133,16 @@ impl Job {
     /// unless `Created`, or while another thread is cancelling it.
     pub(super) fn begin_start(&self, st: &mut St) -> Result<WorkerFn, Error> {
         st.check(Verb::Start)?;
+        if st
+            .work
+            .start_pending
+            .is_some_and(|t| t != current_thread_id())
+        {
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: State::Running,
+            });
+        }
         let Some(worker) = st.work.worker.take() else {
             // Being cancelled by another thread right now.
             return Err(Error::NotAllowed {
@@ -141,7 +151,7 @@ impl Job {
             });
         };
         st.life = Life::Running;
-        st.work.start_pending = false;
+        st.work.start_pending = None;
         st.clock.started_ns = Some(self.0.now_ns());
         Ok(worker)
     }
@@ -177,7 +187,7 @@ impl Job {
         // It ends CANCELLED, unrun: a handle taken meanwhile (a lookup) can
         // wait for it and release it (with nothing left to call).
         if st.life == Life::Created {
-            st.work.start_pending = false;
+            st.work.start_pending = None;
             drop(self.publish_end(st, State::Cancelled, None, false));
         } else {
             drop(st);

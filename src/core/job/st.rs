@@ -78,8 +78,9 @@ pub(super) struct Work {
     /// already (a lookup, a parent's cancel flowing down), a cancel before
     /// that start is recorded and the worker runs with it, as a job born
     /// under a cancelled parent does; it does not end the job inside its
-    /// create. Cleared by the start.
-    pub(super) start_pending: bool,
+    /// create. Cleared by the start. The creating thread: a start on any
+    /// other (a lookup's, in that moment) is refused, as for a started job.
+    pub(super) start_pending: Option<ThreadId>,
     /// Child processes bound to the job, by pid; `None` once the worker has
     /// returned (its children were reaped, no new one may be bound).
     pub(super) children: Option<HashMap<i32, Arc<Child>>>,
@@ -183,7 +184,7 @@ impl St {
             work: Work {
                 worker: Some(worker),
                 queued: None,
-                start_pending: false,
+                start_pending: None,
                 children: Some(HashMap::new()),
             },
             clock: Clock {

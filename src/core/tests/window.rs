@@ -186,3 +186,30 @@ fn a_job_discarded_by_a_failed_create_can_be_released_by_another_holder() {
         );
     }
 }
+
+/// In the same window, another holder's start (`bgjob_job_start` on a
+/// handle from `bgjob_job_lookup`) started the job its create was about to
+/// start: the create's own start was then refused, so the create failed
+/// with NOT_ALLOWED (not one of its results) and discarded a running job —
+/// its completion taken, its userdata freed under its worker. The start
+/// belongs to the create: another thread's is refused as for a started job.
+#[test]
+fn another_threads_start_in_a_creates_window_is_refused() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let job = Job::builder().start_at_once().create(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    let looked_up = job.clone();
+    let other = std::thread::spawn(move || looked_up.start())
+        .join()
+        .unwrap();
+    assert!(
+        matches!(other, Err(Error::NotAllowed { .. })),
+        "a lookup's start in the window: {other:?}"
+    );
+    job.start().expect("its create's start");
+    assert_eq!(job.wait(None).unwrap(), State::Completed);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
