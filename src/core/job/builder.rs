@@ -245,3 +245,30 @@ impl Builder {
         Ok(job)
     }
 }
+
+impl Job {
+    /// Drops what a job that will never run still owns (worker, completion,
+    /// result) now, on this thread, whoever else holds a reference: a failed
+    /// create must free everything before it returns.
+    pub fn discard(&self) {
+        let link = family::take_link(&mut self.0.lock().family);
+        family::resume_parent(family::leave(link));
+        let mut st = self.0.lock();
+        let owned = (
+            st.work.worker.take(),
+            st.completion.take(),
+            st.result.take(),
+            st.events.as_mut().and_then(Events::close),
+            st.control.take(),
+        );
+        // It ends CANCELLED, unrun: a handle taken meanwhile (a lookup) can
+        // wait for it and release it (with nothing left to call).
+        if st.life == Life::Created {
+            st.work.start_pending = None;
+            drop(self.publish_end(st, State::Cancelled, None, false));
+        } else {
+            drop(st);
+        }
+        drop(owned);
+    }
+}

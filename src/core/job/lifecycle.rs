@@ -76,6 +76,10 @@ impl Job {
                         None
                     }
                 };
+                // Queued with its cancel requested already (born cancelled,
+                // or cancelled in its create's window): it ends unrun, as a
+                // queued job cancelled now does.
+                let withdraw = st.cancel.requested && st.work.queued.is_some();
                 self.arm_deadline(&mut st);
                 // The RUNNING event is delivered once the thread is awake.
                 let defer = events::DeferScope::enter();
@@ -89,6 +93,10 @@ impl Job {
                     inner.name,
                     op_label(&inner.operation)
                 ));
+                if withdraw {
+                    let queued = inner.lock().work.queued.take();
+                    self.end_if_queued(queued);
+                }
                 Ok(())
             }
             Err((e, task)) => {
@@ -168,31 +176,6 @@ impl Job {
     #[cfg(all(test, loom))]
     pub(in crate::core) fn run_for_model(&self, worker: WorkerFn) {
         self.run(worker);
-    }
-
-    /// Drops what a job that will never run still owns (worker, completion,
-    /// result) now, on this thread, whoever else holds a reference: a failed
-    /// create must free everything before it returns.
-    pub fn discard(&self) {
-        let link = family::take_link(&mut self.0.lock().family);
-        family::resume_parent(family::leave(link));
-        let mut st = self.0.lock();
-        let owned = (
-            st.work.worker.take(),
-            st.completion.take(),
-            st.result.take(),
-            st.events.as_mut().and_then(Events::close),
-            st.control.take(),
-        );
-        // It ends CANCELLED, unrun: a handle taken meanwhile (a lookup) can
-        // wait for it and release it (with nothing left to call).
-        if st.life == Life::Created {
-            st.work.start_pending = None;
-            drop(self.publish_end(st, State::Cancelled, None, false));
-        } else {
-            drop(st);
-        }
-        drop(owned);
     }
 
     /// The worker thread's body: run, then decide the outcome (docs/design.md).
@@ -420,7 +403,7 @@ impl Job {
     /// thread wakes waiters — free when none wait). `own_end`: the worker's
     /// own end on its pool thread, which settles the thread's task first
     /// ([`threads::settle_task_now`]).
-    fn publish_end(
+    pub(super) fn publish_end(
         &self,
         mut st: StGuard<'_>,
         state: State,

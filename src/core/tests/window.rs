@@ -213,3 +213,59 @@ fn another_threads_start_in_a_creates_window_is_refused() {
     assert_eq!(job.wait(None).unwrap(), State::Completed);
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
+
+/// Under the pool's cap, a job started with its cancel already requested
+/// (reached in its create's window, or born under a cancelled parent) is
+/// "a queued job that is cancelled": it ends CANCELLED unrun rather than
+/// holding its place until a slot frees only to see the cancel — where no
+/// later cancel could take it back (each found the cancel requested). As
+/// the header has it for a queued job, its completion is delivered as
+/// usual and its closure dropped.
+#[test]
+fn a_job_queued_under_the_cap_with_its_cancel_requested_ends_unrun() {
+    use crate::core::threads::PoolConfig;
+    let pool: &'static Pool = Box::leak(Box::new(Pool::new(PoolConfig {
+        max_running: 1,
+        ..PoolConfig::default()
+    })));
+    let (tx, rx) = mpsc::channel::<()>();
+    let first = Job::builder()
+        .pool(pool)
+        .spawn(move |_| {
+            let _ = rx.recv();
+            Ok(())
+        })
+        .unwrap();
+    for born in [false, true] {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let job = Job::builder().pool(pool).start_at_once().create(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let parent = Job::builder().create_external();
+        if born {
+            parent.start().unwrap();
+            parent.cancel();
+            job.set_parent(&parent).unwrap();
+        } else {
+            assert_eq!(job.cancel(), CancelStatus::Requested);
+        }
+        job.start().expect("its create's start");
+        let end = Instant::now() + Duration::from_secs(10);
+        while !job.state().is_terminal() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(job.state(), State::Cancelled, "born {born}: still queued");
+        assert_eq!(pool.queued(), 0, "born {born}");
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "born {born}");
+        if born {
+            parent.end(Err(JobError::new(125, "cancelled"))).unwrap();
+            assert_eq!(parent.wait(None).unwrap(), State::Cancelled);
+        } else {
+            drop(parent);
+        }
+    }
+    tx.send(()).unwrap();
+    assert_eq!(first.wait(None).unwrap(), State::Completed);
+}
