@@ -269,3 +269,68 @@ fn a_job_queued_under_the_cap_with_its_cancel_requested_ends_unrun() {
     tx.send(()).unwrap();
     assert_eq!(first.wait(None).unwrap(), State::Completed);
 }
+
+/// A deadline counts active time ("once it has run that long"), and a held
+/// parent's active time stops with its work: its deadline, not yet passed
+/// then, never fires while it waits for its sub-job (as no deadline of a
+/// job whose work is done does). It held before this round too
+/// (`deadline_due` acts only on a RUNNING job); the guard fails if that
+/// check goes, when the cancel would flow down to the child the parent
+/// only waits for.
+#[test]
+fn a_held_parents_deadline_does_not_fire_while_it_waits() {
+    let parent = Job::builder()
+        .deadline(Duration::from_millis(100))
+        .create_external();
+    parent.start().unwrap();
+    let (child, tx) = held_child(&parent);
+    parent.end(Ok(())).unwrap();
+    assert_eq!(parent.state(), State::Waiting);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        !child.info().cancel_requested,
+        "the held parent's deadline cancelled its child"
+    );
+    assert!(!parent.info().cancel_requested);
+    tx.send(()).unwrap();
+    assert_eq!(child.wait(None).unwrap(), State::Completed);
+    assert_eq!(parent.wait(None).unwrap(), State::Completed);
+}
+
+/// The held parent's two passes of its end show once each in its events:
+/// one change into WAITING at its end of work (from PAUSED, its user pause
+/// ending there), one out of it when its last sub-job ended, then END — no
+/// change repeated by the second pass.
+#[test]
+fn a_held_parents_events_show_each_change_once() {
+    let seen: Arc<Mutex<Vec<(EventKind, State, State)>>> = Arc::default();
+    let s = seen.clone();
+    let parent = Job::builder()
+        .on_event(None, move |_, e| {
+            s.lock().unwrap().push((e.kind, e.old_state, e.new_state))
+        })
+        .create_external();
+    parent.start().unwrap();
+    let (child, tx) = held_child(&parent);
+    parent.pause().unwrap();
+    parent.end(Ok(())).unwrap();
+    tx.send(()).unwrap();
+    assert_eq!(child.wait(None).unwrap(), State::Completed);
+    assert_eq!(parent.wait(None).unwrap(), State::Completed);
+    let end = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().last().map(|e| e.0) != Some(EventKind::End) {
+        assert!(Instant::now() < end, "no END: {:?}", seen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    use EventKind::{End, StateChanged as Sc};
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (Sc, State::Created, State::Running),
+            (Sc, State::Running, State::Paused),
+            (Sc, State::Paused, State::Waiting),
+            (Sc, State::Waiting, State::Completed),
+            (End, State::Waiting, State::Completed),
+        ]
+    );
+}
