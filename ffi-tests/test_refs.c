@@ -478,6 +478,95 @@ static bool test_a_lent_handle_in_control_and_event_callbacks(void)
     return ok;
 }
 
+/* The same for the finalization callbacks (commit here): `job` is the
+ * handle the completion would get, lent as it is. While the creator holds
+ * its handle, the commit gets it, and the creator's release of it during
+ * the call (its not-last handle's destroy: the job is being finalized)
+ * makes it INVALID_HANDLE for the rest of the call. Once the creator
+ * released it before, the commit gets another handle, valid for the call. */
+static void on_commit_lent(void *userdata, bgjob_job *job)
+{
+    lent_call(userdata, job);
+}
+
+static void on_commit_after_release(void *userdata, bgjob_job *job)
+{
+    struct lent *l = userdata;
+    int32_t st;
+    atomic_store(&l->same_as_creator, job == l->creator);
+    atomic_store(&l->rc_before, bgjob_job_get_state(job, &st));
+    atomic_fetch_add(&l->calls, 1);
+}
+
+struct finalizer {
+    bgjob_job *job;
+    atomic_int rc;
+};
+
+static void *finalize_it(void *p)
+{
+    struct finalizer *f = p;
+    atomic_store(&f->rc, bgjob_job_finalize(f->job));
+    return NULL;
+}
+
+static bool lent_to_commit(bool released_before)
+{
+    bool ok = true;
+    struct tracker t;
+    struct lent l;
+    memset(&l, 0, sizeof l);
+    gate_init(&l.inside);
+    gate_init(&l.released);
+    tracker_init(&t);
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    o.flags = BGJOB_CREATE_MANUAL_FINALIZE;
+    o.commit = released_before ? on_commit_after_release : on_commit_lent;
+    o.finalize_userdata = &l;
+    atomic_store(&lent_armed, 1);
+    bgjob_job *a = NULL, *b = NULL;
+    REQUIRE(bgjob_job_create(&o, worker_return, ud_new(&t), ud_free, &a) == BGJOB_RESULT_OK);
+    l.creator = a;
+    CHECK_RC(bgjob_job_ref(a, &b), BGJOB_RESULT_OK);
+    int32_t st = -1;
+    CHECK_RC(bgjob_job_wait_state(b, BGJOB_STATE_PENDING, LONG_MS, &st), BGJOB_RESULT_OK);
+    CHECK_STATE(st, BGJOB_STATE_PENDING);
+    if (released_before)
+        CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+    pthread_t th;
+    struct finalizer f = {.job = b};
+    REQUIRE(pthread_create(&th, NULL, finalize_it, &f) == 0);
+    if (!released_before) {
+        gate_wait(&l.inside);
+        /* The creator lets go while its handle is lent to the commit. */
+        CHECK_RC(bgjob_job_destroy(a), BGJOB_RESULT_OK);
+        gate_open(&l.released);
+    }
+    pthread_join(th, NULL);
+    CHECK_RC(atomic_load(&f.rc), BGJOB_RESULT_OK);
+    CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
+    CHECK_EQ(atomic_load(&l.calls), 1);
+    CHECK_EQ(atomic_load(&l.same_as_creator), released_before ? 0 : 1);
+    CHECK_RC(atomic_load(&l.rc_before), BGJOB_RESULT_OK);
+    if (!released_before)
+        CHECK_RC(atomic_load(&l.rc_after), BGJOB_RESULT_INVALID_HANDLE);
+    uint64_t id = id_of(b);
+    CHECK_RC(bgjob_job_destroy(b), BGJOB_RESULT_OK);
+    CHECK(poll_unlisted(id));
+    gate_destroy(&l.inside);
+    gate_destroy(&l.released);
+    return ok;
+}
+
+static bool test_a_lent_handle_in_finalize_callbacks(void)
+{
+    bool ok = true;
+    CHECKF(lent_to_commit(false), "released during the commit");
+    CHECKF(lent_to_commit(true), "released before the commit");
+    return ok;
+}
+
 static bgjob_job *fork_refs[3];
 
 static bool child_sees_refs_invalid(void)
@@ -528,6 +617,7 @@ int main(void)
         TAP_TEST(test_completion_gets_a_valid_handle_after_the_creator_released),
         TAP_TEST(test_a_lent_handle_released_mid_call_is_invalid_for_the_rest_of_it),
         TAP_TEST(test_a_lent_handle_in_control_and_event_callbacks),
+        TAP_TEST(test_a_lent_handle_in_finalize_callbacks),
         TAP_TEST(test_fork_invalidates_every_ref),
     };
     return tap_run(tests, TAP_COUNT(tests));

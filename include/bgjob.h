@@ -906,7 +906,10 @@ typedef void (*bgjob_finalize_callback)(void *userdata, struct bgjob_job *job);
  * `bgjob_job_control_failed`. Only while
  * the job's work is not done: a finalize (FINALIZE) only for an external
  * job in a state its owner reported (`bgjob_job_report_state`); never for a job that never started (a
- * CREATED job's cancel ends it at once), never once `bgjob_job_end` has
+ * CREATED job's cancel ends it at once; an external job that starts with
+ * its cancel requested — born under a cancelled parent, or cancelled inside
+ * its create — is told CANCEL, force, once, as it starts), never once
+ * `bgjob_job_end` has
  * been called (or a threaded job's worker has returned). A pause made by the
  * owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
  * resume is. A cancel of a paused job ends the pause: CANCEL then also means
@@ -1169,8 +1172,10 @@ typedef struct bgjob_job_options {
      * create fails with `BGJOB_RESULT_NOT_ALLOWED`; a bad handle is
      * `BGJOB_RESULT_INVALID_HANDLE`. Under a parent whose cancel was requested
      * already, the child is born cancelled: its worker runs with the cancel
-     * requested (cause PARENT). Only the link is kept: the parent's handle may
-     * be released at once.
+     * requested (cause PARENT); queued under the pool's cap, it ends
+     * CANCELLED unrun instead, as a queued job cancelled does; an external
+     * child's owner is told `BGJOB_CONTROL_CANCEL` as it starts. Only the
+     * link is kept: the parent's handle may be released at once.
      */
     struct bgjob_job *parent;
 } bgjob_job_options;
@@ -1604,7 +1609,10 @@ bgjob_result bgjob_job_options_init(struct bgjob_job_options *options, size_t si
  * call returns (`bgjob_job_lookup` of its id, its parent's cancel flowing
  * down): a cancel that comes then does not make the create fail or end the
  * job unrun; the job starts with its cancel requested, as a sub-job of a
- * cancelled parent does.
+ * cancelled parent does (`bgjob_job_options.parent`). A start through such
+ * a handle then is refused (`BGJOB_RESULT_NOT_ALLOWED`: this create starts
+ * it); if this create fails, such a handle finds the job CANCELLED, never
+ * run, and its destroy releases it.
  *
  * `options` may be NULL (all defaults); `job_out` may not; `worker` must be
  * NULL exactly when `options->flags` has `BGJOB_CREATE_EXTERNAL` (an external

@@ -127,7 +127,10 @@ pub(crate) unsafe fn create(
 /// call returns (`bgjob_job_lookup` of its id, its parent's cancel flowing
 /// down): a cancel that comes then does not make the create fail or end the
 /// job unrun; the job starts with its cancel requested, as a sub-job of a
-/// cancelled parent does.
+/// cancelled parent does (`bgjob_job_options.parent`). A start through such
+/// a handle then is refused (`BGJOB_RESULT_NOT_ALLOWED`: this create starts
+/// it); if this create fails, such a handle finds the job CANCELLED, never
+/// run, and its destroy releases it.
 ///
 /// `options` may be NULL (all defaults); `job_out` may not; `worker` must be
 /// NULL exactly when `options->flags` has `BGJOB_CREATE_EXTERNAL` (an external

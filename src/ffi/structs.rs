@@ -113,8 +113,10 @@ pub struct bgjob_job_options {
     /// create fails with `BGJOB_RESULT_NOT_ALLOWED`; a bad handle is
     /// `BGJOB_RESULT_INVALID_HANDLE`. Under a parent whose cancel was requested
     /// already, the child is born cancelled: its worker runs with the cancel
-    /// requested (cause PARENT). Only the link is kept: the parent's handle may
-    /// be released at once.
+    /// requested (cause PARENT); queued under the pool's cap, it ends
+    /// CANCELLED unrun instead, as a queued job cancelled does; an external
+    /// child's owner is told `BGJOB_CONTROL_CANCEL` as it starts. Only the
+    /// link is kept: the parent's handle may be released at once.
     pub parent: *mut bgjob_job,
 }
 

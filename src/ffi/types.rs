@@ -582,7 +582,10 @@ pub enum bgjob_control {
 /// `bgjob_job_control_failed`. Only while
 /// the job's work is not done: a finalize (FINALIZE) only for an external
 /// job in a state its owner reported (`bgjob_job_report_state`); never for a job that never started (a
-/// CREATED job's cancel ends it at once), never once `bgjob_job_end` has
+/// CREATED job's cancel ends it at once; an external job that starts with
+/// its cancel requested — born under a cancelled parent, or cancelled inside
+/// its create — is told CANCEL, force, once, as it starts), never once
+/// `bgjob_job_end` has
 /// been called (or a threaded job's worker has returned). A pause made by the
 /// owner's own `bgjob_job_report_io_error` (policy STOP) is not told; its
 /// resume is. A cancel of a paused job ends the pause: CANCEL then also means

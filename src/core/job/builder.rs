@@ -158,7 +158,8 @@ impl Builder {
     /// that reaches the job in between (it is visible to a lookup, and to
     /// its parent's cancel, from its creation) is recorded and seen by the
     /// worker, instead of ending the job unrun before that start. The start
-    /// then succeeds ([`Builder::spawn`] sets it).
+    /// then succeeds ([`Builder::spawn`] sets it). That start is made on
+    /// the creating thread; another thread's, until then, is refused.
     pub fn start_at_once(mut self) -> Builder {
         self.start_at_once = true;
         self
@@ -186,7 +187,7 @@ impl Builder {
             self.error_policy,
             self.deadline.map(duration_ns),
         );
-        st.work.start_pending = self.start_at_once;
+        st.work.start_pending = self.start_at_once.then(current_thread_id);
         let epoch = Instant::now();
         let status = info::StatusLine::new(
             &info::Status::of(&st),
@@ -242,5 +243,32 @@ impl Builder {
             return Err(e);
         }
         Ok(job)
+    }
+}
+
+impl Job {
+    /// Drops what a job that will never run still owns (worker, completion,
+    /// result) now, on this thread, whoever else holds a reference: a failed
+    /// create must free everything before it returns.
+    pub fn discard(&self) {
+        let link = family::take_link(&mut self.0.lock().family);
+        family::resume_parent(family::leave(link));
+        let mut st = self.0.lock();
+        let owned = (
+            st.work.worker.take(),
+            st.completion.take(),
+            st.result.take(),
+            st.events.as_mut().and_then(Events::close),
+            st.control.take(),
+        );
+        // It ends CANCELLED, unrun: a handle taken meanwhile (a lookup) can
+        // wait for it and release it (with nothing left to call).
+        if st.life == Life::Created {
+            st.work.start_pending = None;
+            drop(self.publish_end(st, State::Cancelled, None, false));
+        } else {
+            drop(st);
+        }
+        drop(owned);
     }
 }

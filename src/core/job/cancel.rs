@@ -77,7 +77,7 @@ impl Job {
             return CancelStatus::Requested;
         }
         st.cancel.cause = cause;
-        if st.life == Life::Created && st.work.start_pending {
+        if st.life == Life::Created && st.work.start_pending.is_some() {
             // Its create starts it next: the cancel is recorded for the
             // worker to see (as for a job born under a cancelled parent),
             // and its hooks run now; the create does not fail for it.
@@ -123,10 +123,19 @@ impl Job {
         if has_hooks {
             self.run_cancel_hooks();
         }
-        // A job still waiting for a slot under the cap ends now, unrun, as a
-        // created one does; once a thread has taken it, its worker decides.
+        self.end_if_queued(queued);
+        if tell_owner {
+            self.control(Control::Cancel, 1);
+        }
+        CancelStatus::Requested
+    }
+
+    /// A job still waiting for a slot under the cap (its ticket and slot,
+    /// taken from it) ends now, unrun, as a created one does; once a thread
+    /// has taken it, its worker decides.
+    pub(super) fn end_if_queued(&self, queued: Option<(Ticket, WorkerSlot)>) {
         if let Some((ticket, slot)) = queued
-            && let Some(task) = inner.pool.withdraw(ticket)
+            && let Some(task) = self.0.pool.withdraw(ticket)
         {
             drop(task);
             let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -134,10 +143,6 @@ impl Job {
                 self.end_unstarted(worker);
             }
         }
-        if tell_owner {
-            self.control(Control::Cancel, 1);
-        }
-        CancelStatus::Requested
     }
 
     /// libxl's design: takes the hooks off one at a time, in registration order, and

@@ -38,11 +38,17 @@ impl Job {
             self.arm_deadline(&mut st);
             // Kept (never called) until the owner's end drops it.
             st.work.worker = Some(worker);
+            // A cancel recorded before this start (born under a cancelled
+            // parent, or in its create's window) is told now, once.
+            let cancelled = st.cancel.requested;
             drop(st);
             log::debug(format_args!(
                 "job {} '{}' started (external)",
                 inner.id, inner.name
             ));
+            if cancelled {
+                self.control(Control::Cancel, 1);
+            }
             return Ok(());
         }
         // The slot lets a failed spawn give the worker itself back (the task that
@@ -70,6 +76,10 @@ impl Job {
                         None
                     }
                 };
+                // Queued with its cancel requested already (born cancelled,
+                // or cancelled in its create's window): it ends unrun, as a
+                // queued job cancelled now does.
+                let withdraw = st.cancel.requested && st.work.queued.is_some();
                 self.arm_deadline(&mut st);
                 // The RUNNING event is delivered once the thread is awake.
                 let defer = events::DeferScope::enter();
@@ -83,6 +93,10 @@ impl Job {
                     inner.name,
                     op_label(&inner.operation)
                 ));
+                if withdraw {
+                    let queued = inner.lock().work.queued.take();
+                    self.end_if_queued(queued);
+                }
                 Ok(())
             }
             Err((e, task)) => {
@@ -127,6 +141,16 @@ impl Job {
     /// unless `Created`, or while another thread is cancelling it.
     pub(super) fn begin_start(&self, st: &mut St) -> Result<WorkerFn, Error> {
         st.check(Verb::Start)?;
+        if st
+            .work
+            .start_pending
+            .is_some_and(|t| t != current_thread_id())
+        {
+            return Err(Error::NotAllowed {
+                verb: Verb::Start,
+                state: State::Running,
+            });
+        }
         let Some(worker) = st.work.worker.take() else {
             // Being cancelled by another thread right now.
             return Err(Error::NotAllowed {
@@ -135,7 +159,7 @@ impl Job {
             });
         };
         st.life = Life::Running;
-        st.work.start_pending = false;
+        st.work.start_pending = None;
         st.clock.started_ns = Some(self.0.now_ns());
         Ok(worker)
     }
@@ -152,25 +176,6 @@ impl Job {
     #[cfg(all(test, loom))]
     pub(in crate::core) fn run_for_model(&self, worker: WorkerFn) {
         self.run(worker);
-    }
-
-    /// Drops what a job that will never run still owns (worker, completion,
-    /// result) now, on this thread, whoever else holds a reference: a failed
-    /// create must free everything before it returns.
-    pub fn discard(&self) {
-        let owned = {
-            let link = family::take_link(&mut self.0.lock().family);
-            family::resume_parent(family::leave(link));
-            let mut st = self.0.lock();
-            (
-                st.work.worker.take(),
-                st.completion.take(),
-                st.result.take(),
-                st.events.as_mut().and_then(Events::close),
-                st.control.take(),
-            )
-        };
-        drop(owned);
     }
 
     /// The worker thread's body: run, then decide the outcome (docs/design.md).
@@ -309,6 +314,10 @@ impl Job {
                 // children, and calls neither).
                 st.family.held = Some((outcome, error));
                 st.life = Life::Waiting;
+                // A user pause ends with the work, and so does active time.
+                let now = inner.now_ns();
+                inner.end_user_pause(&mut st, now);
+                st.clock.finished_ns = Some(now);
                 let control = st.control.take();
                 drop(st);
                 drop(hooks);
@@ -319,7 +328,8 @@ impl Job {
             let now = inner.now_ns();
             inner.end_user_pause(&mut st, now);
             st.deadline.disarm();
-            st.clock.finished_ns = Some(now);
+            // A held parent's work ended at its first pass.
+            st.clock.finished_ns.get_or_insert(now);
             st.finalize.pending = Some((outcome, error));
             let txn = st.finalize.txn.clone();
             // On its own, a success waiting for a manual finalize is PENDING
@@ -393,7 +403,7 @@ impl Job {
     /// thread wakes waiters — free when none wait). `own_end`: the worker's
     /// own end on its pool thread, which settles the thread's task first
     /// ([`threads::settle_task_now`]).
-    fn publish_end(
+    pub(super) fn publish_end(
         &self,
         mut st: StGuard<'_>,
         state: State,

@@ -78,8 +78,9 @@ pub(super) struct Work {
     /// already (a lookup, a parent's cancel flowing down), a cancel before
     /// that start is recorded and the worker runs with it, as a job born
     /// under a cancelled parent does; it does not end the job inside its
-    /// create. Cleared by the start.
-    pub(super) start_pending: bool,
+    /// create. Cleared by the start. The creating thread: a start on any
+    /// other (a lookup's, in that moment) is refused, as for a started job.
+    pub(super) start_pending: Option<ThreadId>,
     /// Child processes bound to the job, by pid; `None` once the worker has
     /// returned (its children were reaped, no new one may be bound).
     pub(super) children: Option<HashMap<i32, Arc<Child>>>,
@@ -183,7 +184,7 @@ impl St {
             work: Work {
                 worker: Some(worker),
                 queued: None,
-                start_pending: false,
+                start_pending: None,
                 children: Some(HashMap::new()),
             },
             clock: Clock {
@@ -335,7 +336,10 @@ impl Clock {
             (false, Some(since)) => {
                 self.halted_since_ns = None;
                 if let Some(started) = self.started_ns {
-                    self.paused_ns += now - since.max(started);
+                    // Time after the job's work ended was never active:
+                    // a pause there (a drain in WAITING) takes none of it.
+                    let end = self.finished_ns.map_or(now, |f| now.min(f));
+                    self.paused_ns += (end - since.max(started)).max(0);
                 }
             }
             _ => {}

@@ -634,3 +634,4 @@ mod family;
 mod pool;
 mod ready;
 mod threads;
+mod window;

@@ -204,6 +204,9 @@ fn create(
     let job = core::Builder::new()
         .name("virjob")
         .job_type(job_type)
+        // Its create starts it: a cancel by a lookup meanwhile is seen by the
+        // worker, not a failed create (as bgjob_job_create's).
+        .start_at_once()
         .create(move |w| {
             // Moved in so it drops (and `freeData` runs) at the end of this
             // call, after the worker returned.
