@@ -706,6 +706,14 @@ class _Run:
             _tls.worker = outer
             current.name = saved
             self.thread = None
+            # A worker runs once: what it was given goes now. The call's
+            # frames may outlive it (a traceback kept anywhere reaches this
+            # frame and the _Run), and must not keep the callable's captures
+            # alive -- an Executor's future, and through it the Job, whose
+            # handle is destroyed only when the Job is collected.
+            self.fn = _no_worker
+            self.args, self.kwargs = (), {}
+            self.context = _EMPTY_CONTEXT
 
     def _call(self, worker: Worker, handle: Any) -> int:
         try:
@@ -964,6 +972,9 @@ _log_cb = _ffi.bgjob_log_callback(_log)
 
 
 _NO_LOG = _ffi.bgjob_log_callback()
+# What a finished _Run holds instead of the creator's contextvars.
+_EMPTY_CONTEXT = contextvars.Context()
+
 # Job(context=_NO_CONTEXT): completion on the job's thread even inside a loop.
 _NO_CONTEXT: Any = object()
 _NO_FREE = _ffi.bgjob_free_callback()
@@ -2010,16 +2021,26 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future: JobFuture[T] = JobFuture()
             name = f"{self._prefix}-{next(self._count)}" if self._prefix else None
+            # The work takes the future out of here and lets go of it once it
+            # is resolved: the work's frame may be kept after the call (by a
+            # traceback of the exception it passed on, held anywhere), and
+            # the future holds the Job, whose handle is destroyed only when
+            # the Job is collected.
+            slot = [future]
 
             def work(w: Worker) -> T:
-                if not future.set_running_or_notify_cancel():
+                fut = slot.pop()
+                if not fut.set_running_or_notify_cancel():
+                    del fut
                     raise Cancelled("the future was cancelled before the job ran")
                 try:
                     value = fn(*args, **kwargs)
                 except BaseException as e:
-                    future.set_exception(e)
+                    fut.set_exception(e)
+                    del fut
                     raise
-                future.set_result(value)
+                fut.set_result(value)
+                del fut
                 return value
 
             # Completion on the job's thread, as ThreadPoolExecutor sets its

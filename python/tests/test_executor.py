@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
+import sys
 import threading
 
 import pytest
@@ -83,6 +85,46 @@ def test_job_cancel_stops_a_running_call_and_asyncio_wraps_the_future():
 
     assert asyncio.run(main()) == "via asyncio"
     ex.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("how", ["returns", "raises", "cancelled"])
+def test_frames_of_a_finished_call_kept_elsewhere_do_not_keep_its_job(how):
+    # Anything may keep a worker's frames after the call: a traceback stored
+    # by a logger, a debugger, or (seen on CPython 3.9 and 3.10, once in some
+    # thousand runs under load) a reference the collector cannot see to a
+    # traceback of a Cancelled raised in the worker. Those frames reach the
+    # executor's own frames (f_back); they must not reach the future, whose
+    # job would then never be freed (its handle is destroyed by the Job's
+    # collection) and would stay listed.
+    kept = []
+
+    def call():
+        w = bgjob.current_worker()
+        kept.append(sys._getframe())
+        if how == "raises":
+            raise ValueError("no")
+        if how == "cancelled":
+            while True:
+                w.sleep(0.01)
+        return 1
+
+    ex = bgjob.Executor()
+    f = ex.submit(call)
+    if how == "cancelled":
+        eventually(lambda: kept, "the call runs")
+        f.job.cancel()
+    assert f.job.wait(LONG) == {"returns": State.COMPLETED, "raises": State.FAILED, "cancelled": State.CANCELLED}[how]
+    assert f.done()
+    job_id = f.job.id
+    ex.shutdown()
+    del f
+
+    def gone():
+        gc.collect()
+        return job_id not in {e.id for e in bgjob.list_jobs()}
+
+    eventually(gone, f"the job is freed while its call's frames are kept ({how})")
+    kept.clear()
 
 
 def test_cancel_futures_waiting_for_a_slot(gate):
