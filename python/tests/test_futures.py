@@ -199,6 +199,9 @@ def test_as_completed_yields_jobs_in_the_order_they_end():
 def test_as_completed_times_out(gate):
     done = bgjob.start(lambda w: 1)
     stuck = bgjob.start(lambda w: gate.wait(LONG), name="stuck")
+    # Ended before the call, so the short timeout only ever covers `stuck`
+    # (a loaded machine could take longer than it to run a trivial job).
+    assert done.result(timeout=LONG) == 1
     got = []
     with pytest.raises(bgjob.TimedOut, match=r"1 \(of 2\) jobs unfinished") as ei:
         for job in bgjob.as_completed([done, stuck], timeout=0.1):
