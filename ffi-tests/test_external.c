@@ -595,6 +595,47 @@ static bool test_detach_keeps_the_owner_handle_until_the_end(void)
     return ok;
 }
 
+/* The same when the owner's handle is not the job's last (another owner took
+ * a reference): the detached handle still ends the job, and the end releases
+ * it. Before, the detach only released it (the shared-reference rule), so the
+ * owner could not end the job, and the other reference, the last now, could
+ * not be destroyed either (NOT_ALLOWED while RUNNING): the job ran for ever.
+ * `how`: 0 the other reference released before the end, 1 after it, 2 the
+ * end made through the other reference (the detached handle goes with it). */
+static bool test_detach_of_a_shared_owner_handle_keeps_it_until_the_end(void)
+{
+    bool ok = true;
+    for (int how = 0; how < 3; how++) {
+        for (int cancel = 0; cancel < 2; cancel++) {
+            struct owner o;
+            struct tracker t;
+            owner_init(&o);
+            tracker_init(&t);
+            bgjob_job *job = NULL, *other = NULL;
+            CHECK_RC(ext_create(&o, &t, 0, true, -1, &job), BGJOB_RESULT_OK);
+            REQUIRE(job != NULL);
+            uint64_t id = id_of(job);
+            CHECK_RC(bgjob_job_ref(job, &other), BGJOB_RESULT_OK);
+            CHECK_RC(bgjob_job_detach(job, cancel ? BGJOB_DETACH_CANCEL : 0), BGJOB_RESULT_OK);
+            CHECK(atomic_load(&o.calls[BGJOB_CONTROL_CANCEL]) == cancel);
+            CHECKF(bgjob_job_add_units(job, 1) == BGJOB_RESULT_OK,
+                   "how %d: the detached owner handle no longer names the job", how);
+            if (how == 0)
+                CHECK_RC(bgjob_job_destroy(other), BGJOB_RESULT_OK);
+            CHECK_RC(bgjob_job_end(how == 2 ? other : job, cancel ? 125 : 0, NULL), BGJOB_RESULT_OK);
+            CHECK_STATE(atomic_load(&o.completion_state),
+                        cancel ? BGJOB_STATE_CANCELLED : BGJOB_STATE_COMPLETED);
+            /* Released by the end, whichever handle made it. */
+            CHECK_RC(bgjob_job_add_units(job, 1), BGJOB_RESULT_INVALID_HANDLE);
+            if (how != 0)
+                CHECK_RC(bgjob_job_destroy(other), BGJOB_RESULT_OK);
+            CHECKF(poll_unlisted(id), "how %d, cancel %d: the job stays listed", how, cancel);
+            CHECK(atomic_load(&o.frees) == 1 && atomic_load(&t.frees) == 1);
+        }
+    }
+    return ok;
+}
+
 static bool test_created_external_job_destroyed_or_cancelled(void)
 {
     bool ok = true;
@@ -705,6 +746,7 @@ int main(void)
         TAP_TEST(test_io_error_stop_and_cancel_hooks),
         TAP_TEST(test_transaction_mixing_external_and_threaded),
         TAP_TEST(test_detach_keeps_the_owner_handle_until_the_end),
+        TAP_TEST(test_detach_of_a_shared_owner_handle_keeps_it_until_the_end),
         TAP_TEST(test_created_external_job_destroyed_or_cancelled),
         TAP_TEST(test_threaded_job_control),
         TAP_TEST(test_100k_external_jobs_at_once),

@@ -1965,7 +1965,10 @@ bgjob_result bgjob_job_destroy(struct bgjob_job *job);
  * yet is the exception: its owner still drives it by this handle, so the
  * handle stays valid until `bgjob_job_end` returns, which releases it (with
  * `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
- * usual). Pause is refused from then on, as for any detached job. Its manual
+ * usual). That holds while other references live too: they are untouched
+ * (and may be released while the job runs), the end releases the detached
+ * handle whichever handle makes it, and the job counts as detached once no
+ * handle is left then. Pause is refused from then on, as for any detached job. Its manual
  * finalize, which nobody can ask any more, is told to the owner as
  * `BGJOB_CONTROL_FINALIZE`: at once if the owner reported it PENDING
  * (`bgjob_job_report_state`), else when it does.

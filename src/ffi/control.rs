@@ -179,7 +179,10 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// yet is the exception: its owner still drives it by this handle, so the
 /// handle stays valid until `bgjob_job_end` returns, which releases it (with
 /// `BGJOB_DETACH_CANCEL` the owner hears `BGJOB_CONTROL_CANCEL` and ends it as
-/// usual). Pause is refused from then on, as for any detached job. Its manual
+/// usual). That holds while other references live too: they are untouched
+/// (and may be released while the job runs), the end releases the detached
+/// handle whichever handle makes it, and the job counts as detached once no
+/// handle is left then. Pause is refused from then on, as for any detached job. Its manual
 /// finalize, which nobody can ask any more, is told to the owner as
 /// `BGJOB_CONTROL_FINALIZE`: at once if the owner reported it PENDING
 /// (`bgjob_job_report_state`), else when it does.
@@ -194,6 +197,21 @@ pub unsafe extern "C" fn bgjob_job_detach(job: *mut bgjob_job, flags: u32) -> bg
             return Err(bgjob_result::InvalidArgument);
         }
         let j = with_job(job, |j, _| j.clone())?;
+        if j.is_external()
+            && !j.work_done()
+            && job_handle_count(&j) > 1
+            && !j.is_detached()
+            && j.release_at_end(job.addr())
+        {
+            // Not its last handle, but its owner's all the same: the owner
+            // still ends it by this handle, which that end releases (the
+            // other references are untouched, and the job is detached only
+            // if none is left by then).
+            if flags & BGJOB_DETACH_CANCEL != 0 {
+                j.cancel();
+            }
+            return Ok(());
+        }
         if j.is_external() && !j.work_done() && job_handle_count(&j) <= 1 && !j.is_detached() {
             // Its last handle: its owner still drives it by this handle and ends it: the
             // handle is released by `bgjob_job_end` (or here, if the end came

@@ -6,7 +6,7 @@
 //! (then only pause points and cancellable waits park). Progress calls do not report a cancel (an update is not a failure);
 //! `bgjob_job_check_cancel` and `bgjob_job_pause_point` do.
 
-use super::handles::{with_job, worker_hot};
+use super::handles::{job_handle_count, with_job, worker_hot};
 use super::{Res, bgjob_job, bgjob_result, boundary, c_str};
 use crate::core::{self, Job};
 use std::ffi::c_char;
@@ -297,10 +297,25 @@ pub unsafe extern "C" fn bgjob_job_end(
         } else {
             Err(core::JobError::new(code, message))
         };
-        let detached = with_job(job, |j, _| j.end(result).map(|()| j.is_detached()))??;
+        let (j, detached) = with_job(job, |j, _| {
+            j.end(result).map(|()| (j.clone(), j.is_detached()))
+        })??;
+        let jobs = &super::handles::JOBS;
         if detached {
             // A detached external job's handle lived for its owner until now.
-            super::handles::JOBS.remove(job.addr());
+            jobs.remove(job.addr());
+        }
+        // Handles its owner detached while other references lived, kept
+        // until now (bgjob_job_detach); once none is left, the job is
+        // detached, as a detach of its last handle would have made it.
+        let kept = j.take_release_at_end();
+        if !kept.is_empty() {
+            for h in kept {
+                jobs.remove(h);
+            }
+            if job_handle_count(&j) == 0 && !j.is_detached() {
+                let _ = j.detach(false);
+            }
         }
         Ok(())
     })

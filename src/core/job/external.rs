@@ -185,6 +185,26 @@ impl Job {
         st.control_busy.iter().any(|&t| t != me)
     }
 
+    /// For the C layer: keeps the handle value `h` until the owner's end,
+    /// which hands it back ([`Job::take_release_at_end`]): an external job's
+    /// owner that detaches its handle while other references live still ends
+    /// the job by it. False (nothing kept) once the end has happened: the
+    /// caller releases the handle now.
+    pub fn release_at_end(&self, h: usize) -> bool {
+        let mut st = self.0.lock();
+        if !self.is_external() || st.end.external_ended || st.life != Life::Running {
+            return false;
+        }
+        st.end.release_at_end.push(h);
+        true
+    }
+
+    /// The handle values [`Job::release_at_end`] kept, taken once the
+    /// owner's end returned.
+    pub fn take_release_at_end(&self) -> Vec<usize> {
+        std::mem::take(&mut self.0.lock().end.release_at_end)
+    }
+
     /// Whether the owner's end (or the worker's return) has happened.
     pub fn work_done(&self) -> bool {
         let st = self.0.lock();

@@ -134,6 +134,9 @@ pub(super) struct End {
     pub(super) error: Option<JobError>,
     /// An external job's owner has ended it ([`Job::end`]).
     pub(super) external_ended: bool,
+    /// For the C layer: handles its owner detached while other references
+    /// lived, released once the owner's end returned ([`Job::release_at_end`]).
+    pub(super) release_at_end: Vec<usize>,
 }
 
 pub(super) struct Finalize {
@@ -212,6 +215,7 @@ impl St {
                 declared: None,
                 error: None,
                 external_ended: false,
+                release_at_end: Vec::new(),
             },
             finalize,
             deadline: Deadline {
