@@ -1496,7 +1496,10 @@ static int32_t ext_end(struct rec *r, bgjob_job *h, int32_t code, const char *by
         atomic_store(&r->end_done, 1);
     } else {
         int32_t st = -1;
-        expect(r, by, rc, RC(NOT_ALLOWED));
+        /* From a callback lent the creator's handle, released during the
+         * call: INVALID_HANDLE, as the header says. */
+        if (!lent_handle_died(r, rc))
+            expect(r, by, rc, RC(NOT_ALLOWED));
         bgjob_job_get_state(h, &st);
         atomic_store(&r->end_refused_state, st);
         atomic_store(&r->end_refused_by, by);
@@ -1542,7 +1545,9 @@ static void release_ref(struct rec *r, bgjob_job *h, int how, const char *where)
     if (rc != BGJOB_RESULT_OK)
         violation(V_REF, "job %" PRIu64 " [%s]: %s of a handle that is not the last returned %s",
                   r->serial, r->what, by, bgjob_result_str(rc));
-    else
+    else if (!(how != 0 && r->ext && !atomic_load(&r->end_done)))
+        /* (A detached handle of an external job its owner has not ended
+         * lives until bgjob_job_end returns: its owner may end it by it.) */
         stale_check(r, h, by);
     atomic_fetch_add(&r->refs_released, 1);
 }

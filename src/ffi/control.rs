@@ -171,7 +171,8 @@ pub unsafe extern "C" fn bgjob_job_destroy(job: *mut bgjob_job) -> bgjob_result 
 /// returns).
 ///
 /// Shared references: detaching a handle that is not the job's last one (or a
-/// handle of a job already detached) releases that reference only; with
+/// handle of a job already detached) releases that reference only (a handle
+/// of an external job not ended yet: once its end returns, see below); with
 /// `BGJOB_DETACH_CANCEL` the job is cancelled too. The job is detached when
 /// its last handle is.
 ///
