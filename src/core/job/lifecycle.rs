@@ -125,9 +125,19 @@ impl Job {
     fn drop_on_worker(self) {
         // The sink first: one atomic load where the thread's record is a
         // thread-local's lookup.
-        if !log::has_sink() || !threads::task_settled_early() {
-            return;
+        if log::has_sink() && threads::task_settled_early() {
+            self.drop_elsewhere_if_last();
         }
+    }
+
+    /// [`Job::drop_on_worker`]'s hand-off, out of line: the job taken out of
+    /// its last reference is a kilobyte on the stack, and inlined into the
+    /// worker task's frame it pushed every frame above it (the worker's
+    /// included) a page deeper: +4 KiB of RSS per running job (the scale
+    /// benchmark's memory per job, 10.9 -> 15.0 KiB).
+    #[cold]
+    #[inline(never)]
+    fn drop_elsewhere_if_last(self) {
         let Some(inner) = Arc::into_inner(self.0) else {
             return;
         };
