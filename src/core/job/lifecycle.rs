@@ -316,6 +316,11 @@ impl Job {
                 }
                 st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
+            // A user pause ends with the work, and so does active time (a
+            // held parent's work ended at its first pass).
+            let now = inner.now_ns();
+            inner.end_user_pause(&mut st, now);
+            st.clock.finished_ns.get_or_insert(now);
             if outcome::held_for_children(st.family.live_children) {
                 // Sub-jobs: WAITING until the last child is terminal; that
                 // child's end calls this again with the same outcome. The
@@ -324,10 +329,6 @@ impl Job {
                 // children, and calls neither).
                 st.family.held = Some((outcome, error));
                 st.life = Life::Waiting;
-                // A user pause ends with the work, and so does active time.
-                let now = inner.now_ns();
-                inner.end_user_pause(&mut st, now);
-                st.clock.finished_ns = Some(now);
                 let control = st.control.take();
                 drop(st);
                 drop(hooks);
@@ -335,11 +336,7 @@ impl Job {
                 inner.cv.notify_all();
                 return;
             }
-            let now = inner.now_ns();
-            inner.end_user_pause(&mut st, now);
             st.deadline.disarm();
-            // A held parent's work ended at its first pass.
-            st.clock.finished_ns.get_or_insert(now);
             st.finalize.pending = Some((outcome, error));
             let txn = st.finalize.txn.clone();
             // On its own, a success waiting for a manual finalize is PENDING
