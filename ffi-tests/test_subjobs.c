@@ -296,8 +296,8 @@ static bool test_deferred_child_of_a_cancelled_parent_ends_unrun(void)
 }
 
 /* Where a parent's completion (no context) runs: on its worker's thread when
- * its sub-jobs ended before its worker returned; else, once the last one has
- * ended, on a bgjob thread of its own, named after the parent. */
+ * its sub-jobs let go of it before its worker returned; else, once the last
+ * one has, on a bgjob thread of its own, named after the parent. */
 struct where {
     struct gate *gate;       /* the worker waits here, if set */
     pthread_t worker;        /* the worker's thread */
@@ -370,9 +370,11 @@ static bool parent_completion_thread(bool child_last)
     CHECK(poll_int_eq(&wc.completed, 1));
     CHECK_STR(wp.completion_name, "sj-parent");
     CHECK(!pthread_equal(wp.completion, pthread_self()));
-    if (!child_last)
-        CHECKF(pthread_equal(wp.completion, wp.worker),
-               "the parent's completion ran off its worker's thread, its sub-job long ended");
+    /* With the sub-job seen ended first, the parent's worker may still
+     * return before that sub-job has let go of it (right after its end is
+     * published): then it is a bgjob thread of its own, else its worker's;
+     * named after the parent either way, as checked above (a pool thread's
+     * identity says nothing: the sub-job's, listed idle, may be reused). */
     CHECK_RC(bgjob_job_destroy(c), BGJOB_RESULT_OK);
     CHECK_RC(bgjob_job_destroy(p), BGJOB_RESULT_OK);
     gate_destroy(&gp);

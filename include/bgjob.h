@@ -848,9 +848,11 @@ typedef struct bgjob_txn bgjob_txn;
  *   `bgjob_job_finalize`, `bgjob_txn_finalize`, a cancel while WAITING or
  *   PENDING, a
  *   detach): a bgjob thread of its own;
- * - a parent whose worker returned before its last sub-job ended (it was
- *   WAITING for it): once that sub-job has ended, a bgjob thread of its own
- *   (named after the parent).
+ * - a parent whose worker returned before its last sub-job let go of it (it
+ *   was WAITING for it; a sub-job lets go of its parent right after its own
+ *   end is published, so a sub-job seen ended a moment earlier may still
+ *   hold it): once that sub-job has, a bgjob thread of its own (named after
+ *   the parent).
  *
  * Never inside the call that ended the job (create, start, cancel, destroy,
  * detach, finalize) — `bgjob_job_end`, being a worker's return, is not such
