@@ -1574,8 +1574,12 @@ extern "C" {
 /**
  * Fills `options` with the defaults: bounded, started at once, named
  * `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
- * as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
- * a program built against an older, shorter struct keeps working.
+ * as `size`: bgjob writes no more than that, and sets `struct_size` to the
+ * bytes it wrote — `size`, so a program built against an older, shorter
+ * struct keeps working; or, for one built against a later header whose
+ * struct is longer than this library's, this library's own size: the later
+ * fields are left as they were, a create reads none of them, and the program
+ * can tell from `struct_size` which fields this library has.
  *
  * Returns: `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is
  * NULL or `size` is smaller than the first version of the struct.
@@ -2571,10 +2575,12 @@ bgjob_result bgjob_job_wait_fd(struct bgjob_job *job,
  * Gives the job a deadline: once it has run `ms` milliseconds of active time
  * (counted from its start, paused time excluded) it is cancelled, and
  * `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. −1 removes the
- * deadline. One that has already passed (0 always has) cancels a running job
- * at once (on another thread, shortly after this returns), a CREATED one as
- * it starts. Allowed in CREATED, RUNNING
- * and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
+ * deadline. One that has already passed (0 always has) cancels a running or
+ * PAUSED job at once (on another thread, shortly after this returns; the
+ * paused one is resumed to see it, as by `bgjob_job_cancel`), a CREATED one
+ * as it starts. A later one set on a PAUSED job waits for the resume: paused
+ * time is not active time. Allowed in CREATED, RUNNING and PAUSED (it
+ * replaces the one from `bgjob_job_options.deadline_ms`).
  *
  * bgjob's one timer thread (started by the first deadline) only notices the
  * time; the cancel, with the job's cancellation hooks, runs on a bgjob thread

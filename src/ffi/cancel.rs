@@ -192,10 +192,12 @@ pub unsafe extern "C" fn bgjob_job_wait_fd(
 /// Gives the job a deadline: once it has run `ms` milliseconds of active time
 /// (counted from its start, paused time excluded) it is cancelled, and
 /// `bgjob_info.cancel_cause` says `BGJOB_CANCEL_CAUSE_TIMEOUT`. −1 removes the
-/// deadline. One that has already passed (0 always has) cancels a running job
-/// at once (on another thread, shortly after this returns), a CREATED one as
-/// it starts. Allowed in CREATED, RUNNING
-/// and PAUSED (it replaces the one from `bgjob_job_options.deadline_ms`).
+/// deadline. One that has already passed (0 always has) cancels a running or
+/// PAUSED job at once (on another thread, shortly after this returns; the
+/// paused one is resumed to see it, as by `bgjob_job_cancel`), a CREATED one
+/// as it starts. A later one set on a PAUSED job waits for the resume: paused
+/// time is not active time. Allowed in CREATED, RUNNING and PAUSED (it
+/// replaces the one from `bgjob_job_options.deadline_ms`).
 ///
 /// bgjob's one timer thread (started by the first deadline) only notices the
 /// time; the cancel, with the job's cancellation hooks, runs on a bgjob thread

@@ -57,8 +57,12 @@ unsafe impl Versioned for bgjob_job_options {
 
 /// Fills `options` with the defaults: bounded, started at once, named
 /// `job-<id>`, default stack, no completion callback. Pass `sizeof *options`
-/// as `size`: bgjob writes no more than that, and sets `struct_size` to it, so
-/// a program built against an older, shorter struct keeps working.
+/// as `size`: bgjob writes no more than that, and sets `struct_size` to the
+/// bytes it wrote — `size`, so a program built against an older, shorter
+/// struct keeps working; or, for one built against a later header whose
+/// struct is longer than this library's, this library's own size: the later
+/// fields are left as they were, a create reads none of them, and the program
+/// can tell from `struct_size` which fields this library has.
 ///
 /// Returns: `BGJOB_RESULT_OK`, or `BGJOB_RESULT_INVALID_ARGUMENT` if `options` is
 /// NULL or `size` is smaller than the first version of the struct.

@@ -94,7 +94,11 @@ impl Job {
         ));
     }
 
-    /// (Re)arms the deadline timer for a running, unpaused, uncancelled job.
+    /// (Re)arms the deadline timer for a running, uncancelled job: an
+    /// unpaused one for the active time left, a paused one only if its
+    /// deadline has already passed (set while paused: `set_deadline(0)`), at
+    /// once — paused, the active time stands still, so any other deadline
+    /// waits for the resume, which re-arms it.
     ///
     /// The timer thread runs no user code: when the time comes it only starts
     /// a thread of the job's pool (named after the job) that makes the cancel
@@ -108,10 +112,13 @@ impl Job {
         let Some(deadline) = st.deadline.at_ns else {
             return;
         };
-        if st.life != Life::Running || st.halted() || st.cancel.requested {
+        if st.life != Life::Running || st.cancel.requested {
             return;
         }
         let left = st.left_ns(Some(deadline), self.0.now_ns()).unwrap_or(0);
+        if left > 0 && st.halted() {
+            return;
+        }
         let at = Instant::now()
             .checked_add(Duration::from_nanos(left as u64))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 100));
@@ -145,11 +152,12 @@ impl Job {
         let Some(deadline) = st.deadline.at_ns else {
             return;
         };
-        if st.life != Life::Running || st.halted() || st.cancel.requested {
+        if st.life != Life::Running || st.cancel.requested {
             return;
         }
         if st.active_ns(self.0.now_ns()) < deadline {
-            // Early by the timer's slack: try again for the rest.
+            // Early by the timer's slack: try again for the rest (or, paused
+            // since, at the resume).
             self.arm_deadline(&mut st);
             return;
         }

@@ -200,6 +200,36 @@ fn a_deadline_cancels_with_cause_timeout_and_a_cancel_says_caller() {
     assert_eq!(job.info().cancel_cause, CancelCause::Caller);
 }
 
+/// A deadline set while the job is paused: one already passed (0 always
+/// has) cancels it at once, paused as it is; a later one waits for active
+/// time, which a pause stops.
+#[test]
+fn a_passed_deadline_cancels_a_paused_job_and_a_later_one_waits_for_the_resume() {
+    let job = Builder::new().spawn(until_cancelled).unwrap();
+    job.pause().unwrap();
+    job.set_deadline(Some(Duration::from_millis(60_000)))
+        .unwrap();
+    job.set_deadline(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        job.wait(LONG),
+        Ok(State::Cancelled),
+        "cancelled while paused"
+    );
+    assert_eq!(job.info().cancel_cause, CancelCause::Timeout);
+
+    let job = Builder::new().spawn(until_cancelled).unwrap();
+    job.pause().unwrap();
+    job.set_deadline(Some(Duration::from_millis(20))).unwrap();
+    assert_eq!(
+        job.wait(Some(Duration::from_millis(100))),
+        Err(Error::TimedOut)
+    );
+    assert!(!job.info().cancel_requested, "paused: no active time ran");
+    job.resume().unwrap();
+    assert_eq!(job.wait(LONG), Ok(State::Cancelled));
+    assert_eq!(job.info().cancel_cause, CancelCause::Timeout);
+}
+
 #[test]
 fn wait_fd_sees_data_and_is_cut_short_by_cancel() {
     use std::io::Write;
