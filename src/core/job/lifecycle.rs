@@ -307,6 +307,12 @@ impl Job {
             // worker returned, is waited for. So no hook runs, or is still
             // running, once anyone can see the job's work done.
             let mut hooks = Vec::new();
+            // No control call starts once the end has begun (the header:
+            // none once the worker returned or `bgjob_job_end` was called);
+            // taken before the wait below, or verbs racing it on other
+            // threads could keep a call running for ever and the end would
+            // wait for ever.
+            let control = st.control.take();
             loop {
                 hooks.extend(st.cancel.hooks.drain(..));
                 // A control call on another thread is waited for too: none
@@ -329,7 +335,6 @@ impl Job {
                 // children, and calls neither).
                 st.family.held = Some((outcome, error));
                 st.life = Life::Waiting;
-                let control = st.control.take();
                 drop(st);
                 drop(hooks);
                 drop(control);
@@ -351,7 +356,7 @@ impl Job {
             inner.set_attention(ATTN_DONE);
             let finalize_now =
                 txn.is_none() && !manual_wait && !std::mem::replace(&mut st.finalize.claimed, true);
-            (hooks, txn, finalize_now, st.control.take())
+            (hooks, txn, finalize_now, control)
         };
         drop(unused_hooks);
         // The control callback's userdata is freed here, after its last call
