@@ -7,7 +7,11 @@
  *   returns (the create failed: the job never runs), a start through it
  *   never makes the create fail, a cancel through it never does either;
  * - a parent paused by its user when its work ends, WAITING for a sub-job,
- *   no longer reports a user pause it cannot undo. */
+ *   no longer reports a user pause it cannot undo;
+ * - a worker's return that waits for a control call in flight on another
+ *   thread starts no new one meanwhile ("never once ... a threaded job's
+ *   worker has returned"), so verbs on other threads cannot hold its end
+ *   back for ever. */
 #include "tap.h"
 #include "util.h"
 
@@ -248,6 +252,86 @@ static bool test_a_paused_parent_waiting_for_its_child_reports_no_pause(void)
     return ok;
 }
 
+/* The first control call (PAUSE) blocks until released; a call after the
+ * worker returned (which must not come) is counted. */
+struct held_ctl {
+    struct gate first, later;
+    atomic_int calls, after_return, first_in;
+    atomic_int returned;
+};
+
+static void on_held_ctl(void *ud, bgjob_job *job, bgjob_control what, int64_t arg)
+{
+    (void)job;
+    (void)what;
+    (void)arg;
+    struct held_ctl *h = ud;
+    if (atomic_fetch_add(&h->calls, 1) == 0) {
+        atomic_store(&h->first_in, 1);
+        gate_wait(&h->first);
+        return;
+    }
+    if (atomic_load(&h->returned))
+        atomic_fetch_add(&h->after_return, 1);
+}
+
+static int32_t return_on_gate(void *ud, bgjob_job *job)
+{
+    (void)job;
+    struct held_ctl *h = ud;
+    gate_wait(&h->later);
+    atomic_store(&h->returned, 1);
+    return 0;
+}
+
+static void *pause_it(void *p)
+{
+    bgjob_job_pause(p);
+    return NULL;
+}
+
+/* Fails before: the RESUME's call starts while the end waits for the
+ * PAUSE's (a stream of such calls held the end back for ever:
+ * test_attack4's starvation cases). */
+static bool test_a_returned_workers_end_starts_no_control_call(void)
+{
+    bool ok = true;
+    static struct held_ctl h;
+    memset(&h, 0, sizeof h);
+    gate_init(&h.first);
+    gate_init(&h.later);
+    bgjob_job_options o;
+    bgjob_job_options_init(&o, sizeof o);
+    o.control = on_held_ctl;
+    o.control_userdata = &h;
+    bgjob_job *j = NULL;
+    REQUIRE(bgjob_job_create(&o, return_on_gate, &h, NULL, &j) == BGJOB_RESULT_OK);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, pause_it, j) == 0);
+    while (!atomic_load(&h.first_in))
+        sleep_ms(1);
+    /* The PAUSE's call is in flight; the worker returns and its end waits
+     * for that call. */
+    gate_open(&h.later);
+    while (!atomic_load(&h.returned))
+        sleep_ms(1);
+    /* The worker's end is under way: a moment for it to reach its wait. */
+    sleep_ms(50);
+    bgjob_result r = bgjob_job_resume(j);
+    CHECKF(r == BGJOB_RESULT_OK || r == BGJOB_RESULT_NOT_ALLOWED, "resume: %s",
+           bgjob_result_str(r));
+    CHECK_EQ(atomic_load(&h.after_return), 0);
+    gate_open(&h.first);
+    pthread_join(th, NULL);
+    bgjob_state st = -1;
+    CHECK_RC(bgjob_job_wait(j, 10000, &st), BGJOB_RESULT_OK);
+    CHECK_STATE(st, BGJOB_STATE_COMPLETED);
+    CHECK_RC(bgjob_job_destroy(j), BGJOB_RESULT_OK);
+    gate_destroy(&h.first);
+    gate_destroy(&h.later);
+    return ok;
+}
+
 int main(void)
 {
     static const struct tap_test tests[] = {
@@ -256,6 +340,7 @@ int main(void)
         TAP_TEST(test_a_start_through_a_lookup_inside_a_create_never_fails_it),
         TAP_TEST(test_a_cancel_through_a_lookup_inside_a_create_never_fails_it),
         TAP_TEST(test_a_paused_parent_waiting_for_its_child_reports_no_pause),
+        TAP_TEST(test_a_returned_workers_end_starts_no_control_call),
     };
     return tap_run(tests, TAP_COUNT(tests));
 }
