@@ -178,7 +178,11 @@ _BY_CODE: dict[int, type[BgjobError]] = {
 
 
 def result_str(code: int) -> str:
-    """The library's static text for a result code."""
+    """The library's static text for a result code (any int: one C does not
+    know, or past 32 bits, reads as unknown rather than as its low bits)."""
+    code = int(code)
+    if not -(1 << 31) <= code < 1 << 31:
+        return "unknown result"
     text: bytes = lib.bgjob_result_str(code)
     return text.decode()
 

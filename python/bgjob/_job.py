@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -155,6 +156,40 @@ def _u64(value: int, what: str) -> int:
     return value
 
 
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+_U32_MAX = (1 << 32) - 1
+
+
+def _cint(value: Any, what: str, lo: int = _I32_MIN, hi: int = _I32_MAX) -> int:
+    """``value`` as an int that fits the C parameter (an int32_t unless
+    ``lo``/``hi`` say otherwise). ctypes would cut a larger number to its low
+    bits without a word -- ``end(2**32)`` would complete the job -- so a
+    number out of range is an ``InvalidArgument`` before C is called."""
+    v = int(value)
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"{what}: {value!r} is not in {lo}..{hi}")
+    return v
+
+
+def _cstr(text: str, what: str, errors: str = "strict") -> bytes:
+    """``text`` as a C string. A ``str`` only; one holding a NUL character is
+    an ``InvalidArgument`` (C would end the text there, silently)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what}: expected a str, not {type(text).__name__}")
+    b = text.encode("utf-8", errors)
+    if b"\0" in b:
+        raise InvalidArgument(f"{what}: {text!r} holds a NUL character (C would cut the text there)")
+    return b
+
+
+def _cpath(text: str | bytes | os.PathLike[Any], what: str) -> bytes:
+    """A path or argument for the OS (``os.fsencode``), refused with a NUL."""
+    b = os.fsencode(text)
+    if b"\0" in b:
+        raise InvalidArgument(f"{what}: {text!r} holds a NUL character (C would cut it there)")
+    return b
+
+
 def _ms(seconds: float | None, what: str) -> int:
     """Seconds to whole milliseconds (rounded up, capped); None is -1."""
     if seconds is None:
@@ -209,7 +244,7 @@ def _set_stat(h: Any, decls: Mapping[str, tuple[int, StatType]], key: str | int,
     if t == StatType.STRING:
         if not isinstance(value, str):
             raise InvalidArgument(f"set_stat: statistic {key!r} is a string, not {type(value).__name__}")
-        return int(lib.bgjob_job_set_stat_string(h, index, value.encode()))
+        return int(lib.bgjob_job_set_stat_string(h, index, _cstr(value, "set_stat")))
     fn, _ = _STAT_SETTERS[t]
     if t == StatType.DOUBLE:
         v: Any = float(value)
@@ -233,7 +268,7 @@ def _set_stats(h: Any, decls: Mapping[str, tuple[int, StatType]], values: Mappin
         if t == StatType.STRING:
             if not isinstance(value, str):
                 raise InvalidArgument(f"set_stats: statistic {key!r} is a string")
-            b = value.encode()
+            b = _cstr(value, "set_stats")
             keep.append(b)
             u.text = b
         elif t == StatType.DOUBLE:
@@ -525,9 +560,10 @@ class Worker:
         happened, or 0 when a complete request (``Job.complete``) woke it
         (check ``complete_requested``). Raises ``Cancelled`` at once on
         cancel, ``TimedOut``."""
-        fileno = fd if isinstance(fd, int) else fd.fileno()
+        fileno = _cint(fd if isinstance(fd, int) else fd.fileno(), "wait_fd fd")
+        ev = _cint(events, "wait_fd events", 0, _U32_MAX)
         revents = ctypes.c_uint32()
-        r = lib.bgjob_job_wait_fd(self._h, fileno, int(events), _ms(timeout, "wait_fd"), byref(revents))
+        r = lib.bgjob_job_wait_fd(self._h, fileno, ev, _ms(timeout, "wait_fd"), byref(revents))
         self._check(r, "wait_fd")
         return revents.value
 
@@ -548,9 +584,9 @@ class Worker:
             code = error.errno or EXCEPTION_CODE
             message = message if message is not None else str(error)
         else:
-            code = int(error)
+            code = _cint(error, "report_io_error")
         action = c_int32()
-        text = message.encode("utf-8", "replace") if message is not None else None
+        text = _cstr(message, "report_io_error message", "replace") if message is not None else None
         check(lib.bgjob_job_report_io_error(self._h, code, text, byref(action)), "report_io_error")
         return ErrorAction(action.value)
 
@@ -584,18 +620,23 @@ class Worker:
             raise InvalidArgument(f"spawn: stdin={stdin!r}: use null or inherit")
         if stdin == "inherit":
             flags |= _ffi.CHILD_INHERIT_STDIN
-        args = [os.fsencode(a) for a in argv]
+        args = [_cpath(a, "spawn argv") for a in argv]
         opts = _ffi.bgjob_child_options()
         check(lib.bgjob_child_options_init(byref(opts), sizeof(opts)), "child_options_init")
         opts.flags = flags
         c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
         opts.argv = c_argv
         if env is not None:
-            entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+            entries = []
+            for k, v in env.items():
+                key = _cpath(k, "spawn env")
+                if not key or b"=" in key:
+                    raise InvalidArgument(f"spawn env: {k!r} is not a variable name (empty, or holds '=')")
+                entries.append(key + b"=" + _cpath(v, "spawn env"))
             c_envp = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
             opts.envp = c_envp
         if cwd is not None:
-            opts.cwd = os.fsencode(cwd)
+            opts.cwd = _cpath(cwd, "spawn cwd")
         if grace is not None:
             opts.grace_ms = _ms(grace, "spawn grace")
         pid = c_int32()
@@ -610,7 +651,7 @@ class Worker:
         """Binds a child this process started itself to the job, as ``spawn``
         does; from now on only bgjob may wait for it (``wait_child``)."""
         g = _ffi.CHILD_DEFAULT_GRACE_MS if grace is None else _ms(grace, "watch_child grace")
-        check(lib.bgjob_job_watch_child(self._h, int(pid), g), "watch_child")
+        check(lib.bgjob_job_watch_child(self._h, _cint(pid, "watch_child pid"), g), "watch_child")
 
     def wait_child(self, pid: int, timeout: float | None = None) -> int:
         """Waits for a bound child (delivering its captured lines here) and
@@ -618,7 +659,7 @@ class Worker:
         Raises ``Cancelled`` once the cancelled child is gone, ``TimedOut``
         after ``timeout`` seconds of active time (the child runs on)."""
         status = c_int32()
-        r = lib.bgjob_job_wait_child(self._h, int(pid), _ms(timeout, "wait_child"), byref(status))
+        r = lib.bgjob_job_wait_child(self._h, _cint(pid, "wait_child pid"), _ms(timeout, "wait_child"), byref(status))
         self._check(r, "wait_child")
         return os.waitstatus_to_exitcode(status.value)
 
@@ -658,7 +699,7 @@ class Worker:
 
     @phase.setter
     def phase(self, phase: str) -> None:
-        self._check(lib.bgjob_job_set_phase(self._h, phase.encode()), "set_phase")
+        self._check(lib.bgjob_job_set_phase(self._h, _cstr(phase, "set_phase")), "set_phase")
 
     # statistics
     def set_stat(self, stat: str | int, value: StatValue) -> None:
@@ -1071,8 +1112,15 @@ class Job(Generic[T]):
                 "is a plain function run on the job's thread (await a coroutine in an asyncio task "
                 "instead, or call asyncio.run inside a plain worker)"
             )
-        if on_event is not None and not callable(on_event):
-            raise TypeError(f"bgjob: on_event must be callable, not {type(on_event).__name__}")
+        for opt, value in (
+            ("on_event", on_event),
+            ("on_complete", on_complete),
+            ("on_commit", on_commit),
+            ("on_abort", on_abort),
+            ("on_clean", on_clean),
+        ):
+            if value is not None and not callable(value):
+                raise TypeError(f"bgjob: {opt} must be callable, not {type(value).__name__}")
         if context is _NO_CONTEXT:
             context = None
         elif context is None:
@@ -1114,13 +1162,13 @@ class Job(Generic[T]):
         if finalizers:
             opts.commit, opts.abort, opts.clean = _commit_cb, _abort_cb, _clean_cb
             opts.finalize_free = _free_cb
-        name_b = name.encode() if name is not None else None
+        name_b = _cstr(name, "name") if name is not None else None
         opts.name = name_b
-        operation_b = operation.encode() if operation is not None else None
-        owner_b = owner.encode() if owner is not None else None
+        operation_b = _cstr(operation, "operation") if operation is not None else None
+        owner_b = _cstr(owner, "owner") if owner is not None else None
         opts.operation = operation_b
         opts.owner = owner_b
-        opts.stack_size = int(stack_size)
+        opts.stack_size = _cint(stack_size, "stack_size", 0, (1 << (8 * sizeof(c_size_t))) - 1)
         if context is not None:
             opts.context = context._handle("create")
         if parent is not None:
@@ -1233,7 +1281,9 @@ class Job(Generic[T]):
         ``stats=`` option); returns its index. Names are unique per job."""
         index = c_uint32()
         self._call(
-            lib.bgjob_job_add_stat(self._h, name.encode(), int(StatType(type)), unit.encode(), byref(index)),
+            lib.bgjob_job_add_stat(
+                self._h, _cstr(name, "add_stat"), int(StatType(type)), _cstr(unit, "add_stat unit"), byref(index)
+            ),
             "add_stat",
         )
         self._run.stats[name] = (index.value, StatType(type))
@@ -1369,7 +1419,11 @@ class Job(Generic[T]):
         that completion already ran, ``fn`` is called at once, here (an
         exception it raises is then logged to the ``bgjob`` logger, as
         ``concurrent.futures`` does). ``Future.add_done_callback``."""
+        if not callable(fn):
+            raise TypeError(f"add_done_callback: expected a callable, not {type(fn).__name__}")
         with self._lock:
+            if self._closed:
+                raise InvalidHandle(f"add_done_callback: job {self._run.name!r} is closed")
             if not self._done:
                 self._callbacks.append(fn)
                 return
@@ -1454,8 +1508,8 @@ class Job(Generic[T]):
         ``message`` -- or cancels it, after a cancel request. Any thread. An
         ``on_complete`` without a context runs here, before this returns.
         ``NotAllowed`` for a threaded job, one not started, and once ended."""
-        msg = None if message is None else message.encode()
-        self._call(lib.bgjob_job_end(self._h, int(code), msg), "end")
+        msg = None if message is None else _cstr(message, "end message")
+        self._call(lib.bgjob_job_end(self._h, _cint(code, "end"), msg), "end")
 
     @property
     def speed(self) -> int:
@@ -1487,7 +1541,7 @@ class Job(Generic[T]):
 
     def set_error_policy(self, policy: ErrorPolicy) -> None:
         """What ``Worker.report_io_error`` does from now on."""
-        self._call(lib.bgjob_job_set_error_policy(self._h, int(policy)), "set_error_policy")
+        self._call(lib.bgjob_job_set_error_policy(self._h, _cint(policy, "set_error_policy")), "set_error_policy")
 
     def finalize(self) -> None:
         """Finalizes a ``manual_finalize`` job that is PENDING: its
@@ -1508,7 +1562,7 @@ class Job(Generic[T]):
         transition, a threaded job and once ``end()`` was called,
         ``InvalidArgument`` for another state. Any thread, the ``control``
         callable included."""
-        self._call(lib.bgjob_job_report_state(self._h, int(state)), "report_state")
+        self._call(lib.bgjob_job_report_state(self._h, _cint(state, "report_state")), "report_state")
 
     def control_failed(self, what: Control, error: OSError | int, message: str | None = None) -> None:
         """For a job's owner: the verb ``what`` its ``control`` callable was
@@ -1524,9 +1578,9 @@ class Job(Generic[T]):
             code = error.errno or EXCEPTION_CODE
             message = message if message is not None else str(error)
         else:
-            code = int(error)
-        text = message.encode("utf-8", "replace") if message is not None else None
-        self._call(lib.bgjob_job_control_failed(self._h, int(what), code, text), "control_failed")
+            code = _cint(error, "control_failed")
+        text = _cstr(message, "control_failed message", "replace") if message is not None else None
+        self._call(lib.bgjob_job_control_failed(self._h, _cint(what, "control_failed what"), code, text), "control_failed")
 
     @property
     def control_error(self) -> ControlError | None:
@@ -1571,7 +1625,7 @@ class Job(Generic[T]):
                 ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
                 if on_main:
                     ms = min(ms, _SLICE_MS)
-            r = lib.bgjob_job_wait_state(self._h, int(state), ms, byref(out))
+            r = lib.bgjob_job_wait_state(self._h, _cint(state, "wait_state"), ms, byref(out))
             if r == Result.OK:
                 return State(out.value)
             if r != Result.TIMED_OUT:
@@ -1589,7 +1643,7 @@ class Job(Generic[T]):
         pause = 0.001
         out = c_int32()
         while True:
-            r = lib.bgjob_job_wait_state(self._h, int(state), 0, byref(out))
+            r = lib.bgjob_job_wait_state(self._h, _cint(state, "wait_state"), 0, byref(out))
             if r == Result.OK:
                 return State(out.value)
             if r != Result.TIMED_OUT:
@@ -1605,23 +1659,7 @@ class Job(Generic[T]):
         released while waiting, and Ctrl-C (KeyboardInterrupt) interrupts it."""
         limit = _ms(timeout, "wait")
         self._refuse_unstarted("wait")
-        deadline = None if timeout is None else time.monotonic() + limit / 1000.0
-        on_main = threading.current_thread() is threading.main_thread()
-        state = c_int32()
-        while True:
-            if deadline is None:
-                ms = _SLICE_MS if on_main else -1
-            else:
-                ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
-                if on_main:
-                    ms = min(ms, _SLICE_MS)
-            r = lib.bgjob_job_wait(self._h, ms, byref(state))
-            if r == Result.OK:
-                return State(state.value)
-            if r != Result.TIMED_OUT:
-                self._call(r, "wait")
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimedOut(f"wait: job {self._run.name!r} still running after {timeout} s")
+        return _wait_sliced(self._h, timeout, limit, self._call, f"job {self._run.name!r}")
 
     def progress(self, interval: float = 0.5) -> Iterator[Info]:
         """Yields a snapshot (``Info``) at once and then every ``interval``
@@ -1828,6 +1866,38 @@ class Job(Generic[T]):
         if not self._closed:
             lib.bgjob_job_cancel(self._h, None)
 
+    def _end_at_exit(self) -> None:
+        # An external job's owner is Python code, which no longer runs once
+        # the interpreter exits: the cancel above told it (its control
+        # callable ran inside that call), and a job it did not end then is
+        # ended here, cancelled, as its owner's end() would. Waiting for it
+        # would wait for ever; leaving it would let a daemon thread's late
+        # end() run the completion under a finalizing interpreter.
+        if not self._closed and self._run.fn is _no_worker:
+            lib.bgjob_job_end(self._h, -errno.ECANCELED, b"the interpreter is exiting")
+
+
+def _wait_sliced(h: Any, timeout: float | None, limit: int, call: Callable[[int, str], None], who: str) -> State:
+    """``bgjob_job_wait`` for ``limit`` ms (from ``_ms(timeout)``), cut into
+    slices on the main thread so that Ctrl-C is handled between them."""
+    deadline = None if timeout is None else time.monotonic() + limit / 1000.0
+    on_main = threading.current_thread() is threading.main_thread()
+    state = c_int32()
+    while True:
+        if deadline is None:
+            ms = _SLICE_MS if on_main else -1
+        else:
+            ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            if on_main:
+                ms = min(ms, _SLICE_MS)
+        r = lib.bgjob_job_wait(h, ms, byref(state))
+        if r == Result.OK:
+            return State(state.value)
+        if r != Result.TIMED_OUT:
+            call(r, "wait")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimedOut(f"wait: {who} still running after {timeout} s")
+
 
 def _set_state(fut: asyncio.Future[State | None], state: State | None) -> None:
     if not fut.done():
@@ -1915,6 +1985,9 @@ def _started(jobs: Iterable[Job[Any]], what: str) -> set[Job[Any]]:
         if not isinstance(job, Job):
             raise TypeError(f"bgjob.{what}: {job!r} is not a bgjob.Job (use concurrent.futures.{what} for futures)")
         job._refuse_unstarted(what)
+        if job._run.thread == threading.get_ident():
+            # As bgjob_job_wait from a job's own worker: it would wait for itself.
+            raise NotAllowed(f"{what}: job {job._run.name!r} cannot wait for itself from its worker")
     return js
 
 
@@ -2201,12 +2274,13 @@ class Context:
         """Runs queued completions here (at most ``max``; 0: all queued now) and
         returns how many ran."""
         handle = self._handle("dispatch")
+        limit = _cint(max, "dispatch", 0, (1 << (8 * sizeof(c_size_t))) - 1)
         ran = c_size_t()
         errors: list[BaseException] = []
         outer = getattr(_tls, "errors", None)
         _tls.errors = errors
         try:
-            r = lib.bgjob_context_dispatch(handle, int(max), byref(ran))
+            r = lib.bgjob_context_dispatch(handle, limit, byref(ran))
         finally:
             _tls.errors = outer
         check(r, "dispatch")
@@ -2391,7 +2465,7 @@ def abi_version() -> int:
 def verb_allowed(verb: Verb | int, state: State | int) -> bool:
     """Whether ``verb`` may be applied to a job in ``state`` (bgjob's table)."""
     allowed = c_bool()
-    check(lib.bgjob_verb_allowed(int(verb), int(state), byref(allowed)), "verb_allowed")
+    check(lib.bgjob_verb_allowed(_cint(verb, "verb_allowed"), _cint(state, "verb_allowed"), byref(allowed)), "verb_allowed")
     return allowed.value
 
 
@@ -2445,9 +2519,8 @@ class JobHandle:
     def wait(self, timeout: float | None = None) -> State:
         """Waits until the job has ended (``TimedOut`` after ``timeout``
         seconds); the GIL is released while waiting."""
-        st = c_int32()
-        self._call(lib.bgjob_job_wait(self._h, _ms(timeout, "wait"), byref(st)), "wait")
-        return State(st.value)
+        limit = _ms(timeout, "wait")
+        return _wait_sliced(self._h, timeout, limit, self._call, "the job")
 
     def ref(self) -> JobHandle:
         out = JobPtr()
@@ -2547,6 +2620,8 @@ def set_log_callback(fn: Callable[[str], Any] | None) -> None:
     if fn is None:
         check(lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE), "set_log_callback")
         return
+    if not callable(fn):
+        raise TypeError(f"set_log_callback: expected a callable or None, not {type(fn).__name__}")
     key = _hold(fn, tracked=True)
     check(lib.bgjob_set_log_callback(_log_cb, key, _free_cb), "set_log_callback")
 
@@ -2611,15 +2686,10 @@ def set_exit_timeout(seconds: float | None) -> None:
 def _exit_timed_out(timeout: float) -> None:
     stuck = [job for job in _live_jobs() if _running(job)]
     names = ", ".join(repr(job._run.name) for job in stuck) or "(none listed)"
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BaseException):
-            stream.flush()
-    with contextlib.suppress(BaseException):
-        os.write(
-            2,
-            f"bgjob: exit timeout ({timeout:g} s) expired with {len(stuck)} job(s) still running "
-            f"(their workers do not check for cancel): {names}; ending the process\n".encode(),
-        )
+    _exit_now(
+        f"bgjob: exit timeout ({timeout:g} s) expired with {len(stuck)} job(s) still running "
+        f"(their workers do not check for cancel): {names}; ending the process\n"
+    )
     os._exit(1)
 
 
@@ -2633,8 +2703,11 @@ def _at_exit() -> None:
     _shutting_down = True
     try:
         lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
-        for job in _live_jobs():
+        live = _live_jobs()
+        for job in live:
             job._cancel_at_exit()
+        for job in live:
+            job._end_at_exit()
         for ctx in list(_contexts):
             ctx.close()
         timeout = _exit_timeout
@@ -2645,7 +2718,36 @@ def _at_exit() -> None:
                 _exit_timed_out(timeout)
             time.sleep(0.002)
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C while workers still run: finalizing the interpreter under
+        # them would abort the process when one next enters Python (a
+        # thread taking the GIL then is ended with pthread_exit, which cannot
+        # unwind through bgjob's frames). End it as Ctrl-C would have, at once.
+        if _tracked:
+            _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    stuck = [job for job in _live_jobs() if _running(job)]
+    names = ", ".join(repr(job._run.name) for job in stuck) or "(none listed)"
+    _exit_now(
+        f"bgjob: interrupted while waiting at exit for {len(stuck)} job(s) still running: {names}; "
+        "ending the process\n"
+    )
+    # As CPython ends on an uncaught KeyboardInterrupt: killed by SIGINT.
+    with contextlib.suppress(BaseException):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(128 + signal.SIGINT)
+
+
+def _exit_now(message: str) -> None:
+    """Flushes the standard streams and writes ``message`` to fd 2, bypassing
+    anything the interpreter's teardown may have closed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+    with contextlib.suppress(BaseException):
+        os.write(2, message.encode())
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
