@@ -2721,7 +2721,8 @@ bgjob_result bgjob_job_wait_child(struct bgjob_job *job,
 /**
  * Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
  * `job_finalize`) once its work is done: its commit (or abort) and clean
- * callbacks run on this thread, then it ends. For a member of a transaction
+ * callbacks run on this thread, the job WAITING while they do (PENDING →
+ * WAITING → its terminal state, as every job's end), then it ends. For a member of a transaction
  * it finalizes the transaction (as soon as every member is done).
  *
  * An external job whose owner reported it WAITING or PENDING
@@ -3085,7 +3086,11 @@ bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
  * and shows as `BGJOB_STATE_RUNNING` — it may be paused, cancelled, waited
  * for and detached like any running job — and a thread whose job ended takes
  * the oldest queued one straight away, as GLib's thread pool (GTask's pool
- * has 10 threads) and QEMU's thread pool do. A queued job that is cancelled
+ * has 10 threads) and QEMU's thread pool do. The cap counts workers: a slot
+ * is free once its worker has returned, so when that thread still runs the
+ * job's end (a completion without a context, commit, abort or clean) the
+ * queued job starts at once on another thread, and a completion may wait
+ * for it. A queued job that is cancelled
  * ends `BGJOB_STATE_CANCELLED` before `bgjob_job_cancel` returns, without
  * its worker running (its userdata is freed, its completion is delivered as
  * usual); once a thread has taken it, its worker decides as for any job. A

@@ -1546,7 +1546,7 @@ class Job(Generic[T]):
     def finalize(self) -> None:
         """Finalizes a ``manual_finalize`` job that is PENDING: its
         ``on_commit`` (or ``on_abort``) and ``on_clean`` run on this thread,
-        then it ends. An external job whose owner reported PENDING
+        the job WAITING while they do, then it ends. An external job whose owner reported PENDING
         (``report_state``) is not finalized here: its ``control`` callable is
         told ``Control.FINALIZE`` (QEMU's ``job-finalize``) and the owner's
         ``end()`` then finalizes it."""

@@ -229,7 +229,9 @@ def test_manual_finalize_runs_commit_and_clean():
     eventually(lambda: job.state == State.PENDING, "work done, waiting for finalize")
     assert calls == []
     job.finalize()
-    assert calls == [("commit", State.PENDING), "clean"]
+    # Finalized, the job is WAITING while commit and clean run (PENDING ->
+    # WAITING -> COMPLETED), as every job's end and an external job's.
+    assert calls == [("commit", State.WAITING), "clean"]
     assert job.wait(LONG) == State.COMPLETED
     assert job.result() == "work done"
     job.close()

@@ -9,7 +9,8 @@ use super::{
 
 /// Finalizes a job created with `BGJOB_CREATE_MANUAL_FINALIZE` (QEMU's
 /// `job_finalize`) once its work is done: its commit (or abort) and clean
-/// callbacks run on this thread, then it ends. For a member of a transaction
+/// callbacks run on this thread, the job WAITING while they do (PENDING →
+/// WAITING → its terminal state, as every job's end), then it ends. For a member of a transaction
 /// it finalizes the transaction (as soon as every member is done).
 ///
 /// An external job whose owner reported it WAITING or PENDING

@@ -56,7 +56,7 @@ mod settle;
 #[cfg(test)]
 pub(crate) use census::{FUTEX_HASH_STEPS, grow_futex_hash, set_futex_hash};
 use census::{LiveThread, start_looking, stop_looking};
-pub(crate) use settle::{settle_task_now, task_settled_early};
+pub(crate) use settle::{release_cap_slot_now, settle_task_now, task_settled_early};
 
 /// An idle thread keeps the last job's name this long before it renames itself
 /// "bgjob-idle": a burst of jobs with one name renames nothing.
@@ -731,9 +731,9 @@ impl Pool {
                 let _ = catch_unwind(AssertUnwindSafe(work.task));
                 // Settled here unless the task did it itself (a job's end
                 // does, right before it signals its context).
-                let settled = match settle::task_ended() {
-                    Some(settled) => settled,
-                    None => self.settle(id, stack_size, &handoff, capped),
+                let settled = match settle::task_ended(capped) {
+                    Ok(settled) => settled,
+                    Err(capped) => self.settle(id, stack_size, &handoff, capped),
                 };
                 match settled {
                     Ok(Some(message)) => next = Some(message),

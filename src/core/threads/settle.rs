@@ -86,15 +86,53 @@ pub(super) fn task_started(capped: bool) {
     });
 }
 
-/// The settlement the task that just returned made itself, if it did.
-pub(super) fn task_ended() -> Option<Next> {
+/// The settlement the task that just returned made itself (`Ok`), or what
+/// is left to settle: whether it still holds a cap slot (`Err`; `capped`,
+/// what it started with, off a pool thread's record).
+pub(super) fn task_ended(capped: bool) -> Result<Next, bool> {
     POOL_THREAD.with(|t| {
         let mut t = t.borrow_mut();
-        match std::mem::replace(&mut t.as_mut()?.task, TaskState::None) {
-            TaskState::Settled(next) => Some(next),
-            _ => None,
+        let Some(t) = t.as_mut() else {
+            return Err(capped);
+        };
+        match std::mem::replace(&mut t.task, TaskState::None) {
+            TaskState::Settled(next) => Ok(next),
+            TaskState::Running { capped } => Err(capped),
+            TaskState::None => Err(capped),
         }
     })
+}
+
+/// Frees the cap slot of the task running on this pool thread now, or
+/// passes it to the oldest queued task, started on another thread; the rest
+/// of the settling is left for the task's return. For a job whose worker has
+/// returned but whose task still runs user code on this thread (its
+/// completion, run here without a context; commit, abort, clean; the last
+/// free functions): the cap counts running workers, and a queued job must
+/// not wait behind that code for its slot (a completion that waits for it
+/// would wait for ever). Does nothing off a pool thread, for a task without
+/// a slot, or once settled.
+pub(crate) fn release_cap_slot_now() {
+    let pool = POOL_THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        let t = t.as_mut()?;
+        let TaskState::Running { capped: true } = t.task else {
+            return None;
+        };
+        t.task = TaskState::Running { capped: false };
+        Some(t.pool)
+    });
+    if let Some(pool) = pool
+        && !pool.release_slot()
+    {
+        // No thread could take the queued task: the slot stays this task's,
+        // and its settling passes it on (the task then runs here).
+        POOL_THREAD.with(|t| {
+            if let Some(t) = t.borrow_mut().as_mut() {
+                t.task = TaskState::Running { capped: true };
+            }
+        });
+    }
 }
 
 /// Records this thread as a pool thread of `pool` ([`Pool::thread_main`]),
@@ -117,6 +155,34 @@ pub(super) fn enter_pool_thread(
 }
 
 impl Pool {
+    /// [`release_cap_slot_now`]'s bookkeeping: the slot is freed, or passed
+    /// to the oldest queued task on a thread other than this one. False when
+    /// no thread could be had for it: the task is queued again, first, and
+    /// the slot is still the caller's.
+    fn release_slot(&'static self) -> bool {
+        let mut g = self.lock();
+        let queued = if g.max_running == 0 || g.running <= g.max_running {
+            g.queue.pop_front()
+        } else {
+            None
+        };
+        let Some((ticket, work)) = queued else {
+            g.running -= 1;
+            return true;
+        };
+        drop(g);
+        match self.launch(work, true) {
+            Ok(launch) => {
+                drop(launch);
+                true
+            }
+            Err((_, work)) => {
+                self.lock().queue.push_front((ticket, work));
+                false
+            }
+        }
+    }
+
     /// The bookkeeping after a task (see [`settle_task_now`]): one hold of
     /// the pool's lock frees the task's cap slot (or passes it straight to
     /// the oldest queued task: run next here when the stack fits, else on a
