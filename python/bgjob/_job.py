@@ -24,10 +24,12 @@ import contextvars
 import ctypes
 import dataclasses
 import errno
+import faulthandler
 import inspect
 import itertools
 import logging
 import math
+import operator
 import os
 import signal
 import sys
@@ -71,11 +73,13 @@ _keys = itertools.count(1)
 # thread's last Python code is that free, so once this set is empty no bgjob
 # thread is in Python or will enter it: the at-exit hook waits for that before
 # the interpreter goes (a thread taking the GIL during finalization is ended
-# with pthread_exit, which cannot unwind through bgjob's Rust frames). A set,
-# not a counter: `add` and `discard` are each one call that a thread switch
-# cannot split, where `n += 1` is a read and a write with room between them
-# for another thread's update to be lost (and the exit to wait forever).
-_tracked: set[int] = set()
+# with pthread_exit, which cannot unwind through bgjob's Rust frames). A
+# table, not a counter: adding or deleting a key is one step that a thread
+# switch cannot split, where `n += 1` is a read and a write with room between
+# them for another thread's update to be lost (and the exit to wait forever).
+# A dict (key -> None) rather than a set: its deletion is an opcode, not a
+# method call, after which CPython never hands the GIL over (see `_free`).
+_tracked: dict[int, None] = {}
 _shutting_down = False
 _tls = threading.local()
 #: Seconds the at-exit hook waits for workers after cancelling them (None:
@@ -87,7 +91,7 @@ def _hold(obj: Any, tracked: bool) -> int:
     """Keeps ``obj`` alive until bgjob frees the returned key."""
     key = next(_keys)
     if tracked:
-        _tracked.add(key)
+        _tracked[key] = None
     _keep[key] = (obj, tracked)
     return key
 
@@ -126,8 +130,10 @@ def _user_error(exc: BaseException) -> None:
 
 
 def _free(key: int) -> None:
+    obj: Any = None
+    job: Any = None
     try:
-        obj, tracked = _keep.pop(key)
+        obj, _ = _keep.pop(key)
         job = obj.get() if isinstance(obj, _JobRef) else None
         if job is not None:
             # The completion was dropped unrun (its context was closed first):
@@ -135,12 +141,20 @@ def _free(key: int) -> None:
             # function must not call bgjob for its job: the state is read
             # later, by whoever wants it.)
             job._ended(None, run_callback=False)
+        # Their last references go here, not as the frame ends: that may run
+        # Python code (a __del__), which must come before the key goes.
+        obj = job = None
     except BaseException:
         # Only reachable while the interpreter is being torn down.
         pass
-    # The last statement: after it this thread leaves Python without a call
-    # (where it could let the GIL go) on the way.
-    _tracked.discard(key)
+    # The last statement, and no call: CPython may hand the GIL to another
+    # thread right after a call returns (its eval-breaker check), and an
+    # exiting main thread that found the table empty then would finalize
+    # while this thread still has to take the GIL back to return into C (it
+    # would be ended there, inside bgjob's frames). After a deletion and a
+    # return, the thread gives the GIL up only in ctypes' release.
+    if key in _tracked:
+        del _tracked[key]
 
 
 _free_cb = _ffi.bgjob_free_callback(_free)
@@ -165,10 +179,23 @@ def _cint(value: Any, what: str, lo: int = _I32_MIN, hi: int = _I32_MAX) -> int:
     ``lo``/``hi`` say otherwise). ctypes would cut a larger number to its low
     bits without a word -- ``end(2**32)`` would complete the job -- so a
     number out of range is an ``InvalidArgument`` before C is called."""
-    v = int(value)
+    try:
+        v = operator.index(value)  # an int (or IntEnum): 0.5 or "0" is no code
+    except TypeError:
+        raise TypeError(f"{what}: expected an int, not {type(value).__name__}") from None
     if not lo <= v <= hi:
         raise InvalidArgument(f"{what}: {value!r} is not in {lo}..{hi}")
     return v
+
+
+def _errno_of(exc: BaseException) -> int:
+    """The code a job gets for ``exc``: an ``OSError``'s errno when it is a
+    non-zero int that fits C's int32_t, else ``EXCEPTION_CODE`` (an errno cut
+    to its low bits could read as 0, success)."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if isinstance(code, int) and code != 0 and _I32_MIN <= code <= _I32_MAX:
+        return code
+    return EXCEPTION_CODE
 
 
 def _cstr(text: str, what: str, errors: str = "strict") -> bytes:
@@ -513,6 +540,8 @@ class Worker:
         and None is returned. A hook not yet called when the worker returns
         (it saw the cancel first) is dropped uncalled; the job does not end
         while a hook runs."""
+        if not callable(fn):
+            raise TypeError(f"add_cancel_hook: expected a callable, not {type(fn).__name__}")
         hook_id = c_uint64()
         key = _hold(fn, tracked=True)
         r = lib.bgjob_job_add_cancel_hook(self._h, _hook_cb, key, _free_cb, byref(hook_id))
@@ -581,7 +610,7 @@ class Worker:
         ``Control.RESUME``; REPORT records the error as the job's, to end it
         with. Raises ``NotAllowed`` unless the job is running."""
         if isinstance(error, OSError):
-            code = error.errno or EXCEPTION_CODE
+            code = _errno_of(error)
             message = message if message is not None else str(error)
         else:
             code = _cint(error, "report_io_error")
@@ -641,6 +670,8 @@ class Worker:
             opts.grace_ms = _ms(grace, "spawn grace")
         pid = c_int32()
         if on_line is not None:
+            if not callable(on_line):
+                raise TypeError(f"spawn: on_line must be callable, not {type(on_line).__name__}")
             opts.on_line = _line_cb
             opts.line_free = _free_cb
             opts.line_userdata = _hold(on_line, tracked=True)  # freed on every path
@@ -683,9 +714,7 @@ class Worker:
 
     def set_percent(self, percent: int | None) -> None:
         """Sets the percent directly (0-100); None goes back to units."""
-        p = -1 if percent is None else int(percent)
-        if not -1 <= p <= 100:
-            raise InvalidArgument(f"set_percent: {percent} is not in 0..100")
+        p = -1 if percent is None else _cint(percent, "set_percent", -1, 100)
         self._check(lib.bgjob_job_set_percent(self._h, p), "set_percent")
 
     def set_eta(self, seconds: float | None) -> None:
@@ -810,8 +839,7 @@ def _add_note(exc: BaseException, note: str) -> None:
 def _exc() -> tuple[BaseException, int]:
     exc = sys.exc_info()[1]
     assert exc is not None
-    code = exc.errno if isinstance(exc, OSError) and exc.errno else EXCEPTION_CODE
-    return exc, code
+    return exc, _errno_of(exc)
 
 
 def _worker(key: int, handle: Any) -> int:
@@ -1575,7 +1603,7 @@ class Job(Generic[T]):
         nothing. Raises ``NotAllowed`` once the job's work is done (``end()``
         called) or when it has no ``control`` callable."""
         if isinstance(error, OSError):
-            code = error.errno or EXCEPTION_CODE
+            code = _errno_of(error)
             message = message if message is not None else str(error)
         else:
             code = _cint(error, "control_failed")
@@ -2656,8 +2684,11 @@ def cancel_all(timeout: float | None = None) -> list[Job[Any]]:
     for job in jobs:
         with contextlib.suppress(BgjobError):
             job.cancel()
+    me = threading.get_ident()
     left = []
     for job in jobs:
+        if job._run.thread == me:
+            continue  # called from this job's worker: it cannot wait for itself
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             job.wait(remaining)
@@ -2701,22 +2732,30 @@ def _at_exit() -> None:
     timeout, if one was set)."""
     global _shutting_down
     _shutting_down = True
+    timeout = _exit_timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    watchdog = False
     try:
+        if timeout is not None:
+            # The bound covers the cancels and ends too, which can block in C
+            # (an external job's end waits for a control call running on
+            # another thread): faulthandler's own thread ends the process
+            # with status 1 (and every thread's stack on stderr) a second
+            # after the bound if the loop below cannot.
+            with contextlib.suppress(Exception):
+                faulthandler.dump_traceback_later(timeout + 1.0, exit=True)
+                watchdog = True
         lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
-        live = _live_jobs()
-        for job in live:
-            job._cancel_at_exit()
-        for job in live:
-            job._end_at_exit()
-        for ctx in list(_contexts):
-            ctx.close()
-        timeout = _exit_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        stopped: set[int] = set()
+        _stop_at_exit(stopped)
         while _tracked:
             if deadline is not None and time.monotonic() >= deadline:
                 assert timeout is not None
                 _exit_timed_out(timeout)
             time.sleep(0.002)
+            # A job another thread was starting as the exit began (past the
+            # shutting-down check) is stopped as the others were.
+            _stop_at_exit(stopped)
     except KeyboardInterrupt:
         # Ctrl-C while workers still run: finalizing the interpreter under
         # them would abort the process when one next enters Python (a
@@ -2724,6 +2763,35 @@ def _at_exit() -> None:
         # unwind through bgjob's frames). End it as Ctrl-C would have, at once.
         if _tracked:
             _exit_interrupted()
+    except BaseException as e:
+        # A SystemExit from a signal handler (SIGTERM -> sys.exit), or
+        # anything else: the same, with the exit status asked for.
+        if not _tracked:
+            raise
+        code = e.code if isinstance(e, SystemExit) else 1
+        stuck = [job for job in _live_jobs() if _running(job)]
+        names = ", ".join(repr(job._run.name) for job in stuck) or "(none listed)"
+        _exit_now(
+            f"bgjob: {type(e).__name__} while waiting at exit for {len(stuck)} job(s) still running: "
+            f"{names}; ending the process\n"
+        )
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    finally:
+        if watchdog:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _stop_at_exit(stopped: set[int]) -> None:
+    """Cancels every live job not stopped yet, then ends those that are
+    external (see ``Job._end_at_exit``), and closes the contexts."""
+    live = [job for job in _live_jobs() if job.id not in stopped]
+    for job in live:
+        stopped.add(job.id)
+        job._cancel_at_exit()
+    for job in live:
+        job._end_at_exit()
+    for ctx in list(_contexts):
+        ctx.close()
 
 
 def _exit_interrupted() -> None:

@@ -1,0 +1,273 @@
+"""Review of 063191b (outside adversarial test of the Python binding).
+
+Each case failed on 063191b. An OSError's errno that does not fit C's
+int32_t gives the job bgjob.EXCEPTION_CODE, wherever it comes from (a worker
+raising it, report_io_error, control_failed), never its low bits. The exit cases run a script in a subprocess with
+a timeout, so a hang is a failure (subprocess.TimeoutExpired), not a stuck
+session."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import bgjob
+
+
+def run_script(tmp_path, code: str, timeout: float = 20.0):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# ------------------------------------------------- numbers cut by ctypes
+
+
+def test_a_worker_raising_an_oserror_with_errno_past_32_bits_does_not_complete_the_job():
+    # _Run._fail passes exc.errno unchecked to bgjob_job_set_error and returns
+    # it from the worker callback (c_int32): 2**32 arrives as 0 -- success.
+    def worker(w):
+        raise OSError(2**32, "boom")
+
+    job = bgjob.start(worker, name="errno-2**32")
+    try:
+        assert job.wait(30) == bgjob.State.FAILED
+        with pytest.raises(OSError):
+            job.result()
+    finally:
+        job.close()
+
+
+def test_a_worker_oserror_errno_past_32_bits_is_not_reported_as_its_low_bits():
+    def worker(w):
+        raise OSError(2**32 + 5, "boom")  # not EIO
+
+    job = bgjob.start(worker, name="errno-2**32+5")
+    try:
+        assert job.wait(30) == bgjob.State.FAILED
+        assert job.error is not None and job.error.code != 5
+    finally:
+        job.exception()
+        job.close()
+
+
+def test_report_io_error_with_an_oserror_errno_past_32_bits_is_not_its_low_bits():
+    def worker(w):
+        action = w.report_io_error(OSError(2**32 + 5, "x"))  # was reported as 5, EIO
+        return f"reported as errno {w.info.error_code}: {action}"
+
+    job = bgjob.start(worker, name="rio")
+    try:
+        assert job.result(30) == f"reported as errno {bgjob.EXCEPTION_CODE}: report"
+    finally:
+        job.close()
+
+
+def test_control_failed_with_an_oserror_errno_past_32_bits_is_not_its_low_bits():
+    job = bgjob.Job(None, external=True, name="cf", control=lambda j, what, arg: None)
+    try:
+        job.pause()
+        job.control_failed(bgjob.Control.PAUSE, OSError(2**32 + 22, "refused"))  # was code 22
+        assert job.control_error.code == bgjob.EXCEPTION_CODE
+    finally:
+        job.end(0)
+        job.close()
+
+
+@pytest.mark.parametrize("code", [0.5, -0.9, "5"], ids=["half", "minus-0.9", "str"])
+def test_end_with_a_code_that_is_no_int_is_refused_not_cut(code):
+    # ctypes itself refuses a float for an int32_t (ArgumentError); _cint's
+    # int() cuts it to 0 first, so end(0.5, "failed") COMPLETES the job.
+    job = bgjob.Job(None, external=True, name="end-float")
+    try:
+        with pytest.raises((TypeError, ValueError)):
+            job.end(code, "meant as a failure")
+        assert job.state == bgjob.State.RUNNING
+    finally:
+        if not job.done():
+            job.end(0)
+        job.close()
+
+
+# ------------------------------------------------- callbacks not callable
+
+
+def test_spawn_on_line_that_is_not_callable_is_a_type_error_before_anything_runs():
+    def worker(w):
+        try:
+            pid = w.spawn(["true"], stdout="capture", on_line=5)
+        except TypeError:
+            return "TypeError"
+        w.wait_child(pid)
+        return "accepted"
+
+    job = bgjob.start(worker, name="on-line")
+    try:
+        assert job.result(30) == "TypeError"
+    finally:
+        job.close()
+
+
+def test_add_cancel_hook_that_is_not_callable_is_a_type_error():
+    def worker(w):
+        try:
+            hook = w.add_cancel_hook(5)
+        except TypeError:
+            return "TypeError"
+        w.remove_cancel_hook(hook)
+        return "accepted"
+
+    job = bgjob.start(worker, name="hook")
+    try:
+        assert job.result(30) == "TypeError"
+    finally:
+        job.close()
+
+
+# ------------------------------------------------- exit
+
+
+def test_a_job_started_while_the_exit_hook_waits_is_cancelled_too(tmp_path):
+    # A daemon thread already inside Job() (past the _shutting_down check)
+    # when the exit starts: its job starts after the hook took its one list
+    # of live jobs, is never cancelled, and the exit waits for it for ever.
+    r = run_script(
+        tmp_path,
+        """
+        import os, threading, time
+        import bgjob
+
+        gate = threading.Event()
+
+        class SlowName(str):
+            def encode(self, *a, **k):       # Job() calls it after the shutdown check
+                gate.wait()
+                return str(self).encode(*a, **k)
+
+        def honest(w):                       # ends as soon as it is cancelled
+            while not w.cancelled:
+                time.sleep(0.02)
+
+        def slow(w):                         # keeps the exit hook waiting 1.5 s
+            time.sleep(1.5)
+
+        def late():
+            bgjob.Job(honest, name=SlowName("late"))
+            os.write(1, b"late job started\\n")
+
+        threading.Thread(target=late, daemon=True).start()
+        time.sleep(0.2)
+        bgjob.start(slow, name="slow")
+        t = threading.Timer(0.3, gate.set)   # opens during the exit wait
+        t.daemon = True
+        t.start()
+        """,
+        timeout=20,
+    )
+    assert "late job started" in r.stdout
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("run", range(2))
+def test_a_sigterm_handler_exiting_during_the_exit_wait_does_not_abort_the_process(tmp_path, run):
+    # The common `signal.signal(SIGTERM, lambda *a: sys.exit(n))`: the
+    # SystemExit escapes _at_exit (only KeyboardInterrupt is caught), the
+    # interpreter finalizes under the running worker, and the process aborts
+    # ("FATAL: exception not rethrown", SIGABRT) -- what the KeyboardInterrupt
+    # fix was for.
+    r = run_script(
+        tmp_path,
+        """
+        import os, signal, sys, threading, time
+        import bgjob
+
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+
+        def stubborn(w):
+            for _ in range(300):
+                time.sleep(0.01)             # ignores cancel, keeps entering Python
+
+        bgjob.start(stubborn, name="stubborn")
+
+        def term():
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=term, daemon=True).start()
+        """,
+        timeout=20,
+    )
+    assert "FATAL" not in r.stderr
+    assert r.returncode != -signal.SIGABRT, r.stderr
+
+
+def test_the_exit_timeout_bounds_an_end_waiting_for_a_control_call_in_flight(tmp_path):
+    # set_exit_timeout(1): the deadline is taken only after the cancels and
+    # ends, and the hook's end() of an external job waits for a control call
+    # running on another thread (a daemon's pause forwarded synchronously to an
+    # owner that never answers): the exit waits for ever, timeout or not.
+    r = run_script(
+        tmp_path,
+        """
+        import threading, time
+        import bgjob
+
+        bgjob.set_exit_timeout(1)
+        never = threading.Event()
+
+        def control(job, what, arg):
+            if what == bgjob.Control.PAUSE:
+                never.wait()                 # the owner's loop is gone
+
+        job = bgjob.Job(None, external=True, name="ext", control=control)
+        threading.Thread(target=job.pause, daemon=True).start()
+        time.sleep(0.2)
+        """,
+        timeout=15,
+    )
+    # Python cannot run while the end waits in C: faulthandler's thread ends
+    # the process a second after the bound, with every thread's stack.
+    assert r.returncode == 1
+    assert "Timeout (0:00:02)!" in r.stderr and "_at_exit" in r.stderr
+
+
+# The reviewer's forced case for a thread switch right after the last free
+# (a `_tracked` whose `discard` slept) no longer applies: `_free` deletes the
+# key with an opcode, not a call, and CPython hands the GIL over only at a
+# call's or a loop's eval-breaker check, so nothing can be forced there from
+# Python. Unforced, the reviewer saw it once in ~220 runs before the change.
+
+
+# ------------------------------------------------- cancel_all from a worker
+
+
+def test_cancel_all_from_a_worker_does_not_raise_not_allowed():
+    # cancel_all cancels every live job -- the caller's own included -- and
+    # then job.wait()s each: on its own job that is now NotAllowed, which
+    # cancel_all does not expect, so it raises (and stops waiting for the
+    # jobs after it in its list).
+    def other(w):
+        while True:
+            w.sleep(0.05)
+
+    def supervisor(w):
+        try:
+            left = bgjob.cancel_all(10)
+        except bgjob.NotAllowed as e:
+            return f"NotAllowed: {e}"
+        return [j.name for j in left]
+
+    o = bgjob.start(other, name="other")
+    s = bgjob.start(supervisor, name="supervisor")
+    try:
+        out = s.result(30)
+        assert isinstance(out, list), out
+    finally:
+        o.close()
+        s.close()
