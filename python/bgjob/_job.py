@@ -1643,23 +1643,16 @@ class Job(Generic[T]):
         ``TimedOut`` after ``timeout`` seconds. The GIL is released while
         waiting, and Ctrl-C interrupts it."""
         limit = _ms(timeout, "wait_state")
-        deadline = None if timeout is None else time.monotonic() + limit / 1000.0
-        on_main = threading.current_thread() is threading.main_thread()
-        out = c_int32()
-        while True:
-            if deadline is None:
-                ms = _SLICE_MS if on_main else -1
-            else:
-                ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
-                if on_main:
-                    ms = min(ms, _SLICE_MS)
-            r = lib.bgjob_job_wait_state(self._h, _cint(state, "wait_state"), ms, byref(out))
-            if r == Result.OK:
-                return State(out.value)
-            if r != Result.TIMED_OUT:
-                self._call(r, "wait_state")
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimedOut(f"wait_state: job {self._run.name!r} not {state.name} after {timeout} s")
+        want = _cint(state, "wait_state")
+        name = State(want).name if want in State._value2member_map_ else str(want)
+        return _wait_sliced(
+            lambda ms, out: lib.bgjob_job_wait_state(self._h, want, ms, out),
+            timeout,
+            limit,
+            self._call,
+            "wait_state",
+            f"job {self._run.name!r} not {name}",
+        )
 
     async def wait_state_async(self, state: State, timeout: float | None = None) -> State:
         """``await job.wait_state_async(State.READY)``: ``wait_state`` without
@@ -1687,7 +1680,15 @@ class Job(Generic[T]):
         released while waiting, and Ctrl-C (KeyboardInterrupt) interrupts it."""
         limit = _ms(timeout, "wait")
         self._refuse_unstarted("wait")
-        return _wait_sliced(self._h, timeout, limit, self._call, f"job {self._run.name!r}")
+        h = self._h
+        return _wait_sliced(
+            lambda ms, out: lib.bgjob_job_wait(h, ms, out),
+            timeout,
+            limit,
+            self._call,
+            "wait",
+            f"job {self._run.name!r} still running",
+        )
 
     def progress(self, interval: float = 0.5) -> Iterator[Info]:
         """Yields a snapshot (``Info``) at once and then every ``interval``
@@ -1905,9 +1906,17 @@ class Job(Generic[T]):
             lib.bgjob_job_end(self._h, -errno.ECANCELED, b"the interpreter is exiting")
 
 
-def _wait_sliced(h: Any, timeout: float | None, limit: int, call: Callable[[int, str], None], who: str) -> State:
-    """``bgjob_job_wait`` for ``limit`` ms (from ``_ms(timeout)``), cut into
-    slices on the main thread so that Ctrl-C is handled between them."""
+def _wait_sliced(
+    wait: Callable[[int, Any], int],
+    timeout: float | None,
+    limit: int,
+    call: Callable[[int, str], None],
+    what: str,
+    unmet: str,
+) -> State:
+    """``wait(ms, byref(state))`` (a bgjob wait call) for ``limit`` ms (from
+    ``_ms(timeout)``), cut into slices on the main thread so that Ctrl-C is
+    handled between them; ``TimedOut`` says ``unmet``."""
     deadline = None if timeout is None else time.monotonic() + limit / 1000.0
     on_main = threading.current_thread() is threading.main_thread()
     state = c_int32()
@@ -1918,13 +1927,13 @@ def _wait_sliced(h: Any, timeout: float | None, limit: int, call: Callable[[int,
             ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
             if on_main:
                 ms = min(ms, _SLICE_MS)
-        r = lib.bgjob_job_wait(h, ms, byref(state))
+        r = wait(ms, byref(state))
         if r == Result.OK:
             return State(state.value)
         if r != Result.TIMED_OUT:
-            call(r, "wait")
+            call(r, what)
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimedOut(f"wait: {who} still running after {timeout} s")
+            raise TimedOut(f"{what}: {unmet} after {timeout} s")
 
 
 def _set_state(fut: asyncio.Future[State | None], state: State | None) -> None:
@@ -2548,7 +2557,10 @@ class JobHandle:
         """Waits until the job has ended (``TimedOut`` after ``timeout``
         seconds); the GIL is released while waiting."""
         limit = _ms(timeout, "wait")
-        return _wait_sliced(self._h, timeout, limit, self._call, "the job")
+        h = self._h
+        return _wait_sliced(
+            lambda ms, out: lib.bgjob_job_wait(h, ms, out), timeout, limit, self._call, "wait", "the job still running"
+        )
 
     def ref(self) -> JobHandle:
         out = JobPtr()
