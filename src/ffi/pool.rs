@@ -13,10 +13,13 @@ use crate::core::Pool;
 /// for and detached like any running job — and a thread whose job ended takes
 /// the oldest queued one straight away, as GLib's thread pool (GTask's pool
 /// has 10 threads) and QEMU's thread pool do. The cap counts workers: a slot
-/// is free once its worker has returned, so when that thread still runs the
-/// job's end (a completion without a context, commit, abort or clean) the
-/// queued job starts at once on another thread, and a completion may wait
-/// for it. A queued job that is cancelled
+/// is free once its worker has returned and its userdata was freed, so when
+/// that thread still runs the job's end (a completion without a context, an
+/// event callback, commit, abort or clean, the log callback's line) the
+/// queued job starts at once on another thread, and those may wait for it.
+/// A queued job no thread can be started for (`pthread_create` failing)
+/// waits for the next job to end or start, or a cap change; a cancel still
+/// ends it unrun. A queued job that is cancelled
 /// ends `BGJOB_STATE_CANCELLED` before `bgjob_job_cancel` returns, without
 /// its worker running (its userdata is freed, its completion is delivered as
 /// usual); once a thread has taken it, its worker decides as for any job. A

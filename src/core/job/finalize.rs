@@ -27,14 +27,18 @@ pub(in crate::core) fn finalize_group(
             let _ = catch_unwind(AssertUnwindSafe(|| f(job)));
         }
     };
+    // The group's end is being finalized: every member WAITING while any
+    // commit/abort and clean runs, as the header says of every job, from
+    // PENDING too (a transaction's members all, before the first commit).
+    for m in &members {
+        let mut st = m.0.lock();
+        if st.life == Life::Pending {
+            st.life = Life::Waiting;
+        }
+    }
     for m in &members {
         let (run, unused) = {
             let mut st = m.0.lock();
-            // Its end is being finalized: WAITING while commit/abort and
-            // clean run, as the header says of every job, from PENDING too.
-            if st.life == Life::Pending {
-                st.life = Life::Waiting;
-            }
             let (commit, abort_fn) = (st.finalize.commit.take(), st.finalize.abort.take());
             if abort.is_some() {
                 (abort_fn, commit)

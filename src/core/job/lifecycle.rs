@@ -439,8 +439,14 @@ impl Job {
         // behind that code. (A sink installed after this check still gets
         // that line there.)
         let quiet = st.result.is_none() && !log::has_sink();
-        let settle_early = own_end && quiet;
+        let settle_early = own_end && quiet && wake.is_some();
         drop(st);
+        if own_end && !settle_early && (pending.is_some() || !quiet) {
+            // User code is left to run here (the log line below, a
+            // completion, a free function): only the cap slot is let go, so
+            // no queued job waits behind it.
+            threads::release_cap_slot_now();
+        }
         log::debug(format_args!(
             "job {} '{}'{} {state}",
             inner.id,
@@ -460,15 +466,10 @@ impl Job {
         // listed idle. No yield when the thread has its next work: in a
         // burst the fd wakes nobody (the dispatcher is busy), and a yield
         // per job cost the pinned burst.
-        let idle = match &wake {
-            Some(_) if settle_early => threads::settle_task_now(),
-            // User code is left to run here (a completion, a free function):
-            // only the cap slot is let go, so no queued job waits behind it.
-            _ if own_end && (pending.is_some() || !quiet) => {
-                threads::release_cap_slot_now();
-                None
-            }
-            _ => None,
+        let idle = if settle_early {
+            threads::settle_task_now()
+        } else {
+            None
         };
         let signalled = wake.is_some_and(Wake::signal);
         inner.cv.notify_all();

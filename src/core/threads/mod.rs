@@ -566,29 +566,28 @@ impl Pool {
                 if !g.has_room() {
                     return;
                 }
-                let Some((_, work)) = g.queue.pop_front() else {
+                let Some((ticket, work)) = g.queue.pop_front() else {
                     return;
                 };
                 g.running += 1;
-                work
+                (ticket, work)
             };
-            match self.launch(work, true) {
+            match self.launch(work.1, true) {
                 Ok(launch) => drop(launch),
-                Err((_, work)) => {
-                    self.requeue(work);
+                Err((_, w)) => {
+                    self.requeue(work.0, w);
                     return;
                 }
             }
         }
     }
 
-    /// Puts back a queued task no thread could be started for; it runs when a
-    /// slot next frees or a job is next submitted.
-    fn requeue(&self, work: Work) {
+    /// Puts back a queued task no thread could be started for, first and
+    /// under its own ticket (a cancel still withdraws it and ends it unrun);
+    /// it runs when a slot next frees or a job is next submitted.
+    fn requeue(&self, ticket: Ticket, work: Work) {
         let mut g = self.lock();
         g.running -= 1;
-        g.next_ticket += 1;
-        let ticket = g.next_ticket;
         g.queue.push_front((ticket, work));
     }
 

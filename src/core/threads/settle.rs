@@ -202,14 +202,15 @@ impl Pool {
                 queued = g.queue.pop_front();
             }
             match queued {
-                Some((_, work)) if work.stack_size == stack_size => {
+                // A stack at least as large as it asked for will do.
+                Some((_, work)) if work.stack_size <= stack_size => {
                     return Ok(Some((work, true)));
                 }
-                Some((_, work)) => {
+                Some((ticket, work)) => {
                     drop(g);
                     match self.launch(work, true) {
                         Ok(launch) => drop(launch),
-                        Err((_, work)) => self.requeue(work),
+                        Err((_, work)) => self.requeue(ticket, work),
                     }
                     g = self.lock();
                 }
