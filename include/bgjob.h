@@ -3091,9 +3091,10 @@ bgjob_result bgjob_txn_finalize(struct bgjob_txn *txn);
  * that thread still runs the job's end (a completion without a context, an
  * event callback, commit, abort or clean, the log callback's line) the
  * queued job starts at once on another thread, and those may wait for it.
- * A queued job no thread can be started for (`pthread_create` failing)
- * waits for the next job to end or start, or a cap change; a cancel still
- * ends it unrun. A queued job that is cancelled
+ * A queued job no thread can be started for (`pthread_create` failing: a
+ * thread limit reached) is tried again every 20 ms by an idle pool thread,
+ * which stays alive for it, and at the next job's end or start; a cancel
+ * still ends it unrun meanwhile. A queued job that is cancelled
  * ends `BGJOB_STATE_CANCELLED` before `bgjob_job_cancel` returns, without
  * its worker running (its userdata is freed, its completion is delivered as
  * usual); once a thread has taken it, its worker decides as for any job. A

@@ -68,6 +68,10 @@ const IDLE_NAME_AFTER: Duration = Duration::from_millis(50);
 /// once per job, then nothing.
 pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
 
+/// How often an idle thread tries again to start a queued task no thread
+/// could be started for (`Pool::requeue`).
+const STRANDED_RETRY: Duration = Duration::from_millis(20);
+
 /// How long a thread past `max_idle` stays idle by default
 /// ([`PoolConfig::linger`]).
 pub const LINGER: Duration = Duration::from_millis(50);
@@ -375,6 +379,9 @@ impl Shared {
 pub struct Pool {
     config: PoolConfig,
     shared: Mutex<Shared>,
+    /// A queued task was put back because no thread could be started for
+    /// it: idle threads retry (`STRANDED_RETRY`) until one can.
+    stranded: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Pool::submit`] did with a task.
@@ -421,6 +428,7 @@ impl Pool {
                 queue: VecDeque::new(),
                 next_ticket: 0,
             }),
+            stranded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -589,6 +597,7 @@ impl Pool {
         let mut g = self.lock();
         g.running -= 1;
         g.queue.push_front((ticket, work));
+        self.stranded.store(true, Ordering::Release);
     }
 
     /// Promises `work` a thread of its stack size that runs no job (it gets
@@ -747,6 +756,17 @@ impl Pool {
                 handoff.spin(SPIN_FOR);
                 stop_looking();
             }
+            // A queued task no thread could be started for (a thread limit
+            // reached): tried again while this thread waits, which stays
+            // alive for it, so it does not wait for the pool's next event.
+            let mut early = None;
+            while early.is_none() && self.stranded.load(Ordering::Acquire) {
+                early = handoff.recv(Some(Instant::now() + STRANDED_RETRY));
+                if early.is_none() {
+                    self.stranded.store(false, Ordering::Release);
+                    self.pump();
+                }
+            }
             let start = Instant::now();
             let keep_alive = start
                 + if lingering {
@@ -754,7 +774,10 @@ impl Pool {
                 } else {
                     self.config.keep_alive
                 };
-            let mut wake = handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER)));
+            let mut wake = match early {
+                Some(wake) => Some(wake),
+                None => handoff.recv(Some(keep_alive.min(start + IDLE_NAME_AFTER))),
+            };
             if wake.is_none() && keep_alive > start + IDLE_NAME_AFTER {
                 rename(&mut named, "bgjob-idle");
                 wake = handoff.recv(Some(keep_alive));
