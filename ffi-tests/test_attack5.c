@@ -2247,8 +2247,11 @@ static int fork_child_main(bgjob_job *parent_job)
     bgjob_job_options o;
     bgjob_job_options_init(&o, sizeof o);
     o.deadline_ms = 30;
-    if (bgjob_job_create(&o, worker_until_cancel, ud_new(&(struct tracker){0}), NULL, &j) !=
-        BGJOB_RESULT_OK)
+    /* Lives as long as the job: a compound literal in the if's condition
+     * would end with that statement (ASan: stack-use-after-scope). */
+    struct tracker t;
+    tracker_init(&t);
+    if (bgjob_job_create(&o, worker_until_cancel, ud_new(&t), NULL, &j) != BGJOB_RESULT_OK)
         return 6;
     if (bgjob_job_wait(j, 5000, &st) != BGJOB_RESULT_OK)
         return 7;
