@@ -24,7 +24,6 @@ import contextvars
 import ctypes
 import dataclasses
 import errno
-import faulthandler
 import inspect
 import itertools
 import logging
@@ -164,7 +163,10 @@ _free_cb = _ffi.bgjob_free_callback(_free)
 
 
 def _u64(value: int, what: str) -> int:
-    value = int(value)
+    try:
+        value = operator.index(value)  # an int: 2.5 or "100" is no count
+    except TypeError:
+        raise TypeError(f"{what}: expected an int, not {type(value).__name__}") from None
     if not 0 <= value <= _U64_MAX:
         raise InvalidArgument(f"{what}: {value} is not in 0..2**64-1")
     return value
@@ -1644,7 +1646,7 @@ class Job(Generic[T]):
         waiting, and Ctrl-C interrupts it."""
         limit = _ms(timeout, "wait_state")
         want = _cint(state, "wait_state")
-        name = State(want).name if want in State._value2member_map_ else str(want)
+        name = _state_name(want)
         return _wait_sliced(
             lambda ms, out: lib.bgjob_job_wait_state(self._h, want, ms, out),
             timeout,
@@ -1670,7 +1672,7 @@ class Job(Generic[T]):
             if r != Result.TIMED_OUT:
                 self._call(r, "wait_state_async")
             if deadline is not None and loop.time() >= deadline:
-                raise TimedOut(f"wait_state_async: job {self._run.name!r} not {state.name} after {timeout} s")
+                raise TimedOut(f"wait_state_async: job {self._run.name!r} not {_state_name(state)} after {timeout} s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.02)
 
@@ -1906,6 +1908,10 @@ class Job(Generic[T]):
             lib.bgjob_job_end(self._h, -errno.ECANCELED, b"the interpreter is exiting")
 
 
+def _state_name(state: int) -> str:
+    return State(state).name if state in State._value2member_map_ else str(int(state))
+
+
 def _wait_sliced(
     wait: Callable[[int, Any], int],
     timeout: float | None,
@@ -1917,14 +1923,15 @@ def _wait_sliced(
     """``wait(ms, byref(state))`` (a bgjob wait call) for ``limit`` ms (from
     ``_ms(timeout)``), cut into slices on the main thread so that Ctrl-C is
     handled between them; ``TimedOut`` says ``unmet``."""
-    deadline = None if timeout is None else time.monotonic() + limit / 1000.0
+    # A limit too large to represent (inf, 1e300) waits for ever.
+    deadline = None if timeout is None or limit >= _I64_MAX else time.monotonic() + limit / 1000.0
     on_main = threading.current_thread() is threading.main_thread()
     state = c_int32()
     while True:
         if deadline is None:
             ms = _SLICE_MS if on_main else -1
         else:
-            ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            ms = min(max(0, math.ceil((deadline - time.monotonic()) * 1000)), _I64_MAX)
             if on_main:
                 ms = min(ms, _SLICE_MS)
         r = wait(ms, byref(state))
@@ -2662,6 +2669,8 @@ def set_log_callback(fn: Callable[[str], Any] | None) -> None:
         return
     if not callable(fn):
         raise TypeError(f"set_log_callback: expected a callable or None, not {type(fn).__name__}")
+    if _shutting_down:
+        raise RuntimeError("bgjob: the interpreter is shutting down; no new log callback")
     key = _hold(fn, tracked=True)
     check(lib.bgjob_set_log_callback(_log_cb, key, _free_cb), "set_log_callback")
 
@@ -2719,11 +2728,47 @@ def set_exit_timeout(seconds: float | None) -> None:
     once they have passed bgjob names the jobs still running on stderr and
     ends the process at once with status 1 (``os._exit``: later at-exit work is
     skipped; letting the interpreter finalize under a running worker would
-    crash it). None (the default) waits as long as it takes."""
+    crash it). The bound covers the whole of bgjob's exit work, a cancel
+    that blocks in C included: a daemon thread of bgjob's
+    (``bgjob-exit-watchdog``, started here) ends the process then. None (the
+    default) waits as long as it takes."""
     global _exit_timeout
     if seconds is not None:
         _ms(seconds, "set_exit_timeout")  # checks it
     _exit_timeout = None if seconds is None else float(seconds)
+    if seconds is not None and not _shutting_down:
+        _start_exit_watchdog()
+
+
+# The exit watchdog: a daemon thread started by set_exit_timeout (threads
+# cannot be started in an at-exit hook on 3.12+), parked until the hook
+# begins, then ending the process if the hook is not done by the deadline --
+# the hook's own loop does the same, but cannot run while a call into C
+# blocks (an external job's end waits for a control call on another thread).
+_exit_began = threading.Event()
+_exit_done = threading.Event()
+_exit_deadline: float | None = None
+_watchdog: threading.Thread | None = None
+
+
+def _start_exit_watchdog() -> None:
+    global _watchdog
+    if _watchdog is not None and _watchdog.is_alive():
+        return
+    _watchdog = threading.Thread(target=_exit_watchdog, name="bgjob-exit-watchdog", daemon=True)
+    _watchdog.start()
+
+
+def _exit_watchdog() -> None:
+    _exit_began.wait()
+    while not _exit_done.is_set():
+        timeout, deadline = _exit_timeout, _exit_deadline
+        if timeout is None or deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _exit_timed_out(timeout)
+        _exit_done.wait(left)
 
 
 def _exit_timed_out(timeout: float) -> None:
@@ -2742,32 +2787,37 @@ def _at_exit() -> None:
     callback and close contexts (their queued completions are dropped); then
     wait until no bgjob thread can call Python any more (at most the exit
     timeout, if one was set)."""
-    global _shutting_down
+    global _shutting_down, _exit_deadline
     _shutting_down = True
     timeout = _exit_timeout
     deadline = None if timeout is None else time.monotonic() + timeout
-    watchdog = False
+    _exit_deadline = deadline
+    if timeout is not None:
+        # Set in a forked child, say, where the parent's watchdog is gone (a
+        # thread cannot be started here on 3.12+: the loop below still
+        # bounds the wait whenever it can run).
+        with contextlib.suppress(RuntimeError):
+            _start_exit_watchdog()
+    _exit_began.set()
     try:
-        if timeout is not None:
-            # The bound covers the cancels and ends too, which can block in C
-            # (an external job's end waits for a control call running on
-            # another thread): faulthandler's own thread ends the process
-            # with status 1 (and every thread's stack on stderr) a second
-            # after the bound if the loop below cannot.
-            with contextlib.suppress(Exception):
-                faulthandler.dump_traceback_later(timeout + 1.0, exit=True)
-                watchdog = True
-        lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
         stopped: set[int] = set()
-        _stop_at_exit(stopped)
-        while _tracked:
-            if deadline is not None and time.monotonic() >= deadline:
-                assert timeout is not None
-                _exit_timed_out(timeout)
-            time.sleep(0.002)
-            # A job another thread was starting as the exit began (past the
-            # shutting-down check) is stopped as the others were.
+        while True:
             _stop_at_exit(stopped)
+            while _tracked:
+                if deadline is not None and time.monotonic() >= deadline:
+                    assert timeout is not None
+                    _exit_timed_out(timeout)
+                time.sleep(0.002)
+                # A job another thread was starting as the exit began (past
+                # the shutting-down check) is stopped as the others were.
+                _stop_at_exit(stopped)
+            # A bgjob thread whose last free just emptied the table may have
+            # handed the GIL over before it is back in C (3.9 and 3.10 look
+            # for a GIL request after every instruction): sleeping gives it
+            # the GIL to get there, and the table is looked at once more.
+            time.sleep(0.005)
+            if not _tracked:
+                break
     except KeyboardInterrupt:
         # Ctrl-C while workers still run: finalizing the interpreter under
         # them would abort the process when one next enters Python (a
@@ -2777,28 +2827,32 @@ def _at_exit() -> None:
             _exit_interrupted()
     except BaseException as e:
         # A SystemExit from a signal handler (SIGTERM -> sys.exit), or
-        # anything else: the same, with the exit status asked for.
+        # anything else: the same, with the status sys.exit gives it.
         if not _tracked:
             raise
-        code = e.code if isinstance(e, SystemExit) else 1
         stuck = [job for job in _live_jobs() if _running(job)]
         names = ", ".join(repr(job._run.name) for job in stuck) or "(none listed)"
+        code = e.code if isinstance(e, SystemExit) else 1
+        text = "" if code is None or isinstance(code, int) else f"{code}\n"
         _exit_now(
-            f"bgjob: {type(e).__name__} while waiting at exit for {len(stuck)} job(s) still running: "
-            f"{names}; ending the process\n"
+            f"{text}bgjob: {type(e).__name__} while waiting at exit for {len(stuck)} job(s) still "
+            f"running: {names}; ending the process\n"
         )
-        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+        status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
+        os._exit(status)
     finally:
-        if watchdog:
-            faulthandler.cancel_dump_traceback_later()
+        _exit_done.set()
 
 
 def _stop_at_exit(stopped: set[int]) -> None:
     """Cancels every live job not stopped yet, then ends those that are
-    external (see ``Job._end_at_exit``), and closes the contexts."""
-    live = [job for job in _live_jobs() if job.id not in stopped]
+    external (see ``Job._end_at_exit``); drops the log callback (again: one
+    may have been set since) and closes the contexts."""
+    lib.bgjob_set_log_callback(_NO_LOG, None, _NO_FREE)
+    # By object: a Job another thread is making may not have its id yet.
+    live = [job for job in _live_jobs() if id(job) not in stopped]
     for job in live:
-        stopped.add(job.id)
+        stopped.add(id(job))
         job._cancel_at_exit()
     for job in live:
         job._end_at_exit()

@@ -231,10 +231,10 @@ def test_the_exit_timeout_bounds_an_end_waiting_for_a_control_call_in_flight(tmp
         """,
         timeout=15,
     )
-    # Python cannot run while the end waits in C: faulthandler's thread ends
-    # the process a second after the bound, with every thread's stack.
+    # Python's main thread cannot run while the end waits in C: bgjob's exit
+    # watchdog (a daemon thread started by set_exit_timeout) ends it.
     assert r.returncode == 1
-    assert "Timeout (0:00:02)!" in r.stderr and "_at_exit" in r.stderr
+    assert "exit timeout" in r.stderr
 
 
 # The reviewer's forced case for a thread switch right after the last free
