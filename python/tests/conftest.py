@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -20,6 +22,19 @@ sys.path.insert(0, HERE)
 
 # A hang guard for waits that must end: generous, never a timing assertion.
 LONG = 60.0
+
+
+def run_script(tmp_path, code: str, timeout: float = LONG * 2, env_extra=None) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` (dedented) as a script of its own under this Python, in
+    ``tmp_path``: what a program does at its exit is seen from outside, and a
+    hang is a ``subprocess.TimeoutExpired`` after ``timeout``, not a stuck
+    suite."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def eventually(cond, what: str, limit: float = LONG) -> None:

@@ -15,17 +15,10 @@ import textwrap
 import threading
 
 import pytest
-from conftest import LONG
+from conftest import LONG, run_script
 
 import bgjob
 
-
-def run_script(tmp_path, code: str, timeout: float = LONG):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(code))
-    return subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-    )
 
 
 # ---------------------------------------------------------------- exit

@@ -11,21 +11,15 @@ import asyncio
 import math
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
+from conftest import run_script
+
 import bgjob
 
-
-def run_script(tmp_path, code: str, timeout: float = 20.0):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(code))
-    return subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-    )
 
 
 # ------------------------------------------------------------ the exit hook

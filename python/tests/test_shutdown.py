@@ -7,19 +7,10 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
-from conftest import LONG
+from conftest import LONG, run_script
 
-
-def run_script(tmp_path, code: str, env_extra=None, timeout=LONG * 2):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(code))
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def test_exit_cancels_and_waits_for_live_jobs(tmp_path):
