@@ -1247,9 +1247,23 @@ class Job(Generic[T]):
                 self.add_stat(stat_name, t, unit)
             if start:
                 self.start()
+        except NotAllowed:
+            # Another thread cancelled the job between its create and here
+            # (cancel_all, the exit hook, a cancelled parent), or its
+            # deadline passed: a CREATED job's cancel ends it at once, and
+            # the set_total, add_stat or start that came after is refused.
+            # The job is made all the same, ended as that cancel asked, as
+            # if the cancel had come a moment after its start.
+            if not self._cancelled_before_start():
+                self.close()
+                raise
         except BaseException:
             self.close()
             raise
+
+    def _cancelled_before_start(self) -> bool:
+        st = c_int32()
+        return lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CANCELLED
 
     def __repr__(self) -> str:
         if self._closed:
