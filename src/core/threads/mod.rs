@@ -373,6 +373,18 @@ impl Shared {
     fn has_room(&self) -> bool {
         self.max_running == 0 || self.running < self.max_running
     }
+
+    /// The oldest queued task, for a slot a task is letting go: the slot
+    /// (still counted in `running`) passes to it. None when nothing is
+    /// queued, or when the cap was lowered under the running count (the
+    /// slot must be freed then, not passed on).
+    fn take_queued_for_slot(&mut self) -> Option<(Ticket, Work)> {
+        if self.max_running == 0 || self.running <= self.max_running {
+            self.queue.pop_front()
+        } else {
+            None
+        }
+    }
 }
 
 /// A set of worker threads. Most programs use [`Pool::global`].

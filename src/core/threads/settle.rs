@@ -161,12 +161,7 @@ impl Pool {
     /// the slot is still the caller's.
     fn release_slot(&'static self) -> bool {
         let mut g = self.lock();
-        let queued = if g.max_running == 0 || g.running <= g.max_running {
-            g.queue.pop_front()
-        } else {
-            None
-        };
-        let Some((ticket, work)) = queued else {
+        let Some((ticket, work)) = g.take_queued_for_slot() else {
             g.running -= 1;
             return true;
         };
@@ -197,11 +192,7 @@ impl Pool {
     ) -> Next {
         let mut g = self.lock();
         if capped {
-            let mut queued = None;
-            if g.max_running == 0 || g.running <= g.max_running {
-                queued = g.queue.pop_front();
-            }
-            match queued {
+            match g.take_queued_for_slot() {
                 // A stack at least as large as it asked for will do.
                 Some((_, work)) if work.stack_size <= stack_size => {
                     return Ok(Some((work, true)));
