@@ -75,39 +75,6 @@ static bgjob_result create_ctx_job(bgjob_context *ctx, struct tracker *t,
     return bgjob_job_create(&o, worker, ud_new(t), ud_free, out);
 }
 
-/* Runs fn(arg) on a new thread and joins it within `ms`; false if it did
- * not return in time (the thread is then left behind: the case fails). */
-struct bounded {
-    void *(*fn)(void *);
-    void *arg;
-    atomic_int done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded *b = p;
-    b->fn(b->arg);
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-static bool run_bounded(void *(*fn)(void *), void *arg, int64_t ms, pthread_t *th,
-                        struct bounded *b)
-{
-    b->fn = fn;
-    b->arg = arg;
-    atomic_store(&b->done, 0);
-    if (pthread_create(th, NULL, bounded_main, b) != 0)
-        return false;
-    int64_t end = now_ms() + ms;
-    while (!atomic_load(&b->done) && now_ms() < end)
-        sleep_ms(1);
-    if (!atomic_load(&b->done))
-        return false;
-    pthread_join(*th, NULL);
-    return true;
-}
-
 /* ------------------------------------------------------------------ */
 /* Contexts                                                             */
 
@@ -792,11 +759,11 @@ static bool test_a_finite_wait_on_a_paused_job_times_out(void)
     struct waitarg w = { .job = j, .timeout = 100 };
     struct bounded b;
     pthread_t th;
-    CHECKF(run_bounded(wait_main, &w, 20000, &th, &b), "bgjob_job_wait(100) hung on a paused job");
+    CHECKF(bounded_start(&b, &th, wait_main, &w) && bounded_join(&b, th, 20000), "bgjob_job_wait(100) hung on a paused job");
     CHECK_RC(atomic_load(&w.rc), BGJOB_RESULT_TIMED_OUT);
     struct waitarg w2 = { .job = j, .timeout = 100, .state_wait = true,
                           .want = BGJOB_STATE_READY };
-    CHECKF(run_bounded(wait_main, &w2, 20000, &th, &b), "wait_state(100) hung on a paused job");
+    CHECKF(bounded_start(&b, &th, wait_main, &w2) && bounded_join(&b, th, 20000), "wait_state(100) hung on a paused job");
     CHECK_RC(atomic_load(&w2.rc), BGJOB_RESULT_TIMED_OUT);
     CHECK_RC(bgjob_job_cancel(j, NULL), BGJOB_RESULT_OK);
     CHECK_STATE(wait_end(j), BGJOB_STATE_CANCELLED);

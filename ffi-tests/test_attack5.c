@@ -46,42 +46,6 @@
 /* ------------------------------------------------------------------ */
 /* Helpers                                                              */
 
-struct bounded {
-    void *(*fn)(void *);
-    void *arg;
-    atomic_int done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded *b = p;
-    b->fn(b->arg);
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-/* Starts fn(arg) on a thread; bounded_join waits at most ms for it. */
-static bool bounded_start(struct bounded *b, pthread_t *th, void *(*fn)(void *), void *arg)
-{
-    b->fn = fn;
-    b->arg = arg;
-    atomic_store(&b->done, 0);
-    return pthread_create(th, NULL, bounded_main, b) == 0;
-}
-
-static bool bounded_join(struct bounded *b, pthread_t th, int64_t ms)
-{
-    int64_t end = now_ms() + ms;
-    while (!atomic_load(&b->done) && now_ms() < end)
-        sleep_ms(1);
-    if (!atomic_load(&b->done)) {
-        pthread_detach(th);
-        return false;
-    }
-    pthread_join(th, NULL);
-    return true;
-}
-
 /* Whether a process is alive (a zombie counts as dead). */
 static char proc_state(pid_t pid)
 {

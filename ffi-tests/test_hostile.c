@@ -39,39 +39,11 @@
 
 /* ---- a call with a time limit ------------------------------------------------- */
 
-struct bounded {
-    void (*fn)(void *);
-    void *arg;
-    atomic_int done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded *b = p;
-
-    b->fn(b->arg);
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-/* Runs fn(arg) on a helper thread; false if it has not returned after LONG_MS
- * (the thread is then left behind, stuck: the case fails). `b` must outlive a
- * stuck thread, so callers pass a static. */
-static bool run_bounded(struct bounded *b, void (*fn)(void *), void *arg)
+static bool run_bounded(struct bounded *b, void *(*fn)(void *), void *arg)
 {
     pthread_t th;
 
-    b->fn = fn;
-    b->arg = arg;
-    atomic_store(&b->done, 0);
-    if (pthread_create(&th, NULL, bounded_main, b) != 0)
-        return false;
-    if (!poll_int_eq(&b->done, 1)) {
-        pthread_detach(th);
-        return false;
-    }
-    pthread_join(th, NULL);
-    return true;
+    return bounded_start(b, &th, fn, arg) && bounded_join(b, th, LONG_MS);
 }
 
 /* ---- numbers at the edges ------------------------------------------------------- */
@@ -432,9 +404,10 @@ static void hook_case_free(void *userdata)
     atomic_fetch_add(&((struct hook_case *)userdata)->frees, 1);
 }
 
-static void cancel_it(void *arg)
+static void *cancel_it(void *arg)
 {
     bgjob_job_cancel(((struct hook_case *)arg)->job, NULL);
+    return NULL;
 }
 
 /* A job that never started is cancelled; its hook then destroys the job, waits
@@ -531,12 +504,13 @@ static void deaf_free(void *p)
     atomic_fetch_add(&d->frees, 1);
 }
 
-static void cancel_deaf(void *arg)
+static void *cancel_deaf(void *arg)
 {
     int32_t st = -1;
 
     if (bgjob_job_cancel(arg, &st) != BGJOB_RESULT_OK || st != BGJOB_CANCEL_STATUS_REQUESTED)
         tap_diag("cancel of the deaf worker: status %d", st);
+    return NULL;
 }
 
 /* Cancel returns at once though the worker never checks; a bounded wait times

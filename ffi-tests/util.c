@@ -277,6 +277,37 @@ bool poll_int_eq(atomic_int *v, int want)
     return true;
 }
 
+static void *bounded_main(void *p)
+{
+    struct bounded *b = p;
+
+    b->fn(b->arg);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+bool bounded_start(struct bounded *b, pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    b->fn = fn;
+    b->arg = arg;
+    atomic_store(&b->done, 0);
+    return pthread_create(th, NULL, bounded_main, b) == 0;
+}
+
+bool bounded_join(struct bounded *b, pthread_t th, int64_t ms)
+{
+    int64_t end = now_ms() + ms;
+
+    while (!atomic_load(&b->done) && now_ms() < end)
+        sleep_ms(1);
+    if (!atomic_load(&b->done)) {
+        pthread_detach(th);
+        return false;
+    }
+    pthread_join(th, NULL);
+    return true;
+}
+
 bool poll_long_ge(atomic_long *v, long want)
 {
     int64_t deadline = now_ms() + LONG_MS;

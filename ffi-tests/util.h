@@ -134,6 +134,21 @@ bool poll_long_ge(atomic_long *v, long want);
 /* Polls until the job's state is `want` (true) or LONG_MS passes (false). */
 bool poll_state(bgjob_job *job, int32_t want);
 
+/* A call on a thread of its own, waited for with a limit, so a call that
+ * hangs fails its case instead of the whole file. `b` must outlive a thread
+ * that never returns (it is left behind, detached). */
+struct bounded {
+    void *(*fn)(void *);
+    void *arg;
+    atomic_int done;
+};
+
+/* Starts fn(arg) on a new thread; false if no thread could be made. */
+bool bounded_start(struct bounded *b, pthread_t *th, void *(*fn)(void *), void *arg);
+
+/* Joins the thread if fn returns within `ms` (true); else detaches it (false). */
+bool bounded_join(struct bounded *b, pthread_t th, int64_t ms);
+
 /* Forks; the child runs `body` under an alarm of `alarm_s` seconds and exits
  * with its result. The parent waits (bounded: alarm_s + 10 s, then SIGKILL)
  * and reports how the child ended: true only if `body` returned true. */
