@@ -143,25 +143,44 @@ fn sleep_is_cancellable_and_paused_time_does_not_count() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     job.wait(LONG).unwrap();
 
-    let (tx, rx) = mpsc::channel();
-    let job = Job::builder()
-        .spawn(move |w| {
-            let start = Instant::now();
-            let r = w.job().sleep(Duration::from_millis(100));
-            tx.send((r, start.elapsed())).unwrap();
-            Ok(())
-        })
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    job.pause().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    job.resume().unwrap();
-    let (r, took) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert_eq!(r, Ok(()));
-    assert!(
-        took >= Duration::from_millis(280),
-        "paused time counted: {took:?}"
-    );
+    // The pause must land while the sleep still has time left: a round in
+    // which this thread was kept off the CPU until (nearly) the sleep's end
+    // tells nothing, and is run again.
+    let sleep = Duration::from_millis(1000);
+    let mut round = 0;
+    let job = loop {
+        round += 1;
+        assert!(round <= 20, "never paused inside the sleep in 20 rounds");
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let job = Job::builder()
+            .spawn(move |w| {
+                let start = Instant::now();
+                entered_tx.send(start).unwrap();
+                let r = w.job().sleep(sleep);
+                tx.send((r, start.elapsed())).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        let start = entered_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        job.pause().unwrap();
+        let paused_at = Instant::now();
+        if paused_at - start > sleep * 7 / 10 {
+            job.resume().unwrap();
+            job.wait(LONG).unwrap();
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let paused_for = paused_at.elapsed();
+        job.resume().unwrap();
+        let (r, took) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(r, Ok(()));
+        assert!(
+            took + Duration::from_millis(20) >= sleep + paused_for,
+            "paused time counted: slept {took:?}, paused {paused_for:?}"
+        );
+        break job;
+    };
     job.wait(LONG).unwrap();
     assert!(job.sleep(Duration::ZERO).is_err(), "refused once ended");
 }
@@ -217,11 +236,15 @@ fn a_passed_deadline_cancels_a_paused_job_and_a_later_one_waits_for_the_resume()
     );
     assert_eq!(job.info().cancel_cause, CancelCause::Timeout);
 
+    // A deadline counts the active time since the start: this one is set
+    // 300 ms past what ran before the pause, however long that was.
     let job = Builder::new().spawn(until_cancelled).unwrap();
     job.pause().unwrap();
-    job.set_deadline(Some(Duration::from_millis(20))).unwrap();
+    let ran = Duration::from_millis(job.info().elapsed_ms.unsigned_abs());
+    job.set_deadline(Some(ran + Duration::from_millis(300)))
+        .unwrap();
     assert_eq!(
-        job.wait(Some(Duration::from_millis(100))),
+        job.wait(Some(Duration::from_millis(500))),
         Err(Error::TimedOut)
     );
     assert!(!job.info().cancel_requested, "paused: no active time ran");

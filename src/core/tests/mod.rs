@@ -200,9 +200,22 @@ fn pause_parks_the_worker_and_stops_the_clock() {
             state: State::Paused
         })
     ));
-    // Let the worker reach its pause point, then nothing may move.
-    std::thread::sleep(Duration::from_millis(50));
-    let a = job.info();
+    // Let the worker reach its pause point (it may make one more update
+    // first, however long it is kept off the CPU), then nothing may move.
+    let mut a = job.info();
+    let settled = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let again = job.info();
+        if again.current == a.current {
+            break;
+        }
+        assert!(
+            settled.elapsed() < LONG.unwrap(),
+            "worker kept going while paused"
+        );
+        a = again;
+    }
     std::thread::sleep(Duration::from_millis(200));
     let b = job.info();
     assert_eq!(a.current, b.current, "worker kept going while paused");
