@@ -37,6 +37,40 @@ def run_script(tmp_path, code: str, timeout: float = LONG * 2, env_extra=None) -
     )
 
 
+#: The binding's functions a wait on the main thread sleeps in.
+_WAITS = ("_wait_sliced", "_wait_some")
+
+
+def sigint_once_main_waits() -> threading.Thread:
+    """Sends this process SIGINT once the main thread is inside one of the
+    binding's waits -- not after a fixed delay, which a slow machine can
+    outrun (the signal then lands before the wait, outside the test's
+    ``pytest.raises``). Gives up after ``LONG``."""
+    import signal
+
+    main = threading.main_thread().ident
+
+    def waiting() -> bool:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name in _WAITS and frame.f_code.co_filename == _job.__file__:
+                return True
+            frame = frame.f_back
+        return False
+
+    def run() -> None:
+        deadline = time.monotonic() + LONG
+        while not waiting():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=run, name="sigint-once-main-waits", daemon=True)
+    t.start()
+    return t
+
+
 def eventually(cond, what: str, limit: float = LONG) -> None:
     """Polls ``cond()`` until true; fails (instead of hanging) after ``limit``."""
     deadline = time.monotonic() + limit

@@ -12,10 +12,9 @@ import threading
 import weakref
 
 import pytest
-from conftest import LONG, eventually
+from conftest import LONG, eventually, sigint_once_main_waits
 
 import bgjob
-from bgjob import State
 
 
 def test_result_waits_and_times_out(gate):
@@ -248,20 +247,16 @@ def test_await_job_raises_the_workers_exception_as_itself():
 
 
 def test_keyboard_interrupt_ends_the_waits_over_several_jobs(gate):
-    import os
     import signal
 
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         job = bgjob.start(lambda w: gate.wait(LONG), name="long")
         for wait in (lambda: bgjob.wait([job]), lambda: list(bgjob.as_completed([job])), job.result):
-            timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-            timer.start()
-            try:
-                with pytest.raises(KeyboardInterrupt):
-                    wait()  # no timeout: only the signal can end this wait
-            finally:
-                timer.cancel()
+            sender = sigint_once_main_waits()
+            with pytest.raises(KeyboardInterrupt):
+                wait()  # no timeout: only the signal can end this wait
+            sender.join(LONG)
             assert job.running()  # Ctrl-C ends the wait, not the job
         gate.set()
         job.close()

@@ -6,14 +6,13 @@ import asyncio
 import concurrent.futures
 import errno
 import gc
-import os
 import signal
 import threading
 import traceback
 import weakref
 
 import pytest
-from conftest import LONG, eventually
+from conftest import LONG, eventually, sigint_once_main_waits
 
 import bgjob
 from bgjob import CancelStatus, State
@@ -361,16 +360,15 @@ def test_wait_from_many_threads(gate):
 
 def test_keyboard_interrupt_during_wait(gate):
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
     try:
         with bgjob.start(lambda w: gate.wait(LONG), name="long") as job:
-            timer.start()
+            sender = sigint_once_main_waits()
             with pytest.raises(KeyboardInterrupt):
                 job.wait()  # no timeout: only the signal can end this wait
+            sender.join(LONG)
             assert job.state == State.RUNNING  # Ctrl-C ends the wait, not the job
             gate.set()
     finally:
-        timer.cancel()
         signal.signal(signal.SIGINT, old)
 
 

@@ -168,9 +168,20 @@ def test_a_job_handles_wait_on_the_main_thread_is_cut_into_slices_for_ctrl_c(tmp
     r = run_script(
         tmp_path,
         """
-        import os, signal, threading, bgjob
+        import os, signal, sys, threading, time, bgjob
         job = bgjob.start(lambda w: w.sleep(3600), name="long")
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        main = threading.main_thread().ident
+        def sigint_once_main_waits():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                frame = sys._current_frames().get(main)
+                while frame is not None and frame.f_code.co_name != "_wait_sliced":
+                    frame = frame.f_back
+                if frame is not None:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                time.sleep(0.005)
+        threading.Thread(target=sigint_once_main_waits, daemon=True).start()
         with job.ref() as h:
             try:
                 h.wait()

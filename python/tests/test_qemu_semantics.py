@@ -78,8 +78,10 @@ def test_deadline_cancels_with_cause_timeout():
 def test_set_deadline_none_removes_it_and_zero_is_now():
     # None maps to the header's -1 (no deadline): the 0.2 s deadline is gone,
     # so the job is still running after a 0.5 s wait and ends by the caller.
-    with bgjob.start(lambda w: w.sleep(3600), deadline=0.2) as job:
+    # Removed before the start, so no stall of this thread can let it pass.
+    with bgjob.Job(lambda w: w.sleep(3600), deadline=0.2, start=False) as job:
         job.set_deadline(None)
+        job.start()
         with pytest.raises(bgjob.TimedOut):
             job.wait(0.5)
         job.cancel()

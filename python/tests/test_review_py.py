@@ -9,8 +9,6 @@ session."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -132,16 +130,22 @@ def test_a_job_started_while_the_exit_hook_waits_is_cancelled_too(tmp_path):
     # A daemon thread already inside Job() (past the _shutting_down check)
     # when the exit starts: its job starts after the hook took its one list
     # of live jobs, is never cancelled, and the exit waits for it for ever.
+    # Every step waits for the one before it (no sleeps): the late thread is
+    # held inside Job() until the exit hook has begun, and the job keeping
+    # the hook waiting ends only once the late job was made.
     r = run_script(
         tmp_path,
         """
         import os, threading, time
         import bgjob
 
-        gate = threading.Event()
+        inside = threading.Event()           # the late thread is inside Job()
+        gate = threading.Event()             # lets it on
+        late_made = threading.Event()
 
         class SlowName(str):
             def encode(self, *a, **k):       # Job() calls it after the shutdown check
+                inside.set()
                 gate.wait()
                 return str(self).encode(*a, **k)
 
@@ -149,21 +153,22 @@ def test_a_job_started_while_the_exit_hook_waits_is_cancelled_too(tmp_path):
             while not w.cancelled:
                 time.sleep(0.02)
 
-        def slow(w):                         # keeps the exit hook waiting 1.5 s
-            time.sleep(1.5)
+        def holds_the_exit(w):               # cancelled by the exit hook: it has begun
+            while not w.cancelled:
+                time.sleep(0.01)
+            gate.set()
+            late_made.wait(60)
 
         def late():
             bgjob.Job(honest, name=SlowName("late"))
             os.write(1, b"late job started\\n")
+            late_made.set()
 
         threading.Thread(target=late, daemon=True).start()
-        time.sleep(0.2)
-        bgjob.start(slow, name="slow")
-        t = threading.Timer(0.3, gate.set)   # opens during the exit wait
-        t.daemon = True
-        t.start()
+        assert inside.wait(60)
+        bgjob.start(holds_the_exit, name="holds-the-exit")
         """,
-        timeout=20,
+        timeout=120,
     )
     assert "late job started" in r.stdout
     assert r.returncode == 0, r.stderr
@@ -232,8 +237,9 @@ def test_a_sigterm_handler_exiting_during_the_exit_wait_does_not_abort_the_proce
 
         bgjob.start(stubborn, name="stubborn")
 
-        def term():
-            time.sleep(0.5)
+        def term():                          # once the exit hook waits
+            bgjob._job._exit_began.wait(60)
+            time.sleep(0.1)
             os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=term, daemon=True).start()
@@ -258,15 +264,18 @@ def test_the_exit_timeout_bounds_an_end_waiting_for_a_control_call_in_flight(tmp
         bgjob.set_exit_timeout(1)
         never = threading.Event()
 
+        in_pause = threading.Event()
+
         def control(job, what, arg):
             if what == bgjob.Control.PAUSE:
+                in_pause.set()
                 never.wait()                 # the owner's loop is gone
 
         job = bgjob.Job(None, external=True, name="ext", control=control)
         threading.Thread(target=job.pause, daemon=True).start()
-        time.sleep(0.2)
+        assert in_pause.wait(60)             # the control call is in flight
         """,
-        timeout=15,
+        timeout=60,
     )
     # Python's main thread cannot run while the end waits in C: bgjob's exit
     # watchdog (a daemon thread started by set_exit_timeout) ends it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import LONG, eventually
+from conftest import LONG
 
 import bgjob
 from bgjob import CancelCause, State, StatType
