@@ -314,11 +314,11 @@ static int32_t qb_worker(void *ud, bgjob_job *job)
     return 0;
 }
 
-/* Waits up to 3 s for the queued job's worker; records 1 (it started) or
+/* Waits up to `ms` for the queued job's worker; records 1 (it started) or
  * 2 (it did not). */
-static void wait_for_qb(atomic_int *saw)
+static void wait_for_qb(atomic_int *saw, int64_t ms)
 {
-    int64_t end = now_ms() + 3000;
+    int64_t end = now_ms() + ms;
     while (!atomic_load(&qb_started) && now_ms() < end)
         sleep_ms(1);
     atomic_store(saw, atomic_load(&qb_started) ? 1 : 2);
@@ -343,39 +343,40 @@ static int32_t qa_worker(void *ud, bgjob_job *job)
 static void qa_userdata_free(void *ud)
 {
     (void)ud;
-    wait_for_qb(&qa.saw_free);
+    wait_for_qb(&qa.saw_free, 3000); /* expected to run out: B waits for this free */
 }
 static void qa_commit(void *ud, bgjob_job *job)
 {
     (void)ud;
     (void)job;
-    wait_for_qb(&qa.saw_commit);
+    wait_for_qb(&qa.saw_commit, 20000);
 }
 static void qa_clean(void *ud, bgjob_job *job)
 {
     (void)ud;
     (void)job;
-    wait_for_qb(&qa.saw_clean);
+    wait_for_qb(&qa.saw_clean, 20000);
 }
 static void qa_event(void *ud, bgjob_job *job, const bgjob_event *ev)
 {
     (void)ud;
     (void)job;
     if (ev->kind == BGJOB_EVENT_KIND_END)
-        wait_for_qb(&qa.saw_end_event);
+        wait_for_qb(&qa.saw_end_event, 20000);
 }
 static void qa_completion(void *ud, bgjob_job *job, bgjob_state s)
 {
     (void)ud;
     (void)job;
     (void)s;
-    wait_for_qb(&qa.saw_completion);
+    wait_for_qb(&qa.saw_completion, 20000);
 }
 
 enum qa_kind { QA_FREE, QA_COMMIT, QA_END_EVENT, QA_COMPLETION };
 
 /* Cap 1: A runs (gated), B is queued; A's worker returns and its thread
- * runs the given user code for A's end, which waits (3 s at most) for B's
+ * runs the given user code for A's end, which waits (20 s at most; the
+ * userdata free 3 s, which B cannot start before) for B's
  * worker. "a slot is free once its worker has returned". */
 static bool qa_run(enum qa_kind kind, atomic_int *saw)
 {
@@ -413,7 +414,7 @@ static bool qa_run(enum qa_kind kind, atomic_int *saw)
     gate_open(&qa.gate);
     CHECK_STATE(wait_end(a), BGJOB_STATE_COMPLETED);
     CHECK_STATE(wait_end(b), BGJOB_STATE_COMPLETED);
-    CHECK(poll_ge_ms(saw, 1, 10000));
+    CHECK(poll_ge_ms(saw, 1, 30000));
     bgjob_job_destroy(a);
     bgjob_job_destroy(b);
     size_t running;
@@ -683,7 +684,7 @@ static bool ns_body(bool same_stack)
     /* Nothing else happens in the pool now: B must start by itself. */
     /* Nothing else happens in the pool now: B must start by itself (an
      * idle thread tries again while it waits). */
-    bool started = poll_ge_ms(&ns_b_runs, 1, 3000);
+    bool started = poll_ge_ms(&ns_b_runs, 1, 15000);
     CHECKF(started, "B never started once threads could be had again (running %zu queued %zu)",
            running, queued);
     if (!started) {
@@ -710,8 +711,8 @@ static bool ns_body(bool same_stack)
         }
     }
     bgjob_state sb = -1;
-    CHECKF(bgjob_job_wait(b, 3000, &sb) == BGJOB_RESULT_OK, "B never ended");
-    CHECK(poll_ge_ms(&ns_b_completions, 1, 3000));
+    CHECKF(bgjob_job_wait(b, 10000, &sb) == BGJOB_RESULT_OK, "B never ended");
+    CHECK(poll_ge_ms(&ns_b_completions, 1, 10000));
     bgjob_pool_get_status(NULL, &running, &queued);
     CHECKF(queued == 0, "still queued: %zu (running %zu)", queued, running);
     return ok;
@@ -723,14 +724,14 @@ static bool ns_body_same_stack(void) { return ns_body(true); }
 static bool test_queued_job_not_stranded_by_a_failed_thread_start_other_stack(void)
 {
     bool ok = true;
-    CHECK(in_child(30, ns_body_other_stack));
+    CHECK(in_child(60, ns_body_other_stack));
     return ok;
 }
 
 static bool test_queued_job_not_stranded_by_a_failed_thread_start_same_stack(void)
 {
     bool ok = true;
-    CHECK(in_child(30, ns_body_same_stack));
+    CHECK(in_child(60, ns_body_same_stack));
     return ok;
 }
 
@@ -1678,7 +1679,7 @@ static bool test_manual_transaction_with_an_external_member_from_pending(void)
 
 /* Cap 1 and a log callback: the debug line of a job's end is user code on
  * the worker thread after the worker returned ("a slot is free once its
- * worker has returned"). The callback waits (3 s at most) for the queued
+ * worker has returned"). The callback waits (20 s at most) for the queued
  * job when it sees the first job's end line. */
 static atomic_int lg_saw, lg_armed;
 static void lg_log(void *ud, const char *line)
@@ -1686,7 +1687,7 @@ static void lg_log(void *ud, const char *line)
     (void)ud;
     if (atomic_load(&lg_armed) && strstr(line, "'capatk-lgA'") != NULL &&
         strstr(line, "completed") != NULL && atomic_exchange(&lg_armed, 0))
-        wait_for_qb(&lg_saw);
+        wait_for_qb(&lg_saw, 20000);
 }
 
 static bool test_log_line_of_an_end_on_a_capped_worker_may_wait_for_the_queued_job(void)

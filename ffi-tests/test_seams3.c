@@ -315,8 +315,9 @@ static bool test_a_returned_workers_end_starts_no_control_call(void)
     gate_open(&h.later);
     while (!atomic_load(&h.returned))
         sleep_ms(1);
-    /* The worker's end is under way: a moment for it to reach its wait. */
-    sleep_ms(50);
+    /* The worker's end is under way: time for it to reach its wait (it
+     * takes the callback first thing; a second covers a stalled thread). */
+    sleep_ms(1000);
     bgjob_result r = bgjob_job_resume(j);
     CHECKF(r == BGJOB_RESULT_OK || r == BGJOB_RESULT_NOT_ALLOWED, "resume: %s",
            bgjob_result_str(r));
