@@ -16,8 +16,9 @@ with ``select``, so every ``on_complete`` runs on the main thread. Ctrl-C
 cancels every job; the workers clean up and the demo exits 130.
 
 Without DIR the files go to a temporary directory, removed at the end.
-Environment: BGJOB_DEMO_MIB (size of each image, default 32) and
-BGJOB_DEMO_SPEED (MiB/s per job, default 8; 0 = as fast as the disk goes).
+Environment: BGJOB_DEMO_MIB (size of each image, default 32),
+BGJOB_DEMO_SPEED (MiB/s per job, default 8; 0 = as fast as the disk goes) and
+BGJOB_DEMO_PAUSE_S (how long vm-bravo stays paused, default 1.5).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import bgjob
 MIB = 1 << 20
 SYNC_EVERY = 16 * MIB
 NAMES = ("vm-alpha", "vm-bravo", "vm-charlie", "vm-delta")
-PAUSE_JOB, PAUSE_AT, PAUSE_FOR = "vm-bravo", 25, 1.5
+PAUSE_JOB, PAUSE_AT = "vm-bravo", 25
 CANCEL_JOB, CANCEL_AT = "vm-charlie", 50
 
 
@@ -145,6 +146,7 @@ class Screen:
 def run(directory: str) -> int:
     mib = int(os.environ.get("BGJOB_DEMO_MIB", "32"))
     speed = int(os.environ.get("BGJOB_DEMO_SPEED", "8")) * MIB
+    pause_for = float(os.environ.get("BGJOB_DEMO_PAUSE_S", "1.5"))
     limit = f"at most {speed // MIB} MiB/s" if speed else "no speed limit"
     print(
         f"bgjob {bgjob.version()} Python demo (library {bgjob.LIBRARY}):\n"
@@ -184,10 +186,10 @@ def run(directory: str) -> int:
                 try:
                     pause_job.pause()
                     paused_at = time.monotonic()
-                    screen.event(f"{PAUSE_JOB}: paused at {pct}% for {PAUSE_FOR} s")
+                    screen.event(f"{PAUSE_JOB}: paused at {pct}% for {pause_for} s")
                 except bgjob.NotAllowed:
                     paused_seen = True  # it ended first; reported below
-            elif paused_at is not None and time.monotonic() - paused_at >= PAUSE_FOR:
+            elif paused_at is not None and time.monotonic() - paused_at >= pause_for:
                 pause_job.resume()
                 paused_at, paused_seen = None, True
                 screen.event(f"{PAUSE_JOB}: resumed")

@@ -142,7 +142,8 @@ def test_demo_runs(tmp_path):
 
 
 def test_demo_ctrl_c_cancels_every_job(tmp_path):
-    p = demo(tmp_path)
+    # vm-bravo stays paused until the Ctrl-C comes, however slow the machine.
+    p = demo(tmp_path, BGJOB_DEMO_PAUSE_S="600")
     for line in p.stdout:
         if "vm-bravo: paused at" in line:
             break
