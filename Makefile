@@ -458,7 +458,8 @@ check-valgrind: $(TESTS)
 	$(call need,$(PROVE),perl)
 	@rm -rf $(VG_OUT) && mkdir -p $(VG_OUT)
 	STRESS_OPS=$${STRESS_OPS_VALGRIND:-5000} FUZZ_OPS=$${FUZZ_OPS_VALGRIND:-2000} \
-	  FUZZ_STALL_S=$${FUZZ_STALL_S_VALGRIND:-300} TAP_TIMEOUT=900 TAP_SKIP=$(VG_SKIP_CASES) $(PROVE) --exec \
+	  FUZZ_STALL_S=$${FUZZ_STALL_S_VALGRIND:-300} FUZZ_SETTLE_MS=$${FUZZ_SETTLE_MS_VALGRIND:-120000} \
+	  TAP_TIMEOUT=900 TAP_SKIP=$(VG_SKIP_CASES) $(PROVE) --exec \
 	  'valgrind $(VALGRIND_FLAGS) --log-file=$(abspath $(VG_OUT))/%p.log' $(VG_TESTS)
 	@awk -f ffi-tests/valgrind_summary.awk $(VG_OUT)/*.log
 

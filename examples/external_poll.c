@@ -59,6 +59,10 @@ struct work {
 
 static const char *const PROGRESS =
     "i=0; while [ $i -lt 100 ]; do i=$((i+10)); echo $i; sleep 0.05; done";
+/* The one the loop pauses: slow enough (3 s) to be still running when the
+ * loop gets to it, however late that is. */
+static const char *const PROGRESS_SLOW =
+    "i=0; while [ $i -lt 100 ]; do i=$((i+10)); echo $i; sleep 0.3; done";
 static const char *const FOREVER = "while :; do echo 1; sleep 0.05; done";
 static const char *const SILENT = "exec sleep 1000";
 
@@ -218,7 +222,7 @@ static bool child_stopped(pid_t pid)
 int main(void)
 {
     works[0].script = PROGRESS;
-    works[1].script = PROGRESS;
+    works[1].script = PROGRESS_SLOW;
     works[2].script = FOREVER;
     works[3].script = SILENT;
 

@@ -156,8 +156,9 @@ static int32_t worker_stubborn_child(void *userdata, bgjob_job *job)
         gate_open(&s->spawned);
         return 1;
     }
-    /* Let the shell set its trap before anyone cancels. */
-    sleep_ms(100);
+    /* The shell has set its trap before anyone cancels. */
+    if (!poll_ignores_signal(pid, SIGTERM))
+        tap_diag("the child never ignored SIGTERM");
     gate_open(&s->spawned);
     atomic_store(&s->wait_rc, bgjob_job_wait_child(job, pid, -1, &wstatus));
     atomic_store(&s->wstatus, wstatus);
@@ -384,10 +385,17 @@ static bool child_deadline_waits_for_a_thread(void)
 
     tracker_init(&t);
     /* The fork left this child with no idle pool thread; this makes the
-     * timer's and the worker's. */
-    CHECK_RC(create_with(&t, worker_until_cancel, 100, "late", &job), BGJOB_RESULT_OK);
+     * worker's, and the far deadline the timer's. */
+    CHECK_RC(create_with(&t, worker_until_cancel, -1, "late", &job), BGJOB_RESULT_OK);
     REQUIRE(job != NULL);
+    REQUIRE(poll_long_ge(&t.iterations, 1));
+    CHECK_RC(bgjob_job_set_deadline(job, 3600000), BGJOB_RESULT_OK);
     REQUIRE(forbid_threads());
+    /* Armed only now, 100 ms past the active time already run (however
+     * slow the create and the forbidding were): it passes while no thread
+     * can be started. */
+    REQUIRE(info_of(job, &info));
+    CHECK_RC(bgjob_job_set_deadline(job, info.elapsed_ms + 100), BGJOB_RESULT_OK);
     sleep_ms(400);
     CHECK_STATE(state_of(job), BGJOB_STATE_RUNNING);
     CHECK(allow_threads());

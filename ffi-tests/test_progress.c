@@ -405,18 +405,22 @@ static bool test_since_progress_rate_and_eta(void)
         CHECK(info.rate == -1.0);
         CHECK_EQ(info.remaining_ms, -1);
     }
+    /* The stamps come from the coarse clock: two of its ticks of slack
+     * either way (a tick may come late on a loaded VM, and the exact bound
+     * under a measured lag is checked in progress/tests.rs). */
+    struct timespec res;
+    int64_t slack_ms = 20;
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0)
+        slack_ms = 2 * ((int64_t)res.tv_sec * 1000 + res.tv_nsec / 1000000) + 1;
     CHECK_RC(bgjob_job_set_total(job, 1000000), BGJOB_RESULT_OK);
     int64_t before_update = now_ms();
     CHECK_RC(bgjob_job_set_current(job, 1000), BGJOB_RESULT_OK);
     sleep_ms(30);
     if (info_of(job, &info)) {
-        /* Never more than the 30 ms that passed, up to two coarse ticks less. */
-        struct timespec res;
-        int64_t slack_ms = 20;
-        if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0)
-            slack_ms = 2 * ((int64_t)res.tv_sec * 1000 + res.tv_nsec / 1000000) + 1;
+        /* About the 30 ms that passed. */
         CHECK(info.since_progress_ms >= 30 - slack_ms);
-        CHECK(info.since_progress_ms <= now_ms() - before_update + 1);
+        CHECKF(info.since_progress_ms <= now_ms() - before_update + slack_ms, "since_progress %lld ms",
+               (long long)info.since_progress_ms);
         CHECK(info.rate > 0);
         /* From the rate: 999000 units left at a positive rate. */
         CHECK(info.remaining_ms > 0);
@@ -438,7 +442,7 @@ static bool test_since_progress_rate_and_eta(void)
         int64_t before = now_ms();
         CHECK_RC(bgjob_job_add_units(job, 1), BGJOB_RESULT_OK);
         if (info_of(job, &info))
-            CHECK(info.since_progress_ms >= 0 && info.since_progress_ms <= now_ms() - before + 1);
+            CHECK(info.since_progress_ms >= 0 && info.since_progress_ms <= now_ms() - before + slack_ms);
     }
     gate_open(&g);
     CHECK_STATE(wait_end(job), BGJOB_STATE_COMPLETED);

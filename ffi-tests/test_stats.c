@@ -431,15 +431,19 @@ static bool test_setter_parks_like_progress(void)
     CHECK_RC(bgjob_job_start(job), BGJOB_RESULT_OK);
     REQUIRE(poll_long_ge(&t.iterations, 3));
     CHECK_RC(bgjob_job_pause(job), BGJOB_RESULT_OK);
-    /* The worker ends up inside a setter: started one more than returned. */
-    int64_t give_up = now_ms() + 10000;
-    long c, it;
-    do {
-        sleep_ms(5);
+    /* The worker ends up inside a setter: started one more than returned,
+     * and still so 50 ms later (the setter in flight when the pause came
+     * may return once: a single look could catch that one). */
+    int64_t give_up = now_ms() + LONG_MS;
+    long c = 0, it = 0;
+    bool rested = false;
+    while (!rested && now_ms() < give_up) {
         c = atomic_load(&t.calls);
         it = atomic_load(&t.iterations);
-    } while (c != it + 1 && now_ms() < give_up);
-    CHECKF(c == it + 1, "worker not parked in a setter: %ld started, %ld returned", c, it);
+        sleep_ms(50);
+        rested = c == it + 1 && atomic_load(&t.calls) == c && atomic_load(&t.iterations) == it;
+    }
+    CHECKF(rested, "worker not parked in a setter: %ld started, %ld returned", c, it);
     sleep_ms(50);
     CHECK_EQ(atomic_load(&t.iterations), it);
     /* Another thread's setter does not park. */

@@ -277,6 +277,37 @@ bool poll_int_eq(atomic_int *v, int want)
     return true;
 }
 
+static bool ignores_signal(int pid, int sig)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    bool ignored = false;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned long long mask;
+        if (sscanf(line, "SigIgn: %llx", &mask) == 1) {
+            ignored = (mask >> (sig - 1)) & 1;
+            break;
+        }
+    }
+    fclose(f);
+    return ignored;
+}
+
+bool poll_ignores_signal(int pid, int sig)
+{
+    int64_t deadline = now_ms() + LONG_MS;
+
+    while (!ignores_signal(pid, sig)) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
 static void *bounded_main(void *p)
 {
     struct bounded *b = p;

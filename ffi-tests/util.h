@@ -134,6 +134,10 @@ bool poll_long_ge(atomic_long *v, long want);
 /* Polls until the job's state is `want` (true) or LONG_MS passes (false). */
 bool poll_state(bgjob_job *job, int32_t want);
 
+/* Polls /proc/<pid>/status until the process ignores `sig` (a shell's
+ * `trap '' TERM` has run: true) or LONG_MS passes (false). */
+bool poll_ignores_signal(int pid, int sig);
+
 /* A call on a thread of its own, waited for with a limit, so a call that
  * hangs fails its case instead of the whole file. `b` must outlive a thread
  * that never returns (it is left behind, detached). */

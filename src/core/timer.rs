@@ -182,8 +182,18 @@ mod tests {
 
     #[test]
     fn tasks_run_in_due_order_and_cancelled_ones_never() {
+        // A task due now holds the timer thread until every other task is
+        // in place and one is cancelled: no stall of this thread can let
+        // one run early (then all are overdue and run by due time).
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let (tx, rx) = mpsc::channel();
         let now = Instant::now();
+        let held = tx.clone();
+        schedule(now, move || {
+            gate_rx.recv().unwrap();
+            held.send(0).unwrap()
+        })
+        .unwrap();
         for (ms, tag) in [(60u64, 3), (20, 1), (40, 2)] {
             let tx = tx.clone();
             schedule(now + Duration::from_millis(ms), move || {
@@ -202,7 +212,8 @@ mod tests {
             "a cancelled task cannot be cancelled again"
         );
         drop(tx);
+        gate_tx.send(()).unwrap();
         let got: Vec<i32> = rx.iter().collect();
-        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(got, vec![0, 1, 2, 3]);
     }
 }
