@@ -36,11 +36,14 @@ def test_a_job_another_thread_is_creating_as_the_exit_begins_is_stopped_not_an_a
         import threading, time
         import bgjob, bgjob._job as J
         real = J.lib
+        inside = threading.Event()
         class Lib:  # a thread switch inside the constructor's get_id call
             def __getattr__(self, name):
                 f = getattr(real, name)
                 if name == "bgjob_job_get_id" and threading.current_thread().name == "maker":
                     def slow(*a):
+                        inside.set()
+                        J._exit_began.wait(60)   # held there until the exit hook runs
                         time.sleep(0.5)
                         return f(*a)
                     return slow
@@ -48,7 +51,7 @@ def test_a_job_another_thread_is_creating_as_the_exit_begins_is_stopped_not_an_a
         J.lib = Lib()
         threading.Thread(target=lambda: bgjob.start(lambda w: w.sleep(30), name="late"),
                          name="maker", daemon=True).start()
-        time.sleep(0.1)
+        assert inside.wait(60)
         print("main done", flush=True)
         """,
     )
@@ -66,14 +69,18 @@ def test_set_log_callback_while_the_exit_hook_waits_does_not_hang_the_exit(tmp_p
         """
         import threading, time
         import bgjob
-        def slow(w):  # keeps the hook waiting half a second
-            t = time.monotonic()
-            while time.monotonic() - t < 0.5:
-                pass
+        tried = threading.Event()
+        def slow(w):  # keeps the hook waiting until the callback was set
+            tried.wait(60)
         bgjob.start(slow, name="slow")
-        def later():
-            time.sleep(0.2)
-            bgjob.set_log_callback(lambda line: None)
+        def later():  # while the exit hook waits
+            bgjob._job._exit_began.wait(60)
+            try:
+                bgjob.set_log_callback(lambda line: None)
+            except RuntimeError:
+                pass  # refused once the exit began: that is fine too
+            finally:
+                tried.set()
         threading.Thread(target=later, daemon=True).start()
         print("main done", flush=True)
         """,
