@@ -654,7 +654,10 @@ static bool test_term_ignoring_child_left_bound_is_gone_when_the_job_ends(void)
     CHECKF(!proc_alive(pid), "child %d still %c after its job ended", (int)pid, proc_state(pid));
     CHECKF(proc_state(pid) == 0, "child %d left %c after its job ended", (int)pid,
            proc_state(pid));
-    CHECKF(gpid <= 0 || !proc_alive(gpid), "grandchild %d still %c after its job ended",
+    /* The grandchild is no child of this process's bgjob: it was sent the
+     * group's SIGKILL before the end, and may still be on its way out
+     * (state R) as the end is seen, on a loaded machine. */
+    CHECKF(gpid <= 0 || poll_dead(gpid, LONG_MS), "grandchild %d still %c after its job ended",
            (int)gpid, proc_state(gpid));
     tap_diag("the end took %lld ms", (long long)took);
     if (gpid > 0 && proc_alive(gpid))

@@ -162,6 +162,12 @@ _free_cb = _ffi.bgjob_free_callback(_free)
 # ---------------------------------------------------------------- helpers
 
 
+def _stat_spec(name: str, type: StatType, unit: str = "") -> tuple[str, bytes, StatType, bytes]:
+    """A statistic's declaration, checked and converted: (name, its C
+    string, its type, its unit's C string)."""
+    return name, _cstr(name, "add_stat"), StatType(type), _cstr(unit, "add_stat unit")
+
+
 def _u64(value: int, what: str) -> int:
     try:
         value = operator.index(value)  # an int: 2.5 or "100" is no count
@@ -1207,6 +1213,14 @@ class Job(Generic[T]):
             opts.parent = parent._h
         opts.completion = _complete_cb
         opts.completion_free = _free_cb
+        # Every conversion that runs the caller's code (an __index__, a
+        # mapping's items, a str subclass's encode) comes before the create:
+        # after it, only bgjob's own calls are made (see the except below).
+        total_n = None if total is None else _u64(total, "total")
+        stat_specs = [
+            _stat_spec(stat_name, *(spec if isinstance(spec, tuple) else (spec, "")))
+            for stat_name, spec in (stats or {}).items()
+        ]
         handle = JobPtr()
         # Nothing may fail between holding the keys and the create call: from
         # there on, bgjob frees both on every path (before returning, if the
@@ -1240,30 +1254,42 @@ class Job(Generic[T]):
         if not name:
             self._run.name = self.name
         try:
-            if total is not None:
-                check(lib.bgjob_job_set_total(handle, _u64(total, "total")), "set_total")
-            for stat_name, spec in (stats or {}).items():
-                t, unit = spec if isinstance(spec, tuple) else (spec, "")
-                self.add_stat(stat_name, t, unit)
+            if total_n is not None:
+                check(lib.bgjob_job_set_total(handle, total_n), "set_total")
+            for spec_ in stat_specs:
+                self._add_stat(*spec_)
             if start:
                 self.start()
         except NotAllowed:
             # Another thread cancelled the job between its create and here
-            # (cancel_all, the exit hook, a cancelled parent), or its
-            # deadline passed: a CREATED job's cancel ends it at once, and
-            # the set_total, add_stat or start that came after is refused.
-            # The job is made all the same, ended as that cancel asked, as
-            # if the cancel had come a moment after its start.
+            # (cancel_all, the exit hook, a cancelled parent): a CREATED
+            # job's cancel ends it at once, and the set_total, add_stat or
+            # start that came after is refused. The job is made all the
+            # same, ended as that cancel asked, as if the cancel had come a
+            # moment after its start -- and like a started job's, this Job
+            # lives until its completion (which comes later, on a thread of
+            # bgjob's) has run, so its on_complete is not lost.
             if not self._cancelled_before_start():
                 self.close()
                 raise
+            if start:
+                with self._lock:
+                    if not self._done:
+                        self._ref.strong = self
         except BaseException:
             self.close()
             raise
 
     def _cancelled_before_start(self) -> bool:
+        """Whether a cancel reached the job before its start: it ended, or
+        (given a sub-job meanwhile) waits for its sub-jobs, cancelled."""
         st = c_int32()
-        return lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CANCELLED
+        if lib.bgjob_job_get_state(self._h, byref(st)) != Result.OK or st.value == State.CREATED:
+            return False
+        if st.value == State.CANCELLED:
+            return True
+        c = _ffi.bgjob_info(struct_size=sizeof(_ffi.bgjob_info))
+        return lib.bgjob_job_get_info(self._h, byref(c)) == Result.OK and bool(c.cancel_requested)
 
     def __repr__(self) -> str:
         if self._closed:
@@ -1323,14 +1349,12 @@ class Job(Generic[T]):
     def add_stat(self, name: str, type: StatType, unit: str = "") -> int:
         """Declares a statistic (only before start: ``start=False``, or the
         ``stats=`` option); returns its index. Names are unique per job."""
+        return self._add_stat(*_stat_spec(name, type, unit))
+
+    def _add_stat(self, name: str, name_b: bytes, type: StatType, unit_b: bytes) -> int:
         index = c_uint32()
-        self._call(
-            lib.bgjob_job_add_stat(
-                self._h, _cstr(name, "add_stat"), int(StatType(type)), _cstr(unit, "add_stat unit"), byref(index)
-            ),
-            "add_stat",
-        )
-        self._run.stats[name] = (index.value, StatType(type))
+        self._call(lib.bgjob_job_add_stat(self._h, name_b, int(type), unit_b, byref(index)), "add_stat")
+        self._run.stats[name] = (index.value, type)
         return index.value
 
     def set_stat(self, stat: str | int, value: StatValue) -> None:
@@ -1491,9 +1515,13 @@ class Job(Generic[T]):
         self._ref.strong = self
 
     def _unpin(self) -> None:
+        # After a refused start: not started (CREATED), or already ended
+        # and its completion run (a cancel came first) -- either way no
+        # completion will let go of the pin any more.
         st = c_int32()
-        if lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CREATED:
-            self._ref.strong = None
+        with self._lock:
+            if self._done or (lib.bgjob_job_get_state(self._h, byref(st)) == Result.OK and st.value == State.CREATED):
+                self._ref.strong = None
 
     def cancel(self, soft: bool = False) -> CancelStatus:
         """Requests cancellation and returns at once; says which race it met.
@@ -2181,7 +2209,17 @@ class Executor(concurrent.futures.Executor):
             future.job = job
             self._futures.add(future)
             future.add_done_callback(self._futures.discard)
-        job.start()
+        try:
+            job.start()
+        except NotAllowed:
+            # cancel_all or the exit hook cancelled the job before its start:
+            # the future is cancelled too, never run (as a cancel_futures
+            # shutdown leaves one), not left pending for ever.
+            if not job._cancelled_before_start():
+                raise
+            slot.clear()
+            future.cancel()
+            future.set_running_or_notify_cancel()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -8,8 +8,12 @@ session."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import gc
 import signal
+import sys
 import threading
+import time
 
 import pytest
 
@@ -174,46 +178,97 @@ def test_a_job_started_while_the_exit_hook_waits_is_cancelled_too(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-class _CancelsOnIndex:
-    """A total whose __index__ (which Job() calls after its create, before its
-    start) runs ``act`` first: the unlucky moment, forced."""
+def _as_job_starts(act, method=None):
+    """Runs ``act`` as ``Job.start`` (or ``method``) is entered: Job() calls
+    it after its create, Executor.submit after its Job() -- the unlucky
+    moment, forced. Returns the undo."""
+    code = (method or bgjob.Job.start).__code__
 
-    def __init__(self, act):
-        self.act = act
+    def prof(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            sys.setprofile(None)
+            act()
 
-    def __index__(self):
-        self.act()
-        return 10
+    sys.setprofile(prof)
+    return lambda: sys.setprofile(None)
 
 
-@pytest.mark.parametrize("how", ["cancel_all", "thread"])
-def test_a_job_cancelled_between_its_create_and_its_start_is_made_ended_not_refused(how):
-    # The exit hook (or cancel_all, or any thread cancelling it by its
-    # handle) may reach a Job that another thread is still making: its
-    # create has returned, its start has not. A CREATED job's cancel ends
-    # it, and Job() then raised NotAllowed from its set_total or start (one
-    # clean-clone CI run in ~10: test_a_job_started_while_the_exit_hook_
-    # waits_is_cancelled_too). It is made, ended CANCELLED, its worker unrun.
-    ran = []
-    made = []
-
+def _cancel(how, name):
     def act():
         if how == "cancel_all":
             assert bgjob.cancel_all(timeout=5) == []
         else:
-            job = next(j for j in bgjob._job._live_jobs() if j.name == "between")
-            made.append(job)
+            job = next(j for j in bgjob._job._live_jobs() if j.name == name)
             t = threading.Thread(target=job.cancel)
             t.start()
             t.join()
 
-    job = bgjob.Job(lambda w: ran.append(1), name="between", total=_CancelsOnIndex(act))
+    return act
+
+
+@pytest.mark.parametrize("where", ["start", "add_stat"])
+@pytest.mark.parametrize("how", ["cancel_all", "thread"])
+def test_a_job_cancelled_between_its_create_and_its_start_is_made_ended_not_refused(how, where):
+    # The exit hook (or cancel_all, or any thread cancelling it by its
+    # handle) may reach a Job that another thread is still making: its
+    # create has returned, its start has not. A CREATED job's cancel ends
+    # it, and Job() then raised NotAllowed from its start (one clean-clone
+    # CI run in ~10: test_a_job_started_while_the_exit_hook_waits_is_
+    # cancelled_too). It is made, ended CANCELLED, its worker unrun, and
+    # its on_complete runs once though nobody keeps the Job (its completion
+    # comes later, on a thread of bgjob's: the Job must live until then).
+    ran, completed = [], []
+    done = threading.Event()
+
+    def on_complete(j):
+        completed.append(j.state)
+        done.set()
+
+    # The statistic's declaration is the last call before the start.
+    method = None if where == "start" else getattr(bgjob.Job, "_add_stat", bgjob.Job.add_stat)
+    undo = _as_job_starts(_cancel(how, "between"), method)
     try:
-        assert job.wait(30) == bgjob.State.CANCELLED
-        assert ran == []
-        assert made in ([], [job])
+        bgjob.Job(
+            lambda w: ran.append(1), name="between", on_complete=on_complete, stats={"n": bgjob.StatType.U64}
+        )
     finally:
-        job.close()
+        undo()
+    gc.collect()
+    assert done.wait(30), "on_complete never ran"
+    assert completed == [bgjob.State.CANCELLED]
+    assert ran == []
+
+
+def test_an_executor_submit_cancelled_before_its_start_gives_a_cancelled_future():
+    # Executor.submit makes its Job unstarted, then starts it: a cancel_all
+    # between the two made submit raise NotAllowed and left a pending
+    # future in the executor for ever.
+    with bgjob.Executor(name_prefix="x") as ex:
+        undo = _as_job_starts(_cancel("cancel_all", None))
+        try:
+            fut = ex.submit(lambda: 1)
+        finally:
+            undo()
+        assert fut.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            fut.result(30)
+        assert "0 running" in repr(ex)
+
+
+def test_a_failed_start_of_a_job_cancelled_first_leaves_it_unpinned():
+    # start=False, a cancel, then start(): refused (the job has ended), and
+    # the pin start() took was kept while the state was not CREATED -- the
+    # Job lived on in a cycle only a garbage collection frees.
+    job = bgjob.Job(lambda w: None, start=False, name="unpinned")
+    job.cancel()
+    assert job.wait(30) == bgjob.State.CANCELLED
+    deadline = time.monotonic() + 30
+    while not job._done and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(bgjob.NotAllowed):
+        job.start()
+    assert job._ref.strong is None
+    job.close()
 
 
 @pytest.mark.parametrize("run", range(2))
