@@ -2728,7 +2728,7 @@ def set_log_callback(fn: Callable[[str], Any] | None) -> None:
 
 
 def _live_jobs() -> list[Job[Any]]:
-    """Every started Job whose completion has not run yet."""
+    """Every Job made (started or not) whose completion has not run yet."""
     jobs = []
     for obj, _ in list(_keep.values()):
         job = obj.get() if isinstance(obj, _JobRef) else None
@@ -2747,11 +2747,14 @@ def _running(job: Job[Any]) -> bool:
 
 
 def cancel_all(timeout: float | None = None) -> list[Job[Any]]:
-    """Cancels every job started from Python that is still running and waits
-    for them to end, at most ``timeout`` seconds in all (None: as long as it
-    takes). Returns the jobs still running then -- those whose workers do not
-    check for cancel -- which is empty when all ended. A bounded version of
-    what happens at interpreter exit (see ``set_exit_timeout``)."""
+    """Cancels every job made from Python that has not ended and waits for
+    them to end, at most ``timeout`` seconds in all (None: as long as it
+    takes). One made with ``start=False`` and not started yet ends CANCELLED
+    at once, its worker never run (a later ``start()`` is ``NotAllowed``, as
+    is a ``Transaction.start()`` with it as a member). Returns the jobs still
+    running then -- those whose workers do not check for cancel -- which is
+    empty when all ended. A bounded version of what happens at interpreter
+    exit (see ``set_exit_timeout``)."""
     deadline = None if timeout is None else time.monotonic() + _ms(timeout, "cancel_all") / 1000.0
     jobs = [job for job in _live_jobs() if _running(job)]
     for job in jobs:
